@@ -1,0 +1,122 @@
+//! Digest authentication of REGISTER (401/Authorization) and INVITE (407/Proxy-Authorization)
+//! against the stored HA1 values.
+
+use hookflash_sip::digest::{Algorithm, Credentials, NonceStatus};
+use hookflash_sip::stack::sip::Request;
+use hookflash_store::{Account, DigestAlgorithm, User};
+use tracing::{debug, info};
+
+use crate::sip_glue::{header_values, now_unix};
+use crate::Engine;
+
+#[derive(Debug)]
+pub enum AuthOutcome {
+    Ok { account: Account, user: User },
+    /// Send a challenge (401/407); `stale` when the nonce was ours but old.
+    Challenge { realm: String, stale: bool },
+    /// Credentials were checked and are wrong: 403.
+    Forbidden(&'static str),
+}
+
+#[derive(Clone, Copy)]
+pub enum AuthKind {
+    /// REGISTER: `Authorization` / `WWW-Authenticate`, 401.
+    Registrar,
+    /// Other requests: `Proxy-Authorization` / `Proxy-Authenticate`, 407.
+    Proxy,
+}
+
+impl AuthKind {
+    pub fn credentials_header(self) -> &'static str {
+        match self {
+            AuthKind::Registrar => "Authorization",
+            AuthKind::Proxy => "Proxy-Authorization",
+        }
+    }
+}
+
+pub fn to_store_alg(a: Algorithm) -> DigestAlgorithm {
+    match a {
+        Algorithm::Md5 => DigestAlgorithm::Md5,
+        Algorithm::Sha256 => DigestAlgorithm::Sha256,
+    }
+}
+
+impl Engine {
+    /// Checks the request's credentials for `realm` (the account the request addresses).
+    pub(crate) async fn authenticate(&self, req: &Request, kind: AuthKind, account: &Account) -> AuthOutcome {
+        let now = now_unix() as u64;
+        let challenge = |stale| AuthOutcome::Challenge {
+            realm: account.realm.clone(),
+            stale,
+        };
+        // A client may send one credential per realm/algorithm; use the one for our realm.
+        let creds = header_values(req, kind.credentials_header())
+            .into_iter()
+            .filter_map(|v| Credentials::parse(&v).ok())
+            .find(|c| c.realm == account.realm);
+        let Some(creds) = creds else {
+            return challenge(false);
+        };
+        if !self.inner.cfg.digest_algorithms.contains(&creds.algorithm) {
+            return challenge(false);
+        }
+        match self.inner.nonces.check(&creds.nonce, now) {
+            NonceStatus::Valid => {}
+            NonceStatus::Stale => return challenge(true),
+            NonceStatus::Invalid => {
+                debug!(user = %creds.username, "digest nonce not ours; re-challenging");
+                return challenge(false);
+            }
+        }
+        let user = match self.inner.store.user_by_extension(&account.id, &creds.username).await {
+            Ok(Some(u)) => u,
+            Ok(None) => {
+                self.inner.metrics.auth_failures.inc();
+                info!(user = %creds.username, realm = %account.realm, "digest auth for unknown user");
+                return AuthOutcome::Forbidden("Unknown User");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store error during authentication");
+                return challenge(false);
+            }
+        };
+        let ha1 = user.ha1(to_store_alg(creds.algorithm)).to_string();
+        if creds.verify(&ha1, req.method.to_string().as_str()) {
+            AuthOutcome::Ok {
+                account: account.clone(),
+                user,
+            }
+        } else {
+            self.inner.metrics.auth_failures.inc();
+            info!(user = %creds.username, realm = %account.realm, "digest auth failed: wrong credentials");
+            AuthOutcome::Forbidden("Wrong Credentials")
+        }
+    }
+
+    /// One challenge header value per configured algorithm, preferred first (RFC 8760 §2.4).
+    pub(crate) fn challenges(&self, realm: &str, stale: bool) -> Vec<String> {
+        let now = now_unix() as u64;
+        self.inner
+            .cfg
+            .digest_algorithms
+            .iter()
+            .map(|a| self.inner.nonces.challenge(realm, *a, now, stale))
+            .collect()
+    }
+
+    /// The account a request addresses: by the host of the given URI (the account realm), or
+    /// the default account when the host is an address rather than a realm.
+    pub(crate) async fn account_for_uri(&self, uri: &str) -> Option<Account> {
+        let host = hookflash_sip::uri::host_part(uri).unwrap_or_default();
+        match self.inner.store.account_by_realm(host).await {
+            Ok(Some(a)) => return Some(a),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "store error looking up account");
+                return None;
+            }
+        }
+        self.inner.store.default_account().await.ok().flatten()
+    }
+}

@@ -1,0 +1,1064 @@
+//! One call: an inbound leg (A, the caller's dialog, where we are UAS) bridged to an outbound
+//! leg (B, where we are UAC; several forks while ringing), with both legs' RTP anchored in a
+//! media bridge. One task runs [`CallActor::run`] and is the only owner of this state.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use hookflash_media::relay::{Bridge, BridgeHandle, BridgeOptions, Leg};
+use hookflash_media::sdp::{self, Codec, Direction, OriginState, SessionDescription};
+use hookflash_sip::stack::dialog::authenticate::Credential;
+use hookflash_sip::stack::dialog::dialog::{DialogState, DialogStateReceiver, DialogStateSender, TerminatedReason};
+use hookflash_sip::stack::dialog::invitation::{InviteAsyncResult, InviteOption};
+use hookflash_sip::stack::dialog::invite_dialog::InviteDialog;
+use hookflash_sip::stack::dialog::DialogId;
+use hookflash_sip::stack::sip::{Header, Request, Response, StatusCode, Transport, Uri};
+use hookflash_sip::stack::transaction::Transaction;
+use hookflash_sip::stack::transport::SipAddr;
+use hookflash_store::{CallRecord, LegRecord, Trunk};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::auth::{AuthKind, AuthOutcome};
+use crate::metrics::CauseLabel;
+use crate::registrar::reply;
+use crate::routing::{route, Facts, Origin, Route};
+use crate::sip_glue::{addr_spec, display_name, header_value, now_ms, now_unix, parse_via};
+use crate::{CallEntry, Engine};
+
+/// Commands the API layer (and shutdown) send to a call's actor.
+#[derive(Debug)]
+pub enum CallCommand {
+    Hangup { cause: String },
+}
+
+/// A snapshot of a call for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallSummary {
+    pub id: String,
+    pub account_id: String,
+    pub from: String,
+    pub to: String,
+    pub direction: String,
+    pub state: String,
+    pub started_at_ms: i64,
+    pub answered_at_ms: Option<i64>,
+}
+
+/// Where one fork of the B leg is sent.
+#[derive(Debug, Clone)]
+struct Target {
+    request_uri: String,
+    destination: SocketAddr,
+    transport: Transport,
+    credential: Option<(String, String)>,
+}
+
+struct Fork {
+    dialog: InviteDialog,
+    call_id: String,
+    request_uri: String,
+    status: Option<u16>,
+    finished: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Ringing,
+    Connected,
+    Ended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn leg(self) -> Leg {
+        match self {
+            Side::A => Leg::A,
+            Side::B => Leg::B,
+        }
+    }
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+/// Per-side media state: the codecs negotiated with that phone (in its payload numbers),
+/// our SDP origin towards it, and the direction it last asked for.
+struct MediaSide {
+    codecs: Vec<Codec>,
+    origin: OriginState,
+    direction: Direction,
+}
+
+/// Turns an INVITE that starts a new dialog into a call, or answers it with an error.
+pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
+    let call_id = uuid::Uuid::now_v7().to_string();
+    tracing::Span::current().record("call_id", call_id.as_str());
+    let req = tx.original.clone();
+    let started_at = now_ms();
+
+    // 1. Who is calling: a trunk (by source address) or an authenticated user.
+    let via = header_value(&req, "Via").and_then(|v| parse_via(&v));
+    let from_value = header_value(&req, "From").unwrap_or_default();
+    let from_uri = addr_spec(&from_value).to_string();
+    let ruri = req.uri.to_string();
+    let Some(dialled) = hookflash_sip::uri::user_part(&ruri).map(hookflash_sip::uri::normalize_number)
+    else {
+        info!(%ruri, "INVITE without a user part");
+        reply(&mut tx, StatusCode::NotFound, vec![]).await;
+        return;
+    };
+    let store = engine.inner.store.clone();
+    let trunk = match &via {
+        Some(v) => store.trunk_by_source(v.addr.ip(), v.addr.port()).await.ok().flatten(),
+        None => None,
+    };
+    let (origin, account, caller_user) = if let Some(trunk) = &trunk {
+        let Ok(Some(account)) = store.account_by_id(&trunk.account_id).await else {
+            reply(&mut tx, StatusCode::ServerInternalError, vec![]).await;
+            return;
+        };
+        let origin = Origin::Trunk {
+            account_id: account.id.clone(),
+            trunk_id: trunk.id.clone(),
+        };
+        (origin, account, None)
+    } else {
+        let Some(account) = engine.account_for_uri(&from_uri).await else {
+            reply(&mut tx, StatusCode::Forbidden, vec![]).await;
+            return;
+        };
+        match engine.authenticate(&req, AuthKind::Proxy, &account).await {
+            AuthOutcome::Ok { account, user } => {
+                let origin = Origin::User {
+                    account_id: account.id.clone(),
+                    user_id: user.id.clone(),
+                };
+                (origin, account, Some(user))
+            }
+            AuthOutcome::Challenge { realm, stale } => {
+                let headers = engine
+                    .challenges(&realm, stale)
+                    .into_iter()
+                    .map(|c| Header::ProxyAuthenticate(c.into()))
+                    .collect();
+                reply(&mut tx, StatusCode::ProxyAuthenticationRequired, headers).await;
+                return;
+            }
+            AuthOutcome::Forbidden(why) => {
+                debug!(why, "authentication refused");
+                reply(&mut tx, StatusCode::Forbidden, vec![]).await;
+                return;
+            }
+        }
+    };
+
+    // 2. The caller's offer: we need one we can bridge (offer in the INVITE, PCMU/PCMA).
+    let offer = match parse_offer(&req) {
+        Ok(o) => o,
+        Err(why) => {
+            info!(why, "rejecting INVITE with unusable SDP");
+            reply(&mut tx, StatusCode::NotAcceptableHere, vec![]).await;
+            return;
+        }
+    };
+
+    // 3. Where it goes.
+    let extension_user = store
+        .user_by_extension(&account.id, &dialled)
+        .await
+        .ok()
+        .flatten();
+    let did = store.lookup_number(&dialled).await.ok().flatten();
+    let did_owner = did
+        .as_ref()
+        .filter(|(n, _)| n.account_id == account.id)
+        .map(|(_, u)| u.clone());
+    let outbound = store.outbound_trunk(&account.id).await.ok().flatten();
+    let facts = Facts {
+        extension_user: extension_user.as_ref().map(|u| u.id.clone()),
+        did_owner: did_owner.as_ref().map(|u| u.id.clone()),
+        outbound_trunk: outbound.as_ref().map(|t| t.id.clone()),
+        is_number: hookflash_sip::uri::is_phone_number(&dialled),
+    };
+    let decision = route(&origin, &dialled, &facts);
+    let (targets, callee_label, direction) = match decision {
+        Route::NotFound => {
+            info!(%dialled, "no route");
+            reply(&mut tx, StatusCode::NotFound, vec![]).await;
+            return;
+        }
+        Route::Loop => {
+            reply(&mut tx, StatusCode::LoopDetected, vec![]).await;
+            return;
+        }
+        Route::User { user_id } => {
+            let regs = store.registrations(&user_id, now_unix()).await.unwrap_or_default();
+            let targets: Vec<Target> = regs
+                .iter()
+                .filter_map(|r| {
+                    let destination: SocketAddr = r.source.parse().ok()?;
+                    Some(Target {
+                        request_uri: r.contact.clone(),
+                        destination,
+                        transport: transport_of(&r.transport),
+                        credential: None,
+                    })
+                })
+                .collect();
+            if targets.is_empty() {
+                info!(%dialled, "callee has no registered device");
+                reply(&mut tx, StatusCode::TemporarilyUnavailable, vec![]).await;
+                return;
+            }
+            let label = extension_user
+                .as_ref()
+                .or(did_owner.as_ref())
+                .map(|u| u.extension.clone())
+                .unwrap_or_else(|| dialled.clone());
+            let direction = match origin {
+                Origin::Trunk { .. } => "inbound",
+                Origin::User { .. } => "internal",
+            };
+            (targets, label, direction)
+        }
+        Route::Trunk { number, .. } => {
+            let Some(trunk) = outbound.clone() else {
+                reply(&mut tx, StatusCode::NotFound, vec![]).await;
+                return;
+            };
+            match trunk_target(&trunk, &number).await {
+                Some(t) => (vec![t], number, "outbound"),
+                None => {
+                    warn!(trunk = %trunk.name, "trunk address does not resolve");
+                    reply(&mut tx, StatusCode::ServiceUnavailable, vec![]).await;
+                    return;
+                }
+            }
+        }
+    };
+
+    // 4. Media: both legs' sockets now, so the B offer can carry our address.
+    let (a_pair, b_pair) = match (engine.inner.ports.allocate(), engine.inner.ports.allocate()) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => {
+            warn!("RTP port range exhausted");
+            reply(&mut tx, StatusCode::ServiceUnavailable, vec![]).await;
+            return;
+        }
+    };
+    let bridge = Arc::new(Bridge::start(
+        a_pair,
+        b_pair,
+        BridgeOptions {
+            inactivity_timeout: engine.inner.cfg.rtp_inactivity,
+        },
+        engine.inner.media_stats.clone(),
+    ));
+    if let Some(addr) = offer.audio_endpoint() {
+        bridge.set_remote(Leg::A, addr);
+    }
+
+    // 5. The caller's dialog. rsipstack runs its server transaction in `handle`.
+    let dialogs = engine.inner.sip.dialogs.clone();
+    let (state_tx, state_rx) = dialogs.new_dialog_state_channel();
+    let contact = engine.local_contact();
+    let a = match dialogs.get_or_create_server_invite(&tx, state_tx.clone(), None, Some(contact)) {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(error = %e, "could not create the caller's dialog");
+            reply(&mut tx, StatusCode::ServerInternalError, vec![]).await;
+            return;
+        }
+    };
+    let mut a_handler = a.clone();
+    tokio::spawn(async move {
+        if let Err(e) = a_handler.handle(&mut tx).await {
+            debug!(error = %e, "caller INVITE transaction ended with error");
+        }
+    });
+
+    let caller_number = match (&caller_user, hookflash_sip::uri::user_part(&from_uri)) {
+        (Some(u), _) => u.extension.clone(),
+        (None, Some(u)) => u.to_string(),
+        (None, None) => "anonymous".to_string(),
+    };
+    let caller_name = display_name(&from_value).or_else(|| caller_user.as_ref().and_then(|u| u.display_name.clone()));
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let summary = CallSummary {
+        id: call_id.clone(),
+        account_id: account.id.clone(),
+        from: caller_number.clone(),
+        to: callee_label.clone(),
+        direction: direction.to_string(),
+        state: "ringing".into(),
+        started_at_ms: started_at,
+        answered_at_ms: None,
+    };
+    if let Ok(mut calls) = engine.inner.calls.lock() {
+        calls.insert(
+            call_id.clone(),
+            CallEntry {
+                summary: summary.clone(),
+                commands: cmd_tx,
+            },
+        );
+    }
+    engine.inner.metrics.calls_started.inc();
+    info!(from = %caller_number, to = %callee_label, direction, forks = targets.len(), "call started");
+
+    let a_codecs = offer
+        .audio()
+        .and_then(|m| sdp::supported_codecs(m).ok())
+        .unwrap_or_default();
+    let mut actor = CallActor {
+        engine: engine.clone(),
+        id: call_id,
+        account_id: account.id.clone(),
+        phase: Phase::Ringing,
+        a,
+        a_call_id: header_value(&req, "Call-ID").unwrap_or_default(),
+        a_from: from_uri,
+        a_to: ruri,
+        forks: Vec::new(),
+        winner: None,
+        bridge,
+        a_media: MediaSide {
+            codecs: a_codecs,
+            origin: OriginState::new(),
+            direction: offer.direction(),
+        },
+        b_media: MediaSide {
+            codecs: Vec::new(),
+            origin: OriginState::new(),
+            direction: Direction::SendRecv,
+        },
+        sent_ringing: false,
+        sent_early_media: false,
+        started_at,
+        answered_at: None,
+        end_cause: String::new(),
+        end_status: 0,
+        caller_number,
+        caller_name,
+        direction: direction.to_string(),
+        callee_label,
+    };
+    let pending = actor.send_forks(&targets, state_tx);
+    actor.run(state_rx, cmd_rx, pending).await;
+}
+
+fn transport_of(name: &str) -> Transport {
+    if name.eq_ignore_ascii_case("tcp") {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    }
+}
+
+async fn trunk_target(trunk: &Trunk, number: &str) -> Option<Target> {
+    let destination = tokio::net::lookup_host((trunk.host.as_str(), trunk.port))
+        .await
+        .ok()?
+        .next()?;
+    let transport = transport_of(&trunk.transport);
+    let tparam = if transport == Transport::Tcp { ";transport=tcp" } else { "" };
+    Some(Target {
+        request_uri: format!("sip:{number}@{}:{}{tparam}", trunk.host, trunk.port),
+        destination,
+        transport,
+        credential: match (&trunk.username, &trunk.password) {
+            (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+            _ => None,
+        },
+    })
+}
+
+fn parse_offer(req: &Request) -> Result<SessionDescription, &'static str> {
+    if req.body.is_empty() {
+        return Err("no SDP offer in INVITE (delayed offer is not supported)");
+    }
+    let text = std::str::from_utf8(&req.body).map_err(|_| "SDP is not UTF-8")?;
+    let sdp = SessionDescription::parse(text).map_err(|_| "SDP does not parse")?;
+    let audio = sdp.audio().ok_or("SDP has no audio stream")?;
+    sdp::supported_codecs(audio).map_err(|_| "no common codec (PCMU/PCMA)")?;
+    if sdp.audio_endpoint().is_none() {
+        return Err("SDP has no connection address");
+    }
+    Ok(sdp)
+}
+
+fn sdp_of_response(resp: &Response) -> Option<SessionDescription> {
+    if resp.body.is_empty() {
+        return None;
+    }
+    std::str::from_utf8(&resp.body)
+        .ok()
+        .and_then(|t| SessionDescription::parse(t).ok())
+}
+
+fn content_type_sdp() -> Header {
+    Header::ContentType("application/sdp".into())
+}
+
+fn state_id(state: &DialogState) -> &DialogId {
+    match state {
+        DialogState::Calling(id)
+        | DialogState::Trying(id)
+        | DialogState::Early(id, _)
+        | DialogState::WaitAck(id, _)
+        | DialogState::Confirmed(id, _)
+        | DialogState::Updated(id, _, _)
+        | DialogState::Publish(id, _, _)
+        | DialogState::Notify(id, _, _)
+        | DialogState::Refer(id, _, _)
+        | DialogState::Message(id, _, _)
+        | DialogState::Info(id, _, _)
+        | DialogState::Options(id, _, _)
+        | DialogState::Terminated(id, _) => id,
+    }
+}
+
+/// Picks the response the caller gets when every fork failed (RFC 3261 §16.7, simplified):
+/// a global failure (6xx) wins, then busy, then the most specific 4xx, then 5xx.
+pub(crate) fn best_failure(statuses: &[u16]) -> u16 {
+    let rank = |s: u16| match s {
+        600..=699 => 0,
+        486 => 1,
+        400..=499 if s != 408 && s != 480 && s != 487 => 2,
+        480 => 3,
+        408 => 4,
+        487 => 5,
+        500..=599 => 6,
+        _ => 7,
+    };
+    statuses
+        .iter()
+        .copied()
+        .filter(|s| *s >= 300)
+        .min_by_key(|s| rank(*s))
+        .unwrap_or(480)
+}
+
+fn cause_for_status(status: u16) -> &'static str {
+    match status {
+        486 | 600 => "busy",
+        603 => "rejected",
+        404 | 604 => "not_found",
+        480 => "unavailable",
+        408 => "no_answer",
+        487 => "cancel",
+        488 | 606 => "incompatible",
+        _ => "failed",
+    }
+}
+
+type ForkFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (usize, Option<InviteAsyncResult>)> + Send>>;
+
+struct CallActor {
+    engine: Engine,
+    id: String,
+    account_id: String,
+    phase: Phase,
+    a: InviteDialog,
+    a_call_id: String,
+    a_from: String,
+    a_to: String,
+    forks: Vec<Fork>,
+    winner: Option<usize>,
+    bridge: Arc<BridgeHandle>,
+    a_media: MediaSide,
+    b_media: MediaSide,
+    sent_ringing: bool,
+    sent_early_media: bool,
+    started_at: i64,
+    answered_at: Option<i64>,
+    end_cause: String,
+    end_status: u16,
+    caller_number: String,
+    caller_name: Option<String>,
+    direction: String,
+    callee_label: String,
+}
+
+impl CallActor {
+    fn send_forks(&mut self, targets: &[Target], state_tx: DialogStateSender) -> FuturesUnordered<ForkFuture> {
+        let pending: FuturesUnordered<ForkFuture> = FuturesUnordered::new();
+        let host = &self.engine.inner.cfg.advertised_host;
+        let b_local = self.bridge.local_addr(Leg::B);
+        let offer = sdp::build_offer(
+            b_local,
+            &mut self.b_media.origin,
+            &self.a_media.codecs,
+            self.a_media.direction,
+        )
+        .to_string();
+        let caller = Uri::try_from(format!("sip:{}@{}", self.caller_number, host).as_str())
+            .or_else(|_| Uri::try_from(format!("sip:anonymous@{host}").as_str()));
+        let Ok(caller) = caller else {
+            warn!("cannot build the caller URI for the B leg");
+            return pending;
+        };
+        for target in targets {
+            let Ok(callee) = Uri::try_from(target.request_uri.as_str()) else {
+                warn!(uri = %target.request_uri, "unusable target URI");
+                continue;
+            };
+            let mut destination = SipAddr::from(target.destination);
+            destination.r#type = Some(target.transport);
+            let opt = InviteOption {
+                caller_display_name: self.caller_name.clone(),
+                caller: caller.clone(),
+                callee,
+                destination: Some(destination),
+                content_type: Some("application/sdp".into()),
+                offer: Some(offer.clone().into_bytes()),
+                contact: self.engine.local_contact(),
+                credential: target.credential.as_ref().map(|(u, p)| Credential {
+                    username: u.clone(),
+                    password: p.clone(),
+                    realm: None,
+                    auth_username: None,
+                }),
+                ..Default::default()
+            };
+            match self.engine.inner.sip.dialogs.do_invite_async(opt, state_tx.clone()) {
+                Ok((dialog, handle)) => {
+                    let index = self.forks.len();
+                    let call_id = dialog.id().call_id.clone();
+                    self.forks.push(Fork {
+                        dialog,
+                        call_id,
+                        request_uri: target.request_uri.clone(),
+                        status: None,
+                        finished: false,
+                    });
+                    pending.push(Box::pin(join_fork(index, handle)));
+                }
+                Err(e) => warn!(error = %e, uri = %target.request_uri, "could not send INVITE"),
+            }
+        }
+        pending
+    }
+
+    async fn run(
+        &mut self,
+        mut states: DialogStateReceiver,
+        mut commands: mpsc::Receiver<CallCommand>,
+        mut pending: FuturesUnordered<ForkFuture>,
+    ) {
+        if self.forks.is_empty() {
+            self.fail_caller(503, "failed");
+        }
+        let ring_deadline = tokio::time::Instant::now() + self.engine.inner.cfg.ring_timeout;
+        let bridge = self.bridge.clone();
+        let inactive = async move { bridge.inactive().await };
+        tokio::pin!(inactive);
+        while self.phase != Phase::Ended {
+            tokio::select! {
+                state = states.recv() => match state {
+                    Some(state) => self.on_dialog_state(state).await,
+                    None => break,
+                },
+                Some((index, result)) = pending.next(), if !pending.is_empty() => {
+                    self.on_fork_result(index, result).await;
+                }
+                _ = tokio::time::sleep_until(ring_deadline), if self.phase == Phase::Ringing => {
+                    info!("no answer before the ring timeout");
+                    self.cancel_forks(None).await;
+                    self.fail_caller(408, "no_answer");
+                }
+                _ = &mut inactive, if self.phase == Phase::Connected => {
+                    info!("no RTP from either side: ending the call");
+                    self.hangup_all("rtp_timeout").await;
+                }
+                Some(cmd) = commands.recv() => match cmd {
+                    CallCommand::Hangup { cause } => self.hangup_all(&cause).await,
+                },
+            }
+        }
+        // Let rsipstack finish the forks we cancelled so their dialogs are cleaned up, but
+        // never wait long.
+        let drain = async { while pending.next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+        self.finish().await;
+    }
+
+    fn fork_by_call_id(&self, call_id: &str) -> Option<usize> {
+        self.forks.iter().position(|f| f.call_id == call_id)
+    }
+
+    async fn on_dialog_state(&mut self, state: DialogState) {
+        let id = state_id(&state).clone();
+        if id.call_id == self.a_call_id {
+            self.on_a_state(state).await;
+        } else if let Some(index) = self.fork_by_call_id(&id.call_id) {
+            self.on_fork_state(index, state).await;
+        } else {
+            debug!(%id, "dialog event for an unknown dialog");
+        }
+    }
+
+    async fn on_a_state(&mut self, state: DialogState) {
+        match state {
+            DialogState::Terminated(_, reason) => {
+                let (cause, status) = match reason {
+                    TerminatedReason::UacCancel => ("cancel", 487),
+                    TerminatedReason::UacBye => ("normal", 200),
+                    TerminatedReason::Timeout => ("ack_timeout", 408),
+                    _ => ("normal", self.end_status.max(200)),
+                };
+                if self.phase == Phase::Ended {
+                    return;
+                }
+                info!(cause, "caller leg ended");
+                self.end_cause = cause.into();
+                self.end_status = status;
+                match self.phase {
+                    Phase::Ringing => self.cancel_forks(None).await,
+                    Phase::Connected => self.bye_b().await,
+                    Phase::Ended => {}
+                }
+                self.phase = Phase::Ended;
+            }
+            DialogState::Updated(_, req, handle) => self.relay_reoffer(Side::A, req, handle).await,
+            DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+            }
+            DialogState::Refer(_, _, handle)
+            | DialogState::Message(_, _, handle)
+            | DialogState::Notify(_, _, handle)
+            | DialogState::Publish(_, _, handle) => {
+                let _ = handle.reply(StatusCode::NotImplemented).await;
+            }
+            other => debug!(state = %other, "caller dialog"),
+        }
+    }
+
+    async fn on_fork_state(&mut self, index: usize, state: DialogState) {
+        let is_winner = self.winner == Some(index);
+        match state {
+            DialogState::Early(_, resp) if self.phase == Phase::Ringing => {
+                self.on_provisional(resp);
+            }
+            DialogState::Terminated(_, reason) if is_winner && self.phase == Phase::Connected => {
+                info!(?reason, "callee leg ended");
+                self.end_cause = "normal".into();
+                self.end_status = 200;
+                if let Err(e) = self.a.bye().await {
+                    debug!(error = %e, "BYE to caller failed");
+                }
+                self.phase = Phase::Ended;
+            }
+            DialogState::Updated(_, req, handle) if is_winner => {
+                self.relay_reoffer(Side::B, req, handle).await
+            }
+            DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+            }
+            DialogState::Updated(_, _, handle)
+            | DialogState::Refer(_, _, handle)
+            | DialogState::Message(_, _, handle)
+            | DialogState::Notify(_, _, handle)
+            | DialogState::Publish(_, _, handle) => {
+                let _ = handle.reply(StatusCode::NotImplemented).await;
+            }
+            other => debug!(state = %other, fork = index, "callee dialog"),
+        }
+    }
+
+    /// 180 → ringing to the caller once; 183 with SDP → early media through the bridge.
+    fn on_provisional(&mut self, resp: Response) {
+        let code = resp.status_code.code();
+        if let Some(answer) = sdp_of_response(&resp) {
+            if self.sent_early_media {
+                return;
+            }
+            if let Some(addr) = answer.audio_endpoint() {
+                self.bridge.set_remote(Leg::B, addr);
+            }
+            let codecs = self.answer_codecs_for_a(&answer);
+            let body = sdp::build_offer(
+                self.bridge.local_addr(Leg::A),
+                &mut self.a_media.origin,
+                &codecs,
+                answer.direction(),
+            )
+            .to_string();
+            if let Err(e) = self.a.ringing(Some(vec![content_type_sdp()]), Some(body.into_bytes())) {
+                debug!(error = %e, "could not send 183 to caller");
+            }
+            self.sent_early_media = true;
+            self.sent_ringing = true;
+        } else if code == 180 && !self.sent_ringing {
+            if let Err(e) = self.a.ringing(None, None) {
+                debug!(error = %e, "could not send 180 to caller");
+            }
+            self.sent_ringing = true;
+        }
+    }
+
+    /// The codecs we answer the caller with: what the callee chose, in the caller's numbers.
+    fn answer_codecs_for_a(&self, b_answer: &SessionDescription) -> Vec<Codec> {
+        let b_codecs = b_answer.audio().map(|m| m.codecs.clone()).unwrap_or_default();
+        sdp::answer_codecs(&self.a_media.codecs, &b_codecs).unwrap_or_else(|_| self.a_media.codecs.clone())
+    }
+
+    async fn on_fork_result(&mut self, index: usize, result: Option<InviteAsyncResult>) {
+        let Some(fork) = self.forks.get_mut(index) else { return };
+        fork.finished = true;
+        let response = match result {
+            Some(Ok((_, resp))) => resp,
+            Some(Err(e)) => {
+                debug!(error = %e, fork = index, "fork INVITE failed");
+                None
+            }
+            None => None,
+        };
+        let status = response.as_ref().map(|r| r.status_code.code()).unwrap_or(408);
+        fork.status = Some(status);
+        if (200..300).contains(&status) {
+            if self.winner.is_some() || self.phase != Phase::Ringing {
+                // A second device answered too (or the caller is gone): release it.
+                let dialog = fork.dialog.clone();
+                tokio::spawn(async move {
+                    let _ = dialog.bye().await;
+                });
+                return;
+            }
+            if let Some(resp) = response {
+                self.on_answer(index, resp).await;
+            }
+            return;
+        }
+        if self.phase == Phase::Ringing && self.winner.is_none() && self.forks.iter().all(|f| f.finished) {
+            let statuses: Vec<u16> = self.forks.iter().filter_map(|f| f.status).collect();
+            let best = best_failure(&statuses);
+            info!(status = best, "every device failed");
+            self.fail_caller(best, cause_for_status(best));
+        }
+    }
+
+    async fn on_answer(&mut self, index: usize, resp: Response) {
+        self.winner = Some(index);
+        self.cancel_forks(Some(index)).await;
+        let Some(answer) = sdp_of_response(&resp) else {
+            warn!("callee answered without usable SDP");
+            self.bye_b().await;
+            self.fail_caller(488, "incompatible");
+            return;
+        };
+        let b_codecs = answer.audio().map(|m| m.codecs.clone()).unwrap_or_default();
+        let a_codecs = self.answer_codecs_for_a(&answer);
+        if let Some(addr) = answer.audio_endpoint() {
+            self.bridge.set_remote(Leg::B, addr);
+        }
+        self.apply_pt_maps(&a_codecs, &b_codecs);
+        self.b_media.codecs = b_codecs;
+        self.b_media.direction = answer.direction();
+        let body = sdp::build_offer(
+            self.bridge.local_addr(Leg::A),
+            &mut self.a_media.origin,
+            &a_codecs,
+            answer.direction(),
+        )
+        .to_string();
+        self.a_media.codecs = a_codecs;
+        if let Err(e) = self.a.accept(Some(vec![content_type_sdp()]), Some(body.into_bytes())) {
+            warn!(error = %e, "could not answer the caller");
+            self.bye_b().await;
+            self.end_cause = "failed".into();
+            self.end_status = 500;
+            self.phase = Phase::Ended;
+            return;
+        }
+        self.phase = Phase::Connected;
+        self.answered_at = Some(now_ms());
+        self.update_summary("answered");
+        info!(device = %self.forks[index].request_uri, "call answered");
+    }
+
+    /// Payload numbers can differ between the legs (telephone-event 101 vs 96): map them.
+    fn apply_pt_maps(&self, a_codecs: &[Codec], b_codecs: &[Codec]) {
+        let pairs: Vec<(u8, u8)> = a_codecs
+            .iter()
+            .filter_map(|ac| {
+                b_codecs
+                    .iter()
+                    .find(|bc| bc.name.eq_ignore_ascii_case(&ac.name) && bc.clock == ac.clock)
+                    .map(|bc| (ac.pt, bc.pt))
+            })
+            .filter(|(a, b)| a != b)
+            .collect();
+        if !pairs.is_empty() {
+            self.bridge.set_pt_map(Leg::A, pairs.clone());
+            self.bridge
+                .set_pt_map(Leg::B, pairs.iter().map(|(a, b)| (*b, *a)).collect());
+        }
+    }
+
+    /// A re-INVITE/UPDATE from one phone (its own hold button, a codec change): offer the same
+    /// change to the other phone and answer with what it said, so the call stays consistent.
+    async fn relay_reoffer(
+        &mut self,
+        from: Side,
+        req: Request,
+        handle: hookflash_sip::stack::dialog::dialog::TransactionHandle,
+    ) {
+        if self.phase != Phase::Connected {
+            let _ = handle.reply(StatusCode::RequestPending).await;
+            return;
+        }
+        if req.body.is_empty() {
+            // Offerless re-INVITE: offer our current SDP; the answer arrives in the ACK and
+            // changes nothing we need to relay.
+            let body = self.sdp_towards(from, Direction::SendRecv);
+            let _ = handle
+                .respond(StatusCode::OK, Some(vec![content_type_sdp()]), Some(body.into_bytes()))
+                .await;
+            return;
+        }
+        let offer = match std::str::from_utf8(&req.body).ok().and_then(|t| SessionDescription::parse(t).ok()) {
+            Some(o) if o.audio().is_some() => o,
+            _ => {
+                let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                return;
+            }
+        };
+        if let Some(addr) = offer.audio_endpoint() {
+            self.bridge.set_remote(from.leg(), addr);
+        }
+        let wanted = offer.direction();
+        self.media_mut(from).direction = wanted;
+        let to = from.other();
+        let body = self.sdp_towards(to, wanted);
+        let dialog = match to {
+            Side::A => Some(self.a.clone()),
+            Side::B => self.winner.and_then(|i| self.forks.get(i)).map(|f| f.dialog.clone()),
+        };
+        let Some(dialog) = dialog else {
+            let _ = handle.reply(StatusCode::ServerInternalError).await;
+            return;
+        };
+        info!(from = ?from, direction = wanted.as_attr(), "relaying re-INVITE");
+        match dialog.reinvite(Some(vec![content_type_sdp()]), Some(body.into_bytes())).await {
+            Ok(Some(resp)) if resp.status_code.kind() == hookflash_sip::stack::sip::StatusCodeKind::Successful => {
+                let answered = sdp_of_response(&resp);
+                let answered_dir = answered.as_ref().map(|s| s.direction()).unwrap_or(wanted.reverse());
+                if let Some(addr) = answered.as_ref().and_then(|s| s.audio_endpoint()) {
+                    self.bridge.set_remote(to.leg(), addr);
+                }
+                self.media_mut(to).direction = answered_dir;
+                let back = self.sdp_towards(from, answered_dir);
+                let _ = handle
+                    .respond(StatusCode::OK, Some(vec![content_type_sdp()]), Some(back.into_bytes()))
+                    .await;
+                self.update_summary(if wanted == Direction::SendRecv { "answered" } else { "held" });
+            }
+            Ok(Some(resp)) => {
+                let _ = handle.reply(resp.status_code).await;
+            }
+            Ok(None) => {
+                let _ = handle.reply(StatusCode::RequestPending).await;
+            }
+            Err(e) => {
+                warn!(error = %e, "re-INVITE towards the other leg failed");
+                let _ = handle.reply(StatusCode::ServerInternalError).await;
+            }
+        }
+    }
+
+    fn media_mut(&mut self, side: Side) -> &mut MediaSide {
+        match side {
+            Side::A => &mut self.a_media,
+            Side::B => &mut self.b_media,
+        }
+    }
+
+    /// A new SDP (offer or answer) from us towards one side, bumping our version there.
+    fn sdp_towards(&mut self, side: Side, direction: Direction) -> String {
+        let local = self.bridge.local_addr(side.leg());
+        let media = self.media_mut(side);
+        media.origin.next();
+        sdp::build_offer(local, &mut media.origin, &media.codecs.clone(), direction).to_string()
+    }
+
+    /// CANCEL every fork still ringing, except `keep`.
+    async fn cancel_forks(&mut self, keep: Option<usize>) {
+        for (i, fork) in self.forks.iter().enumerate() {
+            if Some(i) == keep || fork.finished {
+                continue;
+            }
+            let dialog = fork.dialog.clone();
+            tokio::spawn(async move {
+                if let Err(e) = dialog.cancel().await {
+                    debug!(error = %e, "CANCEL failed");
+                }
+            });
+        }
+    }
+
+    async fn bye_b(&mut self) {
+        if let Some(fork) = self.winner.and_then(|i| self.forks.get(i)) {
+            if let Err(e) = fork.dialog.bye().await {
+                debug!(error = %e, "BYE to callee failed");
+            }
+        }
+    }
+
+    /// Rejects the ringing caller and ends the call.
+    fn fail_caller(&mut self, status: u16, cause: &str) {
+        let code = StatusCode::from(status);
+        if let Err(e) = self.a.reject(Some(code), None) {
+            debug!(error = %e, "could not reject the caller");
+        }
+        self.end_cause = cause.into();
+        self.end_status = status;
+        self.phase = Phase::Ended;
+    }
+
+    async fn hangup_all(&mut self, cause: &str) {
+        match self.phase {
+            Phase::Ringing => {
+                self.cancel_forks(None).await;
+                self.fail_caller(if cause == "shutdown" { 503 } else { 487 }, cause);
+            }
+            Phase::Connected => {
+                let a = self.a.clone();
+                let (_, _) = tokio::join!(a.bye(), async { self.bye_b().await; Ok::<(), ()>(()) });
+                self.end_cause = cause.into();
+                self.end_status = 200;
+                self.phase = Phase::Ended;
+            }
+            Phase::Ended => {}
+        }
+    }
+
+    fn update_summary(&self, state: &str) {
+        if let Ok(mut calls) = self.engine.inner.calls.lock() {
+            if let Some(entry) = calls.get_mut(&self.id) {
+                entry.summary.state = state.to_string();
+                entry.summary.answered_at_ms = self.answered_at;
+            }
+        }
+    }
+
+    /// Frees media and dialogs, writes the call record, updates metrics.
+    async fn finish(&mut self) {
+        self.bridge.stop();
+        let dialogs = &self.engine.inner.sip.dialogs;
+        dialogs.remove_dialog(&self.a.id());
+        for fork in &self.forks {
+            dialogs.remove_dialog(&fork.dialog.id());
+        }
+        let ended_at = now_ms();
+        let cause = if self.end_cause.is_empty() { "normal".to_string() } else { self.end_cause.clone() };
+        let status = if self.answered_at.is_some() { 200 } else { self.end_status };
+        let mut legs = vec![LegRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            call_id: self.id.clone(),
+            role: "caller".into(),
+            direction: "in".into(),
+            from: self.a_from.clone(),
+            to: self.a_to.clone(),
+            contact: None,
+            started_at: self.started_at,
+            answered_at: self.answered_at,
+            ended_at,
+            end_cause: cause.clone(),
+            sip_status: status,
+        }];
+        for (i, fork) in self.forks.iter().enumerate() {
+            let won = self.winner == Some(i);
+            legs.push(LegRecord {
+                id: uuid::Uuid::now_v7().to_string(),
+                call_id: self.id.clone(),
+                role: "callee".into(),
+                direction: "out".into(),
+                from: self.caller_number.clone(),
+                to: self.callee_label.clone(),
+                contact: Some(fork.request_uri.clone()),
+                started_at: self.started_at,
+                answered_at: if won { self.answered_at } else { None },
+                ended_at,
+                end_cause: if won { cause.clone() } else { cause_for_status(fork.status.unwrap_or(487)).to_string() },
+                sip_status: fork.status.unwrap_or(487),
+            });
+        }
+        let record = CallRecord {
+            id: self.id.clone(),
+            account_id: Some(self.account_id.clone()),
+            from: self.caller_number.clone(),
+            to: self.callee_label.clone(),
+            direction: self.direction.clone(),
+            started_at: self.started_at,
+            answered_at: self.answered_at,
+            ended_at,
+            duration_ms: self.answered_at.map(|a| ended_at - a).unwrap_or(0),
+            end_cause: cause.clone(),
+            sip_status: status,
+            legs,
+        };
+        if let Err(e) = self.engine.inner.store.insert_call_record(&record).await {
+            warn!(error = %e, "could not write the call record");
+        }
+        self.engine
+            .inner
+            .metrics
+            .calls_ended
+            .get_or_create(&CauseLabel { cause: cause.clone() })
+            .inc();
+        if let Ok(mut calls) = self.engine.inner.calls.lock() {
+            calls.remove(&self.id);
+        }
+        info!(cause = %cause, status, duration_ms = record.duration_ms, "call ended");
+    }
+}
+
+async fn join_fork(index: usize, handle: JoinHandle<InviteAsyncResult>) -> (usize, Option<InviteAsyncResult>) {
+    (index, handle.await.ok())
+}
+
+impl Engine {
+    /// Our Contact for dialogs we create.
+    pub(crate) fn local_contact(&self) -> Uri {
+        let host = &self.inner.cfg.advertised_host;
+        let port = self.inner.sip_port;
+        Uri::try_from(format!("sip:{host}:{port}").as_str()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_failure_prefers_busy_and_global_failures() {
+        assert_eq!(best_failure(&[487, 486]), 486);
+        assert_eq!(best_failure(&[480, 408]), 480);
+        assert_eq!(best_failure(&[503, 404]), 404);
+        assert_eq!(best_failure(&[603, 486]), 603);
+        assert_eq!(best_failure(&[]), 480);
+        assert_eq!(best_failure(&[500]), 500);
+    }
+
+    #[test]
+    fn causes_name_the_failure() {
+        assert_eq!(cause_for_status(486), "busy");
+        assert_eq!(cause_for_status(487), "cancel");
+        assert_eq!(cause_for_status(408), "no_answer");
+        assert_eq!(cause_for_status(500), "failed");
+    }
+}

@@ -1,0 +1,302 @@
+//! The engine: owns every call. A dispatcher takes each incoming SIP transaction and hands it
+//! to the registrar, to the dialog it belongs to, or to a new call actor; one task per call
+//! owns that call's dialogs and media bridge and handles its events in order.
+
+mod auth;
+mod call;
+pub mod metrics;
+mod registrar;
+pub mod routing;
+pub mod sip_glue;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hookflash_media::ports::PortPool;
+use hookflash_media::MediaStats;
+use hookflash_sip::digest::{Algorithm, NonceIssuer};
+use hookflash_sip::registrar::Limits;
+use hookflash_sip::stack::sip::{Header, Method, StatusCode};
+use hookflash_sip::stack::transaction::{Transaction, TransactionReceiver};
+use hookflash_sip::{SipServer, SipServerOptions};
+use hookflash_store::{Config, Store};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+pub use call::{CallCommand, CallSummary};
+pub use metrics::Metrics;
+
+use crate::registrar::reply;
+use crate::sip_glue::now_unix;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Sip(#[from] hookflash_sip::SipServerError),
+    #[error("RTP port range: {0}")]
+    Media(String),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// What the engine needs from the configuration, resolved once at start.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub advertised_host: String,
+    pub ring_timeout: Duration,
+    pub registrar: Limits,
+    pub digest_algorithms: Vec<Algorithm>,
+    pub rtp_inactivity: Duration,
+}
+
+pub(crate) struct EngineInner {
+    pub cfg: EngineConfig,
+    pub store: Store,
+    pub sip: SipServer,
+    pub ports: Arc<PortPool>,
+    pub media_stats: Arc<MediaStats>,
+    pub metrics: Metrics,
+    pub nonces: NonceIssuer,
+    pub calls: Mutex<HashMap<String, CallEntry>>,
+    pub shutdown: CancellationToken,
+    /// The SIP port we listen on (UDP, else TCP), for Contact headers.
+    pub sip_port: u16,
+}
+
+pub(crate) struct CallEntry {
+    pub summary: CallSummary,
+    pub commands: mpsc::Sender<CallCommand>,
+}
+
+/// A cheap handle to the running engine.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<EngineInner>,
+}
+
+impl Engine {
+    /// Binds SIP and the RTP port range and starts serving.
+    pub async fn start(config: &Config, store: Store) -> Result<Engine, EngineError> {
+        let digest_algorithms: Vec<Algorithm> = config
+            .sip
+            .digest_algorithms
+            .iter()
+            .filter_map(|a| Algorithm::from_name(a))
+            .collect();
+        if digest_algorithms.is_empty() {
+            return Err(EngineError::Config("sip.digest_algorithms names no known algorithm".into()));
+        }
+        let cfg = EngineConfig {
+            advertised_host: config.sip_advertised_host(),
+            ring_timeout: Duration::from_secs(config.sip.ring_timeout_secs.max(1)),
+            registrar: Limits {
+                min_expires: config.registrar.min_expires,
+                max_expires: config.registrar.max_expires,
+                default_expires: config.registrar.default_expires,
+            },
+            digest_algorithms,
+            rtp_inactivity: Duration::from_secs(config.rtp.inactivity_timeout_secs.max(1)),
+        };
+        let ports = PortPool::new(config.rtp.bind_ip, config.rtp.port_min, config.rtp.port_max)
+            .map_err(|e| EngineError::Media(e.to_string()))?;
+        let (sip, incoming) = SipServer::bind(SipServerOptions {
+            udp: config.sip.udp,
+            tcp: config.sip.tcp,
+            user_agent: format!("hookflash/{}", env!("CARGO_PKG_VERSION")),
+        })
+        .await?;
+        let sip_port = sip
+            .udp_addr
+            .or(sip.tcp_addr)
+            .map(|a: SocketAddr| a.port())
+            .unwrap_or(5060);
+        let engine = Engine {
+            inner: Arc::new(EngineInner {
+                cfg,
+                store,
+                sip,
+                ports,
+                media_stats: Arc::new(MediaStats::default()),
+                metrics: Metrics::new(),
+                nonces: NonceIssuer::random(300),
+                calls: Mutex::new(HashMap::new()),
+                shutdown: CancellationToken::new(),
+                sip_port,
+            }),
+        };
+        let serving = engine.clone();
+        tokio::spawn(async move { serving.inner.sip.serve().await });
+        let dispatching = engine.clone();
+        tokio::spawn(async move { dispatching.dispatch(incoming).await });
+        let purging = engine.clone();
+        tokio::spawn(async move { purging.purge_registrations().await });
+        Ok(engine)
+    }
+
+    pub fn sip_udp_addr(&self) -> Option<SocketAddr> {
+        self.inner.sip.udp_addr
+    }
+
+    pub fn sip_tcp_addr(&self) -> Option<SocketAddr> {
+        self.inner.sip.tcp_addr
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    async fn dispatch(&self, mut incoming: TransactionReceiver) {
+        loop {
+            let tx = tokio::select! {
+                _ = self.inner.shutdown.cancelled() => break,
+                tx = incoming.recv() => match tx { Some(tx) => tx, None => break },
+            };
+            self.inner
+                .metrics
+                .sip_requests
+                .get_or_create(&metrics::MethodLabel {
+                    method: tx.original.method.to_string(),
+                })
+                .inc();
+            let engine = self.clone();
+            tokio::spawn(async move { engine.handle_transaction(tx).await });
+        }
+        debug!("SIP dispatcher stopped");
+    }
+
+    async fn handle_transaction(&self, mut tx: Transaction) {
+        let method = tx.original.method;
+        let in_dialog = tx
+            .original
+            .to_header_tag_present();
+        if in_dialog {
+            match self.inner.sip.dialogs.match_dialog(&tx) {
+                Some(mut dialog) => {
+                    if let Err(e) = dialog.handle(&mut tx).await {
+                        debug!(error = %e, %method, "in-dialog request handling ended with error");
+                    }
+                }
+                None if method == Method::Ack => {}
+                None => reply(&mut tx, StatusCode::CallTransactionDoesNotExist, vec![]).await,
+            }
+            return;
+        }
+        match method {
+            Method::Register => self.handle_register(tx).await,
+            Method::Invite => {
+                if self.inner.shutdown.is_cancelled() {
+                    reply(&mut tx, StatusCode::ServiceUnavailable, vec![]).await;
+                    return;
+                }
+                let span = tracing::info_span!("call", call_id = tracing::field::Empty);
+                call::run_inbound(self.clone(), tx).instrument(span).await
+            }
+            Method::Options => {
+                let allow = Header::Allow(ALLOW.into());
+                reply(&mut tx, StatusCode::OK, vec![allow]).await
+            }
+            Method::Ack => {}
+            Method::Bye | Method::Cancel => {
+                reply(&mut tx, StatusCode::CallTransactionDoesNotExist, vec![]).await
+            }
+            _ => {
+                let allow = Header::Allow(ALLOW.into());
+                reply(&mut tx, StatusCode::MethodNotAllowed, vec![allow]).await
+            }
+        }
+    }
+
+    async fn purge_registrations(&self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            match self.inner.store.purge_expired_registrations(now_unix()).await {
+                Ok(0) => {}
+                Ok(n) => info!(removed = n, "expired registrations purged"),
+                Err(e) => warn!(error = %e, "could not purge registrations"),
+            }
+        }
+    }
+
+    /// Prometheus text, with the mirrored gauges refreshed first.
+    pub async fn metrics_text(&self) -> String {
+        let m = &self.inner.metrics;
+        let active = self.inner.calls.lock().map(|c| c.len()).unwrap_or(0);
+        m.active_calls.set(active as i64);
+        if let Ok(n) = self.inner.store.count_registrations(now_unix()).await {
+            m.active_registrations.set(n);
+        }
+        let stats = &self.inner.media_stats;
+        m.rtp_packets_relayed
+            .set(stats.packets_relayed.load(std::sync::atomic::Ordering::Relaxed) as i64);
+        m.rtp_packets_dropped
+            .set(stats.packets_dropped.load(std::sync::atomic::Ordering::Relaxed) as i64);
+        m.rtp_ports_in_use.set(self.inner.ports.in_use() as i64);
+        m.sip_dialogs.set(self.inner.sip.dialogs.len() as i64);
+        m.sip_transactions.set(
+            self.inner
+                .sip
+                .endpoint
+                .inner
+                .get_stats()
+                .running_transactions as i64,
+        );
+        m.encode()
+    }
+
+    pub fn active_calls(&self) -> Vec<CallSummary> {
+        self.inner
+            .calls
+            .lock()
+            .map(|c| c.values().map(|e| e.summary.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// True once the SIP transports are serving and the database answers.
+    pub async fn ready(&self) -> bool {
+        !self.inner.shutdown.is_cancelled() && self.inner.store.ping().await.is_ok()
+    }
+
+    /// Ends every call (BYE/CANCEL with cause "shutdown"), waits up to `grace` for them to
+    /// finish writing their records, then stops SIP.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.shutdown.cancel();
+        let senders: Vec<_> = self
+            .inner
+            .calls
+            .lock()
+            .map(|c| c.values().map(|e| e.commands.clone()).collect())
+            .unwrap_or_default();
+        for s in senders {
+            let _ = s.send(CallCommand::Hangup { cause: "shutdown".into() }).await;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline
+            && self.inner.calls.lock().map(|c| !c.is_empty()).unwrap_or(false)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.inner.sip.shutdown();
+    }
+}
+
+pub(crate) const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE";
+
+trait ToTagPresent {
+    fn to_header_tag_present(&self) -> bool;
+}
+
+impl ToTagPresent for hookflash_sip::stack::sip::Request {
+    fn to_header_tag_present(&self) -> bool {
+        sip_glue::header_value(self, "To")
+            .map(|t| t.to_ascii_lowercase().contains(";tag="))
+            .unwrap_or(false)
+    }
+}

@@ -1,0 +1,123 @@
+//! Prometheus metrics a telephony operator expects. Counters are updated by the engine as
+//! things happen; gauges that mirror state elsewhere (registrations, dialogs, relay counters)
+//! are refreshed just before each scrape.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabel {
+    pub cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub active_calls: Gauge,
+    pub active_registrations: Gauge,
+    pub calls_started: Counter,
+    pub calls_ended: Family<CauseLabel, Counter>,
+    pub rtp_packets_relayed: Gauge,
+    pub rtp_packets_dropped: Gauge,
+    pub rtp_ports_in_use: Gauge,
+    pub sip_dialogs: Gauge,
+    pub sip_transactions: Gauge,
+    pub sip_requests: Family<MethodLabel, Counter>,
+    pub auth_failures: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("hookflash");
+        let m = Metrics {
+            active_calls: Gauge::default(),
+            active_registrations: Gauge::default(),
+            calls_started: Counter::default(),
+            calls_ended: Family::default(),
+            rtp_packets_relayed: Gauge::default(),
+            rtp_packets_dropped: Gauge::default(),
+            rtp_ports_in_use: Gauge::default(),
+            sip_dialogs: Gauge::default(),
+            sip_transactions: Gauge::default(),
+            sip_requests: Family::default(),
+            auth_failures: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("active_calls", "Calls in progress", m.active_calls.clone());
+        registry.register(
+            "active_registrations",
+            "Unexpired registered contacts",
+            m.active_registrations.clone(),
+        );
+        registry.register("calls_started", "Calls accepted for routing", m.calls_started.clone());
+        registry.register("calls_ended", "Calls ended, by cause", m.calls_ended.clone());
+        // Relay counters are monotonic but owned by the media layer; exported as gauges
+        // named *_total so dashboards can rate() them.
+        registry.register(
+            "rtp_packets_relayed_total",
+            "RTP/RTCP packets forwarded by the relay",
+            m.rtp_packets_relayed.clone(),
+        );
+        registry.register(
+            "rtp_packets_dropped_total",
+            "RTP/RTCP packets dropped by the relay (foreign source, no destination)",
+            m.rtp_packets_dropped.clone(),
+        );
+        registry.register("rtp_ports_in_use", "RTP port pairs allocated", m.rtp_ports_in_use.clone());
+        registry.register("sip_dialogs", "SIP dialogs held by the stack", m.sip_dialogs.clone());
+        registry.register(
+            "sip_transactions",
+            "SIP transactions running in the stack",
+            m.sip_transactions.clone(),
+        );
+        registry.register("sip_requests", "SIP requests received, by method", m.sip_requests.clone());
+        registry.register(
+            "auth_failures",
+            "Digest authentication failures (wrong password, unknown user, bad nonce)",
+            m.auth_failures.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            tracing::warn!("metrics encoding failed");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_the_operator_metrics() {
+        let m = Metrics::new();
+        m.calls_started.inc();
+        m.calls_ended
+            .get_or_create(&CauseLabel { cause: "normal".into() })
+            .inc();
+        m.active_calls.set(3);
+        let text = m.encode();
+        assert!(text.contains("hookflash_calls_started_total 1"), "{text}");
+        assert!(text.contains("hookflash_calls_ended_total{cause=\"normal\"} 1"), "{text}");
+        assert!(text.contains("hookflash_active_calls 3"), "{text}");
+        assert!(text.contains("hookflash_rtp_packets_relayed_total 0"), "{text}");
+        assert!(text.contains("hookflash_sip_dialogs 0"), "{text}");
+    }
+}

@@ -1,0 +1,1143 @@
+//! Provisioning and history commands: `hookflash user add 201`, `hookflash calls history`, ...
+//!
+//! Every command opens the store in `data_dir`, works on one account (`--account NAME`,
+//! default: the oldest account) and prints a human-readable result to stdout. Generated
+//! secrets (passwords, API keys) are printed exactly once and never logged.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use hookflash_store::{
+    generate_password, Account, CallRecord, Config, Store, StoreError, TrunkSpec,
+};
+
+/// Errors of the admin commands.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no account exists yet: create one with `hookflash account add NAME` (or run `hookflash serve` once for the demo account)")]
+    NoAccount,
+    #[error("account {0:?} does not exist (see `hookflash account list`)")]
+    AccountNotFound(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("cannot write output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Which account a command works on.
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountArg {
+    /// Account name (default: the oldest account).
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+}
+
+/// The admin commands; `main.rs` flattens them next to `serve`.
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Manage users (extensions) and their SIP passwords.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// Manage SIP trunks (carrier gateways).
+    Trunk {
+        #[command(subcommand)]
+        cmd: TrunkCmd,
+    },
+    /// Manage phone numbers (DIDs) routed to users.
+    Number {
+        #[command(subcommand)]
+        cmd: NumberCmd,
+    },
+    /// Manage API keys of the REST API.
+    Apikey {
+        #[command(subcommand)]
+        cmd: ApikeyCmd,
+    },
+    /// Show call records.
+    Calls {
+        #[command(subcommand)]
+        cmd: CallsCmd,
+    },
+    /// Manage accounts (tenants).
+    Account {
+        #[command(subcommand)]
+        cmd: AccountCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Add a user; without --password a random one is generated and printed once.
+    Add {
+        /// Extension: the SIP user name and digest user name.
+        extension: String,
+        #[arg(long)]
+        password: Option<String>,
+        /// Display name.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// List users with their number of registered devices.
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// Remove a user with its registrations and numbers.
+    #[command(alias = "rm")]
+    Remove {
+        extension: String,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// Set a user's password; without --password a random one is generated and printed once.
+    Passwd {
+        extension: String,
+        #[arg(long)]
+        password: Option<String>,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrunkCmd {
+    /// Add a trunk. The first trunk of an account carries its outbound calls.
+    Add {
+        name: String,
+        /// Gateway host (an IP literal also identifies inbound calls from the trunk).
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value_t = 5060)]
+        port: u16,
+        #[arg(long, default_value = "udp", value_parser = ["udp", "tcp"])]
+        transport: String,
+        /// Digest user name for outbound INVITEs (requires --password).
+        #[arg(long, requires = "password")]
+        username: Option<String>,
+        /// Digest password for outbound INVITEs (stored in clear: the protocol needs it).
+        #[arg(long, requires = "username")]
+        password: Option<String>,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// List trunks.
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// Remove a trunk.
+    #[command(alias = "rm")]
+    Remove {
+        name: String,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NumberCmd {
+    /// Route a phone number to a user (stored as E.164 with '+').
+    Add {
+        number: String,
+        /// Extension of the user the number rings.
+        #[arg(long, value_name = "EXT")]
+        user: String,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// List numbers.
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// Remove a number.
+    #[command(alias = "rm")]
+    Remove {
+        number: String,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApikeyCmd {
+    /// Create an API key; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long, default_value = "cli")]
+        name: String,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// List API keys (id, name, prefix).
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// Revoke an API key by id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CallsCmd {
+    /// The newest calls with their legs.
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountCmd {
+    /// Create an account.
+    Add {
+        name: String,
+        /// Digest realm / SIP domain (default: the name).
+        #[arg(long)]
+        realm: Option<String>,
+    },
+    /// List accounts; `*` marks the default one.
+    #[command(alias = "ls")]
+    List,
+}
+
+/// Runs an admin command against the store in `config.data_dir`, printing to stdout.
+pub async fn run(cmd: AdminCommand, config: &Config) -> Result<(), CliError> {
+    let store = Store::open(&config.data_dir).await?;
+    let mut out = std::io::stdout().lock();
+    let result = execute(cmd, &store, &mut out).await;
+    out.flush()?;
+    store.close().await;
+    result
+}
+
+/// Runs an admin command against an open store, writing to `out`.
+pub async fn execute(
+    cmd: AdminCommand,
+    store: &Store,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    match cmd {
+        AdminCommand::User { cmd } => user(cmd, store, out).await,
+        AdminCommand::Trunk { cmd } => trunk(cmd, store, out).await,
+        AdminCommand::Number { cmd } => number(cmd, store, out).await,
+        AdminCommand::Apikey { cmd } => apikey(cmd, store, out).await,
+        AdminCommand::Calls { cmd } => calls(cmd, store, out).await,
+        AdminCommand::Account { cmd } => account(cmd, store, out).await,
+    }
+}
+
+async fn resolve_account(store: &Store, arg: &AccountArg) -> Result<Account, CliError> {
+    match &arg.account {
+        Some(name) => store
+            .account_by_name(name)
+            .await?
+            .ok_or_else(|| CliError::AccountNotFound(name.clone())),
+        None => store.default_account().await?.ok_or(CliError::NoAccount),
+    }
+}
+
+async fn user(cmd: UserCmd, store: &Store, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        UserCmd::Add {
+            extension,
+            password,
+            name,
+            account,
+        } => {
+            let acc = resolve_account(store, &account).await?;
+            let (password, generated) = match password {
+                Some(p) => (p, false),
+                None => (generate_password(), true),
+            };
+            store
+                .add_user(&acc.id, &extension, &password, name.as_deref())
+                .await?;
+            writeln!(
+                out,
+                "added user {extension} to account {} (SIP user {extension}@{})",
+                acc.name, acc.realm
+            )?;
+            if generated {
+                writeln!(out, "password: {password}")?;
+                writeln!(out, "(shown once; only its digest hash is stored)")?;
+            }
+        }
+        UserCmd::List { account } => {
+            let acc = resolve_account(store, &account).await?;
+            let users = store.users(&acc.id).await?;
+            if users.is_empty() {
+                writeln!(out, "no users in account {}", acc.name)?;
+                return Ok(());
+            }
+            let now = unix_now();
+            let mut rows = Vec::with_capacity(users.len());
+            for u in &users {
+                let regs = store.registrations(&u.id, now).await?;
+                rows.push(vec![
+                    u.extension.clone(),
+                    u.display_name.clone().unwrap_or_else(|| "-".into()),
+                    regs.len().to_string(),
+                ]);
+            }
+            write_table(out, &["EXTENSION", "NAME", "REGISTERED"], &rows)?;
+        }
+        UserCmd::Remove { extension, account } => {
+            let acc = resolve_account(store, &account).await?;
+            if !store.remove_user(&acc.id, &extension).await? {
+                return Err(CliError::NotFound(format!(
+                    "user {extension} does not exist in account {}",
+                    acc.name
+                )));
+            }
+            writeln!(out, "removed user {extension} from account {}", acc.name)?;
+        }
+        UserCmd::Passwd {
+            extension,
+            password,
+            account,
+        } => {
+            let acc = resolve_account(store, &account).await?;
+            let (password, generated) = match password {
+                Some(p) => (p, false),
+                None => (generate_password(), true),
+            };
+            if !store
+                .set_user_password(&acc.id, &extension, &password)
+                .await?
+            {
+                return Err(CliError::NotFound(format!(
+                    "user {extension} does not exist in account {}",
+                    acc.name
+                )));
+            }
+            writeln!(out, "password of user {extension} changed")?;
+            if generated {
+                writeln!(out, "password: {password}")?;
+                writeln!(out, "(shown once; only its digest hash is stored)")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn trunk(cmd: TrunkCmd, store: &Store, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        TrunkCmd::Add {
+            name,
+            host,
+            port,
+            transport,
+            username,
+            password,
+            account,
+        } => {
+            let acc = resolve_account(store, &account).await?;
+            let spec = TrunkSpec {
+                name,
+                host,
+                port,
+                transport,
+                username,
+                password,
+            };
+            let t = store.add_trunk(&acc.id, &spec).await?;
+            writeln!(
+                out,
+                "added trunk {} ({}:{} {}) to account {}",
+                t.name, t.host, t.port, t.transport, acc.name
+            )?;
+        }
+        TrunkCmd::List { account } => {
+            let acc = resolve_account(store, &account).await?;
+            let trunks = store.trunks(&acc.id).await?;
+            if trunks.is_empty() {
+                writeln!(out, "no trunks in account {}", acc.name)?;
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = trunks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    vec![
+                        t.name.clone(),
+                        t.host.clone(),
+                        t.port.to_string(),
+                        t.transport.clone(),
+                        t.username.clone().unwrap_or_else(|| "-".into()),
+                        if i == 0 { "yes" } else { "" }.to_string(),
+                    ]
+                })
+                .collect();
+            write_table(
+                out,
+                &["NAME", "HOST", "PORT", "TRANSPORT", "USERNAME", "OUTBOUND"],
+                &rows,
+            )?;
+        }
+        TrunkCmd::Remove { name, account } => {
+            let acc = resolve_account(store, &account).await?;
+            if !store.remove_trunk(&acc.id, &name).await? {
+                return Err(CliError::NotFound(format!(
+                    "trunk {name} does not exist in account {}",
+                    acc.name
+                )));
+            }
+            writeln!(out, "removed trunk {name} from account {}", acc.name)?;
+        }
+    }
+    Ok(())
+}
+
+async fn number(cmd: NumberCmd, store: &Store, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        NumberCmd::Add {
+            number,
+            user,
+            account,
+        } => {
+            let acc = resolve_account(store, &account).await?;
+            let n = store.add_number(&acc.id, &number, &user).await?;
+            writeln!(
+                out,
+                "added number {} -> user {user} (account {})",
+                n.number, acc.name
+            )?;
+        }
+        NumberCmd::List { account } => {
+            let acc = resolve_account(store, &account).await?;
+            let numbers = store.numbers(&acc.id).await?;
+            if numbers.is_empty() {
+                writeln!(out, "no numbers in account {}", acc.name)?;
+                return Ok(());
+            }
+            let exts: HashMap<String, String> = store
+                .users(&acc.id)
+                .await?
+                .into_iter()
+                .map(|u| (u.id, u.extension))
+                .collect();
+            let rows: Vec<Vec<String>> = numbers
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.number.clone(),
+                        exts.get(&n.user_id).cloned().unwrap_or_else(|| "?".into()),
+                    ]
+                })
+                .collect();
+            write_table(out, &["NUMBER", "USER"], &rows)?;
+        }
+        NumberCmd::Remove { number, account } => {
+            let acc = resolve_account(store, &account).await?;
+            if !store.remove_number(&acc.id, &number).await? {
+                return Err(CliError::NotFound(format!(
+                    "number {number} does not exist in account {}",
+                    acc.name
+                )));
+            }
+            writeln!(out, "removed number {number} from account {}", acc.name)?;
+        }
+    }
+    Ok(())
+}
+
+async fn apikey(cmd: ApikeyCmd, store: &Store, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        ApikeyCmd::Create { name, account } => {
+            let acc = resolve_account(store, &account).await?;
+            let (key, plaintext) = store.create_api_key(&acc.id, &name).await?;
+            writeln!(
+                out,
+                "created API key {} ({}) for account {}",
+                key.id, key.name, acc.name
+            )?;
+            writeln!(out, "key: {plaintext}")?;
+            writeln!(out, "(shown once; only its hash is stored)")?;
+        }
+        ApikeyCmd::List { account } => {
+            let acc = resolve_account(store, &account).await?;
+            let keys = store.api_keys(&acc.id).await?;
+            if keys.is_empty() {
+                writeln!(out, "no API keys in account {}", acc.name)?;
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = keys
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.id.clone(),
+                        k.name.clone(),
+                        format!("{}...", k.prefix),
+                        format_unix_ms(k.created_at.saturating_mul(1000)),
+                    ]
+                })
+                .collect();
+            write_table(out, &["ID", "NAME", "PREFIX", "CREATED (UTC)"], &rows)?;
+        }
+        ApikeyCmd::Revoke { id, account } => {
+            let acc = resolve_account(store, &account).await?;
+            if !store.revoke_api_key(&acc.id, &id).await? {
+                return Err(CliError::NotFound(format!(
+                    "API key {id} does not exist in account {}",
+                    acc.name
+                )));
+            }
+            writeln!(out, "revoked API key {id}")?;
+        }
+    }
+    Ok(())
+}
+
+async fn calls(cmd: CallsCmd, store: &Store, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        CallsCmd::History { limit, account } => {
+            let acc = resolve_account(store, &account).await?;
+            let records = store.call_history(Some(&acc.id), i64::from(limit)).await?;
+            if records.is_empty() {
+                writeln!(out, "no calls in account {}", acc.name)?;
+                return Ok(());
+            }
+            write_call_history(out, &records)?;
+        }
+    }
+    Ok(())
+}
+
+async fn account(cmd: AccountCmd, store: &Store, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        AccountCmd::Add { name, realm } => {
+            let realm = realm.unwrap_or_else(|| name.clone());
+            let acc = store.create_account(&name, &realm).await?;
+            writeln!(
+                out,
+                "added account {} (realm {}, id {})",
+                acc.name, acc.realm, acc.id
+            )?;
+        }
+        AccountCmd::List => {
+            let accounts = store.accounts().await?;
+            if accounts.is_empty() {
+                writeln!(out, "no accounts")?;
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = accounts
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    vec![
+                        if i == 0 { "*" } else { "" }.to_string(),
+                        a.name.clone(),
+                        a.realm.clone(),
+                        a.id.clone(),
+                        format_unix_ms(a.created_at.saturating_mul(1000)),
+                    ]
+                })
+                .collect();
+            write_table(out, &["", "NAME", "REALM", "ID", "CREATED (UTC)"], &rows)?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output helpers
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Column widths (in characters) for a table.
+fn widths(headers: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
+    let mut w: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(x) = w.get_mut(i) {
+                *x = (*x).max(cell.chars().count());
+            }
+        }
+    }
+    w
+}
+
+fn format_row(cells: &[String], widths: &[usize]) -> String {
+    let mut line = String::new();
+    for (i, cell) in cells.iter().enumerate() {
+        if i > 0 {
+            line.push_str("  ");
+        }
+        let width = widths.get(i).copied().unwrap_or(0);
+        line.push_str(cell);
+        let pad = width.saturating_sub(cell.chars().count());
+        line.extend(std::iter::repeat_n(' ', pad));
+    }
+    line.trim_end().to_string()
+}
+
+fn write_table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
+    let w = widths(headers, rows);
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    writeln!(out, "{}", format_row(&header, &w))?;
+    for row in rows {
+        writeln!(out, "{}", format_row(row, &w))?;
+    }
+    Ok(())
+}
+
+fn write_call_history(out: &mut dyn Write, records: &[CallRecord]) -> std::io::Result<()> {
+    let headers = [
+        "START (UTC)",
+        "FROM",
+        "TO",
+        "DIRECTION",
+        "DURATION(s)",
+        "END CAUSE",
+        "SIP",
+    ];
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|c| {
+            vec![
+                format_unix_ms(c.started_at),
+                c.from.clone(),
+                c.to.clone(),
+                c.direction.clone(),
+                format!("{:.1}", c.duration_ms as f64 / 1000.0),
+                c.end_cause.clone(),
+                c.sip_status.to_string(),
+            ]
+        })
+        .collect();
+    let w = widths(&headers, &rows);
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    writeln!(out, "{}", format_row(&header, &w))?;
+    for (call, row) in records.iter().zip(&rows) {
+        writeln!(out, "{}", format_row(row, &w))?;
+        for leg in &call.legs {
+            let answered = match leg.answered_at {
+                Some(t) => format!("answered +{:.1}s", (t - leg.started_at) as f64 / 1000.0),
+                None => "unanswered".to_string(),
+            };
+            let contact = leg
+                .contact
+                .as_deref()
+                .map(|c| format!("  contact {c}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "    {:<6} {:<3} {} -> {}  {answered}  {} {}{contact}",
+                leg.role, leg.direction, leg.from, leg.to, leg.end_cause, leg.sip_status
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for unix milliseconds.
+fn format_unix_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+    use hookflash_store::{ha1, DigestAlgorithm, LegRecord};
+    use std::path::PathBuf;
+
+    /// Mirrors main.rs: `serve` plus the flattened admin commands.
+    #[derive(Parser, Debug)]
+    struct TestCli {
+        #[command(subcommand)]
+        command: TestCommand,
+    }
+
+    #[derive(Subcommand, Debug)]
+    enum TestCommand {
+        Serve,
+        #[command(flatten)]
+        Admin(AdminCommand),
+    }
+
+    fn parse(args: &[&str]) -> Result<AdminCommand, clap::Error> {
+        let mut argv = vec!["hookflash"];
+        argv.extend_from_slice(args);
+        match TestCli::try_parse_from(argv)?.command {
+            TestCommand::Admin(cmd) => Ok(cmd),
+            TestCommand::Serve => panic!("parsed as serve"),
+        }
+    }
+
+    fn temp_dir() -> PathBuf {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        std::env::temp_dir().join(format!("hookflash-cli-test-{}-{nanos}", std::process::id()))
+    }
+
+    async fn exec(store: &Store, args: &[&str]) -> Result<String, CliError> {
+        let cmd = parse(args).unwrap();
+        let mut out = Vec::new();
+        execute(cmd, store, &mut out).await?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn command_tree_is_consistent() {
+        TestCli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_user_commands() {
+        match parse(&[
+            "user",
+            "add",
+            "201",
+            "--password",
+            "pw",
+            "--name",
+            "Alice",
+            "--account",
+            "acme",
+        ])
+        .unwrap()
+        {
+            AdminCommand::User {
+                cmd:
+                    UserCmd::Add {
+                        extension,
+                        password,
+                        name,
+                        account,
+                    },
+            } => {
+                assert_eq!(extension, "201");
+                assert_eq!(password.as_deref(), Some("pw"));
+                assert_eq!(name.as_deref(), Some("Alice"));
+                assert_eq!(account.account.as_deref(), Some("acme"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["user", "add", "201"]).unwrap(),
+            AdminCommand::User {
+                cmd: UserCmd::Add {
+                    password: None,
+                    account: AccountArg { account: None },
+                    ..
+                }
+            }
+        ));
+        assert!(matches!(
+            parse(&["user", "ls"]).unwrap(),
+            AdminCommand::User {
+                cmd: UserCmd::List { .. }
+            }
+        ));
+        assert!(matches!(
+            parse(&["user", "passwd", "201"]).unwrap(),
+            AdminCommand::User {
+                cmd: UserCmd::Passwd { password: None, .. }
+            }
+        ));
+        assert!(parse(&["user", "add"]).is_err());
+    }
+
+    #[test]
+    fn parses_trunk_number_apikey_calls_account() {
+        match parse(&[
+            "trunk",
+            "add",
+            "carrier",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "5080",
+        ])
+        .unwrap()
+        {
+            AdminCommand::Trunk {
+                cmd:
+                    TrunkCmd::Add {
+                        port,
+                        transport,
+                        username,
+                        ..
+                    },
+            } => {
+                assert_eq!(port, 5080);
+                assert_eq!(transport, "udp");
+                assert_eq!(username, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["trunk", "add", "c", "--host", "h", "--transport", "tls"]).is_err());
+        assert!(parse(&["trunk", "add", "c", "--host", "h", "--username", "u"]).is_err());
+        assert!(parse(&[
+            "trunk",
+            "add",
+            "c",
+            "--host",
+            "h",
+            "--username",
+            "u",
+            "--password",
+            "p"
+        ])
+        .is_ok());
+        assert!(
+            parse(&["number", "add", "+4930123456"]).is_err(),
+            "--user is required"
+        );
+        assert!(matches!(
+            parse(&["number", "add", "+4930123456", "--user", "201"]).unwrap(),
+            AdminCommand::Number {
+                cmd: NumberCmd::Add { .. }
+            }
+        ));
+        match parse(&["apikey", "create"]).unwrap() {
+            AdminCommand::Apikey {
+                cmd: ApikeyCmd::Create { name, .. },
+            } => assert_eq!(name, "cli"),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["calls", "history", "--limit", "5", "--account", "acme"]).unwrap() {
+            AdminCommand::Calls {
+                cmd: CallsCmd::History { limit, account },
+            } => {
+                assert_eq!(limit, 5);
+                assert_eq!(account.account.as_deref(), Some("acme"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["account", "add", "acme", "--realm", "acme.local"]).unwrap(),
+            AdminCommand::Account {
+                cmd: AccountCmd::Add { realm: Some(_), .. }
+            }
+        ));
+        assert!(matches!(
+            TestCli::try_parse_from(["hookflash", "serve"])
+                .unwrap()
+                .command,
+            TestCommand::Serve
+        ));
+    }
+
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(format_unix_ms(0), "1970-01-01 00:00:00");
+        assert_eq!(format_unix_ms(1_700_000_000_123), "2023-11-14 22:13:20");
+        assert_eq!(format_unix_ms(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(format_unix_ms(-1_000), "1969-12-31 23:59:59");
+    }
+
+    #[tokio::test]
+    async fn run_uses_the_data_dir() {
+        let dir = temp_dir();
+        let config = Config {
+            data_dir: dir.clone(),
+            ..Config::default()
+        };
+        run(
+            parse(&["account", "add", "acme", "--realm", "acme.local"]).unwrap(),
+            &config,
+        )
+        .await
+        .unwrap();
+        let err = run(parse(&["account", "add", "acme"]).unwrap(), &config)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CliError::Store(StoreError::Conflict(_))),
+            "{err}"
+        );
+        let store = Store::open(&dir).await.unwrap();
+        let acc = store.account_by_name("acme").await.unwrap().unwrap();
+        assert_eq!(acc.realm, "acme.local");
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn commands_need_an_account() {
+        let store = Store::open_memory().await.unwrap();
+        assert!(matches!(
+            exec(&store, &["user", "list"]).await,
+            Err(CliError::NoAccount)
+        ));
+        store.create_account("acme", "acme.local").await.unwrap();
+        assert!(matches!(
+            exec(&store, &["user", "list", "--account", "nope"]).await,
+            Err(CliError::AccountNotFound(_))
+        ));
+        let out = exec(&store, &["user", "list"]).await.unwrap();
+        assert_eq!(out, "no users in account acme\n");
+    }
+
+    #[tokio::test]
+    async fn user_lifecycle() {
+        let store = Store::open_memory().await.unwrap();
+        let acc = store.create_account("acme", "acme.local").await.unwrap();
+
+        // Random password: printed once and valid.
+        let out = exec(&store, &["user", "add", "201", "--name", "Alice"])
+            .await
+            .unwrap();
+        let pw = out
+            .lines()
+            .find_map(|l| l.strip_prefix("password: "))
+            .unwrap()
+            .to_string();
+        assert_eq!(pw.len(), 12);
+        let u = store
+            .user_by_extension(&acc.id, "201")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            u.ha1_md5,
+            ha1(DigestAlgorithm::Md5, "201", "acme.local", &pw)
+        );
+
+        // Given password: not echoed.
+        let out = exec(&store, &["user", "add", "202", "--password", "s3cret"])
+            .await
+            .unwrap();
+        assert!(!out.contains("s3cret"));
+        assert!(matches!(
+            exec(&store, &["user", "add", "202", "--password", "x"]).await,
+            Err(CliError::Store(StoreError::Conflict(_)))
+        ));
+
+        let list = exec(&store, &["user", "list"]).await.unwrap();
+        let lines: Vec<&str> = list.lines().collect();
+        assert_eq!(lines.len(), 3, "{list}");
+        assert!(lines[0].starts_with("EXTENSION"));
+        assert!(
+            lines[1].starts_with("201") && lines[1].contains("Alice"),
+            "{list}"
+        );
+        assert!(
+            lines[2].starts_with("202") && lines[2].contains(" - "),
+            "{list}"
+        );
+
+        exec(&store, &["user", "passwd", "202", "--password", "new"])
+            .await
+            .unwrap();
+        let u = store
+            .user_by_extension(&acc.id, "202")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            u.ha1_sha256,
+            ha1(DigestAlgorithm::Sha256, "202", "acme.local", "new")
+        );
+        assert!(matches!(
+            exec(&store, &["user", "passwd", "999"]).await,
+            Err(CliError::NotFound(_))
+        ));
+
+        exec(&store, &["user", "remove", "202"]).await.unwrap();
+        assert!(store
+            .user_by_extension(&acc.id, "202")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(matches!(
+            exec(&store, &["user", "rm", "202"]).await,
+            Err(CliError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn trunks_numbers_and_keys() {
+        let store = Store::open_memory().await.unwrap();
+        let acc = store.create_account("acme", "acme.local").await.unwrap();
+        store.create_account("beta", "beta.local").await.unwrap();
+        exec(&store, &["user", "add", "201", "--password", "pw"])
+            .await
+            .unwrap();
+
+        exec(
+            &store,
+            &[
+                "trunk",
+                "add",
+                "carrier",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "5080",
+                "--username",
+                "acct",
+                "--password",
+                "tpw",
+            ],
+        )
+        .await
+        .unwrap();
+        let t = store.outbound_trunk(&acc.id).await.unwrap().unwrap();
+        assert_eq!((t.port, t.password.as_deref()), (5080, Some("tpw")));
+        let list = exec(&store, &["trunk", "list"]).await.unwrap();
+        assert!(
+            list.contains("carrier") && list.contains("5080") && !list.contains("tpw"),
+            "{list}"
+        );
+        // --account selects another account.
+        assert_eq!(
+            exec(&store, &["trunk", "list", "--account", "beta"])
+                .await
+                .unwrap(),
+            "no trunks in account beta\n"
+        );
+        exec(&store, &["trunk", "remove", "carrier"]).await.unwrap();
+        assert!(store.trunks(&acc.id).await.unwrap().is_empty());
+
+        let out = exec(&store, &["number", "add", "4930123456", "--user", "201"])
+            .await
+            .unwrap();
+        assert!(out.contains("+4930123456"), "{out}");
+        let list = exec(&store, &["number", "list"]).await.unwrap();
+        assert_eq!(list.lines().nth(1).unwrap(), "+4930123456  201");
+        exec(&store, &["number", "remove", "+4930123456"])
+            .await
+            .unwrap();
+        assert!(store.lookup_number("4930123456").await.unwrap().is_none());
+
+        let out = exec(&store, &["apikey", "create", "--name", "ci"])
+            .await
+            .unwrap();
+        let key = out.lines().find_map(|l| l.strip_prefix("key: ")).unwrap();
+        let meta = store.verify_api_key(key).await.unwrap().unwrap();
+        assert_eq!(meta.account_id, acc.id);
+        let list = exec(&store, &["apikey", "list"]).await.unwrap();
+        assert!(list.contains(&meta.id) && !list.contains(key), "{list}");
+        assert!(matches!(
+            exec(&store, &["apikey", "revoke", &meta.id, "--account", "beta"]).await,
+            Err(CliError::NotFound(_))
+        ));
+        exec(&store, &["apikey", "revoke", &meta.id]).await.unwrap();
+        assert!(store.verify_api_key(key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn accounts_and_call_history() {
+        let store = Store::open_memory().await.unwrap();
+        assert_eq!(
+            exec(&store, &["account", "list"]).await.unwrap(),
+            "no accounts\n"
+        );
+        exec(&store, &["account", "add", "acme"]).await.unwrap();
+        let acc = store.account_by_name("acme").await.unwrap().unwrap();
+        assert_eq!(acc.realm, "acme");
+        let list = exec(&store, &["account", "list"]).await.unwrap();
+        assert!(
+            list.lines().nth(1).unwrap().starts_with("*  acme"),
+            "{list}"
+        );
+
+        assert_eq!(
+            exec(&store, &["calls", "history"]).await.unwrap(),
+            "no calls in account acme\n"
+        );
+        let leg = |id: &str, role: &str, dir: &str, answered: Option<i64>| LegRecord {
+            id: id.into(),
+            call_id: "call-1".into(),
+            role: role.into(),
+            direction: dir.into(),
+            from: "sip:201@acme".into(),
+            to: "sip:202@acme".into(),
+            contact: Some("sip:202@127.0.0.1:5072".into()),
+            started_at: 1_700_000_000_000,
+            answered_at: answered,
+            ended_at: 1_700_000_012_500,
+            end_cause: "normal".into(),
+            sip_status: 200,
+        };
+        for (id, start) in [
+            ("call-1", 1_700_000_000_000i64),
+            ("call-2", 1_700_000_100_000),
+        ] {
+            store
+                .insert_call_record(&CallRecord {
+                    id: id.into(),
+                    account_id: Some(acc.id.clone()),
+                    from: "sip:201@acme".into(),
+                    to: "sip:202@acme".into(),
+                    direction: "internal".into(),
+                    started_at: start,
+                    answered_at: Some(start + 2_500),
+                    ended_at: start + 12_500,
+                    duration_ms: 10_000,
+                    end_cause: "caller_hangup".into(),
+                    sip_status: 200,
+                    legs: vec![
+                        leg(&format!("{id}-a"), "caller", "in", Some(1_700_000_002_500)),
+                        leg(&format!("{id}-b"), "callee", "out", None),
+                    ],
+                })
+                .await
+                .unwrap();
+        }
+        let out = exec(&store, &["calls", "history", "--limit", "1"])
+            .await
+            .unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        assert!(lines[0].starts_with("START (UTC)"));
+        assert!(lines[1].starts_with("2023-11-14 22:15:00"), "{out}");
+        for part in ["sip:201@acme", "internal", "10.0", "caller_hangup", "200"] {
+            assert!(lines[1].contains(part), "{part} missing in {out}");
+        }
+        assert!(
+            lines[2].starts_with("    caller") && lines[2].contains("answered +2.5s"),
+            "{out}"
+        );
+        assert!(
+            lines[3].starts_with("    callee") && lines[3].contains("unanswered"),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! `hookflash`: the voice server (`serve`) and its provisioning commands.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use hookflash_engine::Engine;
+use hookflash_store::{Config, Store};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+#[derive(Parser, Debug)]
+#[command(name = "hookflash", version, about = "Programmable voice server: SIP registrar + B2BUA with anchored media and live call control")]
+struct Cli {
+    /// TOML configuration file (see docs/config.md); env HOOKFLASH_CONFIG.
+    #[arg(long, global = true, env = "HOOKFLASH_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (the default when no command is given).
+    Serve,
+    #[command(flatten)]
+    Admin(cli::AdminCommand),
+}
+
+#[derive(Debug, Error)]
+enum ServeError {
+    #[error("configuration: {0}")]
+    Config(#[from] hookflash_store::ConfigError),
+    #[error("database: {0}")]
+    Store(#[from] hookflash_store::StoreError),
+    #[error("{0}")]
+    Engine(#[from] hookflash_engine::EngineError),
+    #[error("{0}")]
+    Api(#[from] hookflash_api::ApiError),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("HOOKFLASH_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hookflash: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let config = match Config::load(cli.config.as_deref()).and_then(|c| c.validate().map(|_| c)) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("hookflash: configuration error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => match serve(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!(error = %e, "hookflash stopped");
+                    eprintln!("hookflash: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Command::Admin(cmd) => match cli::run(cmd, &config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hookflash: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    })
+}
+
+async fn serve(config: Config) -> Result<(), ServeError> {
+    let store = Store::open(&config.data_dir).await?;
+    if config.demo_account {
+        if let Some(demo) = store.ensure_demo_account().await? {
+            print_demo(&config, &demo);
+        }
+    }
+    store.apply_provisioning(&config.accounts).await?;
+    let engine = Engine::start(&config, store).await?;
+    let stop = CancellationToken::new();
+    let (http_addr, http) = hookflash_api::bind(config.http.listen, engine.clone(), stop.clone()).await?;
+    info!(
+        sip_udp = ?engine.sip_udp_addr(),
+        sip_tcp = ?engine.sip_tcp_addr(),
+        http = %http_addr,
+        rtp = %format!("{}:{}-{}", config.rtp.bind_ip, config.rtp.port_min, config.rtp.port_max),
+        data = %config.data_dir.display(),
+        "hookflash is running"
+    );
+    let http_task = tokio::spawn(http);
+    shutdown_signal().await;
+    info!("shutting down: ending calls");
+    engine.shutdown(Duration::from_secs(5)).await;
+    stop.cancel();
+    match http_task.await {
+        Ok(r) => r?,
+        Err(e) => error!(error = %e, "HTTP task panicked"),
+    }
+    engine.store().close().await;
+    info!("stopped");
+    Ok(())
+}
+
+fn print_demo(config: &Config, demo: &hookflash_store::DemoCredentials) {
+    let sip = config
+        .sip
+        .udp
+        .or(config.sip.tcp)
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    println!("=================================================================");
+    println!(" hookflash demo account created (shown once; stored hashed)");
+    println!("   account: {}   realm/domain: {}", demo.account.name, demo.account.realm);
+    println!("   SIP server: {sip}");
+    for (ext, password) in &demo.users {
+        println!("   user {ext}  password {password}");
+    }
+    println!("   API key: {}", demo.api_key);
+    println!("=================================================================");
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

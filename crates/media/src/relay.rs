@@ -1,0 +1,883 @@
+//! The relay fast path: a two-leg bridge forwarding RTP/RTCP without decoding.
+//!
+//! # Model
+//! Leg A's [`RtpSocketPair`] faces phone A, leg B's faces phone B. RTP from phone A arriving
+//! on A's RTP socket leaves through B's RTP socket towards phone B, and vice versa; RTCP the
+//! same way on the +1 sockets (RTCP that arrives multiplexed on an RTP socket, RFC 5761, is
+//! recognised with [`crate::rtp::is_rtcp`] and relayed as RTCP).
+//!
+//! Both socket pairs are allocated up front and passed to [`Bridge::start`]; a leg's sockets
+//! exist before its remote is known (advertise [`BridgeHandle::local_addr`] in that leg's SDP,
+//! call [`BridgeHandle::set_remote`] when the answer/offer arrives). For early media and
+//! forking nothing else is needed: packets towards a leg without a known remote are dropped
+//! (counted). [`BridgeHandle::replace_leg`] / [`BridgeHandle::attach_b`] swap a leg's sockets
+//! later (transfer, a fork that answered on other sockets); the old pair is closed and its
+//! port returned to the pool.
+//!
+//! # Remote addresses and latching (symmetric RTP)
+//! Per leg and per socket (RTP, RTCP) a small state machine ([`Peer`]): the SDP remote is the
+//! destination until the first packet arrives; the bridge then *latches* to that packet's
+//! source (NAT) and sends there. It latches once; only a changed SDP remote (`set_remote` with
+//! a different address) clears the latch. Once latched, packets from a source that is neither
+//! the latched nor the SDP address are dropped and counted as `foreign`. An unspecified SDP
+//! address (`0.0.0.0`, old-style hold) means "send nothing to this leg".
+//!
+//! # Per-packet path
+//! One tokio task per bridge, written as a single hand-rolled poll loop (`poll_fn`) instead
+//! of `select!`: each wake-up drains the control channel, then polls the four sockets
+//! round-robin with one reused 2 KiB buffer (`select!` would need one buffer per branch), until
+//! all four are pending (or a budget of 64 packets is used, then it yields). Forwarding is a
+//! source check, an optional PT rewrite through a 128-entry table per direction
+//! ([`BridgeHandle::set_pt_map`]), and a non-blocking `try_send_to` (a full socket buffer
+//! drops the packet rather than stalling the other direction). No allocation, no lock, no
+//! decoding per packet. Control changes (remote, PT map, forwarding, leg swap, stop) arrive
+//! over an unbounded mpsc channel polled in the same loop, so all relay state is owned by the
+//! task. Counters: per-bridge atomics written only by the task (plain stores of task-local
+//! values); the global [`MediaStats`] get batched `fetch_add`s.
+//!
+//! Inactivity: the task stores the time of the last accepted RTP packet per leg in an atomic;
+//! [`BridgeHandle::inactive`] sleeps until `last + timeout` and re-checks, so the relay task has
+//! no timer at all.
+//!
+//! Stream continuity: by default the fast path does not touch SSRC/seq/timestamp. After a leg
+//! swap, [`BridgeHandle::set_continuity`] can make packets *from* a leg go through a
+//! [`StreamRewriter`] so the other phone sees one continuous stream.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::ReadBuf;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::ports::RtpSocketPair;
+use crate::rtp::{is_rtcp, StreamRewriter};
+use crate::MediaStats;
+
+/// Receive buffer size: larger than any Ethernet-MTU datagram.
+const BUF_LEN: usize = 2048;
+/// Packets handled per wake-up before yielding to other tasks.
+const BUDGET: usize = 64;
+/// Global counters are flushed after this many packets ...
+const FLUSH_PACKETS: u64 = 64;
+/// ... or this long after the last flush.
+const FLUSH_INTERVAL_MS: u64 = 1000;
+
+/// One side of a bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Leg {
+    A,
+    B,
+}
+
+impl Leg {
+    pub fn other(self) -> Leg {
+        match self {
+            Leg::A => Leg::B,
+            Leg::B => Leg::A,
+        }
+    }
+    fn idx(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BridgeOptions {
+    /// [`BridgeHandle::inactive`] resolves after this long without RTP from either leg.
+    /// `Duration::ZERO` disables the check.
+    pub inactivity_timeout: Duration,
+}
+
+impl Default for BridgeOptions {
+    fn default() -> Self {
+        BridgeOptions {
+            inactivity_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counters of one direction, keyed by the leg the packets came *from*.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirectionStats {
+    /// RTP packets relayed.
+    pub packets: u64,
+    /// RTP bytes relayed (whole RTP packets, without UDP/IP headers).
+    pub bytes: u64,
+    /// RTCP packets relayed.
+    pub rtcp_packets: u64,
+    /// RTP packets received while forwarding was off (hold/mute); not counted as dropped.
+    pub held_back: u64,
+}
+
+/// A snapshot of one bridge's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BridgeStats {
+    pub a_to_b: DirectionStats,
+    pub b_to_a: DirectionStats,
+    /// Packets received but not relayed (foreign source, no destination, send failure, not RTP).
+    pub dropped: u64,
+    /// The part of `dropped` that came from a foreign source.
+    pub foreign: u64,
+    /// When the last accepted RTP packet arrived from leg A / leg B.
+    pub last_packet_a: Option<Instant>,
+    pub last_packet_b: Option<Instant>,
+    /// Where RTP to leg A / leg B currently goes (latched source, else the SDP remote).
+    pub remote_a: Option<SocketAddr>,
+    pub remote_b: Option<SocketAddr>,
+}
+
+impl BridgeStats {
+    /// Counters of packets coming from `leg`.
+    pub fn from_leg(&self, leg: Leg) -> &DirectionStats {
+        match leg {
+            Leg::A => &self.a_to_b,
+            Leg::B => &self.b_to_a,
+        }
+    }
+    pub fn last_packet_at(&self, leg: Leg) -> Option<Instant> {
+        match leg {
+            Leg::A => self.last_packet_a,
+            Leg::B => self.last_packet_b,
+        }
+    }
+    pub fn remote(&self, leg: Leg) -> Option<SocketAddr> {
+        match leg {
+            Leg::A => self.remote_a,
+            Leg::B => self.remote_b,
+        }
+    }
+}
+
+/// Remote-address state of one socket of one leg (sans-IO; see the module doc).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peer {
+    sdp: Option<SocketAddr>,
+    latched: Option<SocketAddr>,
+}
+
+/// Outcome of [`Peer::accept`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// First packet: the peer latched to this source.
+    Latched,
+    Ok,
+    Foreign,
+}
+
+impl Peer {
+    /// Sets the SDP remote. A different address clears the latch; returns whether it changed.
+    pub fn set_sdp(&mut self, addr: Option<SocketAddr>) -> bool {
+        if self.sdp == addr {
+            return false;
+        }
+        self.sdp = addr;
+        self.latched = None;
+        true
+    }
+
+    /// Checks (and on the first packet latches) a packet's source.
+    pub fn accept(&mut self, src: SocketAddr) -> Accept {
+        match self.latched {
+            None => {
+                self.latched = Some(src);
+                Accept::Latched
+            }
+            Some(l) if l == src => Accept::Ok,
+            _ if self.sdp == Some(src) => Accept::Ok,
+            _ => Accept::Foreign,
+        }
+    }
+
+    /// Where to send: the latched source, else the SDP remote; nothing while the SDP remote
+    /// is an unspecified address (hold).
+    pub fn dest(&self) -> Option<SocketAddr> {
+        if self.sdp.is_some_and(|a| a.ip().is_unspecified()) {
+            return None;
+        }
+        self.latched.or(self.sdp)
+    }
+
+    pub fn latched(&self) -> Option<SocketAddr> {
+        self.latched
+    }
+}
+
+#[derive(Debug, Default)]
+struct DirCounters {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    rtcp_packets: AtomicU64,
+    held_back: AtomicU64,
+}
+
+/// State shared between the handle and the task. The task is the only writer of the counters.
+#[derive(Debug)]
+struct Shared {
+    start: Instant,
+    dirs: [DirCounters; 2],
+    dropped: AtomicU64,
+    foreign: AtomicU64,
+    /// Milliseconds since `start` of the last accepted RTP packet per leg, plus one (0 = never).
+    last_rtp: [AtomicU64; 2],
+    /// Inactivity timeout in ms, 0 = disabled.
+    timeout_ms: AtomicU64,
+    timeout_changed: Notify,
+    local: Mutex<[SocketAddr; 2]>,
+    remotes: Mutex<[Option<SocketAddr>; 2]>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug)]
+enum Control {
+    SetRemote {
+        leg: Leg,
+        rtp: Option<SocketAddr>,
+        rtcp: Option<SocketAddr>,
+    },
+    SetRemoteRtcp {
+        leg: Leg,
+        rtcp: Option<SocketAddr>,
+    },
+    SetPtMap {
+        from: Leg,
+        map: Vec<(u8, u8)>,
+    },
+    SetForwarding {
+        from: Leg,
+        on: bool,
+    },
+    SetContinuity {
+        from: Leg,
+        on: bool,
+    },
+    ReplaceLeg {
+        leg: Leg,
+        pair: RtpSocketPair,
+    },
+    Stop,
+}
+
+/// Starts bridges; see the module documentation.
+pub struct Bridge;
+
+impl Bridge {
+    /// Spawns the relay task for legs `a` and `b` (must be called inside a tokio runtime).
+    /// The task runs inside a child of the current tracing span.
+    pub fn start(
+        a: RtpSocketPair,
+        b: RtpSocketPair,
+        opts: BridgeOptions,
+        stats: Arc<MediaStats>,
+    ) -> BridgeHandle {
+        let start = Instant::now();
+        let shared = Arc::new(Shared {
+            start,
+            dirs: Default::default(),
+            dropped: AtomicU64::new(0),
+            foreign: AtomicU64::new(0),
+            last_rtp: Default::default(),
+            timeout_ms: AtomicU64::new(duration_ms(opts.inactivity_timeout)),
+            timeout_changed: Notify::new(),
+            local: Mutex::new([a.local_rtp, b.local_rtp]),
+            remotes: Mutex::new([None, None]),
+        });
+        let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = watch::channel(());
+        let span = tracing::debug_span!("bridge", a = %a.local_rtp, b = %b.local_rtp);
+        stats.bridges_active.fetch_add(1, Ordering::Relaxed);
+        let relay = Relay {
+            legs: [LegIo::new(a), LegIo::new(b)],
+            pt_map: [identity_map(), identity_map()],
+            forwarding: [true, true],
+            rewriter: [None, None],
+            ctrl: ctrl_rx,
+            rotate: 0,
+            local: [LocalCounters::default(), LocalCounters::default()],
+            dropped: 0,
+            foreign: 0,
+            pending: Pending::default(),
+            last_flush_ms: 0,
+            shared: Arc::clone(&shared),
+            global: stats,
+            _done: done_tx,
+        };
+        tokio::spawn(relay.run().instrument(span));
+        BridgeHandle {
+            ctrl: ctrl_tx,
+            shared,
+            done: done_rx,
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    if d.is_zero() {
+        0
+    } else {
+        (d.as_millis() as u64).max(1)
+    }
+}
+
+fn identity_map() -> [u8; 128] {
+    std::array::from_fn(|i| i as u8)
+}
+
+/// Controls a running bridge. Dropping it stops the bridge (like [`BridgeHandle::stop`]).
+#[derive(Debug)]
+pub struct BridgeHandle {
+    ctrl: mpsc::UnboundedSender<Control>,
+    shared: Arc<Shared>,
+    done: watch::Receiver<()>,
+}
+
+impl BridgeHandle {
+    fn send(&self, c: Control) {
+        if self.ctrl.send(c).is_err() {
+            tracing::debug!("bridge already stopped; control message ignored");
+        }
+    }
+
+    /// Sets the RTP remote of `leg` from its SDP (RTCP: port + 1, see [`Self::set_remote_rtcp`]).
+    /// A changed address clears the latch; the same address again is a no-op.
+    pub fn set_remote(&self, leg: Leg, addr: SocketAddr) {
+        let rtcp = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1));
+        self.send(Control::SetRemote {
+            leg,
+            rtp: Some(addr),
+            rtcp: Some(rtcp),
+        });
+    }
+
+    /// Overrides the RTCP remote of `leg` (SDP `a=rtcp`). Call after `set_remote`.
+    pub fn set_remote_rtcp(&self, leg: Leg, addr: SocketAddr) {
+        self.send(Control::SetRemoteRtcp {
+            leg,
+            rtcp: Some(addr),
+        });
+    }
+
+    /// Payload-type rewrites for packets coming *from* `from` (e.g. `[(101, 96)]`). Replaces the
+    /// previous map; PTs not listed pass unchanged.
+    pub fn set_pt_map(&self, from: Leg, map: Vec<(u8, u8)>) {
+        self.send(Control::SetPtMap { from, map });
+    }
+
+    /// Turns relaying of RTP *from* `from` on or off (hold, mute). Packets received while off
+    /// still count as activity and are counted as `held_back`, not as dropped. RTCP flows on.
+    pub fn set_forwarding(&self, from: Leg, on: bool) {
+        self.send(Control::SetForwarding { from, on });
+    }
+
+    /// Rewrites SSRC/sequence/timestamp of RTP *from* `from` so the other leg sees one continuous
+    /// stream across remote changes and leg swaps (see [`StreamRewriter`]). Off by default.
+    pub fn set_continuity(&self, from: Leg, on: bool) {
+        self.send(Control::SetContinuity { from, on });
+    }
+
+    /// Replaces the socket pair of `leg` (its remote and latch are reset). The old pair is closed
+    /// and its port returned to its pool.
+    pub fn replace_leg(&self, leg: Leg, pair: RtpSocketPair) {
+        lock(&self.shared.local)[leg.idx()] = pair.local_rtp;
+        self.send(Control::ReplaceLeg { leg, pair });
+    }
+
+    /// `replace_leg(Leg::B, b)`.
+    pub fn attach_b(&self, b: RtpSocketPair) {
+        self.replace_leg(Leg::B, b);
+    }
+
+    /// The local RTP address of `leg`'s sockets (put the advertised IP and this port in its SDP).
+    pub fn local_addr(&self, leg: Leg) -> SocketAddr {
+        lock(&self.shared.local)[leg.idx()]
+    }
+
+    pub fn stats(&self) -> BridgeStats {
+        let s = &self.shared;
+        let dir = |i: usize| DirectionStats {
+            packets: s.dirs[i].packets.load(Ordering::Relaxed),
+            bytes: s.dirs[i].bytes.load(Ordering::Relaxed),
+            rtcp_packets: s.dirs[i].rtcp_packets.load(Ordering::Relaxed),
+            held_back: s.dirs[i].held_back.load(Ordering::Relaxed),
+        };
+        let last = |i: usize| match s.last_rtp[i].load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(s.start + Duration::from_millis(ms - 1)),
+        };
+        let remotes = *lock(&s.remotes);
+        BridgeStats {
+            a_to_b: dir(0),
+            b_to_a: dir(1),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            foreign: s.foreign.load(Ordering::Relaxed),
+            last_packet_a: last(0),
+            last_packet_b: last(1),
+            remote_a: remotes[0],
+            remote_b: remotes[1],
+        }
+    }
+
+    /// Changes the inactivity timeout (`None` disables it, e.g. while a call is on hold with
+    /// `a=inactive`). A pending [`Self::inactive`] picks up the change.
+    pub fn set_inactivity_timeout(&self, timeout: Option<Duration>) {
+        let ms = timeout.map(duration_ms).unwrap_or(0);
+        self.shared.timeout_ms.store(ms, Ordering::Relaxed);
+        self.shared.timeout_changed.notify_waiters();
+    }
+
+    /// Resolves once no RTP has been accepted from either leg for the inactivity timeout
+    /// (measured from bridge start until the first packet). Cancel-safe; never resolves while
+    /// the timeout is disabled.
+    pub async fn inactive(&self) {
+        let s = &self.shared;
+        loop {
+            // Created before reading the timeout so a concurrent change is not missed.
+            let changed = s.timeout_changed.notified();
+            let timeout = s.timeout_ms.load(Ordering::Relaxed);
+            if timeout == 0 {
+                changed.await;
+                continue;
+            }
+            let last = s
+                .last_rtp
+                .iter()
+                .map(|t| t.load(Ordering::Relaxed).saturating_sub(1))
+                .max()
+                .unwrap_or(0);
+            let deadline = s.start + Duration::from_millis(last + timeout);
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = changed => {}
+            }
+        }
+    }
+
+    /// Ends the relay task; it closes the sockets and returns the ports to the pool as it exits
+    /// (asynchronously, within a scheduler tick; await [`Self::stopped`] to be sure).
+    pub fn stop(&self) {
+        // A closed channel means the task already ended.
+        let _ = self.ctrl.send(Control::Stop);
+    }
+
+    /// Resolves when the relay task has ended and its sockets are closed.
+    pub async fn stopped(&self) {
+        let mut done = self.done.clone();
+        while done.changed().await.is_ok() {}
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.done.has_changed().is_err()
+    }
+}
+
+impl Drop for BridgeHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct LegIo {
+    pair: RtpSocketPair,
+    rtp: Peer,
+    rtcp: Peer,
+    /// Bumped when the leg's remote or sockets change: the source id for the StreamRewriter.
+    generation: u32,
+}
+
+impl LegIo {
+    fn new(pair: RtpSocketPair) -> LegIo {
+        LegIo {
+            pair,
+            rtp: Peer::default(),
+            rtcp: Peer::default(),
+            generation: 0,
+        }
+    }
+}
+
+#[derive(Default)]
+struct LocalCounters {
+    packets: u64,
+    bytes: u64,
+    rtcp_packets: u64,
+    held_back: u64,
+}
+
+#[derive(Default)]
+struct Pending {
+    packets: u64,
+    bytes: u64,
+    dropped: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Rtp,
+    Rtcp,
+}
+
+/// The four sockets in polling order.
+const SOCKETS: [(Leg, Kind); 4] = [
+    (Leg::A, Kind::Rtp),
+    (Leg::B, Kind::Rtp),
+    (Leg::A, Kind::Rtcp),
+    (Leg::B, Kind::Rtcp),
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum DropReason {
+    Foreign,
+    Other,
+}
+
+/// The task state. Owned by the task; nothing here is shared except through `shared`.
+struct Relay {
+    legs: [LegIo; 2],
+    /// PT rewrite table per *from* leg.
+    pt_map: [[u8; 128]; 2],
+    forwarding: [bool; 2],
+    rewriter: [Option<StreamRewriter>; 2],
+    ctrl: mpsc::UnboundedReceiver<Control>,
+    rotate: usize,
+    local: [LocalCounters; 2],
+    dropped: u64,
+    foreign: u64,
+    pending: Pending,
+    last_flush_ms: u64,
+    shared: Arc<Shared>,
+    global: Arc<MediaStats>,
+    // Last field: dropped after the sockets, so `stopped()` means the ports are free.
+    _done: watch::Sender<()>,
+}
+
+impl Relay {
+    async fn run(mut self) {
+        tracing::debug!("bridge started");
+        let mut buf = [0u8; BUF_LEN];
+        poll_fn(|cx| self.poll(cx, &mut buf)).await;
+        tracing::debug!(
+            a_to_b = self.local[0].packets,
+            b_to_a = self.local[1].packets,
+            dropped = self.dropped,
+            "bridge stopped"
+        );
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>, buf: &mut [u8; BUF_LEN]) -> Poll<()> {
+        loop {
+            match self.ctrl.poll_recv(cx) {
+                Poll::Ready(Some(Control::Stop)) | Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Ready(Some(c)) => self.apply(c),
+                Poll::Pending => break,
+            }
+        }
+        let mut budget = BUDGET;
+        let mut idle = 0;
+        let mut i = self.rotate;
+        self.rotate = (self.rotate + 1) % SOCKETS.len();
+        // Round-robin one datagram per socket until all four report Pending in a row (each
+        // then has our waker registered).
+        while idle < SOCKETS.len() {
+            let (leg, kind) = SOCKETS[i];
+            i = (i + 1) % SOCKETS.len();
+            let io = &self.legs[leg.idx()];
+            let sock = match kind {
+                Kind::Rtp => &io.pair.rtp,
+                Kind::Rtcp => &io.pair.rtcp,
+            };
+            let mut rb = ReadBuf::new(&mut buf[..]);
+            match sock.poll_recv_from(cx, &mut rb) {
+                Poll::Pending => {
+                    idle += 1;
+                    continue;
+                }
+                Poll::Ready(Ok(src)) => {
+                    let n = rb.filled().len();
+                    self.on_packet(leg, kind, src, &mut buf[..n]);
+                }
+                // ECONNREFUSED after an ICMP port-unreachable for an earlier send, etc.: the
+                // socket is still fine.
+                Poll::Ready(Err(e)) => self.on_recv_error(leg, e),
+            }
+            idle = 0;
+            budget -= 1;
+            if budget == 0 {
+                self.publish();
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+        self.publish();
+        Poll::Pending
+    }
+
+    fn on_recv_error(&mut self, leg: Leg, e: io::Error) {
+        tracing::trace!(?leg, error = %e, "recv error ignored");
+    }
+
+    fn apply(&mut self, c: Control) {
+        tracing::debug!(?c, "bridge control");
+        match c {
+            Control::SetRemote { leg, rtp, rtcp } => {
+                let io = &mut self.legs[leg.idx()];
+                if io.rtp.set_sdp(rtp) {
+                    io.generation = io.generation.wrapping_add(1);
+                }
+                io.rtcp.set_sdp(rtcp);
+                self.publish_remote(leg);
+            }
+            Control::SetRemoteRtcp { leg, rtcp } => {
+                self.legs[leg.idx()].rtcp.set_sdp(rtcp);
+            }
+            Control::SetPtMap { from, map } => {
+                let t = &mut self.pt_map[from.idx()];
+                *t = identity_map();
+                for (src, dst) in map {
+                    if src < 128 && dst < 128 {
+                        t[src as usize] = dst;
+                    } else {
+                        tracing::warn!(src, dst, "ignoring invalid payload type mapping");
+                    }
+                }
+            }
+            Control::SetForwarding { from, on } => self.forwarding[from.idx()] = on,
+            Control::SetContinuity { from, on } => {
+                let r = &mut self.rewriter[from.idx()];
+                match (on, r.is_some()) {
+                    (true, false) => *r = Some(StreamRewriter::with_random_ssrc()),
+                    (false, _) => *r = None,
+                    _ => {}
+                }
+            }
+            Control::ReplaceLeg { leg, pair } => {
+                let io = &mut self.legs[leg.idx()];
+                let generation = io.generation.wrapping_add(1);
+                // The old pair drops here: sockets closed, port back to its pool.
+                *io = LegIo::new(pair);
+                io.generation = generation;
+                self.publish_remote(leg);
+            }
+            Control::Stop => {}
+        }
+    }
+
+    fn publish_remote(&self, leg: Leg) {
+        lock(&self.shared.remotes)[leg.idx()] = self.legs[leg.idx()].rtp.dest();
+    }
+
+    fn drop_packet(&mut self, why: DropReason) {
+        self.dropped += 1;
+        self.pending.dropped += 1;
+        if why == DropReason::Foreign {
+            self.foreign += 1;
+        }
+    }
+
+    fn on_packet(&mut self, from: Leg, kind: Kind, src: SocketAddr, pkt: &mut [u8]) {
+        if kind == Kind::Rtcp || is_rtcp(pkt) {
+            return self.on_rtcp(from, kind, src, pkt);
+        }
+        if pkt.len() < crate::rtp::RTP_HEADER_LEN || pkt[0] >> 6 != 2 {
+            // STUN keepalives, garbage.
+            tracing::trace!(?from, %src, len = pkt.len(), "non-RTP packet dropped");
+            return self.drop_packet(DropReason::Other);
+        }
+        let f = from.idx();
+        match self.legs[f].rtp.accept(src) {
+            Accept::Ok => {}
+            Accept::Latched => {
+                tracing::debug!(?from, %src, "rtp latched");
+                self.publish_remote(from);
+            }
+            Accept::Foreign => {
+                tracing::trace!(?from, %src, "rtp from foreign source dropped");
+                return self.drop_packet(DropReason::Foreign);
+            }
+        }
+        let now_ms = self.shared.start.elapsed().as_millis() as u64;
+        self.shared.last_rtp[f].store(now_ms + 1, Ordering::Relaxed);
+        if now_ms.saturating_sub(self.last_flush_ms) >= FLUSH_INTERVAL_MS {
+            self.flush_global(now_ms);
+        }
+        if !self.forwarding[f] {
+            self.local[f].held_back += 1;
+            return;
+        }
+        let pt = pkt[1] & 0x7f;
+        let mapped = self.pt_map[f][pt as usize];
+        if mapped != pt {
+            pkt[1] = (pkt[1] & 0x80) | mapped;
+        }
+        if let Some(rw) = self.rewriter[f].as_mut() {
+            rw.rewrite(pkt, self.legs[f].generation);
+        }
+        let to = &self.legs[from.other().idx()];
+        let Some(dest) = to.rtp.dest() else {
+            return self.drop_packet(DropReason::Other);
+        };
+        match to.pair.rtp.try_send_to(pkt, dest) {
+            Ok(_) => {
+                let c = &mut self.local[f];
+                c.packets += 1;
+                c.bytes += pkt.len() as u64;
+                self.pending.packets += 1;
+                self.pending.bytes += pkt.len() as u64;
+            }
+            Err(e) => {
+                tracing::trace!(%dest, error = %e, "rtp send failed, dropped");
+                self.drop_packet(DropReason::Other);
+            }
+        }
+    }
+
+    fn on_rtcp(&mut self, from: Leg, kind: Kind, src: SocketAddr, pkt: &[u8]) {
+        let f = from.idx();
+        let io = &mut self.legs[f];
+        // Multiplexed RTCP comes from the RTP source.
+        let peer = if kind == Kind::Rtp {
+            &mut io.rtp
+        } else {
+            &mut io.rtcp
+        };
+        match peer.accept(src) {
+            Accept::Ok => {}
+            Accept::Latched => tracing::debug!(?from, %src, "rtcp latched"),
+            Accept::Foreign => return self.drop_packet(DropReason::Foreign),
+        }
+        let to = &self.legs[from.other().idx()];
+        let Some(dest) = to.rtcp.dest() else {
+            return self.drop_packet(DropReason::Other);
+        };
+        match to.pair.rtcp.try_send_to(pkt, dest) {
+            Ok(_) => {
+                self.local[f].rtcp_packets += 1;
+                self.pending.packets += 1;
+                self.pending.bytes += pkt.len() as u64;
+            }
+            Err(e) => {
+                tracing::trace!(%dest, error = %e, "rtcp send failed, dropped");
+                self.drop_packet(DropReason::Other);
+            }
+        }
+    }
+
+    /// Copies the task-local counters into the shared atomics (single writer: plain stores)
+    /// and flushes the global counters when enough has accumulated.
+    fn publish(&mut self) {
+        let s = &self.shared;
+        for (c, d) in self.local.iter().zip(s.dirs.iter()) {
+            d.packets.store(c.packets, Ordering::Relaxed);
+            d.bytes.store(c.bytes, Ordering::Relaxed);
+            d.rtcp_packets.store(c.rtcp_packets, Ordering::Relaxed);
+            d.held_back.store(c.held_back, Ordering::Relaxed);
+        }
+        s.dropped.store(self.dropped, Ordering::Relaxed);
+        s.foreign.store(self.foreign, Ordering::Relaxed);
+        if self.pending.packets + self.pending.dropped >= FLUSH_PACKETS {
+            let now_ms = s.start.elapsed().as_millis() as u64;
+            self.flush_global(now_ms);
+        }
+    }
+
+    fn flush_global(&mut self, now_ms: u64) {
+        let p = std::mem::take(&mut self.pending);
+        self.last_flush_ms = now_ms;
+        if p.packets > 0 {
+            self.global
+                .packets_relayed
+                .fetch_add(p.packets, Ordering::Relaxed);
+            self.global
+                .bytes_relayed
+                .fetch_add(p.bytes, Ordering::Relaxed);
+        }
+        if p.dropped > 0 {
+            self.global
+                .packets_dropped
+                .fetch_add(p.dropped, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.publish();
+        self.flush_global(0);
+        self.global.bridges_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn peer_latches_once_and_filters() {
+        let mut p = Peer::default();
+        assert_eq!(p.dest(), None);
+        p.set_sdp(Some(addr("10.0.0.1:4000")));
+        assert_eq!(p.dest(), Some(addr("10.0.0.1:4000")));
+        // First packet from behind NAT latches.
+        assert_eq!(p.accept(addr("203.0.113.5:61000")), Accept::Latched);
+        assert_eq!(p.dest(), Some(addr("203.0.113.5:61000")));
+        assert_eq!(p.accept(addr("203.0.113.5:61000")), Accept::Ok);
+        // The SDP address is still accepted but does not re-latch.
+        assert_eq!(p.accept(addr("10.0.0.1:4000")), Accept::Ok);
+        assert_eq!(p.dest(), Some(addr("203.0.113.5:61000")));
+        // Anything else is foreign.
+        assert_eq!(p.accept(addr("198.51.100.9:5000")), Accept::Foreign);
+        assert_eq!(p.dest(), Some(addr("203.0.113.5:61000")));
+        // Same SDP again: no relatch.
+        assert!(!p.set_sdp(Some(addr("10.0.0.1:4000"))));
+        assert_eq!(p.latched(), Some(addr("203.0.113.5:61000")));
+        // Changed SDP: relatch to the next source.
+        assert!(p.set_sdp(Some(addr("10.0.0.2:4000"))));
+        assert_eq!(p.dest(), Some(addr("10.0.0.2:4000")));
+        assert_eq!(p.accept(addr("198.51.100.9:5000")), Accept::Latched);
+        assert_eq!(p.dest(), Some(addr("198.51.100.9:5000")));
+    }
+
+    #[test]
+    fn peer_unspecified_sdp_means_no_destination() {
+        let mut p = Peer::default();
+        p.set_sdp(Some(addr("0.0.0.0:4000")));
+        assert_eq!(p.dest(), None);
+        assert_eq!(p.accept(addr("10.0.0.1:4000")), Accept::Latched);
+        assert_eq!(p.dest(), None, "still on hold");
+        p.set_sdp(Some(addr("10.0.0.1:4000")));
+        assert_eq!(p.dest(), Some(addr("10.0.0.1:4000")));
+    }
+
+    #[test]
+    fn duration_conversion() {
+        assert_eq!(duration_ms(Duration::ZERO), 0);
+        assert_eq!(duration_ms(Duration::from_micros(10)), 1);
+        assert_eq!(duration_ms(Duration::from_secs(2)), 2000);
+        let m = identity_map();
+        assert_eq!(m[0], 0);
+        assert_eq!(m[127], 127);
+    }
+
+    #[test]
+    fn leg_helpers() {
+        assert_eq!(Leg::A.other(), Leg::B);
+        assert_eq!(Leg::B.other(), Leg::A);
+        assert_eq!(Leg::A.idx(), 0);
+        assert_eq!(Leg::B.idx(), 1);
+    }
+}

@@ -1,0 +1,341 @@
+//! First look at every UDP datagram before the SIP stack parses it.
+//!
+//! rsipstack silently drops anything its parser rejects, including requests we could and should
+//! answer: an unknown method deserves 501, a wrong protocol version 505, a request missing its
+//! mandatory headers 400. This module makes that decision with a cheap line scan (no full
+//! parse, so the common path stays fast) and builds the stateless reply; [`GuardedUdpSocket`]
+//! plugs it under rsipstack's UDP transport.
+
+use std::net::SocketAddr;
+
+/// Largest datagram we accept as SIP; larger ones are dropped (and logged).
+pub const MAX_SIP_DATAGRAM: usize = 32 * 1024;
+
+const KNOWN_METHODS: &[&str] = &[
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+    "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand to the SIP stack.
+    Pass,
+    /// Answer statelessly with this response and do not pass it on.
+    Reply { status: u16, reason: &'static str, response: Vec<u8> },
+    /// Drop and log why.
+    Drop(&'static str),
+}
+
+/// Inspects one datagram.
+pub fn inspect(packet: &[u8]) -> Verdict {
+    if packet.len() > MAX_SIP_DATAGRAM {
+        return Verdict::Drop("datagram larger than the SIP size limit");
+    }
+    let Ok(text) = std::str::from_utf8(packet) else {
+        // SIP allows arbitrary bytes in bodies; only the head must be text.
+        return match head_end(packet) {
+            Some(end) => match std::str::from_utf8(&packet[..end]) {
+                Ok(head) => inspect_head(head, packet.len() - end),
+                Err(_) => Verdict::Drop("non-UTF-8 message head"),
+            },
+            None => Verdict::Drop("binary datagram without a SIP head"),
+        };
+    };
+    match text.find("\r\n\r\n").or_else(|| text.find("\n\n")) {
+        Some(pos) => {
+            let sep = if text[pos..].starts_with("\r\n\r\n") { 4 } else { 2 };
+            inspect_head(&text[..pos], text.len() - pos - sep)
+        }
+        None => Verdict::Drop("no end of headers (truncated datagram)"),
+    }
+}
+
+fn head_end(packet: &[u8]) -> Option<usize> {
+    packet.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+fn inspect_head(head: &str, body_len: usize) -> Verdict {
+    let mut lines = head.split('\n').map(|l| l.trim_end_matches('\r'));
+    let Some(start) = lines.next() else {
+        return Verdict::Drop("empty datagram");
+    };
+    if start.starts_with("SIP/") {
+        return Verdict::Pass; // responses: nothing to answer, let the stack judge them
+    }
+    let mut parts = start.split(' ');
+    let (Some(method), Some(_uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Verdict::Drop("malformed request line");
+    };
+    // Collect the headers we need to build a reply, unfolding continuation lines.
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in lines {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = headers.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((canonical(name.trim()), value.trim().to_string()));
+        }
+    }
+    let get = |n: &'static str| headers.iter().filter(move |(k, _)| k == n).map(|(_, v)| v.as_str());
+    let has_reply_headers = get("Via").next().is_some()
+        && get("From").next().is_some()
+        && get("To").next().is_some()
+        && get("Call-ID").next().is_some()
+        && get("CSeq").next().is_some();
+    let reply = |status: u16, reason: &'static str| {
+        if !has_reply_headers || method == "ACK" {
+            return Verdict::Drop(reason);
+        }
+        Verdict::Reply {
+            status,
+            reason,
+            response: build_reply(&headers, status, reason),
+        }
+    };
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        return reply(505, "Version Not Supported");
+    }
+    if !method.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)) {
+        return Verdict::Drop("invalid method token");
+    }
+    if !has_reply_headers {
+        return Verdict::Drop("request lacks Via/From/To/Call-ID/CSeq");
+    }
+    if !KNOWN_METHODS.contains(&method) {
+        return reply(501, "Not Implemented");
+    }
+    // CSeq must carry a number and the request's own method.
+    let cseq = get("CSeq").next().unwrap_or_default();
+    let mut cseq_parts = cseq.split_whitespace();
+    let cseq_ok = matches!(
+        (cseq_parts.next().map(|n| n.parse::<u32>()), cseq_parts.next(), cseq_parts.next()),
+        (Some(Ok(_)), Some(m), None) if m == method
+    );
+    if !cseq_ok {
+        return reply(400, "Bad CSeq");
+    }
+    if get("Call-ID").count() > 1 || get("From").count() > 1 || get("To").count() > 1 {
+        return reply(400, "Duplicate Header");
+    }
+    if let Some(cl) = get("Content-Length").next() {
+        match cl.parse::<usize>() {
+            Ok(n) if n > body_len => return reply(400, "Content-Length Exceeds Body"),
+            Ok(_) => {}
+            Err(_) => return reply(400, "Bad Content-Length"),
+        }
+    }
+    if let Some(mf) = get("Max-Forwards").next() {
+        match mf.parse::<u32>() {
+            Ok(0) if method != "OPTIONS" && method != "REGISTER" => {
+                return reply(483, "Too Many Hops")
+            }
+            Ok(_) => {}
+            Err(_) => return reply(400, "Bad Max-Forwards"),
+        }
+    }
+    Verdict::Pass
+}
+
+/// Maps compact forms (RFC 3261 §7.3.3) and case variants onto the canonical names we use.
+fn canonical(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    match lower.as_str() {
+        "v" | "via" => "Via",
+        "f" | "from" => "From",
+        "t" | "to" => "To",
+        "i" | "call-id" => "Call-ID",
+        "cseq" => "CSeq",
+        "l" | "content-length" => "Content-Length",
+        "max-forwards" => "Max-Forwards",
+        _ => return name.to_string(),
+    }
+    .to_string()
+}
+
+fn build_reply(headers: &[(String, String)], status: u16, reason: &str) -> Vec<u8> {
+    let mut out = format!("SIP/2.0 {status} {reason}\r\n");
+    for (name, value) in headers {
+        if matches!(name.as_str(), "Via" | "From" | "Call-ID" | "CSeq") {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        } else if name == "To" {
+            if value.contains(";tag=") {
+                out.push_str(&format!("To: {value}\r\n"));
+            } else {
+                out.push_str(&format!("To: {value};tag=hf{}\r\n", rand::random::<u32>()));
+            }
+        }
+    }
+    if status == 501 {
+        out.push_str(
+            "Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE, REFER, NOTIFY\r\n",
+        );
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out.into_bytes()
+}
+
+/// The responder needs the source for Via `received`/`rport`; RFC 3261 §18.2.2 says answer to
+/// the source address for unreliable transports when rport is present, which on loopback and
+/// for our stateless replies is always the source.
+pub fn reply_destination(source: SocketAddr) -> SocketAddr {
+    source
+}
+
+/// A UDP socket for rsipstack that answers or drops what [`inspect`] rejects.
+pub struct GuardedUdpSocket {
+    inner: tokio::net::UdpSocket,
+}
+
+impl GuardedUdpSocket {
+    pub fn new(inner: tokio::net::UdpSocket) -> Self {
+        GuardedUdpSocket { inner }
+    }
+}
+
+#[async_trait::async_trait]
+impl rsipstack::platform::net::UdpSocket for GuardedUdpSocket {
+    async fn recv_from(&self, buf: &mut [u8]) -> rsipstack::Result<(usize, SocketAddr)> {
+        loop {
+            let (len, src) = self.inner.recv_from(buf).await?;
+            let packet = &buf[..len];
+            if len <= 4 && packet.iter().all(|b| b.is_ascii_whitespace()) {
+                return Ok((len, src)); // keep-alive: the stack answers it
+            }
+            if len == buf.len() {
+                tracing::info!(%src, len, "dropped SIP datagram: filled the receive buffer (truncated)");
+                continue;
+            }
+            match inspect(packet) {
+                Verdict::Pass => return Ok((len, src)),
+                Verdict::Drop(why) => {
+                    tracing::info!(%src, len, reason = why, "dropped SIP datagram");
+                }
+                Verdict::Reply { status, reason, response } => {
+                    tracing::info!(%src, status, reason, "answered malformed SIP request statelessly");
+                    if let Err(e) = self.inner.send_to(&response, reply_destination(src)).await {
+                        tracing::warn!(%src, error = %e, "could not send stateless SIP reply");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_to(&self, buf: &[u8], addr: SocketAddr) -> rsipstack::Result<usize> {
+        Ok(self.inner.send_to(buf, addr).await?)
+    }
+
+    fn local_addr(&self) -> rsipstack::Result<SocketAddr> {
+        Ok(self.inner.local_addr()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(start: &str, headers: &[&str], body: &str) -> Vec<u8> {
+        let mut s = format!("{start}\r\n");
+        for h in headers {
+            s.push_str(h);
+            s.push_str("\r\n");
+        }
+        s.push_str("\r\n");
+        s.push_str(body);
+        s.into_bytes()
+    }
+
+    const BASE: &[&str] = &[
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1",
+        "From: <sip:a@h>;tag=1",
+        "To: <sip:b@h>",
+        "Call-ID: c1",
+        "Max-Forwards: 70",
+    ];
+
+    fn with(extra: &[&str]) -> Vec<&'static str> {
+        let mut v: Vec<&str> = BASE.to_vec();
+        v.extend(extra.iter().map(|s| -> &'static str { Box::leak(s.to_string().into_boxed_str()) }));
+        v
+    }
+
+    #[test]
+    fn valid_request_passes() {
+        let m = req("OPTIONS sip:h SIP/2.0", &with(&["CSeq: 1 OPTIONS", "Content-Length: 0"]), "");
+        assert_eq!(inspect(&m), Verdict::Pass);
+        assert_eq!(inspect(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n"), Verdict::Pass);
+    }
+
+    #[test]
+    fn unknown_method_gets_501_with_headers_echoed() {
+        let m = req("NEWMETHOD sip:h SIP/2.0", &with(&["CSeq: 8 NEWMETHOD"]), "");
+        let Verdict::Reply { status, response, .. } = inspect(&m) else { panic!("expected reply") };
+        assert_eq!(status, 501);
+        let text = String::from_utf8(response).unwrap();
+        assert!(text.starts_with("SIP/2.0 501 Not Implemented\r\n"));
+        assert!(text.contains("Call-ID: c1\r\n"));
+        assert!(text.contains("CSeq: 8 NEWMETHOD\r\n"));
+        assert!(text.contains("To: <sip:b@h>;tag=hf"));
+        assert!(text.contains("Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n"));
+    }
+
+    #[test]
+    fn bad_version_cseq_length_and_hops() {
+        let status = |m: Vec<u8>| match inspect(&m) {
+            Verdict::Reply { status, .. } => status,
+            other => panic!("expected a reply, got {other:?}"),
+        };
+        assert_eq!(status(req("OPTIONS sip:h SIP/7.0", &with(&["CSeq: 1 OPTIONS"]), "")), 505);
+        assert_eq!(status(req("INVITE sip:h SIP/2.0", &with(&["CSeq: 1 OPTIONS"]), "")), 400);
+        assert_eq!(status(req("INVITE sip:h SIP/2.0", &with(&["CSeq: x INVITE"]), "")), 400);
+        assert_eq!(
+            status(req("INVITE sip:h SIP/2.0", &with(&["CSeq: 1 INVITE", "Content-Length: 500"]), "v=0")),
+            400
+        );
+        let m = req(
+            "INVITE sip:h SIP/2.0",
+            &[
+                "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1",
+                "From: <sip:a@h>;tag=1",
+                "To: <sip:b@h>",
+                "Call-ID: c1",
+                "CSeq: 1 INVITE",
+                "Max-Forwards: 0",
+            ],
+            "",
+        );
+        assert_eq!(status(m), 483);
+    }
+
+    #[test]
+    fn unanswerable_garbage_is_dropped() {
+        assert!(matches!(inspect(b"\x00\x01\x02garbage"), Verdict::Drop(_)));
+        assert!(matches!(inspect(b"INVITE sip:h SIP/2.0\r\nVia: x\r\n"), Verdict::Drop(_)));
+        assert!(matches!(inspect(&vec![b'a'; MAX_SIP_DATAGRAM + 1]), Verdict::Drop(_)));
+        // Missing Call-ID: nothing to build a reply from.
+        let m = req(
+            "OPTIONS sip:h SIP/2.0",
+            &["Via: SIP/2.0/UDP h;branch=z9hG4bK1", "From: <sip:a@h>;tag=1", "To: <sip:b@h>", "CSeq: 1 OPTIONS"],
+            "",
+        );
+        assert!(matches!(inspect(&m), Verdict::Drop(_)));
+        // ACK is never answered.
+        let m = req("ACK sip:h SIP/7.0", &with(&["CSeq: 1 ACK"]), "");
+        assert!(matches!(inspect(&m), Verdict::Drop(_)));
+    }
+
+    #[test]
+    fn compact_headers_and_folding_are_understood() {
+        let m = req(
+            "OPTIONS sip:h SIP/2.0",
+            &["v: SIP/2.0/UDP h;branch=z9hG4bK1", "f: <sip:a@h>;tag=1", "t: <sip:b@h>", "i: c", "CSeq: 1", " OPTIONS", "l: 0"],
+            "",
+        );
+        assert_eq!(inspect(&m), Verdict::Pass);
+    }
+}

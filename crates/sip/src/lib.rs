@@ -1,0 +1,14 @@
+//! hookflash's SIP layer: a thin adapter over rsipstack (pinned) plus the sans-IO pieces we
+//! own — digest authentication, registrar decisions, Contact parsing and URI helpers.
+//!
+//! The engine uses rsipstack's dialog layer through the `stack` re-export, so that a version
+//! bump of rsipstack touches this crate and the engine's `sip_glue` only.
+
+pub mod digest;
+pub mod guard;
+pub mod registrar;
+pub mod server;
+pub mod uri;
+
+pub use rsipstack as stack;
+pub use server::{SipServer, SipServerError, SipServerOptions};

@@ -1,0 +1,125 @@
+//! The SIP endpoint: transports (UDP, TCP), rsipstack's transaction and dialog layers.
+//!
+//! This is the only place that knows how rsipstack is assembled; the engine receives incoming
+//! transactions and uses the dialog layer through the re-exports in `lib.rs`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::transaction::{Endpoint, EndpointBuilder, TransactionReceiver};
+use rsipstack::transport::tcp_listener::TcpListenerConnection;
+use rsipstack::transport::udp::UdpConnection;
+use rsipstack::transport::TransportLayer;
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::guard::GuardedUdpSocket;
+
+#[derive(Debug, Error)]
+pub enum SipServerError {
+    #[error("cannot listen for SIP on {transport} {addr}: {source}")]
+    Bind {
+        transport: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("SIP stack: {0}")]
+    Stack(String),
+    #[error("no SIP transport configured (both udp and tcp are disabled)")]
+    NoTransport,
+}
+
+pub struct SipServerOptions {
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    pub user_agent: String,
+}
+
+/// A running SIP endpoint. Dropping it does not stop it; call [`SipServer::shutdown`].
+pub struct SipServer {
+    pub endpoint: Endpoint,
+    pub dialogs: Arc<DialogLayer>,
+    pub cancel: CancellationToken,
+    pub udp_addr: Option<SocketAddr>,
+    pub tcp_addr: Option<SocketAddr>,
+}
+
+impl SipServer {
+    /// Binds the transports and builds the endpoint. The caller must spawn
+    /// [`SipServer::serve`] and consume the returned incoming transactions.
+    pub async fn bind(opts: SipServerOptions) -> Result<(SipServer, TransactionReceiver), SipServerError> {
+        if opts.udp.is_none() && opts.tcp.is_none() {
+            return Err(SipServerError::NoTransport);
+        }
+        let cancel = CancellationToken::new();
+        let transport_layer = TransportLayer::new(cancel.clone());
+        let mut udp_addr = None;
+        if let Some(addr) = opts.udp {
+            let bind_err = |source: std::io::Error| SipServerError::Bind {
+                transport: "udp",
+                addr,
+                source,
+            };
+            let socket = tokio::net::UdpSocket::bind(addr).await.map_err(bind_err)?;
+            let socket: Arc<dyn rsipstack::platform::net::UdpSocket> =
+                Arc::new(GuardedUdpSocket::new(socket));
+            let conn = UdpConnection::from_socket(socket, None, Some(cancel.child_token()))
+                .await
+                .map_err(|e| SipServerError::Stack(e.to_string()))?;
+            udp_addr = conn.get_addr().get_socketaddr().ok();
+            transport_layer.add_transport(conn.into());
+        }
+        let mut tcp_addr = None;
+        if let Some(addr) = opts.tcp {
+            // rsipstack binds TCP lazily and only logs a failure: probe the address first so
+            // a port already in use is a start-up error, not a silent missing transport.
+            let probe = std::net::TcpListener::bind(addr).map_err(|source| SipServerError::Bind {
+                transport: "tcp",
+                addr,
+                source,
+            })?;
+            let bound = probe.local_addr().map_err(|source| SipServerError::Bind {
+                transport: "tcp",
+                addr,
+                source,
+            })?;
+            drop(probe);
+            let conn = TcpListenerConnection::new(bound, None)
+                .await
+                .map_err(|e| SipServerError::Stack(e.to_string()))?;
+            transport_layer.add_transport(conn.into());
+            tcp_addr = Some(bound);
+        }
+        let endpoint = EndpointBuilder::new()
+            .with_cancel_token(cancel.clone())
+            .with_transport_layer(transport_layer)
+            .with_user_agent(&opts.user_agent)
+            .build();
+        let incoming = endpoint
+            .incoming_transactions()
+            .map_err(|e| SipServerError::Stack(e.to_string()))?;
+        let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        info!(udp = ?udp_addr, tcp = ?tcp_addr, "SIP transports bound");
+        Ok((
+            SipServer {
+                endpoint,
+                dialogs,
+                cancel,
+                udp_addr,
+                tcp_addr,
+            },
+            incoming,
+        ))
+    }
+
+    /// Runs the transport and timer loops until shutdown.
+    pub async fn serve(&self) {
+        self.endpoint.serve().await;
+    }
+
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+}

@@ -1,0 +1,307 @@
+//! Call records (history / CDR): one row per call and one per leg.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use crate::db::{narrow, Store};
+use crate::error::StoreError;
+use crate::model::{CallRecord, LegRecord};
+
+fn call_from_row(row: &SqliteRow) -> Result<CallRecord, StoreError> {
+    let status: i64 = row.try_get("sip_status")?;
+    Ok(CallRecord {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        from: row.try_get("from_uri")?,
+        to: row.try_get("to_uri")?,
+        direction: row.try_get("direction")?,
+        started_at: row.try_get("started_at")?,
+        answered_at: row.try_get("answered_at")?,
+        ended_at: row.try_get("ended_at")?,
+        duration_ms: row.try_get("duration_ms")?,
+        end_cause: row.try_get("end_cause")?,
+        sip_status: narrow("call_records.sip_status", status)?,
+        legs: Vec::new(),
+    })
+}
+
+fn leg_from_row(row: &SqliteRow) -> Result<LegRecord, StoreError> {
+    let status: i64 = row.try_get("sip_status")?;
+    Ok(LegRecord {
+        id: row.try_get("id")?,
+        call_id: row.try_get("call_id")?,
+        role: row.try_get("role")?,
+        direction: row.try_get("direction")?,
+        from: row.try_get("from_uri")?,
+        to: row.try_get("to_uri")?,
+        contact: row.try_get("contact")?,
+        started_at: row.try_get("started_at")?,
+        answered_at: row.try_get("answered_at")?,
+        ended_at: row.try_get("ended_at")?,
+        end_cause: row.try_get("end_cause")?,
+        sip_status: narrow("call_legs.sip_status", status)?,
+    })
+}
+
+impl Store {
+    /// Writes a finished call and its legs in one transaction. Each leg is stored under the
+    /// record's id, whatever its `call_id` says. An existing id gives [`StoreError::Conflict`].
+    pub async fn insert_call_record(&self, rec: &CallRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO call_records (id, account_id, from_uri, to_uri, direction, started_at, \
+               answered_at, ended_at, duration_ms, end_cause, sip_status) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&rec.id)
+        .bind(&rec.account_id)
+        .bind(&rec.from)
+        .bind(&rec.to)
+        .bind(&rec.direction)
+        .bind(rec.started_at)
+        .bind(rec.answered_at)
+        .bind(rec.ended_at)
+        .bind(rec.duration_ms)
+        .bind(&rec.end_cause)
+        .bind(i64::from(rec.sip_status))
+        .execute(&mut *tx)
+        .await?;
+        for leg in &rec.legs {
+            sqlx::query(
+                "INSERT INTO call_legs (id, call_id, role, direction, from_uri, to_uri, contact, \
+                   started_at, answered_at, ended_at, end_cause, sip_status) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(&leg.id)
+            .bind(&rec.id)
+            .bind(&leg.role)
+            .bind(&leg.direction)
+            .bind(&leg.from)
+            .bind(&leg.to)
+            .bind(&leg.contact)
+            .bind(leg.started_at)
+            .bind(leg.answered_at)
+            .bind(leg.ended_at)
+            .bind(&leg.end_cause)
+            .bind(i64::from(leg.sip_status))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        tracing::debug!(call_id = %rec.id, legs = rec.legs.len(), "call record written");
+        Ok(())
+    }
+
+    /// The newest `limit` calls (of one account, or of all when `None`), newest first, each
+    /// with its legs in start order.
+    pub async fn call_history(
+        &self,
+        account_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        let limit = limit.max(0);
+        let (call_rows, leg_rows) = match account_id {
+            Some(acc) => {
+                let calls = sqlx::query(
+                    "SELECT id, account_id, from_uri, to_uri, direction, started_at, answered_at, \
+                       ended_at, duration_ms, end_cause, sip_status \
+                     FROM call_records WHERE account_id = $1 \
+                     ORDER BY started_at DESC, id DESC LIMIT $2",
+                )
+                .bind(acc)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                let legs = sqlx::query(
+                    "SELECT l.id, l.call_id, l.role, l.direction, l.from_uri, l.to_uri, l.contact, \
+                       l.started_at, l.answered_at, l.ended_at, l.end_cause, l.sip_status \
+                     FROM call_legs l JOIN ( \
+                       SELECT id FROM call_records WHERE account_id = $1 \
+                       ORDER BY started_at DESC, id DESC LIMIT $2) c ON c.id = l.call_id \
+                     ORDER BY l.started_at, l.id",
+                )
+                .bind(acc)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                (calls, legs)
+            }
+            None => {
+                let calls = sqlx::query(
+                    "SELECT id, account_id, from_uri, to_uri, direction, started_at, answered_at, \
+                       ended_at, duration_ms, end_cause, sip_status \
+                     FROM call_records ORDER BY started_at DESC, id DESC LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                let legs = sqlx::query(
+                    "SELECT l.id, l.call_id, l.role, l.direction, l.from_uri, l.to_uri, l.contact, \
+                       l.started_at, l.answered_at, l.ended_at, l.end_cause, l.sip_status \
+                     FROM call_legs l JOIN ( \
+                       SELECT id FROM call_records ORDER BY started_at DESC, id DESC LIMIT $1) c \
+                       ON c.id = l.call_id \
+                     ORDER BY l.started_at, l.id",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                (calls, legs)
+            }
+        };
+        let mut calls = call_rows
+            .iter()
+            .map(call_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let index: std::collections::HashMap<String, usize> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.clone(), i))
+            .collect();
+        for row in &leg_rows {
+            let leg = leg_from_row(row)?;
+            if let Some(&i) = index.get(&leg.call_id) {
+                calls[i].legs.push(leg);
+            }
+        }
+        Ok(calls)
+    }
+
+    /// One call record with its legs.
+    pub async fn call_record(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, account_id, from_uri, to_uri, direction, started_at, answered_at, \
+               ended_at, duration_ms, end_cause, sip_status FROM call_records WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut call = call_from_row(&row)?;
+        let legs = sqlx::query(
+            "SELECT id, call_id, role, direction, from_uri, to_uri, contact, started_at, \
+               answered_at, ended_at, end_cause, sip_status \
+             FROM call_legs WHERE call_id = $1 ORDER BY started_at, id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        call.legs = legs.iter().map(leg_from_row).collect::<Result<_, _>>()?;
+        Ok(Some(call))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, account: Option<&str>, started_at: i64, answered: bool) -> CallRecord {
+        let answered_at = answered.then_some(started_at + 2_000);
+        let ended_at = started_at + 10_000;
+        let leg = |n: &str, role: &str, dir: &str, offset: i64| LegRecord {
+            id: format!("{id}-{n}"),
+            call_id: "ignored".into(),
+            role: role.into(),
+            direction: dir.into(),
+            from: "sip:201@acme.local".into(),
+            to: "sip:202@acme.local".into(),
+            contact: Some("sip:202@127.0.0.1:5072".into()),
+            started_at: started_at + offset,
+            answered_at,
+            ended_at,
+            end_cause: "normal".into(),
+            sip_status: if answered { 200 } else { 486 },
+        };
+        CallRecord {
+            id: id.into(),
+            account_id: account.map(str::to_string),
+            from: "sip:201@acme.local".into(),
+            to: "sip:202@acme.local".into(),
+            direction: "internal".into(),
+            started_at,
+            answered_at,
+            ended_at,
+            duration_ms: if answered { 8_000 } else { 0 },
+            end_cause: if answered { "caller_hangup" } else { "busy" }.into(),
+            sip_status: if answered { 200 } else { 486 },
+            legs: vec![leg("b", "callee", "out", 50), leg("a", "caller", "in", 0)],
+        }
+    }
+
+    #[tokio::test]
+    async fn records_round_trip_with_legs_newest_first() {
+        let s = Store::open_memory().await.unwrap();
+        s.insert_call_record(&record("c1", Some("acc1"), 1_000, true))
+            .await
+            .unwrap();
+        s.insert_call_record(&record("c2", Some("acc1"), 3_000, false))
+            .await
+            .unwrap();
+        s.insert_call_record(&record("c3", Some("acc2"), 2_000, true))
+            .await
+            .unwrap();
+        s.insert_call_record(&record("c4", None, 4_000, true))
+            .await
+            .unwrap();
+
+        let all = s.call_history(None, 10).await.unwrap();
+        let ids: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, vec!["c4", "c2", "c3", "c1"]);
+
+        let acc1 = s.call_history(Some("acc1"), 10).await.unwrap();
+        assert_eq!(acc1.len(), 2);
+        let c2 = &acc1[0];
+        assert_eq!(c2.id, "c2");
+        assert_eq!(
+            (c2.answered_at, c2.duration_ms, c2.sip_status),
+            (None, 0, 486)
+        );
+        // Legs come back under the record's id, ordered by start.
+        let roles: Vec<&str> = c2.legs.iter().map(|l| l.role.as_str()).collect();
+        assert_eq!(roles, vec!["caller", "callee"]);
+        assert!(c2.legs.iter().all(|l| l.call_id == "c2"));
+
+        let mut expected = record("c1", Some("acc1"), 1_000, true);
+        expected.legs.reverse();
+        for l in &mut expected.legs {
+            l.call_id = "c1".into();
+        }
+        assert_eq!(acc1[1], expected);
+        assert_eq!(s.call_record("c1").await.unwrap(), Some(expected));
+        assert_eq!(s.call_record("nope").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn limit_applies_to_calls_not_legs() {
+        let s = Store::open_memory().await.unwrap();
+        for i in 0..5 {
+            s.insert_call_record(&record(&format!("c{i}"), Some("a"), i * 1_000, true))
+                .await
+                .unwrap();
+        }
+        let h = s.call_history(Some("a"), 2).await.unwrap();
+        assert_eq!(
+            h.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            vec!["c4", "c3"]
+        );
+        assert!(h.iter().all(|c| c.legs.len() == 2));
+        assert!(s.call_history(None, 0).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failing_leg_rolls_back_the_whole_record() {
+        let s = Store::open_memory().await.unwrap();
+        s.insert_call_record(&record("c1", None, 1_000, true))
+            .await
+            .unwrap();
+        // Same leg ids as c1: the leg insert fails, the call row must not remain.
+        let mut dup = record("c1", None, 5_000, true);
+        dup.id = "c9".into();
+        let err = s.insert_call_record(&dup).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        assert_eq!(s.call_record("c9").await.unwrap(), None);
+        assert_eq!(s.call_history(None, 10).await.unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,1017 @@
+//! The configuration: built-in defaults, overridden by a TOML file, overridden by environment
+//! variables. The shape is the contract documented in `docs/config.md`.
+//!
+//! Secrets (user and trunk passwords, API keys) are part of the config; the `Debug`
+//! implementations of the structs holding them redact them so a stray `?config` in a log line
+//! does not leak them.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+
+use crate::crypto::DigestAlgorithm;
+use crate::error::ConfigError;
+use crate::normalize::{check_extension, check_name, number_digits};
+
+const REDACTED: &str = "<redacted>";
+
+/// The whole configuration of one hookflash node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// SQLite database (`hookflash.db`) and recordings live here.
+    pub data_dir: PathBuf,
+    /// Must be true to listen on anything outside 127.0.0.0/8 and ::1.
+    pub allow_public_bind: bool,
+    /// Create the demo account on first start when no account exists.
+    pub demo_account: bool,
+    pub sip: SipConfig,
+    pub registrar: RegistrarConfig,
+    pub http: HttpConfig,
+    pub rtp: RtpConfig,
+    /// Declarative provisioning, applied at every start.
+    pub accounts: Vec<AccountSpec>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            allow_public_bind: false,
+            demo_account: true,
+            sip: SipConfig::default(),
+            registrar: RegistrarConfig::default(),
+            http: HttpConfig::default(),
+            rtp: RtpConfig::default(),
+            accounts: Vec::new(),
+        }
+    }
+}
+
+/// `[sip]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// UDP listen address; `""` in the file (or the env var) disables the transport.
+    #[serde(deserialize_with = "de_opt_socket_addr")]
+    pub udp: Option<SocketAddr>,
+    /// TCP listen address; `""` disables the transport.
+    #[serde(deserialize_with = "de_opt_socket_addr")]
+    pub tcp: Option<SocketAddr>,
+    /// Host put into Contact/Via. Default: the UDP (else TCP) listen IP.
+    #[serde(deserialize_with = "de_opt_string")]
+    pub advertised_host: Option<String>,
+    /// Unanswered outgoing legs are cancelled after this many seconds.
+    pub ring_timeout_secs: u64,
+    /// Digest algorithms offered in challenges, in order of preference
+    /// (`"SHA-256"`, `"MD5"`).
+    pub digest_algorithms: Vec<String>,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        let lo = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060);
+        SipConfig {
+            udp: Some(lo),
+            tcp: Some(lo),
+            advertised_host: None,
+            ring_timeout_secs: 60,
+            digest_algorithms: vec!["SHA-256".to_string(), "MD5".to_string()],
+        }
+    }
+}
+
+impl SipConfig {
+    /// The configured digest algorithms, parsed. Unknown tokens are skipped here;
+    /// [`Config::validate`] rejects them.
+    pub fn digest_algorithms(&self) -> Vec<DigestAlgorithm> {
+        self.digest_algorithms
+            .iter()
+            .filter_map(|s| DigestAlgorithm::parse(s))
+            .collect()
+    }
+}
+
+/// `[registrar]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrarConfig {
+    /// Shorter requested expiries get 423 Interval Too Brief.
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+        }
+    }
+}
+
+/// `[rtp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtpConfig {
+    pub bind_ip: IpAddr,
+    /// IP written into SDP `c=` lines. Default: `bind_ip`.
+    #[serde(deserialize_with = "de_opt_ip")]
+    pub advertised_ip: Option<IpAddr>,
+    pub port_min: u16,
+    pub port_max: u16,
+    /// A call with no RTP in either direction for this long is ended.
+    pub inactivity_timeout_secs: u64,
+}
+
+impl Default for RtpConfig {
+    fn default() -> Self {
+        RtpConfig {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertised_ip: None,
+            port_min: 20000,
+            port_max: 29999,
+            inactivity_timeout_secs: 60,
+        }
+    }
+}
+
+/// `[[accounts]]`: one tenant to provision.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSpec {
+    pub name: String,
+    /// Digest realm and SIP domain. Default: the account name.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub realm: Option<String>,
+    /// Plaintext API keys; stored hashed.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
+    #[serde(default)]
+    pub numbers: Vec<NumberSpec>,
+    #[serde(default)]
+    pub trunks: Vec<TrunkSpec>,
+}
+
+impl AccountSpec {
+    /// The realm to use: the configured one, else the account name.
+    pub fn effective_realm(&self) -> &str {
+        self.realm.as_deref().unwrap_or(&self.name)
+    }
+}
+
+impl fmt::Debug for AccountSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountSpec")
+            .field("name", &self.name)
+            .field("realm", &self.realm)
+            .field(
+                "api_keys",
+                &format_args!("[{} redacted]", self.api_keys.len()),
+            )
+            .field("users", &self.users)
+            .field("numbers", &self.numbers)
+            .field("trunks", &self.trunks)
+            .finish()
+    }
+}
+
+/// `[[accounts.users]]`
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    pub extension: String,
+    pub password: String,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub display_name: Option<String>,
+}
+
+impl fmt::Debug for UserSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserSpec")
+            .field("extension", &self.extension)
+            .field("password", &REDACTED)
+            .field("display_name", &self.display_name)
+            .finish()
+    }
+}
+
+/// `[[accounts.numbers]]`: a DID routed to a user of the same account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumberSpec {
+    pub number: String,
+    /// Extension of the user the number rings.
+    pub user: String,
+}
+
+/// `[[accounts.trunks]]`
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkSpec {
+    pub name: String,
+    /// Outbound gateway; also the source address of inbound calls.
+    pub host: String,
+    #[serde(default = "default_trunk_port")]
+    pub port: u16,
+    /// `"udp"` or `"tcp"`.
+    #[serde(default = "default_trunk_transport")]
+    pub transport: String,
+    /// Optional digest credentials for outbound INVITEs.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub username: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub password: Option<String>,
+}
+
+fn default_trunk_port() -> u16 {
+    5060
+}
+
+fn default_trunk_transport() -> String {
+    "udp".to_string()
+}
+
+impl fmt::Debug for TrunkSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrunkSpec")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("transport", &self.transport)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .finish()
+    }
+}
+
+impl TrunkSpec {
+    /// Checks one trunk definition (shared by the config validation and the store).
+    pub fn check(&self) -> Result<(), String> {
+        check_name("trunk name", &self.name)?;
+        if self.host.trim().is_empty() || self.host.chars().any(|c| c.is_whitespace()) {
+            return Err(format!(
+                "trunk {:?}: host must be a non-empty host name or IP",
+                self.name
+            ));
+        }
+        if self.port == 0 {
+            return Err(format!("trunk {:?}: port must not be 0", self.name));
+        }
+        if self.transport != "udp" && self.transport != "tcp" {
+            return Err(format!(
+                "trunk {:?}: transport must be \"udp\" or \"tcp\", got {:?}",
+                self.name, self.transport
+            ));
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return Err(format!(
+                "trunk {:?}: username and password must be given together",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// serde helpers: "" means "not set" for optional addresses and strings.
+
+fn de_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    Ok(s.filter(|s| !s.trim().is_empty()))
+}
+
+fn de_opt_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    match de_opt_string(d)? {
+        None => Ok(None),
+        Some(s) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("invalid socket address {s:?}"))),
+    }
+}
+
+fn de_opt_ip<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    match de_opt_string(d)? {
+        None => Ok(None),
+        Some(s) => parse_ip(&s)
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("invalid IP address {s:?}"))),
+    }
+}
+
+/// Parses an IP, accepting IPv6 in brackets too.
+fn parse_ip(s: &str) -> Result<IpAddr, std::net::AddrParseError> {
+    let s = s.trim();
+    let s = s
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(s);
+    s.parse()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Environment overrides
+
+/// Reads an environment variable of the process. Non-UTF-8 values are an error.
+fn process_env(var: &str) -> Result<Option<String>, ConfigError> {
+    match std::env::var_os(var) {
+        None => Ok(None),
+        Some(v) => v.into_string().map(Some).map_err(|_| ConfigError::Env {
+            var: var.to_string(),
+            reason: "not valid UTF-8".to_string(),
+        }),
+    }
+}
+
+fn env_err(var: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Env {
+        var: var.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_env<T: std::str::FromStr>(var: &str, value: &str, what: &str) -> Result<T, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| env_err(var, format!("expected {what}, got {value:?}")))
+}
+
+fn parse_env_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(env_err(
+            var,
+            format!("expected true or false, got {value:?}"),
+        )),
+    }
+}
+
+fn parse_env_opt_addr(var: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value.trim().is_empty() {
+        Ok(None)
+    } else {
+        parse_env(var, value, "an address like 127.0.0.1:5060").map(Some)
+    }
+}
+
+fn parse_env_ip(var: &str, value: &str) -> Result<IpAddr, ConfigError> {
+    parse_ip(value).map_err(|_| env_err(var, format!("expected an IP address, got {value:?}")))
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then the TOML file (`path`, else the file named by
+    /// `HOOKFLASH_CONFIG`, else none), then the `HOOKFLASH_*` environment variables.
+    /// Does not validate; call [`Config::validate`].
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, process_env)
+    }
+
+    /// [`Config::load`] with an explicit environment lookup (for tests and embedding).
+    pub fn load_with_env<F>(path: Option<&Path>, env: F) -> Result<Config, ConfigError>
+    where
+        F: Fn(&str) -> Result<Option<String>, ConfigError>,
+    {
+        let from_env = env("HOOKFLASH_CONFIG")?
+            .filter(|s| !s.trim().is_empty())
+            .map(PathBuf::from);
+        let file = path.map(Path::to_path_buf).or(from_env);
+        let mut config = match &file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                let c = Self::from_toml_str(&text).map_err(|source| ConfigError::Parse {
+                    path: p.clone(),
+                    source: Box::new(source),
+                })?;
+                tracing::debug!(path = %p.display(), "loaded config file");
+                c
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document (missing fields take their defaults).
+    pub fn from_toml_str(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Applies the `HOOKFLASH_*` overrides (see `docs/config.md`).
+    pub fn apply_env<F>(&mut self, env: F) -> Result<(), ConfigError>
+    where
+        F: Fn(&str) -> Result<Option<String>, ConfigError>,
+    {
+        let get = |var: &str| -> Result<Option<String>, ConfigError> { env(var) };
+
+        if let Some(v) = get("HOOKFLASH_DATA_DIR")? {
+            if v.trim().is_empty() {
+                return Err(env_err("HOOKFLASH_DATA_DIR", "must not be empty"));
+            }
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("HOOKFLASH_ALLOW_PUBLIC_BIND")? {
+            self.allow_public_bind = parse_env_bool("HOOKFLASH_ALLOW_PUBLIC_BIND", &v)?;
+        }
+        if let Some(v) = get("HOOKFLASH_DEMO_ACCOUNT")? {
+            self.demo_account = parse_env_bool("HOOKFLASH_DEMO_ACCOUNT", &v)?;
+        }
+        if let Some(v) = get("HOOKFLASH_SIP_UDP")? {
+            self.sip.udp = parse_env_opt_addr("HOOKFLASH_SIP_UDP", &v)?;
+        }
+        if let Some(v) = get("HOOKFLASH_SIP_TCP")? {
+            self.sip.tcp = parse_env_opt_addr("HOOKFLASH_SIP_TCP", &v)?;
+        }
+        if let Some(v) = get("HOOKFLASH_SIP_ADVERTISED_HOST")? {
+            let v = v.trim();
+            self.sip.advertised_host = (!v.is_empty()).then(|| v.to_string());
+        }
+        if let Some(v) = get("HOOKFLASH_SIP_RING_TIMEOUT_SECS")? {
+            self.sip.ring_timeout_secs =
+                parse_env("HOOKFLASH_SIP_RING_TIMEOUT_SECS", &v, "a number of seconds")?;
+        }
+        if let Some(v) = get("HOOKFLASH_SIP_DIGEST_ALGORITHMS")? {
+            self.sip.digest_algorithms = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+        if let Some(v) = get("HOOKFLASH_REGISTRAR_MIN_EXPIRES")? {
+            self.registrar.min_expires =
+                parse_env("HOOKFLASH_REGISTRAR_MIN_EXPIRES", &v, "a number of seconds")?;
+        }
+        if let Some(v) = get("HOOKFLASH_REGISTRAR_MAX_EXPIRES")? {
+            self.registrar.max_expires =
+                parse_env("HOOKFLASH_REGISTRAR_MAX_EXPIRES", &v, "a number of seconds")?;
+        }
+        if let Some(v) = get("HOOKFLASH_REGISTRAR_DEFAULT_EXPIRES")? {
+            self.registrar.default_expires = parse_env(
+                "HOOKFLASH_REGISTRAR_DEFAULT_EXPIRES",
+                &v,
+                "a number of seconds",
+            )?;
+        }
+        if let Some(v) = get("HOOKFLASH_HTTP_LISTEN")? {
+            self.http.listen = parse_env(
+                "HOOKFLASH_HTTP_LISTEN",
+                &v,
+                "an address like 127.0.0.1:8080",
+            )?;
+        }
+        if let Some(v) = get("HOOKFLASH_RTP_BIND_IP")? {
+            self.rtp.bind_ip = parse_env_ip("HOOKFLASH_RTP_BIND_IP", &v)?;
+        }
+        if let Some(v) = get("HOOKFLASH_RTP_ADVERTISED_IP")? {
+            self.rtp.advertised_ip = if v.trim().is_empty() {
+                None
+            } else {
+                Some(parse_env_ip("HOOKFLASH_RTP_ADVERTISED_IP", &v)?)
+            };
+        }
+        if let Some(v) = get("HOOKFLASH_RTP_PORT_MIN")? {
+            self.rtp.port_min = parse_env("HOOKFLASH_RTP_PORT_MIN", &v, "a port number")?;
+        }
+        if let Some(v) = get("HOOKFLASH_RTP_PORT_MAX")? {
+            self.rtp.port_max = parse_env("HOOKFLASH_RTP_PORT_MAX", &v, "a port number")?;
+        }
+        if let Some(v) = get("HOOKFLASH_RTP_INACTIVITY_TIMEOUT_SECS")? {
+            self.rtp.inactivity_timeout_secs = parse_env(
+                "HOOKFLASH_RTP_INACTIVITY_TIMEOUT_SECS",
+                &v,
+                "a number of seconds",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Checks the configuration for mistakes that would make the server misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir must not be empty".into());
+        }
+
+        // Binding outside loopback exposes the server: require an explicit opt-in.
+        if !self.allow_public_bind {
+            let binds = [
+                ("sip.udp", self.sip.udp.map(|a| a.ip())),
+                ("sip.tcp", self.sip.tcp.map(|a| a.ip())),
+                ("http.listen", Some(self.http.listen.ip())),
+                ("rtp.bind_ip", Some(self.rtp.bind_ip)),
+            ];
+            for (key, ip) in binds {
+                if let Some(ip) = ip {
+                    if !ip.is_loopback() {
+                        return invalid(format!(
+                            "{key} = {ip} is not a loopback address; set allow_public_bind = true \
+                             (or HOOKFLASH_ALLOW_PUBLIC_BIND=true) to listen on it"
+                        ));
+                    }
+                }
+            }
+        }
+
+        // SIP
+        let sip_ip = match (self.sip.udp, self.sip.tcp) {
+            (None, None) => {
+                return invalid("sip.udp and sip.tcp are both disabled; enable at least one".into())
+            }
+            (Some(a), _) | (None, Some(a)) => a.ip(),
+        };
+        match &self.sip.advertised_host {
+            Some(h) if h.chars().any(|c| c.is_whitespace() || c == '/' || c == '@') => {
+                return invalid(format!(
+                    "sip.advertised_host {h:?} is not a host name or IP"
+                ));
+            }
+            None if sip_ip.is_unspecified() => {
+                return invalid(format!(
+                    "sip listens on the unspecified address {sip_ip}; set sip.advertised_host \
+                     to the address phones should reach"
+                ));
+            }
+            _ => {}
+        }
+        if self.sip.ring_timeout_secs == 0 {
+            return invalid("sip.ring_timeout_secs must be at least 1".into());
+        }
+        if self.sip.digest_algorithms.is_empty() {
+            return invalid("sip.digest_algorithms must name at least one algorithm".into());
+        }
+        let mut seen = HashSet::new();
+        for a in &self.sip.digest_algorithms {
+            let Some(alg) = DigestAlgorithm::parse(a) else {
+                return invalid(format!(
+                    "sip.digest_algorithms: unsupported algorithm {a:?} (supported: \"SHA-256\", \"MD5\")"
+                ));
+            };
+            if !seen.insert(alg) {
+                return invalid(format!("sip.digest_algorithms: {a:?} is listed twice"));
+            }
+        }
+
+        // Registrar
+        let r = &self.registrar;
+        if r.min_expires == 0 {
+            return invalid("registrar.min_expires must be at least 1".into());
+        }
+        if !(r.min_expires <= r.default_expires && r.default_expires <= r.max_expires) {
+            return invalid(format!(
+                "registrar: need min_expires <= default_expires <= max_expires, got {} / {} / {}",
+                r.min_expires, r.default_expires, r.max_expires
+            ));
+        }
+
+        // RTP
+        let rtp = &self.rtp;
+        if rtp.port_min == 0 {
+            return invalid("rtp.port_min must not be 0".into());
+        }
+        if rtp.port_min >= rtp.port_max {
+            return invalid(format!(
+                "rtp.port_min ({}) must be below rtp.port_max ({})",
+                rtp.port_min, rtp.port_max
+            ));
+        }
+        // RTP takes an even port and RTCP the next odd one: the range must hold one such pair.
+        let first_even = u32::from(rtp.port_min) + u32::from(rtp.port_min % 2);
+        if first_even + 1 > u32::from(rtp.port_max) {
+            return invalid(format!(
+                "rtp port range {}-{} holds no even/odd port pair for RTP/RTCP",
+                rtp.port_min, rtp.port_max
+            ));
+        }
+        if rtp.bind_ip.is_unspecified() && rtp.advertised_ip.is_none() {
+            return invalid(format!(
+                "rtp.bind_ip is the unspecified address {}; set rtp.advertised_ip to the address \
+                 phones should send RTP to",
+                rtp.bind_ip
+            ));
+        }
+        if let Some(ip) = rtp.advertised_ip {
+            if ip.is_unspecified() {
+                return invalid("rtp.advertised_ip must not be the unspecified address".into());
+            }
+        }
+        if rtp.inactivity_timeout_secs == 0 {
+            return invalid("rtp.inactivity_timeout_secs must be at least 1".into());
+        }
+
+        self.validate_accounts()
+    }
+
+    fn validate_accounts(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        let mut names = HashSet::new();
+        let mut realms = HashSet::new();
+        let mut dids = HashSet::new();
+        for a in &self.accounts {
+            if let Err(e) = check_name("accounts.name", &a.name) {
+                return invalid(e);
+            }
+            if !names.insert(a.name.as_str()) {
+                return invalid(format!("account {:?} is defined twice", a.name));
+            }
+            let realm = a.effective_realm();
+            if let Err(e) = check_name("accounts.realm", realm) {
+                return invalid(e);
+            }
+            if !realms.insert(realm) {
+                return invalid(format!("realm {realm:?} is used by two accounts"));
+            }
+            for k in &a.api_keys {
+                if k.is_empty() || k.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    // Never echo the key itself.
+                    return invalid(format!(
+                        "account {:?}: api_keys must be non-empty and without whitespace",
+                        a.name
+                    ));
+                }
+            }
+            let mut exts = HashSet::new();
+            for u in &a.users {
+                if let Err(e) = check_extension(&u.extension) {
+                    return invalid(format!("account {:?}: {e}", a.name));
+                }
+                if !exts.insert(u.extension.as_str()) {
+                    return invalid(format!(
+                        "account {:?}: user {:?} is defined twice",
+                        a.name, u.extension
+                    ));
+                }
+                if u.password.is_empty() {
+                    return invalid(format!(
+                        "account {:?}: user {:?} has an empty password",
+                        a.name, u.extension
+                    ));
+                }
+            }
+            for n in &a.numbers {
+                let Some(digits) = number_digits(&n.number) else {
+                    return invalid(format!(
+                        "account {:?}: number {:?} is not a phone number (digits with an optional leading '+')",
+                        a.name, n.number
+                    ));
+                };
+                if !dids.insert(digits) {
+                    return invalid(format!("number {:?} is defined twice", n.number));
+                }
+                if let Err(e) = check_extension(&n.user) {
+                    return invalid(format!("account {:?}: number {:?}: {e}", a.name, n.number));
+                }
+            }
+            let mut trunks = HashSet::new();
+            for t in &a.trunks {
+                if let Err(e) = t.check() {
+                    return invalid(format!("account {:?}: {e}", a.name));
+                }
+                if !trunks.insert(t.name.as_str()) {
+                    return invalid(format!(
+                        "account {:?}: trunk {:?} is defined twice",
+                        a.name, t.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The host to put into Contact/Via: `sip.advertised_host`, else the UDP (else TCP) listen
+    /// IP. Returned without brackets; callers bracket IPv6 literals when building URIs.
+    pub fn sip_advertised_host(&self) -> String {
+        if let Some(h) = &self.sip.advertised_host {
+            let h = h.trim();
+            return h
+                .strip_prefix('[')
+                .and_then(|s| s.strip_suffix(']'))
+                .unwrap_or(h)
+                .to_string();
+        }
+        self.sip
+            .udp
+            .or(self.sip.tcp)
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .to_string()
+    }
+
+    /// The IP written into SDP `c=` lines: `rtp.advertised_ip`, else `rtp.bind_ip`.
+    pub fn rtp_advertised_ip(&self) -> IpAddr {
+        self.rtp.advertised_ip.unwrap_or(self.rtp.bind_ip)
+    }
+
+    /// Path of the SQLite database inside `data_dir`.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join(crate::db::DB_FILE_NAME)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Result<Option<String>, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| Ok(map.get(k).cloned())
+    }
+
+    fn no_env(_: &str) -> Result<Option<String>, ConfigError> {
+        Ok(None)
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("hookflash-config-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// The TOML block of docs/config.md, the contract other tools generate.
+    fn doc_example() -> String {
+        let doc = include_str!("../../../docs/config.md");
+        let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        doc[start..end].to_string()
+    }
+
+    #[test]
+    fn defaults_are_zero_config_loopback() {
+        let c = Config::load_with_env(None, no_env).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert!(c.demo_account);
+        assert!(!c.allow_public_bind);
+        assert_eq!(c.sip.udp, Some("127.0.0.1:5060".parse().unwrap()));
+        assert_eq!(c.sip.tcp, Some("127.0.0.1:5060".parse().unwrap()));
+        assert_eq!(c.sip.digest_algorithms, vec!["SHA-256", "MD5"]);
+        assert_eq!(
+            c.sip.digest_algorithms(),
+            vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
+        );
+        assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!((c.rtp.port_min, c.rtp.port_max), (20000, 29999));
+        assert_eq!(c.sip_advertised_host(), "127.0.0.1");
+        assert_eq!(
+            c.rtp_advertised_ip(),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(c.database_path(), PathBuf::from("./data/hookflash.db"));
+    }
+
+    #[test]
+    fn docs_example_parses_and_validates() {
+        let c = Config::from_toml_str(&doc_example()).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.accounts.len(), 1);
+        let a = &c.accounts[0];
+        assert_eq!(a.name, "acme");
+        assert_eq!(a.effective_realm(), "acme.local");
+        assert_eq!(a.api_keys, vec!["hf_test_key_acme"]);
+        assert_eq!(a.users[0].extension, "201");
+        assert_eq!(a.users[0].display_name.as_deref(), Some("Alice"));
+        assert_eq!(a.numbers[0].number, "+4930123456");
+        assert_eq!(a.trunks[0].port, 5080);
+        assert_eq!(a.trunks[0].password.as_deref(), Some("pw"));
+        assert_eq!(c.sip.ring_timeout_secs, 60);
+    }
+
+    #[test]
+    fn shipped_example_file_parses_and_validates() {
+        let text = include_str!("../../../config/hookflash.example.toml");
+        let c = Config::from_toml_str(text).unwrap();
+        c.validate().unwrap();
+        assert!(!c.accounts.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = Config::from_toml_str("[sip]\nudpp = \"127.0.0.1:5060\"\n").unwrap_err();
+        assert!(err.to_string().contains("udpp"), "{err}");
+        assert!(Config::from_toml_str("data_dri = \"x\"\n").is_err());
+        assert!(Config::from_toml_str(
+            "[[accounts]]\nname = \"a\"\n[[accounts.users]]\nextension = \"1\"\npasword = \"x\"\n"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn empty_string_disables_a_transport() {
+        let c = Config::from_toml_str("[sip]\nudp = \"\"\n").unwrap();
+        assert_eq!(c.sip.udp, None);
+        assert!(c.sip.tcp.is_some());
+        c.validate().unwrap();
+        assert_eq!(c.sip_advertised_host(), "127.0.0.1");
+        let both = Config::from_toml_str("[sip]\nudp = \"\"\ntcp = \"\"\n").unwrap();
+        assert!(matches!(both.validate(), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let file = temp_file(
+            "hf.toml",
+            "data_dir = \"/from/file\"\n[http]\nlisten = \"127.0.0.1:9000\"\n[rtp]\nport_min = 30000\nport_max = 30010\n",
+        );
+        let env = env_of(&[
+            ("HOOKFLASH_DATA_DIR", "/from/env"),
+            ("HOOKFLASH_SIP_UDP", ""),
+            ("HOOKFLASH_SIP_TCP", "127.0.0.1:5070"),
+            ("HOOKFLASH_SIP_ADVERTISED_HOST", "pbx.example"),
+            ("HOOKFLASH_RTP_PORT_MAX", "30020"),
+            ("HOOKFLASH_RTP_ADVERTISED_IP", "[::1]"),
+            ("HOOKFLASH_DEMO_ACCOUNT", "false"),
+            ("HOOKFLASH_SIP_DIGEST_ALGORITHMS", "MD5"),
+            ("HOOKFLASH_REGISTRAR_MIN_EXPIRES", "30"),
+        ]);
+        let c = Config::load_with_env(Some(&file), env).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(c.http.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.sip.udp, None);
+        assert_eq!(c.sip.tcp, Some("127.0.0.1:5070".parse().unwrap()));
+        assert_eq!(c.sip_advertised_host(), "pbx.example");
+        assert_eq!((c.rtp.port_min, c.rtp.port_max), (30000, 30020));
+        assert_eq!(c.rtp_advertised_ip(), "::1".parse::<IpAddr>().unwrap());
+        assert!(!c.demo_account);
+        assert_eq!(c.sip.digest_algorithms, vec!["MD5"]);
+        assert_eq!(c.registrar.min_expires, 30);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn hookflash_config_env_names_the_file() {
+        let file = temp_file("hf.toml", "demo_account = false\n");
+        let path = file.to_string_lossy().to_string();
+        let c = Config::load_with_env(None, env_of(&[("HOOKFLASH_CONFIG", &path)])).unwrap();
+        assert!(!c.demo_account);
+        // An explicit path wins over HOOKFLASH_CONFIG.
+        let other = temp_file("other.toml", "demo_account = true\n");
+        let c =
+            Config::load_with_env(Some(&other), env_of(&[("HOOKFLASH_CONFIG", &path)])).unwrap();
+        assert!(c.demo_account);
+    }
+
+    #[test]
+    fn bad_env_values_name_the_variable() {
+        let err =
+            Config::load_with_env(None, env_of(&[("HOOKFLASH_RTP_PORT_MIN", "lots")])).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Env { var, .. } if var == "HOOKFLASH_RTP_PORT_MIN"),
+            "{err}"
+        );
+        assert!(
+            Config::load_with_env(None, env_of(&[("HOOKFLASH_ALLOW_PUBLIC_BIND", "maybe")]))
+                .is_err()
+        );
+        assert!(Config::load_with_env(None, env_of(&[("HOOKFLASH_HTTP_LISTEN", "8080")])).is_err());
+    }
+
+    #[test]
+    fn missing_or_broken_file_is_an_error() {
+        let err = Config::load_with_env(Some(Path::new("/nonexistent/hookflash.toml")), no_env)
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        let file = temp_file("broken.toml", "[sip\n");
+        let err = Config::load_with_env(Some(&file), no_env).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }));
+    }
+
+    #[test]
+    fn public_bind_needs_opt_in() {
+        let mut c = Config::from_toml_str("[http]\nlisten = \"0.0.0.0:8080\"\n").unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains("http.listen"), "{err}");
+        c.allow_public_bind = true;
+        c.validate().unwrap();
+
+        let mut c = Config::from_toml_str(
+            "[sip]\nudp = \"192.0.2.10:5060\"\ntcp = \"\"\n[rtp]\nbind_ip = \"192.0.2.10\"\n",
+        )
+        .unwrap();
+        assert!(c.validate().is_err());
+        c.allow_public_bind = true;
+        c.validate().unwrap();
+        assert_eq!(c.sip_advertised_host(), "192.0.2.10");
+        assert_eq!(
+            c.rtp_advertised_ip(),
+            "192.0.2.10".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn unspecified_bind_needs_an_advertised_address() {
+        let mut c = Config::from_toml_str(
+            "allow_public_bind = true\n[sip]\nudp = \"0.0.0.0:5060\"\ntcp = \"\"\n",
+        )
+        .unwrap();
+        assert!(c.validate().is_err());
+        c.sip.advertised_host = Some("203.0.113.5".into());
+        c.validate().unwrap();
+        c.rtp.bind_ip = "0.0.0.0".parse().unwrap();
+        assert!(c.validate().is_err());
+        c.rtp.advertised_ip = Some("203.0.113.5".parse().unwrap());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn port_range_and_timers_are_checked() {
+        let check = |toml: &str| Config::from_toml_str(toml).unwrap().validate();
+        assert!(check("[rtp]\nport_min = 20000\nport_max = 20000\n").is_err());
+        assert!(check("[rtp]\nport_min = 20001\nport_max = 20002\n").is_err());
+        assert!(check("[rtp]\nport_min = 20000\nport_max = 20001\n").is_ok());
+        assert!(check("[rtp]\nport_min = 20001\nport_max = 20003\n").is_ok());
+        assert!(check("[rtp]\nport_min = 0\nport_max = 20\n").is_err());
+        assert!(check("[registrar]\nmin_expires = 600\ndefault_expires = 300\n").is_err());
+        assert!(check("[registrar]\nmin_expires = 0\n").is_err());
+        assert!(check("[sip]\nring_timeout_secs = 0\n").is_err());
+        assert!(check("[sip]\ndigest_algorithms = [\"SHA-512-256\"]\n").is_err());
+        assert!(check("[sip]\ndigest_algorithms = []\n").is_err());
+        assert!(check("[sip]\ndigest_algorithms = [\"MD5\", \"md5\"]\n").is_err());
+        assert!(check("[sip]\ndigest_algorithms = [\"MD5\"]\n").is_ok());
+    }
+
+    #[test]
+    fn account_specs_are_checked() {
+        let base = "[[accounts]]\nname = \"a\"\n";
+        let check = |extra: &str| {
+            Config::from_toml_str(&format!("{base}{extra}"))
+                .unwrap()
+                .validate()
+        };
+        assert!(check("").is_ok());
+        assert!(
+            check("[[accounts]]\nname = \"a\"\n").is_err(),
+            "duplicate account"
+        );
+        assert!(
+            check("[[accounts]]\nname = \"b\"\nrealm = \"a\"\n").is_err(),
+            "duplicate realm"
+        );
+        assert!(check("[[accounts.users]]\nextension = \"1 1\"\npassword = \"p\"\n").is_err());
+        assert!(check("[[accounts.users]]\nextension = \"11\"\npassword = \"\"\n").is_err());
+        assert!(check("[[accounts.numbers]]\nnumber = \"abc\"\nuser = \"11\"\n").is_err());
+        assert!(check(
+            "[[accounts.trunks]]\nname = \"t\"\nhost = \"127.0.0.1\"\ntransport = \"tls\"\n"
+        )
+        .is_err());
+        assert!(check(
+            "[[accounts.trunks]]\nname = \"t\"\nhost = \"127.0.0.1\"\nusername = \"u\"\n"
+        )
+        .is_err());
+        assert!(check("api_keys = [\"\"]\n").is_err());
+        let ok = Config::from_toml_str(&format!(
+            "{base}[[accounts.trunks]]\nname = \"t\"\nhost = \"127.0.0.1\"\n"
+        ))
+        .unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.accounts[0].trunks[0].port, 5060);
+        assert_eq!(ok.accounts[0].trunks[0].transport, "udp");
+        assert_eq!(ok.accounts[0].effective_realm(), "a");
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let c = Config::from_toml_str(&doc_example()).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("secret201"), "{dbg}");
+        assert!(!dbg.contains("hf_test_key_acme"), "{dbg}");
+        assert!(!dbg.contains("\"pw\""), "{dbg}");
+        assert!(dbg.contains("201") && dbg.contains("carrier"));
+    }
+}

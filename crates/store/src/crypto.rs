@@ -1,0 +1,143 @@
+//! Hashing helpers: SIP digest HA1 values, API key hashes and random secrets.
+
+use md5::Md5;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+/// A digest algorithm of RFC 8760 that hookflash supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DigestAlgorithm {
+    Md5,
+    Sha256,
+}
+
+impl DigestAlgorithm {
+    /// The token used in `WWW-Authenticate`/`Authorization` headers and in the config
+    /// (`"MD5"`, `"SHA-256"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DigestAlgorithm::Md5 => "MD5",
+            DigestAlgorithm::Sha256 => "SHA-256",
+        }
+    }
+
+    /// Parses the header/config token, case-insensitively.
+    pub fn parse(s: &str) -> Option<DigestAlgorithm> {
+        if s.eq_ignore_ascii_case("MD5") {
+            Some(DigestAlgorithm::Md5)
+        } else if s.eq_ignore_ascii_case("SHA-256") {
+            Some(DigestAlgorithm::Sha256)
+        } else {
+            None
+        }
+    }
+
+    /// Lowercase hex digest of `data` with this algorithm (the `H()` of RFC 7616).
+    pub fn hash_hex(self, data: &[u8]) -> String {
+        match self {
+            DigestAlgorithm::Md5 => hex::encode(Md5::digest(data)),
+            DigestAlgorithm::Sha256 => hex::encode(Sha256::digest(data)),
+        }
+    }
+}
+
+impl std::fmt::Display for DigestAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `HA1 = H(username ":" realm ":" password)` as lowercase hex.
+pub fn ha1(algorithm: DigestAlgorithm, username: &str, realm: &str, password: &str) -> String {
+    algorithm.hash_hex(format!("{username}:{realm}:{password}").as_bytes())
+}
+
+/// SHA-256 of an API key, lowercase hex (what the database stores).
+pub fn api_key_hash(plaintext: &str) -> String {
+    hex::encode(Sha256::digest(plaintext.as_bytes()))
+}
+
+/// `len` random characters from `[A-Za-z0-9]` (from the thread-local CSPRNG).
+pub fn random_base62(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// A fresh API key: `"hf_"` followed by 40 base62 characters.
+pub fn generate_api_key() -> String {
+    format!("hf_{}", random_base62(40))
+}
+
+/// A random password for generated users (12 base62 characters).
+pub fn generate_password() -> String {
+    random_base62(12)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ha1_md5_matches_rfc2617_example() {
+        // RFC 2617 section 3.5: Mufasa / testrealm@host.com / Circle Of Life.
+        assert_eq!(
+            ha1(
+                DigestAlgorithm::Md5,
+                "Mufasa",
+                "testrealm@host.com",
+                "Circle Of Life"
+            ),
+            "939e7578ed9e3c518a452acee763bce9"
+        );
+    }
+
+    #[test]
+    fn ha1_sha256_matches_rfc7616_example() {
+        // RFC 7616 section 3.9.1: Mufasa / http-auth@example.org / Circle of Life.
+        assert_eq!(
+            ha1(
+                DigestAlgorithm::Sha256,
+                "Mufasa",
+                "http-auth@example.org",
+                "Circle of Life"
+            ),
+            "7987c64c30e25f1b74be53f966b49b90f2808aa92faf9a00262392d7b4794232"
+        );
+    }
+
+    #[test]
+    fn algorithm_tokens_round_trip() {
+        for alg in [DigestAlgorithm::Md5, DigestAlgorithm::Sha256] {
+            assert_eq!(DigestAlgorithm::parse(alg.as_str()), Some(alg));
+        }
+        assert_eq!(
+            DigestAlgorithm::parse("sha-256"),
+            Some(DigestAlgorithm::Sha256)
+        );
+        assert_eq!(DigestAlgorithm::parse("SHA-512-256"), None);
+    }
+
+    #[test]
+    fn generated_keys_have_the_documented_shape() {
+        let k = generate_api_key();
+        assert_eq!(k.len(), 43);
+        assert!(k.starts_with("hf_"));
+        assert!(k[3..].chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(k, generate_api_key());
+        let p = generate_password();
+        assert_eq!(p.len(), 12);
+        assert!(p.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn api_key_hash_is_sha256_hex() {
+        assert_eq!(
+            api_key_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

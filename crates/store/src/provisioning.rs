@@ -1,0 +1,289 @@
+//! First-start demo account and declarative provisioning from the config.
+
+use crate::config::AccountSpec;
+use crate::crypto::generate_password;
+use crate::db::Store;
+use crate::error::StoreError;
+use crate::model::DemoCredentials;
+use crate::normalize::number_digits;
+
+/// Name, realm and extensions of the demo account.
+pub const DEMO_ACCOUNT_NAME: &str = "demo";
+pub const DEMO_REALM: &str = "hookflash";
+pub const DEMO_EXTENSIONS: [&str; 3] = ["101", "102", "103"];
+
+impl Store {
+    /// Creates the demo account (realm `hookflash`, users 101-103 with random 12-character
+    /// passwords, one API key) when no account exists at all, and returns the plaintext
+    /// credentials once. Returns `None` when any account exists.
+    ///
+    /// Call it after [`Store::apply_provisioning`], so a configured account suppresses it.
+    pub async fn ensure_demo_account(&self) -> Result<Option<DemoCredentials>, StoreError> {
+        if self.default_account().await?.is_some() {
+            return Ok(None);
+        }
+        let account = self.create_account(DEMO_ACCOUNT_NAME, DEMO_REALM).await?;
+        let mut users = Vec::with_capacity(DEMO_EXTENSIONS.len());
+        for ext in DEMO_EXTENSIONS {
+            let password = generate_password();
+            let display = format!("Demo {ext}");
+            self.add_user(&account.id, ext, &password, Some(&display))
+                .await?;
+            users.push((ext.to_string(), password));
+        }
+        let (_, api_key) = self.create_api_key(&account.id, "demo").await?;
+        tracing::info!(account = %account.name, "demo account created");
+        Ok(Some(DemoCredentials {
+            account,
+            users,
+            api_key,
+        }))
+    }
+
+    /// Applies `[[accounts]]` from the config. Idempotent and additive: accounts are matched
+    /// by name, users by extension (password and display name are set to the config's), numbers
+    /// by number (re-pointed to the configured user), trunks by name (updated), API keys are
+    /// inserted when missing. Nothing absent from the config is deleted.
+    pub async fn apply_provisioning(&self, accounts: &[AccountSpec]) -> Result<(), StoreError> {
+        for spec in accounts {
+            self.apply_account(spec).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_account(&self, spec: &AccountSpec) -> Result<(), StoreError> {
+        let realm = spec.effective_realm();
+        let account = match self.account_by_name(&spec.name).await? {
+            Some(a) if a.realm != realm => {
+                tracing::warn!(account = %a.name, old_realm = %a.realm, new_realm = realm,
+                    "account realm changed by config; users not in the config must get new passwords");
+                self.set_account_realm(&a.id, realm).await?;
+                self.require_account(&a.id).await?
+            }
+            Some(a) => a,
+            None => self.create_account(&spec.name, realm).await?,
+        };
+
+        for u in &spec.users {
+            if self
+                .set_user_password(&account.id, &u.extension, &u.password)
+                .await?
+            {
+                self.set_user_display_name(&account.id, &u.extension, u.display_name.as_deref())
+                    .await?;
+            } else {
+                self.add_user(
+                    &account.id,
+                    &u.extension,
+                    &u.password,
+                    u.display_name.as_deref(),
+                )
+                .await?;
+            }
+        }
+
+        for n in &spec.numbers {
+            let digits = number_digits(&n.number).ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "account {:?}: {:?} is not a phone number",
+                    spec.name, n.number
+                ))
+            })?;
+            match self.number_by_digits(&digits).await? {
+                Some(existing) if existing.account_id != account.id => {
+                    return Err(StoreError::Conflict(format!(
+                        "account {:?}: number {} belongs to another account",
+                        spec.name, existing.number
+                    )));
+                }
+                Some(_) => {
+                    self.set_number_user(&account.id, &digits, &n.user).await?;
+                }
+                None => {
+                    self.add_number(&account.id, &digits, &n.user).await?;
+                }
+            }
+        }
+
+        for t in &spec.trunks {
+            if !self.update_trunk(&account.id, t).await? {
+                self.add_trunk(&account.id, t).await?;
+            }
+        }
+
+        for key in &spec.api_keys {
+            self.insert_api_key(&account.id, "config", key).await?;
+        }
+
+        tracing::info!(
+            account = %account.name,
+            users = spec.users.len(),
+            numbers = spec.numbers.len(),
+            trunks = spec.trunks.len(),
+            api_keys = spec.api_keys.len(),
+            "account provisioned from config"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::crypto::{ha1, DigestAlgorithm};
+
+    const CONFIG: &str = r#"
+[[accounts]]
+name = "acme"
+realm = "acme.local"
+api_keys = ["hf_test_key_acme"]
+
+  [[accounts.users]]
+  extension = "201"
+  password = "secret201"
+  display_name = "Alice"
+
+  [[accounts.users]]
+  extension = "202"
+  password = "secret202"
+
+  [[accounts.numbers]]
+  number = "+4930123456"
+  user = "201"
+
+  [[accounts.trunks]]
+  name = "carrier"
+  host = "127.0.0.1"
+  port = 5080
+  transport = "udp"
+  username = "acct"
+  password = "pw"
+"#;
+
+    #[tokio::test]
+    async fn demo_account_only_on_an_empty_store() {
+        let s = Store::open_memory().await.unwrap();
+        let demo = s.ensure_demo_account().await.unwrap().unwrap();
+        assert_eq!(demo.account.name, "demo");
+        assert_eq!(demo.account.realm, "hookflash");
+        assert_eq!(demo.users.len(), 3);
+        for (ext, pw) in &demo.users {
+            assert_eq!(pw.len(), 12);
+            let u = s
+                .user_by_extension(&demo.account.id, ext)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(u.ha1_md5, ha1(DigestAlgorithm::Md5, ext, "hookflash", pw));
+        }
+        assert!(!format!("{demo:?}").contains(&demo.api_key));
+        assert_eq!(
+            s.verify_api_key(&demo.api_key)
+                .await
+                .unwrap()
+                .unwrap()
+                .account_id,
+            demo.account.id
+        );
+        assert!(s.ensure_demo_account().await.unwrap().is_none());
+        assert_eq!(s.accounts().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn provisioned_accounts_suppress_the_demo() {
+        let s = Store::open_memory().await.unwrap();
+        let config = Config::from_toml_str(CONFIG).unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        assert!(s.ensure_demo_account().await.unwrap().is_none());
+        assert!(s.account_by_name("demo").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn provisioning_creates_everything() {
+        let s = Store::open_memory().await.unwrap();
+        let config = Config::from_toml_str(CONFIG).unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+
+        let a = s.account_by_name("acme").await.unwrap().unwrap();
+        assert_eq!(a.realm, "acme.local");
+        let users = s.users(&a.id).await.unwrap();
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[0].display_name.as_deref(), Some("Alice"));
+        assert_eq!(
+            users[0].ha1_sha256,
+            ha1(DigestAlgorithm::Sha256, "201", "acme.local", "secret201")
+        );
+        let (_, user) = s.lookup_number("4930123456").await.unwrap().unwrap();
+        assert_eq!(user.extension, "201");
+        let t = s.outbound_trunk(&a.id).await.unwrap().unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.username.as_deref()),
+            ("127.0.0.1", 5080, Some("acct"))
+        );
+        assert_eq!(
+            s.verify_api_key("hf_test_key_acme")
+                .await
+                .unwrap()
+                .unwrap()
+                .account_id,
+            a.id
+        );
+    }
+
+    #[tokio::test]
+    async fn provisioning_is_idempotent_and_updates() {
+        let s = Store::open_memory().await.unwrap();
+        let config = Config::from_toml_str(CONFIG).unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        let a = s.account_by_name("acme").await.unwrap().unwrap();
+        assert_eq!(s.accounts().await.unwrap().len(), 1);
+        assert_eq!(s.users(&a.id).await.unwrap().len(), 2);
+        assert_eq!(s.numbers(&a.id).await.unwrap().len(), 1);
+        assert_eq!(s.trunks(&a.id).await.unwrap().len(), 1);
+        assert_eq!(s.api_keys(&a.id).await.unwrap().len(), 1);
+
+        // Something added by the CLI survives a re-apply.
+        s.add_user(&a.id, "299", "cli", None).await.unwrap();
+
+        let changed = CONFIG
+            .replace("secret201", "newsecret")
+            .replace("port = 5080", "port = 5090")
+            .replace("user = \"201\"", "user = \"202\"");
+        let config = Config::from_toml_str(&changed).unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        let u = s.user_by_extension(&a.id, "201").await.unwrap().unwrap();
+        assert_eq!(
+            u.ha1_md5,
+            ha1(DigestAlgorithm::Md5, "201", "acme.local", "newsecret")
+        );
+        assert_eq!(s.outbound_trunk(&a.id).await.unwrap().unwrap().port, 5090);
+        let (_, user) = s.lookup_number("+4930123456").await.unwrap().unwrap();
+        assert_eq!(user.extension, "202");
+        assert!(s.user_by_extension(&a.id, "299").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn provisioning_errors_are_reported() {
+        let s = Store::open_memory().await.unwrap();
+        // A number pointing at a user that exists nowhere.
+        let bad = CONFIG.replace("user = \"201\"", "user = \"777\"");
+        let config = Config::from_toml_str(&bad).unwrap();
+        assert!(matches!(
+            s.apply_provisioning(&config.accounts).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        // A number owned by another account.
+        let s = Store::open_memory().await.unwrap();
+        let other = s.create_account("other", "other.local").await.unwrap();
+        s.add_user(&other.id, "1", "pw", None).await.unwrap();
+        s.add_number(&other.id, "+4930123456", "1").await.unwrap();
+        let config = Config::from_toml_str(CONFIG).unwrap();
+        assert!(matches!(
+            s.apply_provisioning(&config.accounts).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+}

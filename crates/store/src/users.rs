@@ -1,0 +1,353 @@
+//! Users (extensions) and their digest credentials.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use crate::crypto::{ha1, DigestAlgorithm};
+use crate::db::{new_id, now_secs, Store};
+use crate::error::StoreError;
+use crate::model::User;
+use crate::normalize::check_extension;
+
+pub(crate) fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
+    Ok(User {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        extension: row.try_get("extension")?,
+        display_name: row.try_get("display_name")?,
+        ha1_md5: row.try_get("ha1_md5")?,
+        ha1_sha256: row.try_get("ha1_sha256")?,
+    })
+}
+
+fn check_password(password: &str) -> Result<(), StoreError> {
+    if password.is_empty() {
+        return Err(StoreError::Invalid("password must not be empty".into()));
+    }
+    Ok(())
+}
+
+/// `(ha1_md5, ha1_sha256)` for a user; the digest username is the extension.
+fn ha1_pair(extension: &str, realm: &str, password: &str) -> (String, String) {
+    (
+        ha1(DigestAlgorithm::Md5, extension, realm, password),
+        ha1(DigestAlgorithm::Sha256, extension, realm, password),
+    )
+}
+
+impl Store {
+    /// Adds a user. The password is only kept as HA1 values. An existing extension in the
+    /// account gives [`StoreError::Conflict`], an unknown account [`StoreError::NotFound`].
+    pub async fn add_user(
+        &self,
+        account_id: &str,
+        extension: &str,
+        password: &str,
+        display_name: Option<&str>,
+    ) -> Result<User, StoreError> {
+        check_extension(extension).map_err(StoreError::Invalid)?;
+        check_password(password)?;
+        let account = self.require_account(account_id).await?;
+        let (ha1_md5, ha1_sha256) = ha1_pair(extension, &account.realm, password);
+        let user = User {
+            id: new_id(),
+            account_id: account.id.clone(),
+            extension: extension.to_string(),
+            display_name: display_name.map(str::to_string),
+            ha1_md5,
+            ha1_sha256,
+        };
+        sqlx::query(
+            "INSERT INTO users (id, account_id, extension, display_name, ha1_md5, ha1_sha256, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&user.id)
+        .bind(&user.account_id)
+        .bind(&user.extension)
+        .bind(&user.display_name)
+        .bind(&user.ha1_md5)
+        .bind(&user.ha1_sha256)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!(
+                "user {extension:?} already exists in account {:?}",
+                account.name
+            )),
+            other => other,
+        })?;
+        tracing::info!(account = %account.name, extension, "user added");
+        Ok(user)
+    }
+
+    /// Sets a new password (recomputes the HA1 values). False if the user does not exist.
+    pub async fn set_user_password(
+        &self,
+        account_id: &str,
+        extension: &str,
+        password: &str,
+    ) -> Result<bool, StoreError> {
+        check_password(password)?;
+        let Some(account) = self.account_by_id(account_id).await? else {
+            return Ok(false);
+        };
+        let (ha1_md5, ha1_sha256) = ha1_pair(extension, &account.realm, password);
+        let res = sqlx::query(
+            "UPDATE users SET ha1_md5 = $1, ha1_sha256 = $2 WHERE account_id = $3 AND extension = $4",
+        )
+        .bind(&ha1_md5)
+        .bind(&ha1_sha256)
+        .bind(account_id)
+        .bind(extension)
+        .execute(&self.pool)
+        .await?;
+        let changed = res.rows_affected() > 0;
+        if changed {
+            tracing::info!(account = %account.name, extension, "user password changed");
+        }
+        Ok(changed)
+    }
+
+    /// Sets or clears the display name. False if the user does not exist.
+    pub async fn set_user_display_name(
+        &self,
+        account_id: &str,
+        extension: &str,
+        display_name: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE users SET display_name = $1 WHERE account_id = $2 AND extension = $3",
+        )
+        .bind(display_name)
+        .bind(account_id)
+        .bind(extension)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// The users of an account, ordered by extension.
+    pub async fn users(&self, account_id: &str) -> Result<Vec<User>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, account_id, extension, display_name, ha1_md5, ha1_sha256 FROM users \
+             WHERE account_id = $1 ORDER BY extension",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    pub async fn user_by_extension(
+        &self,
+        account_id: &str,
+        extension: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, account_id, extension, display_name, ha1_md5, ha1_sha256 FROM users \
+             WHERE account_id = $1 AND extension = $2",
+        )
+        .bind(account_id)
+        .bind(extension)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, account_id, extension, display_name, ha1_md5, ha1_sha256 FROM users \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// Removes a user together with its registrations and numbers. False if it did not exist.
+    pub async fn remove_user(&self, account_id: &str, extension: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let user_id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM users WHERE account_id = $1 AND extension = $2")
+                .bind(account_id)
+                .bind(extension)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(user_id) = user_id else {
+            return Ok(false);
+        };
+        sqlx::query("DELETE FROM registrations WHERE user_id = $1")
+            .bind(&user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM numbers WHERE user_id = $1")
+            .bind(&user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(&user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(account_id, extension, "user removed");
+        Ok(true)
+    }
+
+    /// The user or [`StoreError::NotFound`].
+    pub(crate) async fn require_user(
+        &self,
+        account_id: &str,
+        extension: &str,
+    ) -> Result<User, StoreError> {
+        self.user_by_extension(account_id, extension)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("user {extension:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Registration;
+
+    #[tokio::test]
+    async fn add_user_stores_ha1_not_password() {
+        let s = Store::open_memory().await.unwrap();
+        let a = s.create_account("acme", "acme.local").await.unwrap();
+        let u = s
+            .add_user(&a.id, "201", "secret201", Some("Alice"))
+            .await
+            .unwrap();
+        assert_eq!(
+            u.ha1_md5,
+            ha1(DigestAlgorithm::Md5, "201", "acme.local", "secret201")
+        );
+        assert_eq!(
+            u.ha1(DigestAlgorithm::Sha256),
+            ha1(DigestAlgorithm::Sha256, "201", "acme.local", "secret201")
+        );
+        assert_eq!(
+            s.user_by_extension(&a.id, "201").await.unwrap(),
+            Some(u.clone())
+        );
+        assert_eq!(s.user_by_id(&u.id).await.unwrap(), Some(u.clone()));
+        assert_eq!(s.user_by_extension(&a.id, "202").await.unwrap(), None);
+
+        // The plaintext appears nowhere in the users table.
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT extension, ha1_md5, ha1_sha256 FROM users")
+                .fetch_all(&s.pool)
+                .await
+                .unwrap();
+        assert!(rows
+            .iter()
+            .all(|(a, b, c)| ![a, b, c].iter().any(|v| v.contains("secret201"))));
+    }
+
+    #[tokio::test]
+    async fn duplicates_and_bad_input_are_rejected() {
+        let s = Store::open_memory().await.unwrap();
+        let a = s.create_account("acme", "acme.local").await.unwrap();
+        let b = s.create_account("beta", "beta.local").await.unwrap();
+        s.add_user(&a.id, "201", "pw", None).await.unwrap();
+        assert!(matches!(
+            s.add_user(&a.id, "201", "pw2", None).await,
+            Err(StoreError::Conflict(_))
+        ));
+        // Same extension in another account is fine.
+        s.add_user(&b.id, "201", "pw", None).await.unwrap();
+        assert!(matches!(
+            s.add_user(&a.id, "2 1", "pw", None).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.add_user(&a.id, "202", "", None).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.add_user("no-such-account", "202", "pw", None).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let users = s.users(&a.id).await.unwrap();
+        assert_eq!(users.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn password_change_recomputes_ha1() {
+        let s = Store::open_memory().await.unwrap();
+        let a = s.create_account("acme", "acme.local").await.unwrap();
+        s.add_user(&a.id, "201", "old", None).await.unwrap();
+        assert!(s.set_user_password(&a.id, "201", "new").await.unwrap());
+        let u = s.user_by_extension(&a.id, "201").await.unwrap().unwrap();
+        assert_eq!(
+            u.ha1_md5,
+            ha1(DigestAlgorithm::Md5, "201", "acme.local", "new")
+        );
+        assert!(!s.set_user_password(&a.id, "999", "new").await.unwrap());
+        assert!(s
+            .set_user_display_name(&a.id, "201", Some("Al"))
+            .await
+            .unwrap());
+        assert_eq!(
+            s.user_by_extension(&a.id, "201")
+                .await
+                .unwrap()
+                .unwrap()
+                .display_name
+                .as_deref(),
+            Some("Al")
+        );
+    }
+
+    #[tokio::test]
+    async fn users_are_listed_per_account_in_order() {
+        let s = Store::open_memory().await.unwrap();
+        let a = s.create_account("acme", "acme.local").await.unwrap();
+        let b = s.create_account("beta", "beta.local").await.unwrap();
+        s.add_user(&a.id, "202", "pw", None).await.unwrap();
+        s.add_user(&a.id, "201", "pw", None).await.unwrap();
+        s.add_user(&b.id, "301", "pw", None).await.unwrap();
+        let exts: Vec<String> = s
+            .users(&a.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.extension)
+            .collect();
+        assert_eq!(exts, vec!["201", "202"]);
+    }
+
+    #[tokio::test]
+    async fn remove_user_removes_registrations_and_numbers() {
+        let s = Store::open_memory().await.unwrap();
+        let a = s.create_account("acme", "acme.local").await.unwrap();
+        let u = s.add_user(&a.id, "201", "pw", None).await.unwrap();
+        let keep = s.add_user(&a.id, "202", "pw", None).await.unwrap();
+        s.add_number(&a.id, "+4930123456", "201").await.unwrap();
+        s.add_number(&a.id, "+4930999999", "202").await.unwrap();
+        for user in [&u, &keep] {
+            s.upsert_registration(&Registration {
+                user_id: user.id.clone(),
+                contact: "sip:x@127.0.0.1:5070".into(),
+                source: "127.0.0.1:5070".into(),
+                transport: "udp".into(),
+                expires_at: 2_000,
+                call_id: "c".into(),
+                cseq: 1,
+                user_agent: None,
+            })
+            .await
+            .unwrap();
+        }
+        assert!(s.remove_user(&a.id, "201").await.unwrap());
+        assert!(!s.remove_user(&a.id, "201").await.unwrap());
+        assert_eq!(s.user_by_id(&u.id).await.unwrap(), None);
+        assert!(s.registrations(&u.id, 1_000).await.unwrap().is_empty());
+        assert_eq!(s.lookup_number("+4930123456").await.unwrap(), None);
+        // The other user is untouched.
+        assert_eq!(s.registrations(&keep.id, 1_000).await.unwrap().len(), 1);
+        assert!(s.lookup_number("4930999999").await.unwrap().is_some());
+    }
+}
