@@ -16,7 +16,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Error)]
 pub enum ApiError {
     #[error("cannot listen for HTTP on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("HTTP server: {0}")]
     Serve(std::io::Error),
 }
@@ -64,7 +67,13 @@ pub async fn bind(
     addr: SocketAddr,
     engine: Engine,
     stop: CancellationToken,
-) -> Result<(SocketAddr, impl std::future::Future<Output = Result<(), ApiError>>), ApiError> {
+) -> Result<
+    (
+        SocketAddr,
+        impl std::future::Future<Output = Result<(), ApiError>>,
+    ),
+    ApiError,
+> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ApiError::Bind { addr, source })?;

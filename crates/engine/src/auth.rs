@@ -11,9 +11,15 @@ use crate::Engine;
 
 #[derive(Debug)]
 pub enum AuthOutcome {
-    Ok { account: Account, user: User },
+    Ok {
+        account: Account,
+        user: User,
+    },
     /// Send a challenge (401/407); `stale` when the nonce was ours but old.
-    Challenge { realm: String, stale: bool },
+    Challenge {
+        realm: String,
+        stale: bool,
+    },
     /// Credentials were checked and are wrong: 403.
     Forbidden(&'static str),
 }
@@ -44,7 +50,12 @@ pub fn to_store_alg(a: Algorithm) -> DigestAlgorithm {
 
 impl Engine {
     /// Checks the request's credentials for `realm` (the account the request addresses).
-    pub(crate) async fn authenticate(&self, req: &Request, kind: AuthKind, account: &Account) -> AuthOutcome {
+    pub(crate) async fn authenticate(
+        &self,
+        req: &Request,
+        kind: AuthKind,
+        account: &Account,
+    ) -> AuthOutcome {
         let now = now_unix() as u64;
         let challenge = |stale| AuthOutcome::Challenge {
             realm: account.realm.clone(),
@@ -69,7 +80,12 @@ impl Engine {
                 return challenge(false);
             }
         }
-        let user = match self.inner.store.user_by_extension(&account.id, &creds.username).await {
+        let user = match self
+            .inner
+            .store
+            .user_by_extension(&account.id, &creds.username)
+            .await
+        {
             Ok(Some(u)) => u,
             Ok(None) => {
                 self.inner.metrics.auth_failures.inc();

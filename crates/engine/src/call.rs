@@ -10,7 +10,9 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use hookflash_media::relay::{Bridge, BridgeHandle, BridgeOptions, Leg};
 use hookflash_media::sdp::{self, Codec, Direction, OriginState, SessionDescription};
 use hookflash_sip::stack::dialog::authenticate::Credential;
-use hookflash_sip::stack::dialog::dialog::{DialogState, DialogStateReceiver, DialogStateSender, TerminatedReason};
+use hookflash_sip::stack::dialog::dialog::{
+    DialogState, DialogStateReceiver, DialogStateSender, TerminatedReason,
+};
 use hookflash_sip::stack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use hookflash_sip::stack::dialog::invite_dialog::InviteDialog;
 use hookflash_sip::stack::dialog::DialogId;
@@ -114,7 +116,8 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
     let from_value = header_value(&req, "From").unwrap_or_default();
     let from_uri = addr_spec(&from_value).to_string();
     let ruri = req.uri.to_string();
-    let Some(dialled) = hookflash_sip::uri::user_part(&ruri).map(hookflash_sip::uri::normalize_number)
+    let Some(dialled) =
+        hookflash_sip::uri::user_part(&ruri).map(hookflash_sip::uri::normalize_number)
     else {
         info!(%ruri, "INVITE without a user part");
         reply(&mut tx, StatusCode::NotFound, vec![]).await;
@@ -122,7 +125,11 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
     };
     let store = engine.inner.store.clone();
     let trunk = match &via {
-        Some(v) => store.trunk_by_source(v.addr.ip(), v.addr.port()).await.ok().flatten(),
+        Some(v) => store
+            .trunk_by_source(v.addr.ip(), v.addr.port())
+            .await
+            .ok()
+            .flatten(),
         None => None,
     };
     let (origin, account, caller_user) = if let Some(trunk) = &trunk {
@@ -205,7 +212,10 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
             return;
         }
         Route::User { user_id } => {
-            let regs = store.registrations(&user_id, now_unix()).await.unwrap_or_default();
+            let regs = store
+                .registrations(&user_id, now_unix())
+                .await
+                .unwrap_or_default();
             let targets: Vec<Target> = regs
                 .iter()
                 .filter_map(|r| {
@@ -295,7 +305,8 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         (None, Some(u)) => u.to_string(),
         (None, None) => "anonymous".to_string(),
     };
-    let caller_name = display_name(&from_value).or_else(|| caller_user.as_ref().and_then(|u| u.display_name.clone()));
+    let caller_name = display_name(&from_value)
+        .or_else(|| caller_user.as_ref().and_then(|u| u.display_name.clone()));
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let summary = CallSummary {
         id: call_id.clone(),
@@ -374,7 +385,11 @@ async fn trunk_target(trunk: &Trunk, number: &str) -> Option<Target> {
         .ok()?
         .next()?;
     let transport = transport_of(&trunk.transport);
-    let tparam = if transport == Transport::Tcp { ";transport=tcp" } else { "" };
+    let tparam = if transport == Transport::Tcp {
+        ";transport=tcp"
+    } else {
+        ""
+    };
     Some(Target {
         request_uri: format!("sip:{number}@{}:{}{tparam}", trunk.host, trunk.port),
         destination,
@@ -465,7 +480,8 @@ fn cause_for_status(status: u16) -> &'static str {
     }
 }
 
-type ForkFuture = std::pin::Pin<Box<dyn std::future::Future<Output = (usize, Option<InviteAsyncResult>)> + Send>>;
+type ForkFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (usize, Option<InviteAsyncResult>)> + Send>>;
 
 struct CallActor {
     engine: Engine,
@@ -494,13 +510,17 @@ struct CallActor {
 }
 
 impl CallActor {
-    fn send_forks(&mut self, targets: &[Target], state_tx: DialogStateSender) -> FuturesUnordered<ForkFuture> {
+    fn send_forks(
+        &mut self,
+        targets: &[Target],
+        state_tx: DialogStateSender,
+    ) -> FuturesUnordered<ForkFuture> {
         let pending: FuturesUnordered<ForkFuture> = FuturesUnordered::new();
         let host = &self.engine.inner.cfg.advertised_host;
         let b_local = self.bridge.local_addr(Leg::B);
         let offer = sdp::build_offer(
             b_local,
-            &mut self.b_media.origin,
+            &self.b_media.origin,
             &self.a_media.codecs,
             self.a_media.direction,
         )
@@ -534,7 +554,13 @@ impl CallActor {
                 }),
                 ..Default::default()
             };
-            match self.engine.inner.sip.dialogs.do_invite_async(opt, state_tx.clone()) {
+            match self
+                .engine
+                .inner
+                .sip
+                .dialogs
+                .do_invite_async(opt, state_tx.clone())
+            {
                 Ok((dialog, handle)) => {
                     let index = self.forks.len();
                     let call_id = dialog.id().call_id.clone();
@@ -692,12 +718,15 @@ impl CallActor {
             let codecs = self.answer_codecs_for_a(&answer);
             let body = sdp::build_offer(
                 self.bridge.local_addr(Leg::A),
-                &mut self.a_media.origin,
+                &self.a_media.origin,
                 &codecs,
                 answer.direction(),
             )
             .to_string();
-            if let Err(e) = self.a.ringing(Some(vec![content_type_sdp()]), Some(body.into_bytes())) {
+            if let Err(e) = self
+                .a
+                .ringing(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
+            {
                 debug!(error = %e, "could not send 183 to caller");
             }
             self.sent_early_media = true;
@@ -712,12 +741,18 @@ impl CallActor {
 
     /// The codecs we answer the caller with: what the callee chose, in the caller's numbers.
     fn answer_codecs_for_a(&self, b_answer: &SessionDescription) -> Vec<Codec> {
-        let b_codecs = b_answer.audio().map(|m| m.codecs.clone()).unwrap_or_default();
-        sdp::answer_codecs(&self.a_media.codecs, &b_codecs).unwrap_or_else(|_| self.a_media.codecs.clone())
+        let b_codecs = b_answer
+            .audio()
+            .map(|m| m.codecs.clone())
+            .unwrap_or_default();
+        sdp::answer_codecs(&self.a_media.codecs, &b_codecs)
+            .unwrap_or_else(|_| self.a_media.codecs.clone())
     }
 
     async fn on_fork_result(&mut self, index: usize, result: Option<InviteAsyncResult>) {
-        let Some(fork) = self.forks.get_mut(index) else { return };
+        let Some(fork) = self.forks.get_mut(index) else {
+            return;
+        };
         fork.finished = true;
         let response = match result {
             Some(Ok((_, resp))) => resp,
@@ -727,7 +762,10 @@ impl CallActor {
             }
             None => None,
         };
-        let status = response.as_ref().map(|r| r.status_code.code()).unwrap_or(408);
+        let status = response
+            .as_ref()
+            .map(|r| r.status_code.code())
+            .unwrap_or(408);
         fork.status = Some(status);
         if (200..300).contains(&status) {
             if self.winner.is_some() || self.phase != Phase::Ringing {
@@ -743,7 +781,10 @@ impl CallActor {
             }
             return;
         }
-        if self.phase == Phase::Ringing && self.winner.is_none() && self.forks.iter().all(|f| f.finished) {
+        if self.phase == Phase::Ringing
+            && self.winner.is_none()
+            && self.forks.iter().all(|f| f.finished)
+        {
             let statuses: Vec<u16> = self.forks.iter().filter_map(|f| f.status).collect();
             let best = best_failure(&statuses);
             info!(status = best, "every device failed");
@@ -770,13 +811,16 @@ impl CallActor {
         self.b_media.direction = answer.direction();
         let body = sdp::build_offer(
             self.bridge.local_addr(Leg::A),
-            &mut self.a_media.origin,
+            &self.a_media.origin,
             &a_codecs,
             answer.direction(),
         )
         .to_string();
         self.a_media.codecs = a_codecs;
-        if let Err(e) = self.a.accept(Some(vec![content_type_sdp()]), Some(body.into_bytes())) {
+        if let Err(e) = self
+            .a
+            .accept(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
+        {
             warn!(error = %e, "could not answer the caller");
             self.bye_b().await;
             self.end_cause = "failed".into();
@@ -826,11 +870,18 @@ impl CallActor {
             // changes nothing we need to relay.
             let body = self.sdp_towards(from, Direction::SendRecv);
             let _ = handle
-                .respond(StatusCode::OK, Some(vec![content_type_sdp()]), Some(body.into_bytes()))
+                .respond(
+                    StatusCode::OK,
+                    Some(vec![content_type_sdp()]),
+                    Some(body.into_bytes()),
+                )
                 .await;
             return;
         }
-        let offer = match std::str::from_utf8(&req.body).ok().and_then(|t| SessionDescription::parse(t).ok()) {
+        let offer = match std::str::from_utf8(&req.body)
+            .ok()
+            .and_then(|t| SessionDescription::parse(t).ok())
+        {
             Some(o) if o.audio().is_some() => o,
             _ => {
                 let _ = handle.reply(StatusCode::NotAcceptableHere).await;
@@ -846,26 +897,46 @@ impl CallActor {
         let body = self.sdp_towards(to, wanted);
         let dialog = match to {
             Side::A => Some(self.a.clone()),
-            Side::B => self.winner.and_then(|i| self.forks.get(i)).map(|f| f.dialog.clone()),
+            Side::B => self
+                .winner
+                .and_then(|i| self.forks.get(i))
+                .map(|f| f.dialog.clone()),
         };
         let Some(dialog) = dialog else {
             let _ = handle.reply(StatusCode::ServerInternalError).await;
             return;
         };
         info!(from = ?from, direction = wanted.as_attr(), "relaying re-INVITE");
-        match dialog.reinvite(Some(vec![content_type_sdp()]), Some(body.into_bytes())).await {
-            Ok(Some(resp)) if resp.status_code.kind() == hookflash_sip::stack::sip::StatusCodeKind::Successful => {
+        match dialog
+            .reinvite(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
+            .await
+        {
+            Ok(Some(resp))
+                if resp.status_code.kind()
+                    == hookflash_sip::stack::sip::StatusCodeKind::Successful =>
+            {
                 let answered = sdp_of_response(&resp);
-                let answered_dir = answered.as_ref().map(|s| s.direction()).unwrap_or(wanted.reverse());
+                let answered_dir = answered
+                    .as_ref()
+                    .map(|s| s.direction())
+                    .unwrap_or(wanted.reverse());
                 if let Some(addr) = answered.as_ref().and_then(|s| s.audio_endpoint()) {
                     self.bridge.set_remote(to.leg(), addr);
                 }
                 self.media_mut(to).direction = answered_dir;
                 let back = self.sdp_towards(from, answered_dir);
                 let _ = handle
-                    .respond(StatusCode::OK, Some(vec![content_type_sdp()]), Some(back.into_bytes()))
+                    .respond(
+                        StatusCode::OK,
+                        Some(vec![content_type_sdp()]),
+                        Some(back.into_bytes()),
+                    )
                     .await;
-                self.update_summary(if wanted == Direction::SendRecv { "answered" } else { "held" });
+                self.update_summary(if wanted == Direction::SendRecv {
+                    "answered"
+                } else {
+                    "held"
+                });
             }
             Ok(Some(resp)) => {
                 let _ = handle.reply(resp.status_code).await;
@@ -892,7 +963,7 @@ impl CallActor {
         let local = self.bridge.local_addr(side.leg());
         let media = self.media_mut(side);
         media.origin.next();
-        sdp::build_offer(local, &mut media.origin, &media.codecs.clone(), direction).to_string()
+        sdp::build_offer(local, &media.origin, &media.codecs.clone(), direction).to_string()
     }
 
     /// CANCEL every fork still ringing, except `keep`.
@@ -937,7 +1008,10 @@ impl CallActor {
             }
             Phase::Connected => {
                 let a = self.a.clone();
-                let (_, _) = tokio::join!(a.bye(), async { self.bye_b().await; Ok::<(), ()>(()) });
+                let (_, _) = tokio::join!(a.bye(), async {
+                    self.bye_b().await;
+                    Ok::<(), ()>(())
+                });
                 self.end_cause = cause.into();
                 self.end_status = 200;
                 self.phase = Phase::Ended;
@@ -964,8 +1038,16 @@ impl CallActor {
             dialogs.remove_dialog(&fork.dialog.id());
         }
         let ended_at = now_ms();
-        let cause = if self.end_cause.is_empty() { "normal".to_string() } else { self.end_cause.clone() };
-        let status = if self.answered_at.is_some() { 200 } else { self.end_status };
+        let cause = if self.end_cause.is_empty() {
+            "normal".to_string()
+        } else {
+            self.end_cause.clone()
+        };
+        let status = if self.answered_at.is_some() {
+            200
+        } else {
+            self.end_status
+        };
         let mut legs = vec![LegRecord {
             id: uuid::Uuid::now_v7().to_string(),
             call_id: self.id.clone(),
@@ -993,7 +1075,11 @@ impl CallActor {
                 started_at: self.started_at,
                 answered_at: if won { self.answered_at } else { None },
                 ended_at,
-                end_cause: if won { cause.clone() } else { cause_for_status(fork.status.unwrap_or(487)).to_string() },
+                end_cause: if won {
+                    cause.clone()
+                } else {
+                    cause_for_status(fork.status.unwrap_or(487)).to_string()
+                },
                 sip_status: fork.status.unwrap_or(487),
             });
         }
@@ -1018,7 +1104,9 @@ impl CallActor {
             .inner
             .metrics
             .calls_ended
-            .get_or_create(&CauseLabel { cause: cause.clone() })
+            .get_or_create(&CauseLabel {
+                cause: cause.clone(),
+            })
             .inc();
         if let Ok(mut calls) = self.engine.inner.calls.lock() {
             calls.remove(&self.id);
@@ -1027,7 +1115,10 @@ impl CallActor {
     }
 }
 
-async fn join_fork(index: usize, handle: JoinHandle<InviteAsyncResult>) -> (usize, Option<InviteAsyncResult>) {
+async fn join_fork(
+    index: usize,
+    handle: JoinHandle<InviteAsyncResult>,
+) -> (usize, Option<InviteAsyncResult>) {
     (index, handle.await.ok())
 }
 

@@ -88,7 +88,9 @@ impl Engine {
             .filter_map(|a| Algorithm::from_name(a))
             .collect();
         if digest_algorithms.is_empty() {
-            return Err(EngineError::Config("sip.digest_algorithms names no known algorithm".into()));
+            return Err(EngineError::Config(
+                "sip.digest_algorithms names no known algorithm".into(),
+            ));
         }
         let cfg = EngineConfig {
             advertised_host: config.sip_advertised_host(),
@@ -170,9 +172,7 @@ impl Engine {
 
     async fn handle_transaction(&self, mut tx: Transaction) {
         let method = tx.original.method;
-        let in_dialog = tx
-            .original
-            .to_header_tag_present();
+        let in_dialog = tx.original.to_header_tag_present();
         if in_dialog {
             match self.inner.sip.dialogs.match_dialog(&tx) {
                 Some(mut dialog) => {
@@ -217,7 +217,12 @@ impl Engine {
                 _ = self.inner.shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            match self.inner.store.purge_expired_registrations(now_unix()).await {
+            match self
+                .inner
+                .store
+                .purge_expired_registrations(now_unix())
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => info!(removed = n, "expired registrations purged"),
                 Err(e) => warn!(error = %e, "could not purge registrations"),
@@ -234,10 +239,16 @@ impl Engine {
             m.active_registrations.set(n);
         }
         let stats = &self.inner.media_stats;
-        m.rtp_packets_relayed
-            .set(stats.packets_relayed.load(std::sync::atomic::Ordering::Relaxed) as i64);
-        m.rtp_packets_dropped
-            .set(stats.packets_dropped.load(std::sync::atomic::Ordering::Relaxed) as i64);
+        m.rtp_packets_relayed.set(
+            stats
+                .packets_relayed
+                .load(std::sync::atomic::Ordering::Relaxed) as i64,
+        );
+        m.rtp_packets_dropped.set(
+            stats
+                .packets_dropped
+                .load(std::sync::atomic::Ordering::Relaxed) as i64,
+        );
         m.rtp_ports_in_use.set(self.inner.ports.in_use() as i64);
         m.sip_dialogs.set(self.inner.sip.dialogs.len() as i64);
         m.sip_transactions.set(
@@ -275,11 +286,20 @@ impl Engine {
             .map(|c| c.values().map(|e| e.commands.clone()).collect())
             .unwrap_or_default();
         for s in senders {
-            let _ = s.send(CallCommand::Hangup { cause: "shutdown".into() }).await;
+            let _ = s
+                .send(CallCommand::Hangup {
+                    cause: "shutdown".into(),
+                })
+                .await;
         }
         let deadline = tokio::time::Instant::now() + grace;
         while tokio::time::Instant::now() < deadline
-            && self.inner.calls.lock().map(|c| !c.is_empty()).unwrap_or(false)
+            && self
+                .inner
+                .calls
+                .lock()
+                .map(|c| !c.is_empty())
+                .unwrap_or(false)
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

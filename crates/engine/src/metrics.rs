@@ -56,8 +56,16 @@ impl Metrics {
             "Unexpired registered contacts",
             m.active_registrations.clone(),
         );
-        registry.register("calls_started", "Calls accepted for routing", m.calls_started.clone());
-        registry.register("calls_ended", "Calls ended, by cause", m.calls_ended.clone());
+        registry.register(
+            "calls_started",
+            "Calls accepted for routing",
+            m.calls_started.clone(),
+        );
+        registry.register(
+            "calls_ended",
+            "Calls ended, by cause",
+            m.calls_ended.clone(),
+        );
         // Relay counters are monotonic but owned by the media layer; exported as gauges
         // named *_total so dashboards can rate() them.
         registry.register(
@@ -70,14 +78,26 @@ impl Metrics {
             "RTP/RTCP packets dropped by the relay (foreign source, no destination)",
             m.rtp_packets_dropped.clone(),
         );
-        registry.register("rtp_ports_in_use", "RTP port pairs allocated", m.rtp_ports_in_use.clone());
-        registry.register("sip_dialogs", "SIP dialogs held by the stack", m.sip_dialogs.clone());
+        registry.register(
+            "rtp_ports_in_use",
+            "RTP port pairs allocated",
+            m.rtp_ports_in_use.clone(),
+        );
+        registry.register(
+            "sip_dialogs",
+            "SIP dialogs held by the stack",
+            m.sip_dialogs.clone(),
+        );
         registry.register(
             "sip_transactions",
             "SIP transactions running in the stack",
             m.sip_transactions.clone(),
         );
-        registry.register("sip_requests", "SIP requests received, by method", m.sip_requests.clone());
+        registry.register(
+            "sip_requests",
+            "SIP requests received, by method",
+            m.sip_requests.clone(),
+        );
         registry.register(
             "auth_failures",
             "Digest authentication failures (wrong password, unknown user, bad nonce)",
@@ -110,14 +130,22 @@ mod tests {
         let m = Metrics::new();
         m.calls_started.inc();
         m.calls_ended
-            .get_or_create(&CauseLabel { cause: "normal".into() })
+            .get_or_create(&CauseLabel {
+                cause: "normal".into(),
+            })
             .inc();
         m.active_calls.set(3);
         let text = m.encode();
         assert!(text.contains("hookflash_calls_started_total 1"), "{text}");
-        assert!(text.contains("hookflash_calls_ended_total{cause=\"normal\"} 1"), "{text}");
+        assert!(
+            text.contains("hookflash_calls_ended_total{cause=\"normal\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("hookflash_active_calls 3"), "{text}");
-        assert!(text.contains("hookflash_rtp_packets_relayed_total 0"), "{text}");
+        assert!(
+            text.contains("hookflash_rtp_packets_relayed_total 0"),
+            "{text}"
+        );
         assert!(text.contains("hookflash_sip_dialogs 0"), "{text}");
     }
 }

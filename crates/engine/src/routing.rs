@@ -7,7 +7,10 @@ pub enum Origin {
     /// An authenticated user of the account.
     User { account_id: String, user_id: String },
     /// A carrier trunk of the account (identified by source address).
-    Trunk { account_id: String, trunk_id: String },
+    Trunk {
+        account_id: String,
+        trunk_id: String,
+    },
 }
 
 /// What the shell found out about the dialled string, within the caller's account.
@@ -81,7 +84,12 @@ mod tests {
             is_number: true,
             ..Default::default()
         };
-        assert_eq!(route(&user("u1"), "102", &f), Route::User { user_id: "u2".into() });
+        assert_eq!(
+            route(&user("u1"), "102", &f),
+            Route::User {
+                user_id: "u2".into()
+            }
+        );
     }
 
     #[test]
@@ -92,7 +100,12 @@ mod tests {
             is_number: true,
             ..Default::default()
         };
-        assert_eq!(route(&user("u1"), "+4930", &f), Route::User { user_id: "u3".into() });
+        assert_eq!(
+            route(&user("u1"), "+4930", &f),
+            Route::User {
+                user_id: "u3".into()
+            }
+        );
     }
 
     #[test]
@@ -104,23 +117,39 @@ mod tests {
         };
         assert_eq!(
             route(&user("u1"), "+15551234567", &f),
-            Route::Trunk { trunk_id: "t".into(), number: "+15551234567".into() }
+            Route::Trunk {
+                trunk_id: "t".into(),
+                number: "+15551234567".into()
+            }
         );
-        let f = Facts { outbound_trunk: Some("t".into()), is_number: false, ..Default::default() };
+        let f = Facts {
+            outbound_trunk: Some("t".into()),
+            is_number: false,
+            ..Default::default()
+        };
         assert_eq!(route(&user("u1"), "alice", &f), Route::NotFound);
-        let f = Facts { is_number: true, ..Default::default() };
+        let f = Facts {
+            is_number: true,
+            ..Default::default()
+        };
         assert_eq!(route(&user("u1"), "999", &f), Route::NotFound);
     }
 
     #[test]
     fn self_call_is_a_loop() {
-        let f = Facts { extension_user: Some("u1".into()), ..Default::default() };
+        let f = Facts {
+            extension_user: Some("u1".into()),
+            ..Default::default()
+        };
         assert_eq!(route(&user("u1"), "101", &f), Route::Loop);
     }
 
     #[test]
     fn trunk_reaches_only_dids() {
-        let trunk = Origin::Trunk { account_id: "acc".into(), trunk_id: "t".into() };
+        let trunk = Origin::Trunk {
+            account_id: "acc".into(),
+            trunk_id: "t".into(),
+        };
         let f = Facts {
             extension_user: Some("u2".into()),
             outbound_trunk: Some("t".into()),
@@ -128,7 +157,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(route(&trunk, "102", &f), Route::NotFound);
-        let f = Facts { did_owner: Some("u9".into()), ..Default::default() };
-        assert_eq!(route(&trunk, "+4930", &f), Route::User { user_id: "u9".into() });
+        let f = Facts {
+            did_owner: Some("u9".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            route(&trunk, "+4930", &f),
+            Route::User {
+                user_id: "u9".into()
+            }
+        );
     }
 }

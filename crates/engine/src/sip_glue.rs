@@ -15,7 +15,9 @@ pub struct ViaSource {
 pub fn parse_via(via: &str) -> Option<ViaSource> {
     // "SIP/2.0/UDP host:port;branch=..;received=1.2.3.4;rport=5060"
     let via = via.split(',').next()?.trim();
-    let rest = via.strip_prefix("SIP/2.0/").or_else(|| via.strip_prefix("sip/2.0/"))?;
+    let rest = via
+        .strip_prefix("SIP/2.0/")
+        .or_else(|| via.strip_prefix("sip/2.0/"))?;
     let (transport, rest) = rest.split_once(char::is_whitespace)?;
     let mut parts = rest.trim().split(';');
     let sent_by = parts.next()?.trim();
@@ -105,8 +107,9 @@ mod tests {
 
     #[test]
     fn via_source_prefers_received_and_rport() {
-        let v = parse_via("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;received=127.0.0.1;rport=40000")
-            .unwrap();
+        let v =
+            parse_via("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;received=127.0.0.1;rport=40000")
+                .unwrap();
         assert_eq!(v.transport, "udp");
         assert_eq!(v.addr, "127.0.0.1:40000".parse().unwrap());
         let v = parse_via("SIP/2.0/TCP 127.0.0.1;branch=z9hG4bK1").unwrap();
@@ -123,7 +126,10 @@ mod tests {
     fn addr_spec_and_display_name() {
         assert_eq!(addr_spec("\"Alice\" <sip:101@h>;tag=1"), "sip:101@h");
         assert_eq!(addr_spec("sip:101@h;tag=1"), "sip:101@h");
-        assert_eq!(display_name("\"Alice A\" <sip:101@h>;tag=1").as_deref(), Some("Alice A"));
+        assert_eq!(
+            display_name("\"Alice A\" <sip:101@h>;tag=1").as_deref(),
+            Some("Alice A")
+        );
         assert_eq!(display_name("<sip:101@h>"), None);
     }
 }

@@ -14,7 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 #[derive(Parser, Debug)]
-#[command(name = "hookflash", version, about = "Programmable voice server: SIP registrar + B2BUA with anchored media and live call control")]
+#[command(
+    name = "hookflash",
+    version,
+    about = "Programmable voice server: SIP registrar + B2BUA with anchored media and live call control"
+)]
 struct Cli {
     /// TOML configuration file (see docs/config.md); env HOOKFLASH_CONFIG.
     #[arg(long, global = true, env = "HOOKFLASH_CONFIG")]
@@ -43,11 +47,14 @@ enum ServeError {
     Api(#[from] hookflash_api::ApiError),
 }
 
-fn init_tracing() {
+/// `serve` logs at info by default; admin commands only warn, so their output stays readable.
+fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let json = std::env::var("HOOKFLASH_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = if json {
         builder.json().try_init()
     } else {
@@ -57,8 +64,12 @@ fn init_tracing() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let serving = matches!(cli.command, None | Some(Command::Serve));
+    init_tracing(if serving { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hookflash: cannot start the async runtime: {e}");
@@ -66,7 +77,8 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let config = match Config::load(cli.config.as_deref()).and_then(|c| c.validate().map(|_| c)) {
+        let config = match Config::load(cli.config.as_deref()).and_then(|c| c.validate().map(|_| c))
+        {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("hookflash: configuration error: {e}");
@@ -95,15 +107,17 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> Result<(), ServeError> {
     let store = Store::open(&config.data_dir).await?;
+    // Provision first: the demo account is only for a server that has no account at all.
+    store.apply_provisioning(&config.accounts).await?;
     if config.demo_account {
         if let Some(demo) = store.ensure_demo_account().await? {
             print_demo(&config, &demo);
         }
     }
-    store.apply_provisioning(&config.accounts).await?;
     let engine = Engine::start(&config, store).await?;
     let stop = CancellationToken::new();
-    let (http_addr, http) = hookflash_api::bind(config.http.listen, engine.clone(), stop.clone()).await?;
+    let (http_addr, http) =
+        hookflash_api::bind(config.http.listen, engine.clone(), stop.clone()).await?;
     info!(
         sip_udp = ?engine.sip_udp_addr(),
         sip_tcp = ?engine.sip_tcp_addr(),
@@ -135,7 +149,10 @@ fn print_demo(config: &Config, demo: &hookflash_store::DemoCredentials) {
         .unwrap_or_default();
     println!("=================================================================");
     println!(" hookflash demo account created (shown once; stored hashed)");
-    println!("   account: {}   realm/domain: {}", demo.account.name, demo.account.realm);
+    println!(
+        "   account: {}   realm/domain: {}",
+        demo.account.name, demo.account.realm
+    );
     println!("   SIP server: {sip}");
     for (ext, password) in &demo.users {
         println!("   user {ext}  password {password}");

@@ -112,10 +112,9 @@ impl Credentials {
         let alg = self.algorithm;
         let ha2 = alg.hash_hex(&format!("{method}:{}", self.uri));
         match (&self.qop, &self.nc, &self.cnonce) {
-            (Some(qop), Some(nc), Some(cnonce)) => alg.hash_hex(&format!(
-                "{ha1}:{}:{nc}:{cnonce}:{qop}:{ha2}",
-                self.nonce
-            )),
+            (Some(qop), Some(nc), Some(cnonce)) => {
+                alg.hash_hex(&format!("{ha1}:{}:{nc}:{cnonce}:{qop}:{ha2}", self.nonce))
+            }
             _ => alg.hash_hex(&format!("{ha1}:{}:{ha2}", self.nonce)),
         }
     }
@@ -265,7 +264,13 @@ impl NonceIssuer {
     }
 
     /// A `WWW-Authenticate` / `Proxy-Authenticate` value.
-    pub fn challenge(&self, realm: &str, algorithm: Algorithm, now_secs: u64, stale: bool) -> String {
+    pub fn challenge(
+        &self,
+        realm: &str,
+        algorithm: Algorithm,
+        now_secs: u64,
+        stale: bool,
+    ) -> String {
         let nonce = self.issue(now_secs);
         let mut s = format!(
             "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"",
@@ -290,10 +295,20 @@ mod tests {
             r#"Digest username="Mufasa", realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", uri="/dir/index.html", qop=auth, nc=00000001, cnonce="0a4f113b", response="6629fae49393a05397450978507c4ef1", opaque="5ccc069c403ebaf9f0171e9517f40e41""#,
         )
         .unwrap();
-        let h = ha1(Algorithm::Md5, "Mufasa", "testrealm@host.com", "Circle Of Life");
+        let h = ha1(
+            Algorithm::Md5,
+            "Mufasa",
+            "testrealm@host.com",
+            "Circle Of Life",
+        );
         assert!(c.verify(&h, "GET"));
         assert!(!c.verify(&h, "POST"));
-        let wrong = ha1(Algorithm::Md5, "Mufasa", "testrealm@host.com", "circle of life");
+        let wrong = ha1(
+            Algorithm::Md5,
+            "Mufasa",
+            "testrealm@host.com",
+            "circle of life",
+        );
         assert!(!c.verify(&wrong, "GET"));
     }
 

@@ -12,8 +12,20 @@ use std::net::SocketAddr;
 pub const MAX_SIP_DATAGRAM: usize = 32 * 1024;
 
 const KNOWN_METHODS: &[&str] = &[
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
-    "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "PUBLISH",
+    "INFO",
+    "REFER",
+    "MESSAGE",
+    "UPDATE",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +33,11 @@ pub enum Verdict {
     /// Hand to the SIP stack.
     Pass,
     /// Answer statelessly with this response and do not pass it on.
-    Reply { status: u16, reason: &'static str, response: Vec<u8> },
+    Reply {
+        status: u16,
+        reason: &'static str,
+        response: Vec<u8>,
+    },
     /// Drop and log why.
     Drop(&'static str),
 }
@@ -43,7 +59,11 @@ pub fn inspect(packet: &[u8]) -> Verdict {
     };
     match text.find("\r\n\r\n").or_else(|| text.find("\n\n")) {
         Some(pos) => {
-            let sep = if text[pos..].starts_with("\r\n\r\n") { 4 } else { 2 };
+            let sep = if text[pos..].starts_with("\r\n\r\n") {
+                4
+            } else {
+                2
+            };
             inspect_head(&text[..pos], text.len() - pos - sep)
         }
         None => Verdict::Drop("no end of headers (truncated datagram)"),
@@ -82,7 +102,12 @@ fn inspect_head(head: &str, body_len: usize) -> Verdict {
             headers.push((canonical(name.trim()), value.trim().to_string()));
         }
     }
-    let get = |n: &'static str| headers.iter().filter(move |(k, _)| k == n).map(|(_, v)| v.as_str());
+    let get = |n: &'static str| {
+        headers
+            .iter()
+            .filter(move |(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+    };
     let has_reply_headers = get("Via").next().is_some()
         && get("From").next().is_some()
         && get("To").next().is_some()
@@ -101,7 +126,10 @@ fn inspect_head(head: &str, body_len: usize) -> Verdict {
     if !version.eq_ignore_ascii_case("SIP/2.0") {
         return reply(505, "Version Not Supported");
     }
-    if !method.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)) {
+    if !method
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+    {
         return Verdict::Drop("invalid method token");
     }
     if !has_reply_headers {
@@ -216,7 +244,11 @@ impl rsipstack::platform::net::UdpSocket for GuardedUdpSocket {
                 Verdict::Drop(why) => {
                     tracing::info!(%src, len, reason = why, "dropped SIP datagram");
                 }
-                Verdict::Reply { status, reason, response } => {
+                Verdict::Reply {
+                    status,
+                    reason,
+                    response,
+                } => {
                     tracing::info!(%src, status, reason, "answered malformed SIP request statelessly");
                     if let Err(e) = self.inner.send_to(&response, reply_destination(src)).await {
                         tracing::warn!(%src, error = %e, "could not send stateless SIP reply");
@@ -260,13 +292,21 @@ mod tests {
 
     fn with(extra: &[&str]) -> Vec<&'static str> {
         let mut v: Vec<&str> = BASE.to_vec();
-        v.extend(extra.iter().map(|s| -> &'static str { Box::leak(s.to_string().into_boxed_str()) }));
+        v.extend(
+            extra
+                .iter()
+                .map(|s| -> &'static str { Box::leak(s.to_string().into_boxed_str()) }),
+        );
         v
     }
 
     #[test]
     fn valid_request_passes() {
-        let m = req("OPTIONS sip:h SIP/2.0", &with(&["CSeq: 1 OPTIONS", "Content-Length: 0"]), "");
+        let m = req(
+            "OPTIONS sip:h SIP/2.0",
+            &with(&["CSeq: 1 OPTIONS", "Content-Length: 0"]),
+            "",
+        );
         assert_eq!(inspect(&m), Verdict::Pass);
         assert_eq!(inspect(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n"), Verdict::Pass);
     }
@@ -274,7 +314,12 @@ mod tests {
     #[test]
     fn unknown_method_gets_501_with_headers_echoed() {
         let m = req("NEWMETHOD sip:h SIP/2.0", &with(&["CSeq: 8 NEWMETHOD"]), "");
-        let Verdict::Reply { status, response, .. } = inspect(&m) else { panic!("expected reply") };
+        let Verdict::Reply {
+            status, response, ..
+        } = inspect(&m)
+        else {
+            panic!("expected reply")
+        };
         assert_eq!(status, 501);
         let text = String::from_utf8(response).unwrap();
         assert!(text.starts_with("SIP/2.0 501 Not Implemented\r\n"));
@@ -290,11 +335,28 @@ mod tests {
             Verdict::Reply { status, .. } => status,
             other => panic!("expected a reply, got {other:?}"),
         };
-        assert_eq!(status(req("OPTIONS sip:h SIP/7.0", &with(&["CSeq: 1 OPTIONS"]), "")), 505);
-        assert_eq!(status(req("INVITE sip:h SIP/2.0", &with(&["CSeq: 1 OPTIONS"]), "")), 400);
-        assert_eq!(status(req("INVITE sip:h SIP/2.0", &with(&["CSeq: x INVITE"]), "")), 400);
         assert_eq!(
-            status(req("INVITE sip:h SIP/2.0", &with(&["CSeq: 1 INVITE", "Content-Length: 500"]), "v=0")),
+            status(req(
+                "OPTIONS sip:h SIP/7.0",
+                &with(&["CSeq: 1 OPTIONS"]),
+                ""
+            )),
+            505
+        );
+        assert_eq!(
+            status(req("INVITE sip:h SIP/2.0", &with(&["CSeq: 1 OPTIONS"]), "")),
+            400
+        );
+        assert_eq!(
+            status(req("INVITE sip:h SIP/2.0", &with(&["CSeq: x INVITE"]), "")),
+            400
+        );
+        assert_eq!(
+            status(req(
+                "INVITE sip:h SIP/2.0",
+                &with(&["CSeq: 1 INVITE", "Content-Length: 500"]),
+                "v=0"
+            )),
             400
         );
         let m = req(
@@ -315,12 +377,23 @@ mod tests {
     #[test]
     fn unanswerable_garbage_is_dropped() {
         assert!(matches!(inspect(b"\x00\x01\x02garbage"), Verdict::Drop(_)));
-        assert!(matches!(inspect(b"INVITE sip:h SIP/2.0\r\nVia: x\r\n"), Verdict::Drop(_)));
-        assert!(matches!(inspect(&vec![b'a'; MAX_SIP_DATAGRAM + 1]), Verdict::Drop(_)));
+        assert!(matches!(
+            inspect(b"INVITE sip:h SIP/2.0\r\nVia: x\r\n"),
+            Verdict::Drop(_)
+        ));
+        assert!(matches!(
+            inspect(&vec![b'a'; MAX_SIP_DATAGRAM + 1]),
+            Verdict::Drop(_)
+        ));
         // Missing Call-ID: nothing to build a reply from.
         let m = req(
             "OPTIONS sip:h SIP/2.0",
-            &["Via: SIP/2.0/UDP h;branch=z9hG4bK1", "From: <sip:a@h>;tag=1", "To: <sip:b@h>", "CSeq: 1 OPTIONS"],
+            &[
+                "Via: SIP/2.0/UDP h;branch=z9hG4bK1",
+                "From: <sip:a@h>;tag=1",
+                "To: <sip:b@h>",
+                "CSeq: 1 OPTIONS",
+            ],
             "",
         );
         assert!(matches!(inspect(&m), Verdict::Drop(_)));
@@ -333,7 +406,15 @@ mod tests {
     fn compact_headers_and_folding_are_understood() {
         let m = req(
             "OPTIONS sip:h SIP/2.0",
-            &["v: SIP/2.0/UDP h;branch=z9hG4bK1", "f: <sip:a@h>;tag=1", "t: <sip:b@h>", "i: c", "CSeq: 1", " OPTIONS", "l: 0"],
+            &[
+                "v: SIP/2.0/UDP h;branch=z9hG4bK1",
+                "f: <sip:a@h>;tag=1",
+                "t: <sip:b@h>",
+                "i: c",
+                "CSeq: 1",
+                " OPTIONS",
+                "l: 0",
+            ],
             "",
         );
         assert_eq!(inspect(&m), Verdict::Pass);

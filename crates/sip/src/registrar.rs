@@ -32,7 +32,9 @@ pub enum ContactError {
 }
 
 /// Parses the values of all Contact headers of a message.
-pub fn parse_contacts<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<ContactList, ContactError> {
+pub fn parse_contacts<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<ContactList, ContactError> {
     let mut entries = Vec::new();
     for value in values {
         for part in split_outside_brackets(value) {
@@ -169,7 +171,9 @@ mod tests {
             "sip:101@10.0.0.1:5071, <sips:101@h>;q=0.5",
         ])
         .unwrap();
-        let ContactList::Entries(e) = list else { panic!("expected entries") };
+        let ContactList::Entries(e) = list else {
+            panic!("expected entries")
+        };
         assert_eq!(e.len(), 3);
         assert_eq!(e[0].uri, "sip:101@127.0.0.1:5070;transport=udp");
         assert_eq!(e[0].expires, Some(300));
@@ -181,8 +185,14 @@ mod tests {
     #[test]
     fn star_and_errors() {
         assert_eq!(parse_contacts(["*"]).unwrap(), ContactList::Star);
-        assert_eq!(parse_contacts(["<sip:a@b"]), Err(ContactError::Unterminated));
-        assert!(matches!(parse_contacts(["<http://x>"]), Err(ContactError::NotSip(_))));
+        assert_eq!(
+            parse_contacts(["<sip:a@b"]),
+            Err(ContactError::Unterminated)
+        );
+        assert!(matches!(
+            parse_contacts(["<http://x>"]),
+            Err(ContactError::NotSip(_))
+        ));
         assert_eq!(parse_contacts(["<>"]), Err(ContactError::Empty));
     }
 
@@ -194,22 +204,40 @@ mod tests {
                 expires: exp,
             }])
         };
-        assert_eq!(decide(&ContactList::Entries(vec![]), None, LIMITS), Decision::Query);
-        assert_eq!(decide(&ContactList::Star, Some(0), LIMITS), Decision::RemoveAll);
-        assert!(matches!(decide(&ContactList::Star, Some(10), LIMITS), Decision::Bad(_)));
+        assert_eq!(
+            decide(&ContactList::Entries(vec![]), None, LIMITS),
+            Decision::Query
+        );
+        assert_eq!(
+            decide(&ContactList::Star, Some(0), LIMITS),
+            Decision::RemoveAll
+        );
+        assert!(matches!(
+            decide(&ContactList::Star, Some(10), LIMITS),
+            Decision::Bad(_)
+        ));
         assert_eq!(decide(&one(Some(10)), None, LIMITS), Decision::TooBrief(60));
         assert_eq!(
             decide(&one(None), Some(7200), LIMITS),
-            Decision::Update { upsert: vec![("sip:a@b".into(), 3600)], remove: vec![] }
+            Decision::Update {
+                upsert: vec![("sip:a@b".into(), 3600)],
+                remove: vec![]
+            }
         );
         assert_eq!(
             decide(&one(None), None, LIMITS),
-            Decision::Update { upsert: vec![("sip:a@b".into(), 1800)], remove: vec![] }
+            Decision::Update {
+                upsert: vec![("sip:a@b".into(), 1800)],
+                remove: vec![]
+            }
         );
         // The contact's own expires wins over the header, and 0 removes.
         assert_eq!(
             decide(&one(Some(0)), Some(3600), LIMITS),
-            Decision::Update { upsert: vec![], remove: vec!["sip:a@b".into()] }
+            Decision::Update {
+                upsert: vec![],
+                remove: vec!["sip:a@b".into()]
+            }
         );
     }
 }

@@ -49,7 +49,9 @@ pub struct SipServer {
 impl SipServer {
     /// Binds the transports and builds the endpoint. The caller must spawn
     /// [`SipServer::serve`] and consume the returned incoming transactions.
-    pub async fn bind(opts: SipServerOptions) -> Result<(SipServer, TransactionReceiver), SipServerError> {
+    pub async fn bind(
+        opts: SipServerOptions,
+    ) -> Result<(SipServer, TransactionReceiver), SipServerError> {
         if opts.udp.is_none() && opts.tcp.is_none() {
             return Err(SipServerError::NoTransport);
         }
@@ -75,11 +77,12 @@ impl SipServer {
         if let Some(addr) = opts.tcp {
             // rsipstack binds TCP lazily and only logs a failure: probe the address first so
             // a port already in use is a start-up error, not a silent missing transport.
-            let probe = std::net::TcpListener::bind(addr).map_err(|source| SipServerError::Bind {
-                transport: "tcp",
-                addr,
-                source,
-            })?;
+            let probe =
+                std::net::TcpListener::bind(addr).map_err(|source| SipServerError::Bind {
+                    transport: "tcp",
+                    addr,
+                    source,
+                })?;
             let bound = probe.local_addr().map_err(|source| SipServerError::Bind {
                 transport: "tcp",
                 addr,

@@ -24,7 +24,9 @@ pub fn user_part(uri: &str) -> Option<&str> {
 /// The host part (no port, no params) of a `sip:` URI.
 pub fn host_part(uri: &str) -> Option<&str> {
     let uri = uri.trim().trim_start_matches('<');
-    let rest = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:"))?;
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
     let rest = match rest.find('@') {
         Some(at) => &rest[at + 1..],
         None => rest,
@@ -57,13 +59,22 @@ mod tests {
 
     #[test]
     fn user_and_host_parts() {
-        assert_eq!(user_part("sip:101@127.0.0.1:5060;transport=udp"), Some("101"));
+        assert_eq!(
+            user_part("sip:101@127.0.0.1:5060;transport=udp"),
+            Some("101")
+        );
         assert_eq!(user_part("<sip:+4930123;user=phone@h>"), Some("+4930123"));
         assert_eq!(user_part("sips:alice:pw@h"), Some("alice"));
-        assert_eq!(user_part("tel:+1-555-123;phone-context=x"), Some("+1-555-123"));
+        assert_eq!(
+            user_part("tel:+1-555-123;phone-context=x"),
+            Some("+1-555-123")
+        );
         assert_eq!(user_part("sip:127.0.0.1"), None);
         assert_eq!(user_part("http://x@y"), None);
-        assert_eq!(host_part("sip:101@127.0.0.1:5060;transport=udp"), Some("127.0.0.1"));
+        assert_eq!(
+            host_part("sip:101@127.0.0.1:5060;transport=udp"),
+            Some("127.0.0.1")
+        );
         assert_eq!(host_part("sip:acme.local"), Some("acme.local"));
         assert_eq!(host_part("sip:a@[::1]:5060"), Some("::1"));
     }
