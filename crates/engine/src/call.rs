@@ -20,12 +20,13 @@ use hookflash_sip::stack::sip::{Header, Request, Response, StatusCode, Transport
 use hookflash_sip::stack::transaction::Transaction;
 use hookflash_sip::stack::transport::SipAddr;
 use hookflash_store::{CallRecord, LegRecord, Trunk};
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::auth::{AuthKind, AuthOutcome};
+use crate::control::{CallInfo, CommandError, LegInfo, LegState, Reply, Target};
+use crate::events::EventKind;
 use crate::metrics::CauseLabel;
 use crate::registrar::reply;
 use crate::routing::{route, Facts, Origin, Route};
@@ -35,25 +36,26 @@ use crate::{CallEntry, Engine};
 /// Commands the API layer (and shutdown) send to a call's actor.
 #[derive(Debug)]
 pub enum CallCommand {
-    Hangup { cause: String },
-}
-
-/// A snapshot of a call for listings.
-#[derive(Debug, Clone, Serialize)]
-pub struct CallSummary {
-    pub id: String,
-    pub account_id: String,
-    pub from: String,
-    pub to: String,
-    pub direction: String,
-    pub state: String,
-    pub started_at_ms: i64,
-    pub answered_at_ms: Option<i64>,
+    Hangup {
+        cause: String,
+        leg: Option<String>,
+        reply: Option<Reply<()>>,
+    },
+    Hold {
+        target: Target,
+        on: bool,
+        reply: Reply<CallInfo>,
+    },
+    Mute {
+        leg_id: String,
+        on: bool,
+        reply: Reply<CallInfo>,
+    },
 }
 
 /// Where one fork of the B leg is sent.
 #[derive(Debug, Clone)]
-struct Target {
+struct ForkTarget {
     request_uri: String,
     destination: SocketAddr,
     transport: Transport,
@@ -201,6 +203,7 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         is_number: hookflash_sip::uri::is_phone_number(&dialled),
     };
     let decision = route(&origin, &dialled, &facts);
+    let mut callee_user: Option<(String, String)> = None;
     let (targets, callee_label, direction) = match decision {
         Route::NotFound => {
             info!(%dialled, "no route");
@@ -216,11 +219,11 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
                 .registrations(&user_id, now_unix())
                 .await
                 .unwrap_or_default();
-            let targets: Vec<Target> = regs
+            let targets: Vec<ForkTarget> = regs
                 .iter()
                 .filter_map(|r| {
                     let destination: SocketAddr = r.source.parse().ok()?;
-                    Some(Target {
+                    Some(ForkTarget {
                         request_uri: r.contact.clone(),
                         destination,
                         transport: transport_of(&r.transport),
@@ -233,9 +236,9 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
                 reply(&mut tx, StatusCode::TemporarilyUnavailable, vec![]).await;
                 return;
             }
-            let label = extension_user
-                .as_ref()
-                .or(did_owner.as_ref())
+            let owner = extension_user.as_ref().or(did_owner.as_ref());
+            callee_user = owner.map(|u| (u.id.clone(), u.extension.clone()));
+            let label = owner
                 .map(|u| u.extension.clone())
                 .unwrap_or_else(|| dialled.clone());
             let direction = match origin {
@@ -308,7 +311,31 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
     let caller_name = display_name(&from_value)
         .or_else(|| caller_user.as_ref().and_then(|u| u.display_name.clone()));
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
-    let summary = CallSummary {
+    let a_leg = LegInfo {
+        id: uuid::Uuid::now_v7().to_string(),
+        role: "caller".into(),
+        direction: "in".into(),
+        state: LegState::Proceeding,
+        number: caller_number.clone(),
+        owner_user_id: caller_user.as_ref().map(|u| u.id.clone()),
+        owner_extension: caller_user.as_ref().map(|u| u.extension.clone()),
+        muted: false,
+        held: false,
+        recording: false,
+    };
+    let b_leg = LegInfo {
+        id: uuid::Uuid::now_v7().to_string(),
+        role: "callee".into(),
+        direction: "out".into(),
+        state: LegState::Setup,
+        number: callee_label.clone(),
+        owner_user_id: callee_user.as_ref().map(|(id, _)| id.clone()),
+        owner_extension: callee_user.as_ref().map(|(_, ext)| ext.clone()),
+        muted: false,
+        held: false,
+        recording: false,
+    };
+    let info = CallInfo {
         id: call_id.clone(),
         account_id: account.id.clone(),
         from: caller_number.clone(),
@@ -317,17 +344,22 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         state: "ringing".into(),
         started_at_ms: started_at,
         answered_at_ms: None,
+        legs: vec![a_leg.clone(), b_leg.clone()],
     };
     if let Ok(mut calls) = engine.inner.calls.lock() {
         calls.insert(
             call_id.clone(),
             CallEntry {
-                summary: summary.clone(),
+                info: info.clone(),
                 commands: cmd_tx,
             },
         );
     }
     engine.inner.metrics.calls_started.inc();
+    engine
+        .inner
+        .events
+        .publish(EventKind::New, &info, None, None);
     info!(from = %caller_number, to = %callee_label, direction, forks = targets.len(), "call started");
 
     let a_codecs = offer
@@ -366,6 +398,8 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         caller_name,
         direction: direction.to_string(),
         callee_label,
+        a_leg,
+        b_leg,
     };
     let pending = actor.send_forks(&targets, state_tx);
     actor.run(state_rx, cmd_rx, pending).await;
@@ -379,7 +413,7 @@ fn transport_of(name: &str) -> Transport {
     }
 }
 
-async fn trunk_target(trunk: &Trunk, number: &str) -> Option<Target> {
+async fn trunk_target(trunk: &Trunk, number: &str) -> Option<ForkTarget> {
     let destination = tokio::net::lookup_host((trunk.host.as_str(), trunk.port))
         .await
         .ok()?
@@ -390,7 +424,7 @@ async fn trunk_target(trunk: &Trunk, number: &str) -> Option<Target> {
     } else {
         ""
     };
-    Some(Target {
+    Some(ForkTarget {
         request_uri: format!("sip:{number}@{}:{}{tparam}", trunk.host, trunk.port),
         destination,
         transport,
@@ -507,12 +541,14 @@ struct CallActor {
     caller_name: Option<String>,
     direction: String,
     callee_label: String,
+    a_leg: LegInfo,
+    b_leg: LegInfo,
 }
 
 impl CallActor {
     fn send_forks(
         &mut self,
-        targets: &[Target],
+        targets: &[ForkTarget],
         state_tx: DialogStateSender,
     ) -> FuturesUnordered<ForkFuture> {
         let pending: FuturesUnordered<ForkFuture> = FuturesUnordered::new();
@@ -610,9 +646,7 @@ impl CallActor {
                     info!("no RTP from either side: ending the call");
                     self.hangup_all("rtp_timeout").await;
                 }
-                Some(cmd) = commands.recv() => match cmd {
-                    CallCommand::Hangup { cause } => self.hangup_all(&cause).await,
-                },
+                Some(cmd) = commands.recv() => self.on_command(cmd).await,
             }
         }
         // Let rsipstack finish the forks we cancelled so their dialogs are cleaned up, but
@@ -730,12 +764,12 @@ impl CallActor {
                 debug!(error = %e, "could not send 183 to caller");
             }
             self.sent_early_media = true;
-            self.sent_ringing = true;
+            self.mark_ringing();
         } else if code == 180 && !self.sent_ringing {
             if let Err(e) = self.a.ringing(None, None) {
                 debug!(error = %e, "could not send 180 to caller");
             }
-            self.sent_ringing = true;
+            self.mark_ringing();
         }
     }
 
@@ -830,7 +864,9 @@ impl CallActor {
         }
         self.phase = Phase::Connected;
         self.answered_at = Some(now_ms());
-        self.update_summary("answered");
+        self.a_leg.state = LegState::Answered;
+        self.b_leg.state = LegState::Answered;
+        self.publish(EventKind::Answered, None, None);
         info!(device = %self.forks[index].request_uri, "call answered");
     }
 
@@ -932,11 +968,21 @@ impl CallActor {
                         Some(back.into_bytes()),
                     )
                     .await;
-                self.update_summary(if wanted == Direction::SendRecv {
-                    "answered"
-                } else {
-                    "held"
-                });
+                let held = wanted != Direction::SendRecv;
+                if self.leg(from).held != held {
+                    self.leg_mut(from).held = held;
+                    self.leg_mut(from).state = if held {
+                        LegState::Held
+                    } else {
+                        LegState::Answered
+                    };
+                    let kind = if held {
+                        EventKind::Held
+                    } else {
+                        EventKind::Retrieved
+                    };
+                    self.publish(kind, Some(from), None);
+                }
             }
             Ok(Some(resp)) => {
                 let _ = handle.reply(resp.status_code).await;
@@ -1020,12 +1066,230 @@ impl CallActor {
         }
     }
 
-    fn update_summary(&self, state: &str) {
+    fn mark_ringing(&mut self) {
+        if !self.sent_ringing {
+            self.sent_ringing = true;
+            self.b_leg.state = LegState::Ringing;
+            self.publish(EventKind::Ringing, Some(Side::B), None);
+        }
+    }
+
+    fn leg(&self, side: Side) -> &LegInfo {
+        match side {
+            Side::A => &self.a_leg,
+            Side::B => &self.b_leg,
+        }
+    }
+
+    fn leg_mut(&mut self, side: Side) -> &mut LegInfo {
+        match side {
+            Side::A => &mut self.a_leg,
+            Side::B => &mut self.b_leg,
+        }
+    }
+
+    fn side_of_leg(&self, leg_id: &str) -> Option<Side> {
+        if self.a_leg.id == leg_id {
+            Some(Side::A)
+        } else if self.b_leg.id == leg_id {
+            Some(Side::B)
+        } else {
+            None
+        }
+    }
+
+    fn state_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Ringing => "ringing",
+            Phase::Connected => "answered",
+            Phase::Ended => "ended",
+        }
+    }
+
+    fn info(&self) -> CallInfo {
+        CallInfo {
+            id: self.id.clone(),
+            account_id: self.account_id.clone(),
+            from: self.caller_number.clone(),
+            to: self.callee_label.clone(),
+            direction: self.direction.clone(),
+            state: self.state_name().to_string(),
+            started_at_ms: self.started_at,
+            answered_at_ms: self.answered_at,
+            legs: vec![self.a_leg.clone(), self.b_leg.clone()],
+        }
+    }
+
+    /// Updates the registry's copy of the call and publishes the event.
+    fn publish(&self, kind: EventKind, leg: Option<Side>, cause: Option<&str>) {
+        let info = self.info();
         if let Ok(mut calls) = self.engine.inner.calls.lock() {
             if let Some(entry) = calls.get_mut(&self.id) {
-                entry.summary.state = state.to_string();
-                entry.summary.answered_at_ms = self.answered_at;
+                entry.info = info.clone();
             }
+        }
+        let leg_id = leg.map(|s| self.leg(s).id.clone());
+        self.engine
+            .inner
+            .events
+            .publish(kind, &info, leg_id.as_deref(), cause);
+    }
+
+    /// Audio from a leg reaches the other only if it is not muted and neither side is held.
+    fn apply_forwarding(&self) {
+        for side in [Side::A, Side::B] {
+            let on = !self.leg(side).muted && !self.leg(side).held && !self.leg(side.other()).held;
+            self.bridge.set_forwarding(side.leg(), on);
+        }
+    }
+
+    async fn on_command(&mut self, cmd: CallCommand) {
+        match cmd {
+            CallCommand::Hangup { cause, leg, reply } => {
+                let result = match leg.as_deref().map(|l| self.side_of_leg(l)) {
+                    Some(None) => Err(CommandError::NotFound),
+                    _ => {
+                        // Either leg of a two-party call: the call ends.
+                        self.hangup_all(&cause).await;
+                        Ok(())
+                    }
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            CallCommand::Hold { target, on, reply } => {
+                let result = self.hold(target, on).await;
+                let _ = reply.send(result);
+            }
+            CallCommand::Mute { leg_id, on, reply } => {
+                let result = match self.side_of_leg(&leg_id) {
+                    None => Err(CommandError::NotFound),
+                    Some(side) => {
+                        if self.leg(side).muted != on {
+                            self.leg_mut(side).muted = on;
+                            self.apply_forwarding();
+                            let kind = if on {
+                                EventKind::Muted
+                            } else {
+                                EventKind::Unmuted
+                            };
+                            self.publish(kind, Some(side), None);
+                            info!(leg = ?side, muted = on, "mute changed");
+                        }
+                        Ok(self.info())
+                    }
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Server-side hold: re-INVITE the held leg(s) with `a=sendonly` (retrieve: `a=sendrecv`).
+    /// All or nothing: if a phone refuses, legs already changed are changed back.
+    async fn hold(&mut self, target: Target, on: bool) -> Result<CallInfo, CommandError> {
+        if self.phase != Phase::Connected {
+            return Err(CommandError::WrongState {
+                state: self.state_name().to_string(),
+            });
+        }
+        let sides = match &target {
+            Target::Call => vec![Side::A, Side::B],
+            Target::Leg(id) => vec![self.side_of_leg(id).ok_or(CommandError::NotFound)?],
+        };
+        let wanted = if on {
+            Direction::SendOnly
+        } else {
+            Direction::SendRecv
+        };
+        let undo = if on {
+            Direction::SendRecv
+        } else {
+            Direction::SendOnly
+        };
+        let mut changed = Vec::new();
+        for side in sides.iter().copied() {
+            if self.leg(side).held == on {
+                continue;
+            }
+            if let Err(e) = self.reinvite_side(side, wanted).await {
+                warn!(leg = ?side, error = %e, "hold re-INVITE refused; restoring the call");
+                for done in changed {
+                    if let Err(e) = self.reinvite_side(done, undo).await {
+                        warn!(leg = ?done, error = %e, "could not restore a leg after a failed hold");
+                    }
+                }
+                return Err(e);
+            }
+            changed.push(side);
+        }
+        for side in &changed {
+            self.leg_mut(*side).held = on;
+            self.leg_mut(*side).state = if on {
+                LegState::Held
+            } else {
+                LegState::Answered
+            };
+        }
+        self.apply_forwarding();
+        if !changed.is_empty() {
+            let kind = if on {
+                EventKind::Held
+            } else {
+                EventKind::Retrieved
+            };
+            let leg = if sides.len() == 1 {
+                sides.first().copied()
+            } else {
+                None
+            };
+            self.publish(kind, leg, None);
+            info!(held = on, legs = changed.len(), "hold changed");
+        }
+        Ok(self.info())
+    }
+
+    /// Sends our SDP with `direction` to one phone and records its answer.
+    async fn reinvite_side(
+        &mut self,
+        side: Side,
+        direction: Direction,
+    ) -> Result<(), CommandError> {
+        let dialog = match side {
+            Side::A => Some(self.a.clone()),
+            Side::B => self
+                .winner
+                .and_then(|i| self.forks.get(i))
+                .map(|f| f.dialog.clone()),
+        }
+        .ok_or(CommandError::WrongState {
+            state: self.state_name().to_string(),
+        })?;
+        let body = self.sdp_towards(side, direction);
+        match dialog
+            .reinvite(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
+            .await
+        {
+            Ok(Some(resp))
+                if resp.status_code.kind()
+                    == hookflash_sip::stack::sip::StatusCodeKind::Successful =>
+            {
+                if let Some(addr) = sdp_of_response(&resp).and_then(|s| s.audio_endpoint()) {
+                    self.bridge.set_remote(side.leg(), addr);
+                }
+                Ok(())
+            }
+            Ok(Some(resp)) => Err(CommandError::Failed {
+                status: resp.status_code.code(),
+                reason: resp.reason_phrase().unwrap_or_default().to_string(),
+            }),
+            Ok(None) => Err(CommandError::WrongState {
+                state: "updating".into(),
+            }),
+            Err(e) => Err(CommandError::Failed {
+                status: 500,
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -1100,6 +1364,9 @@ impl CallActor {
         if let Err(e) = self.engine.inner.store.insert_call_record(&record).await {
             warn!(error = %e, "could not write the call record");
         }
+        self.a_leg.state = LegState::Disconnected;
+        self.b_leg.state = LegState::Disconnected;
+        self.publish(EventKind::Ended, None, Some(&cause));
         self.engine
             .inner
             .metrics

@@ -4,6 +4,8 @@
 
 mod auth;
 mod call;
+pub mod control;
+pub mod events;
 pub mod metrics;
 mod registrar;
 pub mod routing;
@@ -27,7 +29,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-pub use call::{CallCommand, CallSummary};
+pub use call::CallCommand;
+pub use control::{CallInfo, CommandError, LegInfo, LegState, Target};
+pub use events::{Event, EventBus, EventKind, Subscription};
 pub use metrics::Metrics;
 
 use crate::registrar::reply;
@@ -62,13 +66,14 @@ pub(crate) struct EngineInner {
     pub metrics: Metrics,
     pub nonces: NonceIssuer,
     pub calls: Mutex<HashMap<String, CallEntry>>,
+    pub events: EventBus,
     pub shutdown: CancellationToken,
     /// The SIP port we listen on (UDP, else TCP), for Contact headers.
     pub sip_port: u16,
 }
 
 pub(crate) struct CallEntry {
-    pub summary: CallSummary,
+    pub info: CallInfo,
     pub commands: mpsc::Sender<CallCommand>,
 }
 
@@ -126,6 +131,7 @@ impl Engine {
                 metrics: Metrics::new(),
                 nonces: NonceIssuer::random(300),
                 calls: Mutex::new(HashMap::new()),
+                events: EventBus::new(1000),
                 shutdown: CancellationToken::new(),
                 sip_port,
             }),
@@ -262,12 +268,18 @@ impl Engine {
         m.encode()
     }
 
-    pub fn active_calls(&self) -> Vec<CallSummary> {
+    /// Every call in progress, all accounts (operator view).
+    pub fn active_calls(&self) -> Vec<CallInfo> {
         self.inner
             .calls
             .lock()
-            .map(|c| c.values().map(|e| e.summary.clone()).collect())
+            .map(|c| c.values().map(|e| e.info.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// The event bus (subscribe for an account's call events).
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
     }
 
     /// True once the SIP transports are serving and the database answers.
@@ -289,6 +301,8 @@ impl Engine {
             let _ = s
                 .send(CallCommand::Hangup {
                     cause: "shutdown".into(),
+                    leg: None,
+                    reply: None,
                 })
                 .await;
         }

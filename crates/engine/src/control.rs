@@ -1,0 +1,215 @@
+//! The command set every API dialect shares: list and inspect calls, hang up, hold, mute.
+//! Each command goes to the call's actor and waits for its typed reply; the actor applies it
+//! completely or not at all.
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::call::CallCommand;
+use crate::Engine;
+
+/// Where a leg is in its life (the states RingCentral and jambonz expose, in our words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LegState {
+    Setup,
+    Proceeding,
+    Ringing,
+    Answered,
+    Held,
+    Disconnected,
+}
+
+impl LegState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LegState::Setup => "setup",
+            LegState::Proceeding => "proceeding",
+            LegState::Ringing => "ringing",
+            LegState::Answered => "answered",
+            LegState::Held => "held",
+            LegState::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// One leg (SIP dialog + RTP endpoint) of a call.
+#[derive(Debug, Clone, Serialize)]
+pub struct LegInfo {
+    pub id: String,
+    /// `caller` (the leg that placed the call) or `callee`.
+    pub role: String,
+    /// `in` (we are UAS) or `out` (we are UAC).
+    pub direction: String,
+    pub state: LegState,
+    /// The number/extension of the party on this leg.
+    pub number: String,
+    /// The account user on this leg, when the party is one of our users.
+    pub owner_user_id: Option<String>,
+    pub owner_extension: Option<String>,
+    pub muted: bool,
+    pub held: bool,
+    pub recording: bool,
+}
+
+/// A call with its legs, as every API renders it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallInfo {
+    pub id: String,
+    pub account_id: String,
+    pub from: String,
+    pub to: String,
+    /// `internal`, `inbound` or `outbound`.
+    pub direction: String,
+    /// `ringing`, `answered` or `ended`.
+    pub state: String,
+    pub started_at_ms: i64,
+    pub answered_at_ms: Option<i64>,
+    pub legs: Vec<LegInfo>,
+}
+
+impl CallInfo {
+    pub fn held(&self) -> bool {
+        self.legs.iter().any(|l| l.held)
+    }
+    pub fn muted(&self) -> bool {
+        self.legs.iter().any(|l| l.muted)
+    }
+    pub fn recording(&self) -> bool {
+        self.legs.iter().any(|l| l.recording)
+    }
+    pub fn leg(&self, leg_id: &str) -> Option<&LegInfo> {
+        self.legs.iter().find(|l| l.id == leg_id)
+    }
+}
+
+/// Why a command was not carried out. The call is unchanged in every case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("no such call or leg")]
+    NotFound,
+    #[error("not possible while the call is {state}")]
+    WrongState { state: String },
+    #[error("the phone refused: {status} {reason}")]
+    Failed { status: u16, reason: String },
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// Which legs a hold applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every leg of the call (sipgate semantics).
+    Call,
+    Leg(String),
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
+
+impl Engine {
+    /// The account's calls in progress.
+    pub fn calls(&self, account_id: &str) -> Vec<CallInfo> {
+        let mut calls: Vec<CallInfo> = self
+            .inner
+            .calls
+            .lock()
+            .map(|c| {
+                c.values()
+                    .filter(|e| e.info.account_id == account_id)
+                    .map(|e| e.info.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        calls.sort_by_key(|c| c.started_at_ms);
+        calls
+    }
+
+    /// One call of the account; another account's call is `NotFound`, never visible.
+    pub fn call(&self, account_id: &str, call_id: &str) -> Result<CallInfo, CommandError> {
+        self.inner
+            .calls
+            .lock()
+            .ok()
+            .and_then(|c| c.get(call_id).map(|e| e.info.clone()))
+            .filter(|c| c.account_id == account_id)
+            .ok_or(CommandError::NotFound)
+    }
+
+    async fn send_command<T>(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        make: impl FnOnce(Reply<T>) -> CallCommand,
+    ) -> Result<T, CommandError> {
+        let sender = self
+            .inner
+            .calls
+            .lock()
+            .ok()
+            .and_then(|c| {
+                c.get(call_id)
+                    .filter(|e| e.info.account_id == account_id)
+                    .map(|e| e.commands.clone())
+            })
+            .ok_or(CommandError::NotFound)?;
+        let (tx, rx) = oneshot::channel();
+        sender
+            .send(make(tx))
+            .await
+            .map_err(|_| CommandError::NotFound)?;
+        // The actor always answers; a dropped reply means the call ended meanwhile.
+        rx.await.map_err(|_| CommandError::NotFound)?
+    }
+
+    /// Ends the call (`leg` = None) or one leg. A ringing leg is cancelled (its phone stops
+    /// ringing); an answered one gets BYE. Ending either leg of a two-party call ends the call.
+    pub async fn hangup(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        leg: Option<&str>,
+    ) -> Result<(), CommandError> {
+        let leg = leg.map(str::to_string);
+        self.send_command(account_id, call_id, |reply| CallCommand::Hangup {
+            cause: "api".into(),
+            leg,
+            reply: Some(reply),
+        })
+        .await
+    }
+
+    /// Holds (`on`) or retrieves the call or one leg: re-INVITE with `a=sendonly` and music on
+    /// hold to the held leg(s); `a=sendrecv` to retrieve. If a phone rejects the re-INVITE the
+    /// call stays as it was and the error says why.
+    pub async fn hold(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        target: Target,
+        on: bool,
+    ) -> Result<CallInfo, CommandError> {
+        self.send_command(account_id, call_id, |reply| CallCommand::Hold {
+            target,
+            on,
+            reply,
+        })
+        .await
+    }
+
+    /// Mutes (`on`) or unmutes one leg: its audio stops reaching the other party. No signalling.
+    pub async fn mute(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        leg_id: &str,
+        on: bool,
+    ) -> Result<CallInfo, CommandError> {
+        let leg_id = leg_id.to_string();
+        self.send_command(account_id, call_id, |reply| CallCommand::Mute {
+            leg_id,
+            on,
+            reply,
+        })
+        .await
+    }
+}

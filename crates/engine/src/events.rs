@@ -1,0 +1,209 @@
+//! Call events, sequenced per account, with a bounded backlog so a client that reconnects
+//! with its last sequence number gets what it missed instead of re-listing.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::control::CallInfo;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    New,
+    Ringing,
+    Answered,
+    Held,
+    Retrieved,
+    Muted,
+    Unmuted,
+    Ended,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::New => "new",
+            EventKind::Ringing => "ringing",
+            EventKind::Answered => "answered",
+            EventKind::Held => "held",
+            EventKind::Retrieved => "retrieved",
+            EventKind::Muted => "muted",
+            EventKind::Unmuted => "unmuted",
+            EventKind::Ended => "ended",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Per account, starting at 1, no gaps.
+    pub seq: u64,
+    pub account_id: String,
+    pub kind: EventKind,
+    pub call_id: String,
+    /// The leg the event is about, when it is about one leg.
+    pub leg_id: Option<String>,
+    /// For `ended`: why (normal, busy, cancel, no_answer, api, rtp_timeout, ...).
+    pub cause: Option<String>,
+    pub at_ms: i64,
+    /// The call as it is after the event.
+    pub call: CallInfo,
+}
+
+/// Result of a subscription: what was missed (oldest first) and the live feed.
+pub struct Subscription {
+    pub missed: Vec<Event>,
+    /// True when the requested sequence is older than the backlog: some events are lost and
+    /// the client should re-list.
+    pub gap: bool,
+    pub live: broadcast::Receiver<Event>,
+}
+
+struct AccountLog {
+    next_seq: u64,
+    backlog: VecDeque<Event>,
+}
+
+pub struct EventBus {
+    capacity: usize,
+    accounts: Mutex<HashMap<String, AccountLog>>,
+    sender: broadcast::Sender<Event>,
+}
+
+impl EventBus {
+    pub fn new(backlog_per_account: usize) -> Self {
+        let (sender, _) = broadcast::channel(4096);
+        EventBus {
+            capacity: backlog_per_account.max(1),
+            accounts: Mutex::new(HashMap::new()),
+            sender,
+        }
+    }
+
+    /// Sequences and publishes an event. Never blocks (slow subscribers lag, they do not stall
+    /// calls).
+    pub fn publish(
+        &self,
+        kind: EventKind,
+        call: &CallInfo,
+        leg_id: Option<&str>,
+        cause: Option<&str>,
+    ) {
+        let Ok(mut accounts) = self.accounts.lock() else {
+            return;
+        };
+        let log = accounts
+            .entry(call.account_id.clone())
+            .or_insert(AccountLog {
+                next_seq: 1,
+                backlog: VecDeque::new(),
+            });
+        let event = Event {
+            seq: log.next_seq,
+            account_id: call.account_id.clone(),
+            kind,
+            call_id: call.id.clone(),
+            leg_id: leg_id.map(str::to_string),
+            cause: cause.map(str::to_string),
+            at_ms: crate::sip_glue::now_ms(),
+            call: call.clone(),
+        };
+        log.next_seq += 1;
+        if log.backlog.len() == self.capacity {
+            log.backlog.pop_front();
+        }
+        log.backlog.push_back(event.clone());
+        // Sent under the lock so live order equals sequence order.
+        let _ = self.sender.send(event);
+    }
+
+    /// Subscribes to an account's events; `after` = the last sequence the client saw.
+    pub fn subscribe(&self, account_id: &str, after: Option<u64>) -> Subscription {
+        let Ok(accounts) = self.accounts.lock() else {
+            return Subscription {
+                missed: vec![],
+                gap: true,
+                live: self.sender.subscribe(),
+            };
+        };
+        let live = self.sender.subscribe();
+        let (missed, gap) = match (after, accounts.get(account_id)) {
+            (Some(after), Some(log)) => {
+                let oldest = log.backlog.front().map(|e| e.seq).unwrap_or(log.next_seq);
+                let missed = log
+                    .backlog
+                    .iter()
+                    .filter(|e| e.seq > after)
+                    .cloned()
+                    .collect();
+                (missed, after + 1 < oldest)
+            }
+            _ => (vec![], false),
+        };
+        Subscription { missed, gap, live }
+    }
+
+    /// The last sequence number given out for an account (0 if none).
+    pub fn last_seq(&self, account_id: &str) -> u64 {
+        self.accounts
+            .lock()
+            .ok()
+            .and_then(|a| a.get(account_id).map(|l| l.next_seq - 1))
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(account: &str) -> CallInfo {
+        CallInfo {
+            id: "c1".into(),
+            account_id: account.into(),
+            from: "101".into(),
+            to: "102".into(),
+            direction: "internal".into(),
+            state: "ringing".into(),
+            started_at_ms: 0,
+            answered_at_ms: None,
+            legs: vec![],
+        }
+    }
+
+    #[test]
+    fn sequences_are_per_account_and_resume_from_backlog() {
+        let bus = EventBus::new(3);
+        for _ in 0..5 {
+            bus.publish(EventKind::New, &call("a"), None, None);
+        }
+        bus.publish(EventKind::New, &call("b"), None, None);
+        assert_eq!(bus.last_seq("a"), 5);
+        assert_eq!(bus.last_seq("b"), 1);
+        let s = bus.subscribe("a", Some(3));
+        assert_eq!(
+            s.missed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        assert!(!s.gap);
+        // Only 3..=5 are kept: asking from 1 means 2 is lost.
+        let s = bus.subscribe("a", Some(1));
+        assert!(s.gap);
+        assert_eq!(s.missed.first().map(|e| e.seq), Some(3));
+        assert!(bus.subscribe("b", Some(1)).missed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn live_events_follow_the_backlog() {
+        let bus = EventBus::new(10);
+        let mut s = bus.subscribe("a", Some(0));
+        bus.publish(EventKind::Ended, &call("a"), Some("leg"), Some("normal"));
+        let e = s.live.recv().await.unwrap();
+        assert_eq!(e.seq, 1);
+        assert_eq!(e.kind, EventKind::Ended);
+        assert_eq!(e.cause.as_deref(), Some("normal"));
+    }
+}
