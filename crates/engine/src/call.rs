@@ -222,7 +222,7 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
             let targets: Vec<ForkTarget> = regs
                 .iter()
                 .filter_map(|r| {
-                    let destination: SocketAddr = r.source.parse().ok()?;
+                    let destination = device_destination(&r.transport, &r.source, &r.contact)?;
                     Some(ForkTarget {
                         request_uri: r.contact.clone(),
                         destination,
@@ -403,6 +403,29 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
     };
     let pending = actor.send_forks(&targets, state_tx);
     actor.run(state_rx, cmd_rx, pending).await;
+}
+
+/// Where to send requests for a registered device. UDP: the address the REGISTER came from
+/// (works behind NAT, RFC 3581). TCP: the Contact's address when it is an IP literal, since
+/// the registering connection may be gone; otherwise the source.
+fn device_destination(transport: &str, source: &str, contact: &str) -> Option<SocketAddr> {
+    let from_source = source.parse::<SocketAddr>().ok();
+    if !transport.eq_ignore_ascii_case("tcp") {
+        return from_source;
+    }
+    let host = hookflash_sip::uri::host_part(contact)?;
+    let ip: std::net::IpAddr = match host.parse() {
+        Ok(ip) => ip,
+        Err(_) => return from_source,
+    };
+    let after_host = contact.split_once(host).map(|(_, rest)| rest).unwrap_or("");
+    let after_host = after_host.trim_start_matches(']');
+    let port = after_host
+        .strip_prefix(':')
+        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5060);
+    Some(SocketAddr::new(ip, port))
 }
 
 fn transport_of(name: &str) -> Transport {
@@ -1410,6 +1433,31 @@ mod tests {
         assert_eq!(best_failure(&[603, 486]), 603);
         assert_eq!(best_failure(&[]), 480);
         assert_eq!(best_failure(&[500]), 500);
+    }
+
+    #[test]
+    fn device_destination_by_transport() {
+        let contact = "sip:201@127.0.0.1:5072;transport=tcp";
+        assert_eq!(
+            device_destination("udp", "127.0.0.1:40000", contact),
+            Some("127.0.0.1:40000".parse().unwrap())
+        );
+        assert_eq!(
+            device_destination("tcp", "127.0.0.1:40000", contact),
+            Some("127.0.0.1:5072".parse().unwrap())
+        );
+        assert_eq!(
+            device_destination(
+                "tcp",
+                "127.0.0.1:40000",
+                "sip:201@phone.example;transport=tcp"
+            ),
+            Some("127.0.0.1:40000".parse().unwrap())
+        );
+        assert_eq!(
+            device_destination("tcp", "x", "sip:201@127.0.0.1;transport=tcp"),
+            Some("127.0.0.1:5060".parse().unwrap())
+        );
     }
 
     #[test]
