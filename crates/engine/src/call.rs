@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use hookflash_media::relay::{Bridge, BridgeHandle, BridgeOptions, Leg};
+use hookflash_media::g711::Law;
+use hookflash_media::relay::{Bridge, BridgeHandle, BridgeOptions, Leg, PlayOptions};
 use hookflash_media::sdp::{self, Codec, Direction, OriginState, SessionDescription};
 use hookflash_sip::stack::dialog::authenticate::Credential;
 use hookflash_sip::stack::dialog::dialog::{
@@ -864,6 +865,8 @@ impl CallActor {
             self.bridge.set_remote(Leg::B, addr);
         }
         self.apply_pt_maps(&a_codecs, &b_codecs);
+        self.set_send_codec(Side::A, &a_codecs);
+        self.set_send_codec(Side::B, &b_codecs);
         self.b_media.codecs = b_codecs;
         self.b_media.direction = answer.direction();
         let body = sdp::build_offer(
@@ -891,6 +894,16 @@ impl CallActor {
         self.b_leg.state = LegState::Answered;
         self.publish(EventKind::Answered, None, None);
         info!(device = %self.forks[index].request_uri, "call answered");
+    }
+
+    /// Tells the bridge which codec to use when it plays audio (music on hold) to a leg.
+    fn set_send_codec(&self, side: Side, codecs: &[Codec]) {
+        if let Some((codec, law)) = codecs
+            .iter()
+            .find_map(|c| Law::for_codec(c).map(|law| (c, law)))
+        {
+            self.bridge.set_send_codec(side.leg(), codec.pt, law);
+        }
     }
 
     /// Payload numbers can differ between the legs (telephone-event 101 vs 96): map them.
@@ -1253,6 +1266,15 @@ impl CallActor {
             } else {
                 LegState::Answered
             };
+            // The held party hears music instead of the other party; retrieve gives the
+            // other party back (the relay keeps one continuous RTP stream across the switch).
+            if on {
+                let moh = self.engine.inner.music_on_hold.clone();
+                self.bridge
+                    .play(side.leg(), moh, PlayOptions { looped: true });
+            } else {
+                self.bridge.stop_play(side.leg());
+            }
         }
         self.apply_forwarding();
         if !changed.is_empty() {

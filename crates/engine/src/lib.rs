@@ -10,6 +10,7 @@ pub mod metrics;
 mod registrar;
 pub mod routing;
 pub mod sip_glue;
+pub mod validate;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -67,6 +68,8 @@ pub(crate) struct EngineInner {
     pub nonces: NonceIssuer,
     pub calls: Mutex<HashMap<String, CallEntry>>,
     pub events: EventBus,
+    /// What a party held by the server hears.
+    pub music_on_hold: hookflash_media::audio::Pcm8k,
     pub shutdown: CancellationToken,
     /// The SIP port we listen on (UDP, else TCP), for Contact headers.
     pub sip_port: u16,
@@ -132,6 +135,7 @@ impl Engine {
                 nonces: NonceIssuer::random(300),
                 calls: Mutex::new(HashMap::new()),
                 events: EventBus::new(1000),
+                music_on_hold: hookflash_media::audio::default_music_on_hold(),
                 shutdown: CancellationToken::new(),
                 sip_port,
             }),
@@ -178,6 +182,13 @@ impl Engine {
 
     async fn handle_transaction(&self, mut tx: Transaction) {
         let method = tx.original.method;
+        if method != Method::Ack {
+            if let Some((status, why)) = validate::check_request(&tx.original) {
+                info!(%method, why, "refusing malformed request");
+                reply(&mut tx, status, vec![]).await;
+                return;
+            }
+        }
         let in_dialog = tx.original.to_header_tag_present();
         if in_dialog {
             match self.inner.sip.dialogs.match_dialog(&tx) {

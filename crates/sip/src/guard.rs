@@ -32,6 +32,10 @@ const KNOWN_METHODS: &[&str] = &[
 pub enum Verdict {
     /// Hand to the SIP stack.
     Pass,
+    /// Hand these bytes to the SIP stack instead: the same message with its head rewritten to
+    /// canonical form (folded lines joined, optional whitespace around `;`, `=`, `/` removed),
+    /// which RFC 3261 allows senders to vary but rsipstack's parser does not accept.
+    Rewrite(Vec<u8>),
     /// Answer statelessly with this response and do not pass it on.
     Reply {
         status: u16,
@@ -64,7 +68,19 @@ pub fn inspect(packet: &[u8]) -> Verdict {
             } else {
                 2
             };
-            inspect_head(&text[..pos], text.len() - pos - sep)
+            let (head, body) = (&text[..pos], &text[pos + sep..]);
+            match canonical_head(head) {
+                None => inspect_head(head, body.len()),
+                Some(canonical) => match inspect_head(&canonical, body.len()) {
+                    Verdict::Pass => {
+                        let mut out = canonical.into_bytes();
+                        out.extend_from_slice(b"\r\n\r\n");
+                        out.extend_from_slice(body.as_bytes());
+                        Verdict::Rewrite(out)
+                    }
+                    other => other,
+                },
+            }
         }
         None => Verdict::Drop("no end of headers (truncated datagram)"),
     }
@@ -170,6 +186,104 @@ fn inspect_head(head: &str, body_len: usize) -> Verdict {
     Verdict::Pass
 }
 
+/// Headers whose values have parameter syntax we can tighten safely.
+fn is_structured(canonical_name: &str) -> bool {
+    matches!(
+        canonical_name.to_ascii_lowercase().as_str(),
+        "via"
+            | "from"
+            | "to"
+            | "contact"
+            | "route"
+            | "record-route"
+            | "cseq"
+            | "call-id"
+            | "content-length"
+            | "max-forwards"
+            | "content-type"
+            | "expires"
+    )
+}
+
+/// The head in canonical form, or `None` when it already is. Only requests are rewritten.
+pub fn canonical_head(head: &str) -> Option<String> {
+    let mut lines = head.split('\n').map(|l| l.trim_end_matches('\r'));
+    let start = lines.next()?;
+    if start.starts_with("SIP/") {
+        return None;
+    }
+    let mut logical: Vec<String> = Vec::new();
+    for line in lines {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = logical.last_mut() {
+                last.push(' ');
+                last.push_str(line.trim());
+                continue;
+            }
+        }
+        logical.push(line.to_string());
+    }
+    let mut out = String::with_capacity(head.len());
+    out.push_str(start);
+    for line in &logical {
+        out.push_str("\r\n");
+        match line.split_once(':') {
+            Some((name, value)) => {
+                let name = name.trim();
+                let value = value.trim();
+                out.push_str(name);
+                out.push_str(": ");
+                let canon = canonical(name);
+                if is_structured(&canon) {
+                    out.push_str(&tighten(value, canon == "Via"));
+                } else {
+                    out.push_str(value);
+                }
+            }
+            None => out.push_str(line),
+        }
+    }
+    let unchanged = out.split("\r\n").eq(head.split('\n').map(|l| l.trim_end_matches('\r')));
+    (!unchanged).then_some(out)
+}
+
+/// Collapses whitespace runs to one space and removes it around `;`, `=`, `,` (and `/` in
+/// Via), outside quoted strings.
+fn tighten(value: &str, via: bool) -> String {
+    let tight = |c: char| matches!(c, ';' | '=' | ',') || (via && c == '/');
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars().peekable();
+    let (mut quoted, mut escaped) = (false, false);
+    while let Some(c) = chars.next() {
+        if quoted {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => quoted = false,
+                _ => {}
+            }
+            continue;
+        }
+        if c.is_whitespace() {
+            while matches!(chars.peek(), Some(n) if n.is_whitespace()) {
+                chars.next();
+            }
+            let prev_tight = out.chars().last().is_some_and(tight);
+            let next_tight = chars.peek().is_some_and(|n| tight(*n));
+            if !prev_tight && !next_tight && !out.is_empty() {
+                out.push(' ');
+            }
+            continue;
+        }
+        if c == '"' {
+            quoted = true;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Maps compact forms (RFC 3261 §7.3.3) and case variants onto the canonical names we use.
 fn canonical(name: &str) -> String {
     let lower = name.to_ascii_lowercase();
@@ -181,6 +295,8 @@ fn canonical(name: &str) -> String {
         "cseq" => "CSeq",
         "l" | "content-length" => "Content-Length",
         "max-forwards" => "Max-Forwards",
+        "m" | "contact" => "Contact",
+        "c" | "content-type" => "Content-Type",
         _ => return name.to_string(),
     }
     .to_string()
@@ -241,6 +357,14 @@ impl rsipstack::platform::net::UdpSocket for GuardedUdpSocket {
             }
             match inspect(packet) {
                 Verdict::Pass => return Ok((len, src)),
+                Verdict::Rewrite(bytes) if bytes.len() <= buf.len() => {
+                    tracing::debug!(%src, "rewrote a SIP head to canonical form");
+                    buf[..bytes.len()].copy_from_slice(&bytes);
+                    return Ok((bytes.len(), src));
+                }
+                Verdict::Rewrite(_) => {
+                    tracing::info!(%src, len, "dropped SIP datagram: canonical form too large");
+                }
                 Verdict::Drop(why) => {
                     tracing::info!(%src, len, reason = why, "dropped SIP datagram");
                 }
@@ -403,6 +527,49 @@ mod tests {
     }
 
     #[test]
+    fn tortuous_whitespace_is_canonicalised_for_the_parser() {
+        // RFC 4475 §3.1.1.1 (wsinv), with our Via on top and no body.
+        let wsinv = concat!(
+            "INVITE sip:vivekg@chair-dnrc.example.com;unknownparam SIP/2.0\r\n",
+            "TO :\r\n sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n\r\n",
+            "from   : \"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8\r\n",
+            "MaX-fOrWaRdS: 0068\r\n",
+            "Call-ID: wsinv.ndaksdj@192.0.2.1\r\n",
+            "Content-Length   : 0\r\n",
+            "cseq: 0009\r\n  INVITE\r\n",
+            "Via  : SIP  /   2.0\r\n /UDP\r\n    127.0.0.1:5070;rport;branch=390skdjuw\r\n",
+            "s :\r\n",
+            "NewFangledHeader:   newfangled value\r\n continued newfangled value\r\n",
+            "v:  SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8  ,\r\n",
+            " SIP  /    2.0   / UDP  192.168.255.111   ; branch=\r\n z9hG4bK30239\r\n",
+            "m:\"Quoted string \\\"\\\"\" <sip:jdrosen@example.com> ; newparam =\r\n",
+            "      newvalue ;\r\n  secondparam ; q = 0.33\r\n\r\n",
+        );
+        let Verdict::Rewrite(bytes) = inspect(wsinv.as_bytes()) else {
+            panic!("expected a rewrite");
+        };
+        let text = String::from_utf8(bytes).unwrap();
+        for expected in [
+            "\r\nTO: sip:vivekg@chair-dnrc.example.com;tag=1918181833n\r\n",
+            "\r\nfrom: \"J Rosenberg \\\\\\\"\" <sip:jdrosen@example.com>;tag=98asjd8\r\n",
+            "\r\ncseq: 0009 INVITE\r\n",
+            "\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;rport;branch=390skdjuw\r\n",
+            "\r\nv: SIP/2.0/TCP spindle.example.com;branch=z9hG4bK9ikj8,SIP/2.0/UDP 192.168.255.111;branch=z9hG4bK30239\r\n",
+            "\r\nNewFangledHeader: newfangled value continued newfangled value\r\n",
+            "\r\nm: \"Quoted string \\\"\\\"\" <sip:jdrosen@example.com>;newparam=newvalue;secondparam;q=0.33\r\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in {text}");
+        }
+        assert!(
+            rsipstack::sip::SipMessage::try_from(text.as_str()).is_ok(),
+            "the stack must parse the canonical form: {text}"
+        );
+        // Already-canonical messages are passed through untouched.
+        let plain = req("OPTIONS sip:h SIP/2.0", &with(&["CSeq: 1 OPTIONS"]), "");
+        assert_eq!(inspect(&plain), Verdict::Pass);
+    }
+
+    #[test]
     fn compact_headers_and_folding_are_understood() {
         let m = req(
             "OPTIONS sip:h SIP/2.0",
@@ -417,6 +584,12 @@ mod tests {
             ],
             "",
         );
-        assert_eq!(inspect(&m), Verdict::Pass);
+        // Folded CSeq is joined; the result is what the stack parses.
+        let Verdict::Rewrite(bytes) = inspect(&m) else {
+            panic!("folded header must be rewritten");
+        };
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("\r\nCSeq: 1 OPTIONS\r\n"), "{text}");
+        assert!(rsipstack::sip::SipMessage::try_from(text.as_str()).is_ok(), "{text}");
     }
 }
