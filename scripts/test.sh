@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Run every test of hookflash: format + lint, the Rust workspace tests, and the
+# end-to-end suite (tests/e2e: independent pjsua2 phones and SIPp against a
+# real `hookflash serve`). Idempotent on a fresh Debian 12: installs what it
+# needs (apt: sip-tester sox espeak-ng; a Python venv with pinned packages).
+#
+# Environment knobs (all optional):
+#   SKIP_CARGO=1      skip fmt/clippy/build/unit tests (e2e only; needs a built binary)
+#   SKIP_E2E=1        skip the end-to-end suite
+#   PYTEST_ARGS="..." extra pytest arguments, e.g. PYTEST_ARGS="-k register -x"
+#   HOOKFLASH_KEEP_ARTIFACTS=1  keep tests/e2e/artifacts/<test>/ for passing tests too
+# Exits non-zero if any stage fails; pytest collecting no test counts as failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV="$ROOT/tests/e2e/.venv"
+REQ="$ROOT/tests/e2e/requirements.txt"
+
+SUMMARY=()
+FAILED=0
+T_ALL=$(date +%s)
+
+stage() { # stage NAME CMD... : run, time and record one stage
+  local name=$1
+  shift
+  local t0 rc
+  t0=$(date +%s)
+  echo
+  echo "=== $name: $*"
+  "$@"
+  rc=$?
+  local dt=$(($(date +%s) - t0))
+  if [ "$rc" -eq 0 ]; then
+    SUMMARY+=("$(printf '%-26s ok     %4ss' "$name" "$dt")")
+  else
+    SUMMARY+=("$(printf '%-26s FAILED %4ss (exit %s)' "$name" "$dt" "$rc")")
+    FAILED=1
+  fi
+  return "$rc"
+}
+
+finish() {
+  echo
+  echo "=== summary"
+  for line in "${SUMMARY[@]}"; do echo "  $line"; done
+  echo "  total $(($(date +%s) - T_ALL))s"
+  if [ "$FAILED" -ne 0 ]; then
+    echo "=== FAILED"
+    exit 1
+  fi
+  echo "=== all passed"
+  exit 0
+}
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+install_system_packages() {
+  local missing=()
+  command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+  command -v sox >/dev/null 2>&1 || missing+=(sox)
+  command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "system packages present"
+    return 0
+  fi
+  echo "installing: ${missing[*]}"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+}
+
+setup_venv() {
+  local stamp="$VENV/.requirements.sha256"
+  local want
+  want=$( (python3 --version; cat "$REQ") | sha256sum | cut -d' ' -f1)
+  if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "venv up to date"
+    return 0
+  fi
+  rm -rf "$VENV"
+  python3 -m venv "$VENV" &&
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ" &&
+    "$VENV/bin/python" -c 'import pjsua2, pytest, pytest_timeout, requests' &&
+    echo "$want" >"$stamp"
+}
+
+run_unit_tests() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-tests=warn
+  else
+    cargo test --workspace
+  fi
+}
+
+run_e2e() {
+  # shellcheck disable=SC2086
+  timeout 1800 "$VENV/bin/python" -m pytest tests/e2e -q ${PYTEST_ARGS:-}
+  local rc=$?
+  if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: counted as a failure"; fi
+  return "$rc"
+}
+
+stage "system packages" install_system_packages || finish
+stage "python venv" setup_venv || finish
+
+BUILD_OK=1
+if [ "${SKIP_CARGO:-0}" != "1" ]; then
+  stage "cargo fmt --check" cargo fmt --all -- --check
+  stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+  if stage "cargo build" cargo build --workspace --all-targets; then
+    stage "rust tests" run_unit_tests
+  else
+    BUILD_OK=0
+  fi
+fi
+
+if [ "${SKIP_E2E:-0}" != "1" ]; then
+  if [ "$BUILD_OK" -eq 1 ]; then
+    stage "e2e (pytest tests/e2e)" run_e2e
+  else
+    SUMMARY+=("$(printf '%-26s SKIPPED (build failed)' "e2e")")
+    FAILED=1
+  fi
+fi
+
+finish

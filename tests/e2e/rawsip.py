@@ -1,0 +1,444 @@
+"""A minimal raw SIP client over UDP/TCP on 127.0.0.1: build requests, read
+responses, compute digest answers (MD5, SHA-256, -sess, qop=auth). Used to
+look at exactly what the server says (challenges, status codes) and to send
+torture messages that no real phone would produce."""
+import hashlib
+import os
+import re
+import socket
+import time
+import uuid
+
+COMPACT = {
+    "v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact",
+    "l": "content-length", "c": "content-type", "k": "supported", "s": "subject",
+    "e": "content-encoding",
+}
+
+
+def new_branch():
+    return "z9hG4bK-" + uuid.uuid4().hex[:16]
+
+
+def new_tag():
+    return uuid.uuid4().hex[:10]
+
+
+class Message:
+    def __init__(self, raw):
+        self.raw = raw
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("utf-8", "replace").split("\r\n")
+        self.first = lines[0]
+        self.headers = []  # [(lower name, value)] with folded lines joined
+        for line in lines[1:]:
+            if line[:1] in (" ", "\t") and self.headers:
+                n, v = self.headers[-1]
+                self.headers[-1] = (n, v + " " + line.strip())
+                continue
+            if ":" in line:
+                n, v = line.split(":", 1)
+                n = n.strip().lower()
+                self.headers.append((COMPACT.get(n, n), v.strip()))
+        self.body = body
+        parts = self.first.split(" ", 2)
+        self.is_response = self.first.startswith("SIP/")
+        self.status = int(parts[1]) if self.is_response and len(parts) > 1 and parts[1].isdigit() else 0
+        self.reason = parts[2] if self.is_response and len(parts) > 2 else ""
+        self.method = parts[0] if not self.is_response else ""
+
+    def all(self, name):
+        name = name.lower()
+        return [v for n, v in self.headers if n == name]
+
+    def get(self, name, default=""):
+        v = self.all(name)
+        return v[0] if v else default
+
+    @property
+    def cseq_method(self):
+        v = self.get("cseq").split()
+        return v[1] if len(v) > 1 else ""
+
+    def __repr__(self):
+        return "<%s>" % self.first
+
+
+def split_stream(buf):
+    """Split complete messages off a TCP byte buffer (Content-Length framing).
+    Returns (messages, rest)."""
+    out = []
+    while True:
+        while buf.startswith(b"\r\n"):
+            buf = buf[2:]  # keep-alive CRLFs
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return out, buf
+        head = buf[:end].decode("utf-8", "replace")
+        m = re.search(r"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)", head)
+        clen = int(m.group(1)) if m else 0
+        total = end + 4 + clen
+        if len(buf) < total:
+            return out, buf
+        out.append(buf[:total])
+        buf = buf[total:]
+
+
+class Client:
+    """One socket to the server. UDP: bound to an ephemeral local port.
+    TCP: connected to the server's SIP port."""
+
+    def __init__(self, server_port, transport="udp", host="127.0.0.1"):
+        self.server = (host, server_port)
+        self.transport = transport.lower()
+        if self.transport == "udp":
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.bind(("127.0.0.1", 0))
+        else:
+            self.sock = socket.create_connection(self.server, timeout=5)
+        self.local_port = self.sock.getsockname()[1]
+        self.buf = b""
+        self.closed_by_peer = False
+        self.received = []
+
+    @property
+    def T(self):
+        return self.transport.upper()
+
+    @property
+    def via(self):
+        return "127.0.0.1:%d" % self.local_port
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        if self.transport == "udp":
+            self.sock.sendto(data, self.server)
+        else:
+            self.sock.sendall(data)
+
+    def recv(self, timeout=2.0):
+        """Next message (Message) or None on timeout / connection closed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.transport == "tcp":
+                msgs, self.buf = split_stream(self.buf)
+                if msgs:
+                    self.buf = b"".join(msgs[1:]) + self.buf
+                    m = Message(msgs[0])
+                    self.received.append(m)
+                    return m
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed_by_peer:
+                return None
+            self.sock.settimeout(left)
+            try:
+                if self.transport == "udp":
+                    data, _ = self.sock.recvfrom(70000)
+                    m = Message(data)
+                    self.received.append(m)
+                    return m
+                data = self.sock.recv(65536)
+                if not data:
+                    self.closed_by_peer = True
+                    continue
+                self.buf += data
+            except socket.timeout:
+                return None
+            except OSError:
+                self.closed_by_peer = True
+                return None
+
+    def final(self, timeout=3.0, cseq_method=None):
+        """Wait for a final (>=200) response; returns it or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            m = self.recv(left)
+            if m is None:
+                return None
+            if m.is_response and m.status >= 200:
+                if cseq_method is None or m.cseq_method == cseq_method:
+                    return m
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------ builders
+    def request(self, method, ruri, from_uri, to_uri, call_id=None, cseq=1,
+                branch=None, from_tag=None, to_tag=None, headers=(), body=b"",
+                content_type=None, contact=None, expires=None):
+        branch = branch or new_branch()
+        from_tag = from_tag or new_tag()
+        call_id = call_id or uuid.uuid4().hex
+        if isinstance(body, str):
+            body = body.encode()
+        L = [
+            "%s %s SIP/2.0" % (method, ruri),
+            "Via: SIP/2.0/%s %s;branch=%s;rport" % (self.T, self.via, branch),
+            "Max-Forwards: 70",
+            "From: <%s>;tag=%s" % (from_uri, from_tag),
+            "To: <%s>%s" % (to_uri, ";tag=" + to_tag if to_tag else ""),
+            "Call-ID: %s" % call_id,
+            "CSeq: %d %s" % (cseq, method),
+        ]
+        if contact:
+            L.append("Contact: %s" % contact)
+        if expires is not None:
+            L.append("Expires: %d" % expires)
+        L += list(headers)
+        if content_type:
+            L.append("Content-Type: %s" % content_type)
+        L.append("Content-Length: %d" % len(body))
+        data = ("\r\n".join(L) + "\r\n\r\n").encode() + body
+        return Request(data, method, ruri, from_uri, to_uri, call_id, cseq, branch, from_tag)
+
+    def ack_for(self, req, resp):
+        """ACK for a non-2xx final response to ``req`` (same branch)."""
+        to = resp.get("to")
+        L = [
+            "ACK %s SIP/2.0" % req.ruri,
+            "Via: SIP/2.0/%s %s;branch=%s;rport" % (self.T, self.via, req.branch),
+            "Max-Forwards: 70",
+            "From: <%s>;tag=%s" % (req.from_uri, req.from_tag),
+            "To: %s" % to,
+            "Call-ID: %s" % req.call_id,
+            "CSeq: %d ACK" % req.cseq,
+            "Content-Length: 0",
+        ]
+        return ("\r\n".join(L) + "\r\n\r\n").encode()
+
+    def options(self, ruri=None, timeout=3.0):
+        ruri = ruri or "sip:%s:%d" % self.server
+        req = self.request("OPTIONS", ruri, "sip:probe@127.0.0.1", ruri)
+        self.send(req.data)
+        return self.final(timeout, cseq_method="OPTIONS")
+
+
+class Request:
+    def __init__(self, data, method, ruri, from_uri, to_uri, call_id, cseq, branch, from_tag):
+        self.data = data
+        self.method = method
+        self.ruri = ruri
+        self.from_uri = from_uri
+        self.to_uri = to_uri
+        self.call_id = call_id
+        self.cseq = cseq
+        self.branch = branch
+        self.from_tag = from_tag
+
+
+# ------------------------------------------------------------------ digest
+def parse_challenge(value):
+    """'Digest realm="x", nonce="y", algorithm=MD5' -> {'realm': 'x', ...}"""
+    scheme, _, rest = value.strip().partition(" ")
+    params = {"scheme": scheme}
+    for m in re.finditer(r'([a-zA-Z0-9_-]+)\s*=\s*("((?:[^"\\]|\\.)*)"|[^,\s]+)', rest):
+        params[m.group(1).lower()] = m.group(3) if m.group(3) is not None else m.group(2)
+    params.setdefault("algorithm", "MD5")
+    return params
+
+
+def challenges(resp):
+    hdr = "www-authenticate" if resp.status == 401 else "proxy-authenticate"
+    return [parse_challenge(v) for v in resp.all(hdr)]
+
+
+def _h(algorithm, s):
+    base = algorithm.upper().replace("-SESS", "")
+    if base == "MD5":
+        return hashlib.md5(s.encode()).hexdigest()
+    if base == "SHA-256":
+        return hashlib.sha256(s.encode()).hexdigest()
+    if base == "SHA-512-256":
+        return hashlib.new("sha512_256", s.encode()).hexdigest()
+    raise ValueError("unsupported digest algorithm %s" % algorithm)
+
+
+def digest_authorization(chal, method, uri, username, password, nc=1, cnonce=None):
+    alg = chal.get("algorithm", "MD5")
+    realm, nonce = chal["realm"], chal["nonce"]
+    cnonce = cnonce or os.urandom(8).hex()
+    ha1 = _h(alg, "%s:%s:%s" % (username, realm, password))
+    if alg.upper().endswith("-SESS"):
+        ha1 = _h(alg, "%s:%s:%s" % (ha1, nonce, cnonce))
+    ha2 = _h(alg, "%s:%s" % (method, uri))
+    qops = [q.strip() for q in chal.get("qop", "").split(",") if q.strip()]
+    parts = [
+        'username="%s"' % username,
+        'realm="%s"' % realm,
+        'nonce="%s"' % nonce,
+        'uri="%s"' % uri,
+        "algorithm=%s" % alg,
+    ]
+    if "auth" in qops:
+        ncs = "%08x" % nc
+        resp = _h(alg, "%s:%s:%s:%s:auth:%s" % (ha1, nonce, ncs, cnonce, ha2))
+        parts += ['response="%s"' % resp, "qop=auth", "nc=%s" % ncs, 'cnonce="%s"' % cnonce]
+    else:
+        resp = _h(alg, "%s:%s:%s" % (ha1, nonce, ha2))
+        parts.append('response="%s"' % resp)
+    if "opaque" in chal:
+        parts.append('opaque="%s"' % chal["opaque"])
+    return "Digest " + ", ".join(parts)
+
+
+def pick(chals, algorithm):
+    for c in chals:
+        if c.get("algorithm", "MD5").upper() == algorithm.upper():
+            return c
+    return None
+
+
+def register(client, user, password, realm, algorithm="MD5", expires=300, contact=None):
+    """REGISTER user@realm; answers the challenge of ``algorithm``.
+    Returns (first_response, final_response)."""
+    ruri = "sip:%s:%d" % client.server
+    aor = "sip:%s@%s" % (user, realm)
+    contact = contact or "<sip:%s@%s;transport=%s>" % (user, client.via, client.transport)
+    call_id = uuid.uuid4().hex
+    tag = new_tag()
+    r1 = client.request("REGISTER", ruri, aor, aor, call_id=call_id, cseq=1, from_tag=tag,
+                        contact=contact, expires=expires)
+    client.send(r1.data)
+    first = client.final(3.0, "REGISTER")
+    if first is None or first.status not in (401, 407):
+        return first, first
+    chal = pick(challenges(first), algorithm)
+    if chal is None:
+        return first, None
+    hdr = "Authorization" if first.status == 401 else "Proxy-Authorization"
+    auth = digest_authorization(chal, "REGISTER", ruri, user, password)
+    r2 = client.request("REGISTER", ruri, aor, aor, call_id=call_id, cseq=2, from_tag=tag,
+                        contact=contact, expires=expires, headers=["%s: %s" % (hdr, auth)])
+    client.send(r2.data)
+    return first, client.final(3.0, "REGISTER")
+
+
+def invite(client, user, password, realm, target_ruri, body, content_type="application/sdp",
+           algorithm="MD5", timeout=5.0):
+    """INVITE with digest answer to a 401/407. Returns the list of final
+    responses received (first attempt, then authenticated attempt). ACKs
+    every non-2xx final response; a 2xx is ACKed and BYEd."""
+    aor = "sip:%s@%s" % (user, realm)
+    call_id = uuid.uuid4().hex
+    tag = new_tag()
+    contact = "<sip:%s@%s;transport=%s>" % (user, client.via, client.transport)
+    finals = []
+    headers = []
+    for cseq in (1, 2):
+        req = client.request("INVITE", target_ruri, aor, target_ruri, call_id=call_id, cseq=cseq,
+                             from_tag=tag, contact=contact, body=body, content_type=content_type,
+                             headers=headers)
+        client.send(req.data)
+        resp = client.final(timeout, "INVITE")
+        if resp is None:
+            break
+        finals.append(resp)
+        if resp.status >= 300:
+            client.send(client.ack_for(req, resp))
+        else:
+            _ack_bye(client, req, resp)
+            break
+        if resp.status not in (401, 407) or headers:
+            break
+        chal = pick(challenges(resp), algorithm) or (challenges(resp) or [None])[0]
+        if chal is None:
+            break
+        hdr = "Authorization" if resp.status == 401 else "Proxy-Authorization"
+        headers = ["%s: %s" % (hdr, digest_authorization(chal, "INVITE", target_ruri, user, password))]
+    return finals
+
+
+def _ack_bye(client, req, resp):
+    to = resp.get("to")
+    contact = re.search(r"<([^>]+)>", resp.get("contact") or "<%s>" % req.ruri).group(1)
+    for method, cseq in (("ACK", req.cseq), ("BYE", req.cseq + 1)):
+        L = [
+            "%s %s SIP/2.0" % (method, contact),
+            "Via: SIP/2.0/%s %s;branch=%s;rport" % (client.T, client.via, new_branch()),
+            "Max-Forwards: 70",
+            "From: <%s>;tag=%s" % (req.from_uri, req.from_tag),
+            "To: %s" % to,
+            "Call-ID: %s" % req.call_id,
+            "CSeq: %d %s" % (cseq, method),
+            "Content-Length: 0",
+        ]
+        client.send(("\r\n".join(L) + "\r\n\r\n").encode())
+    client.final(2.0, "BYE")
+
+
+# ---------------------------------------------------------- torture files
+TORTURE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torture")
+
+
+class Torture:
+    """A torture message file: '# key: value' header lines, then the message
+    in RFC 4475 notation (<allOneLine>, <hex>, <repeat count=N>), LF line
+    ends turned into CRLF, ${VIA} ${TRANSPORT} ${SERVER} ${CL} substituted."""
+
+    def __init__(self, path):
+        self.path = path
+        self.name = os.path.basename(path)[:-4]
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        meta = {}
+        lines = text.split("\n")
+        i = 0
+        while i < len(lines) and lines[i].startswith("#"):
+            k, _, v = lines[i][1:].partition(":")
+            meta[k.strip().lower()] = v.strip()
+            i += 1
+        self.meta = meta
+        self.template = "\n".join(lines[i:])
+        self.expect = [e.strip() for e in meta.get("expect", "final").split(",")]
+        self.expect_tcp = [e.strip() for e in meta.get("expect_tcp", meta.get("expect", "final")).split(",")]
+        self.transports = [t.strip() for t in meta.get("transports", "udp,tcp").split(",")]
+        self.check_length = meta.get("length", "") == "exact"
+
+    def render(self, transport, via, server):
+        t = self.template
+        t = re.sub(r"<allOneLine>\n?(.*?)\n?</allOneLine>",
+                   lambda m: m.group(1).replace("\n", ""), t, flags=re.S)
+        t = re.sub(r"<repeat count=(\d+)>(.*?)</repeat>",
+                   lambda m: m.group(2) * int(m.group(1)), t, flags=re.S)
+        t = t.replace("${VIA}", via).replace("${TRANSPORT}", transport.upper())
+        t = t.replace("${SERVER}", server)
+        data = t.replace("\n", "\r\n").encode("utf-8")
+        data = re.sub(rb"<hex>([0-9A-Fa-f]*)</hex>", lambda m: bytes.fromhex(m.group(1).decode()), data)
+        if b"${CL}" in data:
+            body = data.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in data else b""
+            data = data.replace(b"${CL}", str(len(body)).encode())
+        return data
+
+    def matches(self, transport, status):
+        """status: a final status code, or None when nothing came back."""
+        exp = self.expect_tcp if transport == "tcp" else self.expect
+        for e in exp:
+            if e == "none" and status is None:
+                return True
+            if status is None:
+                continue
+            if e == "final" and status >= 200:
+                return True
+            if e.endswith("xx") and str(status)[0] == e[0]:
+                return True
+            if e.isdigit() and int(e) == status:
+                return True
+        return False
+
+
+def torture_messages():
+    return sorted(
+        Torture(os.path.join(TORTURE_DIR, f))
+        for f in os.listdir(TORTURE_DIR)
+        if f.endswith(".txt")
+    ) if os.path.isdir(TORTURE_DIR) else []
+
+
+Torture.__lt__ = lambda a, b: a.name < b.name
