@@ -6,6 +6,7 @@ mod auth;
 mod call;
 pub mod control;
 pub mod events;
+pub mod fetch;
 pub mod metrics;
 mod registrar;
 pub mod routing;

@@ -11,8 +11,10 @@ pub fn check_request(req: &Request) -> Option<(StatusCode, &'static str)> {
         return Some((StatusCode::VersionNotSupported, "SIP Version Not Supported"));
     }
     let uri = req.uri.to_string().to_ascii_lowercase();
-    let scheme_ok = matches!(req.uri.scheme, Some(Scheme::Sip) | Some(Scheme::Sips) | None)
-        && (uri.starts_with("sip:") || uri.starts_with("sips:"))
+    let scheme_ok = matches!(
+        req.uri.scheme,
+        Some(Scheme::Sip) | Some(Scheme::Sips) | None
+    ) && (uri.starts_with("sip:") || uri.starts_with("sips:"))
         || uri.starts_with("tel:");
     if !scheme_ok && req.method != Method::Ack {
         return Some((StatusCode::UnsupportedUriScheme, "Unsupported URI Scheme"));
@@ -21,13 +23,19 @@ pub fn check_request(req: &Request) -> Option<(StatusCode, &'static str)> {
     let cseq_method_ok = cseq.first().is_some_and(|v| {
         let mut parts = v.split_whitespace();
         let number_ok = parts.next().is_some_and(|n| n.parse::<u32>().is_ok());
-        number_ok && parts.next().is_some_and(|m| m.eq_ignore_ascii_case(&req.method.to_string()))
+        number_ok
+            && parts
+                .next()
+                .is_some_and(|m| m.eq_ignore_ascii_case(&req.method.to_string()))
     });
     if !cseq_method_ok {
         return Some((StatusCode::BadRequest, "Bad CSeq"));
     }
     for name in ["From", "To", "Via", "Contact"] {
-        if header_values(req, name).iter().any(|v| has_empty_parameter(v)) {
+        if header_values(req, name)
+            .iter()
+            .any(|v| has_empty_parameter(v))
+        {
             return Some((StatusCode::BadRequest, "Empty Header Parameter"));
         }
     }
@@ -83,7 +91,9 @@ mod tests {
         assert!(has_empty_parameter("<sip:a@b>;tag=1;"));
         assert!(!has_empty_parameter("<sip:a@b;lr;;x>;tag=1"));
         assert!(!has_empty_parameter("\"a;;b\" <sip:a@b>;tag=1"));
-        assert!(!has_empty_parameter("SIP/2.0/UDP h;branch=z9hG4bK1, SIP/2.0/UDP g;branch=z9hG4bK2"));
+        assert!(!has_empty_parameter(
+            "SIP/2.0/UDP h;branch=z9hG4bK1, SIP/2.0/UDP g;branch=z9hG4bK2"
+        ));
         assert!(!has_empty_parameter("<sip:a@b>, <sip:c@d>;expires=3"));
     }
 
@@ -97,18 +107,34 @@ mod tests {
     fn good_request_passes_and_bad_ones_get_their_status() {
         assert_eq!(check_request(&request(GOOD)), None);
         let mismatch = GOOD.replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE");
-        assert_eq!(check_request(&request(&mismatch)).map(|r| r.0), Some(StatusCode::BadRequest));
+        assert_eq!(
+            check_request(&request(&mismatch)).map(|r| r.0),
+            Some(StatusCode::BadRequest)
+        );
         let seps = GOOD.replace("From: <sip:a@h>;tag=1", "From: <sip:a@h>;;tag=1");
-        assert_eq!(check_request(&request(&seps)).map(|r| r.0), Some(StatusCode::BadRequest));
+        assert_eq!(
+            check_request(&request(&seps)).map(|r| r.0),
+            Some(StatusCode::BadRequest)
+        );
     }
 
     #[test]
     fn version_and_scheme() {
-        if let Ok(r) = Request::try_from(GOOD.replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia").as_str()) {
-            assert_eq!(check_request(&r).map(|r| r.0), Some(StatusCode::VersionNotSupported));
+        if let Ok(r) = Request::try_from(GOOD.replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia").as_str())
+        {
+            assert_eq!(
+                check_request(&r).map(|r| r.0),
+                Some(StatusCode::VersionNotSupported)
+            );
         }
-        if let Ok(r) = Request::try_from(GOOD.replace("sip:u@h SIP", "nobodyKnowsThisScheme:opaque SIP").as_str()) {
-            assert_eq!(check_request(&r).map(|r| r.0), Some(StatusCode::UnsupportedUriScheme));
+        if let Ok(r) = Request::try_from(
+            GOOD.replace("sip:u@h SIP", "nobodyKnowsThisScheme:opaque SIP")
+                .as_str(),
+        ) {
+            assert_eq!(
+                check_request(&r).map(|r| r.0),
+                Some(StatusCode::UnsupportedUriScheme)
+            );
         }
     }
 }
