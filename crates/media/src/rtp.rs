@@ -128,6 +128,8 @@ struct Source {
 #[derive(Debug, Clone)]
 pub struct StreamRewriter {
     ssrc: u32,
+    /// Something was sent already: the next source continues `last_out_*`.
+    started: bool,
     current: Option<Source>,
     last_out_seq: u16,
     last_out_ts: u32,
@@ -139,11 +141,27 @@ impl StreamRewriter {
     pub fn new(ssrc: u32) -> StreamRewriter {
         StreamRewriter {
             ssrc,
+            started: false,
             current: None,
             last_out_seq: 0,
             last_out_ts: 0,
             ts_step: 160,
         }
+    }
+
+    /// A rewriter that continues a stream that so far went out untouched, as recorded by
+    /// `tracker`: same SSRC, the next packet gets the next sequence number, a timestamp one
+    /// packet interval on, and the marker bit. `None` if the tracker has seen no packet.
+    pub fn continuing(tracker: &StreamTracker) -> Option<StreamRewriter> {
+        let last = tracker.last?;
+        Some(StreamRewriter {
+            ssrc: last.ssrc,
+            started: true,
+            current: None,
+            last_out_seq: last.seq,
+            last_out_ts: last.ts,
+            ts_step: tracker.ts_step,
+        })
     }
 
     pub fn with_random_ssrc() -> StreamRewriter {
@@ -160,21 +178,23 @@ impl StreamRewriter {
         let Some(h) = parse_header(buf) else {
             return false;
         };
-        let first_ever = self.current.is_none();
+        let first_ever = !self.started;
+        self.started = true;
         let switch = match &self.current {
             Some(s) => s.id != source_id || s.in_ssrc != h.ssrc,
             None => true,
         };
         if switch {
-            let (seq_offset, ts_offset) = match self.current {
+            let (seq_offset, ts_offset) = if first_ever {
                 // First packet ever: keep the source's numbering.
-                None => (0, 0),
-                Some(_) => (
+                (0, 0)
+            } else {
+                (
                     self.last_out_seq.wrapping_add(1).wrapping_sub(h.sequence),
                     self.last_out_ts
                         .wrapping_add(self.ts_step)
                         .wrapping_sub(h.timestamp),
-                ),
+                )
             };
             self.current = Some(Source {
                 id: source_id,
@@ -214,6 +234,63 @@ impl StreamRewriter {
             buf[1] |= 0x80;
         }
         true
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Last {
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+}
+
+/// Remembers the newest SSRC/sequence/timestamp of a stream that the relay forwards untouched,
+/// so that a [`StreamRewriter::continuing`] can take it over later (a player starts) without the
+/// receiver seeing a new SSRC or a numbering jump. A few loads and compares per packet.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamTracker {
+    last: Option<Last>,
+    ts_step: u32,
+}
+
+impl Default for StreamTracker {
+    fn default() -> Self {
+        StreamTracker {
+            last: None,
+            ts_step: 160,
+        }
+    }
+}
+
+impl StreamTracker {
+    /// Records an outgoing RTP packet; buffers shorter than an RTP header are ignored.
+    #[inline]
+    pub fn note(&mut self, buf: &[u8]) {
+        let Some(h) = buf.get(..RTP_HEADER_LEN) else {
+            return;
+        };
+        let seq = u16::from_be_bytes([h[2], h[3]]);
+        let ts = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+        let ssrc = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+        match self.last {
+            Some(l) if l.ssrc == ssrc => {
+                if seq == l.seq.wrapping_add(1) {
+                    let step = ts.wrapping_sub(l.ts);
+                    if step > 0 && step <= 48_000 {
+                        self.ts_step = step;
+                    }
+                }
+                if seq_newer(seq, l.seq) {
+                    self.last = Some(Last { ssrc, seq, ts });
+                }
+            }
+            _ => self.last = Some(Last { ssrc, seq, ts }),
+        }
+    }
+
+    /// SSRC, sequence number and timestamp of the newest packet seen.
+    pub fn last(&self) -> Option<(u32, u16, u32)> {
+        self.last.map(|l| (l.ssrc, l.seq, l.ts))
     }
 }
 
@@ -367,6 +444,49 @@ mod tests {
         let h = parse_header(&b).unwrap();
         assert_eq!(h.sequence, 2);
         assert_eq!(h.timestamp, 480);
+    }
+
+    #[test]
+    fn tracker_and_continuing_rewriter() {
+        let mut t = StreamTracker::default();
+        assert!(StreamRewriter::continuing(&t).is_none());
+        t.note(&[0x80; 5]); // too short: ignored
+        assert_eq!(t.last(), None);
+        for i in 0..4u16 {
+            t.note(&pkt(0, 1000 + i, 50_000 + 240 * i as u32, 0xB0B));
+        }
+        // A reordered older packet does not move the tracker back.
+        t.note(&pkt(0, 1001, 50_240, 0xB0B));
+        assert_eq!(t.last(), Some((0xB0B, 1003, 50_720)));
+        let mut rw = StreamRewriter::continuing(&t).unwrap();
+        assert_eq!(
+            rw.ssrc(),
+            0xB0B,
+            "keeps the SSRC the receiver already knows"
+        );
+        // A player's packet with its own numbering continues the stream, with the marker.
+        let mut b = pkt(0, 7, 99, 42);
+        assert!(rw.rewrite(&mut b, u32::MAX));
+        let h = parse_header(&b).unwrap();
+        assert_eq!(
+            (h.ssrc, h.sequence, h.timestamp, h.marker),
+            (0xB0B, 1004, 50_960, true)
+        );
+        let mut b = pkt(0, 8, 259, 42);
+        rw.rewrite(&mut b, u32::MAX);
+        let h = parse_header(&b).unwrap();
+        assert_eq!((h.sequence, h.timestamp, h.marker), (1005, 51_120, false));
+        // Back to the relayed source (its own numbering moved on meanwhile).
+        let mut b = pkt(0, 1100, 80_000, 0xB0B);
+        rw.rewrite(&mut b, 0);
+        let h = parse_header(&b).unwrap();
+        assert_eq!(
+            (h.ssrc, h.sequence, h.timestamp, h.marker),
+            (0xB0B, 1006, 51_280, true)
+        );
+        // A new SSRC resets the tracker.
+        t.note(&pkt(0, 5, 5, 0xC0C));
+        assert_eq!(t.last(), Some((0xC0C, 5, 5)));
     }
 
     #[test]
