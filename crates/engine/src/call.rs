@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use hookflash_media::audio::Pcm8k;
 use hookflash_media::g711::Law;
-use hookflash_media::relay::{Bridge, BridgeHandle, BridgeOptions, Leg, PlayOptions};
+use hookflash_media::relay::{Bridge, BridgeHandle, BridgeOptions, Leg, PlayOptions, PlaybackEnd};
 use hookflash_media::sdp::{self, Codec, Direction, OriginState, SessionDescription};
 use hookflash_sip::stack::dialog::authenticate::Credential;
 use hookflash_sip::stack::dialog::dialog::{
@@ -52,6 +53,18 @@ pub enum CallCommand {
         on: bool,
         reply: Reply<CallInfo>,
     },
+    Play {
+        target: Target,
+        pcm: Pcm8k,
+        whisper: bool,
+        reply: Reply<()>,
+    },
+    /// Internal: a playback the actor started has ended.
+    PlaybackEnded {
+        side: u8,
+        whisper: bool,
+        end: Option<PlaybackEnd>,
+    },
 }
 
 /// Where one fork of the B leg is sent.
@@ -89,6 +102,12 @@ impl Side {
         match self {
             Side::A => Leg::A,
             Side::B => Leg::B,
+        }
+    }
+    fn index(self) -> usize {
+        match self {
+            Side::A => 0,
+            Side::B => 1,
         }
     }
     fn other(self) -> Side {
@@ -312,6 +331,7 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
     let caller_name = display_name(&from_value)
         .or_else(|| caller_user.as_ref().and_then(|u| u.display_name.clone()));
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let self_tx = cmd_tx.clone();
     let a_leg = LegInfo {
         id: uuid::Uuid::now_v7().to_string(),
         role: "caller".into(),
@@ -401,6 +421,8 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         callee_label,
         a_leg,
         b_leg,
+        whispering: [false; 2],
+        self_tx,
     };
     let pending = actor.send_forks(&targets, state_tx);
     actor.run(state_rx, cmd_rx, pending).await;
@@ -567,6 +589,10 @@ struct CallActor {
     callee_label: String,
     a_leg: LegInfo,
     b_leg: LegInfo,
+    /// Per side (A, B): a whisper is playing to it, so its own audio is kept from the other.
+    whispering: [bool; 2],
+    /// For completions the actor schedules to itself (playback ended).
+    self_tx: mpsc::Sender<CallCommand>,
 }
 
 impl CallActor {
@@ -1174,7 +1200,10 @@ impl CallActor {
     /// Audio from a leg reaches the other only if it is not muted and neither side is held.
     fn apply_forwarding(&self) {
         for side in [Side::A, Side::B] {
-            let on = !self.leg(side).muted && !self.leg(side).held && !self.leg(side.other()).held;
+            let on = !self.leg(side).muted
+                && !self.leg(side).held
+                && !self.leg(side.other()).held
+                && !self.whispering[side.index()];
             self.bridge.set_forwarding(side.leg(), on);
         }
     }
@@ -1198,6 +1227,32 @@ impl CallActor {
                 let result = self.hold(target, on).await;
                 let _ = reply.send(result);
             }
+            CallCommand::Play {
+                target,
+                pcm,
+                whisper,
+                reply,
+            } => {
+                let result = self.play(target, pcm, whisper);
+                let _ = reply.send(result);
+            }
+            CallCommand::PlaybackEnded { side, whisper, end } => {
+                let side = if side == 0 { Side::A } else { Side::B };
+                if whisper && self.whispering[side.index()] {
+                    self.whispering[side.index()] = false;
+                    self.apply_forwarding();
+                    info!(leg = ?side, "whisper ended; parties reconnected");
+                }
+                // A held party goes back to music once its announcement is over.
+                if end == Some(PlaybackEnd::Finished)
+                    && self.leg(side).held
+                    && self.phase == Phase::Connected
+                {
+                    let moh = self.engine.inner.music_on_hold.clone();
+                    self.bridge
+                        .play(side.leg(), moh, PlayOptions { looped: true });
+                }
+            }
             CallCommand::Mute { leg_id, on, reply } => {
                 let result = match self.side_of_leg(&leg_id) {
                     None => Err(CommandError::NotFound),
@@ -1219,6 +1274,43 @@ impl CallActor {
                 let _ = reply.send(result);
             }
         }
+    }
+
+    /// Starts a one-shot playback to the target leg(s) and arranges to hear when it ends.
+    fn play(&mut self, target: Target, pcm: Pcm8k, whisper: bool) -> Result<(), CommandError> {
+        if self.phase != Phase::Connected {
+            return Err(CommandError::WrongState {
+                state: self.state_name().to_string(),
+            });
+        }
+        let sides = match &target {
+            Target::Call => vec![Side::A, Side::B],
+            Target::Leg(id) => vec![self.side_of_leg(id).ok_or(CommandError::NotFound)?],
+        };
+        for side in sides {
+            let id = self
+                .bridge
+                .play(side.leg(), pcm.clone(), PlayOptions { looped: false });
+            if whisper {
+                self.whispering[side.index()] = true;
+            }
+            let done = self.bridge.playback_done(id);
+            let tx = self.self_tx.clone();
+            let side_index = side.index() as u8;
+            tokio::spawn(async move {
+                let end = done.await;
+                let _ = tx
+                    .send(CallCommand::PlaybackEnded {
+                        side: side_index,
+                        whisper,
+                        end,
+                    })
+                    .await;
+            });
+            info!(leg = ?side, whisper, seconds = pcm.duration().as_secs_f32(), "playing audio");
+        }
+        self.apply_forwarding();
+        Ok(())
     }
 
     /// Server-side hold: re-INVITE the held leg(s) with `a=sendonly` (retrieve: `a=sendrecv`).

@@ -94,6 +94,18 @@ pub enum CommandError {
     Failed { status: u16, reason: String },
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The audio the command names cannot be used (unreachable URL, not audio, too large).
+    #[error("audio unusable: {0}")]
+    Media(String),
+}
+
+/// Audio for announcements, whisper and prompts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioSource {
+    /// A WAV file at an http(s) URL (any rate, channels, 8/16/24/32-bit).
+    Url(String),
+    /// Text spoken by the built-in text-to-speech.
+    Tts { text: String, voice: Option<String> },
 }
 
 /// Which legs a hold applies to.
@@ -191,6 +203,65 @@ impl Engine {
         self.send_command(account_id, call_id, |reply| CallCommand::Hold {
             target,
             on,
+            reply,
+        })
+        .await
+    }
+
+    async fn resolve_audio(
+        &self,
+        source: &AudioSource,
+    ) -> Result<hookflash_media::audio::Pcm8k, CommandError> {
+        match source {
+            AudioSource::Url(url) => self
+                .inner
+                .fetcher
+                .get(url)
+                .await
+                .map_err(|e| CommandError::Media(e.to_string())),
+            AudioSource::Tts { .. } => Err(CommandError::Media(
+                "text-to-speech is not available in this build".into(),
+            )),
+        }
+    }
+
+    /// Plays audio to every party of the call (`Target::Call`) or to one leg; while it plays,
+    /// that party hears it instead of the other party. Returns once playback has started. A
+    /// URL that cannot be fetched or is not audio is an error and the call is untouched.
+    pub async fn announce(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        target: Target,
+        source: AudioSource,
+    ) -> Result<(), CommandError> {
+        self.call(account_id, call_id)?;
+        let pcm = self.resolve_audio(&source).await?;
+        self.send_command(account_id, call_id, |reply| CallCommand::Play {
+            target,
+            pcm,
+            whisper: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Plays a prompt to one leg only; meanwhile the other party hears silence from it, and
+    /// both are reconnected when the prompt ends.
+    pub async fn whisper(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        leg_id: &str,
+        source: AudioSource,
+    ) -> Result<(), CommandError> {
+        self.call(account_id, call_id)?;
+        let pcm = self.resolve_audio(&source).await?;
+        let target = Target::Leg(leg_id.to_string());
+        self.send_command(account_id, call_id, |reply| CallCommand::Play {
+            target,
+            pcm,
+            whisper: true,
             reply,
         })
         .await

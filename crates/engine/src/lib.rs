@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 pub use call::CallCommand;
-pub use control::{CallInfo, CommandError, LegInfo, LegState, Target};
+pub use control::{AudioSource, CallInfo, CommandError, LegInfo, LegState, Target};
 pub use events::{Event, EventBus, EventKind, Subscription};
 pub use metrics::Metrics;
 
@@ -71,6 +71,7 @@ pub(crate) struct EngineInner {
     pub events: EventBus,
     /// What a party held by the server hears.
     pub music_on_hold: hookflash_media::audio::Pcm8k,
+    pub fetcher: fetch::AudioFetcher,
     pub shutdown: CancellationToken,
     /// The SIP port we listen on (UDP, else TCP), for Contact headers.
     pub sip_port: u16,
@@ -137,6 +138,7 @@ impl Engine {
                 calls: Mutex::new(HashMap::new()),
                 events: EventBus::new(1000),
                 music_on_hold: hookflash_media::audio::default_music_on_hold(),
+                fetcher: fetch::AudioFetcher::new(),
                 shutdown: CancellationToken::new(),
                 sip_port,
             }),
