@@ -156,7 +156,8 @@ class Metrics(dict):
 
 class Server:
     def __init__(self, binary, workdir, artifacts, digest_algorithms=("SHA-256", "MD5"),
-                 ring_timeout_secs=30, rtp_inactivity_secs=30, env=None, extra_sip=None):
+                 ring_timeout_secs=30, rtp_inactivity_secs=30, env=None, extra_sip=None,
+                 registrar=None, trunk_credentials=None):
         self.binary = binary
         self.workdir = workdir
         self.artifacts = artifacts
@@ -171,6 +172,11 @@ class Server:
         self.ring_timeout_secs = ring_timeout_secs
         self.rtp_inactivity_secs = rtp_inactivity_secs
         self.extra_sip = extra_sip or {}
+        # [registrar] keys (min_expires, max_expires, default_expires) overriding 60/3600/3600
+        self.registrar = dict(min_expires=60, max_expires=3600, default_expires=3600)
+        self.registrar.update(registrar or {})
+        # (username, password) for the "carrier" trunk's outbound digest auth; None: no credentials
+        self.trunk_credentials = trunk_credentials
         self.env_extra = env or {}
         self.accounts = ACCOUNTS
         self.users = {}
@@ -211,9 +217,8 @@ class Server:
             L.append("%s = %s" % (k, toml_value(v)))
         L.append("")
         L.append("[registrar]")
-        L.append("min_expires = 60")
-        L.append("max_expires = 3600")
-        L.append("default_expires = 3600")
+        for k in ("min_expires", "max_expires", "default_expires"):
+            L.append("%s = %d" % (k, self.registrar[k]))
         L.append("")
         L.append("[http]")
         L.append('listen = "127.0.0.1:%d"' % self.http_port)
@@ -248,6 +253,9 @@ class Server:
                 L.append('  host = "127.0.0.1"')
                 L.append("  port = %d" % self.trunk_port)
                 L.append('  transport = "udp"')
+                if self.trunk_credentials:
+                    L.append("  username = %s" % toml_str(self.trunk_credentials[0]))
+                    L.append("  password = %s" % toml_str(self.trunk_credentials[1]))
         with open(self.config_path, "w") as f:
             f.write("\n".join(L) + "\n")
 

@@ -846,10 +846,19 @@ impl CallActor {
             }
             None => None,
         };
-        let status = response
-            .as_ref()
-            .map(|r| r.status_code.code())
-            .unwrap_or(408);
+        let status = match response.as_ref().map(|r| r.status_code.code()) {
+            // A challenge we could not answer (no or wrong trunk credentials) is ours to deal
+            // with: the caller cannot answer it, and a 401 without our challenge is malformed.
+            Some(401) | Some(407) => {
+                warn!(
+                    fork = index,
+                    "callee side demands credentials we do not have"
+                );
+                503
+            }
+            Some(code) => code,
+            None => 408,
+        };
         fork.status = Some(status);
         if (200..300).contains(&status) {
             if self.winner.is_some() || self.phase != Phase::Ringing {
