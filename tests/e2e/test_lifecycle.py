@@ -389,3 +389,18 @@ def test_trunk_answers_carrier_digest_challenge(server_factory, phones, artifact
     assert res.rc == sipp.OK and res.successful == 1 and res.failed == 0, res.summary()
     assert end["state"] == "CONFIRMED", "caller's outbound call: %s" % end
     server.wait_metric("hookflash_active_calls", 0)
+
+
+def test_unanswerable_trunk_challenge_becomes_503_for_the_caller(server_factory, phones, artifacts):
+    """A trunk that demands credentials we were not given: the caller must get a clean 503,
+    not the carrier's 401 (which would carry no challenge of ours)."""
+    server = server_factory()  # trunk configured without credentials
+    carrier = sipp.Sipp(artifacts, "carrier", "uas_trunk_auth.xml", local_port=server.trunk_port,
+                        calls=1, timeout_s=15,
+                        subst=dict(USER=TRUNK_USER, PASSWORD=TRUNK_PASSWORD, REALM=TRUNK_REALM))
+    sipp.wait_listening(carrier)
+    A = registered(phones, server, "A", "201")
+    c = A.call(server.uri(DIALLED))
+    assert A.end_status(call=c) == 503
+    carrier.stop()
+    server.wait_metric("hookflash_active_calls", 0)
