@@ -101,8 +101,28 @@ run_e2e() {
   return "$rc"
 }
 
+# --- Node SDKs of the dialect tests (tests/node: package.json + package-lock.json, pinned).
+# Added for issue 3 (sipgateio); `npm ci` installs exactly the lock file.
+setup_node_sdks() {
+  if ! command -v npm >/dev/null 2>&1; then
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm || return 1
+  fi
+  local stamp="$ROOT/tests/node/node_modules/.lock.sha256"
+  local want
+  want=$(sha256sum "$ROOT/tests/node/package-lock.json" | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "node SDKs up to date"
+    return 0
+  fi
+  (cd "$ROOT/tests/node" && npm ci --no-audit --no-fund --loglevel=error) &&
+    echo "$want" >"$stamp"
+}
+# --- end of the Node SDK block
+
 stage "system packages" install_system_packages || finish
 stage "python venv" setup_venv || finish
+stage "node SDKs" setup_node_sdks || finish
 
 BUILD_OK=1
 if [ "${SKIP_CARGO:-0}" != "1" ]; then

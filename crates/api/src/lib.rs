@@ -1,7 +1,15 @@
-//! HTTP surface. For now: liveness, readiness and Prometheus metrics; the native API and the
-//! vendor dialects mount here as they land (one module per dialect).
+//! HTTP surface: liveness, readiness and Prometheus metrics; the native API under `/api/v1`
+//! (OpenAPI at `/api/v1/openapi.json`, generated from the routes); one module per vendor
+//! dialect (sipgate: `/v2/...` and `/login/...`), and the sipgate push webhooks fed from the
+//! engine's event bus. Dialects only translate: every command goes to the engine's shared
+//! command set.
+
+mod body;
+pub mod native;
+pub mod sipgate;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Once};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -24,17 +32,34 @@ pub enum ApiError {
     Serve(std::io::Error),
 }
 
+/// What every handler gets.
 #[derive(Clone)]
-struct AppState {
-    engine: Engine,
+pub struct AppState {
+    pub engine: Engine,
+    /// The key that signs sipgate access tokens (loaded from the store on first use).
+    pub(crate) sipgate_keys: Arc<sipgate::jwt::KeyCell>,
 }
 
+impl AppState {
+    pub fn new(engine: Engine) -> Self {
+        AppState {
+            engine,
+            sipgate_keys: Arc::new(sipgate::jwt::KeyCell::default()),
+        }
+    }
+}
+
+/// The whole HTTP application.
 pub fn router(engine: Engine) -> Router {
+    let state = AppState::new(engine);
+    let (native, _) = native::router().split_for_parts();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(AppState { engine })
+        .merge(native)
+        .merge(sipgate::router())
+        .with_state(state)
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -62,7 +87,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Binds the listener (so a port in use is a start-up error) and returns the serving future.
+/// Installs rustls' ring crypto provider for the process (once). Without it rustls cannot
+/// choose between providers when both end up in the dependency tree.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err means a provider is installed already: fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Binds the listener (so a port in use is a start-up error), starts the sipgate webhook
+/// dispatcher, and returns the serving future.
 pub async fn bind(
     addr: SocketAddr,
     engine: Engine,
@@ -74,12 +110,14 @@ pub async fn bind(
     ),
     ApiError,
 > {
+    install_crypto_provider();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ApiError::Bind { addr, source })?;
     let local = listener
         .local_addr()
         .map_err(|source| ApiError::Bind { addr, source })?;
+    sipgate::webhooks::spawn(engine.clone(), stop.clone());
     let app = router(engine);
     let fut = async move {
         axum::serve(listener, app)

@@ -59,6 +59,11 @@ pub enum AdminCommand {
         #[command(subcommand)]
         cmd: ApikeyCmd,
     },
+    /// Manage personal access tokens (sipgate API: Basic `tokenId:token`) of users.
+    Pat {
+        #[command(subcommand)]
+        cmd: PatCmd,
+    },
     /// Show call records.
     Calls {
         #[command(subcommand)]
@@ -103,6 +108,43 @@ pub enum UserCmd {
         extension: String,
         #[arg(long)]
         password: Option<String>,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// Set (URL) or clear (--clear) the user's sipgate push webhook (newCall/answer/hangup).
+    Webhook {
+        extension: String,
+        /// http:// or https:// URL that receives the form-encoded events.
+        #[arg(required_unless_present = "clear", conflicts_with = "clear")]
+        url: Option<String>,
+        #[arg(long)]
+        clear: bool,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PatCmd {
+    /// Create a token for a user; the token is printed once and stored only as a hash.
+    Create {
+        /// Extension of the user the token acts as.
+        #[arg(long, value_name = "EXT")]
+        user: String,
+        #[arg(long, default_value = "cli")]
+        name: String,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// List tokens (id, user, name).
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        account: AccountArg,
+    },
+    /// Revoke a token by id (token-XXXXXX).
+    Revoke {
+        id: String,
         #[command(flatten)]
         account: AccountArg,
     },
@@ -239,6 +281,7 @@ pub async fn execute(
         AdminCommand::Trunk { cmd } => trunk(cmd, store, out).await,
         AdminCommand::Number { cmd } => number(cmd, store, out).await,
         AdminCommand::Apikey { cmd } => apikey(cmd, store, out).await,
+        AdminCommand::Pat { cmd } => pat(cmd, store, out).await,
         AdminCommand::Calls { cmd } => calls(cmd, store, out).await,
         AdminCommand::Account { cmd } => account(cmd, store, out).await,
     }
@@ -333,6 +376,86 @@ async fn user(cmd: UserCmd, store: &Store, out: &mut dyn Write) -> Result<(), Cl
                 writeln!(out, "password: {password}")?;
                 writeln!(out, "(shown once; only its digest hash is stored)")?;
             }
+        }
+        UserCmd::Webhook {
+            extension,
+            url,
+            clear,
+            account,
+        } => {
+            let acc = resolve_account(store, &account).await?;
+            let url = if clear { None } else { url };
+            if !store
+                .set_user_webhook(&acc.id, &extension, url.as_deref())
+                .await?
+            {
+                return Err(CliError::NotFound(format!(
+                    "user {extension} does not exist in account {}",
+                    acc.name
+                )));
+            }
+            match url {
+                Some(url) => writeln!(out, "webhook of user {extension}: {url}")?,
+                None => writeln!(out, "webhook of user {extension} cleared")?,
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn pat(cmd: PatCmd, store: &Store, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        PatCmd::Create {
+            user,
+            name,
+            account,
+        } => {
+            let acc = resolve_account(store, &account).await?;
+            let (pat, token) = store.create_pat(&acc.id, &user, &name).await?;
+            writeln!(
+                out,
+                "created personal access token {} ({}) for user {user} of account {}",
+                pat.id, pat.name, acc.name
+            )?;
+            writeln!(out, "token id: {}", pat.id)?;
+            writeln!(out, "token: {token}")?;
+            writeln!(out, "(shown once; only its hash is stored)")?;
+        }
+        PatCmd::List { account } => {
+            let acc = resolve_account(store, &account).await?;
+            let pats = store.pats(&acc.id).await?;
+            if pats.is_empty() {
+                writeln!(out, "no personal access tokens in account {}", acc.name)?;
+                return Ok(());
+            }
+            let exts: HashMap<String, String> = store
+                .users(&acc.id)
+                .await?
+                .into_iter()
+                .map(|u| (u.id, u.extension))
+                .collect();
+            let rows: Vec<Vec<String>> = pats
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.id.clone(),
+                        exts.get(&p.user_id).cloned().unwrap_or_else(|| "?".into()),
+                        p.name.clone(),
+                        format_unix_ms(p.created_at.saturating_mul(1000)),
+                    ]
+                })
+                .collect();
+            write_table(out, &["ID", "USER", "NAME", "CREATED (UTC)"], &rows)?;
+        }
+        PatCmd::Revoke { id, account } => {
+            let acc = resolve_account(store, &account).await?;
+            if !store.revoke_pat(&acc.id, &id).await? {
+                return Err(CliError::NotFound(format!(
+                    "token {id} does not exist in account {}",
+                    acc.name
+                )));
+            }
+            writeln!(out, "revoked personal access token {id}")?;
         }
     }
     Ok(())
@@ -1139,5 +1262,65 @@ mod tests {
             lines[3].starts_with("    callee") && lines[3].contains("unanswered"),
             "{out}"
         );
+    }
+
+    #[tokio::test]
+    async fn webhooks_and_personal_access_tokens() {
+        let store = Store::open_memory().await.unwrap();
+        let acc = store.create_account("acme", "acme.local").await.unwrap();
+        store.add_user(&acc.id, "201", "pw", None).await.unwrap();
+
+        let out = exec(&store, &["user", "webhook", "201", "http://127.0.0.1:9/h"])
+            .await
+            .unwrap();
+        assert!(out.contains("http://127.0.0.1:9/h"), "{out}");
+        let u = store
+            .user_by_extension(&acc.id, "201")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store.user_webhook(&u.id).await.unwrap().as_deref(),
+            Some("http://127.0.0.1:9/h")
+        );
+        assert!(
+            parse(&["user", "webhook", "201"]).is_err(),
+            "URL or --clear"
+        );
+        assert!(parse(&["user", "webhook", "201", "http://x", "--clear"]).is_err());
+        assert!(matches!(
+            exec(&store, &["user", "webhook", "201", "nope"]).await,
+            Err(CliError::Store(StoreError::Invalid(_)))
+        ));
+        exec(&store, &["user", "webhook", "201", "--clear"])
+            .await
+            .unwrap();
+        assert_eq!(store.user_webhook(&u.id).await.unwrap(), None);
+        assert!(matches!(
+            exec(&store, &["user", "webhook", "999", "--clear"]).await,
+            Err(CliError::NotFound(_))
+        ));
+
+        let out = exec(&store, &["pat", "create", "--user", "201"])
+            .await
+            .unwrap();
+        let field = |name: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::to_string)
+                .unwrap()
+        };
+        let (id, token) = (field("token id: "), field("token: "));
+        assert!(hookflash_store::is_pat_id(&id), "{out}");
+        let (_, user) = store.verify_pat(&id, &token).await.unwrap().unwrap();
+        assert_eq!(user.extension, "201");
+        let list = exec(&store, &["pat", "ls"]).await.unwrap();
+        assert!(list.contains(&id) && list.contains("201") && !list.contains(&token));
+        assert!(matches!(
+            exec(&store, &["pat", "create", "--user", "999"]).await,
+            Err(CliError::Store(StoreError::NotFound(_)))
+        ));
+        exec(&store, &["pat", "revoke", &id]).await.unwrap();
+        assert!(store.verify_pat(&id, &token).await.unwrap().is_none());
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::crypto::DigestAlgorithm;
 use crate::error::ConfigError;
-use crate::normalize::{check_extension, check_name, number_digits};
+use crate::normalize::{check_extension, check_name, check_webhook_url, number_digits};
 
 const REDACTED: &str = "<redacted>";
 
@@ -206,6 +206,10 @@ pub struct UserSpec {
     pub password: String,
     #[serde(default, deserialize_with = "de_opt_string")]
     pub display_name: Option<String>,
+    /// sipgate push API: `newCall` events of this user are POSTed here. Absent: left as it is
+    /// (the CLI may have set it).
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub webhook_url: Option<String>,
 }
 
 impl fmt::Debug for UserSpec {
@@ -214,6 +218,7 @@ impl fmt::Debug for UserSpec {
             .field("extension", &self.extension)
             .field("password", &REDACTED)
             .field("display_name", &self.display_name)
+            .field("webhook_url", &self.webhook_url)
             .finish()
     }
 }
@@ -677,6 +682,14 @@ impl Config {
                         a.name, u.extension
                     ));
                 }
+                if let Some(url) = &u.webhook_url {
+                    if let Err(e) = check_webhook_url(url) {
+                        return invalid(format!(
+                            "account {:?}: user {:?}: {e}",
+                            a.name, u.extension
+                        ));
+                    }
+                }
             }
             for n in &a.numbers {
                 let Some(digits) = number_digits(&n.number) else {
@@ -979,6 +992,9 @@ mod tests {
             check("[[accounts]]\nname = \"a\"\n").is_err(),
             "duplicate account"
         );
+        let user = "[[accounts.users]]\nextension = \"1\"\npassword = \"p\"\n";
+        assert!(check(&format!("{user}webhook_url = \"http://127.0.0.1:9/h\"\n")).is_ok());
+        assert!(check(&format!("{user}webhook_url = \"ftp://x\"\n")).is_err());
         assert!(
             check("[[accounts]]\nname = \"b\"\nrealm = \"a\"\n").is_err(),
             "duplicate realm"

@@ -67,6 +67,21 @@ pub fn random_base62(len: usize) -> String {
         .collect()
 }
 
+/// `bytes` random bytes (thread-local CSPRNG) as lowercase hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill(buf.as_mut_slice());
+    hex::encode(buf)
+}
+
+/// Constant-time equality of two byte strings (for comparing secrets and hashes).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// A fresh API key: `"hf_"` followed by 40 base62 characters.
 pub fn generate_api_key() -> String {
     format!("hf_{}", random_base62(40))

@@ -14,8 +14,10 @@ mod error;
 mod model;
 pub mod normalize;
 mod numbers;
+mod pats;
 mod provisioning;
 mod registrations;
+mod secrets;
 mod trunks;
 mod users;
 
@@ -23,9 +25,14 @@ pub use config::{
     AccountSpec, Config, HttpConfig, NumberSpec, RegistrarConfig, RtpConfig, SipConfig, TrunkSpec,
     UserSpec,
 };
-pub use crypto::{api_key_hash, generate_api_key, generate_password, ha1, DigestAlgorithm};
+pub use crypto::{
+    api_key_hash, constant_time_eq, generate_api_key, generate_password, ha1, random_hex,
+    DigestAlgorithm,
+};
 pub use db::{Store, DB_FILE_NAME};
 pub use error::{ConfigError, StoreError};
 pub use model::{
-    Account, ApiKey, CallRecord, DemoCredentials, LegRecord, Number, Registration, Trunk, User,
+    Account, ApiKey, CallRecord, DemoCredentials, LegRecord, Number, PersonalAccessToken,
+    Registration, Trunk, User,
 };
+pub use pats::is_pat_id;

@@ -92,6 +92,19 @@ pub struct ApiKey {
     pub created_at: i64,
 }
 
+/// A personal access token's metadata (sipgate-style `tokenId:token` Basic credentials of a
+/// user). The secret token itself is only stored as a SHA-256 hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PersonalAccessToken {
+    /// The public token id, `token-` followed by 6 alphanumerics.
+    pub id: String,
+    pub account_id: String,
+    pub user_id: String,
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
 /// One registered contact of a user. Survives restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Registration {

@@ -35,6 +35,27 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a webhook URL: `http://` or `https://` followed by a host, at most 2048 characters,
+/// no whitespace or control characters.
+pub fn check_webhook_url(url: &str) -> Result<(), String> {
+    if url.len() > 2048 {
+        return Err("webhook URL must be at most 2048 characters".into());
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("webhook URL must not contain whitespace".into());
+    }
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(()),
+        _ => Err(format!(
+            "webhook URL {url:?} must start with http:// or https:// and name a host"
+        )),
+    }
+}
+
 /// Normalises a phone number to the digits without `+`, the lookup key of a DID.
 ///
 /// Accepts an optional leading `+` and the visual separators space, `-`, `.`, `(`, `)`; the
@@ -66,6 +87,17 @@ pub fn number_e164(number: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_urls_need_a_scheme_and_host() {
+        assert!(check_webhook_url("http://127.0.0.1:9000/hook").is_ok());
+        assert!(check_webhook_url("HTTPS://example.com").is_ok());
+        assert!(check_webhook_url("ftp://example.com").is_err());
+        assert!(check_webhook_url("http://").is_err());
+        assert!(check_webhook_url("http:///x").is_err());
+        assert!(check_webhook_url("http://a b").is_err());
+        assert!(check_webhook_url("example.com").is_err());
+    }
 
     #[test]
     fn numbers_match_with_and_without_plus() {

@@ -80,6 +80,10 @@ impl Store {
                 )
                 .await?;
             }
+            if let Some(url) = &u.webhook_url {
+                self.set_user_webhook(&account.id, &u.extension, Some(url))
+                    .await?;
+            }
         }
 
         for n in &spec.numbers {
@@ -143,6 +147,7 @@ api_keys = ["hf_test_key_acme"]
   extension = "201"
   password = "secret201"
   display_name = "Alice"
+  webhook_url = "http://127.0.0.1:9000/sipgate"
 
   [[accounts.users]]
   extension = "202"
@@ -210,6 +215,11 @@ api_keys = ["hf_test_key_acme"]
         let users = s.users(&a.id).await.unwrap();
         assert_eq!(users.len(), 2);
         assert_eq!(users[0].display_name.as_deref(), Some("Alice"));
+        assert_eq!(
+            s.user_webhook(&users[0].id).await.unwrap().as_deref(),
+            Some("http://127.0.0.1:9000/sipgate")
+        );
+        assert_eq!(s.user_webhook(&users[1].id).await.unwrap(), None);
         assert_eq!(
             users[0].ha1_sha256,
             ha1(DigestAlgorithm::Sha256, "201", "acme.local", "secret201")

@@ -3,11 +3,11 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use crate::crypto::{ha1, DigestAlgorithm};
+use crate::crypto::{constant_time_eq, ha1, DigestAlgorithm};
 use crate::db::{new_id, now_secs, Store};
 use crate::error::StoreError;
 use crate::model::User;
-use crate::normalize::check_extension;
+use crate::normalize::{check_extension, check_webhook_url};
 
 pub(crate) fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
     Ok(User {
@@ -125,6 +125,75 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(res.rows_affected() > 0)
+    }
+
+    /// Sets (`Some`) or clears (`None`) the user's sipgate push webhook URL (`http://` or
+    /// `https://`). False if the user does not exist.
+    pub async fn set_user_webhook(
+        &self,
+        account_id: &str,
+        extension: &str,
+        url: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        if let Some(url) = url {
+            check_webhook_url(url).map_err(StoreError::Invalid)?;
+        }
+        let res = sqlx::query(
+            "UPDATE users SET webhook_url = $1 WHERE account_id = $2 AND extension = $3",
+        )
+        .bind(url)
+        .bind(account_id)
+        .bind(extension)
+        .execute(&self.pool)
+        .await?;
+        let changed = res.rows_affected() > 0;
+        if changed {
+            tracing::info!(
+                account_id,
+                extension,
+                set = url.is_some(),
+                "user webhook changed"
+            );
+        }
+        Ok(changed)
+    }
+
+    /// The user `extension` of the account whose realm is `realm`, if `password` is its SIP
+    /// password: the HA1 (SHA-256) is computed and compared, in constant time, with the stored
+    /// one. Used by HTTP logins (`<extension>@<realm>` + SIP password).
+    pub async fn verify_user_password(
+        &self,
+        realm: &str,
+        extension: &str,
+        password: &str,
+    ) -> Result<Option<User>, StoreError> {
+        if password.is_empty() {
+            return Ok(None);
+        }
+        let Some(account) = self.account_by_realm(realm).await? else {
+            return Ok(None);
+        };
+        let Some(user) = self.user_by_extension(&account.id, extension).await? else {
+            return Ok(None);
+        };
+        let alg = DigestAlgorithm::Sha256;
+        let computed = ha1(alg, extension, &account.realm, password);
+        if constant_time_eq(computed.as_bytes(), user.ha1(alg).as_bytes()) {
+            Ok(Some(user))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The user's sipgate push webhook URL, if set (kept out of [`User`] on purpose: only the
+    /// webhook dispatcher needs it).
+    pub async fn user_webhook(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        let url: Option<Option<String>> =
+            sqlx::query_scalar("SELECT webhook_url FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(url.flatten())
     }
 
     /// The users of an account, ordered by extension.
@@ -299,6 +368,48 @@ mod tests {
                 .as_deref(),
             Some("Al")
         );
+    }
+
+    #[tokio::test]
+    async fn password_login_and_webhook_url() {
+        let s = Store::open_memory().await.unwrap();
+        let a = s.create_account("acme", "acme.local").await.unwrap();
+        s.add_user(&a.id, "201", "secret201", None).await.unwrap();
+        let u = s
+            .verify_user_password("acme.local", "201", "secret201")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.extension, "201");
+        assert_eq!(s.user_webhook(&u.id).await.unwrap(), None);
+        for (realm, ext, pw) in [
+            ("acme.local", "201", "wrong"),
+            ("acme.local", "201", ""),
+            ("acme.local", "202", "secret201"),
+            ("other", "201", "secret201"),
+        ] {
+            assert!(s
+                .verify_user_password(realm, ext, pw)
+                .await
+                .unwrap()
+                .is_none());
+        }
+        assert!(s
+            .set_user_webhook(&a.id, "201", Some("http://127.0.0.1:9/hook"))
+            .await
+            .unwrap());
+        assert_eq!(
+            s.user_webhook(&u.id).await.unwrap().as_deref(),
+            Some("http://127.0.0.1:9/hook")
+        );
+        assert!(matches!(
+            s.set_user_webhook(&a.id, "201", Some("nope")).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(!s.set_user_webhook(&a.id, "999", None).await.unwrap());
+        assert!(s.set_user_webhook(&a.id, "201", None).await.unwrap());
+        assert_eq!(s.user_webhook(&u.id).await.unwrap(), None);
+        assert_eq!(s.user_webhook("no-such-user").await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -1,0 +1,114 @@
+//! Errors of the native API and their one mapping to status codes and
+//! `{"error": {"code", "message"}}` bodies.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hookflash_engine::CommandError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    /// No credentials, or credentials that are not valid.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials that may not use this API.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The call is not in a state that allows the command.
+    #[error("{0}")]
+    WrongState(String),
+    /// A phone refused the change (e.g. the hold re-INVITE); the call is unchanged.
+    #[error("{0}")]
+    SipFailed(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// `{"error": {"code": "...", "message": "..."}}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `unauthorized`, `forbidden`, `not_found`, `wrong_state`, `sip_failed`,
+    /// `invalid_request`, `internal`.
+    pub code: String,
+    pub message: String,
+}
+
+impl NativeError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            NativeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            NativeError::Forbidden(_) => StatusCode::FORBIDDEN,
+            NativeError::NotFound(_) => StatusCode::NOT_FOUND,
+            NativeError::WrongState(_) | NativeError::SipFailed(_) => StatusCode::CONFLICT,
+            NativeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            NativeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            NativeError::Unauthorized(_) => "unauthorized",
+            NativeError::Forbidden(_) => "forbidden",
+            NativeError::NotFound(_) => "not_found",
+            NativeError::WrongState(_) => "wrong_state",
+            NativeError::SipFailed(_) => "sip_failed",
+            NativeError::BadRequest(_) => "invalid_request",
+            NativeError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// The one place where engine command errors become HTTP errors of the native API.
+impl From<CommandError> for NativeError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::NotFound => NativeError::NotFound("no such call or leg".into()),
+            CommandError::WrongState { state } => {
+                NativeError::WrongState(format!("not possible while the call is {state}"))
+            }
+            CommandError::Failed { status, reason } => NativeError::SipFailed(format!(
+                "the phone refused the change ({status} {reason}); the call is unchanged"
+            )),
+            CommandError::Invalid(why) => NativeError::BadRequest(why),
+            CommandError::Media(why) => NativeError::BadRequest(why),
+        }
+    }
+}
+
+impl From<hookflash_store::StoreError> for NativeError {
+    fn from(e: hookflash_store::StoreError) -> Self {
+        tracing::warn!(error = %e, "store error in the native API");
+        NativeError::Internal("database error".into())
+    }
+}
+
+impl IntoResponse for NativeError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_string(),
+                message: self.to_string(),
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"hookflash\""),
+            );
+        }
+        resp
+    }
+}

@@ -1,0 +1,100 @@
+//! The native API under `/api/v1`: calls and legs (list, get, hang up, hold, mute) and the
+//! call event stream (SSE, resumable by sequence number). API-key bearer auth. Every route is
+//! registered through `utoipa_axum::routes!`, so the OpenAPI document served at
+//! `/api/v1/openapi.json` is generated from the routes themselves.
+
+pub mod auth;
+mod calls;
+pub mod error;
+mod events;
+pub mod model;
+
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+
+pub const PREFIX: &str = "/api/v1";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hookflash native API",
+        description = "Live call control: list calls, hang up, hold/retrieve and mute/unmute \
+                       calls and legs; a resumable event stream. Errors are \
+                       `{\"error\": {\"code\", \"message\"}}`.",
+        license(name = "MIT")
+    ),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+    tags((name = "calls", description = "Calls and their legs"),
+         (name = "events", description = "Call event stream"),
+         (name = "meta", description = "This document"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key of the account (`hookflash apikey create`)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The native API's routes with their OpenAPI description (paths include the `/api/v1`
+/// prefix).
+pub fn router() -> OpenApiRouter<AppState> {
+    let inner = OpenApiRouter::new()
+        .routes(routes!(calls::list_calls))
+        .routes(routes!(calls::get_call, calls::hangup_call))
+        .routes(routes!(calls::hold_call))
+        .routes(routes!(calls::unhold_call))
+        .routes(routes!(calls::update_leg, calls::hangup_leg))
+        .routes(routes!(calls::hold_leg))
+        .routes(routes!(calls::unhold_leg))
+        .routes(routes!(calls::mute_leg))
+        .routes(routes!(calls::unmute_leg))
+        .routes(routes!(events::event_stream))
+        .routes(routes!(openapi_json));
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(PREFIX, inner)
+}
+
+/// The generated OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    router().into_openapi()
+}
+
+/// The OpenAPI document (JSON).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "This OpenAPI 3.1 document", content_type = "application/json"))
+)]
+async fn openapi_json() -> impl IntoResponse {
+    static DOC: OnceLock<String> = OnceLock::new();
+    let body = DOC.get_or_init(|| {
+        openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    });
+    ([(header::CONTENT_TYPE, "application/json")], body.as_str())
+}

@@ -1,0 +1,137 @@
+//! What the native API returns (views of the engine's call model).
+
+use hookflash_engine::{CallInfo, Event, LegInfo};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// One leg (SIP dialog + RTP endpoint) of a call.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Leg {
+    pub id: String,
+    /// `caller` or `callee`.
+    pub role: String,
+    /// `in` (the server answered this leg) or `out` (the server placed it).
+    pub direction: String,
+    /// `setup`, `proceeding`, `ringing`, `answered`, `held` or `disconnected`.
+    pub state: String,
+    /// Number or extension of the party on this leg.
+    pub number: String,
+    /// The account's user on this leg, if the party is one of its users.
+    pub owner_user_id: Option<String>,
+    pub owner_extension: Option<String>,
+    pub muted: bool,
+    pub held: bool,
+    pub recording: bool,
+}
+
+/// A call in progress with its legs.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Call {
+    pub id: String,
+    pub account_id: String,
+    pub from: String,
+    pub to: String,
+    /// `internal`, `inbound` or `outbound`.
+    pub direction: String,
+    /// `ringing`, `answered` or `ended`.
+    pub state: String,
+    /// Unix milliseconds.
+    pub started_at_ms: i64,
+    pub answered_at_ms: Option<i64>,
+    /// True when any leg is held.
+    pub held: bool,
+    /// True when any leg is muted.
+    pub muted: bool,
+    pub recording: bool,
+    pub legs: Vec<Leg>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CallList {
+    pub calls: Vec<Call>,
+}
+
+/// `PATCH` body of a leg: the fields given are applied (hold first, then mute).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LegUpdate {
+    pub held: Option<bool>,
+    pub muted: Option<bool>,
+}
+
+/// One call event of the stream (the SSE `data`; the SSE `id` is `seq`, the SSE `event` is
+/// `kind`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CallEvent {
+    /// Per account, from 1, without gaps.
+    pub seq: u64,
+    /// `new`, `ringing`, `answered`, `held`, `retrieved`, `muted`, `unmuted`, `ended`.
+    pub kind: String,
+    pub call_id: String,
+    pub leg_id: Option<String>,
+    /// For `ended`: normal, busy, cancel, no_answer, api, rtp_timeout, ...
+    pub cause: Option<String>,
+    pub at_ms: i64,
+    /// The call after the event.
+    pub call: Call,
+}
+
+/// Sent (as SSE event `gap`) when events the client asked for are no longer in the backlog:
+/// re-list the calls.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Gap {
+    /// The sequence the client resumed after.
+    pub after: u64,
+    /// The oldest sequence that follows.
+    pub resumes_at: Option<u64>,
+}
+
+impl From<&LegInfo> for Leg {
+    fn from(l: &LegInfo) -> Self {
+        Leg {
+            id: l.id.clone(),
+            role: l.role.clone(),
+            direction: l.direction.clone(),
+            state: l.state.as_str().to_string(),
+            number: l.number.clone(),
+            owner_user_id: l.owner_user_id.clone(),
+            owner_extension: l.owner_extension.clone(),
+            muted: l.muted,
+            held: l.held,
+            recording: l.recording,
+        }
+    }
+}
+
+impl From<&CallInfo> for Call {
+    fn from(c: &CallInfo) -> Self {
+        Call {
+            id: c.id.clone(),
+            account_id: c.account_id.clone(),
+            from: c.from.clone(),
+            to: c.to.clone(),
+            direction: c.direction.clone(),
+            state: c.state.clone(),
+            started_at_ms: c.started_at_ms,
+            answered_at_ms: c.answered_at_ms,
+            held: c.held(),
+            muted: c.muted(),
+            recording: c.recording(),
+            legs: c.legs.iter().map(Leg::from).collect(),
+        }
+    }
+}
+
+impl From<&Event> for CallEvent {
+    fn from(e: &Event) -> Self {
+        CallEvent {
+            seq: e.seq,
+            kind: e.kind.as_str().to_string(),
+            call_id: e.call_id.clone(),
+            leg_id: e.leg_id.clone(),
+            cause: e.cause.clone(),
+            at_ms: e.at_ms,
+            call: Call::from(&e.call),
+        }
+    }
+}

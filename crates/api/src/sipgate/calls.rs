@@ -1,0 +1,203 @@
+//! sipgate Real Time Call Manipulation: `/v2/calls`. Translation only: every route is one
+//! command of the engine's shared command set.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use hookflash_engine::{CallInfo, Target};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::body::parse_json;
+use crate::sipgate::auth::SipgateUser;
+use crate::sipgate::error::SipgateError;
+use crate::sipgate::numbers::{dids, leg_number, Dids};
+use crate::AppState;
+
+type Result<T> = std::result::Result<T, SipgateError>;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Participant {
+    pub participant_id: String,
+    pub phone_number: String,
+    pub muted: bool,
+    pub hold: bool,
+    /// True for the participant of the user behind the token.
+    pub owner: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Call {
+    pub call_id: String,
+    /// Whether the token user's own participant is muted (any participant if they have none).
+    pub muted: bool,
+    pub recording: bool,
+    pub hold: bool,
+    pub participants: Vec<Participant>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CallList {
+    pub data: Vec<Call>,
+}
+
+/// `{"value": bool}` of PUT hold / muted.
+#[derive(Debug, Deserialize)]
+struct Value {
+    value: bool,
+}
+
+fn render(call: &CallInfo, user_id: &str, dids: &Dids) -> Call {
+    let own = call
+        .legs
+        .iter()
+        .find(|l| l.owner_user_id.as_deref() == Some(user_id));
+    Call {
+        call_id: call.id.clone(),
+        muted: own.map(|l| l.muted).unwrap_or_else(|| call.muted()),
+        recording: call.recording(),
+        hold: call.held(),
+        participants: call
+            .legs
+            .iter()
+            .map(|l| Participant {
+                participant_id: l.id.clone(),
+                phone_number: leg_number(l, dids),
+                muted: l.muted,
+                hold: l.held,
+                owner: l.owner_user_id.as_deref() == Some(user_id),
+            })
+            .collect(),
+    }
+}
+
+fn value(body: &[u8]) -> Result<bool> {
+    parse_json::<Value>(body)
+        .map(|v| v.value)
+        .map_err(|e| SipgateError::BadRequest(format!("{e}; expected {{\"value\": true|false}}")))
+}
+
+/// `GET /v2/calls`: the account's calls in progress.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    auth: SipgateUser,
+) -> Result<Json<CallList>> {
+    let calls = state.engine.calls(&auth.account.id);
+    let dids = dids(&state.engine.store().numbers(&auth.account.id).await?);
+    Ok(Json(CallList {
+        data: calls
+            .iter()
+            .map(|c| render(c, &auth.user.id, &dids))
+            .collect(),
+    }))
+}
+
+/// `PUT /v2/calls/{callId}/hold {"value": bool}`: holds (retrieves) every participant.
+pub(crate) async fn hold(
+    State(state): State<AppState>,
+    auth: SipgateUser,
+    Path(call_id): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode> {
+    let call = state.engine.call(&auth.account.id, &call_id)?;
+    let on = value(&body)?;
+    state
+        .engine
+        .hold(&call.account_id, &call.id, Target::Call, on)
+        .await?;
+    info!(call_id, hold = on, user = %auth.user.extension, "sipgate hold");
+    Ok(StatusCode::OK)
+}
+
+/// `PUT /v2/calls/{callId}/muted {"value": bool}`: mutes (unmutes) the token user's own
+/// participant ("your microphone"); the other party stays audible.
+pub(crate) async fn muted(
+    State(state): State<AppState>,
+    auth: SipgateUser,
+    Path(call_id): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode> {
+    let call = state.engine.call(&auth.account.id, &call_id)?;
+    let on = value(&body)?;
+    let leg = call
+        .legs
+        .iter()
+        .find(|l| l.owner_user_id.as_deref() == Some(auth.user.id.as_str()))
+        .ok_or_else(|| {
+            SipgateError::Conflict(format!(
+                "User {} is not a participant of this call",
+                auth.user.extension
+            ))
+        })?;
+    state
+        .engine
+        .mute(&call.account_id, &call.id, &leg.id, on)
+        .await?;
+    info!(call_id, muted = on, user = %auth.user.extension, "sipgate mute");
+    Ok(StatusCode::OK)
+}
+
+/// `DELETE /v2/calls/{callId}`: hangs up (a ringing phone stops ringing).
+pub(crate) async fn hangup(
+    State(state): State<AppState>,
+    auth: SipgateUser,
+    Path(call_id): Path<String>,
+) -> Result<StatusCode> {
+    state
+        .engine
+        .hangup(&auth.account.id, &call_id, None)
+        .await?;
+    info!(call_id, user = %auth.user.extension, "sipgate hangup");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn not_yet(
+    state: &AppState,
+    auth: &SipgateUser,
+    call_id: &str,
+    what: &str,
+) -> Result<StatusCode> {
+    state.engine.call(&auth.account.id, call_id)?;
+    Err(SipgateError::NotImplemented(format!(
+        "{what} is not available on this server yet"
+    )))
+}
+
+/// `POST /v2/calls/{callId}/transfer`: 404 for unknown calls, else 501 for now.
+pub(crate) async fn transfer(
+    State(state): State<AppState>,
+    auth: SipgateUser,
+    Path(call_id): Path<String>,
+) -> Result<StatusCode> {
+    not_yet(&state, &auth, &call_id, "Transfer").await
+}
+
+/// `PUT /v2/calls/{callId}/recording`: 404 for unknown calls, else 501 for now.
+pub(crate) async fn recording(
+    State(state): State<AppState>,
+    auth: SipgateUser,
+    Path(call_id): Path<String>,
+) -> Result<StatusCode> {
+    not_yet(&state, &auth, &call_id, "Recording").await
+}
+
+/// `POST /v2/calls/{callId}/dtmf`: 404 for unknown calls, else 501 for now.
+pub(crate) async fn dtmf(
+    State(state): State<AppState>,
+    auth: SipgateUser,
+    Path(call_id): Path<String>,
+) -> Result<StatusCode> {
+    not_yet(&state, &auth, &call_id, "DTMF").await
+}
+
+/// `POST /v2/calls/{callId}/announcements`: 404 for unknown calls, else 501 for now.
+pub(crate) async fn announcements(
+    State(state): State<AppState>,
+    auth: SipgateUser,
+    Path(call_id): Path<String>,
+) -> Result<StatusCode> {
+    not_yet(&state, &auth, &call_id, "Announcements").await
+}

@@ -1,0 +1,88 @@
+//! Errors of the sipgate dialect and their one mapping to status codes and bodies:
+//! `{"status": 404, "error": "Not Found", "message": "The requested Call could not be found"}`.
+//! The sipgateio SDK only looks at the status (404 -> "The requested Call could not be found",
+//! 401 -> "Unauthorized", 403 -> "Forbidden").
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hookflash_engine::CommandError;
+use serde_json::json;
+
+/// The message of every 404 about a call (as sipgate and its SDK word it).
+pub const CALL_NOT_FOUND: &str = "The requested Call could not be found";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SipgateError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{CALL_NOT_FOUND}")]
+    CallNotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl SipgateError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            SipgateError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            SipgateError::Forbidden(_) => StatusCode::FORBIDDEN,
+            SipgateError::CallNotFound => StatusCode::NOT_FOUND,
+            SipgateError::Conflict(_) => StatusCode::CONFLICT,
+            SipgateError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            SipgateError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            SipgateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// The one place where engine command errors become sipgate errors.
+impl From<CommandError> for SipgateError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::NotFound => SipgateError::CallNotFound,
+            CommandError::WrongState { state } => {
+                SipgateError::Conflict(format!("Not possible while the call is {state}"))
+            }
+            CommandError::Failed { status, reason } => SipgateError::Conflict(format!(
+                "The phone refused the change ({status} {reason}); the call is unchanged"
+            )),
+            CommandError::Invalid(why) => SipgateError::BadRequest(why),
+            CommandError::Media(why) => SipgateError::BadRequest(why),
+        }
+    }
+}
+
+impl From<hookflash_store::StoreError> for SipgateError {
+    fn from(e: hookflash_store::StoreError) -> Self {
+        tracing::warn!(error = %e, "store error in the sipgate dialect");
+        SipgateError::Internal("Internal error".into())
+    }
+}
+
+impl IntoResponse for SipgateError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = json!({
+            "status": status.as_u16(),
+            "error": status.canonical_reason().unwrap_or(""),
+            "message": self.to_string(),
+        });
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"sipgate\""),
+            );
+        }
+        resp
+    }
+}

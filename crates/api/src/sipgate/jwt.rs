@@ -1,0 +1,164 @@
+//! JWT-shaped access tokens (HS256), as the sipgateio SDK expects them (it checks that the
+//! middle segment is base64 JSON). Signed with a server secret kept in the store, so tokens
+//! survive a restart; `exp` is enforced.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use hookflash_store::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tokio::sync::OnceCell;
+
+/// Name of the signing secret in the store's `server_secrets`.
+pub const SECRET_NAME: &str = "sipgate_jwt_hs256";
+/// Issuer claim of our tokens.
+pub const ISSUER: &str = "hookflash";
+
+/// The token's claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    /// The user's id.
+    pub sub: String,
+    /// The user's account id.
+    pub acc: String,
+    /// The user's login name (`<extension>@<realm>`).
+    pub preferred_username: String,
+    /// Unix seconds.
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    #[error("the token is not a JWT")]
+    Malformed,
+    #[error("the token's signature is not valid")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+}
+
+/// The signing key, loaded from the store on first use.
+#[derive(Default)]
+pub struct KeyCell(OnceCell<Vec<u8>>);
+
+impl KeyCell {
+    pub async fn get(&self, store: &Store) -> Result<&[u8], StoreError> {
+        let key = self
+            .0
+            .get_or_try_init(|| async {
+                let secret = store.server_secret(SECRET_NAME).await?;
+                Ok::<_, StoreError>(secret.into_bytes())
+            })
+            .await?;
+        Ok(key.as_slice())
+    }
+}
+
+fn mac(key: &[u8]) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length, so the fallback is never taken.
+    Hmac::<Sha256>::new_from_slice(key)
+        .unwrap_or_else(|_| <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default()))
+}
+
+/// `header.payload.signature`, each base64url without padding.
+pub fn sign(claims: &Claims, key: &[u8]) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
+    let signing_input = format!("{header}.{payload}");
+    let mut m = mac(key);
+    m.update(signing_input.as_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(m.finalize().into_bytes());
+    format!("{signing_input}.{sig}")
+}
+
+/// Checks shape, algorithm, signature (constant time) and expiry.
+pub fn verify(token: &str, key: &[u8], now: i64) -> Result<Claims, JwtError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed);
+    };
+    let header: serde_json::Value = URL_SAFE_NO_PAD
+        .decode(h)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(JwtError::Malformed)?;
+    if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
+        return Err(JwtError::BadSignature);
+    }
+    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| JwtError::Malformed)?;
+    let mut m = mac(key);
+    m.update(h.as_bytes());
+    m.update(b".");
+    m.update(p.as_bytes());
+    m.verify_slice(&sig).map_err(|_| JwtError::BadSignature)?;
+    let claims: Claims = URL_SAFE_NO_PAD
+        .decode(p)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(JwtError::Malformed)?;
+    if claims.iss != ISSUER {
+        return Err(JwtError::BadSignature);
+    }
+    if now >= claims.exp {
+        return Err(JwtError::Expired);
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: i64) -> Claims {
+        Claims {
+            iss: ISSUER.into(),
+            sub: "u1".into(),
+            acc: "a1".into(),
+            preferred_username: "201@acme.local".into(),
+            iat: 100,
+            exp,
+            jti: "j".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_rejections() {
+        let key = b"k1";
+        let t = sign(&claims(200), key);
+        assert_eq!(t.split('.').count(), 3);
+        // The SDK's check: the middle segment is base64 JSON.
+        let payload = URL_SAFE_NO_PAD
+            .decode(t.split('.').nth(1).unwrap())
+            .unwrap();
+        assert!(serde_json::from_slice::<serde_json::Value>(&payload).is_ok());
+        assert_eq!(verify(&t, key, 150), Ok(claims(200)));
+        assert_eq!(verify(&t, key, 200), Err(JwtError::Expired));
+        assert_eq!(verify(&t, b"k2", 150), Err(JwtError::BadSignature));
+        assert_eq!(verify("abc", key, 150), Err(JwtError::Malformed));
+        assert_eq!(verify("a.b.c.d", key, 150), Err(JwtError::Malformed));
+        // A changed payload with the old signature.
+        let mut forged = claims(10_000);
+        forged.sub = "u2".into();
+        let forged_payload = sign(&forged, b"other")
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_string();
+        let parts: Vec<&str> = t.split('.').collect();
+        let tampered = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+        assert_eq!(verify(&tampered, key, 150), Err(JwtError::BadSignature));
+        // alg=none is refused.
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+            parts[1]
+        );
+        assert!(verify(&none, key, 150).is_err());
+    }
+}

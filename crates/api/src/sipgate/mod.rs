@@ -1,0 +1,35 @@
+//! The sipgate.io dialect: Real Time Call Manipulation (`/v2/calls/...`), the password-grant
+//! token endpoint (`/login/sipgate-apps/protocol/openid-connect/token`) and the push API
+//! webhooks (`newCall`, `answer`, `hangup`). Thin: parse the vendor's request, call the
+//! engine's command set, render the vendor's response.
+
+pub mod auth;
+mod calls;
+pub mod error;
+pub mod jwt;
+pub(crate) mod numbers;
+pub mod webhooks;
+
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+
+use crate::AppState;
+
+/// Token endpoint path (Keycloak's, as api.sipgate.com serves it).
+pub const TOKEN_PATH: &str = "/login/sipgate-apps/protocol/openid-connect/token";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(TOKEN_PATH, post(auth::token))
+        .route("/v2/calls", get(calls::list))
+        .route("/v2/calls/{call_id}", delete(calls::hangup))
+        .route("/v2/calls/{call_id}/hold", put(calls::hold))
+        .route("/v2/calls/{call_id}/muted", put(calls::muted))
+        .route("/v2/calls/{call_id}/transfer", post(calls::transfer))
+        .route("/v2/calls/{call_id}/recording", put(calls::recording))
+        .route("/v2/calls/{call_id}/dtmf", post(calls::dtmf))
+        .route(
+            "/v2/calls/{call_id}/announcements",
+            post(calls::announcements),
+        )
+}

@@ -1,0 +1,569 @@
+//! sipgate push API: form-encoded POSTs of `newCall`, `answer` and `hangup`, as sipgate sends
+//! them, fed from the engine's event bus in a background task.
+//!
+//! - `newCall` goes to the user's `webhook_url` for every call a user of the account is on
+//!   (`direction=in` for the called user, `out` for the caller).
+//! - As on sipgate, `answer` and `hangup` go to the URLs the app returned in its `newCall`
+//!   answer: `<Response onAnswer="URL" onHangup="URL">` (the sipgateio webhook server sets
+//!   them when handlers are registered). Other verbs in that XML are not executed yet.
+//! - Numbers are sent without '+'.
+//! - Delivery never blocks a call: the engine publishes without waiting; this task hands each
+//!   delivery to a worker per webhook URL through a bounded queue (full: the event is dropped
+//!   and logged); a worker retries failures (connection errors, timeouts, 429, 5xx) with
+//!   exponential backoff, in order per URL.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hookflash_engine::{CallInfo, Engine, Event, EventKind, LegInfo};
+use hookflash_store::{normalize::check_webhook_url, User};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::sipgate::auth::login_name;
+use crate::sipgate::numbers::{dids, leg_number, without_plus, Dids};
+
+/// Deliveries waiting per webhook URL before new ones are dropped.
+pub const QUEUE_PER_URL: usize = 256;
+/// Attempts per delivery (the first try and the retries).
+pub const ATTEMPTS: u32 = 5;
+/// Backoff before the first retry; doubled for each further one.
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Per-request timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    NewCall,
+    Answer,
+    Hangup,
+}
+
+#[derive(Debug)]
+struct Job {
+    kind: Kind,
+    /// (call id, user id): the follow-up URLs of a newCall answer are kept per key.
+    key: (String, String),
+    form: Vec<(String, String)>,
+}
+
+/// One user of the account on a call who has a webhook.
+#[derive(Debug, Clone)]
+struct Target {
+    user: User,
+    realm: String,
+    url: String,
+    direction: &'static str,
+}
+
+/// sipgate's hangup causes from the engine's end causes.
+pub fn hangup_cause(cause: &str) -> &'static str {
+    match cause {
+        "busy" | "rejected" => "busy",
+        "cancel" => "cancel",
+        "no_answer" | "unavailable" => "noAnswer",
+        "not_found" => "notFound",
+        "normal" | "api" | "shutdown" | "rtp_timeout" | "caller_hangup" | "callee_hangup" => {
+            "normalClearing"
+        }
+        _ => "congestion",
+    }
+}
+
+/// Starts the dispatcher. It runs until `stop` is cancelled.
+pub fn spawn(engine: Engine, stop: CancellationToken) {
+    crate::install_crypto_provider();
+    let client = match reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("hookflash/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot build the webhook HTTP client; sipgate webhooks are off");
+            return;
+        }
+    };
+    // The live feed carries every account's events; the account filter is ours.
+    let live = engine.events().subscribe("", None).live;
+    let dispatcher = Dispatcher {
+        engine,
+        client,
+        stop,
+        workers: HashMap::new(),
+        calls: HashMap::new(),
+    };
+    tokio::spawn(dispatcher.run(live));
+}
+
+struct Dispatcher {
+    engine: Engine,
+    client: reqwest::Client,
+    stop: CancellationToken,
+    workers: HashMap<String, mpsc::Sender<Job>>,
+    /// Webhook targets of each call, decided at `new`.
+    calls: HashMap<String, Vec<Target>>,
+}
+
+impl Dispatcher {
+    async fn run(mut self, mut live: tokio::sync::broadcast::Receiver<Event>) {
+        loop {
+            let event = tokio::select! {
+                _ = self.stop.cancelled() => break,
+                e = live.recv() => e,
+            };
+            match event {
+                Ok(e) => self.on_event(e).await,
+                Err(RecvError::Lagged(n)) => {
+                    warn!(
+                        skipped = n,
+                        "webhook dispatcher lagged; events were not delivered"
+                    )
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+        debug!("webhook dispatcher stopped");
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        let kind = match event.kind {
+            EventKind::New => Kind::NewCall,
+            EventKind::Answered => Kind::Answer,
+            EventKind::Ended => Kind::Hangup,
+            _ => return,
+        };
+        if kind == Kind::NewCall {
+            let targets = self.targets(&event.call).await;
+            if targets.is_empty() {
+                return;
+            }
+            self.calls.insert(event.call_id.clone(), targets);
+        }
+        let targets = if kind == Kind::Hangup {
+            self.calls.remove(&event.call_id)
+        } else {
+            self.calls.get(&event.call_id).cloned()
+        };
+        let Some(targets) = targets else {
+            return;
+        };
+        let numbers = match self.engine.store().numbers(&event.account_id).await {
+            Ok(n) => dids(&n),
+            Err(e) => {
+                warn!(error = %e, "webhook: cannot read numbers; rendering extensions");
+                Dids::new()
+            }
+        };
+        for target in &targets {
+            let form = form(kind, &event, target, &numbers);
+            let job = Job {
+                kind,
+                key: (event.call_id.clone(), target.user.id.clone()),
+                form,
+            };
+            self.enqueue(&target.url, job);
+        }
+    }
+
+    /// Users of the account on this call with a webhook URL.
+    async fn targets(&self, call: &CallInfo) -> Vec<Target> {
+        let store = self.engine.store();
+        let realm = match store.account_by_id(&call.account_id).await {
+            Ok(Some(a)) => a.realm,
+            _ => String::new(),
+        };
+        let mut out: Vec<Target> = Vec::new();
+        for leg in &call.legs {
+            let Some(user_id) = &leg.owner_user_id else {
+                continue;
+            };
+            if out.iter().any(|t| &t.user.id == user_id) {
+                continue;
+            }
+            let user = match store.user_by_id(user_id).await {
+                Ok(Some(u)) => u,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(error = %e, "webhook: cannot read user");
+                    continue;
+                }
+            };
+            let url = match store.user_webhook(user_id).await {
+                Ok(Some(url)) => url,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(error = %e, "webhook: cannot read the user's webhook URL");
+                    continue;
+                }
+            };
+            if user.account_id != call.account_id || check_webhook_url(&url).is_err() {
+                continue;
+            }
+            out.push(Target {
+                user,
+                realm: realm.clone(),
+                url,
+                direction: if leg.role == "caller" { "out" } else { "in" },
+            });
+        }
+        out
+    }
+
+    fn enqueue(&mut self, url: &str, job: Job) {
+        let sender = self.workers.entry(url.to_string()).or_insert_with(|| {
+            spawn_worker(self.client.clone(), url.to_string(), self.stop.clone())
+        });
+        match sender.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                warn!(url, event = ?job.kind, "webhook queue full; event dropped")
+            }
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                let sender = spawn_worker(self.client.clone(), url.to_string(), self.stop.clone());
+                if sender.try_send(job).is_err() {
+                    warn!(url, "webhook worker unavailable; event dropped");
+                }
+                self.workers.insert(url.to_string(), sender);
+            }
+        }
+    }
+}
+
+fn caller(call: &CallInfo) -> Option<&LegInfo> {
+    call.legs.iter().find(|l| l.role == "caller")
+}
+
+fn callee(call: &CallInfo) -> Option<&LegInfo> {
+    call.legs.iter().find(|l| l.role == "callee")
+}
+
+fn user_name(u: &User) -> String {
+    u.display_name
+        .clone()
+        .unwrap_or_else(|| u.extension.clone())
+}
+
+/// The form fields of one event for one user, as sipgate sends them.
+fn form(kind: Kind, event: &Event, target: &Target, dids: &Dids) -> Vec<(String, String)> {
+    let call = &event.call;
+    let number = |leg: Option<&LegInfo>, fallback: &str| {
+        without_plus(
+            &leg.map(|l| leg_number(l, dids))
+                .unwrap_or_else(|| fallback.to_string()),
+        )
+    };
+    let from = number(caller(call), &call.from);
+    let to = number(callee(call), &call.to);
+    let mut f: Vec<(String, String)> = Vec::new();
+    let mut add = |k: &str, v: String| f.push((k.to_string(), v));
+    add(
+        "event",
+        match kind {
+            Kind::NewCall => "newCall",
+            Kind::Answer => "answer",
+            Kind::Hangup => "hangup",
+        }
+        .to_string(),
+    );
+    if kind == Kind::Hangup {
+        add(
+            "cause",
+            hangup_cause(event.cause.as_deref().unwrap_or("normal")).to_string(),
+        );
+    }
+    add("direction", target.direction.to_string());
+    add("from", from);
+    add("to", to.clone());
+    add("callId", call.id.clone());
+    add("origCallId", call.id.clone());
+    add("xcid", call.id.clone());
+    let u = &target.user;
+    match kind {
+        Kind::NewCall => {
+            add("user[]", user_name(u));
+            add("userId[]", u.extension.clone());
+            add("fullUserId[]", login_name(&u.extension, &target.realm));
+        }
+        Kind::Answer => {
+            add("user", user_name(u));
+            add("userId", u.extension.clone());
+            add("fullUserId", login_name(&u.extension, &target.realm));
+            add("answeringNumber", to);
+        }
+        Kind::Hangup => {
+            if call.answered_at_ms.is_some() {
+                add("answeringNumber", to);
+            }
+        }
+    }
+    f
+}
+
+fn spawn_worker(
+    client: reqwest::Client,
+    url: String,
+    stop: CancellationToken,
+) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel(QUEUE_PER_URL);
+    tokio::spawn(worker(client, url, rx, stop));
+    tx
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FollowUps {
+    pub on_answer: Option<String>,
+    pub on_hangup: Option<String>,
+}
+
+async fn worker(
+    client: reqwest::Client,
+    url: String,
+    mut rx: mpsc::Receiver<Job>,
+    stop: CancellationToken,
+) {
+    let mut follow: HashMap<(String, String), FollowUps> = HashMap::new();
+    loop {
+        let job = tokio::select! {
+            _ = stop.cancelled() => break,
+            j = rx.recv() => match j { Some(j) => j, None => break },
+        };
+        match job.kind {
+            Kind::NewCall => {
+                if let Some(body) = deliver(&client, &url, &job.form, &stop).await {
+                    follow.insert(job.key, parse_follow_ups(&body));
+                }
+            }
+            Kind::Answer => {
+                let target = follow.get(&job.key).and_then(|f| f.on_answer.clone());
+                if let Some(target) = target {
+                    deliver(&client, &target, &job.form, &stop).await;
+                }
+            }
+            Kind::Hangup => {
+                if let Some(target) = follow.remove(&job.key).and_then(|f| f.on_hangup) {
+                    deliver(&client, &target, &job.form, &stop).await;
+                }
+            }
+        }
+    }
+}
+
+/// POSTs the form; retries with backoff. Returns the 2xx answer's body, None if it failed.
+async fn deliver(
+    client: &reqwest::Client,
+    url: &str,
+    form: &[(String, String)],
+    stop: &CancellationToken,
+) -> Option<String> {
+    let event = form
+        .first()
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 1..=ATTEMPTS {
+        let result = client.post(url).form(form).send().await;
+        let retry = match result {
+            Ok(resp) if resp.status().is_success() => {
+                let body = resp.text().await.unwrap_or_default();
+                info!(url, event, attempt, "webhook delivered");
+                return Some(body);
+            }
+            Ok(resp) => {
+                let s = resp.status();
+                warn!(
+                    url,
+                    event,
+                    attempt,
+                    status = s.as_u16(),
+                    "webhook answered with an error"
+                );
+                s.is_server_error() || s.as_u16() == 429
+            }
+            Err(e) => {
+                warn!(url, event, attempt, error = %e, "webhook delivery failed");
+                true
+            }
+        };
+        if !retry || attempt == ATTEMPTS {
+            break;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = backoff.saturating_mul(2);
+    }
+    warn!(url, event, "webhook given up");
+    None
+}
+
+fn unescape_xml(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// `onAnswer` / `onHangup` of the `<Response>` element of a newCall answer (http(s) URLs only).
+pub fn parse_follow_ups(xml: &str) -> FollowUps {
+    let mut out = FollowUps::default();
+    let Some(start) = xml.find("<Response") else {
+        return out;
+    };
+    let rest = &xml[start + "<Response".len()..];
+    let Some(end) = rest.find('>') else {
+        return out;
+    };
+    let mut attrs = &rest[..end];
+    while let Some(eq) = attrs.find('=') {
+        let name = attrs[..eq].trim().to_string();
+        let after = attrs[eq + 1..].trim_start();
+        let Some(quote) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            break;
+        };
+        let Some(close) = after[1..].find(quote) else {
+            break;
+        };
+        let value = unescape_xml(&after[1..1 + close]);
+        attrs = &after[close + 2..];
+        if check_webhook_url(&value).is_err() {
+            continue;
+        }
+        match name.as_str() {
+            "onAnswer" => out.on_answer = Some(value),
+            "onHangup" => out.on_hangup = Some(value),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookflash_engine::LegState;
+
+    #[test]
+    fn follow_ups_from_the_sdk_response() {
+        let xml = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Response onAnswer=\"http://127.0.0.1:9/x?a=1&amp;b=2\" onHangup='http://127.0.0.1:9/x'/>";
+        assert_eq!(
+            parse_follow_ups(xml),
+            FollowUps {
+                on_answer: Some("http://127.0.0.1:9/x?a=1&b=2".into()),
+                on_hangup: Some("http://127.0.0.1:9/x".into()),
+            }
+        );
+        assert_eq!(
+            parse_follow_ups("<Response></Response>"),
+            FollowUps::default()
+        );
+        assert_eq!(parse_follow_ups(""), FollowUps::default());
+        assert_eq!(
+            parse_follow_ups("<Response onAnswer=\"javascript:x\">"),
+            FollowUps::default()
+        );
+        assert_eq!(
+            parse_follow_ups("<Response onAnswer=\"http://a"),
+            FollowUps::default()
+        );
+    }
+
+    #[test]
+    fn causes_map_to_sipgate_names() {
+        assert_eq!(hangup_cause("normal"), "normalClearing");
+        assert_eq!(hangup_cause("api"), "normalClearing");
+        assert_eq!(hangup_cause("busy"), "busy");
+        assert_eq!(hangup_cause("cancel"), "cancel");
+        assert_eq!(hangup_cause("no_answer"), "noAnswer");
+        assert_eq!(hangup_cause("not_found"), "notFound");
+        assert_eq!(hangup_cause("failed"), "congestion");
+    }
+
+    fn leg(role: &str, number: &str, user: Option<&str>) -> LegInfo {
+        LegInfo {
+            id: format!("leg-{role}"),
+            role: role.into(),
+            direction: if role == "caller" { "in" } else { "out" }.into(),
+            state: LegState::Answered,
+            number: number.into(),
+            owner_user_id: user.map(|u| format!("id-{u}")),
+            owner_extension: user.map(str::to_string),
+            muted: false,
+            held: false,
+            recording: false,
+        }
+    }
+
+    #[test]
+    fn forms_are_sipgate_shaped() {
+        let call = CallInfo {
+            id: "c1".into(),
+            account_id: "a".into(),
+            from: "+4915799912345".into(),
+            to: "201".into(),
+            direction: "inbound".into(),
+            state: "answered".into(),
+            started_at_ms: 0,
+            answered_at_ms: Some(1),
+            legs: vec![
+                leg("caller", "+4915799912345", None),
+                leg("callee", "201", Some("201")),
+            ],
+        };
+        let user = User {
+            id: "id-201".into(),
+            account_id: "a".into(),
+            extension: "201".into(),
+            display_name: Some("Alice".into()),
+            ha1_md5: String::new(),
+            ha1_sha256: String::new(),
+        };
+        let target = Target {
+            user,
+            realm: "acme.local".into(),
+            url: "http://x".into(),
+            direction: "in",
+        };
+        let dids: Dids = [("id-201".to_string(), "+4930123456".to_string())].into();
+        let ev = |kind, cause: Option<&str>| Event {
+            seq: 1,
+            account_id: "a".into(),
+            kind,
+            call_id: "c1".into(),
+            leg_id: None,
+            cause: cause.map(str::to_string),
+            at_ms: 0,
+            call: call.clone(),
+        };
+        let get = |f: &[(String, String)], k: &str| {
+            f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        };
+        let f = form(Kind::NewCall, &ev(EventKind::New, None), &target, &dids);
+        assert_eq!(get(&f, "event").as_deref(), Some("newCall"));
+        assert_eq!(get(&f, "from").as_deref(), Some("4915799912345"));
+        assert_eq!(get(&f, "to").as_deref(), Some("4930123456"));
+        assert_eq!(get(&f, "direction").as_deref(), Some("in"));
+        assert_eq!(get(&f, "user[]").as_deref(), Some("Alice"));
+        assert_eq!(get(&f, "userId[]").as_deref(), Some("201"));
+        assert_eq!(get(&f, "fullUserId[]").as_deref(), Some("201@acme.local"));
+        assert_eq!(get(&f, "callId").as_deref(), Some("c1"));
+        let body = serde_urlencoded::to_string(&f).unwrap();
+        assert!(body.contains("user%5B%5D=Alice"), "{body}");
+        let f = form(Kind::Answer, &ev(EventKind::Answered, None), &target, &dids);
+        assert_eq!(get(&f, "answeringNumber").as_deref(), Some("4930123456"));
+        assert_eq!(get(&f, "user").as_deref(), Some("Alice"));
+        let f = form(
+            Kind::Hangup,
+            &ev(EventKind::Ended, Some("busy")),
+            &target,
+            &dids,
+        );
+        assert_eq!(get(&f, "event").as_deref(), Some("hangup"));
+        assert_eq!(get(&f, "cause").as_deref(), Some("busy"));
+    }
+}

@@ -1,0 +1,689 @@
+//! The native API (/api/v1) against a real engine and real SIP dialogs (raw-SIP user agents on
+//! loopback): auth errors, OpenAPI coverage, unknown ids, bad bodies, wrong state, isolation,
+//! the effect of each command on the SIP side, and the event stream's resume.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::sip_ua::{is_request, Answer};
+use support::{bearer, TestServer, API_KEY_A, API_KEY_B};
+
+fn a() -> String {
+    bearer(API_KEY_A)
+}
+
+fn b() -> String {
+    bearer(API_KEY_B)
+}
+
+fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+/// Every (method, path) the native API serves, with `{call_id}`/`{leg_id}` placeholders.
+fn routes() -> Vec<(Method, &'static str)> {
+    vec![
+        (Method::GET, "/api/v1/calls"),
+        (Method::GET, "/api/v1/calls/{call_id}"),
+        (Method::DELETE, "/api/v1/calls/{call_id}"),
+        (Method::POST, "/api/v1/calls/{call_id}/hold"),
+        (Method::POST, "/api/v1/calls/{call_id}/unhold"),
+        (Method::PATCH, "/api/v1/calls/{call_id}/legs/{leg_id}"),
+        (Method::DELETE, "/api/v1/calls/{call_id}/legs/{leg_id}"),
+        (Method::POST, "/api/v1/calls/{call_id}/legs/{leg_id}/hold"),
+        (Method::POST, "/api/v1/calls/{call_id}/legs/{leg_id}/unhold"),
+        (Method::POST, "/api/v1/calls/{call_id}/legs/{leg_id}/mute"),
+        (Method::POST, "/api/v1/calls/{call_id}/legs/{leg_id}/unmute"),
+        (Method::GET, "/api/v1/events"),
+        (Method::GET, "/api/v1/openapi.json"),
+    ]
+}
+
+/// Routes that act on one call (404 for unknown or foreign calls).
+fn call_routes() -> Vec<(Method, &'static str, Option<&'static str>)> {
+    routes()
+        .into_iter()
+        .filter(|(_, p)| p.contains("{call_id}"))
+        .map(|(m, p)| {
+            let body = if m == Method::PATCH {
+                Some(r#"{"muted": true}"#)
+            } else {
+                None
+            };
+            (m, p, body)
+        })
+        .collect()
+}
+
+fn fill(path: &str, call: &str, leg: &str) -> String {
+    path.replace("{call_id}", call).replace("{leg_id}", leg)
+}
+
+#[tokio::test]
+async fn openapi_document_lists_every_route_and_every_documented_route_is_served() {
+    let s = TestServer::start(Answer::Answer).await;
+    let (status, doc, headers) = s.req(Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    let expected: BTreeSet<(String, String)> = routes()
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, expected, "routes and OpenAPI paths differ");
+    assert!(
+        doc["components"]["securitySchemes"]["api_key"].is_object(),
+        "{doc}"
+    );
+    assert!(doc["components"]["schemas"]["Call"].is_object(), "{doc}");
+
+    // Each documented operation is served: with a valid key and unknown ids it answers with
+    // our JSON (an error object or a result), never the router's bare 404/405.
+    for (method, path) in &documented {
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let url = fill(path, "no-such-call", "no-such-leg");
+        if path.ends_with("/events") {
+            let resp = s
+                .client
+                .get(s.url(&url))
+                .header("Authorization", a())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            assert!(resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream"));
+            continue;
+        }
+        let body = (m == Method::PATCH).then_some(r#"{"muted": true}"#);
+        let (status, json, _) = s.req(m.clone(), &url, Some(&a()), body).await;
+        assert_ne!(status, 405, "{method} {path}");
+        assert!(
+            status < 300 || json["error"]["code"].is_string(),
+            "{method} {path}: {status} {json}"
+        );
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn auth_errors_are_401_or_403_with_json_bodies() {
+    let s = TestServer::start(Answer::Answer).await;
+    for (auth, want, code) in [
+        (None, 401, "unauthorized"),
+        (Some("Bearer hf_wrong".to_string()), 401, "unauthorized"),
+        (Some("Bearer".to_string()), 401, "unauthorized"),
+        (
+            Some(support::basic("201@acme.local", "secret201")),
+            401,
+            "unauthorized",
+        ),
+    ] {
+        let (status, body, headers) = s
+            .req(Method::GET, "/api/v1/calls", auth.as_deref(), None)
+            .await;
+        assert_error(status, &body, want, code);
+        assert!(headers.get("www-authenticate").is_some());
+    }
+    // A sipgate user token is a valid credential, but not for this API.
+    let (status, token, _) = {
+        let resp = s
+            .client
+            .post(s.url("/login/sipgate-apps/protocol/openid-connect/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", "201@acme.local"),
+                ("password", "secret201"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let st = resp.status().as_u16();
+        (st, resp.json::<Value>().await.unwrap(), ())
+    };
+    assert_eq!(status, 200, "{token}");
+    let t = token["token"].as_str().unwrap();
+    let (status, body, _) = s
+        .req(Method::GET, "/api/v1/calls", Some(&bearer(t)), None)
+        .await;
+    assert_error(status, &body, 403, "forbidden");
+    // Auth is checked before anything else, also for unknown calls and bad bodies.
+    let (status, body, _) = s
+        .req(
+            Method::PATCH,
+            "/api/v1/calls/x/legs/y",
+            Some("Bearer nope"),
+            Some("{"),
+        )
+        .await;
+    assert_error(status, &body, 401, "unauthorized");
+    let (status, body, _) = s.req(Method::GET, "/api/v1/calls", Some(&a()), None).await;
+    assert_eq!((status, body), (200, json!({"calls": []})));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_ids_are_404_on_every_route() {
+    let s = TestServer::start(Answer::Answer).await;
+    for (m, p, body) in call_routes() {
+        let (status, json, _) = s
+            .req(m.clone(), &fill(p, "nope", "nope"), Some(&a()), body)
+            .await;
+        assert_error(status, &json, 404, "not_found");
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn live_call_commands_change_the_sip_side_and_errors_leave_it_unchanged() {
+    let s = TestServer::start(Answer::Answer).await;
+    let call = s.place_call().await;
+    let caller = call
+        .legs
+        .iter()
+        .find(|l| l.role == "caller")
+        .unwrap()
+        .id
+        .clone();
+    let callee = call
+        .legs
+        .iter()
+        .find(|l| l.role == "callee")
+        .unwrap()
+        .id
+        .clone();
+
+    let (status, list, _) = s.req(Method::GET, "/api/v1/calls", Some(&a()), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["calls"].as_array().unwrap().len(), 1, "{list}");
+    let c = &list["calls"][0];
+    assert_eq!(c["id"], call.id.as_str());
+    assert_eq!(c["state"], "answered");
+    assert_eq!(c["direction"], "inbound");
+    assert_eq!(c["legs"].as_array().unwrap().len(), 2);
+    let (status, got, _) = s
+        .req(
+            Method::GET,
+            &format!("/api/v1/calls/{}", call.id),
+            Some(&a()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let owner = got["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == callee.as_str())
+        .unwrap();
+    assert_eq!(owner["owner_extension"], "201");
+    assert_eq!(owner["state"], "answered");
+
+    // Isolation: account B sees nothing of A's call, on every route.
+    let (status, list, _) = s.req(Method::GET, "/api/v1/calls", Some(&b()), None).await;
+    assert_eq!((status, list), (200, json!({"calls": []})));
+    for (m, p, body) in call_routes() {
+        let (status, json, _) = s
+            .req(m.clone(), &fill(p, &call.id, &callee), Some(&b()), body)
+            .await;
+        assert_error(status, &json, 404, "not_found");
+    }
+
+    // Bad bodies: 400 and nothing changes.
+    let leg_url = format!("/api/v1/calls/{}/legs/{}", call.id, callee);
+    for body in [
+        "{",
+        r#"{"muted": "yes"}"#,
+        r#"{"held": 1}"#,
+        r#"{"mute": true}"#,
+        "{}",
+        "[]",
+        "",
+    ] {
+        let (status, json, _) = s.req(Method::PATCH, &leg_url, Some(&a()), Some(body)).await;
+        assert_error(status, &json, 400, "invalid_request");
+    }
+    let (_, got, _) = s
+        .req(
+            Method::GET,
+            &format!("/api/v1/calls/{}", call.id),
+            Some(&a()),
+            None,
+        )
+        .await;
+    assert_eq!(got["muted"], false);
+    assert_eq!(got["held"], false);
+
+    // Hold one leg: that phone gets a=sendonly; retrieve: a=sendrecv.
+    let mark = s.phone.mark();
+    let (status, after, _) = s
+        .req(Method::POST, &format!("{leg_url}/hold"), Some(&a()), None)
+        .await;
+    assert_eq!(status, 200, "{after}");
+    let reinvite = s
+        .phone
+        .wait(mark, Duration::from_secs(5), |m| is_request(m, "INVITE"))
+        .await;
+    assert_eq!(reinvite.sdp_direction(), "sendonly");
+    let leg = after["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == callee.as_str())
+        .unwrap();
+    assert_eq!(
+        (leg["held"].clone(), leg["state"].clone()),
+        (json!(true), json!("held"))
+    );
+    assert_eq!(after["held"], true);
+    let mark = s.phone.mark();
+    let (status, after, _) = s
+        .req(Method::POST, &format!("{leg_url}/unhold"), Some(&a()), None)
+        .await;
+    assert_eq!(status, 200);
+    let reinvite = s
+        .phone
+        .wait(mark, Duration::from_secs(5), |m| is_request(m, "INVITE"))
+        .await;
+    assert_eq!(reinvite.sdp_direction(), "sendrecv");
+    assert_eq!(after["held"], false);
+
+    // Hold the call: both phones get a=sendonly.
+    let (pm, cm) = (s.phone.mark(), s.carrier.mark());
+    let (status, after, _) = s
+        .req(
+            Method::POST,
+            &format!("/api/v1/calls/{}/hold", call.id),
+            Some(&a()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{after}");
+    for (ua, mark) in [(&s.phone, pm), (&s.carrier, cm)] {
+        let m = ua
+            .wait(mark, Duration::from_secs(5), |m| is_request(m, "INVITE"))
+            .await;
+        assert_eq!(m.sdp_direction(), "sendonly");
+    }
+    assert!(after["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["held"] == true));
+    let (status, _, _) = s
+        .req(
+            Method::POST,
+            &format!("/api/v1/calls/{}/unhold", call.id),
+            Some(&a()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // Mute / unmute one leg (no signalling), also through PATCH.
+    let mark = s.phone.mark();
+    let (status, after, _) = s
+        .req(Method::POST, &format!("{leg_url}/mute"), Some(&a()), None)
+        .await;
+    assert_eq!(status, 200);
+    let legs = after["legs"].as_array().unwrap();
+    assert_eq!(
+        legs.iter().find(|l| l["id"] == callee.as_str()).unwrap()["muted"],
+        true
+    );
+    assert_eq!(
+        legs.iter().find(|l| l["id"] == caller.as_str()).unwrap()["muted"],
+        false
+    );
+    let (status, after, _) = s
+        .req(
+            Method::PATCH,
+            &leg_url,
+            Some(&a()),
+            Some(r#"{"muted": false}"#),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(after["muted"], false);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        s.phone
+            .messages()
+            .iter()
+            .skip(mark)
+            .all(|m| !is_request(m, "INVITE")),
+        "mute must not signal"
+    );
+
+    // Unknown leg of a known call.
+    let (status, json, _) = s
+        .req(
+            Method::POST,
+            &format!("/api/v1/calls/{}/legs/nope/mute", call.id),
+            Some(&a()),
+            None,
+        )
+        .await;
+    assert_error(status, &json, 404, "not_found");
+
+    // Hang up one leg: both phones get BYE, the call is gone; commands on it are 404.
+    let (pm, cm) = (s.phone.mark(), s.carrier.mark());
+    let (status, _, _) = s.req(Method::DELETE, &leg_url, Some(&a()), None).await;
+    assert_eq!(status, 204);
+    s.phone
+        .wait(pm, Duration::from_secs(5), |m| is_request(m, "BYE"))
+        .await;
+    s.carrier
+        .wait(cm, Duration::from_secs(5), |m| is_request(m, "BYE"))
+        .await;
+    s.wait_no_calls().await;
+    let (status, json, _) = s
+        .req(
+            Method::POST,
+            &format!("/api/v1/calls/{}/hold", call.id),
+            Some(&a()),
+            None,
+        )
+        .await;
+    assert_error(status, &json, 404, "not_found");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn ringing_call_hold_is_409_and_hangup_cancels_the_ringing_phone() {
+    let s = TestServer::start(Answer::Ring).await;
+    let call = s.place_call().await;
+    assert_eq!(call.state, "ringing");
+    let (status, json, _) = s
+        .req(
+            Method::POST,
+            &format!("/api/v1/calls/{}/hold", call.id),
+            Some(&a()),
+            None,
+        )
+        .await;
+    assert_error(status, &json, 409, "wrong_state");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ringing"),
+        "{json}"
+    );
+    assert_eq!(s.engine.call(&s.acme, &call.id).unwrap().state, "ringing");
+    let mark = s.phone.mark();
+    let (status, _, _) = s
+        .req(
+            Method::DELETE,
+            &format!("/api/v1/calls/{}", call.id),
+            Some(&a()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    s.phone
+        .wait(mark, Duration::from_secs(5), |m| is_request(m, "CANCEL"))
+        .await;
+    s.wait_no_calls().await;
+    s.shutdown().await;
+}
+
+/// Reads SSE events (event name, id, data) until `n` arrived or the timeout.
+async fn read_events(
+    mut resp: reqwest::Response,
+    n: usize,
+    timeout: Duration,
+) -> Vec<(String, Option<u64>, Value)> {
+    let mut out = Vec::new();
+    let mut buf = String::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while out.len() < n {
+        let chunk = match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(c))) => c,
+            _ => break,
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf[..end].to_string();
+            buf.drain(..end + 2);
+            let (mut event, mut id, mut data) = ("message".to_string(), None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if data.is_empty() {
+                continue; // keep-alive comment
+            }
+            out.push((
+                event,
+                id,
+                serde_json::from_str(&data).unwrap_or(Value::Null),
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn event_stream_resumes_after_reconnect_and_signals_gaps() {
+    let s = TestServer::start(Answer::Answer).await;
+    let open = |last: Option<u64>, query: &str| {
+        let mut r = s
+            .client
+            .get(s.url(&format!("/api/v1/events{query}")))
+            .header("Authorization", a())
+            .timeout(Duration::from_secs(30));
+        if let Some(l) = last {
+            r = r.header("Last-Event-ID", l.to_string());
+        }
+        r.send()
+    };
+    let resp = open(None, "").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let call = s.place_call().await;
+    // new, ringing, answered (ringing may be skipped by a fast answer).
+    let events = read_events(resp, 3, Duration::from_secs(5)).await;
+    assert!(events.len() >= 2, "{events:?}");
+    assert_eq!(events[0].0, "new");
+    assert_eq!(events[0].1, Some(events[0].2["seq"].as_u64().unwrap()));
+    assert_eq!(events[0].2["call_id"], call.id.as_str());
+    let answered = events
+        .iter()
+        .find(|e| e.0 == "answered")
+        .expect("answered event");
+    let last_seen = answered.1.unwrap();
+
+    // Disconnected: hold and mute happen meanwhile.
+    let leg_url = format!(
+        "/api/v1/calls/{}/legs/{}",
+        call.id,
+        call.legs.iter().find(|l| l.role == "callee").unwrap().id
+    );
+    assert_eq!(
+        s.req(
+            Method::POST,
+            &format!("/api/v1/calls/{}/hold", call.id),
+            Some(&a()),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        s.req(Method::POST, &format!("{leg_url}/mute"), Some(&a()), None)
+            .await
+            .0,
+        200
+    );
+
+    // Reconnect with Last-Event-ID: the missed events first, in order, then live ones.
+    let resp = open(Some(last_seen), "?after=0").await.unwrap();
+    assert_eq!(
+        s.req(Method::POST, &format!("{leg_url}/unmute"), Some(&a()), None)
+            .await
+            .0,
+        200
+    );
+    let events = read_events(resp, 3, Duration::from_secs(5)).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(kinds, vec!["held", "muted", "unmuted"], "{events:?}");
+    let seqs: Vec<u64> = events.iter().map(|e| e.1.unwrap()).collect();
+    assert_eq!(seqs, vec![last_seen + 1, last_seen + 2, last_seen + 3]);
+    assert_eq!(events[0].2["call"]["held"], true);
+
+    // ?after= works too (no header).
+    let resp = open(None, &format!("?after={}", last_seen + 2))
+        .await
+        .unwrap();
+    let events = read_events(resp, 1, Duration::from_secs(5)).await;
+    assert_eq!(events[0].0, "unmuted");
+
+    // A client ahead of the server (e.g. the server restarted): a gap, then live events.
+    let resp = open(Some(1_000_000), "").await.unwrap();
+    let (hang_url, key) = (format!("/api/v1/calls/{}", call.id), a());
+    let hang = s.req(Method::DELETE, &hang_url, Some(&key), None);
+    let (events, (status, _, _)) = tokio::join!(read_events(resp, 2, Duration::from_secs(5)), hang);
+    assert_eq!(status, 204);
+    assert_eq!(events[0].0, "gap", "{events:?}");
+    assert_eq!(events[0].2["after"], 1_000_000);
+    assert_eq!(events[1].0, "ended");
+    assert_eq!(events[1].2["cause"], "api");
+
+    // Account B's stream does not see A's events; a bad Last-Event-ID is 400.
+    let (status, json, _) = {
+        let resp = s
+            .client
+            .get(s.url("/api/v1/events"))
+            .header("Authorization", a())
+            .header("Last-Event-ID", "abc")
+            .send()
+            .await
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json::<Value>().await.unwrap(),
+            (),
+        )
+    };
+    assert_error(status, &json, 400, "invalid_request");
+    let resp = s
+        .client
+        .get(s.url("/api/v1/events?after=0"))
+        .header("Authorization", b())
+        .send()
+        .await
+        .unwrap();
+    let events = read_events(resp, 1, Duration::from_millis(500)).await;
+    assert!(events.is_empty(), "{events:?}");
+    s.shutdown().await;
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Median time from the REST request leaving the client to the hold re-INVITE arriving at the
+/// phone (loopback, debug build). Printed; asserted only loosely.
+#[tokio::test]
+async fn hold_latency_rest_to_reinvite() {
+    let s = TestServer::start(Answer::Answer).await;
+    let call = s.place_call().await;
+    let callee = call
+        .legs
+        .iter()
+        .find(|l| l.role == "callee")
+        .unwrap()
+        .id
+        .clone();
+    let leg_url = format!("/api/v1/calls/{}/legs/{}", call.id, callee);
+    let mut leg_hold = Vec::new();
+    let mut call_hold = Vec::new();
+    for _ in 0..15 {
+        let mark = s.phone.mark();
+        let t0 = Instant::now();
+        let (status, _, _) = s
+            .req(Method::POST, &format!("{leg_url}/hold"), Some(&a()), None)
+            .await;
+        assert_eq!(status, 200);
+        let m = s
+            .phone
+            .wait(mark, Duration::from_secs(5), |m| is_request(m, "INVITE"))
+            .await;
+        leg_hold.push(m.at - t0);
+        assert_eq!(
+            s.req(Method::POST, &format!("{leg_url}/unhold"), Some(&a()), None)
+                .await
+                .0,
+            200
+        );
+
+        let mark = s.carrier.mark();
+        let t0 = Instant::now();
+        let (status, _, _) = s
+            .req(
+                Method::POST,
+                &format!("/api/v1/calls/{}/hold", call.id),
+                Some(&a()),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        let m = s
+            .carrier
+            .wait(mark, Duration::from_secs(5), |m| is_request(m, "INVITE"))
+            .await;
+        call_hold.push(m.at - t0);
+        assert_eq!(
+            s.req(
+                Method::POST,
+                &format!("/api/v1/calls/{}/unhold", call.id),
+                Some(&a()),
+                None
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    let (leg_med, call_med) = (median(leg_hold.clone()), median(call_hold.clone()));
+    eprintln!(
+        "hold latency (REST request -> re-INVITE at the phone), 15 runs: per-leg median {:?} (min {:?}, max {:?}); whole call (first re-INVITE) median {:?}",
+        leg_med,
+        leg_hold.iter().min().unwrap(),
+        leg_hold.iter().max().unwrap(),
+        call_med
+    );
+    assert!(leg_med < Duration::from_millis(500), "{leg_med:?}");
+    s.shutdown().await;
+}
