@@ -361,6 +361,7 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         account_id: account.id.clone(),
         from: caller_number.clone(),
         to: callee_label.clone(),
+        dialled: dialled.clone(),
         direction: direction.to_string(),
         state: "ringing".into(),
         started_at_ms: started_at,
@@ -423,6 +424,7 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         b_leg,
         whispering: [false; 2],
         self_tx,
+        dialled: dialled.clone(),
     };
     let pending = actor.send_forks(&targets, state_tx);
     actor.run(state_rx, cmd_rx, pending).await;
@@ -593,6 +595,7 @@ struct CallActor {
     whispering: [bool; 2],
     /// For completions the actor schedules to itself (playback ended).
     self_tx: mpsc::Sender<CallCommand>,
+    dialled: String,
 }
 
 impl CallActor {
@@ -1183,6 +1186,7 @@ impl CallActor {
             account_id: self.account_id.clone(),
             from: self.caller_number.clone(),
             to: self.callee_label.clone(),
+            dialled: self.dialled.clone(),
             direction: self.direction.clone(),
             state: self.state_name().to_string(),
             started_at_ms: self.started_at,

@@ -59,6 +59,9 @@ pub struct CallInfo {
     pub account_id: String,
     pub from: String,
     pub to: String,
+    /// What the caller dialled (extension or number, visual separators removed) — for an
+    /// inbound trunk call, the DID that was called.
+    pub dialled: String,
     /// `internal`, `inbound` or `outbound`.
     pub direction: String,
     /// `ringing`, `answered` or `ended`.

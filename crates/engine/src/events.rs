@@ -120,7 +120,13 @@ impl EventBus {
         let _ = self.sender.send(event);
     }
 
+    /// Every account's live events (for server-side consumers such as webhook delivery).
+    pub fn subscribe_all(&self) -> broadcast::Receiver<Event> {
+        self.sender.subscribe()
+    }
+
     /// Subscribes to an account's events; `after` = the last sequence the client saw.
+    /// The live receiver carries every account's events: filter by `account_id`.
     pub fn subscribe(&self, account_id: &str, after: Option<u64>) -> Subscription {
         let Ok(accounts) = self.accounts.lock() else {
             return Subscription {
@@ -166,6 +172,7 @@ mod tests {
             account_id: account.into(),
             from: "101".into(),
             to: "102".into(),
+            dialled: "102".into(),
             direction: "internal".into(),
             state: "ringing".into(),
             started_at_ms: 0,

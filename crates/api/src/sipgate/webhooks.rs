@@ -87,7 +87,7 @@ pub fn spawn(engine: Engine, stop: CancellationToken) {
         }
     };
     // The live feed carries every account's events; the account filter is ours.
-    let live = engine.events().subscribe("", None).live;
+    let live = engine.events().subscribe_all();
     let dispatcher = Dispatcher {
         engine,
         client,
@@ -256,7 +256,12 @@ fn form(kind: Kind, event: &Event, target: &Target, dids: &Dids) -> Vec<(String,
         )
     };
     let from = number(caller(call), &call.from);
-    let to = number(callee(call), &call.to);
+    // An inbound call was to one of the user's numbers: the one the caller dialled.
+    let to = if call.direction == "inbound" {
+        without_plus(&call.dialled)
+    } else {
+        number(callee(call), &call.to)
+    };
     let mut f: Vec<(String, String)> = Vec::new();
     let mut add = |k: &str, v: String| f.push((k.to_string(), v));
     add(
@@ -506,6 +511,7 @@ mod tests {
             account_id: "a".into(),
             from: "+4915799912345".into(),
             to: "201".into(),
+            dialled: "+4930123456".into(),
             direction: "inbound".into(),
             state: "answered".into(),
             started_at_ms: 0,
