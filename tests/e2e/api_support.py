@@ -147,7 +147,9 @@ def sdk(server, creds, action, call_id="", value=None, expect_ok=True):
     """Runs tests/node/sipgate_rtcm.js (the sipgateio SDK); returns its JSON line."""
     args = ["node", os.path.join(NODE_DIR, "sipgate_rtcm.js"), server.http, json.dumps(creds),
             action, call_id]
-    if value is not None:
+    if isinstance(value, str):
+        args.append(value)
+    elif value is not None:
         args.append("true" if value else "false")
     t0 = time.monotonic()
     p = subprocess.run(args, capture_output=True, text=True, timeout=30, cwd=NODE_DIR)

@@ -7,7 +7,8 @@
 // replaced by BASE_URL/v2 by patching axios.create before the SDK is loaded, as
 // shared/reference/dialects.md describes). CREDENTIALS_JSON: {"token": ...} |
 // {"tokenId": ..., "token": ...} | {"username": ..., "password": ...}.
-// ACTION: list | hold | mute | hangup (VALUE: true/false for hold and mute).
+// ACTION: list | hold | mute | hangup | announce (VALUE: true/false for hold and mute; the URL
+// for announce).
 // Prints one JSON line: {"ok": true, "result": ...} or {"ok": false, "error": "..."}.
 'use strict';
 
@@ -37,6 +38,9 @@ async function main() {
       return null;
     case 'hangup':
       await rtcm.hangUp(call);
+      return null;
+    case 'announce':
+      await rtcm.announce(call, value);
       return null;
     default:
       throw new Error('unknown action ' + action);

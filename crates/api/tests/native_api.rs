@@ -45,6 +45,11 @@ fn routes() -> Vec<(Method, &'static str)> {
         (Method::POST, "/api/v1/calls/{call_id}/legs/{leg_id}/unhold"),
         (Method::POST, "/api/v1/calls/{call_id}/legs/{leg_id}/mute"),
         (Method::POST, "/api/v1/calls/{call_id}/legs/{leg_id}/unmute"),
+        (Method::POST, "/api/v1/calls/{call_id}/announcements"),
+        (
+            Method::POST,
+            "/api/v1/calls/{call_id}/legs/{leg_id}/whisper",
+        ),
         (Method::GET, "/api/v1/events"),
         (Method::GET, "/api/v1/openapi.json"),
     ]
@@ -58,6 +63,8 @@ fn call_routes() -> Vec<(Method, &'static str, Option<&'static str>)> {
         .map(|(m, p)| {
             let body = if m == Method::PATCH {
                 Some(r#"{"muted": true}"#)
+            } else if p.ends_with("/announcements") || p.ends_with("/whisper") {
+                Some(r#"{"url": "http://127.0.0.1:9/none.wav"}"#)
             } else {
                 None
             };

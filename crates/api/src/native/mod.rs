@@ -7,6 +7,7 @@ pub mod auth;
 mod calls;
 pub mod error;
 mod events;
+mod media;
 pub mod model;
 
 use std::sync::OnceLock;
@@ -71,6 +72,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(calls::unhold_leg))
         .routes(routes!(calls::mute_leg))
         .routes(routes!(calls::unmute_leg))
+        .routes(routes!(media::announce))
+        .routes(routes!(media::whisper))
         .routes(routes!(events::event_stream))
         .routes(routes!(openapi_json));
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(PREFIX, inner)

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use hookflash_engine::{CallInfo, Target};
+use hookflash_engine::{AudioSource, CallInfo, Target};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -193,11 +193,32 @@ pub(crate) async fn dtmf(
     not_yet(&state, &auth, &call_id, "DTMF").await
 }
 
-/// `POST /v2/calls/{callId}/announcements`: 404 for unknown calls, else 501 for now.
+/// `{"url": "..."}` of POST announcements.
+#[derive(Debug, Deserialize)]
+struct Announcement {
+    url: String,
+}
+
+/// `POST /v2/calls/{callId}/announcements {"url"}`: plays the WAV at `url` to every party.
+/// An unreachable URL or a body that is not audio is a 400 and the call continues untouched.
 pub(crate) async fn announcements(
     State(state): State<AppState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
+    body: Bytes,
 ) -> Result<StatusCode> {
-    not_yet(&state, &auth, &call_id, "Announcements").await
+    let call = state.engine.call(&auth.account.id, &call_id)?;
+    let req = parse_json::<Announcement>(&body)
+        .map_err(|e| SipgateError::BadRequest(format!("{e}; expected {{\"url\": \"...\"}}")))?;
+    state
+        .engine
+        .announce(
+            &call.account_id,
+            &call.id,
+            Target::Call,
+            AudioSource::Url(req.url.clone()),
+        )
+        .await?;
+    info!(call_id, url = %req.url, user = %auth.user.extension, "sipgate announcement");
+    Ok(StatusCode::OK)
 }
