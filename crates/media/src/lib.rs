@@ -8,25 +8,36 @@
 //!   player per leg for audio played into a call (music on hold, announcements).
 //! - [`g711`]: sans-IO µ-law/A-law encode/decode.
 //! - [`audio`]: [`audio::Pcm8k`] clips, WAV loading/resampling, built-in music on hold.
+//! - [`record`]: stereo WAV call recording (incremental writer task) and [`record::repair_wav`].
+//! - [`dtmf`]: RFC 4733 telephone-events: payload, per-press detection, the send schedule.
+//! - [`tts`]: [`tts::Tts`], espeak-ng text-to-speech as a subprocess, cached.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub mod audio;
+pub mod dtmf;
 pub mod g711;
 pub mod ports;
+pub mod record;
 pub mod relay;
 pub mod rtp;
 pub mod sdp;
+pub mod tts;
 
 pub use audio::{AudioError, Pcm8k};
+pub use dtmf::{DtmfEnd, DtmfError, DtmfEvent, DtmfOptions, DtmfSendId, DtmfSendStatus};
 pub use g711::Law;
 pub use ports::{PortPool, RtpSocketPair};
+pub use record::{
+    repair_wav, RecordError, RecordOptions, RecordingId, RecordingSummary, RepairOutcome,
+};
 pub use relay::{
     Bridge, BridgeHandle, BridgeOptions, BridgeStats, Leg, PlayOptions, PlaybackEnd, PlaybackId,
     PlaybackStatus,
 };
 pub use sdp::{Codec, Direction, MediaSection, OriginState, SdpError, SessionDescription};
+pub use tts::{Tts, TtsError, TtsOptions};
 
 /// Errors of the media layer's I/O side (SDP errors are [`SdpError`]).
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +59,9 @@ pub enum MediaError {
     /// Audio that cannot be loaded (WAV decoding, limits, resampling).
     #[error(transparent)]
     Audio(#[from] AudioError),
+    /// Text-to-speech failed ([`tts::Tts::synthesize`]).
+    #[error(transparent)]
+    Tts(#[from] TtsError),
 }
 
 /// Process-wide media counters (for `/metrics`). Bridges add to them in small batches (at

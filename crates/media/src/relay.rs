@@ -54,7 +54,7 @@
 //!   from X's RTP socket to X's remote.
 //!
 //! The 20 ms clock is a tokio `Interval` polled inside the same poll loop; it exists only while
-//! at least one player is active, so a plain relay still has no timer. Missed ticks are caught
+//! at least one player, recorder or DTMF sender is active, so a plain relay still has no timer. Missed ticks are caught
 //! up in a burst (the phone's jitter buffer expects 50 packets/s), unless the task fell more
 //! than 100 ms behind: then the backlog is dropped rather than flooding the phone.
 //!
@@ -75,6 +75,35 @@
 //! Keeping the SSRC (rather than a fresh random one) means the phone never sees an SSRC change,
 //! which some phones handle badly; the cost is that RTCP sender reports relayed from the other
 //! phone no longer match the rewritten timestamps exactly, which voice endpoints ignore.
+//!
+//! # The shared 20 ms clock
+//! Players, the recorder and DTMF senders all run on the one `Interval` above; it exists while
+//! at least one of them is active. Per tick: for each leg either its DTMF sender (which then
+//! has priority: a player towards that leg pauses meanwhile, without advancing) or its player
+//! sends one packet; then the recorder takes one stereo frame.
+//!
+//! # Recording ([`BridgeHandle::start_recording`], see [`crate::record`])
+//! RTP audio accepted from a leg whose forwarding is on is decoded (G.711 by payload type:
+//! PT 0/8 by default, plus [`BridgeHandle::set_recv_codec`] and [`BridgeHandle::set_send_codec`]
+//! entries) into a per-leg ring; each tick one frame per channel goes to the writer task
+//! through a bounded queue (`try_send`; never any file I/O in this task). Left = leg A, right =
+//! leg B. Without a recorder the per-packet cost is one `Option` check.
+//!
+//! # DTMF (RFC 4733, see [`crate::dtmf`])
+//! - **Receive**: packets from a leg whose PT is that leg's telephone-event PT
+//!   ([`BridgeHandle::set_dtmf_pt`]) go through a [`DtmfDetector`] (one event per press, end
+//!   retransmissions ignored) and each press is broadcast on [`BridgeHandle::dtmf_events`].
+//!   The packets are still relayed to the other leg as before (PT mapped). Detection does not
+//!   depend on forwarding (a muted leg's digits are still seen). Cost without a PT set: one
+//!   byte compare per packet.
+//! - **Send**: [`BridgeHandle::send_dtmf`] queues digits towards a leg. While they are sent,
+//!   the other leg's RTP is held back from that leg (as with a player), and the events go
+//!   through the same [`StreamRewriter`] (engaged as for players), so they continue the
+//!   stream the phone receives: same SSRC, next sequence numbers, marker on each digit's first
+//!   packet; each event's timestamp is its start on the stream clock. When the last digit is
+//!   done, the stream's timeline is moved on by the time the events took (their packets repeat
+//!   the start timestamp) so relayed audio continues at the right timestamp. Each send's end
+//!   is published on a per-leg `watch` ([`BridgeHandle::dtmf_done`]).
 
 use std::future::poll_fn;
 use std::io;
@@ -84,15 +113,26 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use tokio::io::ReadBuf;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::Instrument;
 
 use crate::audio::{Pcm8k, FRAME_SAMPLES};
+use crate::dtmf::{
+    parse_digits, DtmfDetector, DtmfEnd, DtmfError, DtmfEvent, DtmfJob, DtmfOptions, DtmfSendId,
+    DtmfSendStatus, DtmfSender, TelephoneEvent,
+};
 use crate::g711::Law;
 use crate::ports::RtpSocketPair;
-use crate::rtp::{is_rtcp, write_header, StreamRewriter, StreamTracker, RTP_HEADER_LEN};
+use crate::record::{
+    RecordError, RecordOptions, RecorderTap, Recording, RecordingId, RecordingSummary, TapState,
+};
+use crate::rtp::{
+    is_rtcp, parse_header, write_header, StreamRewriter, StreamTracker, RTP_HEADER_LEN,
+};
 use crate::MediaStats;
 
 /// Receive buffer size: larger than any Ethernet-MTU datagram.
@@ -110,6 +150,12 @@ const MAX_TICK_LAG: Duration = Duration::from_millis(100);
 /// StreamRewriter source id of players (relayed sources use the leg generation, a small
 /// number); each playback also has its own internal SSRC, so a new playback is a switch too.
 const PLAYER_SOURCE: u32 = u32::MAX;
+/// StreamRewriter source id of DTMF senders.
+const DTMF_SOURCE: u32 = u32::MAX - 1;
+/// "No telephone-event PT" (RTP PTs are 7 bits).
+const NO_PT: u8 = 0xFF;
+/// Capacity of the DTMF event broadcast (a slow subscriber loses the oldest).
+const DTMF_EVENTS: usize = 64;
 
 /// One side of a bridge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -372,6 +418,17 @@ struct Shared {
     /// Last playback number handed out. Held while the Play control is queued, so numbers
     /// reach the task in increasing order even with concurrent callers.
     playback_seq: Mutex<u64>,
+    /// Last DTMF send number handed out (same rule as `playback_seq`).
+    dtmf_seq: Mutex<u64>,
+    /// Telephone-event PT per leg, as told by the engine (checked by `send_dtmf`).
+    dtmf_pt: Mutex<[Option<u8>; 2]>,
+    /// Detected key presses of both legs.
+    dtmf_events: broadcast::Sender<DtmfEvent>,
+    /// The running recording (start/stop hold it across their await points).
+    recording: tokio::sync::Mutex<Option<Recording>>,
+    /// Number of the running recording, 0 = none (for the synchronous pause/resume).
+    recording_id: AtomicU64,
+    recording_seq: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -418,6 +475,30 @@ enum Control {
     StopPlay {
         leg: Leg,
     },
+    SetRecvCodec {
+        leg: Leg,
+        pt: u8,
+        law: Law,
+    },
+    SetDtmfPt {
+        leg: Leg,
+        pt: Option<u8>,
+    },
+    SendDtmf {
+        job: DtmfJob,
+    },
+    StopDtmf {
+        leg: Leg,
+    },
+    StartRecording {
+        tap: Box<RecorderTap>,
+    },
+    PauseRecording {
+        paused: bool,
+    },
+    StopRecording {
+        id: RecordingId,
+    },
     Stop,
 }
 
@@ -446,11 +527,19 @@ impl Bridge {
             remotes: Mutex::new([None, None]),
             played: Default::default(),
             playback_seq: Mutex::new(0),
+            dtmf_seq: Mutex::new(0),
+            dtmf_pt: Mutex::new([None, None]),
+            dtmf_events: broadcast::channel(DTMF_EVENTS).0,
+            recording: tokio::sync::Mutex::new(None),
+            recording_id: AtomicU64::new(0),
+            recording_seq: AtomicU64::new(0),
         });
         let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = watch::channel(());
         let (play_a_tx, play_a_rx) = watch::channel(PlaybackStatus::default());
         let (play_b_tx, play_b_rx) = watch::channel(PlaybackStatus::default());
+        let (dtmf_a_tx, dtmf_a_rx) = watch::channel(DtmfSendStatus::default());
+        let (dtmf_b_tx, dtmf_b_rx) = watch::channel(DtmfSendStatus::default());
         let span = tracing::debug_span!("bridge", a = %a.local_rtp, b = %b.local_rtp);
         stats.bridges_active.fetch_add(1, Ordering::Relaxed);
         let relay = Relay {
@@ -466,6 +555,13 @@ impl Bridge {
             ticker: None,
             played: [0, 0],
             play_status: [play_a_tx, play_b_tx],
+            recv_law: [default_recv_laws(), default_recv_laws()],
+            dtmf_pt: [NO_PT, NO_PT],
+            dtmf_rx: [DtmfDetector::default(), DtmfDetector::default()],
+            dtmf_tx: [None, None],
+            dtmf_out_ts: [0, 0],
+            dtmf_status: [dtmf_a_tx, dtmf_b_tx],
+            recorder: None,
             ctrl: ctrl_rx,
             rotate: 0,
             local: [LocalCounters::default(), LocalCounters::default()],
@@ -483,6 +579,7 @@ impl Bridge {
             shared,
             done: done_rx,
             playback: [play_a_rx, play_b_rx],
+            dtmf: [dtmf_a_rx, dtmf_b_rx],
         }
     }
 }
@@ -499,6 +596,14 @@ fn identity_map() -> [u8; 128] {
     std::array::from_fn(|i| i as u8)
 }
 
+/// RFC 3551 static payload types of G.711.
+fn default_recv_laws() -> [Option<Law>; 128] {
+    let mut t = [None; 128];
+    t[0] = Some(Law::Mulaw);
+    t[8] = Some(Law::Alaw);
+    t
+}
+
 /// Controls a running bridge. Dropping it stops the bridge (like [`BridgeHandle::stop`]).
 #[derive(Debug)]
 pub struct BridgeHandle {
@@ -506,6 +611,7 @@ pub struct BridgeHandle {
     shared: Arc<Shared>,
     done: watch::Receiver<()>,
     playback: [watch::Receiver<PlaybackStatus>; 2],
+    dtmf: [watch::Receiver<DtmfSendStatus>; 2],
 }
 
 impl BridgeHandle {
@@ -562,8 +668,195 @@ impl BridgeHandle {
     /// The codec RTP generated *to* `leg` uses (players): the payload type and G.711 law
     /// negotiated towards that leg. Call after every SDP negotiation with that leg's phone
     /// (see [`Law::for_codec`]). Until then players send PCMU with PT 0.
+    ///
+    /// The same (PT, law) is also registered for decoding audio received *from* `leg` (the
+    /// recorder), since a phone sends the payload types of its own SDP.
     pub fn set_send_codec(&self, leg: Leg, pt: u8, law: Law) {
         self.send(Control::SetSendCodec { leg, pt, law });
+    }
+
+    /// Registers a payload type `leg`'s phone may send, and its G.711 law, for decoding (the
+    /// recorder). PT 0 (PCMU) and 8 (PCMA) are known from the start, and
+    /// [`Self::set_send_codec`] registers its codec too: call this for further G.711 payload
+    /// types of the leg's SDP (dynamic ones in particular). Other PTs are not recorded.
+    pub fn set_recv_codec(&self, leg: Leg, pt: u8, law: Law) {
+        self.send(Control::SetRecvCodec { leg, pt, law });
+    }
+
+    /// The telephone-event (RFC 4733) payload type negotiated with `leg` (the number in that
+    /// leg's SDP). Enables receiving digits from that leg ([`Self::dtmf_events`]) and sending
+    /// digits to it ([`Self::send_dtmf`]). Call after every negotiation with that leg's phone;
+    /// [`Self::clear_dtmf_pt`] when a renegotiation drops telephone-event.
+    pub fn set_dtmf_pt(&self, leg: Leg, pt: u8) {
+        if pt >= 128 {
+            tracing::warn!(?leg, pt, "invalid telephone-event payload type ignored");
+            return;
+        }
+        lock(&self.shared.dtmf_pt)[leg.idx()] = Some(pt);
+        self.send(Control::SetDtmfPt { leg, pt: Some(pt) });
+    }
+
+    /// `leg` did not negotiate telephone-event: [`Self::send_dtmf`] answers
+    /// [`DtmfError::NoTelephoneEvent`]; a send in progress to that leg is cancelled.
+    pub fn clear_dtmf_pt(&self, leg: Leg) {
+        lock(&self.shared.dtmf_pt)[leg.idx()] = None;
+        self.send(Control::SetDtmfPt { leg, pt: None });
+    }
+
+    /// A receiver of the key presses detected on both legs, one [`DtmfEvent`] per press. Only
+    /// presses after this call are seen; a receiver that lags more than 64 events behind loses
+    /// the oldest (`RecvError::Lagged`).
+    pub fn dtmf_events(&self) -> broadcast::Receiver<DtmfEvent> {
+        self.shared.dtmf_events.subscribe()
+    }
+
+    /// Sends `digits` (`0-9 * # A-D`) to `leg` as RFC 4733 telephone-events (see
+    /// [`crate::dtmf`] for the packet schedule), after any send still in progress to that leg.
+    /// Everything is checked before anything is sent: invalid characters or options,
+    /// [`DtmfError::NoTelephoneEvent`] when `leg` did not negotiate telephone-event (fall back
+    /// to SIP INFO). Await the end with [`Self::dtmf_done`].
+    pub fn send_dtmf(
+        &self,
+        leg: Leg,
+        digits: &str,
+        opts: DtmfOptions,
+    ) -> Result<DtmfSendId, DtmfError> {
+        let codes = parse_digits(digits)?;
+        opts.validate()?;
+        if lock(&self.shared.dtmf_pt)[leg.idx()].is_none() {
+            return Err(DtmfError::NoTelephoneEvent { leg });
+        }
+        if self.is_stopped() {
+            return Err(DtmfError::BridgeStopped);
+        }
+        let mut seq = lock(&self.shared.dtmf_seq);
+        *seq += 1;
+        let id = DtmfSendId { leg, n: *seq };
+        let job = DtmfJob {
+            id,
+            codes,
+            opts,
+            cancelled: false,
+        };
+        self.ctrl
+            .send(Control::SendDtmf { job })
+            .map_err(|_| DtmfError::BridgeStopped)?;
+        Ok(id)
+    }
+
+    /// Cancels the DTMF sends to `leg`: a tone in progress is ended properly (its end packets
+    /// go out), queued digits are dropped. They end as [`DtmfEnd::Cancelled`].
+    pub fn stop_dtmf(&self, leg: Leg) {
+        self.send(Control::StopDtmf { leg });
+    }
+
+    /// The DTMF send state of `leg`.
+    pub fn dtmf_status(&self, leg: Leg) -> DtmfSendStatus {
+        self.dtmf[leg.idx()].borrow().clone()
+    }
+
+    /// Resolves when DTMF send `id` is over, with how it ended (`None` only if more than 8
+    /// later sends on the leg ended before this was polled). Does not borrow the handle.
+    pub fn dtmf_done(
+        &self,
+        id: DtmfSendId,
+    ) -> impl std::future::Future<Output = Option<DtmfEnd>> + Send + 'static {
+        let mut rx = self.dtmf[id.leg.idx()].clone();
+        async move {
+            loop {
+                {
+                    let s = rx.borrow_and_update();
+                    if s.is_over(id) {
+                        return s.end_of(id.n);
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    let s = rx.borrow();
+                    return Some(s.end_of(id.n).unwrap_or(DtmfEnd::BridgeStopped));
+                }
+            }
+        }
+    }
+
+    /// Starts recording the call into a new stereo WAV file at `path` (left = audio from leg
+    /// A, right = from leg B; see [`crate::record`]). The file must not exist; missing parent
+    /// directories are created. One recording per bridge at a time.
+    pub async fn start_recording(
+        &self,
+        path: impl Into<PathBuf>,
+        opts: RecordOptions,
+    ) -> Result<RecordingId, RecordError> {
+        let mut slot = self.shared.recording.lock().await;
+        if slot.is_some() {
+            return Err(RecordError::AlreadyRecording);
+        }
+        if self.is_stopped() {
+            return Err(RecordError::BridgeStopped);
+        }
+        let n = self.shared.recording_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tap, rec) = crate::record::start(RecordingId(n), path.into(), &opts).await?;
+        let id = rec.id;
+        if self
+            .ctrl
+            .send(Control::StartRecording { tap: Box::new(tap) })
+            .is_err()
+        {
+            // The bridge stopped meanwhile: the writer closes the (empty) file; remove it.
+            let path = rec.path.clone();
+            tokio::spawn(async move {
+                let _ = rec.done.await;
+                let _ = tokio::fs::remove_file(&path).await;
+            });
+            return Err(RecordError::BridgeStopped);
+        }
+        self.shared.recording_id.store(n, Ordering::Relaxed);
+        *slot = Some(rec);
+        Ok(id)
+    }
+
+    /// The running recording, if any.
+    pub fn recording(&self) -> Option<RecordingId> {
+        match self.shared.recording_id.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(RecordingId(n)),
+        }
+    }
+
+    /// Pauses the recording: silence is written until [`Self::resume_recording`] (the pause
+    /// stays audible as a gap in the timeline), audio received meanwhile is not recorded.
+    pub fn pause_recording(&self) -> Result<(), RecordError> {
+        self.set_recording_paused(true)
+    }
+
+    pub fn resume_recording(&self) -> Result<(), RecordError> {
+        self.set_recording_paused(false)
+    }
+
+    fn set_recording_paused(&self, paused: bool) -> Result<(), RecordError> {
+        if self.recording().is_none() {
+            return Err(RecordError::NotRecording);
+        }
+        self.send(Control::PauseRecording { paused });
+        Ok(())
+    }
+
+    /// Stops the recording and waits until the file is complete (header fixed, fsynced).
+    /// Also returns the summary of a recording that ended because the bridge stopped.
+    pub async fn stop_recording(&self) -> Result<RecordingSummary, RecordError> {
+        let rec = {
+            let mut slot = self.shared.recording.lock().await;
+            let rec = slot.take().ok_or(RecordError::NotRecording)?;
+            self.shared.recording_id.store(0, Ordering::Relaxed);
+            self.send(Control::StopRecording { id: rec.id });
+            rec
+        };
+        match rec.done.await {
+            Ok(r) => r,
+            Err(_) => Err(RecordError::Writer {
+                path: rec.path,
+                reason: "the writer task ended without a result".into(),
+            }),
+        }
     }
 
     /// Plays `pcm` to `leg`, replacing whatever played there (which ends as
@@ -812,6 +1105,19 @@ struct Relay {
     played: [u64; 2],
     /// Per *to* leg.
     play_status: [watch::Sender<PlaybackStatus>; 2],
+    /// Per *from* leg: the G.711 law of each payload type (recording).
+    recv_law: [[Option<Law>; 128]; 2],
+    /// Per leg: its telephone-event PT, [`NO_PT`] if none.
+    dtmf_pt: [u8; 2],
+    /// Per *from* leg.
+    dtmf_rx: [DtmfDetector; 2],
+    /// Per *to* leg.
+    dtmf_tx: [Option<DtmfSender>; 2],
+    /// Per *to* leg: the (rewritten) timestamp of the event being sent.
+    dtmf_out_ts: [u32; 2],
+    /// Per *to* leg.
+    dtmf_status: [watch::Sender<DtmfSendStatus>; 2],
+    recorder: Option<RecorderTap>,
     ctrl: mpsc::UnboundedReceiver<Control>,
     rotate: usize,
     local: [LocalCounters; 2],
@@ -935,6 +1241,46 @@ impl Relay {
             }
             Control::SetSendCodec { leg, pt, law } => {
                 self.send_codec[leg.idx()] = Some((pt & 0x7f, law));
+                self.recv_law[leg.idx()][(pt & 0x7f) as usize] = Some(law);
+            }
+            Control::SetRecvCodec { leg, pt, law } => {
+                self.recv_law[leg.idx()][(pt & 0x7f) as usize] = Some(law);
+            }
+            Control::SetDtmfPt { leg, pt } => {
+                self.dtmf_pt[leg.idx()] = pt.map_or(NO_PT, |p| p & 0x7f);
+                if pt.is_none() {
+                    // No end packets either: the phone no longer knows the payload type.
+                    if let Some(sender) = self.dtmf_tx[leg.idx()].take() {
+                        self.dtmf_status[leg.idx()].send_modify(|s| {
+                            for id in sender.job_ids() {
+                                s.record_end(id, DtmfEnd::Cancelled);
+                            }
+                        });
+                        self.update_relay_on();
+                        self.release_clock();
+                    }
+                }
+            }
+            Control::SendDtmf { job } => self.start_dtmf(job),
+            Control::StopDtmf { leg } => self.cancel_dtmf(leg),
+            Control::StartRecording { tap } => {
+                if let Some(old) = self.recorder.replace(*tap) {
+                    old.finish();
+                }
+                self.ensure_clock();
+            }
+            Control::PauseRecording { paused } => {
+                if let Some(r) = self.recorder.as_mut() {
+                    r.set_paused(paused);
+                }
+            }
+            Control::StopRecording { id } => {
+                if self.recorder.as_ref().is_some_and(|r| r.id == id) {
+                    if let Some(r) = self.recorder.take() {
+                        r.finish();
+                    }
+                    self.release_clock();
+                }
             }
             Control::Play { id, pcm, opts } => self.start_player(id, pcm, opts),
             Control::StopPlay { leg } => self.end_player(leg, PlaybackEnd::Stopped),
@@ -988,11 +1334,21 @@ impl Relay {
         if now_ms.saturating_sub(self.last_flush_ms) >= FLUSH_INTERVAL_MS {
             self.flush_global(now_ms);
         }
+        let pt = pkt[1] & 0x7f;
+        if pt == self.dtmf_pt[f] {
+            self.on_dtmf_packet(from, pkt);
+        } else {
+            if self.dtmf_rx[f].is_pending() {
+                self.on_audio_after_dtmf(from, pkt);
+            }
+            if self.recorder.is_some() && self.forwarding[f] {
+                self.record_packet(from, pt, pkt);
+            }
+        }
         if !self.relay_on[f] {
             self.local[f].held_back += 1;
             return;
         }
-        let pt = pkt[1] & 0x7f;
         let mapped = self.pt_map[f][pt as usize];
         if mapped != pt {
             pkt[1] = (pkt[1] & 0x80) | mapped;
@@ -1098,8 +1454,10 @@ impl Relay {
 
     fn update_relay_on(&mut self) {
         for from in [Leg::A, Leg::B] {
-            self.relay_on[from.idx()] =
-                self.forwarding[from.idx()] && self.players[from.other().idx()].is_none();
+            let to = from.other().idx();
+            self.relay_on[from.idx()] = self.forwarding[from.idx()]
+                && self.players[to].is_none()
+                && self.dtmf_tx[to].is_none();
         }
     }
 
@@ -1118,27 +1476,13 @@ impl Relay {
                 s.taken = s.taken.max(id.n);
                 s.record_end(id, PlaybackEnd::Finished);
             });
-            if self.players.iter().all(Option::is_none) {
-                self.ticker = None;
-            }
+            self.release_clock();
             return;
         }
         if self.send_codec[t].is_none() {
             tracing::warn!(?to, "playing before set_send_codec: using PCMU/0");
         }
-        // Continue the stream the phone already receives (module doc: RTP continuity).
-        let r = from_idx_towards(to);
-        if self.rewriter[r].is_none() {
-            let rw = StreamRewriter::continuing(&self.tracker[t])
-                .unwrap_or_else(StreamRewriter::with_random_ssrc);
-            tracing::debug!(
-                ?to,
-                ssrc = rw.ssrc(),
-                "stream rewriter engaged for playback"
-            );
-            self.rewriter[r] = Some(rw);
-        }
-        self.continuity_pinned[r] = true;
+        self.engage_rewriter(to);
         tracing::debug!(%id, duration = ?pcm.duration(), looped = opts.looped, "playback started");
         self.players[t] = Some(Player {
             id,
@@ -1153,11 +1497,42 @@ impl Relay {
             s.playing = Some(id);
         });
         self.update_relay_on();
+        self.ensure_clock();
+    }
+
+    /// Engages the rewriter of the stream towards `to`, continuing what the phone already
+    /// receives (module doc: RTP continuity). It stays for the rest of the bridge.
+    fn engage_rewriter(&mut self, to: Leg) {
+        let r = from_idx_towards(to);
+        if self.rewriter[r].is_none() {
+            let rw = StreamRewriter::continuing(&self.tracker[to.idx()])
+                .unwrap_or_else(StreamRewriter::with_random_ssrc);
+            tracing::debug!(?to, ssrc = rw.ssrc(), "stream rewriter engaged");
+            self.rewriter[r] = Some(rw);
+        }
+        self.continuity_pinned[r] = true;
+    }
+
+    fn clock_needed(&self) -> bool {
+        self.players.iter().any(Option::is_some)
+            || self.dtmf_tx.iter().any(Option::is_some)
+            || self.recorder.is_some()
+    }
+
+    /// Starts the 20 ms clock if it is not running. The first tick is immediate: the first
+    /// frame goes out in this wake-up.
+    fn ensure_clock(&mut self) {
         if self.ticker.is_none() {
-            // The first tick is immediate: the first frame goes out in this wake-up.
             let mut iv = tokio::time::interval(FRAME_INTERVAL);
             iv.set_missed_tick_behavior(MissedTickBehavior::Burst);
             self.ticker = Some(iv);
+        }
+    }
+
+    /// Stops the clock when nothing needs it any more.
+    fn release_clock(&mut self) {
+        if !self.clock_needed() {
+            self.ticker = None;
         }
     }
 
@@ -1168,9 +1543,7 @@ impl Relay {
         tracing::debug!(id = %p.id, ?how, frames = p.pos / FRAME_SAMPLES, "playback ended");
         self.play_status[to.idx()].send_modify(|s| s.record_end(p.id, how));
         self.update_relay_on();
-        if self.players.iter().all(Option::is_none) {
-            self.ticker = None;
-        }
+        self.release_clock();
     }
 
     /// Sends one frame per due tick for every active player, until the clock is pending (its
@@ -1180,13 +1553,169 @@ impl Relay {
             let Poll::Ready(at) = iv.poll_tick(cx) else {
                 return;
             };
-            if at.elapsed() > MAX_TICK_LAG {
-                tracing::debug!(late = ?at.elapsed(), "player clock fell behind; backlog dropped");
+            let late = at.elapsed();
+            if late > MAX_TICK_LAG {
+                tracing::debug!(?late, "media clock fell behind; backlog dropped");
                 iv.reset();
+                if let Some(r) = self.recorder.as_mut() {
+                    // The recording keeps wall-clock time: the skipped ticks become silence.
+                    r.add_missed((late.as_millis() / FRAME_INTERVAL.as_millis()) as u32);
+                }
             }
             for to in [Leg::A, Leg::B] {
-                self.play_frame(to, buf);
+                if self.dtmf_tx[to.idx()].is_some() {
+                    self.dtmf_frame(to, buf);
+                } else {
+                    self.play_frame(to, buf);
+                }
             }
+            if let Some(r) = self.recorder.as_mut() {
+                if r.tick() == TapState::WriterGone {
+                    tracing::warn!(id = %r.id, "recording writer gone; recording ends");
+                    self.recorder = None;
+                    self.release_clock();
+                }
+            }
+        }
+    }
+
+    /// Decodes an audio packet from `from` into the recorder.
+    fn record_packet(&mut self, from: Leg, pt: u8, pkt: &[u8]) {
+        let Some(law) = self.recv_law[from.idx()][pt as usize] else {
+            return;
+        };
+        let Some(rec) = self.recorder.as_mut() else {
+            return;
+        };
+        if let Some(payload) = parse_header(pkt).and_then(|h| h.payload(pkt)) {
+            rec.on_audio(from.idx(), law, payload);
+        }
+    }
+
+    /// A telephone-event packet from `from`: detection (it is relayed as usual afterwards).
+    fn on_dtmf_packet(&mut self, from: Leg, pkt: &[u8]) {
+        let Some(h) = parse_header(pkt) else {
+            return;
+        };
+        let Some(ev) = h.payload(pkt).and_then(TelephoneEvent::parse) else {
+            return;
+        };
+        let tx = &self.shared.dtmf_events;
+        self.dtmf_rx[from.idx()].on_event(h.ssrc, h.timestamp, ev, &mut |d| {
+            tracing::debug!(?from, digit = %d.digit, duration = d.duration_ms(), end_seen = d.end_seen, "dtmf received");
+            let _ = tx.send(DtmfEvent {
+                leg: from,
+                digit: d.digit,
+                duration_ms: d.duration_ms(),
+            });
+        });
+    }
+
+    /// Audio from `from` while a received event waits for its end packets (lost-end fallback).
+    fn on_audio_after_dtmf(&mut self, from: Leg, pkt: &[u8]) {
+        let Some(h) = parse_header(pkt) else {
+            return;
+        };
+        let tx = &self.shared.dtmf_events;
+        self.dtmf_rx[from.idx()].on_audio(h.ssrc, h.timestamp, &mut |d| {
+            tracing::debug!(?from, digit = %d.digit, "dtmf received (end packets lost)");
+            let _ = tx.send(DtmfEvent {
+                leg: from,
+                digit: d.digit,
+                duration_ms: d.duration_ms(),
+            });
+        });
+    }
+
+    fn start_dtmf(&mut self, job: DtmfJob) {
+        let to = job.id.leg;
+        let t = to.idx();
+        let id = job.id;
+        if self.dtmf_pt[t] == NO_PT {
+            tracing::debug!(%id, "telephone-event gone before the send started");
+            self.dtmf_status[t].send_modify(|s| s.record_end(id, DtmfEnd::Cancelled));
+            return;
+        }
+        tracing::debug!(%id, digits = job.codes.len(), "dtmf send queued");
+        match self.dtmf_tx[t].as_mut() {
+            Some(sender) => {
+                sender.push(job);
+                if sender.current() == Some(id) {
+                    // The sender had nothing left (cancelled): this one is next.
+                    self.dtmf_status[t].send_modify(|s| s.sending = Some(id));
+                }
+            }
+            None => {
+                self.engage_rewriter(to);
+                self.dtmf_tx[t] = Some(DtmfSender::new(job));
+                self.dtmf_status[t].send_modify(|s| s.sending = Some(id));
+                self.update_relay_on();
+                self.ensure_clock();
+            }
+        }
+    }
+
+    fn cancel_dtmf(&mut self, to: Leg) {
+        let t = to.idx();
+        let Some(sender) = self.dtmf_tx[t].as_mut() else {
+            return;
+        };
+        for id in sender.cancel() {
+            tracing::debug!(%id, "dtmf send cancelled");
+            self.dtmf_status[t].send_modify(|s| s.record_end(id, DtmfEnd::Cancelled));
+        }
+        // With a tone in progress, its end packets go out first and the jobs end through the
+        // ticks, in order; either way the sender finishes on a coming tick.
+    }
+
+    /// One tick of the DTMF sender towards `to`.
+    fn dtmf_frame(&mut self, to: Leg, buf: &mut [u8; BUF_LEN]) {
+        let t = to.idx();
+        let pt = self.dtmf_pt[t];
+        let Some(sender) = self.dtmf_tx[t].as_mut() else {
+            return;
+        };
+        let r = sender.tick(pt, &mut buf[..]);
+        let next = sender.current();
+        if let Some(len) = r.packet {
+            let pkt = &mut buf[..len];
+            if let Some(rw) = self.rewriter[from_idx_towards(to)].as_mut() {
+                rw.rewrite(pkt, DTMF_SOURCE);
+            }
+            if r.event_start {
+                self.dtmf_out_ts[t] = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
+            }
+            let leg = &self.legs[t];
+            match leg.rtp.dest() {
+                Some(dest) => match leg.pair.rtp.try_send_to(pkt, dest) {
+                    Ok(_) => {
+                        self.played[t] += 1;
+                        self.pending.played += 1;
+                    }
+                    Err(e) => tracing::debug!(%dest, error = %e, "dtmf packet not sent"),
+                },
+                None => tracing::debug!(?to, "no remote: dtmf packet not sent"),
+            }
+        }
+        if let Some((id, how)) = r.finished {
+            tracing::debug!(%id, ?how, "dtmf send ended");
+            self.dtmf_status[t].send_modify(|s| {
+                s.record_end(id, how);
+                s.sending = next;
+            });
+        }
+        if r.done {
+            if let (Some(ticks), Some(rw)) =
+                (r.event_ticks, self.rewriter[from_idx_towards(to)].as_mut())
+            {
+                // Events repeat their start timestamp: move the stream's timeline on by the
+                // time they took, so what follows continues at the right timestamp.
+                let step = FRAME_SAMPLES as u32;
+                rw.continue_at(self.dtmf_out_ts[t].wrapping_add(ticks * step), step);
+            }
+            self.dtmf_tx[t] = None;
+            self.update_relay_on();
+            self.release_clock();
         }
     }
 
@@ -1249,6 +1778,17 @@ impl Drop for Relay {
     fn drop(&mut self) {
         for leg in [Leg::A, Leg::B] {
             self.end_player(leg, PlaybackEnd::BridgeStopped);
+            if let Some(sender) = self.dtmf_tx[leg.idx()].take() {
+                self.dtmf_status[leg.idx()].send_modify(|s| {
+                    for id in sender.job_ids() {
+                        s.record_end(id, DtmfEnd::BridgeStopped);
+                    }
+                });
+            }
+        }
+        if let Some(r) = self.recorder.take() {
+            // The writer finishes the file on its own.
+            r.finish();
         }
         self.publish();
         self.flush_global(0);

@@ -172,6 +172,21 @@ impl StreamRewriter {
         self.ssrc
     }
 
+    /// Declares where the stream's timeline stands after a source whose packets do not show
+    /// the time that passed (telephone-events repeat their start timestamp): the next *new*
+    /// source starts at timestamp `next_ts`, and the packet interval is reset to `step` until
+    /// the stream teaches another one.
+    pub fn continue_at(&mut self, next_ts: u32, step: u32) {
+        if !self.started {
+            return;
+        }
+        let last = next_ts.wrapping_sub(step);
+        if ts_newer_eq(last, self.last_out_ts) {
+            self.last_out_ts = last;
+        }
+        self.ts_step = step;
+    }
+
     /// Rewrites SSRC, sequence number, timestamp (and marker on a switch) in place.
     /// Returns `false` and leaves `buf` untouched if it is not an RTP packet.
     pub fn rewrite(&mut self, buf: &mut [u8], source_id: u32) -> bool {
@@ -487,6 +502,29 @@ mod tests {
         // A new SSRC resets the tracker.
         t.note(&pkt(0, 5, 5, 0xC0C));
         assert_eq!(t.last(), Some((0xC0C, 5, 5)));
+    }
+
+    #[test]
+    fn continue_at_moves_the_next_switch() {
+        let mut rw = StreamRewriter::new(5);
+        rw.continue_at(1000, 160); // nothing sent yet: no-op
+        let mut b = pkt(101, 10, 5000, 1);
+        rw.rewrite(&mut b, 1);
+        let mut b = pkt(101, 11, 5000, 1); // an event repeats its timestamp
+        rw.rewrite(&mut b, 1);
+        rw.continue_at(5000 + 7 * 160, 160);
+        let mut b = pkt(0, 900, 1, 2);
+        rw.rewrite(&mut b, 2);
+        let h = parse_header(&b).unwrap();
+        assert_eq!(
+            (h.sequence, h.timestamp, h.marker),
+            (12, 5000 + 7 * 160, true)
+        );
+        // Never backwards.
+        rw.continue_at(10, 160);
+        let mut b = pkt(0, 1, 1, 3);
+        rw.rewrite(&mut b, 3);
+        assert_eq!(parse_header(&b).unwrap().timestamp, 5000 + 8 * 160);
     }
 
     #[test]
