@@ -85,7 +85,7 @@ fn call_routes(call: &str) -> Vec<(Method, String, Option<&'static str>)> {
         (
             Method::POST,
             format!("/v2/calls/{call}/announcements"),
-            Some(r#"{"url": "https://static.sipgate.com/examples/wav/example.wav"}"#),
+            Some(r#"{"url": "http://127.0.0.1:9/example.wav"}"#),
         ),
     ]
 }
@@ -394,12 +394,25 @@ async fn calls_routes_shapes_effects_errors_and_isolation() {
     assert_eq!(status, 200);
     assert!(!s.engine.call(&s.acme, &call.id).unwrap().muted());
 
-    // Later issues' routes: 501 in the error shape.
+    // Later issues' routes: 501 in the error shape. Announcements exist: an unreachable URL
+    // is a 400 that says so, and the call is untouched.
     for (m, p, body) in call_routes(&call.id).into_iter().skip(3) {
         let (status, json, _) = s.req(m, &p, Some(&alice), body).await;
+        if p.ends_with("/announcements") {
+            assert_sipgate_error(status, &json, 400);
+            assert!(
+                json["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("could not reach"),
+                "{json}"
+            );
+            continue;
+        }
         assert_sipgate_error(status, &json, 501);
         assert_eq!(json["error"], "Not Implemented");
     }
+    assert_eq!(s.engine.call(&s.acme, &call.id).unwrap().state, "answered");
 
     // Hangup: BYE to both, then 404.
     let (pm, cm) = (s.phone.mark(), s.carrier.mark());

@@ -27,8 +27,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::auth::{AuthKind, AuthOutcome};
-use crate::control::{CallInfo, CommandError, LegInfo, LegState, Reply, Target};
-use crate::events::EventKind;
+use crate::control::{CallInfo, CommandError, LegInfo, LegState, RecordAction, Reply, Target};
+use crate::events::{EventDetail, EventKind};
 use crate::metrics::CauseLabel;
 use crate::registrar::reply;
 use crate::routing::{route, Facts, Origin, Route};
@@ -57,6 +57,17 @@ pub enum CallCommand {
         target: Target,
         pcm: Pcm8k,
         whisper: bool,
+        reply: Reply<()>,
+    },
+    Record {
+        action: RecordAction,
+        /// Played to every party when a recording starts, if given.
+        announcement: Option<Pcm8k>,
+        reply: Reply<CallInfo>,
+    },
+    Dtmf {
+        leg_id: String,
+        digits: String,
         reply: Reply<()>,
     },
     /// Internal: a playback the actor started has ended.
@@ -423,6 +434,7 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         a_leg,
         b_leg,
         whispering: [false; 2],
+        recording: None,
         self_tx,
         dialled: dialled.clone(),
     };
@@ -593,6 +605,8 @@ struct CallActor {
     b_leg: LegInfo,
     /// Per side (A, B): a whisper is playing to it, so its own audio is kept from the other.
     whispering: [bool; 2],
+    /// The running recording's id.
+    recording: Option<String>,
     /// For completions the actor schedules to itself (playback ended).
     self_tx: mpsc::Sender<CallCommand>,
     dialled: String,
@@ -681,6 +695,7 @@ impl CallActor {
         let bridge = self.bridge.clone();
         let inactive = async move { bridge.inactive().await };
         tokio::pin!(inactive);
+        let mut dtmf = self.bridge.dtmf_events();
         while self.phase != Phase::Ended {
             tokio::select! {
                 state = states.recv() => match state {
@@ -700,6 +715,21 @@ impl CallActor {
                     self.hangup_all("rtp_timeout").await;
                 }
                 Some(cmd) = commands.recv() => self.on_command(cmd).await,
+                pressed = dtmf.recv() => match pressed {
+                    Ok(ev) => {
+                        let side = if ev.leg == Leg::A { Side::A } else { Side::B };
+                        info!(leg = ?side, digit = %ev.digit, "DTMF received");
+                        self.publish_detail(EventKind::Dtmf, Some(side), EventDetail {
+                            digit: Some(ev.digit.to_string()),
+                            ..Default::default()
+                        });
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(missed = n, "DTMF events lagged");
+                    }
+                    // The bridge is gone; keep the loop alive for the SIP side.
+                    Err(_) => dtmf = tokio::sync::broadcast::channel(1).1,
+                },
             }
         }
         // Let rsipstack finish the forks we cancelled so their dialogs are cleaned up, but
@@ -905,6 +935,8 @@ impl CallActor {
         self.apply_pt_maps(&a_codecs, &b_codecs);
         self.set_send_codec(Side::A, &a_codecs);
         self.set_send_codec(Side::B, &b_codecs);
+        self.set_dtmf_pt(Side::A, &a_codecs);
+        self.set_dtmf_pt(Side::B, &b_codecs);
         self.b_media.codecs = b_codecs;
         self.b_media.direction = answer.direction();
         let body = sdp::build_offer(
@@ -932,6 +964,18 @@ impl CallActor {
         self.b_leg.state = LegState::Answered;
         self.publish(EventKind::Answered, None, None);
         info!(device = %self.forks[index].request_uri, "call answered");
+    }
+
+    /// Tells the bridge the telephone-event payload type negotiated with a leg (RFC 4733), so
+    /// digits from that phone are detected and digits to it are sent that way.
+    fn set_dtmf_pt(&self, side: Side, codecs: &[Codec]) {
+        match codecs
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case("telephone-event"))
+        {
+            Some(te) => self.bridge.set_dtmf_pt(side.leg(), te.pt),
+            None => self.bridge.clear_dtmf_pt(side.leg()),
+        }
     }
 
     /// Tells the bridge which codec to use when it plays audio (music on hold) to a leg.
@@ -1195,8 +1239,16 @@ impl CallActor {
         }
     }
 
-    /// Updates the registry's copy of the call and publishes the event.
+    fn publish_detail(&self, kind: EventKind, leg: Option<Side>, detail: EventDetail) {
+        self.emit(kind, leg, None, detail);
+    }
+
     fn publish(&self, kind: EventKind, leg: Option<Side>, cause: Option<&str>) {
+        self.emit(kind, leg, cause, EventDetail::default());
+    }
+
+    /// Updates the registry's copy of the call and publishes the event.
+    fn emit(&self, kind: EventKind, leg: Option<Side>, cause: Option<&str>, detail: EventDetail) {
         let info = self.info();
         if let Ok(mut calls) = self.engine.inner.calls.lock() {
             if let Some(entry) = calls.get_mut(&self.id) {
@@ -1207,7 +1259,7 @@ impl CallActor {
         self.engine
             .inner
             .events
-            .publish(kind, &info, leg_id.as_deref(), cause);
+            .publish_detail(kind, &info, leg_id.as_deref(), cause, detail);
     }
 
     /// Audio from a leg reaches the other only if it is not muted and neither side is held.
@@ -1249,6 +1301,22 @@ impl CallActor {
                 let result = self.play(target, pcm, whisper);
                 let _ = reply.send(result);
             }
+            CallCommand::Record {
+                action,
+                announcement,
+                reply,
+            } => {
+                let result = self.record(action, announcement).await;
+                let _ = reply.send(result);
+            }
+            CallCommand::Dtmf {
+                leg_id,
+                digits,
+                reply,
+            } => {
+                let result = self.send_dtmf(&leg_id, &digits);
+                let _ = reply.send(result);
+            }
             CallCommand::PlaybackEnded { side, whisper, end } => {
                 let side = if side == 0 { Side::A } else { Side::B };
                 if whisper && self.whispering[side.index()] {
@@ -1286,6 +1354,186 @@ impl CallActor {
                 };
                 let _ = reply.send(result);
             }
+        }
+    }
+
+    async fn record(
+        &mut self,
+        action: RecordAction,
+        announcement: Option<Pcm8k>,
+    ) -> Result<CallInfo, CommandError> {
+        if self.phase != Phase::Connected {
+            return Err(CommandError::WrongState {
+                state: self.state_name().to_string(),
+            });
+        }
+        let wrong = |what: &str| CommandError::WrongState {
+            state: what.to_string(),
+        };
+        match action {
+            RecordAction::Start { .. } => {
+                if self.recording.is_some() {
+                    return Err(wrong("already recording"));
+                }
+                let id = uuid::Uuid::now_v7().to_string();
+                let path = self.engine.inner.recordings_dir.join(format!("{id}.wav"));
+                let row = hookflash_store::Recording {
+                    id: id.clone(),
+                    account_id: self.account_id.clone(),
+                    call_id: self.id.clone(),
+                    path: path.to_string_lossy().into_owned(),
+                    state: "recording".into(),
+                    started_at: now_ms(),
+                    ended_at: None,
+                    duration_ms: None,
+                    bytes: None,
+                };
+                // The row first: a crash after this leaves something to repair and list.
+                self.engine
+                    .inner
+                    .store
+                    .insert_recording(&row)
+                    .await
+                    .map_err(|e| CommandError::Failed {
+                        status: 500,
+                        reason: format!("cannot save the recording: {e}"),
+                    })?;
+                if let Err(e) = self
+                    .bridge
+                    .start_recording(path.clone(), hookflash_media::RecordOptions::default())
+                    .await
+                {
+                    let _ = self
+                        .engine
+                        .inner
+                        .store
+                        .finish_recording(&id, "failed", now_ms(), 0, 0)
+                        .await;
+                    return Err(CommandError::Failed {
+                        status: 500,
+                        reason: e.to_string(),
+                    });
+                }
+                self.recording = Some(id.clone());
+                self.a_leg.recording = true;
+                self.b_leg.recording = true;
+                if let Some(notice) = announcement {
+                    self.play(Target::Call, notice, false)?;
+                }
+                info!(recording = %id, path = %path.display(), "recording started");
+                self.publish_detail(
+                    EventKind::RecordingStarted,
+                    None,
+                    EventDetail {
+                        recording_id: Some(id),
+                        ..Default::default()
+                    },
+                );
+            }
+            RecordAction::Stop => {
+                if self.recording.is_none() {
+                    return Err(wrong("not recording"));
+                }
+                self.stop_recording().await;
+            }
+            RecordAction::Pause | RecordAction::Resume => {
+                if self.recording.is_none() {
+                    return Err(wrong("not recording"));
+                }
+                let result = if action == RecordAction::Pause {
+                    self.bridge.pause_recording()
+                } else {
+                    self.bridge.resume_recording()
+                };
+                result.map_err(|e| CommandError::Failed {
+                    status: 500,
+                    reason: e.to_string(),
+                })?;
+                info!(
+                    paused = (action == RecordAction::Pause),
+                    "recording paused/resumed"
+                );
+            }
+        }
+        Ok(self.info())
+    }
+
+    /// Finishes the running recording (file header fixed, row completed).
+    async fn stop_recording(&mut self) {
+        let Some(id) = self.recording.take() else {
+            return;
+        };
+        self.a_leg.recording = false;
+        self.b_leg.recording = false;
+        match self.bridge.stop_recording().await {
+            Ok(summary) => {
+                let duration = summary.duration.as_millis() as i64;
+                if let Err(e) = self
+                    .engine
+                    .inner
+                    .store
+                    .finish_recording(&id, "complete", now_ms(), duration, summary.bytes as i64)
+                    .await
+                {
+                    warn!(recording = %id, error = %e, "could not complete the recording's row");
+                }
+                info!(recording = %id, duration_ms = duration, dropped_frames = summary.dropped_frames, "recording stopped");
+            }
+            Err(e) => warn!(recording = %id, error = %e, "recording did not stop cleanly"),
+        }
+        self.publish_detail(
+            EventKind::RecordingStopped,
+            None,
+            EventDetail {
+                recording_id: Some(id),
+                ..Default::default()
+            },
+        );
+    }
+
+    /// DTMF to one phone: RFC 4733 if it negotiated telephone-event, else SIP INFO.
+    fn send_dtmf(&mut self, leg_id: &str, digits: &str) -> Result<(), CommandError> {
+        if self.phase != Phase::Connected {
+            return Err(CommandError::WrongState {
+                state: self.state_name().to_string(),
+            });
+        }
+        let side = self.side_of_leg(leg_id).ok_or(CommandError::NotFound)?;
+        match self
+            .bridge
+            .send_dtmf(side.leg(), digits, hookflash_media::DtmfOptions::default())
+        {
+            Ok(_) => {
+                info!(leg = ?side, digits, "sending DTMF (RFC 4733)");
+                Ok(())
+            }
+            Err(hookflash_media::DtmfError::NoTelephoneEvent { .. }) => {
+                let dialog = match side {
+                    Side::A => Some(self.a.clone()),
+                    Side::B => self
+                        .winner
+                        .and_then(|i| self.forks.get(i))
+                        .map(|f| f.dialog.clone()),
+                }
+                .ok_or(CommandError::WrongState {
+                    state: "updating".into(),
+                })?;
+                info!(leg = ?side, digits, "sending DTMF as SIP INFO (no telephone-event)");
+                let digits = digits.to_string();
+                tokio::spawn(async move {
+                    for digit in digits.chars() {
+                        let body = format!("Signal={digit}\r\nDuration=160\r\n");
+                        let ct = Header::ContentType("application/dtmf-relay".into());
+                        if let Err(e) = dialog.info(Some(vec![ct]), Some(body.into_bytes())).await {
+                            warn!(error = %e, "DTMF INFO failed");
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                });
+                Ok(())
+            }
+            Err(e) => Err(CommandError::Invalid(e.to_string())),
         }
     }
 
@@ -1445,6 +1693,9 @@ impl CallActor {
 
     /// Frees media and dialogs, writes the call record, updates metrics.
     async fn finish(&mut self) {
+        if self.recording.is_some() {
+            self.stop_recording().await;
+        }
         self.bridge.stop();
         let dialogs = &self.engine.inner.sip.dialogs;
         dialogs.remove_dialog(&self.a.id());

@@ -102,6 +102,20 @@ pub enum CommandError {
     Media(String),
 }
 
+/// What to do with a call's recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordAction {
+    /// Start a stereo recording (left: caller's leg, right: callee's leg); with `announcement`
+    /// every party first hears "this call is being recorded".
+    Start {
+        announcement: bool,
+    },
+    Stop,
+    /// Silence is written while paused, so the file keeps the call's timeline.
+    Pause,
+    Resume,
+}
+
 /// Audio for announcements, whisper and prompts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AudioSource {
@@ -120,6 +134,9 @@ pub enum Target {
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
+
+/// Spoken to every party when a recording starts with `announcement`.
+pub const RECORDING_NOTICE: &str = "This call is being recorded.";
 
 impl Engine {
     /// The account's calls in progress.
@@ -222,9 +239,12 @@ impl Engine {
                 .get(url)
                 .await
                 .map_err(|e| CommandError::Media(e.to_string())),
-            AudioSource::Tts { .. } => Err(CommandError::Media(
-                "text-to-speech is not available in this build".into(),
-            )),
+            AudioSource::Tts { text, voice } => self
+                .inner
+                .tts
+                .synthesize(text, voice.as_deref())
+                .await
+                .map_err(|e| CommandError::Media(e.to_string())),
         }
     }
 
@@ -265,6 +285,61 @@ impl Engine {
             target,
             pcm,
             whisper: true,
+            reply,
+        })
+        .await
+    }
+
+    /// Starts, stops, pauses or resumes the call's recording. Returns the call (every leg's
+    /// `recording` flag shows the state).
+    pub async fn record(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        action: RecordAction,
+    ) -> Result<CallInfo, CommandError> {
+        self.call(account_id, call_id)?;
+        let announcement = match action {
+            RecordAction::Start { announcement: true } => Some(
+                self.resolve_audio(&AudioSource::Tts {
+                    text: RECORDING_NOTICE.into(),
+                    voice: None,
+                })
+                .await?,
+            ),
+            _ => None,
+        };
+        self.send_command(account_id, call_id, |reply| CallCommand::Record {
+            action,
+            announcement,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends DTMF digits (`0-9 * # A-D`) to the phone on `leg_id`: RFC 4733 events when that
+    /// leg negotiated telephone-event, else SIP INFO (application/dtmf-relay).
+    pub async fn send_dtmf(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        leg_id: &str,
+        digits: &str,
+    ) -> Result<(), CommandError> {
+        let digits = digits.to_ascii_uppercase();
+        if digits.is_empty()
+            || !digits
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D'))
+        {
+            return Err(CommandError::Invalid(
+                "DTMF digits must be 0-9, *, #, A-D".into(),
+            ));
+        }
+        let leg_id = leg_id.to_string();
+        self.send_command(account_id, call_id, |reply| CallCommand::Dtmf {
+            leg_id,
+            digits,
             reply,
         })
         .await

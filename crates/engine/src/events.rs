@@ -19,6 +19,10 @@ pub enum EventKind {
     Retrieved,
     Muted,
     Unmuted,
+    /// A DTMF digit pressed on a phone (RFC 4733), once per press.
+    Dtmf,
+    RecordingStarted,
+    RecordingStopped,
     Ended,
 }
 
@@ -32,6 +36,9 @@ impl EventKind {
             EventKind::Retrieved => "retrieved",
             EventKind::Muted => "muted",
             EventKind::Unmuted => "unmuted",
+            EventKind::Dtmf => "dtmf",
+            EventKind::RecordingStarted => "recording_started",
+            EventKind::RecordingStopped => "recording_stopped",
             EventKind::Ended => "ended",
         }
     }
@@ -49,8 +56,21 @@ pub struct Event {
     /// For `ended`: why (normal, busy, cancel, no_answer, api, rtp_timeout, ...).
     pub cause: Option<String>,
     pub at_ms: i64,
+    /// For `dtmf`: the digit (`0-9 * # A-D`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digit: Option<String>,
+    /// For `recording_started` / `recording_stopped`: the recording's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording_id: Option<String>,
     /// The call as it is after the event.
     pub call: CallInfo,
+}
+
+/// Fields of an event that only some kinds carry.
+#[derive(Debug, Clone, Default)]
+pub struct EventDetail {
+    pub digit: Option<String>,
+    pub recording_id: Option<String>,
 }
 
 /// Result of a subscription: what was missed (oldest first) and the live feed.
@@ -92,6 +112,18 @@ impl EventBus {
         leg_id: Option<&str>,
         cause: Option<&str>,
     ) {
+        self.publish_detail(kind, call, leg_id, cause, EventDetail::default());
+    }
+
+    /// Like [`EventBus::publish`], with the fields only some kinds carry.
+    pub fn publish_detail(
+        &self,
+        kind: EventKind,
+        call: &CallInfo,
+        leg_id: Option<&str>,
+        cause: Option<&str>,
+        detail: EventDetail,
+    ) {
         let Ok(mut accounts) = self.accounts.lock() else {
             return;
         };
@@ -109,6 +141,8 @@ impl EventBus {
             leg_id: leg_id.map(str::to_string),
             cause: cause.map(str::to_string),
             at_ms: crate::sip_glue::now_ms(),
+            digit: detail.digit,
+            recording_id: detail.recording_id,
             call: call.clone(),
         };
         log.next_seq += 1;

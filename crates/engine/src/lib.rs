@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 pub use call::CallCommand;
-pub use control::{AudioSource, CallInfo, CommandError, LegInfo, LegState, Target};
-pub use events::{Event, EventBus, EventKind, Subscription};
+pub use control::{AudioSource, CallInfo, CommandError, LegInfo, LegState, RecordAction, Target};
+pub use events::{Event, EventBus, EventDetail, EventKind, Subscription};
 pub use metrics::Metrics;
 
 use crate::registrar::reply;
@@ -72,6 +72,9 @@ pub(crate) struct EngineInner {
     /// What a party held by the server hears.
     pub music_on_hold: hookflash_media::audio::Pcm8k,
     pub fetcher: fetch::AudioFetcher,
+    pub tts: hookflash_media::Tts,
+    /// Where call recordings are written.
+    pub recordings_dir: std::path::PathBuf,
     pub shutdown: CancellationToken,
     /// The SIP port we listen on (UDP, else TCP), for Contact headers.
     pub sip_port: u16,
@@ -139,6 +142,8 @@ impl Engine {
                 events: EventBus::new(1000),
                 music_on_hold: hookflash_media::audio::default_music_on_hold(),
                 fetcher: fetch::AudioFetcher::new(),
+                tts: hookflash_media::Tts::new(config.data_dir.join("tts")),
+                recordings_dir: config.data_dir.join("recordings"),
                 shutdown: CancellationToken::new(),
                 sip_port,
             }),
@@ -149,6 +154,7 @@ impl Engine {
         tokio::spawn(async move { dispatching.dispatch(incoming).await });
         let purging = engine.clone();
         tokio::spawn(async move { purging.purge_registrations().await });
+        engine.repair_recordings().await;
         Ok(engine)
     }
 
@@ -226,6 +232,50 @@ impl Engine {
             _ => {
                 let allow = Header::Allow(ALLOW.into());
                 reply(&mut tx, StatusCode::MethodNotAllowed, vec![allow]).await
+            }
+        }
+    }
+
+    /// Recordings a crash left unfinished: fix their WAV headers so they play, and list them
+    /// as `repaired` (or `failed` if the file is gone or unreadable).
+    async fn repair_recordings(&self) {
+        let store = &self.inner.store;
+        let unfinished = match store.unfinished_recordings().await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "cannot list unfinished recordings");
+                return;
+            }
+        };
+        for rec in unfinished {
+            let path = rec.path.clone();
+            let outcome =
+                tokio::task::spawn_blocking(move || hookflash_media::repair_wav(&path)).await;
+            let (state, duration_ms, bytes) = match outcome {
+                Ok(Ok(o)) => (
+                    "repaired",
+                    o.duration.as_millis() as i64,
+                    std::fs::metadata(&rec.path)
+                        .map(|m| m.len() as i64)
+                        .unwrap_or(0),
+                ),
+                Ok(Err(e)) => {
+                    warn!(recording = %rec.id, error = %e, "recording could not be repaired");
+                    ("failed", 0, 0)
+                }
+                Err(e) => {
+                    warn!(recording = %rec.id, error = %e, "repair task failed");
+                    ("failed", 0, 0)
+                }
+            };
+            let ended = rec.started_at + duration_ms;
+            if let Err(e) = store
+                .finish_recording(&rec.id, state, ended, duration_ms, bytes)
+                .await
+            {
+                warn!(recording = %rec.id, error = %e, "cannot mark the recording repaired");
+            } else {
+                info!(recording = %rec.id, state, duration_ms, "unfinished recording repaired after restart");
             }
         }
     }

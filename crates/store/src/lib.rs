@@ -16,6 +16,7 @@ pub mod normalize;
 mod numbers;
 mod pats;
 mod provisioning;
+mod recordings;
 mod registrations;
 mod secrets;
 mod trunks;
@@ -33,6 +34,6 @@ pub use db::{Store, DB_FILE_NAME};
 pub use error::{ConfigError, StoreError};
 pub use model::{
     Account, ApiKey, CallRecord, DemoCredentials, LegRecord, Number, PersonalAccessToken,
-    Registration, Trunk, User,
+    Recording, Registration, Trunk, User,
 };
 pub use pats::is_pat_id;

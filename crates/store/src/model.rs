@@ -187,3 +187,20 @@ impl std::fmt::Debug for DemoCredentials {
             .finish()
     }
 }
+
+/// A call recording: stereo WAV (left = the caller's leg, right = the callee's leg).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recording {
+    pub id: String,
+    pub account_id: String,
+    pub call_id: String,
+    #[serde(skip)]
+    pub path: String,
+    /// `recording`, `complete` or `repaired` (finished after a crash).
+    pub state: String,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub bytes: Option<i64>,
+}

@@ -65,12 +65,19 @@ pub struct LegUpdate {
 pub struct CallEvent {
     /// Per account, from 1, without gaps.
     pub seq: u64,
-    /// `new`, `ringing`, `answered`, `held`, `retrieved`, `muted`, `unmuted`, `ended`.
+    /// `new`, `ringing`, `answered`, `held`, `retrieved`, `muted`, `unmuted`, `dtmf`,
+    /// `recording_started`, `recording_stopped`, `ended`.
     pub kind: String,
     pub call_id: String,
     pub leg_id: Option<String>,
     /// For `ended`: normal, busy, cancel, no_answer, api, rtp_timeout, ...
     pub cause: Option<String>,
+    /// For `dtmf`: the digit pressed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digit: Option<String>,
+    /// For `recording_started` / `recording_stopped`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording_id: Option<String>,
     pub at_ms: i64,
     /// The call after the event.
     pub call: Call,
@@ -130,6 +137,8 @@ impl From<&Event> for CallEvent {
             call_id: e.call_id.clone(),
             leg_id: e.leg_id.clone(),
             cause: e.cause.clone(),
+            digit: e.digit.clone(),
+            recording_id: e.recording_id.clone(),
             at_ms: e.at_ms,
             call: Call::from(&e.call),
         }

@@ -544,6 +544,8 @@ mod tests {
             leg_id: None,
             cause: cause.map(str::to_string),
             at_ms: 0,
+            digit: None,
+            recording_id: None,
             call: call.clone(),
         };
         let get = |f: &[(String, String)], k: &str| {
