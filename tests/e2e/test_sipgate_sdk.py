@@ -1,10 +1,13 @@
 """The official sipgateio SDK (tests/node, pinned) drives real calls between two pjsua2 phones
 through hookflash's sipgate dialect; the phones' recordings prove each effect. Also the seed's
 curl lines (docs/sipgate rtcm), verbatim but for the host, and the SDK's webhook server."""
+import functools
+import http.server
 import json
 import os
 import re
 import subprocess
+import threading
 import time
 
 import pytest
@@ -175,8 +178,26 @@ def test_seed_curl_lines_work_with_only_the_host_changed(server, phones, tones, 
     for value in ("true", "false"):
         code, body = run_curl(by("/muted", '"value": %s' % value), server, subst)
         assert code == 200, body
+    # The announcement's WAV host is changed too: tests never reach beyond loopback, so the
+    # seed's example file is served by a local web server (a 44.1 kHz stereo tone).
+    wav_dir = os.path.join(artifacts, "www")
+    os.makedirs(os.path.join(wav_dir, "examples", "wav"), exist_ok=True)
+    subprocess.run(["sox", "-n", "-r", "44100", "-c", "2", "-b", "16",
+                    os.path.join(wav_dir, "examples", "wav", "example.wav"),
+                    "synth", "1", "sine", "700", "vol", "0.5"], check=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=wav_dir)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        local = "http://127.0.0.1:%d/examples/wav/example.wav" % httpd.server_address[1]
+        code, body = run_curl(by("/announcements"), server, dict(
+            subst, **{"https://static.sipgate.com/examples/wav/example.wav": local}))
+        assert code == 200, body
+    finally:
+        httpd.shutdown()
+    time.sleep(1.2)  # the one-second announcement is over
     # Later issues: answered 501 in sipgate's error shape (the call exists).
-    for path in ("/transfer", "/recording", "/dtmf", "/announcements"):
+    for path in ("/transfer", "/recording", "/dtmf"):
         code, body = run_curl(by(path), server, subst)
         assert code == 501, (path, body)
         assert json.loads(body)["status"] == 501
