@@ -66,6 +66,93 @@ def read_wav(path):
     return Wav(rate, samples, path)
 
 
+class WavInfo:
+    """A parsed 16-bit PCM WAV of any channel count: one ``Wav`` per channel, and whether the
+    header's sizes agree with the file (a finalised or repaired file)."""
+
+    def __init__(self, rate, channels, chans, riff_size, data_size, data_bytes, file_size,
+                 path=""):
+        self.rate = rate
+        self.channels = channels
+        self.chans = chans
+        self.riff_size = riff_size
+        self.data_size = data_size
+        self.data_bytes = data_bytes
+        self.file_size = file_size
+        self.path = path
+
+    @property
+    def header_consistent(self):
+        return self.riff_size == self.file_size - 8 and self.data_size == self.data_bytes
+
+    @property
+    def duration(self):
+        return self.chans[0].duration if self.chans else 0.0
+
+    def __repr__(self):
+        return "WavInfo(%s, %d Hz, %d ch, %.2fs, riff=%d data=%d/%d file=%d)" % (
+            self.path, self.rate, self.channels, self.duration, self.riff_size, self.data_size,
+            self.data_bytes, self.file_size)
+
+
+def read_wav_channels(path_or_bytes, path=""):
+    """Parses a 16-bit PCM WAV (path or bytes) strictly: RIFF/WAVE, a ``fmt `` chunk, a
+    ``data`` chunk; samples are de-interleaved per channel. Raises ValueError when it is not
+    such a file."""
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        data = bytes(path_or_bytes)
+    else:
+        path = path_or_bytes
+        with open(path, "rb") as f:
+            data = f.read()
+    if len(data) < 44 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError("%s: not a RIFF/WAVE file (%d bytes)" % (path, len(data)))
+    riff_size = struct.unpack("<I", data[4:8])[0]
+    pos = 12
+    fmt = None
+    while pos + 8 <= len(data):
+        cid = data[pos : pos + 4]
+        size = struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        if cid == b"fmt ":
+            body = data[pos + 8 : pos + 8 + size]
+            tag, channels, rate = struct.unpack("<HHI", body[:8])
+            bits = struct.unpack("<H", body[14:16])[0]
+            if tag != 1 or bits != 16:
+                raise ValueError("%s: not 16-bit PCM (fmt=%d bits=%d)" % (path, tag, bits))
+            fmt = (channels, rate)
+        elif cid == b"data":
+            if fmt is None:
+                raise ValueError("%s: data before fmt" % path)
+            channels, rate = fmt
+            pcm = data[pos + 8 : pos + 8 + size]
+            n = len(pcm) // (2 * channels) * channels
+            samples = struct.unpack("<%dh" % n, pcm[: 2 * n])
+            chans = [Wav(rate, list(samples[c::channels]), "%s[%d]" % (path, c))
+                     for c in range(channels)]
+            return WavInfo(rate, channels, chans, riff_size, size, len(data) - pos - 8,
+                           len(data), path)
+        pos += 8 + size + (size & 1)
+    raise ValueError("%s: no data chunk" % path)
+
+
+def silent_runs(w, win=WINDOW_S):
+    """(start_s, length_s) of each run of consecutive silent windows."""
+    w = _as_wav(w)
+    runs = []
+    start = None
+    ws = windows(w, win=win)
+    for i, x in enumerate(ws):
+        quiet = rms(x) < SILENCE_RMS
+        if quiet and start is None:
+            start = i
+        elif not quiet and start is not None:
+            runs.append((start * win, (i - start) * win))
+            start = None
+    if start is not None:
+        runs.append((start * win, (len(ws) - start) * win))
+    return runs
+
+
 def _as_wav(w):
     return w if isinstance(w, Wav) else read_wav(w)
 

@@ -196,11 +196,19 @@ def test_seed_curl_lines_work_with_only_the_host_changed(server, phones, tones, 
     finally:
         httpd.shutdown()
     time.sleep(1.2)  # the one-second announcement is over
-    # Later issues: answered 501 in sipgate's error shape (the call exists).
-    for path in ("/transfer", "/recording", "/dtmf"):
-        code, body = run_curl(by(path), server, subst)
-        assert code == 501, (path, body)
-        assert json.loads(body)["status"] == 501
+    # Recording (start with the notice, stop) and DTMF work with the seed's lines verbatim
+    # (their effects: test_recording.py, test_dtmf.py).
+    code, body = run_curl(by("/recording", '"value": true'), server, subst)
+    assert code == 200, body
+    time.sleep(2.0)  # the recording notice is over
+    code, body = run_curl(by("/recording", '"value": false'), server, subst)
+    assert code == 200, body
+    code, body = run_curl(by("/dtmf"), server, subst)
+    assert code == 200, body
+    # A later issue: answered 501 in sipgate's error shape (the call exists).
+    code, body = run_curl(by("/transfer"), server, subst)
+    assert code == 501, body
+    assert json.loads(body)["status"] == 501
     call.assert_two_way("after curl")
     hangup = [l for l in lines if "DELETE" in l]
     code, body = run_curl(hangup[0], server, subst)

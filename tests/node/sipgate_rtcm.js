@@ -7,8 +7,11 @@
 // replaced by BASE_URL/v2 by patching axios.create before the SDK is loaded, as
 // shared/reference/dialects.md describes). CREDENTIALS_JSON: {"token": ...} |
 // {"tokenId": ..., "token": ...} | {"username": ..., "password": ...}.
-// ACTION: list | hold | mute | hangup | announce (VALUE: true/false for hold and mute; the URL
-// for announce).
+// ACTION: list | hold | mute | hangup | announce | record | dtmf | history (VALUE: true/false
+// for hold and mute; the URL for announce; the options JSON for record, e.g.
+// {"value":true,"announcement":false}; the sequence for dtmf; for history an optional JSON
+// {"filter": {...}, "pagination": {...}} — CALL_ID is ignored. history answers the SDK's
+// entries plus "dates": whether each entry's created/lastModified became a Date).
 // Prints one JSON line: {"ok": true, "result": ...} or {"ok": false, "error": "..."}.
 'use strict';
 
@@ -16,7 +19,7 @@ const [base, credsJson, action, callId, value] = process.argv.slice(2);
 const axios = require('axios');
 const origCreate = axios.create;
 axios.create = (cfg = {}) => origCreate.call(axios, { ...cfg, baseURL: base.replace(/\/$/, '') + '/v2' });
-const { sipgateIO, createRTCMModule } = require('sipgateio');
+const { sipgateIO, createRTCMModule, createHistoryModule } = require('sipgateio');
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -42,6 +45,20 @@ async function main() {
     case 'announce':
       await rtcm.announce(call, value);
       return null;
+    case 'record':
+      await rtcm.record(call, JSON.parse(value));
+      return null;
+    case 'dtmf':
+      await rtcm.sendDTMF(call, value);
+      return null;
+    case 'history': {
+      const opts = value ? JSON.parse(value) : {};
+      const entries = await createHistoryModule(client).fetchAll(opts.filter || {}, opts.pagination);
+      return {
+        entries,
+        dates: entries.map((e) => e.created instanceof Date && e.lastModified instanceof Date),
+      };
+    }
     default:
       throw new Error('unknown action ' + action);
   }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The official sipgateio webhook server (createWebhookModule().createServer), printing every
-// event it receives as one JSON line on stdout ("listening" first).
+// event it receives (newCall, answer, hangup, dtmf) as one JSON line on stdout ("listening"
+// first).
 //
 //   node sipgate_webhook.js PORT
 'use strict';
@@ -20,6 +21,7 @@ createWebhookModule()
     server.onNewCall((e) => out(e));
     server.onAnswer((e) => out(e));
     server.onHangUp((e) => out(e));
+    server.onData((e) => out(e));
     out({ event: 'listening', port });
   })
   .catch((err) => {

@@ -7,6 +7,7 @@
 mod body;
 pub mod native;
 pub mod sipgate;
+mod wav;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Once};

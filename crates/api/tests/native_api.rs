@@ -50,6 +50,11 @@ fn routes() -> Vec<(Method, &'static str)> {
             Method::POST,
             "/api/v1/calls/{call_id}/legs/{leg_id}/whisper",
         ),
+        (Method::POST, "/api/v1/calls/{call_id}/legs/{leg_id}/dtmf"),
+        (Method::POST, "/api/v1/calls/{call_id}/recording"),
+        (Method::GET, "/api/v1/recordings"),
+        (Method::GET, "/api/v1/recordings/{recording_id}"),
+        (Method::GET, "/api/v1/recordings/{recording_id}/audio"),
         (Method::GET, "/api/v1/events"),
         (Method::GET, "/api/v1/openapi.json"),
     ]
@@ -65,6 +70,10 @@ fn call_routes() -> Vec<(Method, &'static str, Option<&'static str>)> {
                 Some(r#"{"muted": true}"#)
             } else if p.ends_with("/announcements") || p.ends_with("/whisper") {
                 Some(r#"{"url": "http://127.0.0.1:9/none.wav"}"#)
+            } else if p.ends_with("/dtmf") {
+                Some(r#"{"digits": "*12#"}"#)
+            } else if p.ends_with("/recording") {
+                Some(r#"{"action": "start"}"#)
             } else {
                 None
             };
@@ -692,5 +701,163 @@ async fn hold_latency_rest_to_reinvite() {
         call_med
     );
     assert!(leg_med < Duration::from_millis(500), "{leg_med:?}");
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn recording_lifecycle_listing_download_and_dtmf_errors() {
+    let s = TestServer::start(Answer::Answer).await;
+    let call = s.place_call().await;
+    let callee = call
+        .legs
+        .iter()
+        .find(|l| l.role == "callee")
+        .unwrap()
+        .id
+        .clone();
+    let rec_url = format!("/api/v1/calls/{}/recording", call.id);
+    let post = |body: &'static str| {
+        let url = rec_url.clone();
+        let s = &s;
+        async move { s.req(Method::POST, &url, Some(&a()), Some(body)).await }
+    };
+    // Bad bodies: 400, nothing starts.
+    for body in [
+        "{",
+        "{}",
+        r#"{"action": "begin"}"#,
+        r#"{"action": "start", "extra": 1}"#,
+        r#"{"action": "stop", "announcement": true}"#,
+    ] {
+        let (status, json, _) = post(body).await;
+        assert_error(status, &json, 400, "invalid_request");
+    }
+    // Nothing to stop/pause/resume yet: 409.
+    for body in [
+        r#"{"action": "stop"}"#,
+        r#"{"action": "pause"}"#,
+        r#"{"action": "resume"}"#,
+    ] {
+        let (status, json, _) = post(body).await;
+        assert_error(status, &json, 409, "wrong_state");
+    }
+    let (status, after, _) = post(r#"{"action": "start"}"#).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["recording"], true);
+    assert!(after["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["recording"] == true));
+    let (status, json, _) = post(r#"{"action": "start"}"#).await;
+    assert_error(status, &json, 409, "wrong_state");
+    for body in [r#"{"action": "pause"}"#, r#"{"action": "resume"}"#] {
+        let (status, json, _) = post(body).await;
+        assert_eq!(status, 200, "{json}");
+    }
+    // Listed while running; its audio is not downloadable yet.
+    let (status, list, _) = s
+        .req(
+            Method::GET,
+            &format!("/api/v1/recordings?call_id={}", call.id),
+            Some(&a()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let recs = list["recordings"].as_array().unwrap();
+    assert_eq!(recs.len(), 1, "{list}");
+    let id = recs[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(recs[0]["state"], "recording");
+    assert_eq!(recs[0]["call_id"], call.id.as_str());
+    let audio = format!("/api/v1/recordings/{id}/audio");
+    assert_eq!(recs[0]["audio_url"], audio.as_str());
+    let (status, json, _) = s.req(Method::GET, &audio, Some(&a()), None).await;
+    assert_error(status, &json, 409, "wrong_state");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, after, _) = post(r#"{"action": "stop"}"#).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["recording"], false);
+
+    let (status, meta, _) = s
+        .req(
+            Method::GET,
+            &format!("/api/v1/recordings/{id}"),
+            Some(&a()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["state"], "complete");
+    assert!(meta["duration_ms"].as_i64().unwrap() >= 200, "{meta}");
+    let resp = s
+        .client
+        .get(s.url(&audio))
+        .header("Authorization", a())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "audio/wav");
+    let wav = resp.bytes().await.unwrap();
+    assert_eq!(wav.len() as i64, meta["bytes"].as_i64().unwrap());
+    assert!(&wav[..4] == b"RIFF" && &wav[8..12] == b"WAVE");
+    assert_eq!(u16::from_le_bytes([wav[22], wav[23]]), 2, "stereo");
+    assert_eq!(
+        u32::from_le_bytes([wav[24], wav[25], wav[26], wav[27]]),
+        8000
+    );
+
+    // Another account sees none of it.
+    let (_, list, _) = s
+        .req(Method::GET, "/api/v1/recordings", Some(&b()), None)
+        .await;
+    assert_eq!(list, json!({"recordings": []}));
+    for p in [format!("/api/v1/recordings/{id}"), audio.clone()] {
+        let (status, json, _) = s.req(Method::GET, &p, Some(&b()), None).await;
+        assert_error(status, &json, 404, "not_found");
+    }
+    for q in ["?limit=0", "?limit=x", "?nope=1"] {
+        let (status, json, _) = s
+            .req(
+                Method::GET,
+                &format!("/api/v1/recordings{q}"),
+                Some(&a()),
+                None,
+            )
+            .await;
+        assert_error(status, &json, 400, "invalid_request");
+    }
+
+    // DTMF: bad digits are 400, an unknown leg 404, good digits 202; the call is unchanged.
+    let dtmf = format!("/api/v1/calls/{}/legs/{}/dtmf", call.id, callee);
+    for body in [
+        r#"{"digits": "12X"}"#,
+        r#"{"digits": ""}"#,
+        r#"{"sequence": "1"}"#,
+        "{",
+    ] {
+        let (status, json, _) = s.req(Method::POST, &dtmf, Some(&a()), Some(body)).await;
+        assert_error(status, &json, 400, "invalid_request");
+    }
+    let (status, json, _) = s
+        .req(
+            Method::POST,
+            &format!("/api/v1/calls/{}/legs/nope/dtmf", call.id),
+            Some(&a()),
+            Some(r#"{"digits": "1"}"#),
+        )
+        .await;
+    assert_error(status, &json, 404, "not_found");
+    let (status, _, _) = s
+        .req(
+            Method::POST,
+            &dtmf,
+            Some(&a()),
+            Some(r#"{"digits": "*12345#"}"#),
+        )
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(s.engine.call(&s.acme, &call.id).unwrap().state, "answered");
     s.shutdown().await;
 }

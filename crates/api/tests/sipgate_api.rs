@@ -394,10 +394,15 @@ async fn calls_routes_shapes_effects_errors_and_isolation() {
     assert_eq!(status, 200);
     assert!(!s.engine.call(&s.acme, &call.id).unwrap().muted());
 
-    // Later issues' routes: 501 in the error shape. Announcements exist: an unreachable URL
-    // is a 400 that says so, and the call is untouched.
+    // Transfer is a later issue's route: 501 in the error shape. Announcements exist: an
+    // unreachable URL is a 400 that says so, and the call is untouched. Recording and DTMF
+    // work (their effects are checked below).
     for (m, p, body) in call_routes(&call.id).into_iter().skip(3) {
         let (status, json, _) = s.req(m, &p, Some(&alice), body).await;
+        if p.ends_with("/recording") || p.ends_with("/dtmf") {
+            assert_eq!(status, 200, "{p}: {json}");
+            continue;
+        }
         if p.ends_with("/announcements") {
             assert_sipgate_error(status, &json, 400);
             assert!(
@@ -412,6 +417,67 @@ async fn calls_routes_shapes_effects_errors_and_isolation() {
         assert_sipgate_error(status, &json, 501);
         assert_eq!(json["error"], "Not Implemented");
     }
+    let now = s.engine.call(&s.acme, &call.id).unwrap();
+    assert_eq!(now.state, "answered");
+    assert!(now.recording(), "PUT recording true started it");
+
+    // Recording: PUT is idempotent; false stops it; bad bodies are 400.
+    let rec_url = format!("/v2/calls/{}/recording", call.id);
+    for (body, want) in [
+        (r#"{"value": true}"#, true),
+        (r#"{"value": false, "announcement": false}"#, false),
+        (r#"{"value": false}"#, false),
+    ] {
+        let (status, json, _) = s.req(Method::PUT, &rec_url, Some(&alice), Some(body)).await;
+        assert_eq!(status, 200, "{body}: {json}");
+        assert_eq!(s.engine.call(&s.acme, &call.id).unwrap().recording(), want);
+    }
+    for body in ["{", r#"{"value": "yes"}"#, "{}", ""] {
+        let (status, json, _) = s.req(Method::PUT, &rec_url, Some(&alice), Some(body)).await;
+        assert_sipgate_error(status, &json, 400);
+    }
+    let (_, list, _) = s.req(Method::GET, "/v2/calls", Some(&alice), None).await;
+    assert_eq!(list["data"][0]["recording"], false);
+    let recs = s
+        .store
+        .recordings(&s.acme, Some(&call.id), 10)
+        .await
+        .unwrap();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0].state, "complete");
+
+    // DTMF goes to the remote party of the token user; invalid characters are a 400; a user
+    // who is not on the call gets a 409.
+    let dtmf_url = format!("/v2/calls/{}/dtmf", call.id);
+    for body in [
+        r#"{"sequence": "12X"}"#,
+        r#"{"sequence": ""}"#,
+        r#"{"digits": "1"}"#,
+        "{",
+    ] {
+        let (status, json, _) = s
+            .req(Method::POST, &dtmf_url, Some(&alice), Some(body))
+            .await;
+        assert_sipgate_error(status, &json, 400);
+    }
+    let (status, json, _) = s
+        .req(
+            Method::POST,
+            &dtmf_url,
+            Some(&bob),
+            Some(r#"{"sequence": "1"}"#),
+        )
+        .await;
+    assert_sipgate_error(status, &json, 409);
+    let (status, _, _) = s
+        .req(
+            Method::POST,
+            &dtmf_url,
+            Some(&alice),
+            Some(r#"{"sequence": "*12345#abcd"}"#),
+        )
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(s.engine.call(&s.acme, &call.id).unwrap().state, "answered");
 
     // Hangup: BYE to both, then 404.
@@ -640,5 +706,143 @@ async fn a_dead_webhook_never_delays_calls() {
         .await;
     assert_eq!(status, 204);
     s.wait_no_calls().await;
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn history_lists_the_users_calls_with_downloadable_recordings() {
+    let s = TestServer::start(Answer::Answer).await;
+    let alice = token(&s, "201@acme.local", "secret201").await;
+    let bob = token(&s, "202@acme.local", "secret202").await;
+    let zed = token(&s, "301@beta.local", "secret301").await;
+    let call = s.place_call().await;
+    let rec_url = format!("/v2/calls/{}/recording", call.id);
+    let (status, _, _) = s
+        .req(
+            Method::PUT,
+            &rec_url,
+            Some(&alice),
+            Some(r#"{"value": true, "announcement": false}"#),
+        )
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The recording stops with the call.
+    let (status, _, _) = s
+        .req(
+            Method::DELETE,
+            &format!("/v2/calls/{}", call.id),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    s.wait_no_calls().await;
+    let mut page = Value::Null;
+    for _ in 0..100 {
+        let (status, p, _) = s.req(Method::GET, "/v2/history", Some(&alice), None).await;
+        assert_eq!(status, 200, "{p}");
+        let done = p["items"][0]["recordings"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty());
+        page = p;
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(page["totalCount"], 1, "{page}");
+    let item = &page["items"][0];
+    assert_eq!(item["type"], "CALL");
+    assert_eq!(item["callId"], call.id.as_str());
+    assert_eq!(item["id"], call.id.as_str());
+    assert_eq!(item["direction"], "INCOMING");
+    assert_eq!(item["incoming"], true);
+    assert_eq!(item["status"], "PICKUP");
+    assert_eq!(item["callStatus"], "SUCCESS");
+    assert_eq!(item["source"], CALLER);
+    assert_eq!(item["target"], DID);
+    assert_eq!(item["targetAlias"], "Alice");
+    assert!(item["duration"].is_i64(), "{item}");
+    for k in ["created", "lastModified"] {
+        let v = item[k].as_str().unwrap();
+        assert!(
+            v.len() == 24 && v.ends_with('Z') && v.as_bytes()[10] == b'T',
+            "{k}: {v}"
+        );
+    }
+    let recs = item["recordings"].as_array().unwrap();
+    assert_eq!(recs.len(), 1, "{item}");
+    let url = recs[0]["url"].as_str().unwrap();
+    let id = recs[0]["id"].as_str().unwrap();
+    assert_eq!(url, format!("{}/v2/recordings/{id}", s.http), "{item}");
+    assert_eq!(item["recordingUrl"], url);
+
+    // The same through /v2/{userId}/history (extension or user id); not another user's.
+    let (status, same, _) = s
+        .req(
+            Method::GET,
+            "/v2/201/history?types=CALL",
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!((status, &same["items"][0]["id"]), (200, &item["id"]));
+    let (status, json, _) = s
+        .req(Method::GET, "/v2/202/history", Some(&alice), None)
+        .await;
+    assert_sipgate_error(status, &json, 403);
+    // Filters and pagination.
+    for (q, n) in [
+        ("types=SMS", 0),
+        ("types=CALL&types=SMS", 1),
+        ("directions=OUTGOING", 0),
+        ("directions=INCOMING&directions=MISSED_INCOMING", 1),
+        ("offset=1", 0),
+        ("limit=1&offset=0", 1),
+        ("from=2999-01-01T00:00:00.000Z", 0),
+        ("to=2999-01-01T00:00:00.000Z", 1),
+    ] {
+        let (status, p, _) = s
+            .req(Method::GET, &format!("/v2/history?{q}"), Some(&alice), None)
+            .await;
+        assert_eq!(status, 200, "{q}: {p}");
+        assert_eq!(p["items"].as_array().unwrap().len(), n, "{q}: {p}");
+    }
+    for q in ["limit=0", "types=CALLS", "from=yesterday", "offset=-2"] {
+        let (status, json, _) = s
+            .req(Method::GET, &format!("/v2/history?{q}"), Some(&alice), None)
+            .await;
+        assert_sipgate_error(status, &json, 400);
+    }
+    // Bob was not on the call: empty history, and the recording is not his.
+    let (_, p, _) = s.req(Method::GET, "/v2/history", Some(&bob), None).await;
+    assert_eq!(p["totalCount"], 0, "{p}");
+
+    // Download: a WAV for Alice; 404 for Bob, for another account and for unknown ids; 401
+    // without credentials.
+    let path = format!("/v2/recordings/{id}");
+    let resp = s
+        .client
+        .get(url)
+        .header("Authorization", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "audio/wav");
+    let wav = resp.bytes().await.unwrap();
+    assert!(wav.len() >= 44 && &wav[..4] == b"RIFF" && &wav[8..12] == b"WAVE");
+    assert_eq!(u16::from_le_bytes([wav[22], wav[23]]), 2, "stereo");
+    for who in [&bob, &zed] {
+        let (status, json, _) = s.req(Method::GET, &path, Some(who), None).await;
+        assert_sipgate_error(status, &json, 404);
+    }
+    let (status, json, _) = s
+        .req(Method::GET, "/v2/recordings/nope", Some(&alice), None)
+        .await;
+    assert_sipgate_error(status, &json, 404);
+    let (status, json, _) = s.req(Method::GET, &path, None, None).await;
+    assert_sipgate_error(status, &json, 401);
     s.shutdown().await;
 }

@@ -243,7 +243,9 @@ pub fn canonical_head(head: &str) -> Option<String> {
             None => out.push_str(line),
         }
     }
-    let unchanged = out.split("\r\n").eq(head.split('\n').map(|l| l.trim_end_matches('\r')));
+    let unchanged = out
+        .split("\r\n")
+        .eq(head.split('\n').map(|l| l.trim_end_matches('\r')));
     (!unchanged).then_some(out)
 }
 
@@ -590,6 +592,9 @@ mod tests {
         };
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.contains("\r\nCSeq: 1 OPTIONS\r\n"), "{text}");
-        assert!(rsipstack::sip::SipMessage::try_from(text.as_str()).is_ok(), "{text}");
+        assert!(
+            rsipstack::sip::SipMessage::try_from(text.as_str()).is_ok(),
+            "{text}"
+        );
     }
 }

@@ -193,6 +193,127 @@ impl Store {
     }
 }
 
+/// Which of one user's calls [`Store::user_calls`] returns: the calls the user placed
+/// (`internal`/`outbound` calls from the extension) and received (`internal`/`inbound` calls
+/// to it), answered or missed, optionally within a start-time window, one page at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCallFilter {
+    pub account_id: String,
+    pub extension: String,
+    /// Placed and answered.
+    pub outgoing: bool,
+    /// Placed, not answered.
+    pub missed_outgoing: bool,
+    /// Received and answered.
+    pub incoming: bool,
+    /// Received, not answered.
+    pub missed_incoming: bool,
+    /// Started at or after (Unix milliseconds).
+    pub from_ms: Option<i64>,
+    /// Started before (Unix milliseconds).
+    pub to_ms: Option<i64>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl UserCallFilter {
+    /// Every call of the user, newest first, `limit` from `offset`.
+    pub fn all(account_id: &str, extension: &str, limit: i64, offset: i64) -> Self {
+        UserCallFilter {
+            account_id: account_id.to_string(),
+            extension: extension.to_string(),
+            outgoing: true,
+            missed_outgoing: true,
+            incoming: true,
+            missed_incoming: true,
+            from_ms: None,
+            to_ms: None,
+            limit,
+            offset,
+        }
+    }
+}
+
+/// The `FROM ... WHERE` of a user's calls ($1 account, $2 extension, $3-$6 the four kinds,
+/// $7/$8 the start window). A macro so the queries stay `&'static str`.
+macro_rules! user_calls_where {
+    () => {
+        " FROM call_records WHERE account_id = $1 AND ( \
+           ($3 AND from_uri = $2 AND direction IN ('internal', 'outbound') AND answered_at IS NOT NULL) \
+           OR ($4 AND from_uri = $2 AND direction IN ('internal', 'outbound') AND answered_at IS NULL) \
+           OR ($5 AND to_uri = $2 AND direction IN ('internal', 'inbound') AND answered_at IS NOT NULL) \
+           OR ($6 AND to_uri = $2 AND direction IN ('internal', 'inbound') AND answered_at IS NULL)) \
+           AND ($7 IS NULL OR started_at >= $7) AND ($8 IS NULL OR started_at < $8)"
+    };
+}
+
+impl Store {
+    /// One page of a user's call records (newest first; without their legs) and how many
+    /// records match the filter in total.
+    pub async fn user_calls(
+        &self,
+        f: &UserCallFilter,
+    ) -> Result<(Vec<CallRecord>, i64), StoreError> {
+        let total: i64 = sqlx::query(concat!("SELECT COUNT(*) AS n", user_calls_where!()))
+            .bind(&f.account_id)
+            .bind(&f.extension)
+            .bind(f.outgoing)
+            .bind(f.missed_outgoing)
+            .bind(f.incoming)
+            .bind(f.missed_incoming)
+            .bind(f.from_ms)
+            .bind(f.to_ms)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        let rows = sqlx::query(concat!(
+            "SELECT id, account_id, from_uri, to_uri, direction, started_at, answered_at, \
+               ended_at, duration_ms, end_cause, sip_status",
+            user_calls_where!(),
+            " ORDER BY started_at DESC, id DESC LIMIT $9 OFFSET $10"
+        ))
+        .bind(&f.account_id)
+        .bind(&f.extension)
+        .bind(f.outgoing)
+        .bind(f.missed_outgoing)
+        .bind(f.incoming)
+        .bind(f.missed_incoming)
+        .bind(f.from_ms)
+        .bind(f.to_ms)
+        .bind(f.limit.max(0))
+        .bind(f.offset.max(0))
+        .fetch_all(&self.pool)
+        .await?;
+        let calls = rows
+            .iter()
+            .map(call_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((calls, total))
+    }
+
+    /// True when the finished call `call_id` of the account is in the user's history (the
+    /// user placed or received it).
+    pub async fn user_was_on_call(
+        &self,
+        account_id: &str,
+        extension: &str,
+        call_id: &str,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM call_records WHERE id = $3 AND account_id = $1 AND ( \
+               (from_uri = $2 AND direction IN ('internal', 'outbound')) \
+               OR (to_uri = $2 AND direction IN ('internal', 'inbound')))",
+        )
+        .bind(account_id)
+        .bind(extension)
+        .bind(call_id)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        Ok(n > 0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +424,74 @@ mod tests {
         assert!(matches!(err, StoreError::Conflict(_)), "{err}");
         assert_eq!(s.call_record("c9").await.unwrap(), None);
         assert_eq!(s.call_history(None, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_users_calls_are_the_ones_they_placed_or_received() {
+        let s = Store::open_memory().await.unwrap();
+        let rec = |id: &str, from: &str, to: &str, dir: &str, at: i64, answered: bool| {
+            let mut r = record(id, Some("a"), at, answered);
+            r.from = from.into();
+            r.to = to.into();
+            r.direction = dir.into();
+            for (i, l) in r.legs.iter_mut().enumerate() {
+                l.id = format!("{id}-{i}");
+            }
+            r
+        };
+        for r in [
+            rec("out1", "201", "202", "internal", 1_000, true),
+            rec("in1", "202", "201", "internal", 2_000, false),
+            rec("trunk_in", "+4915799912345", "201", "inbound", 3_000, true),
+            rec(
+                "trunk_out",
+                "201",
+                "+4915799912345",
+                "outbound",
+                4_000,
+                false,
+            ),
+            // A trunk caller whose number looks like the extension is not the user.
+            rec("spoof", "201", "202", "inbound", 5_000, true),
+            rec("other", "103", "202", "internal", 6_000, true),
+        ] {
+            s.insert_call_record(&r).await.unwrap();
+        }
+        let mut other_account = rec("acc_b", "201", "202", "internal", 7_000, true);
+        other_account.account_id = Some("b".into());
+        s.insert_call_record(&other_account).await.unwrap();
+
+        let ids = |v: &[CallRecord]| v.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+        let (page, total) = s
+            .user_calls(&UserCallFilter::all("a", "201", 10, 0))
+            .await
+            .unwrap();
+        assert_eq!(total, 4);
+        assert_eq!(ids(&page), vec!["trunk_out", "trunk_in", "in1", "out1"]);
+        let (page, total) = s
+            .user_calls(&UserCallFilter::all("a", "201", 2, 1))
+            .await
+            .unwrap();
+        assert_eq!(
+            (ids(&page), total),
+            (vec!["trunk_in".to_string(), "in1".into()], 4)
+        );
+        let mut f = UserCallFilter::all("a", "201", 10, 0);
+        f.outgoing = false;
+        f.missed_outgoing = false;
+        f.missed_incoming = false;
+        assert_eq!(ids(&s.user_calls(&f).await.unwrap().0), vec!["trunk_in"]);
+        let mut f = UserCallFilter::all("a", "201", 10, 0);
+        f.from_ms = Some(2_000);
+        f.to_ms = Some(4_000);
+        assert_eq!(
+            ids(&s.user_calls(&f).await.unwrap().0),
+            vec!["trunk_in", "in1"]
+        );
+        assert!(s.user_was_on_call("a", "201", "out1").await.unwrap());
+        assert!(s.user_was_on_call("a", "202", "out1").await.unwrap());
+        assert!(!s.user_was_on_call("a", "201", "spoof").await.unwrap());
+        assert!(!s.user_was_on_call("b", "201", "out1").await.unwrap());
+        assert!(!s.user_was_on_call("a", "201", "nope").await.unwrap());
     }
 }

@@ -22,6 +22,7 @@ mod secrets;
 mod trunks;
 mod users;
 
+pub use calls::UserCallFilter;
 pub use config::{
     AccountSpec, Config, HttpConfig, NumberSpec, RegistrarConfig, RtpConfig, SipConfig, TrunkSpec,
     UserSpec,

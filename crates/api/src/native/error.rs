@@ -86,6 +86,15 @@ impl From<CommandError> for NativeError {
     }
 }
 
+impl From<crate::wav::WavError> for NativeError {
+    fn from(e: crate::wav::WavError) -> Self {
+        match e {
+            crate::wav::WavError::StillRecording => NativeError::WrongState(e.to_string()),
+            crate::wav::WavError::Unavailable => NativeError::NotFound(e.to_string()),
+        }
+    }
+}
+
 impl From<hookflash_store::StoreError> for NativeError {
     fn from(e: hookflash_store::StoreError) -> Self {
         tracing::warn!(error = %e, "store error in the native API");

@@ -79,9 +79,10 @@ fn render(item: Item) -> SseEvent {
 }
 
 /// Server-Sent Events of the account's calls: `new`, `ringing`, `answered`, `held`,
-/// `retrieved`, `muted`, `unmuted`, `ended` (SSE `event`), each with `id` = sequence and `data`
-/// = a `CallEvent` JSON; `gap` when resumed events were lost. Comments keep the connection
-/// alive every 15 s.
+/// `retrieved`, `muted`, `unmuted`, `dtmf` (a digit pressed on the phone of `leg_id`, once per
+/// press), `recording_started`, `recording_stopped`, `ended` (SSE `event`), each with `id` =
+/// sequence and `data` = a `CallEvent` JSON; `gap` when resumed events were lost. Comments keep
+/// the connection alive every 15 s.
 #[utoipa::path(
     get,
     path = "/events",

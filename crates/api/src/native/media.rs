@@ -1,5 +1,6 @@
-//! Audio into a running call: announcements (every party, or one leg) and whisper (one leg,
-//! the other party hears silence meanwhile). Each handler is one engine command.
+//! Audio into a running call: announcements (every party, or one leg), whisper (one leg, the
+//! other party hears silence meanwhile) and DTMF to one leg's phone. Each handler is one engine
+//! command.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -12,6 +13,7 @@ use utoipa::ToSchema;
 use crate::body::parse_json;
 use crate::native::auth::ApiAccount;
 use crate::native::error::{ErrorBody, NativeError};
+use crate::native::model::DtmfRequest;
 use crate::AppState;
 
 type Result<T> = std::result::Result<T, NativeError>;
@@ -116,5 +118,40 @@ pub(crate) async fn whisper(
         .whisper(&auth.account_id, &call_id, &leg_id, source)
         .await?;
     info!(call_id, leg_id, "whisper via the native API");
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Sends DTMF digits to the phone on `leg_id`: RFC 4733 telephone-events (100 ms per digit
+/// with end packets, 60 ms apart) when that leg negotiated them, else SIP INFO
+/// (`application/dtmf-relay`). Answers once the digits are queued.
+#[utoipa::path(
+    post,
+    path = "/calls/{call_id}/legs/{leg_id}/dtmf",
+    tag = "calls",
+    params(
+        ("call_id" = String, Path, description = "Call id"),
+        ("leg_id" = String, Path, description = "The leg whose phone receives the digits"),
+    ),
+    request_body = DtmfRequest,
+    responses(
+        (status = 202, description = "Sending"),
+        (status = 400, body = ErrorBody, description = "Bad body or a character outside 0-9 * # A-D"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The call is not answered"),
+    )
+)]
+pub(crate) async fn send_dtmf(
+    State(state): State<AppState>,
+    auth: ApiAccount,
+    Path((call_id, leg_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode> {
+    let req: DtmfRequest = parse_json(&body).map_err(NativeError::BadRequest)?;
+    state
+        .engine
+        .send_dtmf(&auth.account_id, &call_id, &leg_id, &req.digits)
+        .await?;
+    info!(call_id, leg_id, digits = %req.digits, "DTMF via the native API");
     Ok(StatusCode::ACCEPTED)
 }

@@ -9,6 +9,7 @@ pub mod error;
 mod events;
 mod media;
 pub mod model;
+mod recordings;
 
 use std::sync::OnceLock;
 
@@ -28,13 +29,15 @@ pub const PREFIX: &str = "/api/v1";
     info(
         title = "hookflash native API",
         description = "Live call control: list calls, hang up, hold/retrieve and mute/unmute \
-                       calls and legs; a resumable event stream. Errors are \
+                       calls and legs; announcements, whisper, DTMF and recording; the \
+                       recordings; a resumable event stream. Errors are \
                        `{\"error\": {\"code\", \"message\"}}`.",
         license(name = "MIT")
     ),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
     tags((name = "calls", description = "Calls and their legs"),
+         (name = "recordings", description = "Call recordings (stereo WAV)"),
          (name = "events", description = "Call event stream"),
          (name = "meta", description = "This document"))
 )]
@@ -74,6 +77,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(calls::unmute_leg))
         .routes(routes!(media::announce))
         .routes(routes!(media::whisper))
+        .routes(routes!(media::send_dtmf))
+        .routes(routes!(recordings::record))
+        .routes(routes!(recordings::list_recordings))
+        .routes(routes!(recordings::get_recording))
+        .routes(routes!(recordings::recording_audio))
         .routes(routes!(events::event_stream))
         .routes(routes!(openapi_json));
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(PREFIX, inner)

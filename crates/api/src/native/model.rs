@@ -59,6 +59,37 @@ pub struct LegUpdate {
     pub muted: Option<bool>,
 }
 
+/// A call recording: a stereo WAV, left = the caller's leg, right = the callee's leg.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Recording {
+    pub id: String,
+    pub call_id: String,
+    /// `recording` (running), `complete`, `repaired` (finished after a server crash) or
+    /// `failed`.
+    pub state: String,
+    /// Unix milliseconds.
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    /// Size of the WAV file.
+    pub bytes: Option<i64>,
+    /// Where the WAV is downloaded (same API key): `/api/v1/recordings/{id}/audio`.
+    pub audio_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RecordingList {
+    pub recordings: Vec<Recording>,
+}
+
+/// `POST .../legs/{leg_id}/dtmf` body.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DtmfRequest {
+    /// `0-9`, `*`, `#`, `A-D` (lower-case `a-d` too), e.g. `*12345#`.
+    pub digits: String,
+}
+
 /// One call event of the stream (the SSE `data`; the SSE `id` is `seq`, the SSE `event` is
 /// `kind`).
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -125,6 +156,21 @@ impl From<&CallInfo> for Call {
             muted: c.muted(),
             recording: c.recording(),
             legs: c.legs.iter().map(Leg::from).collect(),
+        }
+    }
+}
+
+impl From<&hookflash_store::Recording> for Recording {
+    fn from(r: &hookflash_store::Recording) -> Self {
+        Recording {
+            id: r.id.clone(),
+            call_id: r.call_id.clone(),
+            state: r.state.clone(),
+            started_at_ms: r.started_at,
+            ended_at_ms: r.ended_at,
+            duration_ms: r.duration_ms,
+            bytes: r.bytes,
+            audio_url: format!("{}/recordings/{}/audio", crate::native::PREFIX, r.id),
         }
     }
 }

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use hookflash_engine::{AudioSource, CallInfo, Target};
+use hookflash_engine::{AudioSource, CallInfo, LegInfo, RecordAction, Target};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -175,22 +175,85 @@ pub(crate) async fn transfer(
     not_yet(&state, &auth, &call_id, "Transfer").await
 }
 
-/// `PUT /v2/calls/{callId}/recording`: 404 for unknown calls, else 501 for now.
+/// `{"value": bool, "announcement": bool}` of PUT recording.
+#[derive(Debug, Deserialize)]
+struct RecordingBody {
+    value: bool,
+    #[serde(default)]
+    announcement: bool,
+}
+
+/// `PUT /v2/calls/{callId}/recording {"value", "announcement"}`: starts (`true`) or stops
+/// (`false`) the call's recording; with `announcement` every party first hears "This call is
+/// being recorded." Idempotent like every PUT: asking for the state the call is already in
+/// changes nothing (and plays no announcement).
 pub(crate) async fn recording(
     State(state): State<AppState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
+    body: Bytes,
 ) -> Result<StatusCode> {
-    not_yet(&state, &auth, &call_id, "Recording").await
+    let call = state.engine.call(&auth.account.id, &call_id)?;
+    let req = parse_json::<RecordingBody>(&body).map_err(|e| {
+        SipgateError::BadRequest(format!(
+            "{e}; expected {{\"value\": true|false, \"announcement\": true|false}}"
+        ))
+    })?;
+    if call.recording() != req.value {
+        let action = if req.value {
+            RecordAction::Start {
+                announcement: req.announcement,
+            }
+        } else {
+            RecordAction::Stop
+        };
+        state
+            .engine
+            .record(&call.account_id, &call.id, action)
+            .await?;
+    }
+    info!(call_id, recording = req.value, announcement = req.announcement, user = %auth.user.extension, "sipgate recording");
+    Ok(StatusCode::OK)
 }
 
-/// `POST /v2/calls/{callId}/dtmf`: 404 for unknown calls, else 501 for now.
+/// `{"sequence": "..."}` of POST dtmf.
+#[derive(Debug, Deserialize)]
+struct DtmfBody {
+    sequence: String,
+}
+
+/// `POST /v2/calls/{callId}/dtmf {"sequence"}`: sends the digits to the **remote party** of
+/// the token user — the participant that is not theirs (as sipgate does: the digits go to the
+/// other side of your call). 409 if the user is not on the call; characters outside
+/// `0-9 * # A-D` are a 400 and nothing is sent.
 pub(crate) async fn dtmf(
     State(state): State<AppState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
+    body: Bytes,
 ) -> Result<StatusCode> {
-    not_yet(&state, &auth, &call_id, "DTMF").await
+    let call = state.engine.call(&auth.account.id, &call_id)?;
+    let req = parse_json::<DtmfBody>(&body).map_err(|e| {
+        SipgateError::BadRequest(format!("{e}; expected {{\"sequence\": \"*12345#\"}}"))
+    })?;
+    let own = |l: &&LegInfo| l.owner_user_id.as_deref() == Some(auth.user.id.as_str());
+    let remote = call
+        .legs
+        .iter()
+        .find(own)
+        .and_then(|_| call.legs.iter().find(|l| !own(l)))
+        .ok_or_else(|| {
+            SipgateError::Conflict(format!(
+                "User {} is not a participant of this call",
+                auth.user.extension
+            ))
+        })?;
+    state
+        .engine
+        .send_dtmf(&call.account_id, &call.id, &remote.id, &req.sequence)
+        .await?;
+    info!(call_id, leg = %remote.id, sequence = %req.sequence, user = %auth.user.extension, "sipgate DTMF");
+    Ok(StatusCode::OK)
 }
 
 /// `{"url": "..."}` of POST announcements.

@@ -20,6 +20,9 @@ pub enum SipgateError {
     Forbidden(String),
     #[error("{CALL_NOT_FOUND}")]
     CallNotFound,
+    /// Something other than a call that does not exist (or is not the user's).
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -35,7 +38,7 @@ impl SipgateError {
         match self {
             SipgateError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             SipgateError::Forbidden(_) => StatusCode::FORBIDDEN,
-            SipgateError::CallNotFound => StatusCode::NOT_FOUND,
+            SipgateError::CallNotFound | SipgateError::NotFound(_) => StatusCode::NOT_FOUND,
             SipgateError::Conflict(_) => StatusCode::CONFLICT,
             SipgateError::BadRequest(_) => StatusCode::BAD_REQUEST,
             SipgateError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
@@ -57,6 +60,15 @@ impl From<CommandError> for SipgateError {
             )),
             CommandError::Invalid(why) => SipgateError::BadRequest(why),
             CommandError::Media(why) => SipgateError::BadRequest(why),
+        }
+    }
+}
+
+impl From<crate::wav::WavError> for SipgateError {
+    fn from(e: crate::wav::WavError) -> Self {
+        match e {
+            crate::wav::WavError::StillRecording => SipgateError::Conflict(e.to_string()),
+            crate::wav::WavError::Unavailable => SipgateError::NotFound(e.to_string()),
         }
     }
 }

@@ -1,11 +1,13 @@
-//! The sipgate.io dialect: Real Time Call Manipulation (`/v2/calls/...`), the password-grant
-//! token endpoint (`/login/sipgate-apps/protocol/openid-connect/token`) and the push API
-//! webhooks (`newCall`, `answer`, `hangup`). Thin: parse the vendor's request, call the
+//! The sipgate.io dialect: Real Time Call Manipulation (`/v2/calls/...`), the call history
+//! with recordings (`/v2/history`, `/v2/{userId}/history`, `/v2/recordings/{id}`), the
+//! password-grant token endpoint (`/login/sipgate-apps/protocol/openid-connect/token`) and the
+//! push API webhooks (`newCall`, `answer`, `hangup`, `dtmf`). Thin: parse the vendor's request, call the
 //! engine's command set, render the vendor's response.
 
 pub mod auth;
 mod calls;
 pub mod error;
+mod history;
 pub mod jwt;
 pub(crate) mod numbers;
 pub mod webhooks;
@@ -31,5 +33,11 @@ pub fn router() -> Router<AppState> {
         .route(
             "/v2/calls/{call_id}/announcements",
             post(calls::announcements),
+        )
+        .route("/v2/history", get(history::history))
+        .route("/v2/{user_id}/history", get(history::user_history))
+        .route(
+            "/v2/recordings/{recording_id}",
+            get(history::recording_audio),
         )
 }

@@ -1,11 +1,15 @@
-//! sipgate push API: form-encoded POSTs of `newCall`, `answer` and `hangup`, as sipgate sends
-//! them, fed from the engine's event bus in a background task.
+//! sipgate push API: form-encoded POSTs of `newCall`, `answer`, `hangup` and `dtmf`, as sipgate
+//! sends them, fed from the engine's event bus in a background task.
 //!
 //! - `newCall` goes to the user's `webhook_url` for every call a user of the account is on
 //!   (`direction=in` for the called user, `out` for the caller).
 //! - As on sipgate, `answer` and `hangup` go to the URLs the app returned in its `newCall`
 //!   answer: `<Response onAnswer="URL" onHangup="URL">` (the sipgateio webhook server sets
 //!   them when handlers are registered). Other verbs in that XML are not executed yet.
+//! - `dtmf` (`event=dtmf&dtmf=<digit>&callId=...`): a digit pressed by the *other* party of a
+//!   user's call (once per press) goes to the `onData` URL of a `<Gather>` in the user's
+//!   `newCall` answer (where sipgate sends it); without one, to the user's webhook URL.
+//!   Digits the user presses themselves are not sent to their own app.
 //! - Numbers are sent without '+'.
 //! - Delivery never blocks a call: the engine publishes without waiting; this task hands each
 //!   delivery to a worker per webhook URL through a bounded queue (full: the event is dropped
@@ -39,6 +43,7 @@ enum Kind {
     NewCall,
     Answer,
     Hangup,
+    Dtmf,
 }
 
 #[derive(Debug)]
@@ -133,6 +138,7 @@ impl Dispatcher {
             EventKind::New => Kind::NewCall,
             EventKind::Answered => Kind::Answer,
             EventKind::Ended => Kind::Hangup,
+            EventKind::Dtmf => Kind::Dtmf,
             _ => return,
         };
         if kind == Kind::NewCall {
@@ -158,6 +164,9 @@ impl Dispatcher {
             }
         };
         for target in &targets {
+            if kind == Kind::Dtmf && pressed_by(&event, &target.user.id) {
+                continue;
+            }
             let form = form(kind, &event, target, &numbers);
             let job = Job {
                 kind,
@@ -232,6 +241,16 @@ impl Dispatcher {
     }
 }
 
+/// True when the event's leg (the phone that pressed a digit) is the user's own.
+fn pressed_by(event: &Event, user_id: &str) -> bool {
+    event.leg_id.as_ref().is_some_and(|leg| {
+        event
+            .call
+            .leg(leg)
+            .is_some_and(|l| l.owner_user_id.as_deref() == Some(user_id))
+    })
+}
+
 fn caller(call: &CallInfo) -> Option<&LegInfo> {
     call.legs.iter().find(|l| l.role == "caller")
 }
@@ -249,6 +268,14 @@ fn user_name(u: &User) -> String {
 /// The form fields of one event for one user, as sipgate sends them.
 fn form(kind: Kind, event: &Event, target: &Target, dids: &Dids) -> Vec<(String, String)> {
     let call = &event.call;
+    if kind == Kind::Dtmf {
+        return vec![
+            ("event".to_string(), "dtmf".to_string()),
+            ("dtmf".to_string(), event.digit.clone().unwrap_or_default()),
+            ("callId".to_string(), call.id.clone()),
+            ("origCallId".to_string(), call.id.clone()),
+        ];
+    }
     let number = |leg: Option<&LegInfo>, fallback: &str| {
         without_plus(
             &leg.map(|l| leg_number(l, dids))
@@ -270,6 +297,7 @@ fn form(kind: Kind, event: &Event, target: &Target, dids: &Dids) -> Vec<(String,
             Kind::NewCall => "newCall",
             Kind::Answer => "answer",
             Kind::Hangup => "hangup",
+            Kind::Dtmf => "dtmf",
         }
         .to_string(),
     );
@@ -303,6 +331,7 @@ fn form(kind: Kind, event: &Event, target: &Target, dids: &Dids) -> Vec<(String,
                 add("answeringNumber", to);
             }
         }
+        Kind::Dtmf => {}
     }
     f
 }
@@ -321,6 +350,8 @@ fn spawn_worker(
 pub struct FollowUps {
     pub on_answer: Option<String>,
     pub on_hangup: Option<String>,
+    /// `onData` of a `<Gather>`: where `dtmf` events go.
+    pub on_data: Option<String>,
 }
 
 async fn worker(
@@ -351,6 +382,13 @@ async fn worker(
                 if let Some(target) = follow.remove(&job.key).and_then(|f| f.on_hangup) {
                     deliver(&client, &target, &job.form, &stop).await;
                 }
+            }
+            Kind::Dtmf => {
+                let target = follow
+                    .get(&job.key)
+                    .and_then(|f| f.on_data.clone())
+                    .unwrap_or_else(|| url.clone());
+                deliver(&client, &target, &job.form, &stop).await;
             }
         }
     }
@@ -414,13 +452,18 @@ fn unescape_xml(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// `onAnswer` / `onHangup` of the `<Response>` element of a newCall answer (http(s) URLs only).
-pub fn parse_follow_ups(xml: &str) -> FollowUps {
-    let mut out = FollowUps::default();
-    let Some(start) = xml.find("<Response") else {
+/// The (name, value) attributes of the first `<tag ...>` element (values unescaped).
+fn attributes(xml: &str, tag: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let open = format!("<{tag}");
+    let Some(start) = xml.find(&open) else {
         return out;
     };
-    let rest = &xml[start + "<Response".len()..];
+    let rest = &xml[start + open.len()..];
+    // `<Response` must not match `<ResponseX`.
+    if !rest.starts_with(|c: char| c.is_whitespace() || c == '>' || c == '/') {
+        return out;
+    }
     let Some(end) = rest.find('>') else {
         return out;
     };
@@ -434,14 +477,27 @@ pub fn parse_follow_ups(xml: &str) -> FollowUps {
         let Some(close) = after[1..].find(quote) else {
             break;
         };
-        let value = unescape_xml(&after[1..1 + close]);
+        out.push((name, unescape_xml(&after[1..1 + close])));
         attrs = &after[close + 2..];
+    }
+    out
+}
+
+/// `onAnswer` / `onHangup` of the `<Response>` element of a newCall answer and `onData` of its
+/// `<Gather>` (http(s) URLs only).
+pub fn parse_follow_ups(xml: &str) -> FollowUps {
+    let mut out = FollowUps::default();
+    let found = attributes(xml, "Response")
+        .into_iter()
+        .chain(attributes(xml, "Gather"));
+    for (name, value) in found {
         if check_webhook_url(&value).is_err() {
             continue;
         }
         match name.as_str() {
             "onAnswer" => out.on_answer = Some(value),
             "onHangup" => out.on_hangup = Some(value),
+            "onData" => out.on_data = Some(value),
             _ => {}
         }
     }
@@ -461,7 +517,22 @@ mod tests {
             FollowUps {
                 on_answer: Some("http://127.0.0.1:9/x?a=1&b=2".into()),
                 on_hangup: Some("http://127.0.0.1:9/x".into()),
+                on_data: None,
             }
+        );
+        // The SDK's gatherDTMF answer: onData on the Gather element.
+        let xml = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Response onHangup=\"http://127.0.0.1:9/h\">\n    <Gather maxDigits=\"3\" timeout=\"5000\" onData=\"http://127.0.0.1:9/d\"/>\n</Response>";
+        assert_eq!(
+            parse_follow_ups(xml),
+            FollowUps {
+                on_answer: None,
+                on_hangup: Some("http://127.0.0.1:9/h".into()),
+                on_data: Some("http://127.0.0.1:9/d".into()),
+            }
+        );
+        assert_eq!(
+            parse_follow_ups("<ResponseX onAnswer=\"http://127.0.0.1:9/x\">"),
+            FollowUps::default()
         );
         assert_eq!(
             parse_follow_ups("<Response></Response>"),
@@ -573,5 +644,20 @@ mod tests {
         );
         assert_eq!(get(&f, "event").as_deref(), Some("hangup"));
         assert_eq!(get(&f, "cause").as_deref(), Some("busy"));
+        let mut dtmf = ev(EventKind::Dtmf, None);
+        dtmf.digit = Some("#".into());
+        dtmf.leg_id = Some("leg-caller".into());
+        let f = form(Kind::Dtmf, &dtmf, &target, &dids);
+        assert_eq!(get(&f, "event").as_deref(), Some("dtmf"));
+        assert_eq!(get(&f, "dtmf").as_deref(), Some("#"));
+        assert_eq!(get(&f, "callId").as_deref(), Some("c1"));
+        assert_eq!(
+            serde_urlencoded::to_string(&f).unwrap(),
+            "event=dtmf&dtmf=%23&callId=c1&origCallId=c1"
+        );
+        // The caller pressed it: it goes to 201's app; 201's own digits do not.
+        assert!(!pressed_by(&dtmf, "id-201"));
+        dtmf.leg_id = Some("leg-callee".into());
+        assert!(pressed_by(&dtmf, "id-201"));
     }
 }

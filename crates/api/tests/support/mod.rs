@@ -41,6 +41,8 @@ pub struct TestServer {
     pub acme: String,
     pub beta: String,
     pub client: reqwest::Client,
+    /// Recordings and caches of this server (removed at shutdown).
+    pub data_dir: std::path::PathBuf,
 }
 
 fn config_toml(carrier_port: u16) -> String {
@@ -103,6 +105,9 @@ impl TestServer {
         config.rtp.port_min = min;
         config.rtp.port_max = max;
         config.rtp.inactivity_timeout_secs = 300;
+        // Recordings and the TTS cache go to a fresh directory, not the crate's ./data.
+        config.data_dir =
+            std::env::temp_dir().join(format!("hookflash-api-test-{}", uuid::Uuid::new_v4()));
         config.validate().expect("valid config");
         store
             .apply_provisioning(&config.accounts)
@@ -145,6 +150,7 @@ impl TestServer {
             phone,
             acme,
             beta,
+            data_dir: config.data_dir.clone(),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -155,6 +161,7 @@ impl TestServer {
     pub async fn shutdown(&self) {
         self.engine.shutdown(Duration::from_secs(2)).await;
         self.stop.cancel();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 
     pub fn url(&self, path: &str) -> String {
