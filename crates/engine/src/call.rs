@@ -1049,13 +1049,7 @@ impl CallActor {
         self.media_mut(from).direction = wanted;
         let to = from.other();
         let body = self.sdp_towards(to, wanted);
-        let dialog = match to {
-            Side::A => Some(self.a.clone()),
-            Side::B => self
-                .winner
-                .and_then(|i| self.forks.get(i))
-                .map(|f| f.dialog.clone()),
-        };
+        let dialog = self.dialog_of(to);
         let Some(dialog) = dialog else {
             let _ = handle.reply(StatusCode::ServerInternalError).await;
             return;
@@ -1112,6 +1106,17 @@ impl CallActor {
                 warn!(error = %e, "re-INVITE towards the other leg failed");
                 let _ = handle.reply(StatusCode::ServerInternalError).await;
             }
+        }
+    }
+
+    /// The SIP dialog of one side: the caller's, or the fork that answered.
+    fn dialog_of(&self, side: Side) -> Option<InviteDialog> {
+        match side {
+            Side::A => Some(self.a.clone()),
+            Side::B => self
+                .winner
+                .and_then(|i| self.forks.get(i))
+                .map(|f| f.dialog.clone()),
         }
     }
 
@@ -1508,14 +1513,7 @@ impl CallActor {
                 Ok(())
             }
             Err(hookflash_media::DtmfError::NoTelephoneEvent { .. }) => {
-                let dialog = match side {
-                    Side::A => Some(self.a.clone()),
-                    Side::B => self
-                        .winner
-                        .and_then(|i| self.forks.get(i))
-                        .map(|f| f.dialog.clone()),
-                }
-                .ok_or(CommandError::WrongState {
+                let dialog = self.dialog_of(side).ok_or(CommandError::WrongState {
                     state: "updating".into(),
                 })?;
                 info!(leg = ?side, digits, "sending DTMF as SIP INFO (no telephone-event)");
@@ -1653,14 +1651,7 @@ impl CallActor {
         side: Side,
         direction: Direction,
     ) -> Result<(), CommandError> {
-        let dialog = match side {
-            Side::A => Some(self.a.clone()),
-            Side::B => self
-                .winner
-                .and_then(|i| self.forks.get(i))
-                .map(|f| f.dialog.clone()),
-        }
-        .ok_or(CommandError::WrongState {
+        let dialog = self.dialog_of(side).ok_or(CommandError::WrongState {
             state: self.state_name().to_string(),
         })?;
         let body = self.sdp_towards(side, direction);
