@@ -1,0 +1,822 @@
+#!/usr/bin/env python3
+"""hookflash bench: hookflash and its peer (Kamailio + rtpengine userspace) in turn, on
+loopback, same generator, same run. Scenarios (docs in BENCHMARKS.md):
+
+  rate    call rate with SDP and anchored RTP ports, stepped up (SIPp caller -> server -> SIPp callee)
+  media   N concurrent two-party G.711 calls, 20 ms RTP both ways (bench/rtpgen), relay CPU per call,
+          loss, added jitter; RSS per active call
+  hold    API hold request -> re-INVITE on the wire, with N active calls (hookflash only; skipped
+          with a note while the build has no hold endpoint)
+  soak    RSS/PSS before and after >= 20,000 calls
+
+Results: bench/results/<stamp>/results.json and table.md (also printed). Every loop is bounded
+in count and time; traffic goes to 127.0.0.1 only.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import (  # noqa: E402
+    BENCH, LOOP, CpuWindow, Hookflash, KamailioRtpengine, SippFactory, cleanup, free_port, http,
+    loadavg, log, machine, spawn, stop_proc, wait_until)
+
+UNUSED_MEDIA_PORT = 9  # "discard": scenario 1 needs SDP and anchoring, no audio
+# Call length in the rate and soak scenarios. Not zero: with an immediate BYE, Kamailio's
+# parallel workers sometimes forward the BYE before the ACK and the callee aborts the call.
+SHORT_CALL_MS = 100
+
+PROFILES = {
+    # full run: ~20 min on 2 cores
+    "full": dict(rates=[100, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 1750, 2000], rate_secs=8,
+                 media_n=[500, 1000, 2000], media_warmup=3, media_secs=10, setup_rate=200,
+                 hold_n=1000, hold_requests=200, soak_warmup_secs=36, soak_blocks=2,
+                 soak_block_calls=10000, soak_rate=400),
+    # validation: a couple of minutes, tiny loads
+    "quick": dict(rates=[50, 100], rate_secs=3, media_n=[20, 60], media_warmup=1,
+                  media_secs=3, setup_rate=50, hold_n=20, hold_requests=10, soak_warmup_secs=2,
+                  soak_blocks=2, soak_block_calls=200, soak_rate=100),
+}
+
+
+class Ctx:
+    def __init__(self, args):
+        self.args = args
+        self.p = dict(PROFILES[args.profile])
+        for kv in args.set:
+            k, _, v = kv.partition("=")
+            if k not in self.p:
+                raise SystemExit("unknown parameter %s (known: %s)" % (k, ", ".join(sorted(self.p))))
+            cur = self.p[k]
+            if isinstance(cur, list):
+                self.p[k] = [int(x) for x in v.split(",") if x]
+            else:
+                self.p[k] = type(cur)(v)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.out = os.path.abspath(os.path.join(args.results, stamp + "-" + args.profile))
+        os.makedirs(self.out, exist_ok=True)
+        self.hf_bin = os.path.abspath(args.hookflash)
+        self.rtpgen = os.path.abspath(args.rtpgen)
+        self.results = {"profile": args.profile, "params": self.p, "machine": machine(),
+                        "versions": versions(),
+                        "hookflash_build": os.environ.get("BENCH_HF_DESC", "?"),
+                        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                        "loadavg_before": loadavg(), "scenarios": {}}
+
+    def workdir(self, name):
+        d = os.path.join(self.out, name)
+        os.makedirs(d, exist_ok=True)
+        return d
+
+
+def start_server(ctx, kind, name, uac_port, uas_port):
+    """(server, sipp factory) with the SIPp callee registered where needed."""
+    wd = ctx.workdir(name)
+    sipp = SippFactory(os.path.join(wd, "sipp"))
+    if kind == "hookflash":
+        srv = Hookflash(ctx.hf_bin, wd, trunk_port=uac_port).start()
+        try:
+            srv.register_callee(sipp, uas_port)
+        except BaseException:
+            srv.stop()
+            raise
+    else:
+        srv = KamailioRtpengine(wd, callee_port=uas_port).start()
+    return srv, sipp
+
+
+def in_range(addr, rng):
+    ip, _, port = addr.rpartition(":")
+    try:
+        return ip == LOOP and rng[0] <= int(port) <= rng[1]
+    except ValueError:
+        return False
+
+
+def media_addrs(lines, prefix):
+    return [l.split()[1] for l in lines if l.startswith(prefix)]
+
+
+# ====================================================================== 1. call rate
+def scenario_rate(ctx, kind):
+    p = ctx.p
+    uac_port, uas_port = free_port(), free_port()
+    srv, sipp = start_server(ctx, kind, "rate-" + kind.split("+")[0], uac_port, uas_port)
+    steps = []
+    try:
+        for rate in p["rates"]:
+            secs = p["rate_secs"]
+            calls = int(rate * secs)
+            uas = sipp.start("uas-%d" % rate, "uas.xml", local_port=uas_port,
+                             subst=dict(MEDIA_PORT=UNUSED_MEDIA_PORT), timeout_s=secs + 40)
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            uac = sipp.start("uac-%d" % rate, "uac.xml", remote=srv.sip, local_port=uac_port,
+                             subst=dict(DIAL=srv.dial(), MEDIA_PORT=UNUSED_MEDIA_PORT, HOLD_MS=SHORT_CALL_MS),
+                             calls=calls, rate=rate, limit=rate * 5 + 100, timeout_s=secs + 30)
+            # CPU over the steady part: from ~1 s in until the last calls are placed.
+            time.sleep(min(1.0, secs * 0.2))
+            win = CpuWindow({"server": srv.pids, "sig": srv.sig_pids, "media": srv.media_pids,
+                             "gen": lambda: [uac.pid, uas.pid]}).start()
+            wait_until(lambda: not uac.alive(), max(0.2, t0 + secs - 0.3 - time.monotonic()))
+            cpu = win.stop()
+            r = uac.wait(secs + 45)
+            wall = time.monotonic() - t0
+            wait_until(lambda: not uas.alive(), 5)
+            u = uas.stop()
+            addrs = media_addrs(r.logs(), "answer-media ") + media_addrs(u.logs(), "offer-media ")
+            anchored = sum(1 for a in addrs if in_range(a, srv.rtp_range))
+            srv.wait_idle(30)
+            step = dict(rate=rate, calls=calls, created=r.created, ok=r.successful,
+                        failed=r.failed + u.failed, retrans=r.retransmissions + u.retransmissions,
+                        rc=r.rc, completed_per_s=r.successful / wall if wall else 0,
+                        rtd_ms=r.rtd_ms(), sdp_seen=len(addrs), sdp_anchored=anchored, **cpu)
+            step["passed"] = (r.successful == calls and step["failed"] == 0 and r.rc == 0
+                              and anchored == len(addrs) == 2 * calls)
+            step["clean"] = step["passed"] and step["retrans"] == 0
+            steps.append(step)
+            log("rate %s %d/s: ok %d/%d failed %d retrans %d anchored %d/%d rtd %.1f ms "
+                "server %.0f%% gen %.0f%%" % (kind, rate, r.successful, calls, step["failed"],
+                                             step["retrans"], anchored, len(addrs),
+                                             step["rtd_ms"] if step["rtd_ms"] is not None else -1,
+                                             cpu["server_cpu_pct"],
+                                             cpu["gen_cpu_pct"]))
+            if not step["passed"]:
+                if r.rc not in (0, None):
+                    log("  %s" % r.summary().splitlines()[0])
+                break
+            if step["retrans"] > 0.01 * calls:
+                break
+    finally:
+        srv.stop()
+    best = max((s for s in steps if s["clean"]), key=lambda s: s["rate"], default=None)
+    best0 = max((s for s in steps if s["passed"]), key=lambda s: s["rate"], default=None)
+    return dict(steps=steps, max_clean_rate=best["rate"] if best else 0,
+                max_rate_no_failures=best0["rate"] if best0 else 0, at_max=best)
+
+
+# ====================================================================== 2. media relay
+def run_rtpgen(ctx, wd, name, a_targets, b_targets, pa, pb, cpu_groups):
+    at = os.path.join(wd, name + ".a")
+    bt = os.path.join(wd, name + ".b")
+    with open(at, "w") as f:
+        f.write("\n".join(a_targets) + "\n")
+    with open(bt, "w") as f:
+        f.write("\n".join(b_targets) + "\n")
+    p = ctx.p
+    args = [ctx.rtpgen, "--a-bind", "%s:%d" % (LOOP, pa), "--b-bind", "%s:%d" % (LOOP, pb),
+            "--a-targets", at, "--b-targets", bt, "--warmup", str(p["media_warmup"]),
+            "--measure", str(p["media_secs"])]
+    if os.geteuid() == 0:
+        # The generator must offer its packets on time even when the relay saturates the
+        # machine; otherwise it is starved like any other thread and offers less.
+        args = ["nice", "-n", "-10"] + args
+    errf = open(os.path.join(wd, name + ".stderr"), "wb")
+    proc = spawn(args, stdout=subprocess.PIPE, stderr=errf, stdin=subprocess.DEVNULL,
+                            text=True)
+    groups = dict(cpu_groups)
+    groups["gen"] = lambda: [proc.pid]
+    win = None
+    cpu = {}
+    result = None
+    deadline = time.monotonic() + p["media_warmup"] + p["media_secs"] + 30
+    # Bounded: rtpgen stops by itself after warmup+measure; we kill it past the deadline.
+    killer = threading.Timer(deadline - time.monotonic(), lambda: proc.poll() is None and proc.kill())
+    killer.start()
+    try:
+        for line in proc.stdout:
+            line = line.strip()
+            if line == "MEASURE":
+                win = CpuWindow(groups).start()
+            elif line == "END" and win:
+                cpu = win.stop()
+            elif line.startswith("{"):
+                result = json.loads(line)
+    finally:
+        killer.cancel()
+        proc.wait(10)
+        errf.close()
+    if result is None:
+        raise RuntimeError("rtpgen gave no result (rc %s), see %s" % (proc.returncode, errf.name))
+    result.update(cpu)
+    # Packets relayed per second in the CPU window (what the relay really got to forward).
+    if cpu.get("wall_s"):
+        result["relayed_pps"] = result["recv_measured"] / cpu["wall_s"]
+    if cpu.get("server_cpu_s") is not None and result["recv_measured"]:
+        us = cpu["server_cpu_s"] / result["recv_measured"] * 1e6
+        result["server_us_per_packet"] = us
+        # One G.711 call = 100 packets/s through the relay (50 each way).
+        result["cpu_per_call_pct"] = us * 100 / 1e6 * 100
+    result["generator_on_time"] = (result["sender_lag_p99_us"] <= 5000 and result["gen_rx_overflow"] == 0
+                                   and result["send_secs"] <= p["media_warmup"] + p["media_secs"] + 1)
+    return result
+
+
+def scenario_media_baseline(ctx):
+    """The generator against itself (no relay): its own floor of transit and jitter."""
+    wd = ctx.workdir("media-baseline")
+    out = []
+    for n in ctx.p["media_n"]:
+        pa, pb = free_port(), free_port()
+        r = run_rtpgen(ctx, wd, "direct-%d" % n, ["%s:%d" % (LOOP, pb)] * n,
+                       ["%s:%d" % (LOOP, pa)] * n, pa, pb, {})
+        r["n"] = n
+        out.append(r)
+        log("media baseline N=%d: loss %.3f%% jitter mean %.1f us transit p99 %d us gen %.0f%%"
+            % (n, r["loss_pct"], r["jitter_mean_us"], r["transit_p99_us"], r.get("gen_cpu_pct", 0)))
+    return out
+
+
+def setup_calls(ctx, srv, sipp, uac_port, uas_port, n, hold_ms, pa, pb, tag,
+                uac_xml="uac.xml", uas_xml="uas.xml"):
+    """N calls up through srv; returns (uac, uas, a_addrs, b_addrs) or raises."""
+    rate = ctx.p["setup_rate"]
+    life_s = hold_ms / 1000.0 + n / rate + 60
+    uas = sipp.start("uas-" + tag, uas_xml, local_port=uas_port, subst=dict(MEDIA_PORT=pb),
+                     calls=n, timeout_s=int(life_s))
+    time.sleep(0.3)
+    uac = sipp.start("uac-" + tag, uac_xml, remote=srv.sip, local_port=uac_port,
+                     subst=dict(DIAL=srv.dial(), MEDIA_PORT=pa, HOLD_MS=hold_ms),
+                     calls=n, rate=rate, limit=n + 10, timeout_s=int(life_s))
+
+    def ready():
+        a = media_addrs(uac.log_lines(), "answer-media ")
+        b = media_addrs(uas.log_lines(), "offer-media ")
+        return (a, b) if len(a) >= n and len(b) >= n else None
+
+    got = wait_until(lambda: ready() or not uac.alive(), n / rate + 30, 0.25)
+    ab = ready()
+    if not ab:
+        r = uac.stop()
+        uas.stop()
+        raise RuntimeError("only some calls came up: %s" % r.summary())
+    time.sleep(1.0)  # last ACKs
+    return uac, uas, ab[0], ab[1]
+
+
+def scenario_media(ctx, kind):
+    """One fresh server per N (memory per call from a clean start; calls of a step cannot
+    linger into the next). The calls are held far longer than the measurement and are cut by
+    stopping SIPp and the server afterwards."""
+    p = ctx.p
+    name = "media-" + kind.split("+")[0]
+    wd = ctx.workdir(name)
+    steps = []
+    for n in p["media_n"]:
+        uac_port, uas_port = free_port(), free_port()
+        srv, sipp = start_server(ctx, kind, "%s/n%d" % (name, n), uac_port, uas_port)
+        uac = uas = None
+        try:
+            time.sleep(1.0)
+            mem0 = srv.memory_kb()
+            tot0 = srv.total_mem_kb()
+            pa, pb = free_port(), free_port()
+            hold_ms = int((3 * n / p["setup_rate"] + p["media_warmup"] + p["media_secs"] + 60) * 1000)
+            t0 = time.monotonic()
+            try:
+                uac, uas, a, b = setup_calls(ctx, srv, sipp, uac_port, uas_port, n, hold_ms,
+                                             pa, pb, "n%d" % n)
+            except RuntimeError as e:
+                log("media %s N=%d: setup failed: %s" % (kind, n, str(e).splitlines()[0]))
+                steps.append(dict(n=n, error=str(e)[:2000]))
+                break
+            setup_s = time.monotonic() - t0
+            mem1 = srv.memory_kb()
+            tot1 = srv.total_mem_kb()
+            anchored = sum(1 for x in a + b if in_range(x, srv.rtp_range))
+            r = run_rtpgen(ctx, wd, "relay-%d" % n, a[:n], b[:n], pa, pb,
+                           {"server": srv.media_pids, "sig": srv.sig_pids})
+            r["window_ok"] = time.monotonic() < t0 + hold_ms / 1000.0
+            ru, rs = uac.kill(), uas.kill()
+            uac = uas = None
+            r.update(n=n, anchored=anchored, sdp_seen=len(a) + len(b), setup_s=setup_s,
+                     calls_failed=ru.failed + rs.failed,
+                     mem_before=mem0, mem_at_n=mem1,
+                     mem_per_call_kb=(tot1 - tot0) / n if n else 0,
+                     cpu_per_call_naive_pct=r.get("server_cpu_pct", 0) / n if n else 0)
+            r.setdefault("cpu_per_call_pct", r["cpu_per_call_naive_pct"])
+            steps.append(r)
+            log("media %s N=%d: server %.1f%% (%.4f%%/call) gen %.0f%% loss %.3f%% "
+                "jitter mean %.1f us p99 %.1f us transit p99 %d us anchored %d/%d mem %.1f KB/call"
+                "%s" % (kind, n, r.get("server_cpu_pct", 0), r["cpu_per_call_pct"],
+                        r.get("gen_cpu_pct", 0), r["loss_pct"], r["jitter_mean_us"],
+                        r["jitter_p99_us"], r["transit_p99_us"], anchored, 2 * n,
+                        r["mem_per_call_kb"],
+                        "" if r["generator_on_time"] else " (generator starved: not valid)"))
+        finally:
+            for s in (uac, uas):
+                if s:
+                    s.kill()
+            srv.stop()
+    return dict(steps=steps)
+
+
+# ====================================================================== 3. hold latency
+def _call_ids(body):
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return []
+    items = doc
+    if isinstance(doc, dict):
+        for k in ("data", "calls", "items", "records"):
+            if isinstance(doc.get(k), list):
+                items = doc[k]
+                break
+    if not isinstance(items, list):
+        return []
+    ids = []
+    for it in items:
+        if isinstance(it, dict):
+            for k in ("id", "callId", "call_id", "uuid"):
+                if it.get(k):
+                    ids.append(str(it[k]))
+                    break
+    return ids
+
+
+HOLD_APIS = [
+    # (list path, hold method, hold path template, body)
+    ("/api/v1/calls", "PUT", "/api/v1/calls/{id}/hold", {"value": True}),
+    ("/api/v1/calls", "POST", "/api/v1/calls/{id}/hold", {}),
+    ("/v2/calls", "PUT", "/v2/calls/{id}/hold", {"value": True}),
+]
+
+
+def parse_pcap(path):
+    """[(t_ns, proto, sport, dport, payload)] from a nanosecond pcap of lo (EN10MB)."""
+    out = []
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 24:
+        return out
+    magic = struct.unpack("<I", data[:4])[0]
+    endian = "<" if magic in (0xa1b23c4d, 0xa1b2c3d4) else ">"
+    nano = struct.unpack(endian + "I", data[:4])[0] == 0xa1b23c4d
+    link = struct.unpack(endian + "I", data[20:24])[0]
+    off = 24
+    while off + 16 <= len(data):
+        sec, frac, caplen, _ = struct.unpack(endian + "IIII", data[off:off + 16])
+        pkt = data[off + 16: off + 16 + caplen]
+        off += 16 + caplen
+        t = sec * 1_000_000_000 + (frac if nano else frac * 1000)
+        l2 = 14 if link == 1 else (16 if link == 113 else 4 if link == 0 else 14)
+        ip = pkt[l2:]
+        if len(ip) < 20 or ip[0] >> 4 != 4:
+            continue
+        ihl = (ip[0] & 15) * 4
+        proto = ip[9]
+        l4 = ip[ihl:]
+        if proto == 17 and len(l4) >= 8:
+            sport, dport = struct.unpack(">HH", l4[:4])
+            out.append((t, "udp", sport, dport, l4[8:]))
+        elif proto == 6 and len(l4) >= 20:
+            sport, dport = struct.unpack(">HH", l4[:4])
+            doff = (l4[12] >> 4) * 4
+            out.append((t, "tcp", sport, dport, l4[doff:]))
+    return out
+
+
+def percentile(vals, q):
+    if not vals:
+        return None
+    s = sorted(vals)
+    return s[max(0, min(len(s) - 1, int(-(-len(s) * q // 1)) - 1))]
+
+
+def scenario_hold(ctx):
+    p = ctx.p
+    n, k = p["hold_n"], p["hold_requests"]
+    uac_port, uas_port = free_port(), free_port()
+    srv, sipp = start_server(ctx, "hookflash", "hold-hookflash", uac_port, uas_port)
+    auth = {"Authorization": "Bearer " + srv.API_KEY, "Accept": "application/json"}
+    wd = ctx.workdir("hold-hookflash")
+    uac = uas = tcpd = None
+    try:
+        probes = {}
+        for path in sorted({a[0] for a in HOLD_APIS}):
+            st, _ = http("GET", srv.http + path, headers=auth)
+            probes[path] = st
+        if not any(st == 200 for st in probes.values()):
+            note = ("skipped: this build has no call list/hold API (GET %s). The scenario runs "
+                    "as soon as PUT /api/v1/calls/{id}/hold or PUT /v2/calls/{id}/hold exists."
+                    % ", ".join("%s -> %s" % kv for kv in probes.items()))
+            log("hold: " + note)
+            return dict(skipped=True, note=note)
+        if not shutil.which("tcpdump"):
+            return dict(skipped=True, note="skipped: tcpdump not installed")
+        hold_ms = int((n / p["setup_rate"] + k * 0.1 + 30) * 1000)
+        pa, pb = free_port(), free_port()
+        uac, uas, a, b = setup_calls(ctx, srv, sipp, uac_port, uas_port, n, hold_ms, pa, pb,
+                                     "hold", "uac_hold.xml", "uas_hold.xml")
+        # Which API answers for real?
+        api = ids = None
+        for list_path, method, tmpl, body in HOLD_APIS:
+            if probes.get(list_path) != 200:
+                continue
+            st, text = http("GET", srv.http + list_path, headers=auth, timeout=10)
+            got = _call_ids(text) if st == 200 else []
+            if len(got) < min(n, k):
+                continue
+            st, text = http(method, srv.http + tmpl.format(id=got[0]), body=body, headers=auth)
+            if st is not None and 200 <= st < 300:
+                api, ids = (list_path, method, tmpl, body), got[1:]
+                break
+            probes["%s %s" % (method, tmpl)] = st
+        if api is None:
+            note = ("skipped: calls are listed but no hold endpoint answered 2xx (%s). Runs when "
+                    "PUT /api/v1/calls/{id}/hold or PUT /v2/calls/{id}/hold exists."
+                    % ", ".join("%s -> %s" % kv for kv in probes.items()))
+            log("hold: " + note)
+            return dict(skipped=True, note=note)
+        time.sleep(0.5)
+        pcap = os.path.join(wd, "hold.pcap")
+        flt = "(tcp dst port %d) or (udp src port %d)" % (srv.http_port, srv.sip_port)
+        tlog = open(os.path.join(wd, "tcpdump.log"), "wb")
+        # --immediate-mode: without it libpcap hands packets over in blocks up to 1 s late and
+        # whatever is pending at SIGINT is lost. Timestamps are the kernel's either way.
+        tcpd = spawn(["tcpdump", "-i", "lo", "-nn", "-U", "--immediate-mode", "-s", "512", "-B", "32768",
+                                 "--time-stamp-precision=nano", "-w", pcap, flt],
+                                stdout=tlog, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_until(lambda: b"listening" in open(tlog.name, "rb").read(), 5)
+
+        def capturing():  # a request on the filtered port shows up in the file (-U)
+            http("GET", srv.http + "/healthz", timeout=1)
+            time.sleep(0.05)
+            return os.path.exists(pcap) and os.path.getsize(pcap) > 24
+        wait_until(capturing, 5, 0.1)
+        list_path, method, tmpl, body = api
+        client = []
+        for cid in ids[:k]:
+            t1 = time.monotonic_ns()
+            st, _ = http(method, srv.http + tmpl.format(id=cid), body=body, headers=auth)
+            client.append(((time.monotonic_ns() - t1) / 1e6, st))
+            time.sleep(0.02)  # both re-INVITEs answered before the next request
+        time.sleep(1.5)
+        tcpd.send_signal(signal.SIGINT)
+        tcpd.wait(10)
+        tlog.close()
+        pkts = parse_pcap(pcap)
+        reqs = [t for t, pr, sp, dp, pl in pkts
+                if pr == "tcp" and dp == srv.http_port and pl.startswith(method.encode() + b" ")
+                and b"/hold" in pl.split(b"\r\n", 1)[0]]
+        invs = [t for t, pr, sp, dp, pl in pkts
+                if pr == "udp" and sp == srv.sip_port and pl.startswith(b"INVITE ")]
+        first, last = [], []
+        for i, t in enumerate(reqs):
+            nxt = reqs[i + 1] if i + 1 < len(reqs) else float("inf")
+            mine = [x for x in invs if t <= x < nxt]
+            if mine:
+                first.append((mine[0] - t) / 1e6)
+                last.append((mine[-1] - t) / 1e6)
+        ok = sum(1 for _, st in client if st and 200 <= st < 300)
+        res = dict(skipped=False, api="%s %s" % (method, tmpl), active_calls=n,
+                   requests=len(client), ok=ok, captured_requests=len(reqs),
+                   reinvites=len(invs), matched=len(first),
+                   p50_ms=percentile(first, 0.5), p99_ms=percentile(first, 0.99),
+                   max_ms=max(first) if first else None,
+                   last_leg_p50_ms=percentile(last, 0.5), last_leg_p99_ms=percentile(last, 0.99),
+                   client_p50_ms=percentile([c for c, _ in client], 0.5),
+                   client_p99_ms=percentile([c for c, _ in client], 0.99))
+        log("hold: %s" % json.dumps(res))
+        return res
+    finally:
+        if tcpd:
+            stop_proc(tcpd)
+        if uac:
+            uac.stop()
+        if uas:
+            uas.stop()
+        srv.stop()
+
+
+# ====================================================================== 4. soak
+def scenario_soak(ctx, kind, rate):
+    p = ctx.p
+    uac_port, uas_port = free_port(), free_port()
+    srv, sipp = start_server(ctx, kind, "soak-" + kind.split("+")[0], uac_port, uas_port)
+    blocks = []
+    try:
+        time.sleep(1.0)
+        idle = srv.memory_kb()
+        # The warm-up runs at the soak's rate for longer than SIP's Timer J / 2xx-linger (32 s),
+        # so finished-call state kept by the stack reaches its steady level before "before".
+        plan = [("warmup", int(rate * p["soak_warmup_secs"]))] + [
+            ("soak%d" % (i + 1), p["soak_block_calls"]) for i in range(p["soak_blocks"])]
+        for name, calls in plan:
+            uas = sipp.start("uas-" + name, "uas.xml", local_port=uas_port,
+                             subst=dict(MEDIA_PORT=UNUSED_MEDIA_PORT),
+                             timeout_s=int(calls / rate) + 60, trace_logs=False)
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            r = sipp.run("uac-" + name, "uac.xml", remote=srv.sip, local_port=uac_port,
+                         subst=dict(DIAL=srv.dial(), MEDIA_PORT=UNUSED_MEDIA_PORT, HOLD_MS=SHORT_CALL_MS),
+                         calls=calls, rate=rate, limit=rate * 5 + 100,
+                         timeout_s=int(calls / rate) + 45, trace_logs=False)
+            wall = time.monotonic() - t0
+            wait_until(lambda: not uas.alive(), 5)
+            u = uas.stop()
+            srv.wait_idle(30)
+            time.sleep(1.0)
+            mem = srv.memory_kb()
+            blocks.append(dict(block=name, calls=calls, ok=r.successful, failed=r.failed + u.failed,
+                               retrans=r.retransmissions + u.retransmissions, wall_s=wall,
+                               total_kb=srv.total_mem_kb(), **mem))
+            log("soak %s %s: %d/%d ok, failed %d, mem %s" % (kind, name, r.successful, calls,
+                                                         r.failed + u.failed, mem))
+    finally:
+        srv.stop()
+    soak_calls = sum(b["calls"] for b in blocks if b["block"] != "warmup")
+    res = dict(rate=rate, idle=idle, blocks=blocks, soak_calls=soak_calls)
+    if len(blocks) >= 2:
+        before = blocks[0]["total_kb"]
+        after = blocks[-1]["total_kb"]
+        res.update(before_kb=before, after_kb=after, growth_kb=after - before,
+                   growth_per_1000_calls_kb=(after - before) / soak_calls * 1000 if soak_calls else 0)
+    return res
+
+
+# ====================================================================== table
+def fmt(v, spec="%.0f"):
+    if v is None:
+        return "-"
+    try:
+        return spec % v
+    except TypeError:
+        return str(v)
+
+
+def ratio(a, b, spec="%.2f"):
+    try:
+        if a is None or b in (None, 0):
+            return "-"
+        return spec % (a / b)
+    except TypeError:
+        return "-"
+
+
+def build_table(res):
+    S = res["scenarios"]
+    rows = []
+    hdr = "| scenario | metric | hookflash | kamailio+rtpengine | hookflash/peer | target |"
+    rows.append(hdr)
+    rows.append("|---|---|---|---|---|---|")
+
+    def row(sc, metric, hf, pe, r="-", target=""):
+        rows.append("| %s | %s | %s | %s | %s | %s |" % (sc, metric, hf, pe, r, target))
+
+    rh, rp = S.get("rate_hookflash"), S.get("rate_peer")
+    if rh or rp:
+        hv = rh and rh.get("max_clean_rate")
+        pv = rp and rp.get("max_clean_rate")
+        top = max(res["params"]["rates"])
+        cap = lambda v: (fmt(v) + (" (top step)" if v == top else "")) if v is not None else "-"
+        row("1 call rate", "highest rate, 0 failed, 0 retrans (calls/s)", cap(hv), cap(pv),
+            ratio(hv, pv), ">= 1500")
+        hv0 = rh and rh.get("max_rate_no_failures")
+        pv0 = rp and rp.get("max_rate_no_failures")
+        row("", "highest rate, 0 failed (calls/s)", cap(hv0), cap(pv0), ratio(hv0, pv0))
+        ha = rh and rh.get("at_max") or {}
+        pa = rp and rp.get("at_max") or {}
+        row("", "server CPU at that rate (% of one core)", fmt(ha.get("server_cpu_pct")),
+            "%s (kam %s + rtpe %s)" % (fmt(pa.get("server_cpu_pct")), fmt(pa.get("sig_cpu_pct")),
+                                      fmt(pa.get("media_cpu_pct"))) if pa else "-")
+        hpc = ha.get("server_cpu_s") and ha["server_cpu_s"] / (ha["wall_s"] * ha["rate"]) * 1000
+        ppc = pa.get("server_cpu_s") and pa["server_cpu_s"] / (pa["wall_s"] * pa["rate"]) * 1000
+        row("", "server CPU per call (ms)", fmt(hpc, "%.3f"), fmt(ppc, "%.3f"), ratio(hpc, ppc))
+        row("", "INVITE->200 mean at that rate (ms)", fmt(ha.get("rtd_ms"), "%.1f"),
+            fmt(pa.get("rtd_ms"), "%.1f"), ratio(ha.get("rtd_ms"), pa.get("rtd_ms")))
+        row("", "generator (SIPp uac+uas) CPU (% of one core)", fmt(ha.get("gen_cpu_pct")),
+            fmt(pa.get("gen_cpu_pct")))
+    mh, mp = S.get("media_hookflash"), S.get("media_peer")
+    base = {b["n"]: b for b in S.get("media_baseline", [])}
+    if mh or mp:
+        hs = {s["n"]: s for s in (mh or {}).get("steps", []) if "error" not in s}
+        ps = {s["n"]: s for s in (mp or {}).get("steps", []) if "error" not in s}
+        for n in res["params"]["media_n"]:
+            h, pe = hs.get(n, {}), ps.get(n, {})
+            b = base.get(n, {})
+            sc = "2 media relay, N=%d" % n
+            row(sc, "relay CPU per call (% of one core; CPU per relayed packet x 100 packets/s)", fmt(h.get("cpu_per_call_pct"), "%.4f"),
+                fmt(pe.get("cpu_per_call_pct"), "%.4f"),
+                ratio(h.get("cpu_per_call_pct"), pe.get("cpu_per_call_pct")),
+                "<= 0.04 and <= peer")
+            row("", "relay CPU per packet relayed (us)", fmt(h.get("server_us_per_packet"), "%.2f"),
+                fmt(pe.get("server_us_per_packet"), "%.2f"),
+                ratio(h.get("server_us_per_packet"), pe.get("server_us_per_packet")))
+            row("", "packets relayed per second (offered: %d)" % (n * 100), fmt(h.get("relayed_pps")),
+                fmt(pe.get("relayed_pps")))
+            row("", "relay CPU total (% of one core)", fmt(h.get("server_cpu_pct")),
+                fmt(pe.get("server_cpu_pct")), ratio(h.get("server_cpu_pct"), pe.get("server_cpu_pct")))
+            row("", "packet loss (%)", fmt(h.get("loss_pct"), "%.3f"), fmt(pe.get("loss_pct"), "%.3f"))
+            row("", "jitter, mean per stream (us; generator alone %s)" % fmt(b.get("jitter_mean_us"), "%.0f"),
+                fmt(h.get("jitter_mean_us"), "%.0f"), fmt(pe.get("jitter_mean_us"), "%.0f"),
+                ratio(h.get("jitter_mean_us"), pe.get("jitter_mean_us")))
+            row("", "transit p50 / p99 (us; generator alone %s / %s)" % (
+                fmt(b.get("transit_p50_us")), fmt(b.get("transit_p99_us"))),
+                "%s / %s" % (fmt(h.get("transit_p50_us")), fmt(h.get("transit_p99_us"))),
+                "%s / %s" % (fmt(pe.get("transit_p50_us")), fmt(pe.get("transit_p99_us"))))
+            on_time = lambda s: "-" if not s else ("yes" if s.get("generator_on_time") else
+                                                   "NO (send lag p99 %s us)" % fmt(s.get("sender_lag_p99_us")))
+            row("", "generator on time (send lag p99 <= 5 ms, no drops at its sockets)",
+                on_time(h), on_time(pe))
+            row("", "generator CPU (%% of one core; alone %s)" % fmt(b.get("gen_cpu_pct")),
+                fmt(h.get("gen_cpu_pct")), fmt(pe.get("gen_cpu_pct")))
+            row("", "memory per active call (KB)", fmt(h.get("mem_per_call_kb"), "%.1f"),
+                fmt(pe.get("mem_per_call_kb"), "%.1f"),
+                ratio(h.get("mem_per_call_kb"), pe.get("mem_per_call_kb")), "<= 64")
+    hd = S.get("hold_hookflash")
+    if hd:
+        if hd.get("skipped"):
+            row("3 hold command", "API request -> re-INVITE on the wire", hd["note"], "n/a", "-",
+                "p99 < 2 ms @1000")
+        else:
+            row("3 hold command", "API request -> first re-INVITE p50 / p99 (ms) @%d calls" % hd["active_calls"],
+                "%s / %s" % (fmt(hd["p50_ms"], "%.2f"), fmt(hd["p99_ms"], "%.2f")),
+                "n/a (no peer has this API)", "-", "p99 < 2 ms @1000")
+            row("", "HTTP round trip p50 / p99 (ms, client side)",
+                "%s / %s" % (fmt(hd["client_p50_ms"], "%.2f"), fmt(hd["client_p99_ms"], "%.2f")), "n/a")
+    sh, sp = S.get("soak_hookflash"), S.get("soak_peer")
+    if sh or sp:
+        g = lambda d, k: d.get(k) if d else None
+        row("4 memory soak", "calls in soak (after %s warm-up)" % fmt(g(sh, "blocks") and sh["blocks"][0]["calls"]),
+            fmt(g(sh, "soak_calls")), fmt(g(sp, "soak_calls")))
+        row("", "memory after warm-up -> after soak (KB; hookflash RSS, peer kamailio PSS + rtpengine RSS)",
+            "%s -> %s" % (fmt(g(sh, "before_kb")), fmt(g(sh, "after_kb"))),
+            "%s -> %s" % (fmt(g(sp, "before_kb")), fmt(g(sp, "after_kb"))), "-", "flat")
+        row("", "growth per 1,000 calls (KB)", fmt(g(sh, "growth_per_1000_calls_kb"), "%.1f"),
+            fmt(g(sp, "growth_per_1000_calls_kb"), "%.1f"))
+        if sh and sh.get("blocks"):
+            row("", "memory after each block (KB)", " -> ".join(fmt(x["total_kb"]) for x in sh["blocks"]),
+                " -> ".join(fmt(x["total_kb"]) for x in sp["blocks"]) if sp and sp.get("blocks") else "-")
+            row("", "SIP transactions held by hookflash at each measurement (Timer J/K, 32 s)",
+                " -> ".join(fmt(x.get("sip_transactions")) for x in sh["blocks"]), "-")
+        row("", "soak rate (calls/s, same for both)", fmt(g(sh, "rate")), fmt(g(sp, "rate")))
+        fh = sum(b["failed"] for b in sh["blocks"]) if sh else None
+        fp = sum(b["failed"] for b in sp["blocks"]) if sp else None
+        row("", "failed calls during soak", fmt(fh), fmt(fp), "-", "0")
+    return "\n".join(rows)
+
+
+def versions():
+    def first_line(cmd):
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            text = (out.stdout or out.stderr).strip().splitlines()
+            return text[0].strip() if text else "?"
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+    return {"kamailio": first_line(["kamailio", "-v"]),
+            "rtpengine": first_line(["rtpengine", "--version"]),
+            "sipp": first_line(["sipp", "-v"])}
+
+
+def header(res):
+    m = res["machine"]
+    v = res.get("versions", {})
+    return ("hookflash bench, profile %s, %s\n"
+            "hookflash build: %s; peers: %s, rtpengine %s; generator: %s + bench/rtpgen\n"
+            "machine: %d cores, %s, %d MB RAM, kernel %s\n"
+            "load average before %s, after %s; elapsed %.0f s\n" % (
+                res["profile"], res["date"], res.get("hookflash_build", "?"),
+                v.get("kamailio", "?"), v.get("rtpengine", "?"), v.get("sipp", "?"),
+                m["nproc"], m["cpu"], m["mem_mb"], m["kernel"],
+                " ".join(res["loadavg_before"]), " ".join(res.get("loadavg_after", [])),
+                res.get("elapsed_s", 0)))
+
+
+def build_details(res):
+    S = res["scenarios"]
+    out = []
+    for key in ("rate_hookflash", "rate_peer"):
+        if key in S:
+            out.append("\n%s steps:\n" % key)
+            out.append("| offered/s | calls | ok | failed | retrans | done/s | INVITE->200 ms | server % | gen % |")
+            out.append("|---|---|---|---|---|---|---|---|---|")
+            for s in S[key].get("steps", []):
+                out.append("| %d | %d | %d | %d | %d | %.0f | %s | %.0f | %.0f |" % (
+                    s["rate"], s["calls"], s["ok"], s["failed"], s["retrans"],
+                    s["completed_per_s"], fmt(s["rtd_ms"], "%.0f"), s["server_cpu_pct"],
+                    s["gen_cpu_pct"]))
+    for key in ("media_hookflash", "media_peer"):
+        if key in S:
+            out.append("\n%s steps:\n" % key)
+            out.append("| N | relay % | per call % | gen % | loss % | silent streams | jitter mean/p99 us | transit p50/p99/max us | sender lag p99 us | KB/call |")
+            out.append("|---|---|---|---|---|---|---|---|---|---|")
+            for s in S[key].get("steps", []):
+                if "error" in s:
+                    out.append("| %d | setup failed: %s |" % (s["n"], s["error"].splitlines()[0][:120]))
+                    continue
+                out.append("| %d | %.1f | %.4f | %.0f | %.3f | %d | %.0f / %.0f | %d / %d / %d | %d | %.1f |" % (
+                    s["n"], s.get("server_cpu_pct", 0), s["cpu_per_call_pct"], s.get("gen_cpu_pct", 0),
+                    s["loss_pct"], s["silent_streams"],
+                    s["jitter_mean_us"], s["jitter_p99_us"], s["transit_p50_us"], s["transit_p99_us"],
+                    s["transit_max_us"], s["sender_lag_p99_us"], s["mem_per_call_kb"]))
+    for key in ("soak_hookflash", "soak_peer"):
+        if key in S and "blocks" in S[key]:
+            out.append("\n%s blocks (rate %s/s):\n" % (key, S[key]["rate"]))
+            for b in S[key]["blocks"]:
+                out.append("- %s: %d calls, %d ok, %d failed, %d retrans, memory %s" % (
+                    b["block"], b["calls"], b["ok"], b["failed"], b["retrans"],
+                    {k: v for k, v in b.items() if k.endswith("_kb")}))
+    return "\n".join(out)
+
+
+# ====================================================================== main
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    ap.add_argument("--only", default="rate,media,hold,soak",
+                    help="comma-separated scenarios: rate,media,hold,soak")
+    ap.add_argument("--servers", default="hookflash,peer")
+    ap.add_argument("--hookflash", help="hookflash release binary")
+    ap.add_argument("--rtpgen", help="bench/rtpgen binary")
+    ap.add_argument("--results", default=os.path.join(BENCH, "results"))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a profile parameter, e.g. --set media_n=1000,2000 --set rate_secs=5")
+    ap.add_argument("--table", metavar="RESULTS_JSON", help="only print the table of a saved run")
+    args = ap.parse_args()
+    if args.table:
+        with open(args.table) as f:
+            res = json.load(f)
+        print(header(res))
+        print(build_table(res))
+        print(build_details(res))
+        return
+    ctx = Ctx(args)
+    only = set(args.only.split(","))
+    servers = [s for s in args.servers.split(",") if s]
+    kinds = {"hookflash": "hookflash", "peer": "kamailio+rtpengine"}
+    S = ctx.results["scenarios"]
+    log("results in %s; load %s" % (ctx.out, " ".join(ctx.results["loadavg_before"])))
+    t_start = time.monotonic()
+
+    def save():
+        ctx.results["loadavg_after"] = loadavg()
+        ctx.results["elapsed_s"] = time.monotonic() - t_start
+        with open(os.path.join(ctx.out, "results.json"), "w") as f:
+            json.dump(ctx.results, f, indent=1, default=str)
+
+    def guarded(key, fn, *a):
+        t = time.monotonic()
+        try:
+            S[key] = fn(*a)
+        except Exception as e:  # a broken scenario must not hide the others' figures
+            log("%s failed: %r" % (key, e))
+            S[key] = {"error": repr(e)[:3000]}
+        S[key]["elapsed_s"] = round(time.monotonic() - t, 1) if isinstance(S[key], dict) else None
+        save()
+
+    if "rate" in only:
+        for s in servers:
+            guarded("rate_" + s, scenario_rate, ctx, kinds[s])
+    if "media" in only:
+        try:
+            S["media_baseline"] = scenario_media_baseline(ctx)
+        except Exception as e:
+            log("media baseline failed: %r" % e)
+        for s in servers:
+            guarded("media_" + s, scenario_media, ctx, kinds[s])
+    if "hold" in only and "hookflash" in servers:
+        guarded("hold_hookflash", scenario_hold, ctx)
+    if "soak" in only:
+        # One rate for every server (finished-call state kept by a SIP stack scales with the
+        # rate): soak_rate, or 80 % of the lowest clean rate found in scenario 1.
+        rate = ctx.p["soak_rate"]
+        bests = [(S.get("rate_" + s) or {}).get("max_clean_rate") for s in servers]
+        bests = [x for x in bests if x]
+        if bests:
+            rate = max(50, min(rate, int(min(bests) * 0.8)))
+        for s in servers:
+            guarded("soak_" + s, scenario_soak, ctx, kinds[s], rate)
+    save()
+    table = build_table(ctx.results)
+    details = build_details(ctx.results)
+    m = ctx.results["machine"]
+    head = header(ctx.results)
+    with open(os.path.join(ctx.out, "table.md"), "w") as f:
+        f.write(head + "\n" + table + "\n" + details + "\n")
+    print("\n" + head)
+    print(table)
+    print(details)
+    print("\nresults: %s" % ctx.out)
+
+
+def _on_term(signum, frame):
+    raise SystemExit("stopped by signal %d" % signum)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _on_term)
+    try:
+        main()
+    finally:
+        cleanup()
