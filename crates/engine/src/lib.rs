@@ -116,6 +116,12 @@ impl Engine {
             digest_algorithms,
             rtp_inactivity: Duration::from_secs(config.rtp.inactivity_timeout_secs.max(1)),
         };
+        let music_on_hold = match &config.rtp.music_on_hold {
+            Some(path) => hookflash_media::audio::load_music_on_hold(path).map_err(|e| {
+                EngineError::Config(format!("rtp.music_on_hold {}: {e}", path.display()))
+            })?,
+            None => hookflash_media::audio::default_music_on_hold(),
+        };
         let ports = PortPool::new(config.rtp.bind_ip, config.rtp.port_min, config.rtp.port_max)
             .map_err(|e| EngineError::Media(e.to_string()))?;
         let (sip, incoming) = SipServer::bind(SipServerOptions {
@@ -140,7 +146,7 @@ impl Engine {
                 nonces: NonceIssuer::random(300),
                 calls: Mutex::new(HashMap::new()),
                 events: EventBus::new(1000),
-                music_on_hold: hookflash_media::audio::default_music_on_hold(),
+                music_on_hold,
                 fetcher: fetch::AudioFetcher::new(),
                 tts: hookflash_media::Tts::new(config.data_dir.join("tts")),
                 recordings_dir: config.data_dir.join("recordings"),

@@ -142,6 +142,9 @@ pub struct RtpConfig {
     pub port_max: u16,
     /// A call with no RTP in either direction for this long is ended.
     pub inactivity_timeout_secs: u64,
+    /// WAV file (any rate, channels, 8–32-bit) a party held by the server hears, looped.
+    /// Default: the built-in melody.
+    pub music_on_hold: Option<PathBuf>,
 }
 
 impl Default for RtpConfig {
@@ -152,6 +155,7 @@ impl Default for RtpConfig {
             port_min: 20000,
             port_max: 29999,
             inactivity_timeout_secs: 60,
+            music_on_hold: None,
         }
     }
 }
@@ -509,6 +513,9 @@ impl Config {
         }
         if let Some(v) = get("HOOKFLASH_RTP_PORT_MAX")? {
             self.rtp.port_max = parse_env("HOOKFLASH_RTP_PORT_MAX", &v, "a port number")?;
+        }
+        if let Some(v) = get("HOOKFLASH_RTP_MUSIC_ON_HOLD")? {
+            self.rtp.music_on_hold = (!v.trim().is_empty()).then(|| PathBuf::from(v.trim()));
         }
         if let Some(v) = get("HOOKFLASH_RTP_INACTIVITY_TIMEOUT_SECS")? {
             self.rtp.inactivity_timeout_secs = parse_env(
