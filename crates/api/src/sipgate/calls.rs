@@ -74,10 +74,14 @@ fn render(call: &CallInfo, user_id: &str, dids: &Dids) -> Call {
     }
 }
 
-fn value(body: &[u8]) -> Result<bool> {
-    parse_json::<Value>(body)
-        .map(|v| v.value)
-        .map_err(|e| SipgateError::BadRequest(format!("{e}; expected {{\"value\": true|false}}")))
+/// A JSON body of the route, or a 400 that says what was wrong and what is expected.
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8], expected: &str) -> Result<T> {
+    parse_json::<T>(bytes)
+        .map_err(|e| SipgateError::BadRequest(format!("{e}; expected {expected}")))
+}
+
+fn value(bytes: &[u8]) -> Result<bool> {
+    body::<Value>(bytes, r#"{"value": true|false}"#).map(|v| v.value)
 }
 
 /// `GET /v2/calls`: the account's calls in progress.
@@ -100,10 +104,10 @@ pub(crate) async fn hold(
     State(state): State<AppState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
-    body: Bytes,
+    payload: Bytes,
 ) -> Result<StatusCode> {
     let call = state.engine.call(&auth.account.id, &call_id)?;
-    let on = value(&body)?;
+    let on = value(&payload)?;
     state
         .engine
         .hold(&call.account_id, &call.id, Target::Call, on)
@@ -118,10 +122,10 @@ pub(crate) async fn muted(
     State(state): State<AppState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
-    body: Bytes,
+    payload: Bytes,
 ) -> Result<StatusCode> {
     let call = state.engine.call(&auth.account.id, &call_id)?;
-    let on = value(&body)?;
+    let on = value(&payload)?;
     let leg = call
         .legs
         .iter()
@@ -191,14 +195,13 @@ pub(crate) async fn recording(
     State(state): State<AppState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
-    body: Bytes,
+    payload: Bytes,
 ) -> Result<StatusCode> {
     let call = state.engine.call(&auth.account.id, &call_id)?;
-    let req = parse_json::<RecordingBody>(&body).map_err(|e| {
-        SipgateError::BadRequest(format!(
-            "{e}; expected {{\"value\": true|false, \"announcement\": true|false}}"
-        ))
-    })?;
+    let req: RecordingBody = body(
+        &payload,
+        r#"{"value": true|false, "announcement": true|false}"#,
+    )?;
     if call.recording() != req.value {
         let action = if req.value {
             RecordAction::Start {
@@ -230,12 +233,10 @@ pub(crate) async fn dtmf(
     State(state): State<AppState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
-    body: Bytes,
+    payload: Bytes,
 ) -> Result<StatusCode> {
     let call = state.engine.call(&auth.account.id, &call_id)?;
-    let req = parse_json::<DtmfBody>(&body).map_err(|e| {
-        SipgateError::BadRequest(format!("{e}; expected {{\"sequence\": \"*12345#\"}}"))
-    })?;
+    let req: DtmfBody = body(&payload, r#"{"sequence": "*12345#"}"#)?;
     let own = |l: &&LegInfo| l.owner_user_id.as_deref() == Some(auth.user.id.as_str());
     let remote = call
         .legs
@@ -268,11 +269,10 @@ pub(crate) async fn announcements(
     State(state): State<AppState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
-    body: Bytes,
+    payload: Bytes,
 ) -> Result<StatusCode> {
     let call = state.engine.call(&auth.account.id, &call_id)?;
-    let req = parse_json::<Announcement>(&body)
-        .map_err(|e| SipgateError::BadRequest(format!("{e}; expected {{\"url\": \"...\"}}")))?;
+    let req: Announcement = body(&payload, r#"{"url": "..."}"#)?;
     state
         .engine
         .announce(
