@@ -7,9 +7,10 @@
 // replaced by BASE_URL/v2 by patching axios.create before the SDK is loaded, as
 // shared/reference/dialects.md describes). CREDENTIALS_JSON: {"token": ...} |
 // {"tokenId": ..., "token": ...} | {"username": ..., "password": ...}.
-// ACTION: list | hold | mute | hangup | announce | record | dtmf | history (VALUE: true/false
-// for hold and mute; the URL for announce; the options JSON for record, e.g.
-// {"value":true,"announcement":false}; the sequence for dtmf; for history an optional JSON
+// ACTION: list | hold | mute | hangup | announce | record | dtmf | transfer | history (VALUE:
+// true/false for hold and mute; the URL for announce; the options JSON for record, e.g.
+// {"value":true,"announcement":false}, and for transfer, e.g.
+// {"attended":false,"phoneNumber":"103"}; the sequence for dtmf; for history an optional JSON
 // {"filter": {...}, "pagination": {...}} — CALL_ID is ignored. history answers the SDK's
 // entries plus "dates": whether each entry's created/lastModified became a Date).
 // Prints one JSON line: {"ok": true, "result": ...} or {"ok": false, "error": "..."}.
@@ -50,6 +51,9 @@ async function main() {
       return null;
     case 'dtmf':
       await rtcm.sendDTMF(call, value);
+      return null;
+    case 'transfer':
+      await rtcm.transfer(call, JSON.parse(value));
       return null;
     case 'history': {
       const opts = value ? JSON.parse(value) : {};

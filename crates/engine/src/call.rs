@@ -70,6 +70,13 @@ pub enum CallCommand {
         digits: String,
         reply: Reply<()>,
     },
+    /// Blind transfer: the party on the other side of `transferor` is connected to `target`
+    /// (already resolved to devices); the transferor is released once the target answers.
+    Transfer {
+        transferor: Option<String>,
+        target: TransferTarget,
+        reply: Reply<CallInfo>,
+    },
     /// Internal: a playback the actor started has ended.
     PlaybackEnded {
         side: u8,
@@ -80,14 +87,30 @@ pub enum CallCommand {
 
 /// Where one fork of the B leg is sent.
 #[derive(Debug, Clone)]
-struct ForkTarget {
+pub(crate) struct ForkTarget {
     request_uri: String,
     destination: SocketAddr,
     transport: Transport,
     credential: Option<(String, String)>,
 }
 
+/// Which INVITE a fork's result belongs to: the call's own callee forks, or the forks of
+/// transfer attempt number `generation` (results of an abandoned attempt are ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ForkKey {
+    Callee(usize),
+    Transfer { generation: u32, index: usize },
+}
+
+/// The dialog a side's phone is on once the call is answered (a transfer replaces it).
+#[derive(Clone)]
+struct Party {
+    dialog: InviteDialog,
+    call_id: String,
+}
+
 struct Fork {
+    key: ForkKey,
     dialog: InviteDialog,
     call_id: String,
     request_uri: String,
@@ -101,6 +124,10 @@ enum Phase {
     Connected,
     Ended,
 }
+
+mod transfer;
+pub(crate) use transfer::TransferTarget;
+use transfer::{RetiredLeg, Transfer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -216,83 +243,14 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
     };
 
     // 3. Where it goes.
-    let extension_user = store
-        .user_by_extension(&account.id, &dialled)
-        .await
-        .ok()
-        .flatten();
-    let did = store.lookup_number(&dialled).await.ok().flatten();
-    let did_owner = did
-        .as_ref()
-        .filter(|(n, _)| n.account_id == account.id)
-        .map(|(_, u)| u.clone());
-    let outbound = store.outbound_trunk(&account.id).await.ok().flatten();
-    let facts = Facts {
-        extension_user: extension_user.as_ref().map(|u| u.id.clone()),
-        did_owner: did_owner.as_ref().map(|u| u.id.clone()),
-        outbound_trunk: outbound.as_ref().map(|t| t.id.clone()),
-        is_number: hookflash_sip::uri::is_phone_number(&dialled),
-    };
-    let decision = route(&origin, &dialled, &facts);
-    let mut callee_user: Option<(String, String)> = None;
-    let (targets, callee_label, direction) = match decision {
-        Route::NotFound => {
-            info!(%dialled, "no route");
-            reply(&mut tx, StatusCode::NotFound, vec![]).await;
-            return;
-        }
-        Route::Loop => {
-            reply(&mut tx, StatusCode::LoopDetected, vec![]).await;
-            return;
-        }
-        Route::User { user_id } => {
-            let regs = store
-                .registrations(&user_id, now_unix())
-                .await
-                .unwrap_or_default();
-            let targets: Vec<ForkTarget> = regs
-                .iter()
-                .filter_map(|r| {
-                    let destination = device_destination(&r.transport, &r.source, &r.contact)?;
-                    Some(ForkTarget {
-                        request_uri: r.contact.clone(),
-                        destination,
-                        transport: transport_of(&r.transport),
-                        credential: None,
-                    })
-                })
-                .collect();
-            if targets.is_empty() {
-                info!(%dialled, "callee has no registered device");
-                reply(&mut tx, StatusCode::TemporarilyUnavailable, vec![]).await;
+    let (targets, callee_label, direction, callee_user) =
+        match resolve_destination(&engine, &account.id, &origin, &dialled).await {
+            Ok(d) => (d.targets, d.label, d.direction, d.owner),
+            Err(status) => {
+                reply(&mut tx, StatusCode::from(status), vec![]).await;
                 return;
             }
-            let owner = extension_user.as_ref().or(did_owner.as_ref());
-            callee_user = owner.map(|u| (u.id.clone(), u.extension.clone()));
-            let label = owner
-                .map(|u| u.extension.clone())
-                .unwrap_or_else(|| dialled.clone());
-            let direction = match origin {
-                Origin::Trunk { .. } => "inbound",
-                Origin::User { .. } => "internal",
-            };
-            (targets, label, direction)
-        }
-        Route::Trunk { number, .. } => {
-            let Some(trunk) = outbound.clone() else {
-                reply(&mut tx, StatusCode::NotFound, vec![]).await;
-                return;
-            };
-            match trunk_target(&trunk, &number).await {
-                Some(t) => (vec![t], number, "outbound"),
-                None => {
-                    warn!(trunk = %trunk.name, "trunk address does not resolve");
-                    reply(&mut tx, StatusCode::ServiceUnavailable, vec![]).await;
-                    return;
-                }
-            }
-        }
-    };
+        };
 
     // 4. Media: both legs' sockets now, so the B offer can carry our address.
     let (a_pair, b_pair) = match (engine.inner.ports.allocate(), engine.inner.ports.allocate()) {
@@ -410,6 +368,13 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         a_to: ruri,
         forks: Vec::new(),
         winner: None,
+        parties: [None, None],
+        new_invites: Vec::new(),
+        transfer: None,
+        transfer_generation: 0,
+        retired: Vec::new(),
+        old_transfer_forks: Vec::new(),
+        state_tx: state_tx.clone(),
         bridge,
         a_media: MediaSide {
             codecs: a_codecs,
@@ -438,8 +403,108 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         self_tx,
         dialled: dialled.clone(),
     };
-    let pending = actor.send_forks(&targets, state_tx);
-    actor.run(state_rx, cmd_rx, pending).await;
+    actor.send_forks(&targets);
+    actor.run(state_rx, cmd_rx).await;
+}
+
+/// Where a dialled extension or number leads, for a call from `origin`.
+pub(crate) struct Destination {
+    pub(crate) targets: Vec<ForkTarget>,
+    /// The callee as the call's legs name it (extension, or the number).
+    pub(crate) label: String,
+    /// `inbound`, `internal` or `outbound`.
+    pub(crate) direction: &'static str,
+    /// The account user reached, if any: (user id, extension).
+    pub(crate) owner: Option<(String, String)>,
+}
+
+/// Resolves a dialled string to the devices or trunk to ring. Errors are SIP statuses:
+/// 404 nothing to reach, 482 a user calling itself, 480 no registered device, 503 the trunk
+/// does not resolve.
+pub(crate) async fn resolve_destination(
+    engine: &Engine,
+    account_id: &str,
+    origin: &Origin,
+    dialled: &str,
+) -> Result<Destination, u16> {
+    let store = &engine.inner.store;
+    let extension_user = store
+        .user_by_extension(account_id, dialled)
+        .await
+        .ok()
+        .flatten();
+    let did = store.lookup_number(dialled).await.ok().flatten();
+    let did_owner = did
+        .as_ref()
+        .filter(|(n, _)| n.account_id == account_id)
+        .map(|(_, u)| u.clone());
+    let outbound = store.outbound_trunk(account_id).await.ok().flatten();
+    let facts = Facts {
+        extension_user: extension_user.as_ref().map(|u| u.id.clone()),
+        did_owner: did_owner.as_ref().map(|u| u.id.clone()),
+        outbound_trunk: outbound.as_ref().map(|t| t.id.clone()),
+        is_number: hookflash_sip::uri::is_phone_number(dialled),
+    };
+    match route(origin, dialled, &facts) {
+        Route::NotFound => {
+            info!(%dialled, "no route");
+            Err(404)
+        }
+        Route::Loop => Err(482),
+        Route::User { user_id } => {
+            let regs = store
+                .registrations(&user_id, now_unix())
+                .await
+                .unwrap_or_default();
+            let targets: Vec<ForkTarget> = regs
+                .iter()
+                .filter_map(|r| {
+                    let destination = device_destination(&r.transport, &r.source, &r.contact)?;
+                    Some(ForkTarget {
+                        request_uri: r.contact.clone(),
+                        destination,
+                        transport: transport_of(&r.transport),
+                        credential: None,
+                    })
+                })
+                .collect();
+            if targets.is_empty() {
+                info!(%dialled, "callee has no registered device");
+                return Err(480);
+            }
+            let owner = extension_user.as_ref().or(did_owner.as_ref());
+            let label = owner
+                .map(|u| u.extension.clone())
+                .unwrap_or_else(|| dialled.to_string());
+            let direction = match origin {
+                Origin::Trunk { .. } => "inbound",
+                Origin::User { .. } => "internal",
+            };
+            Ok(Destination {
+                targets,
+                label,
+                direction,
+                owner: owner.map(|u| (u.id.clone(), u.extension.clone())),
+            })
+        }
+        Route::Trunk { number, .. } => {
+            let Some(trunk) = outbound else {
+                return Err(404);
+            };
+            match trunk_target(&trunk, &number).await {
+                Some(t) => Ok(Destination {
+                    targets: vec![t],
+                    label: number,
+                    direction: "outbound",
+                    owner: None,
+                }),
+                None => {
+                    warn!(trunk = %trunk.name, "trunk address does not resolve");
+                    Err(503)
+                }
+            }
+        }
+    }
 }
 
 /// Where to send requests for a registered device. UDP: the address the REGISTER came from
@@ -574,8 +639,9 @@ fn cause_for_status(status: u16) -> &'static str {
     }
 }
 
-type ForkFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (usize, Option<InviteAsyncResult>)> + Send>>;
+type ForkFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (ForkKey, Option<InviteAsyncResult>)> + Send>,
+>;
 
 struct CallActor {
     engine: Engine,
@@ -588,6 +654,20 @@ struct CallActor {
     a_to: String,
     forks: Vec<Fork>,
     winner: Option<usize>,
+    /// Per side (A, B), once answered: the dialog of the phone on that side now.
+    parties: [Option<Party>; 2],
+    /// INVITEs just sent (callee forks, transfer forks); `run` moves them into the set it
+    /// polls, since the select cannot borrow the actor while a handler runs.
+    new_invites: Vec<ForkFuture>,
+    /// The transfer in progress, if any.
+    transfer: Option<Transfer>,
+    transfer_generation: u32,
+    /// Legs that left the call while it went on (released transferors).
+    retired: Vec<RetiredLeg>,
+    /// The forks of finished transfer attempts.
+    old_transfer_forks: Vec<Fork>,
+    /// The dialog channel every dialog of this call reports to.
+    state_tx: DialogStateSender,
     bridge: Arc<BridgeHandle>,
     a_media: MediaSide,
     b_media: MediaSide,
@@ -613,13 +693,7 @@ struct CallActor {
 }
 
 impl CallActor {
-    fn send_forks(
-        &mut self,
-        targets: &[ForkTarget],
-        state_tx: DialogStateSender,
-    ) -> FuturesUnordered<ForkFuture> {
-        let pending: FuturesUnordered<ForkFuture> = FuturesUnordered::new();
-        let host = &self.engine.inner.cfg.advertised_host;
+    fn send_forks(&mut self, targets: &[ForkTarget]) {
         let b_local = self.bridge.local_addr(Leg::B);
         let offer = sdp::build_offer(
             b_local,
@@ -628,11 +702,41 @@ impl CallActor {
             self.a_media.direction,
         )
         .to_string();
-        let caller = Uri::try_from(format!("sip:{}@{}", self.caller_number, host).as_str())
+        let caller_number = self.caller_number.clone();
+        let caller_name = self.caller_name.clone();
+        let first = self.forks.len();
+        let sent = self.invite_targets(targets, &caller_number, caller_name, &offer, |i| {
+            ForkKey::Callee(first + i)
+        });
+        for (i, dialog, request_uri) in sent {
+            self.forks.push(Fork {
+                key: ForkKey::Callee(first + i),
+                call_id: dialog.id().call_id.clone(),
+                dialog,
+                request_uri,
+                status: None,
+                finished: false,
+            });
+        }
+    }
+
+    /// Sends one INVITE per target with `offer`; each fork's outcome arrives on `pending`
+    /// under `key(i)`. Returns the dialogs created (index, dialog, request URI), in order.
+    fn invite_targets(
+        &mut self,
+        targets: &[ForkTarget],
+        caller_number: &str,
+        caller_name: Option<String>,
+        offer: &str,
+        key: impl Fn(usize) -> ForkKey,
+    ) -> Vec<(usize, InviteDialog, String)> {
+        let mut sent = Vec::new();
+        let host = &self.engine.inner.cfg.advertised_host;
+        let caller = Uri::try_from(format!("sip:{caller_number}@{host}").as_str())
             .or_else(|_| Uri::try_from(format!("sip:anonymous@{host}").as_str()));
         let Ok(caller) = caller else {
-            warn!("cannot build the caller URI for the B leg");
-            return pending;
+            warn!("cannot build the caller URI for an outgoing INVITE");
+            return sent;
         };
         for target in targets {
             let Ok(callee) = Uri::try_from(target.request_uri.as_str()) else {
@@ -642,12 +746,12 @@ impl CallActor {
             let mut destination = SipAddr::from(target.destination);
             destination.r#type = Some(target.transport);
             let opt = InviteOption {
-                caller_display_name: self.caller_name.clone(),
+                caller_display_name: caller_name.clone(),
                 caller: caller.clone(),
                 callee,
                 destination: Some(destination),
                 content_type: Some("application/sdp".into()),
-                offer: Some(offer.clone().into_bytes()),
+                offer: Some(offer.as_bytes().to_vec()),
                 contact: self.engine.local_contact(),
                 credential: target.credential.as_ref().map(|(u, p)| Credential {
                     username: u.clone(),
@@ -662,31 +766,24 @@ impl CallActor {
                 .inner
                 .sip
                 .dialogs
-                .do_invite_async(opt, state_tx.clone())
+                .do_invite_async(opt, self.state_tx.clone())
             {
                 Ok((dialog, handle)) => {
-                    let index = self.forks.len();
-                    let call_id = dialog.id().call_id.clone();
-                    self.forks.push(Fork {
-                        dialog,
-                        call_id,
-                        request_uri: target.request_uri.clone(),
-                        status: None,
-                        finished: false,
-                    });
-                    pending.push(Box::pin(join_fork(index, handle)));
+                    let index = sent.len();
+                    self.new_invites
+                        .push(Box::pin(join_fork(key(index), handle)));
+                    sent.push((index, dialog, target.request_uri.clone()));
                 }
                 Err(e) => warn!(error = %e, uri = %target.request_uri, "could not send INVITE"),
             }
         }
-        pending
+        sent
     }
 
     async fn run(
         &mut self,
         mut states: DialogStateReceiver,
         mut commands: mpsc::Receiver<CallCommand>,
-        mut pending: FuturesUnordered<ForkFuture>,
     ) {
         if self.forks.is_empty() {
             self.fail_caller(503, "failed");
@@ -696,14 +793,25 @@ impl CallActor {
         let inactive = async move { bridge.inactive().await };
         tokio::pin!(inactive);
         let mut dtmf = self.bridge.dtmf_events();
+        let mut pending: FuturesUnordered<ForkFuture> = FuturesUnordered::new();
         while self.phase != Phase::Ended {
+            pending.extend(self.new_invites.drain(..));
             tokio::select! {
                 state = states.recv() => match state {
                     Some(state) => self.on_dialog_state(state).await,
                     None => break,
                 },
-                Some((index, result)) = pending.next(), if !pending.is_empty() => {
-                    self.on_fork_result(index, result).await;
+                Some((key, result)) = pending.next(), if !pending.is_empty() => {
+                    match key {
+                        ForkKey::Callee(index) => self.on_fork_result(index, result).await,
+                        ForkKey::Transfer { generation, index } => {
+                            self.on_transfer_result(generation, index, result).await
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(self.transfer_deadline()), if self.transfer_ringing() => {
+                    info!("transfer target did not answer in time");
+                    self.cancel_transfer_forks();
                 }
                 _ = tokio::time::sleep_until(ring_deadline), if self.phase == Phase::Ringing => {
                     info!("no answer before the ring timeout");
@@ -734,7 +842,18 @@ impl CallActor {
         }
         // Let rsipstack finish the forks we cancelled so their dialogs are cleaned up, but
         // never wait long.
-        let drain = async { while pending.next().await.is_some() {} };
+        let drain = async {
+            pending.extend(self.new_invites.drain(..));
+            while let Some((key, result)) = pending.next().await {
+                if let Some(Ok((_, Some(resp)))) = result {
+                    if resp.status_code.kind()
+                        == hookflash_sip::stack::sip::StatusCodeKind::Successful
+                    {
+                        self.release_late_answer(key);
+                    }
+                }
+            }
+        };
         let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
         self.finish().await;
     }
@@ -745,12 +864,69 @@ impl CallActor {
 
     async fn on_dialog_state(&mut self, state: DialogState) {
         let id = state_id(&state).clone();
-        if id.call_id == self.a_call_id {
+        if let Some(side) = self.side_of_call_id(&id.call_id) {
+            self.on_party_state(side, state).await;
+        } else if id.call_id == self.a_call_id {
             self.on_a_state(state).await;
         } else if let Some(index) = self.fork_by_call_id(&id.call_id) {
             self.on_fork_state(index, state).await;
+        } else if self.is_transfer_dialog(&id.call_id) {
+            self.on_transfer_state(state).await;
         } else {
-            debug!(%id, "dialog event for an unknown dialog");
+            // A released transferor or a losing fork: answer what needs an answer.
+            answer_stray(state).await;
+        }
+    }
+
+    fn side_of_call_id(&self, call_id: &str) -> Option<Side> {
+        [Side::A, Side::B].into_iter().find(|side| {
+            self.parties[side.index()]
+                .as_ref()
+                .is_some_and(|p| p.call_id == call_id)
+        })
+    }
+
+    /// Requests and state changes of an answered side's dialog.
+    async fn on_party_state(&mut self, side: Side, state: DialogState) {
+        match state {
+            DialogState::Terminated(_, reason) => {
+                if self.phase == Phase::Ended {
+                    return;
+                }
+                let (cause, status) = match reason {
+                    TerminatedReason::Timeout => ("ack_timeout", 408),
+                    _ => ("normal", 200),
+                };
+                info!(leg = ?side, ?reason, "leg ended");
+                if self.on_party_gone_during_transfer(side).await {
+                    return;
+                }
+                self.end_cause = cause.into();
+                self.end_status = status;
+                if let Some(other) = self.dialog_of(side.other()) {
+                    if let Err(e) = other.bye().await {
+                        debug!(error = %e, "BYE to the other leg failed");
+                    }
+                }
+                self.phase = Phase::Ended;
+            }
+            DialogState::Updated(_, req, handle) => {
+                if self.transfer.is_some() {
+                    let _ = handle.reply(StatusCode::RequestPending).await;
+                } else {
+                    self.relay_reoffer(side, req, handle).await
+                }
+            }
+            DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+            }
+            DialogState::Refer(_, _, handle)
+            | DialogState::Message(_, _, handle)
+            | DialogState::Notify(_, _, handle)
+            | DialogState::Publish(_, _, handle) => {
+                let _ = handle.reply(StatusCode::NotImplemented).await;
+            }
+            other => debug!(state = %other, leg = ?side, "dialog"),
         }
     }
 
@@ -769,14 +945,12 @@ impl CallActor {
                 info!(cause, "caller leg ended");
                 self.end_cause = cause.into();
                 self.end_status = status;
-                match self.phase {
-                    Phase::Ringing => self.cancel_forks(None).await,
-                    Phase::Connected => self.bye_b().await,
-                    Phase::Ended => {}
-                }
+                self.cancel_forks(None).await;
                 self.phase = Phase::Ended;
             }
-            DialogState::Updated(_, req, handle) => self.relay_reoffer(Side::A, req, handle).await,
+            DialogState::Updated(_, _, handle) => {
+                let _ = handle.reply(StatusCode::RequestPending).await;
+            }
             DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;
             }
@@ -791,34 +965,14 @@ impl CallActor {
     }
 
     async fn on_fork_state(&mut self, index: usize, state: DialogState) {
-        let is_winner = self.winner == Some(index);
         match state {
             DialogState::Early(_, resp) if self.phase == Phase::Ringing => {
                 self.on_provisional(resp);
             }
-            DialogState::Terminated(_, reason) if is_winner && self.phase == Phase::Connected => {
-                info!(?reason, "callee leg ended");
-                self.end_cause = "normal".into();
-                self.end_status = 200;
-                if let Err(e) = self.a.bye().await {
-                    debug!(error = %e, "BYE to caller failed");
-                }
-                self.phase = Phase::Ended;
+            other => {
+                debug!(fork = index, "callee fork dialog");
+                answer_stray(other).await;
             }
-            DialogState::Updated(_, req, handle) if is_winner => {
-                self.relay_reoffer(Side::B, req, handle).await
-            }
-            DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
-                let _ = handle.reply(StatusCode::OK).await;
-            }
-            DialogState::Updated(_, _, handle)
-            | DialogState::Refer(_, _, handle)
-            | DialogState::Message(_, _, handle)
-            | DialogState::Notify(_, _, handle)
-            | DialogState::Publish(_, _, handle) => {
-                let _ = handle.reply(StatusCode::NotImplemented).await;
-            }
-            other => debug!(state = %other, fork = index, "callee dialog"),
         }
     }
 
@@ -958,6 +1112,16 @@ impl CallActor {
             self.phase = Phase::Ended;
             return;
         }
+        self.parties = [
+            Some(Party {
+                dialog: self.a.clone(),
+                call_id: self.a_call_id.clone(),
+            }),
+            Some(Party {
+                dialog: self.forks[index].dialog.clone(),
+                call_id: self.forks[index].call_id.clone(),
+            }),
+        ];
         self.phase = Phase::Connected;
         self.answered_at = Some(now_ms());
         self.a_leg.state = LegState::Answered;
@@ -1000,11 +1164,10 @@ impl CallActor {
             })
             .filter(|(a, b)| a != b)
             .collect();
-        if !pairs.is_empty() {
-            self.bridge.set_pt_map(Leg::A, pairs.clone());
-            self.bridge
-                .set_pt_map(Leg::B, pairs.iter().map(|(a, b)| (*b, *a)).collect());
-        }
+        // Always set, even empty: a transfer may have replaced a leg whose numbers differed.
+        self.bridge
+            .set_pt_map(Leg::B, pairs.iter().map(|(a, b)| (*b, *a)).collect());
+        self.bridge.set_pt_map(Leg::A, pairs);
     }
 
     /// A re-INVITE/UPDATE from one phone (its own hold button, a codec change): offer the same
@@ -1111,12 +1274,15 @@ impl CallActor {
 
     /// The SIP dialog of one side: the caller's, or the fork that answered.
     fn dialog_of(&self, side: Side) -> Option<InviteDialog> {
+        self.parties[side.index()]
+            .as_ref()
+            .map(|p| p.dialog.clone())
+    }
+
+    fn media_of(&self, side: Side) -> &MediaSide {
         match side {
-            Side::A => Some(self.a.clone()),
-            Side::B => self
-                .winner
-                .and_then(|i| self.forks.get(i))
-                .map(|f| f.dialog.clone()),
+            Side::A => &self.a_media,
+            Side::B => &self.b_media,
         }
     }
 
@@ -1151,8 +1317,13 @@ impl CallActor {
     }
 
     async fn bye_b(&mut self) {
-        if let Some(fork) = self.winner.and_then(|i| self.forks.get(i)) {
-            if let Err(e) = fork.dialog.bye().await {
+        let dialog = self.dialog_of(Side::B).or_else(|| {
+            self.winner
+                .and_then(|i| self.forks.get(i))
+                .map(|f| f.dialog.clone())
+        });
+        if let Some(dialog) = dialog {
+            if let Err(e) = dialog.bye().await {
                 debug!(error = %e, "BYE to callee failed");
             }
         }
@@ -1176,7 +1347,8 @@ impl CallActor {
                 self.fail_caller(if cause == "shutdown" { 503 } else { 487 }, cause);
             }
             Phase::Connected => {
-                let a = self.a.clone();
+                self.cancel_transfer_forks();
+                let a = self.dialog_of(Side::A).unwrap_or_else(|| self.a.clone());
                 let (_, _) = tokio::join!(a.bye(), async {
                     self.bye_b().await;
                     Ok::<(), ()>(())
@@ -1269,8 +1441,11 @@ impl CallActor {
 
     /// Audio from a leg reaches the other only if it is not muted and neither side is held.
     fn apply_forwarding(&self) {
+        // While a transfer runs, the kept party hears music and nobody hears each other.
+        let transferring = self.transfer.is_some();
         for side in [Side::A, Side::B] {
-            let on = !self.leg(side).muted
+            let on = !transferring
+                && !self.leg(side).muted
                 && !self.leg(side).held
                 && !self.leg(side.other()).held
                 && !self.whispering[side.index()];
@@ -1322,6 +1497,14 @@ impl CallActor {
                 let result = self.send_dtmf(&leg_id, &digits);
                 let _ = reply.send(result);
             }
+            CallCommand::Transfer {
+                transferor,
+                target,
+                reply,
+            } => {
+                let result = self.start_transfer(transferor, target);
+                let _ = reply.send(result);
+            }
             CallCommand::PlaybackEnded { side, whisper, end } => {
                 let side = if side == 0 { Side::A } else { Side::B };
                 if whisper && self.whispering[side.index()] {
@@ -1331,6 +1514,7 @@ impl CallActor {
                 }
                 // A held party goes back to music once its announcement is over.
                 if end == Some(PlaybackEnd::Finished)
+                    && self.transfer.is_none()
                     && self.leg(side).held
                     && self.phase == Phase::Connected
                 {
@@ -1537,11 +1721,7 @@ impl CallActor {
 
     /// Starts a one-shot playback to the target leg(s) and arranges to hear when it ends.
     fn play(&mut self, target: Target, pcm: Pcm8k, whisper: bool) -> Result<(), CommandError> {
-        if self.phase != Phase::Connected {
-            return Err(CommandError::WrongState {
-                state: self.state_name().to_string(),
-            });
-        }
+        self.require_stable()?;
         let sides = match &target {
             Target::Call => vec![Side::A, Side::B],
             Target::Leg(id) => vec![self.side_of_leg(id).ok_or(CommandError::NotFound)?],
@@ -1572,14 +1752,25 @@ impl CallActor {
         Ok(())
     }
 
-    /// Server-side hold: re-INVITE the held leg(s) with `a=sendonly` (retrieve: `a=sendrecv`).
-    /// All or nothing: if a phone refuses, legs already changed are changed back.
-    async fn hold(&mut self, target: Target, on: bool) -> Result<CallInfo, CommandError> {
+    /// Answered and no transfer running: the state every media change needs.
+    fn require_stable(&self) -> Result<(), CommandError> {
         if self.phase != Phase::Connected {
             return Err(CommandError::WrongState {
                 state: self.state_name().to_string(),
             });
         }
+        if self.transfer.is_some() {
+            return Err(CommandError::WrongState {
+                state: "transferring".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Server-side hold: re-INVITE the held leg(s) with `a=sendonly` (retrieve: `a=sendrecv`).
+    /// All or nothing: if a phone refuses, legs already changed are changed back.
+    async fn hold(&mut self, target: Target, on: bool) -> Result<CallInfo, CommandError> {
+        self.require_stable()?;
         let sides = match &target {
             Target::Call => vec![Side::A, Side::B],
             Target::Leg(id) => vec![self.side_of_leg(id).ok_or(CommandError::NotFound)?],
@@ -1693,6 +1884,9 @@ impl CallActor {
         for fork in &self.forks {
             dialogs.remove_dialog(&fork.dialog.id());
         }
+        for id in self.transfer_dialog_ids() {
+            dialogs.remove_dialog(&id);
+        }
         let ended_at = now_ms();
         let cause = if self.end_cause.is_empty() {
             "normal".to_string()
@@ -1739,6 +1933,8 @@ impl CallActor {
                 sip_status: fork.status.unwrap_or(487),
             });
         }
+        legs.append(&mut self.retired);
+        legs.extend(self.transfer_leg_records(ended_at));
         let record = CallRecord {
             id: self.id.clone(),
             account_id: Some(self.account_id.clone()),
@@ -1775,10 +1971,27 @@ impl CallActor {
 }
 
 async fn join_fork(
-    index: usize,
+    key: ForkKey,
     handle: JoinHandle<InviteAsyncResult>,
-) -> (usize, Option<InviteAsyncResult>) {
-    (index, handle.await.ok())
+) -> (ForkKey, Option<InviteAsyncResult>) {
+    (key, handle.await.ok())
+}
+
+/// Answers an in-dialog request on a dialog that is no longer (or not yet) part of the call.
+async fn answer_stray(state: DialogState) {
+    match state {
+        DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+            let _ = handle.reply(StatusCode::OK).await;
+        }
+        DialogState::Updated(_, _, handle)
+        | DialogState::Refer(_, _, handle)
+        | DialogState::Message(_, _, handle)
+        | DialogState::Notify(_, _, handle)
+        | DialogState::Publish(_, _, handle) => {
+            let _ = handle.reply(StatusCode::NotImplemented).await;
+        }
+        other => debug!(state = %other, "dialog event outside the call's current legs"),
+    }
 }
 
 impl Engine {

@@ -100,6 +100,10 @@ pub enum CommandError {
     /// The audio the command names cannot be used (unreachable URL, not audio, too large).
     #[error("audio unusable: {0}")]
     Media(String),
+    /// A transfer (or dial) target that names nothing reachable: unknown extension, malformed
+    /// number, a user without registered phones.
+    #[error("{0}")]
+    BadTarget(String),
 }
 
 /// What to do with a call's recording.
@@ -345,6 +349,67 @@ impl Engine {
         .await
     }
 
+    /// Blind transfer: the party on the other side of `transferor_leg` (default: the account
+    /// user's side, B for inbound and internal calls, A for outbound) is connected to `target`
+    /// (an extension, a phone number, or a `sip:`/`tel:` URI naming one). The target is resolved
+    /// before anything changes, so an unknown target is an error and the call is untouched.
+    /// Returns once the target is being dialled; the outcome arrives as `transferred` or
+    /// `transfer_failed` (then the parties are back together).
+    pub async fn transfer(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        transferor_leg: Option<&str>,
+        target: &str,
+    ) -> Result<CallInfo, CommandError> {
+        let call = self.call(account_id, call_id)?;
+        if call.state != "answered" {
+            return Err(CommandError::WrongState { state: call.state });
+        }
+        let dialled = transfer_target_user(target).ok_or_else(|| {
+            CommandError::BadTarget(format!(
+                "'{target}' is not an extension, a phone number or a sip:/tel: URI"
+            ))
+        })?;
+        let transferor = match transferor_leg {
+            Some(id) => call.leg(id).ok_or(CommandError::NotFound)?.clone(),
+            None => {
+                let index = usize::from(call.direction != "outbound");
+                call.legs
+                    .get(index)
+                    .cloned()
+                    .ok_or(CommandError::NotFound)?
+            }
+        };
+        // Routed as if the transferor dialled it (their own extension is a loop).
+        let origin = crate::routing::Origin::User {
+            account_id: account_id.to_string(),
+            user_id: transferor.owner_user_id.clone().unwrap_or_default(),
+        };
+        let destination = crate::call::resolve_destination(self, account_id, &origin, &dialled)
+            .await
+            .map_err(|status| {
+                CommandError::BadTarget(match status {
+                    404 => format!("no extension or number '{dialled}' can be reached"),
+                    482 => format!("'{dialled}' is the transferring party itself"),
+                    480 => format!("'{dialled}' has no registered phone"),
+                    _ => format!("'{dialled}' cannot be reached now ({status})"),
+                })
+            })?;
+        let target = crate::call::TransferTarget {
+            label: destination.label,
+            owner: destination.owner,
+            forks: destination.targets,
+        };
+        let transferor = Some(transferor.id);
+        self.send_command(account_id, call_id, |reply| CallCommand::Transfer {
+            transferor,
+            target,
+            reply,
+        })
+        .await
+    }
+
     /// Mutes (`on`) or unmutes one leg: its audio stops reaching the other party. No signalling.
     pub async fn mute(
         &self,
@@ -360,5 +425,61 @@ impl Engine {
             reply,
         })
         .await
+    }
+}
+
+/// The user part of a transfer target: `2002`, `+49 211 123`, `sip:2002@host`, `tel:+49211`.
+/// None for anything else (empty, spaces inside a SIP user, other schemes, other characters).
+pub(crate) fn transfer_target_user(target: &str) -> Option<String> {
+    let target = target.trim();
+    let user = if target.contains(':') {
+        hookflash_sip::uri::user_part(target)?.to_string()
+    } else {
+        target.to_string()
+    };
+    let user = hookflash_sip::uri::normalize_number(&user);
+    let ok = !user.is_empty()
+        && user.len() <= 64
+        && user.chars().enumerate().all(|(i, c)| {
+            c.is_ascii_alphanumeric() || (i == 0 && c == '+') || c == '*' || c == '#'
+        });
+    ok.then_some(user)
+}
+
+#[cfg(test)]
+mod transfer_target_tests {
+    use super::transfer_target_user;
+
+    #[test]
+    fn accepts_extensions_numbers_and_uris() {
+        assert_eq!(transfer_target_user("2002").as_deref(), Some("2002"));
+        assert_eq!(
+            transfer_target_user("+49 (211) 123-45").as_deref(),
+            Some("+4921112345")
+        );
+        assert_eq!(
+            transfer_target_user("sip:2002@127.0.0.1").as_deref(),
+            Some("2002")
+        );
+        assert_eq!(
+            transfer_target_user("tel:+4921112345").as_deref(),
+            Some("+4921112345")
+        );
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in [
+            "",
+            "  ",
+            "abc def",
+            "http://x/y",
+            "20+02",
+            "sip:@host",
+            "a;b",
+            "20\n02",
+        ] {
+            assert_eq!(transfer_target_user(bad), None, "{bad:?}");
+        }
     }
 }

@@ -23,6 +23,14 @@ pub enum EventKind {
     Dtmf,
     RecordingStarted,
     RecordingStopped,
+    /// A blind transfer began: the kept party hears music while the target rings.
+    TransferStarted,
+    /// The transfer target's phone is ringing.
+    TransferRinging,
+    /// The target answered and replaced the transferor.
+    Transferred,
+    /// The target could not be reached; the parties are back together (cause says why).
+    TransferFailed,
     Ended,
 }
 
@@ -39,6 +47,10 @@ impl EventKind {
             EventKind::Dtmf => "dtmf",
             EventKind::RecordingStarted => "recording_started",
             EventKind::RecordingStopped => "recording_stopped",
+            EventKind::TransferStarted => "transfer_started",
+            EventKind::TransferRinging => "transfer_ringing",
+            EventKind::Transferred => "transferred",
+            EventKind::TransferFailed => "transfer_failed",
             EventKind::Ended => "ended",
         }
     }
@@ -62,6 +74,9 @@ pub struct Event {
     /// For `recording_started` / `recording_stopped`: the recording's id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recording_id: Option<String>,
+    /// For transfer events: the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// The call as it is after the event.
     pub call: CallInfo,
 }
@@ -71,6 +86,8 @@ pub struct Event {
 pub struct EventDetail {
     pub digit: Option<String>,
     pub recording_id: Option<String>,
+    /// A transfer's target (extension or number).
+    pub target: Option<String>,
 }
 
 /// Result of a subscription: what was missed (oldest first) and the live feed.
@@ -143,6 +160,7 @@ impl EventBus {
             at_ms: crate::sip_glue::now_ms(),
             digit: detail.digit,
             recording_id: detail.recording_id,
+            target: detail.target,
             call: call.clone(),
         };
         log.next_seq += 1;

@@ -82,6 +82,7 @@ impl From<CommandError> for NativeError {
             )),
             CommandError::Invalid(why) => NativeError::BadRequest(why),
             CommandError::Media(why) => NativeError::BadRequest(why),
+            CommandError::BadTarget(why) => NativeError::BadRequest(why),
         }
     }
 }

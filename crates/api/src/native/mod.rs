@@ -10,6 +10,7 @@ mod events;
 mod media;
 pub mod model;
 mod recordings;
+mod transfer;
 
 use std::sync::OnceLock;
 
@@ -78,6 +79,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(media::announce))
         .routes(routes!(media::whisper))
         .routes(routes!(media::send_dtmf))
+        .routes(routes!(transfer::transfer_call))
         .routes(routes!(recordings::record))
         .routes(routes!(recordings::list_recordings))
         .routes(routes!(recordings::get_recording))

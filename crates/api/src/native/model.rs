@@ -97,7 +97,8 @@ pub struct CallEvent {
     /// Per account, from 1, without gaps.
     pub seq: u64,
     /// `new`, `ringing`, `answered`, `held`, `retrieved`, `muted`, `unmuted`, `dtmf`,
-    /// `recording_started`, `recording_stopped`, `ended`.
+    /// `recording_started`, `recording_stopped`, `transfer_started`, `transfer_ringing`,
+    /// `transferred`, `transfer_failed`, `ended`.
     pub kind: String,
     pub call_id: String,
     pub leg_id: Option<String>,
@@ -109,6 +110,9 @@ pub struct CallEvent {
     /// For `recording_started` / `recording_stopped`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recording_id: Option<String>,
+    /// For transfer events: the target (extension or number).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     pub at_ms: i64,
     /// The call after the event.
     pub call: Call,
@@ -185,6 +189,7 @@ impl From<&Event> for CallEvent {
             cause: e.cause.clone(),
             digit: e.digit.clone(),
             recording_id: e.recording_id.clone(),
+            target: e.target.clone(),
             at_ms: e.at_ms,
             call: Call::from(&e.call),
         }

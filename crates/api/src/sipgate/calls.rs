@@ -158,25 +158,53 @@ pub(crate) async fn hangup(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn not_yet(
-    state: &AppState,
-    auth: &SipgateUser,
-    call_id: &str,
-    what: &str,
-) -> Result<StatusCode> {
-    state.engine.call(&auth.account.id, call_id)?;
-    Err(SipgateError::NotImplemented(format!(
-        "{what} is not available on this server yet"
-    )))
+/// `{"attended": bool, "phoneNumber": "..."}` of POST transfer.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TransferBody {
+    #[serde(default)]
+    attended: bool,
+    phone_number: String,
 }
 
-/// `POST /v2/calls/{callId}/transfer`: 404 for unknown calls, else 501 for now.
+/// `POST /v2/calls/{callId}/transfer {"attended", "phoneNumber"}`: the authenticated user hands
+/// the other party to `phoneNumber` (an extension or number). Blind: the server dials the
+/// target while the other party hears music; the user is released once it answers, and if it
+/// does not, the other party is back with the user. An unknown target is 400 and the call is
+/// unchanged.
 pub(crate) async fn transfer(
     State(state): State<AppState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
+    payload: Bytes,
 ) -> Result<StatusCode> {
-    not_yet(&state, &auth, &call_id, "Transfer").await
+    let call = state.engine.call(&auth.account.id, &call_id)?;
+    let req: TransferBody = body(
+        &payload,
+        r#"{"attended": true|false, "phoneNumber": "+4915799912345"}"#,
+    )?;
+    if req.attended {
+        return Err(SipgateError::NotImplemented(
+            "Attended transfer is not available on this server yet".into(),
+        ));
+    }
+    // The user's own leg transfers; for a call without the user on it, the account's side.
+    let transferor = call
+        .legs
+        .iter()
+        .find(|l| l.owner_user_id.as_deref() == Some(auth.user.id.as_str()))
+        .map(|l| l.id.clone());
+    state
+        .engine
+        .transfer(
+            &call.account_id,
+            &call.id,
+            transferor.as_deref(),
+            &req.phone_number,
+        )
+        .await?;
+    info!(call_id, target = %req.phone_number, user = %auth.user.extension, "sipgate blind transfer");
+    Ok(StatusCode::OK)
 }
 
 /// `{"value": bool, "announcement": bool}` of PUT recording.

@@ -60,6 +60,7 @@ impl From<CommandError> for SipgateError {
             )),
             CommandError::Invalid(why) => SipgateError::BadRequest(why),
             CommandError::Media(why) => SipgateError::BadRequest(why),
+            CommandError::BadTarget(why) => SipgateError::BadRequest(why),
         }
     }
 }

@@ -617,6 +617,7 @@ mod tests {
             at_ms: 0,
             digit: None,
             recording_id: None,
+            target: None,
             call: call.clone(),
         };
         let get = |f: &[(String, String)], k: &str| {

@@ -1,0 +1,66 @@
+//! Call transfer: hand the party on the other side of a leg to a new target.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Deserialize;
+use tracing::info;
+use utoipa::ToSchema;
+
+use crate::body::parse_json;
+use crate::native::auth::ApiAccount;
+use crate::native::error::{ErrorBody, NativeError};
+use crate::native::model::Call;
+use crate::AppState;
+
+type Result<T> = std::result::Result<T, NativeError>;
+
+/// A blind transfer: `target` is an extension, a phone number (via the account's trunk), or a
+/// `sip:`/`tel:` URI naming one. `leg_id` is the transferor (released once the target
+/// answers); by default the account user's side (the callee of inbound and internal calls,
+/// the caller of outbound ones).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    pub target: String,
+    pub leg_id: Option<String>,
+}
+
+/// Blind transfer. The other party hears music on hold while the target rings; when it
+/// answers it replaces the transferor, who gets BYE (`transferred` event). If the target is
+/// busy, rejects or does not answer, the parties are reconnected (`transfer_failed`). An
+/// unknown or malformed target is a 400 and the call is unchanged. Answers once the target
+/// is being dialled.
+#[utoipa::path(
+    post,
+    path = "/calls/{call_id}/transfer",
+    tag = "calls",
+    params(("call_id" = String, Path, description = "Call id")),
+    request_body = TransferRequest,
+    responses(
+        (status = 202, body = Call, description = "Dialling the target"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    )
+)]
+pub(crate) async fn transfer_call(
+    State(state): State<AppState>,
+    auth: ApiAccount,
+    Path(call_id): Path<String>,
+    body: Bytes,
+) -> Result<(axum::http::StatusCode, Json<Call>)> {
+    let req = parse_json::<TransferRequest>(&body).map_err(NativeError::BadRequest)?;
+    let call = state
+        .engine
+        .transfer(
+            &auth.account_id,
+            &call_id,
+            req.leg_id.as_deref(),
+            &req.target,
+        )
+        .await?;
+    info!(call_id, target = %req.target, "blind transfer requested");
+    Ok((axum::http::StatusCode::ACCEPTED, Json(Call::from(&call))))
+}

@@ -1,0 +1,500 @@
+//! Blind transfer inside the call actor. The party that stays (the *kept* party) hears music on
+//! hold while the server dials the target on a fresh RTP socket pair; when the target answers,
+//! that pair replaces the transferor's in the bridge, the transferor gets BYE, and the kept
+//! party hears the target. If the target fails, the kept party is put back to the transferor:
+//! a transfer never drops the caller.
+
+use std::time::Instant;
+
+use hookflash_media::ports::RtpSocketPair;
+use hookflash_media::relay::PlayOptions;
+use hookflash_media::sdp::{self, Codec, Direction, OriginState};
+use hookflash_sip::stack::dialog::dialog::DialogState;
+use hookflash_sip::stack::dialog::invitation::InviteAsyncResult;
+use hookflash_sip::stack::sip::Response;
+use hookflash_store::LegRecord;
+use tracing::{debug, info, warn};
+
+use super::{
+    answer_stray, best_failure, cause_for_status, sdp_of_response, CallActor, Fork, ForkKey,
+    ForkTarget, MediaSide, Party, Phase, Side,
+};
+use crate::control::{CallInfo, CommandError, LegInfo, LegState};
+use crate::events::{EventDetail, EventKind};
+use crate::sip_glue::now_ms;
+
+/// A transfer target, already resolved to the devices (or trunk) to ring.
+#[derive(Debug, Clone)]
+pub struct TransferTarget {
+    /// What the target is called in events and the call's legs (extension or number).
+    pub(crate) label: String,
+    /// The account user the target belongs to, if any: (user id, extension).
+    pub(crate) owner: Option<(String, String)>,
+    pub(crate) forks: Vec<ForkTarget>,
+}
+
+/// A transfer in progress.
+pub(super) struct Transfer {
+    generation: u32,
+    transferor: Side,
+    target: TransferTarget,
+    /// The target's socket pair until it answers (then it moves into the bridge).
+    pair: Option<RtpSocketPair>,
+    origin: OriginState,
+    forks: Vec<Fork>,
+    deadline: tokio::time::Instant,
+    requested_at: Instant,
+    answered: bool,
+    cancelled: bool,
+    ringing_reported: bool,
+    /// The transferor hung up while the target was ringing: nobody to return to.
+    transferor_gone: bool,
+}
+
+/// A leg that left the call before it ended, kept for the call record.
+pub(super) type RetiredLeg = LegRecord;
+
+impl CallActor {
+    /// The side that transfers when the request does not say: the side of the account's user
+    /// who received the call (B), or the caller for outbound calls.
+    fn default_transferor(&self) -> Side {
+        if self.direction == "outbound" {
+            Side::A
+        } else {
+            Side::B
+        }
+    }
+
+    pub(super) fn start_transfer(
+        &mut self,
+        transferor: Option<String>,
+        target: TransferTarget,
+    ) -> Result<CallInfo, CommandError> {
+        if self.phase != Phase::Connected {
+            return Err(CommandError::WrongState {
+                state: self.state_name().to_string(),
+            });
+        }
+        if self.transfer.is_some() {
+            return Err(CommandError::WrongState {
+                state: "transferring".into(),
+            });
+        }
+        let transferor = match transferor {
+            Some(id) => self.side_of_leg(&id).ok_or(CommandError::NotFound)?,
+            None => self.default_transferor(),
+        };
+        let keep = transferor.other();
+        let pair = self
+            .engine
+            .inner
+            .ports
+            .allocate()
+            .map_err(|e| CommandError::Failed {
+                status: 503,
+                reason: format!("no RTP port for the transfer target: {e}"),
+            })?;
+        // Offer the target what the kept party speaks, so the bridge never has to transcode.
+        let offered: Vec<Codec> = self.media_of(keep).codecs.clone();
+        let origin = OriginState::new();
+        let offer =
+            sdp::build_offer(pair.local_rtp, &origin, &offered, Direction::SendRecv).to_string();
+        self.transfer_generation = self.transfer_generation.wrapping_add(1);
+        let generation = self.transfer_generation;
+        let kept_number = self.leg(keep).number.clone();
+        let sent = self.invite_targets(&target.forks, &kept_number, None, &offer, |index| {
+            ForkKey::Transfer { generation, index }
+        });
+        if sent.is_empty() {
+            return Err(CommandError::Failed {
+                status: 503,
+                reason: "the transfer target could not be dialled".into(),
+            });
+        }
+        let forks = sent
+            .into_iter()
+            .map(|(index, dialog, request_uri)| Fork {
+                key: ForkKey::Transfer { generation, index },
+                call_id: dialog.id().call_id.clone(),
+                dialog,
+                request_uri,
+                status: None,
+                finished: false,
+            })
+            .collect();
+        // The kept party hears music while the target rings; the transferor hears nothing.
+        let moh = self.engine.inner.music_on_hold.clone();
+        self.bridge
+            .play(keep.leg(), moh, PlayOptions { looped: true });
+        info!(transferor = ?transferor, target = %target.label, "blind transfer started");
+        let label = target.label.clone();
+        self.transfer = Some(Transfer {
+            generation,
+            transferor,
+            target,
+            pair: Some(pair),
+            origin,
+            forks,
+            deadline: tokio::time::Instant::now() + self.engine.inner.cfg.ring_timeout,
+            requested_at: Instant::now(),
+            answered: false,
+            cancelled: false,
+            ringing_reported: false,
+            transferor_gone: false,
+        });
+        self.apply_forwarding();
+        self.publish_detail(
+            EventKind::TransferStarted,
+            Some(transferor),
+            EventDetail {
+                target: Some(label),
+                ..Default::default()
+            },
+        );
+        Ok(self.info())
+    }
+
+    /// The target is still ringing (the ring timeout applies).
+    pub(super) fn transfer_ringing(&self) -> bool {
+        self.transfer
+            .as_ref()
+            .is_some_and(|t| !t.answered && !t.cancelled)
+    }
+
+    pub(super) fn transfer_deadline(&self) -> tokio::time::Instant {
+        self.transfer
+            .as_ref()
+            .map(|t| t.deadline)
+            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600))
+    }
+
+    /// CANCELs every transfer fork still ringing; their results end the attempt.
+    pub(super) fn cancel_transfer_forks(&mut self) {
+        let Some(t) = self.transfer.as_mut() else {
+            return;
+        };
+        t.cancelled = true;
+        for fork in t.forks.iter().filter(|f| !f.finished) {
+            let dialog = fork.dialog.clone();
+            tokio::spawn(async move {
+                if let Err(e) = dialog.cancel().await {
+                    debug!(error = %e, "CANCEL to the transfer target failed");
+                }
+            });
+        }
+    }
+
+    pub(super) fn is_transfer_dialog(&self, call_id: &str) -> bool {
+        self.transfer
+            .as_ref()
+            .is_some_and(|t| t.forks.iter().any(|f| f.call_id == call_id))
+            || self.old_transfer_forks.iter().any(|f| f.call_id == call_id)
+    }
+
+    /// Provisional responses and requests on a transfer target's dialog.
+    pub(super) async fn on_transfer_state(&mut self, state: DialogState) {
+        match state {
+            DialogState::Early(_, _) => {
+                let Some(t) = self.transfer.as_mut() else {
+                    return;
+                };
+                if t.ringing_reported {
+                    return;
+                }
+                t.ringing_reported = true;
+                let waited = t.requested_at.elapsed();
+                let label = t.target.label.clone();
+                let transferor = t.transferor;
+                info!(
+                    target = %label,
+                    ms = waited.as_secs_f64() * 1000.0,
+                    "transfer target ringing"
+                );
+                self.publish_detail(
+                    EventKind::TransferRinging,
+                    Some(transferor),
+                    EventDetail {
+                        target: Some(label),
+                        ..Default::default()
+                    },
+                );
+            }
+            other => answer_stray(other).await,
+        }
+    }
+
+    /// A side hung up while a transfer runs. Returns true when the call goes on: the
+    /// transferor leaving a blind transfer does not stop it.
+    pub(super) async fn on_party_gone_during_transfer(&mut self, side: Side) -> bool {
+        let Some(t) = self.transfer.as_mut() else {
+            return false;
+        };
+        if side == t.transferor && !t.answered {
+            t.transferor_gone = true;
+            self.leg_mut(side).state = LegState::Disconnected;
+            info!("transferor hung up; the transfer goes on");
+            return true;
+        }
+        // The kept party left: there is nobody to transfer.
+        self.cancel_transfer_forks();
+        false
+    }
+
+    pub(super) async fn on_transfer_result(
+        &mut self,
+        generation: u32,
+        index: usize,
+        result: Option<InviteAsyncResult>,
+    ) {
+        let response = match result {
+            Some(Ok((_, resp))) => resp,
+            Some(Err(e)) => {
+                debug!(error = %e, "transfer INVITE failed");
+                None
+            }
+            None => None,
+        };
+        let status = match response.as_ref().map(|r| r.status_code.code()) {
+            Some(401) | Some(407) => 503,
+            Some(code) => code,
+            None => 408,
+        };
+        let current = self
+            .transfer
+            .as_ref()
+            .is_some_and(|t| t.generation == generation);
+        if !current || self.phase != Phase::Connected {
+            if (200..300).contains(&status) {
+                self.release_late_answer(ForkKey::Transfer { generation, index });
+            }
+            return;
+        }
+        let Some(t) = self.transfer.as_mut() else {
+            return;
+        };
+        let Some(fork) = t.forks.get_mut(index) else {
+            return;
+        };
+        fork.finished = true;
+        fork.status = Some(status);
+        if (200..300).contains(&status) {
+            if t.answered {
+                let dialog = fork.dialog.clone();
+                tokio::spawn(async move {
+                    let _ = dialog.bye().await;
+                });
+                return;
+            }
+            t.answered = true;
+            match response {
+                Some(resp) => self.complete_transfer(index, resp).await,
+                None => self.fail_transfer(500).await,
+            }
+            return;
+        }
+        if !t.answered && t.forks.iter().all(|f| f.finished) {
+            let statuses: Vec<u16> = t.forks.iter().filter_map(|f| f.status).collect();
+            let best = best_failure(&statuses);
+            self.fail_transfer(best).await;
+        }
+    }
+
+    /// The target answered: it takes the transferor's place in the bridge.
+    async fn complete_transfer(&mut self, index: usize, resp: Response) {
+        let Some(mut t) = self.transfer.take() else {
+            return;
+        };
+        for (i, fork) in t.forks.iter().enumerate() {
+            if i != index && !fork.finished {
+                let dialog = fork.dialog.clone();
+                tokio::spawn(async move {
+                    let _ = dialog.cancel().await;
+                });
+            }
+        }
+        let answer = sdp_of_response(&resp).filter(|a| a.audio().is_some());
+        let (Some(answer), Some(pair)) = (answer, t.pair.take()) else {
+            warn!("transfer target answered without usable SDP");
+            if let Some(fork) = t.forks.get(index) {
+                let dialog = fork.dialog.clone();
+                tokio::spawn(async move {
+                    let _ = dialog.bye().await;
+                });
+            }
+            self.transfer = Some(t);
+            self.fail_transfer(488).await;
+            return;
+        };
+        let slot = t.transferor;
+        let keep = slot.other();
+        let codecs: Vec<Codec> = answer.audio().map(|m| m.codecs.clone()).unwrap_or_default();
+        self.bridge.replace_leg(slot.leg(), pair);
+        if let Some(addr) = answer.audio_endpoint() {
+            self.bridge.set_remote(slot.leg(), addr);
+        }
+        *self.media_mut(slot) = MediaSide {
+            codecs: codecs.clone(),
+            origin: t.origin.clone(),
+            direction: answer.direction(),
+        };
+        let (a_codecs, b_codecs) = (self.a_media.codecs.clone(), self.b_media.codecs.clone());
+        self.apply_pt_maps(&a_codecs, &b_codecs);
+        self.set_send_codec(slot, &codecs);
+        self.set_dtmf_pt(slot, &codecs);
+
+        let Some(fork) = t.forks.get(index) else {
+            return;
+        };
+        let old = self.parties[slot.index()].replace(Party {
+            dialog: fork.dialog.clone(),
+            call_id: fork.call_id.clone(),
+        });
+        if let (Some(old), false) = (old, t.transferor_gone) {
+            tokio::spawn(async move {
+                if let Err(e) = old.dialog.bye().await {
+                    debug!(error = %e, "BYE to the transferor failed");
+                }
+            });
+        }
+        let now = now_ms();
+        let new_leg = LegInfo {
+            id: uuid::Uuid::now_v7().to_string(),
+            role: self.leg(slot).role.clone(),
+            direction: "out".into(),
+            state: LegState::Answered,
+            number: t.target.label.clone(),
+            owner_user_id: t.target.owner.as_ref().map(|(id, _)| id.clone()),
+            owner_extension: t.target.owner.as_ref().map(|(_, ext)| ext.clone()),
+            muted: false,
+            held: false,
+            recording: self.recording.is_some(),
+        };
+        let old_leg = std::mem::replace(self.leg_mut(slot), new_leg);
+        self.retired.push(LegRecord {
+            id: old_leg.id.clone(),
+            call_id: self.id.clone(),
+            role: old_leg.role.clone(),
+            direction: old_leg.direction.clone(),
+            from: self.caller_number.clone(),
+            to: old_leg.number.clone(),
+            contact: None,
+            started_at: self.started_at,
+            answered_at: self.answered_at,
+            ended_at: now,
+            end_cause: "transferred".into(),
+            sip_status: 200,
+        });
+        if !self.leg(keep).held {
+            self.bridge.stop_play(keep.leg());
+        }
+        let elapsed = t.requested_at.elapsed();
+        let label = t.target.label.clone();
+        self.old_transfer_forks.append(&mut t.forks);
+        self.apply_forwarding();
+        info!(
+            target = %label,
+            ms = elapsed.as_secs_f64() * 1000.0,
+            "transfer completed"
+        );
+        self.publish_detail(
+            EventKind::Transferred,
+            Some(slot),
+            EventDetail {
+                target: Some(label),
+                ..Default::default()
+            },
+        );
+    }
+
+    /// The target could not be reached: the kept party goes back to the transferor, or, if the
+    /// transferor has hung up meanwhile, the call ends.
+    async fn fail_transfer(&mut self, status: u16) {
+        let Some(mut t) = self.transfer.take() else {
+            return;
+        };
+        let keep = t.transferor.other();
+        drop(t.pair.take());
+        self.old_transfer_forks.append(&mut t.forks);
+        if !self.leg(keep).held {
+            self.bridge.stop_play(keep.leg());
+        }
+        self.apply_forwarding();
+        let cause = cause_for_status(status);
+        info!(status, cause, target = %t.target.label, "transfer failed; parties reconnected");
+        self.emit(
+            EventKind::TransferFailed,
+            Some(t.transferor),
+            Some(cause),
+            EventDetail {
+                target: Some(t.target.label.clone()),
+                ..Default::default()
+            },
+        );
+        if t.transferor_gone {
+            info!("the transferor has left: ending the call");
+            if let Some(dialog) = self.dialog_of(keep) {
+                if let Err(e) = dialog.bye().await {
+                    debug!(error = %e, "BYE to the kept party failed");
+                }
+            }
+            self.end_cause = "transfer_failed".into();
+            self.end_status = 200;
+            self.phase = Phase::Ended;
+        }
+    }
+
+    /// BYE to a fork that answered after its INVITE stopped mattering.
+    pub(super) fn release_late_answer(&self, key: ForkKey) {
+        let dialog = self
+            .forks
+            .iter()
+            .chain(self.transfer.iter().flat_map(|t| t.forks.iter()))
+            .chain(self.old_transfer_forks.iter())
+            .find(|f| f.key == key)
+            .map(|f| f.dialog.clone());
+        if let Some(dialog) = dialog {
+            tokio::spawn(async move {
+                let _ = dialog.bye().await;
+            });
+        }
+    }
+
+    /// Transfer forks as call-record legs.
+    pub(super) fn transfer_leg_records(&self, ended_at: i64) -> Vec<LegRecord> {
+        let current = self.transfer.iter().flat_map(|t| t.forks.iter());
+        current
+            .chain(self.old_transfer_forks.iter())
+            .map(|fork| {
+                let status = fork.status.unwrap_or(487);
+                LegRecord {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    call_id: self.id.clone(),
+                    role: "transfer".into(),
+                    direction: "out".into(),
+                    from: self.caller_number.clone(),
+                    to: fork.request_uri.clone(),
+                    contact: Some(fork.request_uri.clone()),
+                    started_at: self.started_at,
+                    answered_at: None,
+                    ended_at,
+                    end_cause: if (200..300).contains(&status) {
+                        "transferred".into()
+                    } else {
+                        cause_for_status(status).to_string()
+                    },
+                    sip_status: status,
+                }
+            })
+            .collect()
+    }
+
+    /// Every dialog a transfer created (for clean-up when the call ends).
+    pub(super) fn transfer_dialog_ids(&self) -> Vec<hookflash_sip::stack::dialog::DialogId> {
+        self.transfer
+            .iter()
+            .flat_map(|t| t.forks.iter())
+            .chain(self.old_transfer_forks.iter())
+            .map(|f| f.dialog.id())
+            .collect()
+    }
+}
