@@ -143,6 +143,16 @@ class PhoneCall(pj.Call):
     def onDtmfDigit(self, prm):
         self.agent.emit("dtmf", call=self.idx, digit=prm.digit, method=str(prm.method))
 
+    def onCallTransferStatus(self, prm):
+        # The NOTIFY sipfrag progress of a REFER this phone sent (RFC 3515).
+        self.agent.emit(
+            "xfer_status",
+            call=self.idx,
+            code=prm.statusCode,
+            reason=prm.reason,
+            final=bool(prm.finalNotify),
+        )
+
 
 class PhoneAccount(pj.Account):
     def __init__(self, agent):
@@ -409,6 +419,15 @@ class Agent:
         if self.recorder is not None:
             old, self.recorder = self.recorder, None
             self.drop_media(old, connect_from_calls=True)
+
+    def cmd_xfer(self, a):
+        # Blind transfer: REFER with Refer-To: a["uri"] on this call.
+        self.call_of(a).xfer(a["uri"], pj.CallOpParam(True))
+
+    def cmd_xfer_replaces(self, a):
+        # Attended transfer: REFER on this call whose Refer-To replaces call a["other"].
+        other = self.calls[int(a["other"])]
+        self.call_of(a).xferReplaces(other, pj.CallOpParam(True))
 
     def cmd_dtmf(self, a):
         self.call_of(a).dialDtmf(str(a["digits"]))

@@ -230,6 +230,12 @@ class Phone:
     def stop_record(self):
         return self.cmd("stop_record")
 
+    def xfer(self, uri, call=None):
+        return self.cmd("xfer", uri=uri, call=call)
+
+    def xfer_replaces(self, other, call=None):
+        return self.cmd("xfer_replaces", other=other, call=call)
+
     def dtmf(self, digits, call=None):
         return self.cmd("dtmf", digits=digits, call=call)
 

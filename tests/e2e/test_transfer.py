@@ -193,3 +193,50 @@ def test_sipgate_sdk_blind_transfer(server, phones, tones, artifacts):
     assert "DISCONNECTED" not in live.A.states(call=live.c)
     live.A.hangup(call=live.c)
     C.wait_state("DISCONNECTED", call=inc["call"], timeout=5)
+
+
+# ------------------------------------------------------------ phone-initiated (REFER)
+def test_phone_refer_blind_transfer(server, phones, tones, artifacts):
+    """B's phone transfers A to C with REFER (pjsua2 xfer): the server carries it out and
+    reports progress to B with NOTIFY sipfrag; A ends up with C, B is released."""
+    live = LiveCall(server, phones, tones, artifacts)
+    C = _third_phone(phones, server, tones, delay_ms=800)
+    mb, mc = live.B.mark(), C.mark()
+    live.B.xfer(server.uri("103"), call=live.inc["call"])
+    inc = C.wait_incoming(since=mc, timeout=5)
+    assert "201" in inc["from"], inc
+    C.wait_state("CONFIRMED", call=inc["call"], timeout=5)
+    final = live.B.wait_for("xfer_status", lambda e: e["final"], since=mb, timeout=5)
+    assert final["code"] == 200, final
+    progress = [e["code"] for e in live.B.find("xfer_status", since=mb)]
+    assert progress[0] in (100, 180), progress  # Trying/Ringing came before the final 200
+    live.B.wait_state("DISCONNECTED", call=live.inc["call"], timeout=5)
+    time.sleep(0.7)
+    ra = _record(live.A, os.path.join(artifacts, "A_after.wav"))
+    rc = _record(C, os.path.join(artifacts, "C_after.wav"))
+    assert_hears(ra, F_C, F_A, t0=0.7, what="A hears C after REFER")
+    assert_hears(rc, F_A, F_C, t0=0.7, what="C hears A after REFER")
+    live.A.hangup(call=live.c)
+    C.wait_state("DISCONNECTED", call=inc["call"], timeout=5)
+
+
+def test_phone_refer_to_busy_target_keeps_the_call(server, phones, tones, artifacts):
+    live = LiveCall(server, phones, tones, artifacts)
+    C = _third_phone(phones, server, tones, answer_code=486, delay_ms=300)
+    mb, mc = live.B.mark(), C.mark()
+    live.B.xfer("tel:103", call=live.inc["call"])  # tel: Refer-To works too
+    C.wait_incoming(since=mc, timeout=5)
+    final = live.B.wait_for("xfer_status", lambda e: e["final"], since=mb, timeout=5)
+    assert final["code"] == 486, final
+    time.sleep(0.7)
+    assert "DISCONNECTED" not in live.B.states(call=live.inc["call"])
+    live.assert_two_way("after refused REFER")
+
+    # A REFER to nowhere is refused outright; the call goes on.
+    mb = live.B.mark()
+    live.B.xfer(server.uri("no-such-user"), call=live.inc["call"])
+    final = live.B.wait_for("xfer_status", lambda e: e["final"], since=mb, timeout=5)
+    assert final["code"] == 404, final
+    live.assert_two_way("after REFER to nowhere")
+    live.A.hangup(call=live.c)
+    live.assert_both_ended()

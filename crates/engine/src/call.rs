@@ -920,8 +920,8 @@ impl CallActor {
             DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;
             }
-            DialogState::Refer(_, _, handle)
-            | DialogState::Message(_, _, handle)
+            DialogState::Refer(_, req, handle) => self.on_refer(side, req, handle).await,
+            DialogState::Message(_, _, handle)
             | DialogState::Notify(_, _, handle)
             | DialogState::Publish(_, _, handle) => {
                 let _ = handle.reply(StatusCode::NotImplemented).await;

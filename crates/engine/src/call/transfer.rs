@@ -13,7 +13,15 @@ use hookflash_sip::stack::dialog::dialog::DialogState;
 use hookflash_sip::stack::dialog::invitation::InviteAsyncResult;
 use hookflash_sip::stack::sip::Response;
 use hookflash_store::LegRecord;
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+
+use hookflash_sip::stack::dialog::dialog::TransactionHandle;
+use hookflash_sip::stack::dialog::invite_dialog::InviteDialog;
+use hookflash_sip::stack::sip::{Header, Request, StatusCode};
+
+use crate::routing::Origin;
+use crate::sip_glue::{addr_spec, header_value};
 
 use super::{
     answer_stray, best_failure, cause_for_status, sdp_of_response, CallActor, Fork, ForkKey,
@@ -49,6 +57,69 @@ pub(super) struct Transfer {
     ringing_reported: bool,
     /// The transferor hung up while the target was ringing: nobody to return to.
     transferor_gone: bool,
+    /// Set when a phone's REFER asked for the transfer: its NOTIFY progress reports.
+    referrer: Option<mpsc::UnboundedSender<ReferProgress>>,
+}
+
+/// One NOTIFY (message/sipfrag) to a phone whose REFER we carry out (RFC 3515 §2.4.5).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReferProgress {
+    status: u16,
+    /// The last report: `Subscription-State: terminated`.
+    last: bool,
+    /// After the last report, release the referring phone's dialog (transfer done).
+    then_bye: bool,
+}
+
+/// Sends a REFER's progress reports in order on the referring phone's dialog.
+fn spawn_refer_notifier(dialog: InviteDialog) -> mpsc::UnboundedSender<ReferProgress> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<ReferProgress>();
+    tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            let code = StatusCode::from(p.status);
+            let frag = format!("SIP/2.0 {} {}\r\n", p.status, reason_text(p.status));
+            let state = if p.last {
+                "terminated;reason=noresource"
+            } else {
+                "active;expires=60"
+            };
+            let headers = vec![
+                Header::Event("refer".into()),
+                Header::SubscriptionState(state.into()),
+                Header::ContentType("message/sipfrag;version=2.0".into()),
+            ];
+            if let Err(e) = dialog.notify(Some(headers), Some(frag.into_bytes())).await {
+                debug!(error = %e, status = code.code(), "REFER progress NOTIFY failed");
+            }
+            if p.last {
+                if p.then_bye {
+                    if let Err(e) = dialog.bye().await {
+                        debug!(error = %e, "BYE to the referring phone failed");
+                    }
+                }
+                break;
+            }
+        }
+    });
+    tx
+}
+
+fn reason_text(status: u16) -> &'static str {
+    match status {
+        100 => "Trying",
+        180 => "Ringing",
+        183 => "Session Progress",
+        200 => "OK",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        503 => "Service Unavailable",
+        603 => "Decline",
+        _ => "Failed",
+    }
 }
 
 /// A leg that left the call before it ended, kept for the call record.
@@ -141,6 +212,7 @@ impl CallActor {
             cancelled: false,
             ringing_reported: false,
             transferor_gone: false,
+            referrer: None,
         });
         self.apply_forwarding();
         self.publish_detail(
@@ -152,6 +224,81 @@ impl CallActor {
             },
         );
         Ok(self.info())
+    }
+
+    /// A REFER from the phone on `side`: blind transfer of the other party to the Refer-To
+    /// target, carried out by us (we never forward REFER), with NOTIFY progress to the phone.
+    pub(super) async fn on_refer(&mut self, side: Side, req: Request, handle: TransactionHandle) {
+        let refer_to = header_value(&req, "Refer-To").or_else(|| header_value(&req, "r"));
+        let Some(refer_to) = refer_to else {
+            let _ = handle.reply(StatusCode::BadRequest).await;
+            return;
+        };
+        let uri = addr_spec(&refer_to).to_string();
+        if uri.to_ascii_lowercase().contains("replaces=") {
+            self.on_refer_replaces(side, &uri, handle).await;
+            return;
+        }
+        if self.transfer.is_some() {
+            let _ = handle.reply(StatusCode::RequestPending).await;
+            return;
+        }
+        let Some(dialled) = crate::control::transfer_target_user(&uri) else {
+            info!(%uri, "REFER to an unusable target");
+            let _ = handle.reply(StatusCode::BadRequest).await;
+            return;
+        };
+        let origin = Origin::User {
+            account_id: self.account_id.clone(),
+            user_id: self.leg(side).owner_user_id.clone().unwrap_or_default(),
+        };
+        let destination =
+            match super::resolve_destination(&self.engine, &self.account_id, &origin, &dialled)
+                .await
+            {
+                Ok(d) => d,
+                Err(status) => {
+                    info!(%dialled, status, "REFER target cannot be reached");
+                    let status = if status == 482 { 403 } else { status };
+                    let _ = handle.reply(StatusCode::from(status)).await;
+                    return;
+                }
+            };
+        let target = TransferTarget {
+            label: destination.label,
+            owner: destination.owner,
+            forks: destination.targets,
+        };
+        let leg_id = self.leg(side).id.clone();
+        let Some(dialog) = self.dialog_of(side) else {
+            let _ = handle.reply(StatusCode::ServerInternalError).await;
+            return;
+        };
+        match self.start_transfer(Some(leg_id), target) {
+            Ok(_) => {
+                let _ = handle.reply(StatusCode::Accepted).await;
+                let referrer = spawn_refer_notifier(dialog);
+                let _ = referrer.send(ReferProgress {
+                    status: 100,
+                    last: false,
+                    then_bye: false,
+                });
+                if let Some(t) = self.transfer.as_mut() {
+                    t.referrer = Some(referrer);
+                }
+                info!(leg = ?side, %dialled, "REFER accepted: blind transfer");
+            }
+            Err(e) => {
+                warn!(error = %e, "REFER could not start a transfer");
+                let _ = handle.reply(StatusCode::ServiceUnavailable).await;
+            }
+        }
+    }
+
+    /// REFER with Replaces (attended transfer done on the phone): not supported yet.
+    async fn on_refer_replaces(&mut self, side: Side, uri: &str, handle: TransactionHandle) {
+        info!(leg = ?side, %uri, "REFER with Replaces is not supported yet");
+        let _ = handle.reply(StatusCode::NotImplemented).await;
     }
 
     /// The target is still ringing (the ring timeout applies).
@@ -202,6 +349,13 @@ impl CallActor {
                     return;
                 }
                 t.ringing_reported = true;
+                if let Some(referrer) = &t.referrer {
+                    let _ = referrer.send(ReferProgress {
+                        status: 180,
+                        last: false,
+                        then_bye: false,
+                    });
+                }
                 let waited = t.requested_at.elapsed();
                 let label = t.target.label.clone();
                 let transferor = t.transferor;
@@ -349,12 +503,23 @@ impl CallActor {
             dialog: fork.dialog.clone(),
             call_id: fork.call_id.clone(),
         });
-        if let (Some(old), false) = (old, t.transferor_gone) {
-            tokio::spawn(async move {
-                if let Err(e) = old.dialog.bye().await {
-                    debug!(error = %e, "BYE to the transferor failed");
-                }
-            });
+        match (&t.referrer, old, t.transferor_gone) {
+            // The referring phone first hears that it worked, then is released.
+            (Some(referrer), _, gone) => {
+                let _ = referrer.send(ReferProgress {
+                    status: 200,
+                    last: true,
+                    then_bye: !gone,
+                });
+            }
+            (None, Some(old), false) => {
+                tokio::spawn(async move {
+                    if let Err(e) = old.dialog.bye().await {
+                        debug!(error = %e, "BYE to the transferor failed");
+                    }
+                });
+            }
+            (None, _, _) => {}
         }
         let now = now_ms();
         let new_leg = LegInfo {
@@ -419,6 +584,13 @@ impl CallActor {
             self.bridge.stop_play(keep.leg());
         }
         self.apply_forwarding();
+        if let Some(referrer) = &t.referrer {
+            let _ = referrer.send(ReferProgress {
+                status,
+                last: true,
+                then_bye: false,
+            });
+        }
         let cause = cause_for_status(status);
         info!(status, cause, target = %t.target.label, "transfer failed; parties reconnected");
         self.emit(
