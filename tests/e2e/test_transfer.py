@@ -145,7 +145,7 @@ def test_transfer_bad_input_leaves_the_call_unchanged(server, phones, tones, art
     for body, status in [
         ({"attended": False, "phoneNumber": "nobody"}, 400),
         ({"attended": False}, 400),
-        ({"attended": True, "phoneNumber": "103"}, 501),
+        ({"attended": "yes", "phoneNumber": "103"}, 400),
     ]:
         r = requests.post(url, json=body, headers=sg, timeout=5)
         assert r.status_code == status, (body, r.status_code, r.text)
@@ -240,3 +240,111 @@ def test_phone_refer_to_busy_target_keeps_the_call(server, phones, tones, artifa
     live.assert_two_way("after REFER to nowhere")
     live.A.hangup(call=live.c)
     live.assert_both_ended()
+
+
+# ------------------------------------------------------------------ attended (API)
+def _start_attended(server, phones, tones, artifacts, api_call=True):
+    live = LiveCall(server, phones, tones, artifacts)
+    C = _third_phone(phones, server, tones, delay_ms=500)
+    api = Native(server)
+    call = api.one_call()
+    mb, mc = live.B.mark(), C.mark()
+    api.req("POST", "/calls/%s/transfer" % call["id"], 202,
+            json={"target": "103", "attended": True})
+    inc = C.wait_incoming(since=mc, timeout=5)
+    C.wait_state("CONFIRMED", call=inc["call"], timeout=5)
+    # B's phone is moved to the consultation by a re-INVITE (its media goes active again).
+    live.B.wait_media(lambda e: e["active"], call=live.inc["call"], since=mb, timeout=5)
+    return live, C, inc, api, call
+
+
+def _assert_consulting(live, C, inc, artifacts):
+    time.sleep(0.7)
+    rb = _record(live.B, os.path.join(artifacts, "B_consult.wav"))
+    rc = _record(C, os.path.join(artifacts, "C_consult.wav"))
+    ra = _record(live.A, os.path.join(artifacts, "A_waiting.wav"))
+    assert_hears(rb, F_C, F_B, t0=0.7, what="B talks to C in the consultation")
+    assert_hears(rc, F_B, F_C, t0=0.7, what="C talks to B in the consultation")
+    assert_no_tone(ra, F_B, t0=0.5, what="A must not hear B during the consultation")
+    assert_no_tone(ra, F_C, t0=0.5, what="A must not hear C during the consultation")
+    if moh_enabled():
+        assert_music_on_hold(ra, F_C, what="A waits with music on hold")
+
+
+def test_attended_transfer_complete(server, phones, tones, artifacts):
+    live, C, inc, api, call = _start_attended(server, phones, tones, artifacts)
+    _assert_consulting(live, C, inc, artifacts)
+    r = api.req("POST", "/calls/%s/transfer/complete" % call["id"], 200)
+    assert Native.leg(r.json(), "103")["state"] == "answered", r.text
+    live.B.wait_state("DISCONNECTED", call=live.inc["call"], timeout=5)
+    time.sleep(0.7)
+    ra = _record(live.A, os.path.join(artifacts, "A_after.wav"))
+    rc = _record(C, os.path.join(artifacts, "C_after.wav"))
+    assert_hears(ra, F_C, F_A, t0=0.7, what="A hears C after completing")
+    assert_hears(rc, F_A, F_C, t0=0.7, what="C hears A after completing")
+    api.req("POST", "/calls/%s/transfer/complete" % call["id"], 409)  # nothing to complete
+    live.A.hangup(call=live.c)
+    C.wait_state("DISCONNECTED", call=inc["call"], timeout=5)
+
+
+def test_attended_transfer_cancel(server, phones, tones, artifacts):
+    live, C, inc, api, call = _start_attended(server, phones, tones, artifacts)
+    _assert_consulting(live, C, inc, artifacts)
+    api.req("POST", "/calls/%s/transfer/cancel" % call["id"], 200)
+    C.wait_state("DISCONNECTED", call=inc["call"], timeout=5)
+    time.sleep(1.0)
+    assert "DISCONNECTED" not in live.B.states(call=live.inc["call"])
+    live.assert_two_way("after cancelling the consultation")
+    after = api.one_call()
+    assert {l["owner_extension"] for l in after["legs"]} == {"201", "202"}, after
+
+    # Cancel while the target still rings: it stops ringing, never answers.
+    C.auto_answer(200, delay_ms=20000)
+    mc = C.mark()
+    api.req("POST", "/calls/%s/transfer" % call["id"], 202,
+            json={"target": "103", "attended": True})
+    inc2 = C.wait_incoming(since=mc, timeout=5)
+    api.req("POST", "/calls/%s/transfer/complete" % call["id"], 409)  # not answered yet
+    api.req("POST", "/calls/%s/transfer/cancel" % call["id"], 200)
+    C.wait_state("DISCONNECTED", call=inc2["call"], timeout=5)
+    assert "CONFIRMED" not in C.states(call=inc2["call"])
+    time.sleep(0.7)
+    live.assert_two_way("after cancelling a ringing target")
+    live.A.hangup(call=live.c)
+    live.assert_both_ended()
+
+
+def test_attended_transfer_target_hangs_up_returns_to_the_call(server, phones, tones, artifacts):
+    live, C, inc, api, call = _start_attended(server, phones, tones, artifacts)
+    time.sleep(0.5)
+    mb = live.B.mark()
+    C.hangup(call=inc["call"])
+    live.B.wait_media(lambda e: e["active"], call=live.inc["call"], since=mb, timeout=5)
+    time.sleep(0.7)
+    live.assert_two_way("after the consulted target hung up")
+    live.A.hangup(call=live.c)
+    live.assert_both_ended()
+
+
+@pytest.mark.skipif(not node_available(), reason="node / sipgateio SDK not installed")
+def test_sipgate_sdk_attended_transfer_completes_when_the_user_hangs_up(
+        server, phones, tones, artifacts):
+    live = LiveCall(server, phones, tones, artifacts)
+    C = _third_phone(phones, server, tones, delay_ms=500)
+    creds = {"token": sipgate_login(server, "202@acme.local", "secret202")}
+    call_id = sdk(server, creds, "list")["result"][0]["callId"]
+    mb, mc = live.B.mark(), C.mark()
+    sdk(server, creds, "transfer", call_id, json.dumps({"attended": True, "phoneNumber": "103"}))
+    inc = C.wait_incoming(since=mc, timeout=5)
+    C.wait_state("CONFIRMED", call=inc["call"], timeout=5)
+    live.B.wait_media(lambda e: e["active"], call=live.inc["call"], since=mb, timeout=5)
+    time.sleep(0.7)
+    rb = _record(live.B, os.path.join(artifacts, "B_consult.wav"))
+    assert_hears(rb, F_C, F_B, t0=0.7, what="B consults C")
+    live.B.hangup(call=live.inc["call"])  # the user hangs up: A is joined with C
+    time.sleep(0.7)
+    ra = _record(live.A, os.path.join(artifacts, "A_after.wav"))
+    assert_hears(ra, F_C, F_A, t0=0.7, what="A hears C after the user hung up")
+    assert "DISCONNECTED" not in C.states(call=inc["call"])
+    live.A.hangup(call=live.c)
+    C.wait_state("DISCONNECTED", call=inc["call"], timeout=5)

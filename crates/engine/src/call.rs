@@ -75,6 +75,13 @@ pub enum CallCommand {
     Transfer {
         transferor: Option<String>,
         target: TransferTarget,
+        attended: bool,
+        reply: Reply<CallInfo>,
+    },
+    /// Attended transfer: join the kept party with the target (`complete`) or go back to
+    /// the original call (`cancel`).
+    FinishTransfer {
+        complete: bool,
         reply: Reply<CallInfo>,
     },
     /// Internal: a playback the actor started has ended.
@@ -125,6 +132,7 @@ enum Phase {
     Ended,
 }
 
+mod consult;
 mod transfer;
 pub(crate) use transfer::TransferTarget;
 use transfer::{RetiredLeg, Transfer};
@@ -1133,41 +1141,17 @@ impl CallActor {
     /// Tells the bridge the telephone-event payload type negotiated with a leg (RFC 4733), so
     /// digits from that phone are detected and digits to it are sent that way.
     fn set_dtmf_pt(&self, side: Side, codecs: &[Codec]) {
-        match codecs
-            .iter()
-            .find(|c| c.name.eq_ignore_ascii_case("telephone-event"))
-        {
-            Some(te) => self.bridge.set_dtmf_pt(side.leg(), te.pt),
-            None => self.bridge.clear_dtmf_pt(side.leg()),
-        }
+        configure_dtmf(&self.bridge, side.leg(), codecs);
     }
 
     /// Tells the bridge which codec to use when it plays audio (music on hold) to a leg.
     fn set_send_codec(&self, side: Side, codecs: &[Codec]) {
-        if let Some((codec, law)) = codecs
-            .iter()
-            .find_map(|c| Law::for_codec(c).map(|law| (c, law)))
-        {
-            self.bridge.set_send_codec(side.leg(), codec.pt, law);
-        }
+        configure_send_codec(&self.bridge, side.leg(), codecs);
     }
 
     /// Payload numbers can differ between the legs (telephone-event 101 vs 96): map them.
     fn apply_pt_maps(&self, a_codecs: &[Codec], b_codecs: &[Codec]) {
-        let pairs: Vec<(u8, u8)> = a_codecs
-            .iter()
-            .filter_map(|ac| {
-                b_codecs
-                    .iter()
-                    .find(|bc| bc.name.eq_ignore_ascii_case(&ac.name) && bc.clock == ac.clock)
-                    .map(|bc| (ac.pt, bc.pt))
-            })
-            .filter(|(a, b)| a != b)
-            .collect();
-        // Always set, even empty: a transfer may have replaced a leg whose numbers differed.
-        self.bridge
-            .set_pt_map(Leg::B, pairs.iter().map(|(a, b)| (*b, *a)).collect());
-        self.bridge.set_pt_map(Leg::A, pairs);
+        configure_pt_maps(&self.bridge, a_codecs, b_codecs);
     }
 
     /// A re-INVITE/UPDATE from one phone (its own hold button, a codec change): offer the same
@@ -1500,10 +1484,19 @@ impl CallActor {
             CallCommand::Transfer {
                 transferor,
                 target,
+                attended,
                 reply,
             } => {
-                let result = self.start_transfer(transferor, target);
+                let result = self.start_transfer(transferor, target, attended);
                 let _ = reply.send(result);
+            }
+            CallCommand::FinishTransfer { complete, reply } => {
+                let result = if complete {
+                    self.complete_attended().await
+                } else {
+                    self.cancel_attended().await
+                };
+                let _ = reply.send(result.map(|_| self.info()));
             }
             CallCommand::PlaybackEnded { side, whisper, end } => {
                 let side = if side == 0 { Side::A } else { Side::B };
@@ -1846,37 +1839,25 @@ impl CallActor {
             state: self.state_name().to_string(),
         })?;
         let body = self.sdp_towards(side, direction);
-        match dialog
-            .reinvite(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
-            .await
-        {
-            Ok(Some(resp))
-                if resp.status_code.kind()
-                    == hookflash_sip::stack::sip::StatusCodeKind::Successful =>
-            {
-                if let Some(addr) = sdp_of_response(&resp).and_then(|s| s.audio_endpoint()) {
-                    self.bridge.set_remote(side.leg(), addr);
-                }
-                Ok(())
-            }
-            Ok(Some(resp)) => Err(CommandError::Failed {
-                status: resp.status_code.code(),
-                reason: resp.reason_phrase().unwrap_or_default().to_string(),
-            }),
-            Ok(None) => Err(CommandError::WrongState {
-                state: "updating".into(),
-            }),
-            Err(e) => Err(CommandError::Failed {
-                status: 500,
-                reason: e.to_string(),
-            }),
+        if let Some(addr) = reoffer(&dialog, body).await? {
+            self.bridge.set_remote(side.leg(), addr);
         }
+        Ok(())
     }
 
     /// Frees media and dialogs, writes the call record, updates metrics.
     async fn finish(&mut self) {
         if self.recording.is_some() {
             self.stop_recording().await;
+        }
+        if let Some(t) = self.transfer.as_mut() {
+            // The call ended during an attended transfer's consultation: end that too.
+            if let Some(bridge) = t.consult.take() {
+                bridge.stop();
+            }
+            if let Some(party) = t.target_party.take() {
+                let _ = party.dialog.bye().await;
+            }
         }
         self.bridge.stop();
         let dialogs = &self.engine.inner.sip.dialogs;
@@ -1968,6 +1949,70 @@ impl CallActor {
         }
         info!(cause = %cause, status, duration_ms = record.duration_ms, "call ended");
     }
+}
+
+/// Sends a re-INVITE with our SDP `body`; on 2xx returns the media address the phone answered
+/// with. A refusal is `Failed` with the phone's status; the dialog stays as it was.
+async fn reoffer(dialog: &InviteDialog, body: String) -> Result<Option<SocketAddr>, CommandError> {
+    match dialog
+        .reinvite(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
+        .await
+    {
+        Ok(Some(resp))
+            if resp.status_code.kind() == hookflash_sip::stack::sip::StatusCodeKind::Successful =>
+        {
+            Ok(sdp_of_response(&resp).and_then(|s| s.audio_endpoint()))
+        }
+        Ok(Some(resp)) => Err(CommandError::Failed {
+            status: resp.status_code.code(),
+            reason: resp.reason_phrase().unwrap_or_default().to_string(),
+        }),
+        Ok(None) => Err(CommandError::WrongState {
+            state: "updating".into(),
+        }),
+        Err(e) => Err(CommandError::Failed {
+            status: 500,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The telephone-event payload type negotiated with a leg (RFC 4733), or none.
+fn configure_dtmf(bridge: &BridgeHandle, leg: Leg, codecs: &[Codec]) {
+    match codecs
+        .iter()
+        .find(|c| c.name.eq_ignore_ascii_case("telephone-event"))
+    {
+        Some(te) => bridge.set_dtmf_pt(leg, te.pt),
+        None => bridge.clear_dtmf_pt(leg),
+    }
+}
+
+/// The G.711 codec the bridge's players use towards a leg.
+fn configure_send_codec(bridge: &BridgeHandle, leg: Leg, codecs: &[Codec]) {
+    if let Some((codec, law)) = codecs
+        .iter()
+        .find_map(|c| Law::for_codec(c).map(|law| (c, law)))
+    {
+        bridge.set_send_codec(leg, codec.pt, law);
+    }
+}
+
+/// Payload-number translation between the legs. Always set, even empty: a transfer may have
+/// replaced a leg whose numbers differed.
+fn configure_pt_maps(bridge: &BridgeHandle, a_codecs: &[Codec], b_codecs: &[Codec]) {
+    let pairs: Vec<(u8, u8)> = a_codecs
+        .iter()
+        .filter_map(|ac| {
+            b_codecs
+                .iter()
+                .find(|bc| bc.name.eq_ignore_ascii_case(&ac.name) && bc.clock == ac.clock)
+                .map(|bc| (ac.pt, bc.pt))
+        })
+        .filter(|(a, b)| a != b)
+        .collect();
+    bridge.set_pt_map(Leg::B, pairs.iter().map(|(a, b)| (*b, *a)).collect());
+    bridge.set_pt_map(Leg::A, pairs);
 }
 
 async fn join_fork(

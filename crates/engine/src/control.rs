@@ -349,7 +349,8 @@ impl Engine {
         .await
     }
 
-    /// Blind transfer: the party on the other side of `transferor_leg` (default: the account
+    /// Transfer (blind, or attended with `attended`: see [`Engine::finish_transfer`]): the
+    /// party on the other side of `transferor_leg` (default: the account
     /// user's side, B for inbound and internal calls, A for outbound) is connected to `target`
     /// (an extension, a phone number, or a `sip:`/`tel:` URI naming one). The target is resolved
     /// before anything changes, so an unknown target is an error and the call is untouched.
@@ -361,6 +362,7 @@ impl Engine {
         call_id: &str,
         transferor_leg: Option<&str>,
         target: &str,
+        attended: bool,
     ) -> Result<CallInfo, CommandError> {
         let call = self.call(account_id, call_id)?;
         if call.state != "answered" {
@@ -405,6 +407,23 @@ impl Engine {
         self.send_command(account_id, call_id, |reply| CallCommand::Transfer {
             transferor,
             target,
+            attended,
+            reply,
+        })
+        .await
+    }
+
+    /// Ends an attended transfer: `complete` joins the held party with the consulted target
+    /// and releases the transferor (the target must have answered); otherwise (cancel) the
+    /// target is released or stops ringing and the original parties are back together.
+    pub async fn finish_transfer(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        complete: bool,
+    ) -> Result<CallInfo, CommandError> {
+        self.send_command(account_id, call_id, |reply| CallCommand::FinishTransfer {
+            complete,
             reply,
         })
         .await

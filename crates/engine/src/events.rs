@@ -27,6 +27,8 @@ pub enum EventKind {
     TransferStarted,
     /// The transfer target's phone is ringing.
     TransferRinging,
+    /// Attended transfer: the target answered and talks to the transferor.
+    TransferConsulting,
     /// The target answered and replaced the transferor.
     Transferred,
     /// The target could not be reached; the parties are back together (cause says why).
@@ -49,6 +51,7 @@ impl EventKind {
             EventKind::RecordingStopped => "recording_stopped",
             EventKind::TransferStarted => "transfer_started",
             EventKind::TransferRinging => "transfer_ringing",
+            EventKind::TransferConsulting => "transfer_consulting",
             EventKind::Transferred => "transferred",
             EventKind::TransferFailed => "transfer_failed",
             EventKind::Ended => "ended",

@@ -80,6 +80,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(media::whisper))
         .routes(routes!(media::send_dtmf))
         .routes(routes!(transfer::transfer_call))
+        .routes(routes!(transfer::complete_transfer))
+        .routes(routes!(transfer::cancel_transfer))
         .routes(routes!(recordings::record))
         .routes(routes!(recordings::list_recordings))
         .routes(routes!(recordings::get_recording))

@@ -1,4 +1,5 @@
-//! Call transfer: hand the party on the other side of a leg to a new target.
+//! Call transfer: hand the party on the other side of a leg to a new target, blind or after
+//! a consultation (attended: start, then complete or cancel).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -24,6 +25,10 @@ type Result<T> = std::result::Result<T, NativeError>;
 pub struct TransferRequest {
     pub target: String,
     pub leg_id: Option<String>,
+    /// Attended: the transferor first talks to the target (consultation) while the other
+    /// party hears music; then `POST .../transfer/complete` or `.../transfer/cancel`.
+    #[serde(default)]
+    pub attended: bool,
 }
 
 /// Blind transfer. The other party hears music on hold while the target rings; when it
@@ -59,8 +64,64 @@ pub(crate) async fn transfer_call(
             &call_id,
             req.leg_id.as_deref(),
             &req.target,
+            req.attended,
         )
         .await?;
     info!(call_id, target = %req.target, "blind transfer requested");
     Ok((axum::http::StatusCode::ACCEPTED, Json(Call::from(&call))))
+}
+
+/// Attended transfer: joins the held party with the consulted target and releases the
+/// transferor (`transferred` event). 409 while the target has not answered yet or no attended
+/// transfer runs; if the target's phone refuses the media move, 409 and nothing changes.
+#[utoipa::path(
+    post,
+    path = "/calls/{call_id}/transfer/complete",
+    tag = "calls",
+    params(("call_id" = String, Path, description = "Call id")),
+    responses(
+        (status = 200, body = Call),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    )
+)]
+pub(crate) async fn complete_transfer(
+    State(state): State<AppState>,
+    auth: ApiAccount,
+    Path(call_id): Path<String>,
+) -> Result<Json<Call>> {
+    let call = state
+        .engine
+        .finish_transfer(&auth.account_id, &call_id, true)
+        .await?;
+    info!(call_id, "attended transfer completed");
+    Ok(Json(Call::from(&call)))
+}
+
+/// Cancels a transfer: a ringing target stops ringing, a consulted one is released, and the
+/// original parties are back together (`transfer_failed` with cause `cancel`).
+#[utoipa::path(
+    post,
+    path = "/calls/{call_id}/transfer/cancel",
+    tag = "calls",
+    params(("call_id" = String, Path, description = "Call id")),
+    responses(
+        (status = 200, body = Call),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    )
+)]
+pub(crate) async fn cancel_transfer(
+    State(state): State<AppState>,
+    auth: ApiAccount,
+    Path(call_id): Path<String>,
+) -> Result<Json<Call>> {
+    let call = state
+        .engine
+        .finish_transfer(&auth.account_id, &call_id, false)
+        .await?;
+    info!(call_id, "transfer cancelled");
+    Ok(Json(Call::from(&call)))
 }

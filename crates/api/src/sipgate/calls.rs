@@ -171,7 +171,9 @@ struct TransferBody {
 /// the other party to `phoneNumber` (an extension or number). Blind: the server dials the
 /// target while the other party hears music; the user is released once it answers, and if it
 /// does not, the other party is back with the user. An unknown target is 400 and the call is
-/// unchanged.
+/// unchanged. Attended: the other party waits with music while the user talks to the target;
+/// when the user hangs up, the other party is joined with the target (if the target hangs up
+/// first, the user is back with the other party).
 pub(crate) async fn transfer(
     State(state): State<AppState>,
     auth: SipgateUser,
@@ -183,11 +185,6 @@ pub(crate) async fn transfer(
         &payload,
         r#"{"attended": true|false, "phoneNumber": "+4915799912345"}"#,
     )?;
-    if req.attended {
-        return Err(SipgateError::NotImplemented(
-            "Attended transfer is not available on this server yet".into(),
-        ));
-    }
     // The user's own leg transfers; for a call without the user on it, the account's side.
     let transferor = call
         .legs
@@ -201,9 +198,10 @@ pub(crate) async fn transfer(
             &call.id,
             transferor.as_deref(),
             &req.phone_number,
+            req.attended,
         )
         .await?;
-    info!(call_id, target = %req.phone_number, user = %auth.user.extension, "sipgate blind transfer");
+    info!(call_id, target = %req.phone_number, attended = req.attended, user = %auth.user.extension, "sipgate transfer");
     Ok(StatusCode::OK)
 }
 

@@ -23,6 +23,10 @@ use hookflash_sip::stack::sip::{Header, Request, StatusCode};
 use crate::routing::Origin;
 use crate::sip_glue::{addr_spec, header_value};
 
+use std::sync::Arc;
+
+use hookflash_media::relay::{Bridge, BridgeHandle, BridgeOptions, Leg};
+
 use super::{
     answer_stray, best_failure, cause_for_status, sdp_of_response, CallActor, Fork, ForkKey,
     ForkTarget, MediaSide, Party, Phase, Side,
@@ -43,22 +47,28 @@ pub struct TransferTarget {
 
 /// A transfer in progress.
 pub(super) struct Transfer {
-    generation: u32,
-    transferor: Side,
-    target: TransferTarget,
+    pub(super) generation: u32,
+    pub(super) transferor: Side,
+    pub(super) target: TransferTarget,
     /// The target's socket pair until it answers (then it moves into the bridge).
-    pair: Option<RtpSocketPair>,
-    origin: OriginState,
-    forks: Vec<Fork>,
-    deadline: tokio::time::Instant,
-    requested_at: Instant,
-    answered: bool,
-    cancelled: bool,
-    ringing_reported: bool,
+    pub(super) pair: Option<RtpSocketPair>,
+    pub(super) origin: OriginState,
+    pub(super) forks: Vec<Fork>,
+    pub(super) deadline: tokio::time::Instant,
+    pub(super) requested_at: Instant,
+    pub(super) answered: bool,
+    pub(super) cancelled: bool,
+    pub(super) ringing_reported: bool,
     /// The transferor hung up while the target was ringing: nobody to return to.
-    transferor_gone: bool,
+    pub(super) transferor_gone: bool,
     /// Set when a phone's REFER asked for the transfer: its NOTIFY progress reports.
-    referrer: Option<mpsc::UnboundedSender<ReferProgress>>,
+    pub(super) referrer: Option<mpsc::UnboundedSender<ReferProgress>>,
+    /// Attended: the transferor talks to the target first, in a consultation bridge
+    /// (A: the transferor's new sockets, B: the target's), until complete or cancel.
+    pub(super) consult: Option<Arc<BridgeHandle>>,
+    /// Attended, once the target answered: its dialog and codecs.
+    pub(super) target_party: Option<Party>,
+    pub(super) target_codecs: Vec<Codec>,
 }
 
 /// One NOTIFY (message/sipfrag) to a phone whose REFER we carry out (RFC 3515 §2.4.5).
@@ -140,6 +150,7 @@ impl CallActor {
         &mut self,
         transferor: Option<String>,
         target: TransferTarget,
+        attended: bool,
     ) -> Result<CallInfo, CommandError> {
         if self.phase != Phase::Connected {
             return Err(CommandError::WrongState {
@@ -156,20 +167,39 @@ impl CallActor {
             None => self.default_transferor(),
         };
         let keep = transferor.other();
-        let pair = self
-            .engine
-            .inner
-            .ports
-            .allocate()
-            .map_err(|e| CommandError::Failed {
-                status: 503,
-                reason: format!("no RTP port for the transfer target: {e}"),
-            })?;
+        let allocate = || {
+            self.engine
+                .inner
+                .ports
+                .allocate()
+                .map_err(|e| CommandError::Failed {
+                    status: 503,
+                    reason: format!("no RTP port for the transfer target: {e}"),
+                })
+        };
+        // Blind: the target's sockets wait here and replace the transferor's on answer.
+        // Attended: they start in a consultation bridge with new sockets for the transferor.
+        let (pair, consult, local) = if attended {
+            let (q, p) = (allocate()?, allocate()?);
+            let bridge = Arc::new(Bridge::start(
+                q,
+                p,
+                BridgeOptions {
+                    inactivity_timeout: self.engine.inner.cfg.rtp_inactivity,
+                },
+                self.engine.inner.media_stats.clone(),
+            ));
+            let local = bridge.local_addr(Leg::B);
+            (None, Some(bridge), local)
+        } else {
+            let p = allocate()?;
+            let local = p.local_rtp;
+            (Some(p), None, local)
+        };
         // Offer the target what the kept party speaks, so the bridge never has to transcode.
         let offered: Vec<Codec> = self.media_of(keep).codecs.clone();
         let origin = OriginState::new();
-        let offer =
-            sdp::build_offer(pair.local_rtp, &origin, &offered, Direction::SendRecv).to_string();
+        let offer = sdp::build_offer(local, &origin, &offered, Direction::SendRecv).to_string();
         self.transfer_generation = self.transfer_generation.wrapping_add(1);
         let generation = self.transfer_generation;
         let kept_number = self.leg(keep).number.clone();
@@ -177,6 +207,9 @@ impl CallActor {
             ForkKey::Transfer { generation, index }
         });
         if sent.is_empty() {
+            if let Some(bridge) = &consult {
+                bridge.stop();
+            }
             return Err(CommandError::Failed {
                 status: 503,
                 reason: "the transfer target could not be dialled".into(),
@@ -197,13 +230,13 @@ impl CallActor {
         let moh = self.engine.inner.music_on_hold.clone();
         self.bridge
             .play(keep.leg(), moh, PlayOptions { looped: true });
-        info!(transferor = ?transferor, target = %target.label, "blind transfer started");
+        info!(transferor = ?transferor, target = %target.label, attended, "transfer started");
         let label = target.label.clone();
         self.transfer = Some(Transfer {
             generation,
             transferor,
             target,
-            pair: Some(pair),
+            pair,
             origin,
             forks,
             deadline: tokio::time::Instant::now() + self.engine.inner.cfg.ring_timeout,
@@ -213,6 +246,9 @@ impl CallActor {
             ringing_reported: false,
             transferor_gone: false,
             referrer: None,
+            consult,
+            target_party: None,
+            target_codecs: Vec::new(),
         });
         self.apply_forwarding();
         self.publish_detail(
@@ -274,7 +310,7 @@ impl CallActor {
             let _ = handle.reply(StatusCode::ServerInternalError).await;
             return;
         };
-        match self.start_transfer(Some(leg_id), target) {
+        match self.start_transfer(Some(leg_id), target, false) {
             Ok(_) => {
                 let _ = handle.reply(StatusCode::Accepted).await;
                 let referrer = spawn_refer_notifier(dialog);
@@ -373,6 +409,7 @@ impl CallActor {
                     },
                 );
             }
+            DialogState::Terminated(id, _) => self.on_consult_target_gone(&id.call_id).await,
             other => answer_stray(other).await,
         }
     }
@@ -383,6 +420,9 @@ impl CallActor {
         let Some(t) = self.transfer.as_mut() else {
             return false;
         };
+        if t.target_party.is_some() {
+            return self.on_party_gone_while_consulting(side).await;
+        }
         if side == t.transferor && !t.answered {
             t.transferor_gone = true;
             self.leg_mut(side).state = LegState::Disconnected;
@@ -440,7 +480,9 @@ impl CallActor {
                 return;
             }
             t.answered = true;
+            let attended = t.consult.is_some();
             match response {
+                Some(resp) if attended => self.consult_answered(index, resp).await,
                 Some(resp) => self.complete_transfer(index, resp).await,
                 None => self.fail_transfer(500).await,
             }
@@ -480,7 +522,6 @@ impl CallActor {
             return;
         };
         let slot = t.transferor;
-        let keep = slot.other();
         let codecs: Vec<Codec> = answer.audio().map(|m| m.codecs.clone()).unwrap_or_default();
         self.bridge.replace_leg(slot.leg(), pair);
         if let Some(addr) = answer.audio_endpoint() {
@@ -495,14 +536,24 @@ impl CallActor {
         self.apply_pt_maps(&a_codecs, &b_codecs);
         self.set_send_codec(slot, &codecs);
         self.set_dtmf_pt(slot, &codecs);
-
-        let Some(fork) = t.forks.get(index) else {
-            return;
-        };
-        let old = self.parties[slot.index()].replace(Party {
+        let Some(party) = t.forks.get(index).map(|fork| Party {
             dialog: fork.dialog.clone(),
             call_id: fork.call_id.clone(),
-        });
+        }) else {
+            return;
+        };
+        self.hand_over(t, party);
+    }
+
+    /// The target's media already flows through the main bridge in the transferor's slot:
+    /// make it that side's party, release the transferor, give the kept party its audio back.
+    pub(super) fn hand_over(&mut self, mut t: Transfer, party: Party) {
+        let slot = t.transferor;
+        let keep = slot.other();
+        if let Some(bridge) = t.consult.take() {
+            bridge.stop();
+        }
+        let old = self.parties[slot.index()].replace(party);
         match (&t.referrer, old, t.transferor_gone) {
             // The referring phone first hears that it worked, then is released.
             (Some(referrer), _, gone) => {
@@ -573,12 +624,15 @@ impl CallActor {
 
     /// The target could not be reached: the kept party goes back to the transferor, or, if the
     /// transferor has hung up meanwhile, the call ends.
-    async fn fail_transfer(&mut self, status: u16) {
+    pub(super) async fn fail_transfer(&mut self, status: u16) {
         let Some(mut t) = self.transfer.take() else {
             return;
         };
         let keep = t.transferor.other();
         drop(t.pair.take());
+        if let Some(bridge) = t.consult.take() {
+            bridge.stop();
+        }
         self.old_transfer_forks.append(&mut t.forks);
         if !self.leg(keep).held {
             self.bridge.stop_play(keep.leg());
