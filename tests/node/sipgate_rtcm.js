@@ -7,7 +7,7 @@
 // replaced by BASE_URL/v2 by patching axios.create before the SDK is loaded, as
 // shared/reference/dialects.md describes). CREDENTIALS_JSON: {"token": ...} |
 // {"tokenId": ..., "token": ...} | {"username": ..., "password": ...}.
-// ACTION: list | hold | mute | hangup | announce | record | dtmf | transfer | history (VALUE:
+// ACTION: list | hold | mute | hangup | announce | record | dtmf | transfer | initiate | history (VALUE:
 // true/false for hold and mute; the URL for announce; the options JSON for record, e.g.
 // {"value":true,"announcement":false}, and for transfer, e.g.
 // {"attended":false,"phoneNumber":"103"}; the sequence for dtmf; for history an optional JSON
@@ -20,7 +20,7 @@ const [base, credsJson, action, callId, value] = process.argv.slice(2);
 const axios = require('axios');
 const origCreate = axios.create;
 axios.create = (cfg = {}) => origCreate.call(axios, { ...cfg, baseURL: base.replace(/\/$/, '') + '/v2' });
-const { sipgateIO, createRTCMModule, createHistoryModule } = require('sipgateio');
+const { sipgateIO, createRTCMModule, createHistoryModule, createCallModule } = require('sipgateio');
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -55,6 +55,9 @@ async function main() {
     case 'transfer':
       await rtcm.transfer(call, JSON.parse(value));
       return null;
+    case 'initiate':
+      // VALUE: the call data, e.g. {"from":"e0","to":"+4930123456","callerId":"+4930123456"}
+      return createCallModule(client).initiate(JSON.parse(value));
     case 'history': {
       const opts = value ? JSON.parse(value) : {};
       const entries = await createHistoryModule(client).fetchAll(opts.filter || {}, opts.pagination);

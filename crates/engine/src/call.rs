@@ -106,7 +106,12 @@ pub(crate) struct ForkTarget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ForkKey {
     Callee(usize),
-    Transfer { generation: u32, index: usize },
+    /// The caller's phones of a call we originate.
+    Caller(usize),
+    Transfer {
+        generation: u32,
+        index: usize,
+    },
 }
 
 /// The dialog a side's phone is on once the call is answered (a transfer replaces it).
@@ -133,7 +138,10 @@ enum Phase {
 }
 
 mod consult;
+mod originate;
 mod transfer;
+pub use originate::OriginateRequest;
+use originate::Originated;
 pub(crate) use transfer::TransferTarget;
 use transfer::{RetiredLeg, Transfer};
 
@@ -307,47 +315,123 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
     };
     let caller_name = display_name(&from_value)
         .or_else(|| caller_user.as_ref().and_then(|u| u.display_name.clone()));
+    let a_codecs = offer
+        .audio()
+        .and_then(|m| sdp::supported_codecs(m).ok())
+        .unwrap_or_default();
+    let (mut actor, cmd_rx) = build_actor(
+        &engine,
+        NewCall {
+            id: call_id,
+            account_id: account.id.clone(),
+            a: Some(a),
+            a_call_id: header_value(&req, "Call-ID").unwrap_or_default(),
+            a_from: from_uri,
+            a_to: ruri,
+            a_direction: "in",
+            a_media: MediaSide {
+                codecs: a_codecs,
+                origin: OriginState::new(),
+                direction: offer.direction(),
+            },
+            bridge,
+            state_tx,
+            started_at,
+            caller_number,
+            caller_name,
+            caller_owner: caller_user
+                .as_ref()
+                .map(|u| (u.id.clone(), u.extension.clone())),
+            direction,
+            callee_label,
+            callee_owner: callee_user,
+            dialled,
+            forks: targets.len(),
+        },
+    );
+    actor.send_forks(&targets);
+    actor.run(state_rx, cmd_rx).await;
+}
+
+/// What differs between a call that came in and one we originate; the rest of a new call's
+/// state starts the same.
+struct NewCall {
+    id: String,
+    account_id: String,
+    /// The caller's dialog (None while we are still ringing the caller of an originated call).
+    a: Option<InviteDialog>,
+    a_call_id: String,
+    a_from: String,
+    a_to: String,
+    /// `in` (the caller called us) or `out` (we called the caller).
+    a_direction: &'static str,
+    a_media: MediaSide,
+    bridge: Arc<BridgeHandle>,
+    state_tx: DialogStateSender,
+    started_at: i64,
+    caller_number: String,
+    caller_name: Option<String>,
+    caller_owner: Option<(String, String)>,
+    direction: &'static str,
+    callee_label: String,
+    callee_owner: Option<(String, String)>,
+    dialled: String,
+    forks: usize,
+}
+
+/// Registers a new call (listed by the API, `new` event) and builds its actor.
+fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, mpsc::Receiver<CallCommand>) {
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let self_tx = cmd_tx.clone();
-    let a_leg = LegInfo {
-        id: uuid::Uuid::now_v7().to_string(),
-        role: "caller".into(),
-        direction: "in".into(),
-        state: LegState::Proceeding,
-        number: caller_number.clone(),
-        owner_user_id: caller_user.as_ref().map(|u| u.id.clone()),
-        owner_extension: caller_user.as_ref().map(|u| u.extension.clone()),
-        muted: false,
-        held: false,
-        recording: false,
+    let leg =
+        |role: &str, direction: &str, state, number: &str, owner: &Option<(String, String)>| {
+            LegInfo {
+                id: uuid::Uuid::now_v7().to_string(),
+                role: role.into(),
+                direction: direction.into(),
+                state,
+                number: number.to_string(),
+                owner_user_id: owner.as_ref().map(|(id, _)| id.clone()),
+                owner_extension: owner.as_ref().map(|(_, ext)| ext.clone()),
+                muted: false,
+                held: false,
+                recording: false,
+            }
+        };
+    let a_state = if call.a_direction == "in" {
+        LegState::Proceeding
+    } else {
+        LegState::Setup
     };
-    let b_leg = LegInfo {
-        id: uuid::Uuid::now_v7().to_string(),
-        role: "callee".into(),
-        direction: "out".into(),
-        state: LegState::Setup,
-        number: callee_label.clone(),
-        owner_user_id: callee_user.as_ref().map(|(id, _)| id.clone()),
-        owner_extension: callee_user.as_ref().map(|(_, ext)| ext.clone()),
-        muted: false,
-        held: false,
-        recording: false,
-    };
+    let a_leg = leg(
+        "caller",
+        call.a_direction,
+        a_state,
+        &call.caller_number,
+        &call.caller_owner,
+    );
+    let b_leg = leg(
+        "callee",
+        "out",
+        LegState::Setup,
+        &call.callee_label,
+        &call.callee_owner,
+    );
     let info = CallInfo {
-        id: call_id.clone(),
-        account_id: account.id.clone(),
-        from: caller_number.clone(),
-        to: callee_label.clone(),
-        dialled: dialled.clone(),
-        direction: direction.to_string(),
+        id: call.id.clone(),
+        account_id: call.account_id.clone(),
+        from: call.caller_number.clone(),
+        to: call.callee_label.clone(),
+        dialled: call.dialled.clone(),
+        direction: call.direction.to_string(),
         state: "ringing".into(),
-        started_at_ms: started_at,
+        started_at_ms: call.started_at,
         answered_at_ms: None,
         legs: vec![a_leg.clone(), b_leg.clone()],
     };
     if let Ok(mut calls) = engine.inner.calls.lock() {
         calls.insert(
-            call_id.clone(),
+            call.id.clone(),
             CallEntry {
                 info: info.clone(),
                 commands: cmd_tx,
@@ -359,21 +443,22 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         .inner
         .events
         .publish(EventKind::New, &info, None, None);
-    info!(from = %caller_number, to = %callee_label, direction, forks = targets.len(), "call started");
-
-    let a_codecs = offer
-        .audio()
-        .and_then(|m| sdp::supported_codecs(m).ok())
-        .unwrap_or_default();
-    let mut actor = CallActor {
+    info!(
+        from = %call.caller_number,
+        to = %call.callee_label,
+        direction = call.direction,
+        forks = call.forks,
+        "call started"
+    );
+    let actor = CallActor {
         engine: engine.clone(),
-        id: call_id,
-        account_id: account.id.clone(),
+        id: call.id,
+        account_id: call.account_id,
         phase: Phase::Ringing,
-        a,
-        a_call_id: header_value(&req, "Call-ID").unwrap_or_default(),
-        a_from: from_uri,
-        a_to: ruri,
+        a: call.a,
+        a_call_id: call.a_call_id,
+        a_from: call.a_from,
+        a_to: call.a_to,
         forks: Vec::new(),
         winner: None,
         parties: [None, None],
@@ -382,13 +467,11 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         transfer_generation: 0,
         retired: Vec::new(),
         old_transfer_forks: Vec::new(),
-        state_tx: state_tx.clone(),
-        bridge,
-        a_media: MediaSide {
-            codecs: a_codecs,
-            origin: OriginState::new(),
-            direction: offer.direction(),
-        },
+        originated: None,
+        ring_deadline: None,
+        state_tx: call.state_tx,
+        bridge: call.bridge,
+        a_media: call.a_media,
         b_media: MediaSide {
             codecs: Vec::new(),
             origin: OriginState::new(),
@@ -396,23 +479,22 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         },
         sent_ringing: false,
         sent_early_media: false,
-        started_at,
+        started_at: call.started_at,
         answered_at: None,
         end_cause: String::new(),
         end_status: 0,
-        caller_number,
-        caller_name,
-        direction: direction.to_string(),
-        callee_label,
+        caller_number: call.caller_number,
+        caller_name: call.caller_name,
+        direction: call.direction.to_string(),
+        callee_label: call.callee_label,
         a_leg,
         b_leg,
         whispering: [false; 2],
         recording: None,
         self_tx,
-        dialled: dialled.clone(),
+        dialled: call.dialled,
     };
-    actor.send_forks(&targets);
-    actor.run(state_rx, cmd_rx).await;
+    (actor, cmd_rx)
 }
 
 /// Where a dialled extension or number leads, for a call from `origin`.
@@ -656,7 +738,8 @@ struct CallActor {
     id: String,
     account_id: String,
     phase: Phase,
-    a: InviteDialog,
+    /// The caller's dialog; None while an originated call still rings the caller.
+    a: Option<InviteDialog>,
     a_call_id: String,
     a_from: String,
     a_to: String,
@@ -674,6 +757,10 @@ struct CallActor {
     retired: Vec<RetiredLeg>,
     /// The forks of finished transfer attempts.
     old_transfer_forks: Vec<Fork>,
+    /// Set for calls we originate (click-to-dial): the caller is rung first.
+    originated: Option<Originated>,
+    /// When ringing gives up (reset when an originated call's caller answers).
+    ring_deadline: Option<tokio::time::Instant>,
     /// The dialog channel every dialog of this call reports to.
     state_tx: DialogStateSender,
     bridge: Arc<BridgeHandle>,
@@ -793,10 +880,19 @@ impl CallActor {
         mut states: DialogStateReceiver,
         mut commands: mpsc::Receiver<CallCommand>,
     ) {
-        if self.forks.is_empty() {
+        if self.forks.is_empty() && self.originated.is_none() {
             self.fail_caller(503, "failed");
         }
-        let ring_deadline = tokio::time::Instant::now() + self.engine.inner.cfg.ring_timeout;
+        if self
+            .originated
+            .as_ref()
+            .is_some_and(|o| o.caller_forks.is_empty())
+        {
+            self.end_cause = "failed".into();
+            self.end_status = 503;
+            self.phase = Phase::Ended;
+        }
+        self.ring_deadline = Some(tokio::time::Instant::now() + self.engine.inner.cfg.ring_timeout);
         let bridge = self.bridge.clone();
         let inactive = async move { bridge.inactive().await };
         tokio::pin!(inactive);
@@ -804,6 +900,7 @@ impl CallActor {
         let mut pending: FuturesUnordered<ForkFuture> = FuturesUnordered::new();
         while self.phase != Phase::Ended {
             pending.extend(self.new_invites.drain(..));
+            let ring_deadline = self.ring_deadline.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 state = states.recv() => match state {
                     Some(state) => self.on_dialog_state(state).await,
@@ -812,6 +909,7 @@ impl CallActor {
                 Some((key, result)) = pending.next(), if !pending.is_empty() => {
                     match key {
                         ForkKey::Callee(index) => self.on_fork_result(index, result).await,
+                        ForkKey::Caller(index) => self.on_caller_result(index, result).await,
                         ForkKey::Transfer { generation, index } => {
                             self.on_transfer_result(generation, index, result).await
                         }
@@ -878,6 +976,8 @@ impl CallActor {
             self.on_a_state(state).await;
         } else if let Some(index) = self.fork_by_call_id(&id.call_id) {
             self.on_fork_state(index, state).await;
+        } else if self.caller_fork_by_call_id(&id.call_id) {
+            self.on_caller_fork_state(state).await;
         } else if self.is_transfer_dialog(&id.call_id) {
             self.on_transfer_state(state).await;
         } else {
@@ -987,6 +1087,13 @@ impl CallActor {
     /// 180 → ringing to the caller once; 183 with SDP → early media through the bridge.
     fn on_provisional(&mut self, resp: Response) {
         let code = resp.status_code.code();
+        if self.originated.is_some() {
+            self.on_callee_progress(code, sdp_of_response(&resp));
+            return;
+        }
+        let Some(a) = self.a.clone() else {
+            return;
+        };
         if let Some(answer) = sdp_of_response(&resp) {
             if self.sent_early_media {
                 return;
@@ -1002,16 +1109,13 @@ impl CallActor {
                 answer.direction(),
             )
             .to_string();
-            if let Err(e) = self
-                .a
-                .ringing(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
-            {
+            if let Err(e) = a.ringing(Some(vec![content_type_sdp()]), Some(body.into_bytes())) {
                 debug!(error = %e, "could not send 183 to caller");
             }
             self.sent_early_media = true;
             self.mark_ringing();
         } else if code == 180 && !self.sent_ringing {
-            if let Err(e) = self.a.ringing(None, None) {
+            if let Err(e) = a.ringing(None, None) {
                 debug!(error = %e, "could not send 180 to caller");
             }
             self.mark_ringing();
@@ -1109,10 +1213,13 @@ impl CallActor {
         )
         .to_string();
         self.a_media.codecs = a_codecs;
-        if let Err(e) = self
-            .a
-            .accept(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
-        {
+        let Some(a) = self.a.clone() else {
+            return;
+        };
+        if self.originated.is_some() {
+            // We called the caller: it answered long ago; it stops hearing the ringback.
+            self.bridge.stop_play(Leg::A);
+        } else if let Err(e) = a.accept(Some(vec![content_type_sdp()]), Some(body.into_bytes())) {
             warn!(error = %e, "could not answer the caller");
             self.bye_b().await;
             self.end_cause = "failed".into();
@@ -1122,7 +1229,7 @@ impl CallActor {
         }
         self.parties = [
             Some(Party {
-                dialog: self.a.clone(),
+                dialog: a,
                 call_id: self.a_call_id.clone(),
             }),
             Some(Party {
@@ -1316,8 +1423,22 @@ impl CallActor {
     /// Rejects the ringing caller and ends the call.
     fn fail_caller(&mut self, status: u16, cause: &str) {
         let code = StatusCode::from(status);
-        if let Err(e) = self.a.reject(Some(code), None) {
-            debug!(error = %e, "could not reject the caller");
+        match (&self.a, self.originated.is_some()) {
+            // An originated call's caller has answered us: it gets BYE.
+            (Some(a), true) => {
+                let a = a.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = a.bye().await {
+                        debug!(error = %e, "BYE to the caller failed");
+                    }
+                });
+            }
+            (Some(a), false) => {
+                if let Err(e) = a.reject(Some(code), None) {
+                    debug!(error = %e, "could not reject the caller");
+                }
+            }
+            (None, _) => self.cancel_caller_forks(),
         }
         self.end_cause = cause.into();
         self.end_status = status;
@@ -1332,11 +1453,15 @@ impl CallActor {
             }
             Phase::Connected => {
                 self.cancel_transfer_forks();
-                let a = self.dialog_of(Side::A).unwrap_or_else(|| self.a.clone());
-                let (_, _) = tokio::join!(a.bye(), async {
-                    self.bye_b().await;
-                    Ok::<(), ()>(())
-                });
+                let a = self.dialog_of(Side::A).or_else(|| self.a.clone());
+                let (_, _) = tokio::join!(
+                    async {
+                        if let Some(a) = a {
+                            let _ = a.bye().await;
+                        }
+                    },
+                    self.bye_b()
+                );
                 self.end_cause = cause.into();
                 self.end_status = 200;
                 self.phase = Phase::Ended;
@@ -1861,7 +1986,12 @@ impl CallActor {
         }
         self.bridge.stop();
         let dialogs = &self.engine.inner.sip.dialogs;
-        dialogs.remove_dialog(&self.a.id());
+        if let Some(a) = &self.a {
+            dialogs.remove_dialog(&a.id());
+        }
+        for id in self.caller_dialog_ids() {
+            dialogs.remove_dialog(&id);
+        }
         for fork in &self.forks {
             dialogs.remove_dialog(&fork.dialog.id());
         }

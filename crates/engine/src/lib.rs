@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-pub use call::CallCommand;
+pub use call::{CallCommand, OriginateRequest};
 pub use control::{AudioSource, CallInfo, CommandError, LegInfo, LegState, RecordAction, Target};
 pub use events::{Event, EventBus, EventDetail, EventKind, Subscription};
 pub use metrics::Metrics;

@@ -9,6 +9,7 @@ pub mod error;
 mod events;
 mod media;
 pub mod model;
+mod originate;
 mod recordings;
 mod transfer;
 
@@ -67,7 +68,7 @@ impl Modify for BearerAuth {
 /// prefix).
 pub fn router() -> OpenApiRouter<AppState> {
     let inner = OpenApiRouter::new()
-        .routes(routes!(calls::list_calls))
+        .routes(routes!(calls::list_calls, originate::originate_call))
         .routes(routes!(calls::get_call, calls::hangup_call))
         .routes(routes!(calls::hold_call))
         .routes(routes!(calls::unhold_call))

@@ -75,7 +75,7 @@ fn render(call: &CallInfo, user_id: &str, dids: &Dids) -> Call {
 }
 
 /// A JSON body of the route, or a 400 that says what was wrong and what is expected.
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8], expected: &str) -> Result<T> {
+pub(crate) fn body<T: serde::de::DeserializeOwned>(bytes: &[u8], expected: &str) -> Result<T> {
     parse_json::<T>(bytes)
         .map_err(|e| SipgateError::BadRequest(format!("{e}; expected {expected}")))
 }

@@ -1,4 +1,5 @@
-//! The sipgate.io dialect: Real Time Call Manipulation (`/v2/calls/...`), the call history
+//! The sipgate.io dialect: Real Time Call Manipulation (`/v2/calls/...`), click-to-dial
+//! (`/v2/sessions/calls`), the call history
 //! with recordings (`/v2/history`, `/v2/{userId}/history`, `/v2/recordings/{id}`), the
 //! password-grant token endpoint (`/login/sipgate-apps/protocol/openid-connect/token`) and the
 //! push API webhooks (`newCall`, `answer`, `hangup`, `dtmf`). Thin: parse the vendor's request, call the
@@ -10,6 +11,7 @@ pub mod error;
 mod history;
 pub mod jwt;
 pub(crate) mod numbers;
+mod sessions;
 pub mod webhooks;
 
 use axum::routing::{delete, get, post, put};
@@ -24,6 +26,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(TOKEN_PATH, post(auth::token))
         .route("/v2/calls", get(calls::list))
+        .route("/v2/sessions/calls", post(sessions::initiate))
         .route("/v2/calls/{call_id}", delete(calls::hangup))
         .route("/v2/calls/{call_id}/hold", put(calls::hold))
         .route("/v2/calls/{call_id}/muted", put(calls::muted))

@@ -676,6 +676,7 @@ impl CallActor {
             .iter()
             .chain(self.transfer.iter().flat_map(|t| t.forks.iter()))
             .chain(self.old_transfer_forks.iter())
+            .chain(self.originated.iter().flat_map(|o| o.caller_forks.iter()))
             .find(|f| f.key == key)
             .map(|f| f.dialog.clone());
         if let Some(dialog) = dialog {

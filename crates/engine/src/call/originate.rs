@@ -1,0 +1,400 @@
+//! Click-to-dial: the server rings the caller's phones first; when one answers it hears a
+//! ringback tone while the server dials the callee, and the two are bridged when the callee
+//! answers. The same call actor then runs the call: from here on it is like any other.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookflash_media::audio::Pcm8k;
+use hookflash_media::relay::{Bridge, BridgeOptions, Leg, PlayOptions};
+use hookflash_media::sdp::{self, Codec, Direction, OriginState, SessionDescription};
+use hookflash_sip::stack::dialog::dialog::DialogState;
+use hookflash_sip::stack::dialog::invitation::InviteAsyncResult;
+use tracing::{debug, info, warn, Instrument};
+
+use super::{
+    answer_stray, best_failure, build_actor, cause_for_status, resolve_destination,
+    sdp_of_response, CallActor, Destination, Fork, ForkKey, ForkTarget, MediaSide, NewCall, Phase,
+    Side,
+};
+use crate::control::{transfer_target_user, CallInfo, CommandError, LegState};
+use crate::events::EventKind;
+use crate::routing::Origin;
+use crate::sip_glue::now_ms;
+use crate::Engine;
+
+/// A click-to-dial request in the engine's terms.
+#[derive(Debug, Clone)]
+pub struct OriginateRequest {
+    /// Whose phones ring first: an extension, one of the account's numbers (its owner), or an
+    /// external number (rung through the account's trunk).
+    pub caller: String,
+    /// Who is dialled once the caller answers: extension, number, or `sip:`/`tel:` URI.
+    pub callee: String,
+    /// The number the callee sees; must be the caller's extension or one of the account's
+    /// numbers. Default: the caller's extension (or number).
+    pub caller_id: Option<String>,
+}
+
+/// Both ends of an originated call, resolved before anything is dialled.
+pub(crate) struct OriginatePlan {
+    caller: Destination,
+    callee: Destination,
+    caller_id: String,
+    dialled: String,
+}
+
+/// State of an originated call until its caller has answered.
+pub(super) struct Originated {
+    pub(super) caller_forks: Vec<Fork>,
+    pub(super) callee_targets: Vec<ForkTarget>,
+    pub(super) caller_answered: bool,
+}
+
+fn bad(msg: String) -> CommandError {
+    CommandError::BadTarget(msg)
+}
+
+/// Ringback tone for the caller while the callee rings: 425 Hz, 1 s on, 4 s off (ETSI).
+fn ringback() -> Pcm8k {
+    let on = Pcm8k::tone(425.0, Duration::from_secs(1), 0.3);
+    let off = Pcm8k::silence(Duration::from_secs(4));
+    Pcm8k::new([on.samples(), off.samples()].concat())
+}
+
+impl Engine {
+    /// Click-to-dial. Both ends are resolved first (an unknown extension or malformed number
+    /// is `BadTarget` and nothing is dialled); then the call exists (listed, `new` event) and
+    /// the caller's phones ring. Returns the call at once; its id is the session id.
+    pub async fn originate(
+        &self,
+        account_id: &str,
+        req: OriginateRequest,
+    ) -> Result<CallInfo, CommandError> {
+        let plan = self.plan_originate(account_id, &req).await?;
+        self.start_originated(account_id, plan)
+    }
+
+    async fn plan_originate(
+        &self,
+        account_id: &str,
+        req: &OriginateRequest,
+    ) -> Result<OriginatePlan, CommandError> {
+        let caller_user = transfer_target_user(&req.caller).ok_or_else(|| {
+            bad(format!(
+                "caller '{}' is not an extension or number",
+                req.caller
+            ))
+        })?;
+        let callee_user = transfer_target_user(&req.callee).ok_or_else(|| {
+            bad(format!(
+                "callee '{}' is not an extension or number",
+                req.callee
+            ))
+        })?;
+        let anyone = Origin::User {
+            account_id: account_id.to_string(),
+            user_id: String::new(),
+        };
+        let caller = resolve_destination(self, account_id, &anyone, &caller_user)
+            .await
+            .map_err(|status| match status {
+                480 => bad(format!("caller '{caller_user}' has no registered phone")),
+                _ => bad(format!(
+                    "caller '{caller_user}' cannot be reached ({status})"
+                )),
+            })?;
+        let as_caller = Origin::User {
+            account_id: account_id.to_string(),
+            user_id: caller
+                .owner
+                .as_ref()
+                .map(|(id, _)| id.clone())
+                .unwrap_or_default(),
+        };
+        let callee = resolve_destination(self, account_id, &as_caller, &callee_user)
+            .await
+            .map_err(|status| match status {
+                482 => bad(format!("caller and callee are both '{callee_user}'")),
+                480 => bad(format!("callee '{callee_user}' has no registered phone")),
+                404 => bad(format!(
+                    "no extension or number '{callee_user}' can be reached"
+                )),
+                _ => bad(format!(
+                    "callee '{callee_user}' cannot be reached ({status})"
+                )),
+            })?;
+        let caller_id = match &req.caller_id {
+            None => caller.label.clone(),
+            Some(id) => {
+                let id = transfer_target_user(id)
+                    .ok_or_else(|| bad(format!("callerId '{id}' is not a number")))?;
+                let own_number = self
+                    .inner
+                    .store
+                    .lookup_number(&id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|(n, _)| n.account_id == account_id);
+                if id != caller.label && !own_number {
+                    return Err(bad(format!(
+                        "callerId '{id}' is neither the caller nor a number of this account"
+                    )));
+                }
+                id
+            }
+        };
+        Ok(OriginatePlan {
+            caller,
+            callee,
+            caller_id,
+            dialled: callee_user,
+        })
+    }
+
+    fn start_originated(
+        &self,
+        account_id: &str,
+        plan: OriginatePlan,
+    ) -> Result<CallInfo, CommandError> {
+        let ports = &self.inner.ports;
+        let (a_pair, b_pair) = match (ports.allocate(), ports.allocate()) {
+            (Ok(a), Ok(b)) => (a, b),
+            _ => {
+                return Err(CommandError::Failed {
+                    status: 503,
+                    reason: "RTP port range exhausted".into(),
+                })
+            }
+        };
+        let bridge = Arc::new(Bridge::start(
+            a_pair,
+            b_pair,
+            BridgeOptions {
+                inactivity_timeout: self.inner.cfg.rtp_inactivity,
+            },
+            self.inner.media_stats.clone(),
+        ));
+        let id = uuid::Uuid::now_v7().to_string();
+        let span = tracing::info_span!("call", call_id = %id);
+        let _enter = span.enter();
+        let (state_tx, state_rx) = self.inner.sip.dialogs.new_dialog_state_channel();
+        let caller_label = plan.caller.label.clone();
+        let (mut actor, cmd_rx) = build_actor(
+            self,
+            NewCall {
+                id,
+                account_id: account_id.to_string(),
+                a: None,
+                a_call_id: String::new(),
+                a_from: plan.callee.label.clone(),
+                a_to: caller_label.clone(),
+                a_direction: "out",
+                a_media: MediaSide {
+                    codecs: sdp::default_codecs(),
+                    origin: OriginState::new(),
+                    direction: Direction::SendRecv,
+                },
+                bridge,
+                state_tx,
+                started_at: now_ms(),
+                caller_number: plan.caller_id,
+                caller_name: None,
+                caller_owner: plan.caller.owner.clone(),
+                direction: plan.callee.direction,
+                callee_label: plan.callee.label.clone(),
+                callee_owner: plan.callee.owner.clone(),
+                dialled: plan.dialled,
+                forks: plan.caller.targets.len(),
+            },
+        );
+        actor.a_leg.number = caller_label;
+        actor.originated = Some(Originated {
+            caller_forks: Vec::new(),
+            callee_targets: plan.callee.targets,
+            caller_answered: false,
+        });
+        actor.send_caller_forks(&plan.caller.targets, &plan.callee.label);
+        let info = actor.info();
+        drop(_enter);
+        tokio::spawn(
+            async move {
+                actor.run(state_rx, cmd_rx).await;
+            }
+            .instrument(span),
+        );
+        Ok(info)
+    }
+}
+
+impl CallActor {
+    /// Rings the caller's phones; they see the callee as the calling party.
+    fn send_caller_forks(&mut self, targets: &[ForkTarget], shown_as: &str) {
+        let offer = sdp::build_offer(
+            self.bridge.local_addr(Leg::A),
+            &self.a_media.origin,
+            &self.a_media.codecs,
+            Direction::SendRecv,
+        )
+        .to_string();
+        let sent = self.invite_targets(targets, shown_as, None, &offer, ForkKey::Caller);
+        let forks = sent.into_iter().map(|(index, dialog, request_uri)| Fork {
+            key: ForkKey::Caller(index),
+            call_id: dialog.id().call_id.clone(),
+            dialog,
+            request_uri,
+            status: None,
+            finished: false,
+        });
+        if let Some(o) = self.originated.as_mut() {
+            o.caller_forks.extend(forks);
+        }
+        info!(
+            devices = targets.len(),
+            "ringing the caller first (click-to-dial)"
+        );
+    }
+
+    pub(super) fn caller_fork_by_call_id(&self, call_id: &str) -> bool {
+        self.originated
+            .as_ref()
+            .is_some_and(|o| o.caller_forks.iter().any(|f| f.call_id == call_id))
+    }
+
+    pub(super) fn cancel_caller_forks(&mut self) {
+        let Some(o) = self.originated.as_ref() else {
+            return;
+        };
+        for fork in o.caller_forks.iter().filter(|f| !f.finished) {
+            let dialog = fork.dialog.clone();
+            tokio::spawn(async move {
+                if let Err(e) = dialog.cancel().await {
+                    debug!(error = %e, "CANCEL to the caller's phone failed");
+                }
+            });
+        }
+    }
+
+    pub(super) fn caller_dialog_ids(&self) -> Vec<hookflash_sip::stack::dialog::DialogId> {
+        self.originated
+            .iter()
+            .flat_map(|o| o.caller_forks.iter())
+            .map(|f| f.dialog.id())
+            .collect()
+    }
+
+    /// A caller's phone rings.
+    pub(super) async fn on_caller_fork_state(&mut self, state: DialogState) {
+        match state {
+            DialogState::Early(_, _) if self.a_leg.state == LegState::Setup => {
+                self.a_leg.state = LegState::Ringing;
+                self.publish(EventKind::Ringing, Some(Side::A), None);
+            }
+            other => answer_stray(other).await,
+        }
+    }
+
+    pub(super) async fn on_caller_result(
+        &mut self,
+        index: usize,
+        result: Option<InviteAsyncResult>,
+    ) {
+        let response = match result {
+            Some(Ok((_, resp))) => resp,
+            Some(Err(e)) => {
+                debug!(error = %e, "INVITE to the caller failed");
+                None
+            }
+            None => None,
+        };
+        let status = match response.as_ref().map(|r| r.status_code.code()) {
+            Some(401) | Some(407) => 503,
+            Some(code) => code,
+            None => 408,
+        };
+        let Some(o) = self.originated.as_mut() else {
+            return;
+        };
+        let Some(fork) = o.caller_forks.get_mut(index) else {
+            return;
+        };
+        fork.finished = true;
+        fork.status = Some(status);
+        if (200..300).contains(&status) {
+            if o.caller_answered || self.phase != Phase::Ringing {
+                let dialog = fork.dialog.clone();
+                tokio::spawn(async move {
+                    let _ = dialog.bye().await;
+                });
+                return;
+            }
+            o.caller_answered = true;
+            let dialog = fork.dialog.clone();
+            let call_id = fork.call_id.clone();
+            let device = fork.request_uri.clone();
+            self.cancel_caller_forks();
+            let answer = response
+                .as_ref()
+                .and_then(sdp_of_response)
+                .filter(|a| a.audio().is_some());
+            self.a = Some(dialog);
+            self.a_call_id = call_id;
+            let Some(answer) = answer else {
+                warn!("the caller's phone answered without usable SDP");
+                self.fail_caller(488, "incompatible");
+                return;
+            };
+            self.caller_answered(answer, &device);
+            return;
+        }
+        if !o.caller_answered && o.caller_forks.iter().all(|f| f.finished) {
+            let statuses: Vec<u16> = o.caller_forks.iter().filter_map(|f| f.status).collect();
+            let best = best_failure(&statuses);
+            info!(status = best, "the caller did not answer");
+            self.end_cause = cause_for_status(best).into();
+            self.end_status = best;
+            self.phase = Phase::Ended;
+        }
+    }
+
+    /// The caller picked up: ringback to it, and dial the callee with the codec it chose.
+    fn caller_answered(&mut self, answer: SessionDescription, device: &str) {
+        let codecs: Vec<Codec> = answer.audio().map(|m| m.codecs.clone()).unwrap_or_default();
+        if let Some(addr) = answer.audio_endpoint() {
+            self.bridge.set_remote(Leg::A, addr);
+        }
+        self.set_send_codec(Side::A, &codecs);
+        self.set_dtmf_pt(Side::A, &codecs);
+        self.a_media.codecs = codecs;
+        self.a_media.direction = answer.direction();
+        self.a_leg.state = LegState::Answered;
+        self.ring_deadline = Some(tokio::time::Instant::now() + self.engine.inner.cfg.ring_timeout);
+        info!(%device, "caller answered; dialling the callee");
+        self.bridge
+            .play(Leg::A, ringback(), PlayOptions { looped: true });
+        let targets = self
+            .originated
+            .as_ref()
+            .map(|o| o.callee_targets.clone())
+            .unwrap_or_default();
+        self.send_forks(&targets);
+        if self.forks.is_empty() {
+            self.fail_caller(503, "failed");
+        }
+    }
+
+    /// Provisional responses from the callee of an originated call: its early media (183
+    /// with SDP) replaces our ringback; a plain 180 leaves the ringback playing.
+    pub(super) fn on_callee_progress(&mut self, code: u16, sdp: Option<SessionDescription>) {
+        if let Some(answer) = sdp {
+            if let Some(addr) = answer.audio_endpoint() {
+                self.bridge.set_remote(Leg::B, addr);
+                self.bridge.stop_play(Leg::A);
+            }
+        }
+        if code >= 180 {
+            self.mark_ringing();
+        }
+    }
+}
