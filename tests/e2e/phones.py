@@ -147,7 +147,7 @@ class Phone:
         if realm is None:
             realm = server.realm_of(ext)
         since = self.mark()
-        self.cmd(
+        res = self.cmd(
             "register",
             server="127.0.0.1:%d" % server.sip_port,
             user=ext,
@@ -158,6 +158,7 @@ class Phone:
             expires=expires,
         )
         self.transport = transport
+        self.local = (res or {}).get("local", "")  # our SIP address, as in our Contact
         if not wait:
             return None
         return self.wait_for(

@@ -84,6 +84,11 @@ pub enum CallCommand {
         complete: bool,
         reply: Reply<CallInfo>,
     },
+    /// A call that still rings: forward it, reject it, or stop one device ringing.
+    Ringing {
+        action: RingingAction,
+        reply: Reply<CallInfo>,
+    },
     /// Internal: a playback the actor started has ended.
     PlaybackEnded {
         side: u8,
@@ -128,6 +133,8 @@ struct Fork {
     request_uri: String,
     status: Option<u16>,
     finished: bool,
+    /// CANCELled by forward, reject or ignore: it must not answer the call any more.
+    abandoned: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +146,8 @@ enum Phase {
 
 mod consult;
 mod originate;
+mod ringing;
+pub use ringing::RingingAction;
 mod transfer;
 pub use originate::OriginateRequest;
 use originate::Originated;
@@ -396,6 +405,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, mpsc::Receiver<Cal
                 muted: false,
                 held: false,
                 recording: false,
+                devices: Vec::new(),
             }
         };
     let a_state = if call.a_direction == "in" {
@@ -811,8 +821,10 @@ impl CallActor {
                 request_uri,
                 status: None,
                 finished: false,
+                abandoned: false,
             });
         }
+        self.refresh_devices();
     }
 
     /// Sends one INVITE per target with `offer`; each fork's outcome arrives on `pending`
@@ -1073,8 +1085,9 @@ impl CallActor {
     }
 
     async fn on_fork_state(&mut self, index: usize, state: DialogState) {
+        let abandoned = self.forks.get(index).is_some_and(|f| f.abandoned);
         match state {
-            DialogState::Early(_, resp) if self.phase == Phase::Ringing => {
+            DialogState::Early(_, resp) if self.phase == Phase::Ringing && !abandoned => {
                 self.on_provisional(resp);
             }
             other => {
@@ -1160,8 +1173,9 @@ impl CallActor {
         };
         fork.status = Some(status);
         if (200..300).contains(&status) {
-            if self.winner.is_some() || self.phase != Phase::Ringing {
-                // A second device answered too (or the caller is gone): release it.
+            if self.winner.is_some() || self.phase != Phase::Ringing || fork.abandoned {
+                // A second device answered too, or one we stopped ringing, or the caller is
+                // gone: release it.
                 let dialog = fork.dialog.clone();
                 tokio::spawn(async move {
                     let _ = dialog.bye().await;
@@ -1173,11 +1187,23 @@ impl CallActor {
             }
             return;
         }
+        self.refresh_devices();
         if self.phase == Phase::Ringing
             && self.winner.is_none()
-            && self.forks.iter().all(|f| f.finished)
+            && self.forks.iter().all(|f| f.finished || f.abandoned)
         {
-            let statuses: Vec<u16> = self.forks.iter().filter_map(|f| f.status).collect();
+            // Devices the user ignored count as unavailable.
+            let statuses: Vec<u16> = self
+                .forks
+                .iter()
+                .map(|f| {
+                    if f.abandoned {
+                        480
+                    } else {
+                        f.status.unwrap_or(480)
+                    }
+                })
+                .collect();
             let best = best_failure(&statuses);
             info!(status = best, "every device failed");
             self.fail_caller(best, cause_for_status(best));
@@ -1241,6 +1267,7 @@ impl CallActor {
         self.answered_at = Some(now_ms());
         self.a_leg.state = LegState::Answered;
         self.b_leg.state = LegState::Answered;
+        self.b_leg.devices.clear();
         self.publish(EventKind::Answered, None, None);
         info!(device = %self.forks[index].request_uri, "call answered");
     }
@@ -1533,6 +1560,16 @@ impl CallActor {
         self.emit(kind, leg, cause, EventDetail::default());
     }
 
+    /// Updates the registry's copy of the call (what the API lists) without an event.
+    fn sync_registry(&self) {
+        let info = self.info();
+        if let Ok(mut calls) = self.engine.inner.calls.lock() {
+            if let Some(entry) = calls.get_mut(&self.id) {
+                entry.info = info;
+            }
+        }
+    }
+
     /// Updates the registry's copy of the call and publishes the event.
     fn emit(&self, kind: EventKind, leg: Option<Side>, cause: Option<&str>, detail: EventDetail) {
         let info = self.info();
@@ -1613,6 +1650,10 @@ impl CallActor {
                 reply,
             } => {
                 let result = self.start_transfer(transferor, target, attended);
+                let _ = reply.send(result);
+            }
+            CallCommand::Ringing { action, reply } => {
+                let result = self.on_ringing_action(action).await;
                 let _ = reply.send(result);
             }
             CallCommand::FinishTransfer { complete, reply } => {

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::call::CallCommand;
+use crate::call::{CallCommand, RingingAction};
 use crate::Engine;
 
 /// Where a leg is in its life (the states RingCentral and jambonz expose, in our words).
@@ -50,6 +50,9 @@ pub struct LegInfo {
     pub muted: bool,
     pub held: bool,
     pub recording: bool,
+    /// While the leg rings: the devices (registered contacts) still ringing, for `ignore`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 /// A call with its legs, as every API renders it.
@@ -368,11 +371,6 @@ impl Engine {
         if call.state != "answered" {
             return Err(CommandError::WrongState { state: call.state });
         }
-        let dialled = transfer_target_user(target).ok_or_else(|| {
-            CommandError::BadTarget(format!(
-                "'{target}' is not an extension, a phone number or a sip:/tel: URI"
-            ))
-        })?;
         let transferor = match transferor_leg {
             Some(id) => call.leg(id).ok_or(CommandError::NotFound)?.clone(),
             None => {
@@ -384,25 +382,9 @@ impl Engine {
             }
         };
         // Routed as if the transferor dialled it (their own extension is a loop).
-        let origin = crate::routing::Origin::User {
-            account_id: account_id.to_string(),
-            user_id: transferor.owner_user_id.clone().unwrap_or_default(),
-        };
-        let destination = crate::call::resolve_destination(self, account_id, &origin, &dialled)
-            .await
-            .map_err(|status| {
-                CommandError::BadTarget(match status {
-                    404 => format!("no extension or number '{dialled}' can be reached"),
-                    482 => format!("'{dialled}' is the transferring party itself"),
-                    480 => format!("'{dialled}' has no registered phone"),
-                    _ => format!("'{dialled}' cannot be reached now ({status})"),
-                })
-            })?;
-        let target = crate::call::TransferTarget {
-            label: destination.label,
-            owner: destination.owner,
-            forks: destination.targets,
-        };
+        let target = self
+            .resolve_target(account_id, transferor.owner_user_id.as_deref(), target)
+            .await?;
         let transferor = Some(transferor.id);
         self.send_command(account_id, call_id, |reply| CallCommand::Transfer {
             transferor,
@@ -424,6 +406,92 @@ impl Engine {
     ) -> Result<CallInfo, CommandError> {
         self.send_command(account_id, call_id, |reply| CallCommand::FinishTransfer {
             complete,
+            reply,
+        })
+        .await
+    }
+
+    /// Resolves an extension, number or `sip:`/`tel:` URI to the devices to ring, as if
+    /// `as_user` dialled it. Anything unreachable is `BadTarget` with the reason.
+    async fn resolve_target(
+        &self,
+        account_id: &str,
+        as_user: Option<&str>,
+        target: &str,
+    ) -> Result<crate::call::TransferTarget, CommandError> {
+        let dialled = transfer_target_user(target).ok_or_else(|| {
+            CommandError::BadTarget(format!(
+                "'{target}' is not an extension, a phone number or a sip:/tel: URI"
+            ))
+        })?;
+        let origin = crate::routing::Origin::User {
+            account_id: account_id.to_string(),
+            user_id: as_user.unwrap_or_default().to_string(),
+        };
+        let destination = crate::call::resolve_destination(self, account_id, &origin, &dialled)
+            .await
+            .map_err(|status| {
+                CommandError::BadTarget(match status {
+                    404 => format!("no extension or number '{dialled}' can be reached"),
+                    482 => format!("'{dialled}' is the party itself"),
+                    480 => format!("'{dialled}' has no registered phone"),
+                    _ => format!("'{dialled}' cannot be reached now ({status})"),
+                })
+            })?;
+        Ok(crate::call::TransferTarget {
+            label: destination.label,
+            owner: destination.owner,
+            forks: destination.targets,
+        })
+    }
+
+    /// Forwards a call that is still ringing: every device stops ringing and `target` rings
+    /// instead (resolved as if the callee dialled it). 409 once answered.
+    pub async fn forward(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        target: &str,
+    ) -> Result<CallInfo, CommandError> {
+        let call = self.call(account_id, call_id)?;
+        if call.state != "ringing" {
+            return Err(CommandError::WrongState { state: call.state });
+        }
+        let callee = call.legs.get(1).and_then(|l| l.owner_user_id.clone());
+        let target = self
+            .resolve_target(account_id, callee.as_deref(), target)
+            .await?;
+        self.ringing_action(account_id, call_id, RingingAction::Forward(target))
+            .await
+    }
+
+    /// Rejects a ringing call: every device stops ringing and the caller hears busy.
+    pub async fn reject(&self, account_id: &str, call_id: &str) -> Result<CallInfo, CommandError> {
+        self.ringing_action(account_id, call_id, RingingAction::Reject)
+            .await
+    }
+
+    /// Stops one ringing device (one of the callee leg's `devices`); the others ring on. When
+    /// none is left the caller hears "unavailable".
+    pub async fn ignore(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        device: &str,
+    ) -> Result<CallInfo, CommandError> {
+        let device = device.to_string();
+        self.ringing_action(account_id, call_id, RingingAction::Ignore { device })
+            .await
+    }
+
+    async fn ringing_action(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        action: RingingAction,
+    ) -> Result<CallInfo, CommandError> {
+        self.send_command(account_id, call_id, |reply| CallCommand::Ringing {
+            action,
             reply,
         })
         .await

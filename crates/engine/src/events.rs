@@ -23,6 +23,8 @@ pub enum EventKind {
     Dtmf,
     RecordingStarted,
     RecordingStopped,
+    /// A ringing call was forwarded to another destination (`target`).
+    Forwarded,
     /// A blind transfer began: the kept party hears music while the target rings.
     TransferStarted,
     /// The transfer target's phone is ringing.
@@ -49,6 +51,7 @@ impl EventKind {
             EventKind::Dtmf => "dtmf",
             EventKind::RecordingStarted => "recording_started",
             EventKind::RecordingStopped => "recording_stopped",
+            EventKind::Forwarded => "forwarded",
             EventKind::TransferStarted => "transfer_started",
             EventKind::TransferRinging => "transfer_ringing",
             EventKind::TransferConsulting => "transfer_consulting",

@@ -11,6 +11,7 @@ mod media;
 pub mod model;
 mod originate;
 mod recordings;
+mod ringing;
 mod transfer;
 
 use std::sync::OnceLock;
@@ -83,6 +84,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(transfer::transfer_call))
         .routes(routes!(transfer::complete_transfer))
         .routes(routes!(transfer::cancel_transfer))
+        .routes(routes!(ringing::forward_call))
+        .routes(routes!(ringing::reject_call))
+        .routes(routes!(ringing::ignore_call))
         .routes(routes!(recordings::record))
         .routes(routes!(recordings::list_recordings))
         .routes(routes!(recordings::get_recording))

@@ -22,6 +22,9 @@ pub struct Leg {
     pub muted: bool,
     pub held: bool,
     pub recording: bool,
+    /// While the leg rings: the devices still ringing (use one with `.../ignore`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
 }
 
 /// A call in progress with its legs.
@@ -141,6 +144,7 @@ impl From<&LegInfo> for Leg {
             muted: l.muted,
             held: l.held,
             recording: l.recording,
+            devices: l.devices.clone(),
         }
     }
 }

@@ -93,6 +93,7 @@ mod tests {
             muted: false,
             held: false,
             recording: false,
+            devices: vec![],
         };
         let dids: Dids = [("u1".to_string(), "+4930123456".to_string())].into();
         assert_eq!(leg_number(&leg, &dids), "+4930123456");

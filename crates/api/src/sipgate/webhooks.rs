@@ -572,6 +572,7 @@ mod tests {
             muted: false,
             held: false,
             recording: false,
+            devices: vec![],
         }
     }
 

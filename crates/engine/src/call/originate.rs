@@ -246,6 +246,7 @@ impl CallActor {
             request_uri,
             status: None,
             finished: false,
+            abandoned: false,
         });
         if let Some(o) = self.originated.as_mut() {
             o.caller_forks.extend(forks);

@@ -224,6 +224,7 @@ impl CallActor {
                 request_uri,
                 status: None,
                 finished: false,
+                abandoned: false,
             })
             .collect();
         // The kept party hears music while the target rings; the transferor hears nothing.
@@ -584,6 +585,7 @@ impl CallActor {
             muted: false,
             held: false,
             recording: self.recording.is_some(),
+            devices: Vec::new(),
         };
         let old_leg = std::mem::replace(self.leg_mut(slot), new_leg);
         self.retired.push(LegRecord {

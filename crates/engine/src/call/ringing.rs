@@ -1,0 +1,114 @@
+//! Operations on a call that still rings (the callee has not answered): forward it to another
+//! destination, reject it (every device stops ringing; the caller hears busy), or ignore it
+//! on one device (the others keep ringing).
+
+use tracing::{debug, info};
+
+use super::{CallActor, Phase, TransferTarget};
+use crate::control::{CallInfo, CommandError};
+use crate::events::{EventDetail, EventKind};
+
+/// What to do with a ringing call.
+#[derive(Debug)]
+pub enum RingingAction {
+    /// Stop ringing here and ring this destination instead.
+    Forward(TransferTarget),
+    /// Stop ringing everywhere; the caller gets busy.
+    Reject,
+    /// Stop ringing on this device (one of the callee leg's `devices`).
+    Ignore { device: String },
+}
+
+impl CallActor {
+    pub(super) async fn on_ringing_action(
+        &mut self,
+        action: RingingAction,
+    ) -> Result<CallInfo, CommandError> {
+        let still_calling_caller = self.originated.as_ref().is_some_and(|o| !o.caller_answered);
+        if self.phase != Phase::Ringing || still_calling_caller {
+            return Err(CommandError::WrongState {
+                state: if still_calling_caller {
+                    "calling the caller".into()
+                } else {
+                    self.state_name().to_string()
+                },
+            });
+        }
+        match action {
+            RingingAction::Forward(target) => {
+                self.abandon_forks(|_| true);
+                info!(target = %target.label, "forwarding the ringing call");
+                self.b_leg.number = target.label.clone();
+                self.b_leg.owner_user_id = target.owner.as_ref().map(|(id, _)| id.clone());
+                self.b_leg.owner_extension = target.owner.as_ref().map(|(_, e)| e.clone());
+                self.callee_label = target.label.clone();
+                self.ring_deadline =
+                    Some(tokio::time::Instant::now() + self.engine.inner.cfg.ring_timeout);
+                self.send_forks(&target.forks);
+                self.publish_detail(
+                    EventKind::Forwarded,
+                    Some(super::Side::B),
+                    EventDetail {
+                        target: Some(target.label),
+                        ..Default::default()
+                    },
+                );
+            }
+            RingingAction::Reject => {
+                self.abandon_forks(|_| true);
+                info!("call rejected while ringing");
+                self.fail_caller(486, "rejected");
+            }
+            RingingAction::Ignore { device } => {
+                let found = self
+                    .forks
+                    .iter()
+                    .any(|f| !f.finished && !f.abandoned && f.request_uri == device);
+                if !found {
+                    return Err(CommandError::Invalid(format!(
+                        "'{device}' is not a device of this call that is ringing"
+                    )));
+                }
+                self.abandon_forks(|f| f.request_uri == device);
+                info!(%device, "device stopped ringing (ignored)");
+                if self.forks.iter().all(|f| f.finished || f.abandoned) {
+                    self.fail_caller(480, "unavailable");
+                }
+            }
+        }
+        self.refresh_devices();
+        self.sync_registry();
+        Ok(self.info())
+    }
+
+    /// CANCELs the live forks `which` selects and marks them so they can no longer answer.
+    fn abandon_forks(&mut self, which: impl Fn(&super::Fork) -> bool) {
+        for fork in self
+            .forks
+            .iter_mut()
+            .filter(|f| !f.finished && !f.abandoned)
+            .filter(|f| which(f))
+        {
+            fork.abandoned = true;
+            let dialog = fork.dialog.clone();
+            tokio::spawn(async move {
+                if let Err(e) = dialog.cancel().await {
+                    debug!(error = %e, "CANCEL failed");
+                }
+            });
+        }
+    }
+
+    /// The callee leg's list of devices still ringing.
+    pub(super) fn refresh_devices(&mut self) {
+        self.b_leg.devices = if self.phase == Phase::Ringing {
+            self.forks
+                .iter()
+                .filter(|f| !f.finished && !f.abandoned)
+                .map(|f| f.request_uri.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+    }
+}
