@@ -524,7 +524,13 @@ pub(crate) fn transfer_target_user(target: &str) -> Option<String> {
     } else {
         target.to_string()
     };
-    let user = hookflash_sip::uri::normalize_number(&user);
+    // Visual separators are dropped from numbers only ("+49 (211) 123"), not from names.
+    let number = hookflash_sip::uri::normalize_number(&user);
+    let user = if hookflash_sip::uri::is_phone_number(&number) {
+        number
+    } else {
+        user
+    };
     let ok = !user.is_empty()
         && user.len() <= 64
         && user.chars().enumerate().all(|(i, c)| {

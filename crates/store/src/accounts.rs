@@ -1,8 +1,11 @@
 //! Accounts (tenants).
 
+use std::sync::Arc;
+
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use crate::cache::AccountIndex;
 use crate::db::{new_id, now_secs, Store};
 use crate::error::StoreError;
 use crate::model::Account;
@@ -28,12 +31,13 @@ impl Store {
             realm: realm.to_string(),
             created_at: now_secs(),
         };
+        let mut tx = self.begin_provisioning().await?;
         sqlx::query("INSERT INTO accounts (id, name, realm, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&account.id)
             .bind(&account.name)
             .bind(&account.realm)
             .bind(account.created_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| match StoreError::from(e) {
                 StoreError::Conflict(_) => StoreError::Conflict(format!(
@@ -41,51 +45,51 @@ impl Store {
                 )),
                 other => other,
             })?;
+        self.commit_provisioning(tx).await?;
         tracing::info!(account = %account.name, realm = %account.realm, "account created");
         Ok(account)
     }
 
     /// All accounts, oldest first.
     pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let rows =
-            sqlx::query("SELECT id, name, realm, created_at FROM accounts ORDER BY created_at, id")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(account_from_row).collect()
+        Ok(self.account_index().await?.list.clone())
     }
 
     pub async fn account_by_name(&self, name: &str) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query("SELECT id, name, realm, created_at FROM accounts WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(account_from_row).transpose()
+        Ok(self.account_index().await?.by_name(name).cloned())
     }
 
     pub async fn account_by_id(&self, id: &str) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query("SELECT id, name, realm, created_at FROM accounts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(account_from_row).transpose()
+        Ok(self.account_index().await?.by_id(id).cloned())
     }
 
     pub async fn account_by_realm(&self, realm: &str) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query("SELECT id, name, realm, created_at FROM accounts WHERE realm = $1")
-            .bind(realm)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(account_from_row).transpose()
+        Ok(self.account_index().await?.by_realm(realm).cloned())
     }
 
     /// The oldest account (the one the CLI and single-tenant setups use by default).
     pub async fn default_account(&self) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, name, realm, created_at FROM accounts ORDER BY created_at, id LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(account_from_row).transpose()
+        Ok(self.account_index().await?.list.first().cloned())
+    }
+
+    /// All accounts, from the read cache (loaded on a miss).
+    async fn account_index(&self) -> Result<Arc<AccountIndex>, StoreError> {
+        self.refresh_cache().await;
+        let ticket = match self.cache.lookup(|s| s.accounts.clone()) {
+            Ok(idx) => return Ok(idx),
+            Err(ticket) => ticket,
+        };
+        let rows =
+            sqlx::query("SELECT id, name, realm, created_at FROM accounts ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?;
+        let list = rows
+            .iter()
+            .map(account_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let idx = Arc::new(AccountIndex::new(list));
+        self.cache.fill(ticket, |s| s.accounts = Some(idx.clone()));
+        Ok(idx)
     }
 
     /// Changes an account's realm. The HA1 values of its users were computed with the old
@@ -96,10 +100,11 @@ impl Store {
         realm: &str,
     ) -> Result<bool, StoreError> {
         check_name("realm", realm).map_err(StoreError::Invalid)?;
+        let mut tx = self.begin_provisioning().await?;
         let res = sqlx::query("UPDATE accounts SET realm = $1 WHERE id = $2")
             .bind(realm)
             .bind(account_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| match StoreError::from(e) {
                 StoreError::Conflict(_) => {
@@ -107,6 +112,7 @@ impl Store {
                 }
                 other => other,
             })?;
+        self.commit_provisioning(tx).await?;
         Ok(res.rows_affected() > 0)
     }
 

@@ -46,50 +46,12 @@ fn leg_from_row(row: &SqliteRow) -> Result<LegRecord, StoreError> {
 impl Store {
     /// Writes a finished call and its legs in one transaction. Each leg is stored under the
     /// record's id, whatever its `call_id` says. An existing id gives [`StoreError::Conflict`].
+    ///
+    /// Returns once the record is committed. Concurrent calls are coalesced into one
+    /// transaction by a writer task (group commit); a failure affects only the record that
+    /// caused it.
     pub async fn insert_call_record(&self, rec: &CallRecord) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO call_records (id, account_id, from_uri, to_uri, direction, started_at, \
-               answered_at, ended_at, duration_ms, end_cause, sip_status) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&rec.id)
-        .bind(&rec.account_id)
-        .bind(&rec.from)
-        .bind(&rec.to)
-        .bind(&rec.direction)
-        .bind(rec.started_at)
-        .bind(rec.answered_at)
-        .bind(rec.ended_at)
-        .bind(rec.duration_ms)
-        .bind(&rec.end_cause)
-        .bind(i64::from(rec.sip_status))
-        .execute(&mut *tx)
-        .await?;
-        for leg in &rec.legs {
-            sqlx::query(
-                "INSERT INTO call_legs (id, call_id, role, direction, from_uri, to_uri, contact, \
-                   started_at, answered_at, ended_at, end_cause, sip_status) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(&leg.id)
-            .bind(&rec.id)
-            .bind(&leg.role)
-            .bind(&leg.direction)
-            .bind(&leg.from)
-            .bind(&leg.to)
-            .bind(&leg.contact)
-            .bind(leg.started_at)
-            .bind(leg.answered_at)
-            .bind(leg.ended_at)
-            .bind(&leg.end_cause)
-            .bind(i64::from(leg.sip_status))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        tracing::debug!(call_id = %rec.id, legs = rec.legs.len(), "call record written");
-        Ok(())
+        self.write_call_record(rec).await
     }
 
     /// The newest `limit` calls (of one account, or of all when `None`), newest first, each

@@ -2,23 +2,36 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
+use sqlx::Transaction;
 
+use crate::cache::Cache;
 use crate::error::StoreError;
+use crate::model::CallRecord;
+use crate::record_writer::{insert_one, RecordWriter};
 
 /// File name of the SQLite database inside `data_dir`.
 pub const DB_FILE_NAME: &str = "hookflash.db";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// Handle to the database. Cheap to clone (a connection pool behind an `Arc`).
+/// Handle to the database. Cheap to clone (a connection pool, the read cache and the
+/// call-record writer, each behind an `Arc`).
+///
+/// Routing reads (accounts, trunks, users, numbers, registrations) are served from an
+/// in-memory cache that every write through the store invalidates (see `cache.rs`); call
+/// records are group-committed by a writer task (see `record_writer.rs`).
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) pool: SqlitePool,
+    pub(crate) cache: Arc<Cache>,
+    pub(crate) records: Option<RecordWriter>,
 }
 
 impl Store {
@@ -29,6 +42,12 @@ impl Store {
             source,
         })?;
         let path = data_dir.join(DB_FILE_NAME);
+        // Durability: WAL with synchronous=NORMAL. A commit is in the WAL file (in the OS's
+        // page cache) when it returns, so it survives a crash or kill of the process; the WAL
+        // is fsynced at checkpoints, not at every commit, so a power loss or kernel crash can
+        // roll back the most recent commits (those not yet checkpointed), never corrupt the
+        // database. synchronous=FULL would fsync every commit (group commit of call records
+        // makes that one fsync per batch, not per call) at the price of commit latency.
         let options = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true)
@@ -38,9 +57,12 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // An embedded database has no connection that can silently die: no ping (a round
+            // trip to the connection's worker thread) before every acquire.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        let store = Store { pool };
+        let store = Store::with_pool(pool);
         store.migrate().await?;
         tracing::info!(path = %path.display(), "database open");
         Ok(store)
@@ -55,11 +77,20 @@ impl Store {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        let store = Store { pool };
+        let store = Store::with_pool(pool);
         store.migrate().await?;
         Ok(store)
+    }
+
+    fn with_pool(pool: SqlitePool) -> Store {
+        Store {
+            records: RecordWriter::spawn(pool.clone()),
+            cache: Arc::new(Cache::new()),
+            pool,
+        }
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -76,6 +107,51 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Starts a transaction that writes provisioning tables; finish it with
+    /// [`Store::commit_provisioning`].
+    pub(crate) async fn begin_provisioning(
+        &self,
+    ) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Commits a write to the cached provisioning tables (accounts, users, numbers, trunks):
+    /// bumps the database's provisioning generation in the same transaction (so other
+    /// processes' caches notice), commits, and empties this process's read cache — also when
+    /// the commit fails, since its outcome is then not known for sure.
+    pub(crate) async fn commit_provisioning(
+        &self,
+        mut tx: Transaction<'static, Sqlite>,
+    ) -> Result<(), StoreError> {
+        let res = async {
+            sqlx::query(
+                "UPDATE provisioning_generation SET generation = generation + 1 WHERE id = 1",
+            )
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        }
+        .await;
+        self.cache.invalidate_all();
+        res.map_err(StoreError::from)
+    }
+
+    /// Looks whether another process changed the provisioning data (at most every
+    /// `cache::EXTERNAL_CHECK_INTERVAL`), before a cached read.
+    pub(crate) async fn refresh_cache(&self) {
+        self.cache.refresh(&self.pool).await;
+    }
+
+    /// Writes a finished call and its legs, durably: returns once the transaction holding them
+    /// is committed. Concurrent callers share one transaction (group commit); see
+    /// `record_writer.rs`.
+    pub(crate) async fn write_call_record(&self, rec: &CallRecord) -> Result<(), StoreError> {
+        match &self.records {
+            Some(writer) => writer.write(&self.pool, rec).await,
+            None => insert_one(&self.pool, rec).await,
+        }
     }
 }
 

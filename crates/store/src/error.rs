@@ -50,6 +50,10 @@ pub enum StoreError {
     /// A row holds a value that cannot be mapped (e.g. a port outside 0..=65535).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The call-record writer stopped (its runtime shut down) before it answered: whether the
+    /// record was committed is unknown.
+    #[error("the call-record writer stopped before confirming the write")]
+    WriterGone,
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod api_keys;
+mod cache;
 mod calls;
 pub mod config;
 mod crypto;
@@ -16,6 +17,7 @@ pub mod normalize;
 mod numbers;
 mod pats;
 mod provisioning;
+mod record_writer;
 mod recordings;
 mod registrations;
 mod secrets;

@@ -7,6 +7,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use crate::cache::put_capped;
 use crate::db::{new_id, now_secs, Store};
 use crate::error::StoreError;
 use crate::model::{Number, User};
@@ -46,6 +47,7 @@ impl Store {
             number: format!("+{digits}"),
             user_id: user.id,
         };
+        let mut tx = self.begin_provisioning().await?;
         sqlx::query(
             "INSERT INTO numbers (id, account_id, number, digits, user_id, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -56,7 +58,7 @@ impl Store {
         .bind(&digits)
         .bind(&n.user_id)
         .bind(now_secs())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| match StoreError::from(e) {
             StoreError::Conflict(_) => {
@@ -64,6 +66,7 @@ impl Store {
             }
             other => other,
         })?;
+        self.commit_provisioning(tx).await?;
         tracing::info!(account_id, number = %n.number, extension, "number added");
         Ok(n)
     }
@@ -78,13 +81,15 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let digits = digits_or_invalid(number)?;
         let user = self.require_user(account_id, extension).await?;
+        let mut tx = self.begin_provisioning().await?;
         let res =
             sqlx::query("UPDATE numbers SET user_id = $1 WHERE account_id = $2 AND digits = $3")
                 .bind(&user.id)
                 .bind(account_id)
                 .bind(&digits)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+        self.commit_provisioning(tx).await?;
         Ok(res.rows_affected() > 0)
     }
 
@@ -104,11 +109,13 @@ impl Store {
         let Some(digits) = number_digits(number) else {
             return Ok(false);
         };
+        let mut tx = self.begin_provisioning().await?;
         let res = sqlx::query("DELETE FROM numbers WHERE account_id = $1 AND digits = $2")
             .bind(account_id)
             .bind(&digits)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        self.commit_provisioning(tx).await?;
         Ok(res.rows_affected() > 0)
     }
 
@@ -118,12 +125,25 @@ impl Store {
         let Some(digits) = number_digits(number) else {
             return Ok(None);
         };
+        self.refresh_cache().await;
+        let ticket = match self.cache.lookup(|s| s.numbers.get(&digits).cloned()) {
+            Ok(hit) => return Ok(hit),
+            Err(ticket) => ticket,
+        };
+        let found = self.lookup_number_db(&digits).await?;
+        self.cache.fill(ticket, |s| {
+            put_capped(&mut s.numbers, &digits, found.clone())
+        });
+        Ok(found)
+    }
+
+    async fn lookup_number_db(&self, digits: &str) -> Result<Option<(Number, User)>, StoreError> {
         let row = sqlx::query(
             "SELECT n.id AS n_id, n.account_id AS n_account_id, n.number AS n_number, \
                     u.id, u.account_id, u.extension, u.display_name, u.ha1_md5, u.ha1_sha256 \
              FROM numbers n JOIN users u ON u.id = n.user_id WHERE n.digits = $1",
         )
-        .bind(&digits)
+        .bind(digits)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {

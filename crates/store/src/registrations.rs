@@ -1,8 +1,11 @@
 //! Registered contacts of users (persisted so they survive restarts).
 
+use std::sync::Arc;
+
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use crate::cache::put_capped;
 use crate::db::{narrow, Store};
 use crate::error::StoreError;
 use crate::model::Registration;
@@ -24,7 +27,7 @@ fn registration_from_row(row: &SqliteRow) -> Result<Registration, StoreError> {
 impl Store {
     /// Inserts or refreshes the binding `(user_id, contact)`.
     pub async fn upsert_registration(&self, r: &Registration) -> Result<(), StoreError> {
-        sqlx::query(
+        let res = sqlx::query(
             "INSERT INTO registrations (user_id, contact, source, transport, expires_at, call_id, cseq, user_agent) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (user_id, contact) DO UPDATE SET \
@@ -41,7 +44,9 @@ impl Store {
         .bind(i64::from(r.cseq))
         .bind(&r.user_agent)
         .execute(&self.pool)
-        .await?;
+        .await;
+        self.cache.invalidate_registrations(Some(&r.user_id));
+        res?;
         Ok(())
     }
 
@@ -55,8 +60,9 @@ impl Store {
             .bind(user_id)
             .bind(contact)
             .execute(&self.pool)
-            .await?;
-        Ok(res.rows_affected() > 0)
+            .await;
+        self.cache.invalidate_registrations(Some(user_id));
+        Ok(res?.rows_affected() > 0)
     }
 
     /// Removes all bindings of a user (`Contact: *`). Returns how many were removed.
@@ -64,26 +70,43 @@ impl Store {
         let res = sqlx::query("DELETE FROM registrations WHERE user_id = $1")
             .bind(user_id)
             .execute(&self.pool)
-            .await?;
-        Ok(res.rows_affected())
+            .await;
+        self.cache.invalidate_registrations(Some(user_id));
+        Ok(res?.rows_affected())
     }
 
     /// The unexpired bindings of a user (`expires_at > now`), latest expiry first.
+    ///
+    /// Served from the read cache: a user's bindings are loaded once (expired ones too) and
+    /// filtered against `now` on every read; every registration write drops the user's entry.
     pub async fn registrations(
         &self,
         user_id: &str,
         now: i64,
     ) -> Result<Vec<Registration>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT user_id, contact, source, transport, expires_at, call_id, cseq, user_agent \
-             FROM registrations WHERE user_id = $1 AND expires_at > $2 \
-             ORDER BY expires_at DESC, contact",
-        )
-        .bind(user_id)
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(registration_from_row).collect()
+        self.refresh_cache().await;
+        let all = match self.cache.lookup(|s| s.registrations.get(user_id).cloned()) {
+            Ok(all) => all,
+            Err(ticket) => {
+                let rows = sqlx::query(
+                    "SELECT user_id, contact, source, transport, expires_at, call_id, cseq, user_agent \
+                     FROM registrations WHERE user_id = $1 ORDER BY expires_at DESC, contact",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
+                let all: Arc<[Registration]> = rows
+                    .iter()
+                    .map(registration_from_row)
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into();
+                self.cache.fill_registrations(ticket, |s| {
+                    put_capped(&mut s.registrations, user_id, all.clone())
+                });
+                all
+            }
+        };
+        Ok(all.iter().filter(|r| r.expires_at > now).cloned().collect())
     }
 
     /// The unexpired bindings of all users of an account.
@@ -118,8 +141,13 @@ impl Store {
         let res = sqlx::query("DELETE FROM registrations WHERE expires_at <= $1")
             .bind(now)
             .execute(&self.pool)
-            .await?;
-        let n = res.rows_affected();
+            .await;
+        // Nothing deleted: the cached bindings still match the table (reads filter expired
+        // ones themselves).
+        if !matches!(&res, Ok(r) if r.rows_affected() == 0) {
+            self.cache.invalidate_registrations(None);
+        }
+        let n = res?.rows_affected();
         if n > 0 {
             tracing::debug!(purged = n, "expired registrations purged");
         }

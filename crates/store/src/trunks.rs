@@ -1,10 +1,12 @@
 //! Trunks: SIP gateways for outbound calls and sources of inbound DID calls.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use crate::cache::CachedTrunk;
 use crate::config::TrunkSpec;
 use crate::db::{narrow, new_id, now_secs, Store};
 use crate::error::StoreError;
@@ -57,6 +59,7 @@ impl Store {
             username: spec.username.clone(),
             password: spec.password.clone(),
         };
+        let mut tx = self.begin_provisioning().await?;
         sqlx::query(
             "INSERT INTO trunks (id, account_id, name, host, port, transport, username, password, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -70,7 +73,7 @@ impl Store {
         .bind(&trunk.username)
         .bind(&trunk.password)
         .bind(now_secs())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| match StoreError::from(e) {
             StoreError::Conflict(_) => StoreError::Conflict(format!(
@@ -79,6 +82,7 @@ impl Store {
             )),
             other => other,
         })?;
+        self.commit_provisioning(tx).await?;
         tracing::info!(account = %account.name, trunk = %trunk.name, host = %trunk.host,
             port = trunk.port, transport = %trunk.transport, "trunk added");
         Ok(trunk)
@@ -92,6 +96,7 @@ impl Store {
         spec: &TrunkSpec,
     ) -> Result<bool, StoreError> {
         spec.check().map_err(StoreError::Invalid)?;
+        let mut tx = self.begin_provisioning().await?;
         let res = sqlx::query(
             "UPDATE trunks SET host = $1, port = $2, transport = $3, username = $4, password = $5 \
              WHERE account_id = $6 AND name = $7",
@@ -103,8 +108,9 @@ impl Store {
         .bind(&spec.password)
         .bind(account_id)
         .bind(&spec.name)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        self.commit_provisioning(tx).await?;
         Ok(res.rows_affected() > 0)
     }
 
@@ -138,24 +144,23 @@ impl Store {
 
     /// Removes the named trunk. False if it did not exist.
     pub async fn remove_trunk(&self, account_id: &str, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_provisioning().await?;
         let res = sqlx::query("DELETE FROM trunks WHERE account_id = $1 AND name = $2")
             .bind(account_id)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        self.commit_provisioning(tx).await?;
         Ok(res.rows_affected() > 0)
     }
 
     /// The trunk outbound calls of the account use: its first (oldest) trunk.
     pub async fn outbound_trunk(&self, account_id: &str) -> Result<Option<Trunk>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, account_id, name, host, port, transport, username, password FROM trunks \
-             WHERE account_id = $1 ORDER BY created_at, id LIMIT 1",
-        )
-        .bind(account_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(trunk_from_row).transpose()
+        let all = self.all_trunks().await?;
+        Ok(all
+            .iter()
+            .find(|t| t.trunk.account_id == account_id)
+            .map(|t| t.trunk.clone()))
     }
 
     /// The trunk a request from `ip:port` comes from: a trunk whose host is that IP literal and
@@ -166,40 +171,49 @@ impl Store {
         port: u16,
     ) -> Result<Option<Trunk>, StoreError> {
         let ip = canonical_ip(ip);
-        let rows = sqlx::query(
-            "SELECT id, account_id, name, host, port, transport, username, password FROM trunks \
-             WHERE port = $1 ORDER BY created_at, id",
-        )
-        .bind(i64::from(port))
-        .fetch_all(&self.pool)
-        .await?;
-        for row in &rows {
-            let t = trunk_from_row(row)?;
-            if host_ip(&t.host) == Some(ip) {
-                return Ok(Some(t));
-            }
-        }
-        Ok(None)
+        let all = self.all_trunks().await?;
+        Ok(all
+            .iter()
+            .find(|t| t.trunk.port == port && t.ip == Some(ip))
+            .map(|t| t.trunk.clone()))
     }
 
     /// All trunks (any account, any port) whose host is the IP literal `ip`, oldest first.
     /// For sources whose port says nothing (e.g. TCP connections from ephemeral ports).
     pub async fn trunks_by_ip(&self, ip: IpAddr) -> Result<Vec<Trunk>, StoreError> {
         let ip = canonical_ip(ip);
+        let all = self.all_trunks().await?;
+        Ok(all
+            .iter()
+            .filter(|t| t.ip == Some(ip))
+            .map(|t| t.trunk.clone())
+            .collect())
+    }
+
+    /// All trunks, oldest first, from the read cache (loaded on a miss).
+    async fn all_trunks(&self) -> Result<Arc<Vec<CachedTrunk>>, StoreError> {
+        self.refresh_cache().await;
+        let ticket = match self.cache.lookup(|s| s.trunks.clone()) {
+            Ok(all) => return Ok(all),
+            Err(ticket) => ticket,
+        };
         let rows = sqlx::query(
             "SELECT id, account_id, name, host, port, transport, username, password FROM trunks \
              ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::new();
+        let mut all = Vec::with_capacity(rows.len());
         for row in &rows {
-            let t = trunk_from_row(row)?;
-            if host_ip(&t.host) == Some(ip) {
-                out.push(t);
-            }
+            let trunk = trunk_from_row(row)?;
+            all.push(CachedTrunk {
+                ip: host_ip(&trunk.host),
+                trunk,
+            });
         }
-        Ok(out)
+        let all = Arc::new(all);
+        self.cache.fill(ticket, |s| s.trunks = Some(all.clone()));
+        Ok(all)
     }
 }
 

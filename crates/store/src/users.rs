@@ -3,6 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use crate::cache::put_capped;
 use crate::crypto::{constant_time_eq, ha1, DigestAlgorithm};
 use crate::db::{new_id, now_secs, Store};
 use crate::error::StoreError;
@@ -57,6 +58,7 @@ impl Store {
             ha1_md5,
             ha1_sha256,
         };
+        let mut tx = self.begin_provisioning().await?;
         sqlx::query(
             "INSERT INTO users (id, account_id, extension, display_name, ha1_md5, ha1_sha256, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -68,7 +70,7 @@ impl Store {
         .bind(&user.ha1_md5)
         .bind(&user.ha1_sha256)
         .bind(now_secs())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| match StoreError::from(e) {
             StoreError::Conflict(_) => StoreError::Conflict(format!(
@@ -77,6 +79,7 @@ impl Store {
             )),
             other => other,
         })?;
+        self.commit_provisioning(tx).await?;
         tracing::info!(account = %account.name, extension, "user added");
         Ok(user)
     }
@@ -93,6 +96,7 @@ impl Store {
             return Ok(false);
         };
         let (ha1_md5, ha1_sha256) = ha1_pair(extension, &account.realm, password);
+        let mut tx = self.begin_provisioning().await?;
         let res = sqlx::query(
             "UPDATE users SET ha1_md5 = $1, ha1_sha256 = $2 WHERE account_id = $3 AND extension = $4",
         )
@@ -100,8 +104,9 @@ impl Store {
         .bind(&ha1_sha256)
         .bind(account_id)
         .bind(extension)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        self.commit_provisioning(tx).await?;
         let changed = res.rows_affected() > 0;
         if changed {
             tracing::info!(account = %account.name, extension, "user password changed");
@@ -116,14 +121,16 @@ impl Store {
         extension: &str,
         display_name: Option<&str>,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_provisioning().await?;
         let res = sqlx::query(
             "UPDATE users SET display_name = $1 WHERE account_id = $2 AND extension = $3",
         )
         .bind(display_name)
         .bind(account_id)
         .bind(extension)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        self.commit_provisioning(tx).await?;
         Ok(res.rows_affected() > 0)
     }
 
@@ -138,14 +145,16 @@ impl Store {
         if let Some(url) = url {
             check_webhook_url(url).map_err(StoreError::Invalid)?;
         }
+        let mut tx = self.begin_provisioning().await?;
         let res = sqlx::query(
             "UPDATE users SET webhook_url = $1 WHERE account_id = $2 AND extension = $3",
         )
         .bind(url)
         .bind(account_id)
         .bind(extension)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        self.commit_provisioning(tx).await?;
         let changed = res.rows_affected() > 0;
         if changed {
             tracing::info!(
@@ -188,12 +197,21 @@ impl Store {
     /// The user's sipgate push webhook URL, if set (kept out of [`User`] on purpose: only the
     /// webhook dispatcher needs it).
     pub async fn user_webhook(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+        self.refresh_cache().await;
+        let ticket = match self.cache.lookup(|s| s.webhooks.get(user_id).cloned()) {
+            Ok(hit) => return Ok(hit),
+            Err(ticket) => ticket,
+        };
         let url: Option<Option<String>> =
             sqlx::query_scalar("SELECT webhook_url FROM users WHERE id = $1")
                 .bind(user_id)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(url.flatten())
+        let url = url.flatten();
+        self.cache.fill(ticket, |s| {
+            put_capped(&mut s.webhooks, user_id, url.clone())
+        });
+        Ok(url)
     }
 
     /// The users of an account, ordered by extension.
@@ -213,6 +231,11 @@ impl Store {
         account_id: &str,
         extension: &str,
     ) -> Result<Option<User>, StoreError> {
+        self.refresh_cache().await;
+        let ticket = match self.cache.lookup(|s| s.user_by_ext(account_id, extension)) {
+            Ok(hit) => return Ok(hit),
+            Err(ticket) => ticket,
+        };
         let row = sqlx::query(
             "SELECT id, account_id, extension, display_name, ha1_md5, ha1_sha256 FROM users \
              WHERE account_id = $1 AND extension = $2",
@@ -221,10 +244,19 @@ impl Store {
         .bind(extension)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(user_from_row).transpose()
+        let user = row.as_ref().map(user_from_row).transpose()?;
+        self.cache.fill(ticket, |s| {
+            s.put_user_by_ext(account_id, extension, user.clone())
+        });
+        Ok(user)
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
+        self.refresh_cache().await;
+        let ticket = match self.cache.lookup(|s| s.users_by_id.get(id).cloned()) {
+            Ok(hit) => return Ok(hit),
+            Err(ticket) => ticket,
+        };
         let row = sqlx::query(
             "SELECT id, account_id, extension, display_name, ha1_md5, ha1_sha256 FROM users \
              WHERE id = $1",
@@ -232,12 +264,15 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(user_from_row).transpose()
+        let user = row.as_ref().map(user_from_row).transpose()?;
+        self.cache
+            .fill(ticket, |s| put_capped(&mut s.users_by_id, id, user.clone()));
+        Ok(user)
     }
 
     /// Removes a user together with its registrations and numbers. False if it did not exist.
     pub async fn remove_user(&self, account_id: &str, extension: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_provisioning().await?;
         let user_id: Option<String> =
             sqlx::query_scalar("SELECT id FROM users WHERE account_id = $1 AND extension = $2")
                 .bind(account_id)
@@ -259,7 +294,7 @@ impl Store {
             .bind(&user_id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit_provisioning(tx).await?;
         tracing::info!(account_id, extension, "user removed");
         Ok(true)
     }
