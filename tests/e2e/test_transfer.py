@@ -348,3 +348,23 @@ def test_sipgate_sdk_attended_transfer_completes_when_the_user_hangs_up(
     assert "DISCONNECTED" not in C.states(call=inc["call"])
     live.A.hangup(call=live.c)
     C.wait_state("DISCONNECTED", call=inc["call"], timeout=5)
+
+
+def test_blind_transfer_by_the_caller(server, phones, tones, artifacts):
+    """The caller's side (the dialog where we are UAS) can be the transferor too."""
+    live = LiveCall(server, phones, tones, artifacts)
+    C = _third_phone(phones, server, tones, delay_ms=300)
+    api = Native(server)
+    call = api.one_call()
+    a_leg = Native.leg(call, "201")
+    api.req("POST", "/calls/%s/transfer" % call["id"], 202,
+            json={"target": "103", "leg_id": a_leg["id"]})
+    inc = C.wait_incoming(timeout=5)
+    C.wait_state("CONFIRMED", call=inc["call"], timeout=5)
+    live.A.wait_state("DISCONNECTED", call=live.c, timeout=5)
+    time.sleep(0.7)
+    rb = _record(live.B, os.path.join(artifacts, "B_after.wav"))
+    assert_hears(rb, F_C, F_B, t0=0.7, what="B hears C after A transferred it")
+    assert "DISCONNECTED" not in live.B.states(call=live.inc["call"])
+    live.B.hangup(call=live.inc["call"])
+    C.wait_state("DISCONNECTED", call=inc["call"], timeout=5)

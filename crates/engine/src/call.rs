@@ -89,6 +89,20 @@ pub enum CallCommand {
         action: RingingAction,
         reply: Reply<CallInfo>,
     },
+    /// Park the other party of `parker` (default: the account user's side) in an orbit.
+    Park {
+        parker: Option<String>,
+        orbit: Option<String>,
+        timeout: Duration,
+        reply: Reply<CallInfo>,
+    },
+    /// Dial `target` into a parked call.
+    Unpark {
+        target: TransferTarget,
+        reply: Reply<CallInfo>,
+    },
+    /// A phone dialled this call's orbit.
+    PickUp { pickup: Box<Pickup> },
     /// Internal: a playback the actor started has ended.
     PlaybackEnded {
         side: u8,
@@ -146,6 +160,9 @@ enum Phase {
 
 mod consult;
 mod originate;
+mod park;
+use park::Parked;
+pub(crate) use park::{is_orbit, Pickup};
 mod ringing;
 pub use ringing::RingingAction;
 mod transfer;
@@ -267,7 +284,24 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         }
     };
 
-    // 3. Where it goes.
+    // 3. Where it goes. A park orbit's code picks up the call parked there.
+    if is_orbit(&dialled) {
+        let number = match (&caller_user, hookflash_sip::uri::user_part(&from_uri)) {
+            (Some(u), _) => u.extension.clone(),
+            (None, Some(u)) => u.to_string(),
+            (None, None) => "anonymous".to_string(),
+        };
+        let pickup = Pickup {
+            tx,
+            offer,
+            number,
+            owner: caller_user
+                .as_ref()
+                .map(|u| (u.id.clone(), u.extension.clone())),
+        };
+        engine.pick_up(&account.id, &dialled, pickup).await;
+        return;
+    }
     let (targets, callee_label, direction, callee_user) =
         match resolve_destination(&engine, &account.id, &origin, &dialled).await {
             Ok(d) => (d.targets, d.label, d.direction, d.owner),
@@ -478,6 +512,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, mpsc::Receiver<Cal
         retired: Vec::new(),
         old_transfer_forks: Vec::new(),
         originated: None,
+        parked: None,
         ring_deadline: None,
         state_tx: call.state_tx,
         bridge: call.bridge,
@@ -769,6 +804,8 @@ struct CallActor {
     old_transfer_forks: Vec<Fork>,
     /// Set for calls we originate (click-to-dial): the caller is rung first.
     originated: Option<Originated>,
+    /// Set while the call is parked in an orbit.
+    parked: Option<Parked>,
     /// When ringing gives up (reset when an originated call's caller answers).
     ring_deadline: Option<tokio::time::Instant>,
     /// The dialog channel every dialog of this call reports to.
@@ -913,6 +950,9 @@ impl CallActor {
         while self.phase != Phase::Ended {
             pending.extend(self.new_invites.drain(..));
             let ring_deadline = self.ring_deadline.unwrap_or_else(tokio::time::Instant::now);
+            let park_deadline = self
+                .park_deadline()
+                .unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 state = states.recv() => match state {
                     Some(state) => self.on_dialog_state(state).await,
@@ -926,6 +966,9 @@ impl CallActor {
                             self.on_transfer_result(generation, index, result).await
                         }
                     }
+                }
+                _ = tokio::time::sleep_until(park_deadline), if self.parked.is_some() => {
+                    self.park_timed_out().await;
                 }
                 _ = tokio::time::sleep_until(self.transfer_deadline()), if self.transfer_ringing() => {
                     info!("transfer target did not answer in time");
@@ -984,7 +1027,8 @@ impl CallActor {
         let id = state_id(&state).clone();
         if let Some(side) = self.side_of_call_id(&id.call_id) {
             self.on_party_state(side, state).await;
-        } else if id.call_id == self.a_call_id {
+        } else if id.call_id == self.a_call_id && self.phase == Phase::Ringing {
+            // Once answered, the caller's dialog is one of the parties (or has left them).
             self.on_a_state(state).await;
         } else if let Some(index) = self.fork_by_call_id(&id.call_id) {
             self.on_fork_state(index, state).await;
@@ -1587,8 +1631,9 @@ impl CallActor {
 
     /// Audio from a leg reaches the other only if it is not muted and neither side is held.
     fn apply_forwarding(&self) {
-        // While a transfer runs, the kept party hears music and nobody hears each other.
-        let transferring = self.transfer.is_some();
+        // While a transfer runs or the call is parked, the kept party hears music and nobody
+        // hears each other.
+        let transferring = self.transfer.is_some() || self.parked.is_some();
         for side in [Side::A, Side::B] {
             let on = !transferring
                 && !self.leg(side).muted
@@ -1652,6 +1697,20 @@ impl CallActor {
                 let result = self.start_transfer(transferor, target, attended);
                 let _ = reply.send(result);
             }
+            CallCommand::Park {
+                parker,
+                orbit,
+                timeout,
+                reply,
+            } => {
+                let result = self.park(parker, orbit, timeout);
+                let _ = reply.send(result);
+            }
+            CallCommand::Unpark { target, reply } => {
+                let result = self.unpark_to(target);
+                let _ = reply.send(result);
+            }
+            CallCommand::PickUp { pickup } => self.on_pickup(*pickup).await,
             CallCommand::Ringing { action, reply } => {
                 let result = self.on_ringing_action(action).await;
                 let _ = reply.send(result);
@@ -1923,6 +1982,11 @@ impl CallActor {
                 state: "transferring".into(),
             });
         }
+        if self.parked.is_some() {
+            return Err(CommandError::WrongState {
+                state: "parked".into(),
+            });
+        }
         Ok(())
     }
 
@@ -2013,6 +2077,7 @@ impl CallActor {
 
     /// Frees media and dialogs, writes the call record, updates metrics.
     async fn finish(&mut self) {
+        self.leave_orbit();
         if self.recording.is_some() {
             self.stop_recording().await;
         }

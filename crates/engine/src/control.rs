@@ -497,6 +497,65 @@ impl Engine {
         .await
     }
 
+    /// Parks the call: the party on the other side of `parker_leg` (default: the account
+    /// user's side) waits with music in an orbit (`orbit`, or the first free of `*71`..`*79`);
+    /// the parker's phone is released. A phone dialling the orbit's code takes the call, or
+    /// [`Engine::unpark`] dials someone into it; after `timeout` the parker is called back.
+    pub async fn park(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        parker_leg: Option<&str>,
+        orbit: Option<&str>,
+        timeout: std::time::Duration,
+    ) -> Result<CallInfo, CommandError> {
+        let parker = parker_leg.map(str::to_string);
+        let orbit = orbit.map(str::to_string);
+        self.send_command(account_id, call_id, |reply| CallCommand::Park {
+            parker,
+            orbit,
+            timeout,
+            reply,
+        })
+        .await
+    }
+
+    /// Retrieves a parked call by dialling `target` into it (it takes the parker's place).
+    pub async fn unpark(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        target: &str,
+    ) -> Result<CallInfo, CommandError> {
+        self.call(account_id, call_id)?;
+        let target = self.resolve_target(account_id, None, target).await?;
+        self.send_command(account_id, call_id, |reply| CallCommand::Unpark {
+            target,
+            reply,
+        })
+        .await
+    }
+
+    /// The account's parked calls: (orbit, call id), by orbit.
+    pub fn parked_calls(&self, account_id: &str) -> Vec<(String, String)> {
+        let prefix = format!("{account_id}/");
+        let mut out: Vec<(String, String)> = self
+            .inner
+            .orbits
+            .lock()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| {
+                        k.strip_prefix(&prefix)
+                            .map(|orbit| (orbit.to_string(), v.clone()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
     /// Mutes (`on`) or unmutes one leg: its audio stops reaching the other party. No signalling.
     pub async fn mute(
         &self,

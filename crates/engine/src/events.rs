@@ -25,6 +25,10 @@ pub enum EventKind {
     RecordingStopped,
     /// A ringing call was forwarded to another destination (`target`).
     Forwarded,
+    /// The call was parked (`target`: the orbit); the parked party hears music.
+    Parked,
+    /// A phone dialled the orbit and took the parked call.
+    Unparked,
     /// A blind transfer began: the kept party hears music while the target rings.
     TransferStarted,
     /// The transfer target's phone is ringing.
@@ -52,6 +56,8 @@ impl EventKind {
             EventKind::RecordingStarted => "recording_started",
             EventKind::RecordingStopped => "recording_stopped",
             EventKind::Forwarded => "forwarded",
+            EventKind::Parked => "parked",
+            EventKind::Unparked => "unparked",
             EventKind::TransferStarted => "transfer_started",
             EventKind::TransferRinging => "transfer_ringing",
             EventKind::TransferConsulting => "transfer_consulting",

@@ -68,6 +68,8 @@ pub(crate) struct EngineInner {
     pub metrics: Metrics,
     pub nonces: NonceIssuer,
     pub calls: Mutex<HashMap<String, CallEntry>>,
+    /// Park orbits in use: `account_id/orbit` -> the parked call's id.
+    pub orbits: Mutex<HashMap<String, String>>,
     pub events: EventBus,
     /// What a party held by the server hears.
     pub music_on_hold: hookflash_media::audio::Pcm8k,
@@ -145,6 +147,7 @@ impl Engine {
                 metrics: Metrics::new(),
                 nonces: NonceIssuer::random(300),
                 calls: Mutex::new(HashMap::new()),
+                orbits: Mutex::new(HashMap::new()),
                 events: EventBus::new(1000),
                 music_on_hold,
                 fetcher: fetch::AudioFetcher::new(),
@@ -174,6 +177,11 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Where call recordings (and, beside them, voicemail) are written.
+    pub fn recordings_dir(&self) -> &std::path::Path {
+        &self.inner.recordings_dir
     }
 
     async fn dispatch(&self, mut incoming: TransactionReceiver) {

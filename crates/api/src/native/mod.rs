@@ -10,6 +10,7 @@ mod events;
 mod media;
 pub mod model;
 mod originate;
+mod park;
 mod recordings;
 mod ringing;
 mod transfer;
@@ -87,6 +88,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(ringing::forward_call))
         .routes(routes!(ringing::reject_call))
         .routes(routes!(ringing::ignore_call))
+        .routes(routes!(park::park_call))
+        .routes(routes!(park::unpark_call))
+        .routes(routes!(park::list_parks))
         .routes(routes!(recordings::record))
         .routes(routes!(recordings::list_recordings))
         .routes(routes!(recordings::get_recording))

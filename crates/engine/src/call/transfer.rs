@@ -33,7 +33,6 @@ use super::{
 };
 use crate::control::{CallInfo, CommandError, LegInfo, LegState};
 use crate::events::{EventDetail, EventKind};
-use crate::sip_glue::now_ms;
 
 /// A transfer target, already resolved to the devices (or trunk) to ring.
 #[derive(Debug, Clone)]
@@ -573,7 +572,6 @@ impl CallActor {
             }
             (None, _, _) => {}
         }
-        let now = now_ms();
         let new_leg = LegInfo {
             id: uuid::Uuid::now_v7().to_string(),
             role: self.leg(slot).role.clone(),
@@ -587,21 +585,8 @@ impl CallActor {
             recording: self.recording.is_some(),
             devices: Vec::new(),
         };
-        let old_leg = std::mem::replace(self.leg_mut(slot), new_leg);
-        self.retired.push(LegRecord {
-            id: old_leg.id.clone(),
-            call_id: self.id.clone(),
-            role: old_leg.role.clone(),
-            direction: old_leg.direction.clone(),
-            from: self.caller_number.clone(),
-            to: old_leg.number.clone(),
-            contact: None,
-            started_at: self.started_at,
-            answered_at: self.answered_at,
-            ended_at: now,
-            end_cause: "transferred".into(),
-            sip_status: 200,
-        });
+        self.retire_leg(slot, "transferred");
+        *self.leg_mut(slot) = new_leg;
         if !self.leg(keep).held {
             self.bridge.stop_play(keep.leg());
         }

@@ -1,0 +1,388 @@
+//! Park and retrieve. Parking releases the parker's phone and keeps the other party in the
+//! call's bridge with music on hold, in a numbered orbit of the account (`*71`..`*79`).
+//! A phone that dials the orbit's code takes the parker's place (its INVITE is handed to this
+//! call's actor); the API can instead have the server dial someone into it; and if nobody
+//! retrieves the call before its timeout, the server dials the parker back.
+
+use std::time::Duration;
+
+use hookflash_media::relay::PlayOptions;
+use hookflash_media::sdp::{self, Codec, OriginState, SessionDescription};
+use hookflash_sip::stack::sip::StatusCode;
+use hookflash_sip::stack::transaction::Transaction;
+use hookflash_store::LegRecord;
+use tracing::{debug, info, warn};
+
+use super::{content_type_sdp, CallActor, MediaSide, Party, Side, TransferTarget};
+use crate::control::{CallInfo, CommandError, LegInfo, LegState};
+use crate::events::{EventDetail, EventKind};
+use crate::registrar::reply;
+use crate::sip_glue::{header_value, now_ms};
+use crate::Engine;
+
+/// Orbit codes: `*7` and one digit.
+const ORBIT_PREFIX: &str = "*7";
+
+/// A parked call.
+pub(super) struct Parked {
+    pub(super) orbit: String,
+    /// The parker's side (now empty) and who parked, to dial back on timeout.
+    pub(super) slot: Side,
+    pub(super) parker_extension: Option<String>,
+    pub(super) deadline: tokio::time::Instant,
+}
+
+/// A phone that dialled an orbit code, handed to the parked call.
+pub struct Pickup {
+    pub(crate) tx: Transaction,
+    pub(crate) offer: SessionDescription,
+    pub(crate) number: String,
+    pub(crate) owner: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for Pickup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pickup")
+            .field("number", &self.number)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a dialled string is an orbit code.
+pub(crate) fn is_orbit(dialled: &str) -> bool {
+    dialled.len() == ORBIT_PREFIX.len() + 1
+        && dialled.starts_with(ORBIT_PREFIX)
+        && dialled.bytes().last().is_some_and(|b| b.is_ascii_digit())
+}
+
+fn orbit_key(account_id: &str, orbit: &str) -> String {
+    format!("{account_id}/{orbit}")
+}
+
+impl Engine {
+    /// Takes the first free orbit of the account for `call_id` (or `wanted`, if free).
+    fn claim_orbit(&self, account_id: &str, call_id: &str, wanted: Option<&str>) -> Option<String> {
+        let mut orbits = self.inner.orbits.lock().ok()?;
+        let candidates: Vec<String> = match wanted {
+            Some(w) => vec![w.to_string()],
+            None => (1..=9).map(|n| format!("{ORBIT_PREFIX}{n}")).collect(),
+        };
+        let free = candidates
+            .into_iter()
+            .find(|o| !orbits.contains_key(&orbit_key(account_id, o)))?;
+        orbits.insert(orbit_key(account_id, &free), call_id.to_string());
+        Some(free)
+    }
+
+    pub(super) fn release_orbit(&self, account_id: &str, orbit: &str) {
+        if let Ok(mut orbits) = self.inner.orbits.lock() {
+            orbits.remove(&orbit_key(account_id, orbit));
+        }
+    }
+
+    /// The call parked in an orbit of the account.
+    pub(crate) fn parked_call(&self, account_id: &str, orbit: &str) -> Option<String> {
+        self.inner
+            .orbits
+            .lock()
+            .ok()?
+            .get(&orbit_key(account_id, orbit))
+            .cloned()
+    }
+
+    /// Hands a phone's INVITE for an orbit code to the parked call. Answers it 404 if the
+    /// orbit is empty (or the call ended meanwhile).
+    pub(crate) async fn pick_up(&self, account_id: &str, orbit: &str, mut pickup: Pickup) {
+        let sender = self.parked_call(account_id, orbit).and_then(|call_id| {
+            self.inner
+                .calls
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&call_id).map(|e| e.commands.clone()))
+        });
+        let Some(sender) = sender else {
+            info!(orbit, "nothing parked in this orbit");
+            reply(&mut pickup.tx, StatusCode::NotFound, vec![]).await;
+            return;
+        };
+        let cmd = super::CallCommand::PickUp {
+            pickup: Box::new(pickup),
+        };
+        if let Err(tokio::sync::mpsc::error::SendError(super::CallCommand::PickUp { mut pickup })) =
+            sender.send(cmd).await
+        {
+            reply(&mut pickup.tx, StatusCode::NotFound, vec![]).await;
+        }
+    }
+}
+
+impl CallActor {
+    /// Parks the other party of `parker` (default: the account user's side) in an orbit.
+    pub(super) fn park(
+        &mut self,
+        parker: Option<String>,
+        orbit: Option<String>,
+        timeout: Duration,
+    ) -> Result<CallInfo, CommandError> {
+        self.require_stable()?;
+        if self.parked.is_some() {
+            return Err(CommandError::WrongState {
+                state: "parked".into(),
+            });
+        }
+        if let Some(o) = &orbit {
+            if !is_orbit(o) {
+                return Err(CommandError::Invalid(format!(
+                    "'{o}' is not an orbit (*71 to *79)"
+                )));
+            }
+        }
+        let slot = match parker {
+            Some(id) => self.side_of_leg(&id).ok_or(CommandError::NotFound)?,
+            None => {
+                if self.direction == "outbound" {
+                    Side::A
+                } else {
+                    Side::B
+                }
+            }
+        };
+        let keep = slot.other();
+        let orbit = self
+            .engine
+            .claim_orbit(&self.account_id, &self.id, orbit.as_deref())
+            .ok_or_else(|| CommandError::WrongState {
+                state: "without a free park orbit".into(),
+            })?;
+        let moh = self.engine.inner.music_on_hold.clone();
+        self.bridge
+            .play(keep.leg(), moh, PlayOptions { looped: true });
+        if let Some(old) = self.parties[slot.index()].take() {
+            tokio::spawn(async move {
+                if let Err(e) = old.dialog.bye().await {
+                    debug!(error = %e, "BYE to the parker failed");
+                }
+            });
+        }
+        let parker_extension = self.leg(slot).owner_extension.clone();
+        self.retire_leg(slot, "parked");
+        self.leg_mut(slot).state = LegState::Disconnected;
+        self.parked = Some(Parked {
+            orbit: orbit.clone(),
+            slot,
+            parker_extension,
+            deadline: tokio::time::Instant::now() + timeout,
+        });
+        self.apply_forwarding();
+        info!(%orbit, timeout_s = timeout.as_secs(), "call parked");
+        self.publish_detail(
+            EventKind::Parked,
+            Some(keep),
+            EventDetail {
+                target: Some(orbit),
+                ..Default::default()
+            },
+        );
+        Ok(self.info())
+    }
+
+    /// Copies a leg into the call record's retired legs (it leaves while the call goes on).
+    pub(super) fn retire_leg(&mut self, side: Side, cause: &str) {
+        let leg = self.leg(side).clone();
+        if self.retired.iter().any(|r| r.id == leg.id) {
+            return;
+        }
+        self.retired.push(LegRecord {
+            id: leg.id,
+            call_id: self.id.clone(),
+            role: leg.role,
+            direction: leg.direction,
+            from: self.caller_number.clone(),
+            to: leg.number,
+            contact: None,
+            started_at: self.started_at,
+            answered_at: self.answered_at,
+            ended_at: now_ms(),
+            end_cause: cause.into(),
+            sip_status: 200,
+        });
+    }
+
+    pub(super) fn park_deadline(&self) -> Option<tokio::time::Instant> {
+        self.parked.as_ref().map(|p| p.deadline)
+    }
+
+    /// Retrieve by API: dial `target` into the parker's place (a blind transfer whose
+    /// transferor has already left).
+    pub(super) fn unpark_to(&mut self, target: TransferTarget) -> Result<CallInfo, CommandError> {
+        let Some(parked) = self.parked.take() else {
+            return Err(CommandError::WrongState {
+                state: "not parked".into(),
+            });
+        };
+        let parker_leg = self.leg(parked.slot).id.clone();
+        let keep = parked.slot.other();
+        self.engine.release_orbit(&self.account_id, &parked.orbit);
+        // start_transfer refuses while parked and replays music; it must see a normal call.
+        self.bridge.stop_play(keep.leg());
+        match self.start_transfer(Some(parker_leg), target, false) {
+            Ok(info) => {
+                if let Some(t) = self.transfer.as_mut() {
+                    t.transferor_gone = true;
+                }
+                info!(orbit = %parked.orbit, "retrieving the parked call");
+                Ok(info)
+            }
+            Err(e) => {
+                // Still parked.
+                let _ = self
+                    .engine
+                    .claim_orbit(&self.account_id, &self.id, Some(&parked.orbit));
+                let moh = self.engine.inner.music_on_hold.clone();
+                self.bridge
+                    .play(keep.leg(), moh, PlayOptions { looped: true });
+                self.parked = Some(parked);
+                Err(e)
+            }
+        }
+    }
+
+    /// Nobody retrieved the call in time: dial the parker back (or end the call if we cannot).
+    pub(super) async fn park_timed_out(&mut self) {
+        let Some(parked) = self.parked.as_ref() else {
+            return;
+        };
+        let orbit = parked.orbit.clone();
+        info!(%orbit, "park timed out: calling the parker back");
+        let target = match parked.parker_extension.clone() {
+            Some(ext) => {
+                let origin = crate::routing::Origin::User {
+                    account_id: self.account_id.clone(),
+                    user_id: String::new(),
+                };
+                super::resolve_destination(&self.engine, &self.account_id, &origin, &ext)
+                    .await
+                    .ok()
+            }
+            None => None,
+        };
+        let result = match target {
+            Some(d) => self.unpark_to(TransferTarget {
+                label: d.label,
+                owner: d.owner,
+                forks: d.targets,
+            }),
+            None => Err(CommandError::NotFound),
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "cannot call the parker back: ending the call");
+            if let Some(parked) = self.parked.take() {
+                self.engine.release_orbit(&self.account_id, &parked.orbit);
+            }
+            self.hangup_all("park_timeout").await;
+        }
+    }
+
+    /// A phone dialled this call's orbit: answer it into the parker's place.
+    pub(super) async fn on_pickup(&mut self, mut pickup: Pickup) {
+        let Some(parked) = self.parked.take() else {
+            reply(&mut pickup.tx, StatusCode::NotFound, vec![]).await;
+            return;
+        };
+        let slot = parked.slot;
+        let keep = slot.other();
+        let offered: Vec<Codec> = pickup
+            .offer
+            .audio()
+            .and_then(|m| sdp::supported_codecs(m).ok())
+            .unwrap_or_default();
+        let codecs = sdp::answer_codecs(&offered, &self.media_of(keep).codecs).unwrap_or_default();
+        let pair = self.engine.inner.ports.allocate();
+        let (false, Ok(pair)) = (codecs.is_empty(), pair) else {
+            warn!("cannot take the pickup (no common codec or no RTP port)");
+            reply(&mut pickup.tx, StatusCode::NotAcceptableHere, vec![]).await;
+            self.parked = Some(parked);
+            return;
+        };
+        let dialogs = self.engine.inner.sip.dialogs.clone();
+        let contact = self.engine.local_contact();
+        let dialog = match dialogs.get_or_create_server_invite(
+            &pickup.tx,
+            self.state_tx.clone(),
+            None,
+            Some(contact),
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "could not create the pickup's dialog");
+                reply(&mut pickup.tx, StatusCode::ServerInternalError, vec![]).await;
+                self.parked = Some(parked);
+                return;
+            }
+        };
+        let call_id = header_value(&pickup.tx.original, "Call-ID").unwrap_or_default();
+        let mut handler = dialog.clone();
+        let mut tx = pickup.tx;
+        tokio::spawn(async move {
+            if let Err(e) = handler.handle(&mut tx).await {
+                debug!(error = %e, "pickup INVITE transaction ended with error");
+            }
+        });
+        let local = pair.local_rtp;
+        self.bridge.replace_leg(slot.leg(), pair);
+        if let Some(addr) = pickup.offer.audio_endpoint() {
+            self.bridge.set_remote(slot.leg(), addr);
+        }
+        let origin = OriginState::new();
+        let body = sdp::build_offer(local, &origin, &codecs, pickup.offer.direction()).to_string();
+        if let Err(e) = dialog.accept(Some(vec![content_type_sdp()]), Some(body.into_bytes())) {
+            warn!(error = %e, "could not answer the pickup");
+            self.parked = Some(parked);
+            return;
+        }
+        self.engine.release_orbit(&self.account_id, &parked.orbit);
+        *self.media_mut(slot) = MediaSide {
+            codecs: codecs.clone(),
+            origin,
+            direction: pickup.offer.direction(),
+        };
+        let (a_codecs, b_codecs) = (self.a_media.codecs.clone(), self.b_media.codecs.clone());
+        self.apply_pt_maps(&a_codecs, &b_codecs);
+        self.set_send_codec(slot, &codecs);
+        self.set_dtmf_pt(slot, &codecs);
+        self.parties[slot.index()] = Some(Party { dialog, call_id });
+        *self.leg_mut(slot) = LegInfo {
+            id: uuid::Uuid::now_v7().to_string(),
+            role: self.leg(slot).role.clone(),
+            direction: "in".into(),
+            state: LegState::Answered,
+            number: pickup.number,
+            owner_user_id: pickup.owner.as_ref().map(|(id, _)| id.clone()),
+            owner_extension: pickup.owner.as_ref().map(|(_, e)| e.clone()),
+            muted: false,
+            held: false,
+            recording: self.recording.is_some(),
+            devices: Vec::new(),
+        };
+        if !self.leg(keep).held {
+            self.bridge.stop_play(keep.leg());
+        }
+        self.apply_forwarding();
+        info!(orbit = %parked.orbit, "parked call picked up by dialling the orbit");
+        self.publish_detail(
+            EventKind::Unparked,
+            Some(slot),
+            EventDetail {
+                target: Some(parked.orbit),
+                ..Default::default()
+            },
+        );
+    }
+
+    /// The call ends while parked: free the orbit.
+    pub(super) fn leave_orbit(&mut self) {
+        if let Some(parked) = self.parked.take() {
+            self.engine.release_orbit(&self.account_id, &parked.orbit);
+        }
+    }
+}
