@@ -368,3 +368,36 @@ def test_blind_transfer_by_the_caller(server, phones, tones, artifacts):
     assert "DISCONNECTED" not in live.B.states(call=live.inc["call"])
     live.B.hangup(call=live.inc["call"])
     C.wait_state("DISCONNECTED", call=inc["call"], timeout=5)
+
+
+def test_phone_attended_transfer_refer_with_replaces(server, phones, tones, artifacts):
+    """B talks to A (call 1) and to C (call 2), then transfers with pjsua2 xferReplaces:
+    REFER on call 1 whose Refer-To replaces call 2. The server joins A with C itself and
+    releases B from both calls."""
+    live = LiveCall(server, phones, tones, artifacts)
+    C = _third_phone(phones, server, tones, delay_ms=300)
+    c2 = live.B.call(server.uri("103"))
+    inc_c = C.wait_incoming(timeout=5)
+    C.wait_state("CONFIRMED", call=inc_c["call"], timeout=5)
+    live.B.wait_state("CONFIRMED", call=c2, timeout=5)
+    api = Native(server)
+    assert len(api.calls()) == 2
+    mb, mc = live.B.mark(), C.mark()
+    live.B.xfer_replaces(other=c2, call=live.inc["call"])
+    final = live.B.wait_for("xfer_status", lambda e: e["final"], since=mb, timeout=8)
+    assert final["code"] == 200, final
+    # C's phone is moved to the call with A by a re-INVITE; B leaves both calls.
+    C.wait_media(lambda e: e["active"], call=inc_c["call"], since=mc, timeout=5)
+    live.B.wait_state("DISCONNECTED", call=live.inc["call"], timeout=5)
+    live.B.wait_state("DISCONNECTED", call=c2, timeout=5)
+    time.sleep(0.7)
+    ra = _record(live.A, os.path.join(artifacts, "A_after.wav"))
+    rc = _record(C, os.path.join(artifacts, "C_after.wav"))
+    assert_hears(ra, F_C, F_A, t0=0.7, what="A hears C after REFER/Replaces")
+    assert_hears(rc, F_A, F_C, t0=0.7, what="C hears A after REFER/Replaces")
+    calls = api.calls()
+    assert len(calls) == 1 and {l["owner_extension"] for l in calls[0]["legs"]} == {"201", "103"}, calls
+    # C hangs up: its BYE reaches the call it was handed to, which ends A's side too.
+    C.hangup(call=inc_c["call"])
+    live.A.wait_state("DISCONNECTED", call=live.c, timeout=5)
+    server.wait_metric("hookflash_active_calls", 0)

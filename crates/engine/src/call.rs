@@ -103,6 +103,15 @@ pub enum CallCommand {
     },
     /// A phone dialled this call's orbit.
     PickUp { pickup: Box<Pickup> },
+    /// Another call takes over the party opposite the dialog with this SIP Call-ID
+    /// (REFER/Replaces); this call then ends and passes its dialog events on to `to`.
+    HandOff {
+        sip_call_id: String,
+        to: mpsc::Sender<CallCommand>,
+        reply: Reply<HandOff>,
+    },
+    /// A dialog event of a party handed over from another call.
+    DialogEvent(Box<DialogState>),
     /// Internal: a playback the actor started has ended.
     PlaybackEnded {
         side: u8,
@@ -163,6 +172,8 @@ mod originate;
 mod park;
 use park::Parked;
 pub(crate) use park::{is_orbit, Pickup};
+mod replaces;
+pub use replaces::HandOff;
 mod ringing;
 pub use ringing::RingingAction;
 mod transfer;
@@ -479,6 +490,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, mpsc::Receiver<Cal
             CallEntry {
                 info: info.clone(),
                 commands: cmd_tx,
+                sip_call_ids: Vec::new(),
             },
         );
     }
@@ -513,6 +525,8 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, mpsc::Receiver<Cal
         old_transfer_forks: Vec::new(),
         originated: None,
         parked: None,
+        handed_off: None,
+        states_to: None,
         ring_deadline: None,
         state_tx: call.state_tx,
         bridge: call.bridge,
@@ -806,6 +820,10 @@ struct CallActor {
     originated: Option<Originated>,
     /// Set while the call is parked in an orbit.
     parked: Option<Parked>,
+    /// After a REFER/Replaces hand-over: the SIP Call-ID of the dialog given away (not ours
+    /// to remove), and the call that now gets this call's dialog events.
+    handed_off: Option<String>,
+    states_to: Option<mpsc::Sender<CallCommand>>,
     /// When ringing gives up (reset when an originated call's caller answers).
     ring_deadline: Option<tokio::time::Instant>,
     /// The dialog channel every dialog of this call reports to.
@@ -1016,6 +1034,9 @@ impl CallActor {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+        if let Some(to) = self.states_to.take() {
+            replaces::forward_states(states, to);
+        }
         self.finish().await;
     }
 
@@ -1606,10 +1627,20 @@ impl CallActor {
 
     /// Updates the registry's copy of the call (what the API lists) without an event.
     fn sync_registry(&self) {
-        let info = self.info();
+        self.registry_update(self.info());
+    }
+
+    fn registry_update(&self, info: CallInfo) {
+        let sip_call_ids = self
+            .parties
+            .iter()
+            .flatten()
+            .map(|p| p.call_id.clone())
+            .collect();
         if let Ok(mut calls) = self.engine.inner.calls.lock() {
             if let Some(entry) = calls.get_mut(&self.id) {
                 entry.info = info;
+                entry.sip_call_ids = sip_call_ids;
             }
         }
     }
@@ -1617,11 +1648,7 @@ impl CallActor {
     /// Updates the registry's copy of the call and publishes the event.
     fn emit(&self, kind: EventKind, leg: Option<Side>, cause: Option<&str>, detail: EventDetail) {
         let info = self.info();
-        if let Ok(mut calls) = self.engine.inner.calls.lock() {
-            if let Some(entry) = calls.get_mut(&self.id) {
-                entry.info = info.clone();
-            }
-        }
+        self.registry_update(info.clone());
         let leg_id = leg.map(|s| self.leg(s).id.clone());
         self.engine
             .inner
@@ -1711,6 +1738,12 @@ impl CallActor {
                 let _ = reply.send(result);
             }
             CallCommand::PickUp { pickup } => self.on_pickup(*pickup).await,
+            CallCommand::HandOff {
+                sip_call_id,
+                to,
+                reply,
+            } => self.hand_off(sip_call_id, to, reply).await,
+            CallCommand::DialogEvent(state) => self.on_dialog_state(*state).await,
             CallCommand::Ringing { action, reply } => {
                 let result = self.on_ringing_action(action).await;
                 let _ = reply.send(result);
@@ -2092,16 +2125,21 @@ impl CallActor {
         }
         self.bridge.stop();
         let dialogs = &self.engine.inner.sip.dialogs;
-        if let Some(a) = &self.a {
-            dialogs.remove_dialog(&a.id());
-        }
-        for id in self.caller_dialog_ids() {
-            dialogs.remove_dialog(&id);
-        }
-        for fork in &self.forks {
-            dialogs.remove_dialog(&fork.dialog.id());
-        }
-        for id in self.transfer_dialog_ids() {
+        // A dialog handed to another call lives on there.
+        let ours = |id: &hookflash_sip::stack::dialog::DialogId| {
+            self.handed_off.as_deref() != Some(id.call_id.as_str())
+        };
+        for id in self
+            .parties
+            .iter()
+            .flatten()
+            .map(|p| p.dialog.id())
+            .chain(self.a.iter().map(|a| a.id()))
+            .chain(self.caller_dialog_ids())
+            .chain(self.forks.iter().map(|f| f.dialog.id()))
+            .chain(self.transfer_dialog_ids())
+            .filter(|id| ours(id))
+        {
             dialogs.remove_dialog(&id);
         }
         let ended_at = now_ms();

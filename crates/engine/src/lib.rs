@@ -85,6 +85,8 @@ pub(crate) struct EngineInner {
 pub(crate) struct CallEntry {
     pub info: CallInfo,
     pub commands: mpsc::Sender<CallCommand>,
+    /// The SIP Call-IDs of the call's answered dialogs (to find a call a Replaces names).
+    pub sip_call_ids: Vec<String>,
 }
 
 /// A cheap handle to the running engine.

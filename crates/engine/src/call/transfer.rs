@@ -73,15 +73,15 @@ pub(super) struct Transfer {
 /// One NOTIFY (message/sipfrag) to a phone whose REFER we carry out (RFC 3515 §2.4.5).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ReferProgress {
-    status: u16,
+    pub(super) status: u16,
     /// The last report: `Subscription-State: terminated`.
-    last: bool,
+    pub(super) last: bool,
     /// After the last report, release the referring phone's dialog (transfer done).
-    then_bye: bool,
+    pub(super) then_bye: bool,
 }
 
 /// Sends a REFER's progress reports in order on the referring phone's dialog.
-fn spawn_refer_notifier(dialog: InviteDialog) -> mpsc::UnboundedSender<ReferProgress> {
+pub(super) fn spawn_refer_notifier(dialog: InviteDialog) -> mpsc::UnboundedSender<ReferProgress> {
     let (tx, mut rx) = mpsc::unbounded_channel::<ReferProgress>();
     tokio::spawn(async move {
         while let Some(p) = rx.recv().await {
@@ -329,12 +329,6 @@ impl CallActor {
                 let _ = handle.reply(StatusCode::ServiceUnavailable).await;
             }
         }
-    }
-
-    /// REFER with Replaces (attended transfer done on the phone): not supported yet.
-    async fn on_refer_replaces(&mut self, side: Side, uri: &str, handle: TransactionHandle) {
-        info!(leg = ?side, %uri, "REFER with Replaces is not supported yet");
-        let _ = handle.reply(StatusCode::NotImplemented).await;
     }
 
     /// The target is still ringing (the ring timeout applies).
