@@ -8,11 +8,15 @@ loopback, same generator, same run. Scenarios (docs in BENCHMARKS.md):
   hold    API hold request -> re-INVITE on the wire, with N active calls (hookflash only; skipped
           with a note while the build has no hold endpoint)
   soak    RSS/PSS before and after >= 20,000 calls
+  record  N concurrent two-party G.711 calls relayed, then the same calls recorded (native API
+          recording on every call): CPU per recorded vs relayed-only call, loss, dropped
+          recorder frames, WAV lengths (hookflash only: the peer has no call recording)
 
 Results: bench/results/<stamp>/results.json and table.md (also printed). Every loop is bounded
 in count and time; traffic goes to 127.0.0.1 only.
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import re
@@ -39,11 +43,13 @@ PROFILES = {
     "full": dict(rates=[100, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 1750, 2000], rate_secs=8,
                  media_n=[500, 1000, 2000], media_warmup=3, media_secs=10, setup_rate=200,
                  hold_n=1000, hold_requests=200, soak_warmup_secs=36, soak_blocks=2,
-                 soak_block_calls=10000, soak_rate=400),
+                 soak_block_calls=10000, soak_rate=400, record_n=[100, 250, 500],
+                 record_rounds=2),
     # validation: a couple of minutes, tiny loads
     "quick": dict(rates=[50, 100], rate_secs=3, media_n=[20, 60], media_warmup=1,
                   media_secs=3, setup_rate=50, hold_n=20, hold_requests=10, soak_warmup_secs=2,
-                  soak_blocks=2, soak_block_calls=200, soak_rate=100),
+                  soak_blocks=2, soak_block_calls=200, soak_rate=100, record_n=[10, 30],
+                  record_rounds=2),
 }
 
 
@@ -544,6 +550,211 @@ def scenario_soak(ctx, kind, rate):
     return res
 
 
+# ====================================================================== 5. recorded calls
+REC_WORKERS = 8  # concurrent API requests while starting/stopping the recordings
+
+
+def wav_info(path):
+    """(frames, channels, rate, bits, header_consistent) of a PCM WAV (frames = samples per
+    channel; consistent = the RIFF and data sizes match the file's length), or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        size = os.path.getsize(path)
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, fmt = 12, None
+    while pos + 8 <= len(head):
+        cid, clen = head[pos:pos + 4], struct.unpack("<I", head[pos + 4:pos + 8])[0]
+        if cid == b"fmt " and pos + 24 <= len(head):
+            _, ch, rate, _, align, bits = struct.unpack("<HHIIHH", head[pos + 8:pos + 24])
+            fmt = (ch, rate, bits, align)
+        elif cid == b"data":
+            if not fmt or fmt[3] == 0:
+                return None
+            ch, rate, bits, align = fmt
+            consistent = (pos + 8 + clen == size and clen % align == 0
+                          and struct.unpack("<I", head[4:8])[0] == size - 8)
+            return clen // align, ch, rate, bits, consistent
+        pos += 8 + clen + (clen & 1)
+    return None
+
+
+def recording_api(srv, auth, call_ids, action):
+    """POST {"action": action} to every call's recording, REC_WORKERS at a time;
+    {call_id: (t_sent, t_answered, status)} (monotonic seconds)."""
+    def one(cid):
+        t1 = time.monotonic()
+        st, _ = http("POST", srv.http + "/api/v1/calls/%s/recording" % cid,
+                     body={"action": action}, headers=auth, timeout=30)
+        return cid, (t1, time.monotonic(), st)
+    with concurrent.futures.ThreadPoolExecutor(REC_WORKERS) as ex:
+        return dict(ex.map(one, call_ids))
+
+
+def check_wavs(srv, auth, rounds):
+    """Reads the WAV header of every recording and compares its length with the time between
+    the start and the stop request of its call. `rounds`: per round of recordings
+    (started, stopped) as returned by recording_api; a call's recordings are matched to the
+    rounds in the order they started."""
+    st, text = http("GET", srv.http + "/api/v1/recordings?limit=1000", headers=auth, timeout=10)
+    try:
+        recs = json.loads(text).get("recordings", []) if st == 200 else []
+    except ValueError:
+        recs = []
+    by_call = {}
+    for r in recs:
+        if isinstance(r, dict) and r.get("id"):
+            by_call.setdefault(r.get("call_id"), []).append(r)
+    for v in by_call.values():
+        v.sort(key=lambda r: r.get("started_at_ms") or 0)
+    rec_dir = os.path.join(srv.workdir, "data", "recordings")
+    out = dict(files=0, missing=0, format_ok=0, header_ok=0, duration_ok=0, listed=len(recs))
+    diffs, secs = [], []
+    for i, (started, stopped) in enumerate(rounds):
+        for cid, (stop_sent, stop_done, _) in stopped.items():
+            mine = by_call.get(cid, [])
+            r = mine[i] if i < len(mine) else None
+            info = wav_info(os.path.join(rec_dir, "%s.wav" % r["id"])) if r else None
+            if not info:
+                out["missing"] += 1
+                continue
+            frames, ch, rate, bits, consistent = info
+            out["files"] += 1
+            out["format_ok"] += (ch, rate, bits) == (2, 8000, 16)
+            out["header_ok"] += bool(consistent)
+            start_sent, start_done, _ = started[cid]
+            # The server started the recording between start_sent and start_done and stopped
+            # it between stop_sent and stop_done. The recorder fills the file to the time
+            # from start to stop, to within 2 frames (it tops up only when more than one
+            # 20 ms frame is missing at the stop): frames/8000 s must lie in that window.
+            sec = frames / 8000.0
+            secs.append(sec)
+            out["duration_ok"] += (stop_sent - start_done - 0.045) <= sec <= (stop_done - start_sent + 0.02)
+            mid = (stop_sent + stop_done) / 2 - (start_sent + start_done) / 2
+            diffs.append((sec - mid) * 1000)
+    out.update(diff_ms_min=min(diffs) if diffs else None, diff_ms_max=max(diffs) if diffs else None,
+               seconds_min=min(secs) if secs else None, seconds_max=max(secs) if secs else None)
+    return out
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def scenario_record(ctx):
+    """hookflash only (the peer, Kamailio + rtpengine userspace, has no call recording). One
+    fresh server per N. The same N calls carry the same RTP load in alternating windows,
+    relayed only and with a recording running on every call (started before the window and
+    stopped after it through the native API), `record_rounds` times each, so that both
+    figures see the same background load on the machine. CPU per recorded call is compared
+    with CPU per relayed-only call of the same run and N."""
+    p = ctx.p
+    name = "record-hookflash"
+    wd = ctx.workdir(name)
+    steps = []
+    rounds = p["record_rounds"]
+    for n in p["record_n"]:
+        uac_port, uas_port = free_port(), free_port()
+        srv, sipp = start_server(ctx, "hookflash", "%s/n%d" % (name, n), uac_port, uas_port)
+        auth = {"Authorization": "Bearer " + srv.API_KEY, "Accept": "application/json"}
+        uac = uas = None
+        try:
+            time.sleep(1.0)
+            pa, pb = free_port(), free_port()
+            window = p["media_warmup"] + p["media_secs"] + 3
+            hold_ms = int((3 * n / p["setup_rate"] + rounds * (2 * window + n / 20.0) + 90) * 1000)
+            t0 = time.monotonic()
+            try:
+                uac, uas, a, b = setup_calls(ctx, srv, sipp, uac_port, uas_port, n, hold_ms,
+                                             pa, pb, "rec%d" % n)
+            except RuntimeError as e:
+                log("record N=%d: setup failed: %s" % (n, str(e).splitlines()[0]))
+                steps.append(dict(n=n, error=str(e)[:2000]))
+                break
+            st, text = http("GET", srv.http + "/api/v1/calls", headers=auth, timeout=10)
+            ids = _call_ids(text) if st == 200 else []
+            if len(ids) != n:
+                raise RuntimeError("GET /api/v1/calls: status %s, %d call ids for %d calls"
+                                   % (st, len(ids), n))
+            groups = {"server": srv.media_pids}
+            relays, recs, api_rounds = [], [], []
+            m0 = srv.metrics()
+            active, active_after, start_s, stop_s = [], [], [], []
+            for i in range(rounds):
+                relays.append(run_rtpgen(ctx, wd, "n%d-relay-%d" % (n, i + 1), a[:n], b[:n],
+                                         pa, pb, groups))
+                started = recording_api(srv, auth, ids, "start")
+                ok_start = [c for c, v in started.items() if v[2] == 200]
+                start_s.append(max(v[1] for v in started.values()) - min(v[0] for v in started.values()))
+                active.append(srv.metrics().get("hookflash_recordings_active"))
+                recs.append(run_rtpgen(ctx, wd, "n%d-record-%d" % (n, i + 1), a[:n], b[:n],
+                                       pa, pb, groups))
+                t_stop = time.monotonic()
+                stopped = recording_api(srv, auth, ok_start, "stop")
+                stop_s.append(time.monotonic() - t_stop)
+                active_after.append(srv.metrics().get("hookflash_recordings_active"))
+                api_rounds.append((started, {c: v for c, v in stopped.items() if v[2] == 200}))
+            m1 = srv.metrics()
+            window_ok = time.monotonic() < t0 + hold_ms / 1000.0
+            ru, rs = uac.kill(), uas.kill()
+            uac = uas = None
+            wavs = check_wavs(srv, auth, api_rounds)
+            with open(os.path.join(srv.workdir, "hookflash.log"), "rb") as f:
+                behind_warnings = f.read().count(b"recording writer falls behind")
+            dropped = m1.get("hookflash_recording_frames_dropped_total")
+            if dropped is not None:
+                dropped -= m0.get("hookflash_recording_frames_dropped_total", 0)
+            step = dict(
+                n=n, rounds=rounds, relay_windows=relays, record_windows=recs,
+                window_ok=window_ok, calls_failed=ru.failed + rs.failed,
+                starts=n * rounds, starts_ok=sum(len([1 for v in st_.values() if v[2] == 200])
+                                                for st_, _ in api_rounds),
+                stops_ok=sum(len(sp) for _, sp in api_rounds),
+                start_s=start_s, stop_s=stop_s, recordings_active=active,
+                recordings_active_after=active_after, dropped_frames=dropped,
+                writer_behind_warnings=behind_warnings, wav=wavs)
+            for k, ws in (("relay", relays), ("record", recs)):
+                step[k + "_cpu_pct"] = _mean([w.get("server_cpu_pct") for w in ws])
+                step[k + "_cpu_pct_each"] = [w.get("server_cpu_pct") for w in ws]
+                step[k + "_machine_cpu_pct_each"] = [w.get("machine_cpu_pct") for w in ws]
+                step[k + "_cpu_per_call_pct"] = (step[k + "_cpu_pct"] or 0) / n
+                sent = sum(w.get("sent_measured", 0) for w in ws)
+                lost = sum(w.get("lost", 0) for w in ws)
+                step[k + "_loss_pct"] = 100.0 * lost / sent if sent else None
+                step[k + "_gen_on_time"] = all(w.get("generator_on_time") for w in ws)
+                step[k + "_sender_lag_p99_us"] = max(w.get("sender_lag_p99_us", 0) for w in ws)
+            if step["relay_cpu_pct"] and step["record_cpu_pct"] is not None:
+                step["recording_cost_per_call_pct"] = (step["record_cpu_pct"] - step["relay_cpu_pct"]) / n
+                step["record_vs_relay"] = step["record_cpu_pct"] / step["relay_cpu_pct"]
+            steps.append(step)
+            log("record N=%d: relay only %s%% (%.4f%%/call, loss %.3f%%), recorded %s%% "
+                "(%.4f%%/call, loss %.3f%%); recordings started %d/%d stopped %d (active %s); "
+                "dropped frames %s; WAVs %d/%d with the expected length (%s..%s s, %s..%s ms), "
+                "headers consistent %d, format 2ch/8kHz/16bit %d%s" % (
+                    n, "/".join(fmt(x) for x in step["relay_cpu_pct_each"]),
+                    step["relay_cpu_per_call_pct"], step["relay_loss_pct"] or 0,
+                    "/".join(fmt(x) for x in step["record_cpu_pct_each"]),
+                    step["record_cpu_per_call_pct"], step["record_loss_pct"] or 0,
+                    step["starts_ok"], step["starts"], step["stops_ok"], active, dropped,
+                    wavs["duration_ok"], wavs["files"],
+                    fmt(wavs["seconds_min"], "%.2f"), fmt(wavs["seconds_max"], "%.2f"),
+                    fmt(wavs["diff_ms_min"]), fmt(wavs["diff_ms_max"]),
+                    wavs["header_ok"], wavs["format_ok"],
+                    "" if step["relay_gen_on_time"] and step["record_gen_on_time"]
+                    else " (generator not on time: loss/latency describe the machine)"))
+        finally:
+            for sp in (uac, uas):
+                if sp:
+                    sp.kill()
+            srv.stop()
+    return dict(steps=steps, note="hookflash only: the peer (Kamailio + rtpengine userspace) "
+                                  "has no call recording")
+
+
 # ====================================================================== table
 def fmt(v, spec="%.0f"):
     if v is None:
@@ -663,6 +874,34 @@ def build_table(res):
         fh = sum(b["failed"] for b in sh["blocks"]) if sh else None
         fp = sum(b["failed"] for b in sp["blocks"]) if sp else None
         row("", "failed calls during soak", fmt(fh), fmt(fp), "-", "0")
+    rc = S.get("record_hookflash")
+    if rc and rc.get("steps"):
+        na = "n/a (no recording)"
+        for st in rc["steps"]:
+            sc = "5 recorded calls, N=%d" % st["n"]
+            if "error" in st:
+                row(sc, "setup failed", st["error"].splitlines()[0][:120], na)
+                continue
+            row(sc, "hookflash CPU, relayed only -> recorded (%% of one core; mean of %d windows each)"
+                % st["rounds"], "%s -> %s" % (fmt(st["relay_cpu_pct"]), fmt(st["record_cpu_pct"])),
+                na, ratio(st["record_cpu_pct"], st["relay_cpu_pct"]))
+            row("", "CPU per call, relayed only -> recorded (% of one core)",
+                "%s -> %s" % (fmt(st["relay_cpu_per_call_pct"], "%.4f"),
+                              fmt(st["record_cpu_per_call_pct"], "%.4f")), na)
+            row("", "recording cost per call (% of one core)",
+                fmt(st.get("recording_cost_per_call_pct"), "%.4f"), na)
+            row("", "packet loss, relayed only / recorded (%)",
+                "%s / %s" % (fmt(st["relay_loss_pct"], "%.3f"), fmt(st["record_loss_pct"], "%.3f")), na)
+            row("", "recorder dropped frames (hookflash_recording_frames_dropped_total)",
+                fmt(st.get("dropped_frames")), na, "-", "0")
+            w = st["wav"]
+            row("", "WAVs with the expected length (frames/8000 = start->stop time) / written / started",
+                "%d / %d / %d" % (w["duration_ok"], w["files"], st["starts_ok"]), na)
+            row("", "WAV length - start->stop time, min / max (ms)",
+                "%s / %s" % (fmt(w["diff_ms_min"]), fmt(w["diff_ms_max"])), na)
+            yn = lambda v: "yes" if v else "NO"
+            row("", "generator on time, relayed only / recorded",
+                "%s / %s" % (yn(st["relay_gen_on_time"]), yn(st["record_gen_on_time"])), na)
     return "\n".join(rows)
 
 
@@ -720,6 +959,28 @@ def build_details(res):
                     s["loss_pct"], s["silent_streams"],
                     s["jitter_mean_us"], s["jitter_p99_us"], s["transit_p50_us"], s["transit_p99_us"],
                     s["transit_max_us"], s["sender_lag_p99_us"], s["mem_per_call_kb"]))
+    rc = S.get("record_hookflash")
+    if rc and rc.get("steps"):
+        out.append("\nrecord_hookflash steps (%s):\n" % rc.get("note", ""))
+        out.append("| N | CPU relayed only % (each window) | CPU recorded % (each window) | "
+                   "machine % relayed / recorded windows | loss relayed / recorded % | "
+                   "recordings active | dropped frames | WAV length ok / files | WAV s min..max | "
+                   "header ok | start / stop all (s) |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for s in rc["steps"]:
+            if "error" in s:
+                out.append("| %d | setup failed: %s |" % (s["n"], s["error"].splitlines()[0][:120]))
+                continue
+            w = s["wav"]
+            j = lambda xs, spec="%.0f": "/".join(fmt(x, spec) for x in xs)
+            out.append("| %d | %s | %s | %s / %s | %s / %s | %s | %s | %d / %d | %s..%s | %d | %s / %s |" % (
+                s["n"], j(s["relay_cpu_pct_each"], "%.1f"), j(s["record_cpu_pct_each"], "%.1f"),
+                j(s["relay_machine_cpu_pct_each"]), j(s["record_machine_cpu_pct_each"]),
+                fmt(s["relay_loss_pct"], "%.3f"), fmt(s["record_loss_pct"], "%.3f"),
+                j(s["recordings_active"]), fmt(s.get("dropped_frames")),
+                w["duration_ok"], w["files"], fmt(w["seconds_min"], "%.2f"),
+                fmt(w["seconds_max"], "%.2f"), w["header_ok"], j(s["start_s"], "%.1f"),
+                j(s["stop_s"], "%.1f")))
     for key in ("soak_hookflash", "soak_peer"):
         if key in S and "blocks" in S[key]:
             out.append("\n%s blocks (rate %s/s):\n" % (key, S[key]["rate"]))
@@ -734,8 +995,8 @@ def build_details(res):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="full")
-    ap.add_argument("--only", default="rate,media,hold,soak",
-                    help="comma-separated scenarios: rate,media,hold,soak")
+    ap.add_argument("--only", default="rate,media,hold,soak,record",
+                    help="comma-separated scenarios: rate,media,hold,soak,record")
     ap.add_argument("--servers", default="hookflash,peer")
     ap.add_argument("--hookflash", help="hookflash release binary")
     ap.add_argument("--rtpgen", help="bench/rtpgen binary")
@@ -787,6 +1048,8 @@ def main():
             guarded("media_" + s, scenario_media, ctx, kinds[s])
     if "hold" in only and "hookflash" in servers:
         guarded("hold_hookflash", scenario_hold, ctx)
+    if "record" in only and "hookflash" in servers:
+        guarded("record_hookflash", scenario_record, ctx)
     if "soak" in only:
         # One rate for every server (finished-call state kept by a SIP stack scales with the
         # rate): soak_rate, or 80 % of the lowest clean rate found in scenario 1.

@@ -6,7 +6,7 @@
 #
 #   bench/run.sh                      full run (~15-25 min on 2 cores)
 #   bench/run.sh --profile quick      a 2-3 minute smoke run with tiny loads
-#   bench/run.sh --only rate,soak     a subset (rate, media, hold, soak)
+#   bench/run.sh --only rate,soak     a subset (rate, media, hold, soak, record)
 #   bench/run.sh --servers hookflash  only hookflash (or: peer)
 #   BENCH_REV=HEAD bench/run.sh       build hookflash from a commit (git archive) instead of the
 #                                     work tree, e.g. while the work tree is mid-edit

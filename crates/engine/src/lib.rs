@@ -324,17 +324,7 @@ impl Engine {
         if let Ok(n) = self.inner.store.count_registrations(now_unix()).await {
             m.active_registrations.set(n);
         }
-        let stats = &self.inner.media_stats;
-        m.rtp_packets_relayed.set(
-            stats
-                .packets_relayed
-                .load(std::sync::atomic::Ordering::Relaxed) as i64,
-        );
-        m.rtp_packets_dropped.set(
-            stats
-                .packets_dropped
-                .load(std::sync::atomic::Ordering::Relaxed) as i64,
-        );
+        m.refresh_media(&self.inner.media_stats);
         m.rtp_ports_in_use.set(self.inner.ports.in_use() as i64);
         m.sip_dialogs.set(self.inner.sip.dialogs.len() as i64);
         m.sip_transactions.set(

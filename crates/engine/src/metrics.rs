@@ -27,6 +27,8 @@ pub struct Metrics {
     pub rtp_packets_relayed: Gauge,
     pub rtp_packets_dropped: Gauge,
     pub rtp_ports_in_use: Gauge,
+    pub recordings_active: Gauge,
+    pub recording_frames_dropped: Gauge,
     pub sip_dialogs: Gauge,
     pub sip_transactions: Gauge,
     pub sip_requests: Family<MethodLabel, Counter>,
@@ -44,6 +46,8 @@ impl Metrics {
             rtp_packets_relayed: Gauge::default(),
             rtp_packets_dropped: Gauge::default(),
             rtp_ports_in_use: Gauge::default(),
+            recordings_active: Gauge::default(),
+            recording_frames_dropped: Gauge::default(),
             sip_dialogs: Gauge::default(),
             sip_transactions: Gauge::default(),
             sip_requests: Family::default(),
@@ -84,6 +88,17 @@ impl Metrics {
             m.rtp_ports_in_use.clone(),
         );
         registry.register(
+            "recordings_active",
+            "Call recordings running",
+            m.recordings_active.clone(),
+        );
+        // Monotonic, owned by the media layer (like the relay counters): a gauge named *_total.
+        registry.register(
+            "recording_frames_dropped_total",
+            "20 ms recording frames lost because a recording's writer fell behind (written as silence)",
+            m.recording_frames_dropped.clone(),
+        );
+        registry.register(
             "sip_dialogs",
             "SIP dialogs held by the stack",
             m.sip_dialogs.clone(),
@@ -104,6 +119,18 @@ impl Metrics {
             m.auth_failures.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// Mirrors the media layer's process-wide counters (relay, recordings) into the gauges.
+    pub fn refresh_media(&self, stats: &hookflash_media::MediaStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let v =
+            |a: &std::sync::atomic::AtomicU64| i64::try_from(a.load(Relaxed)).unwrap_or(i64::MAX);
+        self.rtp_packets_relayed.set(v(&stats.packets_relayed));
+        self.rtp_packets_dropped.set(v(&stats.packets_dropped));
+        self.recordings_active.set(v(&stats.recordings_active));
+        self.recording_frames_dropped
+            .set(v(&stats.recording_frames_dropped));
     }
 
     pub fn encode(&self) -> String {
@@ -147,5 +174,26 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("hookflash_sip_dialogs 0"), "{text}");
+    }
+
+    #[test]
+    fn mirrors_the_media_counters() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = Metrics::new();
+        let stats = hookflash_media::MediaStats::default();
+        stats.packets_relayed.store(7, Relaxed);
+        stats.recordings_active.store(3, Relaxed);
+        stats.recording_frames_dropped.store(42, Relaxed);
+        m.refresh_media(&stats);
+        let text = m.encode();
+        assert!(
+            text.contains("hookflash_rtp_packets_relayed_total 7"),
+            "{text}"
+        );
+        assert!(text.contains("hookflash_recordings_active 3"), "{text}");
+        assert!(
+            text.contains("hookflash_recording_frames_dropped_total 42"),
+            "{text}"
+        );
     }
 }

@@ -79,6 +79,11 @@ pub struct MediaStats {
     pub packets_played: AtomicU64,
     /// Bridges whose task is running.
     pub bridges_active: AtomicU64,
+    /// Recordings whose relay-side tap is running.
+    pub recordings_active: AtomicU64,
+    /// 20 ms recording frames lost because a recording's writer fell behind (each written as
+    /// silence instead; the per-recording figure is [`RecordingSummary::dropped_frames`]).
+    pub recording_frames_dropped: AtomicU64,
 }
 
 impl MediaStats {

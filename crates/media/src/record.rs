@@ -356,9 +356,28 @@ pub(crate) struct RecorderTap {
     missed: u64,
     created: std::time::Instant,
     counters: Arc<TapCounters>,
+    /// The process-wide counters, once the relay task has taken the tap up.
+    global: Option<Arc<crate::MediaStats>>,
+}
+
+impl Drop for RecorderTap {
+    fn drop(&mut self) {
+        if let Some(g) = self.global.take() {
+            g.recordings_active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl RecorderTap {
+    /// Counts this recording in the process-wide `stats` (active recordings, dropped frames)
+    /// until the tap is dropped.
+    pub fn attach_stats(&mut self, stats: &Arc<crate::MediaStats>) {
+        if self.global.is_none() {
+            stats.recordings_active.fetch_add(1, Ordering::Relaxed);
+            self.global = Some(Arc::clone(stats));
+        }
+    }
+
     /// Audio received from leg `leg_idx` (0 = A, 1 = B).
     #[inline]
     pub fn on_audio(&mut self, leg_idx: usize, law: Law, payload: &[u8]) {
@@ -416,6 +435,9 @@ impl RecorderTap {
 
     fn count_drop(&mut self) {
         let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(g) = &self.global {
+            g.recording_frames_dropped.fetch_add(1, Ordering::Relaxed);
+        }
         if n == 0 {
             tracing::warn!(id = %self.id, "recording writer falls behind: frames dropped");
         }
@@ -507,6 +529,7 @@ pub(crate) async fn start(
             missed: 0,
             created: std::time::Instant::now(),
             counters,
+            global: None,
         },
         Recording {
             id,
@@ -844,17 +867,23 @@ mod tests {
             header_interval: Duration::from_secs(1),
         };
         let (mut tap, rec) = start(RecordingId(1), p.clone(), &opts).await.unwrap();
+        let global = Arc::new(crate::MediaStats::default());
+        tap.attach_stats(&global);
+        tap.attach_stats(&global); // idempotent
+        assert_eq!(global.recordings_active.load(Ordering::Relaxed), 1);
         // On a current-thread runtime the writer cannot run while we tick: the queue fills.
         for _ in 0..20 {
             tap.on_audio(0, Law::Mulaw, &[0x80; 160]);
             tap.tick();
         }
         assert_eq!(tap.counters.dropped.load(Ordering::Relaxed), 12);
+        assert_eq!(global.recording_frames_dropped.load(Ordering::Relaxed), 12);
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         tap.tick();
         tap.created = std::time::Instant::now();
         tap.finish();
+        assert_eq!(global.recordings_active.load(Ordering::Relaxed), 0);
         let s = rec.done.await.unwrap().unwrap();
         assert_eq!(s.dropped_frames, 12);
         assert_eq!(

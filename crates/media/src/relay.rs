@@ -56,7 +56,9 @@
 //! The 20 ms clock is a tokio `Interval` polled inside the same poll loop; it exists only while
 //! at least one player, recorder or DTMF sender is active, so a plain relay still has no timer. Missed ticks are caught
 //! up in a burst (the phone's jitter buffer expects 50 packets/s), unless the task fell more
-//! than 100 ms behind: then the backlog is dropped rather than flooding the phone.
+//! than 100 ms behind: then the backlog is dropped rather than flooding the phone (at most 5
+//! frames ever go out back to back), and the players' timestamps move on by the skipped time
+//! (marker on the next frame) so they keep pace with the real time.
 //!
 //! A non-looped playback ends by itself after its last frame; a new `play` on the same leg
 //! replaces the current one; [`BridgeHandle::stop_play`] ends it. Each end is published on a
@@ -68,9 +70,11 @@
 //! towards X, a [`StreamRewriter`] is engaged for the direction towards X, *continuing that
 //! stream*: the played packets carry **the SSRC X was already receiving** (the other phone's
 //! SSRC, or the rewriter's if continuity was already on; a random one if nothing was sent to X
-//! yet), sequence numbers continue from the last relayed packet, the timestamp advances by one
-//! packet interval, and the first played packet has the marker bit. When the player stops,
-//! relayed packets go through the same rewriter (marker on the first one), and it stays engaged
+//! yet), sequence numbers continue from the last relayed packet, the timestamp advances by the
+//! time elapsed since the last packet sent to X (in whole packet intervals, rounded down, at
+//! least one: [`StreamRewriter::rewrite_at`] with the time since the bridge started), and the
+//! first played packet has the marker bit. When the player stops, relayed packets go through
+//! the same rewriter (marker on the first one, timestamp by the same rule), and it stays engaged
 //! for the rest of the bridge: switching it off would make the numbering jump.
 //! Keeping the SSRC (rather than a fresh random one) means the phone never sees an SSRC change,
 //! which some phones handle badly; the cost is that RTCP sender reports relayed from the other
@@ -1058,6 +1062,35 @@ struct Player {
     /// the phone already receives.
     seq: u16,
     ts: u32,
+    /// The next frame starts a talkspurt (marker bit): ticks were skipped before it.
+    resync: bool,
+}
+
+impl Player {
+    /// Marker, sequence number and timestamp of the next frame; moves the numbering on by one
+    /// frame.
+    fn next_header(&mut self) -> (bool, u16, u32) {
+        let h = (self.resync, self.seq, self.ts);
+        self.resync = false;
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(FRAME_SAMPLES as u32);
+        h
+    }
+
+    /// The clock skipped `ticks` frames (the task fell too far behind to catch up): the
+    /// timestamp moves on by that time, so the stream's timestamps keep pace with the real time
+    /// (a receiver treats the gap like lost packets or a silence), the sequence number does not
+    /// (nothing was sent), and the next frame carries the marker bit. The clip's position is
+    /// kept: nothing of an announcement is skipped.
+    fn skip_ticks(&mut self, ticks: u32) {
+        if ticks == 0 {
+            return;
+        }
+        self.ts = self
+            .ts
+            .wrapping_add(ticks.wrapping_mul(FRAME_SAMPLES as u32));
+        self.resync = true;
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1263,7 +1296,8 @@ impl Relay {
             }
             Control::SendDtmf { job } => self.start_dtmf(job),
             Control::StopDtmf { leg } => self.cancel_dtmf(leg),
-            Control::StartRecording { tap } => {
+            Control::StartRecording { mut tap } => {
+                tap.attach_stats(&self.global);
                 if let Some(old) = self.recorder.replace(*tap) {
                     old.finish();
                 }
@@ -1329,7 +1363,8 @@ impl Relay {
                 return self.drop_packet(DropReason::Foreign);
             }
         }
-        let now_ms = self.shared.start.elapsed().as_millis() as u64;
+        let now = self.shared.start.elapsed();
+        let now_ms = now.as_millis() as u64;
         self.shared.last_rtp[f].store(now_ms + 1, Ordering::Relaxed);
         if now_ms.saturating_sub(self.last_flush_ms) >= FLUSH_INTERVAL_MS {
             self.flush_global(now_ms);
@@ -1354,9 +1389,9 @@ impl Relay {
             pkt[1] = (pkt[1] & 0x80) | mapped;
         }
         if let Some(rw) = self.rewriter[f].as_mut() {
-            rw.rewrite(pkt, self.legs[f].generation);
+            rw.rewrite_at(pkt, self.legs[f].generation, now);
         } else {
-            self.tracker[from.other().idx()].note(pkt);
+            self.tracker[from.other().idx()].note_at(pkt, now);
         }
         let to = &self.legs[from.other().idx()];
         let Some(dest) = to.rtp.dest() else {
@@ -1491,6 +1526,7 @@ impl Relay {
             looped: opts.looped,
             seq: rand::random(),
             ts: rand::random(),
+            resync: false,
         });
         self.play_status[t].send_modify(|s| {
             s.taken = s.taken.max(id.n);
@@ -1557,9 +1593,14 @@ impl Relay {
             if late > MAX_TICK_LAG {
                 tracing::debug!(?late, "media clock fell behind; backlog dropped");
                 iv.reset();
+                let missed = (late.as_millis() / FRAME_INTERVAL.as_millis()) as u32;
                 if let Some(r) = self.recorder.as_mut() {
                     // The recording keeps wall-clock time: the skipped ticks become silence.
-                    r.add_missed((late.as_millis() / FRAME_INTERVAL.as_millis()) as u32);
+                    r.add_missed(missed);
+                }
+                // So do the players' timestamps (the frames themselves are not skipped).
+                for p in self.players.iter_mut().flatten() {
+                    p.skip_ticks(missed);
                 }
             }
             for to in [Leg::A, Leg::B] {
@@ -1680,7 +1721,7 @@ impl Relay {
         if let Some(len) = r.packet {
             let pkt = &mut buf[..len];
             if let Some(rw) = self.rewriter[from_idx_towards(to)].as_mut() {
-                rw.rewrite(pkt, DTMF_SOURCE);
+                rw.rewrite_at(pkt, DTMF_SOURCE, self.shared.start.elapsed());
             }
             if r.event_start {
                 self.dtmf_out_ts[t] = u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]]);
@@ -1745,12 +1786,11 @@ impl Relay {
         payload[filled..].fill(law.silence());
         let finished = !p.looped && p.pos >= samples.len();
         let id = p.id;
-        write_header(&mut buf[..], false, pt, p.seq, p.ts, id.n as u32);
-        p.seq = p.seq.wrapping_add(1);
-        p.ts = p.ts.wrapping_add(FRAME_SAMPLES as u32);
+        let (marker, seq, ts) = p.next_header();
+        write_header(&mut buf[..], marker, pt, seq, ts, id.n as u32);
         let pkt = &mut buf[..RTP_HEADER_LEN + FRAME_SAMPLES];
         if let Some(rw) = self.rewriter[from_idx_towards(to)].as_mut() {
-            rw.rewrite(pkt, PLAYER_SOURCE);
+            rw.rewrite_at(pkt, PLAYER_SOURCE, self.shared.start.elapsed());
         }
         let leg = &self.legs[t];
         match leg.rtp.dest() {
@@ -1857,5 +1897,26 @@ mod tests {
         assert_eq!(Leg::B.other(), Leg::A);
         assert_eq!(Leg::A.idx(), 0);
         assert_eq!(Leg::B.idx(), 1);
+    }
+    #[test]
+    fn player_numbering_and_skipped_ticks() {
+        let mut p = Player {
+            id: PlaybackId { leg: Leg::A, n: 1 },
+            pcm: Pcm8k::new(Vec::new()),
+            pos: 0,
+            looped: false,
+            seq: u16::MAX,
+            ts: 1000,
+            resync: false,
+        };
+        assert_eq!(p.next_header(), (false, u16::MAX, 1000));
+        assert_eq!(p.next_header(), (false, 0, 1160));
+        p.skip_ticks(0);
+        assert_eq!(p.next_header(), (false, 1, 1320));
+        // 7 ticks skipped: the timestamp keeps pace with the time, the sequence number does
+        // not jump (nothing was sent), and the marker flags the new talkspurt once.
+        p.skip_ticks(7);
+        assert_eq!(p.next_header(), (true, 2, 1480 + 7 * 160));
+        assert_eq!(p.next_header(), (false, 3, 1640 + 7 * 160));
     }
 }

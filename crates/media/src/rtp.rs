@@ -110,6 +110,68 @@ fn ts_newer_eq(a: u32, b: u32) -> bool {
     a.wrapping_sub(b) < 0x8000_0000
 }
 
+/// Largest timestamp increment taken for a packet interval: 120 ms at 48 kHz.
+const MAX_TS_STEP: u32 = 5760;
+
+/// Learns a stream's packet interval (timestamp increment per packet) from consecutive
+/// packets. A smaller increment than the current interval is adopted at once; a larger one
+/// only when two consecutive in-order packets without the marker bit show it: the first
+/// packet of a talkspurt (silence suppression, VAD: the next sequence number but a timestamp
+/// advanced by the whole silence, marker set or not) and the packet after a telephone-event
+/// (which repeat their start timestamp) are one-off increments, not the interval.
+#[derive(Debug, Clone, Copy)]
+struct StepLearner {
+    step: u32,
+    candidate: u32,
+}
+
+impl StepLearner {
+    fn new(step: u32) -> StepLearner {
+        StepLearner { step, candidate: 0 }
+    }
+
+    /// `diff`: timestamp increment from the previous packet, which had the previous sequence
+    /// number; `marker`: this packet's marker bit.
+    fn observe(&mut self, diff: u32, marker: bool) {
+        if marker || diff == 0 || diff > MAX_TS_STEP {
+            self.candidate = 0;
+            return;
+        }
+        // A gap only ever makes an increment larger: a smaller one is the interval at once.
+        if diff == self.candidate || diff < self.step {
+            self.step = diff;
+        }
+        self.candidate = diff;
+    }
+
+    /// A packet that does not follow the previous one in sequence: no evidence either way.
+    fn interrupt(&mut self) {
+        self.candidate = 0;
+    }
+}
+
+/// Timestamp units in `d` at `clock_rate` Hz (saturating; only differences matter).
+fn ts_units(d: std::time::Duration, clock_rate: u32) -> u64 {
+    let units = d.as_micros().saturating_mul(clock_rate as u128) / 1_000_000;
+    u64::try_from(units).unwrap_or(u64::MAX)
+}
+
+/// The timestamp advance of a switch `elapsed` after the last packet: the elapsed time in
+/// whole packet intervals, rounded down (never ahead of the real time: for a receiver that
+/// places frames by timestamp, ahead is added playout delay), at least one interval; without
+/// a time, one interval.
+fn switch_advance(elapsed: Option<std::time::Duration>, step: u32, clock_rate: u32) -> u32 {
+    let step = step.max(1);
+    let Some(elapsed) = elapsed else {
+        return step;
+    };
+    let units = ts_units(elapsed, clock_rate);
+    let n = units / step as u64;
+    // A gap beyond 2^31 units cannot be expressed in the 32-bit timestamp space anyway.
+    let advance = n.max(1).saturating_mul(step as u64).min(0x7fff_ffff);
+    advance as u32
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Source {
     id: u32,
@@ -121,10 +183,19 @@ struct Source {
 }
 
 /// Keeps an outgoing RTP stream continuous when its source changes (relay after a transfer,
-/// players, the mixer): one SSRC, sequence numbers continuing from the last one sent,
-/// timestamps continuing by one packet interval, and the marker bit on the first packet after
-/// a switch. A source "changes" when `source_id` differs from the previous packet's or the same
-/// source starts a new SSRC. Within a source, gaps and reordering are preserved.
+/// players, the mixer): one SSRC, sequence numbers continuing from the last one sent, and the
+/// marker bit on the first packet after a switch. A source "changes" when `source_id` differs
+/// from the previous packet's or the same source starts a new SSRC. Within a source, gaps and
+/// reordering are preserved.
+///
+/// **Timestamps at a switch** follow the time that really passed since the last packet sent
+/// ([`Self::rewrite_at`]): the elapsed time in whole packet intervals (rounded down), at least
+/// one interval. Receivers place packets by timestamp (pjmedia's jitter buffer indexes frames by
+/// `timestamp / samples per frame`): a timestamp ahead of the real time would be queued as
+/// that much extra playout delay, one behind it as a late packet. Without a time
+/// ([`Self::rewrite`]) the timestamp continues by one packet interval. The packet interval is
+/// learned from the stream (see `StepLearner`: one-off increments such as the first packet of
+/// a talkspurt do not count).
 #[derive(Debug, Clone)]
 pub struct StreamRewriter {
     ssrc: u32,
@@ -133,8 +204,12 @@ pub struct StreamRewriter {
     current: Option<Source>,
     last_out_seq: u16,
     last_out_ts: u32,
+    /// When the newest packet went out (the caller's monotonic clock), if known.
+    last_out_at: Option<std::time::Duration>,
     /// Timestamp increment per packet learned from the stream (160 = 20 ms at 8 kHz).
-    ts_step: u32,
+    ts_step: StepLearner,
+    /// RTP clock rate of the stream (8000 for G.711 and telephone-event).
+    clock_rate: u32,
 }
 
 impl StreamRewriter {
@@ -145,8 +220,22 @@ impl StreamRewriter {
             current: None,
             last_out_seq: 0,
             last_out_ts: 0,
-            ts_step: 160,
+            last_out_at: None,
+            ts_step: StepLearner::new(160),
+            clock_rate: 8000,
         }
+    }
+
+    /// Sets the RTP clock rate used to turn elapsed time into timestamp units (default 8000).
+    pub fn set_clock_rate(&mut self, hz: u32) {
+        if hz > 0 {
+            self.clock_rate = hz;
+        }
+    }
+
+    /// The packet interval in timestamp units, as learned so far.
+    pub fn ts_step(&self) -> u32 {
+        self.ts_step.step
     }
 
     /// A rewriter that continues a stream that so far went out untouched, as recorded by
@@ -160,7 +249,9 @@ impl StreamRewriter {
             current: None,
             last_out_seq: last.seq,
             last_out_ts: last.ts,
-            ts_step: tracker.ts_step,
+            last_out_at: tracker.last_at,
+            ts_step: StepLearner::new(tracker.ts_step.step),
+            clock_rate: 8000,
         })
     }
 
@@ -184,12 +275,31 @@ impl StreamRewriter {
         if ts_newer_eq(last, self.last_out_ts) {
             self.last_out_ts = last;
         }
-        self.ts_step = step;
+        self.ts_step = StepLearner::new(step);
     }
 
-    /// Rewrites SSRC, sequence number, timestamp (and marker on a switch) in place.
+    /// Rewrites SSRC, sequence number, timestamp (and marker on a switch) in place, without
+    /// knowing the time: a switch continues the timestamp by one packet interval.
     /// Returns `false` and leaves `buf` untouched if it is not an RTP packet.
     pub fn rewrite(&mut self, buf: &mut [u8], source_id: u32) -> bool {
+        self.rewrite_inner(buf, source_id, None)
+    }
+
+    /// [`Self::rewrite`] for a packet sent at `now` (any monotonic clock, the same for every
+    /// call, e.g. the time since the bridge started): a switch advances the timestamp by the
+    /// time elapsed since the previous packet went out, in whole packet intervals (rounded
+    /// down, at least one), so the stream's timestamps keep pace with the real time across
+    /// sources.
+    pub fn rewrite_at(&mut self, buf: &mut [u8], source_id: u32, now: std::time::Duration) -> bool {
+        self.rewrite_inner(buf, source_id, Some(now))
+    }
+
+    fn rewrite_inner(
+        &mut self,
+        buf: &mut [u8],
+        source_id: u32,
+        now: Option<std::time::Duration>,
+    ) -> bool {
         let Some(h) = parse_header(buf) else {
             return false;
         };
@@ -204,13 +314,19 @@ impl StreamRewriter {
                 // First packet ever: keep the source's numbering.
                 (0, 0)
             } else {
+                let elapsed = match (now, self.last_out_at) {
+                    (Some(now), Some(then)) => Some(now.saturating_sub(then)),
+                    _ => None,
+                };
+                let advance = switch_advance(elapsed, self.ts_step.step, self.clock_rate);
                 (
                     self.last_out_seq.wrapping_add(1).wrapping_sub(h.sequence),
                     self.last_out_ts
-                        .wrapping_add(self.ts_step)
+                        .wrapping_add(advance)
                         .wrapping_sub(h.timestamp),
                 )
             };
+            self.ts_step.interrupt();
             self.current = Some(Source {
                 id: source_id,
                 in_ssrc: h.ssrc,
@@ -224,11 +340,10 @@ impl StreamRewriter {
             return false;
         };
         if !switch && h.sequence == src.last_in_seq.wrapping_add(1) {
-            let step = h.timestamp.wrapping_sub(src.last_in_ts);
-            // Ignore 0 (DTMF events repeat the timestamp) and implausible jumps (> 1 s at 48 kHz).
-            if step > 0 && step <= 48_000 {
-                self.ts_step = step;
-            }
+            self.ts_step
+                .observe(h.timestamp.wrapping_sub(src.last_in_ts), h.marker);
+        } else if !switch {
+            self.ts_step.interrupt();
         }
         if switch || seq_newer(h.sequence, src.last_in_seq) {
             src.last_in_seq = h.sequence;
@@ -241,6 +356,9 @@ impl StreamRewriter {
         }
         if first_ever || ts_newer_eq(out_ts, self.last_out_ts) {
             self.last_out_ts = out_ts;
+        }
+        if now.is_some() {
+            self.last_out_at = now;
         }
         buf[2..4].copy_from_slice(&out_seq.to_be_bytes());
         buf[4..8].copy_from_slice(&out_ts.to_be_bytes());
@@ -265,14 +383,17 @@ struct Last {
 #[derive(Debug, Clone, Copy)]
 pub struct StreamTracker {
     last: Option<Last>,
-    ts_step: u32,
+    /// When the newest packet was sent, if the caller said ([`Self::note_at`]).
+    last_at: Option<std::time::Duration>,
+    ts_step: StepLearner,
 }
 
 impl Default for StreamTracker {
     fn default() -> Self {
         StreamTracker {
             last: None,
-            ts_step: 160,
+            last_at: None,
+            ts_step: StepLearner::new(160),
         }
     }
 }
@@ -281,25 +402,43 @@ impl StreamTracker {
     /// Records an outgoing RTP packet; buffers shorter than an RTP header are ignored.
     #[inline]
     pub fn note(&mut self, buf: &[u8]) {
+        self.note_inner(buf, None);
+    }
+
+    /// [`Self::note`] for a packet sent at `now` (the clock later given to
+    /// [`StreamRewriter::rewrite_at`]), so that a rewriter taking the stream over knows how
+    /// much time passed since.
+    #[inline]
+    pub fn note_at(&mut self, buf: &[u8], now: std::time::Duration) {
+        self.note_inner(buf, Some(now));
+    }
+
+    #[inline]
+    fn note_inner(&mut self, buf: &[u8], now: Option<std::time::Duration>) {
         let Some(h) = buf.get(..RTP_HEADER_LEN) else {
             return;
         };
+        let marker = h[1] & 0x80 != 0;
         let seq = u16::from_be_bytes([h[2], h[3]]);
         let ts = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
         let ssrc = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
         match self.last {
             Some(l) if l.ssrc == ssrc => {
                 if seq == l.seq.wrapping_add(1) {
-                    let step = ts.wrapping_sub(l.ts);
-                    if step > 0 && step <= 48_000 {
-                        self.ts_step = step;
-                    }
+                    self.ts_step.observe(ts.wrapping_sub(l.ts), marker);
+                } else {
+                    self.ts_step.interrupt();
                 }
                 if seq_newer(seq, l.seq) {
                     self.last = Some(Last { ssrc, seq, ts });
+                    self.last_at = now;
                 }
             }
-            _ => self.last = Some(Last { ssrc, seq, ts }),
+            _ => {
+                self.last = Some(Last { ssrc, seq, ts });
+                self.last_at = now;
+                self.ts_step.interrupt();
+            }
         }
     }
 
@@ -533,5 +672,249 @@ mod tests {
         let mut junk = vec![1u8, 2, 3];
         assert!(!rw.rewrite(&mut junk, 1));
         assert_eq!(junk, vec![1, 2, 3]);
+    }
+    #[test]
+    fn a_talkspurt_gap_is_not_taken_for_the_packet_interval() {
+        // pjmedia with VAD: after 0.5 s of silence the next packet has the next sequence
+        // number, a timestamp 4000 (0.5 s) on, and the marker bit (other phones may leave it
+        // out). That is not the packet interval: a switch right after it (untimed) must
+        // continue by 160, not jump another 0.5 s ahead.
+        for marker in [true, false] {
+            let mut t = StreamTracker::default();
+            let mut rw = StreamRewriter::new(0x77);
+            let mut ts = 8000u32;
+            for (seq, i) in (100u16..).zip(0..6) {
+                if i == 5 {
+                    ts = ts.wrapping_add(4000 - 160);
+                }
+                let mut b = pkt(0, seq, ts, 0xABC);
+                set_marker(&mut b, marker && i == 5);
+                t.note(&b);
+                rw.rewrite(&mut b, 1);
+                ts += 160;
+            }
+            let (_, last_seq, last_ts) = t.last().unwrap();
+            let mut cont = StreamRewriter::continuing(&t).unwrap();
+            let mut b = pkt(0, 1, 1, 5);
+            cont.rewrite(&mut b, u32::MAX);
+            let h = parse_header(&b).unwrap();
+            assert_eq!(h.sequence, last_seq.wrapping_add(1));
+            assert_eq!(
+                h.timestamp,
+                last_ts + 160,
+                "continuing (marker {marker}): one packet interval on"
+            );
+            let mut b = pkt(0, 1, 1, 5);
+            rw.rewrite(&mut b, 2);
+            let h = parse_header(&b).unwrap();
+            assert_eq!(
+                h.timestamp,
+                last_ts + 160,
+                "rewriter (marker {marker}): one packet interval on"
+            );
+        }
+        // A packet interval that really changes (30 ms) is learned after two packets.
+        let mut t = StreamTracker::default();
+        for i in 0..3u16 {
+            t.note(&pkt(0, i, 240 * i as u32, 9));
+        }
+        let mut cont = StreamRewriter::continuing(&t).unwrap();
+        assert_eq!(cont.ts_step(), 240);
+        let mut b = pkt(0, 1, 1, 5);
+        cont.rewrite(&mut b, 1);
+        assert_eq!(parse_header(&b).unwrap().timestamp, 480 + 240);
+    }
+
+    /// What a receiver sees: when each packet left, and its header.
+    type Wire = Vec<(Duration, RtpHeader)>;
+
+    /// Sends `n` packets of one source at 20 ms pace from `t`, through `rw` (or untouched
+    /// into `tracker` when `rw` is `None`), returns the time of the last one.
+    #[allow(clippy::too_many_arguments)]
+    fn send_source(
+        wire: &mut Wire,
+        rw: Option<&mut StreamRewriter>,
+        tracker: &mut StreamTracker,
+        source_id: u32,
+        ssrc: u32,
+        (seq, ts): (u16, u32),
+        t: Duration,
+        n: u16,
+    ) -> Duration {
+        let mut rw = rw;
+        for i in 0..n {
+            let at = t + Duration::from_millis(20 * i as u64);
+            let mut b = pkt(
+                0,
+                seq.wrapping_add(i),
+                ts.wrapping_add(160 * i as u32),
+                ssrc,
+            );
+            match rw.as_deref_mut() {
+                Some(rw) => assert!(rw.rewrite_at(&mut b, source_id, at)),
+                None => tracker.note_at(&b, at),
+            }
+            wire.push((at, parse_header(&b).unwrap()));
+        }
+        t + Duration::from_millis(20 * (n as u64 - 1))
+    }
+
+    use std::time::Duration;
+
+    #[test]
+    fn switches_keep_the_timestamps_in_step_with_the_emission_times() {
+        let ms = Duration::from_millis;
+        let mut wire: Wire = Vec::new();
+        let mut tracker = StreamTracker::default();
+        // 1. Phone Y relayed untouched: 20 packets, 0.5 s of silence (VAD: the next packet
+        //    has the next sequence number, the timestamp 0.5 s on, the marker), 20 packets.
+        let t = send_source(
+            &mut wire,
+            None,
+            &mut tracker,
+            0,
+            0xB0B,
+            (1000, 50_000),
+            ms(0),
+            20,
+        );
+        let mut b = pkt(0, 1020, 50_000 + 19 * 160 + 160 + 4000, 0xB0B);
+        set_marker(&mut b, true);
+        let t = t + ms(20 + 500);
+        tracker.note_at(&b, t);
+        wire.push((t, parse_header(&b).unwrap()));
+        let t = send_source(
+            &mut wire,
+            None,
+            &mut tracker,
+            0,
+            0xB0B,
+            (1021, 50_000 + 21 * 160 + 4000),
+            t + ms(20),
+            19,
+        );
+        // 2. A player starts 7 ms after the last relayed packet and plays 1 s.
+        let mut rw = StreamRewriter::continuing(&tracker).unwrap();
+        let t = send_source(
+            &mut wire,
+            Some(&mut rw),
+            &mut tracker,
+            u32::MAX,
+            42,
+            (7, 123_456),
+            t + ms(7),
+            50,
+        );
+        // 3. It stops; phone Y resumes only 300 ms later (re-INVITE after a hold), its own
+        //    numbering moved on meanwhile.
+        let t = send_source(
+            &mut wire,
+            Some(&mut rw),
+            &mut tracker,
+            0,
+            0xB0B,
+            (1100, 70_000),
+            t + ms(300),
+            20,
+        );
+        // 4. Another playback 25 ms after the last relayed packet, 0.2 s; Y again 12 ms after.
+        let t = send_source(
+            &mut wire,
+            Some(&mut rw),
+            &mut tracker,
+            u32::MAX,
+            43,
+            (9, 9),
+            t + ms(25),
+            10,
+        );
+        send_source(
+            &mut wire,
+            Some(&mut rw),
+            &mut tracker,
+            0,
+            0xB0B,
+            (1200, 90_000),
+            t + ms(12),
+            10,
+        );
+
+        let (t0, h0) = wire[0];
+        for (i, w) in wire.windows(2).enumerate() {
+            let ((_, a), (_, b)) = (w[0], w[1]);
+            assert_eq!(b.ssrc, 0xB0B, "one SSRC (packet {})", i + 1);
+            assert_eq!(
+                b.sequence,
+                a.sequence.wrapping_add(1),
+                "sequence continuity (packet {})",
+                i + 1
+            );
+            assert!(
+                b.timestamp.wrapping_sub(a.timestamp) >= 160,
+                "timestamps advance by at least a packet interval (packet {})",
+                i + 1
+            );
+        }
+        // Timestamps against emission times: never more than one packet interval ahead of or
+        // behind the time that passed. (pjmedia's jitter buffer indexes frames by timestamp /
+        // 160: every 160 units ahead is 20 ms of playout delay added while packets keep coming.)
+        for (i, (t, h)) in wire.iter().enumerate() {
+            let elapsed = ts_units(*t - t0, 8000) as i64;
+            let advanced = h.timestamp.wrapping_sub(h0.timestamp) as i64;
+            let drift = advanced - elapsed;
+            assert!(
+                drift.abs() <= 160,
+                "packet {i} sent at {t:?}: timestamp {advanced} units on, time {elapsed} units on \
+                 (drift {drift})"
+            );
+        }
+    }
+
+    #[test]
+    fn switch_advance_is_the_elapsed_time_in_whole_packet_intervals() {
+        let ms = Duration::from_millis;
+        assert_eq!(switch_advance(None, 160, 8000), 160);
+        assert_eq!(
+            switch_advance(Some(ms(0)), 160, 8000),
+            160,
+            "at least one interval"
+        );
+        assert_eq!(switch_advance(Some(ms(29)), 160, 8000), 160);
+        assert_eq!(
+            switch_advance(Some(ms(39)), 160, 8000),
+            160,
+            "never ahead of the time"
+        );
+        assert_eq!(switch_advance(Some(ms(41)), 160, 8000), 320);
+        assert_eq!(switch_advance(Some(ms(500)), 160, 8000), 4000);
+        assert_eq!(
+            switch_advance(Some(ms(500)), 240, 8000),
+            3840,
+            "16.7 intervals: 16"
+        );
+        assert_eq!(
+            switch_advance(Some(Duration::from_secs(1 << 40)), 160, 8000),
+            0x7fff_ffff
+        );
+        assert_eq!(
+            switch_advance(Some(ms(20)), 0, 8000),
+            160,
+            "a zero step is one unit"
+        );
+    }
+
+    #[test]
+    fn timed_rewrite_without_a_previous_time_falls_back_to_one_interval() {
+        // A tracker fed without times (note) gives the rewriter no time of the last packet.
+        let mut t = StreamTracker::default();
+        t.note(&pkt(0, 1, 1000, 5));
+        let mut rw = StreamRewriter::continuing(&t).unwrap();
+        let mut b = pkt(0, 50, 50, 6);
+        rw.rewrite_at(&mut b, 1, Duration::from_secs(10));
+        assert_eq!(parse_header(&b).unwrap().timestamp, 1160);
+        // From then on it knows: 100 ms later, a switch is 800 units on.
+        let mut b = pkt(0, 60, 60, 7);
+        rw.rewrite_at(&mut b, 2, Duration::from_millis(10_100));
+        assert_eq!(parse_header(&b).unwrap().timestamp, 1960);
     }
 }
