@@ -55,6 +55,30 @@ fn routes() -> Vec<(Method, &'static str)> {
         (Method::GET, "/api/v1/recordings"),
         (Method::GET, "/api/v1/recordings/{recording_id}"),
         (Method::GET, "/api/v1/recordings/{recording_id}/audio"),
+        (Method::POST, "/api/v1/calls"),
+        (Method::POST, "/api/v1/calls/{call_id}/transfer"),
+        (Method::POST, "/api/v1/calls/{call_id}/transfer/complete"),
+        (Method::POST, "/api/v1/calls/{call_id}/transfer/cancel"),
+        (Method::POST, "/api/v1/calls/{call_id}/flip"),
+        (Method::POST, "/api/v1/calls/{call_id}/forward"),
+        (Method::POST, "/api/v1/calls/{call_id}/reject"),
+        (Method::POST, "/api/v1/calls/{call_id}/ignore"),
+        (Method::POST, "/api/v1/calls/{call_id}/park"),
+        (Method::POST, "/api/v1/calls/{call_id}/unpark"),
+        (Method::GET, "/api/v1/parks"),
+        (Method::GET, "/api/v1/users/{extension}/voicemail"),
+        (Method::PUT, "/api/v1/users/{extension}/voicemail"),
+        (Method::PUT, "/api/v1/users/{extension}/voicemail/greeting"),
+        (
+            Method::DELETE,
+            "/api/v1/users/{extension}/voicemail/greeting",
+        ),
+        (Method::GET, "/api/v1/voicemail"),
+        (Method::GET, "/api/v1/voicemail/{message_id}"),
+        (Method::DELETE, "/api/v1/voicemail/{message_id}"),
+        (Method::GET, "/api/v1/voicemail/{message_id}/audio"),
+        (Method::GET, "/api/v1/users/{extension}/forwardings"),
+        (Method::PUT, "/api/v1/users/{extension}/forwardings"),
         (Method::GET, "/api/v1/events"),
         (Method::GET, "/api/v1/openapi.json"),
     ]
@@ -74,6 +98,13 @@ fn call_routes() -> Vec<(Method, &'static str, Option<&'static str>)> {
                 Some(r#"{"digits": "*12#"}"#)
             } else if p.ends_with("/recording") {
                 Some(r#"{"action": "start"}"#)
+            } else if p.ends_with("/transfer") || p.ends_with("/forward") || p.ends_with("/unpark")
+            {
+                Some(r#"{"target": "201"}"#)
+            } else if p.ends_with("/flip") {
+                Some(r#"{"flip_id": "mobile"}"#)
+            } else if p.ends_with("/ignore") {
+                Some(r#"{"device": "sip:x@127.0.0.1"}"#)
             } else {
                 None
             };

@@ -70,7 +70,7 @@ fn call_routes(call: &str) -> Vec<(Method, String, Option<&'static str>)> {
         (
             Method::POST,
             format!("/v2/calls/{call}/transfer"),
-            Some(r#"{"attended": false, "phoneNumber": "+4915799912345"}"#),
+            Some(r#"{"attended": false, "phoneNumber": "nobody"}"#),
         ),
         (
             Method::PUT,
@@ -394,9 +394,9 @@ async fn calls_routes_shapes_effects_errors_and_isolation() {
     assert_eq!(status, 200);
     assert!(!s.engine.call(&s.acme, &call.id).unwrap().muted());
 
-    // Transfer is a later issue's route: 501 in the error shape. Announcements exist: an
-    // unreachable URL is a 400 that says so, and the call is untouched. Recording and DTMF
-    // work (their effects are checked below).
+    // A transfer to a target that names nobody is a 400 in the error shape; so is an
+    // announcement from an unreachable URL; in both cases the call is untouched. Recording
+    // and DTMF work (their effects are checked below).
     for (m, p, body) in call_routes(&call.id).into_iter().skip(3) {
         let (status, json, _) = s.req(m, &p, Some(&alice), body).await;
         if p.ends_with("/recording") || p.ends_with("/dtmf") {
@@ -414,8 +414,12 @@ async fn calls_routes_shapes_effects_errors_and_isolation() {
             );
             continue;
         }
-        assert_sipgate_error(status, &json, 501);
-        assert_eq!(json["error"], "Not Implemented");
+        assert!(p.ends_with("/transfer"), "{p}");
+        assert_sipgate_error(status, &json, 400);
+        assert!(
+            json["message"].as_str().unwrap_or("").contains("nobody"),
+            "{json}"
+        );
     }
     let now = s.engine.call(&s.acme, &call.id).unwrap();
     assert_eq!(now.state, "answered");

@@ -177,10 +177,12 @@ pub use replaces::HandOff;
 mod ringing;
 pub use ringing::RingingAction;
 mod transfer;
+mod voicemail;
 pub use originate::OriginateRequest;
 use originate::Originated;
 pub(crate) use transfer::TransferTarget;
 use transfer::{RetiredLeg, Transfer};
+use voicemail::VoicemailSession;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -525,6 +527,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, mpsc::Receiver<Cal
         old_transfer_forks: Vec::new(),
         originated: None,
         parked: None,
+        voicemail: None,
         handed_off: None,
         states_to: None,
         ring_deadline: None,
@@ -820,6 +823,8 @@ struct CallActor {
     originated: Option<Originated>,
     /// Set while the call is parked in an orbit.
     parked: Option<Parked>,
+    /// Set while a caller is in a user's mailbox.
+    voicemail: Option<VoicemailSession>,
     /// After a REFER/Replaces hand-over: the SIP Call-ID of the dialog given away (not ours
     /// to remove), and the call that now gets this call's dialog events.
     handed_off: Option<String>,
@@ -971,6 +976,11 @@ impl CallActor {
             let park_deadline = self
                 .park_deadline()
                 .unwrap_or_else(tokio::time::Instant::now);
+            let vm_deadline = self
+                .voicemail
+                .as_ref()
+                .map(|v| v.deadline)
+                .unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 state = states.recv() => match state {
                     Some(state) => self.on_dialog_state(state).await,
@@ -994,8 +1004,14 @@ impl CallActor {
                 }
                 _ = tokio::time::sleep_until(ring_deadline), if self.phase == Phase::Ringing => {
                     info!("no answer before the ring timeout");
-                    self.cancel_forks(None).await;
-                    self.fail_caller(408, "no_answer");
+                    if !self.try_voicemail().await {
+                        self.cancel_forks(None).await;
+                        self.fail_caller(408, "no_answer");
+                    }
+                }
+                _ = tokio::time::sleep_until(vm_deadline), if self.voicemail.is_some() => {
+                    info!("voicemail: longest message reached");
+                    self.hangup_all("normal").await;
                 }
                 _ = &mut inactive, if self.phase == Phase::Connected => {
                     info!("no RTP from either side: ending the call");
@@ -1010,6 +1026,9 @@ impl CallActor {
                             digit: Some(ev.digit.to_string()),
                             ..Default::default()
                         });
+                        if self.voicemail.is_some() {
+                            self.voicemail_digit(ev.digit).await;
+                        }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         warn!(missed = n, "DTMF events lagged");
@@ -1271,7 +1290,9 @@ impl CallActor {
                 .collect();
             let best = best_failure(&statuses);
             info!(status = best, "every device failed");
-            self.fail_caller(best, cause_for_status(best));
+            if !(matches!(best, 486 | 480 | 408 | 603) && self.try_voicemail().await) {
+                self.fail_caller(best, cause_for_status(best));
+            }
         }
     }
 
@@ -1757,6 +1778,10 @@ impl CallActor {
                 let _ = reply.send(result.map(|_| self.info()));
             }
             CallCommand::PlaybackEnded { side, whisper, end } => {
+                if self.voicemail.is_some() {
+                    self.voicemail_greeting_done().await;
+                    return;
+                }
                 let side = if side == 0 { Side::A } else { Side::B };
                 if whisper && self.whispering[side.index()] {
                     self.whispering[side.index()] = false;
@@ -2020,6 +2045,11 @@ impl CallActor {
                 state: "parked".into(),
             });
         }
+        if self.voicemail.is_some() {
+            return Err(CommandError::WrongState {
+                state: "in voicemail".into(),
+            });
+        }
         Ok(())
     }
 
@@ -2111,6 +2141,7 @@ impl CallActor {
     /// Frees media and dialogs, writes the call record, updates metrics.
     async fn finish(&mut self) {
         self.leave_orbit();
+        self.finish_voicemail().await;
         if self.recording.is_some() {
             self.stop_recording().await;
         }

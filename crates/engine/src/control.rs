@@ -465,7 +465,72 @@ impl Engine {
             .await
     }
 
-    /// Rejects a ringing call: every device stops ringing and the caller hears busy.
+    /// Forwards a ringing call to the callee's voicemail (`BadTarget` if they have none).
+    pub async fn forward_to_voicemail(
+        &self,
+        account_id: &str,
+        call_id: &str,
+    ) -> Result<CallInfo, CommandError> {
+        self.ringing_action(account_id, call_id, RingingAction::ToVoicemail)
+            .await
+    }
+
+    /// Flip: moves the account user's side of an answered call (`leg_id`, default: the
+    /// user's side as for transfers) to one of that user's forwarding numbers, by flip id.
+    /// The number is dialled; when it answers it replaces the user's device, which is
+    /// released (if it does not answer, the call stays on the device).
+    pub async fn flip(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        leg_id: Option<&str>,
+        flip_id: &str,
+    ) -> Result<CallInfo, CommandError> {
+        let call = self.call(account_id, call_id)?;
+        if call.state != "answered" {
+            return Err(CommandError::WrongState { state: call.state });
+        }
+        let leg = match leg_id {
+            Some(id) => call.leg(id).ok_or(CommandError::NotFound)?.clone(),
+            None => {
+                let index = usize::from(call.direction != "outbound");
+                call.legs
+                    .get(index)
+                    .cloned()
+                    .ok_or(CommandError::NotFound)?
+            }
+        };
+        let user_id = leg.owner_user_id.clone().ok_or_else(|| {
+            CommandError::BadTarget("that leg is not one of the account's users".into())
+        })?;
+        let forwarding = self
+            .inner
+            .store
+            .forwarding(&user_id, flip_id)
+            .await
+            .map_err(|e| CommandError::Failed {
+                status: 500,
+                reason: e.to_string(),
+            })?
+            .ok_or_else(|| {
+                CommandError::BadTarget(format!("no forwarding with flip id '{flip_id}'"))
+            })?;
+        // The number is dialled on the user's behalf, with the user's routing.
+        let target = self
+            .resolve_target(account_id, Some(&user_id), &forwarding.number)
+            .await?;
+        let transferor = Some(leg.id);
+        self.send_command(account_id, call_id, |reply| CallCommand::Transfer {
+            transferor,
+            target,
+            attended: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Rejects a ringing call: every device stops ringing; the caller goes to the callee's
+    /// voicemail if they have one, else hears busy.
     pub async fn reject(&self, account_id: &str, call_id: &str) -> Result<CallInfo, CommandError> {
         self.ringing_action(account_id, call_id, RingingAction::Reject)
             .await

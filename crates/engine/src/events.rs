@@ -25,6 +25,8 @@ pub enum EventKind {
     RecordingStopped,
     /// A ringing call was forwarded to another destination (`target`).
     Forwarded,
+    /// A caller left a voicemail message (`recording_id`: the message's id).
+    Voicemail,
     /// The call was parked (`target`: the orbit); the parked party hears music.
     Parked,
     /// A phone dialled the orbit and took the parked call.
@@ -56,6 +58,7 @@ impl EventKind {
             EventKind::RecordingStarted => "recording_started",
             EventKind::RecordingStopped => "recording_stopped",
             EventKind::Forwarded => "forwarded",
+            EventKind::Voicemail => "voicemail",
             EventKind::Parked => "parked",
             EventKind::Unparked => "unparked",
             EventKind::TransferStarted => "transfer_started",

@@ -166,6 +166,7 @@ impl Engine {
         let purging = engine.clone();
         tokio::spawn(async move { purging.purge_registrations().await });
         engine.repair_recordings().await;
+        engine.repair_voicemails().await;
         Ok(engine)
     }
 
@@ -254,6 +255,46 @@ impl Engine {
 
     /// Recordings a crash left unfinished: fix their WAV headers so they play, and list them
     /// as `repaired` (or `failed` if the file is gone or unreadable).
+    /// Voicemail messages a crash left unfinished: repair the WAV, complete the row.
+    async fn repair_voicemails(&self) {
+        let store = &self.inner.store;
+        let unfinished = match store.unfinished_voicemails().await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "cannot list unfinished voicemail messages");
+                return;
+            }
+        };
+        for msg in unfinished {
+            let path = msg.path.clone();
+            let outcome =
+                tokio::task::spawn_blocking(move || hookflash_media::repair_wav(&path)).await;
+            let (state, duration_ms) = match outcome {
+                Ok(Ok(o)) => ("repaired", o.duration.as_millis() as i64),
+                Ok(Err(e)) => {
+                    warn!(message = %msg.id, error = %e, "voicemail could not be repaired");
+                    ("failed", 0)
+                }
+                Err(e) => {
+                    warn!(message = %msg.id, error = %e, "repair task failed");
+                    ("failed", 0)
+                }
+            };
+            let bytes = std::fs::metadata(&msg.path)
+                .map(|m| m.len() as i64)
+                .unwrap_or(0);
+            match store
+                .finish_voicemail(&msg.id, state, duration_ms, bytes)
+                .await
+            {
+                Ok(_) => {
+                    info!(message = %msg.id, state, duration_ms, "unfinished voicemail repaired")
+                }
+                Err(e) => warn!(message = %msg.id, error = %e, "cannot complete the voicemail row"),
+            }
+        }
+    }
+
     async fn repair_recordings(&self) {
         let store = &self.inner.store;
         let unfinished = match store.unfinished_recordings().await {

@@ -122,6 +122,21 @@ pub enum UserCmd {
         #[command(flatten)]
         account: AccountArg,
     },
+    /// Switch a user's voicemail on (unanswered calls go to the mailbox) or off; without
+    /// on/off, show it.
+    Voicemail {
+        extension: String,
+        state: Option<OnOff>,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+}
+
+/// `on` or `off`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Subcommand, Debug)]
@@ -398,6 +413,33 @@ async fn user(cmd: UserCmd, store: &Store, out: &mut dyn Write) -> Result<(), Cl
                 Some(url) => writeln!(out, "webhook of user {extension}: {url}")?,
                 None => writeln!(out, "webhook of user {extension} cleared")?,
             }
+        }
+        UserCmd::Voicemail {
+            extension,
+            state,
+            account,
+        } => {
+            let acc = resolve_account(store, &account).await?;
+            let Some(u) = store.user_by_extension(&acc.id, &extension).await? else {
+                return Err(CliError::NotFound(format!(
+                    "user {extension} does not exist in account {}",
+                    acc.name
+                )));
+            };
+            if let Some(state) = state {
+                store.set_mailbox(&u.id, state == OnOff::On).await?;
+            }
+            let mailbox = store.mailbox(&u.id).await?;
+            let on = mailbox.as_ref().is_some_and(|m| m.enabled);
+            let greeting = match mailbox.and_then(|m| m.greeting_path) {
+                Some(_) => "custom",
+                None => "default",
+            };
+            writeln!(
+                out,
+                "voicemail of user {extension}: {} ({greeting} greeting)",
+                if on { "on" } else { "off" }
+            )?;
         }
     }
     Ok(())
@@ -903,6 +945,38 @@ mod tests {
             }
         ));
         assert!(parse(&["user", "add"]).is_err());
+        match parse(&["user", "voicemail", "201", "on", "--account", "acme"]).unwrap() {
+            AdminCommand::User {
+                cmd:
+                    UserCmd::Voicemail {
+                        extension,
+                        state,
+                        account,
+                    },
+            } => {
+                assert_eq!(extension, "201");
+                assert_eq!(state, Some(OnOff::On));
+                assert_eq!(account.account.as_deref(), Some("acme"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["user", "voicemail", "201", "off"]).unwrap(),
+            AdminCommand::User {
+                cmd: UserCmd::Voicemail {
+                    state: Some(OnOff::Off),
+                    ..
+                }
+            }
+        ));
+        assert!(matches!(
+            parse(&["user", "voicemail", "201"]).unwrap(),
+            AdminCommand::User {
+                cmd: UserCmd::Voicemail { state: None, .. }
+            }
+        ));
+        assert!(parse(&["user", "voicemail", "201", "maybe"]).is_err());
+        assert!(parse(&["user", "voicemail"]).is_err());
     }
 
     #[test]
@@ -1111,6 +1185,53 @@ mod tests {
         assert!(matches!(
             exec(&store, &["user", "rm", "202"]).await,
             Err(CliError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn voicemail_on_off() {
+        let store = Store::open_memory().await.unwrap();
+        let acc = store.create_account("acme", "acme.local").await.unwrap();
+        let u = store.add_user(&acc.id, "201", "pw", None).await.unwrap();
+
+        let out = exec(&store, &["user", "voicemail", "201"]).await.unwrap();
+        assert_eq!(out, "voicemail of user 201: off (default greeting)\n");
+        assert_eq!(
+            store.mailbox(&u.id).await.unwrap(),
+            None,
+            "showing creates nothing"
+        );
+
+        let out = exec(&store, &["user", "voicemail", "201", "on"])
+            .await
+            .unwrap();
+        assert_eq!(out, "voicemail of user 201: on (default greeting)\n");
+        assert!(store.mailbox(&u.id).await.unwrap().unwrap().enabled);
+
+        // The greeting is kept when switching.
+        store.set_greeting(&u.id, Some("/g.wav")).await.unwrap();
+        let out = exec(
+            &store,
+            &["user", "voicemail", "201", "off", "--account", "acme"],
+        )
+        .await
+        .unwrap();
+        assert_eq!(out, "voicemail of user 201: off (custom greeting)\n");
+        let m = store.mailbox(&u.id).await.unwrap().unwrap();
+        assert!(!m.enabled);
+        assert_eq!(m.greeting_path.as_deref(), Some("/g.wav"));
+
+        assert!(matches!(
+            exec(&store, &["user", "voicemail", "999", "on"]).await,
+            Err(CliError::NotFound(_))
+        ));
+        assert!(matches!(
+            exec(
+                &store,
+                &["user", "voicemail", "201", "on", "--account", "nope"]
+            )
+            .await,
+            Err(CliError::AccountNotFound(_))
         ));
     }
 

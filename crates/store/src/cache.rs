@@ -623,12 +623,14 @@ mod store_tests {
                     password: pw.into(),
                     display_name: None,
                     webhook_url: None,
+                    voicemail: None,
                 },
                 crate::config::UserSpec {
                     extension: "202".into(),
                     password: "x".into(),
                     display_name: None,
                     webhook_url: None,
+                    voicemail: None,
                 },
             ],
             numbers: vec![crate::config::NumberSpec {

@@ -214,6 +214,10 @@ pub struct UserSpec {
     /// (the CLI may have set it).
     #[serde(default, deserialize_with = "de_opt_string")]
     pub webhook_url: Option<String>,
+    /// Voicemail: `true` switches the user's mailbox on, `false` off. Absent: left as it is
+    /// (the CLI or the API may have set it).
+    #[serde(default)]
+    pub voicemail: Option<bool>,
 }
 
 impl fmt::Debug for UserSpec {
@@ -223,6 +227,7 @@ impl fmt::Debug for UserSpec {
             .field("password", &REDACTED)
             .field("display_name", &self.display_name)
             .field("webhook_url", &self.webhook_url)
+            .field("voicemail", &self.voicemail)
             .finish()
     }
 }
@@ -827,6 +832,7 @@ mod tests {
         assert_eq!(a.api_keys, vec!["hf_test_key_acme"]);
         assert_eq!(a.users[0].extension, "201");
         assert_eq!(a.users[0].display_name.as_deref(), Some("Alice"));
+        assert_eq!(a.users[0].voicemail, Some(true));
         assert_eq!(a.numbers[0].number, "+4930123456");
         assert_eq!(a.trunks[0].port, 5080);
         assert_eq!(a.trunks[0].password.as_deref(), Some("pw"));
@@ -1002,6 +1008,9 @@ mod tests {
         let user = "[[accounts.users]]\nextension = \"1\"\npassword = \"p\"\n";
         assert!(check(&format!("{user}webhook_url = \"http://127.0.0.1:9/h\"\n")).is_ok());
         assert!(check(&format!("{user}webhook_url = \"ftp://x\"\n")).is_err());
+        assert!(check(&format!("{user}voicemail = true\n")).is_ok());
+        assert!(check(&format!("{user}voicemail = false\n")).is_ok());
+        assert!(Config::from_toml_str(&format!("{base}{user}voicemail = \"yes\"\n")).is_err());
         assert!(
             check("[[accounts]]\nname = \"b\"\nrealm = \"a\"\n").is_err(),
             "duplicate realm"

@@ -1,6 +1,6 @@
 //! The database handle: opening SQLite, migrations, shared helpers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +32,8 @@ pub struct Store {
     pub(crate) pool: SqlitePool,
     pub(crate) cache: Arc<Cache>,
     pub(crate) records: Option<RecordWriter>,
+    /// The directory holding the database file (`None` for an in-memory store).
+    pub(crate) data_dir: Option<Arc<PathBuf>>,
 }
 
 impl Store {
@@ -62,7 +64,8 @@ impl Store {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        let store = Store::with_pool(pool);
+        let mut store = Store::with_pool(pool);
+        store.data_dir = Some(Arc::new(data_dir.to_path_buf()));
         store.migrate().await?;
         tracing::info!(path = %path.display(), "database open");
         Ok(store)
@@ -90,7 +93,15 @@ impl Store {
             records: RecordWriter::spawn(pool.clone()),
             cache: Arc::new(Cache::new()),
             pool,
+            data_dir: None,
         }
+    }
+
+    /// The data directory the database was opened in (`data_dir` of the config), where files
+    /// that belong to its rows live (e.g. voicemail greetings under `greetings/`). `None` for
+    /// an in-memory store.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_deref().map(PathBuf::as_path)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -182,6 +193,8 @@ mod tests {
         let nested = dir.join("nested");
         let store = Store::open(&nested).await.unwrap();
         assert!(nested.join(DB_FILE_NAME).exists());
+        assert_eq!(store.data_dir(), Some(nested.as_path()));
+        assert_eq!(store.clone().data_dir(), Some(nested.as_path()));
         store.create_account("acme", "acme.local").await.unwrap();
         store.close().await;
 
@@ -203,6 +216,7 @@ mod tests {
     async fn memory_store_keeps_data_across_clones() {
         let store = Store::open_memory().await.unwrap();
         let clone = store.clone();
+        assert_eq!(store.data_dir(), None);
         store.create_account("a", "a.local").await.unwrap();
         assert_eq!(clone.accounts().await.unwrap().len(), 1);
         store.ping().await.unwrap();

@@ -23,6 +23,7 @@ mod registrations;
 mod secrets;
 mod trunks;
 mod users;
+mod voicemail;
 
 pub use calls::UserCallFilter;
 pub use config::{
@@ -40,3 +41,4 @@ pub use model::{
     Recording, Registration, Trunk, User,
 };
 pub use pats::is_pat_id;
+pub use voicemail::{Forwarding, Mailbox, VoicemailMessage};

@@ -84,6 +84,10 @@ impl Store {
                 self.set_user_webhook(&account.id, &u.extension, Some(url))
                     .await?;
             }
+            if let Some(enabled) = u.voicemail {
+                let user = self.require_user(&account.id, &u.extension).await?;
+                self.set_mailbox(&user.id, enabled).await?;
+            }
         }
 
         for n in &spec.numbers {
@@ -148,6 +152,7 @@ api_keys = ["hf_test_key_acme"]
   password = "secret201"
   display_name = "Alice"
   webhook_url = "http://127.0.0.1:9000/sipgate"
+  voicemail = true
 
   [[accounts.users]]
   extension = "202"
@@ -220,6 +225,12 @@ api_keys = ["hf_test_key_acme"]
             Some("http://127.0.0.1:9000/sipgate")
         );
         assert_eq!(s.user_webhook(&users[1].id).await.unwrap(), None);
+        assert!(s.mailbox(&users[0].id).await.unwrap().unwrap().enabled);
+        assert_eq!(
+            s.mailbox(&users[1].id).await.unwrap(),
+            None,
+            "absent: no mailbox"
+        );
         assert_eq!(
             users[0].ha1_sha256,
             ha1(DigestAlgorithm::Sha256, "201", "acme.local", "secret201")
@@ -272,6 +283,33 @@ api_keys = ["hf_test_key_acme"]
         let (_, user) = s.lookup_number("+4930123456").await.unwrap().unwrap();
         assert_eq!(user.extension, "202");
         assert!(s.user_by_extension(&a.id, "299").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn provisioning_switches_voicemail_only_when_given() {
+        let s = Store::open_memory().await.unwrap();
+        let config = Config::from_toml_str(CONFIG).unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        let a = s.account_by_name("acme").await.unwrap().unwrap();
+        let u201 = s.user_by_extension(&a.id, "201").await.unwrap().unwrap();
+        let u202 = s.user_by_extension(&a.id, "202").await.unwrap().unwrap();
+        // A greeting set through the API survives a re-apply; so does 202's mailbox (absent
+        // from the config: left as it is).
+        s.set_greeting(&u201.id, Some("/g.wav")).await.unwrap();
+        s.set_mailbox(&u202.id, true).await.unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        let m = s.mailbox(&u201.id).await.unwrap().unwrap();
+        assert!(m.enabled);
+        assert_eq!(m.greeting_path.as_deref(), Some("/g.wav"));
+        assert!(s.mailbox(&u202.id).await.unwrap().unwrap().enabled);
+
+        // `voicemail = false` switches it off.
+        let off = CONFIG.replace("voicemail = true", "voicemail = false");
+        let config = Config::from_toml_str(&off).unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        let m = s.mailbox(&u201.id).await.unwrap().unwrap();
+        assert!(!m.enabled);
+        assert_eq!(m.greeting_path.as_deref(), Some("/g.wav"));
     }
 
     #[tokio::test]

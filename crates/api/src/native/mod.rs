@@ -14,6 +14,7 @@ mod park;
 mod recordings;
 mod ringing;
 mod transfer;
+mod voicemail;
 
 use std::sync::OnceLock;
 
@@ -42,6 +43,8 @@ pub const PREFIX: &str = "/api/v1";
     security(("api_key" = [])),
     tags((name = "calls", description = "Calls and their legs"),
          (name = "recordings", description = "Call recordings (stereo WAV)"),
+         (name = "voicemail", description = "Users' mailboxes, greetings and voicemail messages"),
+         (name = "forwardings", description = "Users' flip targets (numbers a call can be moved to)"),
          (name = "events", description = "Call event stream"),
          (name = "meta", description = "This document"))
 )]
@@ -85,6 +88,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(transfer::transfer_call))
         .routes(routes!(transfer::complete_transfer))
         .routes(routes!(transfer::cancel_transfer))
+        .routes(routes!(transfer::flip_call))
         .routes(routes!(ringing::forward_call))
         .routes(routes!(ringing::reject_call))
         .routes(routes!(ringing::ignore_call))
@@ -95,6 +99,18 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(recordings::list_recordings))
         .routes(routes!(recordings::get_recording))
         .routes(routes!(recordings::recording_audio))
+        .routes(routes!(voicemail::get_mailbox, voicemail::put_mailbox))
+        .routes(routes!(voicemail::put_greeting, voicemail::delete_greeting))
+        .routes(routes!(voicemail::list_voicemail))
+        .routes(routes!(
+            voicemail::get_voicemail,
+            voicemail::delete_voicemail
+        ))
+        .routes(routes!(voicemail::voicemail_audio))
+        .routes(routes!(
+            voicemail::get_forwardings,
+            voicemail::put_forwardings
+        ))
         .routes(routes!(events::event_stream))
         .routes(routes!(openapi_json));
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(PREFIX, inner)

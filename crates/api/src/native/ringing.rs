@@ -15,11 +15,14 @@ use crate::AppState;
 
 type Result<T> = std::result::Result<T, NativeError>;
 
-/// Where a ringing call goes instead: an extension, a number, or a `sip:`/`tel:` URI.
+/// Where a ringing call goes instead: `target` (an extension, a number, or a `sip:`/`tel:`
+/// URI), or `"voicemail": true` for the callee's mailbox.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardRequest {
-    pub target: String,
+    pub target: Option<String>,
+    #[serde(default)]
+    pub voicemail: bool,
 }
 
 /// The device to stop ringing: one of the callee leg's `devices`.
@@ -51,15 +54,31 @@ pub(crate) async fn forward_call(
     body: Bytes,
 ) -> Result<Json<Call>> {
     let req = parse_json::<ForwardRequest>(&body).map_err(NativeError::BadRequest)?;
-    let call = state
-        .engine
-        .forward(&auth.account_id, &call_id, &req.target)
-        .await?;
-    info!(call_id, target = %req.target, "ringing call forwarded");
+    let call = match (&req.target, req.voicemail) {
+        (Some(target), false) => {
+            state
+                .engine
+                .forward(&auth.account_id, &call_id, target)
+                .await?
+        }
+        (None, true) => {
+            state
+                .engine
+                .forward_to_voicemail(&auth.account_id, &call_id)
+                .await?
+        }
+        _ => {
+            return Err(NativeError::BadRequest(
+                "give either `target` or `\"voicemail\": true`".into(),
+            ))
+        }
+    };
+    info!(call_id, target = ?req.target, voicemail = req.voicemail, "ringing call forwarded");
     Ok(Json(Call::from(&call)))
 }
 
-/// Rejects a ringing call: every device stops ringing and the caller hears busy (486).
+/// Rejects a ringing call: every device stops ringing; the caller goes to the callee's
+/// voicemail if they have one, else hears busy (486).
 #[utoipa::path(
     post,
     path = "/calls/{call_id}/reject",

@@ -125,3 +125,48 @@ pub(crate) async fn cancel_transfer(
     info!(call_id, "transfer cancelled");
     Ok(Json(Call::from(&call)))
 }
+
+/// Flip: the user's side moves to one of the user's forwarding numbers.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlipRequest {
+    pub flip_id: String,
+    /// The user's leg (default: the account user's side, as for transfers).
+    pub leg_id: Option<String>,
+}
+
+/// Flip: dials the user's forwarding number with this flip id (see
+/// `PUT /users/{extension}/forwardings`); when it answers it replaces the user's device,
+/// which is released (`transferred`). If it does not answer, the call stays where it was.
+#[utoipa::path(
+    post,
+    path = "/calls/{call_id}/flip",
+    tag = "calls",
+    params(("call_id" = String, Path, description = "Call id")),
+    request_body = FlipRequest,
+    responses(
+        (status = 202, body = Call, description = "Dialling the flip number"),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    )
+)]
+pub(crate) async fn flip_call(
+    State(state): State<AppState>,
+    auth: ApiAccount,
+    Path(call_id): Path<String>,
+    body: Bytes,
+) -> Result<(axum::http::StatusCode, Json<Call>)> {
+    let req = parse_json::<FlipRequest>(&body).map_err(NativeError::BadRequest)?;
+    let call = state
+        .engine
+        .flip(
+            &auth.account_id,
+            &call_id,
+            req.leg_id.as_deref(),
+            &req.flip_id,
+        )
+        .await?;
+    info!(call_id, flip_id = %req.flip_id, "flip requested");
+    Ok((axum::http::StatusCode::ACCEPTED, Json(Call::from(&call))))
+}

@@ -13,8 +13,10 @@ use crate::events::{EventDetail, EventKind};
 pub enum RingingAction {
     /// Stop ringing here and ring this destination instead.
     Forward(TransferTarget),
-    /// Stop ringing everywhere; the caller gets busy.
+    /// Stop ringing everywhere; the caller goes to the callee's voicemail, else gets busy.
     Reject,
+    /// Stop ringing and send the caller to the callee's voicemail.
+    ToVoicemail,
     /// Stop ringing on this device (one of the callee leg's `devices`).
     Ignore { device: String },
 }
@@ -55,9 +57,19 @@ impl CallActor {
                 );
             }
             RingingAction::Reject => {
-                self.abandon_forks(|_| true);
                 info!("call rejected while ringing");
-                self.fail_caller(486, "rejected");
+                if !self.try_voicemail().await {
+                    self.abandon_forks(|_| true);
+                    self.fail_caller(486, "rejected");
+                }
+            }
+            RingingAction::ToVoicemail => {
+                let Some(user) = self.mailbox_user().await else {
+                    return Err(CommandError::BadTarget(
+                        "the callee has no voicemail".into(),
+                    ));
+                };
+                self.start_voicemail(user).await?;
             }
             RingingAction::Ignore { device } => {
                 let found = self
@@ -79,6 +91,10 @@ impl CallActor {
         self.refresh_devices();
         self.sync_registry();
         Ok(self.info())
+    }
+
+    pub(super) fn abandon_all_forks(&mut self) {
+        self.abandon_forks(|_| true);
     }
 
     /// CANCELs the live forks `which` selects and marks them so they can no longer answer.
