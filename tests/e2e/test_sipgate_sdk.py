@@ -205,10 +205,22 @@ def test_seed_curl_lines_work_with_only_the_host_changed(server, phones, tones, 
     assert code == 200, body
     code, body = run_curl(by("/dtmf"), server, subst)
     assert code == 200, body
-    # A later issue: answered 501 in sipgate's error shape (the call exists).
-    code, body = run_curl(by("/transfer"), server, subst)
-    assert code == 501, body
-    assert json.loads(body)["status"] == 501
+    # Both transfer lines (attended, blind) to the seed's +4915799912345, which the account's
+    # trunk peer answers busy: each is accepted (200), the number rings at the trunk, and the
+    # parties are back together afterwards.
+    transfers = [l for l in lines if l.split("--url ")[-1].split()[0].endswith("/transfer")]
+    assert len(transfers) == 2 and '"attended": true' in transfers[0], transfers
+    carrier = phones("carrier")
+    carrier.bind(server.trunk_port, user="carrier")
+    carrier.auto_answer(486)
+    for line in transfers:
+        mc = carrier.mark()
+        code, body = run_curl(line, server, subst)
+        assert code == 200, body
+        inc = carrier.wait_incoming(since=mc, timeout=5)
+        assert "4915799912345" in inc["request_uri"], inc
+        carrier.wait_state("DISCONNECTED", call=inc["call"], timeout=5)
+        time.sleep(0.7)
     call.assert_two_way("after curl")
     hangup = [l for l in lines if "DELETE" in l]
     code, body = run_curl(hangup[0], server, subst)

@@ -658,7 +658,7 @@ pub(crate) fn transfer_target_user(target: &str) -> Option<String> {
     let ok = !user.is_empty()
         && user.len() <= 64
         && user.chars().enumerate().all(|(i, c)| {
-            c.is_ascii_alphanumeric() || (i == 0 && c == '+') || c == '*' || c == '#'
+            c.is_ascii_alphanumeric() || (i == 0 && c == '+') || "*#-._~".contains(c)
         });
     ok.then_some(user)
 }
@@ -670,6 +670,10 @@ mod transfer_target_tests {
     #[test]
     fn accepts_extensions_numbers_and_uris() {
         assert_eq!(transfer_target_user("2002").as_deref(), Some("2002"));
+        assert_eq!(
+            transfer_target_user("no-such.user").as_deref(),
+            Some("no-such.user")
+        );
         assert_eq!(
             transfer_target_user("+49 (211) 123-45").as_deref(),
             Some("+4921112345")
