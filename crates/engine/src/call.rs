@@ -1234,27 +1234,7 @@ impl CallActor {
             return;
         };
         fork.finished = true;
-        let response = match result {
-            Some(Ok((_, resp))) => resp,
-            Some(Err(e)) => {
-                debug!(error = %e, fork = index, "fork INVITE failed");
-                None
-            }
-            None => None,
-        };
-        let status = match response.as_ref().map(|r| r.status_code.code()) {
-            // A challenge we could not answer (no or wrong trunk credentials) is ours to deal
-            // with: the caller cannot answer it, and a 401 without our challenge is malformed.
-            Some(401) | Some(407) => {
-                warn!(
-                    fork = index,
-                    "callee side demands credentials we do not have"
-                );
-                503
-            }
-            Some(code) => code,
-            None => 408,
-        };
+        let (response, status) = invite_outcome(result, "fork INVITE failed");
         fork.status = Some(status);
         if (200..300).contains(&status) {
             if self.winner.is_some() || self.phase != Phase::Ringing || fork.abandoned {
@@ -2325,6 +2305,41 @@ async fn join_fork(
     handle: JoinHandle<InviteAsyncResult>,
 ) -> (ForkKey, Option<InviteAsyncResult>) {
     (key, handle.await.ok())
+}
+
+/// The final response of an INVITE we sent and the status it counts as: no response is a
+/// timeout (408); a challenge we could not answer (no or wrong credentials) is ours to deal
+/// with, so it counts as 503 (the caller cannot answer it).
+fn invite_outcome(result: Option<InviteAsyncResult>, what: &str) -> (Option<Response>, u16) {
+    let response = match result {
+        Some(Ok((_, resp))) => resp,
+        Some(Err(e)) => {
+            debug!(error = %e, "{what}");
+            None
+        }
+        None => None,
+    };
+    let status = match response.as_ref().map(|r| r.status_code.code()) {
+        Some(401) | Some(407) => {
+            warn!("the far side demands credentials we do not have");
+            503
+        }
+        Some(code) => code,
+        None => 408,
+    };
+    (response, status)
+}
+
+/// CANCELs every fork still ringing except the one that answered.
+fn cancel_other_forks(forks: &[Fork], answered: usize) {
+    for (i, fork) in forks.iter().enumerate() {
+        if i != answered && !fork.finished {
+            let dialog = fork.dialog.clone();
+            tokio::spawn(async move {
+                let _ = dialog.cancel().await;
+            });
+        }
+    }
 }
 
 /// Answers an in-dialog request on a dialog that is no longer (or not yet) part of the call.

@@ -371,16 +371,7 @@ impl Engine {
         if call.state != "answered" {
             return Err(CommandError::WrongState { state: call.state });
         }
-        let transferor = match transferor_leg {
-            Some(id) => call.leg(id).ok_or(CommandError::NotFound)?.clone(),
-            None => {
-                let index = usize::from(call.direction != "outbound");
-                call.legs
-                    .get(index)
-                    .cloned()
-                    .ok_or(CommandError::NotFound)?
-            }
-        };
+        let transferor = user_side(&call, transferor_leg)?;
         // Routed as if the transferor dialled it (their own extension is a loop).
         let target = self
             .resolve_target(account_id, transferor.owner_user_id.as_deref(), target)
@@ -490,16 +481,7 @@ impl Engine {
         if call.state != "answered" {
             return Err(CommandError::WrongState { state: call.state });
         }
-        let leg = match leg_id {
-            Some(id) => call.leg(id).ok_or(CommandError::NotFound)?.clone(),
-            None => {
-                let index = usize::from(call.direction != "outbound");
-                call.legs
-                    .get(index)
-                    .cloned()
-                    .ok_or(CommandError::NotFound)?
-            }
-        };
+        let leg = user_side(&call, leg_id)?;
         let user_id = leg.owner_user_id.clone().ok_or_else(|| {
             CommandError::BadTarget("that leg is not one of the account's users".into())
         })?;
@@ -636,6 +618,18 @@ impl Engine {
             reply,
         })
         .await
+    }
+}
+
+/// The leg `leg_id` names, or by default the account user's side: the callee of inbound and
+/// internal calls, the caller of outbound ones.
+fn user_side(call: &CallInfo, leg_id: Option<&str>) -> Result<LegInfo, CommandError> {
+    match leg_id {
+        Some(id) => call.leg(id).cloned().ok_or(CommandError::NotFound),
+        None => {
+            let index = usize::from(call.direction != "outbound");
+            call.legs.get(index).cloned().ok_or(CommandError::NotFound)
+        }
     }
 }
 

@@ -30,14 +30,7 @@ impl CallActor {
         let Some(t) = self.transfer.as_mut() else {
             return;
         };
-        for (i, fork) in t.forks.iter().enumerate() {
-            if i != index && !fork.finished {
-                let dialog = fork.dialog.clone();
-                tokio::spawn(async move {
-                    let _ = dialog.cancel().await;
-                });
-            }
-        }
+        super::cancel_other_forks(&t.forks, index);
         let answer = sdp_of_response(&resp).filter(|a| a.audio().is_some());
         let fork = t.forks.get(index).map(|f| Party {
             dialog: f.dialog.clone(),

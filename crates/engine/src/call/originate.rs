@@ -13,7 +13,7 @@ use hookflash_sip::stack::dialog::invitation::InviteAsyncResult;
 use tracing::{debug, info, warn, Instrument};
 
 use super::{
-    answer_stray, best_failure, build_actor, cause_for_status, resolve_destination,
+    answer_stray, best_failure, build_actor, cause_for_status, invite_outcome, resolve_destination,
     sdp_of_response, CallActor, Destination, Fork, ForkKey, ForkTarget, MediaSide, NewCall, Phase,
     Side,
 };
@@ -301,19 +301,7 @@ impl CallActor {
         index: usize,
         result: Option<InviteAsyncResult>,
     ) {
-        let response = match result {
-            Some(Ok((_, resp))) => resp,
-            Some(Err(e)) => {
-                debug!(error = %e, "INVITE to the caller failed");
-                None
-            }
-            None => None,
-        };
-        let status = match response.as_ref().map(|r| r.status_code.code()) {
-            Some(401) | Some(407) => 503,
-            Some(code) => code,
-            None => 408,
-        };
+        let (response, status) = invite_outcome(result, "INVITE to the caller failed");
         let Some(o) = self.originated.as_mut() else {
             return;
         };

@@ -28,8 +28,8 @@ use std::sync::Arc;
 use hookflash_media::relay::{Bridge, BridgeHandle, BridgeOptions, Leg};
 
 use super::{
-    answer_stray, best_failure, cause_for_status, sdp_of_response, CallActor, Fork, ForkKey,
-    ForkTarget, MediaSide, Party, Phase, Side,
+    answer_stray, best_failure, cancel_other_forks, cause_for_status, invite_outcome,
+    sdp_of_response, CallActor, Fork, ForkKey, ForkTarget, MediaSide, Party, Phase, Side,
 };
 use crate::control::{CallInfo, CommandError, LegInfo, LegState};
 use crate::events::{EventDetail, EventKind};
@@ -434,19 +434,7 @@ impl CallActor {
         index: usize,
         result: Option<InviteAsyncResult>,
     ) {
-        let response = match result {
-            Some(Ok((_, resp))) => resp,
-            Some(Err(e)) => {
-                debug!(error = %e, "transfer INVITE failed");
-                None
-            }
-            None => None,
-        };
-        let status = match response.as_ref().map(|r| r.status_code.code()) {
-            Some(401) | Some(407) => 503,
-            Some(code) => code,
-            None => 408,
-        };
+        let (response, status) = invite_outcome(result, "transfer INVITE failed");
         let current = self
             .transfer
             .as_ref()
@@ -494,14 +482,7 @@ impl CallActor {
         let Some(mut t) = self.transfer.take() else {
             return;
         };
-        for (i, fork) in t.forks.iter().enumerate() {
-            if i != index && !fork.finished {
-                let dialog = fork.dialog.clone();
-                tokio::spawn(async move {
-                    let _ = dialog.cancel().await;
-                });
-            }
-        }
+        cancel_other_forks(&t.forks, index);
         let answer = sdp_of_response(&resp).filter(|a| a.audio().is_some());
         let (Some(answer), Some(pair)) = (answer, t.pair.take()) else {
             warn!("transfer target answered without usable SDP");
