@@ -346,6 +346,10 @@ impl PlaybackStatus {
 pub struct Peer {
     sdp: Option<SocketAddr>,
     latched: Option<SocketAddr>,
+    /// Where the previous peer sent from, until the new one latches: its packets still in
+    /// flight after the remote changed (a re-INVITE moved another phone onto this socket)
+    /// must not capture the latch, or the new phone would hear nothing.
+    stale: Option<SocketAddr>,
 }
 
 /// Outcome of [`Peer::accept`].
@@ -365,14 +369,27 @@ impl Peer {
         }
         self.sdp = addr;
         self.latched = None;
+        self.stale = None;
         true
+    }
+
+    /// Sets the SDP remote of a *different* phone moved onto this socket. Unlike
+    /// [`Self::set_sdp`] (the same phone changing its address, which behind NAT may keep its
+    /// public source), the previous phone's source cannot take the latch.
+    pub fn move_to_new_party(&mut self, addr: Option<SocketAddr>) -> bool {
+        let previous = self.latched.or(self.sdp);
+        let changed = self.set_sdp(addr);
+        self.stale = previous.filter(|p| Some(*p) != addr);
+        changed
     }
 
     /// Checks (and on the first packet latches) a packet's source.
     pub fn accept(&mut self, src: SocketAddr) -> Accept {
         match self.latched {
+            None if self.stale == Some(src) => Accept::Foreign,
             None => {
                 self.latched = Some(src);
+                self.stale = None;
                 Accept::Latched
             }
             Some(l) if l == src => Accept::Ok,
@@ -445,6 +462,7 @@ enum Control {
         leg: Leg,
         rtp: Option<SocketAddr>,
         rtcp: Option<SocketAddr>,
+        new_party: bool,
     },
     SetRemoteRtcp {
         leg: Leg,
@@ -633,6 +651,20 @@ impl BridgeHandle {
             leg,
             rtp: Some(addr),
             rtcp: Some(rtcp),
+            new_party: false,
+        });
+    }
+
+    /// Like [`Self::set_remote`], for a different phone moved onto `leg`'s sockets by a
+    /// re-INVITE (attended transfer, REFER/Replaces): packets the previous phone still has in
+    /// flight cannot take the latch away from the new one.
+    pub fn move_remote(&self, leg: Leg, addr: SocketAddr) {
+        let rtcp = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1));
+        self.send(Control::SetRemote {
+            leg,
+            rtp: Some(addr),
+            rtcp: Some(rtcp),
+            new_party: true,
         });
     }
 
@@ -1235,12 +1267,23 @@ impl Relay {
     fn apply(&mut self, c: Control) {
         tracing::debug!(?c, "bridge control");
         match c {
-            Control::SetRemote { leg, rtp, rtcp } => {
+            Control::SetRemote {
+                leg,
+                rtp,
+                rtcp,
+                new_party,
+            } => {
                 let io = &mut self.legs[leg.idx()];
-                if io.rtp.set_sdp(rtp) {
+                let changed = if new_party {
+                    io.rtcp.move_to_new_party(rtcp);
+                    io.rtp.move_to_new_party(rtp)
+                } else {
+                    io.rtcp.set_sdp(rtcp);
+                    io.rtp.set_sdp(rtp)
+                };
+                if changed {
                     io.generation = io.generation.wrapping_add(1);
                 }
-                io.rtcp.set_sdp(rtcp);
                 self.publish_remote(leg);
             }
             Control::SetRemoteRtcp { leg, rtcp } => {
@@ -1868,6 +1911,35 @@ mod tests {
         assert_eq!(p.dest(), Some(addr("10.0.0.2:4000")));
         assert_eq!(p.accept(addr("198.51.100.9:5000")), Accept::Latched);
         assert_eq!(p.dest(), Some(addr("198.51.100.9:5000")));
+    }
+
+    #[test]
+    fn peer_does_not_relatch_to_the_previous_phone_after_a_move() {
+        let mut p = Peer::default();
+        p.set_sdp(Some(addr("127.0.0.1:4000")));
+        assert_eq!(p.accept(addr("127.0.0.1:4000")), Accept::Latched);
+        // Another phone is moved onto this socket; the old one still has packets in flight.
+        assert!(p.move_to_new_party(Some(addr("127.0.0.1:4100"))));
+        assert_eq!(p.accept(addr("127.0.0.1:4000")), Accept::Foreign);
+        assert_eq!(p.dest(), Some(addr("127.0.0.1:4100")));
+        assert_eq!(p.accept(addr("127.0.0.1:4100")), Accept::Latched);
+        assert_eq!(p.dest(), Some(addr("127.0.0.1:4100")));
+        // Once the new phone latched, the old address is just foreign, never remembered.
+        assert_eq!(p.accept(addr("127.0.0.1:4000")), Accept::Foreign);
+        // A move back to the first phone's address latches to it again.
+        assert!(p.move_to_new_party(Some(addr("127.0.0.1:4000"))));
+        assert_eq!(p.accept(addr("127.0.0.1:4000")), Accept::Latched);
+    }
+
+    #[test]
+    fn same_phone_changing_its_sdp_behind_nat_keeps_its_source() {
+        let mut p = Peer::default();
+        p.set_sdp(Some(addr("10.0.0.1:4000")));
+        assert_eq!(p.accept(addr("203.0.113.5:61000")), Accept::Latched);
+        // A re-INVITE from the same phone with a new private port: the NAT source may stay.
+        assert!(p.set_sdp(Some(addr("10.0.0.1:4002"))));
+        assert_eq!(p.accept(addr("203.0.113.5:61000")), Accept::Latched);
+        assert_eq!(p.dest(), Some(addr("203.0.113.5:61000")));
     }
 
     #[test]

@@ -148,7 +148,7 @@ impl CallActor {
             return Ok(());
         };
         if let Some(addr) = addr {
-            self.bridge.set_remote(slot.leg(), addr);
+            self.bridge.move_remote(slot.leg(), addr);
         }
         *self.media_mut(slot) = MediaSide {
             codecs: codecs.clone(),

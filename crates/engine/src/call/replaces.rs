@@ -162,7 +162,7 @@ impl CallActor {
         match reoffer(&party.dialog, body).await {
             Ok(addr) => {
                 if let Some(addr) = addr {
-                    self.bridge.set_remote(side.leg(), addr);
+                    self.bridge.move_remote(side.leg(), addr);
                 }
             }
             Err(e) => {
