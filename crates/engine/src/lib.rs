@@ -128,6 +128,18 @@ impl Engine {
         };
         let ports = PortPool::new(config.rtp.bind_ip, config.rtp.port_min, config.rtp.port_max)
             .map_err(|e| EngineError::Media(e.to_string()))?;
+        let relay_threads = match config.rtp.relay_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let pace = Duration::from_micros(config.rtp.relay_pace_us);
+        let relay_threads = hookflash_media::relay::start_relay_threads(relay_threads, pace)
+            .map_err(|e| EngineError::Media(format!("cannot start the relay threads: {e}")))?;
+        info!(
+            relay_threads,
+            pace_us = config.rtp.relay_pace_us,
+            "media relay threads running"
+        );
         let (sip, incoming) = SipServer::bind(SipServerOptions {
             udp: config.sip.udp,
             tcp: config.sip.tcp,

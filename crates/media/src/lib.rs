@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub mod audio;
+mod batch;
 pub mod dtmf;
 pub mod g711;
 pub mod ports;
@@ -52,8 +53,6 @@ pub enum MediaError {
         #[source]
         source: std::io::Error,
     },
-    #[error("RTP sockets need a running tokio runtime")]
-    NoRuntime,
     #[error(transparent)]
     Io(#[from] std::io::Error),
     /// Audio that cannot be loaded (WAV decoding, limits, resampling).

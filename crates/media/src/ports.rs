@@ -73,12 +73,11 @@ impl PortPool {
         self.slots
     }
 
-    /// Allocates the next free pair, binding both sockets. Must be called inside a tokio
-    /// runtime. `Exhausted` when every pair is in use or taken by other programs.
+    /// Allocates the next free pair, binding both (non-blocking) sockets. They join an event
+    /// loop only when a bridge starts on them, on whichever runtime runs that bridge (the relay
+    /// threads, see [`crate::relay::start_relay_threads`]). `Exhausted` when every pair is in
+    /// use or taken by other programs.
     pub fn allocate(self: &Arc<Self>) -> Result<RtpSocketPair, MediaError> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(MediaError::NoRuntime);
-        }
         let mut st = self.lock();
         for _ in 0..self.slots {
             let idx = st.cursor;
@@ -118,7 +117,7 @@ impl PortPool {
         Err(MediaError::Exhausted)
     }
 
-    fn bind_pair(&self, port: u16) -> io::Result<(tokio::net::UdpSocket, tokio::net::UdpSocket)> {
+    fn bind_pair(&self, port: u16) -> io::Result<(std::net::UdpSocket, std::net::UdpSocket)> {
         let rtp = bind_udp(SocketAddr::new(self.bind_ip, port))?;
         let rtcp = bind_udp(SocketAddr::new(self.bind_ip, port + 1))?;
         Ok((rtp, rtcp))
@@ -130,10 +129,10 @@ impl PortPool {
     }
 }
 
-fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = std::net::UdpSocket::bind(addr)?;
     s.set_nonblocking(true)?;
-    tokio::net::UdpSocket::from_std(s)
+    Ok(s)
 }
 
 fn is_taken(e: &io::Error) -> bool {
@@ -156,11 +155,12 @@ impl Drop for PortLease {
     }
 }
 
-/// The RTP and RTCP sockets of one leg. Dropping it closes both and frees the port.
+/// The RTP and RTCP sockets of one leg (bound, non-blocking, not yet registered with an
+/// event loop). Dropping it closes both and frees the port.
 #[derive(Debug)]
 pub struct RtpSocketPair {
-    pub rtp: tokio::net::UdpSocket,
-    pub rtcp: tokio::net::UdpSocket,
+    pub rtp: std::net::UdpSocket,
+    pub rtcp: std::net::UdpSocket,
     /// The bound RTP address (RTCP is port + 1). Advertise the configured public IP with this port.
     pub local_rtp: SocketAddr,
     // Must stay the last field: fields drop in order, so the sockets are closed first.
@@ -171,6 +171,23 @@ impl RtpSocketPair {
     pub fn local_rtcp(&self) -> SocketAddr {
         SocketAddr::new(self.local_rtp.ip(), self.local_rtp.port() + 1)
     }
+
+    /// Registers both sockets with the event loop of the runtime this is called on.
+    pub(crate) fn into_live(self) -> io::Result<LivePair> {
+        Ok(LivePair {
+            rtp: tokio::net::UdpSocket::from_std(self.rtp)?,
+            rtcp: tokio::net::UdpSocket::from_std(self.rtcp)?,
+            _lease: self._lease,
+        })
+    }
+}
+
+/// An [`RtpSocketPair`] registered with the relay's runtime.
+#[derive(Debug)]
+pub(crate) struct LivePair {
+    pub(crate) rtp: tokio::net::UdpSocket,
+    pub(crate) rtcp: tokio::net::UdpSocket,
+    _lease: PortLease,
 }
 
 #[cfg(test)]
@@ -215,12 +232,6 @@ mod tests {
         assert_eq!(PortPool::new(LO, 1000, 1009).unwrap().capacity(), 5);
         assert_eq!(PortPool::new(LO, 20000, 29999).unwrap().capacity(), 5000);
         assert_eq!(PortPool::new(LO, 65534, 65535).unwrap().capacity(), 1);
-    }
-
-    #[test]
-    fn needs_runtime() {
-        let pool = PortPool::new(LO, 40000, 40009).unwrap();
-        assert!(matches!(pool.allocate(), Err(MediaError::NoRuntime)));
     }
 
     #[tokio::test]

@@ -23,10 +23,11 @@
 //! address (`0.0.0.0`, old-style hold) means "send nothing to this leg".
 //!
 //! # Per-packet path
-//! One tokio task per bridge, written as a single hand-rolled poll loop (`poll_fn`) instead
-//! of `select!`: each wake-up drains the control channel, then polls the four sockets
-//! round-robin with one reused 2 KiB buffer (`select!` would need one buffer per branch), until
-//! all four are pending (or a budget of 64 packets is used, then it yields). Forwarding is a
+//! One tokio task per bridge (on a relay thread, see [`start_relay_threads`]), written as a
+//! single hand-rolled poll loop (`poll_fn`) instead of `select!`: each wake-up looks at the
+//! control channel if its flag says it holds something, then reads the four sockets
+//! round-robin, one `recvmmsg` batch each into the thread's shared buffers, until all four are
+//! pending (or a budget of 64 packets is used, then it yields). Forwarding is a
 //! source check, an optional PT rewrite through a 128-entry table per direction
 //! ([`BridgeHandle::set_pt_map`]), and a non-blocking `try_send_to` (a full socket buffer
 //! drops the packet rather than stalling the other direction). No allocation, no lock, no
@@ -119,18 +120,22 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use tokio::io::ReadBuf;
+use std::cell::RefCell;
+use std::os::fd::AsRawFd;
+
+use tokio::io::Interest;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::Instrument;
 
 use crate::audio::{Pcm8k, FRAME_SAMPLES};
+use crate::batch::{RecvBatch, BATCH};
 use crate::dtmf::{
     parse_digits, DtmfDetector, DtmfEnd, DtmfError, DtmfEvent, DtmfJob, DtmfOptions, DtmfSendId,
     DtmfSendStatus, DtmfSender, TelephoneEvent,
 };
 use crate::g711::Law;
-use crate::ports::RtpSocketPair;
+use crate::ports::{LivePair, RtpSocketPair};
 use crate::record::{
     RecordError, RecordOptions, RecorderTap, Recording, RecordingId, RecordingSummary, TapState,
 };
@@ -140,7 +145,13 @@ use crate::rtp::{
 use crate::MediaStats;
 
 /// Receive buffer size: larger than any Ethernet-MTU datagram.
-const BUF_LEN: usize = 2048;
+const BUF_LEN: usize = crate::batch::SLOT;
+
+thread_local! {
+    /// Receive buffers of this thread's bridges (one bridge is polled at a time), so a
+    /// bridge carries no buffer of its own.
+    static RECV_BATCH: RefCell<RecvBatch> = RefCell::new(RecvBatch::new());
+}
 /// Packets handled per wake-up before yielding to other tasks.
 const BUDGET: usize = 64;
 /// Global counters are flushed after this many packets ...
@@ -423,6 +434,10 @@ struct DirCounters {
 /// State shared between the handle and the task. The task is the only writer of the counters.
 #[derive(Debug)]
 struct Shared {
+    /// Set before each control message is sent, so the relay task looks at its control
+    /// channel only when there is something in it, not on every packet wake-up (the channel's
+    /// waker stays registered from the last look, which always ends with the channel empty).
+    ctrl_pending: std::sync::atomic::AtomicBool,
     start: Instant,
     dirs: [DirCounters; 2],
     dropped: AtomicU64,
@@ -527,6 +542,153 @@ enum Control {
 /// Starts bridges; see the module documentation.
 pub struct Bridge;
 
+/// The relay threads: each runs a single-threaded tokio runtime (its own epoll loop and
+/// timer) that owns a share of the bridges (a new bridge goes to the thread with the fewest).
+/// No work-stealing scheduler, no cross-thread wake-ups, no contention with signalling and
+/// API tasks.
+///
+/// **Paced wake-ups.** With a pace `p > 0` a thread that has bridges does not sleep in epoll
+/// (one wake-up and two context switches per arriving packet, the largest single cost of a
+/// relayed packet); it sleeps `p` at a time and then handles everything that arrived
+/// meanwhile in one pass: a pacer task sleeps the thread, yields, and the runtime then polls
+/// epoll without blocking and runs every bridge with input before the pacer sleeps again
+/// (tokio's current-thread scheduler wakes yielded tasks after the I/O poll). A packet waits
+/// at most `p` more (0.5 `p` on average); RTP is paced at 20 ms and phones buffer 20-60 ms.
+/// A thread without bridges blocks in epoll as usual. `p = 0`: no pacing.
+struct RelayThreads {
+    threads: Vec<RelayThread>,
+}
+
+struct RelayThread {
+    handle: tokio::runtime::Handle,
+    /// Bridges running on this thread.
+    active: Arc<std::sync::atomic::AtomicUsize>,
+    /// Wakes the pacer when the thread gets its first bridge.
+    busy: Arc<Notify>,
+}
+
+static RELAY_THREADS: std::sync::OnceLock<RelayThreads> = std::sync::OnceLock::new();
+
+/// Starts `n` relay threads (at least one) for all bridges started afterwards in this process,
+/// waking at most once per `pace` while they have bridges (see [`RelayThreads`]; zero: on every
+/// packet). Without it (tests, embedding) a bridge runs as a task on the runtime that starts it.
+/// Calling it again once threads run is a no-op that returns how many run.
+pub fn start_relay_threads(n: usize, pace: Duration) -> io::Result<usize> {
+    if let Some(t) = RELAY_THREADS.get() {
+        return Ok(t.threads.len());
+    }
+    let mut threads = Vec::new();
+    for i in 0..n.max(1) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = RelayThread {
+            handle: rt.handle().clone(),
+            active: Default::default(),
+            busy: Default::default(),
+        };
+        let (active, busy) = (Arc::clone(&thread.active), Arc::clone(&thread.busy));
+        std::thread::Builder::new()
+            .name(format!("hookflash-relay-{i}"))
+            .spawn(move || {
+                rt.block_on(async move {
+                    if !pace.is_zero() {
+                        tokio::spawn(pace_thread(pace, active, busy));
+                    }
+                    std::future::pending::<()>().await
+                })
+            })?;
+        threads.push(thread);
+    }
+    let count = threads.len();
+    let _ = RELAY_THREADS.set(RelayThreads { threads });
+    Ok(count)
+}
+
+/// The pacer of one relay thread (see [`RelayThreads`]).
+async fn pace_thread(
+    pace: Duration,
+    active: Arc<std::sync::atomic::AtomicUsize>,
+    busy: Arc<Notify>,
+) {
+    let mut last = std::time::Instant::now();
+    loop {
+        if active.load(Ordering::Acquire) == 0 {
+            busy.notified().await;
+            last = std::time::Instant::now();
+            continue;
+        }
+        // Blocking this thread on purpose: its bridges' packets queue in their sockets.
+        let elapsed = last.elapsed();
+        if elapsed < pace {
+            std::thread::sleep(pace - elapsed);
+        }
+        last = std::time::Instant::now();
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Counts a bridge on its thread for as long as its task lives.
+struct OnThread(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for OnThread {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Where a new bridge runs: the relay thread with the fewest bridges, or, without relay
+/// threads, the runtime that starts it.
+struct Placement {
+    runtime: Option<tokio::runtime::Handle>,
+    /// Counts the bridge on its relay thread; the relay keeps it for as long as it lives.
+    on_thread: Option<OnThread>,
+}
+
+impl Placement {
+    fn choose() -> Placement {
+        let chosen = RELAY_THREADS.get().and_then(|t| {
+            t.threads
+                .iter()
+                .min_by_key(|t| t.active.load(Ordering::Relaxed))
+        });
+        let Some(t) = chosen else {
+            return Placement {
+                runtime: None,
+                on_thread: None,
+            };
+        };
+        if t.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            t.busy.notify_one();
+        }
+        Placement {
+            runtime: Some(t.handle.clone()),
+            on_thread: Some(OnThread(Arc::clone(&t.active))),
+        }
+    }
+
+    /// Runs `f` inside the chosen runtime's context (sockets created there join its epoll).
+    fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.runtime {
+            Some(handle) => {
+                let _entered = handle.enter();
+                f()
+            }
+            None => f(),
+        }
+    }
+
+    fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match &self.runtime {
+            Some(handle) => drop(handle.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
+    }
+}
+
 impl Bridge {
     /// Spawns the relay task for legs `a` and `b` (must be called inside a tokio runtime).
     /// The task runs inside a child of the current tracing span.
@@ -538,6 +700,7 @@ impl Bridge {
     ) -> BridgeHandle {
         let start = Instant::now();
         let shared = Arc::new(Shared {
+            ctrl_pending: std::sync::atomic::AtomicBool::new(true),
             start,
             dirs: Default::default(),
             dropped: AtomicU64::new(0),
@@ -563,9 +726,28 @@ impl Bridge {
         let (dtmf_a_tx, dtmf_a_rx) = watch::channel(DtmfSendStatus::default());
         let (dtmf_b_tx, dtmf_b_rx) = watch::channel(DtmfSendStatus::default());
         let span = tracing::debug_span!("bridge", a = %a.local_rtp, b = %b.local_rtp);
+        let handle = BridgeHandle {
+            ctrl: ctrl_tx,
+            shared,
+            done: done_rx,
+            playback: [play_a_rx, play_b_rx],
+            dtmf: [dtmf_a_rx, dtmf_b_rx],
+        };
+        // Built here, not inside the task, so the task's future holds the relay state once
+        // (an async block would keep its inputs and the state built from them side by side).
+        let mut placement = Placement::choose();
+        // The sockets join the event loop of the runtime that runs this bridge.
+        let legs = match placement.enter(|| (a.into_live(), b.into_live())) {
+            (Ok(a), Ok(b)) => [LegIo::new(a), LegIo::new(b)],
+            (Err(e), _) | (_, Err(e)) => {
+                // The handle reports the bridge as stopped (its task never ran).
+                tracing::error!(error = %e, "bridge cannot register its RTP sockets");
+                return handle;
+            }
+        };
         stats.bridges_active.fetch_add(1, Ordering::Relaxed);
         let relay = Relay {
-            legs: [LegIo::new(a), LegIo::new(b)],
+            legs,
             pt_map: [identity_map(), identity_map()],
             forwarding: [true, true],
             relay_on: [true, true],
@@ -591,18 +773,13 @@ impl Bridge {
             foreign: 0,
             pending: Pending::default(),
             last_flush_ms: 0,
-            shared: Arc::clone(&shared),
+            shared: Arc::clone(&handle.shared),
             global: stats,
+            _on_thread: placement.on_thread.take(),
             _done: done_tx,
         };
-        tokio::spawn(relay.run().instrument(span));
-        BridgeHandle {
-            ctrl: ctrl_tx,
-            shared,
-            done: done_rx,
-            playback: [play_a_rx, play_b_rx],
-            dtmf: [dtmf_a_rx, dtmf_b_rx],
-        }
+        placement.spawn(relay.run().instrument(span));
+        handle
     }
 }
 
@@ -637,8 +814,14 @@ pub struct BridgeHandle {
 }
 
 impl BridgeHandle {
+    /// Every control message goes through here: the flag must be set before the send.
+    fn post(&self, c: Control) -> Result<(), mpsc::error::SendError<Control>> {
+        self.shared.ctrl_pending.store(true, Ordering::Release);
+        self.ctrl.send(c)
+    }
+
     fn send(&self, c: Control) {
-        if self.ctrl.send(c).is_err() {
+        if self.post(c).is_err() {
             tracing::debug!("bridge already stopped; control message ignored");
         }
     }
@@ -774,8 +957,7 @@ impl BridgeHandle {
             opts,
             cancelled: false,
         };
-        self.ctrl
-            .send(Control::SendDtmf { job })
+        self.post(Control::SendDtmf { job })
             .map_err(|_| DtmfError::BridgeStopped)?;
         Ok(id)
     }
@@ -833,8 +1015,7 @@ impl BridgeHandle {
         let (tap, rec) = crate::record::start(RecordingId(n), path.into(), &opts).await?;
         let id = rec.id;
         if self
-            .ctrl
-            .send(Control::StartRecording { tap: Box::new(tap) })
+            .post(Control::StartRecording { tap: Box::new(tap) })
             .is_err()
         {
             // The bridge stopped meanwhile: the writer closes the (empty) file; remove it.
@@ -1028,7 +1209,7 @@ impl BridgeHandle {
     /// (asynchronously, within a scheduler tick; await [`Self::stopped`] to be sure).
     pub fn stop(&self) {
         // A closed channel means the task already ended.
-        let _ = self.ctrl.send(Control::Stop);
+        let _ = self.post(Control::Stop);
     }
 
     /// Resolves when the relay task has ended and its sockets are closed.
@@ -1049,7 +1230,7 @@ impl Drop for BridgeHandle {
 }
 
 struct LegIo {
-    pair: RtpSocketPair,
+    pair: LivePair,
     rtp: Peer,
     rtcp: Peer,
     /// Bumped when the leg's remote or sockets change: the source id for the StreamRewriter.
@@ -1057,7 +1238,7 @@ struct LegIo {
 }
 
 impl LegIo {
-    fn new(pair: RtpSocketPair) -> LegIo {
+    fn new(pair: LivePair) -> LegIo {
         LegIo {
             pair,
             rtp: Peer::default(),
@@ -1192,6 +1373,8 @@ struct Relay {
     last_flush_ms: u64,
     shared: Arc<Shared>,
     global: Arc<MediaStats>,
+    /// Counts this bridge on its relay thread while it lives.
+    _on_thread: Option<OnThread>,
     // Last field: dropped after the sockets, so `stopped()` means the ports are free.
     _done: watch::Sender<()>,
 }
@@ -1199,8 +1382,14 @@ struct Relay {
 impl Relay {
     async fn run(mut self) {
         tracing::debug!("bridge started");
-        let mut buf = [0u8; BUF_LEN];
-        poll_fn(|cx| self.poll(cx, &mut buf)).await;
+        poll_fn(|cx| {
+            RECV_BATCH.with(|batch| match batch.try_borrow_mut() {
+                Ok(mut batch) => self.poll(cx, &mut batch),
+                // Not reachable (a bridge never polls another), but never a panic.
+                Err(_) => self.poll(cx, &mut RecvBatch::new()),
+            })
+        })
+        .await;
         tracing::debug!(
             a_to_b = self.local[0].packets,
             b_to_a = self.local[1].packets,
@@ -1209,23 +1398,29 @@ impl Relay {
         );
     }
 
-    fn poll(&mut self, cx: &mut Context<'_>, buf: &mut [u8; BUF_LEN]) -> Poll<()> {
-        loop {
-            match self.ctrl.poll_recv(cx) {
-                Poll::Ready(Some(Control::Stop)) | Poll::Ready(None) => return Poll::Ready(()),
-                Poll::Ready(Some(c)) => self.apply(c),
-                Poll::Pending => break,
+    fn poll(&mut self, cx: &mut Context<'_>, batch: &mut RecvBatch) -> Poll<()> {
+        if self.shared.ctrl_pending.swap(false, Ordering::AcqRel) {
+            loop {
+                match self.ctrl.poll_recv(cx) {
+                    Poll::Ready(Some(Control::Stop)) | Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Ready(Some(c)) => self.apply(c),
+                    Poll::Pending => break,
+                }
             }
         }
         if self.ticker.is_some() {
-            self.poll_ticker(cx, buf);
+            self.poll_ticker(cx, batch.scratch());
         }
         let mut budget = BUDGET;
         let mut idle = 0;
         let mut i = self.rotate;
         self.rotate = (self.rotate + 1) % SOCKETS.len();
-        // Round-robin one datagram per socket until all four report Pending in a row (each
-        // then has our waker registered).
+        // Round-robin one batch per socket until all four report Pending in a row (each then
+        // has our waker registered). A batch is everything queued on the socket (up to
+        // `BATCH`); a short batch means the queue is empty, so the socket's readiness is
+        // cleared without the extra receive that would fail with EAGAIN. (Clearing is safe:
+        // a datagram that arrives meanwhile raises a new readiness event, which tokio does
+        // not clear.)
         while idle < SOCKETS.len() {
             let (leg, kind) = SOCKETS[i];
             i = (i + 1) % SOCKETS.len();
@@ -1234,22 +1429,43 @@ impl Relay {
                 Kind::Rtp => &io.pair.rtp,
                 Kind::Rtcp => &io.pair.rtcp,
             };
-            let mut rb = ReadBuf::new(&mut buf[..]);
-            match sock.poll_recv_from(cx, &mut rb) {
+            match sock.poll_recv_ready(cx) {
                 Poll::Pending => {
                     idle += 1;
                     continue;
                 }
-                Poll::Ready(Ok(src)) => {
-                    let n = rb.filled().len();
-                    self.on_packet(leg, kind, src, &mut buf[..n]);
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    self.on_recv_error(leg, e);
+                    idle += 1;
+                    continue;
                 }
+            }
+            let fd = sock.as_raw_fd();
+            let mut got = 0;
+            let received = sock.try_io(Interest::READABLE, || {
+                got = batch.recv(fd)?;
+                if got < BATCH {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            match received {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // ECONNREFUSED after an ICMP port-unreachable for an earlier send, etc.: the
                 // socket is still fine.
-                Poll::Ready(Err(e)) => self.on_recv_error(leg, e),
+                Err(e) => self.on_recv_error(leg, e),
+            }
+            for d in 0..got {
+                let (pkt, src) = batch.datagram(d);
+                if let Some(src) = src {
+                    self.on_packet(leg, kind, src, pkt);
+                }
             }
             idle = 0;
-            budget -= 1;
+            budget = budget.saturating_sub(got.max(1));
             if budget == 0 {
                 self.publish();
                 cx.waker().wake_by_ref();
@@ -1362,6 +1578,14 @@ impl Relay {
             Control::Play { id, pcm, opts } => self.start_player(id, pcm, opts),
             Control::StopPlay { leg } => self.end_player(leg, PlaybackEnd::Stopped),
             Control::ReplaceLeg { leg, pair } => {
+                let pair = match pair.into_live() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        // The leg keeps its old sockets; the new pair closes here.
+                        tracing::error!(?leg, error = %e, "cannot register the new RTP sockets");
+                        return;
+                    }
+                };
                 let io = &mut self.legs[leg.idx()];
                 let generation = io.generation.wrapping_add(1);
                 // The old pair drops here: sockets closed, port back to its pool.

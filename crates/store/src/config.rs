@@ -145,6 +145,12 @@ pub struct RtpConfig {
     /// WAV file (any rate, channels, 8–32-bit) a party held by the server hears, looped.
     /// Default: the built-in melody.
     pub music_on_hold: Option<PathBuf>,
+    /// Threads that relay RTP (each owns a share of the calls' media). 0: one per CPU core.
+    pub relay_threads: usize,
+    /// A relay thread with calls wakes at most this often and then relays everything that
+    /// arrived meanwhile (fewer wake-ups: less CPU per packet; adds at most this much delay).
+    /// 0: wake on every packet.
+    pub relay_pace_us: u64,
 }
 
 impl Default for RtpConfig {
@@ -156,6 +162,8 @@ impl Default for RtpConfig {
             port_max: 29999,
             inactivity_timeout_secs: 60,
             music_on_hold: None,
+            relay_threads: 0,
+            relay_pace_us: 1000,
         }
     }
 }
@@ -522,6 +530,17 @@ impl Config {
         if let Some(v) = get("HOOKFLASH_RTP_MUSIC_ON_HOLD")? {
             self.rtp.music_on_hold = (!v.trim().is_empty()).then(|| PathBuf::from(v.trim()));
         }
+        if let Some(v) = get("HOOKFLASH_RTP_RELAY_THREADS")? {
+            self.rtp.relay_threads =
+                parse_env("HOOKFLASH_RTP_RELAY_THREADS", &v, "a number of threads")?;
+        }
+        if let Some(v) = get("HOOKFLASH_RTP_RELAY_PACE_US")? {
+            self.rtp.relay_pace_us = parse_env(
+                "HOOKFLASH_RTP_RELAY_PACE_US",
+                &v,
+                "a number of microseconds",
+            )?;
+        }
         if let Some(v) = get("HOOKFLASH_RTP_INACTIVITY_TIMEOUT_SECS")? {
             self.rtp.inactivity_timeout_secs = parse_env(
                 "HOOKFLASH_RTP_INACTIVITY_TIMEOUT_SECS",
@@ -644,6 +663,14 @@ impl Config {
         }
         if rtp.inactivity_timeout_secs == 0 {
             return invalid("rtp.inactivity_timeout_secs must be at least 1".into());
+        }
+        if rtp.relay_pace_us > 20_000 {
+            return invalid(
+                "rtp.relay_pace_us must be at most 20000 (one RTP packet interval)".into(),
+            );
+        }
+        if rtp.relay_threads > 256 {
+            return invalid("rtp.relay_threads must be at most 256".into());
         }
 
         self.validate_accounts()
