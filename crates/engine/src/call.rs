@@ -24,7 +24,7 @@ use hookflash_sip::stack::transport::SipAddr;
 use hookflash_store::{CallRecord, LegRecord, Trunk};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::{AuthKind, AuthOutcome};
 use crate::control::{CallInfo, CommandError, LegInfo, LegState, RecordAction, Reply, Target};
@@ -34,6 +34,25 @@ use crate::registrar::reply;
 use crate::routing::{route, Facts, Origin, Route};
 use crate::sip_glue::{addr_spec, display_name, header_value, now_ms, now_unix, parse_via};
 use crate::{CallEntry, Engine};
+
+/// The sending side of a call's command queue. Commands travel boxed: tokio allocates a
+/// channel's slots 32 at a time, for as long as the call lasts, and the enum is 136 bytes.
+#[derive(Clone, Debug)]
+pub struct CommandSender(mpsc::Sender<Box<CallCommand>>);
+
+impl CommandSender {
+    pub async fn send(
+        &self,
+        command: CallCommand,
+    ) -> Result<(), mpsc::error::SendError<CallCommand>> {
+        self.0
+            .send(Box::new(command))
+            .await
+            .map_err(|e| mpsc::error::SendError(*e.0))
+    }
+}
+
+pub type CommandReceiver = mpsc::Receiver<Box<CallCommand>>;
 
 /// Commands the API layer (and shutdown) send to a call's actor.
 #[derive(Debug)]
@@ -107,7 +126,7 @@ pub enum CallCommand {
     /// (REFER/Replaces); this call then ends and passes its dialog events on to `to`.
     HandOff {
         sip_call_id: String,
-        to: mpsc::Sender<CallCommand>,
+        to: CommandSender,
         reply: Reply<HandOff>,
     },
     /// A dialog event of a party handed over from another call.
@@ -406,7 +425,9 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         },
     );
     actor.send_forks(&targets);
-    actor.run(state_rx, cmd_rx).await;
+    // Its own task: the set-up future above is four times the size of the actor's, and
+    // would otherwise stay allocated for as long as the call lasts.
+    tokio::spawn(actor.run(state_rx, cmd_rx).in_current_span());
 }
 
 /// What differs between a call that came in and one we originate; the rest of a new call's
@@ -436,8 +457,9 @@ struct NewCall {
 }
 
 /// Registers a new call (listed by the API, `new` event) and builds its actor.
-fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, mpsc::Receiver<CallCommand>) {
+fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let cmd_tx = CommandSender(cmd_tx);
     let self_tx = cmd_tx.clone();
     let leg =
         |role: &str, direction: &str, state, number: &str, owner: &Option<(String, String)>| {
@@ -828,7 +850,7 @@ struct CallActor {
     /// After a REFER/Replaces hand-over: the SIP Call-ID of the dialog given away (not ours
     /// to remove), and the call that now gets this call's dialog events.
     handed_off: Option<String>,
-    states_to: Option<mpsc::Sender<CallCommand>>,
+    states_to: Option<CommandSender>,
     /// When ringing gives up (reset when an originated call's caller answers).
     ring_deadline: Option<tokio::time::Instant>,
     /// The dialog channel every dialog of this call reports to.
@@ -853,7 +875,7 @@ struct CallActor {
     /// The running recording's id.
     recording: Option<String>,
     /// For completions the actor schedules to itself (playback ended).
-    self_tx: mpsc::Sender<CallCommand>,
+    self_tx: CommandSender,
     dialled: String,
 }
 
@@ -947,11 +969,7 @@ impl CallActor {
         sent
     }
 
-    async fn run(
-        &mut self,
-        mut states: DialogStateReceiver,
-        mut commands: mpsc::Receiver<CallCommand>,
-    ) {
+    async fn run(mut self, mut states: DialogStateReceiver, mut commands: CommandReceiver) {
         if self.forks.is_empty() && self.originated.is_none() {
             self.fail_caller(503, "failed");
         }
@@ -983,20 +1001,20 @@ impl CallActor {
                 .unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 state = states.recv() => match state {
-                    Some(state) => self.on_dialog_state(state).await,
+                    Some(state) => Box::pin(self.on_dialog_state(state)).await,
                     None => break,
                 },
                 Some((key, result)) = pending.next(), if !pending.is_empty() => {
                     match key {
-                        ForkKey::Callee(index) => self.on_fork_result(index, result).await,
-                        ForkKey::Caller(index) => self.on_caller_result(index, result).await,
+                        ForkKey::Callee(index) => Box::pin(self.on_fork_result(index, result)).await,
+                        ForkKey::Caller(index) => Box::pin(self.on_caller_result(index, result)).await,
                         ForkKey::Transfer { generation, index } => {
-                            self.on_transfer_result(generation, index, result).await
+                            Box::pin(self.on_transfer_result(generation, index, result)).await
                         }
                     }
                 }
                 _ = tokio::time::sleep_until(park_deadline), if self.parked.is_some() => {
-                    self.park_timed_out().await;
+                    Box::pin(self.park_timed_out()).await;
                 }
                 _ = tokio::time::sleep_until(self.transfer_deadline()), if self.transfer_ringing() => {
                     info!("transfer target did not answer in time");
@@ -1004,20 +1022,20 @@ impl CallActor {
                 }
                 _ = tokio::time::sleep_until(ring_deadline), if self.phase == Phase::Ringing => {
                     info!("no answer before the ring timeout");
-                    if !self.try_voicemail().await {
-                        self.cancel_forks(None).await;
+                    if !Box::pin(self.try_voicemail()).await {
+                        Box::pin(self.cancel_forks(None)).await;
                         self.fail_caller(408, "no_answer");
                     }
                 }
                 _ = tokio::time::sleep_until(vm_deadline), if self.voicemail.is_some() => {
                     info!("voicemail: longest message reached");
-                    self.hangup_all("normal").await;
+                    Box::pin(self.hangup_all("normal")).await;
                 }
                 _ = &mut inactive, if self.phase == Phase::Connected => {
                     info!("no RTP from either side: ending the call");
-                    self.hangup_all("rtp_timeout").await;
+                    Box::pin(self.hangup_all("rtp_timeout")).await;
                 }
-                Some(cmd) = commands.recv() => self.on_command(cmd).await,
+                Some(cmd) = commands.recv() => Box::pin(self.on_command(*cmd)).await,
                 pressed = dtmf.recv() => match pressed {
                     Ok(ev) => {
                         let side = if ev.leg == Leg::A { Side::A } else { Side::B };
@@ -1027,7 +1045,7 @@ impl CallActor {
                             ..Default::default()
                         });
                         if self.voicemail.is_some() {
-                            self.voicemail_digit(ev.digit).await;
+                            Box::pin(self.voicemail_digit(ev.digit)).await;
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -1038,6 +1056,8 @@ impl CallActor {
                 },
             }
         }
+        // (Each handler above is boxed: inline, the largest of them would set the size of
+        // this future, which lives as long as the call.)
         // Let rsipstack finish the forks we cancelled so their dialogs are cleaned up, but
         // never wait long.
         let drain = async {
@@ -1056,7 +1076,7 @@ impl CallActor {
         if let Some(to) = self.states_to.take() {
             replaces::forward_states(states, to);
         }
-        self.finish().await;
+        Box::pin(self.finish()).await;
     }
 
     fn fork_by_call_id(&self, call_id: &str) -> Option<usize> {

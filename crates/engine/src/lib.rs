@@ -27,11 +27,10 @@ use hookflash_sip::stack::transaction::{Transaction, TransactionReceiver};
 use hookflash_sip::{SipServer, SipServerOptions};
 use hookflash_store::{Config, Store};
 use thiserror::Error;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-pub use call::{CallCommand, OriginateRequest};
+pub use call::{CallCommand, CommandSender, OriginateRequest};
 pub use control::{AudioSource, CallInfo, CommandError, LegInfo, LegState, RecordAction, Target};
 pub use events::{Event, EventBus, EventDetail, EventKind, Subscription};
 pub use metrics::Metrics;
@@ -84,7 +83,7 @@ pub(crate) struct EngineInner {
 
 pub(crate) struct CallEntry {
     pub info: CallInfo,
-    pub commands: mpsc::Sender<CallCommand>,
+    pub commands: CommandSender,
     /// The SIP Call-IDs of the call's answered dialogs (to find a call a Replaces names).
     pub sip_call_ids: Vec<String>,
 }
@@ -248,7 +247,8 @@ impl Engine {
                     return;
                 }
                 let span = tracing::info_span!("call", call_id = tracing::field::Empty);
-                call::run_inbound(self.clone(), tx).instrument(span).await
+                // Boxed: the call set-up future is large, other requests need not carry it.
+                Box::pin(call::run_inbound(self.clone(), tx).instrument(span)).await
             }
             Method::Options => {
                 let allow = Header::Allow(ALLOW.into());

@@ -218,12 +218,7 @@ impl Engine {
         actor.send_caller_forks(&plan.caller.targets, &plan.callee.label);
         let info = actor.info();
         drop(_enter);
-        tokio::spawn(
-            async move {
-                actor.run(state_rx, cmd_rx).await;
-            }
-            .instrument(span),
-        );
+        tokio::spawn(actor.run(state_rx, cmd_rx).instrument(span));
         Ok(info)
     }
 }

@@ -6,11 +6,11 @@
 
 use hookflash_sip::stack::dialog::dialog::{DialogStateReceiver, TransactionHandle};
 use hookflash_sip::stack::sip::StatusCode;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::transfer::{spawn_refer_notifier, ReferProgress};
-use super::{reoffer, CallActor, CallCommand, MediaSide, Party, Phase, Side};
+use super::{reoffer, CallActor, CallCommand, CommandSender, MediaSide, Party, Phase, Side};
 use crate::control::{CommandError, LegInfo, LegState, Reply};
 use crate::events::{EventDetail, EventKind};
 use crate::Engine;
@@ -63,11 +63,7 @@ fn percent_decode(s: &str) -> Option<String> {
 
 impl Engine {
     /// The call (other than `except`) one of whose answered dialogs has this SIP Call-ID.
-    fn call_with_dialog(
-        &self,
-        sip_call_id: &str,
-        except: &str,
-    ) -> Option<mpsc::Sender<CallCommand>> {
+    fn call_with_dialog(&self, sip_call_id: &str, except: &str) -> Option<CommandSender> {
         let calls = self.inner.calls.lock().ok()?;
         calls
             .iter()
@@ -77,7 +73,7 @@ impl Engine {
 }
 
 /// Passes a finished call's dialog events on to the call that took its party.
-pub(super) fn forward_states(mut states: DialogStateReceiver, to: mpsc::Sender<CallCommand>) {
+pub(super) fn forward_states(mut states: DialogStateReceiver, to: CommandSender) {
     tokio::spawn(async move {
         while let Some(state) = states.recv().await {
             if to
@@ -207,7 +203,7 @@ impl CallActor {
     pub(super) async fn hand_off(
         &mut self,
         sip_call_id: String,
-        to: mpsc::Sender<CallCommand>,
+        to: CommandSender,
         reply: Reply<HandOff>,
     ) {
         let result = (|| {
