@@ -325,6 +325,10 @@ class Hookflash:
             f.write(self.config())
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKFLASH_")}
         env["RUST_LOG"] = os.environ.get("BENCH_HOOKFLASH_LOG", "warn")
+        # A/B runs: BENCH_ENV_HOOKFLASH_X=v reaches the server as HOOKFLASH_X=v.
+        for k, v in os.environ.items():
+            if k.startswith("BENCH_ENV_HOOKFLASH_"):
+                env[k[len("BENCH_ENV_"):]] = v
         self.logf = open(os.path.join(self.workdir, "hookflash.log"), "ab")
         self.proc = spawn([self.binary, "serve", "--config", cfg],
                                      stdout=self.logf, stderr=subprocess.STDOUT,
