@@ -928,6 +928,37 @@ mod tests {
     }
 
     #[test]
+    fn relay_threads_and_pace_from_file_and_env_and_their_bounds() {
+        let c = Config::from_toml_str("").unwrap();
+        assert_eq!((c.rtp.relay_threads, c.rtp.relay_pace_us), (0, 1000));
+        let file = temp_file("hf.toml", "[rtp]\nrelay_threads = 3\nrelay_pace_us = 500\n");
+        let c = Config::load_with_env(Some(&file), no_env).unwrap();
+        assert_eq!((c.rtp.relay_threads, c.rtp.relay_pace_us), (3, 500));
+        let env = env_of(&[
+            ("HOOKFLASH_RTP_RELAY_THREADS", "2"),
+            ("HOOKFLASH_RTP_RELAY_PACE_US", "0"),
+        ]);
+        let c = Config::load_with_env(Some(&file), env).unwrap();
+        assert_eq!((c.rtp.relay_threads, c.rtp.relay_pace_us), (2, 0));
+        c.validate().unwrap();
+        let mut c = Config::from_toml_str("[rtp]\nrelay_pace_us = 20001\n").unwrap();
+        assert!(
+            c.validate().is_err(),
+            "a pace longer than a packet interval"
+        );
+        c.rtp.relay_pace_us = 20_000;
+        c.validate().unwrap();
+        c.rtp.relay_threads = 257;
+        assert!(c.validate().is_err());
+        let err = Config::load_with_env(None, env_of(&[("HOOKFLASH_RTP_RELAY_PACE_US", "-1")]))
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Env { var, .. } if var == "HOOKFLASH_RTP_RELAY_PACE_US"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn hookflash_config_env_names_the_file() {
         let file = temp_file("hf.toml", "demo_account = false\n");
         let path = file.to_string_lossy().to_string();
