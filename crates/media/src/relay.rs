@@ -690,7 +690,8 @@ impl Placement {
 }
 
 impl Bridge {
-    /// Spawns the relay task for legs `a` and `b` (must be called inside a tokio runtime).
+    /// Spawns the relay task for legs `a` and `b` on a relay thread (see [`start_relay_threads`];
+    /// without them, on the current tokio runtime, which must exist).
     /// The task runs inside a child of the current tracing span.
     pub fn start(
         a: RtpSocketPair,

@@ -67,7 +67,7 @@ pub(crate) async fn transfer_call(
             req.attended,
         )
         .await?;
-    info!(call_id, target = %req.target, "blind transfer requested");
+    info!(call_id, target = %req.target, attended = req.attended, "transfer requested");
     Ok((axum::http::StatusCode::ACCEPTED, Json(Call::from(&call))))
 }
 
