@@ -12,9 +12,7 @@ use hookflash_media::g711::Law;
 use hookflash_media::relay::{Bridge, BridgeHandle, BridgeOptions, Leg, PlayOptions, PlaybackEnd};
 use hookflash_media::sdp::{self, Codec, Direction, OriginState, SessionDescription};
 use hookflash_sip::stack::dialog::authenticate::Credential;
-use hookflash_sip::stack::dialog::dialog::{
-    DialogState, DialogStateReceiver, DialogStateSender, TerminatedReason,
-};
+use hookflash_sip::stack::dialog::dialog::{DialogState, TerminatedReason};
 use hookflash_sip::stack::dialog::invitation::{InviteAsyncResult, InviteOption};
 use hookflash_sip::stack::dialog::invite_dialog::InviteDialog;
 use hookflash_sip::stack::dialog::DialogId;
@@ -28,6 +26,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::{AuthKind, AuthOutcome};
 use crate::control::{CallInfo, CommandError, LegInfo, LegState, RecordAction, Reply, Target};
+use crate::dialog_states::{CallStateReceiver, CallStates};
 use crate::events::{EventDetail, EventKind};
 use crate::metrics::CauseLabel;
 use crate::registrar::reply;
@@ -41,6 +40,11 @@ use crate::{CallEntry, Engine};
 pub struct CommandSender(mpsc::Sender<Box<CallCommand>>);
 
 impl CommandSender {
+    /// Resolves once the call's actor has ended.
+    pub async fn closed(&self) {
+        self.0.closed().await
+    }
+
     pub async fn send(
         &self,
         command: CallCommand,
@@ -366,9 +370,15 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
 
     // 5. The caller's dialog. rsipstack runs its server transaction in `handle`.
     let dialogs = engine.inner.sip.dialogs.clone();
-    let (state_tx, state_rx) = dialogs.new_dialog_state_channel();
+    let (states, state_rx) = engine.inner.states.open();
+    let a_call_id = header_value(&req, "Call-ID").unwrap_or_default();
     let contact = engine.local_contact();
-    let a = match dialogs.get_or_create_server_invite(&tx, state_tx.clone(), None, Some(contact)) {
+    let a = match dialogs.get_or_create_server_invite(
+        &tx,
+        states.route(&a_call_id),
+        None,
+        Some(contact),
+    ) {
         Ok(d) => d,
         Err(e) => {
             warn!(error = %e, "could not create the caller's dialog");
@@ -400,7 +410,7 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
             id: call_id,
             account_id: account.id.clone(),
             a: Some(a),
-            a_call_id: header_value(&req, "Call-ID").unwrap_or_default(),
+            a_call_id,
             a_from: from_uri,
             a_to: ruri,
             a_direction: "in",
@@ -410,7 +420,7 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
                 direction: offer.direction(),
             },
             bridge,
-            state_tx,
+            states,
             started_at,
             caller_number,
             caller_name,
@@ -427,7 +437,7 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
     actor.send_forks(&targets);
     // Its own task: the set-up future above is four times the size of the actor's, and
     // would otherwise stay allocated for as long as the call lasts.
-    tokio::spawn(actor.run(state_rx, cmd_rx).in_current_span());
+    tokio::spawn(Box::new(actor).run(state_rx, cmd_rx).in_current_span());
 }
 
 /// What differs between a call that came in and one we originate; the rest of a new call's
@@ -444,7 +454,7 @@ struct NewCall {
     a_direction: &'static str,
     a_media: MediaSide,
     bridge: Arc<BridgeHandle>,
-    state_tx: DialogStateSender,
+    states: CallStates,
     started_at: i64,
     caller_number: String,
     caller_name: Option<String>,
@@ -553,7 +563,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         handed_off: None,
         states_to: None,
         ring_deadline: None,
-        state_tx: call.state_tx,
+        states: call.states,
         bridge: call.bridge,
         a_media: call.a_media,
         b_media: MediaSide {
@@ -762,21 +772,7 @@ fn content_type_sdp() -> Header {
 }
 
 fn state_id(state: &DialogState) -> &DialogId {
-    match state {
-        DialogState::Calling(id)
-        | DialogState::Trying(id)
-        | DialogState::Early(id, _)
-        | DialogState::WaitAck(id, _)
-        | DialogState::Confirmed(id, _)
-        | DialogState::Updated(id, _, _)
-        | DialogState::Publish(id, _, _)
-        | DialogState::Notify(id, _, _)
-        | DialogState::Refer(id, _, _)
-        | DialogState::Message(id, _, _)
-        | DialogState::Info(id, _, _)
-        | DialogState::Options(id, _, _)
-        | DialogState::Terminated(id, _) => id,
-    }
+    crate::dialog_states::dialog_id(state)
 }
 
 /// Picks the response the caller gets when every fork failed (RFC 3261 §16.7, simplified):
@@ -854,7 +850,8 @@ struct CallActor {
     /// When ringing gives up (reset when an originated call's caller answers).
     ring_deadline: Option<tokio::time::Instant>,
     /// The dialog channel every dialog of this call reports to.
-    state_tx: DialogStateSender,
+    /// This call's routes in the shared dialog-state channel (see `dialog_states`).
+    states: CallStates,
     bridge: Arc<BridgeHandle>,
     a_media: MediaSide,
     b_media: MediaSide,
@@ -934,7 +931,10 @@ impl CallActor {
             };
             let mut destination = SipAddr::from(target.destination);
             destination.r#type = Some(target.transport);
+            // Our Call-ID, so its dialog states are routed here before the INVITE leaves.
+            let sip_call_id = uuid::Uuid::new_v4().to_string();
             let opt = InviteOption {
+                call_id: Some(sip_call_id.clone()),
                 caller_display_name: caller_name.clone(),
                 caller: caller.clone(),
                 callee,
@@ -955,7 +955,7 @@ impl CallActor {
                 .inner
                 .sip
                 .dialogs
-                .do_invite_async(opt, self.state_tx.clone())
+                .do_invite_async(opt, self.states.route(&sip_call_id))
             {
                 Ok((dialog, handle)) => {
                     let index = sent.len();
@@ -969,7 +969,13 @@ impl CallActor {
         sent
     }
 
-    async fn run(mut self, mut states: DialogStateReceiver, mut commands: CommandReceiver) {
+    /// Boxed: an async fn keeps its arguments and the body's copies of them side by side, so a
+    /// by-value actor would take twice its size for as long as the call lasts.
+    async fn run(
+        mut self: Box<Self>,
+        mut states: CallStateReceiver,
+        mut commands: CommandReceiver,
+    ) {
         if self.forks.is_empty() && self.originated.is_none() {
             self.fail_caller(503, "failed");
         }
@@ -1001,7 +1007,7 @@ impl CallActor {
                 .unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 state = states.recv() => match state {
-                    Some(state) => Box::pin(self.on_dialog_state(state)).await,
+                    Some(state) => Box::pin(self.on_dialog_state(*state)).await,
                     None => break,
                 },
                 Some((key, result)) = pending.next(), if !pending.is_empty() => {
@@ -1074,7 +1080,7 @@ impl CallActor {
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
         if let Some(to) = self.states_to.take() {
-            replaces::forward_states(states, to);
+            replaces::forward_states(states, self.states.clone(), to);
         }
         Box::pin(self.finish()).await;
     }

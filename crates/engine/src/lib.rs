@@ -5,6 +5,7 @@
 mod auth;
 mod call;
 pub mod control;
+mod dialog_states;
 pub mod events;
 pub mod fetch;
 pub mod metrics;
@@ -70,6 +71,8 @@ pub(crate) struct EngineInner {
     /// Park orbits in use: `account_id/orbit` -> the parked call's id.
     pub orbits: Mutex<HashMap<String, String>>,
     pub events: EventBus,
+    /// The dialog-state channel all calls share.
+    pub states: dialog_states::StateRouter,
     /// What a party held by the server hears.
     pub music_on_hold: hookflash_media::audio::Pcm8k,
     pub fetcher: fetch::AudioFetcher,
@@ -162,6 +165,7 @@ impl Engine {
                 calls: Mutex::new(HashMap::new()),
                 orbits: Mutex::new(HashMap::new()),
                 events: EventBus::new(1000),
+                states: dialog_states::StateRouter::start(),
                 music_on_hold,
                 fetcher: fetch::AudioFetcher::new(),
                 tts: hookflash_media::Tts::new(config.data_dir.join("tts")),

@@ -179,7 +179,7 @@ impl Engine {
         let id = uuid::Uuid::now_v7().to_string();
         let span = tracing::info_span!("call", call_id = %id);
         let _enter = span.enter();
-        let (state_tx, state_rx) = self.inner.sip.dialogs.new_dialog_state_channel();
+        let (states, state_rx) = self.inner.states.open();
         let caller_label = plan.caller.label.clone();
         let (mut actor, cmd_rx) = build_actor(
             self,
@@ -197,7 +197,7 @@ impl Engine {
                     direction: Direction::SendRecv,
                 },
                 bridge,
-                state_tx,
+                states,
                 started_at: now_ms(),
                 caller_number: plan.caller_id,
                 caller_name: None,
@@ -218,7 +218,7 @@ impl Engine {
         actor.send_caller_forks(&plan.caller.targets, &plan.callee.label);
         let info = actor.info();
         drop(_enter);
-        tokio::spawn(actor.run(state_rx, cmd_rx).instrument(span));
+        tokio::spawn(Box::new(actor).run(state_rx, cmd_rx).instrument(span));
         Ok(info)
     }
 }

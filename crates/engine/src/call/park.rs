@@ -306,9 +306,10 @@ impl CallActor {
         };
         let dialogs = self.engine.inner.sip.dialogs.clone();
         let contact = self.engine.local_contact();
+        let call_id = header_value(&pickup.tx.original, "Call-ID").unwrap_or_default();
         let dialog = match dialogs.get_or_create_server_invite(
             &pickup.tx,
-            self.state_tx.clone(),
+            self.states.route(&call_id),
             None,
             Some(contact),
         ) {
@@ -320,7 +321,6 @@ impl CallActor {
                 return;
             }
         };
-        let call_id = header_value(&pickup.tx.original, "Call-ID").unwrap_or_default();
         let mut handler = dialog.clone();
         let mut tx = pickup.tx;
         tokio::spawn(async move {

@@ -4,7 +4,8 @@
 //! that received the REFER, together with its dialog-event stream; C's phone is re-INVITEd
 //! to this call's media, and the referring phone is told (NOTIFY 200) and released.
 
-use hookflash_sip::stack::dialog::dialog::{DialogStateReceiver, TransactionHandle};
+use crate::dialog_states::{CallStateReceiver, CallStates};
+use hookflash_sip::stack::dialog::dialog::TransactionHandle;
 use hookflash_sip::stack::sip::StatusCode;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
@@ -72,18 +73,22 @@ impl Engine {
     }
 }
 
-/// Passes a finished call's dialog events on to the call that took its party.
-pub(super) fn forward_states(mut states: DialogStateReceiver, to: CommandSender) {
+/// Passes a finished call's dialog events on to the call that took its party, for as long as
+/// that call lasts (`routes` keeps the finished call's Call-IDs routed until then).
+pub(super) fn forward_states(mut states: CallStateReceiver, routes: CallStates, to: CommandSender) {
     tokio::spawn(async move {
-        while let Some(state) = states.recv().await {
-            if to
-                .send(CallCommand::DialogEvent(Box::new(state)))
-                .await
-                .is_err()
-            {
-                break;
+        loop {
+            tokio::select! {
+                state = states.recv() => {
+                    let Some(state) = state else { break };
+                    if to.send(CallCommand::DialogEvent(state)).await.is_err() {
+                        break;
+                    }
+                }
+                _ = to.closed() => break,
             }
         }
+        drop(routes);
     });
 }
 
