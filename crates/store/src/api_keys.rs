@@ -3,6 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use crate::cache::put_capped;
 use crate::crypto::{api_key_hash, generate_api_key};
 use crate::db::{new_id, now_secs, Store};
 use crate::error::StoreError;
@@ -67,6 +68,7 @@ impl Store {
             prefix: plaintext.chars().take(8).collect(),
             created_at: now_secs(),
         };
+        let mut tx = self.begin_provisioning().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, account_id, name, prefix, key_hash, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -77,8 +79,9 @@ impl Store {
         .bind(&key.prefix)
         .bind(&hash)
         .bind(key.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        self.commit_provisioning(tx).await?;
         tracing::info!(account = %account.name, key_id = %key.id, name = %key.name, "API key added");
         Ok(key)
     }
@@ -97,11 +100,15 @@ impl Store {
 
     /// Deletes a key of the account by id. False if the account has no such key.
     pub async fn revoke_api_key(&self, account_id: &str, id: &str) -> Result<bool, StoreError> {
+        // A provisioning write: it empties the cache of verified keys here and, through the
+        // generation, in other processes.
+        let mut tx = self.begin_provisioning().await?;
         let res = sqlx::query("DELETE FROM api_keys WHERE account_id = $1 AND id = $2")
             .bind(account_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        self.commit_provisioning(tx).await?;
         let revoked = res.rows_affected() > 0;
         if revoked {
             tracing::info!(account_id, key_id = id, "API key revoked");
@@ -114,7 +121,18 @@ impl Store {
         if plaintext.is_empty() {
             return Ok(None);
         }
-        self.api_key_by_hash(&api_key_hash(plaintext)).await
+        let hash = api_key_hash(plaintext);
+        self.refresh_cache().await;
+        let ticket = match self.cache.lookup(|s| s.api_keys.get(&hash).cloned()) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(ticket) => ticket,
+        };
+        let key = self.api_key_by_hash(&hash).await?;
+        if let Some(key) = &key {
+            self.cache
+                .fill(ticket, |s| put_capped(&mut s.api_keys, &hash, key.clone()));
+        }
+        Ok(key)
     }
 
     async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
