@@ -849,7 +849,6 @@ struct CallActor {
     states_to: Option<CommandSender>,
     /// When ringing gives up (reset when an originated call's caller answers).
     ring_deadline: Option<tokio::time::Instant>,
-    /// The dialog channel every dialog of this call reports to.
     /// This call's routes in the shared dialog-state channel (see `dialog_states`).
     states: CallStates,
     bridge: Arc<BridgeHandle>,
