@@ -26,7 +26,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::{AuthKind, AuthOutcome};
 use crate::control::{CallInfo, CommandError, LegInfo, LegState, RecordAction, Reply, Target};
-use crate::dialog_states::{CallStateReceiver, CallStates};
+use crate::dialog_states::{dialog_id, CallStateReceiver, CallStates};
 use crate::events::{EventDetail, EventKind};
 use crate::metrics::CauseLabel;
 use crate::registrar::reply;
@@ -771,10 +771,6 @@ fn content_type_sdp() -> Header {
     Header::ContentType("application/sdp".into())
 }
 
-fn state_id(state: &DialogState) -> &DialogId {
-    crate::dialog_states::dialog_id(state)
-}
-
 /// Picks the response the caller gets when every fork failed (RFC 3261 §16.7, simplified):
 /// a global failure (6xx) wins, then busy, then the most specific 4xx, then 5xx.
 pub(crate) fn best_failure(statuses: &[u16]) -> u16 {
@@ -1089,7 +1085,7 @@ impl CallActor {
     }
 
     async fn on_dialog_state(&mut self, state: DialogState) {
-        let id = state_id(&state).clone();
+        let id = dialog_id(&state).clone();
         if let Some(side) = self.side_of_call_id(&id.call_id) {
             self.on_party_state(side, state).await;
         } else if id.call_id == self.a_call_id && self.phase == Phase::Ringing {
@@ -2162,9 +2158,7 @@ impl CallActor {
         self.bridge.stop();
         let dialogs = &self.engine.inner.sip.dialogs;
         // A dialog handed to another call lives on there.
-        let ours = |id: &hookflash_sip::stack::dialog::DialogId| {
-            self.handed_off.as_deref() != Some(id.call_id.as_str())
-        };
+        let ours = |id: &DialogId| self.handed_off.as_deref() != Some(id.call_id.as_str());
         for id in self
             .parties
             .iter()
