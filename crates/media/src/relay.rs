@@ -436,10 +436,9 @@ struct DirCounters {
 /// State shared between the handle and the task. The task is the only writer of the counters.
 #[derive(Debug)]
 struct Shared {
-    /// Set before each control message is sent, so the relay task looks at its control
-    /// channel only when there is something in it, not on every packet wake-up (the channel's
-    /// waker stays registered from the last look, which always ends with the channel empty).
-    ctrl_pending: std::sync::atomic::AtomicBool,
+    /// Control messages posted to the relay task, counted before each send (see
+    /// [`ControlInbox`]).
+    ctrl_posted: AtomicU64,
     start: Instant,
     dirs: [DirCounters; 2],
     dropped: AtomicU64,
@@ -703,7 +702,7 @@ impl Bridge {
     ) -> BridgeHandle {
         let start = Instant::now();
         let shared = Arc::new(Shared {
-            ctrl_pending: std::sync::atomic::AtomicBool::new(true),
+            ctrl_posted: AtomicU64::new(0),
             start,
             dirs: Default::default(),
             dropped: AtomicU64::new(0),
@@ -769,7 +768,7 @@ impl Bridge {
             dtmf_out_ts: [0, 0],
             dtmf_status: [dtmf_a_tx, dtmf_b_tx],
             recorder: None,
-            ctrl: ctrl_rx,
+            ctrl: ControlInbox::new(ctrl_rx),
             rotate: 0,
             local: [LocalCounters::default(), LocalCounters::default()],
             dropped: 0,
@@ -819,8 +818,7 @@ pub struct BridgeHandle {
 impl BridgeHandle {
     /// Every control message goes through here: the flag must be set before the send.
     fn post(&self, c: Control) -> Result<(), mpsc::error::SendError<Control>> {
-        self.shared.ctrl_pending.store(true, Ordering::Release);
-        self.ctrl.send(c)
+        post_control(&self.ctrl, &self.shared.ctrl_posted, c)
     }
 
     fn send(&self, c: Control) {
@@ -1367,7 +1365,7 @@ struct Relay {
     /// Per *to* leg.
     dtmf_status: [watch::Sender<DtmfSendStatus>; 2],
     recorder: Option<RecorderTap>,
-    ctrl: mpsc::UnboundedReceiver<Control>,
+    ctrl: ControlInbox<Control>,
     rotate: usize,
     local: [LocalCounters; 2],
     dropped: u64,
@@ -1380,6 +1378,57 @@ struct Relay {
     _on_thread: Option<OnThread>,
     // Last field: dropped after the sockets, so `stopped()` means the ports are free.
     _done: watch::Sender<()>,
+}
+
+/// Sends `msg` to a [`ControlInbox`]: counted in `posted` first, then sent.
+fn post_control<T>(
+    tx: &mpsc::UnboundedSender<T>,
+    posted: &AtomicU64,
+    msg: T,
+) -> Result<(), mpsc::error::SendError<T>> {
+    posted.fetch_add(1, Ordering::AcqRel);
+    tx.send(msg)
+}
+
+/// The receiving end of a relay's control channel, polled only when a message was posted
+/// that has not been taken yet or the channel's waker is not registered: polling the tokio
+/// channel on every packet wake-up costs measurable CPU. Senders count each message *before*
+/// sending it ([`post_control`]), so "posted > taken" holds from before the message is in the
+/// channel until the relay has it. A message counted but still on its way makes the relay
+/// poll the empty channel, which registers its waker, and the send then wakes it. (A
+/// "pending" flag the relay cleared before draining lost exactly that message until the next
+/// control arrived: a recording pause applied only together with its resume.) The channel is
+/// polled outside tokio's cooperative budget, so `Pending` always means "empty, waker
+/// registered".
+struct ControlInbox<T> {
+    rx: mpsc::UnboundedReceiver<T>,
+    taken: u64,
+    /// The last poll of the channel found it empty (so its waker is registered).
+    waiting: bool,
+}
+
+impl<T> ControlInbox<T> {
+    fn new(rx: mpsc::UnboundedReceiver<T>) -> Self {
+        Self {
+            rx,
+            taken: 0,
+            waiting: false,
+        }
+    }
+
+    fn poll_recv(&mut self, posted: &AtomicU64, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        if self.waiting && posted.load(Ordering::Acquire) == self.taken {
+            return Poll::Pending;
+        }
+        let rx = &mut self.rx;
+        let mut recv = std::pin::pin!(tokio::task::unconstrained(poll_fn(|cx| rx.poll_recv(cx))));
+        let r = std::future::Future::poll(recv.as_mut(), cx);
+        self.waiting = r.is_pending();
+        if let Poll::Ready(Some(_)) = r {
+            self.taken += 1;
+        }
+        r
+    }
 }
 
 impl Relay {
@@ -1412,13 +1461,11 @@ impl Relay {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>, batch: &mut RecvBatch) -> Poll<()> {
-        if self.shared.ctrl_pending.swap(false, Ordering::AcqRel) {
-            loop {
-                match self.ctrl.poll_recv(cx) {
-                    Poll::Ready(Some(Control::Stop)) | Poll::Ready(None) => return Poll::Ready(()),
-                    Poll::Ready(Some(c)) => self.apply(c),
-                    Poll::Pending => break,
-                }
+        loop {
+            match self.ctrl.poll_recv(&self.shared.ctrl_posted, cx) {
+                Poll::Ready(Some(Control::Stop)) | Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Ready(Some(c)) => self.apply(c),
+                Poll::Pending => break,
             }
         }
         if self.ticker.is_some() {
@@ -2122,6 +2169,51 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    /// Counts wake-ups.
+    struct CountingWaker(AtomicU64);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn control_counted_but_not_yet_sent_is_not_lost() {
+        let (tx, rx) = mpsc::unbounded_channel::<u32>();
+        let posted = AtomicU64::new(0);
+        let mut inbox = ControlInbox::new(rx);
+        let wakes = Arc::new(CountingWaker(AtomicU64::new(0)));
+        let waker = std::task::Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        // Nothing posted: the first look registers the waker, and the first send wakes it.
+        assert!(inbox.poll_recv(&posted, &mut cx).is_pending());
+        post_control(&tx, &posted, 1).unwrap();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(inbox.poll_recv(&posted, &mut cx), Poll::Ready(Some(1)));
+        assert!(inbox.poll_recv(&posted, &mut cx).is_pending());
+        // A sender between its count and its send when the relay looks (the race that lost
+        // a pause): the relay finds the channel empty, and the send then wakes it.
+        posted.fetch_add(1, Ordering::AcqRel);
+        assert!(inbox.poll_recv(&posted, &mut cx).is_pending());
+        let before = wakes.0.load(Ordering::SeqCst);
+        tx.send(2).unwrap();
+        assert!(
+            wakes.0.load(Ordering::SeqCst) > before,
+            "the send wakes the relay"
+        );
+        assert_eq!(inbox.poll_recv(&posted, &mut cx), Poll::Ready(Some(2)));
+        // Several posted: all are taken, in order, then the inbox is idle again.
+        for n in 3..6 {
+            post_control(&tx, &posted, n).unwrap();
+        }
+        for n in 3..6 {
+            assert_eq!(inbox.poll_recv(&posted, &mut cx), Poll::Ready(Some(n)));
+        }
+        assert!(inbox.poll_recv(&posted, &mut cx).is_pending());
+        assert_eq!(inbox.taken, posted.load(Ordering::Acquire));
     }
 
     #[test]
