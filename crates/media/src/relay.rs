@@ -25,9 +25,10 @@
 //! # Per-packet path
 //! One tokio task per bridge (on a relay thread, see [`start_relay_threads`]), written as a
 //! single hand-rolled poll loop (`poll_fn`) instead of `select!`: each wake-up looks at the
-//! control channel if its flag says it holds something, then reads the four sockets
-//! round-robin, one `recvmmsg` batch each into the thread's shared buffers, until all four are
-//! pending (or a budget of 64 packets is used, then it yields). Forwarding is a
+//! control channel if a message was posted that it has not taken ([`ControlInbox`]), then
+//! reads the four sockets round-robin, one `recvmmsg` batch each into the thread's shared
+//! buffers, until all four are pending (or a budget of 64 packets is used, then it yields).
+//! Forwarding is a
 //! source check, an optional PT rewrite through a 128-entry table per direction
 //! ([`BridgeHandle::set_pt_map`]), and a non-blocking `try_send_to` (a full socket buffer
 //! drops the packet rather than stalling the other direction). No allocation, no lock, no
