@@ -121,7 +121,7 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::AsRawFd;
 
 use tokio::io::Interest;
@@ -152,6 +152,20 @@ thread_local! {
     /// Receive buffers of this thread's bridges (one bridge is polled at a time), so a
     /// bridge carries no buffer of its own.
     static RECV_BATCH: RefCell<RecvBatch> = RefCell::new(RecvBatch::new());
+    /// Bridge wake-ups on this thread, for its pacer (see [`RelayThreads`]).
+    static RELAY_WORK: Cell<u64> = const { Cell::new(0) };
+    /// The pacer of this thread while it waits for work, woken by the next bridge wake-up.
+    static PACER_WAITING: Cell<Option<std::task::Waker>> = const { Cell::new(None) };
+}
+
+/// A bridge ran on this thread: counted for the pacer, which is woken if it waits for work.
+fn note_relay_work() {
+    RELAY_WORK.with(|w| w.set(w.get().wrapping_add(1)));
+    PACER_WAITING.with(|p| {
+        if let Some(waker) = p.take() {
+            waker.wake();
+        }
+    });
 }
 /// Packets handled per wake-up before yielding to other tasks.
 const BUDGET: usize = 64;
@@ -556,7 +570,10 @@ pub struct Bridge;
 /// epoll without blocking and runs every bridge with input before the pacer sleeps again
 /// (tokio's current-thread scheduler wakes yielded tasks after the I/O poll). A packet waits
 /// at most `p` more (0.5 `p` on average); RTP is paced at 20 ms and phones buffer 20-60 ms.
-/// A thread without bridges blocks in epoll as usual. `p = 0`: no pacing.
+/// A thread without bridges, or whose last pass found no bridge with anything to do (calls
+/// without RTP: held with no music, SIPp calls without media), blocks in epoll as usual, and
+/// its next bridge wake-up starts the pacing again: an idle thread does not wake every `p`.
+/// `p = 0`: no pacing.
 struct RelayThreads {
     threads: Vec<RelayThread>,
 }
@@ -620,14 +637,34 @@ async fn pace_thread(
             last = std::time::Instant::now();
             continue;
         }
+        let work = RELAY_WORK.with(Cell::get);
         // Blocking this thread on purpose: its bridges' packets queue in their sockets.
         let elapsed = last.elapsed();
         if elapsed < pace {
             std::thread::sleep(pace - elapsed);
         }
         last = std::time::Instant::now();
+        // The runtime polls epoll and runs the bridges with input before this task again.
         tokio::task::yield_now().await;
+        if RELAY_WORK.with(Cell::get) == work {
+            // Nothing arrived during a whole pace interval: block in epoll until a bridge
+            // has something (its wake-up wakes this task), then pace again.
+            wait_for_relay_work(work).await;
+            last = std::time::Instant::now();
+        }
     }
+}
+
+/// Returns once a bridge on this thread has run since the work count was `seen`.
+async fn wait_for_relay_work(seen: u64) {
+    poll_fn(|cx| {
+        if RELAY_WORK.with(Cell::get) != seen {
+            return Poll::Ready(());
+        }
+        PACER_WAITING.with(|p| p.set(Some(cx.waker().clone())));
+        Poll::Pending
+    })
+    .await
 }
 
 /// Counts a bridge on its thread for as long as its task lives.
@@ -1444,6 +1481,7 @@ impl Relay {
                 started = true;
                 tracing::debug!("bridge started");
             }
+            note_relay_work();
             let done = RECV_BATCH.with(|batch| match batch.try_borrow_mut() {
                 Ok(mut batch) => self.poll(cx, &mut batch),
                 // Not reachable (a bridge never polls another), but never a panic.

@@ -47,6 +47,28 @@ async fn relayed(from: &UdpSocket, to_server: SocketAddr, at: &UdpSocket, ssrc: 
     }
 }
 
+/// (thread id, context switches so far) of this process's relay threads, by thread name.
+fn relay_thread_switches() -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = entry.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("hookflash-relay") {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let switches: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        let tid = dir.file_name().unwrap().to_string_lossy().into_owned();
+        out.push((tid, switches));
+    }
+    out.sort();
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridges_on_relay_threads_relay_swap_legs_and_free_ports() {
     assert_eq!(start_relay_threads(2, Duration::from_millis(1)).unwrap(), 2);
@@ -96,6 +118,23 @@ async fn bridges_on_relay_threads_relay_swap_legs_and_free_ports() {
         8,
         "the replaced pair was closed and its port returned"
     );
+    // No traffic: the paced threads block in epoll instead of waking every pace interval
+    // (1 ms here, so 400 wake-ups each in the 400 ms below if they kept pacing).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = relay_thread_switches();
+    assert_eq!(before.len(), 2, "two relay threads: {before:?}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let after = relay_thread_switches();
+    for ((tid, b), (_, a)) in before.iter().zip(&after) {
+        assert!(
+            a - b < 40,
+            "idle relay thread {tid} woke {} times in 400 ms",
+            a - b
+        );
+    }
+    // And traffic wakes them again.
+    assert_eq!(relayed(pa, *la, &pc, 0x2002).await, new_lb);
+    assert_eq!(relayed(&pc, new_lb, pa, 0x2003).await, *la);
     for (bridge, ..) in &calls {
         bridge.stop();
         timeout(WAIT, bridge.stopped()).await.expect("bridge stops");
