@@ -10,6 +10,10 @@ use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use tokio::io::Interest;
 
 use crate::MediaError;
 
@@ -175,8 +179,8 @@ impl RtpSocketPair {
     /// Registers both sockets with the event loop of the runtime this is called on.
     pub(crate) fn into_live(self) -> io::Result<LivePair> {
         Ok(LivePair {
-            rtp: tokio::net::UdpSocket::from_std(self.rtp)?,
-            rtcp: tokio::net::UdpSocket::from_std(self.rtcp)?,
+            rtp: RelaySocket::new(self.rtp)?,
+            rtcp: RelaySocket::new(self.rtcp)?,
             _lease: self._lease,
         })
     }
@@ -185,9 +189,43 @@ impl RtpSocketPair {
 /// An [`RtpSocketPair`] registered with the relay's runtime.
 #[derive(Debug)]
 pub(crate) struct LivePair {
-    pub(crate) rtp: tokio::net::UdpSocket,
-    pub(crate) rtcp: tokio::net::UdpSocket,
+    pub(crate) rtp: RelaySocket,
+    pub(crate) rtcp: RelaySocket,
     _lease: PortLease,
+}
+
+/// A relay socket, registered with the event loop for readability only. Sends are plain
+/// non-blocking `sendto`s (a full socket buffer drops the packet, the relay never waits to
+/// write), so the socket needs no write interest. With it (tokio's `UdpSocket` registers
+/// both), the release of every sent datagram raised an `EPOLLOUT` event that the relay
+/// thread's epoll had to queue and hand over: one event per relayed packet for nothing.
+#[derive(Debug)]
+pub(crate) struct RelaySocket(AsyncFd<std::net::UdpSocket>);
+
+impl RelaySocket {
+    /// Registers a non-blocking socket with the event loop of the current runtime.
+    fn new(socket: std::net::UdpSocket) -> io::Result<RelaySocket> {
+        // SAFETY: the `UdpSocket` owns its descriptor, which stays open and the same until
+        // the `AsyncFd` (its only owner) drops it.
+        let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?;
+        Ok(RelaySocket(fd))
+    }
+
+    /// Sends one datagram now or fails (`WouldBlock` when the socket buffer is full).
+    #[inline]
+    pub(crate) fn try_send_to(&self, buf: &[u8], dest: SocketAddr) -> io::Result<usize> {
+        self.0.get_ref().send_to(buf, dest)
+    }
+
+    /// Ready to read (the guard clears the readiness when a read reports `WouldBlock`), or
+    /// `Pending` with the task's waker registered.
+    #[inline]
+    pub(crate) fn poll_read_ready<'a>(
+        &'a self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<AsyncFdReadyGuard<'a, std::net::UdpSocket>>> {
+        self.0.poll_read_ready(cx)
+    }
 }
 
 #[cfg(test)]

@@ -124,7 +124,6 @@ use std::path::PathBuf;
 use std::cell::{Cell, RefCell};
 use std::os::fd::AsRawFd;
 
-use tokio::io::Interest;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::Instrument;
@@ -1528,22 +1527,21 @@ impl Relay {
                 Kind::Rtp => &io.pair.rtp,
                 Kind::Rtcp => &io.pair.rtcp,
             };
-            match sock.poll_recv_ready(cx) {
+            let mut ready = match sock.poll_read_ready(cx) {
                 Poll::Pending => {
                     idle += 1;
                     continue;
                 }
-                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Ok(ready)) => ready,
                 Poll::Ready(Err(e)) => {
                     self.on_recv_error(leg, e);
                     idle += 1;
                     continue;
                 }
-            }
-            let fd = sock.as_raw_fd();
+            };
             let mut got = 0;
-            let received = sock.try_io(Interest::READABLE, || {
-                got = batch.recv(fd)?;
+            let received = ready.try_io(|sock| {
+                got = batch.recv(sock.as_raw_fd())?;
                 if got < BATCH {
                     Err(io::ErrorKind::WouldBlock.into())
                 } else {
@@ -1551,11 +1549,11 @@ impl Relay {
                 }
             });
             match received {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // A full batch, or a short one (`WouldBlock`: the readiness was cleared).
+                Ok(Ok(())) | Err(_) => {}
                 // ECONNREFUSED after an ICMP port-unreachable for an earlier send, etc.: the
                 // socket is still fine.
-                Err(e) => self.on_recv_error(leg, e),
+                Ok(Err(e)) => self.on_recv_error(leg, e),
             }
             for d in 0..got {
                 let (pkt, src) = batch.datagram(d);
