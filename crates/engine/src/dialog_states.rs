@@ -9,7 +9,7 @@
 //! a Call-ID that is not routed yet.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hookflash_sip::stack::dialog::dialog::{DialogState, DialogStateSender};
 use hookflash_sip::stack::dialog::DialogId;
@@ -82,7 +82,7 @@ impl StateRouter {
     /// How many Call-IDs are routed (live or not yet swept), for tests.
     #[cfg(test)]
     fn routed(&self) -> usize {
-        self.routes.lock().map_or(0, |r| r.by_call_id.len())
+        lock(&self.routes).by_call_id.len()
     }
 }
 
@@ -97,13 +97,7 @@ impl CallStates {
     /// Routes the states of dialogs with this SIP Call-ID to this call and returns the sender
     /// to give rsipstack for such a dialog. Call it before the dialog is made.
     pub fn route(&self, sip_call_id: &str) -> DialogStateSender {
-        match self.router.routes.lock() {
-            Ok(mut routes) => routes.insert(sip_call_id.to_string(), &self.tx),
-            // Only a panic while holding the lock poisons it, and nothing in here panics.
-            Err(poisoned) => poisoned
-                .into_inner()
-                .insert(sip_call_id.to_string(), &self.tx),
-        }
+        lock(&self.router.routes).insert(sip_call_id.to_string(), &self.tx);
         self.router.shared.clone()
     }
 
@@ -114,13 +108,16 @@ impl CallStates {
     }
 }
 
+/// The routing table. Only a panic while holding the lock poisons it, and nothing done under
+/// it panics, so a poisoned table is still consistent.
+fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
+    routes.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 async fn dispatch(mut states: mpsc::UnboundedReceiver<DialogState>, routes: Arc<Mutex<Routes>>) {
     while let Some(state) = states.recv().await {
         let call_id = &dialog_id(&state).call_id;
-        let target = match routes.lock() {
-            Ok(mut routes) => routes.target(call_id),
-            Err(poisoned) => poisoned.into_inner().target(call_id),
-        };
+        let target = lock(&routes).target(call_id);
         match target {
             Some(to) => {
                 if let Err(mpsc::error::SendError(state)) = to.send(Box::new(state)) {
