@@ -41,7 +41,8 @@ SHORT_CALL_MS = 100
 PROFILES = {
     # full run: ~20 min on 2 cores
     "full": dict(rates=[100, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 1750, 2000], rate_secs=8,
-                 media_n=[500, 1000, 2000], media_warmup=3, media_secs=10, setup_rate=200,
+                 media_n=[500, 1000, 2000], media_warmup=3, media_secs=10, media_settle_secs=36,
+                 setup_rate=200,
                  hold_n=1000, hold_requests=200, soak_warmup_secs=36, soak_blocks=2,
                  soak_block_calls=10000, soak_rate=400, record_n=[100, 250, 500],
                  record_rounds=2),
@@ -304,7 +305,7 @@ def scenario_media(ctx, kind):
             # Memory again once the set-up transactions are gone (SIP keeps a finished INVITE
             # transaction 64*T1 = 32 s): what an active call costs while it lasts, apart from
             # the transient state of call set-up (which scales with the call rate instead).
-            settle = t0 + setup_s + p.get("media_settle_secs", 36) - time.monotonic()
+            settle = t0 + setup_s + p["media_settle_secs"] - time.monotonic()
             if settle > 0:
                 time.sleep(settle)
             tot2 = srv.total_mem_kb()

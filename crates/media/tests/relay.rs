@@ -392,3 +392,65 @@ async fn early_media_then_attach_new_b_leg_with_continuity() {
     assert_eq!((got[12], from), (9, new_b));
     expect_nothing(&phone_b).await;
 }
+
+/// RTCP sockets are polled only after their own readiness fired: RTCP must still get through
+/// to an idle bridge (no RTP at all), in between RTP, and on a leg's replacement sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtcp_reaches_an_idle_bridge_and_a_replaced_leg() {
+    let Setup { pool, bridge, .. } = start(7, Duration::from_secs(30));
+    let (phone_a, phone_b) = (phone().await, phone().await);
+    let (rtcp_a, rtcp_b) = (phone().await, phone().await);
+    bridge.set_remote(Leg::A, phone_a.local_addr().unwrap());
+    bridge.set_remote(Leg::B, phone_b.local_addr().unwrap());
+    bridge.set_remote_rtcp(Leg::A, rtcp_a.local_addr().unwrap());
+    bridge.set_remote_rtcp(Leg::B, rtcp_b.local_addr().unwrap());
+    let (la, lb) = (bridge.local_addr(Leg::A), bridge.local_addr(Leg::B));
+    let rtcp_port = |a: SocketAddr| SocketAddr::new(a.ip(), a.port() + 1);
+
+    // Idle: the task sleeps with only socket wakers registered.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    rtcp_a.send_to(&rtcp_sr(1), rtcp_port(la)).await.unwrap();
+    assert_eq!(recv(&rtcp_b).await.0, rtcp_sr(1));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    rtcp_b.send_to(&rtcp_sr(2), rtcp_port(lb)).await.unwrap();
+    assert_eq!(recv(&rtcp_a).await.0, rtcp_sr(2));
+
+    // RTP and RTCP interleaved: every RTCP report arrives, once.
+    for i in 0..20u16 {
+        phone_a
+            .send_to(&rtp(0, i, 160 * u32::from(i), 0xA, 1), la)
+            .await
+            .unwrap();
+        if i % 5 == 0 {
+            rtcp_a
+                .send_to(&rtcp_sr(100 + u32::from(i)), rtcp_port(la))
+                .await
+                .unwrap();
+        }
+        recv(&phone_b).await;
+    }
+    for i in (0..20u32).step_by(5) {
+        assert_eq!(recv(&rtcp_b).await.0, rtcp_sr(100 + i));
+    }
+    expect_nothing(&rtcp_b).await;
+
+    // New sockets for A (a transfer): their RTCP is relayed too, from the first report.
+    let new_a = pool.allocate().unwrap();
+    let new_la = new_a.local_rtp;
+    bridge.replace_leg(Leg::A, new_a);
+    let (phone_c, rtcp_c) = (phone().await, phone().await);
+    bridge.set_remote(Leg::A, phone_c.local_addr().unwrap());
+    bridge.set_remote_rtcp(Leg::A, rtcp_c.local_addr().unwrap());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    rtcp_c
+        .send_to(&rtcp_sr(3), rtcp_port(new_la))
+        .await
+        .unwrap();
+    assert_eq!(recv(&rtcp_b).await.0, rtcp_sr(3));
+    rtcp_b.send_to(&rtcp_sr(4), rtcp_port(lb)).await.unwrap();
+    let (got, from) = recv(&rtcp_c).await;
+    assert_eq!(got, rtcp_sr(4));
+    assert_eq!(from, rtcp_port(new_la), "from A's new RTCP socket");
+    bridge.stop();
+    timeout(WAIT, bridge.stopped()).await.expect("bridge stops");
+}
