@@ -69,6 +69,20 @@ async fn eventually(mut f: impl FnMut() -> bool) {
     }
 }
 
+/// RTP and RTCP phones for legs A and B, set as the bridge's remotes:
+/// (RTP A, RTP B, RTCP A, RTCP B).
+async fn rtp_and_rtcp_phones(
+    bridge: &BridgeHandle,
+) -> (UdpSocket, UdpSocket, UdpSocket, UdpSocket) {
+    let (phone_a, phone_b) = (phone().await, phone().await);
+    let (rtcp_a, rtcp_b) = (phone().await, phone().await);
+    bridge.set_remote(Leg::A, phone_a.local_addr().unwrap());
+    bridge.set_remote(Leg::B, phone_b.local_addr().unwrap());
+    bridge.set_remote_rtcp(Leg::A, rtcp_a.local_addr().unwrap());
+    bridge.set_remote_rtcp(Leg::B, rtcp_b.local_addr().unwrap());
+    (phone_a, phone_b, rtcp_a, rtcp_b)
+}
+
 struct Setup {
     pool: Arc<PortPool>,
     stats: Arc<MediaStats>,
@@ -102,12 +116,7 @@ async fn relays_both_ways_with_pt_mapping_and_counters() {
         stats,
         bridge,
     } = start(0, Duration::from_secs(30));
-    let (phone_a, phone_b) = (phone().await, phone().await);
-    let (rtcp_a, rtcp_b) = (phone().await, phone().await);
-    bridge.set_remote(Leg::A, phone_a.local_addr().unwrap());
-    bridge.set_remote(Leg::B, phone_b.local_addr().unwrap());
-    bridge.set_remote_rtcp(Leg::A, rtcp_a.local_addr().unwrap());
-    bridge.set_remote_rtcp(Leg::B, rtcp_b.local_addr().unwrap());
+    let (phone_a, phone_b, rtcp_a, rtcp_b) = rtp_and_rtcp_phones(&bridge).await;
     // telephone-event is 101 on A and 96 on B.
     bridge.set_pt_map(Leg::A, vec![(101, 96)]);
     bridge.set_pt_map(Leg::B, vec![(96, 101)]);
@@ -393,17 +402,12 @@ async fn early_media_then_attach_new_b_leg_with_continuity() {
     expect_nothing(&phone_b).await;
 }
 
-/// RTCP sockets are polled only after their own readiness fired: RTCP must still get through
-/// to an idle bridge (no RTP at all), in between RTP, and on a leg's replacement sockets.
+/// RTCP gets through to an idle bridge (no RTP at all), in between RTP (each report once), and
+/// on a leg's replacement sockets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtcp_reaches_an_idle_bridge_and_a_replaced_leg() {
     let Setup { pool, bridge, .. } = start(7, Duration::from_secs(30));
-    let (phone_a, phone_b) = (phone().await, phone().await);
-    let (rtcp_a, rtcp_b) = (phone().await, phone().await);
-    bridge.set_remote(Leg::A, phone_a.local_addr().unwrap());
-    bridge.set_remote(Leg::B, phone_b.local_addr().unwrap());
-    bridge.set_remote_rtcp(Leg::A, rtcp_a.local_addr().unwrap());
-    bridge.set_remote_rtcp(Leg::B, rtcp_b.local_addr().unwrap());
+    let (phone_a, phone_b, rtcp_a, rtcp_b) = rtp_and_rtcp_phones(&bridge).await;
     let (la, lb) = (bridge.local_addr(Leg::A), bridge.local_addr(Leg::B));
     let rtcp_port = |a: SocketAddr| SocketAddr::new(a.ip(), a.port() + 1);
 
