@@ -31,7 +31,7 @@ use crate::events::{EventDetail, EventKind};
 use crate::metrics::CauseLabel;
 use crate::registrar::reply;
 use crate::routing::{route, Facts, Origin, Route};
-use crate::sip_glue::{addr_spec, display_name, header_value, now_ms, now_unix, parse_via};
+use crate::sip_glue::{addr_spec, display_name, header_value, now_ms, now_unix};
 use crate::{CallEntry, Engine};
 
 /// The sending side of a call's command queue. Commands travel boxed: tokio allocates a
@@ -249,8 +249,9 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
     let req = tx.original.clone();
     let started_at = now_ms();
 
-    // 1. Who is calling: a trunk (by source address) or an authenticated user.
-    let via = header_value(&req, "Via").and_then(|v| parse_via(&v));
+    // 1. Who is calling: a trunk (by the transport's real source address, never by what the
+    // request's Via claims) or an authenticated user.
+    let source = hookflash_sip::source::transport_source(&req);
     let from_value = header_value(&req, "From").unwrap_or_default();
     let from_uri = addr_spec(&from_value).to_string();
     let ruri = req.uri.to_string();
@@ -262,7 +263,7 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         return;
     };
     let store = engine.inner.store.clone();
-    let trunk = match &via {
+    let trunk = match &source {
         Some(v) => store
             .trunk_by_source(v.addr.ip(), v.addr.port())
             .await

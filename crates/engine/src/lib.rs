@@ -146,6 +146,12 @@ impl Engine {
             udp: config.sip.udp,
             tcp: config.sip.tcp,
             user_agent: format!("hookflash/{}", env!("CARGO_PKG_VERSION")),
+            flood: hookflash_sip::flood::FloodLimits {
+                window: Duration::from_millis(config.security.flood_window_ms.max(1)),
+                max_requests: config.security.flood_max_requests,
+                ban: Duration::from_secs(config.security.flood_ban_secs),
+                ..Default::default()
+            },
         })
         .await?;
         let sip_port = sip
@@ -180,6 +186,9 @@ impl Engine {
         tokio::spawn(async move { dispatching.dispatch(incoming).await });
         let purging = engine.clone();
         tokio::spawn(async move { purging.purge_registrations().await });
+        let allowing = engine.clone();
+        let flood_allow = config.security.flood_allow.clone();
+        tokio::spawn(async move { allowing.keep_flood_allow_list(flood_allow).await });
         engine.repair_recordings().await;
         engine.repair_voicemails().await;
         Ok(engine)
@@ -200,6 +209,31 @@ impl Engine {
     /// Where call recordings (and, beside them, voicemail) are written.
     pub fn recordings_dir(&self) -> &std::path::Path {
         &self.inner.recordings_dir
+    }
+
+    /// Trunk addresses are never rate-limited by the flood guard: the allow-list is the
+    /// configured sources plus every trunk whose host is an IP literal, refreshed every few
+    /// seconds (the store's cache makes an unchanged list cheap).
+    async fn keep_flood_allow_list(&self, configured: Vec<std::net::IpAddr>) {
+        let mut last: Option<Vec<std::net::IpAddr>> = None;
+        loop {
+            let mut allow = configured.clone();
+            match self.inner.store.trunk_ips().await {
+                Ok(ips) => allow.extend(ips),
+                Err(e) => warn!(error = %e, "cannot list trunk addresses for the flood allow-list"),
+            }
+            allow.sort();
+            allow.dedup();
+            if last.as_ref() != Some(&allow) {
+                debug!(sources = allow.len(), "flood guard allow-list updated");
+                self.inner.sip.flood.set_allowed(allow.iter().copied());
+                last = Some(allow);
+            }
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
     }
 
     async fn dispatch(&self, mut incoming: TransactionReceiver) {
@@ -382,6 +416,7 @@ impl Engine {
             m.active_registrations.set(n);
         }
         m.refresh_media(&self.inner.media_stats);
+        m.refresh_flood(&self.inner.sip.flood);
         m.rtp_ports_in_use.set(self.inner.ports.in_use() as i64);
         m.sip_dialogs.set(self.inner.sip.dialogs.len() as i64);
         m.sip_transactions.set(

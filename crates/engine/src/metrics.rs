@@ -14,6 +14,11 @@ pub struct CauseLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabel {
     pub method: String,
 }
@@ -33,6 +38,12 @@ pub struct Metrics {
     pub sip_transactions: Gauge,
     pub sip_requests: Family<MethodLabel, Counter>,
     pub auth_failures: Counter,
+    pub sip_flood_dropped: Gauge,
+    pub sip_flood_bans: Gauge,
+    pub sip_flood_banned_sources: Gauge,
+    /// Outbound legs the dial rules refused, by reason (not_permitted, outside_session,
+    /// outside_refer, concurrent_limit, rate_limit).
+    pub outbound_refused: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -52,6 +63,10 @@ impl Metrics {
             sip_transactions: Gauge::default(),
             sip_requests: Family::default(),
             auth_failures: Counter::default(),
+            sip_flood_dropped: Gauge::default(),
+            sip_flood_bans: Gauge::default(),
+            sip_flood_banned_sources: Gauge::default(),
+            outbound_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register("active_calls", "Calls in progress", m.active_calls.clone());
@@ -118,6 +133,26 @@ impl Metrics {
             "Digest authentication failures (wrong password, unknown user, bad nonce)",
             m.auth_failures.clone(),
         );
+        registry.register(
+            "sip_flood_dropped_total",
+            "SIP requests dropped unanswered because their source was over its rate limit or banned",
+            m.sip_flood_dropped.clone(),
+        );
+        registry.register(
+            "sip_flood_bans_total",
+            "Sources banned for exceeding the per-source SIP request limit",
+            m.sip_flood_bans.clone(),
+        );
+        registry.register(
+            "sip_flood_banned_sources",
+            "Sources banned now",
+            m.sip_flood_banned_sources.clone(),
+        );
+        registry.register(
+            "outbound_refused",
+            "Outbound calls refused by the dial rules or the account's fraud limits, by reason",
+            m.outbound_refused.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -131,6 +166,26 @@ impl Metrics {
         self.recordings_active.set(v(&stats.recordings_active));
         self.recording_frames_dropped
             .set(v(&stats.recording_frames_dropped));
+    }
+
+    /// Mirrors the flood guard's counters.
+    pub fn refresh_flood(&self, guard: &hookflash_sip::flood::FloodGuard) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let v =
+            |a: &std::sync::atomic::AtomicU64| i64::try_from(a.load(Relaxed)).unwrap_or(i64::MAX);
+        self.sip_flood_dropped.set(v(&guard.stats.dropped));
+        self.sip_flood_bans.set(v(&guard.stats.bans));
+        self.sip_flood_banned_sources
+            .set(guard.banned(std::time::Instant::now()) as i64);
+    }
+
+    /// Counts an outbound call refused by the dial rules.
+    pub fn refused(&self, reason: &str) {
+        self.outbound_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

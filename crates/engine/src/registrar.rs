@@ -7,7 +7,7 @@ use hookflash_store::Registration;
 use tracing::{debug, info, warn};
 
 use crate::auth::{AuthKind, AuthOutcome};
-use crate::sip_glue::{addr_spec, header_value, header_values, now_unix, parse_via};
+use crate::sip_glue::{addr_spec, header_value, header_values, now_unix};
 use crate::Engine;
 
 impl Engine {
@@ -69,7 +69,8 @@ impl Engine {
         };
         let expires = header_value(&req, "Expires").and_then(|v| v.parse::<u32>().ok());
         let now = now_unix();
-        let source = header_value(&req, "Via").and_then(|v| parse_via(&v));
+        // Where this phone really is: the transport source, not what its Via claims.
+        let source = hookflash_sip::source::transport_source(&req);
         let call_id = header_value(&req, "Call-ID").unwrap_or_default();
         let cseq = header_value(&req, "CSeq")
             .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))

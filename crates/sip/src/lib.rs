@@ -5,9 +5,11 @@
 //! bump of rsipstack touches this crate and the engine's `sip_glue` only.
 
 pub mod digest;
+pub mod flood;
 pub mod guard;
 pub mod registrar;
 pub mod server;
+pub mod source;
 pub mod uri;
 
 pub use rsipstack as stack;

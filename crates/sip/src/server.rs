@@ -15,7 +15,9 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::flood::{FloodGuard, FloodLimits};
 use crate::guard::GuardedUdpSocket;
+use crate::source::SourceStamp;
 
 #[derive(Debug, Error)]
 pub enum SipServerError {
@@ -35,6 +37,8 @@ pub struct SipServerOptions {
     pub udp: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
     pub user_agent: String,
+    /// Per-source request limits applied before the transaction layer.
+    pub flood: FloodLimits,
 }
 
 /// A running SIP endpoint. Dropping it does not stop it; call [`SipServer::shutdown`].
@@ -44,6 +48,8 @@ pub struct SipServer {
     pub cancel: CancellationToken,
     pub udp_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,
+    /// Per-source limits; the engine keeps its allow-list (trunk addresses) current.
+    pub flood: Arc<FloodGuard>,
 }
 
 impl SipServer {
@@ -95,10 +101,14 @@ impl SipServer {
             transport_layer.add_transport(conn.into());
             tcp_addr = Some(bound);
         }
+        let flood = Arc::new(FloodGuard::new(opts.flood));
         let endpoint = EndpointBuilder::new()
             .with_cancel_token(cancel.clone())
             .with_transport_layer(transport_layer)
             .with_user_agent(&opts.user_agent)
+            // Every request is stamped with its real transport source (and counted against
+            // its source's limit) before rsipstack sees it: see `source.rs`.
+            .with_transport_inspector(Box::new(SourceStamp::new(flood.clone())))
             .build();
         let incoming = endpoint
             .incoming_transactions()
@@ -112,6 +122,7 @@ impl SipServer {
                 cancel,
                 udp_addr,
                 tcp_addr,
+                flood,
             },
             incoming,
         ))

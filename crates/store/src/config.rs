@@ -32,6 +32,7 @@ pub struct Config {
     pub registrar: RegistrarConfig,
     pub http: HttpConfig,
     pub rtp: RtpConfig,
+    pub security: SecurityConfig,
     /// Declarative provisioning, applied at every start.
     pub accounts: Vec<AccountSpec>,
 }
@@ -46,6 +47,7 @@ impl Default for Config {
             registrar: RegistrarConfig::default(),
             http: HttpConfig::default(),
             rtp: RtpConfig::default(),
+            security: SecurityConfig::default(),
             accounts: Vec::new(),
         }
     }
@@ -93,6 +95,73 @@ impl SipConfig {
             .filter_map(|s| DigestAlgorithm::parse(s))
             .collect()
     }
+}
+
+/// What a party that is not a user of the account (a caller who came in over a trunk) may
+/// make the server dial by REFER or any other transfer it starts itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutsideRefer {
+    /// 403 Forbidden: an outside party transfers nowhere.
+    Deny,
+    /// Only the account's extensions and numbers, never out through a trunk.
+    Extensions,
+}
+
+/// `[security]`: defences against strangers on the network (docs/security.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Per-source SIP request limit: more than `flood_max_requests` requests within
+    /// `flood_window_ms` bans the source for `flood_ban_secs` (its requests are dropped
+    /// unanswered). 0 turns the limit off.
+    pub flood_max_requests: u32,
+    pub flood_window_ms: u64,
+    pub flood_ban_secs: u64,
+    /// Sources never limited (the account trunks' addresses are allowed automatically).
+    pub flood_allow: Vec<IpAddr>,
+    /// REFER (or a transfer) by a party that is not a user of the account.
+    pub outside_refer: OutsideRefer,
+    /// Premium-rate and special numbers, as E.164 prefixes (`+1900`) or national ones with
+    /// the country code (`+49900`). Calls to them need the `premium` dial class.
+    pub premium_prefixes: Vec<String>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            flood_max_requests: 200,
+            flood_window_ms: 2000,
+            flood_ban_secs: 60,
+            flood_allow: Vec::new(),
+            outside_refer: OutsideRefer::Deny,
+            premium_prefixes: default_premium_prefixes(),
+        }
+    }
+}
+
+/// Well-known premium-rate and special-service ranges (shared-cost, premium, dial-in, paid
+/// directory services, satellite and international premium ranges).
+pub fn default_premium_prefixes() -> Vec<String> {
+    [
+        // North America: 900 / 976 premium.
+        "+1900", "+1976",
+        // United Kingdom: 09 premium, 118 directory, 087 / 084 revenue-share.
+        "+449", "+44118", "+4487", "+4484",
+        // Germany: 0900 premium, 0137 televoting, 0118 directory, 0180 shared cost, 0190 legacy.
+        "+49900", "+49137", "+49118", "+49180", "+49190",
+        // Austria, Switzerland: 09xx premium.
+        "+43900", "+43930", "+41900", "+41901", "+41906", // France: 08 9x premium.
+        "+3389", "+33118",
+        // Netherlands 0900 / 0906 / 0909; Italy 89x; Spain 80x/90x premium.
+        "+31900", "+31906", "+31909", "+3989", "+34803", "+34806", "+34807", "+34905",
+        // Global services: satellite and international premium rate (+979), Inmarsat (+870),
+        // Iridium (+8816, +8817), international networks (+882, +883).
+        "+979", "+870", "+8816", "+8817", "+882", "+883",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// `[registrar]`
@@ -541,6 +610,47 @@ impl Config {
                 "a number of microseconds",
             )?;
         }
+        if let Some(v) = get("HOOKFLASH_SECURITY_FLOOD_MAX_REQUESTS")? {
+            self.security.flood_max_requests = parse_env(
+                "HOOKFLASH_SECURITY_FLOOD_MAX_REQUESTS",
+                &v,
+                "a number of requests",
+            )?;
+        }
+        if let Some(v) = get("HOOKFLASH_SECURITY_FLOOD_WINDOW_MS")? {
+            self.security.flood_window_ms = parse_env(
+                "HOOKFLASH_SECURITY_FLOOD_WINDOW_MS",
+                &v,
+                "a number of milliseconds",
+            )?;
+        }
+        if let Some(v) = get("HOOKFLASH_SECURITY_FLOOD_BAN_SECS")? {
+            self.security.flood_ban_secs = parse_env(
+                "HOOKFLASH_SECURITY_FLOOD_BAN_SECS",
+                &v,
+                "a number of seconds",
+            )?;
+        }
+        if let Some(v) = get("HOOKFLASH_SECURITY_FLOOD_ALLOW")? {
+            self.security.flood_allow = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| parse_env_ip("HOOKFLASH_SECURITY_FLOOD_ALLOW", s))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = get("HOOKFLASH_SECURITY_OUTSIDE_REFER")? {
+            self.security.outside_refer = match v.trim() {
+                "deny" => OutsideRefer::Deny,
+                "extensions" => OutsideRefer::Extensions,
+                other => {
+                    return Err(env_err(
+                        "HOOKFLASH_SECURITY_OUTSIDE_REFER",
+                        format!("expected deny or extensions, got {other:?}"),
+                    ))
+                }
+            };
+        }
         if let Some(v) = get("HOOKFLASH_RTP_INACTIVITY_TIMEOUT_SECS")? {
             self.rtp.inactivity_timeout_secs = parse_env(
                 "HOOKFLASH_RTP_INACTIVITY_TIMEOUT_SECS",
@@ -576,6 +686,19 @@ impl Config {
                         ));
                     }
                 }
+            }
+        }
+
+        // Security
+        if self.security.flood_max_requests > 0 && self.security.flood_window_ms == 0 {
+            return invalid("security.flood_window_ms must be at least 1".into());
+        }
+        for p in &self.security.premium_prefixes {
+            let digits = p.strip_prefix('+').unwrap_or("");
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return invalid(format!(
+                    "security.premium_prefixes: {p:?} is not an E.164 prefix like \"+1900\""
+                ));
             }
         }
 

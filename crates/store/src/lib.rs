@@ -27,8 +27,8 @@ mod voicemail;
 
 pub use calls::UserCallFilter;
 pub use config::{
-    AccountSpec, Config, HttpConfig, NumberSpec, RegistrarConfig, RtpConfig, SipConfig, TrunkSpec,
-    UserSpec,
+    default_premium_prefixes, AccountSpec, Config, HttpConfig, NumberSpec, OutsideRefer,
+    RegistrarConfig, RtpConfig, SecurityConfig, SipConfig, TrunkSpec, UserSpec,
 };
 pub use crypto::{
     api_key_hash, constant_time_eq, generate_api_key, generate_password, ha1, random_hex,

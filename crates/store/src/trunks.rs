@@ -178,6 +178,12 @@ impl Store {
             .map(|t| t.trunk.clone()))
     }
 
+    /// The IP addresses of every trunk whose host is an IP literal (any account).
+    pub async fn trunk_ips(&self) -> Result<Vec<IpAddr>, StoreError> {
+        let all = self.all_trunks().await?;
+        Ok(all.iter().filter_map(|t| t.ip).collect())
+    }
+
     /// All trunks (any account, any port) whose host is the IP literal `ip`, oldest first.
     /// For sources whose port says nothing (e.g. TCP connections from ephemeral ports).
     pub async fn trunks_by_ip(&self, ip: IpAddr) -> Result<Vec<Trunk>, StoreError> {
