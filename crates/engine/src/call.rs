@@ -26,6 +26,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::{AuthKind, AuthOutcome};
 use crate::control::{CallInfo, CommandError, LegInfo, LegState, RecordAction, Reply, Target};
+use crate::dialing::{self, DialClasses, OutboundPermit, Refusal};
 use crate::dialog_states::{dialog_id, CallStateReceiver, CallStates};
 use crate::events::{EventDetail, EventKind};
 use crate::metrics::CauseLabel;
@@ -150,6 +151,9 @@ pub(crate) struct ForkTarget {
     destination: SocketAddr,
     transport: Transport,
     credential: Option<(String, String)>,
+    /// A leg out through a trunk holds its account's outbound place (fraud brakes) for as
+    /// long as the call lasts.
+    permit: Option<Arc<OutboundPermit>>,
 }
 
 /// Which INVITE a fork's result belongs to: the call's own callee forks, or the forks of
@@ -342,8 +346,8 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
     let (targets, callee_label, direction, callee_user) =
         match resolve_destination(&engine, &account.id, &origin, &dialled).await {
             Ok(d) => (d.targets, d.label, d.direction, d.owner),
-            Err(status) => {
-                reply(&mut tx, StatusCode::from(status), vec![]).await;
+            Err(e) => {
+                reply(&mut tx, StatusCode::from(e.status), vec![]).await;
                 return;
             }
         };
@@ -588,8 +592,35 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         recording: None,
         self_tx,
         dialled: call.dialled,
+        outbound_permits: Vec::new(),
     };
     (actor, cmd_rx)
+}
+
+/// Why a dialled string leads nowhere: the SIP status to answer, and the dial rule that
+/// refused it, if one did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RouteError {
+    pub(crate) status: u16,
+    pub(crate) refusal: Option<Refusal>,
+}
+
+impl From<u16> for RouteError {
+    fn from(status: u16) -> Self {
+        RouteError {
+            status,
+            refusal: None,
+        }
+    }
+}
+
+impl From<Refusal> for RouteError {
+    fn from(refusal: Refusal) -> Self {
+        RouteError {
+            status: refusal.sip_status(),
+            refusal: Some(refusal),
+        }
+    }
 }
 
 /// Where a dialled extension or number leads, for a call from `origin`.
@@ -605,13 +636,14 @@ pub(crate) struct Destination {
 
 /// Resolves a dialled string to the devices or trunk to ring. Errors are SIP statuses:
 /// 404 nothing to reach, 482 a user calling itself, 480 no registered device, 503 the trunk
-/// does not resolve.
+/// does not resolve; a number out through the trunk must also pass the dial rules (403) and
+/// the account's fraud brakes (503).
 pub(crate) async fn resolve_destination(
     engine: &Engine,
     account_id: &str,
     origin: &Origin,
     dialled: &str,
-) -> Result<Destination, u16> {
+) -> Result<Destination, RouteError> {
     let store = &engine.inner.store;
     let extension_user = store
         .user_by_extension(account_id, dialled)
@@ -633,9 +665,9 @@ pub(crate) async fn resolve_destination(
     match route(origin, dialled, &facts) {
         Route::NotFound => {
             info!(%dialled, "no route");
-            Err(404)
+            Err(404.into())
         }
-        Route::Loop => Err(482),
+        Route::Loop => Err(482.into()),
         Route::User { user_id } => {
             let regs = store
                 .registrations(&user_id, now_unix())
@@ -650,12 +682,13 @@ pub(crate) async fn resolve_destination(
                         destination,
                         transport: transport_of(&r.transport),
                         credential: None,
+                        permit: None,
                     })
                 })
                 .collect();
             if targets.is_empty() {
                 info!(%dialled, "callee has no registered device");
-                return Err(480);
+                return Err(480.into());
             }
             let owner = extension_user.as_ref().or(did_owner.as_ref());
             let label = owner
@@ -663,7 +696,7 @@ pub(crate) async fn resolve_destination(
                 .unwrap_or_else(|| dialled.to_string());
             let direction = match origin {
                 Origin::Trunk { .. } => "inbound",
-                Origin::User { .. } => "internal",
+                Origin::User { .. } | Origin::Account { .. } | Origin::Outside { .. } => "internal",
             };
             Ok(Destination {
                 targets,
@@ -674,9 +707,10 @@ pub(crate) async fn resolve_destination(
         }
         Route::Trunk { number, .. } => {
             let Some(trunk) = outbound else {
-                return Err(404);
+                return Err(404.into());
             };
-            match trunk_target(&trunk, &number).await {
+            let permit = admit_outbound(engine, account_id, origin, &number).await?;
+            match trunk_target(&trunk, &number, permit).await {
                 Some(t) => Ok(Destination {
                     targets: vec![t],
                     label: number,
@@ -685,7 +719,7 @@ pub(crate) async fn resolve_destination(
                 }),
                 None => {
                     warn!(trunk = %trunk.name, "trunk address does not resolve");
-                    Err(503)
+                    Err(503.into())
                 }
             }
         }
@@ -723,7 +757,68 @@ fn transport_of(name: &str) -> Transport {
     }
 }
 
-async fn trunk_target(trunk: &Trunk, number: &str) -> Option<ForkTarget> {
+/// The dial rules and fraud brakes for a number out through the account's trunk, as dialled
+/// by `origin`: its class must be one the dialler may call, and the account must be under its
+/// outbound limits. The permit holds the account's place until the call ends.
+pub(crate) async fn admit_outbound(
+    engine: &Engine,
+    account_id: &str,
+    origin: &Origin,
+    number: &str,
+) -> Result<Arc<OutboundPermit>, RouteError> {
+    let store = &engine.inner.store;
+    let refuse = |refusal: Refusal| {
+        engine.inner.metrics.refused(refusal.reason());
+        warn!(%number, reason = refusal.reason(), "outbound call refused: {refusal}");
+        RouteError::from(refusal)
+    };
+    let Ok(Some(account)) = store.account_by_id(account_id).await else {
+        return Err(500.into());
+    };
+    let user_classes = match origin {
+        Origin::User { user_id, .. } if !user_id.is_empty() => {
+            match store.user_by_id(user_id).await {
+                Ok(Some(u)) => u.dial_classes,
+                // A user that is gone dials nothing.
+                _ => Some(DialClasses::NONE),
+            }
+        }
+        Origin::User { .. } | Origin::Account { .. } => None,
+        // Routing never sends these out through a trunk; refuse if it ever did.
+        Origin::Trunk { .. } | Origin::Outside { .. } => Some(DialClasses::NONE),
+    };
+    // The account's own numbers tell its country when it has none configured.
+    let numbers: Vec<String> = if account.dial.country_code.is_none() {
+        store
+            .numbers(account_id)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| n.number)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let country = dialing::account_country(&account.dial, &numbers);
+    let class = dialing::classify(
+        number,
+        country.as_deref(),
+        &engine.inner.cfg.premium_prefixes,
+    );
+    dialing::check_class(&account.dial, user_classes, class).map_err(refuse)?;
+    engine
+        .inner
+        .outbound
+        .try_acquire(account_id, &account.dial, std::time::Instant::now())
+        .map(Arc::new)
+        .map_err(refuse)
+}
+
+async fn trunk_target(
+    trunk: &Trunk,
+    number: &str,
+    permit: Arc<OutboundPermit>,
+) -> Option<ForkTarget> {
     let destination = tokio::net::lookup_host((trunk.host.as_str(), trunk.port))
         .await
         .ok()?
@@ -742,6 +837,7 @@ async fn trunk_target(trunk: &Trunk, number: &str) -> Option<ForkTarget> {
             (Some(u), Some(p)) => Some((u.clone(), p.clone())),
             _ => None,
         },
+        permit: Some(permit),
     })
 }
 
@@ -870,6 +966,8 @@ struct CallActor {
     /// For completions the actor schedules to itself (playback ended).
     self_tx: CommandSender,
     dialled: String,
+    /// The account's outbound places this call's trunk legs hold (released with the actor).
+    outbound_permits: Vec<Arc<OutboundPermit>>,
 }
 
 impl CallActor {
@@ -954,6 +1052,9 @@ impl CallActor {
                 .do_invite_async(opt, self.states.route(&sip_call_id))
             {
                 Ok((dialog, handle)) => {
+                    if let Some(permit) = &target.permit {
+                        self.outbound_permits.push(permit.clone());
+                    }
                     let index = sent.len();
                     self.new_invites
                         .push(Box::pin(join_fork(key(index), handle)));

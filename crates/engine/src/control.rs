@@ -107,6 +107,29 @@ pub enum CommandError {
     /// number, a user without registered phones.
     #[error("{0}")]
     BadTarget(String),
+    /// The dial rules forbid what the command would dial (a premium number, an international
+    /// one the account may not call, a session between two outside numbers).
+    #[error("{0}")]
+    NotPermitted(String),
+    /// The account's fraud brakes stop it for now (too many outbound calls at once or in the
+    /// last minute).
+    #[error("{0}")]
+    Limited(String),
+}
+
+impl CommandError {
+    /// A dialled target that leads nowhere: a refusal by the dial rules keeps its kind, any
+    /// other failure is described by `describe(status)`.
+    pub(crate) fn from_route(
+        e: crate::call::RouteError,
+        describe: impl FnOnce(u16) -> String,
+    ) -> CommandError {
+        match e.refusal {
+            Some(r) if r.is_limit() => CommandError::Limited(r.to_string()),
+            Some(r) => CommandError::NotPermitted(r.to_string()),
+            None => CommandError::BadTarget(describe(e.status)),
+        }
+    }
 }
 
 /// What to do with a call's recording.
@@ -415,14 +438,19 @@ impl Engine {
                 "'{target}' is not an extension, a phone number or a sip:/tel: URI"
             ))
         })?;
-        let origin = crate::routing::Origin::User {
-            account_id: account_id.to_string(),
-            user_id: as_user.unwrap_or_default().to_string(),
+        let origin = match as_user {
+            Some(user_id) => crate::routing::Origin::User {
+                account_id: account_id.to_string(),
+                user_id: user_id.to_string(),
+            },
+            None => crate::routing::Origin::Account {
+                account_id: account_id.to_string(),
+            },
         };
         let destination = crate::call::resolve_destination(self, account_id, &origin, &dialled)
             .await
-            .map_err(|status| {
-                CommandError::BadTarget(match status {
+            .map_err(|e| {
+                CommandError::from_route(e, |status| match status {
                     404 => format!("no extension or number '{dialled}' can be reached"),
                     482 => format!("'{dialled}' is the party itself"),
                     480 => format!("'{dialled}' has no registered phone"),

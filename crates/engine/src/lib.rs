@@ -5,6 +5,7 @@
 mod auth;
 mod call;
 pub mod control;
+mod dialing;
 mod dialog_states;
 pub mod events;
 pub mod fetch;
@@ -57,6 +58,10 @@ pub struct EngineConfig {
     pub registrar: Limits,
     pub digest_algorithms: Vec<Algorithm>,
     pub rtp_inactivity: Duration,
+    /// Numbers of the premium class (E.164 prefixes).
+    pub premium_prefixes: Vec<String>,
+    /// What a party that is not a user of the account may transfer to.
+    pub outside_refer: hookflash_store::OutsideRefer,
 }
 
 pub(crate) struct EngineInner {
@@ -82,6 +87,8 @@ pub(crate) struct EngineInner {
     pub shutdown: CancellationToken,
     /// The SIP port we listen on (UDP, else TCP), for Contact headers.
     pub sip_port: u16,
+    /// Each account's calls out through its trunk (fraud brakes).
+    pub outbound: Arc<dialing::OutboundGate>,
 }
 
 pub(crate) struct CallEntry {
@@ -121,6 +128,8 @@ impl Engine {
             },
             digest_algorithms,
             rtp_inactivity: Duration::from_secs(config.rtp.inactivity_timeout_secs.max(1)),
+            premium_prefixes: config.security.premium_prefixes.clone(),
+            outside_refer: config.security.outside_refer,
         };
         let music_on_hold = match &config.rtp.music_on_hold {
             Some(path) => hookflash_media::audio::load_music_on_hold(path).map_err(|e| {
@@ -178,6 +187,7 @@ impl Engine {
                 recordings_dir: config.data_dir.join("recordings"),
                 shutdown: CancellationToken::new(),
                 sip_port,
+                outbound: dialing::OutboundGate::new(),
             }),
         };
         let serving = engine.clone();

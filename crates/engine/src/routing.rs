@@ -11,6 +11,13 @@ pub enum Origin {
         account_id: String,
         trunk_id: String,
     },
+    /// The account itself: its API key, or the server acting for it (a parked call coming
+    /// back to its parker). The account's dial permissions apply.
+    Account { account_id: String },
+    /// A party that is not a user of the account (a caller who came in over a trunk, a
+    /// number dialled out) transferring its call, where the configuration lets it reach the
+    /// account's extensions: never anything outside the account.
+    Outside { account_id: String },
 }
 
 /// What the shell found out about the dialled string, within the caller's account.
@@ -54,6 +61,18 @@ pub fn route(origin: &Origin, dialled: &str, facts: &Facts) -> Route {
                 },
             }
         }
+        Origin::Account { .. } => {
+            match facts.extension_user.as_ref().or(facts.did_owner.as_ref()) {
+                Some(t) => Route::User { user_id: t.clone() },
+                None => match (&facts.outbound_trunk, facts.is_number) {
+                    (Some(trunk), true) => Route::Trunk {
+                        trunk_id: trunk.clone(),
+                        number: dialled.to_string(),
+                    },
+                    _ => Route::NotFound,
+                },
+            }
+        }
         // A carrier may only reach the account's own numbers: never hairpin out again, and
         // never dial extensions directly (that would bypass number ownership).
         Origin::Trunk { .. } => match &facts.did_owner {
@@ -62,6 +81,13 @@ pub fn route(origin: &Origin, dialled: &str, facts: &Facts) -> Route {
             },
             None => Route::NotFound,
         },
+        // Inside the account only, never out through the trunk.
+        Origin::Outside { .. } => {
+            match facts.extension_user.as_ref().or(facts.did_owner.as_ref()) {
+                Some(t) => Route::User { user_id: t.clone() },
+                None => Route::NotFound,
+            }
+        }
     }
 }
 
@@ -142,6 +168,43 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(route(&user("u1"), "101", &f), Route::Loop);
+    }
+
+    #[test]
+    fn the_account_reaches_users_and_numbers_an_outsider_only_users() {
+        let f = Facts {
+            outbound_trunk: Some("t".into()),
+            is_number: true,
+            ..Default::default()
+        };
+        let account = Origin::Account {
+            account_id: "acc".into(),
+        };
+        let outside = Origin::Outside {
+            account_id: "acc".into(),
+        };
+        assert_eq!(
+            route(&account, "+4969555123", &f),
+            Route::Trunk {
+                trunk_id: "t".into(),
+                number: "+4969555123".into()
+            }
+        );
+        assert_eq!(route(&outside, "+4969555123", &f), Route::NotFound);
+        let ext = Facts {
+            extension_user: Some("u2".into()),
+            outbound_trunk: Some("t".into()),
+            is_number: true,
+            ..Default::default()
+        };
+        for o in [&account, &outside] {
+            assert_eq!(
+                route(o, "102", &ext),
+                Route::User {
+                    user_id: "u2".into()
+                }
+            );
+        }
     }
 
     #[test]

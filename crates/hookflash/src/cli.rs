@@ -10,7 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use hookflash_store::{
-    generate_password, Account, CallRecord, Config, Store, StoreError, TrunkSpec,
+    generate_password, Account, CallRecord, Config, DialClasses, DialPolicy, Store, StoreError,
+    TrunkSpec,
 };
 
 /// Errors of the admin commands.
@@ -130,6 +131,37 @@ pub enum UserCmd {
         #[command(flatten)]
         account: AccountArg,
     },
+    /// Set the classes a user may dial (within the account's), or `account` for the account's.
+    Dial {
+        extension: String,
+        /// Comma-separated classes (internal, national, international, premium; "" = none),
+        /// or `account` to clear the user's own list.
+        #[arg(long, value_name = "CLASSES|account", value_parser = parse_user_dial)]
+        allow: UserDial,
+        #[command(flatten)]
+        account: AccountArg,
+    },
+}
+
+/// `--allow` of `hookflash user dial`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserDial {
+    /// The account's classes apply (no own list).
+    Account,
+    /// The user's own list (intersected with the account's).
+    Own(DialClasses),
+}
+
+fn parse_user_dial(s: &str) -> Result<UserDial, String> {
+    if s.trim().eq_ignore_ascii_case("account") {
+        Ok(UserDial::Account)
+    } else {
+        DialClasses::parse_csv(s).map(UserDial::Own)
+    }
+}
+
+fn parse_dial_classes(s: &str) -> Result<DialClasses, String> {
+    DialClasses::parse_csv(s)
 }
 
 /// `on` or `off`.
@@ -273,6 +305,28 @@ pub enum AccountCmd {
     /// List accounts; `*` marks the default one.
     #[command(alias = "ls")]
     List,
+    /// Show or change what an account may dial (toll-fraud defence); prints the policy.
+    Dial {
+        #[command(flatten)]
+        account: AccountArg,
+        /// Country calling code without '+' (e.g. 49), or `none` to infer it from the
+        /// account's numbers.
+        #[arg(long, value_name = "CC|none")]
+        country: Option<String>,
+        /// Classes the account's users and API may dial, comma-separated: internal, national,
+        /// international, premium ("" = none).
+        #[arg(long, value_name = "CLASSES", value_parser = parse_dial_classes)]
+        allow: Option<DialClasses>,
+        /// Allow click-to-dial sessions between two outside numbers.
+        #[arg(long, value_name = "true|false")]
+        outside_sessions: Option<bool>,
+        /// Concurrent calls with an outbound trunk leg (0 = unlimited).
+        #[arg(long, value_name = "N")]
+        max_outbound: Option<u32>,
+        /// Outbound trunk legs started per minute (0 = unlimited).
+        #[arg(long, value_name = "N")]
+        per_minute: Option<u32>,
+    },
 }
 
 /// Runs an admin command against the store in `config.data_dir`, printing to stdout.
@@ -441,7 +495,88 @@ async fn user(cmd: UserCmd, store: &Store, out: &mut dyn Write) -> Result<(), Cl
                 if on { "on" } else { "off" }
             )?;
         }
+        UserCmd::Dial {
+            extension,
+            allow,
+            account,
+        } => {
+            let acc = resolve_account(store, &account).await?;
+            let Some(u) = store.user_by_extension(&acc.id, &extension).await? else {
+                return Err(CliError::NotFound(format!(
+                    "user {extension} does not exist in account {}",
+                    acc.name
+                )));
+            };
+            let classes = match allow {
+                UserDial::Account => None,
+                UserDial::Own(set) => Some(set),
+            };
+            store.set_user_dial_classes(&u.id, classes).await?;
+            let account_classes = acc.dial.classes;
+            match classes {
+                None => writeln!(
+                    out,
+                    "dial classes of user {extension}: the account's ({})",
+                    classes_text(account_classes)
+                )?,
+                Some(own) => writeln!(
+                    out,
+                    "dial classes of user {extension}: {} (with the account's {}: {})",
+                    classes_text(own),
+                    classes_text(account_classes),
+                    classes_text(own.intersect(account_classes))
+                )?,
+            }
+        }
     }
+    Ok(())
+}
+
+/// A class list for people: `internal,national`, or `none`.
+fn classes_text(classes: DialClasses) -> String {
+    if classes == DialClasses::NONE {
+        "none".to_string()
+    } else {
+        classes.to_csv()
+    }
+}
+
+fn write_dial_policy(out: &mut dyn Write, account: &str, p: &DialPolicy) -> std::io::Result<()> {
+    let limit = |n: u32| {
+        if n == 0 {
+            "unlimited".to_string()
+        } else {
+            n.to_string()
+        }
+    };
+    writeln!(out, "dial policy of account {account}")?;
+    writeln!(
+        out,
+        "  country code:         {}",
+        p.country_code
+            .as_deref()
+            .unwrap_or("inferred from the account's numbers")
+    )?;
+    writeln!(out, "  may dial:             {}", classes_text(p.classes))?;
+    writeln!(
+        out,
+        "  outside sessions:     {}",
+        if p.outside_sessions {
+            "allowed"
+        } else {
+            "denied"
+        }
+    )?;
+    writeln!(
+        out,
+        "  max outbound calls:   {}",
+        limit(p.max_outbound_calls)
+    )?;
+    writeln!(
+        out,
+        "  outbound per minute:  {}",
+        limit(p.outbound_calls_per_minute)
+    )?;
     Ok(())
 }
 
@@ -717,6 +852,47 @@ async fn account(cmd: AccountCmd, store: &Store, out: &mut dyn Write) -> Result<
                 })
                 .collect();
             write_table(out, &["", "NAME", "REALM", "ID", "CREATED (UTC)"], &rows)?;
+        }
+        AccountCmd::Dial {
+            account,
+            country,
+            allow,
+            outside_sessions,
+            max_outbound,
+            per_minute,
+        } => {
+            let acc = resolve_account(store, &account).await?;
+            let mut policy = acc.dial.clone();
+            if let Some(cc) = country {
+                let cc = cc.trim();
+                policy.country_code = if cc.eq_ignore_ascii_case("none") {
+                    None
+                } else {
+                    Some(cc.to_string())
+                };
+            }
+            if let Some(classes) = allow {
+                policy.classes = classes;
+            }
+            if let Some(v) = outside_sessions {
+                policy.outside_sessions = v;
+            }
+            if let Some(n) = max_outbound {
+                policy.max_outbound_calls = n;
+            }
+            if let Some(n) = per_minute {
+                policy.outbound_calls_per_minute = n;
+            }
+            if policy != acc.dial {
+                store.set_account_dial_policy(&acc.id, &policy).await?;
+                // Print what is stored now.
+                policy = store
+                    .account_by_id(&acc.id)
+                    .await?
+                    .ok_or_else(|| CliError::AccountNotFound(acc.name.clone()))?
+                    .dial;
+            }
+            write_dial_policy(out, &acc.name, &policy)?;
         }
     }
     Ok(())
@@ -1057,6 +1233,253 @@ mod tests {
                 .unwrap()
                 .command,
             TestCommand::Serve
+        ));
+    }
+
+    #[test]
+    fn parses_dial_commands() {
+        use hookflash_store::DialClass;
+        match parse(&[
+            "account",
+            "dial",
+            "--account",
+            "acme",
+            "--country",
+            "49",
+            "--allow",
+            "internal, National,international",
+            "--outside-sessions",
+            "true",
+            "--max-outbound",
+            "5",
+            "--per-minute",
+            "0",
+        ])
+        .unwrap()
+        {
+            AdminCommand::Account {
+                cmd:
+                    AccountCmd::Dial {
+                        account,
+                        country,
+                        allow,
+                        outside_sessions,
+                        max_outbound,
+                        per_minute,
+                    },
+            } => {
+                assert_eq!(account.account.as_deref(), Some("acme"));
+                assert_eq!(country.as_deref(), Some("49"));
+                assert_eq!(
+                    allow,
+                    Some(DialClasses::of([
+                        DialClass::Internal,
+                        DialClass::National,
+                        DialClass::International
+                    ]))
+                );
+                assert_eq!(outside_sessions, Some(true));
+                assert_eq!((max_outbound, per_minute), (Some(5), Some(0)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["account", "dial"]).unwrap(),
+            AdminCommand::Account {
+                cmd: AccountCmd::Dial {
+                    country: None,
+                    allow: None,
+                    outside_sessions: None,
+                    max_outbound: None,
+                    per_minute: None,
+                    ..
+                }
+            }
+        ));
+        assert!(matches!(
+            parse(&["account", "dial", "--allow", ""]).unwrap(),
+            AdminCommand::Account {
+                cmd: AccountCmd::Dial {
+                    allow: Some(DialClasses::NONE),
+                    ..
+                }
+            }
+        ));
+        let err = parse(&["account", "dial", "--allow", "internal,mobile"]).unwrap_err();
+        assert!(err.to_string().contains("mobile"), "{err}");
+        assert!(parse(&["account", "dial", "--outside-sessions", "maybe"]).is_err());
+        assert!(parse(&["account", "dial", "--max-outbound", "-1"]).is_err());
+
+        match parse(&[
+            "user",
+            "dial",
+            "201",
+            "--allow",
+            "account",
+            "--account",
+            "acme",
+        ])
+        .unwrap()
+        {
+            AdminCommand::User {
+                cmd:
+                    UserCmd::Dial {
+                        extension,
+                        allow,
+                        account,
+                    },
+            } => {
+                assert_eq!(extension, "201");
+                assert_eq!(allow, UserDial::Account);
+                assert_eq!(account.account.as_deref(), Some("acme"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["user", "dial", "201", "--allow", "Internal"]).unwrap(),
+            AdminCommand::User {
+                cmd: UserCmd::Dial {
+                    allow: UserDial::Own(c),
+                    ..
+                }
+            } if c == DialClasses::of([DialClass::Internal])
+        ));
+        assert!(
+            parse(&["user", "dial", "201"]).is_err(),
+            "--allow is required"
+        );
+        assert!(parse(&["user", "dial", "201", "--allow", "bogus"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn dial_permissions() {
+        use hookflash_store::DialClass;
+        let store = Store::open_memory().await.unwrap();
+        let acc = store.create_account("acme", "acme.local").await.unwrap();
+        store.create_account("beta", "beta.local").await.unwrap();
+
+        let out = exec(&store, &["account", "dial"]).await.unwrap();
+        assert_eq!(
+            out,
+            "dial policy of account acme\n\
+             \x20 country code:         inferred from the account's numbers\n\
+             \x20 may dial:             internal,national\n\
+             \x20 outside sessions:     denied\n\
+             \x20 max outbound calls:   20\n\
+             \x20 outbound per minute:  60\n"
+        );
+
+        let out = exec(
+            &store,
+            &[
+                "account",
+                "dial",
+                "--country",
+                "49",
+                "--allow",
+                "internal,national,international",
+                "--outside-sessions",
+                "true",
+                "--max-outbound",
+                "0",
+                "--per-minute",
+                "10",
+            ],
+        )
+        .await
+        .unwrap();
+        for part in [
+            "country code:         49\n",
+            "may dial:             internal,national,international\n",
+            "outside sessions:     allowed\n",
+            "max outbound calls:   unlimited\n",
+            "outbound per minute:  10\n",
+        ] {
+            assert!(out.contains(part), "{part:?} missing in {out}");
+        }
+        let set = DialPolicy {
+            country_code: Some("49".into()),
+            classes: DialClasses::of([
+                DialClass::Internal,
+                DialClass::National,
+                DialClass::International,
+            ]),
+            outside_sessions: true,
+            max_outbound_calls: 0,
+            outbound_calls_per_minute: 10,
+        };
+        assert_eq!(
+            store.account_by_id(&acc.id).await.unwrap().unwrap().dial,
+            set
+        );
+
+        // One option changes one field.
+        let out = exec(
+            &store,
+            &["account", "dial", "--country", "none", "--allow", ""],
+        )
+        .await
+        .unwrap();
+        assert!(out.contains("may dial:             none\n"), "{out}");
+        assert_eq!(
+            store.account_by_id(&acc.id).await.unwrap().unwrap().dial,
+            DialPolicy {
+                country_code: None,
+                classes: DialClasses::NONE,
+                ..set
+            }
+        );
+        assert!(matches!(
+            exec(&store, &["account", "dial", "--country", "+49"]).await,
+            Err(CliError::Store(StoreError::Invalid(_)))
+        ));
+        assert!(matches!(
+            exec(&store, &["account", "dial", "--account", "nope"]).await,
+            Err(CliError::AccountNotFound(_))
+        ));
+        // --account selects another account.
+        let beta = exec(&store, &["account", "dial", "--account", "beta"])
+            .await
+            .unwrap();
+        assert!(
+            beta.contains("may dial:             internal,national\n"),
+            "{beta}"
+        );
+
+        // Users: own list or the account's.
+        exec(&store, &["account", "dial", "--allow", "internal,national"])
+            .await
+            .unwrap();
+        let u = store.add_user(&acc.id, "201", "pw", None).await.unwrap();
+        let out = exec(
+            &store,
+            &["user", "dial", "201", "--allow", "internal,premium"],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            out,
+            "dial classes of user 201: internal,premium (with the account's \
+             internal,national: internal)\n"
+        );
+        assert_eq!(
+            store.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
+            Some(DialClasses::of([DialClass::Internal, DialClass::Premium]))
+        );
+        let out = exec(&store, &["user", "dial", "201", "--allow", "account"])
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            "dial classes of user 201: the account's (internal,national)\n"
+        );
+        assert_eq!(
+            store.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
+            None
+        );
+        assert!(matches!(
+            exec(&store, &["user", "dial", "999", "--allow", "account"]).await,
+            Err(CliError::NotFound(_))
         ));
     }
 

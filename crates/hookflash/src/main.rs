@@ -68,8 +68,45 @@ fn disable_transparent_huge_pages() -> bool {
     }
 }
 
+/// Raises the soft open-file limit to the hard limit: every TCP connection and RTP socket is
+/// a descriptor, and a default soft limit of 1,024 would stop a busy server long before its
+/// memory does. Returns the (soft, hard) limits in force afterwards.
+fn raise_open_file_limit() -> Option<(libc::rlim_t, libc::rlim_t)> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit write/read only the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return None;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim = raised;
+                }
+            }
+        }
+        Some((lim.rlim_cur, lim.rlim_max))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
 /// `serve` logs at info by default; admin commands only warn, so their output stays readable.
+/// The SIP library logs every message in full (credentials included) at info: it is held at
+/// warn unless RUST_LOG asks for more.
 fn init_tracing(default_level: &str) {
+    let default_level = format!("{default_level},rsipstack=warn");
+    let default_level = default_level.as_str();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let json = std::env::var("HOOKFLASH_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
@@ -90,6 +127,12 @@ fn main() -> ExitCode {
     init_tracing(if serving { "info" } else { "warn" });
     if !thp_disabled {
         tracing::debug!("transparent huge pages stay as the system sets them (prctl refused)");
+    }
+    if serving {
+        match raise_open_file_limit() {
+            Some((soft, hard)) => tracing::debug!(soft, hard, "open-file limit"),
+            None => tracing::warn!("cannot read or raise the open-file limit"),
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

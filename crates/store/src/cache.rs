@@ -631,6 +631,7 @@ mod store_tests {
                     display_name: None,
                     webhook_url: None,
                     voicemail: None,
+                    dial: None,
                 },
                 crate::config::UserSpec {
                     extension: "202".into(),
@@ -638,6 +639,7 @@ mod store_tests {
                     display_name: None,
                     webhook_url: None,
                     voicemail: None,
+                    dial: None,
                 },
             ],
             numbers: vec![crate::config::NumberSpec {
@@ -646,6 +648,11 @@ mod store_tests {
             }],
             trunks: vec![trunk("carrier", "127.0.0.1", port)],
             api_keys: vec![],
+            country_code: None,
+            dial: None,
+            outside_sessions: None,
+            max_outbound_calls: None,
+            outbound_calls_per_minute: None,
         };
         s.apply_provisioning(&[spec("one", 5080, "201")])
             .await
@@ -799,6 +806,14 @@ mod store_tests {
         cli.add_user(&a.id, "202", "pw", None).await.unwrap();
         cli.add_number(&a.id, "+4930123456", "202").await.unwrap();
         cli.set_user_password(&a.id, "201", "new").await.unwrap();
+        let policy = crate::model::DialPolicy {
+            max_outbound_calls: 1,
+            ..Default::default()
+        };
+        cli.set_account_dial_policy(&a.id, &policy).await.unwrap();
+        cli.set_user_dial_classes(&u.id, Some(crate::model::DialClasses::NONE))
+            .await
+            .unwrap();
         cli.close().await;
 
         // The server's next read after the check interval looks at the generation.
@@ -828,6 +843,19 @@ mod store_tests {
             ha1(DigestAlgorithm::Md5, "201", "acme.local", "new")
         );
         assert!(server.verify_api_key(&plain).await.unwrap().is_none());
+        assert_eq!(
+            server.account_by_id(&a.id).await.unwrap().unwrap().dial,
+            policy
+        );
+        assert_eq!(
+            server
+                .user_by_id(&u.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .dial_classes,
+            Some(crate::model::DialClasses::NONE)
+        );
         server.close().await;
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -14,7 +14,10 @@ use serde::{Deserialize, Deserializer};
 
 use crate::crypto::DigestAlgorithm;
 use crate::error::ConfigError;
-use crate::normalize::{check_extension, check_name, check_webhook_url, number_digits};
+use crate::model::DialClass;
+use crate::normalize::{
+    check_country_code, check_extension, check_name, check_webhook_url, number_digits,
+};
 
 const REDACTED: &str = "<redacted>";
 
@@ -254,6 +257,26 @@ pub struct AccountSpec {
     pub numbers: Vec<NumberSpec>,
     #[serde(default)]
     pub trunks: Vec<TrunkSpec>,
+    /// Country calling code without `+` (`"49"`): which outside numbers are national.
+    /// Absent: left as it is (new accounts: inferred from the account's numbers).
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub country_code: Option<String>,
+    /// Dial classes of the account's users and API. Absent: left as it is (new accounts:
+    /// internal and national).
+    #[serde(default)]
+    pub dial: Option<Vec<DialClass>>,
+    /// Click-to-dial sessions between two outside numbers. Absent: left as it is (new
+    /// accounts: false).
+    #[serde(default)]
+    pub outside_sessions: Option<bool>,
+    /// Concurrent calls with an outbound trunk leg; 0 = unlimited. Absent: left as it is (new
+    /// accounts: 20).
+    #[serde(default)]
+    pub max_outbound_calls: Option<u32>,
+    /// Outbound trunk legs started per minute; 0 = unlimited. Absent: left as it is (new
+    /// accounts: 60).
+    #[serde(default)]
+    pub outbound_calls_per_minute: Option<u32>,
 }
 
 impl AccountSpec {
@@ -275,6 +298,11 @@ impl fmt::Debug for AccountSpec {
             .field("users", &self.users)
             .field("numbers", &self.numbers)
             .field("trunks", &self.trunks)
+            .field("country_code", &self.country_code)
+            .field("dial", &self.dial)
+            .field("outside_sessions", &self.outside_sessions)
+            .field("max_outbound_calls", &self.max_outbound_calls)
+            .field("outbound_calls_per_minute", &self.outbound_calls_per_minute)
             .finish()
     }
 }
@@ -295,6 +323,10 @@ pub struct UserSpec {
     /// (the CLI or the API may have set it).
     #[serde(default)]
     pub voicemail: Option<bool>,
+    /// The user's own dial classes (intersected with the account's). Absent: left as it is
+    /// (new users: the account's).
+    #[serde(default)]
+    pub dial: Option<Vec<DialClass>>,
 }
 
 impl fmt::Debug for UserSpec {
@@ -305,6 +337,7 @@ impl fmt::Debug for UserSpec {
             .field("display_name", &self.display_name)
             .field("webhook_url", &self.webhook_url)
             .field("voicemail", &self.voicemail)
+            .field("dial", &self.dial)
             .finish()
     }
 }
@@ -818,6 +851,11 @@ impl Config {
             if !realms.insert(realm) {
                 return invalid(format!("realm {realm:?} is used by two accounts"));
             }
+            if let Some(cc) = &a.country_code {
+                if let Err(e) = check_country_code(cc) {
+                    return invalid(format!("account {:?}: {e}", a.name));
+                }
+            }
             for k in &a.api_keys {
                 if k.is_empty() || k.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     // Never echo the key itself.
@@ -983,6 +1021,17 @@ mod tests {
         assert_eq!(a.users[0].extension, "201");
         assert_eq!(a.users[0].display_name.as_deref(), Some("Alice"));
         assert_eq!(a.users[0].voicemail, Some(true));
+        assert_eq!(a.country_code.as_deref(), Some("49"));
+        assert_eq!(a.dial, Some(vec![DialClass::Internal, DialClass::National]));
+        assert_eq!(a.outside_sessions, Some(false));
+        assert_eq!(
+            (a.max_outbound_calls, a.outbound_calls_per_minute),
+            (Some(20), Some(60))
+        );
+        assert_eq!(
+            a.users[0].dial,
+            Some(vec![DialClass::Internal, DialClass::National])
+        );
         assert_eq!(a.numbers[0].number, "+4930123456");
         assert_eq!(a.trunks[0].port, 5080);
         assert_eq!(a.trunks[0].password.as_deref(), Some("pw"));
@@ -1216,6 +1265,57 @@ mod tests {
         assert_eq!(ok.accounts[0].trunks[0].port, 5060);
         assert_eq!(ok.accounts[0].trunks[0].transport, "udp");
         assert_eq!(ok.accounts[0].effective_realm(), "a");
+    }
+
+    #[test]
+    fn dial_permission_keys_parse_and_are_checked() {
+        let text = "[[accounts]]\nname = \"a\"\ncountry_code = \"49\"\n\
+                    dial = [\"internal\", \"national\", \"premium\"]\noutside_sessions = true\n\
+                    max_outbound_calls = 0\noutbound_calls_per_minute = 30\n\
+                    [[accounts.users]]\nextension = \"1\"\npassword = \"p\"\ndial = []\n\
+                    [[accounts.users]]\nextension = \"2\"\npassword = \"p\"\n";
+        let c = Config::from_toml_str(text).unwrap();
+        c.validate().unwrap();
+        let a = &c.accounts[0];
+        assert_eq!(a.country_code.as_deref(), Some("49"));
+        assert_eq!(
+            a.dial,
+            Some(vec![
+                DialClass::Internal,
+                DialClass::National,
+                DialClass::Premium
+            ])
+        );
+        assert_eq!(a.outside_sessions, Some(true));
+        assert_eq!(a.max_outbound_calls, Some(0));
+        assert_eq!(a.outbound_calls_per_minute, Some(30));
+        assert_eq!(a.users[0].dial, Some(vec![]));
+        assert_eq!(a.users[1].dial, None);
+        let dbg = format!("{c:?}");
+        assert!(
+            dbg.contains("country_code") && dbg.contains("Premium"),
+            "{dbg}"
+        );
+
+        // Absent keys stay absent (the store keeps what it has).
+        let c = Config::from_toml_str("[[accounts]]\nname = \"a\"\ncountry_code = \"\"\n").unwrap();
+        let a = &c.accounts[0];
+        assert_eq!(a.country_code, None, "\"\" is not set");
+        assert!(a.dial.is_none() && a.outside_sessions.is_none());
+        assert!(a.max_outbound_calls.is_none() && a.outbound_calls_per_minute.is_none());
+
+        let base = "[[accounts]]\nname = \"a\"\n";
+        for bad in ["+49", "049", "4930", "DE"] {
+            let c = Config::from_toml_str(&format!("{base}country_code = \"{bad}\"\n")).unwrap();
+            let err = c.validate().unwrap_err();
+            assert!(err.to_string().contains("country code"), "{bad}: {err}");
+        }
+        let err = Config::from_toml_str(&format!("{base}dial = [\"internal\", \"mobile\"]\n"))
+            .unwrap_err();
+        assert!(err.to_string().contains("mobile"), "{err}");
+        assert!(Config::from_toml_str(&format!("{base}dial = \"internal\"\n")).is_err());
+        assert!(Config::from_toml_str(&format!("{base}max_outbound_calls = -1\n")).is_err());
+        assert!(Config::from_toml_str(&format!("{base}outside_sessions = \"yes\"\n")).is_err());
     }
 
     #[test]

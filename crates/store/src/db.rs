@@ -213,6 +213,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_dial_policy_migration_keeps_international_for_existing_rows() {
+        use crate::model::{DialClass, DialClasses, DialPolicy};
+        // A database as it was before migration 6, with an account and a user in it.
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .unwrap()
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .unwrap();
+        MIGRATOR.run_to(5, &pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO accounts (id, name, realm, created_at) VALUES ('a1', 'old', 'old.local', 1)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO users (id, account_id, extension, ha1_md5, ha1_sha256, created_at) \
+             VALUES ('u1', 'a1', '201', 'x', 'y', 1)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+
+        let store = Store::with_pool(pool);
+        store.migrate().await.unwrap();
+        let old = store.account_by_id("a1").await.unwrap().unwrap();
+        assert_eq!(
+            old.dial,
+            DialPolicy {
+                classes: DialClasses::of([
+                    DialClass::Internal,
+                    DialClass::National,
+                    DialClass::International
+                ]),
+                ..DialPolicy::default()
+            }
+        );
+        assert_eq!(
+            store.user_by_id("u1").await.unwrap().unwrap().dial_classes,
+            None
+        );
+        // Accounts created after the upgrade get the new-account default.
+        let new = store.create_account("new", "new.local").await.unwrap();
+        assert_eq!(
+            store.account_by_id(&new.id).await.unwrap().unwrap().dial,
+            DialPolicy::default()
+        );
+    }
+
+    #[tokio::test]
     async fn memory_store_keeps_data_across_clones() {
         let store = Store::open_memory().await.unwrap();
         let clone = store.clone();

@@ -37,8 +37,8 @@ pub use crypto::{
 pub use db::{Store, DB_FILE_NAME};
 pub use error::{ConfigError, StoreError};
 pub use model::{
-    Account, ApiKey, CallRecord, DemoCredentials, LegRecord, Number, PersonalAccessToken,
-    Recording, Registration, Trunk, User,
+    Account, ApiKey, CallRecord, DemoCredentials, DialClass, DialClasses, DialPolicy, LegRecord,
+    Number, PersonalAccessToken, Recording, Registration, Trunk, User,
 };
 pub use pats::is_pat_id;
 pub use voicemail::{Forwarding, Mailbox, VoicemailMessage};

@@ -1,6 +1,6 @@
 //! Rows of the store, as plain data.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -12,6 +12,152 @@ pub struct Account {
     pub realm: String,
     /// Unix seconds.
     pub created_at: i64,
+    /// Outbound dialling rules and fraud brakes (not part of the API's JSON).
+    #[serde(skip)]
+    pub dial: DialPolicy,
+}
+
+/// A class of destination for dial permissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DialClass {
+    /// The account's own extensions and numbers.
+    Internal,
+    /// Outside numbers in the account's country.
+    National,
+    /// Outside numbers in other countries.
+    International,
+    /// Premium-rate and special-service numbers (`security.premium_prefixes`).
+    Premium,
+}
+
+impl DialClass {
+    /// Every class, in the order sets are listed.
+    pub const ALL: [DialClass; 4] = [
+        DialClass::Internal,
+        DialClass::National,
+        DialClass::International,
+        DialClass::Premium,
+    ];
+
+    /// `"internal"`, `"national"`, `"international"` or `"premium"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DialClass::Internal => "internal",
+            DialClass::National => "national",
+            DialClass::International => "international",
+            DialClass::Premium => "premium",
+        }
+    }
+
+    /// The class named `s` (case-insensitive, surrounding whitespace ignored).
+    pub fn parse(s: &str) -> Option<DialClass> {
+        let s = s.trim();
+        DialClass::ALL
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(s))
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            DialClass::Internal => 1,
+            DialClass::National => 2,
+            DialClass::International => 4,
+            DialClass::Premium => 8,
+        }
+    }
+}
+
+/// A set of dial classes (bit set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct DialClasses(u8);
+
+impl DialClasses {
+    /// The empty set: nothing may be dialled.
+    pub const NONE: DialClasses = DialClasses(0);
+    /// What a new account may dial: internal and national.
+    pub const NEW_ACCOUNT: DialClasses = DialClasses(1 | 2);
+
+    /// The set of the given classes.
+    pub fn of(classes: impl IntoIterator<Item = DialClass>) -> DialClasses {
+        classes
+            .into_iter()
+            .fold(DialClasses::NONE, |set, c| set.with(c))
+    }
+
+    pub fn contains(self, c: DialClass) -> bool {
+        self.0 & c.bit() != 0
+    }
+
+    /// This set plus `c`.
+    pub fn with(self, c: DialClass) -> DialClasses {
+        DialClasses(self.0 | c.bit())
+    }
+
+    /// The classes in both sets.
+    pub fn intersect(self, other: DialClasses) -> DialClasses {
+        DialClasses(self.0 & other.0)
+    }
+
+    /// The classes of the set, in [`DialClass::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = DialClass> {
+        DialClass::ALL
+            .into_iter()
+            .filter(move |c| self.contains(*c))
+    }
+
+    /// `"internal,national"`; `""` for the empty set.
+    pub fn to_csv(self) -> String {
+        self.iter()
+            .map(DialClass::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Parses a comma-separated list of class names (case-insensitive, whitespace and empty
+    /// items ignored): `""` is the empty set, an unknown name an error naming it.
+    pub fn parse_csv(s: &str) -> Result<DialClasses, String> {
+        let mut set = DialClasses::NONE;
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let class = DialClass::parse(item).ok_or_else(|| {
+                format!(
+                    "unknown dial class {item:?} (known: internal, national, international, premium)"
+                )
+            })?;
+            set = set.with(class);
+        }
+        Ok(set)
+    }
+}
+
+/// An account's outbound dialling rules and fraud brakes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialPolicy {
+    /// Country calling code without '+', e.g. "49"; None: inferred by the engine from the
+    /// account's numbers.
+    pub country_code: Option<String>,
+    /// Classes the account's users and API may dial.
+    pub classes: DialClasses,
+    /// Click-to-dial / sessions whose both parties are outside numbers.
+    pub outside_sessions: bool,
+    /// Concurrent calls with an outbound trunk leg; 0 = unlimited.
+    pub max_outbound_calls: u32,
+    /// Outbound trunk legs started per minute; 0 = unlimited.
+    pub outbound_calls_per_minute: u32,
+}
+
+impl Default for DialPolicy {
+    /// What a new account gets: country inferred, internal and national calls, no outside
+    /// sessions, at most 20 concurrent outbound calls and 60 outbound legs per minute.
+    fn default() -> Self {
+        DialPolicy {
+            country_code: None,
+            classes: DialClasses::NEW_ACCOUNT,
+            outside_sessions: false,
+            max_outbound_calls: 20,
+            outbound_calls_per_minute: 60,
+        }
+    }
 }
 
 /// A user (extension) of an account. The password is never stored: only the digest HA1 values
@@ -26,6 +172,10 @@ pub struct User {
     pub ha1_md5: String,
     #[serde(skip)]
     pub ha1_sha256: String,
+    /// Classes this user may dial; None: the account's. The engine intersects it with the
+    /// account's classes.
+    #[serde(skip)]
+    pub dial_classes: Option<DialClasses>,
 }
 
 impl User {
@@ -203,4 +353,93 @@ pub struct Recording {
     pub ended_at: Option<i64>,
     pub duration_ms: Option<i64>,
     pub bytes: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dial_class_names() {
+        for c in DialClass::ALL {
+            assert_eq!(DialClass::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(
+            DialClass::parse(" International "),
+            Some(DialClass::International)
+        );
+        assert_eq!(DialClass::parse("PREMIUM"), Some(DialClass::Premium));
+        assert_eq!(DialClass::parse("local"), None);
+        assert_eq!(DialClass::parse(""), None);
+    }
+
+    #[test]
+    fn dial_class_serde_names() {
+        #[derive(Deserialize)]
+        struct T {
+            d: Vec<DialClass>,
+        }
+        let t: T = toml::from_str("d = [\"internal\", \"premium\"]").unwrap();
+        assert_eq!(t.d, vec![DialClass::Internal, DialClass::Premium]);
+        assert!(toml::from_str::<T>("d = [\"Internal\"]").is_err());
+    }
+
+    #[test]
+    fn dial_class_sets() {
+        use DialClass::*;
+        assert_eq!(DialClasses::default(), DialClasses::NONE);
+        assert_eq!(
+            DialClasses::NEW_ACCOUNT,
+            DialClasses::of([Internal, National])
+        );
+        let s = DialClasses::NONE.with(Premium).with(Internal).with(Premium);
+        assert!(s.contains(Internal) && s.contains(Premium));
+        assert!(!s.contains(National) && !s.contains(International));
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![Internal, Premium]);
+        assert_eq!(
+            s.intersect(DialClasses::NEW_ACCOUNT),
+            DialClasses::of([Internal])
+        );
+        assert_eq!(DialClasses::of(DialClass::ALL).iter().count(), 4);
+        assert_eq!(DialClasses::NONE.iter().count(), 0);
+    }
+
+    #[test]
+    fn dial_classes_csv() {
+        use DialClass::*;
+        assert_eq!(DialClasses::NEW_ACCOUNT.to_csv(), "internal,national");
+        assert_eq!(DialClasses::NONE.to_csv(), "");
+        assert_eq!(
+            DialClasses::of([Premium, International, Internal, National]).to_csv(),
+            "internal,national,international,premium"
+        );
+        assert_eq!(DialClasses::parse_csv(""), Ok(DialClasses::NONE));
+        assert_eq!(DialClasses::parse_csv(" , "), Ok(DialClasses::NONE));
+        assert_eq!(
+            DialClasses::parse_csv(" National ,internal,,national"),
+            Ok(DialClasses::NEW_ACCOUNT)
+        );
+        for set in [
+            DialClasses::NONE,
+            DialClasses::NEW_ACCOUNT,
+            DialClasses::of([International, Premium]),
+            DialClasses::of(DialClass::ALL),
+        ] {
+            assert_eq!(DialClasses::parse_csv(&set.to_csv()), Ok(set));
+        }
+        let err = DialClasses::parse_csv("internal,mobile").unwrap_err();
+        assert!(err.contains("\"mobile\""), "{err}");
+    }
+
+    #[test]
+    fn dial_policy_default() {
+        let p = DialPolicy::default();
+        assert_eq!(p.country_code, None);
+        assert_eq!(p.classes, DialClasses::NEW_ACCOUNT);
+        assert!(!p.outside_sessions);
+        assert_eq!(
+            (p.max_outbound_calls, p.outbound_calls_per_minute),
+            (20, 60)
+        );
+    }
 }

@@ -56,6 +56,21 @@ pub fn check_webhook_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// Checks a country calling code as stored in a dial policy: 1 to 3 ASCII digits without
+/// `+`, not starting with `0` (`"49"`, `"1"`, `"353"`; not `"+49"` or `"049"`).
+pub fn check_country_code(cc: &str) -> Result<(), String> {
+    let ok = (1..=3).contains(&cc.len())
+        && cc.bytes().all(|b| b.is_ascii_digit())
+        && !cc.starts_with('0');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "country code {cc:?} must be 1 to 3 digits without '+' and not starting with 0, e.g. \"49\""
+        ))
+    }
+}
+
 /// Normalises a phone number to the digits without `+`, the lookup key of a DID.
 ///
 /// Accepts an optional leading `+` and the visual separators space, `-`, `.`, `(`, `)`; the
@@ -133,6 +148,25 @@ mod tests {
         assert!(check_extension("10 1").is_err());
         assert!(check_extension("a@b").is_err());
         assert!(check_extension(&"1".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn country_codes_are_one_to_three_digits() {
+        for ok in ["1", "49", "353"] {
+            assert!(check_country_code(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "+49",
+            "049",
+            "0",
+            "4930",
+            "4a",
+            " 49",
+            "\u{0664}\u{0669}",
+        ] {
+            assert!(check_country_code(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

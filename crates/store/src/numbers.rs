@@ -140,7 +140,8 @@ impl Store {
     async fn lookup_number_db(&self, digits: &str) -> Result<Option<(Number, User)>, StoreError> {
         let row = sqlx::query(
             "SELECT n.id AS n_id, n.account_id AS n_account_id, n.number AS n_number, \
-                    u.id, u.account_id, u.extension, u.display_name, u.ha1_md5, u.ha1_sha256 \
+                    u.id, u.account_id, u.extension, u.display_name, u.ha1_md5, u.ha1_sha256, \
+                    u.dial_classes \
              FROM numbers n JOIN users u ON u.id = n.user_id WHERE n.digits = $1",
         )
         .bind(digits)

@@ -4,7 +4,7 @@ use crate::config::AccountSpec;
 use crate::crypto::generate_password;
 use crate::db::Store;
 use crate::error::StoreError;
-use crate::model::DemoCredentials;
+use crate::model::{Account, DemoCredentials, DialClasses};
 use crate::normalize::number_digits;
 
 /// Name, realm and extensions of the demo account.
@@ -63,6 +63,7 @@ impl Store {
             Some(a) => a,
             None => self.create_account(&spec.name, realm).await?,
         };
+        self.apply_dial_policy(&account, spec).await?;
 
         for u in &spec.users {
             if self
@@ -87,6 +88,13 @@ impl Store {
             if let Some(enabled) = u.voicemail {
                 let user = self.require_user(&account.id, &u.extension).await?;
                 self.set_mailbox(&user.id, enabled).await?;
+            }
+            if let Some(dial) = &u.dial {
+                let classes = DialClasses::of(dial.iter().copied());
+                let user = self.require_user(&account.id, &u.extension).await?;
+                if user.dial_classes != Some(classes) {
+                    self.set_user_dial_classes(&user.id, Some(classes)).await?;
+                }
             }
         }
 
@@ -133,6 +141,35 @@ impl Store {
         );
         Ok(())
     }
+
+    /// Applies the dial policy keys of an account spec that are present; absent ones keep
+    /// what is stored (for a new account: [`crate::DialPolicy::default`]).
+    async fn apply_dial_policy(
+        &self,
+        account: &Account,
+        spec: &AccountSpec,
+    ) -> Result<(), StoreError> {
+        let mut policy = account.dial.clone();
+        if let Some(cc) = &spec.country_code {
+            policy.country_code = Some(cc.clone());
+        }
+        if let Some(dial) = &spec.dial {
+            policy.classes = DialClasses::of(dial.iter().copied());
+        }
+        if let Some(v) = spec.outside_sessions {
+            policy.outside_sessions = v;
+        }
+        if let Some(v) = spec.max_outbound_calls {
+            policy.max_outbound_calls = v;
+        }
+        if let Some(v) = spec.outbound_calls_per_minute {
+            policy.outbound_calls_per_minute = v;
+        }
+        if policy != account.dial {
+            self.set_account_dial_policy(&account.id, &policy).await?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -140,6 +177,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::crypto::{ha1, DigestAlgorithm};
+    use crate::model::{DialClass, DialPolicy};
 
     const CONFIG: &str = r#"
 [[accounts]]
@@ -310,6 +348,115 @@ api_keys = ["hf_test_key_acme"]
         let m = s.mailbox(&u201.id).await.unwrap().unwrap();
         assert!(!m.enabled);
         assert_eq!(m.greeting_path.as_deref(), Some("/g.wav"));
+    }
+
+    /// CONFIG with every dial permission key set.
+    fn config_with_dial_keys() -> String {
+        CONFIG
+            .replace(
+                "api_keys = [\"hf_test_key_acme\"]\n",
+                "api_keys = [\"hf_test_key_acme\"]\ncountry_code = \"49\"\n\
+                 dial = [\"internal\", \"national\", \"international\"]\n\
+                 outside_sessions = true\nmax_outbound_calls = 5\noutbound_calls_per_minute = 0\n",
+            )
+            .replace(
+                "voicemail = true\n",
+                "voicemail = true\n  dial = [\"internal\"]\n",
+            )
+    }
+
+    #[tokio::test]
+    async fn provisioning_applies_dial_permissions_when_given() {
+        let s = Store::open_memory().await.unwrap();
+        let config = Config::from_toml_str(&config_with_dial_keys()).unwrap();
+        config.validate().unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        let a = s.account_by_name("acme").await.unwrap().unwrap();
+        let configured = DialPolicy {
+            country_code: Some("49".into()),
+            classes: DialClasses::of([
+                DialClass::Internal,
+                DialClass::National,
+                DialClass::International,
+            ]),
+            outside_sessions: true,
+            max_outbound_calls: 5,
+            outbound_calls_per_minute: 0,
+        };
+        assert_eq!(a.dial, configured);
+        let internal = DialClasses::of([DialClass::Internal]);
+        let u201 = s.user_by_extension(&a.id, "201").await.unwrap().unwrap();
+        let u202 = s.user_by_extension(&a.id, "202").await.unwrap().unwrap();
+        assert_eq!(u201.dial_classes, Some(internal));
+        assert_eq!(u202.dial_classes, None, "absent: the account's");
+
+        // Present keys are applied at every start: a CLI change to them is reverted ...
+        s.set_account_dial_policy(&a.id, &DialPolicy::default())
+            .await
+            .unwrap();
+        s.set_user_dial_classes(&u201.id, None).await.unwrap();
+        // ... while 202 (no `dial` key) keeps what the CLI set.
+        s.set_user_dial_classes(&u202.id, Some(DialClasses::NONE))
+            .await
+            .unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        assert_eq!(
+            s.account_by_id(&a.id).await.unwrap().unwrap().dial,
+            configured
+        );
+        assert_eq!(
+            s.user_by_id(&u201.id).await.unwrap().unwrap().dial_classes,
+            Some(internal)
+        );
+        assert_eq!(
+            s.user_by_id(&u202.id).await.unwrap().unwrap().dial_classes,
+            Some(DialClasses::NONE)
+        );
+    }
+
+    #[tokio::test]
+    async fn provisioning_leaves_dial_permissions_alone_when_absent() {
+        let s = Store::open_memory().await.unwrap();
+        let config = Config::from_toml_str(CONFIG).unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        let a = s.account_by_name("acme").await.unwrap().unwrap();
+        assert_eq!(a.dial, DialPolicy::default(), "a new account: the default");
+        let u201 = s.user_by_extension(&a.id, "201").await.unwrap().unwrap();
+        assert_eq!(u201.dial_classes, None);
+
+        // Changes made by the CLI or the API survive a re-apply without the keys.
+        let changed = DialPolicy {
+            country_code: Some("44".into()),
+            classes: DialClasses::of(DialClass::ALL),
+            outside_sessions: true,
+            max_outbound_calls: 3,
+            outbound_calls_per_minute: 7,
+        };
+        s.set_account_dial_policy(&a.id, &changed).await.unwrap();
+        s.set_user_dial_classes(&u201.id, Some(DialClasses::NEW_ACCOUNT))
+            .await
+            .unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        assert_eq!(s.account_by_id(&a.id).await.unwrap().unwrap().dial, changed);
+        assert_eq!(
+            s.user_by_id(&u201.id).await.unwrap().unwrap().dial_classes,
+            Some(DialClasses::NEW_ACCOUNT)
+        );
+
+        // One key present: only that one is applied.
+        let only_limit = CONFIG.replace(
+            "api_keys = [\"hf_test_key_acme\"]\n",
+            "api_keys = [\"hf_test_key_acme\"]\nmax_outbound_calls = 2\n",
+        );
+        let config = Config::from_toml_str(&only_limit).unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        assert_eq!(
+            s.account_by_id(&a.id).await.unwrap().unwrap().dial,
+            DialPolicy {
+                max_outbound_calls: 2,
+                ..changed
+            }
+        );
     }
 
     #[tokio::test]

@@ -7,17 +7,38 @@ use crate::cache::put_capped;
 use crate::crypto::{constant_time_eq, ha1, DigestAlgorithm};
 use crate::db::{new_id, now_secs, Store};
 use crate::error::StoreError;
-use crate::model::User;
+use crate::model::{DialClasses, User};
 use crate::normalize::{check_extension, check_webhook_url};
 
+/// The columns [`user_from_row`] reads, as a macro so queries stay `&'static str` (sqlx 0.9
+/// refuses dynamic SQL).
+macro_rules! user_columns {
+    () => {
+        "id, account_id, extension, display_name, ha1_md5, ha1_sha256, dial_classes"
+    };
+}
+
 pub(crate) fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
+    let id: String = row.try_get("id")?;
+    let dial_classes: Option<String> = row.try_get("dial_classes")?;
+    // A list that cannot be parsed (only possible by editing the database by hand) falls back
+    // to the account's classes, which the engine applies anyway.
+    let dial_classes = dial_classes.and_then(|csv| match DialClasses::parse_csv(&csv) {
+        Ok(set) => Some(set),
+        Err(e) => {
+            tracing::warn!(user_id = %id, error = %e,
+                "stored dial classes of the user unusable; using the account's");
+            None
+        }
+    });
     Ok(User {
-        id: row.try_get("id")?,
         account_id: row.try_get("account_id")?,
         extension: row.try_get("extension")?,
         display_name: row.try_get("display_name")?,
         ha1_md5: row.try_get("ha1_md5")?,
         ha1_sha256: row.try_get("ha1_sha256")?,
+        dial_classes,
+        id,
     })
 }
 
@@ -57,6 +78,7 @@ impl Store {
             display_name: display_name.map(str::to_string),
             ha1_md5,
             ha1_sha256,
+            dial_classes: None,
         };
         let mut tx = self.begin_provisioning().await?;
         sqlx::query(
@@ -194,6 +216,35 @@ impl Store {
         }
     }
 
+    /// Sets (`Some`) the classes a user may dial, or clears (`None`) the user's own list so the
+    /// account's classes apply. The engine intersects the user's classes with the account's.
+    /// False if the user does not exist.
+    pub async fn set_user_dial_classes(
+        &self,
+        user_id: &str,
+        classes: Option<DialClasses>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_provisioning().await?;
+        let res = sqlx::query("UPDATE users SET dial_classes = $1 WHERE id = $2")
+            .bind(classes.map(DialClasses::to_csv))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        self.commit_provisioning(tx).await?;
+        let changed = res.rows_affected() > 0;
+        if changed {
+            tracing::info!(
+                user_id,
+                classes = classes
+                    .map(DialClasses::to_csv)
+                    .as_deref()
+                    .unwrap_or("account's"),
+                "user dial classes changed"
+            );
+        }
+        Ok(changed)
+    }
+
     /// The user's sipgate push webhook URL, if set (kept out of [`User`] on purpose: only the
     /// webhook dispatcher needs it).
     pub async fn user_webhook(&self, user_id: &str) -> Result<Option<String>, StoreError> {
@@ -216,10 +267,11 @@ impl Store {
 
     /// The users of an account, ordered by extension.
     pub async fn users(&self, account_id: &str) -> Result<Vec<User>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, account_id, extension, display_name, ha1_md5, ha1_sha256 FROM users \
-             WHERE account_id = $1 ORDER BY extension",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE account_id = $1 ORDER BY extension"
+        ))
         .bind(account_id)
         .fetch_all(&self.pool)
         .await?;
@@ -236,10 +288,11 @@ impl Store {
             Ok(hit) => return Ok(hit),
             Err(ticket) => ticket,
         };
-        let row = sqlx::query(
-            "SELECT id, account_id, extension, display_name, ha1_md5, ha1_sha256 FROM users \
-             WHERE account_id = $1 AND extension = $2",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE account_id = $1 AND extension = $2"
+        ))
         .bind(account_id)
         .bind(extension)
         .fetch_optional(&self.pool)
@@ -257,10 +310,11 @@ impl Store {
             Ok(hit) => return Ok(hit),
             Err(ticket) => ticket,
         };
-        let row = sqlx::query(
-            "SELECT id, account_id, extension, display_name, ha1_md5, ha1_sha256 FROM users \
-             WHERE id = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = $1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
@@ -445,6 +499,109 @@ mod tests {
         assert!(s.set_user_webhook(&a.id, "201", None).await.unwrap());
         assert_eq!(s.user_webhook(&u.id).await.unwrap(), None);
         assert_eq!(s.user_webhook("no-such-user").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn user_dial_classes_round_trip_through_the_cache() {
+        use crate::model::DialClass;
+        let s = Store::open_memory().await.unwrap();
+        let a = s.create_account("acme", "acme.local").await.unwrap();
+        let u = s.add_user(&a.id, "201", "pw", None).await.unwrap();
+        let other = s.add_user(&a.id, "202", "pw", None).await.unwrap();
+        s.add_number(&a.id, "+4930123456", "201").await.unwrap();
+        assert_eq!(u.dial_classes, None);
+        // Fill the read caches first.
+        assert_eq!(
+            s.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
+            None
+        );
+        assert_eq!(
+            s.user_by_extension(&a.id, "201")
+                .await
+                .unwrap()
+                .unwrap()
+                .dial_classes,
+            None
+        );
+        assert_eq!(
+            s.lookup_number("4930123456")
+                .await
+                .unwrap()
+                .unwrap()
+                .1
+                .dial_classes,
+            None
+        );
+
+        let internal = DialClasses::of([DialClass::Internal]);
+        assert!(s
+            .set_user_dial_classes(&u.id, Some(internal))
+            .await
+            .unwrap());
+        assert_eq!(
+            s.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
+            Some(internal)
+        );
+        assert_eq!(
+            s.user_by_extension(&a.id, "201")
+                .await
+                .unwrap()
+                .unwrap()
+                .dial_classes,
+            Some(internal)
+        );
+        assert_eq!(
+            s.lookup_number("4930123456")
+                .await
+                .unwrap()
+                .unwrap()
+                .1
+                .dial_classes,
+            Some(internal)
+        );
+        assert_eq!(
+            s.users(&a.id).await.unwrap()[0].dial_classes,
+            Some(internal)
+        );
+        assert_eq!(
+            s.user_by_id(&other.id).await.unwrap().unwrap().dial_classes,
+            None
+        );
+
+        // The empty set is an override too (nothing may be dialled), not the account's.
+        assert!(s
+            .set_user_dial_classes(&u.id, Some(DialClasses::NONE))
+            .await
+            .unwrap());
+        assert_eq!(
+            s.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
+            Some(DialClasses::NONE)
+        );
+        assert!(s.set_user_dial_classes(&u.id, None).await.unwrap());
+        assert_eq!(
+            s.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
+            None
+        );
+        assert!(!s
+            .set_user_dial_classes("no-such-user", Some(internal))
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn unusable_stored_user_dial_classes_mean_the_accounts() {
+        let s = Store::open_memory().await.unwrap();
+        let a = s.create_account("acme", "acme.local").await.unwrap();
+        let u = s.add_user(&a.id, "201", "pw", None).await.unwrap();
+        sqlx::query("UPDATE users SET dial_classes = 'internal,satellite' WHERE id = $1")
+            .bind(&u.id)
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
+            None
+        );
     }
 
     #[tokio::test]

@@ -26,6 +26,9 @@ pub enum NativeError {
     SipFailed(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A limit stops the request for now (the account's outbound-call brakes).
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -39,7 +42,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// `unauthorized`, `forbidden`, `not_found`, `wrong_state`, `sip_failed`,
-    /// `invalid_request`, `internal`.
+    /// `invalid_request`, `rate_limited`, `internal`.
     pub code: String,
     pub message: String,
 }
@@ -52,6 +55,7 @@ impl NativeError {
             NativeError::NotFound(_) => StatusCode::NOT_FOUND,
             NativeError::WrongState(_) | NativeError::SipFailed(_) => StatusCode::CONFLICT,
             NativeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            NativeError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             NativeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -64,6 +68,7 @@ impl NativeError {
             NativeError::WrongState(_) => "wrong_state",
             NativeError::SipFailed(_) => "sip_failed",
             NativeError::BadRequest(_) => "invalid_request",
+            NativeError::TooManyRequests(_) => "rate_limited",
             NativeError::Internal(_) => "internal",
         }
     }
@@ -83,6 +88,8 @@ impl From<CommandError> for NativeError {
             CommandError::Invalid(why) => NativeError::BadRequest(why),
             CommandError::Media(why) => NativeError::BadRequest(why),
             CommandError::BadTarget(why) => NativeError::BadRequest(why),
+            CommandError::NotPermitted(why) => NativeError::Forbidden(why),
+            CommandError::Limited(why) => NativeError::TooManyRequests(why),
         }
     }
 }

@@ -28,6 +28,8 @@ pub enum SipgateError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
+    TooManyRequests(String),
+    #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]
     Internal(String),
@@ -41,6 +43,7 @@ impl SipgateError {
             SipgateError::CallNotFound | SipgateError::NotFound(_) => StatusCode::NOT_FOUND,
             SipgateError::Conflict(_) => StatusCode::CONFLICT,
             SipgateError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            SipgateError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             SipgateError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             SipgateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -61,6 +64,8 @@ impl From<CommandError> for SipgateError {
             CommandError::Invalid(why) => SipgateError::BadRequest(why),
             CommandError::Media(why) => SipgateError::BadRequest(why),
             CommandError::BadTarget(why) => SipgateError::BadRequest(why),
+            CommandError::NotPermitted(why) => SipgateError::Forbidden(why),
+            CommandError::Limited(why) => SipgateError::TooManyRequests(why),
         }
     }
 }

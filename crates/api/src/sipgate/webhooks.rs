@@ -600,6 +600,7 @@ mod tests {
             display_name: Some("Alice".into()),
             ha1_md5: String::new(),
             ha1_sha256: String::new(),
+            dial_classes: None,
         };
         let target = Target {
             user,

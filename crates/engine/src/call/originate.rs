@@ -18,6 +18,7 @@ use super::{
     Side,
 };
 use crate::control::{transfer_target_user, CallInfo, CommandError, LegState};
+use crate::dialing::Refusal;
 use crate::events::EventKind;
 use crate::routing::Origin;
 use crate::sip_glue::now_ms;
@@ -92,38 +93,57 @@ impl Engine {
                 req.callee
             ))
         })?;
-        let anyone = Origin::User {
+        let anyone = Origin::Account {
             account_id: account_id.to_string(),
-            user_id: String::new(),
         };
         let caller = resolve_destination(self, account_id, &anyone, &caller_user)
             .await
-            .map_err(|status| match status {
-                480 => bad(format!("caller '{caller_user}' has no registered phone")),
-                _ => bad(format!(
-                    "caller '{caller_user}' cannot be reached ({status})"
-                )),
+            .map_err(|e| {
+                CommandError::from_route(e, |status| match status {
+                    480 => format!("caller '{caller_user}' has no registered phone"),
+                    _ => format!("caller '{caller_user}' cannot be reached ({status})"),
+                })
             })?;
-        let as_caller = Origin::User {
-            account_id: account_id.to_string(),
-            user_id: caller
-                .owner
-                .as_ref()
-                .map(|(id, _)| id.clone())
-                .unwrap_or_default(),
-        };
-        let callee = resolve_destination(self, account_id, &as_caller, &callee_user)
+        // A caller out through the trunk is an outside party: unless the account allows
+        // sessions between two outside numbers, the callee must be inside the account.
+        let caller_outside = caller.direction == "outbound";
+        let outside_sessions = self
+            .inner
+            .store
+            .account_by_id(account_id)
             .await
-            .map_err(|status| match status {
-                482 => bad(format!("caller and callee are both '{callee_user}'")),
-                480 => bad(format!("callee '{callee_user}' has no registered phone")),
-                404 => bad(format!(
-                    "no extension or number '{callee_user}' can be reached"
-                )),
-                _ => bad(format!(
-                    "callee '{callee_user}' cannot be reached ({status})"
-                )),
-            })?;
+            .ok()
+            .flatten()
+            .is_some_and(|a| a.dial.outside_sessions);
+        let as_caller = match (&caller.owner, caller_outside && !outside_sessions) {
+            (_, true) => Origin::Outside {
+                account_id: account_id.to_string(),
+            },
+            (Some((id, _)), false) => Origin::User {
+                account_id: account_id.to_string(),
+                user_id: id.clone(),
+            },
+            (None, false) => Origin::Account {
+                account_id: account_id.to_string(),
+            },
+        };
+        let callee = match resolve_destination(self, account_id, &as_caller, &callee_user).await {
+            Ok(c) => c,
+            Err(e) if e.status == 404 && matches!(as_caller, Origin::Outside { .. }) => {
+                let refusal = Refusal::OutsideSession;
+                self.inner.metrics.refused(refusal.reason());
+                info!(caller = %caller_user, callee = %callee_user, "{refusal}");
+                return Err(CommandError::NotPermitted(refusal.to_string()));
+            }
+            Err(e) => {
+                return Err(CommandError::from_route(e, |status| match status {
+                    482 => format!("caller and callee are both '{callee_user}'"),
+                    480 => format!("callee '{callee_user}' has no registered phone"),
+                    404 => format!("no extension or number '{callee_user}' can be reached"),
+                    _ => format!("callee '{callee_user}' cannot be reached ({status})"),
+                }))
+            }
+        };
         let caller_id = match &req.caller_id {
             None => caller.label.clone(),
             Some(id) => {

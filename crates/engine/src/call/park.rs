@@ -256,9 +256,8 @@ impl CallActor {
         info!(%orbit, "park timed out: calling the parker back");
         let target = match parked.parker_extension.clone() {
             Some(ext) => {
-                let origin = crate::routing::Origin::User {
+                let origin = crate::routing::Origin::Account {
                     account_id: self.account_id.clone(),
-                    user_id: String::new(),
                 };
                 super::resolve_destination(&self.engine, &self.account_id, &origin, &ext)
                     .await

@@ -20,8 +20,10 @@ use hookflash_sip::stack::dialog::dialog::TransactionHandle;
 use hookflash_sip::stack::dialog::invite_dialog::InviteDialog;
 use hookflash_sip::stack::sip::{Header, Request, StatusCode};
 
+use crate::dialing::Refusal;
 use crate::routing::Origin;
 use crate::sip_glue::{addr_spec, header_value};
+use hookflash_store::OutsideRefer;
 
 use std::sync::Arc;
 
@@ -284,18 +286,46 @@ impl CallActor {
             let _ = handle.reply(StatusCode::BadRequest).await;
             return;
         };
-        let origin = Origin::User {
-            account_id: self.account_id.clone(),
-            user_id: self.leg(side).owner_user_id.clone().unwrap_or_default(),
+        // Who is asking decides what may be dialled: a user of the account with that user's
+        // dial rules; anyone else (a caller from the trunk, a number we dialled out) is an
+        // outside party that must never make the server dial out on the account's trunk.
+        let origin = match self.leg(side).owner_user_id.clone() {
+            Some(user_id) => Origin::User {
+                account_id: self.account_id.clone(),
+                user_id,
+            },
+            None => match self.engine.inner.cfg.outside_refer {
+                OutsideRefer::Extensions => Origin::Outside {
+                    account_id: self.account_id.clone(),
+                },
+                OutsideRefer::Deny => {
+                    let refusal = Refusal::OutsideRefer;
+                    self.engine.inner.metrics.refused(refusal.reason());
+                    warn!(leg = ?side, %dialled, "REFER refused: {refusal}");
+                    let _ = handle.reply(StatusCode::Forbidden).await;
+                    return;
+                }
+            },
         };
+        let outside = matches!(origin, Origin::Outside { .. });
         let destination =
             match super::resolve_destination(&self.engine, &self.account_id, &origin, &dialled)
                 .await
             {
                 Ok(d) => d,
-                Err(status) => {
+                Err(e) => {
+                    let status = match e.status {
+                        // An outside party asking for anything beyond the account: refused.
+                        404 if outside => {
+                            let refusal = Refusal::OutsideRefer;
+                            self.engine.inner.metrics.refused(refusal.reason());
+                            warn!(leg = ?side, %dialled, "REFER refused: {refusal}");
+                            403
+                        }
+                        482 => 403,
+                        other => other,
+                    };
                     info!(%dialled, status, "REFER target cannot be reached");
-                    let status = if status == 482 { 403 } else { status };
                     let _ = handle.reply(StatusCode::from(status)).await;
                     return;
                 }
