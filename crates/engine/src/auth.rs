@@ -102,6 +102,12 @@ impl Engine {
         };
         let ha1 = user.ha1(to_store_alg(creds.algorithm)).to_string();
         if creds.verify(&ha1, req.method.to_string().as_str()) {
+            if !self.inner.replays.accept(&creds, now) {
+                // A copy of credentials already used (captured and replayed, or a client
+                // repeating its nonce count): they prove nothing now.
+                info!(user = %creds.username, realm = %account.realm, "digest credentials replayed: re-challenging");
+                return challenge(true);
+            }
             AuthOutcome::Ok {
                 account: account.clone(),
                 user,

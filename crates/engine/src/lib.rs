@@ -13,6 +13,7 @@ pub mod metrics;
 mod registrar;
 pub mod routing;
 pub mod sip_glue;
+mod stateless;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -72,6 +73,8 @@ pub(crate) struct EngineInner {
     pub media_stats: Arc<MediaStats>,
     pub metrics: Metrics,
     pub nonces: NonceIssuer,
+    /// Digest nonce counts seen, so a replayed Authorization is refused.
+    pub replays: hookflash_sip::digest::ReplayGuard,
     pub calls: Mutex<HashMap<String, CallEntry>>,
     /// Park orbits in use: `account_id/orbit` -> the parked call's id.
     pub orbits: Mutex<HashMap<String, String>>,
@@ -177,6 +180,7 @@ impl Engine {
                 media_stats: Arc::new(MediaStats::default()),
                 metrics: Metrics::new(),
                 nonces: NonceIssuer::random(300),
+                replays: hookflash_sip::digest::ReplayGuard::new(330, 200_000),
                 calls: Mutex::new(HashMap::new()),
                 orbits: Mutex::new(HashMap::new()),
                 events: EventBus::new(1000),
@@ -190,6 +194,18 @@ impl Engine {
                 outbound: dialing::OutboundGate::new(),
             }),
         };
+        let challenger = stateless::Challenger {
+            engine: Arc::downgrade(&engine.inner),
+        };
+        if engine
+            .inner
+            .sip
+            .responder
+            .set(Arc::new(challenger))
+            .is_err()
+        {
+            warn!("stateless responder was installed twice");
+        }
         let serving = engine.clone();
         tokio::spawn(async move { serving.inner.sip.serve().await });
         let dispatching = engine.clone();

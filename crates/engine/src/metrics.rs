@@ -39,6 +39,7 @@ pub struct Metrics {
     pub sip_requests: Family<MethodLabel, Counter>,
     pub auth_failures: Counter,
     pub sip_flood_dropped: Gauge,
+    pub stateless_challenges: Counter,
     pub sip_flood_bans: Gauge,
     pub sip_flood_banned_sources: Gauge,
     /// Outbound legs the dial rules refused, by reason (not_permitted, outside_session,
@@ -64,6 +65,7 @@ impl Metrics {
             sip_requests: Family::default(),
             auth_failures: Counter::default(),
             sip_flood_dropped: Gauge::default(),
+            stateless_challenges: Counter::default(),
             sip_flood_bans: Gauge::default(),
             sip_flood_banned_sources: Gauge::default(),
             outbound_refused: Family::default(),
@@ -137,6 +139,11 @@ impl Metrics {
             "sip_flood_dropped_total",
             "SIP requests dropped unanswered because their source was over its rate limit or banned",
             m.sip_flood_dropped.clone(),
+        );
+        registry.register(
+            "sip_stateless_challenges",
+            "INVITEs without credentials answered 407 before the SIP stack made a transaction",
+            m.stateless_challenges.clone(),
         );
         registry.register(
             "sip_flood_bans_total",

@@ -23,19 +23,8 @@ impl Engine {
             reply(&mut tx, StatusCode::NotFound, vec![]).await;
             return;
         };
-        match self.inner.store.user_by_extension(&account.id, &ext).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                info!(%ext, account = %account.name, "REGISTER for unknown user");
-                reply(&mut tx, StatusCode::NotFound, vec![]).await;
-                return;
-            }
-            Err(e) => {
-                warn!(error = %e, "store error in registrar");
-                reply(&mut tx, StatusCode::ServerInternalError, vec![]).await;
-                return;
-            }
-        }
+        // Known or unknown extension, the answer is the same challenge and then the same 403
+        // for wrong credentials: nobody learns which extensions exist (no user enumeration).
         let user = match self.authenticate(&req, AuthKind::Registrar, &account).await {
             AuthOutcome::Ok { user, .. } => user,
             AuthOutcome::Challenge { realm, stale } => {

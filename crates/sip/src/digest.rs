@@ -196,6 +196,79 @@ fn parse_params(input: &str) -> Result<Vec<(String, String)>, DigestError> {
     Ok(out)
 }
 
+/// Constant-time byte comparison (no early exit on the first difference).
+pub(crate) fn eq_ct(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// (user, realm, nonce, cnonce) -> (highest nonce count, expiry in unix seconds).
+type NonceCounts = std::collections::HashMap<(String, String, String, String), (u32, u64)>;
+
+/// Refuses a replayed `Authorization`: per (user, realm, nonce, cnonce) the nonce count must
+/// grow with every request (RFC 7616 §3.4); credentials without `qop` (no nonce count) may use
+/// a nonce once. Only credentials that verified are recorded, so the table holds what real
+/// clients sent within the nonce lifetime; it is pruned of expired entries and bounded.
+pub struct ReplayGuard {
+    ttl_secs: u64,
+    max_entries: usize,
+    seen: std::sync::Mutex<NonceCounts>,
+}
+
+impl ReplayGuard {
+    pub fn new(ttl_secs: u64, max_entries: usize) -> Self {
+        ReplayGuard {
+            ttl_secs,
+            max_entries,
+            seen: std::sync::Mutex::new(NonceCounts::new()),
+        }
+    }
+
+    /// Records verified credentials; false when they repeat (or go back on) a nonce count
+    /// already seen.
+    pub fn accept(&self, creds: &Credentials, now_secs: u64) -> bool {
+        let nc = match &creds.nc {
+            Some(nc) => match u32::from_str_radix(nc.trim(), 16) {
+                Ok(n) => n,
+                Err(_) => return false,
+            },
+            None => 0,
+        };
+        let key = (
+            creds.username.clone(),
+            creds.realm.clone(),
+            creds.nonce.clone(),
+            creds.cnonce.clone().unwrap_or_default(),
+        );
+        let mut seen = match self.seen.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if seen.len() >= self.max_entries {
+            seen.retain(|_, (_, expires)| *expires > now_secs);
+            if seen.len() >= self.max_entries {
+                tracing::warn!(
+                    entries = seen.len(),
+                    "digest replay table full: oldest nonces forgotten"
+                );
+                seen.clear();
+            }
+        }
+        match seen.get_mut(&key) {
+            Some((highest, expires)) if *expires > now_secs => {
+                if creds.nc.is_none() || nc <= *highest {
+                    return false;
+                }
+                *highest = nc;
+                true
+            }
+            _ => {
+                seen.insert(key, (nc, now_secs + self.ttl_secs));
+                true
+            }
+        }
+    }
+}
+
 /// Outcome of checking a nonce we issued earlier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceStatus {
@@ -237,8 +310,11 @@ impl NonceIssuer {
         }
     }
 
+    /// `<secs hex>-<random hex>.<mac>`: the random part makes every challenge's nonce unique,
+    /// so the replay guard can tell two clients challenged in the same second apart.
     pub fn issue(&self, now_secs: u64) -> String {
-        let stamp = format!("{now_secs:x}");
+        let salt: u64 = rand::random();
+        let stamp = format!("{now_secs:x}-{salt:016x}");
         let mac = self.mac(&stamp);
         format!("{stamp}.{mac}")
     }
@@ -248,10 +324,11 @@ impl NonceIssuer {
             return NonceStatus::Invalid;
         };
         let expected = self.mac(stamp);
-        if expected.is_empty() || expected != mac {
+        if expected.is_empty() || !crate::digest::eq_ct(expected.as_bytes(), mac.as_bytes()) {
             return NonceStatus::Invalid;
         }
-        match u64::from_str_radix(stamp, 16) {
+        let secs = stamp.split_once('-').map_or(stamp, |(secs, _)| secs);
+        match u64::from_str_radix(secs, 16) {
             Ok(issued) if issued <= now_secs + 5 => {
                 if now_secs.saturating_sub(issued) > self.max_age_secs {
                     NonceStatus::Stale
@@ -287,6 +364,70 @@ impl NonceIssuer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn creds(nonce: &str, cnonce: Option<&str>, nc: Option<&str>) -> Credentials {
+        Credentials {
+            username: "101".into(),
+            realm: "hookflash".into(),
+            nonce: nonce.into(),
+            uri: "sip:hookflash".into(),
+            response: String::new(),
+            algorithm: Algorithm::Md5,
+            qop: nc.map(|_| "auth".into()),
+            nc: nc.map(str::to_string),
+            cnonce: cnonce.map(str::to_string),
+            opaque: None,
+        }
+    }
+
+    #[test]
+    fn a_replayed_nonce_count_is_refused() {
+        let g = ReplayGuard::new(300, 100);
+        assert!(g.accept(&creds("n1", Some("c"), Some("00000001")), 10));
+        assert!(
+            !g.accept(&creds("n1", Some("c"), Some("00000001")), 11),
+            "replay"
+        );
+        assert!(g.accept(&creds("n1", Some("c"), Some("00000002")), 12));
+        assert!(!g.accept(&creds("n1", Some("c"), Some("00000002")), 12));
+        assert!(
+            !g.accept(&creds("n1", Some("c"), Some("00000001")), 12),
+            "backwards"
+        );
+        // Another cnonce or nonce is another sequence.
+        assert!(g.accept(&creds("n1", Some("d"), Some("00000001")), 12));
+        assert!(g.accept(&creds("n2", Some("c"), Some("00000001")), 12));
+        // Without qop a nonce is good once.
+        assert!(g.accept(&creds("n3", None, None), 12));
+        assert!(!g.accept(&creds("n3", None, None), 13));
+        // A garbled nc is refused.
+        assert!(!g.accept(&creds("n4", Some("c"), Some("zz")), 13));
+        // After the nonce's lifetime the entry is gone (the nonce itself is stale by then).
+        assert!(g.accept(&creds("n3", None, None), 400));
+    }
+
+    #[test]
+    fn the_replay_table_is_bounded() {
+        let g = ReplayGuard::new(300, 4);
+        for i in 0..10 {
+            assert!(g.accept(&creds(&format!("n{i}"), None, None), 10));
+        }
+        let len = g.seen.lock().map(|s| s.len()).unwrap_or(usize::MAX);
+        assert!(len <= 4, "{len} entries");
+    }
+
+    #[test]
+    fn nonces_are_unique_and_old_format_is_refused() {
+        let issuer = NonceIssuer::new([7; 32], 300);
+        let a = issuer.issue(1000);
+        let b = issuer.issue(1000);
+        assert_ne!(a, b);
+        assert_eq!(issuer.check(&a, 1000), NonceStatus::Valid);
+        assert_eq!(issuer.check(&b, 1200), NonceStatus::Valid);
+        assert_eq!(issuer.check(&b, 1400), NonceStatus::Stale);
+        let forged = format!("{}0", a);
+        assert_eq!(issuer.check(&forged, 1000), NonceStatus::Invalid);
+    }
 
     // RFC 2617 §3.5 example (MD5, qop=auth) with the SIP-style method.
     #[test]

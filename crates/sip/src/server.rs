@@ -17,7 +17,7 @@ use tracing::info;
 
 use crate::flood::{FloodGuard, FloodLimits};
 use crate::guard::GuardedUdpSocket;
-use crate::source::SourceStamp;
+use crate::source::{ResponderSlot, SourceStamp};
 
 #[derive(Debug, Error)]
 pub enum SipServerError {
@@ -50,6 +50,8 @@ pub struct SipServer {
     pub tcp_addr: Option<SocketAddr>,
     /// Per-source limits; the engine keeps its allow-list (trunk addresses) current.
     pub flood: Arc<FloodGuard>,
+    /// Where the engine installs its stateless responder.
+    pub responder: ResponderSlot,
 }
 
 impl SipServer {
@@ -102,13 +104,18 @@ impl SipServer {
             tcp_addr = Some(bound);
         }
         let flood = Arc::new(FloodGuard::new(opts.flood));
+        let responder: ResponderSlot = Arc::new(std::sync::OnceLock::new());
         let endpoint = EndpointBuilder::new()
             .with_cancel_token(cancel.clone())
             .with_transport_layer(transport_layer)
             .with_user_agent(&opts.user_agent)
             // Every request is stamped with its real transport source (and counted against
             // its source's limit) before rsipstack sees it: see `source.rs`.
-            .with_transport_inspector(Box::new(SourceStamp::new(flood.clone())))
+            .with_transport_inspector(Box::new(SourceStamp::new(
+                flood.clone(),
+                responder.clone(),
+                opts.user_agent.clone(),
+            )))
             .build();
         let incoming = endpoint
             .incoming_transactions()
@@ -123,6 +130,7 @@ impl SipServer {
                 udp_addr,
                 tcp_addr,
                 flood,
+                responder,
             },
             incoming,
         ))

@@ -62,16 +62,95 @@ fn strip(headers: &mut rsipstack::sip::Headers) {
     headers.retain(|h| !h.name().eq_ignore_ascii_case(SOURCE_HEADER));
 }
 
-/// The transport inspector: stamps requests, strips the header from responses, and lets the
-/// flood guard drop what a source sends beyond its allowance before rsipstack makes a
-/// transaction of it.
+/// To-tags of responses sent without a transaction start with this, so the ACK a client sends
+/// for one (RFC 3261 §17.1.1.3) is recognised and absorbed here instead of making a
+/// transaction for nothing.
+pub const STATELESS_TAG_PREFIX: &str = "hfsl-";
+
+/// Decides, for a request just arrived, whether to answer it at once without a transaction
+/// (e.g. the digest challenge to an INVITE without credentials): a flood of such requests
+/// then leaves no transaction state behind, however many sources it comes from.
+#[async_trait]
+pub trait StatelessResponder: Send + Sync {
+    /// The status and extra headers to answer with, or None to let the stack handle it.
+    async fn respond(
+        &self,
+        req: &Request,
+        source: &TransportSource,
+    ) -> Option<(rsipstack::sip::StatusCode, Vec<Header>)>;
+}
+
+/// Where the engine installs its responder once it exists (the SIP server is built first).
+pub type ResponderSlot =
+    std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn StatelessResponder>>>;
+
+/// A response to `req` built without a transaction: Via, From, Call-ID and CSeq copied, a
+/// To-tag of ours added, then `extra`.
+pub fn stateless_response(
+    req: &Request,
+    status: rsipstack::sip::StatusCode,
+    extra: Vec<Header>,
+    user_agent: &str,
+) -> rsipstack::sip::Response {
+    let mut headers: Vec<Header> = Vec::new();
+    for h in req.headers().iter() {
+        match h {
+            Header::Via(_) | Header::CallId(_) | Header::From(_) | Header::CSeq(_) => {
+                headers.push(h.clone())
+            }
+            Header::To(to) => {
+                let tag: u64 = rand::random();
+                let value = if to.value().contains(";tag=") {
+                    to.value().to_string()
+                } else {
+                    format!("{};tag={STATELESS_TAG_PREFIX}{tag:x}", to.value())
+                };
+                headers.push(Header::To(value.into()));
+            }
+            _ => {}
+        }
+    }
+    headers.extend(extra);
+    headers.push(Header::Server(user_agent.to_string().into()));
+    headers.push(Header::ContentLength(0u32.into()));
+    rsipstack::sip::Response {
+        status_code: status,
+        wire_reason: None,
+        version: rsipstack::sip::Version::V2,
+        headers: headers.into(),
+        body: Vec::new(),
+    }
+}
+
+/// Is this the ACK of a response we sent without a transaction?
+fn acks_a_stateless_response(req: &Request) -> bool {
+    req.method == rsipstack::sip::Method::Ack
+        && req.headers().iter().any(|h| match h {
+            Header::To(to) => to.value().contains(&format!(";tag={STATELESS_TAG_PREFIX}")),
+            _ => false,
+        })
+}
+
+/// The transport inspector: stamps requests, strips the header from responses, lets the
+/// flood guard drop what a source sends beyond its allowance, and answers at once what the
+/// engine's stateless responder takes, all before rsipstack makes a transaction of it.
 pub struct SourceStamp {
     flood: std::sync::Arc<FloodGuard>,
+    responder: ResponderSlot,
+    user_agent: String,
 }
 
 impl SourceStamp {
-    pub fn new(flood: std::sync::Arc<FloodGuard>) -> Self {
-        SourceStamp { flood }
+    pub fn new(
+        flood: std::sync::Arc<FloodGuard>,
+        responder: ResponderSlot,
+        user_agent: String,
+    ) -> Self {
+        SourceStamp {
+            flood,
+            responder,
+            user_agent,
+        }
     }
 }
 
@@ -90,7 +169,24 @@ impl TransportEventInspector for SourceStamp {
                         if self.flood.check(addr.ip(), std::time::Instant::now()) == Verdict::Drop {
                             return None;
                         }
+                        if acks_a_stateless_response(&req) {
+                            return None;
+                        }
                         stamp(&mut req, &transport, addr);
+                        if let Some(responder) = self.responder.get() {
+                            let source = TransportSource {
+                                transport: transport.to_ascii_lowercase(),
+                                addr,
+                            };
+                            if let Some((status, extra)) = responder.respond(&req, &source).await {
+                                let resp =
+                                    stateless_response(&req, status, extra, &self.user_agent);
+                                if let Err(e) = connection.send(resp.into(), Some(&from)).await {
+                                    tracing::debug!(error = %e, %from, "stateless response not sent");
+                                }
+                                return None;
+                            }
+                        }
                         SipMessage::Request(req)
                     }
                     SipMessage::Response(mut resp) => {
@@ -151,6 +247,51 @@ mod tests {
             .count();
         assert_eq!(stamps, 1);
         assert_eq!(transport_source(&req).map(|s| s.addr), Some(real));
+    }
+
+    #[test]
+    fn a_stateless_response_echoes_the_transaction_and_tags_to() {
+        let req = request("");
+        let resp = stateless_response(
+            &req,
+            rsipstack::sip::StatusCode::ProxyAuthenticationRequired,
+            vec![Header::ProxyAuthenticate("Digest realm=\"r\"".into())],
+            "hookflash/test",
+        );
+        let text = resp.to_string();
+        assert!(text.starts_with("SIP/2.0 407"), "{text}");
+        for want in [
+            "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1",
+            "Call-ID: c1",
+            "CSeq: 1 INVITE",
+            "From: <sip:101@127.0.0.1>;tag=a",
+            "Proxy-Authenticate: Digest realm=\"r\"",
+            "Content-Length: 0",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in {text}");
+        }
+        let to = text
+            .lines()
+            .find(|l| l.starts_with("To:"))
+            .unwrap_or_default();
+        assert!(to.contains(";tag=hfsl-"), "{to}");
+        // The client's ACK for it carries that tag and is recognised; an ordinary one is not.
+        let tag = to.split(";tag=").nth(1).unwrap_or_default();
+        let ack = |to_tag: &str| {
+            Request::try_from(
+                format!(
+                    "ACK sip:102@127.0.0.1 SIP/2.0\r\n\
+                     Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n\
+                     From: <sip:101@127.0.0.1>;tag=a\r\nTo: <sip:102@127.0.0.1>;tag={to_tag}\r\n\
+                     Call-ID: c1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+                )
+                .as_str(),
+            )
+            .expect("ack parses")
+        };
+        assert!(acks_a_stateless_response(&ack(tag)));
+        assert!(!acks_a_stateless_response(&ack("b2bua-dialog-tag")));
+        assert!(!acks_a_stateless_response(&req));
     }
 
     #[test]
