@@ -164,6 +164,11 @@ impl Engine {
                 ban: Duration::from_secs(config.security.flood_ban_secs),
                 ..Default::default()
             },
+            tcp_limits: hookflash_sip::tcp::TcpLimits {
+                per_source: config.security.tcp_per_source,
+                max_connections: config.security.tcp_max_connections,
+                first_message: Duration::from_secs(config.security.tcp_first_message_secs),
+            },
         })
         .await?;
         let sip_port = sip
@@ -443,6 +448,7 @@ impl Engine {
         }
         m.refresh_media(&self.inner.media_stats);
         m.refresh_flood(&self.inner.sip.flood);
+        m.refresh_tcp(&self.inner.sip.tcp_gate);
         m.rtp_ports_in_use.set(self.inner.ports.in_use() as i64);
         m.sip_dialogs.set(self.inner.sip.dialogs.len() as i64);
         m.sip_transactions.set(

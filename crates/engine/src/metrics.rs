@@ -40,6 +40,10 @@ pub struct Metrics {
     pub auth_failures: Counter,
     pub sip_flood_dropped: Gauge,
     pub stateless_challenges: Counter,
+    pub sip_tcp_connections: Gauge,
+    pub sip_tcp_refused: Gauge,
+    pub sip_tcp_silent_closed: Gauge,
+    pub sip_tcp_accept_errors: Gauge,
     pub sip_flood_bans: Gauge,
     pub sip_flood_banned_sources: Gauge,
     /// Outbound legs the dial rules refused, by reason (not_permitted, outside_session,
@@ -66,6 +70,10 @@ impl Metrics {
             auth_failures: Counter::default(),
             sip_flood_dropped: Gauge::default(),
             stateless_challenges: Counter::default(),
+            sip_tcp_connections: Gauge::default(),
+            sip_tcp_refused: Gauge::default(),
+            sip_tcp_silent_closed: Gauge::default(),
+            sip_tcp_accept_errors: Gauge::default(),
             sip_flood_bans: Gauge::default(),
             sip_flood_banned_sources: Gauge::default(),
             outbound_refused: Family::default(),
@@ -146,6 +154,26 @@ impl Metrics {
             m.stateless_challenges.clone(),
         );
         registry.register(
+            "sip_tcp_connections",
+            "SIP TCP connections open (admitted by the listener)",
+            m.sip_tcp_connections.clone(),
+        );
+        registry.register(
+            "sip_tcp_refused_total",
+            "SIP TCP connections closed at once: over the per-source or total limit",
+            m.sip_tcp_refused.clone(),
+        );
+        registry.register(
+            "sip_tcp_silent_closed_total",
+            "SIP TCP connections closed because they sent nothing in time",
+            m.sip_tcp_silent_closed.clone(),
+        );
+        registry.register(
+            "sip_tcp_accept_errors_total",
+            "SIP TCP accept errors (e.g. at the open-file limit; the listener backs off)",
+            m.sip_tcp_accept_errors.clone(),
+        );
+        registry.register(
             "sip_flood_bans_total",
             "Sources banned for exceeding the per-source SIP request limit",
             m.sip_flood_bans.clone(),
@@ -184,6 +212,17 @@ impl Metrics {
         self.sip_flood_bans.set(v(&guard.stats.bans));
         self.sip_flood_banned_sources
             .set(guard.banned(std::time::Instant::now()) as i64);
+    }
+
+    /// Mirrors the SIP TCP listener's counters.
+    pub fn refresh_tcp(&self, gate: &hookflash_sip::tcp::TcpGate) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let v =
+            |a: &std::sync::atomic::AtomicU64| i64::try_from(a.load(Relaxed)).unwrap_or(i64::MAX);
+        self.sip_tcp_connections.set(gate.open() as i64);
+        self.sip_tcp_refused.set(v(&gate.stats.refused));
+        self.sip_tcp_silent_closed.set(v(&gate.stats.silent_closed));
+        self.sip_tcp_accept_errors.set(v(&gate.stats.accept_errors));
     }
 
     /// Counts an outbound call refused by the dial rules.

@@ -10,6 +10,7 @@ pub mod guard;
 pub mod registrar;
 pub mod server;
 pub mod source;
+pub mod tcp;
 pub mod uri;
 
 pub use rsipstack as stack;

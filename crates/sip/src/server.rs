@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::transaction::{Endpoint, EndpointBuilder, TransactionReceiver};
-use rsipstack::transport::tcp_listener::TcpListenerConnection;
 use rsipstack::transport::udp::UdpConnection;
-use rsipstack::transport::TransportLayer;
+use rsipstack::transport::{SipAddr, TransportLayer};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -18,6 +17,7 @@ use tracing::info;
 use crate::flood::{FloodGuard, FloodLimits};
 use crate::guard::GuardedUdpSocket;
 use crate::source::{ResponderSlot, SourceStamp};
+use crate::tcp::{TcpGate, TcpLimits};
 
 #[derive(Debug, Error)]
 pub enum SipServerError {
@@ -39,6 +39,8 @@ pub struct SipServerOptions {
     pub user_agent: String,
     /// Per-source request limits applied before the transaction layer.
     pub flood: FloodLimits,
+    /// TCP connection limits.
+    pub tcp_limits: TcpLimits,
 }
 
 /// A running SIP endpoint. Dropping it does not stop it; call [`SipServer::shutdown`].
@@ -52,6 +54,8 @@ pub struct SipServer {
     pub flood: Arc<FloodGuard>,
     /// Where the engine installs its stateless responder.
     pub responder: ResponderSlot,
+    /// TCP connection places and counters.
+    pub tcp_gate: Arc<TcpGate>,
 }
 
 impl SipServer {
@@ -81,28 +85,26 @@ impl SipServer {
             udp_addr = conn.get_addr().get_socketaddr().ok();
             transport_layer.add_transport(conn.into());
         }
-        let mut tcp_addr = None;
+        let mut tcp = None;
         if let Some(addr) = opts.tcp {
-            // rsipstack binds TCP lazily and only logs a failure: probe the address first so
-            // a port already in use is a start-up error, not a silent missing transport.
-            let probe =
-                std::net::TcpListener::bind(addr).map_err(|source| SipServerError::Bind {
+            // Our own accept loop (see `tcp.rs`), not rsipstack's listener.
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| SipServerError::Bind {
                     transport: "tcp",
                     addr,
                     source,
                 })?;
-            let bound = probe.local_addr().map_err(|source| SipServerError::Bind {
-                transport: "tcp",
-                addr,
-                source,
-            })?;
-            drop(probe);
-            let conn = TcpListenerConnection::new(bound, None)
-                .await
-                .map_err(|e| SipServerError::Stack(e.to_string()))?;
-            transport_layer.add_transport(conn.into());
-            tcp_addr = Some(bound);
+            let bound = listener
+                .local_addr()
+                .map_err(|source| SipServerError::Bind {
+                    transport: "tcp",
+                    addr,
+                    source,
+                })?;
+            tcp = Some((listener, bound));
         }
+        let tcp_addr = tcp.as_ref().map(|(_, bound)| *bound);
         let flood = Arc::new(FloodGuard::new(opts.flood));
         let responder: ResponderSlot = Arc::new(std::sync::OnceLock::new());
         let endpoint = EndpointBuilder::new()
@@ -120,6 +122,20 @@ impl SipServer {
         let incoming = endpoint
             .incoming_transactions()
             .map_err(|e| SipServerError::Stack(e.to_string()))?;
+        let tcp_gate = Arc::new(TcpGate::new(opts.tcp_limits));
+        if let Some((listener, bound)) = tcp {
+            let local = SipAddr {
+                r#type: Some(rsipstack::sip::transport::Transport::Tcp),
+                addr: bound.into(),
+            };
+            tokio::spawn(crate::tcp::serve(
+                listener,
+                local,
+                endpoint.inner.clone(),
+                tcp_gate.clone(),
+                cancel.child_token(),
+            ));
+        }
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
         info!(udp = ?udp_addr, tcp = ?tcp_addr, "SIP transports bound");
         Ok((
@@ -131,6 +147,7 @@ impl SipServer {
                 tcp_addr,
                 flood,
                 responder,
+                tcp_gate,
             },
             incoming,
         ))

@@ -123,6 +123,11 @@ pub struct SecurityConfig {
     pub flood_ban_secs: u64,
     /// Sources never limited (the account trunks' addresses are allowed automatically).
     pub flood_allow: Vec<IpAddr>,
+    /// SIP over TCP: connections per source IP, connections in all, and how long a new
+    /// connection may stay silent before it is closed.
+    pub tcp_per_source: usize,
+    pub tcp_max_connections: usize,
+    pub tcp_first_message_secs: u64,
     /// REFER (or a transfer) by a party that is not a user of the account.
     pub outside_refer: OutsideRefer,
     /// Premium-rate and special numbers, as E.164 prefixes (`+1900`) or national ones with
@@ -137,6 +142,9 @@ impl Default for SecurityConfig {
             flood_window_ms: 2000,
             flood_ban_secs: 60,
             flood_allow: Vec::new(),
+            tcp_per_source: 32,
+            tcp_max_connections: 8192,
+            tcp_first_message_secs: 10,
             outside_refer: OutsideRefer::Deny,
             premium_prefixes: default_premium_prefixes(),
         }
@@ -672,6 +680,27 @@ impl Config {
                 .map(|s| parse_env_ip("HOOKFLASH_SECURITY_FLOOD_ALLOW", s))
                 .collect::<Result<_, _>>()?;
         }
+        if let Some(v) = get("HOOKFLASH_SECURITY_TCP_PER_SOURCE")? {
+            self.security.tcp_per_source = parse_env(
+                "HOOKFLASH_SECURITY_TCP_PER_SOURCE",
+                &v,
+                "a number of connections",
+            )?;
+        }
+        if let Some(v) = get("HOOKFLASH_SECURITY_TCP_MAX_CONNECTIONS")? {
+            self.security.tcp_max_connections = parse_env(
+                "HOOKFLASH_SECURITY_TCP_MAX_CONNECTIONS",
+                &v,
+                "a number of connections",
+            )?;
+        }
+        if let Some(v) = get("HOOKFLASH_SECURITY_TCP_FIRST_MESSAGE_SECS")? {
+            self.security.tcp_first_message_secs = parse_env(
+                "HOOKFLASH_SECURITY_TCP_FIRST_MESSAGE_SECS",
+                &v,
+                "a number of seconds",
+            )?;
+        }
         if let Some(v) = get("HOOKFLASH_SECURITY_OUTSIDE_REFER")? {
             self.security.outside_refer = match v.trim() {
                 "deny" => OutsideRefer::Deny,
@@ -723,6 +752,16 @@ impl Config {
         }
 
         // Security
+        if self.security.tcp_per_source == 0
+            || self.security.tcp_max_connections == 0
+            || self.security.tcp_first_message_secs == 0
+        {
+            return invalid(
+                "security.tcp_per_source, tcp_max_connections and tcp_first_message_secs must \
+                 be at least 1"
+                    .into(),
+            );
+        }
         if self.security.flood_max_requests > 0 && self.security.flood_window_ms == 0 {
             return invalid("security.flood_window_ms must be at least 1".into());
         }
@@ -1055,6 +1094,50 @@ mod tests {
             "[[accounts]]\nname = \"a\"\n[[accounts.users]]\nextension = \"1\"\npasword = \"x\"\n"
         )
         .is_err());
+    }
+
+    #[test]
+    fn security_section_from_file_env_and_its_checks() {
+        let c = Config::default();
+        assert_eq!(c.security.flood_max_requests, 200);
+        assert_eq!(c.security.outside_refer, OutsideRefer::Deny);
+        assert!(c.security.premium_prefixes.iter().any(|p| p == "+49900"));
+        let c = Config::from_toml_str(
+            "[security]\nflood_max_requests = 0\noutside_refer = \"extensions\"\n\
+             premium_prefixes = [\"+4969\"]\nflood_allow = [\"127.0.0.9\"]\ntcp_per_source = 4\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.security.flood_max_requests, 0);
+        assert_eq!(c.security.outside_refer, OutsideRefer::Extensions);
+        assert_eq!(c.security.premium_prefixes, vec!["+4969".to_string()]);
+        assert_eq!(
+            c.security.flood_allow,
+            vec!["127.0.0.9".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(c.security.tcp_per_source, 4);
+        assert!(Config::from_toml_str("[security]\noutside_refer = \"all\"\n").is_err());
+        let bad = Config::from_toml_str("[security]\npremium_prefixes = [\"0900\"]\n").unwrap();
+        assert!(matches!(bad.validate(), Err(ConfigError::Invalid(_))));
+        let bad = Config::from_toml_str("[security]\ntcp_per_source = 0\n").unwrap();
+        assert!(matches!(bad.validate(), Err(ConfigError::Invalid(_))));
+
+        let mut c = Config::default();
+        c.apply_env(env_of(&[
+            ("HOOKFLASH_SECURITY_FLOOD_MAX_REQUESTS", "50"),
+            ("HOOKFLASH_SECURITY_FLOOD_ALLOW", "127.0.0.2, ::1"),
+            ("HOOKFLASH_SECURITY_OUTSIDE_REFER", "extensions"),
+            ("HOOKFLASH_SECURITY_TCP_MAX_CONNECTIONS", "100"),
+        ]))
+        .unwrap();
+        assert_eq!(c.security.flood_max_requests, 50);
+        assert_eq!(c.security.flood_allow.len(), 2);
+        assert_eq!(c.security.outside_refer, OutsideRefer::Extensions);
+        assert_eq!(c.security.tcp_max_connections, 100);
+        let mut c = Config::default();
+        assert!(c
+            .apply_env(env_of(&[("HOOKFLASH_SECURITY_OUTSIDE_REFER", "maybe")]))
+            .is_err());
     }
 
     #[test]
