@@ -1,12 +1,18 @@
 //! Audio from URLs (announcements, hold music, app prompts): fetched with limits, decoded to
 //! 8 kHz, cached by URL and revalidated with ETag / Last-Modified so a changed file is picked
 //! up and an unchanged one costs a 304.
+//!
+//! The cache is bounded in **bytes** (decoded PCM plus the URL and validators of each entry,
+//! see [`AudioFetcher::with_cache_bytes`], default [`DEFAULT_CACHE_BYTES`]) and evicts the
+//! least recently used entry (a hit, fresh or revalidated, counts as a use). A clip that does not
+//! fit (larger than the cap, or than [`MAX_CACHED_ITEM_BYTES`]) is served but not cached. So
+//! an API client naming many distinct (long) URLs cannot make the cache grow without bound.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hookflash_media::audio::{load_wav_limited, Pcm8k};
+use hookflash_media::audio::{load_wav_limited, Pcm8k, SAMPLE_RATE};
 use thiserror::Error;
 use tracing::{debug, info};
 
@@ -14,9 +20,20 @@ use tracing::{debug, info};
 pub const MAX_AUDIO_BYTES: usize = 20 * 1024 * 1024;
 /// Longest announcement we accept.
 pub const MAX_AUDIO_DURATION: Duration = Duration::from_secs(600);
+/// Default cap of the decoded-audio cache, in bytes (64 MiB).
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest entry the cache keeps: the decoded size of the longest clip we accept
+/// ([`MAX_AUDIO_DURATION`] of 8 kHz 16-bit mono, 9.6 MB) plus room for the URL and validators.
+/// The decoder rejects anything longer, so this is a guard rather than a limit in practice.
+pub const MAX_CACHED_ITEM_BYTES: usize =
+    MAX_AUDIO_DURATION.as_secs() as usize * SAMPLE_RATE as usize * 2 + 64 * 1024;
 /// Cached entries younger than this are used without asking the server again.
 const FRESH_FOR: Duration = Duration::from_secs(10);
+/// Entries at most, whatever their size.
 const MAX_ENTRIES: usize = 256;
+/// Bookkeeping counted per entry on top of its samples and strings (map slots, the LRU index,
+/// the `Arc` header): an estimate, so many tiny clips cannot hide behind a byte count of ~0.
+const ENTRY_OVERHEAD: usize = 128;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum FetchError {
@@ -43,15 +60,147 @@ struct Entry {
     etag: Option<String>,
     last_modified: Option<String>,
     checked: Instant,
+    /// Recency stamp, the key of this entry in [`Cache::order`] (larger: used more recently).
+    used: u64,
+    /// What the entry counts against the cap (see [`entry_cost`]).
+    cost: usize,
 }
 
+/// What an entry counts against the cap: its decoded samples, its strings and
+/// [`ENTRY_OVERHEAD`].
+fn entry_cost(url: &str, pcm: &Pcm8k, etag: Option<&str>, last_modified: Option<&str>) -> usize {
+    pcm.len() * std::mem::size_of::<i16>()
+        + url.len()
+        + etag.map_or(0, str::len)
+        + last_modified.map_or(0, str::len)
+        + ENTRY_OVERHEAD
+}
+
+/// The URL → audio map with least-recently-used order and a byte budget.
+struct Cache {
+    entries: HashMap<String, Entry>,
+    /// Recency stamp → URL; the first is the least recently used.
+    order: BTreeMap<u64, String>,
+    next_stamp: u64,
+    /// Sum of the entries' costs, never above `cap` after an insert.
+    bytes: usize,
+    cap: usize,
+    evictions: u64,
+    uncached: u64,
+}
+
+impl Cache {
+    fn new(cap: usize) -> Cache {
+        Cache {
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            next_stamp: 0,
+            bytes: 0,
+            cap,
+            evictions: 0,
+            uncached: 0,
+        }
+    }
+
+    fn max_item(&self) -> usize {
+        self.cap.min(MAX_CACHED_ITEM_BYTES)
+    }
+
+    fn stamp(&mut self) -> u64 {
+        self.next_stamp += 1;
+        self.next_stamp
+    }
+
+    /// The entry for `url`, marked as the most recently used.
+    fn use_entry(&mut self, url: &str) -> Option<&mut Entry> {
+        let stamp = self.stamp();
+        let e = self.entries.get_mut(url)?;
+        self.order.remove(&e.used);
+        e.used = stamp;
+        self.order.insert(stamp, url.to_string());
+        Some(e)
+    }
+
+    fn remove(&mut self, url: &str) -> Option<Entry> {
+        let e = self.entries.remove(url)?;
+        self.order.remove(&e.used);
+        self.bytes -= e.cost;
+        Some(e)
+    }
+
+    /// Caches `pcm` for `url` (replacing what was there), evicting the least recently used
+    /// entries until it fits. False when it is too large to be cached at all.
+    fn insert(
+        &mut self,
+        url: &str,
+        pcm: Pcm8k,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    ) -> bool {
+        let cost = entry_cost(url, &pcm, etag.as_deref(), last_modified.as_deref());
+        // The old version is outdated whether or not the new one can be kept.
+        self.remove(url);
+        if cost > self.max_item() {
+            self.uncached += 1;
+            return false;
+        }
+        while self.bytes + cost > self.cap || self.entries.len() >= MAX_ENTRIES {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some(e) = self.entries.remove(&oldest) {
+                self.bytes -= e.cost;
+                self.evictions += 1;
+                debug!(url = %oldest, bytes = e.cost, "announcement evicted from cache");
+            }
+        }
+        let used = self.stamp();
+        self.order.insert(used, url.to_string());
+        self.bytes += cost;
+        self.entries.insert(
+            url.to_string(),
+            Entry {
+                pcm,
+                etag,
+                last_modified,
+                checked: Instant::now(),
+                used,
+                cost,
+            },
+        );
+        true
+    }
+}
+
+/// Counters and sizes of an [`AudioFetcher`]'s cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    /// Clips cached now.
+    pub entries: usize,
+    /// What they count against the cap (decoded samples plus URL and validators).
+    pub bytes: usize,
+    /// The cap.
+    pub cap_bytes: usize,
+    /// Entries removed to make room for others.
+    pub evictions: u64,
+    /// Fetched clips served without being cached because they were too large.
+    pub uncached: u64,
+}
+
+/// Fetches, decodes and caches audio by URL; see the module doc. Share it across calls.
 pub struct AudioFetcher {
     client: reqwest::Client,
-    cache: Mutex<HashMap<String, Entry>>,
+    cache: Mutex<Cache>,
 }
 
 impl AudioFetcher {
+    /// A fetcher whose cache holds up to [`DEFAULT_CACHE_BYTES`].
     pub fn new() -> Self {
+        Self::with_cache_bytes(DEFAULT_CACHE_BYTES)
+    }
+
+    /// A fetcher whose cache holds up to `cap` bytes (0: nothing is cached).
+    pub fn with_cache_bytes(cap: usize) -> Self {
         install_crypto_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -64,13 +213,35 @@ impl AudioFetcher {
             });
         AudioFetcher {
             client,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::new(cap)),
         }
     }
 
+    /// The cache's cap in bytes.
+    pub fn cache_bytes(&self) -> usize {
+        self.lock().cap
+    }
+
+    pub fn stats(&self) -> FetchStats {
+        let c = self.lock();
+        FetchStats {
+            entries: c.entries.len(),
+            bytes: c.bytes,
+            cap_bytes: c.cap,
+            evictions: c.evictions,
+            uncached: c.uncached,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Cache> {
+        // Every update leaves the cache consistent before anything that could panic.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached entry (marked as used): audio, validators, and whether it is still fresh.
     fn cached(&self, url: &str) -> Option<(Pcm8k, Option<String>, Option<String>, bool)> {
-        let cache = self.cache.lock().ok()?;
-        cache.get(url).map(|e| {
+        let mut cache = self.lock();
+        cache.use_entry(url).map(|e| {
             (
                 e.pcm.clone(),
                 e.etag.clone(),
@@ -163,35 +334,22 @@ impl AudioFetcher {
             seconds = pcm.duration().as_secs_f32(),
             "announcement fetched"
         );
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= MAX_ENTRIES {
-                // Evict the stalest entry; announcements are few, a scan is fine.
-                if let Some(oldest) = cache
-                    .iter()
-                    .min_by_key(|(_, e)| e.checked)
-                    .map(|(k, _)| k.clone())
-                {
-                    cache.remove(&oldest);
-                }
-            }
-            cache.insert(
-                url.to_string(),
-                Entry {
-                    pcm: pcm.clone(),
-                    etag,
-                    last_modified,
-                    checked: Instant::now(),
-                },
+        let mut cache = self.lock();
+        if !cache.insert(url, pcm.clone(), etag, last_modified) {
+            info!(
+                url,
+                bytes = pcm.len() * 2,
+                cap = cache.max_item(),
+                "announcement too large for the cache; served uncached"
             );
         }
         Ok(pcm)
     }
 
+    /// Marks the entry for `url` as just revalidated (fresh again) and most recently used.
     fn touch(&self, url: &str) {
-        if let Ok(mut cache) = self.cache.lock() {
-            if let Some(e) = cache.get_mut(url) {
-                e.checked = Instant::now();
-            }
+        if let Some(e) = self.lock().use_entry(url) {
+            e.checked = Instant::now();
         }
     }
 }
@@ -280,7 +438,7 @@ mod tests {
         assert_eq!(hits.load(Ordering::SeqCst), 1);
         // Stale: revalidated with If-None-Match and answered 304.
         if let Ok(mut c) = f.cache.lock() {
-            for e in c.values_mut() {
+            for e in c.entries.values_mut() {
                 e.checked = Instant::now() - FRESH_FOR * 2;
             }
         }
@@ -318,5 +476,209 @@ mod tests {
             f.get("http://127.0.0.1:9/a.wav").await,
             Err(FetchError::Unreachable { .. })
         ));
+    }
+
+    /// 8 kHz mono 16-bit WAV of `ms` milliseconds (decodes to exactly `ms * 8` samples).
+    fn wav_8k(ms: usize) -> Vec<u8> {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut cursor = std::io::Cursor::new(Vec::new());
+        {
+            let mut w = hound::WavWriter::new(&mut cursor, spec).unwrap();
+            for i in 0..ms * 8 {
+                w.write_sample(((i % 16) as i16 - 8) * 1000).unwrap();
+            }
+            w.finalize().unwrap();
+        }
+        cursor.into_inner()
+    }
+
+    /// Serves `/tone/<ms>/<anything>` as a WAV of `<ms>` milliseconds with ETag `"v1"`
+    /// (answering 304 to `If-None-Match: "v1"`); counts the requests.
+    async fn serve_tones(hits: Arc<AtomicUsize>) -> String {
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap| {
+            let hits = hits.clone();
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let ms = uri
+                    .path()
+                    .strip_prefix("/tone/")
+                    .and_then(|rest| rest.split('/').next())
+                    .and_then(|ms| ms.parse::<usize>().ok());
+                let Some(ms) = ms else {
+                    return StatusCode::NOT_FOUND.into_response();
+                };
+                if headers
+                    .get(header::IF_NONE_MATCH)
+                    .is_some_and(|v| v == "\"v1\"")
+                {
+                    return StatusCode::NOT_MODIFIED.into_response();
+                }
+                ([(header::ETAG, "\"v1\"")], wav_8k(ms)).into_response()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        format!("http://{addr}")
+    }
+
+    fn is_cached(f: &AudioFetcher, url: &str) -> bool {
+        f.lock().entries.contains_key(url)
+    }
+
+    /// The cache's own bookkeeping agrees with its entries.
+    fn assert_consistent(f: &AudioFetcher) {
+        let c = f.lock();
+        assert_eq!(c.bytes, c.entries.values().map(|e| e.cost).sum::<usize>());
+        assert_eq!(c.order.len(), c.entries.len());
+        assert!(c.bytes <= c.cap, "{} > {}", c.bytes, c.cap);
+        assert!(c.entries.len() <= MAX_ENTRIES);
+    }
+
+    #[tokio::test]
+    async fn byte_cap_evicts_least_recently_used() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let base = serve_tones(hits.clone()).await;
+        let url = |name: &str| format!("{base}/tone/100/{name}.wav");
+        let cost = entry_cost(&url("a"), &Pcm8k::new(vec![0; 800]), Some("\"v1\""), None);
+        // Room for three clips, not four.
+        let f = AudioFetcher::with_cache_bytes(cost * 3 + cost / 2);
+        assert_eq!(f.cache_bytes(), cost * 3 + cost / 2);
+        for name in ["a", "b", "c"] {
+            assert_eq!(f.get(&url(name)).await.unwrap().len(), 800);
+            assert_consistent(&f);
+        }
+        assert_eq!(f.stats().bytes, 3 * cost);
+        assert_eq!(f.stats().entries, 3);
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+        // A (fresh) hit makes "a" the most recently used: "b" goes for "d".
+        if let Some(e) = f.lock().entries.get_mut(&url("a")) {
+            e.checked = Instant::now();
+        }
+        f.get(&url("a")).await.unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 3, "served from the cache");
+        f.get(&url("d")).await.unwrap();
+        assert_consistent(&f);
+        assert!(!is_cached(&f, &url("b")), "b was least recently used");
+        for name in ["a", "c", "d"] {
+            assert!(is_cached(&f, &url(name)), "{name}");
+        }
+        assert_eq!(f.stats().evictions, 1);
+
+        // A revalidation (304) is a use too: now "a" is the least recently used.
+        if let Some(e) = f.lock().entries.get_mut(&url("c")) {
+            e.checked = Instant::now() - FRESH_FOR * 2;
+        }
+        assert_eq!(f.get(&url("c")).await.unwrap().len(), 800);
+        assert_eq!(hits.load(Ordering::SeqCst), 5, "d, then c revalidated");
+        f.get(&url("e")).await.unwrap();
+        assert_consistent(&f);
+        assert!(!is_cached(&f, &url("a")), "a was least recently used");
+        for name in ["c", "d", "e"] {
+            assert!(is_cached(&f, &url(name)), "{name}");
+        }
+        assert_eq!(
+            f.stats(),
+            FetchStats {
+                entries: 3,
+                bytes: 3 * cost,
+                cap_bytes: cost * 3 + cost / 2,
+                evictions: 2,
+                uncached: 0,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn clip_larger_than_the_cap_is_served_but_not_cached() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let base = serve_tones(hits.clone()).await;
+        let small = format!("{base}/tone/100/small.wav");
+        let big = format!("{base}/tone/1000/big.wav");
+        let f = AudioFetcher::with_cache_bytes(4000);
+        f.get(&small).await.unwrap();
+        assert!(is_cached(&f, &small));
+        // One second is 16,000 bytes of samples: served, not cached, nothing evicted for it.
+        assert_eq!(f.get(&big).await.unwrap().len(), 8000);
+        assert!(!is_cached(&f, &big));
+        assert!(is_cached(&f, &small));
+        f.get(&big).await.unwrap();
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            3,
+            "each request for it is a download"
+        );
+        let stats = f.stats();
+        assert_eq!((stats.entries, stats.evictions, stats.uncached), (1, 0, 2));
+        assert_consistent(&f);
+
+        // A cap of 0 caches nothing.
+        let none = AudioFetcher::with_cache_bytes(0);
+        none.get(&small).await.unwrap();
+        assert_eq!(none.stats().entries, 0);
+        assert_eq!(none.stats().bytes, 0);
+    }
+
+    /// The reported issue in small: many distinct URLs (320 long WAVs took the server to
+    /// 2.9 GB) no longer grow the cache beyond its cap.
+    #[tokio::test]
+    async fn thousand_distinct_urls_stay_within_the_cap() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let base = serve_tones(hits.clone()).await;
+        let cap = 64 * 1024;
+        let f = AudioFetcher::with_cache_bytes(cap);
+        let url = |i: usize| format!("{base}/tone/{}/clip-{i:04}.wav", 20 + (i % 7) * 20);
+        for i in 0..1000 {
+            let pcm = f.get(&url(i)).await.unwrap();
+            assert_eq!(pcm.len(), (20 + (i % 7) * 20) * 8);
+            let stats = f.stats();
+            assert!(stats.bytes <= cap, "after {i}: {} > {cap}", stats.bytes);
+        }
+        assert_consistent(&f);
+        let stats = f.stats();
+        assert_eq!(hits.load(Ordering::SeqCst), 1000);
+        assert!(stats.entries > 10 && stats.entries < 200, "{stats:?}");
+        assert_eq!(stats.evictions as usize, 1000 - stats.entries);
+        assert!(is_cached(&f, &url(999)), "the most recent survives");
+        assert!(!is_cached(&f, &url(0)), "the oldest is gone");
+    }
+
+    #[test]
+    fn cache_accounting() {
+        let pcm = |n| Pcm8k::new(vec![0; n]);
+        let mut c = Cache::new(1_000_000);
+        // Replacing an entry (a changed file) counts it once.
+        assert!(c.insert("http://x/a", pcm(100), Some("\"1\"".into()), None));
+        assert!(c.insert("http://x/a", pcm(200), None, Some("yesterday".into())));
+        assert_eq!(c.entries.len(), 1);
+        assert_eq!(
+            c.bytes,
+            entry_cost("http://x/a", &pcm(200), None, Some("yesterday"))
+        );
+        // A new version too large to keep drops the old one.
+        assert!(!c.insert("http://x/a", pcm(600_000), None, None));
+        assert_eq!((c.entries.len(), c.bytes, c.uncached), (0, 0, 1));
+        // Tiny clips are bounded by the entry limit as well.
+        for i in 0..MAX_ENTRIES + 10 {
+            assert!(c.insert(&format!("http://x/{i}"), pcm(1), None, None));
+        }
+        assert_eq!(c.entries.len(), MAX_ENTRIES);
+        assert_eq!(c.order.len(), MAX_ENTRIES);
+        assert!(c
+            .entries
+            .contains_key(&format!("http://x/{}", MAX_ENTRIES + 9)));
+        assert!(!c.entries.contains_key("http://x/0"));
+        assert_eq!(c.evictions, 10);
+        assert!(c.remove("http://x/nothing").is_none());
+        // The largest clip the decoder accepts fits the default cap.
+        let longest = MAX_AUDIO_DURATION.as_secs() as usize * SAMPLE_RATE as usize;
+        assert!(entry_cost("http://x/long", &pcm(longest), None, None) <= MAX_CACHED_ITEM_BYTES);
+        const { assert!(MAX_CACHED_ITEM_BYTES < DEFAULT_CACHE_BYTES) };
     }
 }
