@@ -1,9 +1,48 @@
 //! Request helpers shared by the dialects: JSON bodies (parsed whatever the Content-Type says,
 //! so curl lines without the header work too) and the Authorization header.
 
-use axum::http::{header, HeaderMap};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::Response;
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
+
+use crate::guard::Retry;
+
+/// The TCP peer's IP address (the server's accept loop attaches `ConnectInfo`); never a
+/// header such as `X-Forwarded-For`. None when the router runs without a server (tests).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientIp(pub Option<IpAddr>);
+
+impl ClientIp {
+    pub(crate) fn of(parts: &Parts) -> ClientIp {
+        ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        )
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp::of(parts))
+    }
+}
+
+/// Adds `Retry-After` (seconds) to a refusal of the password guessing defence.
+pub(crate) fn with_retry_after(mut resp: Response, retry: &Retry) -> Response {
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry.after_secs()));
+    resp
+}
 
 /// Parses a JSON body; the error text says what is wrong (for a 400).
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {

@@ -5,12 +5,17 @@
 //! command set.
 
 mod body;
+pub mod guard;
 pub mod native;
+mod server;
 pub mod sipgate;
 mod wav;
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -33,26 +38,59 @@ pub enum ApiError {
     Serve(std::io::Error),
 }
 
+/// Default of [`HttpOptions::header_read_timeout`].
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// A connection that has not sent complete request headers within this is closed (from
+    /// accept, and between the requests of a kept-alive connection).
+    pub header_read_timeout: Duration,
+    /// Failure limits and bans of the password guessing defence.
+    pub auth_guard: guard::GuardConfig,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            auth_guard: guard::GuardConfig::default(),
+        }
+    }
+}
+
 /// What every handler gets.
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
     /// The key that signs sipgate access tokens (loaded from the store on first use).
     pub(crate) sipgate_keys: Arc<sipgate::jwt::KeyCell>,
+    /// Failure counts and bans of HTTP credentials, shared by every dialect.
+    pub(crate) guard: Arc<guard::AuthGuard>,
 }
 
 impl AppState {
     pub fn new(engine: Engine) -> Self {
+        Self::with_guard(engine, guard::GuardConfig::default())
+    }
+
+    pub fn with_guard(engine: Engine, config: guard::GuardConfig) -> Self {
         AppState {
             engine,
             sipgate_keys: Arc::new(sipgate::jwt::KeyCell::default()),
+            guard: Arc::new(guard::AuthGuard::new(config)),
         }
     }
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application (default limits).
 pub fn router(engine: Engine) -> Router {
-    let state = AppState::new(engine);
+    router_with_state(AppState::new(engine))
+}
+
+/// The whole HTTP application on a given state.
+pub fn router_with_state(state: AppState) -> Router {
     let (native, _) = native::router().split_for_parts();
     Router::new()
         .route("/healthz", get(healthz))
@@ -79,13 +117,52 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut text = state.engine.metrics_text().await;
+    // The engine's exposition ends with "# EOF": ours goes before it.
+    let eof = text.strip_suffix("# EOF\n").is_some();
+    if eof {
+        text.truncate(text.len() - "# EOF\n".len());
+    }
+    guard_metrics(&state.guard, &mut text);
+    if eof {
+        text.push_str("# EOF\n");
+    }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.engine.metrics_text().await,
+        text,
     )
+}
+
+/// The password guessing defence's counters in OpenMetrics text.
+fn guard_metrics(guard: &guard::AuthGuard, out: &mut String) {
+    let stats = guard.stats();
+    let (sources, identities) = guard.active(Instant::now());
+    let _ = write!(
+        out,
+        "# HELP hookflash_http_auth_failures Failed HTTP credential checks.\n\
+         # TYPE hookflash_http_auth_failures counter\n\
+         hookflash_http_auth_failures_total {}\n\
+         # HELP hookflash_http_auth_refused HTTP requests refused (429) while their source was banned or their identity locked.\n\
+         # TYPE hookflash_http_auth_refused counter\n\
+         hookflash_http_auth_refused_total {}\n\
+         # HELP hookflash_http_auth_bans Bans of sources and locks of identities started.\n\
+         # TYPE hookflash_http_auth_bans counter\n\
+         hookflash_http_auth_bans_total{{scope=\"source\"}} {}\n\
+         hookflash_http_auth_bans_total{{scope=\"identity\"}} {}\n\
+         # HELP hookflash_http_auth_banned Sources banned and identities locked now.\n\
+         # TYPE hookflash_http_auth_banned gauge\n\
+         hookflash_http_auth_banned{{scope=\"source\"}} {}\n\
+         hookflash_http_auth_banned{{scope=\"identity\"}} {}\n",
+        stats.failures.load(Ordering::Relaxed),
+        stats.refused.load(Ordering::Relaxed),
+        stats.source_bans.load(Ordering::Relaxed),
+        stats.identity_locks.load(Ordering::Relaxed),
+        sources,
+        identities,
+    );
 }
 
 /// Installs rustls' ring crypto provider for the process (once). Without it rustls cannot
@@ -99,11 +176,27 @@ pub fn install_crypto_provider() {
 }
 
 /// Binds the listener (so a port in use is a start-up error), starts the sipgate webhook
-/// dispatcher, and returns the serving future.
+/// dispatcher, and returns the serving future (default [`HttpOptions`]).
 pub async fn bind(
     addr: SocketAddr,
     engine: Engine,
     stop: CancellationToken,
+) -> Result<
+    (
+        SocketAddr,
+        impl std::future::Future<Output = Result<(), ApiError>>,
+    ),
+    ApiError,
+> {
+    bind_with(addr, engine, stop, HttpOptions::default()).await
+}
+
+/// [`bind`] with explicit options.
+pub async fn bind_with(
+    addr: SocketAddr,
+    engine: Engine,
+    stop: CancellationToken,
+    options: HttpOptions,
 ) -> Result<
     (
         SocketAddr,
@@ -119,12 +212,10 @@ pub async fn bind(
         .local_addr()
         .map_err(|source| ApiError::Bind { addr, source })?;
     sipgate::webhooks::spawn(engine.clone(), stop.clone());
-    let app = router(engine);
+    let app = router_with_state(AppState::with_guard(engine, options.auth_guard));
     let fut = async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .map_err(ApiError::Serve)
+        server::serve(listener, app, stop, options.header_read_timeout).await;
+        Ok(())
     };
     Ok((local, fut))
 }

@@ -151,7 +151,16 @@ async fn token_endpoint_issues_jwt_shaped_tokens_and_refuses_bad_logins() {
 
 #[tokio::test]
 async fn every_auth_scheme_and_every_bad_credential() {
-    let s = TestServer::start(Answer::Answer).await;
+    // 14 failures from one address: more than the password guessing defence allows by
+    // default (tests/auth_guard.rs covers it).
+    let options = hookflash_api::HttpOptions {
+        auth_guard: hookflash_api::guard::GuardConfig {
+            source_max_failures: 1000,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let s = TestServer::start_opts(Answer::Answer, options).await;
     let good = token(&s, "201@acme.local", "secret201").await;
     let (pat, secret) = s.store.create_pat(&s.acme, "201", "sdk").await.unwrap();
     let state = hookflash_api::AppState::new(s.engine.clone());

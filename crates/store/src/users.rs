@@ -82,8 +82,8 @@ impl Store {
         };
         let mut tx = self.begin_provisioning().await?;
         sqlx::query(
-            "INSERT INTO users (id, account_id, extension, display_name, ha1_md5, ha1_sha256, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO users (id, account_id, extension, display_name, ha1_md5, ha1_sha256, created_at, \
+             password_changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
         )
         .bind(&user.id)
         .bind(&user.account_id)
@@ -106,7 +106,10 @@ impl Store {
         Ok(user)
     }
 
-    /// Sets a new password (recomputes the HA1 values). False if the user does not exist.
+    /// Sets a new password (recomputes the HA1 values) and, when it differs from the stored
+    /// one, records the time of the change ([`Store::user_password_changed_at`]): HTTP access
+    /// tokens issued before it stop working. Setting the same password again (provisioning
+    /// does at every start) changes nothing. False if the user does not exist.
     pub async fn set_user_password(
         &self,
         account_id: &str,
@@ -120,12 +123,15 @@ impl Store {
         let (ha1_md5, ha1_sha256) = ha1_pair(extension, &account.realm, password);
         let mut tx = self.begin_provisioning().await?;
         let res = sqlx::query(
-            "UPDATE users SET ha1_md5 = $1, ha1_sha256 = $2 WHERE account_id = $3 AND extension = $4",
+            "UPDATE users SET password_changed_at = CASE \
+               WHEN ha1_md5 = $1 AND ha1_sha256 = $2 THEN password_changed_at ELSE $5 END, \
+             ha1_md5 = $1, ha1_sha256 = $2 WHERE account_id = $3 AND extension = $4",
         )
         .bind(&ha1_md5)
         .bind(&ha1_sha256)
         .bind(account_id)
         .bind(extension)
+        .bind(now_secs())
         .execute(&mut *tx)
         .await?;
         self.commit_provisioning(tx).await?;
@@ -214,6 +220,17 @@ impl Store {
         } else {
             Ok(None)
         }
+    }
+
+    /// When the user's password was last set (unix seconds; 0 if before this was recorded).
+    /// None if the user does not exist. Not cached: read once per token check.
+    pub async fn user_password_changed_at(&self, user_id: &str) -> Result<Option<i64>, StoreError> {
+        let at: Option<i64> =
+            sqlx::query_scalar("SELECT password_changed_at FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(at)
     }
 
     /// Sets (`Some`) the classes a user may dial, or clears (`None`) the user's own list so the
@@ -430,6 +447,31 @@ mod tests {
         ));
         let users = s.users(&a.id).await.unwrap();
         assert_eq!(users.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn password_changed_at_is_set_at_creation_and_on_real_changes_only() {
+        let s = Store::open_memory().await.unwrap();
+        let a = s.create_account("acme", "acme.local").await.unwrap();
+        let before = now_secs();
+        let u = s.add_user(&a.id, "201", "old", None).await.unwrap();
+        let at = s.user_password_changed_at(&u.id).await.unwrap().unwrap();
+        assert!(at >= before && at <= now_secs(), "{at}");
+        assert_eq!(s.user_password_changed_at("nobody").await.unwrap(), None);
+        // Pretend the password was set long ago.
+        sqlx::query("UPDATE users SET password_changed_at = 5 WHERE id = $1")
+            .bind(&u.id)
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        // The same password again (provisioning at every start): unchanged.
+        assert!(s.set_user_password(&a.id, "201", "old").await.unwrap());
+        assert_eq!(s.user_password_changed_at(&u.id).await.unwrap(), Some(5));
+        // A new one: now.
+        let before = now_secs();
+        assert!(s.set_user_password(&a.id, "201", "new").await.unwrap());
+        let at = s.user_password_changed_at(&u.id).await.unwrap().unwrap();
+        assert!(at >= before && at <= now_secs(), "{at}");
     }
 
     #[tokio::test]

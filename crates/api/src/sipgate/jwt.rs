@@ -1,6 +1,7 @@
 //! JWT-shaped access tokens (HS256), as the sipgateio SDK expects them (it checks that the
 //! middle segment is base64 JSON). Signed with a server secret kept in the store, so tokens
-//! survive a restart; `exp` is enforced.
+//! survive a restart; `exp` is enforced, and no token lives longer than
+//! [`MAX_TOKEN_LIFETIME_SECS`] (`exp - iat`), whoever signed it.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -14,6 +15,9 @@ use tokio::sync::OnceCell;
 pub const SECRET_NAME: &str = "sipgate_jwt_hs256";
 /// Issuer claim of our tokens.
 pub const ISSUER: &str = "hookflash";
+/// The longest lifetime (`exp - iat`, seconds) a token may have: longer ones are not issued
+/// and not accepted.
+pub const MAX_TOKEN_LIFETIME_SECS: i64 = 3600;
 
 /// The token's claims.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +43,9 @@ pub enum JwtError {
     BadSignature,
     #[error("the token has expired")]
     Expired,
+    /// `exp - iat` exceeds [`MAX_TOKEN_LIFETIME_SECS`].
+    #[error("the token's lifetime exceeds the maximum")]
+    TooLong,
 }
 
 /// The signing key, loaded from the store on first use.
@@ -75,7 +82,15 @@ pub fn sign(claims: &Claims, key: &[u8]) -> String {
     format!("{signing_input}.{sig}")
 }
 
-/// Checks shape, algorithm, signature (constant time) and expiry.
+/// The claims of a JWT-shaped token *without* checking its signature: only to name the
+/// identity a guess targets (password guessing defence), never to authenticate.
+pub fn unverified_claims(token: &str) -> Option<Claims> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Checks shape, algorithm, signature (constant time), expiry and the maximum lifetime.
 pub fn verify(token: &str, key: &[u8], now: i64) -> Result<Claims, JwtError> {
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s), None) =
@@ -104,6 +119,10 @@ pub fn verify(token: &str, key: &[u8], now: i64) -> Result<Claims, JwtError> {
         .ok_or(JwtError::Malformed)?;
     if claims.iss != ISSUER {
         return Err(JwtError::BadSignature);
+    }
+    match claims.exp.checked_sub(claims.iat) {
+        Some(lifetime) if lifetime <= MAX_TOKEN_LIFETIME_SECS => {}
+        _ => return Err(JwtError::TooLong),
     }
     if now >= claims.exp {
         return Err(JwtError::Expired);
@@ -160,5 +179,26 @@ mod tests {
             parts[1]
         );
         assert!(verify(&none, key, 150).is_err());
+    }
+
+    #[test]
+    fn lifetime_over_the_maximum_is_refused() {
+        let key = b"k1";
+        let at_max = claims(100 + MAX_TOKEN_LIFETIME_SECS);
+        assert_eq!(verify(&sign(&at_max, key), key, 150), Ok(at_max));
+        let over = claims(100 + MAX_TOKEN_LIFETIME_SECS + 1);
+        assert_eq!(verify(&sign(&over, key), key, 150), Err(JwtError::TooLong));
+        // No overflow with extreme claims.
+        let mut extreme = claims(i64::MAX);
+        extreme.iat = i64::MIN;
+        assert_eq!(
+            verify(&sign(&extreme, key), key, 150),
+            Err(JwtError::TooLong)
+        );
+        assert_eq!(
+            unverified_claims(&sign(&over, b"any")).map(|c| c.sub),
+            Some("u1".to_string())
+        );
+        assert_eq!(unverified_claims("no-token"), None);
     }
 }

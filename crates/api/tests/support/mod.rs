@@ -92,6 +92,23 @@ impl TestServer {
     }
 
     pub async fn start_with(store: Store, phone_answers: Answer) -> TestServer {
+        Self::start_with_options(store, phone_answers, hookflash_api::HttpOptions::default()).await
+    }
+
+    /// In-memory store, HTTP server with these options (guard limits, header timeout).
+    pub async fn start_opts(
+        phone_answers: Answer,
+        options: hookflash_api::HttpOptions,
+    ) -> TestServer {
+        let store = Store::open_memory().await.expect("store");
+        Self::start_with_options(store, phone_answers, options).await
+    }
+
+    pub async fn start_with_options(
+        store: Store,
+        phone_answers: Answer,
+        options: hookflash_api::HttpOptions,
+    ) -> TestServer {
         hookflash_api::install_crypto_provider();
         let carrier = Ua::bind(Answer::Answer).await;
         let phone = Ua::bind(phone_answers).await;
@@ -136,9 +153,10 @@ impl TestServer {
         let engine = Engine::start(&config, store.clone()).await.expect("engine");
         let sip = engine.sip_udp_addr().expect("sip udp");
         let stop = CancellationToken::new();
-        let (http_addr, serving) = hookflash_api::bind(lo, engine.clone(), stop.clone())
-            .await
-            .expect("http");
+        let (http_addr, serving) =
+            hookflash_api::bind_with(lo, engine.clone(), stop.clone(), options)
+                .await
+                .expect("http");
         tokio::spawn(serving);
         TestServer {
             engine,
