@@ -5,7 +5,8 @@
 //! command set.
 
 mod body;
-pub mod guard;
+/// The credential-guessing guard lives below the dialects (SIP digest uses it too).
+pub use hookflash_sip::auth_guard as guard;
 pub mod native;
 mod server;
 pub mod sipgate;

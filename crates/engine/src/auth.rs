@@ -1,6 +1,7 @@
 //! Digest authentication of REGISTER (401/Authorization) and INVITE (407/Proxy-Authorization)
 //! against the stored HA1 values.
 
+use hookflash_sip::auth_guard::Identity;
 use hookflash_sip::digest::{Algorithm, Credentials, NonceStatus};
 use hookflash_sip::stack::sip::Request;
 use hookflash_store::{Account, DigestAlgorithm, User};
@@ -83,6 +84,21 @@ impl Engine {
                 return challenge(false);
             }
         }
+        // Password guessing: a banned source or a locked extension is refused before its
+        // credentials are looked at; every wrong answer counts against both.
+        let source = hookflash_sip::source::transport_source(req).map(|s| s.addr.ip());
+        let identity = Identity::new("sip", &format!("{}@{}", creds.username, account.realm));
+        let started = std::time::Instant::now();
+        if let Err(retry) = self.inner.sip_guard.check(source, &identity, started) {
+            debug!(user = %creds.username, scope = retry.scope.as_str(), "digest auth refused: guessing limit");
+            return AuthOutcome::Forbidden("Too Many Failures");
+        }
+        let failed = |why: &'static str| {
+            self.inner.metrics.auth_failures.inc();
+            // The ban (if this failure starts one) applies from the next request on.
+            let _ = self.inner.sip_guard.failure(source, &identity, started);
+            AuthOutcome::Forbidden(why)
+        };
         let user = match self
             .inner
             .store
@@ -91,9 +107,8 @@ impl Engine {
         {
             Ok(Some(u)) => u,
             Ok(None) => {
-                self.inner.metrics.auth_failures.inc();
                 info!(user = %creds.username, realm = %account.realm, "digest auth for unknown user");
-                return AuthOutcome::Forbidden("Unknown User");
+                return failed("Unknown User");
             }
             Err(e) => {
                 tracing::warn!(error = %e, "store error during authentication");
@@ -108,14 +123,14 @@ impl Engine {
                 info!(user = %creds.username, realm = %account.realm, "digest credentials replayed: re-challenging");
                 return challenge(true);
             }
+            self.inner.sip_guard.success(&identity);
             AuthOutcome::Ok {
                 account: account.clone(),
                 user,
             }
         } else {
-            self.inner.metrics.auth_failures.inc();
             info!(user = %creds.username, realm = %account.realm, "digest auth failed: wrong credentials");
-            AuthOutcome::Forbidden("Wrong Credentials")
+            failed("Wrong Credentials")
         }
     }
 

@@ -75,6 +75,8 @@ pub(crate) struct EngineInner {
     pub nonces: NonceIssuer,
     /// Digest nonce counts seen, so a replayed Authorization is refused.
     pub replays: hookflash_sip::digest::ReplayGuard,
+    /// Digest password guessing: failures per source and per extension, bans.
+    pub sip_guard: hookflash_sip::auth_guard::AuthGuard,
     pub calls: Mutex<HashMap<String, CallEntry>>,
     /// Park orbits in use: `account_id/orbit` -> the parked call's id.
     pub orbits: Mutex<HashMap<String, String>>,
@@ -186,6 +188,7 @@ impl Engine {
                 metrics: Metrics::new(),
                 nonces: NonceIssuer::random(300),
                 replays: hookflash_sip::digest::ReplayGuard::new(330, 200_000),
+                sip_guard: hookflash_sip::auth_guard::AuthGuard::default(),
                 calls: Mutex::new(HashMap::new()),
                 orbits: Mutex::new(HashMap::new()),
                 events: EventBus::new(1000),
@@ -449,6 +452,7 @@ impl Engine {
         m.refresh_media(&self.inner.media_stats);
         m.refresh_flood(&self.inner.sip.flood);
         m.refresh_tcp(&self.inner.sip.tcp_gate);
+        m.refresh_sip_guard(&self.inner.sip_guard);
         m.rtp_ports_in_use.set(self.inner.ports.in_use() as i64);
         m.sip_dialogs.set(self.inner.sip.dialogs.len() as i64);
         m.sip_transactions.set(

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub sip_flood_dropped: Gauge,
     pub stateless_challenges: Counter,
     pub sip_tcp_connections: Gauge,
+    pub sip_auth_bans: Gauge,
+    pub sip_auth_refused: Gauge,
+    pub sip_auth_banned_sources: Gauge,
+    pub sip_auth_locked_users: Gauge,
     pub sip_tcp_refused: Gauge,
     pub sip_tcp_silent_closed: Gauge,
     pub sip_tcp_accept_errors: Gauge,
@@ -71,6 +75,10 @@ impl Metrics {
             sip_flood_dropped: Gauge::default(),
             stateless_challenges: Counter::default(),
             sip_tcp_connections: Gauge::default(),
+            sip_auth_bans: Gauge::default(),
+            sip_auth_refused: Gauge::default(),
+            sip_auth_banned_sources: Gauge::default(),
+            sip_auth_locked_users: Gauge::default(),
             sip_tcp_refused: Gauge::default(),
             sip_tcp_silent_closed: Gauge::default(),
             sip_tcp_accept_errors: Gauge::default(),
@@ -154,6 +162,26 @@ impl Metrics {
             m.stateless_challenges.clone(),
         );
         registry.register(
+            "sip_auth_bans_total",
+            "Digest password guessing: sources banned and extensions locked",
+            m.sip_auth_bans.clone(),
+        );
+        registry.register(
+            "sip_auth_refused_total",
+            "Digest credentials refused unchecked because their source is banned or extension locked",
+            m.sip_auth_refused.clone(),
+        );
+        registry.register(
+            "sip_auth_banned_sources",
+            "Sources banned now for digest password guessing",
+            m.sip_auth_banned_sources.clone(),
+        );
+        registry.register(
+            "sip_auth_locked_users",
+            "Extensions locked now for digest password guessing",
+            m.sip_auth_locked_users.clone(),
+        );
+        registry.register(
             "sip_tcp_connections",
             "SIP TCP connections open (admitted by the listener)",
             m.sip_tcp_connections.clone(),
@@ -223,6 +251,20 @@ impl Metrics {
         self.sip_tcp_refused.set(v(&gate.stats.refused));
         self.sip_tcp_silent_closed.set(v(&gate.stats.silent_closed));
         self.sip_tcp_accept_errors.set(v(&gate.stats.accept_errors));
+    }
+
+    /// Mirrors the digest guessing guard's counters.
+    pub fn refresh_sip_guard(&self, guard: &hookflash_sip::auth_guard::AuthGuard) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let v =
+            |a: &std::sync::atomic::AtomicU64| i64::try_from(a.load(Relaxed)).unwrap_or(i64::MAX);
+        let stats = guard.stats();
+        self.sip_auth_bans
+            .set(v(&stats.source_bans).saturating_add(v(&stats.identity_locks)));
+        self.sip_auth_refused.set(v(&stats.refused));
+        let (sources, users) = guard.active(std::time::Instant::now());
+        self.sip_auth_banned_sources.set(sources as i64);
+        self.sip_auth_locked_users.set(users as i64);
     }
 
     /// Counts an outbound call refused by the dial rules.

@@ -4,6 +4,7 @@
 //! The engine uses rsipstack's dialog layer through the `stack` re-export, so that a version
 //! bump of rsipstack touches this crate and the engine's `sip_glue` only.
 
+pub mod auth_guard;
 pub mod digest;
 pub mod flood;
 pub mod guard;

@@ -1,4 +1,5 @@
-//! Password guessing defence for HTTP credentials, below the dialects and without I/O: failed
+//! Password guessing defence for every credential check (SIP digest, HTTP Basic, tokens, API
+//! keys), below the dialects and without I/O: failed
 //! credential checks are counted per source IP and per targeted identity (a login name, an API
 //! key's hash, a token's subject); too many within a window ban the source, or lock the
 //! identity, for a while. While banned or locked, a request is refused before its credential
@@ -396,12 +397,12 @@ impl AuthGuard {
         if let (Some(ban), Some(ip)) = (source_ban, source) {
             self.stats.source_bans.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(source = %ip, identity = identity.label(), ban_secs = ban.as_secs(),
-                "too many failed HTTP logins from this source: banned");
+                "too many failed logins from this source: banned");
         }
         if let Some(lock) = identity_lock {
             self.stats.identity_locks.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(identity = identity.label(), source = ?source, lock_secs = lock.as_secs(),
-                "too many failed HTTP logins for this identity: locked");
+                "too many failed logins for this identity: locked");
         }
         match (source_ban, identity_lock) {
             (Some(s), Some(i)) if i > s => Err(Retry {
