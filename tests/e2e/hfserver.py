@@ -157,7 +157,8 @@ class Metrics(dict):
 class Server:
     def __init__(self, binary, workdir, artifacts, digest_algorithms=("SHA-256", "MD5"),
                  ring_timeout_secs=30, rtp_inactivity_secs=30, env=None, extra_sip=None,
-                 registrar=None, trunk_credentials=None):
+                 registrar=None, trunk_credentials=None, account_extra=None, user_extra=None,
+                 security=None):
         self.binary = binary
         self.workdir = workdir
         self.artifacts = artifacts
@@ -178,6 +179,16 @@ class Server:
         # (username, password) for the "carrier" trunk's outbound digest auth; None: no credentials
         self.trunk_credentials = trunk_credentials
         self.env_extra = env or {}
+        # Extra keys per account ({"acme": {"dial": [...], "max_outbound_calls": 2}}), per user
+        # by extension ({"202": {"dial": ["internal"]}}) and a [security] table ({} or None:
+        # none written, the server's defaults apply).
+        self.account_extra = {k: dict(v) for k, v in (account_extra or {}).items()}
+        self.user_extra = {str(k): dict(v) for k, v in (user_extra or {}).items()}
+        self.security = dict(security or {})
+        unknown = set(self.account_extra) - {a["name"] for a in ACCOUNTS}
+        unknown |= set(self.user_extra) - {u[0] for a in ACCOUNTS for u in a["users"]}
+        if unknown:
+            raise ValueError("account_extra/user_extra name nothing provisioned: %s" % sorted(unknown))
         self.accounts = ACCOUNTS
         self.users = {}
         self._realm = {}
@@ -229,18 +240,27 @@ class Server:
         L.append("port_min = %d" % self.rtp_min)
         L.append("port_max = %d" % self.rtp_max)
         L.append("inactivity_timeout_secs = %d" % self.rtp_inactivity_secs)
+        if self.security:
+            L.append("")
+            L.append("[security]")
+            for k, v in self.security.items():
+                L.append("%s = %s" % (k, toml_value(v)))
         for a in self.accounts:
             L.append("")
             L.append("[[accounts]]")
             L.append("name = %s" % toml_str(a["name"]))
             L.append("realm = %s" % toml_str(a["realm"]))
             L.append("api_keys = %s" % toml_value(a["api_keys"]))
+            for k, v in self.account_extra.get(a["name"], {}).items():
+                L.append("%s = %s" % (k, toml_value(v)))
             for ext, pw, dn in a["users"]:
                 L.append("")
                 L.append("  [[accounts.users]]")
                 L.append("  extension = %s" % toml_str(ext))
                 L.append("  password = %s" % toml_str(pw))
                 L.append("  display_name = %s" % toml_str(dn))
+                for k, v in self.user_extra.get(ext, {}).items():
+                    L.append("  %s = %s" % (k, toml_value(v)))
             for num, user in a["numbers"]:
                 L.append("")
                 L.append("  [[accounts.numbers]]")

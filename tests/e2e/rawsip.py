@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 
@@ -86,16 +87,24 @@ def split_stream(buf):
 
 class Client:
     """One socket to the server. UDP: bound to an ephemeral local port.
-    TCP: connected to the server's SIP port."""
+    TCP: connected to the server's SIP port. ``local_host`` (any 127.x.y.z) and
+    ``local_port`` choose the socket's own address (default 127.0.0.1, ephemeral)."""
 
-    def __init__(self, server_port, transport="udp", host="127.0.0.1"):
+    def __init__(self, server_port, transport="udp", host="127.0.0.1", local_host="127.0.0.1",
+                 local_port=0):
         self.server = (host, server_port)
         self.transport = transport.lower()
+        self.local_host = local_host
         if self.transport == "udp":
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.sock.bind(("127.0.0.1", 0))
+            self.sock.bind((local_host, local_port))
         else:
-            self.sock = socket.create_connection(self.server, timeout=5)
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.settimeout(5)
+            if local_port:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((local_host, local_port))
+            self.sock.connect(self.server)
         self.local_port = self.sock.getsockname()[1]
         self.buf = b""
         self.closed_by_peer = False
@@ -107,7 +116,7 @@ class Client:
 
     @property
     def via(self):
-        return "127.0.0.1:%d" % self.local_port
+        return "%s:%d" % (self.local_host, self.local_port)
 
     def send(self, data):
         if isinstance(data, str):
@@ -172,7 +181,8 @@ class Client:
     # ------------------------------------------------------------ builders
     def request(self, method, ruri, from_uri, to_uri, call_id=None, cseq=1,
                 branch=None, from_tag=None, to_tag=None, headers=(), body=b"",
-                content_type=None, contact=None, expires=None):
+                content_type=None, contact=None, expires=None, via=None):
+        """``via``: the whole top Via value instead of ours (``{branch}`` is filled in)."""
         branch = branch or new_branch()
         from_tag = from_tag or new_tag()
         call_id = call_id or uuid.uuid4().hex
@@ -180,7 +190,8 @@ class Client:
             body = body.encode()
         L = [
             "%s %s SIP/2.0" % (method, ruri),
-            "Via: SIP/2.0/%s %s;branch=%s;rport" % (self.T, self.via, branch),
+            "Via: " + (via.replace("{branch}", branch) if via else
+                       "SIP/2.0/%s %s;branch=%s;rport" % (self.T, self.via, branch)),
             "Max-Forwards: 70",
             "From: <%s>;tag=%s" % (from_uri, from_tag),
             "To: <%s>%s" % (to_uri, ";tag=" + to_tag if to_tag else ""),
@@ -201,9 +212,11 @@ class Client:
     def ack_for(self, req, resp):
         """ACK for a non-2xx final response to ``req`` (same branch)."""
         to = resp.get("to")
+        via = Message(req.data).get("via") or "SIP/2.0/%s %s;branch=%s;rport" % (
+            self.T, self.via, req.branch)  # the INVITE's own top Via (the same transaction)
         L = [
             "ACK %s SIP/2.0" % req.ruri,
-            "Via: SIP/2.0/%s %s;branch=%s;rport" % (self.T, self.via, req.branch),
+            "Via: %s" % via,
             "Max-Forwards: 70",
             "From: <%s>;tag=%s" % (req.from_uri, req.from_tag),
             "To: %s" % to,
@@ -442,3 +455,297 @@ def torture_messages():
 
 
 Torture.__lt__ = lambda a, b: a.name < b.name
+
+
+# ------------------------------------------------------------ a raw SIP peer
+def _hdr_param(value, name):
+    m = re.search(r";\s*%s=([^;>\s,]+)" % re.escape(name), value or "", re.I)
+    return m.group(1) if m else None
+
+
+def _angle_uri(value):
+    m = re.search(r"<([^>]+)>", value or "")
+    if m:
+        return m.group(1)
+    return (value or "").split(";")[0].strip()
+
+
+class Peer:
+    """A raw SIP user agent on one UDP address, e.g. the trunk's "carrier" at
+    127.0.0.1:<server.trunk_port> (outbound trunk INVITEs arrive there; INVITEs sent
+    from it come from the trunk's real address). A thread receives everything into
+    ``log`` ([(monotonic t, Message, (ip, port))]) and answers requests by itself:
+
+    - a new INVITE: 100, then ``invite_code`` (200 with an SDP answer, or e.g. 486;
+      None: 180 and ring until CANCEL, answered 200 + 487); retransmissions get the
+      same answer again; a re-INVITE: 200 with SDP
+    - BYE, CANCEL, NOTIFY, OPTIONS, INFO, UPDATE, PRACK: 200; ACK: nothing
+    - every final response to an INVITE it sent is ACKed (2xx: in the dialog, whose
+      remote tag and target are kept for ``in_dialog``)
+    """
+
+    SDP = ("v=0\r\no=peer 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
+           "m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+           "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n")
+
+    def __init__(self, server_port, port=0, host="127.0.0.1", invite_code=200, name="peer",
+                 user="carrier"):
+        self.name = name
+        self.user = user
+        self.server = ("127.0.0.1", server_port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, port))
+        self.sock.settimeout(0.1)
+        self.host, self.port = self.sock.getsockname()
+        # RTP goes here and is never read (no ICMP port-unreachable back to the server)
+        self.media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.media.bind((host, 0))
+        self.invite_code = invite_code
+        self.log = []
+        self.cond = threading.Condition()
+        self.dialogs = {}  # call_id -> {local_tag, remote_tag, target, from_uri, to_uri, cseq, local_is_uac}
+        self._answers = {}  # (call_id, cseq, branch) of received INVITEs -> our final response bytes
+        self._sent = {}  # (call_id, cseq) of INVITEs we sent -> Request
+        self._closed = False
+        self.thread = threading.Thread(target=self._run, name="peer-" + name, daemon=True)
+        self.thread.start()
+
+    # --------------------------------------------------------------- plumbing
+    @property
+    def addr(self):
+        return "%s:%d" % (self.host, self.port)
+
+    def sdp(self):
+        return self.SDP.format(ip=self.host, port=self.media.getsockname()[1])
+
+    def close(self):
+        self._closed = True
+        self.thread.join(2)
+        for s in (self.sock, self.media):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _run(self):
+        while not self._closed:
+            try:
+                data, src = self.sock.recvfrom(70000)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data.strip():
+                continue
+            try:
+                m = Message(data)
+            except Exception:  # noqa: BLE001 - a peer keeps listening whatever arrives
+                continue
+            with self.cond:
+                self.log.append((time.monotonic(), m, src))
+                self.cond.notify_all()
+            try:
+                if m.is_response:
+                    self._on_response(m)
+                else:
+                    self._on_request(m, src)
+            except OSError:
+                pass
+
+    def _sendto(self, data, dst=None):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendto(data, dst or self.server)
+
+    def mark(self):
+        with self.cond:
+            return len(self.log)
+
+    def requests(self, method=None, since=0, pred=None):
+        with self.cond:
+            return [m for _, m, _ in self.log[since:]
+                    if not m.is_response and (method is None or m.method == method)
+                    and (pred is None or pred(m))]
+
+    def new_invites(self, since=0):
+        """INVITEs that start a dialog (no To tag), one per Call-ID (retransmissions once)."""
+        seen, out = set(), []
+        for m in self.requests("INVITE", since=since, pred=lambda m: not _hdr_param(m.get("to"), "tag")):
+            if m.get("call-id") not in seen:
+                seen.add(m.get("call-id"))
+                out.append(m)
+        return out
+
+    def responses(self, call_id, cseq=None, since=0):
+        with self.cond:
+            return [m for _, m, _ in self.log[since:]
+                    if m.is_response and m.get("call-id") == call_id
+                    and (cseq is None or m.get("cseq").split()[0] == str(cseq))]
+
+    def wait(self, pred, timeout=5.0, since=0, what="message"):
+        """First logged message (after ``since``) matching ``pred``; None on timeout."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            i = since
+            while True:
+                while i < len(self.log):
+                    m = self.log[i][1]
+                    i += 1
+                    if pred(m):
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(min(left, 0.2))
+
+    def wait_request(self, method, timeout=5.0, since=0, pred=None):
+        return self.wait(lambda m: not m.is_response and m.method == method
+                         and (pred is None or pred(m)), timeout, since)
+
+    def wait_final(self, call_id, cseq, timeout=5.0, since=0):
+        return self.wait(lambda m: m.is_response and m.status >= 200
+                         and m.get("call-id") == call_id
+                         and m.get("cseq").split()[0] == str(cseq), timeout, since)
+
+    # ----------------------------------------------------------- answering
+    def _response(self, req, code, reason, to_tag=None, body=b"", extra=()):
+        to = req.get("to")
+        if to_tag and not _hdr_param(to, "tag") and code > 100:
+            to = "%s;tag=%s" % (to, to_tag)
+        L = ["SIP/2.0 %d %s" % (code, reason)]
+        L += ["Via: %s" % v for v in req.all("via")]
+        L += ["From: %s" % req.get("from"), "To: %s" % to, "Call-ID: %s" % req.get("call-id"),
+              "CSeq: %s" % req.get("cseq")]
+        if req.method == "INVITE" and code < 300:
+            L.append("Contact: <sip:%s@%s>" % (self.user, self.addr))
+        L += list(extra)
+        if isinstance(body, str):
+            body = body.encode()
+        if body:
+            L.append("Content-Type: application/sdp")
+        L.append("Content-Length: %d" % len(body))
+        return ("\r\n".join(L) + "\r\n\r\n").encode() + body
+
+    def _on_request(self, m, src):
+        call_id = m.get("call-id")
+        if m.method == "ACK":
+            return
+        if m.method == "INVITE":
+            key = (call_id, m.get("cseq"), _hdr_param(m.get("via"), "branch"))
+            if key in self._answers:  # retransmission
+                self._sendto(self._answers[key], src)
+                return
+            to_tag = _hdr_param(m.get("to"), "tag")
+            if to_tag:  # re-INVITE
+                out = self._response(m, 200, "OK", body=self.sdp())
+                self._answers[key] = out
+                self._sendto(out, src)
+                return
+            tag = new_tag()
+            self._sendto(self._response(m, 100, "Trying"), src)
+            code = self.invite_code
+            if code is None:
+                out = self._response(m, 180, "Ringing", to_tag=tag)
+                self._answers[key] = out
+                self._ringing = getattr(self, "_ringing", {})
+                self._ringing[call_id] = (m, tag, src)
+            elif code < 300:
+                out = self._response(m, code, "OK", to_tag=tag, body=self.sdp())
+                self.dialogs[call_id] = dict(
+                    local_tag=tag, remote_tag=_hdr_param(m.get("from"), "tag"),
+                    target=_angle_uri(m.get("contact")) or "sip:%s:%d" % self.server,
+                    from_uri=_angle_uri(m.get("to")), to_uri=_angle_uri(m.get("from")),
+                    from_hdr=m.get("to") + ";tag=" + tag, to_hdr=m.get("from"), cseq=100)
+            else:
+                out = self._response(m, code, {486: "Busy Here", 403: "Forbidden",
+                                                480: "Temporarily Unavailable"}.get(code, "Refused"),
+                                     to_tag=tag)
+            self._answers[key] = out
+            self._sendto(out, src)
+            return
+        if m.method == "CANCEL":
+            self._sendto(self._response(m, 200, "OK"), src)
+            ringing = getattr(self, "_ringing", {}).pop(call_id, None)
+            if ringing:
+                inv, tag, isrc = ringing
+                self._sendto(self._response(inv, 487, "Request Terminated", to_tag=tag), isrc)
+            return
+        if m.method == "BYE":
+            self.dialogs.pop(call_id, None)
+        self._sendto(self._response(m, 200, "OK"), src)
+
+    def _on_response(self, m):
+        if m.cseq_method != "INVITE" or m.status < 200:
+            return
+        call_id = m.get("call-id")
+        cseq = int(m.get("cseq").split()[0])
+        req = self._sent.get((call_id, cseq))
+        if req is None:
+            return
+        if m.status >= 300:
+            via = Message(req.data).get("via")
+            L = ["ACK %s SIP/2.0" % req.ruri, "Via: %s" % via, "Max-Forwards: 70",
+                 "From: <%s>;tag=%s" % (req.from_uri, req.from_tag), "To: %s" % m.get("to"),
+                 "Call-ID: %s" % call_id, "CSeq: %d ACK" % cseq, "Content-Length: 0"]
+            self._sendto(("\r\n".join(L) + "\r\n\r\n").encode())
+            return
+        d = self.dialogs.get(call_id)
+        if d is None:
+            d = dict(local_tag=req.from_tag, remote_tag=_hdr_param(m.get("to"), "tag"),
+                     target=_angle_uri(m.get("contact")) or req.ruri,
+                     from_uri=req.from_uri, to_uri=req.to_uri,
+                     from_hdr="<%s>;tag=%s" % (req.from_uri, req.from_tag), to_hdr=m.get("to"),
+                     cseq=cseq)
+            self.dialogs[call_id] = d
+        self._sendto(self._dialog_request(call_id, "ACK", cseq=cseq))
+
+    # -------------------------------------------------------------- sending
+    def invite(self, ruri, from_uri, to_uri=None, via=None, headers=(), sdp=True):
+        """Send an INVITE (from this peer's own address); returns the rawsip Request.
+        ``via``: a whole top Via value instead of ours (``{branch}`` is filled in)."""
+        branch, tag, call_id = new_branch(), new_tag(), uuid.uuid4().hex
+        to_uri = to_uri or ruri
+        body = self.sdp().encode() if sdp else b""
+        L = ["INVITE %s SIP/2.0" % ruri,
+             "Via: " + (via.replace("{branch}", branch) if via else
+                        "SIP/2.0/UDP %s;branch=%s;rport" % (self.addr, branch)),
+             "Max-Forwards: 70", "From: <%s>;tag=%s" % (from_uri, tag), "To: <%s>" % to_uri,
+             "Call-ID: %s" % call_id, "CSeq: 1 INVITE",
+             "Contact: <sip:%s@%s>" % (self.user, self.addr)]
+        L += list(headers)
+        if body:
+            L.append("Content-Type: application/sdp")
+        L.append("Content-Length: %d" % len(body))
+        data = ("\r\n".join(L) + "\r\n\r\n").encode() + body
+        req = Request(data, "INVITE", ruri, from_uri, to_uri, call_id, 1, branch, tag)
+        self._sent[(call_id, 1)] = req
+        self._sendto(data)
+        return req
+
+    def _dialog_request(self, call_id, method, cseq=None, headers=(), body=b""):
+        d = self.dialogs[call_id]
+        if cseq is None:
+            d["cseq"] += 1
+            cseq = d["cseq"]
+        if isinstance(body, str):
+            body = body.encode()
+        L = ["%s %s SIP/2.0" % (method, d["target"]),
+             "Via: SIP/2.0/UDP %s;branch=%s;rport" % (self.addr, new_branch()),
+             "Max-Forwards: 70", "From: %s" % d["from_hdr"], "To: %s" % d["to_hdr"],
+             "Call-ID: %s" % call_id, "CSeq: %d %s" % (cseq, method),
+             "Contact: <sip:%s@%s>" % (self.user, self.addr)]
+        L += list(headers)
+        L.append("Content-Length: %d" % len(body))
+        return ("\r\n".join(L) + "\r\n\r\n").encode() + body
+
+    def in_dialog(self, call_id, method, headers=(), body=b""):
+        """Send a request inside the dialog of ``call_id``; returns its CSeq number."""
+        data = self._dialog_request(call_id, method, headers=headers, body=body)
+        self._sendto(data)
+        return self.dialogs[call_id]["cseq"] if call_id in self.dialogs else None
+
+    def request_and_wait(self, call_id, method, headers=(), body=b"", timeout=5.0):
+        """In-dialog request; returns its final response (None on timeout)."""
+        since = self.mark()
+        cseq = self.in_dialog(call_id, method, headers=headers, body=body)
+        return self.wait_final(call_id, cseq, timeout=timeout, since=since)

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.server
 
 RING_TIMEOUT = 3
 RTP_TIMEOUT = 3
-DIALLED = "+15551234567"
+# A national number for acme (country 49): new accounts may not dial international ones.
+DIALLED = "+4969555123"
 TRUNK_USER, TRUNK_PASSWORD, TRUNK_REALM = "acct-7781", "carrier-pw-53", "carrier.example"
 
 
