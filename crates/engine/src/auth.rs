@@ -1,7 +1,7 @@
 //! Digest authentication of REGISTER (401/Authorization) and INVITE (407/Proxy-Authorization)
 //! against the stored HA1 values.
 
-use hookflash_sip::auth_guard::Identity;
+use hookflash_sip::auth_guard::{Identity, Scope};
 use hookflash_sip::digest::{Algorithm, Credentials, NonceStatus};
 use hookflash_sip::stack::sip::Request;
 use hookflash_store::{Account, DigestAlgorithm, User};
@@ -95,8 +95,13 @@ impl Engine {
         }
         let failed = |why: &'static str| {
             self.inner.metrics.auth_failures.inc();
-            // The ban (if this failure starts one) applies from the next request on.
-            let _ = self.inner.sip_guard.failure(source, &identity, started);
+            // The ban (if this failure starts one) applies from the next request on; a banned
+            // source's requests are then dropped before the SIP stack, like a flood's.
+            if let Err(retry) = self.inner.sip_guard.failure(source, &identity, started) {
+                if let (Scope::Source, Some(ip)) = (retry.scope, source) {
+                    self.inner.sip.flood.ban(ip, started, retry.after);
+                }
+            }
             AuthOutcome::Forbidden(why)
         };
         let user = match self

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use hookflash_sip::source::{StatelessResponder, TransportSource};
 use hookflash_sip::stack::sip::{Header, Method, Request, StatusCode};
 
-use crate::sip_glue::{addr_spec, header_value};
+use hookflash_sip::digest::{Credentials, NonceStatus};
+
+use crate::sip_glue::{addr_spec, header_value, header_values, now_unix};
 use crate::{Engine, EngineInner, ToTagPresent};
 
 pub(crate) struct Challenger {
@@ -26,9 +28,6 @@ impl StatelessResponder for Challenger {
         source: &TransportSource,
     ) -> Option<(StatusCode, Vec<Header>)> {
         if req.method != Method::Invite || req.to_header_tag_present() {
-            return None;
-        }
-        if header_value(req, "Proxy-Authorization").is_some() {
             return None;
         }
         // Malformed requests get their precise error from the usual path.
@@ -52,12 +51,32 @@ impl StatelessResponder for Challenger {
         }
         let from = header_value(req, "From")?;
         let account = engine.account_for_uri(addr_spec(&from)).await?;
+        // Credentials that can only be answered with a challenge anyway — none for our realm,
+        // or a nonce that is not ours or too old — are answered here too: a flood with made-up
+        // credentials then leaves no state either. Only credentials on a nonce we issued go on
+        // to the stack (and to the guessing guard, which bans a source that fails too often).
+        let stale = match credentials_for(req, &account.realm) {
+            None => false,
+            Some(creds) => match engine.inner.nonces.check(&creds.nonce, now_unix() as u64) {
+                NonceStatus::Valid => return None,
+                NonceStatus::Stale => true,
+                NonceStatus::Invalid => false,
+            },
+        };
         engine.inner.metrics.stateless_challenges.inc();
         let headers = engine
-            .challenges(&account.realm, false)
+            .challenges(&account.realm, stale)
             .into_iter()
             .map(|c| Header::ProxyAuthenticate(c.into()))
             .collect();
         Some((StatusCode::ProxyAuthenticationRequired, headers))
     }
+}
+
+/// The request's proxy credentials for `realm`, if it carries any that parse.
+fn credentials_for(req: &Request, realm: &str) -> Option<Credentials> {
+    header_values(req, "Proxy-Authorization")
+        .into_iter()
+        .filter_map(|v| Credentials::parse(&v).ok())
+        .find(|c| c.realm == realm)
 }

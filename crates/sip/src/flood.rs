@@ -149,6 +149,33 @@ impl FloodGuard {
         Verdict::Pass
     }
 
+    /// Bans `ip` until `now + for_how_long` (e.g. for password guessing found by the auth
+    /// guard): its requests are then dropped before the stack sees them. Allow-listed sources
+    /// are never banned.
+    pub fn ban(&self, ip: IpAddr, now: Instant, for_how_long: Duration) {
+        let ip = canonical(ip);
+        if self.is_allowed(ip) {
+            return;
+        }
+        let mut sources = match self.sources.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !sources.contains_key(&ip) && sources.len() >= self.limits.max_sources {
+            self.prune(&mut sources, now);
+        }
+        let until = now + for_how_long;
+        let state = sources.entry(ip).or_insert(SourceState {
+            window_start: now,
+            count: 0,
+            banned_until: None,
+        });
+        if state.banned_until.is_none_or(|u| u < until) {
+            state.banned_until = Some(until);
+            self.stats.bans.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Sources banned now.
     pub fn banned(&self, now: Instant) -> usize {
         let sources = match self.sources.lock() {
@@ -245,6 +272,21 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(off.check(ip("127.0.0.3"), t0), Verdict::Pass);
         }
+    }
+
+    #[test]
+    fn a_source_banned_from_outside_is_dropped_until_the_ban_ends() {
+        let g = FloodGuard::new(limits(100));
+        g.set_allowed([ip("127.0.0.9")]);
+        let t0 = Instant::now();
+        g.ban(ip("127.0.0.3"), t0, Duration::from_secs(5));
+        g.ban(ip("127.0.0.9"), t0, Duration::from_secs(5));
+        assert_eq!(g.check(ip("127.0.0.3"), t0), Verdict::Drop);
+        assert_eq!(g.check(ip("127.0.0.9"), t0), Verdict::Pass, "allow-listed");
+        assert_eq!(
+            g.check(ip("127.0.0.3"), t0 + Duration::from_secs(6)),
+            Verdict::Pass
+        );
     }
 
     #[test]
