@@ -1,6 +1,7 @@
 //! `hookflash`: the voice server (`serve`) and its provisioning commands.
 
 mod cli;
+mod log_limit;
 
 /// mimalloc instead of glibc malloc: many short calls allocate and free a lot of small
 /// objects on several threads; mimalloc keeps RSS lower and flatter under that churn.
@@ -110,14 +111,33 @@ fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let json = std::env::var("HOOKFLASH_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let _ = if json {
-        builder.json().try_init()
+    // At most 20 warnings per call site per 10 s; the rest are counted and summarised.
+    let limiter = log_limit::RepeatLimiter::new(20, Duration::from_secs(10));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let limit = log_limit::RepeatFilter(limiter.clone());
+    let installed = if json {
+        let fmt = tracing_subscriber::fmt::layer()
+            .json()
+            .with_target(false)
+            .with_filter(limit);
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .try_init()
     } else {
-        builder.try_init()
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_filter(limit);
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .try_init()
     };
+    if installed.is_ok() {
+        log_limit::report_suppressed(limiter, Duration::from_secs(10));
+    }
 }
 
 fn main() -> ExitCode {
