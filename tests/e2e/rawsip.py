@@ -489,7 +489,7 @@ class Peer:
            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n")
 
     def __init__(self, server_port, port=0, host="127.0.0.1", invite_code=200, name="peer",
-                 user="carrier"):
+                 user="carrier", reinvite_delay=0.0, reinvite_codes=()):
         self.name = name
         self.user = user
         self.server = ("127.0.0.1", server_port)
@@ -501,6 +501,10 @@ class Peer:
         self.media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.media.bind((host, 0))
         self.invite_code = invite_code
+        # Re-INVITEs: answered after ``reinvite_delay`` s; the first ones with the codes of
+        # ``reinvite_codes`` in turn (e.g. [491] for glare), then 200 with SDP.
+        self.reinvite_delay = reinvite_delay
+        self.reinvite_codes = list(reinvite_codes)
         self.log = []
         self.cond = threading.Condition()
         self.dialogs = {}  # call_id -> {local_tag, remote_tag, target, from_uri, to_uri, cseq, local_is_uac}
@@ -551,6 +555,12 @@ class Peer:
                     self._on_request(m, src)
             except OSError:
                 pass
+
+    def _send_late(self, data, dst):
+        try:
+            self._sendto(data, dst)
+        except OSError:
+            pass  # closed meanwhile
 
     def _sendto(self, data, dst=None):
         if isinstance(data, str):
@@ -637,9 +647,20 @@ class Peer:
                 return
             to_tag = _hdr_param(m.get("to"), "tag")
             if to_tag:  # re-INVITE
-                out = self._response(m, 200, "OK", body=self.sdp())
+                code = self.reinvite_codes.pop(0) if self.reinvite_codes else 200
+                if code == 200:
+                    out = self._response(m, 200, "OK", body=self.sdp())
+                else:
+                    out = self._response(m, code, {491: "Request Pending",
+                                                   488: "Not Acceptable Here"}.get(code, "Refused"))
                 self._answers[key] = out
-                self._sendto(out, src)
+                if self.reinvite_delay > 0:
+                    self._sendto(self._response(m, 100, "Trying"), src)
+                    t = threading.Timer(self.reinvite_delay, self._send_late, (out, src))
+                    t.daemon = True
+                    t.start()
+                else:
+                    self._sendto(out, src)
                 return
             tag = new_tag()
             self._sendto(self._response(m, 100, "Trying"), src)

@@ -199,6 +199,7 @@ mod originate;
 mod park;
 use park::Parked;
 pub(crate) use park::{is_orbit, Pickup};
+mod reoffer;
 mod replaces;
 pub use replaces::HandOff;
 mod ringing;
@@ -593,6 +594,10 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         self_tx,
         dialled: call.dialled,
         outbound_permits: Vec::new(),
+        in_flight: [None, None],
+        new_reoffers: Vec::new(),
+        hold_op: None,
+        relay_op: None,
     };
     (actor, cmd_rx)
 }
@@ -968,6 +973,12 @@ struct CallActor {
     dialled: String,
     /// The account's outbound places this call's trunk legs hold (released with the actor).
     outbound_permits: Vec<Arc<OutboundPermit>>,
+    /// Our re-INVITE in flight per side (see `reoffer.rs`), new ones not yet polled, and the
+    /// hold command or relayed re-INVITE waiting for them.
+    in_flight: [Option<reoffer::InFlight>; 2],
+    new_reoffers: Vec<reoffer::ReofferFuture>,
+    hold_op: Option<Box<reoffer::HoldOp>>,
+    relay_op: Option<Box<reoffer::RelayOp>>,
 }
 
 impl CallActor {
@@ -1091,8 +1102,10 @@ impl CallActor {
         tokio::pin!(inactive);
         let mut dtmf = self.bridge.dtmf_events();
         let mut pending: FuturesUnordered<ForkFuture> = FuturesUnordered::new();
+        let mut reoffers: FuturesUnordered<reoffer::ReofferFuture> = FuturesUnordered::new();
         while self.phase != Phase::Ended {
             pending.extend(self.new_invites.drain(..));
+            reoffers.extend(self.new_reoffers.drain(..));
             let ring_deadline = self.ring_deadline.unwrap_or_else(tokio::time::Instant::now);
             let park_deadline = self
                 .park_deadline()
@@ -1115,6 +1128,9 @@ impl CallActor {
                             Box::pin(self.on_transfer_result(generation, index, result)).await
                         }
                     }
+                }
+                Some((side, outcome)) = reoffers.next(), if !reoffers.is_empty() => {
+                    Box::pin(self.on_reoffer(side, outcome)).await
                 }
                 _ = tokio::time::sleep_until(park_deadline), if self.parked.is_some() => {
                     Box::pin(self.park_timed_out()).await;
@@ -1161,6 +1177,10 @@ impl CallActor {
         }
         // (Each handler above is boxed: inline, the largest of them would set the size of
         // this future, which lives as long as the call.)
+        // A hold command or a phone's re-INVITE still waiting for an answer is answered now;
+        // the re-INVITE tasks end by themselves.
+        Box::pin(self.abandon_reoffers()).await;
+        drop(reoffers);
         // Let rsipstack finish the forks we cancelled so their dialogs are cleaned up, but
         // never wait long.
         let drain = async {
@@ -1241,7 +1261,7 @@ impl CallActor {
                 if self.transfer.is_some() {
                     let _ = handle.reply(StatusCode::RequestPending).await;
                 } else {
-                    self.relay_reoffer(side, req, handle).await
+                    self.start_relay(side, req, handle).await
                 }
             }
             DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
@@ -1477,108 +1497,6 @@ impl CallActor {
         configure_pt_maps(&self.bridge, a_codecs, b_codecs);
     }
 
-    /// A re-INVITE/UPDATE from one phone (its own hold button, a codec change): offer the same
-    /// change to the other phone and answer with what it said, so the call stays consistent.
-    async fn relay_reoffer(
-        &mut self,
-        from: Side,
-        req: Request,
-        handle: hookflash_sip::stack::dialog::dialog::TransactionHandle,
-    ) {
-        if self.phase != Phase::Connected {
-            let _ = handle.reply(StatusCode::RequestPending).await;
-            return;
-        }
-        if req.body.is_empty() {
-            // Offerless re-INVITE: offer our current SDP; the answer arrives in the ACK and
-            // changes nothing we need to relay.
-            let body = self.sdp_towards(from, Direction::SendRecv);
-            let _ = handle
-                .respond(
-                    StatusCode::OK,
-                    Some(vec![content_type_sdp()]),
-                    Some(body.into_bytes()),
-                )
-                .await;
-            return;
-        }
-        let offer = match std::str::from_utf8(&req.body)
-            .ok()
-            .and_then(|t| SessionDescription::parse(t).ok())
-        {
-            Some(o) if o.audio().is_some() => o,
-            _ => {
-                let _ = handle.reply(StatusCode::NotAcceptableHere).await;
-                return;
-            }
-        };
-        if let Some(addr) = offer.audio_endpoint() {
-            self.bridge.set_remote(from.leg(), addr);
-        }
-        let wanted = offer.direction();
-        self.media_mut(from).direction = wanted;
-        let to = from.other();
-        let body = self.sdp_towards(to, wanted);
-        let dialog = self.dialog_of(to);
-        let Some(dialog) = dialog else {
-            let _ = handle.reply(StatusCode::ServerInternalError).await;
-            return;
-        };
-        info!(from = ?from, direction = wanted.as_attr(), "relaying re-INVITE");
-        match dialog
-            .reinvite(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
-            .await
-        {
-            Ok(Some(resp))
-                if resp.status_code.kind()
-                    == hookflash_sip::stack::sip::StatusCodeKind::Successful =>
-            {
-                let answered = sdp_of_response(&resp);
-                let answered_dir = answered
-                    .as_ref()
-                    .map(|s| s.direction())
-                    .unwrap_or(wanted.reverse());
-                if let Some(addr) = answered.as_ref().and_then(|s| s.audio_endpoint()) {
-                    self.bridge.set_remote(to.leg(), addr);
-                }
-                self.media_mut(to).direction = answered_dir;
-                let back = self.sdp_towards(from, answered_dir);
-                let _ = handle
-                    .respond(
-                        StatusCode::OK,
-                        Some(vec![content_type_sdp()]),
-                        Some(back.into_bytes()),
-                    )
-                    .await;
-                let held = wanted != Direction::SendRecv;
-                if self.leg(from).held != held {
-                    self.leg_mut(from).held = held;
-                    self.leg_mut(from).state = if held {
-                        LegState::Held
-                    } else {
-                        LegState::Answered
-                    };
-                    let kind = if held {
-                        EventKind::Held
-                    } else {
-                        EventKind::Retrieved
-                    };
-                    self.publish(kind, Some(from), None);
-                }
-            }
-            Ok(Some(resp)) => {
-                let _ = handle.reply(resp.status_code).await;
-            }
-            Ok(None) => {
-                let _ = handle.reply(StatusCode::RequestPending).await;
-            }
-            Err(e) => {
-                warn!(error = %e, "re-INVITE towards the other leg failed");
-                let _ = handle.reply(StatusCode::ServerInternalError).await;
-            }
-        }
-    }
-
     /// The SIP dialog of one side: the caller's, or the fork that answered.
     fn dialog_of(&self, side: Side) -> Option<InviteDialog> {
         self.parties[side.index()]
@@ -1810,10 +1728,7 @@ impl CallActor {
                     let _ = reply.send(result);
                 }
             }
-            CallCommand::Hold { target, on, reply } => {
-                let result = self.hold(target, on).await;
-                let _ = reply.send(result);
-            }
+            CallCommand::Hold { target, on, reply } => self.start_hold(target, on, reply),
             CallCommand::Play {
                 target,
                 pcm,
@@ -2154,75 +2069,6 @@ impl CallActor {
             });
         }
         Ok(())
-    }
-
-    /// Server-side hold: re-INVITE the held leg(s) with `a=sendonly` (retrieve: `a=sendrecv`).
-    /// All or nothing: if a phone refuses, legs already changed are changed back.
-    async fn hold(&mut self, target: Target, on: bool) -> Result<CallInfo, CommandError> {
-        self.require_stable()?;
-        let sides = match &target {
-            Target::Call => vec![Side::A, Side::B],
-            Target::Leg(id) => vec![self.side_of_leg(id).ok_or(CommandError::NotFound)?],
-        };
-        let wanted = if on {
-            Direction::SendOnly
-        } else {
-            Direction::SendRecv
-        };
-        let undo = if on {
-            Direction::SendRecv
-        } else {
-            Direction::SendOnly
-        };
-        let mut changed = Vec::new();
-        for side in sides.iter().copied() {
-            if self.leg(side).held == on {
-                continue;
-            }
-            if let Err(e) = self.reinvite_side(side, wanted).await {
-                warn!(leg = ?side, error = %e, "hold re-INVITE refused; restoring the call");
-                for done in changed {
-                    if let Err(e) = self.reinvite_side(done, undo).await {
-                        warn!(leg = ?done, error = %e, "could not restore a leg after a failed hold");
-                    }
-                }
-                return Err(e);
-            }
-            changed.push(side);
-        }
-        for side in &changed {
-            self.leg_mut(*side).held = on;
-            self.leg_mut(*side).state = if on {
-                LegState::Held
-            } else {
-                LegState::Answered
-            };
-            // The held party hears music instead of the other party; retrieve gives the
-            // other party back (the relay keeps one continuous RTP stream across the switch).
-            if on {
-                let moh = self.engine.inner.music_on_hold.clone();
-                self.bridge
-                    .play(side.leg(), moh, PlayOptions { looped: true });
-            } else {
-                self.bridge.stop_play(side.leg());
-            }
-        }
-        self.apply_forwarding();
-        if !changed.is_empty() {
-            let kind = if on {
-                EventKind::Held
-            } else {
-                EventKind::Retrieved
-            };
-            let leg = if sides.len() == 1 {
-                sides.first().copied()
-            } else {
-                None
-            };
-            self.publish(kind, leg, None);
-            info!(held = on, legs = changed.len(), "hold changed");
-        }
-        Ok(self.info())
     }
 
     /// Sends our SDP with `direction` to one phone and records its answer.

@@ -125,6 +125,11 @@ impl CallActor {
         timeout: Duration,
     ) -> Result<CallInfo, CommandError> {
         self.require_stable()?;
+        if self.reinvite_in_progress() {
+            return Err(CommandError::WrongState {
+                state: "pending".into(),
+            });
+        }
         if self.parked.is_some() {
             return Err(CommandError::WrongState {
                 state: "parked".into(),

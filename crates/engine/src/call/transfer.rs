@@ -163,6 +163,11 @@ impl CallActor {
                 state: "transferring".into(),
             });
         }
+        if self.reinvite_in_progress() {
+            return Err(CommandError::WrongState {
+                state: "pending".into(),
+            });
+        }
         let transferor = match transferor {
             Some(id) => self.side_of_leg(&id).ok_or(CommandError::NotFound)?,
             None => self.default_transferor(),

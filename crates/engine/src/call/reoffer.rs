@@ -1,0 +1,473 @@
+//! Re-INVITEs the call sends without waiting for them: a server-side hold or retrieve, and
+//! the relay of one phone's re-INVITE to the other. Each runs as its own task; its answer comes
+//! back to the actor as an event, so while one is in flight the call still handles BYE and
+//! CANCEL from either side, DTMF and commands.
+//!
+//! - At most one re-INVITE of ours is in flight per side. A second hold/retrieve while one is
+//!   pending is refused (`409 wrong_state`, state `pending`), not queued.
+//! - Glare (RFC 3261 §14.1): a re-INVITE from a phone that arrives while ours to it (or a
+//!   relay through it) is pending gets 491; a 491 to ours is retried after the random delay of
+//!   §14.1 (2.1–4 s where we chose the dialog's Call-ID, 0–2 s where the phone did), at most
+//!   three times.
+//! - Hold stays all or nothing: if a phone refuses, the sides already changed are re-INVITEd
+//!   back before the command is answered.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use hookflash_media::relay::PlayOptions;
+use hookflash_media::sdp::Direction;
+use hookflash_sip::stack::dialog::dialog::TransactionHandle;
+use hookflash_sip::stack::sip::{Request, Response, StatusCode, StatusCodeKind};
+use rand::Rng;
+use tracing::{debug, info, warn};
+
+use super::{content_type_sdp, sdp_of_response, CallActor, Phase, Side};
+use crate::control::{CallInfo, CommandError, LegState, Reply, Target};
+use crate::events::EventKind;
+use hookflash_media::sdp::SessionDescription;
+
+/// The most times a re-INVITE answered 491 is sent again.
+const MAX_GLARE_RETRIES: u32 = 3;
+
+/// What a re-INVITE of ours is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// A hold or retrieve command.
+    Hold,
+    /// Putting a side back after a hold another phone refused.
+    Undo,
+    /// A phone's own re-INVITE, passed on to the other phone.
+    Relay,
+}
+
+/// One re-INVITE of ours in flight (or waiting to be retried after a 491).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct InFlight {
+    purpose: Purpose,
+    direction: Direction,
+    retries: u32,
+}
+
+/// How a re-INVITE (or its glare back-off) ended.
+pub(super) enum Outcome {
+    Answered(Option<Response>),
+    Error(String),
+    /// The glare back-off is over: send it again.
+    Retry,
+}
+
+pub(super) type ReofferFuture = BoxFuture<'static, (Side, Outcome)>;
+
+/// A hold/retrieve command waiting for its re-INVITEs.
+pub(super) struct HoldOp {
+    on: bool,
+    /// Both sides (hold of the call) or one.
+    whole_call: bool,
+    waiting: Vec<Side>,
+    changed: Vec<Side>,
+    /// The first refusal; once set, the op undoes `changed` and answers with it.
+    failed: Option<CommandError>,
+    undoing: Vec<Side>,
+    reply: Reply<CallInfo>,
+}
+
+/// A phone's re-INVITE waiting for the other phone's answer.
+pub(super) struct RelayOp {
+    from: Side,
+    wanted: Direction,
+    handle: TransactionHandle,
+}
+
+impl CallActor {
+    /// Starts a re-INVITE towards `side` offering `direction`. False when the side has no
+    /// dialog now.
+    pub(super) fn start_reoffer(&mut self, side: Side, direction: Direction, purpose: Purpose) -> bool {
+        let retries = self.in_flight[side.index()].map_or(0, |f| f.retries);
+        self.send_reoffer(side, direction, purpose, retries)
+    }
+
+    fn send_reoffer(
+        &mut self,
+        side: Side,
+        direction: Direction,
+        purpose: Purpose,
+        retries: u32,
+    ) -> bool {
+        let Some(dialog) = self.dialog_of(side) else {
+            return false;
+        };
+        let body = self.sdp_towards(side, direction);
+        self.in_flight[side.index()] = Some(InFlight {
+            purpose,
+            direction,
+            retries,
+        });
+        let task = tokio::spawn(async move {
+            dialog
+                .reinvite(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
+                .await
+        });
+        self.new_reoffers.push(Box::pin(async move {
+            let outcome = match task.await {
+                Ok(Ok(resp)) => Outcome::Answered(resp),
+                Ok(Err(e)) => Outcome::Error(e.to_string()),
+                Err(e) => Outcome::Error(e.to_string()),
+            };
+            (side, outcome)
+        }));
+        true
+    }
+
+    /// Anything in flight that a new hold/retrieve, re-INVITE or transfer would cross.
+    pub(super) fn reinvite_in_progress(&self) -> bool {
+        self.hold_op.is_some()
+            || self.relay_op.is_some()
+            || self.in_flight.iter().any(Option::is_some)
+    }
+
+    /// A hold or retrieve command: re-INVITEs go out to the sides to change; the command is
+    /// answered when they have answered (see [`CallActor::on_reoffer`]).
+    pub(super) fn start_hold(&mut self, target: Target, on: bool, reply: Reply<CallInfo>) {
+        if let Err(e) = self.require_stable() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        if self.reinvite_in_progress() {
+            let _ = reply.send(Err(CommandError::WrongState {
+                state: "pending".into(),
+            }));
+            return;
+        }
+        let (sides, whole_call) = match &target {
+            Target::Call => (vec![Side::A, Side::B], true),
+            Target::Leg(id) => match self.side_of_leg(id) {
+                Some(side) => (vec![side], false),
+                None => {
+                    let _ = reply.send(Err(CommandError::NotFound));
+                    return;
+                }
+            },
+        };
+        let wanted = if on {
+            Direction::SendOnly
+        } else {
+            Direction::SendRecv
+        };
+        let mut waiting = Vec::new();
+        for side in sides {
+            if self.leg(side).held == on {
+                continue;
+            }
+            if self.start_reoffer(side, wanted, Purpose::Hold) {
+                waiting.push(side);
+            } else {
+                let _ = reply.send(Err(CommandError::WrongState {
+                    state: self.state_name().to_string(),
+                }));
+                // A side already asked is answered and simply left as it says it is.
+                return;
+            }
+        }
+        let op = HoldOp {
+            on,
+            whole_call,
+            waiting,
+            changed: Vec::new(),
+            failed: None,
+            undoing: Vec::new(),
+            reply,
+        };
+        if op.waiting.is_empty() {
+            let _ = op.reply.send(Ok(self.info()));
+            return;
+        }
+        self.hold_op = Some(Box::new(op));
+    }
+
+    /// A phone's re-INVITE or UPDATE (its own hold button, a codec change): offer the same
+    /// change to the other phone; the phone is answered when the other one has answered.
+    pub(super) async fn start_relay(&mut self, from: Side, req: Request, handle: TransactionHandle) {
+        if self.phase != Phase::Connected {
+            let _ = handle.reply(StatusCode::RequestPending).await;
+            return;
+        }
+        let to = from.other();
+        // Glare: ours towards this phone (or anything it would cross) is in flight.
+        if self.reinvite_in_progress() {
+            debug!(leg = ?from, "re-INVITE while one is pending: 491");
+            let _ = handle.reply(StatusCode::RequestPending).await;
+            return;
+        }
+        if req.body.is_empty() {
+            // Offerless: an INVITE is answered with our current SDP (its ACK carries the answer
+            // and changes nothing we relay); an UPDATE without SDP (a session refresh) gets a
+            // plain 200.
+            if req.method == hookflash_sip::stack::sip::Method::Update {
+                let _ = handle.reply(StatusCode::OK).await;
+                return;
+            }
+            let body = self.sdp_towards(from, Direction::SendRecv);
+            let _ = handle
+                .respond(
+                    StatusCode::OK,
+                    Some(vec![content_type_sdp()]),
+                    Some(body.into_bytes()),
+                )
+                .await;
+            return;
+        }
+        let offer = match std::str::from_utf8(&req.body)
+            .ok()
+            .and_then(|t| SessionDescription::parse(t).ok())
+        {
+            Some(o) if o.audio().is_some() => o,
+            _ => {
+                let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                return;
+            }
+        };
+        if let Some(addr) = offer.audio_endpoint() {
+            self.bridge.set_remote(from.leg(), addr);
+        }
+        let wanted = offer.direction();
+        self.media_mut(from).direction = wanted;
+        info!(from = ?from, direction = wanted.as_attr(), "relaying re-INVITE");
+        if !self.start_reoffer(to, wanted, Purpose::Relay) {
+            let _ = handle.reply(StatusCode::ServerInternalError).await;
+            return;
+        }
+        self.relay_op = Some(Box::new(RelayOp {
+            from,
+            wanted,
+            handle,
+        }));
+    }
+
+    /// The answer to a re-INVITE of ours (or the end of a glare back-off).
+    pub(super) async fn on_reoffer(&mut self, side: Side, outcome: Outcome) {
+        let Some(flight) = self.in_flight[side.index()] else {
+            return;
+        };
+        if self.phase == Phase::Ended {
+            self.in_flight[side.index()] = None;
+            return;
+        }
+        let resp = match outcome {
+            Outcome::Retry => {
+                self.send_reoffer(side, flight.direction, flight.purpose, flight.retries);
+                return;
+            }
+            // A relayed re-INVITE's 491 goes straight back to the phone that sent it (it
+            // retries itself); ours are retried here.
+            Outcome::Answered(Some(resp))
+                if resp.status_code == StatusCode::RequestPending
+                    && flight.purpose != Purpose::Relay
+                    && flight.retries < MAX_GLARE_RETRIES =>
+            {
+                let delay = self.glare_delay(side);
+                debug!(leg = ?side, delay_ms = delay.as_millis() as u64, "re-INVITE met glare (491): retrying");
+                self.in_flight[side.index()] = Some(InFlight {
+                    retries: flight.retries + 1,
+                    ..flight
+                });
+                self.new_reoffers.push(Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    (side, Outcome::Retry)
+                }));
+                return;
+            }
+            Outcome::Answered(resp) => resp,
+            Outcome::Error(e) => {
+                warn!(leg = ?side, error = %e, "re-INVITE failed");
+                None
+            }
+        };
+        self.in_flight[side.index()] = None;
+        let result = match &resp {
+            Some(r) if r.status_code.kind() == StatusCodeKind::Successful => Ok(r),
+            Some(r) => Err(CommandError::Failed {
+                status: r.status_code.code(),
+                reason: r.reason_phrase().unwrap_or_default().to_string(),
+            }),
+            None => Err(CommandError::WrongState {
+                state: "updating".into(),
+            }),
+        };
+        if let Ok(r) = &result {
+            if let Some(addr) = sdp_of_response(r).and_then(|s| s.audio_endpoint()) {
+                self.bridge.set_remote(side.leg(), addr);
+            }
+        }
+        match flight.purpose {
+            Purpose::Hold | Purpose::Undo => self.hold_progress(side, flight.purpose, result),
+            Purpose::Relay => self.relay_answered(side, resp.as_ref(), result.is_ok()).await,
+        }
+    }
+
+    /// §14.1: the owner of the dialog's Call-ID waits 2.1–4 s, the other side 0–2 s.
+    fn glare_delay(&self, side: Side) -> Duration {
+        let we_own_call_id = side == Side::B || self.a.is_none();
+        let mut rng = rand::thread_rng();
+        let ms = if we_own_call_id {
+            rng.gen_range(2100..=4000)
+        } else {
+            rng.gen_range(0..=2000)
+        };
+        Duration::from_millis(ms)
+    }
+
+    fn hold_progress(
+        &mut self,
+        side: Side,
+        purpose: Purpose,
+        result: Result<&Response, CommandError>,
+    ) {
+        let Some(op) = self.hold_op.as_mut() else {
+            return;
+        };
+        match purpose {
+            Purpose::Hold => {
+                op.waiting.retain(|s| *s != side);
+                match result {
+                    Ok(_) => op.changed.push(side),
+                    Err(e) => {
+                        warn!(leg = ?side, error = %e, "hold re-INVITE refused; restoring the call");
+                        op.failed.get_or_insert(e);
+                    }
+                }
+            }
+            Purpose::Undo => {
+                op.undoing.retain(|s| *s != side);
+                if let Err(e) = result {
+                    warn!(leg = ?side, error = %e, "could not restore a leg after a failed hold");
+                }
+            }
+            Purpose::Relay => {}
+        }
+        if !op.waiting.is_empty() || !op.undoing.is_empty() {
+            return;
+        }
+        if op.failed.is_some() && !op.changed.is_empty() {
+            // Put back what changed, then answer with the refusal.
+            let undo = if op.on {
+                Direction::SendRecv
+            } else {
+                Direction::SendOnly
+            };
+            let changed = std::mem::take(&mut op.changed);
+            let mut undoing = Vec::new();
+            for s in changed {
+                if self.start_reoffer(s, undo, Purpose::Undo) {
+                    undoing.push(s);
+                }
+            }
+            if let Some(op) = self.hold_op.as_mut() {
+                op.undoing = undoing;
+                if !op.undoing.is_empty() {
+                    return;
+                }
+            }
+        }
+        let Some(op) = self.hold_op.take() else {
+            return;
+        };
+        if let Some(e) = op.failed {
+            let _ = op.reply.send(Err(e));
+            return;
+        }
+        self.apply_hold(op.on, op.whole_call, &op.changed);
+        let _ = op.reply.send(Ok(self.info()));
+    }
+
+    /// The hold took on every side asked: held parties hear music on hold, events go out.
+    fn apply_hold(&mut self, on: bool, whole_call: bool, changed: &[Side]) {
+        for side in changed {
+            self.leg_mut(*side).held = on;
+            self.leg_mut(*side).state = if on {
+                LegState::Held
+            } else {
+                LegState::Answered
+            };
+            // The held party hears music instead of the other party; retrieve gives the
+            // other party back (the relay keeps one continuous RTP stream across the switch).
+            if on {
+                let moh = self.engine.inner.music_on_hold.clone();
+                self.bridge
+                    .play(side.leg(), moh, PlayOptions { looped: true });
+            } else {
+                self.bridge.stop_play(side.leg());
+            }
+        }
+        self.apply_forwarding();
+        if !changed.is_empty() {
+            let kind = if on {
+                EventKind::Held
+            } else {
+                EventKind::Retrieved
+            };
+            let leg = if whole_call {
+                None
+            } else {
+                changed.first().copied()
+            };
+            self.publish(kind, leg, None);
+            info!(held = on, legs = changed.len(), "hold changed");
+        }
+    }
+
+    async fn relay_answered(&mut self, to: Side, resp: Option<&Response>, ok: bool) {
+        let Some(op) = self.relay_op.take() else {
+            return;
+        };
+        let from = op.from;
+        if !ok {
+            let status = resp.map_or(StatusCode::ServerInternalError, |r| r.status_code.clone());
+            let _ = op.handle.reply(status).await;
+            return;
+        }
+        let answered = resp.and_then(sdp_of_response);
+        let answered_dir = answered
+            .as_ref()
+            .map(|s| s.direction())
+            .unwrap_or(op.wanted.reverse());
+        self.media_mut(to).direction = answered_dir;
+        let back = self.sdp_towards(from, answered_dir);
+        let _ = op
+            .handle
+            .respond(
+                StatusCode::OK,
+                Some(vec![content_type_sdp()]),
+                Some(back.into_bytes()),
+            )
+            .await;
+        let held = op.wanted != Direction::SendRecv;
+        if self.leg(from).held != held {
+            self.leg_mut(from).held = held;
+            self.leg_mut(from).state = if held {
+                LegState::Held
+            } else {
+                LegState::Answered
+            };
+            let kind = if held {
+                EventKind::Held
+            } else {
+                EventKind::Retrieved
+            };
+            self.publish(kind, Some(from), None);
+        }
+    }
+
+    /// The call is over: whatever still waits for a re-INVITE is answered now.
+    pub(super) async fn abandon_reoffers(&mut self) {
+        self.in_flight = [None, None];
+        if let Some(op) = self.hold_op.take() {
+            let _ = op.reply.send(Err(CommandError::WrongState {
+                state: "ended".into(),
+            }));
+        }
+        if let Some(op) = self.relay_op.take() {
+            let _ = op.handle.reply(StatusCode::RequestTerminated).await;
+        }
+    }
+}
