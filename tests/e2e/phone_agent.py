@@ -344,7 +344,13 @@ class Agent:
         acfg.mediaConfig.transportConfig.port = int(a.get("rtp_port", self.rtp_port))
         acfg.mediaConfig.transportConfig.portRange = 64
         acfg.mediaConfig.srtpUse = pj.PJMEDIA_SRTP_DISABLED
-        acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_INACTIVE
+        if a.get("session_expires"):
+            # RFC 4028 session timers on every call of this phone (pjsua refreshes itself).
+            acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_ALWAYS
+            acfg.callConfig.timerSessExpiresSec = int(a["session_expires"])
+            acfg.callConfig.timerMinSESec = 90
+        else:
+            acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_INACTIVE
         acfg.callConfig.prackUse = pj.PJSUA_100REL_NOT_USED
         acc = PhoneAccount(self)
         acc.create(acfg, True)

@@ -139,7 +139,7 @@ class Phone:
 
     # --------------------------------------------------------- convenience
     def register(self, server, ext, transport="udp", password=None, realm=None,
-                 local_port=0, expires=300, wait=True, timeout=10.0):
+                 local_port=0, expires=300, wait=True, timeout=10.0, session_expires=None):
         """Register ``ext`` at ``server`` (a conftest Server). Returns the
         final reg_state event (whatever its code) when wait=True."""
         if password is None:
@@ -156,6 +156,7 @@ class Phone:
             transport=transport,
             local_port=local_port,
             expires=expires,
+            session_expires=session_expires,
         )
         self.transport = transport
         self.local = (res or {}).get("local", "")  # our SIP address, as in our Contact

@@ -32,7 +32,8 @@ use crate::events::{EventDetail, EventKind};
 use crate::metrics::CauseLabel;
 use crate::registrar::reply;
 use crate::routing::{route, Facts, Origin, Route};
-use crate::sip_glue::{addr_spec, display_name, header_value, now_ms, now_unix};
+use crate::session_timer::{self, SessionTimer};
+use crate::sip_glue::{addr_spec, display_name, header_value, header_values, now_ms, now_unix};
 use crate::{CallEntry, Engine};
 
 /// The sending side of a call's command queue. Commands travel boxed: tokio allocates a
@@ -326,6 +327,21 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         }
     };
 
+    // Session timer (RFC 4028): an interval below our minimum gets 422 with Min-SE.
+    let a_timer = match caller_session_timer(&req, engine.inner.cfg.session_min_se) {
+        Ok(t) => t,
+        Err(min_se) => {
+            info!(min_se, "session interval too small: 422");
+            let headers = vec![Header::Other("Min-SE".into(), min_se.to_string())];
+            reply(&mut tx, StatusCode::SessionIntervalTooSmall, headers).await;
+            return;
+        }
+    };
+    let a_allows_update = header_values(&req, "Allow")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"));
+
     // 3. Where it goes. A park orbit's code picks up the call parked there.
     if is_orbit(&dialled) {
         let number = match (&caller_user, hookflash_sip::uri::user_part(&from_uri)) {
@@ -440,10 +456,36 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
             forks: targets.len(),
         },
     );
+    actor.a_timer = a_timer;
+    actor.a_allows_update = a_allows_update;
     actor.send_forks(&targets);
     // Its own task: the set-up future above is four times the size of the actor's, and
     // would otherwise stay allocated for as long as the call lasts.
     tokio::spawn(Box::new(actor).run(state_rx, cmd_rx).in_current_span());
+}
+
+/// The session timer a caller's INVITE asks for, as we run it; `Err(min_se)` when its
+/// interval is below our minimum (answer 422).
+fn caller_session_timer(req: &Request, min_se: u32) -> Result<Option<SessionTimer>, u32> {
+    let mut supported = header_values(req, "Supported");
+    supported.extend(header_values(req, "k"));
+    supported.extend(header_values(req, "Require"));
+    let se = header_value(req, "Session-Expires").or_else(|| header_value(req, "x"));
+    let Some(asked) = session_timer::requested(se.as_deref(), &supported) else {
+        return Ok(None);
+    };
+    match session_timer::answer(&asked, min_se) {
+        session_timer::Answer::TooSmall { min_se } => Err(min_se),
+        session_timer::Answer::Run {
+            expires,
+            refresher,
+            require,
+        } => Ok(Some(SessionTimer {
+            expires,
+            refresher,
+            require,
+        })),
+    }
 }
 
 /// What differs between a call that came in and one we originate; the rest of a new call's
@@ -598,6 +640,9 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         new_reoffers: Vec::new(),
         hold_op: None,
         relay_op: None,
+        a_timer: None,
+        session_deadline: None,
+        a_allows_update: false,
     };
     (actor, cmd_rx)
 }
@@ -979,6 +1024,11 @@ struct CallActor {
     new_reoffers: Vec<reoffer::ReofferFuture>,
     hold_op: Option<Box<reoffer::HoldOp>>,
     relay_op: Option<Box<reoffer::RelayOp>>,
+    /// The caller's session timer (RFC 4028), its next deadline once answered, and whether
+    /// the caller takes UPDATE (our refreshes use it then).
+    a_timer: Option<SessionTimer>,
+    session_deadline: Option<tokio::time::Instant>,
+    a_allows_update: bool,
 }
 
 impl CallActor {
@@ -1110,6 +1160,9 @@ impl CallActor {
             let park_deadline = self
                 .park_deadline()
                 .unwrap_or_else(tokio::time::Instant::now);
+            let session_deadline = self
+                .session_deadline
+                .unwrap_or_else(tokio::time::Instant::now);
             let vm_deadline = self
                 .voicemail
                 .as_ref()
@@ -1131,6 +1184,10 @@ impl CallActor {
                 }
                 Some((side, outcome)) = reoffers.next(), if !reoffers.is_empty() => {
                     Box::pin(self.on_reoffer(side, outcome)).await
+                }
+                _ = tokio::time::sleep_until(session_deadline),
+                    if self.session_deadline.is_some() && self.phase == Phase::Connected => {
+                    Box::pin(self.on_session_deadline()).await
                 }
                 _ = tokio::time::sleep_until(park_deadline), if self.parked.is_some() => {
                     Box::pin(self.park_timed_out()).await;
@@ -1454,7 +1511,10 @@ impl CallActor {
         if self.originated.is_some() {
             // We called the caller: it answered long ago; it stops hearing the ringback.
             self.bridge.stop_play(Leg::A);
-        } else if let Err(e) = a.accept(Some(vec![content_type_sdp()]), Some(body.into_bytes())) {
+        } else if let Err(e) = a.accept(
+            Some(self.with_session_headers(Side::A, vec![content_type_sdp()])),
+            Some(body.into_bytes()),
+        ) {
             warn!(error = %e, "could not answer the caller");
             self.bye_b().await;
             self.end_cause = "failed".into();
@@ -1477,6 +1537,7 @@ impl CallActor {
         self.a_leg.state = LegState::Answered;
         self.b_leg.state = LegState::Answered;
         self.b_leg.devices.clear();
+        self.session_refreshed();
         self.publish(EventKind::Answered, None, None);
         info!(device = %self.forks[index].request_uri, "call answered");
     }

@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod metrics;
 mod registrar;
 pub mod routing;
+mod session_timer;
 pub mod sip_glue;
 mod stateless;
 pub mod validate;
@@ -63,6 +64,8 @@ pub struct EngineConfig {
     pub premium_prefixes: Vec<String>,
     /// What a party that is not a user of the account may transfer to.
     pub outside_refer: hookflash_store::OutsideRefer,
+    /// The shortest session-timer interval we accept (RFC 4028 Min-SE).
+    pub session_min_se: u32,
 }
 
 pub(crate) struct EngineInner {
@@ -135,6 +138,7 @@ impl Engine {
             rtp_inactivity: Duration::from_secs(config.rtp.inactivity_timeout_secs.max(1)),
             premium_prefixes: config.security.premium_prefixes.clone(),
             outside_refer: config.security.outside_refer,
+            session_min_se: config.sip.session_min_se_secs,
         };
         let music_on_hold = match &config.rtp.music_on_hold {
             Some(path) => hookflash_media::audio::load_music_on_hold(path).map_err(|e| {

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub auth_failures: Counter,
     pub sip_flood_dropped: Gauge,
     pub stateless_challenges: Counter,
+    /// Session refreshes (RFC 4028) received from phones whose session timer runs.
+    pub session_refreshes: Counter,
     pub sip_tcp_connections: Gauge,
     pub sip_auth_bans: Gauge,
     pub sip_auth_refused: Gauge,
@@ -74,6 +76,7 @@ impl Metrics {
             auth_failures: Counter::default(),
             sip_flood_dropped: Gauge::default(),
             stateless_challenges: Counter::default(),
+            session_refreshes: Counter::default(),
             sip_tcp_connections: Gauge::default(),
             sip_auth_bans: Gauge::default(),
             sip_auth_refused: Gauge::default(),
@@ -155,6 +158,11 @@ impl Metrics {
             "sip_flood_dropped_total",
             "SIP requests dropped unanswered because their source was over its rate limit or banned",
             m.sip_flood_dropped.clone(),
+        );
+        registry.register(
+            "session_refreshes",
+            "Session-timer refreshes (re-INVITE/UPDATE) received from callers whose timer runs",
+            m.session_refreshes.clone(),
         );
         registry.register(
             "sip_stateless_challenges",

@@ -74,6 +74,9 @@ pub struct SipConfig {
     /// Digest algorithms offered in challenges, in order of preference
     /// (`"SHA-256"`, `"MD5"`).
     pub digest_algorithms: Vec<String>,
+    /// Session timers (RFC 4028): a caller asking for a shorter interval gets 422 with this
+    /// Min-SE.
+    pub session_min_se_secs: u32,
 }
 
 impl Default for SipConfig {
@@ -85,6 +88,7 @@ impl Default for SipConfig {
             advertised_host: None,
             ring_timeout_secs: 60,
             digest_algorithms: vec!["SHA-256".to_string(), "MD5".to_string()],
+            session_min_se_secs: 90,
         }
     }
 }
@@ -599,6 +603,13 @@ impl Config {
                 .map(str::to_string)
                 .collect();
         }
+        if let Some(v) = get("HOOKFLASH_SIP_SESSION_MIN_SE_SECS")? {
+            self.sip.session_min_se_secs = parse_env(
+                "HOOKFLASH_SIP_SESSION_MIN_SE_SECS",
+                &v,
+                "a number of seconds",
+            )?;
+        }
         if let Some(v) = get("HOOKFLASH_REGISTRAR_MIN_EXPIRES")? {
             self.registrar.min_expires =
                 parse_env("HOOKFLASH_REGISTRAR_MIN_EXPIRES", &v, "a number of seconds")?;
@@ -749,6 +760,11 @@ impl Config {
                     }
                 }
             }
+        }
+
+        // RFC 4028 §5: Min-SE is at least 90 s.
+        if self.sip.session_min_se_secs < 90 {
+            return invalid("sip.session_min_se_secs must be at least 90 (RFC 4028)".into());
         }
 
         // Security

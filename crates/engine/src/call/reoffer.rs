@@ -18,13 +18,14 @@ use futures::future::BoxFuture;
 use hookflash_media::relay::PlayOptions;
 use hookflash_media::sdp::Direction;
 use hookflash_sip::stack::dialog::dialog::TransactionHandle;
-use hookflash_sip::stack::sip::{Request, Response, StatusCode, StatusCodeKind};
+use hookflash_sip::stack::sip::{Header, Request, Response, StatusCode, StatusCodeKind};
 use rand::Rng;
 use tracing::{debug, info, warn};
 
 use super::{content_type_sdp, sdp_of_response, CallActor, Phase, Side};
 use crate::control::{CallInfo, CommandError, LegState, Reply, Target};
 use crate::events::EventKind;
+use crate::session_timer;
 use hookflash_media::sdp::SessionDescription;
 
 /// The most times a re-INVITE answered 491 is sent again.
@@ -39,6 +40,9 @@ pub(super) enum Purpose {
     Undo,
     /// A phone's own re-INVITE, passed on to the other phone.
     Relay,
+    /// A session refresh of ours (RFC 4028): UPDATE without SDP where the phone takes
+    /// UPDATE, else a re-INVITE with our current SDP.
+    Refresh,
 }
 
 /// One re-INVITE of ours in flight (or waiting to be retried after a 491).
@@ -82,7 +86,12 @@ pub(super) struct RelayOp {
 impl CallActor {
     /// Starts a re-INVITE towards `side` offering `direction`. False when the side has no
     /// dialog now.
-    pub(super) fn start_reoffer(&mut self, side: Side, direction: Direction, purpose: Purpose) -> bool {
+    pub(super) fn start_reoffer(
+        &mut self,
+        side: Side,
+        direction: Direction,
+        purpose: Purpose,
+    ) -> bool {
         let retries = self.in_flight[side.index()].map_or(0, |f| f.retries);
         self.send_reoffer(side, direction, purpose, retries)
     }
@@ -97,17 +106,24 @@ impl CallActor {
         let Some(dialog) = self.dialog_of(side) else {
             return false;
         };
-        let body = self.sdp_towards(side, direction);
         self.in_flight[side.index()] = Some(InFlight {
             purpose,
             direction,
             retries,
         });
-        let task = tokio::spawn(async move {
-            dialog
-                .reinvite(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
-                .await
-        });
+        let session = self.session_headers(side);
+        let task = if purpose == Purpose::Refresh && side == Side::A && self.a_allows_update {
+            tokio::spawn(async move { dialog.update(Some(session), None).await })
+        } else {
+            let body = self.sdp_towards(side, direction);
+            let mut headers = vec![content_type_sdp()];
+            headers.extend(session);
+            tokio::spawn(async move {
+                dialog
+                    .reinvite(Some(headers), Some(body.into_bytes()))
+                    .await
+            })
+        };
         self.new_reoffers.push(Box::pin(async move {
             let outcome = match task.await {
                 Ok(Ok(resp)) => Outcome::Answered(resp),
@@ -187,12 +203,22 @@ impl CallActor {
 
     /// A phone's re-INVITE or UPDATE (its own hold button, a codec change): offer the same
     /// change to the other phone; the phone is answered when the other one has answered.
-    pub(super) async fn start_relay(&mut self, from: Side, req: Request, handle: TransactionHandle) {
+    pub(super) async fn start_relay(
+        &mut self,
+        from: Side,
+        req: Request,
+        handle: TransactionHandle,
+    ) {
         if self.phase != Phase::Connected {
             let _ = handle.reply(StatusCode::RequestPending).await;
             return;
         }
         let to = from.other();
+        if from == Side::A && self.a_timer.is_some() {
+            // Any re-INVITE/UPDATE from the caller refreshes its session (RFC 4028 §10).
+            self.engine.inner.metrics.session_refreshes.inc();
+            self.session_refreshed();
+        }
         // Glare: ours towards this phone (or anything it would cross) is in flight.
         if self.reinvite_in_progress() {
             debug!(leg = ?from, "re-INVITE while one is pending: 491");
@@ -204,14 +230,16 @@ impl CallActor {
             // and changes nothing we relay); an UPDATE without SDP (a session refresh) gets a
             // plain 200.
             if req.method == hookflash_sip::stack::sip::Method::Update {
-                let _ = handle.reply(StatusCode::OK).await;
+                let _ = handle
+                    .respond(StatusCode::OK, Some(self.session_headers(from)), None)
+                    .await;
                 return;
             }
             let body = self.sdp_towards(from, Direction::SendRecv);
             let _ = handle
                 .respond(
                     StatusCode::OK,
-                    Some(vec![content_type_sdp()]),
+                    Some(self.with_session_headers(from, vec![content_type_sdp()])),
                     Some(body.into_bytes()),
                 )
                 .await;
@@ -301,7 +329,77 @@ impl CallActor {
         }
         match flight.purpose {
             Purpose::Hold | Purpose::Undo => self.hold_progress(side, flight.purpose, result),
-            Purpose::Relay => self.relay_answered(side, resp.as_ref(), result.is_ok()).await,
+            Purpose::Relay => {
+                self.relay_answered(side, resp.as_ref(), result.is_ok())
+                    .await
+            }
+            Purpose::Refresh => match result {
+                Ok(_) => self.session_refreshed(),
+                Err(e) => {
+                    // RFC 4028 §10: a refresh that fails ends the session.
+                    warn!(leg = ?side, error = %e, "session refresh refused: ending the call");
+                    self.hangup_all("session_expired").await;
+                }
+            },
+        }
+    }
+
+    /// `Session-Expires` (and `Require: timer`) for requests and 2xx towards `side`, while its
+    /// session timer runs. Only the caller's leg has one.
+    pub(super) fn session_headers(&self, side: Side) -> Vec<Header> {
+        match (side, self.a_timer) {
+            (Side::A, Some(t)) => {
+                session_timer::response_headers(t.expires, t.refresher, t.require)
+                    .into_iter()
+                    .map(|(k, v)| Header::Other(k, v))
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    pub(super) fn with_session_headers(&self, side: Side, mut headers: Vec<Header>) -> Vec<Header> {
+        headers.extend(self.session_headers(side));
+        headers
+    }
+
+    /// A refresh happened (the call was answered, the phone sent a re-INVITE/UPDATE, or ours
+    /// succeeded): the next deadline counts from now.
+    pub(super) fn session_refreshed(&mut self) {
+        self.session_deadline = self
+            .a_timer
+            .map(|t| tokio::time::Instant::now() + t.next_deadline());
+    }
+
+    /// The session timer's deadline: refresh where we are the refresher; where the phone is
+    /// and it did not refresh, the session is over (BYE to both).
+    pub(super) async fn on_session_deadline(&mut self) {
+        let Some(timer) = self.a_timer else {
+            self.session_deadline = None;
+            return;
+        };
+        if !timer.we_refresh() {
+            info!(
+                expires = timer.expires,
+                "session expired without a refresh: ending the call"
+            );
+            self.session_deadline = None;
+            self.hangup_all("session_expired").await;
+            return;
+        }
+        if self.reinvite_in_progress() {
+            // Something else is being renegotiated; try again shortly.
+            self.session_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            return;
+        }
+        let direction = if self.leg(Side::A).held {
+            Direction::SendOnly
+        } else {
+            Direction::SendRecv
+        };
+        self.session_deadline = None;
+        if !self.start_reoffer(Side::A, direction, Purpose::Refresh) {
+            self.hangup_all("session_expired").await;
         }
     }
 
@@ -343,7 +441,7 @@ impl CallActor {
                     warn!(leg = ?side, error = %e, "could not restore a leg after a failed hold");
                 }
             }
-            Purpose::Relay => {}
+            Purpose::Relay | Purpose::Refresh => {}
         }
         if !op.waiting.is_empty() || !op.undoing.is_empty() {
             return;
@@ -437,7 +535,7 @@ impl CallActor {
             .handle
             .respond(
                 StatusCode::OK,
-                Some(vec![content_type_sdp()]),
+                Some(self.with_session_headers(from, vec![content_type_sdp()])),
                 Some(back.into_bytes()),
             )
             .await;
