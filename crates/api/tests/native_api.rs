@@ -177,6 +177,175 @@ async fn openapi_document_lists_every_route_and_every_documented_route_is_served
     s.shutdown().await;
 }
 
+/// The document states every status each operation can answer, the shared auth responses,
+/// the bounds the handlers check, every event kind and the `gap` event (issue 8: schemathesis
+/// `--checks all` finds no disagreement; tests/e2e/test_openapi_schemathesis.py runs it).
+#[test]
+fn openapi_document_is_precise() {
+    let doc = serde_json::to_value(hookflash_api::native::openapi()).unwrap();
+    let op =
+        |method: &str, path: &str| -> Value { doc["paths"][path][method.to_lowercase()].clone() };
+    let statuses = |o: &Value| -> BTreeSet<String> {
+        o["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+
+    // Shared responses: 401 (with WWW-Authenticate), 403, 429 (with Retry-After), 500.
+    let responses = &doc["components"]["responses"];
+    assert!(responses["Unauthorized"]["headers"]["WWW-Authenticate"].is_object());
+    assert!(responses["RateLimited"]["headers"]["Retry-After"].is_object());
+    assert!(responses["Forbidden"].is_object() && responses["InternalError"].is_object());
+    for (method, path) in routes() {
+        let o = op(method.as_str(), path);
+        let got = statuses(&o);
+        if path.ends_with("/openapi.json") {
+            assert_eq!(got, BTreeSet::from(["200".to_string()]), "{path}");
+            continue;
+        }
+        for s in ["401", "403", "429", "500"] {
+            assert!(
+                got.contains(s),
+                "{method} {path} does not document {s}: {got:?}"
+            );
+        }
+        if path.contains('{') {
+            assert!(got.contains("404"), "{method} {path}: {got:?}");
+        }
+        if o["requestBody"].is_object() || path.ends_with("/events") {
+            assert!(got.contains("400"), "{method} {path}: {got:?}");
+        }
+        for (status, resp) in o["responses"].as_object().unwrap() {
+            let resp = match resp["$ref"].as_str() {
+                Some(r) => &responses[r.rsplit('/').next().unwrap()],
+                None => resp,
+            };
+            assert!(resp["description"].is_string(), "{method} {path} {status}");
+            if status.as_str() >= "400" {
+                assert_eq!(
+                    resp["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+    // Ringing-call and routing commands: 409 for the wrong state, 400 for a bad target.
+    for path in [
+        "flip", "forward", "ignore", "park", "reject", "unpark", "transfer",
+    ] {
+        let got = statuses(&op("POST", &format!("/api/v1/calls/{{call_id}}/{path}")));
+        assert!(got.contains("409"), "{path}: {got:?}");
+        if path != "reject" {
+            assert!(got.contains("400"), "{path}: {got:?}");
+        }
+    }
+    // What the dial rules (403) and fraud brakes (429) refuse is described on its routes.
+    for path in [
+        "/api/v1/calls",
+        "/api/v1/calls/{call_id}/transfer",
+        "/api/v1/calls/{call_id}/forward",
+        "/api/v1/calls/{call_id}/flip",
+        "/api/v1/calls/{call_id}/unpark",
+    ] {
+        let o = op("POST", path);
+        for s in ["403", "429"] {
+            let d = o["responses"][s]["description"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                d.contains("dial rules") || d.contains("brakes"),
+                "{path} {s}: {d}"
+            );
+        }
+    }
+
+    // Bounds the handlers check.
+    let schemas = &doc["components"]["schemas"];
+    for path in ["/api/v1/recordings", "/api/v1/voicemail"] {
+        let limit = op("GET", path)["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap()
+            .clone();
+        assert_eq!(limit["in"], "query");
+        assert_eq!(limit["schema"]["minimum"], 1, "{limit}");
+        assert_eq!(limit["schema"]["maximum"], 1000, "{limit}");
+        assert_eq!(limit["schema"]["type"], "integer", "{limit}");
+    }
+    assert_eq!(schemas["LegUpdate"]["minProperties"], 1);
+    assert_eq!(
+        schemas["LegUpdate"]["properties"]["held"]["type"],
+        "boolean"
+    );
+    assert_eq!(
+        schemas["ParkRequest"]["properties"]["timeout_secs"]["maximum"],
+        3600
+    );
+    assert_eq!(
+        schemas["ParkRequest"]["properties"]["orbit"]["enum"][0],
+        "*71"
+    );
+    assert_eq!(
+        schemas["ForwardingList"]["properties"]["forwardings"]["maxItems"],
+        10
+    );
+    assert!(schemas["AudioRequest"]["oneOf"].is_array());
+    assert!(schemas["ForwardRequest"]["oneOf"].is_array());
+    assert!(schemas["RecordingRequest"]["oneOf"].is_array());
+    assert_eq!(
+        op("POST", "/api/v1/calls/{call_id}/park")["requestBody"]["required"],
+        Value::Null,
+        "the park body is optional"
+    );
+
+    // The event stream: `after` in the query, `Last-Event-ID` a plain sequence number, every
+    // event kind, and the `gap` event's Gap.
+    let events = op("GET", "/api/v1/events");
+    let params: BTreeSet<(String, String)> = events["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["required"], false, "{p}");
+            assert_eq!(p["schema"]["type"], "integer", "{p}");
+            assert_eq!(p["schema"]["maximum"], u64::MAX, "{p}");
+            (
+                p["in"].as_str().unwrap().to_string(),
+                p["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        params,
+        BTreeSet::from([
+            ("query".to_string(), "after".to_string()),
+            ("header".to_string(), "Last-Event-ID".to_string())
+        ])
+    );
+    let item = &events["responses"]["200"]["content"]["text/event-stream"]["schema"]["$ref"];
+    let item = &schemas[item.as_str().unwrap().rsplit('/').next().unwrap()];
+    assert_eq!(
+        item["oneOf"],
+        json!([{"$ref": "#/components/schemas/CallEvent"}, {"$ref": "#/components/schemas/Gap"}])
+    );
+    assert_eq!(schemas["Gap"]["required"], json!(["after", "resumes_at"]));
+    let kinds = schemas["CallEvent"]["properties"]["kind"]["enum"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(kinds, 20, "every EventKind");
+    let codes = &schemas["ErrorDetail"]["properties"]["code"]["enum"];
+    for code in ["forbidden", "rate_limited", "payload_too_large", "internal"] {
+        assert!(codes.as_array().unwrap().contains(&json!(code)), "{codes}");
+    }
+}
+
 #[tokio::test]
 async fn auth_errors_are_401_or_403_with_json_bodies() {
     let s = TestServer::start(Answer::Answer).await;
@@ -239,6 +408,13 @@ async fn unknown_ids_are_404_on_every_route() {
     for (m, p, body) in call_routes() {
         let (status, json, _) = s
             .req(m.clone(), &fill(p, "nope", "nope"), Some(&a()), body)
+            .await;
+        assert_error(status, &json, 404, "not_found");
+    }
+    // Park's body is optional: none, blank or `null` mean the defaults.
+    for body in [None, Some("  "), Some("null"), Some("{}")] {
+        let (status, json, _) = s
+            .req(Method::POST, "/api/v1/calls/nope/park", Some(&a()), body)
             .await;
         assert_error(status, &json, 404, "not_found");
     }
@@ -307,6 +483,9 @@ async fn live_call_commands_change_the_sip_side_and_errors_leave_it_unchanged() 
         r#"{"muted": "yes"}"#,
         r#"{"held": 1}"#,
         r#"{"mute": true}"#,
+        // Optional fields may be left out, not null (the schema says `boolean`).
+        r#"{"held": null}"#,
+        r#"{"held": null, "muted": true}"#,
         "{}",
         "[]",
         "",

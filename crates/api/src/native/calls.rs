@@ -21,11 +21,7 @@ type Result<T> = std::result::Result<T, NativeError>;
     get,
     path = "/calls",
     tag = "calls",
-    responses(
-        (status = 200, body = CallList),
-        (status = 401, body = ErrorBody, description = "Missing or invalid API key"),
-        (status = 403, body = ErrorBody, description = "Credentials that may not use this API"),
-    )
+    responses((status = 200, body = CallList, description = "The account's calls in progress, oldest first"))
 )]
 pub(crate) async fn list_calls(
     State(state): State<AppState>,
@@ -44,9 +40,8 @@ pub(crate) async fn list_calls(
     tag = "calls",
     params(("call_id" = String, Path, description = "Call id")),
     responses(
-        (status = 200, body = Call),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "No such call in this account"),
+        (status = 200, body = Call, description = "The call"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call in this account (or it has ended)"),
     )
 )]
 pub(crate) async fn get_call(
@@ -66,8 +61,7 @@ pub(crate) async fn get_call(
     params(("call_id" = String, Path, description = "Call id")),
     responses(
         (status = 204, description = "The call is ending"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call in this account (or it has ended)"),
     )
 )]
 pub(crate) async fn hangup_call(
@@ -94,8 +88,7 @@ pub(crate) async fn hangup_call(
     ),
     responses(
         (status = 204, description = "The leg is ending"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call or leg in this account"),
     )
 )]
 pub(crate) async fn hangup_leg(
@@ -142,9 +135,8 @@ async fn mute(
     params(("call_id" = String, Path, description = "Call id")),
     responses(
         (status = 200, body = Call, description = "The call after the change"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "Not answered yet / ended, or a phone refused"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: not answered yet or ended; `sip_failed`: a phone refused (the call is unchanged)"),
     )
 )]
 pub(crate) async fn hold_call(
@@ -162,10 +154,9 @@ pub(crate) async fn hold_call(
     tag = "calls",
     params(("call_id" = String, Path, description = "Call id")),
     responses(
-        (status = 200, body = Call),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        (status = 200, body = Call, description = "The call after the change"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: not answered yet or ended; `sip_failed`: a phone refused (the call is unchanged)"),
     )
 )]
 pub(crate) async fn unhold_call(
@@ -186,10 +177,9 @@ pub(crate) async fn unhold_call(
         ("leg_id" = String, Path, description = "Leg id"),
     ),
     responses(
-        (status = 200, body = Call),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        (status = 200, body = Call, description = "The call after the change"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call or leg in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: not answered yet or ended; `sip_failed`: a phone refused (the call is unchanged)"),
     )
 )]
 pub(crate) async fn hold_leg(
@@ -217,10 +207,9 @@ pub(crate) async fn hold_leg(
         ("leg_id" = String, Path, description = "Leg id"),
     ),
     responses(
-        (status = 200, body = Call),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        (status = 200, body = Call, description = "The call after the change"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call or leg in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: not answered yet or ended; `sip_failed`: a phone refused (the call is unchanged)"),
     )
 )]
 pub(crate) async fn unhold_leg(
@@ -248,9 +237,8 @@ pub(crate) async fn unhold_leg(
         ("leg_id" = String, Path, description = "Leg id"),
     ),
     responses(
-        (status = 200, body = Call),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        (status = 200, body = Call, description = "The call after the change"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call or leg in this account"),
     )
 )]
 pub(crate) async fn mute_leg(
@@ -271,9 +259,8 @@ pub(crate) async fn mute_leg(
         ("leg_id" = String, Path, description = "Leg id"),
     ),
     responses(
-        (status = 200, body = Call),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        (status = 200, body = Call, description = "The call after the change"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call or leg in this account"),
     )
 )]
 pub(crate) async fn unmute_leg(
@@ -295,11 +282,10 @@ pub(crate) async fn unmute_leg(
     ),
     request_body = LegUpdate,
     responses(
-        (status = 200, body = Call),
-        (status = 400, body = ErrorBody, description = "Malformed JSON, wrong types, unknown or no fields"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        (status = 200, body = Call, description = "The call after the change"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: malformed JSON, wrong types (also `null`), unknown or no fields"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call or leg in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: not answered yet or ended (hold); `sip_failed`: the phone refused the hold (nothing changed)"),
     )
 )]
 pub(crate) async fn update_leg(

@@ -42,7 +42,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// `unauthorized`, `forbidden`, `not_found`, `wrong_state`, `sip_failed`,
-    /// `invalid_request`, `rate_limited`, `internal`.
+    /// `invalid_request`, `rate_limited`, `payload_too_large`, `internal`.
+    #[schema(schema_with = crate::native::doc::error_code)]
     pub code: String,
     pub message: String,
 }

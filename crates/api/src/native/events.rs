@@ -19,15 +19,22 @@ use tracing::debug;
 use utoipa::IntoParams;
 
 use crate::native::auth::ApiAccount;
+use crate::native::doc::StreamItemDoc;
 use crate::native::error::{ErrorBody, NativeError};
 use crate::native::model::{CallEvent, Gap};
 use crate::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
     /// Resume after this sequence number (the `Last-Event-ID` header wins when both are sent).
     /// Without either, only new events are streamed.
+    #[param(schema_with = after_param)]
     after: Option<u64>,
+}
+
+fn after_param() -> utoipa::openapi::schema::Schema {
+    crate::native::doc::sequence("A sequence number")
 }
 
 enum Item {
@@ -78,23 +85,24 @@ fn render(item: Item) -> SseEvent {
     }
 }
 
-/// Server-Sent Events of the account's calls: `new`, `ringing`, `answered`, `held`,
-/// `retrieved`, `muted`, `unmuted`, `dtmf` (a digit pressed on the phone of `leg_id`, once per
-/// press), `recording_started`, `recording_stopped`, `ended` (SSE `event`), each with `id` =
-/// sequence and `data` = a `CallEvent` JSON; `gap` when resumed events were lost. Comments keep
-/// the connection alive every 15 s.
+/// Server-Sent Events of the account's calls (SSE `event` = the kind: `new`, `ringing`,
+/// `answered`, `held`, `retrieved`, `muted`, `unmuted`, `dtmf`, `recording_started`,
+/// `recording_stopped`, `forwarded`, `voicemail`, `parked`, `unparked`, `transfer_started`,
+/// `transfer_ringing`, `transfer_consulting`, `transferred`, `transfer_failed`, `ended`), each
+/// with `id` = sequence and `data` = a `CallEvent` JSON; `event: gap` (no `id`, `data` = a
+/// `Gap`) when resumed events were lost or the client is ahead of the server. Comments keep
+/// the connection alive every 15 s. The stream does not end by itself.
 #[utoipa::path(
     get,
     path = "/events",
     tag = "events",
     params(
         EventsQuery,
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence (sent by EventSource on reconnect)"),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, minimum = 0, maximum = 18446744073709551615_u64, description = "Resume after this sequence (sent by EventSource on reconnect): a decimal number, surrounding spaces allowed"),
     ),
     responses(
-        (status = 200, description = "text/event-stream of CallEvent (data) with id = seq; `gap` events carry a Gap", content_type = "text/event-stream", body = CallEvent),
-        (status = 400, body = ErrorBody, description = "Last-Event-ID or after is not a number"),
-        (status = 401, body = ErrorBody),
+        (status = 200, description = "text/event-stream: each event's `data` is a CallEvent (`event:` its kind, `id:` its seq) or, for `event: gap`, a Gap", content_type = "text/event-stream", body = StreamItemDoc),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: `Last-Event-ID` or `after` is not a sequence number, or an unknown query parameter"),
     )
 )]
 pub(crate) async fn event_stream(

@@ -8,10 +8,10 @@ use axum::http::StatusCode;
 use hookflash_engine::{AudioSource, Target};
 use serde::Deserialize;
 use tracing::info;
-use utoipa::ToSchema;
 
 use crate::body::parse_json;
 use crate::native::auth::ApiAccount;
+use crate::native::doc::{AudioRequestDoc, WhisperRequestDoc};
 use crate::native::error::{ErrorBody, NativeError};
 use crate::native::model::DtmfRequest;
 use crate::AppState;
@@ -19,8 +19,9 @@ use crate::AppState;
 type Result<T> = std::result::Result<T, NativeError>;
 
 /// What to play: a WAV at `url` (any sample rate, channels, 8–32-bit), or `text` spoken by the
-/// built-in text-to-speech in `voice`. Exactly one of `url` and `text`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// built-in text-to-speech in `voice`. Exactly one of `url` and `text`. (Its OpenAPI schema is
+/// [`AudioRequestDoc`] / [`WhisperRequestDoc`].)
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AudioRequest {
     pub url: Option<String>,
@@ -55,13 +56,12 @@ fn request(body: &[u8]) -> Result<AudioRequest> {
     path = "/calls/{call_id}/announcements",
     tag = "calls",
     params(("call_id" = String, Path, description = "Call id")),
-    request_body = AudioRequest,
+    request_body = AudioRequestDoc,
     responses(
         (status = 202, description = "Playing"),
-        (status = 400, body = ErrorBody, description = "Bad body, or the audio cannot be used"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "The call is not answered"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a body the schema does not allow, or audio that cannot be used (unreachable URL, not a WAV, too large, unknown voice)"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call (or `leg_id`) in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: the call is not answered"),
     )
 )]
 pub(crate) async fn announce(
@@ -91,13 +91,12 @@ pub(crate) async fn announce(
         ("call_id" = String, Path, description = "Call id"),
         ("leg_id" = String, Path, description = "The leg that hears the prompt"),
     ),
-    request_body = AudioRequest,
+    request_body = WhisperRequestDoc,
     responses(
         (status = 202, description = "Playing"),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a body the schema does not allow (also `leg_id` in it), or audio that cannot be used (unreachable URL, not a WAV, too large, unknown voice)"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call or leg in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: the call is not answered"),
     )
 )]
 pub(crate) async fn whisper(
@@ -135,10 +134,9 @@ pub(crate) async fn whisper(
     request_body = DtmfRequest,
     responses(
         (status = 202, description = "Sending"),
-        (status = 400, body = ErrorBody, description = "Bad body or a character outside 0-9 * # A-D"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "The call is not answered"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: bad body, or a character outside 0-9 * # A-D"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call or leg in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: the call is not answered, or the leg has no dialog to send SIP INFO on"),
     )
 )]
 pub(crate) async fn send_dtmf(

@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod calls;
+mod doc;
 pub mod error;
 mod events;
 mod media;
@@ -40,6 +41,7 @@ pub const PREFIX: &str = "/api/v1";
         license(name = "MIT")
     ),
     modifiers(&BearerAuth),
+    components(schemas(model::CallEvent, model::Gap)),
     security(("api_key" = [])),
     tags((name = "calls", description = "Calls and their legs"),
          (name = "recordings", description = "Call recordings (stereo WAV)"),
@@ -116,9 +118,12 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(PREFIX, inner)
 }
 
-/// The generated OpenAPI document.
+/// The generated OpenAPI document, with the responses every authenticated route shares
+/// (added once the routes are in it).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    router().into_openapi()
+    let mut doc = router().into_openapi();
+    doc::CommonResponses.modify(&mut doc);
+    doc
 }
 
 /// The OpenAPI document (JSON).

@@ -24,9 +24,13 @@ const MAX_PARK_SECS: u64 = 3600;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParkRequest {
+    /// The parker's leg (default: the account user's side).
     pub leg_id: Option<String>,
+    #[schema(schema_with = crate::native::doc::orbit)]
     pub orbit: Option<String>,
-    /// After this many seconds unretrieved, the parker is called back (default 120).
+    /// After this many seconds unretrieved, the parker is called back (default 120, at most
+    /// 3600).
+    #[schema(minimum = 1, maximum = 3600)]
     pub timeout_secs: Option<u64>,
 }
 
@@ -41,6 +45,8 @@ pub struct Parked {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnparkRequest {
+    /// An extension, a phone number or a `sip:`/`tel:` URI naming one.
+    #[schema(min_length = 1)]
     pub target: String,
 }
 
@@ -63,12 +69,12 @@ pub struct ParkList {
     path = "/calls/{call_id}/park",
     tag = "calls",
     params(("call_id" = String, Path, description = "Call id")),
-    request_body = ParkRequest,
+    request_body(content = Option<ParkRequest>, description = "Optional: no body parks with the defaults"),
     responses(
-        (status = 200, body = Parked),
-        (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        (status = 200, body = Parked, description = "Parked: the orbit and the call"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a body the schema does not allow"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call (or `leg_id`) in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: the call is not answered, parked already, a transfer runs, or the orbit (every orbit) is taken"),
     )
 )]
 pub(crate) async fn park_call(
@@ -77,10 +83,13 @@ pub(crate) async fn park_call(
     Path(call_id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Parked>> {
-    let req = if body.is_empty() {
+    // No body (or `null`): the defaults.
+    let req = if body.iter().all(u8::is_ascii_whitespace) {
         ParkRequest::default()
     } else {
-        parse_json::<ParkRequest>(&body).map_err(NativeError::BadRequest)?
+        parse_json::<Option<ParkRequest>>(&body)
+            .map_err(NativeError::BadRequest)?
+            .unwrap_or_default()
     };
     let secs = req.timeout_secs.unwrap_or(DEFAULT_PARK_SECS);
     if secs == 0 || secs > MAX_PARK_SECS {
@@ -120,10 +129,12 @@ pub(crate) async fn park_call(
     params(("call_id" = String, Path, description = "Call id")),
     request_body = UnparkRequest,
     responses(
-        (status = 200, body = Call),
-        (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        (status = 200, body = Call, description = "The call, dialling the target"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a body the schema does not allow, or a target that names nothing reachable"),
+        (status = 403, body = ErrorBody, description = "`forbidden`: the account's dial rules forbid the target (premium, international, ...), or a credential that may not use this API"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: the call is not parked"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`: the account's outbound-call brakes stop the target for now; or, with `Retry-After`, too many failed authentication attempts", headers(("Retry-After" = u64, description = "Seconds to wait (password guessing defence only)"))),
     )
 )]
 pub(crate) async fn unpark_call(
@@ -146,7 +157,7 @@ pub(crate) async fn unpark_call(
     get,
     path = "/parks",
     tag = "calls",
-    responses((status = 200, body = ParkList), (status = 401, body = ErrorBody))
+    responses((status = 200, body = ParkList, description = "The parked calls by orbit"))
 )]
 pub(crate) async fn list_parks(
     State(state): State<AppState>,

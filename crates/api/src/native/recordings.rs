@@ -9,10 +9,11 @@ use axum::Json;
 use hookflash_engine::RecordAction;
 use serde::Deserialize;
 use tracing::info;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use crate::body::parse_json;
 use crate::native::auth::ApiAccount;
+use crate::native::doc::{RecordingRequestDoc, WavBody};
 use crate::native::error::{ErrorBody, NativeError};
 use crate::native::model::{Call, Recording, RecordingList};
 use crate::wav;
@@ -25,7 +26,7 @@ pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
 
 /// What to do with the call's recording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordingAction {
     /// Start a stereo recording (left: the caller's leg, right: the callee's leg).
@@ -38,8 +39,8 @@ pub enum RecordingAction {
     Resume,
 }
 
-/// `POST /calls/{call_id}/recording` body.
-#[derive(Debug, Deserialize, ToSchema)]
+/// `POST /calls/{call_id}/recording` body (its OpenAPI schema is [`RecordingRequestDoc`]).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordingRequest {
     pub action: RecordingAction,
@@ -56,6 +57,7 @@ pub struct RecordingsQuery {
     /// Only the recordings of this call.
     pub call_id: Option<String>,
     /// At most this many (default 100, at most 1000), newest first.
+    #[param(minimum = 1, maximum = 1000, nullable = false)]
     pub limit: Option<i64>,
 }
 
@@ -66,13 +68,12 @@ pub struct RecordingsQuery {
     path = "/calls/{call_id}/recording",
     tag = "recordings",
     params(("call_id" = String, Path, description = "Call id")),
-    request_body = RecordingRequest,
+    request_body = RecordingRequestDoc,
     responses(
         (status = 200, body = Call, description = "The call after the change (`recording` shows the state)"),
-        (status = 400, body = ErrorBody, description = "Bad body, or `announcement` without `start`"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "Not answered, already recording, or not recording"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a body the schema does not allow (e.g. `announcement` without `start`), or the announcement cannot be synthesized"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: not answered, already recording, or not recording"),
     )
 )]
 pub(crate) async fn record(
@@ -110,9 +111,8 @@ pub(crate) async fn record(
     tag = "recordings",
     params(RecordingsQuery),
     responses(
-        (status = 200, body = RecordingList),
-        (status = 400, body = ErrorBody, description = "Bad query"),
-        (status = 401, body = ErrorBody),
+        (status = 200, body = RecordingList, description = "The recordings, newest first"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a query the schema does not allow (unknown parameter, `limit` not 1-1000)"),
     )
 )]
 pub(crate) async fn list_recordings(
@@ -157,9 +157,8 @@ async fn find(state: &AppState, account_id: &str, id: &str) -> Result<hookflash_
     tag = "recordings",
     params(("recording_id" = String, Path, description = "Recording id")),
     responses(
-        (status = 200, body = Recording),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "No such recording in this account"),
+        (status = 200, body = Recording, description = "The recording"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such recording in this account"),
     )
 )]
 pub(crate) async fn get_recording(
@@ -179,10 +178,9 @@ pub(crate) async fn get_recording(
     tag = "recordings",
     params(("recording_id" = String, Path, description = "Recording id")),
     responses(
-        (status = 200, description = "The WAV file", content_type = "audio/wav"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "No such recording in this account, or its file is gone"),
-        (status = 409, body = ErrorBody, description = "Still recording"),
+        (status = 200, body = WavBody, description = "The WAV file", content_type = "audio/wav"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such recording in this account, or its file is gone"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: still recording"),
     )
 )]
 pub(crate) async fn recording_audio(

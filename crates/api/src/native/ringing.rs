@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use crate::body::parse_json;
 use crate::native::auth::ApiAccount;
+use crate::native::doc::ForwardRequestDoc;
 use crate::native::error::{ErrorBody, NativeError};
 use crate::native::model::Call;
 use crate::AppState;
@@ -16,8 +17,9 @@ use crate::AppState;
 type Result<T> = std::result::Result<T, NativeError>;
 
 /// Where a ringing call goes instead: `target` (an extension, a number, or a `sip:`/`tel:`
-/// URI), or `"voicemail": true` for the callee's mailbox.
-#[derive(Debug, Deserialize, ToSchema)]
+/// URI), or `"voicemail": true` for the callee's mailbox. (Its OpenAPI schema is
+/// [`ForwardRequestDoc`].)
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardRequest {
     pub target: Option<String>,
@@ -29,6 +31,8 @@ pub struct ForwardRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IgnoreRequest {
+    /// One of the callee leg's `devices`.
+    #[schema(min_length = 1)]
     pub device: String,
 }
 
@@ -39,12 +43,14 @@ pub struct IgnoreRequest {
     path = "/calls/{call_id}/forward",
     tag = "calls",
     params(("call_id" = String, Path, description = "Call id")),
-    request_body = ForwardRequest,
+    request_body = ForwardRequestDoc,
     responses(
-        (status = 200, body = Call),
-        (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        (status = 200, body = Call, description = "The call, ringing at the new target (or leaving a voicemail)"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a body the schema does not allow, a target that names nothing reachable, or (voicemail) the callee has no mailbox"),
+        (status = 403, body = ErrorBody, description = "`forbidden`: the account's dial rules forbid the target (premium, international, ...), or a credential that may not use this API"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: the call is not ringing (answered, or its caller is still being called)"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`: the account's outbound-call brakes stop the target for now; or, with `Retry-After`, too many failed authentication attempts", headers(("Retry-After" = u64, description = "Seconds to wait (password guessing defence only)"))),
     )
 )]
 pub(crate) async fn forward_call(
@@ -85,9 +91,9 @@ pub(crate) async fn forward_call(
     tag = "calls",
     params(("call_id" = String, Path, description = "Call id")),
     responses(
-        (status = 200, body = Call),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        (status = 200, body = Call, description = "The call, now going to voicemail or ending busy"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: the call is not ringing (answered, or its caller is still being called)"),
     )
 )]
 pub(crate) async fn reject_call(
@@ -109,10 +115,10 @@ pub(crate) async fn reject_call(
     params(("call_id" = String, Path, description = "Call id")),
     request_body = IgnoreRequest,
     responses(
-        (status = 200, body = Call),
-        (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        (status = 200, body = Call, description = "The call, still ringing on the other devices"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a body the schema does not allow, or not a device of this call that is ringing"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: the call is not ringing (answered, or its caller is still being called)"),
     )
 )]
 pub(crate) async fn ignore_call(

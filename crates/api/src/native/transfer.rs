@@ -23,7 +23,10 @@ type Result<T> = std::result::Result<T, NativeError>;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
+    /// An extension, a phone number or a `sip:`/`tel:` URI naming one.
+    #[schema(min_length = 1, example = "202")]
     pub target: String,
+    /// The transferor's leg (default: the account user's side).
     pub leg_id: Option<String>,
     /// Attended: the transferor first talks to the target (consultation) while the other
     /// party hears music; then `POST .../transfer/complete` or `.../transfer/cancel`.
@@ -44,10 +47,11 @@ pub struct TransferRequest {
     request_body = TransferRequest,
     responses(
         (status = 202, body = Call, description = "Dialling the target"),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a body the schema does not allow, or a target that names nothing reachable (unknown extension, malformed number, no registered phone, the party itself); the call is unchanged"),
+        (status = 403, body = ErrorBody, description = "`forbidden`: the account's dial rules forbid the target (premium, international, ...), or a credential that may not use this API"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call (or `leg_id`) in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: the call is not answered, or a transfer or park is running"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`: the account's outbound-call brakes stop the target for now; or, with `Retry-After`, too many failed authentication attempts", headers(("Retry-After" = u64, description = "Seconds to wait (password guessing defence only)"))),
     )
 )]
 pub(crate) async fn transfer_call(
@@ -80,10 +84,9 @@ pub(crate) async fn transfer_call(
     tag = "calls",
     params(("call_id" = String, Path, description = "Call id")),
     responses(
-        (status = 200, body = Call),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        (status = 200, body = Call, description = "The call, now with the target"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: no attended transfer runs or the target has not answered yet; `sip_failed`: the target's phone refused the media move (nothing changed)"),
     )
 )]
 pub(crate) async fn complete_transfer(
@@ -107,10 +110,9 @@ pub(crate) async fn complete_transfer(
     tag = "calls",
     params(("call_id" = String, Path, description = "Call id")),
     responses(
-        (status = 200, body = Call),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        (status = 200, body = Call, description = "The call with its original parties"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: no transfer runs; `sip_failed`: a phone refused to be moved back"),
     )
 )]
 pub(crate) async fn cancel_transfer(
@@ -130,6 +132,8 @@ pub(crate) async fn cancel_transfer(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlipRequest {
+    /// The flip id of one of the user's forwardings (`PUT /users/{extension}/forwardings`).
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,16}$", example = "mobile")]
     pub flip_id: String,
     /// The user's leg (default: the account user's side, as for transfers).
     pub leg_id: Option<String>,
@@ -146,9 +150,11 @@ pub struct FlipRequest {
     request_body = FlipRequest,
     responses(
         (status = 202, body = Call, description = "Dialling the flip number"),
-        (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a body the schema does not allow, the leg is not one of the account's users, the user has no forwarding with that flip id, or its number cannot be reached"),
+        (status = 403, body = ErrorBody, description = "`forbidden`: the account's dial rules forbid the target (premium, international, ...), or a credential that may not use this API"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call (or `leg_id`) in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: the call is not answered, or a transfer or park is running"),
+        (status = 429, body = ErrorBody, description = "`rate_limited`: the account's outbound-call brakes stop the target for now; or, with `Retry-After`, too many failed authentication attempts", headers(("Retry-After" = u64, description = "Seconds to wait (password guessing defence only)"))),
     )
 )]
 pub(crate) async fn flip_call(

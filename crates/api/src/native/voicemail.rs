@@ -21,6 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::body::parse_json;
 use crate::native::auth::ApiAccount;
+use crate::native::doc::WavBody;
 use crate::native::error::{ErrorBody, ErrorDetail, NativeError};
 use crate::wav;
 use crate::AppState;
@@ -103,6 +104,7 @@ pub struct VoicemailQuery {
     /// Only the messages of this user (extension).
     pub user: Option<String>,
     /// At most this many (default 100, at most 1000), newest first.
+    #[param(minimum = 1, maximum = 1000, nullable = false)]
     pub limit: Option<i64>,
 }
 
@@ -111,11 +113,18 @@ pub struct VoicemailQuery {
 #[serde(deny_unknown_fields)]
 pub struct ForwardingView {
     /// 1-16 characters from `[A-Za-z0-9_-]`, unique per user (e.g. `mobile`).
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,16}$", example = "mobile")]
     pub flip_id: String,
-    /// Digits with an optional leading `+`; separators (space, `-`, `.`, `(`, `)`) are
-    /// removed.
+    /// 1-20 digits with an optional leading `+`; separators (space, `-`, `.`, `(`, `)`) are
+    /// removed (stored and returned without them).
+    #[schema(
+        pattern = "^[ \\t\\r\\n]*\\+?[ .()-]*([0-9][ .()-]*){1,20}[ \\t\\r\\n]*$",
+        example = "+49 170 1234567"
+    )]
     pub number: String,
+    /// At most 64 characters, no control characters; blank means none.
     #[serde(default)]
+    #[schema(max_length = 64, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub label: Option<String>,
 }
 
@@ -123,7 +132,8 @@ pub struct ForwardingView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardingList {
-    /// At most 10.
+    /// At most 10, with different `flip_id`s.
+    #[schema(max_items = 10)]
     pub forwardings: Vec<ForwardingView>,
 }
 
@@ -195,9 +205,8 @@ async fn mailbox_view(state: &AppState, user_id: &str) -> Result<MailboxView> {
     tag = "voicemail",
     params(("extension" = String, Path, description = "The user's extension")),
     responses(
-        (status = 200, body = MailboxView),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "No such user in this account"),
+        (status = 200, body = MailboxView, description = "The mailbox"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such user (extension) in this account"),
     )
 )]
 pub(crate) async fn get_mailbox(
@@ -217,10 +226,9 @@ pub(crate) async fn get_mailbox(
     params(("extension" = String, Path, description = "The user's extension")),
     request_body = MailboxUpdate,
     responses(
-        (status = 200, body = MailboxView),
-        (status = 400, body = ErrorBody, description = "Bad body"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "No such user in this account"),
+        (status = 200, body = MailboxView, description = "The mailbox"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a body the schema does not allow"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such user (extension) in this account"),
     )
 )]
 pub(crate) async fn put_mailbox(
@@ -342,13 +350,12 @@ async fn remove_greeting_file(dir: &FsPath, path: &str) {
     path = "/users/{extension}/voicemail/greeting",
     tag = "voicemail",
     params(("extension" = String, Path, description = "The user's extension")),
-    request_body(content = Vec<u8>, content_type = "audio/wav", description = "The greeting (WAV)"),
+    request_body(content = WavBody, content_type = "audio/wav", description = "The greeting: a WAV (any sample rate, 1-32 channels, 8-32-bit; at most 10 MB and 3 minutes). The Content-Type is not checked."),
     responses(
         (status = 200, body = MailboxView, description = "The mailbox, now with the custom greeting"),
-        (status = 400, body = ErrorBody, description = "No body, or not a usable WAV"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "No such user in this account"),
-        (status = 413, body = ErrorBody, description = "Body larger than 10 MB"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: no body, or not a usable WAV (not a WAV, an unsupported encoding, longer than 3 minutes)"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such user (extension) in this account"),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`: body larger than 10 MB"),
     )
 )]
 pub(crate) async fn put_greeting(
@@ -406,8 +413,7 @@ pub(crate) async fn put_greeting(
     params(("extension" = String, Path, description = "The user's extension")),
     responses(
         (status = 200, body = MailboxView, description = "The mailbox, now with the default greeting"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "No such user in this account"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such user (extension) in this account"),
     )
 )]
 pub(crate) async fn delete_greeting(
@@ -459,10 +465,9 @@ async fn view_of(state: &AppState, m: &VoicemailMessage) -> Result<Option<Voicem
     tag = "voicemail",
     params(VoicemailQuery),
     responses(
-        (status = 200, body = VoicemailList),
-        (status = 400, body = ErrorBody, description = "Bad query"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "`user` names no user of this account"),
+        (status = 200, body = VoicemailList, description = "The messages, newest first"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a query the schema does not allow (unknown parameter, `limit` not 1-1000)"),
+        (status = 404, body = ErrorBody, description = "`not_found`: `user` names no user of this account"),
     )
 )]
 pub(crate) async fn list_voicemail(
@@ -521,9 +526,8 @@ async fn find(state: &AppState, account_id: &str, id: &str) -> Result<VoicemailM
     tag = "voicemail",
     params(("message_id" = String, Path, description = "Message id")),
     responses(
-        (status = 200, body = Voicemail),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "No such message in this account"),
+        (status = 200, body = Voicemail, description = "The message"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such voicemail message in this account"),
     )
 )]
 pub(crate) async fn get_voicemail(
@@ -546,9 +550,8 @@ pub(crate) async fn get_voicemail(
     params(("message_id" = String, Path, description = "Message id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "No such message in this account"),
-        (status = 409, body = ErrorBody, description = "The message is still being left"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such voicemail message in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: the message is still being left"),
     )
 )]
 pub(crate) async fn delete_voicemail(
@@ -587,10 +590,9 @@ pub(crate) async fn delete_voicemail(
     tag = "voicemail",
     params(("message_id" = String, Path, description = "Message id")),
     responses(
-        (status = 200, description = "The WAV file", content_type = "audio/wav"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "No such message in this account, or its file is gone"),
-        (status = 409, body = ErrorBody, description = "Still being left"),
+        (status = 200, body = WavBody, description = "The WAV file", content_type = "audio/wav"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such voicemail message in this account, or its file is gone"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: still being left"),
     )
 )]
 pub(crate) async fn voicemail_audio(
@@ -703,9 +705,8 @@ async fn forwarding_list(state: &AppState, user_id: &str) -> Result<ForwardingLi
     tag = "forwardings",
     params(("extension" = String, Path, description = "The user's extension")),
     responses(
-        (status = 200, body = ForwardingList),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "No such user in this account"),
+        (status = 200, body = ForwardingList, description = "The flip targets, ordered by `flip_id`"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such user (extension) in this account"),
     )
 )]
 pub(crate) async fn get_forwardings(
@@ -726,9 +727,8 @@ pub(crate) async fn get_forwardings(
     request_body = ForwardingList,
     responses(
         (status = 200, body = ForwardingList, description = "The stored list (normalised, ordered by `flip_id`)"),
-        (status = 400, body = ErrorBody, description = "Bad body, flip id, number or label; more than 10; a flip id twice"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody, description = "No such user in this account"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a body the schema does not allow, or a flip id given twice (nothing changes)"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such user (extension) in this account"),
     )
 )]
 pub(crate) async fn put_forwardings(
