@@ -31,7 +31,7 @@ def _hold_connections(port, sources, per_process, ready, release):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         try:
             s.bind((src, 0))
-            s.settimeout(2.0)
+            s.settimeout(5.0)
             s.connect(("127.0.0.1", port))
             opened += 1
             socks.append(s)
@@ -59,6 +59,7 @@ def _hold_connections(port, sources, per_process, ready, release):
         s.close()
 
 
+@pytest.mark.timeout(300)
 def test_idle_tcp_connections_do_not_block_a_tcp_phone(server_factory, phones):
     server = server_factory(security={
         "tcp_per_source": PER_SOURCE,
