@@ -148,6 +148,13 @@ fn main() -> ExitCode {
     if !thp_disabled {
         tracing::debug!("transparent huge pages stay as the system sets them (prctl refused)");
     }
+    // Everything the server and its admin commands create (database, recordings, voicemail,
+    // caches) is the server user's alone: files 0600, directories 0700.
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file mode mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     if serving {
         match raise_open_file_limit() {
             Some((soft, hard)) => tracing::debug!(soft, hard, "open-file limit"),

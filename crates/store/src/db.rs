@@ -67,6 +67,7 @@ impl Store {
         let mut store = Store::with_pool(pool);
         store.data_dir = Some(Arc::new(data_dir.to_path_buf()));
         store.migrate().await?;
+        restrict_permissions(data_dir);
         tracing::info!(path = %path.display(), "database open");
         Ok(store)
     }
@@ -183,9 +184,70 @@ pub(crate) fn narrow<T: TryFrom<i64>>(what: &str, v: i64) -> Result<T, StoreErro
     T::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} = {v} is out of range")))
 }
 
+
+/// The data directory holds password-equivalent digest HA1 values, API key hashes, the token
+/// signing key, trunk passwords, recordings and voicemail: the directory itself becomes 0700
+/// and every file already in it (the database and its WAL, recordings, voicemail, caches)
+/// 0600, so a data directory made by an older version or by hand is tightened at start. New
+/// files are created under the server's umask (0077, set in `main`). Failures are logged,
+/// not fatal: a read-only or foreign-owned directory still serves.
+#[cfg(unix)]
+pub fn restrict_permissions(data_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fn set(path: &Path, mode: u32) {
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot restrict permissions");
+        }
+    }
+    fn walk(dir: &Path, depth: usize) {
+        set(dir, 0o700);
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if kind.is_dir() && depth < 4 {
+                walk(&path, depth + 1);
+            } else if kind.is_file() {
+                set(&path, 0o600);
+            }
+        }
+    }
+    walk(data_dir, 0);
+}
+
+#[cfg(not(unix))]
+pub fn restrict_permissions(_data_dir: &Path) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_data_directory_is_private_after_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("hf-perm-{}", crate::db::new_id()));
+        std::fs::create_dir_all(dir.join("recordings")).unwrap();
+        std::fs::write(dir.join("recordings/old.wav"), b"RIFF").unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            dir.join("recordings/old.wav"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let store = Store::open(&dir).await.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("recordings")), 0o700);
+        assert_eq!(mode(&dir.join("recordings/old.wav")), 0o600);
+        assert_eq!(mode(&dir.join(DB_FILE_NAME)), 0o600);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[tokio::test]
     async fn open_creates_the_file_and_reopens_with_data() {
