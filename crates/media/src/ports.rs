@@ -2,7 +2,10 @@
 //!
 //! [`PortPool::allocate`] binds both UDP sockets itself, so a port held by another program is
 //! simply skipped. A cursor walks the range round-robin, so a port released a moment ago is the
-//! last candidate to be handed out again (late packets of an old call do not reach a new one).
+//! last candidate to be handed out again (late packets of an old call do not reach a new one);
+//! it starts at a random slot and skips a random 0-63 slots before each allocation, so the next
+//! call's port cannot be told from the last one's (an outsider spraying a guessed port during
+//! call set-up; the relay's latching rules are the other half of that defence).
 //! The reservation lives in the returned [`RtpSocketPair`]: dropping it closes both sockets and
 //! returns the port. The pool's lock is only taken on allocate/release, never per packet.
 
@@ -22,6 +25,9 @@ struct PoolState {
     /// Index (into the list of even ports) of the next candidate.
     cursor: usize,
     in_use: HashSet<u16>,
+    /// Ports released most recently (oldest first): handed out again only when nothing else
+    /// is free, since the random skips may bring the cursor back to them early.
+    recent: std::collections::VecDeque<u16>,
 }
 
 /// A pool of RTP/RTCP port pairs on one IP address.
@@ -54,6 +60,7 @@ impl PortPool {
             state: Mutex::new(PoolState {
                 cursor,
                 in_use: HashSet::new(),
+                recent: std::collections::VecDeque::new(),
             }),
         }))
     }
@@ -83,16 +90,20 @@ impl PortPool {
     /// use or taken by other programs.
     pub fn allocate(self: &Arc<Self>) -> Result<RtpSocketPair, MediaError> {
         let mut st = self.lock();
-        for _ in 0..self.slots {
+        let skip = rand::random::<usize>() % self.slots.clamp(1, 64);
+        st.cursor = (st.cursor + skip) % self.slots;
+        // Two passes: the first leaves the recently released ports alone.
+        for n in 0..2 * self.slots {
             let idx = st.cursor;
             st.cursor = (st.cursor + 1) % self.slots;
             let port = self.first + 2 * idx as u16;
-            if st.in_use.contains(&port) {
+            if st.in_use.contains(&port) || (n < self.slots && st.recent.contains(&port)) {
                 continue;
             }
             match self.bind_pair(port) {
                 Ok((rtp, rtcp)) => {
                     st.in_use.insert(port);
+                    st.recent.retain(|p| *p != port);
                     drop(st);
                     let local_rtp = SocketAddr::new(self.bind_ip, port);
                     tracing::trace!(%local_rtp, "rtp port allocated");
@@ -128,7 +139,14 @@ impl PortPool {
     }
 
     fn release(&self, port: u16) {
-        self.lock().in_use.remove(&port);
+        let mut st = self.lock();
+        st.in_use.remove(&port);
+        let keep = self.slots.saturating_sub(1).clamp(1, 64);
+        while st.recent.len() >= keep {
+            st.recent.pop_front();
+        }
+        st.recent.push_back(port);
+        drop(st);
         tracing::trace!(port, "rtp port released");
     }
 }
@@ -273,6 +291,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_next_port_is_not_the_one_after_the_last() {
+        let base = free_base();
+        let pool = PortPool::new(LO, base, base + 399).unwrap(); // 200 pairs
+        let mut held = Vec::new();
+        let mut steps = std::collections::HashSet::new();
+        let mut last = None;
+        for _ in 0..40 {
+            let p = pool.allocate().unwrap();
+            let port = p.local_rtp.port();
+            if let Some(prev) = last {
+                steps.insert((i32::from(port) - i32::from(prev)).rem_euclid(400));
+            }
+            last = Some(port);
+            held.push(p);
+        }
+        // Round-robin alone would step by 2 every time.
+        assert!(steps.len() > 5, "steps between allocations: {steps:?}");
+        let mut ports: Vec<u16> = held.iter().map(|p| p.local_rtp.port()).collect();
+        ports.sort();
+        ports.dedup();
+        assert_eq!(ports.len(), 40, "no port handed out twice");
+    }
+
+    #[tokio::test]
     async fn allocates_even_pairs_round_robin_and_releases() {
         let base = free_base();
         let pool = PortPool::new(LO, base, base + 5).unwrap(); // 3 pairs
@@ -288,8 +330,7 @@ mod tests {
             assert!(p.local_rtp.port() >= base && p.local_rtcp().port() <= base + 5);
         }
         assert!(matches!(pool.allocate(), Err(MediaError::Exhausted)));
-        // Free b, then a: the next allocation is b's port (cursor order), and a's port is used
-        // only after it.
+        // Free b, then a: both come back (in some order) once the pool is full again.
         let (pb, pa) = (b.local_rtp.port(), a.local_rtp.port());
         drop(b);
         assert_eq!(pool.in_use(), 2);
@@ -299,13 +340,12 @@ mod tests {
         );
         drop(a);
         let x = pool.allocate().unwrap();
-        assert_eq!(
-            x.local_rtp.port(),
-            pa,
-            "cursor continues after c, so a's slot (next) comes first"
-        );
         let y = pool.allocate().unwrap();
-        assert_eq!(y.local_rtp.port(), pb);
+        let mut got = vec![x.local_rtp.port(), y.local_rtp.port()];
+        got.sort();
+        let mut want = vec![pa, pb];
+        want.sort();
+        assert_eq!(got, want);
         drop((x, y, c));
         assert_eq!(pool.in_use(), 0);
     }
@@ -322,8 +362,9 @@ mod tests {
             .map(|p| p.local_rtp.port())
             .collect();
         assert!(!next.contains(&pa), "{pa} reused within {next:?}");
-        // After a full turn it comes back.
-        assert_eq!(pool.allocate().unwrap().local_rtp.port(), pa);
+        // It is not lost: holding all four pairs includes it.
+        let all: Vec<_> = (0..4).map(|_| pool.allocate().unwrap()).collect();
+        assert!(all.iter().any(|p| p.local_rtp.port() == pa));
     }
 
     #[tokio::test]
