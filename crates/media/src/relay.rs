@@ -16,11 +16,17 @@
 //!
 //! # Remote addresses and latching (symmetric RTP)
 //! Per leg and per socket (RTP, RTCP) a small state machine ([`Peer`]): the SDP remote is the
-//! destination until the first packet arrives; the bridge then *latches* to that packet's
-//! source (NAT) and sends there. It latches once; only a changed SDP remote (`set_remote` with
-//! a different address) clears the latch. Once latched, packets from a source that is neither
-//! the latched nor the SDP address are dropped and counted as `foreign`. An unspecified SDP
-//! address (`0.0.0.0`, old-style hold) means "send nothing to this leg".
+//! destination until the bridge *latches* to a source and sends there. A packet from the SDP
+//! address latches at once. Another source (a phone behind NAT) is latched only when the SDP
+//! address has sent nothing for [`LATCH_GRACE`] since that source's first packet and the
+//! source's stream is consistent: [`LATCH_PACKETS`] packets with one SSRC, no other source in
+//! between; until then its packets are dropped as `foreign`. An outsider spraying the port
+//! range during call set-up therefore never captures a leg whose phone sends from the address
+//! it announced, and a NAT phone's first ~0.5 s of audio is lost. It latches once; only a
+//! changed SDP remote (`set_remote` with a different address) clears the latch. Once latched,
+//! packets from a source that is neither the latched nor the SDP address are dropped and
+//! counted as `foreign`. An unspecified SDP address (`0.0.0.0`, old-style hold) means "send
+//! nothing to this leg".
 //!
 //! # Per-packet path
 //! One tokio task per bridge (on a relay thread, see [`start_relay_threads`]), written as a
@@ -368,6 +374,20 @@ impl PlaybackStatus {
     }
 }
 
+/// How long the SDP address must have stayed silent before another source may be latched.
+pub const LATCH_GRACE: Duration = Duration::from_millis(500);
+/// How many consistent packets (one source, one SSRC) another source must send first.
+pub const LATCH_PACKETS: u32 = 5;
+
+/// A source other than the SDP address that may be latched once its stream proves itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Candidate {
+    src: SocketAddr,
+    ssrc: u32,
+    first: Duration,
+    packets: u32,
+}
+
 /// Remote-address state of one socket of one leg (sans-IO; see the module doc).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Peer {
@@ -377,6 +397,7 @@ pub struct Peer {
     /// flight after the remote changed (a re-INVITE moved another phone onto this socket)
     /// must not capture the latch, or the new phone would hear nothing.
     stale: Option<SocketAddr>,
+    candidate: Option<Candidate>,
 }
 
 /// Outcome of [`Peer::accept`].
@@ -397,6 +418,7 @@ impl Peer {
         self.sdp = addr;
         self.latched = None;
         self.stale = None;
+        self.candidate = None;
         true
     }
 
@@ -410,19 +432,46 @@ impl Peer {
         changed
     }
 
-    /// Checks (and on the first packet latches) a packet's source.
-    pub fn accept(&mut self, src: SocketAddr) -> Accept {
+    /// Checks a packet's source (`ssrc`: the packet's RTP or RTCP sender SSRC, `now`: the
+    /// bridge's clock) and latches when the rules of the module doc allow.
+    pub fn accept(&mut self, src: SocketAddr, ssrc: u32, now: Duration) -> Accept {
         match self.latched {
-            None if self.stale == Some(src) => Accept::Foreign,
-            None => {
-                self.latched = Some(src);
-                self.stale = None;
-                Accept::Latched
-            }
             Some(l) if l == src => Accept::Ok,
-            _ if self.sdp == Some(src) => Accept::Ok,
-            _ => Accept::Foreign,
+            Some(_) if self.sdp == Some(src) => Accept::Ok,
+            Some(_) => Accept::Foreign,
+            None if self.stale == Some(src) => Accept::Foreign,
+            None if self.sdp == Some(src) => self.latch(src),
+            None => self.learn(src, ssrc, now),
         }
+    }
+
+    fn latch(&mut self, src: SocketAddr) -> Accept {
+        self.latched = Some(src);
+        self.stale = None;
+        self.candidate = None;
+        Accept::Latched
+    }
+
+    /// A packet from a source that is not the SDP address, before any latch.
+    fn learn(&mut self, src: SocketAddr, ssrc: u32, now: Duration) -> Accept {
+        match self.candidate.as_mut() {
+            Some(c) if c.src == src && c.ssrc == ssrc => {
+                c.packets = c.packets.saturating_add(1);
+                if c.packets >= LATCH_PACKETS && now.saturating_sub(c.first) >= LATCH_GRACE {
+                    return self.latch(src);
+                }
+            }
+            // Another source (or stream) interrupts: learning starts over with it.
+            _ => {
+                self.candidate = Some(Candidate {
+                    src,
+                    ssrc,
+                    first: now,
+                    packets: 1,
+                })
+            }
+        }
+        Accept::Foreign
     }
 
     /// Where to send: the latched source, else the SDP remote; nothing while the SDP remote
@@ -1716,7 +1765,9 @@ impl Relay {
             return self.drop_packet(DropReason::Other);
         }
         let f = from.idx();
-        match self.legs[f].rtp.accept(src) {
+        let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
+        let clock = self.shared.start.elapsed();
+        match self.legs[f].rtp.accept(src, ssrc, clock) {
             Accept::Ok => {}
             Accept::Latched => {
                 tracing::debug!(?from, %src, "rtp latched");
@@ -1785,7 +1836,12 @@ impl Relay {
         } else {
             &mut io.rtcp
         };
-        match peer.accept(src) {
+        // The sender SSRC of the (first) report: bytes 4..8 of the RTCP header.
+        let ssrc = pkt
+            .get(4..8)
+            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        let clock = self.shared.start.elapsed();
+        match peer.accept(src, ssrc, clock) {
             Accept::Ok => {}
             Accept::Latched => tracing::debug!(?from, %src, "rtcp latched"),
             Accept::Foreign => return self.drop_packet(DropReason::Foreign),
@@ -2253,70 +2309,133 @@ mod tests {
         assert_eq!(inbox.taken, posted.load(Ordering::Acquire));
     }
 
+    /// `n` consistent packets of one stream from `src`, 40 ms apart from `t0`; the outcomes.
+    fn stream(p: &mut Peer, src: &str, ssrc: u32, t0: u64, n: u64) -> Vec<Accept> {
+        (0..n)
+            .map(|i| p.accept(addr(src), ssrc, Duration::from_millis(t0 + 40 * i)))
+            .collect()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
-    fn peer_latches_once_and_filters() {
+    fn the_sdp_address_latches_at_once_and_others_are_foreign() {
         let mut p = Peer::default();
         assert_eq!(p.dest(), None);
         p.set_sdp(Some(addr("10.0.0.1:4000")));
         assert_eq!(p.dest(), Some(addr("10.0.0.1:4000")));
-        // First packet from behind NAT latches.
-        assert_eq!(p.accept(addr("203.0.113.5:61000")), Accept::Latched);
-        assert_eq!(p.dest(), Some(addr("203.0.113.5:61000")));
-        assert_eq!(p.accept(addr("203.0.113.5:61000")), Accept::Ok);
-        // The SDP address is still accepted but does not re-latch.
-        assert_eq!(p.accept(addr("10.0.0.1:4000")), Accept::Ok);
-        assert_eq!(p.dest(), Some(addr("203.0.113.5:61000")));
-        // Anything else is foreign.
-        assert_eq!(p.accept(addr("198.51.100.9:5000")), Accept::Foreign);
-        assert_eq!(p.dest(), Some(addr("203.0.113.5:61000")));
+        assert_eq!(p.accept(addr("10.0.0.1:4000"), 7, ms(0)), Accept::Latched);
+        assert_eq!(p.accept(addr("10.0.0.1:4000"), 7, ms(20)), Accept::Ok);
+        // Anything else is foreign, however consistent and long.
+        assert!(stream(&mut p, "198.51.100.9:5000", 9, 40, 50)
+            .iter()
+            .all(|a| *a == Accept::Foreign));
+        assert_eq!(p.dest(), Some(addr("10.0.0.1:4000")));
         // Same SDP again: no relatch.
         assert!(!p.set_sdp(Some(addr("10.0.0.1:4000"))));
-        assert_eq!(p.latched(), Some(addr("203.0.113.5:61000")));
-        // Changed SDP: relatch to the next source.
-        assert!(p.set_sdp(Some(addr("10.0.0.2:4000"))));
-        assert_eq!(p.dest(), Some(addr("10.0.0.2:4000")));
-        assert_eq!(p.accept(addr("198.51.100.9:5000")), Accept::Latched);
-        assert_eq!(p.dest(), Some(addr("198.51.100.9:5000")));
+        assert_eq!(p.latched(), Some(addr("10.0.0.1:4000")));
+    }
+
+    #[test]
+    fn a_spray_before_the_phone_speaks_never_captures_the_leg() {
+        let mut p = Peer::default();
+        p.set_sdp(Some(addr("10.0.0.1:4000")));
+        // A sprayer hits the port with packets of changing sources/SSRCs: nothing latches.
+        for i in 0..200u64 {
+            let src = format!("198.51.100.{}:5000", 1 + i % 3);
+            assert_eq!(p.accept(addr(&src), i as u32, ms(i * 5)), Accept::Foreign);
+        }
+        // The phone's first packet from its SDP address latches at once.
+        assert_eq!(
+            p.accept(addr("10.0.0.1:4000"), 1, ms(1001)),
+            Accept::Latched
+        );
+        assert_eq!(p.dest(), Some(addr("10.0.0.1:4000")));
+        // A consistent stream that starts before the phone speaks is not latched before the
+        // grace time is over, and the phone still wins meanwhile.
+        let mut q = Peer::default();
+        q.set_sdp(Some(addr("10.0.0.1:4000")));
+        assert!(stream(&mut q, "198.51.100.9:5000", 9, 0, 10)
+            .iter()
+            .all(|a| *a == Accept::Foreign));
+        assert_eq!(q.accept(addr("10.0.0.1:4000"), 1, ms(400)), Accept::Latched);
+    }
+
+    #[test]
+    fn a_nat_phone_is_latched_after_the_grace_time_with_a_consistent_stream() {
+        let mut p = Peer::default();
+        p.set_sdp(Some(addr("10.0.0.1:4000")));
+        // 40 ms apart: the 13th packet is 480 ms after the first, the 14th 520 ms.
+        let got = stream(&mut p, "203.0.113.5:61000", 0xA, 0, 14);
+        assert!(got[..13].iter().all(|a| *a == Accept::Foreign), "{got:?}");
+        assert_eq!(got[13], Accept::Latched);
+        assert_eq!(p.dest(), Some(addr("203.0.113.5:61000")));
+        assert_eq!(
+            p.accept(addr("203.0.113.5:61000"), 0xA, ms(600)),
+            Accept::Ok
+        );
+        // The SDP address is still accepted but does not re-latch.
+        assert_eq!(p.accept(addr("10.0.0.1:4000"), 0xA, ms(620)), Accept::Ok);
+        assert_eq!(p.dest(), Some(addr("203.0.113.5:61000")));
+        // An interleaved second source keeps either from latching.
+        let mut q = Peer::default();
+        q.set_sdp(Some(addr("10.0.0.1:4000")));
+        for i in 0..100u64 {
+            let (src, ssrc) = if i % 2 == 0 {
+                ("203.0.113.5:61000", 1)
+            } else {
+                ("198.51.100.9:5000", 2)
+            };
+            assert_eq!(q.accept(addr(src), ssrc, ms(i * 20)), Accept::Foreign);
+        }
+        // A changed SSRC from the same source starts the count over.
+        let mut r = Peer::default();
+        r.set_sdp(Some(addr("10.0.0.1:4000")));
+        stream(&mut r, "203.0.113.5:61000", 1, 0, 10);
+        assert_eq!(
+            r.accept(addr("203.0.113.5:61000"), 2, ms(700)),
+            Accept::Foreign
+        );
+        assert_eq!(r.latched(), None);
     }
 
     #[test]
     fn peer_does_not_relatch_to_the_previous_phone_after_a_move() {
         let mut p = Peer::default();
         p.set_sdp(Some(addr("127.0.0.1:4000")));
-        assert_eq!(p.accept(addr("127.0.0.1:4000")), Accept::Latched);
+        assert_eq!(p.accept(addr("127.0.0.1:4000"), 1, ms(0)), Accept::Latched);
         // Another phone is moved onto this socket; the old one still has packets in flight.
         assert!(p.move_to_new_party(Some(addr("127.0.0.1:4100"))));
-        assert_eq!(p.accept(addr("127.0.0.1:4000")), Accept::Foreign);
+        assert_eq!(p.accept(addr("127.0.0.1:4000"), 1, ms(20)), Accept::Foreign);
         assert_eq!(p.dest(), Some(addr("127.0.0.1:4100")));
-        assert_eq!(p.accept(addr("127.0.0.1:4100")), Accept::Latched);
+        assert_eq!(p.accept(addr("127.0.0.1:4100"), 2, ms(40)), Accept::Latched);
         assert_eq!(p.dest(), Some(addr("127.0.0.1:4100")));
         // Once the new phone latched, the old address is just foreign, never remembered.
-        assert_eq!(p.accept(addr("127.0.0.1:4000")), Accept::Foreign);
+        assert_eq!(p.accept(addr("127.0.0.1:4000"), 1, ms(60)), Accept::Foreign);
         // A move back to the first phone's address latches to it again.
         assert!(p.move_to_new_party(Some(addr("127.0.0.1:4000"))));
-        assert_eq!(p.accept(addr("127.0.0.1:4000")), Accept::Latched);
+        assert_eq!(p.accept(addr("127.0.0.1:4000"), 1, ms(80)), Accept::Latched);
     }
 
     #[test]
-    fn same_phone_changing_its_sdp_behind_nat_keeps_its_source() {
+    fn same_phone_changing_its_sdp_behind_nat_is_learned_again() {
         let mut p = Peer::default();
         p.set_sdp(Some(addr("10.0.0.1:4000")));
-        assert_eq!(p.accept(addr("203.0.113.5:61000")), Accept::Latched);
-        // A re-INVITE from the same phone with a new private port: the NAT source may stay.
+        assert_eq!(
+            stream(&mut p, "203.0.113.5:61000", 7, 0, 14)[13],
+            Accept::Latched
+        );
+        // A re-INVITE from the same phone with a new private port: the NAT source may stay,
+        // and is learned again by the same rule.
         assert!(p.set_sdp(Some(addr("10.0.0.1:4002"))));
-        assert_eq!(p.accept(addr("203.0.113.5:61000")), Accept::Latched);
+        assert_eq!(p.dest(), Some(addr("10.0.0.1:4002")));
+        assert_eq!(
+            stream(&mut p, "203.0.113.5:61000", 7, 1000, 14)[13],
+            Accept::Latched
+        );
         assert_eq!(p.dest(), Some(addr("203.0.113.5:61000")));
-    }
-
-    #[test]
-    fn peer_unspecified_sdp_means_no_destination() {
-        let mut p = Peer::default();
-        p.set_sdp(Some(addr("0.0.0.0:4000")));
-        assert_eq!(p.dest(), None);
-        assert_eq!(p.accept(addr("10.0.0.1:4000")), Accept::Latched);
-        assert_eq!(p.dest(), None, "still on hold");
-        p.set_sdp(Some(addr("10.0.0.1:4000")));
-        assert_eq!(p.dest(), Some(addr("10.0.0.1:4000")));
     }
 
     #[test]
