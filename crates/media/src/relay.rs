@@ -25,7 +25,8 @@
 //! it announced, and a NAT phone's first ~0.5 s of audio is lost. It latches once; only a
 //! changed SDP remote (`set_remote` with a different address) clears the latch. Once latched,
 //! packets from a source that is neither the latched nor the SDP address are dropped and
-//! counted as `foreign`. An unspecified SDP address (`0.0.0.0`, old-style hold) means "send
+//! counted as `foreign`. RTCP on its own port (a few packets a minute) is latched only to its
+//! SDP address or to a source on the IP the leg's RTP latched to. An unspecified SDP address (`0.0.0.0`, old-style hold) means "send
 //! nothing to this leg".
 //!
 //! # Per-packet path
@@ -442,6 +443,21 @@ impl Peer {
             None if self.stale == Some(src) => Accept::Foreign,
             None if self.sdp == Some(src) => self.latch(src),
             None => self.learn(src, ssrc, now),
+        }
+    }
+
+    /// RTCP on its own port: a few packets a minute, too few to learn a stream from. Its
+    /// source is latched when it is the SDP address, or comes from the IP that the leg's RTP
+    /// latched to (`rtp`: a NAT maps both from the same public address); nothing else.
+    pub fn accept_rtcp(&mut self, src: SocketAddr, rtp: Option<SocketAddr>) -> Accept {
+        match self.latched {
+            Some(l) if l == src => Accept::Ok,
+            Some(_) if self.sdp == Some(src) => Accept::Ok,
+            Some(_) => Accept::Foreign,
+            None if self.stale == Some(src) => Accept::Foreign,
+            None if self.sdp == Some(src) => self.latch(src),
+            None if rtp.is_some_and(|r| r.ip() == src.ip()) => self.latch(src),
+            None => Accept::Foreign,
         }
     }
 
@@ -1829,19 +1845,21 @@ impl Relay {
 
     fn on_rtcp(&mut self, from: Leg, kind: Kind, src: SocketAddr, pkt: &[u8]) {
         let f = from.idx();
+        let clock = self.shared.start.elapsed();
         let io = &mut self.legs[f];
         // Multiplexed RTCP comes from the RTP source.
-        let peer = if kind == Kind::Rtp {
-            &mut io.rtp
+        let accepted = if kind == Kind::Rtp {
+            // Multiplexed on the RTP port: the RTP rules, with the report's sender SSRC
+            // (bytes 4..8 of the RTCP header).
+            let ssrc = pkt
+                .get(4..8)
+                .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            io.rtp.accept(src, ssrc, clock)
         } else {
-            &mut io.rtcp
+            let rtp = io.rtp.latched();
+            io.rtcp.accept_rtcp(src, rtp)
         };
-        // The sender SSRC of the (first) report: bytes 4..8 of the RTCP header.
-        let ssrc = pkt
-            .get(4..8)
-            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-        let clock = self.shared.start.elapsed();
-        match peer.accept(src, ssrc, clock) {
+        match accepted {
             Accept::Ok => {}
             Accept::Latched => tracing::debug!(?from, %src, "rtcp latched"),
             Accept::Foreign => return self.drop_packet(DropReason::Foreign),
@@ -2399,6 +2417,33 @@ mod tests {
             Accept::Foreign
         );
         assert_eq!(r.latched(), None);
+    }
+
+    #[test]
+    fn rtcp_latches_only_to_its_sdp_address_or_the_rtp_sources_ip() {
+        let mut p = Peer::default();
+        p.set_sdp(Some(addr("10.0.0.1:4001")));
+        // A sprayer is never latched, however long it sends.
+        for _ in 0..100 {
+            assert_eq!(
+                p.accept_rtcp(addr("198.51.100.9:5001"), Some(addr("203.0.113.5:61000"))),
+                Accept::Foreign
+            );
+        }
+        assert_eq!(
+            p.accept_rtcp(addr("198.51.100.9:5001"), None),
+            Accept::Foreign
+        );
+        // The NAT phone's RTCP comes from the IP its RTP latched to.
+        assert_eq!(
+            p.accept_rtcp(addr("203.0.113.5:61001"), Some(addr("203.0.113.5:61000"))),
+            Accept::Latched
+        );
+        assert_eq!(p.dest(), Some(addr("203.0.113.5:61001")));
+        // Or from the SDP address.
+        let mut q = Peer::default();
+        q.set_sdp(Some(addr("10.0.0.1:4001")));
+        assert_eq!(q.accept_rtcp(addr("10.0.0.1:4001"), None), Accept::Latched);
     }
 
     #[test]
