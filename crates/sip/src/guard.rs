@@ -11,6 +11,23 @@ use std::net::SocketAddr;
 /// Largest datagram we accept as SIP; larger ones are dropped (and logged).
 pub const MAX_SIP_DATAGRAM: usize = 32 * 1024;
 
+/// Upper bound of a [`Verdict::Rewrite`] of an `n`-byte datagram. Canonicalisation joins folded
+/// lines and removes whitespace, but may add a space after a header's colon and a CR before
+/// each LF: a line of at least 2 bytes (`:` LF) grows by at most 2, so at most twice the input.
+/// The body is kept byte for byte.
+pub const fn rewrite_bound(n: usize) -> usize {
+    2 * n
+}
+
+/// How much larger than the request a stateless reply may be (status line, `Allow`, the To tag,
+/// `Content-Length`, compact header names written out in full).
+pub const REPLY_SLACK: usize = 256;
+
+/// Upper bound of a [`Verdict::Reply`] to an `n`-byte datagram: `n` + [`REPLY_SLACK`].
+pub const fn reply_bound(n: usize) -> usize {
+    n + REPLY_SLACK
+}
+
 const KNOWN_METHODS: &[&str] = &[
     "INVITE",
     "ACK",
@@ -51,43 +68,58 @@ pub fn inspect(packet: &[u8]) -> Verdict {
     if packet.len() > MAX_SIP_DATAGRAM {
         return Verdict::Drop("datagram larger than the SIP size limit");
     }
-    let Ok(text) = std::str::from_utf8(packet) else {
-        // SIP allows arbitrary bytes in bodies; only the head must be text.
-        return match head_end(packet) {
-            Some(end) => match std::str::from_utf8(&packet[..end]) {
-                Ok(head) => inspect_head(head, packet.len() - end),
-                Err(_) => Verdict::Drop("non-UTF-8 message head"),
-            },
-            None => Verdict::Drop("binary datagram without a SIP head"),
+    let Some((head, body)) = split_head(packet) else {
+        return if std::str::from_utf8(packet).is_ok() {
+            Verdict::Drop("no end of headers (truncated datagram)")
+        } else {
+            Verdict::Drop("binary datagram without a SIP head")
         };
     };
-    match text.find("\r\n\r\n").or_else(|| text.find("\n\n")) {
-        Some(pos) => {
-            let sep = if text[pos..].starts_with("\r\n\r\n") {
-                4
-            } else {
-                2
-            };
-            let (head, body) = (&text[..pos], &text[pos + sep..]);
-            match canonical_head(head) {
-                None => inspect_head(head, body.len()),
-                Some(canonical) => match inspect_head(&canonical, body.len()) {
-                    Verdict::Pass => {
-                        let mut out = canonical.into_bytes();
-                        out.extend_from_slice(b"\r\n\r\n");
-                        out.extend_from_slice(body.as_bytes());
-                        Verdict::Rewrite(out)
-                    }
-                    other => other,
-                },
+    // SIP allows arbitrary bytes in bodies; only the head must be text.
+    let Ok(head) = std::str::from_utf8(head) else {
+        return Verdict::Drop("non-UTF-8 message head");
+    };
+    let verdict = match canonical_head(head) {
+        None => inspect_head(head, body.len()),
+        Some(canonical) => match inspect_head(&canonical, body.len()) {
+            Verdict::Pass => {
+                let mut out = canonical.into_bytes();
+                out.extend_from_slice(b"\r\n\r\n");
+                out.extend_from_slice(body);
+                Verdict::Rewrite(out)
             }
+            other => other,
+        },
+    };
+    match verdict {
+        // The source address of a UDP request can be forged: never reflect more than it sent
+        // (many short, e.g. compact or tag-less To, headers echoed would amplify it).
+        Verdict::Reply { response, .. } if response.len() > reply_bound(packet.len()) => {
+            Verdict::Drop("stateless reply would be larger than the request")
         }
-        None => Verdict::Drop("no end of headers (truncated datagram)"),
+        other => other,
     }
 }
 
-fn head_end(packet: &[u8]) -> Option<usize> {
-    packet.windows(4).position(|w| w == b"\r\n\r\n")
+/// Head (without its last line end) and body of a message, split at the *first* empty line,
+/// whatever mix of CRLF and bare LF line ends surrounds it (RFC 3261 §7.5 tolerance). The
+/// first one, not the first CRLF CRLF: the SIP stack's parser ends the head there too, so
+/// headers after it must not be judged (or canonicalised) as headers.
+fn split_head(packet: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut line_start = 0;
+    for (i, &b) in packet.iter().enumerate() {
+        if b != b'\n' {
+            continue;
+        }
+        if matches!(&packet[line_start..i], b"" | b"\r") {
+            let head = &packet[..line_start];
+            let head = head.strip_suffix(b"\n").unwrap_or(head);
+            let head = head.strip_suffix(b"\r").unwrap_or(head);
+            return Some((head, &packet[i + 1..]));
+        }
+        line_start = i + 1;
+    }
+    None
 }
 
 fn inspect_head(head: &str, body_len: usize) -> Verdict {
@@ -214,6 +246,11 @@ pub fn canonical_head(head: &str) -> Option<String> {
     }
     let mut logical: Vec<String> = Vec::new();
     for line in lines {
+        if line.is_empty() {
+            // A line of CRs only (the head ends at the first truly empty line): it carries no
+            // header, and written as an empty line it would end the head early.
+            continue;
+        }
         if line.starts_with([' ', '\t']) {
             if let Some(last) = logical.last_mut() {
                 last.push(' ');
@@ -595,6 +632,89 @@ mod tests {
         assert!(
             rsipstack::sip::SipMessage::try_from(text.as_str()).is_ok(),
             "{text}"
+        );
+    }
+
+    /// Fuzz finding (sip_guard): the head ended at the first CRLF CRLF even when an empty line
+    /// (LF, or LF then CRLF) came earlier. The guard judged and canonicalised the headers after
+    /// that empty line, and its rewrite turned the empty line into CRLF CRLF: the stack then
+    /// saw a different head than the guard had checked, and part of the head as body.
+    #[test]
+    fn head_ends_at_the_first_empty_line_of_any_line_end_style() {
+        let m = b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c1\r\nAccept: x\n\r\n\
+CSeq: 1 OPTIONS\r\nl: 0\r\n\r\n";
+        // CSeq is not part of the head: nothing to build a reply from.
+        assert!(matches!(inspect(m), Verdict::Drop(_)), "{:?}", inspect(m));
+        let (head, body) = split_head(m).unwrap();
+        assert!(head.ends_with(b"Accept: x"));
+        assert!(body.starts_with(b"CSeq: 1 OPTIONS"));
+        assert_eq!(split_head(b"A\r\n\r\nb"), Some((&b"A"[..], &b"b"[..])));
+        assert_eq!(split_head(b"A\n\nb"), Some((&b"A"[..], &b"b"[..])));
+        assert_eq!(split_head(b"A\r\n\nb"), Some((&b"A"[..], &b"b"[..])));
+        assert_eq!(split_head(b"\r\nA"), Some((&b""[..], &b"A"[..])));
+        assert_eq!(split_head(b"A\r\nB\r\n"), None);
+        // A binary body after a bare-LF head is fine too.
+        let m = b"SIP/2.0 200 OK\nVia: x\n\n\xff\xfe";
+        assert_eq!(inspect(m), Verdict::Pass);
+    }
+
+    /// Fuzz finding (sip_guard): a line of CRs only inside the head (`CR CR LF`) was written as
+    /// an empty line by the rewrite, ending the head early for the stack (and the body the
+    /// guard had measured Content-Length against moved).
+    #[test]
+    fn lines_of_carriage_returns_do_not_become_empty_lines() {
+        let m = req(
+            "OPTIONS sip:h SIP/2.0",
+            &with(&["CSeq: 1\r\n OPTIONS", "\r", "Content-Length: 0"]),
+            "",
+        );
+        let Verdict::Rewrite(out) = inspect(&m) else {
+            panic!("folded CSeq must be rewritten: {:?}", inspect(&m));
+        };
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(text.find("\r\n\r\n"), Some(text.len() - 4), "{text:?}");
+        assert!(text.contains("\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n"));
+        assert_eq!(inspect(&out), Verdict::Pass, "a rewrite is canonical");
+    }
+
+    /// Fuzz finding (sip_guard): stateless replies echo every Via/From/To/Call-ID/CSeq and add
+    /// a tag to each tag-less To, so a small request of many short headers (`t:` lines) got a
+    /// reply several times its size, towards a source address that UDP lets anyone forge.
+    #[test]
+    fn replies_are_never_much_larger_than_the_request() {
+        let mut m = String::from("FOO sip:h SIP/2.0\r\nv: x\r\nf: a\r\ni: c\r\nCSeq: 1 FOO\r\n");
+        for _ in 0..200 {
+            m.push_str("t:\r\n");
+        }
+        m.push_str("\r\n");
+        assert!(matches!(inspect(m.as_bytes()), Verdict::Drop(_)));
+        // An ordinary request still gets its reply, and the compact one too.
+        let m = req("FOO sip:h SIP/2.0", &with(&["CSeq: 1 FOO"]), "");
+        let Verdict::Reply { response, .. } = inspect(&m) else {
+            panic!("expected a reply");
+        };
+        assert!(response.len() <= reply_bound(m.len()));
+        let m = b"FOO sip:h SIP/2.0\r\nv: x\r\nf: a\r\nt: b\r\ni: c\r\nCSeq: 1 FOO\r\n\r\n";
+        assert!(matches!(inspect(m), Verdict::Reply { status: 501, .. }));
+    }
+
+    #[test]
+    fn rewrites_stay_within_their_bound() {
+        // Worst case: every line a bare `:` with LF line ends, each written as `: ` CRLF.
+        let mut m = String::from("OPTIONS sip:h SIP/2.0\nv:x\nf:a\nt:b\ni:c\nCSeq:1 OPTIONS\n");
+        for _ in 0..50 {
+            m.push_str(":\n");
+        }
+        m.push('\n');
+        let Verdict::Rewrite(out) = inspect(m.as_bytes()) else {
+            panic!("expected a rewrite");
+        };
+        assert!(
+            out.len() <= rewrite_bound(m.len()),
+            "{} > 2 * {}",
+            out.len(),
+            m.len()
         );
     }
 }

@@ -184,7 +184,6 @@ pub(crate) fn narrow<T: TryFrom<i64>>(what: &str, v: i64) -> Result<T, StoreErro
     T::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} = {v} is out of range")))
 }
 
-
 /// The data directory holds password-equivalent digest HA1 values, API key hashes, the token
 /// signing key, trunk passwords, recordings and voicemail: the directory itself becomes 0700
 /// and every file already in it (the database and its WAL, recordings, voicemail, caches)
