@@ -7,9 +7,20 @@
 //! least recently used entry (a hit, fresh or revalidated, counts as a use). A clip that does not
 //! fit (larger than the cap, or than [`MAX_CACHED_ITEM_BYTES`]) is served but not cached. So
 //! an API client naming many distinct (long) URLs cannot make the cache grow without bound.
+//!
+//! **Where a fetch may go** ([`FetchPolicy`], docs/security.md): never to link-local or
+//! metadata addresses (169.254.0.0/16, fe80::/10), unspecified, multicast or broadcast ones,
+//! never to the server's own listeners (HTTP, SIP); loopback and private addresses only while
+//! `allow_private` (the default: local apps and WAV servers are normal on a developer's
+//! machine). The address classes are enforced by the client's resolver at connect time (no
+//! DNS-rebinding window), IP literals before the request; redirects are followed by hand (at
+//! most five) and every hop is checked again. Every failure to fetch has one error text, so the
+//! API cannot be used to tell a closed port from an HTTP status (an internal port scanner);
+//! the real reason is logged.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hookflash_media::audio::{load_wav_limited, Pcm8k, SAMPLE_RATE};
@@ -35,19 +46,137 @@ const MAX_ENTRIES: usize = 256;
 /// the `Arc` header): an estimate, so many tiny clips cannot hide behind a byte count of ~0.
 const ENTRY_OVERHEAD: usize = 128;
 
+/// Every failure to fetch reads the same (see the module doc); [`FetchError::reason`] has the
+/// details for the log.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum FetchError {
     #[error("not an http(s) URL: {0}")]
     BadUrl(String),
-    #[error("could not reach {url}: {reason}")]
+    #[error("could not reach usable audio at {url}")]
     Unreachable { url: String, reason: String },
-    #[error("{url} answered HTTP {status}")]
+    #[error("could not reach usable audio at {url}")]
     Status { url: String, status: u16 },
-    #[error("{url} is larger than {limit} bytes")]
+    #[error("could not reach usable audio at {url}")]
     TooLarge { url: String, limit: usize },
-    #[error("{url} is not playable audio: {reason}")]
+    #[error("could not reach usable audio at {url}")]
     NotAudio { url: String, reason: String },
+    /// The URL (or a redirect) names an address fetches may not go to.
+    #[error("could not reach usable audio at {url}")]
+    Refused { url: String, reason: String },
 }
+
+impl FetchError {
+    /// What really went wrong, for the log (never for the API client).
+    pub fn reason(&self) -> String {
+        match self {
+            FetchError::BadUrl(u) => format!("not an http(s) URL: {u}"),
+            FetchError::Unreachable { reason, .. } => format!("unreachable: {reason}"),
+            FetchError::Status { status, .. } => format!("HTTP {status}"),
+            FetchError::TooLarge { limit, .. } => format!("larger than {limit} bytes"),
+            FetchError::NotAudio { reason, .. } => format!("not playable audio: {reason}"),
+            FetchError::Refused { reason, .. } => format!("address not allowed: {reason}"),
+        }
+    }
+}
+
+/// Where fetches may go.
+#[derive(Debug, Clone, Default)]
+pub struct FetchPolicy {
+    /// Loopback and private (RFC 1918, CGNAT, unique-local) addresses allowed.
+    pub allow_private: bool,
+    /// The server's own listeners (HTTP, SIP): never fetched from.
+    pub own: Vec<SocketAddr>,
+}
+
+impl FetchPolicy {
+    /// May a fetch connect to `ip` at all (any port)?
+    pub fn ip_allowed(&self, ip: IpAddr) -> Result<(), &'static str> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                if v4.is_link_local() {
+                    return Err("link-local / metadata address");
+                }
+                if v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() {
+                    return Err("not a unicast address");
+                }
+                let o = v4.octets();
+                let cgnat = o[0] == 100 && (64..128).contains(&o[1]);
+                if (v4.is_loopback() || v4.is_private() || cgnat) && !self.allow_private {
+                    return Err("loopback or private address");
+                }
+            }
+            IpAddr::V6(v6) => {
+                let seg = v6.segments();
+                if seg[0] & 0xffc0 == 0xfe80 {
+                    return Err("link-local / metadata address");
+                }
+                if v6.is_unspecified() || v6.is_multicast() {
+                    return Err("not a unicast address");
+                }
+                let unique_local = seg[0] & 0xfe00 == 0xfc00;
+                if (v6.is_loopback() || unique_local) && !self.allow_private {
+                    return Err("loopback or private address");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// May a fetch connect to `addr` (its IP allowed, and not one of our own listeners)?
+    pub fn addr_allowed(&self, addr: SocketAddr) -> Result<(), &'static str> {
+        self.ip_allowed(addr.ip())?;
+        let is_own = self.own.iter().any(|l| {
+            l.port() == addr.port()
+                && (l.ip() == addr.ip()
+                    || (l.ip().is_unspecified() || l.ip().is_loopback()) && addr.ip().is_loopback()
+                    || l.ip().is_unspecified() && is_local_ip(addr.ip()))
+        });
+        if is_own {
+            return Err("the server's own listener");
+        }
+        Ok(())
+    }
+}
+
+/// An address of this machine (best effort: loopback, or one of its interfaces' addresses as
+/// far as the OS lets us bind to it).
+fn is_local_ip(ip: IpAddr) -> bool {
+    ip.is_loopback() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// The client's resolver: only addresses the policy allows are connected to.
+struct GuardedResolver {
+    policy: Arc<FetchPolicy>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|a| policy.ip_allowed(a.ip()).is_ok())
+                .collect();
+            if allowed.is_empty() {
+                return Err(format!("{host}: no address a fetch may go to").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The most redirects a fetch follows (each hop checked again).
+const MAX_REDIRECTS: usize = 5;
 
 /// reqwest is built without a default TLS crypto provider (aws-lc and ring would both end up
 /// in the tree); install ring once, process-wide, before any client is built. Idempotent.
@@ -191,30 +320,86 @@ pub struct FetchStats {
 pub struct AudioFetcher {
     client: reqwest::Client,
     cache: Mutex<Cache>,
+    policy: Arc<FetchPolicy>,
 }
 
 impl AudioFetcher {
-    /// A fetcher whose cache holds up to [`DEFAULT_CACHE_BYTES`].
+    /// A fetcher whose cache holds up to [`DEFAULT_CACHE_BYTES`], private addresses allowed.
     pub fn new() -> Self {
         Self::with_cache_bytes(DEFAULT_CACHE_BYTES)
     }
 
     /// A fetcher whose cache holds up to `cap` bytes (0: nothing is cached).
     pub fn with_cache_bytes(cap: usize) -> Self {
+        Self::with_policy(
+            cap,
+            FetchPolicy {
+                allow_private: true,
+                own: Vec::new(),
+            },
+        )
+    }
+
+    /// A fetcher with a cache of `cap` bytes that only goes where `policy` allows.
+    pub fn with_policy(cap: usize, policy: FetchPolicy) -> Self {
         install_crypto_provider();
+        let policy = Arc::new(policy);
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("hookflash/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
             .build()
             .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "HTTP client with options failed; using defaults");
+                // Without our resolver the address rules would not hold: fetch nothing.
+                tracing::error!(error = %e, "HTTP client for audio fetches could not be built");
                 reqwest::Client::new()
             });
         AudioFetcher {
             client,
             cache: Mutex::new(Cache::new(cap)),
+            policy,
         }
+    }
+
+    /// Checks a URL (the first or a redirect's) before a request goes to it: an IP literal
+    /// against every rule, a host name against the own-listener rule (its address classes are
+    /// checked again by the resolver when the connection is made).
+    /// Errors name `asked` (the URL the client gave), never a redirect's target.
+    async fn check_target(&self, url: &reqwest::Url, asked: &str) -> Result<(), FetchError> {
+        let refused = |reason: &str| FetchError::Refused {
+            url: asked.to_string(),
+            reason: format!("{url}: {reason}"),
+        };
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(refused("not http(s)"));
+        }
+        let port = url.port_or_known_default().unwrap_or(80);
+        let Some(host) = url.host_str() else {
+            return Err(refused("no host"));
+        };
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| FetchError::Unreachable {
+                    url: asked.to_string(),
+                    reason: format!("{url}: {e}"),
+                })?
+                .collect(),
+        };
+        if addrs.is_empty() {
+            return Err(refused("no address"));
+        }
+        for a in &addrs {
+            self.policy.addr_allowed(*a).map_err(&refused)?;
+        }
+        Ok(())
     }
 
     /// The cache's cap in bytes.
@@ -251,8 +436,16 @@ impl AudioFetcher {
         })
     }
 
-    /// The decoded audio at `url`.
+    /// The decoded audio at `url`. A failure is logged with its real reason.
     pub async fn get(&self, url: &str) -> Result<Pcm8k, FetchError> {
+        let result = self.fetch(url).await;
+        if let Err(e) = &result {
+            info!(url, reason = %e.reason(), "audio fetch failed");
+        }
+        result
+    }
+
+    async fn fetch(&self, url: &str) -> Result<Pcm8k, FetchError> {
         let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::BadUrl(url.to_string()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(FetchError::BadUrl(url.to_string()));
@@ -262,20 +455,50 @@ impl AudioFetcher {
             debug!(url, "announcement cache hit (fresh)");
             return Ok(pcm.clone());
         }
-        let mut request = self.client.get(parsed);
-        if let Some((_, etag, last_modified, _)) = &cached {
-            if let Some(etag) = etag {
-                request = request.header(reqwest::header::IF_NONE_MATCH, etag);
-            }
-            if let Some(lm) = last_modified {
-                request = request.header(reqwest::header::IF_MODIFIED_SINCE, lm);
-            }
-        }
         let unreachable = |e: reqwest::Error| FetchError::Unreachable {
             url: url.to_string(),
             reason: e.to_string(),
         };
-        let mut response = request.send().await.map_err(unreachable)?;
+        // Redirects by hand: every hop is checked like the first URL.
+        let mut target = parsed;
+        let mut hops = 0;
+        let mut response = loop {
+            self.check_target(&target, url).await?;
+            let mut request = self.client.get(target.clone());
+            if let Some((_, etag, last_modified, _)) = &cached {
+                if let Some(etag) = etag {
+                    request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+                }
+                if let Some(lm) = last_modified {
+                    request = request.header(reqwest::header::IF_MODIFIED_SINCE, lm);
+                }
+            }
+            let response = request.send().await.map_err(unreachable)?;
+            // 304 (our revalidation) is a 3xx but no redirect.
+            if !response.status().is_redirection()
+                || response.status() == reqwest::StatusCode::NOT_MODIFIED
+            {
+                break response;
+            }
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| target.join(l).ok());
+            match location {
+                Some(next) if hops < MAX_REDIRECTS => {
+                    hops += 1;
+                    debug!(from = %target, to = %next, "audio fetch redirected");
+                    target = next;
+                }
+                _ => {
+                    return Err(FetchError::Status {
+                        url: url.to_string(),
+                        status: response.status().as_u16(),
+                    })
+                }
+            }
+        };
         let status = response.status();
         if status == reqwest::StatusCode::NOT_MODIFIED {
             if let Some((pcm, ..)) = cached {
@@ -414,6 +637,22 @@ mod tests {
                 }),
             )
             .route("/text", get(|| async { "this is not audio" }))
+            .route(
+                "/redirect-metadata",
+                get(|| async {
+                    (
+                        StatusCode::FOUND,
+                        [(header::LOCATION, "http://169.254.169.254/latest/meta-data")],
+                    )
+                        .into_response()
+                }),
+            )
+            .route(
+                "/redirect-ok",
+                get(|| async {
+                    (StatusCode::FOUND, [(header::LOCATION, "/a.wav")]).into_response()
+                }),
+            )
             .route("/big", get(|| async { vec![0u8; MAX_AUDIO_BYTES + 1] }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -445,6 +684,114 @@ mod tests {
         let again = f.get(&format!("{base}/a.wav")).await.unwrap();
         assert_eq!(hits.load(Ordering::SeqCst), 2);
         assert_eq!(again.samples().len(), pcm.samples().len());
+    }
+
+    #[test]
+    fn address_classes() {
+        let open = FetchPolicy {
+            allow_private: true,
+            own: vec!["127.0.0.1:8080".parse().unwrap()],
+        };
+        let strict = FetchPolicy {
+            allow_private: false,
+            own: Vec::new(),
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for p in [&open, &strict] {
+            assert!(p.ip_allowed(ip("169.254.169.254")).is_err(), "metadata");
+            assert!(p.ip_allowed(ip("fe80::1")).is_err());
+            assert!(p.ip_allowed(ip("::ffff:169.254.1.1")).is_err());
+            assert!(p.ip_allowed(ip("0.0.0.0")).is_err());
+            assert!(p.ip_allowed(ip("224.0.0.1")).is_err());
+            assert!(p.ip_allowed(ip("93.184.216.34")).is_ok());
+        }
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.16.0.1",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+        ] {
+            assert!(open.ip_allowed(ip(private)).is_ok(), "{private}");
+            assert!(strict.ip_allowed(ip(private)).is_err(), "{private}");
+        }
+        // Our own listener, on any loopback address, is refused; another port is not.
+        assert!(open
+            .addr_allowed("127.0.0.1:8080".parse().unwrap())
+            .is_err());
+        assert!(open
+            .addr_allowed("127.0.0.2:8080".parse().unwrap())
+            .is_err());
+        assert!(open.addr_allowed("127.0.0.1:8081".parse().unwrap()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn refused_targets_and_redirects_all_fail_alike() {
+        let base = serve(Arc::new(AtomicUsize::new(0))).await;
+        let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+        // The WAV server is "our own listener": refused, even though it would answer.
+        let own = AudioFetcher::with_policy(
+            DEFAULT_CACHE_BYTES,
+            FetchPolicy {
+                allow_private: true,
+                own: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            },
+        );
+        let e = own.get(&format!("{base}/a.wav")).await.unwrap_err();
+        assert!(matches!(e, FetchError::Refused { .. }), "{e:?}");
+        // No private addresses: refused (host name or literal).
+        let strict = AudioFetcher::with_policy(
+            DEFAULT_CACHE_BYTES,
+            FetchPolicy {
+                allow_private: false,
+                own: Vec::new(),
+            },
+        );
+        assert!(matches!(
+            strict.get(&format!("{base}/a.wav")).await,
+            Err(FetchError::Refused { .. })
+        ));
+        assert!(matches!(
+            strict.get(&format!("http://localhost:{port}/a.wav")).await,
+            Err(FetchError::Refused { .. }) | Err(FetchError::Unreachable { .. })
+        ));
+        // Redirects are checked hop by hop: to the metadata address, refused; to a good
+        // target, followed.
+        let open = AudioFetcher::new();
+        let e = open
+            .get(&format!("{base}/redirect-metadata"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, FetchError::Refused { .. }), "{e:?}");
+        assert!(open.get(&format!("{base}/redirect-ok")).await.is_ok());
+        // One text for every failure: a closed port, an HTTP 404, a refused address, not audio.
+        let closed = open.get("http://127.0.0.1:9/a.wav").await.unwrap_err();
+        let missing = open.get(&format!("{base}/missing.wav")).await.unwrap_err();
+        let text = open.get(&format!("{base}/text")).await.unwrap_err();
+        let shape = |e: &FetchError, url: &str| e.to_string().replace(url, "URL");
+        assert_eq!(
+            shape(&closed, "http://127.0.0.1:9/a.wav"),
+            "could not reach usable audio at URL"
+        );
+        assert_eq!(
+            shape(&missing, &format!("{base}/missing.wav")),
+            shape(&closed, "http://127.0.0.1:9/a.wav")
+        );
+        assert_eq!(
+            shape(&text, &format!("{base}/text")),
+            shape(&closed, "http://127.0.0.1:9/a.wav")
+        );
+        assert_eq!(
+            shape(&e, &format!("{base}/redirect-metadata")),
+            shape(&closed, "http://127.0.0.1:9/a.wav")
+        );
+        assert_ne!(
+            closed.reason(),
+            missing.reason(),
+            "the log keeps the difference"
+        );
     }
 
     #[tokio::test]

@@ -132,6 +132,10 @@ pub struct SecurityConfig {
     pub tcp_per_source: usize,
     pub tcp_max_connections: usize,
     pub tcp_first_message_secs: u64,
+    /// Audio and hook fetches may go to loopback and private addresses (local WAV servers
+    /// and apps on a developer's machine). Link-local/metadata addresses and the server's own
+    /// listeners are refused regardless; turn this off in production.
+    pub fetch_private: bool,
     /// REFER (or a transfer) by a party that is not a user of the account.
     pub outside_refer: OutsideRefer,
     /// Premium-rate and special numbers, as E.164 prefixes (`+1900`) or national ones with
@@ -149,6 +153,7 @@ impl Default for SecurityConfig {
             tcp_per_source: 32,
             tcp_max_connections: 8192,
             tcp_first_message_secs: 10,
+            fetch_private: true,
             outside_refer: OutsideRefer::Deny,
             premium_prefixes: default_premium_prefixes(),
         }
@@ -711,6 +716,9 @@ impl Config {
                 &v,
                 "a number of seconds",
             )?;
+        }
+        if let Some(v) = get("HOOKFLASH_SECURITY_FETCH_PRIVATE")? {
+            self.security.fetch_private = parse_env_bool("HOOKFLASH_SECURITY_FETCH_PRIVATE", &v)?;
         }
         if let Some(v) = get("HOOKFLASH_SECURITY_OUTSIDE_REFER")? {
             self.security.outside_refer = match v.trim() {
