@@ -84,6 +84,23 @@ fn value(bytes: &[u8]) -> Result<bool> {
     body::<Value>(bytes, r#"{"value": true|false}"#).map(|v| v.value)
 }
 
+/// A call the token's user is a party to. A user's credential controls only its own calls
+/// (account API keys, in the native API, control all of the account's): a colleague's call is
+/// answered like one that does not exist.
+fn own_call(state: &AppState, auth: &SipgateUser, call_id: &str) -> Result<CallInfo> {
+    let call = state.engine.call(&auth.account.id, call_id)?;
+    if call
+        .legs
+        .iter()
+        .any(|l| l.owner_user_id.as_deref() == Some(auth.user.id.as_str()))
+    {
+        Ok(call)
+    } else {
+        info!(call_id, user = %auth.user.extension, "sipgate: not a party to this call");
+        Err(SipgateError::CallNotFound)
+    }
+}
+
 /// `GET /v2/calls`: the account's calls in progress.
 pub(crate) async fn list(
     State(state): State<AppState>,
@@ -106,7 +123,7 @@ pub(crate) async fn hold(
     Path(call_id): Path<String>,
     payload: Bytes,
 ) -> Result<StatusCode> {
-    let call = state.engine.call(&auth.account.id, &call_id)?;
+    let call = own_call(&state, &auth, &call_id)?;
     let on = value(&payload)?;
     state
         .engine
@@ -124,7 +141,7 @@ pub(crate) async fn muted(
     Path(call_id): Path<String>,
     payload: Bytes,
 ) -> Result<StatusCode> {
-    let call = state.engine.call(&auth.account.id, &call_id)?;
+    let call = own_call(&state, &auth, &call_id)?;
     let on = value(&payload)?;
     let leg = call
         .legs
@@ -150,6 +167,7 @@ pub(crate) async fn hangup(
     auth: SipgateUser,
     Path(call_id): Path<String>,
 ) -> Result<StatusCode> {
+    own_call(&state, &auth, &call_id)?;
     state
         .engine
         .hangup(&auth.account.id, &call_id, None)
@@ -180,7 +198,7 @@ pub(crate) async fn transfer(
     Path(call_id): Path<String>,
     payload: Bytes,
 ) -> Result<StatusCode> {
-    let call = state.engine.call(&auth.account.id, &call_id)?;
+    let call = own_call(&state, &auth, &call_id)?;
     let req: TransferBody = body(
         &payload,
         r#"{"attended": true|false, "phoneNumber": "+4915799912345"}"#,
@@ -223,7 +241,7 @@ pub(crate) async fn recording(
     Path(call_id): Path<String>,
     payload: Bytes,
 ) -> Result<StatusCode> {
-    let call = state.engine.call(&auth.account.id, &call_id)?;
+    let call = own_call(&state, &auth, &call_id)?;
     let req: RecordingBody = body(
         &payload,
         r#"{"value": true|false, "announcement": true|false}"#,
@@ -261,7 +279,7 @@ pub(crate) async fn dtmf(
     Path(call_id): Path<String>,
     payload: Bytes,
 ) -> Result<StatusCode> {
-    let call = state.engine.call(&auth.account.id, &call_id)?;
+    let call = own_call(&state, &auth, &call_id)?;
     let req: DtmfBody = body(&payload, r#"{"sequence": "*12345#"}"#)?;
     let own = |l: &&LegInfo| l.owner_user_id.as_deref() == Some(auth.user.id.as_str());
     let remote = call
@@ -297,7 +315,7 @@ pub(crate) async fn announcements(
     Path(call_id): Path<String>,
     payload: Bytes,
 ) -> Result<StatusCode> {
-    let call = state.engine.call(&auth.account.id, &call_id)?;
+    let call = own_call(&state, &auth, &call_id)?;
     let req: Announcement = body(&payload, r#"{"url": "..."}"#)?;
     state
         .engine
