@@ -158,7 +158,7 @@ class Server:
     def __init__(self, binary, workdir, artifacts, digest_algorithms=("SHA-256", "MD5"),
                  ring_timeout_secs=30, rtp_inactivity_secs=30, env=None, extra_sip=None,
                  registrar=None, trunk_credentials=None, account_extra=None, user_extra=None,
-                 security=None):
+                 security=None, shutdown_grace_secs=0):
         self.binary = binary
         self.workdir = workdir
         self.artifacts = artifacts
@@ -185,6 +185,8 @@ class Server:
         self.account_extra = {k: dict(v) for k, v in (account_extra or {}).items()}
         self.user_extra = {str(k): dict(v) for k, v in (user_extra or {}).items()}
         self.security = dict(security or {})
+        # Tests stop their servers with calls possibly still up: no drain unless asked for.
+        self.shutdown_grace_secs = shutdown_grace_secs
         unknown = set(self.account_extra) - {a["name"] for a in ACCOUNTS}
         unknown |= set(self.user_extra) - {u[0] for a in ACCOUNTS for u in a["users"]}
         if unknown:
@@ -217,6 +219,7 @@ class Server:
         L.append("data_dir = %s" % toml_str(self.data_dir))
         L.append("allow_public_bind = false")
         L.append("demo_account = false")
+        L.append("shutdown_grace_secs = %d" % self.shutdown_grace_secs)
         L.append("")
         L.append("[sip]")
         L.append('udp = "127.0.0.1:%d"' % self.sip_port)

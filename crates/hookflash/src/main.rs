@@ -223,8 +223,15 @@ async fn serve(config: Config) -> Result<(), ServeError> {
     );
     let http_task = tokio::spawn(http);
     shutdown_signal().await;
-    info!("shutting down: ending calls");
-    engine.shutdown(Duration::from_secs(5)).await;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    info!(grace_secs = grace.as_secs(), "stopping: draining calls (a second signal ends them at once)");
+    tokio::select! {
+        _ = engine.shutdown(grace) => {}
+        _ = shutdown_signal() => {
+            info!("second stop signal: ending the calls now");
+            engine.shutdown(Duration::ZERO).await;
+        }
+    }
     stop.cancel();
     match http_task.await {
         Ok(r) => r?,

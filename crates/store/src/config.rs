@@ -31,6 +31,9 @@ pub struct Config {
     pub allow_public_bind: bool,
     /// Create the demo account on first start when no account exists.
     pub demo_account: bool,
+    /// On SIGTERM/SIGINT: calls in progress may go on this long (new ones get 503) before the
+    /// rest are ended. 0: end them at once.
+    pub shutdown_grace_secs: u64,
     pub sip: SipConfig,
     pub registrar: RegistrarConfig,
     pub http: HttpConfig,
@@ -46,6 +49,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             allow_public_bind: false,
             demo_account: true,
+            shutdown_grace_secs: 30,
             sip: SipConfig::default(),
             registrar: RegistrarConfig::default(),
             http: HttpConfig::default(),
@@ -582,6 +586,10 @@ impl Config {
         }
         if let Some(v) = get("HOOKFLASH_ALLOW_PUBLIC_BIND")? {
             self.allow_public_bind = parse_env_bool("HOOKFLASH_ALLOW_PUBLIC_BIND", &v)?;
+        }
+        if let Some(v) = get("HOOKFLASH_SHUTDOWN_GRACE_SECS")? {
+            self.shutdown_grace_secs =
+                parse_env("HOOKFLASH_SHUTDOWN_GRACE_SECS", &v, "a number of seconds")?;
         }
         if let Some(v) = get("HOOKFLASH_DEMO_ACCOUNT")? {
             self.demo_account = parse_env_bool("HOOKFLASH_DEMO_ACCOUNT", &v)?;
