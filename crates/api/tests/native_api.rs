@@ -7,6 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use hookflash_engine::{CallState, LegRole};
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::sip_ua::{is_request, Answer};
@@ -428,14 +429,14 @@ async fn live_call_commands_change_the_sip_side_and_errors_leave_it_unchanged() 
     let caller = call
         .legs
         .iter()
-        .find(|l| l.role == "caller")
+        .find(|l| l.role == LegRole::Caller)
         .unwrap()
         .id
         .clone();
     let callee = call
         .legs
         .iter()
-        .find(|l| l.role == "callee")
+        .find(|l| l.role == LegRole::Callee)
         .unwrap()
         .id
         .clone();
@@ -643,7 +644,7 @@ async fn live_call_commands_change_the_sip_side_and_errors_leave_it_unchanged() 
 async fn ringing_call_hold_is_409_and_hangup_cancels_the_ringing_phone() {
     let s = TestServer::start(Answer::Ring).await;
     let call = s.place_call().await;
-    assert_eq!(call.state, "ringing");
+    assert_eq!(call.state, CallState::Ringing);
     let (status, json, _) = s
         .req(
             Method::POST,
@@ -660,7 +661,10 @@ async fn ringing_call_hold_is_409_and_hangup_cancels_the_ringing_phone() {
             .contains("ringing"),
         "{json}"
     );
-    assert_eq!(s.engine.call(&s.acme, &call.id).unwrap().state, "ringing");
+    assert_eq!(
+        s.engine.call(&s.acme, &call.id).unwrap().state,
+        CallState::Ringing
+    );
     let mark = s.phone.mark();
     let (status, _, _) = s
         .req(
@@ -752,7 +756,11 @@ async fn event_stream_resumes_after_reconnect_and_signals_gaps() {
     let leg_url = format!(
         "/api/v1/calls/{}/legs/{}",
         call.id,
-        call.legs.iter().find(|l| l.role == "callee").unwrap().id
+        call.legs
+            .iter()
+            .find(|l| l.role == LegRole::Callee)
+            .unwrap()
+            .id
     );
     assert_eq!(
         s.req(
@@ -848,7 +856,7 @@ async fn hold_latency_rest_to_reinvite() {
     let callee = call
         .legs
         .iter()
-        .find(|l| l.role == "callee")
+        .find(|l| l.role == LegRole::Callee)
         .unwrap()
         .id
         .clone();
@@ -921,7 +929,7 @@ async fn recording_lifecycle_listing_download_and_dtmf_errors() {
     let callee = call
         .legs
         .iter()
-        .find(|l| l.role == "callee")
+        .find(|l| l.role == LegRole::Callee)
         .unwrap()
         .id
         .clone();
@@ -1068,6 +1076,9 @@ async fn recording_lifecycle_listing_download_and_dtmf_errors() {
         )
         .await;
     assert_eq!(status, 202);
-    assert_eq!(s.engine.call(&s.acme, &call.id).unwrap().state, "answered");
+    assert_eq!(
+        s.engine.call(&s.acme, &call.id).unwrap().state,
+        CallState::Answered
+    );
     s.shutdown().await;
 }

@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
+use hookflash_engine::CallState;
 use reqwest::Method;
 use serde_json::Value;
 use support::sip_ua::{is_request, Answer};
@@ -382,7 +383,7 @@ async fn calls_routes_shapes_effects_errors_and_isolation() {
     }
     let (_, list, _) = s.req(Method::GET, "/v2/calls", Some(&alice), None).await;
     assert_eq!(list["data"][0]["muted"], true);
-    // Bob has no participant in this call to mute.
+    // Bob is not a party to this call: for his credential it does not exist.
     let (status, json, _) = s
         .req(
             Method::PUT,
@@ -391,7 +392,7 @@ async fn calls_routes_shapes_effects_errors_and_isolation() {
             Some(r#"{"value": true}"#),
         )
         .await;
-    assert_sipgate_error(status, &json, 409);
+    assert_sipgate_error(status, &json, 404);
     let (status, _, _) = s
         .req(
             Method::PUT,
@@ -431,7 +432,7 @@ async fn calls_routes_shapes_effects_errors_and_isolation() {
         );
     }
     let now = s.engine.call(&s.acme, &call.id).unwrap();
-    assert_eq!(now.state, "answered");
+    assert_eq!(now.state, CallState::Answered);
     assert!(now.recording(), "PUT recording true started it");
 
     // Recording: PUT is idempotent; false stops it; bad bodies are 400.
@@ -481,7 +482,7 @@ async fn calls_routes_shapes_effects_errors_and_isolation() {
             Some(r#"{"sequence": "1"}"#),
         )
         .await;
-    assert_sipgate_error(status, &json, 409);
+    assert_sipgate_error(status, &json, 404);
     let (status, _, _) = s
         .req(
             Method::POST,
@@ -491,7 +492,10 @@ async fn calls_routes_shapes_effects_errors_and_isolation() {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(s.engine.call(&s.acme, &call.id).unwrap().state, "answered");
+    assert_eq!(
+        s.engine.call(&s.acme, &call.id).unwrap().state,
+        CallState::Answered
+    );
 
     // Hangup: BYE to both, then 404.
     let (pm, cm) = (s.phone.mark(), s.carrier.mark());

@@ -30,6 +30,9 @@ use crate::dialing::{self, DialClasses, OutboundPermit, Refusal};
 use crate::dialog_states::{dialog_id, CallStateReceiver, CallStates};
 use crate::events::{EventDetail, EventKind};
 use crate::metrics::CauseLabel;
+use crate::model::{
+    CallDirection, CallState, EndCause, LegDirection, LegRole, RecordRole, WrongState,
+};
 use crate::registrar::reply;
 use crate::routing::{route, Facts, Origin, Route};
 use crate::session_timer::{self, SessionTimer};
@@ -64,7 +67,7 @@ pub type CommandReceiver = mpsc::Receiver<Box<CallCommand>>;
 #[derive(Debug)]
 pub enum CallCommand {
     Hangup {
-        cause: String,
+        cause: EndCause,
         leg: Option<String>,
         reply: Option<Reply<()>>,
     },
@@ -435,7 +438,7 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
             a_call_id,
             a_from: from_uri,
             a_to: ruri,
-            a_direction: "in",
+            a_direction: LegDirection::In,
             a_media: MediaSide {
                 codecs: a_codecs,
                 origin: OriginState::new(),
@@ -498,8 +501,8 @@ struct NewCall {
     a_call_id: String,
     a_from: String,
     a_to: String,
-    /// `in` (the caller called us) or `out` (we called the caller).
-    a_direction: &'static str,
+    /// `In` (the caller called us) or `Out` (we called the caller).
+    a_direction: LegDirection,
     a_media: MediaSide,
     bridge: Arc<BridgeHandle>,
     states: CallStates,
@@ -507,7 +510,7 @@ struct NewCall {
     caller_number: String,
     caller_name: Option<String>,
     caller_owner: Option<(String, String)>,
-    direction: &'static str,
+    direction: CallDirection,
     callee_label: String,
     callee_owner: Option<(String, String)>,
     dialled: String,
@@ -519,37 +522,33 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let cmd_tx = CommandSender(cmd_tx);
     let self_tx = cmd_tx.clone();
-    let leg =
-        |role: &str, direction: &str, state, number: &str, owner: &Option<(String, String)>| {
-            LegInfo {
-                id: uuid::Uuid::now_v7().to_string(),
-                role: role.into(),
-                direction: direction.into(),
-                state,
-                number: number.to_string(),
-                owner_user_id: owner.as_ref().map(|(id, _)| id.clone()),
-                owner_extension: owner.as_ref().map(|(_, ext)| ext.clone()),
-                muted: false,
-                held: false,
-                recording: false,
-                devices: Vec::new(),
-            }
-        };
-    let a_state = if call.a_direction == "in" {
-        LegState::Proceeding
-    } else {
-        LegState::Setup
+    let leg = |role, direction, state, number: &str, owner: &Option<(String, String)>| LegInfo {
+        id: uuid::Uuid::now_v7().to_string(),
+        role,
+        direction,
+        state,
+        number: number.to_string(),
+        owner_user_id: owner.as_ref().map(|(id, _)| id.clone()),
+        owner_extension: owner.as_ref().map(|(_, ext)| ext.clone()),
+        muted: false,
+        held: false,
+        recording: false,
+        devices: Vec::new(),
+    };
+    let a_state = match call.a_direction {
+        LegDirection::In => LegState::Proceeding,
+        LegDirection::Out => LegState::Setup,
     };
     let a_leg = leg(
-        "caller",
+        LegRole::Caller,
         call.a_direction,
         a_state,
         &call.caller_number,
         &call.caller_owner,
     );
     let b_leg = leg(
-        "callee",
-        "out",
+        LegRole::Callee,
+        LegDirection::Out,
         LegState::Setup,
         &call.callee_label,
         &call.callee_owner,
@@ -560,8 +559,8 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         from: call.caller_number.clone(),
         to: call.callee_label.clone(),
         dialled: call.dialled.clone(),
-        direction: call.direction.to_string(),
-        state: "ringing".into(),
+        direction: call.direction,
+        state: CallState::Ringing,
         started_at_ms: call.started_at,
         answered_at_ms: None,
         legs: vec![a_leg.clone(), b_leg.clone()],
@@ -584,7 +583,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
     info!(
         from = %call.caller_number,
         to = %call.callee_label,
-        direction = call.direction,
+        direction = call.direction.as_str(),
         forks = call.forks,
         "call started"
     );
@@ -623,11 +622,11 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         sent_early_media: false,
         started_at: call.started_at,
         answered_at: None,
-        end_cause: String::new(),
+        end_cause: None,
         end_status: 0,
         caller_number: call.caller_number,
         caller_name: call.caller_name,
-        direction: call.direction.to_string(),
+        direction: call.direction,
         callee_label: call.callee_label,
         a_leg,
         b_leg,
@@ -678,8 +677,7 @@ pub(crate) struct Destination {
     pub(crate) targets: Vec<ForkTarget>,
     /// The callee as the call's legs name it (extension, or the number).
     pub(crate) label: String,
-    /// `inbound`, `internal` or `outbound`.
-    pub(crate) direction: &'static str,
+    pub(crate) direction: CallDirection,
     /// The account user reached, if any: (user id, extension).
     pub(crate) owner: Option<(String, String)>,
 }
@@ -745,8 +743,10 @@ pub(crate) async fn resolve_destination(
                 .map(|u| u.extension.clone())
                 .unwrap_or_else(|| dialled.to_string());
             let direction = match origin {
-                Origin::Trunk { .. } => "inbound",
-                Origin::User { .. } | Origin::Account { .. } | Origin::Outside { .. } => "internal",
+                Origin::Trunk { .. } => CallDirection::Inbound,
+                Origin::User { .. } | Origin::Account { .. } | Origin::Outside { .. } => {
+                    CallDirection::Internal
+                }
             };
             Ok(Destination {
                 targets,
@@ -764,7 +764,7 @@ pub(crate) async fn resolve_destination(
                 Some(t) => Ok(Destination {
                     targets: vec![t],
                     label: number,
-                    direction: "outbound",
+                    direction: CallDirection::Outbound,
                     owner: None,
                 }),
                 None => {
@@ -939,17 +939,8 @@ pub(crate) fn best_failure(statuses: &[u16]) -> u16 {
         .unwrap_or(480)
 }
 
-fn cause_for_status(status: u16) -> &'static str {
-    match status {
-        486 | 600 => "busy",
-        603 => "rejected",
-        404 | 604 => "not_found",
-        480 => "unavailable",
-        408 => "no_answer",
-        487 => "cancel",
-        488 | 606 => "incompatible",
-        _ => "failed",
-    }
+fn cause_for_status(status: u16) -> EndCause {
+    EndCause::for_status(status)
 }
 
 type ForkFuture = std::pin::Pin<
@@ -1001,11 +992,12 @@ struct CallActor {
     sent_early_media: bool,
     started_at: i64,
     answered_at: Option<i64>,
-    end_cause: String,
+    /// Why the call ends, once known (`normal` if nothing else was set).
+    end_cause: Option<EndCause>,
     end_status: u16,
     caller_number: String,
     caller_name: Option<String>,
-    direction: String,
+    direction: CallDirection,
     callee_label: String,
     a_leg: LegInfo,
     b_leg: LegInfo,
@@ -1135,14 +1127,14 @@ impl CallActor {
         mut commands: CommandReceiver,
     ) {
         if self.forks.is_empty() && self.originated.is_none() {
-            self.fail_caller(503, "failed");
+            self.fail_caller(503, EndCause::Failed);
         }
         if self
             .originated
             .as_ref()
             .is_some_and(|o| o.caller_forks.is_empty())
         {
-            self.end_cause = "failed".into();
+            self.end_cause = Some(EndCause::Failed);
             self.end_status = 503;
             self.phase = Phase::Ended;
         }
@@ -1200,16 +1192,16 @@ impl CallActor {
                     info!("no answer before the ring timeout");
                     if !Box::pin(self.try_voicemail()).await {
                         Box::pin(self.cancel_forks(None)).await;
-                        self.fail_caller(408, "no_answer");
+                        self.fail_caller(408, EndCause::NoAnswer);
                     }
                 }
                 _ = tokio::time::sleep_until(vm_deadline), if self.voicemail.is_some() => {
                     info!("voicemail: longest message reached");
-                    Box::pin(self.hangup_all("normal")).await;
+                    Box::pin(self.hangup_all(EndCause::Normal)).await;
                 }
                 _ = &mut inactive, if self.phase == Phase::Connected => {
                     info!("no RTP from either side: ending the call");
-                    Box::pin(self.hangup_all("rtp_timeout")).await;
+                    Box::pin(self.hangup_all(EndCause::RtpTimeout)).await;
                 }
                 Some(cmd) = commands.recv() => Box::pin(self.on_command(*cmd)).await,
                 pressed = dtmf.recv() => match pressed {
@@ -1298,14 +1290,14 @@ impl CallActor {
                     return;
                 }
                 let (cause, status) = match reason {
-                    TerminatedReason::Timeout => ("ack_timeout", 408),
-                    _ => ("normal", 200),
+                    TerminatedReason::Timeout => (EndCause::AckTimeout, 408),
+                    _ => (EndCause::Normal, 200),
                 };
                 info!(leg = ?side, ?reason, "leg ended");
                 if self.on_party_gone_during_transfer(side).await {
                     return;
                 }
-                self.end_cause = cause.into();
+                self.end_cause = Some(cause);
                 self.end_status = status;
                 if let Some(other) = self.dialog_of(side.other()) {
                     if let Err(e) = other.bye().await {
@@ -1338,16 +1330,16 @@ impl CallActor {
         match state {
             DialogState::Terminated(_, reason) => {
                 let (cause, status) = match reason {
-                    TerminatedReason::UacCancel => ("cancel", 487),
-                    TerminatedReason::UacBye => ("normal", 200),
-                    TerminatedReason::Timeout => ("ack_timeout", 408),
-                    _ => ("normal", self.end_status.max(200)),
+                    TerminatedReason::UacCancel => (EndCause::Cancel, 487),
+                    TerminatedReason::UacBye => (EndCause::Normal, 200),
+                    TerminatedReason::Timeout => (EndCause::AckTimeout, 408),
+                    _ => (EndCause::Normal, self.end_status.max(200)),
                 };
                 if self.phase == Phase::Ended {
                     return;
                 }
-                info!(cause, "caller leg ended");
-                self.end_cause = cause.into();
+                info!(cause = cause.as_str(), "caller leg ended");
+                self.end_cause = Some(cause);
                 self.end_status = status;
                 self.cancel_forks(None).await;
                 self.phase = Phase::Ended;
@@ -1482,7 +1474,7 @@ impl CallActor {
         let Some(answer) = sdp_of_response(&resp) else {
             warn!("callee answered without usable SDP");
             self.bye_b().await;
-            self.fail_caller(488, "incompatible");
+            self.fail_caller(488, EndCause::Incompatible);
             return;
         };
         let b_codecs = answer.audio().map(|m| m.codecs.clone()).unwrap_or_default();
@@ -1517,7 +1509,7 @@ impl CallActor {
         ) {
             warn!(error = %e, "could not answer the caller");
             self.bye_b().await;
-            self.end_cause = "failed".into();
+            self.end_cause = Some(EndCause::Failed);
             self.end_status = 500;
             self.phase = Phase::Ended;
             return;
@@ -1616,7 +1608,7 @@ impl CallActor {
     }
 
     /// Rejects the ringing caller and ends the call.
-    fn fail_caller(&mut self, status: u16, cause: &str) {
+    fn fail_caller(&mut self, status: u16, cause: EndCause) {
         let code = StatusCode::from(status);
         match (&self.a, self.originated.is_some()) {
             // An originated call's caller has answered us: it gets BYE.
@@ -1635,16 +1627,23 @@ impl CallActor {
             }
             (None, _) => self.cancel_caller_forks(),
         }
-        self.end_cause = cause.into();
+        self.end_cause = Some(cause);
         self.end_status = status;
         self.phase = Phase::Ended;
     }
 
-    async fn hangup_all(&mut self, cause: &str) {
+    async fn hangup_all(&mut self, cause: EndCause) {
         match self.phase {
             Phase::Ringing => {
                 self.cancel_forks(None).await;
-                self.fail_caller(if cause == "shutdown" { 503 } else { 487 }, cause);
+                self.fail_caller(
+                    if cause == EndCause::Shutdown {
+                        503
+                    } else {
+                        487
+                    },
+                    cause,
+                );
             }
             Phase::Connected => {
                 self.cancel_transfer_forks();
@@ -1657,7 +1656,7 @@ impl CallActor {
                     },
                     self.bye_b()
                 );
-                self.end_cause = cause.into();
+                self.end_cause = Some(cause);
                 self.end_status = 200;
                 self.phase = Phase::Ended;
             }
@@ -1697,11 +1696,18 @@ impl CallActor {
         }
     }
 
-    fn state_name(&self) -> &'static str {
+    fn state(&self) -> CallState {
         match self.phase {
-            Phase::Ringing => "ringing",
-            Phase::Connected => "answered",
-            Phase::Ended => "ended",
+            Phase::Ringing => CallState::Ringing,
+            Phase::Connected => CallState::Answered,
+            Phase::Ended => CallState::Ended,
+        }
+    }
+
+    /// `WrongState` with the call's state as the reason.
+    fn wrong_state(&self) -> CommandError {
+        CommandError::WrongState {
+            state: self.state().into(),
         }
     }
 
@@ -1712,8 +1718,8 @@ impl CallActor {
             from: self.caller_number.clone(),
             to: self.callee_label.clone(),
             dialled: self.dialled.clone(),
-            direction: self.direction.clone(),
-            state: self.state_name().to_string(),
+            direction: self.direction,
+            state: self.state(),
             started_at_ms: self.started_at,
             answered_at_ms: self.answered_at,
             legs: vec![self.a_leg.clone(), self.b_leg.clone()],
@@ -1724,7 +1730,7 @@ impl CallActor {
         self.emit(kind, leg, None, detail);
     }
 
-    fn publish(&self, kind: EventKind, leg: Option<Side>, cause: Option<&str>) {
+    fn publish(&self, kind: EventKind, leg: Option<Side>, cause: Option<EndCause>) {
         self.emit(kind, leg, cause, EventDetail::default());
     }
 
@@ -1749,7 +1755,13 @@ impl CallActor {
     }
 
     /// Updates the registry's copy of the call and publishes the event.
-    fn emit(&self, kind: EventKind, leg: Option<Side>, cause: Option<&str>, detail: EventDetail) {
+    fn emit(
+        &self,
+        kind: EventKind,
+        leg: Option<Side>,
+        cause: Option<EndCause>,
+        detail: EventDetail,
+    ) {
         let info = self.info();
         self.registry_update(info.clone());
         let leg_id = leg.map(|s| self.leg(s).id.clone());
@@ -1781,7 +1793,7 @@ impl CallActor {
                     Some(None) => Err(CommandError::NotFound),
                     _ => {
                         // Either leg of a two-party call: the call ends.
-                        self.hangup_all(&cause).await;
+                        self.hangup_all(cause).await;
                         Ok(())
                     }
                 };
@@ -1907,17 +1919,13 @@ impl CallActor {
         announcement: Option<Pcm8k>,
     ) -> Result<CallInfo, CommandError> {
         if self.phase != Phase::Connected {
-            return Err(CommandError::WrongState {
-                state: self.state_name().to_string(),
-            });
+            return Err(self.wrong_state());
         }
-        let wrong = |what: &str| CommandError::WrongState {
-            state: what.to_string(),
-        };
+        let wrong = |state: WrongState| CommandError::WrongState { state };
         match action {
             RecordAction::Start { .. } => {
                 if self.recording.is_some() {
-                    return Err(wrong("already recording"));
+                    return Err(wrong(WrongState::AlreadyRecording));
                 }
                 let id = uuid::Uuid::now_v7().to_string();
                 let path = self.engine.inner.recordings_dir.join(format!("{id}.wav"));
@@ -1976,13 +1984,13 @@ impl CallActor {
             }
             RecordAction::Stop => {
                 if self.recording.is_none() {
-                    return Err(wrong("not recording"));
+                    return Err(wrong(WrongState::NotRecording));
                 }
                 self.stop_recording().await;
             }
             RecordAction::Pause | RecordAction::Resume => {
                 if self.recording.is_none() {
-                    return Err(wrong("not recording"));
+                    return Err(wrong(WrongState::NotRecording));
                 }
                 let result = if action == RecordAction::Pause {
                     self.bridge.pause_recording()
@@ -2038,9 +2046,7 @@ impl CallActor {
     /// DTMF to one phone: RFC 4733 if it negotiated telephone-event, else SIP INFO.
     fn send_dtmf(&mut self, leg_id: &str, digits: &str) -> Result<(), CommandError> {
         if self.phase != Phase::Connected {
-            return Err(CommandError::WrongState {
-                state: self.state_name().to_string(),
-            });
+            return Err(self.wrong_state());
         }
         let side = self.side_of_leg(leg_id).ok_or(CommandError::NotFound)?;
         match self
@@ -2053,7 +2059,7 @@ impl CallActor {
             }
             Err(hookflash_media::DtmfError::NoTelephoneEvent { .. }) => {
                 let dialog = self.dialog_of(side).ok_or(CommandError::WrongState {
-                    state: "updating".into(),
+                    state: WrongState::Updating,
                 })?;
                 info!(leg = ?side, digits, "sending DTMF as SIP INFO (no telephone-event)");
                 let digits = digits.to_string();
@@ -2110,23 +2116,21 @@ impl CallActor {
     /// Answered and no transfer running: the state every media change needs.
     fn require_stable(&self) -> Result<(), CommandError> {
         if self.phase != Phase::Connected {
-            return Err(CommandError::WrongState {
-                state: self.state_name().to_string(),
-            });
+            return Err(self.wrong_state());
         }
         if self.transfer.is_some() {
             return Err(CommandError::WrongState {
-                state: "transferring".into(),
+                state: WrongState::Transferring,
             });
         }
         if self.parked.is_some() {
             return Err(CommandError::WrongState {
-                state: "parked".into(),
+                state: WrongState::Parked,
             });
         }
         if self.voicemail.is_some() {
             return Err(CommandError::WrongState {
-                state: "in voicemail".into(),
+                state: WrongState::InVoicemail,
             });
         }
         Ok(())
@@ -2138,9 +2142,7 @@ impl CallActor {
         side: Side,
         direction: Direction,
     ) -> Result<(), CommandError> {
-        let dialog = self.dialog_of(side).ok_or(CommandError::WrongState {
-            state: self.state_name().to_string(),
-        })?;
+        let dialog = self.dialog_of(side).ok_or_else(|| self.wrong_state())?;
         let body = self.sdp_towards(side, direction);
         if let Some(addr) = reoffer(&dialog, body).await? {
             self.bridge.set_remote(side.leg(), addr);
@@ -2182,11 +2184,7 @@ impl CallActor {
             dialogs.remove_dialog(&id);
         }
         let ended_at = now_ms();
-        let cause = if self.end_cause.is_empty() {
-            "normal".to_string()
-        } else {
-            self.end_cause.clone()
-        };
+        let cause = self.end_cause.unwrap_or(EndCause::Normal);
         let status = if self.answered_at.is_some() {
             200
         } else {
@@ -2195,15 +2193,15 @@ impl CallActor {
         let mut legs = vec![LegRecord {
             id: uuid::Uuid::now_v7().to_string(),
             call_id: self.id.clone(),
-            role: "caller".into(),
-            direction: "in".into(),
+            role: RecordRole::Caller.as_str().into(),
+            direction: LegDirection::In.as_str().into(),
             from: self.a_from.clone(),
             to: self.a_to.clone(),
             contact: None,
             started_at: self.started_at,
             answered_at: self.answered_at,
             ended_at,
-            end_cause: cause.clone(),
+            end_cause: cause.as_str().into(),
             sip_status: status,
         }];
         for (i, fork) in self.forks.iter().enumerate() {
@@ -2211,8 +2209,8 @@ impl CallActor {
             legs.push(LegRecord {
                 id: uuid::Uuid::now_v7().to_string(),
                 call_id: self.id.clone(),
-                role: "callee".into(),
-                direction: "out".into(),
+                role: RecordRole::Callee.as_str().into(),
+                direction: LegDirection::Out.as_str().into(),
                 from: self.caller_number.clone(),
                 to: self.callee_label.clone(),
                 contact: Some(fork.request_uri.clone()),
@@ -2220,10 +2218,12 @@ impl CallActor {
                 answered_at: if won { self.answered_at } else { None },
                 ended_at,
                 end_cause: if won {
-                    cause.clone()
+                    cause
                 } else {
-                    cause_for_status(fork.status.unwrap_or(487)).to_string()
-                },
+                    cause_for_status(fork.status.unwrap_or(487))
+                }
+                .as_str()
+                .into(),
                 sip_status: fork.status.unwrap_or(487),
             });
         }
@@ -2234,12 +2234,12 @@ impl CallActor {
             account_id: Some(self.account_id.clone()),
             from: self.caller_number.clone(),
             to: self.callee_label.clone(),
-            direction: self.direction.clone(),
+            direction: self.direction.as_str().into(),
             started_at: self.started_at,
             answered_at: self.answered_at,
             ended_at,
             duration_ms: self.answered_at.map(|a| ended_at - a).unwrap_or(0),
-            end_cause: cause.clone(),
+            end_cause: cause.as_str().into(),
             sip_status: status,
             legs,
         };
@@ -2248,19 +2248,24 @@ impl CallActor {
         }
         self.a_leg.state = LegState::Disconnected;
         self.b_leg.state = LegState::Disconnected;
-        self.publish(EventKind::Ended, None, Some(&cause));
+        self.publish(EventKind::Ended, None, Some(cause));
         self.engine
             .inner
             .metrics
             .calls_ended
             .get_or_create(&CauseLabel {
-                cause: cause.clone(),
+                cause: cause.as_str().to_string(),
             })
             .inc();
         if let Ok(mut calls) = self.engine.inner.calls.lock() {
             calls.remove(&self.id);
         }
-        info!(cause = %cause, status, duration_ms = record.duration_ms, "call ended");
+        info!(
+            cause = cause.as_str(),
+            status,
+            duration_ms = record.duration_ms,
+            "call ended"
+        );
     }
 }
 
@@ -2281,7 +2286,7 @@ async fn reoffer(dialog: &InviteDialog, body: String) -> Result<Option<SocketAdd
             reason: resp.reason_phrase().unwrap_or_default().to_string(),
         }),
         Ok(None) => Err(CommandError::WrongState {
-            state: "updating".into(),
+            state: WrongState::Updating,
         }),
         Err(e) => Err(CommandError::Failed {
             status: 500,
@@ -2437,9 +2442,9 @@ mod tests {
 
     #[test]
     fn causes_name_the_failure() {
-        assert_eq!(cause_for_status(486), "busy");
-        assert_eq!(cause_for_status(487), "cancel");
-        assert_eq!(cause_for_status(408), "no_answer");
-        assert_eq!(cause_for_status(500), "failed");
+        assert_eq!(cause_for_status(486), EndCause::Busy);
+        assert_eq!(cause_for_status(487), EndCause::Cancel);
+        assert_eq!(cause_for_status(408), EndCause::NoAnswer);
+        assert_eq!(cause_for_status(500), EndCause::Failed);
     }
 }

@@ -8,39 +8,17 @@ use tokio::sync::oneshot;
 use crate::call::{CallCommand, RingingAction};
 use crate::Engine;
 
-/// Where a leg is in its life (the states RingCentral and jambonz expose, in our words).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LegState {
-    Setup,
-    Proceeding,
-    Ringing,
-    Answered,
-    Held,
-    Disconnected,
-}
-
-impl LegState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LegState::Setup => "setup",
-            LegState::Proceeding => "proceeding",
-            LegState::Ringing => "ringing",
-            LegState::Answered => "answered",
-            LegState::Held => "held",
-            LegState::Disconnected => "disconnected",
-        }
-    }
-}
+pub use crate::model::LegState;
+use crate::model::{CallDirection, CallState, EndCause, LegDirection, LegRole, WrongState};
 
 /// One leg (SIP dialog + RTP endpoint) of a call.
 #[derive(Debug, Clone, Serialize)]
 pub struct LegInfo {
     pub id: String,
     /// `caller` (the leg that placed the call) or `callee`.
-    pub role: String,
+    pub role: LegRole,
     /// `in` (we are UAS) or `out` (we are UAC).
-    pub direction: String,
+    pub direction: LegDirection,
     pub state: LegState,
     /// The number/extension of the party on this leg.
     pub number: String,
@@ -66,9 +44,9 @@ pub struct CallInfo {
     /// inbound trunk call, the DID that was called.
     pub dialled: String,
     /// `internal`, `inbound` or `outbound`.
-    pub direction: String,
+    pub direction: CallDirection,
     /// `ringing`, `answered` or `ended`.
-    pub state: String,
+    pub state: CallState,
     pub started_at_ms: i64,
     pub answered_at_ms: Option<i64>,
     pub legs: Vec<LegInfo>,
@@ -95,7 +73,7 @@ pub enum CommandError {
     #[error("no such call or leg")]
     NotFound,
     #[error("not possible while the call is {state}")]
-    WrongState { state: String },
+    WrongState { state: WrongState },
     #[error("the phone refused: {status} {reason}")]
     Failed { status: u16, reason: String },
     #[error("invalid request: {0}")]
@@ -233,7 +211,7 @@ impl Engine {
     ) -> Result<(), CommandError> {
         let leg = leg.map(str::to_string);
         self.send_command(account_id, call_id, |reply| CallCommand::Hangup {
-            cause: "api".into(),
+            cause: EndCause::Api,
             leg,
             reply: Some(reply),
         })
@@ -391,8 +369,10 @@ impl Engine {
         attended: bool,
     ) -> Result<CallInfo, CommandError> {
         let call = self.call(account_id, call_id)?;
-        if call.state != "answered" {
-            return Err(CommandError::WrongState { state: call.state });
+        if call.state != CallState::Answered {
+            return Err(CommandError::WrongState {
+                state: call.state.into(),
+            });
         }
         let transferor = user_side(&call, transferor_leg)?;
         // Routed as if the transferor dialled it (their own extension is a loop).
@@ -473,8 +453,10 @@ impl Engine {
         target: &str,
     ) -> Result<CallInfo, CommandError> {
         let call = self.call(account_id, call_id)?;
-        if call.state != "ringing" {
-            return Err(CommandError::WrongState { state: call.state });
+        if call.state != CallState::Ringing {
+            return Err(CommandError::WrongState {
+                state: call.state.into(),
+            });
         }
         let callee = call.legs.get(1).and_then(|l| l.owner_user_id.clone());
         let target = self
@@ -506,8 +488,10 @@ impl Engine {
         flip_id: &str,
     ) -> Result<CallInfo, CommandError> {
         let call = self.call(account_id, call_id)?;
-        if call.state != "answered" {
-            return Err(CommandError::WrongState { state: call.state });
+        if call.state != CallState::Answered {
+            return Err(CommandError::WrongState {
+                state: call.state.into(),
+            });
         }
         let leg = user_side(&call, leg_id)?;
         let user_id = leg.owner_user_id.clone().ok_or_else(|| {
@@ -655,7 +639,10 @@ fn user_side(call: &CallInfo, leg_id: Option<&str>) -> Result<LegInfo, CommandEr
     match leg_id {
         Some(id) => call.leg(id).cloned().ok_or(CommandError::NotFound),
         None => {
-            let index = usize::from(call.direction != "outbound");
+            let index = match call.direction {
+                CallDirection::Outbound => 0,
+                CallDirection::Inbound | CallDirection::Internal => 1,
+            };
             call.legs.get(index).cloned().ok_or(CommandError::NotFound)
         }
     }
@@ -683,6 +670,61 @@ pub(crate) fn transfer_target_user(target: &str) -> Option<String> {
             c.is_ascii_alphanumeric() || (i == 0 && c == '+') || "*#-._~".contains(c)
         });
     ok.then_some(user)
+}
+
+#[cfg(test)]
+mod model_tests {
+    use super::*;
+
+    #[test]
+    fn call_info_serializes_with_todays_strings() {
+        let leg = LegInfo {
+            id: "l1".into(),
+            role: LegRole::Caller,
+            direction: LegDirection::In,
+            state: LegState::Proceeding,
+            number: "201".into(),
+            owner_user_id: None,
+            owner_extension: None,
+            muted: false,
+            held: false,
+            recording: false,
+            devices: vec![],
+        };
+        let call = CallInfo {
+            id: "c1".into(),
+            account_id: "a".into(),
+            from: "201".into(),
+            to: "202".into(),
+            dialled: "202".into(),
+            direction: CallDirection::Outbound,
+            state: CallState::Answered,
+            started_at_ms: 0,
+            answered_at_ms: None,
+            legs: vec![leg],
+        };
+        let json = serde_json::to_value(&call).unwrap();
+        assert_eq!(json["direction"], "outbound");
+        assert_eq!(json["state"], "answered");
+        assert_eq!(json["legs"][0]["role"], "caller");
+        assert_eq!(json["legs"][0]["direction"], "in");
+        assert_eq!(json["legs"][0]["state"], "proceeding");
+    }
+
+    #[test]
+    fn wrong_state_reads_as_before() {
+        let e = CommandError::WrongState {
+            state: WrongState::NoFreeOrbit,
+        };
+        assert_eq!(
+            e.to_string(),
+            "not possible while the call is without a free park orbit"
+        );
+        let e = CommandError::WrongState {
+            state: CallState::Ringing.into(),
+        };
+        assert_eq!(e.to_string(), "not possible while the call is ringing");
+    }
 }
 
 #[cfg(test)]

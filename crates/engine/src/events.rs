@@ -8,66 +8,41 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::control::CallInfo;
+use crate::model::{wire_enum, EndCause};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    New,
-    Ringing,
-    Answered,
-    Held,
-    Retrieved,
-    Muted,
-    Unmuted,
-    /// A DTMF digit pressed on a phone (RFC 4733), once per press.
-    Dtmf,
-    RecordingStarted,
-    RecordingStopped,
-    /// A ringing call was forwarded to another destination (`target`).
-    Forwarded,
-    /// A caller left a voicemail message (`recording_id`: the message's id).
-    Voicemail,
-    /// The call was parked (`target`: the orbit); the parked party hears music.
-    Parked,
-    /// A phone dialled the orbit and took the parked call.
-    Unparked,
-    /// A blind transfer began: the kept party hears music while the target rings.
-    TransferStarted,
-    /// The transfer target's phone is ringing.
-    TransferRinging,
-    /// Attended transfer: the target answered and talks to the transferor.
-    TransferConsulting,
-    /// The target answered and replaced the transferor.
-    Transferred,
-    /// The target could not be reached; the parties are back together (cause says why).
-    TransferFailed,
-    Ended,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::New => "new",
-            EventKind::Ringing => "ringing",
-            EventKind::Answered => "answered",
-            EventKind::Held => "held",
-            EventKind::Retrieved => "retrieved",
-            EventKind::Muted => "muted",
-            EventKind::Unmuted => "unmuted",
-            EventKind::Dtmf => "dtmf",
-            EventKind::RecordingStarted => "recording_started",
-            EventKind::RecordingStopped => "recording_stopped",
-            EventKind::Forwarded => "forwarded",
-            EventKind::Voicemail => "voicemail",
-            EventKind::Parked => "parked",
-            EventKind::Unparked => "unparked",
-            EventKind::TransferStarted => "transfer_started",
-            EventKind::TransferRinging => "transfer_ringing",
-            EventKind::TransferConsulting => "transfer_consulting",
-            EventKind::Transferred => "transferred",
-            EventKind::TransferFailed => "transfer_failed",
-            EventKind::Ended => "ended",
-        }
+wire_enum! {
+    /// What happened to a call (the native SSE `event`).
+    pub enum EventKind {
+        New => "new",
+        Ringing => "ringing",
+        Answered => "answered",
+        Held => "held",
+        Retrieved => "retrieved",
+        Muted => "muted",
+        Unmuted => "unmuted",
+        /// A DTMF digit pressed on a phone (RFC 4733), once per press.
+        Dtmf => "dtmf",
+        RecordingStarted => "recording_started",
+        RecordingStopped => "recording_stopped",
+        /// A ringing call was forwarded to another destination (`target`).
+        Forwarded => "forwarded",
+        /// A caller left a voicemail message (`recording_id`: the message's id).
+        Voicemail => "voicemail",
+        /// The call was parked (`target`: the orbit); the parked party hears music.
+        Parked => "parked",
+        /// A phone dialled the orbit and took the parked call.
+        Unparked => "unparked",
+        /// A blind transfer began: the kept party hears music while the target rings.
+        TransferStarted => "transfer_started",
+        /// The transfer target's phone is ringing.
+        TransferRinging => "transfer_ringing",
+        /// Attended transfer: the target answered and talks to the transferor.
+        TransferConsulting => "transfer_consulting",
+        /// The target answered and replaced the transferor.
+        Transferred => "transferred",
+        /// The target could not be reached; the parties are back together (cause says why).
+        TransferFailed => "transfer_failed",
+        Ended => "ended",
     }
 }
 
@@ -80,8 +55,8 @@ pub struct Event {
     pub call_id: String,
     /// The leg the event is about, when it is about one leg.
     pub leg_id: Option<String>,
-    /// For `ended`: why (normal, busy, cancel, no_answer, api, rtp_timeout, ...).
-    pub cause: Option<String>,
+    /// For `ended`: why the call ended; for `transfer_failed`: why the target was not reached.
+    pub cause: Option<EndCause>,
     pub at_ms: i64,
     /// For `dtmf`: the digit (`0-9 * # A-D`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,7 +117,7 @@ impl EventBus {
         kind: EventKind,
         call: &CallInfo,
         leg_id: Option<&str>,
-        cause: Option<&str>,
+        cause: Option<EndCause>,
     ) {
         self.publish_detail(kind, call, leg_id, cause, EventDetail::default());
     }
@@ -153,7 +128,7 @@ impl EventBus {
         kind: EventKind,
         call: &CallInfo,
         leg_id: Option<&str>,
-        cause: Option<&str>,
+        cause: Option<EndCause>,
         detail: EventDetail,
     ) {
         let Ok(mut accounts) = self.accounts.lock() else {
@@ -171,7 +146,7 @@ impl EventBus {
             kind,
             call_id: call.id.clone(),
             leg_id: leg_id.map(str::to_string),
-            cause: cause.map(str::to_string),
+            cause,
             at_ms: crate::sip_glue::now_ms(),
             digit: detail.digit,
             recording_id: detail.recording_id,
@@ -232,6 +207,7 @@ impl EventBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{CallDirection, CallState};
 
     fn call(account: &str) -> CallInfo {
         CallInfo {
@@ -240,8 +216,8 @@ mod tests {
             from: "101".into(),
             to: "102".into(),
             dialled: "102".into(),
-            direction: "internal".into(),
-            state: "ringing".into(),
+            direction: CallDirection::Internal,
+            state: CallState::Ringing,
             started_at_ms: 0,
             answered_at_ms: None,
             legs: vec![],
@@ -270,14 +246,74 @@ mod tests {
         assert!(bus.subscribe("b", Some(1)).missed.is_empty());
     }
 
+    #[test]
+    fn event_kinds_are_todays_words() {
+        let words: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            words,
+            [
+                "new",
+                "ringing",
+                "answered",
+                "held",
+                "retrieved",
+                "muted",
+                "unmuted",
+                "dtmf",
+                "recording_started",
+                "recording_stopped",
+                "forwarded",
+                "voicemail",
+                "parked",
+                "unparked",
+                "transfer_started",
+                "transfer_ringing",
+                "transfer_consulting",
+                "transferred",
+                "transfer_failed",
+                "ended",
+            ]
+        );
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(*k));
+            assert_eq!(
+                serde_json::to_string(k).unwrap(),
+                format!("\"{}\"", k.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn events_serialize_with_todays_strings() {
+        let bus = EventBus::new(10);
+        let mut s = bus.subscribe("a", Some(0));
+        bus.publish(
+            EventKind::TransferFailed,
+            &call("a"),
+            None,
+            Some(EndCause::NoAnswer),
+        );
+        let e = s.missed.pop().or_else(|| s.live.try_recv().ok()).unwrap();
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["kind"], "transfer_failed");
+        assert_eq!(json["cause"], "no_answer");
+        assert_eq!(json["call"]["direction"], "internal");
+        assert_eq!(json["call"]["state"], "ringing");
+    }
+
     #[tokio::test]
     async fn live_events_follow_the_backlog() {
         let bus = EventBus::new(10);
         let mut s = bus.subscribe("a", Some(0));
-        bus.publish(EventKind::Ended, &call("a"), Some("leg"), Some("normal"));
+        bus.publish(
+            EventKind::Ended,
+            &call("a"),
+            Some("leg"),
+            Some(EndCause::Normal),
+        );
         let e = s.live.recv().await.unwrap();
         assert_eq!(e.seq, 1);
         assert_eq!(e.kind, EventKind::Ended);
-        assert_eq!(e.cause.as_deref(), Some("normal"));
+        assert_eq!(e.cause, Some(EndCause::Normal));
     }
 }

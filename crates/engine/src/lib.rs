@@ -10,6 +10,7 @@ mod dialog_states;
 pub mod events;
 pub mod fetch;
 pub mod metrics;
+pub mod model;
 mod registrar;
 pub mod routing;
 mod session_timer;
@@ -38,6 +39,9 @@ pub use call::{CallCommand, CommandSender, OriginateRequest};
 pub use control::{AudioSource, CallInfo, CommandError, LegInfo, LegState, RecordAction, Target};
 pub use events::{Event, EventBus, EventDetail, EventKind, Subscription};
 pub use metrics::Metrics;
+pub use model::{
+    CallDirection, CallState, EndCause, LegDirection, LegRole, RecordRole, UnknownWord, WrongState,
+};
 
 use crate::registrar::reply;
 use crate::sip_glue::now_unix;
@@ -93,6 +97,9 @@ pub(crate) struct EngineInner {
     /// Where call recordings are written.
     pub recordings_dir: std::path::PathBuf,
     pub shutdown: CancellationToken,
+    /// Cancelled when SIP stops at the end of a shutdown (the dispatcher runs until then, so
+    /// new INVITEs get their 503 while calls drain).
+    pub stopped: CancellationToken,
     /// The SIP port we listen on (UDP, else TCP), for Contact headers.
     pub sip_port: u16,
     /// Each account's calls out through its trunk (fraud brakes).
@@ -177,6 +184,7 @@ impl Engine {
             },
         })
         .await?;
+        let (sip_udp, sip_tcp) = (sip.udp_addr, sip.tcp_addr);
         let sip_port = sip
             .udp_addr
             .or(sip.tcp_addr)
@@ -198,10 +206,21 @@ impl Engine {
                 events: EventBus::new(1000),
                 states: dialog_states::StateRouter::start(),
                 music_on_hold,
-                fetcher: fetch::AudioFetcher::new(),
+                fetcher: fetch::AudioFetcher::with_policy(
+                    fetch::DEFAULT_CACHE_BYTES,
+                    fetch::FetchPolicy {
+                        allow_private: config.security.fetch_private,
+                        // Never our own listeners (resolved after binding: port 0 → real).
+                        own: [Some(config.http.listen), sip_udp, sip_tcp]
+                            .into_iter()
+                            .flatten()
+                            .collect(),
+                    },
+                ),
                 tts: hookflash_media::Tts::new(config.data_dir.join("tts")),
                 recordings_dir: config.data_dir.join("recordings"),
                 shutdown: CancellationToken::new(),
+                stopped: CancellationToken::new(),
                 sip_port,
                 outbound: dialing::OutboundGate::new(),
             }),
@@ -277,7 +296,7 @@ impl Engine {
     async fn dispatch(&self, mut incoming: TransactionReceiver) {
         loop {
             let tx = tokio::select! {
-                _ = self.inner.shutdown.cancelled() => break,
+                _ = self.inner.stopped.cancelled() => break,
                 tx = incoming.recv() => match tx { Some(tx) => tx, None => break },
             };
             self.inner
@@ -319,7 +338,9 @@ impl Engine {
             Method::Register => self.handle_register(tx).await,
             Method::Invite => {
                 if self.inner.shutdown.is_cancelled() {
-                    reply(&mut tx, StatusCode::ServiceUnavailable, vec![]).await;
+                    // Draining for a stop: the caller should try another node or later.
+                    let retry = Header::Other("Retry-After".into(), "30".into());
+                    reply(&mut tx, StatusCode::ServiceUnavailable, vec![retry]).await;
                     return;
                 }
                 let span = tracing::info_span!("call", call_id = tracing::field::Empty);
@@ -489,10 +510,28 @@ impl Engine {
         !self.inner.shutdown.is_cancelled() && self.inner.store.ping().await.is_ok()
     }
 
-    /// Ends every call (BYE/CANCEL with cause "shutdown"), waits up to `grace` for them to
-    /// finish writing their records, then stops SIP.
+    /// Stops the server gracefully: at once `/readyz` says not ready and new INVITEs get 503
+    /// with Retry-After; calls in progress go on for up to `grace`; then the remaining ones are
+    /// ended (BYE/CANCEL with cause "shutdown"), their records written (up to 5 s), and SIP
+    /// stops.
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.shutdown.cancel();
+        let remaining = || self.inner.calls.lock().map(|c| c.len()).unwrap_or(0);
+        if remaining() > 0 && !grace.is_zero() {
+            info!(
+                calls = remaining(),
+                grace_secs = grace.as_secs(),
+                "draining: calls in progress may finish, new ones get 503"
+            );
+            let until = tokio::time::Instant::now() + grace;
+            while tokio::time::Instant::now() < until && remaining() > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if remaining() > 0 {
+            info!(calls = remaining(), "ending the calls still in progress");
+        }
+        let grace = Duration::from_secs(5);
         let senders: Vec<_> = self
             .inner
             .calls
@@ -502,7 +541,7 @@ impl Engine {
         for s in senders {
             let _ = s
                 .send(CallCommand::Hangup {
-                    cause: "shutdown".into(),
+                    cause: EndCause::Shutdown,
                     leg: None,
                     reply: None,
                 })
@@ -519,6 +558,7 @@ impl Engine {
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        self.inner.stopped.cancel();
         self.inner.sip.shutdown();
     }
 }

@@ -224,7 +224,10 @@ async fn serve(config: Config) -> Result<(), ServeError> {
     let http_task = tokio::spawn(http);
     shutdown_signal().await;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    info!(grace_secs = grace.as_secs(), "stopping: draining calls (a second signal ends them at once)");
+    info!(
+        grace_secs = grace.as_secs(),
+        "stopping: draining calls (a second signal ends them at once)"
+    );
     tokio::select! {
         _ = engine.shutdown(grace) => {}
         _ = shutdown_signal() => {

@@ -73,6 +73,20 @@ pub(crate) fn error_code() -> Schema {
     )
 }
 
+/// A string that is one of `values`, or null.
+pub(crate) fn nullable_string_enum(values: &[&str], description: &str) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Array(vec![Type::String, Type::Null]))
+        .enum_values(Some(
+            values
+                .iter()
+                .map(|v| serde_json::Value::from(*v))
+                .chain([serde_json::Value::Null]),
+        ))
+        .description(Some(description))
+        .into()
+}
+
 /// The park orbits (`*71`..`*79`), or null for the first free one.
 pub(crate) fn orbit() -> Schema {
     ObjectBuilder::new()

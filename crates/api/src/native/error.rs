@@ -4,7 +4,7 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hookflash_engine::CommandError;
+use hookflash_engine::{CommandError, WrongState};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -80,9 +80,10 @@ impl From<CommandError> for NativeError {
     fn from(e: CommandError) -> Self {
         match e {
             CommandError::NotFound => NativeError::NotFound("no such call or leg".into()),
-            CommandError::WrongState { state } => {
-                NativeError::WrongState(format!("not possible while the call is {state}"))
-            }
+            CommandError::WrongState { state } => NativeError::WrongState(format!(
+                "not possible while the call is {}",
+                wrong_state(state)
+            )),
             CommandError::Failed { status, reason } => NativeError::SipFailed(format!(
                 "the phone refused the change ({status} {reason}); the call is unchanged"
             )),
@@ -92,6 +93,29 @@ impl From<CommandError> for NativeError {
             CommandError::NotPermitted(why) => NativeError::Forbidden(why),
             CommandError::Limited(why) => NativeError::TooManyRequests(why),
         }
+    }
+}
+
+/// How the native API words why a command does not fit the call's state now (completing
+/// "not possible while the call is ...").
+pub(crate) fn wrong_state(state: WrongState) -> &'static str {
+    match state {
+        WrongState::Ringing => "ringing",
+        WrongState::Answered => "answered",
+        WrongState::Ended => "ended",
+        WrongState::Pending => "pending",
+        WrongState::Updating => "updating",
+        WrongState::Transferring => "transferring",
+        WrongState::Parked => "parked",
+        WrongState::NotParked => "not parked",
+        WrongState::InVoicemail => "in voicemail",
+        WrongState::AlreadyRecording => "already recording",
+        WrongState::NotRecording => "not recording",
+        WrongState::NoFreeOrbit => "without a free park orbit",
+        WrongState::CallingCaller => "calling the caller",
+        WrongState::NotTransferring => "not transferring",
+        WrongState::InBlindTransfer => "in a blind transfer",
+        WrongState::AwaitingTarget => "waiting for the transfer target to answer",
     }
 }
 
@@ -128,5 +152,23 @@ impl IntoResponse for NativeError {
             );
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_state_messages_read_as_before() {
+        for state in WrongState::ALL {
+            let e = NativeError::from(CommandError::WrongState { state: *state });
+            assert_eq!(e.code(), "wrong_state");
+            assert_eq!(e.status(), StatusCode::CONFLICT);
+            assert_eq!(
+                e.to_string(),
+                format!("not possible while the call is {}", state.as_str())
+            );
+        }
     }
 }

@@ -74,7 +74,7 @@ fn render(item: Item) -> SseEvent {
             let view = CallEvent::from(e.as_ref());
             SseEvent::default()
                 .id(e.seq.to_string())
-                .event(e.kind.as_str())
+                .event(crate::native::model::event_kind(e.kind))
                 .json_data(&view)
                 .unwrap_or_else(|_| SseEvent::default().comment("unserializable event"))
         }

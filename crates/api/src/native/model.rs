@@ -1,72 +1,153 @@
 //! What the native API returns (views of the engine's call model).
 
-use hookflash_engine::{CallInfo, Event, LegInfo};
+use hookflash_engine::{
+    CallDirection, CallInfo, CallState, EndCause, Event, EventKind, LegDirection, LegInfo, LegRole,
+    LegState,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::openapi::schema::Schema;
 use utoipa::ToSchema;
 
-use crate::native::doc::string_enum;
+use crate::native::doc::{nullable_string_enum, string_enum};
 
-fn leg_role() -> Schema {
-    string_enum(&["caller", "callee"], "`caller` or `callee`")
+// The native API's words for the engine's call vocabulary. Each is an exhaustive match (no `_`
+// arm): a new variant in the engine does not compile until this dialect names it. The
+// OpenAPI enums below are built from the same functions.
+
+pub(crate) fn call_state(s: CallState) -> &'static str {
+    match s {
+        CallState::Ringing => "ringing",
+        CallState::Answered => "answered",
+        CallState::Ended => "ended",
+    }
 }
 
-fn leg_direction() -> Schema {
+pub(crate) fn call_direction(d: CallDirection) -> &'static str {
+    match d {
+        CallDirection::Internal => "internal",
+        CallDirection::Inbound => "inbound",
+        CallDirection::Outbound => "outbound",
+    }
+}
+
+pub(crate) fn leg_role(r: LegRole) -> &'static str {
+    match r {
+        LegRole::Caller => "caller",
+        LegRole::Callee => "callee",
+    }
+}
+
+pub(crate) fn leg_direction(d: LegDirection) -> &'static str {
+    match d {
+        LegDirection::In => "in",
+        LegDirection::Out => "out",
+    }
+}
+
+pub(crate) fn leg_state(s: LegState) -> &'static str {
+    match s {
+        LegState::Setup => "setup",
+        LegState::Proceeding => "proceeding",
+        LegState::Ringing => "ringing",
+        LegState::Answered => "answered",
+        LegState::Held => "held",
+        LegState::Disconnected => "disconnected",
+    }
+}
+
+/// Also the SSE `event` name.
+pub(crate) fn event_kind(k: EventKind) -> &'static str {
+    match k {
+        EventKind::New => "new",
+        EventKind::Ringing => "ringing",
+        EventKind::Answered => "answered",
+        EventKind::Held => "held",
+        EventKind::Retrieved => "retrieved",
+        EventKind::Muted => "muted",
+        EventKind::Unmuted => "unmuted",
+        EventKind::Dtmf => "dtmf",
+        EventKind::RecordingStarted => "recording_started",
+        EventKind::RecordingStopped => "recording_stopped",
+        EventKind::Forwarded => "forwarded",
+        EventKind::Voicemail => "voicemail",
+        EventKind::Parked => "parked",
+        EventKind::Unparked => "unparked",
+        EventKind::TransferStarted => "transfer_started",
+        EventKind::TransferRinging => "transfer_ringing",
+        EventKind::TransferConsulting => "transfer_consulting",
+        EventKind::Transferred => "transferred",
+        EventKind::TransferFailed => "transfer_failed",
+        EventKind::Ended => "ended",
+    }
+}
+
+pub(crate) fn end_cause(c: EndCause) -> &'static str {
+    match c {
+        EndCause::Normal => "normal",
+        EndCause::Api => "api",
+        EndCause::Shutdown => "shutdown",
+        EndCause::Cancel => "cancel",
+        EndCause::Busy => "busy",
+        EndCause::Rejected => "rejected",
+        EndCause::NotFound => "not_found",
+        EndCause::Unavailable => "unavailable",
+        EndCause::NoAnswer => "no_answer",
+        EndCause::Incompatible => "incompatible",
+        EndCause::Failed => "failed",
+        EndCause::AckTimeout => "ack_timeout",
+        EndCause::RtpTimeout => "rtp_timeout",
+        EndCause::SessionExpired => "session_expired",
+        EndCause::ParkTimeout => "park_timeout",
+        EndCause::Replaced => "replaced",
+        EndCause::TransferFailed => "transfer_failed",
+        EndCause::Parked => "parked",
+        EndCause::Transferred => "transferred",
+    }
+}
+
+/// The words `word` gives the variants `all`, in order (an OpenAPI enum).
+fn words<T: Copy>(all: &[T], word: fn(T) -> &'static str) -> Vec<&'static str> {
+    all.iter().map(|v| word(*v)).collect()
+}
+
+fn leg_role_schema() -> Schema {
+    string_enum(&words(LegRole::ALL, leg_role), "`caller` or `callee`")
+}
+
+fn leg_direction_schema() -> Schema {
     string_enum(
-        &["in", "out"],
+        &words(LegDirection::ALL, leg_direction),
         "`in` (the server answered this leg) or `out` (the server placed it)",
     )
 }
 
-fn leg_state() -> Schema {
-    string_enum(
-        &[
-            "setup",
-            "proceeding",
-            "ringing",
-            "answered",
-            "held",
-            "disconnected",
-        ],
-        "The leg's SIP state",
-    )
+fn leg_state_schema() -> Schema {
+    string_enum(&words(LegState::ALL, leg_state), "The leg's SIP state")
 }
 
-fn call_direction() -> Schema {
+fn call_direction_schema() -> Schema {
     string_enum(
-        &["internal", "inbound", "outbound"],
+        &words(CallDirection::ALL, call_direction),
         "Where the call comes from",
     )
 }
 
-fn call_state() -> Schema {
-    string_enum(&["ringing", "answered", "ended"], "The call's state")
+fn call_state_schema() -> Schema {
+    string_enum(&words(CallState::ALL, call_state), "The call's state")
 }
 
-fn event_kind() -> Schema {
+fn end_cause_schema() -> Schema {
+    nullable_string_enum(
+        &words(EndCause::ALL, end_cause),
+        "For `ended`: why the call ended; for `transfer_failed`: why the target was not \
+         reached (busy, rejected, not_found, unavailable, no_answer, cancel, incompatible, \
+         failed); null for other kinds",
+    )
+}
+
+fn event_kind_schema() -> Schema {
     string_enum(
-        &[
-            "new",
-            "ringing",
-            "answered",
-            "held",
-            "retrieved",
-            "muted",
-            "unmuted",
-            "dtmf",
-            "recording_started",
-            "recording_stopped",
-            "forwarded",
-            "voicemail",
-            "parked",
-            "unparked",
-            "transfer_started",
-            "transfer_ringing",
-            "transfer_consulting",
-            "transferred",
-            "transfer_failed",
-            "ended",
-        ],
+        &words(EventKind::ALL, event_kind),
         "What happened (also the SSE `event`)",
     )
 }
@@ -93,12 +174,12 @@ where
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Leg {
     pub id: String,
-    #[schema(schema_with = leg_role)]
-    pub role: String,
-    #[schema(schema_with = leg_direction)]
-    pub direction: String,
-    #[schema(schema_with = leg_state)]
-    pub state: String,
+    #[schema(schema_with = leg_role_schema)]
+    pub role: &'static str,
+    #[schema(schema_with = leg_direction_schema)]
+    pub direction: &'static str,
+    #[schema(schema_with = leg_state_schema)]
+    pub state: &'static str,
     /// Number or extension of the party on this leg.
     pub number: String,
     /// The account's user on this leg, if the party is one of its users.
@@ -123,10 +204,10 @@ pub struct Call {
     pub account_id: String,
     pub from: String,
     pub to: String,
-    #[schema(schema_with = call_direction)]
-    pub direction: String,
-    #[schema(schema_with = call_state)]
-    pub state: String,
+    #[schema(schema_with = call_direction_schema)]
+    pub direction: &'static str,
+    #[schema(schema_with = call_state_schema)]
+    pub state: &'static str,
     /// Unix milliseconds.
     pub started_at_ms: i64,
     /// Unix milliseconds; null until answered.
@@ -202,16 +283,16 @@ pub struct CallEvent {
     /// Per account, from 1, without gaps.
     #[schema(minimum = 1)]
     pub seq: u64,
-    #[schema(schema_with = event_kind)]
-    pub kind: String,
+    #[schema(schema_with = event_kind_schema)]
+    pub kind: &'static str,
     pub call_id: String,
     /// The leg the event is about, if it is about one.
     #[schema(required = true)]
     pub leg_id: Option<String>,
-    /// For `ended`: normal, busy, cancel, no_answer, not_found, unavailable, api,
-    /// rtp_timeout, ...; for `transfer_failed`: busy, rejected, no_answer, cancel, ...
-    #[schema(required = true)]
-    pub cause: Option<String>,
+    /// For `ended`: why the call ended; for `transfer_failed`: why the target was not
+    /// reached.
+    #[schema(required = true, schema_with = end_cause_schema)]
+    pub cause: Option<&'static str>,
     /// For `dtmf`: the digit pressed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digit: Option<String>,
@@ -243,9 +324,9 @@ impl From<&LegInfo> for Leg {
     fn from(l: &LegInfo) -> Self {
         Leg {
             id: l.id.clone(),
-            role: l.role.clone(),
-            direction: l.direction.clone(),
-            state: l.state.as_str().to_string(),
+            role: leg_role(l.role),
+            direction: leg_direction(l.direction),
+            state: leg_state(l.state),
             number: l.number.clone(),
             owner_user_id: l.owner_user_id.clone(),
             owner_extension: l.owner_extension.clone(),
@@ -264,8 +345,8 @@ impl From<&CallInfo> for Call {
             account_id: c.account_id.clone(),
             from: c.from.clone(),
             to: c.to.clone(),
-            direction: c.direction.clone(),
-            state: c.state.clone(),
+            direction: call_direction(c.direction),
+            state: call_state(c.state),
             started_at_ms: c.started_at_ms,
             answered_at_ms: c.answered_at_ms,
             held: c.held(),
@@ -295,15 +376,50 @@ impl From<&Event> for CallEvent {
     fn from(e: &Event) -> Self {
         CallEvent {
             seq: e.seq,
-            kind: e.kind.as_str().to_string(),
+            kind: event_kind(e.kind),
             call_id: e.call_id.clone(),
             leg_id: e.leg_id.clone(),
-            cause: e.cause.clone(),
+            cause: e.cause.map(end_cause),
             digit: e.digit.clone(),
             recording_id: e.recording_id.clone(),
             target: e.target.clone(),
             at_ms: e.at_ms,
             call: Call::from(&e.call),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The native API shows the engine's own words: its JSON stays what it was.
+    #[test]
+    fn native_words_are_the_engine_words() {
+        for v in CallState::ALL {
+            assert_eq!(call_state(*v), v.as_str());
+        }
+        for v in CallDirection::ALL {
+            assert_eq!(call_direction(*v), v.as_str());
+        }
+        for v in LegRole::ALL {
+            assert_eq!(leg_role(*v), v.as_str());
+        }
+        for v in LegDirection::ALL {
+            assert_eq!(leg_direction(*v), v.as_str());
+        }
+        for v in LegState::ALL {
+            assert_eq!(leg_state(*v), v.as_str());
+        }
+        for v in EventKind::ALL {
+            assert_eq!(event_kind(*v), v.as_str());
+        }
+        for v in EndCause::ALL {
+            assert_eq!(end_cause(*v), v.as_str());
+        }
+        assert_eq!(
+            words(CallState::ALL, call_state),
+            ["ringing", "answered", "ended"]
+        );
     }
 }

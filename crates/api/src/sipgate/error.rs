@@ -6,7 +6,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hookflash_engine::CommandError;
+use hookflash_engine::{CommandError, WrongState};
 use serde_json::json;
 
 /// The message of every 404 about a call (as sipgate and its SDK word it).
@@ -55,9 +55,10 @@ impl From<CommandError> for SipgateError {
     fn from(e: CommandError) -> Self {
         match e {
             CommandError::NotFound => SipgateError::CallNotFound,
-            CommandError::WrongState { state } => {
-                SipgateError::Conflict(format!("Not possible while the call is {state}"))
-            }
+            CommandError::WrongState { state } => SipgateError::Conflict(format!(
+                "Not possible while the call is {}",
+                wrong_state(state)
+            )),
             CommandError::Failed { status, reason } => SipgateError::Conflict(format!(
                 "The phone refused the change ({status} {reason}); the call is unchanged"
             )),
@@ -67,6 +68,29 @@ impl From<CommandError> for SipgateError {
             CommandError::NotPermitted(why) => SipgateError::Forbidden(why),
             CommandError::Limited(why) => SipgateError::TooManyRequests(why),
         }
+    }
+}
+
+/// How the sipgate dialect words why a command does not fit the call's state now (completing
+/// "Not possible while the call is ...").
+pub(crate) fn wrong_state(state: WrongState) -> &'static str {
+    match state {
+        WrongState::Ringing => "ringing",
+        WrongState::Answered => "answered",
+        WrongState::Ended => "ended",
+        WrongState::Pending => "pending",
+        WrongState::Updating => "updating",
+        WrongState::Transferring => "transferring",
+        WrongState::Parked => "parked",
+        WrongState::NotParked => "not parked",
+        WrongState::InVoicemail => "in voicemail",
+        WrongState::AlreadyRecording => "already recording",
+        WrongState::NotRecording => "not recording",
+        WrongState::NoFreeOrbit => "without a free park orbit",
+        WrongState::CallingCaller => "calling the caller",
+        WrongState::NotTransferring => "not transferring",
+        WrongState::InBlindTransfer => "in a blind transfer",
+        WrongState::AwaitingTarget => "waiting for the transfer target to answer",
     }
 }
 
@@ -102,5 +126,26 @@ impl IntoResponse for SipgateError {
             );
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_state_messages_read_as_before() {
+        for state in WrongState::ALL {
+            let e = SipgateError::from(CommandError::WrongState { state: *state });
+            assert_eq!(e.status(), StatusCode::CONFLICT);
+            assert_eq!(
+                e.to_string(),
+                format!("Not possible while the call is {}", state.as_str())
+            );
+        }
+        let e = SipgateError::from(CommandError::WrongState {
+            state: WrongState::Ringing,
+        });
+        assert_eq!(e.to_string(), "Not possible while the call is ringing");
     }
 }

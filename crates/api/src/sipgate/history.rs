@@ -16,6 +16,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::Json;
+use hookflash_engine::{CallDirection, EndCause};
 use hookflash_store::{CallRecord, UserCallFilter};
 use serde::Serialize;
 use tracing::debug;
@@ -311,8 +312,13 @@ fn entry(
     parties: &Parties,
     recordings: Vec<RecordingRef>,
 ) -> CallEntry {
-    let caller_is_user = matches!(call.direction.as_str(), "internal" | "outbound");
-    let callee_is_user = matches!(call.direction.as_str(), "internal" | "inbound");
+    // The record stores the engine's words; one it does not know names neither side a user.
+    let (caller_is_user, callee_is_user) = match CallDirection::parse(&call.direction) {
+        Some(CallDirection::Internal) => (true, true),
+        Some(CallDirection::Outbound) => (true, false),
+        Some(CallDirection::Inbound) => (false, true),
+        None => (false, false),
+    };
     let outgoing = caller_is_user && call.from == ext;
     let answered = call.answered_at.is_some();
     let direction = match (outgoing, answered) {
@@ -321,18 +327,10 @@ fn entry(
         (false, true) => "INCOMING",
         (false, false) => "MISSED_INCOMING",
     };
-    let cause = call.end_cause.as_str();
-    let status = match (answered, cause) {
-        (true, _) => "PICKUP",
-        (false, "busy") => "BUSY",
-        _ => "NOPICKUP",
-    };
-    let call_status = match (answered, cause) {
-        (true, _) => "SUCCESS",
-        (false, "busy") => "BUSY",
-        (false, "rejected") => "REJECTED",
-        (false, "cancel" | "no_answer" | "caller_hangup" | "unavailable") => "MISSED",
-        _ => "FAILURE",
+    let (status, call_status) = if answered {
+        ("PICKUP", "SUCCESS")
+    } else {
+        unanswered_status(EndCause::parse(&call.end_cause))
     };
     let (source, source_alias) = parties.render(&call.from, caller_is_user);
     let (target, target_alias) = parties.render(&call.to, callee_is_user);
@@ -366,6 +364,33 @@ fn entry(
         recordings,
         duration: (call.duration_ms + 500) / 1000,
         call_status,
+    }
+}
+
+/// (`status`, `callStatus`) of a call nobody answered, by why it ended (None: a word the
+/// engine does not produce).
+fn unanswered_status(cause: Option<EndCause>) -> (&'static str, &'static str) {
+    let Some(cause) = cause else {
+        return ("NOPICKUP", "FAILURE");
+    };
+    match cause {
+        EndCause::Busy => ("BUSY", "BUSY"),
+        EndCause::Rejected => ("NOPICKUP", "REJECTED"),
+        EndCause::Cancel | EndCause::NoAnswer | EndCause::Unavailable => ("NOPICKUP", "MISSED"),
+        EndCause::Normal
+        | EndCause::Api
+        | EndCause::Shutdown
+        | EndCause::NotFound
+        | EndCause::Incompatible
+        | EndCause::Failed
+        | EndCause::AckTimeout
+        | EndCause::RtpTimeout
+        | EndCause::SessionExpired
+        | EndCause::ParkTimeout
+        | EndCause::Replaced
+        | EndCause::TransferFailed
+        | EndCause::Parked
+        | EndCause::Transferred => ("NOPICKUP", "FAILURE"),
     }
 }
 
@@ -503,6 +528,42 @@ pub(crate) fn parse_iso(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unanswered_calls_are_classified_by_cause() {
+        // Every engine cause, as the call record stores it.
+        let expected: &[(&str, (&str, &str))] = &[
+            ("normal", ("NOPICKUP", "FAILURE")),
+            ("api", ("NOPICKUP", "FAILURE")),
+            ("shutdown", ("NOPICKUP", "FAILURE")),
+            ("cancel", ("NOPICKUP", "MISSED")),
+            ("busy", ("BUSY", "BUSY")),
+            ("rejected", ("NOPICKUP", "REJECTED")),
+            ("not_found", ("NOPICKUP", "FAILURE")),
+            ("unavailable", ("NOPICKUP", "MISSED")),
+            ("no_answer", ("NOPICKUP", "MISSED")),
+            ("incompatible", ("NOPICKUP", "FAILURE")),
+            ("failed", ("NOPICKUP", "FAILURE")),
+            ("ack_timeout", ("NOPICKUP", "FAILURE")),
+            ("rtp_timeout", ("NOPICKUP", "FAILURE")),
+            ("session_expired", ("NOPICKUP", "FAILURE")),
+            ("park_timeout", ("NOPICKUP", "FAILURE")),
+            ("replaced", ("NOPICKUP", "FAILURE")),
+            ("transfer_failed", ("NOPICKUP", "FAILURE")),
+            ("parked", ("NOPICKUP", "FAILURE")),
+            ("transferred", ("NOPICKUP", "FAILURE")),
+        ];
+        let listed: Vec<&str> = expected.iter().map(|(c, _)| *c).collect();
+        let all: Vec<&str> = EndCause::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(listed, all);
+        for (word, want) in expected {
+            assert_eq!(unanswered_status(EndCause::parse(word)), *want, "{word}");
+        }
+        assert_eq!(
+            unanswered_status(EndCause::parse("something old")),
+            ("NOPICKUP", "FAILURE")
+        );
+    }
 
     #[test]
     fn iso_dates_round_trip_and_parse_sdk_forms() {

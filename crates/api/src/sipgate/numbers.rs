@@ -66,7 +66,7 @@ pub(crate) fn leg_number(leg: &LegInfo, dids: &Dids) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookflash_engine::LegState;
+    use hookflash_engine::{LegDirection, LegRole, LegState};
 
     #[test]
     fn numbers_render_like_sipgate() {
@@ -84,8 +84,8 @@ mod tests {
     fn users_show_their_did_or_extension() {
         let mut leg = LegInfo {
             id: "l".into(),
-            role: "callee".into(),
-            direction: "out".into(),
+            role: LegRole::Callee,
+            direction: LegDirection::Out,
             state: LegState::Answered,
             number: "201".into(),
             owner_user_id: Some("u1".into()),

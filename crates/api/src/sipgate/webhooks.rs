@@ -19,7 +19,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use hookflash_engine::{CallInfo, Engine, Event, EventKind, LegInfo};
+use hookflash_engine::{
+    CallDirection, CallInfo, EndCause, Engine, Event, EventKind, LegInfo, LegRole,
+};
 use hookflash_store::{normalize::check_webhook_url, User};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
@@ -63,17 +65,62 @@ struct Target {
     direction: &'static str,
 }
 
-/// sipgate's hangup causes from the engine's end causes.
-pub fn hangup_cause(cause: &str) -> &'static str {
+/// sipgate's hangup causes (`normalClearing`, `busy`, `cancel`, `noAnswer`, `congestion`,
+/// `notFound`) from the engine's end causes.
+pub fn hangup_cause(cause: EndCause) -> &'static str {
     match cause {
-        "busy" | "rejected" => "busy",
-        "cancel" => "cancel",
-        "no_answer" | "unavailable" => "noAnswer",
-        "not_found" => "notFound",
-        "normal" | "api" | "shutdown" | "rtp_timeout" | "caller_hangup" | "callee_hangup" => {
-            "normalClearing"
-        }
-        _ => "congestion",
+        EndCause::Busy | EndCause::Rejected => "busy",
+        EndCause::Cancel => "cancel",
+        EndCause::NoAnswer | EndCause::Unavailable => "noAnswer",
+        EndCause::NotFound => "notFound",
+        EndCause::Normal
+        | EndCause::Api
+        | EndCause::Shutdown
+        | EndCause::RtpTimeout
+        | EndCause::Parked
+        | EndCause::Transferred => "normalClearing",
+        // Failures of the call or the network.
+        EndCause::Failed
+        | EndCause::Incompatible
+        | EndCause::AckTimeout
+        | EndCause::SessionExpired
+        | EndCause::ParkTimeout
+        | EndCause::Replaced
+        | EndCause::TransferFailed => "congestion",
+    }
+}
+
+/// The push events an engine event becomes (None: sipgate has no push for it).
+fn push_kind(kind: EventKind) -> Option<Kind> {
+    match kind {
+        EventKind::New => Some(Kind::NewCall),
+        EventKind::Answered => Some(Kind::Answer),
+        EventKind::Ended => Some(Kind::Hangup),
+        EventKind::Dtmf => Some(Kind::Dtmf),
+        EventKind::Ringing
+        | EventKind::Held
+        | EventKind::Retrieved
+        | EventKind::Muted
+        | EventKind::Unmuted
+        | EventKind::RecordingStarted
+        | EventKind::RecordingStopped
+        | EventKind::Forwarded
+        | EventKind::Voicemail
+        | EventKind::Parked
+        | EventKind::Unparked
+        | EventKind::TransferStarted
+        | EventKind::TransferRinging
+        | EventKind::TransferConsulting
+        | EventKind::Transferred
+        | EventKind::TransferFailed => None,
+    }
+}
+
+/// The push `direction` of a user on a leg: `out` for the caller, `in` for the called.
+fn push_direction(role: LegRole) -> &'static str {
+    match role {
+        LegRole::Caller => "out",
+        LegRole::Callee => "in",
     }
 }
 
@@ -134,12 +181,8 @@ impl Dispatcher {
     }
 
     async fn on_event(&mut self, event: Event) {
-        let kind = match event.kind {
-            EventKind::New => Kind::NewCall,
-            EventKind::Answered => Kind::Answer,
-            EventKind::Ended => Kind::Hangup,
-            EventKind::Dtmf => Kind::Dtmf,
-            _ => return,
+        let Some(kind) = push_kind(event.kind) else {
+            return;
         };
         if kind == Kind::NewCall {
             let targets = self.targets(&event.call).await;
@@ -215,7 +258,7 @@ impl Dispatcher {
                 user,
                 realm: realm.clone(),
                 url,
-                direction: if leg.role == "caller" { "out" } else { "in" },
+                direction: push_direction(leg.role),
             });
         }
         out
@@ -252,11 +295,11 @@ fn pressed_by(event: &Event, user_id: &str) -> bool {
 }
 
 fn caller(call: &CallInfo) -> Option<&LegInfo> {
-    call.legs.iter().find(|l| l.role == "caller")
+    call.legs.iter().find(|l| l.role == LegRole::Caller)
 }
 
 fn callee(call: &CallInfo) -> Option<&LegInfo> {
-    call.legs.iter().find(|l| l.role == "callee")
+    call.legs.iter().find(|l| l.role == LegRole::Callee)
 }
 
 fn user_name(u: &User) -> String {
@@ -284,10 +327,9 @@ fn form(kind: Kind, event: &Event, target: &Target, dids: &Dids) -> Vec<(String,
     };
     let from = number(caller(call), &call.from);
     // An inbound call was to one of the user's numbers: the one the caller dialled.
-    let to = if call.direction == "inbound" {
-        without_plus(&call.dialled)
-    } else {
-        number(callee(call), &call.to)
+    let to = match call.direction {
+        CallDirection::Inbound => without_plus(&call.dialled),
+        CallDirection::Internal | CallDirection::Outbound => number(callee(call), &call.to),
     };
     let mut f: Vec<(String, String)> = Vec::new();
     let mut add = |k: &str, v: String| f.push((k.to_string(), v));
@@ -304,7 +346,7 @@ fn form(kind: Kind, event: &Event, target: &Target, dids: &Dids) -> Vec<(String,
     if kind == Kind::Hangup {
         add(
             "cause",
-            hangup_cause(event.cause.as_deref().unwrap_or("normal")).to_string(),
+            hangup_cause(event.cause.unwrap_or(EndCause::Normal)).to_string(),
         );
     }
     add("direction", target.direction.to_string());
@@ -507,7 +549,7 @@ pub fn parse_follow_ups(xml: &str) -> FollowUps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookflash_engine::LegState;
+    use hookflash_engine::{CallState, LegDirection, LegState};
 
     #[test]
     fn follow_ups_from_the_sdk_response() {
@@ -549,22 +591,77 @@ mod tests {
         );
     }
 
+    /// Every engine end cause, by its wire word, with the sipgate cause it must become. A new
+    /// cause fails to compile in `hangup_cause` and then fails here until it is listed.
+    const SIPGATE_CAUSES: &[(&str, &str)] = &[
+        ("normal", "normalClearing"),
+        ("api", "normalClearing"),
+        ("shutdown", "normalClearing"),
+        ("cancel", "cancel"),
+        ("busy", "busy"),
+        ("rejected", "busy"),
+        ("not_found", "notFound"),
+        ("unavailable", "noAnswer"),
+        ("no_answer", "noAnswer"),
+        ("incompatible", "congestion"),
+        ("failed", "congestion"),
+        ("ack_timeout", "congestion"),
+        ("rtp_timeout", "normalClearing"),
+        ("session_expired", "congestion"),
+        ("park_timeout", "congestion"),
+        ("replaced", "congestion"),
+        ("transfer_failed", "congestion"),
+        ("parked", "normalClearing"),
+        ("transferred", "normalClearing"),
+    ];
+
     #[test]
-    fn causes_map_to_sipgate_names() {
-        assert_eq!(hangup_cause("normal"), "normalClearing");
-        assert_eq!(hangup_cause("api"), "normalClearing");
-        assert_eq!(hangup_cause("busy"), "busy");
-        assert_eq!(hangup_cause("cancel"), "cancel");
-        assert_eq!(hangup_cause("no_answer"), "noAnswer");
-        assert_eq!(hangup_cause("not_found"), "notFound");
-        assert_eq!(hangup_cause("failed"), "congestion");
+    fn every_cause_maps_to_a_sipgate_name() {
+        let listed: Vec<&str> = SIPGATE_CAUSES.iter().map(|(c, _)| *c).collect();
+        let all: Vec<&str> = EndCause::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(listed, all, "every EndCause, in declaration order");
+        let sipgate = [
+            "normalClearing",
+            "busy",
+            "cancel",
+            "noAnswer",
+            "congestion",
+            "notFound",
+        ];
+        for (word, expected) in SIPGATE_CAUSES {
+            let cause = EndCause::parse(word).unwrap();
+            assert_eq!(hangup_cause(cause), *expected, "{word}");
+            assert!(sipgate.contains(expected), "{expected} is a sipgate cause");
+        }
     }
 
-    fn leg(role: &str, number: &str, user: Option<&str>) -> LegInfo {
+    #[test]
+    fn only_call_life_events_are_pushed() {
+        let pushed: Vec<(EventKind, Kind)> = EventKind::ALL
+            .iter()
+            .filter_map(|k| push_kind(*k).map(|p| (*k, p)))
+            .collect();
+        assert_eq!(
+            pushed,
+            [
+                (EventKind::New, Kind::NewCall),
+                (EventKind::Answered, Kind::Answer),
+                (EventKind::Dtmf, Kind::Dtmf),
+                (EventKind::Ended, Kind::Hangup),
+            ]
+        );
+        assert_eq!(push_direction(LegRole::Caller), "out");
+        assert_eq!(push_direction(LegRole::Callee), "in");
+    }
+
+    fn leg(role: LegRole, number: &str, user: Option<&str>) -> LegInfo {
         LegInfo {
             id: format!("leg-{role}"),
-            role: role.into(),
-            direction: if role == "caller" { "in" } else { "out" }.into(),
+            role,
+            direction: match role {
+                LegRole::Caller => LegDirection::In,
+                LegRole::Callee => LegDirection::Out,
+            },
             state: LegState::Answered,
             number: number.into(),
             owner_user_id: user.map(|u| format!("id-{u}")),
@@ -584,13 +681,13 @@ mod tests {
             from: "+4915799912345".into(),
             to: "201".into(),
             dialled: "+4930123456".into(),
-            direction: "inbound".into(),
-            state: "answered".into(),
+            direction: CallDirection::Inbound,
+            state: CallState::Answered,
             started_at_ms: 0,
             answered_at_ms: Some(1),
             legs: vec![
-                leg("caller", "+4915799912345", None),
-                leg("callee", "201", Some("201")),
+                leg(LegRole::Caller, "+4915799912345", None),
+                leg(LegRole::Callee, "201", Some("201")),
             ],
         };
         let user = User {
@@ -609,13 +706,13 @@ mod tests {
             direction: "in",
         };
         let dids: Dids = [("id-201".to_string(), "+4930123456".to_string())].into();
-        let ev = |kind, cause: Option<&str>| Event {
+        let ev = |kind, cause: Option<EndCause>| Event {
             seq: 1,
             account_id: "a".into(),
             kind,
             call_id: "c1".into(),
             leg_id: None,
-            cause: cause.map(str::to_string),
+            cause,
             at_ms: 0,
             digit: None,
             recording_id: None,
@@ -641,7 +738,7 @@ mod tests {
         assert_eq!(get(&f, "user").as_deref(), Some("Alice"));
         let f = form(
             Kind::Hangup,
-            &ev(EventKind::Ended, Some("busy")),
+            &ev(EventKind::Ended, Some(EndCause::Busy)),
             &target,
             &dids,
         );

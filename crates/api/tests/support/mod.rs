@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use hookflash_engine::{CallInfo, Engine};
+use hookflash_engine::{CallInfo, CallState, Engine};
 use hookflash_store::{Config, Registration, Store};
 use serde_json::Value;
 use sip_ua::{is_request, is_response, Answer, Ua};
@@ -199,12 +199,12 @@ impl TestServer {
             let calls = self.engine.calls(&self.acme);
             if let Some(c) = calls.last() {
                 let wanted = if self.phone_answers() {
-                    "answered"
+                    CallState::Answered
                 } else {
-                    "ringing"
+                    CallState::Ringing
                 };
                 if c.state == wanted {
-                    if wanted == "answered" {
+                    if wanted == CallState::Answered {
                         // The carrier got its 200 and sent the ACK.
                         self.carrier
                             .wait(0, Duration::from_secs(5), |m| {

@@ -16,11 +16,10 @@ use super::{
 };
 use crate::control::CommandError;
 use crate::events::{EventDetail, EventKind};
+use crate::model::WrongState;
 
-fn not_consulting(what: &str) -> CommandError {
-    CommandError::WrongState {
-        state: what.to_string(),
-    }
+fn not_consulting(state: WrongState) -> CommandError {
+    CommandError::WrongState { state }
 }
 
 impl CallActor {
@@ -124,14 +123,14 @@ impl CallActor {
         let t = self
             .transfer
             .as_mut()
-            .ok_or_else(|| not_consulting("not transferring"))?;
+            .ok_or_else(|| not_consulting(WrongState::NotTransferring))?;
         if t.consult.is_none() {
-            return Err(not_consulting("in a blind transfer"));
+            return Err(not_consulting(WrongState::InBlindTransfer));
         }
         let party = t
             .target_party
             .clone()
-            .ok_or_else(|| not_consulting("waiting for the transfer target to answer"))?;
+            .ok_or_else(|| not_consulting(WrongState::AwaitingTarget))?;
         let slot = t.transferor;
         let codecs = t.target_codecs.clone();
         t.origin.next();
@@ -169,7 +168,7 @@ impl CallActor {
         let t = self
             .transfer
             .as_mut()
-            .ok_or_else(|| not_consulting("not transferring"))?;
+            .ok_or_else(|| not_consulting(WrongState::NotTransferring))?;
         match t.target_party.clone() {
             None => {
                 // The CANCELled forks' results end the attempt (transfer_failed, cause cancel).

@@ -20,6 +20,7 @@ use super::{
 use crate::control::{transfer_target_user, CallInfo, CommandError, LegState};
 use crate::dialing::Refusal;
 use crate::events::EventKind;
+use crate::model::{CallDirection, EndCause, LegDirection};
 use crate::routing::Origin;
 use crate::sip_glue::now_ms;
 use crate::Engine;
@@ -106,7 +107,7 @@ impl Engine {
             })?;
         // A caller out through the trunk is an outside party: unless the account allows
         // sessions between two outside numbers, the callee must be inside the account.
-        let caller_outside = caller.direction == "outbound";
+        let caller_outside = caller.direction == CallDirection::Outbound;
         let outside_sessions = self
             .inner
             .store
@@ -210,7 +211,7 @@ impl Engine {
                 a_call_id: String::new(),
                 a_from: plan.callee.label.clone(),
                 a_to: caller_label.clone(),
-                a_direction: "out",
+                a_direction: LegDirection::Out,
                 a_media: MediaSide {
                     codecs: sdp::default_codecs(),
                     origin: OriginState::new(),
@@ -346,7 +347,7 @@ impl CallActor {
             self.a_call_id = call_id;
             let Some(answer) = answer else {
                 warn!("the caller's phone answered without usable SDP");
-                self.fail_caller(488, "incompatible");
+                self.fail_caller(488, EndCause::Incompatible);
                 return;
             };
             self.caller_answered(answer, &device);
@@ -356,7 +357,7 @@ impl CallActor {
             let statuses: Vec<u16> = o.caller_forks.iter().filter_map(|f| f.status).collect();
             let best = best_failure(&statuses);
             info!(status = best, "the caller did not answer");
-            self.end_cause = cause_for_status(best).into();
+            self.end_cause = Some(cause_for_status(best));
             self.end_status = best;
             self.phase = Phase::Ended;
         }
@@ -384,7 +385,7 @@ impl CallActor {
             .unwrap_or_default();
         self.send_forks(&targets);
         if self.forks.is_empty() {
-            self.fail_caller(503, "failed");
+            self.fail_caller(503, EndCause::Failed);
         }
     }
 

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use super::{content_type_sdp, CallActor, MediaSide, Party, Side, TransferTarget};
 use crate::control::{CallInfo, CommandError, LegInfo, LegState};
 use crate::events::{EventDetail, EventKind};
+use crate::model::{CallDirection, EndCause, LegDirection, RecordRole, WrongState};
 use crate::registrar::reply;
 use crate::sip_glue::{header_value, now_ms};
 use crate::Engine;
@@ -127,12 +128,12 @@ impl CallActor {
         self.require_stable()?;
         if self.reinvite_in_progress() {
             return Err(CommandError::WrongState {
-                state: "pending".into(),
+                state: WrongState::Pending,
             });
         }
         if self.parked.is_some() {
             return Err(CommandError::WrongState {
-                state: "parked".into(),
+                state: WrongState::Parked,
             });
         }
         if let Some(o) = &orbit {
@@ -144,20 +145,17 @@ impl CallActor {
         }
         let slot = match parker {
             Some(id) => self.side_of_leg(&id).ok_or(CommandError::NotFound)?,
-            None => {
-                if self.direction == "outbound" {
-                    Side::A
-                } else {
-                    Side::B
-                }
-            }
+            None => match self.direction {
+                CallDirection::Outbound => Side::A,
+                CallDirection::Inbound | CallDirection::Internal => Side::B,
+            },
         };
         let keep = slot.other();
         let orbit = self
             .engine
             .claim_orbit(&self.account_id, &self.id, orbit.as_deref())
-            .ok_or_else(|| CommandError::WrongState {
-                state: "without a free park orbit".into(),
+            .ok_or(CommandError::WrongState {
+                state: WrongState::NoFreeOrbit,
             })?;
         let moh = self.engine.inner.music_on_hold.clone();
         self.bridge
@@ -170,7 +168,7 @@ impl CallActor {
             });
         }
         let parker_extension = self.leg(slot).owner_extension.clone();
-        self.retire_leg(slot, "parked");
+        self.retire_leg(slot, EndCause::Parked);
         self.leg_mut(slot).state = LegState::Disconnected;
         self.parked = Some(Parked {
             orbit: orbit.clone(),
@@ -192,7 +190,7 @@ impl CallActor {
     }
 
     /// Copies a leg into the call record's retired legs (it leaves while the call goes on).
-    pub(super) fn retire_leg(&mut self, side: Side, cause: &str) {
+    pub(super) fn retire_leg(&mut self, side: Side, cause: EndCause) {
         let leg = self.leg(side).clone();
         if self.retired.iter().any(|r| r.id == leg.id) {
             return;
@@ -200,15 +198,15 @@ impl CallActor {
         self.retired.push(LegRecord {
             id: leg.id,
             call_id: self.id.clone(),
-            role: leg.role,
-            direction: leg.direction,
+            role: RecordRole::from(leg.role).as_str().into(),
+            direction: leg.direction.as_str().into(),
             from: self.caller_number.clone(),
             to: leg.number,
             contact: None,
             started_at: self.started_at,
             answered_at: self.answered_at,
             ended_at: now_ms(),
-            end_cause: cause.into(),
+            end_cause: cause.as_str().into(),
             sip_status: 200,
         });
     }
@@ -222,7 +220,7 @@ impl CallActor {
     pub(super) fn unpark_to(&mut self, target: TransferTarget) -> Result<CallInfo, CommandError> {
         let Some(parked) = self.parked.take() else {
             return Err(CommandError::WrongState {
-                state: "not parked".into(),
+                state: WrongState::NotParked,
             });
         };
         let parker_leg = self.leg(parked.slot).id.clone();
@@ -283,7 +281,7 @@ impl CallActor {
             if let Some(parked) = self.parked.take() {
                 self.engine.release_orbit(&self.account_id, &parked.orbit);
             }
-            self.hangup_all("park_timeout").await;
+            self.hangup_all(EndCause::ParkTimeout).await;
         }
     }
 
@@ -357,8 +355,8 @@ impl CallActor {
         self.parties[slot.index()] = Some(Party { dialog, call_id });
         *self.leg_mut(slot) = LegInfo {
             id: uuid::Uuid::now_v7().to_string(),
-            role: self.leg(slot).role.clone(),
-            direction: "in".into(),
+            role: self.leg(slot).role,
+            direction: LegDirection::In,
             state: LegState::Answered,
             number: pickup.number,
             owner_user_id: pickup.owner.as_ref().map(|(id, _)| id.clone()),

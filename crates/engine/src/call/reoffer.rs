@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use super::{content_type_sdp, sdp_of_response, CallActor, Phase, Side};
 use crate::control::{CallInfo, CommandError, LegState, Reply, Target};
 use crate::events::EventKind;
+use crate::model::{EndCause, WrongState};
 use crate::session_timer;
 use hookflash_media::sdp::SessionDescription;
 
@@ -151,7 +152,7 @@ impl CallActor {
         }
         if self.reinvite_in_progress() {
             let _ = reply.send(Err(CommandError::WrongState {
-                state: "pending".into(),
+                state: WrongState::Pending,
             }));
             return;
         }
@@ -178,9 +179,7 @@ impl CallActor {
             if self.start_reoffer(side, wanted, Purpose::Hold) {
                 waiting.push(side);
             } else {
-                let _ = reply.send(Err(CommandError::WrongState {
-                    state: self.state_name().to_string(),
-                }));
+                let _ = reply.send(Err(self.wrong_state()));
                 // A side already asked is answered and simply left as it says it is.
                 return;
             }
@@ -319,7 +318,7 @@ impl CallActor {
                 reason: r.reason_phrase().unwrap_or_default().to_string(),
             }),
             None => Err(CommandError::WrongState {
-                state: "updating".into(),
+                state: WrongState::Updating,
             }),
         };
         if let Ok(r) = &result {
@@ -338,7 +337,7 @@ impl CallActor {
                 Err(e) => {
                     // RFC 4028 §10: a refresh that fails ends the session.
                     warn!(leg = ?side, error = %e, "session refresh refused: ending the call");
-                    self.hangup_all("session_expired").await;
+                    self.hangup_all(EndCause::SessionExpired).await;
                 }
             },
         }
@@ -384,7 +383,7 @@ impl CallActor {
                 "session expired without a refresh: ending the call"
             );
             self.session_deadline = None;
-            self.hangup_all("session_expired").await;
+            self.hangup_all(EndCause::SessionExpired).await;
             return;
         }
         if self.reinvite_in_progress() {
@@ -399,7 +398,7 @@ impl CallActor {
         };
         self.session_deadline = None;
         if !self.start_reoffer(Side::A, direction, Purpose::Refresh) {
-            self.hangup_all("session_expired").await;
+            self.hangup_all(EndCause::SessionExpired).await;
         }
     }
 
@@ -561,7 +560,7 @@ impl CallActor {
         self.in_flight = [None, None];
         if let Some(op) = self.hold_op.take() {
             let _ = op.reply.send(Err(CommandError::WrongState {
-                state: "ended".into(),
+                state: WrongState::Ended,
             }));
         }
         if let Some(op) = self.relay_op.take() {

@@ -5,6 +5,7 @@
 //! to this call's media, and the referring phone is told (NOTIFY 200) and released.
 
 use crate::dialog_states::{CallStateReceiver, CallStates};
+use crate::model::EndCause;
 use hookflash_sip::stack::dialog::dialog::TransactionHandle;
 use hookflash_sip::stack::sip::StatusCode;
 use tokio::sync::oneshot;
@@ -184,8 +185,8 @@ impl CallActor {
         self.set_send_codec(side, &codecs);
         self.set_dtmf_pt(side, &codecs);
         self.parties[side.index()] = Some(party);
-        self.retire_leg(side, "transferred");
-        leg.role = self.leg(side).role.clone();
+        self.retire_leg(side, EndCause::Transferred);
+        leg.role = self.leg(side).role;
         leg.state = LegState::Answered;
         leg.recording = self.recording.is_some();
         let label = leg.number.clone();
@@ -252,7 +253,7 @@ impl CallActor {
         self.parties[keep.index()] = None;
         self.handed_off = Some(party.call_id);
         self.states_to = Some(to);
-        self.end_cause = "replaced".into();
+        self.end_cause = Some(EndCause::Replaced);
         self.end_status = 200;
         self.phase = Phase::Ended;
         info!("party handed over to another call (REFER/Replaces)");

@@ -7,6 +7,7 @@ use tracing::{debug, info};
 use super::{CallActor, Phase, TransferTarget};
 use crate::control::{CallInfo, CommandError};
 use crate::events::{EventDetail, EventKind};
+use crate::model::{EndCause, WrongState};
 
 /// What to do with a ringing call.
 #[derive(Debug)]
@@ -30,9 +31,9 @@ impl CallActor {
         if self.phase != Phase::Ringing || still_calling_caller {
             return Err(CommandError::WrongState {
                 state: if still_calling_caller {
-                    "calling the caller".into()
+                    WrongState::CallingCaller
                 } else {
-                    self.state_name().to_string()
+                    self.state().into()
                 },
             });
         }
@@ -60,7 +61,7 @@ impl CallActor {
                 info!("call rejected while ringing");
                 if !self.try_voicemail().await {
                     self.abandon_forks(|_| true);
-                    self.fail_caller(486, "rejected");
+                    self.fail_caller(486, EndCause::Rejected);
                 }
             }
             RingingAction::ToVoicemail => {
@@ -84,7 +85,7 @@ impl CallActor {
                 self.abandon_forks(|f| f.request_uri == device);
                 info!(%device, "device stopped ringing (ignored)");
                 if self.forks.iter().all(|f| f.finished || f.abandoned) {
-                    self.fail_caller(480, "unavailable");
+                    self.fail_caller(480, EndCause::Unavailable);
                 }
             }
         }

@@ -21,6 +21,7 @@ use hookflash_sip::stack::dialog::invite_dialog::InviteDialog;
 use hookflash_sip::stack::sip::{Header, Request, StatusCode};
 
 use crate::dialing::Refusal;
+use crate::model::{CallDirection, EndCause, LegDirection, RecordRole, WrongState};
 use crate::routing::Origin;
 use crate::sip_glue::{addr_spec, header_value};
 use hookflash_store::OutsideRefer;
@@ -140,10 +141,9 @@ impl CallActor {
     /// The side that transfers when the request does not say: the side of the account's user
     /// who received the call (B), or the caller for outbound calls.
     fn default_transferor(&self) -> Side {
-        if self.direction == "outbound" {
-            Side::A
-        } else {
-            Side::B
+        match self.direction {
+            CallDirection::Outbound => Side::A,
+            CallDirection::Inbound | CallDirection::Internal => Side::B,
         }
     }
 
@@ -154,18 +154,16 @@ impl CallActor {
         attended: bool,
     ) -> Result<CallInfo, CommandError> {
         if self.phase != Phase::Connected {
-            return Err(CommandError::WrongState {
-                state: self.state_name().to_string(),
-            });
+            return Err(self.wrong_state());
         }
         if self.transfer.is_some() {
             return Err(CommandError::WrongState {
-                state: "transferring".into(),
+                state: WrongState::Transferring,
             });
         }
         if self.reinvite_in_progress() {
             return Err(CommandError::WrongState {
-                state: "pending".into(),
+                state: WrongState::Pending,
             });
         }
         let transferor = match transferor {
@@ -584,8 +582,8 @@ impl CallActor {
         }
         let new_leg = LegInfo {
             id: uuid::Uuid::now_v7().to_string(),
-            role: self.leg(slot).role.clone(),
-            direction: "out".into(),
+            role: self.leg(slot).role,
+            direction: LegDirection::Out,
             state: LegState::Answered,
             number: t.target.label.clone(),
             owner_user_id: t.target.owner.as_ref().map(|(id, _)| id.clone()),
@@ -595,7 +593,7 @@ impl CallActor {
             recording: self.recording.is_some(),
             devices: Vec::new(),
         };
-        self.retire_leg(slot, "transferred");
+        self.retire_leg(slot, EndCause::Transferred);
         *self.leg_mut(slot) = new_leg;
         if !self.leg(keep).held {
             self.bridge.stop_play(keep.leg());
@@ -643,7 +641,7 @@ impl CallActor {
             });
         }
         let cause = cause_for_status(status);
-        info!(status, cause, target = %t.target.label, "transfer failed; parties reconnected");
+        info!(status, cause = cause.as_str(), target = %t.target.label, "transfer failed; parties reconnected");
         self.emit(
             EventKind::TransferFailed,
             Some(t.transferor),
@@ -660,7 +658,7 @@ impl CallActor {
                     debug!(error = %e, "BYE to the kept party failed");
                 }
             }
-            self.end_cause = "transfer_failed".into();
+            self.end_cause = Some(EndCause::TransferFailed);
             self.end_status = 200;
             self.phase = Phase::Ended;
         }
@@ -693,8 +691,8 @@ impl CallActor {
                 LegRecord {
                     id: uuid::Uuid::now_v7().to_string(),
                     call_id: self.id.clone(),
-                    role: "transfer".into(),
-                    direction: "out".into(),
+                    role: RecordRole::Transfer.as_str().into(),
+                    direction: LegDirection::Out.as_str().into(),
                     from: self.caller_number.clone(),
                     to: fork.request_uri.clone(),
                     contact: Some(fork.request_uri.clone()),
@@ -702,10 +700,12 @@ impl CallActor {
                     answered_at: None,
                     ended_at,
                     end_cause: if (200..300).contains(&status) {
-                        "transferred".into()
+                        EndCause::Transferred
                     } else {
-                        cause_for_status(status).to_string()
-                    },
+                        cause_for_status(status)
+                    }
+                    .as_str()
+                    .into(),
                     sip_status: status,
                 }
             })

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::{content_type_sdp, CallActor, CallCommand, Party, Phase, Side};
 use crate::control::{CommandError, LegState};
 use crate::events::{EventDetail, EventKind};
+use crate::model::EndCause;
 use crate::sip_glue::now_ms;
 
 /// Spoken when the user has not uploaded a greeting.
@@ -74,9 +75,7 @@ impl CallActor {
     /// Answers the ringing caller into `user_id`'s mailbox: greeting first.
     pub(super) async fn start_voicemail(&mut self, user_id: String) -> Result<(), CommandError> {
         let Some(a) = self.a.clone() else {
-            return Err(CommandError::WrongState {
-                state: self.state_name().to_string(),
-            });
+            return Err(self.wrong_state());
         };
         self.abandon_all_forks();
         let greeting = self.greeting(&user_id).await;
@@ -193,7 +192,7 @@ impl CallActor {
             .unwrap_or_else(|| self.engine.inner.recordings_dir.join("voicemail"));
         if let Err(e) = tokio::fs::create_dir_all(&dir).await {
             warn!(error = %e, dir = %dir.display(), "cannot create the voicemail directory");
-            self.hangup_all("failed").await;
+            self.hangup_all(EndCause::Failed).await;
             return;
         }
         let path = dir.join(format!("{id}.wav"));
@@ -213,7 +212,7 @@ impl CallActor {
         // The row first: a crash after this leaves a message to repair and list.
         if let Err(e) = self.engine.inner.store.insert_voicemail(&row).await {
             warn!(error = %e, "cannot save the voicemail message");
-            self.hangup_all("failed").await;
+            self.hangup_all(EndCause::Failed).await;
             return;
         }
         if let Err(e) = self
@@ -228,7 +227,7 @@ impl CallActor {
                 .store
                 .finish_voicemail(&id, "failed", 0, 0)
                 .await;
-            self.hangup_all("failed").await;
+            self.hangup_all(EndCause::Failed).await;
             return;
         }
         if let Some(session) = self.voicemail.as_mut() {
@@ -243,7 +242,7 @@ impl CallActor {
         let recording = self.voicemail.as_ref().is_some_and(|s| s.message.is_some());
         if recording && digit == '#' {
             info!("caller ended the message with #");
-            self.hangup_all("normal").await;
+            self.hangup_all(EndCause::Normal).await;
         }
     }
 
