@@ -45,6 +45,14 @@ impl AuthKind {
     }
 }
 
+/// The request's digest credentials for `realm`: a client may send one per realm/algorithm.
+pub(crate) fn credentials_for(req: &Request, kind: AuthKind, realm: &str) -> Option<Credentials> {
+    header_values(req, kind.credentials_header())
+        .into_iter()
+        .filter_map(|v| Credentials::parse(&v).ok())
+        .find(|c| c.realm == realm)
+}
+
 pub fn to_store_alg(a: Algorithm) -> DigestAlgorithm {
     match a {
         Algorithm::Md5 => DigestAlgorithm::Md5,
@@ -65,12 +73,7 @@ impl Engine {
             realm: account.realm.clone(),
             stale,
         };
-        // A client may send one credential per realm/algorithm; use the one for our realm.
-        let creds = header_values(req, kind.credentials_header())
-            .into_iter()
-            .filter_map(|v| Credentials::parse(&v).ok())
-            .find(|c| c.realm == account.realm);
-        let Some(creds) = creds else {
+        let Some(creds) = credentials_for(req, kind, &account.realm) else {
             return challenge(false);
         };
         if !self.inner.cfg.digest_algorithms.contains(&creds.algorithm) {

@@ -175,6 +175,28 @@ impl Engine {
             .ok_or(CommandError::NotFound)
     }
 
+    /// A call as a *user's* credential may see and control it: only one the user is a party
+    /// to. A colleague's call is `NotFound`, exactly like one that does not exist (account
+    /// API keys use [`Engine::call`] and reach every call of the account).
+    pub fn user_call(
+        &self,
+        account_id: &str,
+        user_id: &str,
+        call_id: &str,
+    ) -> Result<CallInfo, CommandError> {
+        let call = self.call(account_id, call_id)?;
+        if call
+            .legs
+            .iter()
+            .any(|l| l.owner_user_id.as_deref() == Some(user_id))
+        {
+            Ok(call)
+        } else {
+            tracing::info!(call_id, user_id, "not a party to this call");
+            Err(CommandError::NotFound)
+        }
+    }
+
     async fn send_command<T>(
         &self,
         account_id: &str,

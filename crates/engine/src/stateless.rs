@@ -11,9 +11,10 @@ use async_trait::async_trait;
 use hookflash_sip::source::{StatelessResponder, TransportSource};
 use hookflash_sip::stack::sip::{Header, Method, Request, StatusCode};
 
-use hookflash_sip::digest::{Credentials, NonceStatus};
+use hookflash_sip::digest::NonceStatus;
 
-use crate::sip_glue::{addr_spec, header_value, header_values, now_unix};
+use crate::auth::{credentials_for, AuthKind};
+use crate::sip_glue::{addr_spec, header_value, now_unix};
 use crate::{Engine, EngineInner, ToTagPresent};
 
 pub(crate) struct Challenger {
@@ -55,7 +56,7 @@ impl StatelessResponder for Challenger {
         // or a nonce that is not ours or too old — are answered here too: a flood with made-up
         // credentials then leaves no state either. Only credentials on a nonce we issued go on
         // to the stack (and to the guessing guard, which bans a source that fails too often).
-        let stale = match credentials_for(req, &account.realm) {
+        let stale = match credentials_for(req, AuthKind::Proxy, &account.realm) {
             None => false,
             Some(creds) => match engine.inner.nonces.check(&creds.nonce, now_unix() as u64) {
                 NonceStatus::Valid => return None,
@@ -71,12 +72,4 @@ impl StatelessResponder for Challenger {
             .collect();
         Some((StatusCode::ProxyAuthenticationRequired, headers))
     }
-}
-
-/// The request's proxy credentials for `realm`, if it carries any that parse.
-fn credentials_for(req: &Request, realm: &str) -> Option<Credentials> {
-    header_values(req, "Proxy-Authorization")
-        .into_iter()
-        .filter_map(|v| Credentials::parse(&v).ok())
-        .find(|c| c.realm == realm)
 }

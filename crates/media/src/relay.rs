@@ -1782,8 +1782,9 @@ impl Relay {
         }
         let f = from.idx();
         let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
-        let clock = self.shared.start.elapsed();
-        match self.legs[f].rtp.accept(src, ssrc, clock) {
+        // One clock read per packet: for the latch rules and the inactivity stamp below.
+        let now = self.shared.start.elapsed();
+        match self.legs[f].rtp.accept(src, ssrc, now) {
             Accept::Ok => {}
             Accept::Latched => {
                 tracing::debug!(?from, %src, "rtp latched");
@@ -1794,7 +1795,6 @@ impl Relay {
                 return self.drop_packet(DropReason::Foreign);
             }
         }
-        let now = self.shared.start.elapsed();
         let now_ms = now.as_millis() as u64;
         self.shared.last_rtp[f].store(now_ms + 1, Ordering::Relaxed);
         if now_ms.saturating_sub(self.last_flush_ms) >= FLUSH_INTERVAL_MS {
