@@ -7,10 +7,12 @@
 mod body;
 /// The credential-guessing guard lives below the dialects (SIP digest uses it too).
 pub use hookflash_sip::auth_guard as guard;
-pub mod native;
+mod dialects;
 mod server;
-pub mod sipgate;
+pub mod user_token;
 mod wav;
+
+pub use dialects::{native, sipgate};
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -65,10 +67,11 @@ impl Default for HttpOptions {
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
-    /// The key that signs sipgate access tokens (loaded from the store on first use).
-    pub(crate) sipgate_keys: Arc<sipgate::jwt::KeyCell>,
     /// Failure counts and bans of HTTP credentials, shared by every dialect.
     pub(crate) guard: Arc<guard::AuthGuard>,
+    /// The key that signs user access tokens (sipgate's password grant today, RingCentral's
+    /// next; the native API recognises them to refuse them clearly); loaded on first use.
+    pub(crate) user_tokens: Arc<user_token::KeyCell>,
 }
 
 impl AppState {
@@ -79,8 +82,8 @@ impl AppState {
     pub fn with_guard(engine: Engine, config: guard::GuardConfig) -> Self {
         AppState {
             engine,
-            sipgate_keys: Arc::new(sipgate::jwt::KeyCell::default()),
             guard: Arc::new(guard::AuthGuard::new(config)),
+            user_tokens: Arc::new(user_token::KeyCell::default()),
         }
     }
 }
@@ -93,13 +96,14 @@ pub fn router(engine: Engine) -> Router {
 /// The whole HTTP application on a given state.
 pub fn router_with_state(state: AppState) -> Router {
     let (native, _) = native::router().split_for_parts();
+    let sipgate = sipgate::router(&state);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(native)
-        .merge(sipgate::router())
         .with_state(state)
+        .merge(sipgate)
 }
 
 async fn healthz() -> impl IntoResponse {

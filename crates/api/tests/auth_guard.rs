@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hookflash_api::guard::GuardConfig;
-use hookflash_api::sipgate::jwt::{self, Claims, MAX_TOKEN_LIFETIME_SECS};
+use hookflash_api::user_token::{self as jwt, Claims, MAX_TOKEN_LIFETIME_SECS};
 use hookflash_api::HttpOptions;
 use reqwest::Method;
 use serde_json::Value;
@@ -271,10 +271,11 @@ async fn tokens_live_at_most_the_maximum() {
     let claims = jwt::unverified_claims(body["token"].as_str().unwrap()).unwrap();
     assert!(claims.exp - claims.iat <= MAX_TOKEN_LIFETIME_SECS);
     assert!(body["expires_in"].as_i64().unwrap() <= MAX_TOKEN_LIFETIME_SECS);
-    let state = hookflash_api::AppState::new(s.engine.clone());
-    let long = hookflash_api::sipgate::auth::issue_token(&state, &alice, "acme.local", 86_400)
-        .await
-        .unwrap();
+    let keys = hookflash_api::user_token::KeyCell::default();
+    let long =
+        hookflash_api::sipgate::auth::issue_token(&s.engine, &keys, &alice, "acme.local", 86_400)
+            .await
+            .unwrap();
     let claims = jwt::unverified_claims(&long).unwrap();
     assert_eq!(claims.exp - claims.iat, MAX_TOKEN_LIFETIME_SECS);
 

@@ -164,18 +164,19 @@ async fn every_auth_scheme_and_every_bad_credential() {
     let s = TestServer::start_opts(Answer::Answer, options).await;
     let good = token(&s, "201@acme.local", "secret201").await;
     let (pat, secret) = s.store.create_pat(&s.acme, "201", "sdk").await.unwrap();
-    let state = hookflash_api::AppState::new(s.engine.clone());
+    let keys = hookflash_api::user_token::KeyCell::default();
     let alice = s
         .store
         .user_by_extension(&s.acme, "201")
         .await
         .unwrap()
         .unwrap();
-    let expired = hookflash_api::sipgate::auth::issue_token(&state, &alice, "acme.local", -5)
-        .await
-        .unwrap();
+    let expired =
+        hookflash_api::sipgate::auth::issue_token(&s.engine, &keys, &alice, "acme.local", -5)
+            .await
+            .unwrap();
     let forged = {
-        let claims = hookflash_api::sipgate::jwt::Claims {
+        let claims = hookflash_api::user_token::Claims {
             iss: "hookflash".into(),
             sub: alice.id.clone(),
             acc: s.acme.clone(),
@@ -184,7 +185,7 @@ async fn every_auth_scheme_and_every_bad_credential() {
             exp: i64::MAX / 2,
             jti: "x".into(),
         };
-        hookflash_api::sipgate::jwt::sign(&claims, b"not the server's key")
+        hookflash_api::user_token::sign(&claims, b"not the server's key")
     };
     for auth in [
         good.clone(),

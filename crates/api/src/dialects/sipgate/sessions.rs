@@ -8,10 +8,10 @@ use hookflash_engine::OriginateRequest;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use super::SipgateState;
 use crate::sipgate::auth::SipgateUser;
 use crate::sipgate::calls::body;
 use crate::sipgate::error::SipgateError;
-use crate::AppState;
 
 type Result<T> = std::result::Result<T, SipgateError>;
 
@@ -54,7 +54,7 @@ fn extension_of(id: &str, me: &str) -> String {
 /// callee sees. 400 when a side cannot be reached (unknown extension, no registered phone,
 /// malformed number); nothing is dialled then.
 pub(crate) async fn initiate(
-    State(state): State<AppState>,
+    State(state): State<SipgateState>,
     auth: SipgateUser,
     payload: Bytes,
 ) -> Result<Json<SessionId>> {

@@ -1,4 +1,5 @@
-//! JWT-shaped access tokens (HS256), as the sipgateio SDK expects them (it checks that the
+//! User access tokens, shared by the dialects that issue them (sipgate today): JWT-shaped
+//! (HS256), as the sipgateio SDK expects them (it checks that the
 //! middle segment is base64 JSON). Signed with a server secret kept in the store, so tokens
 //! survive a restart; `exp` is enforced, and no token lives longer than
 //! [`MAX_TOKEN_LIFETIME_SECS`] (`exp - iat`), whoever signed it.

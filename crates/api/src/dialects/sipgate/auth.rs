@@ -20,15 +20,16 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use hookflash_engine::Engine;
 use hookflash_store::{is_pat_id, Account, StoreError, User};
 use serde_json::json;
 use tracing::{debug, info};
 
+use super::SipgateState;
 use crate::body::{credentials, with_retry_after, ClientIp, Credentials};
 use crate::guard::{Identity, Retry};
 use crate::sipgate::error::SipgateError;
-use crate::sipgate::jwt::{self, Claims, JwtError};
-use crate::AppState;
+use crate::user_token::{self as jwt, Claims, JwtError, KeyCell};
 
 /// Lifetime of issued access tokens.
 pub const TOKEN_TTL_SECS: i64 = 3600;
@@ -54,7 +55,7 @@ pub fn login_name(extension: &str, realm: &str) -> String {
 }
 
 async fn by_password(
-    state: &AppState,
+    state: &SipgateState,
     login: &str,
     password: &str,
 ) -> Result<Option<User>, SipgateError> {
@@ -71,12 +72,13 @@ async fn by_password(
 /// Issues a token for a user (also used by tests to make tokens with other lifetimes). A
 /// lifetime over [`jwt::MAX_TOKEN_LIFETIME_SECS`] is capped to it.
 pub async fn issue_token(
-    state: &AppState,
+    engine: &Engine,
+    keys: &KeyCell,
     user: &User,
     realm: &str,
     ttl_secs: i64,
 ) -> Result<String, SipgateError> {
-    let key = state.sipgate_keys.get(state.engine.store()).await?;
+    let key = keys.get(engine.store()).await?;
     let ttl_secs = ttl_secs.min(jwt::MAX_TOKEN_LIFETIME_SECS);
     let now = now_secs();
     let claims = Claims {
@@ -118,9 +120,13 @@ impl TokenRefusal {
 /// The user of a valid sipgate user token: signed by us, unexpired, not longer-lived than the
 /// maximum, its user still in its account, issued no earlier than the user's last password
 /// change.
-pub async fn verify_user_token(state: &AppState, token: &str) -> Result<User, TokenRefusal> {
-    let store = state.engine.store();
-    let key = state.sipgate_keys.get(store).await?;
+pub async fn verify_user_token(
+    engine: &Engine,
+    keys: &KeyCell,
+    token: &str,
+) -> Result<User, TokenRefusal> {
+    let store = engine.store();
+    let key = keys.get(store).await?;
     let claims = jwt::verify(token, key, now_secs())?;
     let user = store
         .user_by_id(&claims.sub)
@@ -138,8 +144,10 @@ pub async fn verify_user_token(state: &AppState, token: &str) -> Result<User, To
 }
 
 /// True when `token` is a valid sipgate user token ([`verify_user_token`]).
-pub async fn is_valid_user_token(state: &AppState, token: &str) -> bool {
-    verify_user_token(state, token).await.is_ok()
+pub async fn is_valid_user_token(state: &SipgateState, token: &str) -> bool {
+    verify_user_token(&state.engine, &state.keys, token)
+        .await
+        .is_ok()
 }
 
 /// The identity a Bearer credential targets: a token's subject when it has the shape of one
@@ -190,7 +198,7 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 /// `username`, `password`, `client_id` ignored) -> `{"token", "access_token", "expires_in",
 /// "token_type"}`. Errors in the OAuth 2.0 shape (`{"error", "error_description"}`).
 pub(crate) async fn token(
-    State(state): State<AppState>,
+    State(state): State<SipgateState>,
     ClientIp(source): ClientIp,
     body: Bytes,
 ) -> Response {
@@ -255,7 +263,7 @@ pub(crate) async fn token(
         .rsplit_once('@')
         .map(|(_, r)| r)
         .unwrap_or_default();
-    match issue_token(&state, &user, realm, TOKEN_TTL_SECS).await {
+    match issue_token(&state.engine, &state.keys, &user, realm, TOKEN_TTL_SECS).await {
         Ok(token) => {
             info!(user = %user.extension, "sipgate access token issued");
             (
@@ -276,12 +284,12 @@ pub(crate) async fn token(
     }
 }
 
-impl FromRequestParts<AppState> for SipgateUser {
+impl FromRequestParts<SipgateState> for SipgateUser {
     type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        state: &SipgateState,
     ) -> Result<Self, Self::Rejection> {
         let store = state.engine.store();
         let source = ClientIp::of(parts).0;
@@ -314,27 +322,29 @@ impl FromRequestParts<AppState> for SipgateUser {
                 SipgateError::Unauthorized("Unsupported Authorization header".into()),
                 false,
             )),
-            Credentials::Bearer(token) => match verify_user_token(state, &token).await {
-                Ok(user) => Ok(user),
-                Err(TokenRefusal::Store(e)) => Err((e.into(), false)),
-                Err(refusal) => {
-                    let guess = refusal.is_guess();
-                    let message = match refusal {
-                        TokenRefusal::Jwt(JwtError::Expired) => "The access token has expired",
-                        TokenRefusal::Jwt(JwtError::TooLong) => {
-                            tracing::warn!(source = ?source,
+            Credentials::Bearer(token) => {
+                match verify_user_token(&state.engine, &state.keys, &token).await {
+                    Ok(user) => Ok(user),
+                    Err(TokenRefusal::Store(e)) => Err((e.into(), false)),
+                    Err(refusal) => {
+                        let guess = refusal.is_guess();
+                        let message = match refusal {
+                            TokenRefusal::Jwt(JwtError::Expired) => "The access token has expired",
+                            TokenRefusal::Jwt(JwtError::TooLong) => {
+                                tracing::warn!(source = ?source,
                                 "sipgate token with a lifetime over the maximum refused");
-                            "Invalid access token"
-                        }
-                        TokenRefusal::UserGone => "The token's user no longer exists",
-                        TokenRefusal::PasswordChanged => {
-                            "The access token was issued before the password was changed"
-                        }
-                        _ => "Invalid access token",
-                    };
-                    Err((SipgateError::Unauthorized(message.into()), guess))
+                                "Invalid access token"
+                            }
+                            TokenRefusal::UserGone => "The token's user no longer exists",
+                            TokenRefusal::PasswordChanged => {
+                                "The access token was issued before the password was changed"
+                            }
+                            _ => "Invalid access token",
+                        };
+                        Err((SipgateError::Unauthorized(message.into()), guess))
+                    }
                 }
-            },
+            }
             Credentials::Basic { user, password } if is_pat_id(&user) => {
                 match store.verify_pat(&user, &password).await {
                     Ok(Some((_, u))) => Ok(u),

@@ -21,10 +21,10 @@ use hookflash_store::{CallRecord, UserCallFilter};
 use serde::Serialize;
 use tracing::debug;
 
+use super::SipgateState;
 use crate::sipgate::auth::SipgateUser;
 use crate::sipgate::error::SipgateError;
 use crate::sipgate::numbers::with_plus;
-use crate::AppState;
 
 type Result<T> = std::result::Result<T, SipgateError>;
 
@@ -178,7 +178,7 @@ fn parse_query(raw: Option<&str>) -> Result<Query> {
 
 /// `GET /v2/history`: the token user's history.
 pub(crate) async fn history(
-    State(state): State<AppState>,
+    State(state): State<SipgateState>,
     auth: SipgateUser,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -189,7 +189,7 @@ pub(crate) async fn history(
 /// `GET /v2/{userId}/history`: the same, for the token user's own id (their extension or
 /// user id); another user's history is a 403.
 pub(crate) async fn user_history(
-    State(state): State<AppState>,
+    State(state): State<SipgateState>,
     auth: SipgateUser,
     Path(user_id): Path<String>,
     headers: HeaderMap,
@@ -223,7 +223,7 @@ fn base_url(headers: &HeaderMap) -> String {
 }
 
 async fn page(
-    state: &AppState,
+    state: &SipgateState,
     auth: &SipgateUser,
     headers: &HeaderMap,
     raw: Option<&str>,
@@ -278,7 +278,7 @@ struct Parties {
 }
 
 impl Parties {
-    async fn load(state: &AppState, account: &str) -> Result<Parties> {
+    async fn load(state: &SipgateState, account: &str) -> Result<Parties> {
         let store = state.engine.store();
         let dids = crate::sipgate::numbers::dids(&store.numbers(account).await?);
         let users = store
@@ -397,7 +397,7 @@ fn unanswered_status(cause: Option<EndCause>) -> (&'static str, &'static str) {
 /// `GET /v2/recordings/{id}`: the WAV of a recording of one of the token user's calls (a
 /// call they are on, or one in their history); anything else is a 404.
 pub(crate) async fn recording_audio(
-    State(state): State<AppState>,
+    State(state): State<SipgateState>,
     auth: SipgateUser,
     Path(id): Path<String>,
 ) -> Result<Response> {

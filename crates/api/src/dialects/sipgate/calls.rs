@@ -9,11 +9,11 @@ use hookflash_engine::{AudioSource, CallInfo, LegInfo, RecordAction, Target};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use super::SipgateState;
 use crate::body::parse_json;
 use crate::sipgate::auth::SipgateUser;
 use crate::sipgate::error::SipgateError;
 use crate::sipgate::numbers::{dids, leg_number, Dids};
-use crate::AppState;
 
 type Result<T> = std::result::Result<T, SipgateError>;
 
@@ -85,7 +85,7 @@ fn value(bytes: &[u8]) -> Result<bool> {
 }
 
 /// A call the token's user is a party to (the engine's rule for user credentials).
-fn own_call(state: &AppState, auth: &SipgateUser, call_id: &str) -> Result<CallInfo> {
+fn own_call(state: &SipgateState, auth: &SipgateUser, call_id: &str) -> Result<CallInfo> {
     Ok(state
         .engine
         .user_call(&auth.account.id, &auth.user.id, call_id)?)
@@ -93,7 +93,7 @@ fn own_call(state: &AppState, auth: &SipgateUser, call_id: &str) -> Result<CallI
 
 /// `GET /v2/calls`: the account's calls in progress.
 pub(crate) async fn list(
-    State(state): State<AppState>,
+    State(state): State<SipgateState>,
     auth: SipgateUser,
 ) -> Result<Json<CallList>> {
     let calls = state.engine.calls(&auth.account.id);
@@ -108,7 +108,7 @@ pub(crate) async fn list(
 
 /// `PUT /v2/calls/{callId}/hold {"value": bool}`: holds (retrieves) every participant.
 pub(crate) async fn hold(
-    State(state): State<AppState>,
+    State(state): State<SipgateState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
     payload: Bytes,
@@ -126,7 +126,7 @@ pub(crate) async fn hold(
 /// `PUT /v2/calls/{callId}/muted {"value": bool}`: mutes (unmutes) the token user's own
 /// participant ("your microphone"); the other party stays audible.
 pub(crate) async fn muted(
-    State(state): State<AppState>,
+    State(state): State<SipgateState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
     payload: Bytes,
@@ -153,7 +153,7 @@ pub(crate) async fn muted(
 
 /// `DELETE /v2/calls/{callId}`: hangs up (a ringing phone stops ringing).
 pub(crate) async fn hangup(
-    State(state): State<AppState>,
+    State(state): State<SipgateState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
 ) -> Result<StatusCode> {
@@ -183,7 +183,7 @@ struct TransferBody {
 /// when the user hangs up, the other party is joined with the target (if the target hangs up
 /// first, the user is back with the other party).
 pub(crate) async fn transfer(
-    State(state): State<AppState>,
+    State(state): State<SipgateState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
     payload: Bytes,
@@ -226,7 +226,7 @@ struct RecordingBody {
 /// being recorded." Idempotent like every PUT: asking for the state the call is already in
 /// changes nothing (and plays no announcement).
 pub(crate) async fn recording(
-    State(state): State<AppState>,
+    State(state): State<SipgateState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
     payload: Bytes,
@@ -264,7 +264,7 @@ struct DtmfBody {
 /// other side of your call). 409 if the user is not on the call; characters outside
 /// `0-9 * # A-D` are a 400 and nothing is sent.
 pub(crate) async fn dtmf(
-    State(state): State<AppState>,
+    State(state): State<SipgateState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
     payload: Bytes,
@@ -300,7 +300,7 @@ struct Announcement {
 /// `POST /v2/calls/{callId}/announcements {"url"}`: plays the WAV at `url` to every party.
 /// An unreachable URL or a body that is not audio is a 400 and the call continues untouched.
 pub(crate) async fn announcements(
-    State(state): State<AppState>,
+    State(state): State<SipgateState>,
     auth: SipgateUser,
     Path(call_id): Path<String>,
     payload: Bytes,

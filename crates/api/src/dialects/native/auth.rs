@@ -70,7 +70,7 @@ impl FromRequestParts<AppState> for ApiAccount {
                 key_id: key.id,
             });
         }
-        match verify_user_token(state, &token).await {
+        match verify_user_token(&state.engine, &state.user_tokens, &token).await {
             // A valid user token of a dialect is a real credential, just not for this API.
             Ok(_) => {
                 state.guard.success(&identity);

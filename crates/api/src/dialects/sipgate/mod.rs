@@ -9,20 +9,37 @@ pub mod auth;
 mod calls;
 pub mod error;
 mod history;
-pub mod jwt;
 pub(crate) mod numbers;
 mod sessions;
 pub mod webhooks;
 
+use std::sync::Arc;
+
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use hookflash_engine::Engine;
 
+use crate::user_token::KeyCell;
 use crate::AppState;
+
+/// What the sipgate handlers use, taken from the server-wide [`AppState`] when the router is
+/// built; anything only sipgate needs goes here, not there.
+#[derive(Clone)]
+pub struct SipgateState {
+    pub engine: Engine,
+    pub(crate) keys: Arc<KeyCell>,
+    pub(crate) guard: Arc<crate::guard::AuthGuard>,
+}
 
 /// Token endpoint path (Keycloak's, as api.sipgate.com serves it).
 pub const TOKEN_PATH: &str = "/login/sipgate-apps/protocol/openid-connect/token";
 
-pub fn router() -> Router<AppState> {
+pub fn router(shared: &AppState) -> Router {
+    let state = SipgateState {
+        engine: shared.engine.clone(),
+        keys: shared.user_tokens.clone(),
+        guard: shared.guard.clone(),
+    };
     Router::new()
         .route(TOKEN_PATH, post(auth::token))
         .route("/v2/calls", get(calls::list))
@@ -43,4 +60,5 @@ pub fn router() -> Router<AppState> {
             "/v2/recordings/{recording_id}",
             get(history::recording_audio),
         )
+        .with_state(state)
 }
