@@ -1,0 +1,1 @@
+//! The server configuration (filled from crates/store/src/config.rs).
