@@ -1,0 +1,105 @@
+//! What the runtime needs of a call, as a trait: the engine implements it
+//! (`engine_control.rs`), and the runtime's unit tests drive the verbs with a scripted call on
+//! a paused clock. Everything here acts on one leg that the application owns.
+
+use async_trait::async_trait;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+/// The leg an application runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRef {
+    pub account_id: String,
+    /// The engine's call id (the call the leg belongs to).
+    pub call_id: String,
+    /// The application's leg within it.
+    pub leg_id: String,
+}
+
+/// Audio to play.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audio {
+    /// A WAV at this URL (fetched under the server's fetch policy, cached).
+    Url(String),
+    /// Text-to-speech.
+    Tts {
+        text: String,
+        voice: Option<String>,
+        language: Option<String>,
+    },
+}
+
+/// How a playback ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlayEnd {
+    /// It played to its end.
+    Finished,
+    /// [`CallControl::stop_play`] (or a newer play) cut it short.
+    Stopped,
+    /// The call ended while it played.
+    CallEnded,
+}
+
+/// What happens on the call, in order, for the runtime to react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallSignal {
+    /// The caller pressed a key (RFC 4733 or SIP INFO), once per press.
+    Dtmf(char),
+    /// The call (or the application's leg) ended.
+    Ended {
+        /// SIP status of the end where one applies (487 caller cancelled, 200 normal).
+        sip_status: u16,
+        /// The engine's end cause in its wire word (`normal`, `cancel`, ...).
+        cause: String,
+    },
+}
+
+/// Why an operation on the call failed.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum ControlError {
+    #[error("the call is gone")]
+    Gone,
+    #[error("not possible in the call's state: {0}")]
+    WrongState(String),
+    #[error("audio not usable: {0}")]
+    Audio(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The operations a verb can use.
+#[async_trait]
+pub trait CallControl: Send + Sync + 'static {
+    /// Answers the leg (200 OK with our SDP). Answering an answered leg is Ok.
+    async fn answer(&self, call: &CallRef) -> Result<(), ControlError>;
+    /// Rejects a leg that has not been answered with `status` (4xx-6xx), optional reason
+    /// phrase and extra headers.
+    async fn decline(
+        &self,
+        call: &CallRef,
+        status: u16,
+        reason: Option<String>,
+        headers: Vec<(String, String)>,
+    ) -> Result<(), ControlError>;
+    /// Starts playing to the leg (answering it first unless `early_media`, which sends 183
+    /// with SDP instead); the receiver resolves when the playback ends. A URL that cannot be
+    /// fetched or TTS that fails is an error before anything plays.
+    async fn play(
+        &self,
+        call: &CallRef,
+        audio: Audio,
+        early_media: bool,
+    ) -> Result<oneshot::Receiver<PlayEnd>, ControlError>;
+    /// Stops what plays to the leg now (nothing playing: Ok).
+    async fn stop_play(&self, call: &CallRef) -> Result<(), ControlError>;
+    /// Sends RFC 4733 digits to the leg's phone.
+    async fn send_dtmf(&self, call: &CallRef, digits: &str) -> Result<(), ControlError>;
+    /// Ends the leg (BYE, or a final response if not answered) with extra headers.
+    async fn hangup(
+        &self,
+        call: &CallRef,
+        headers: Vec<(String, String)>,
+    ) -> Result<(), ControlError>;
+    /// The leg's signals from now on (DTMF, end). Call once per application run.
+    fn signals(&self, call: &CallRef) -> mpsc::Receiver<CallSignal>;
+}
