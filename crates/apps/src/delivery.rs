@@ -252,6 +252,7 @@ impl Delivery {
         let attempts = config.attempts.max(1);
         let mut backoff = config.first_backoff;
         let mut last = String::new();
+        let mut last_status: Option<u16> = None;
         for attempt in 1..=attempts {
             let built = build(client, &url, request);
             let retry = match built.send().await {
@@ -277,12 +278,13 @@ impl Delivery {
                     if !(resp.status().is_server_error() || status == 429) {
                         return Err(DeliveryError::Status { status });
                     }
-                    last = format!("HTTP {status}");
+                    last_status = Some(status);
                     true
                 }
                 Err(e) => {
                     warn!(url = %request.url, label = request.label, attempt, error = %e,
                         "webhook delivery failed");
+                    last_status = None;
                     last = if e.is_timeout() {
                         "timed out".to_string()
                     } else {
@@ -301,8 +303,7 @@ impl Delivery {
             }
             backoff = backoff.saturating_mul(2);
         }
-        if last.starts_with("HTTP ") {
-            let status = last[5..].parse().unwrap_or(500);
+        if let Some(status) = last_status {
             return Err(DeliveryError::Status { status });
         }
         Err(DeliveryError::Unreachable {
