@@ -1,1 +1,23 @@
-//! The server configuration (filled from crates/store/src/config.rs).
+//! hookflash-config: the server's configuration — built-in defaults, overridden by a TOML
+//! file, overridden by environment variables — and its validation. The shape is the contract
+//! documented in `docs/config.md`.
+//!
+//! Also home of the plain vocabulary the configuration is written in and the store shares:
+//! digest algorithm names ([`DigestAlgorithm`]), dial classes ([`DialClass`]) and the
+//! validation/normalisation of identifiers ([`normalize`]). This crate depends on no other
+//! hookflash crate; the store applies the configured accounts to the database
+//! (`Store::apply_provisioning`).
+
+mod config;
+mod dial;
+mod digest;
+mod error;
+pub mod normalize;
+
+pub use config::{
+    default_premium_prefixes, AccountSpec, Config, HttpConfig, NumberSpec, OutsideRefer,
+    RegistrarConfig, RtpConfig, SecurityConfig, SipConfig, TrunkSpec, UserSpec,
+};
+pub use dial::DialClass;
+pub use digest::DigestAlgorithm;
+pub use error::ConfigError;

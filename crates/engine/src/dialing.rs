@@ -290,7 +290,7 @@ mod tests {
     use super::*;
 
     fn premium() -> Vec<String> {
-        hookflash_store::default_premium_prefixes()
+        hookflash_config::default_premium_prefixes()
     }
 
     fn policy(classes: &[DialClass]) -> DialPolicy {

@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hookflash_config::Config;
 use hookflash_media::ports::PortPool;
 use hookflash_media::MediaStats;
 use hookflash_sip::digest::{Algorithm, NonceIssuer};
@@ -30,7 +31,7 @@ use hookflash_sip::registrar::Limits;
 use hookflash_sip::stack::sip::{Header, Method, StatusCode};
 use hookflash_sip::stack::transaction::{Transaction, TransactionReceiver};
 use hookflash_sip::{SipServer, SipServerOptions};
-use hookflash_store::{Config, Store};
+use hookflash_store::Store;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
@@ -67,7 +68,7 @@ pub struct EngineConfig {
     /// Numbers of the premium class (E.164 prefixes).
     pub premium_prefixes: Vec<String>,
     /// What a party that is not a user of the account may transfer to.
-    pub outside_refer: hookflash_store::OutsideRefer,
+    pub outside_refer: hookflash_config::OutsideRefer,
     /// The shortest session-timer interval we accept (RFC 4028 Min-SE).
     pub session_min_se: u32,
 }

@@ -9,9 +9,9 @@ use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
+use hookflash_config::{Config, TrunkSpec};
 use hookflash_store::{
-    generate_password, Account, CallRecord, Config, DialClasses, DialPolicy, Store, StoreError,
-    TrunkSpec,
+    generate_password, Account, CallRecord, DialClasses, DialPolicy, Store, StoreError,
 };
 
 /// Errors of the admin commands.

@@ -13,8 +13,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use hookflash_config::Config;
 use hookflash_engine::Engine;
-use hookflash_store::{Config, Store};
+use hookflash_store::Store;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -44,7 +45,7 @@ enum Command {
 #[derive(Debug, Error)]
 enum ServeError {
     #[error("configuration: {0}")]
-    Config(#[from] hookflash_store::ConfigError),
+    Config(#[from] hookflash_config::ConfigError),
     #[error("database: {0}")]
     Store(#[from] hookflash_store::StoreError),
     #[error("{0}")]

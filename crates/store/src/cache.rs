@@ -364,10 +364,10 @@ mod tests {
 mod store_tests {
     use std::net::IpAddr;
 
-    use crate::config::TrunkSpec;
     use crate::crypto::{ha1, DigestAlgorithm};
     use crate::db::Store;
     use crate::model::Registration;
+    use hookflash_config::TrunkSpec;
 
     fn trunk(name: &str, host: &str, port: u16) -> TrunkSpec {
         TrunkSpec {
@@ -621,11 +621,11 @@ mod store_tests {
     #[tokio::test]
     async fn provisioning_from_config_invalidates() {
         let s = Store::open_memory().await.unwrap();
-        let spec = |pw: &str, port: u16, user: &str| crate::config::AccountSpec {
+        let spec = |pw: &str, port: u16, user: &str| hookflash_config::AccountSpec {
             name: "acme".into(),
             realm: Some("acme.local".into()),
             users: vec![
-                crate::config::UserSpec {
+                hookflash_config::UserSpec {
                     extension: "201".into(),
                     password: pw.into(),
                     display_name: None,
@@ -633,7 +633,7 @@ mod store_tests {
                     voicemail: None,
                     dial: None,
                 },
-                crate::config::UserSpec {
+                hookflash_config::UserSpec {
                     extension: "202".into(),
                     password: "x".into(),
                     display_name: None,
@@ -642,7 +642,7 @@ mod store_tests {
                     dial: None,
                 },
             ],
-            numbers: vec![crate::config::NumberSpec {
+            numbers: vec![hookflash_config::NumberSpec {
                 number: "+4930123456".into(),
                 user: user.into(),
             }],

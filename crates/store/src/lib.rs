@@ -1,5 +1,5 @@
-//! hookflash-store: configuration, persistence (sqlx + migrations), provisioning and call
-//! records.
+//! hookflash-store: persistence (sqlx + migrations), provisioning of the configured accounts
+//! and call records. The configuration itself is `hookflash-config`'s.
 //!
 //! The SQL is kept portable (runtime queries, `$n` placeholders, TEXT/BIGINT columns, no
 //! backend-specific functions) so the same queries run on Postgres later.
@@ -8,12 +8,10 @@ mod accounts;
 mod api_keys;
 mod cache;
 mod calls;
-pub mod config;
 mod crypto;
 mod db;
 mod error;
 mod model;
-pub mod normalize;
 mod numbers;
 mod pats;
 mod provisioning;
@@ -26,19 +24,17 @@ mod users;
 mod voicemail;
 
 pub use calls::UserCallFilter;
-pub use config::{
-    default_premium_prefixes, AccountSpec, Config, HttpConfig, NumberSpec, OutsideRefer,
-    RegistrarConfig, RtpConfig, SecurityConfig, SipConfig, TrunkSpec, UserSpec,
-};
 pub use crypto::{
     api_key_hash, constant_time_eq, generate_api_key, generate_password, ha1, random_hex,
-    DigestAlgorithm,
 };
 pub use db::{Store, DB_FILE_NAME};
-pub use error::{ConfigError, StoreError};
+pub use error::StoreError;
+/// The vocabulary the store shares with the configuration (`hookflash-config`), re-exported
+/// because the store's own API speaks it (`ha1`, `User::ha1`, `DialClasses`, validation).
+pub use hookflash_config::{normalize, DialClass, DigestAlgorithm};
 pub use model::{
-    Account, ApiKey, CallRecord, DemoCredentials, DialClass, DialClasses, DialPolicy, LegRecord,
-    Number, PersonalAccessToken, Recording, Registration, Trunk, User,
+    Account, ApiKey, CallRecord, DemoCredentials, DialClasses, DialPolicy, LegRecord, Number,
+    PersonalAccessToken, Recording, Registration, Trunk, User,
 };
 pub use pats::is_pat_id;
 pub use voicemail::{Forwarding, Mailbox, VoicemailMessage};

@@ -1,6 +1,8 @@
 //! Rows of the store, as plain data.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+pub use hookflash_config::DialClass;
 
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -17,54 +19,13 @@ pub struct Account {
     pub dial: DialPolicy,
 }
 
-/// A class of destination for dial permissions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DialClass {
-    /// The account's own extensions and numbers.
-    Internal,
-    /// Outside numbers in the account's country.
-    National,
-    /// Outside numbers in other countries.
-    International,
-    /// Premium-rate and special-service numbers (`security.premium_prefixes`).
-    Premium,
-}
-
-impl DialClass {
-    /// Every class, in the order sets are listed.
-    pub const ALL: [DialClass; 4] = [
-        DialClass::Internal,
-        DialClass::National,
-        DialClass::International,
-        DialClass::Premium,
-    ];
-
-    /// `"internal"`, `"national"`, `"international"` or `"premium"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DialClass::Internal => "internal",
-            DialClass::National => "national",
-            DialClass::International => "international",
-            DialClass::Premium => "premium",
-        }
-    }
-
-    /// The class named `s` (case-insensitive, surrounding whitespace ignored).
-    pub fn parse(s: &str) -> Option<DialClass> {
-        let s = s.trim();
-        DialClass::ALL
-            .into_iter()
-            .find(|c| c.as_str().eq_ignore_ascii_case(s))
-    }
-
-    fn bit(self) -> u8 {
-        match self {
-            DialClass::Internal => 1,
-            DialClass::National => 2,
-            DialClass::International => 4,
-            DialClass::Premium => 8,
-        }
+/// The bit of a class in a [`DialClasses`] set.
+fn bit(class: DialClass) -> u8 {
+    match class {
+        DialClass::Internal => 1,
+        DialClass::National => 2,
+        DialClass::International => 4,
+        DialClass::Premium => 8,
     }
 }
 
@@ -86,12 +47,12 @@ impl DialClasses {
     }
 
     pub fn contains(self, c: DialClass) -> bool {
-        self.0 & c.bit() != 0
+        self.0 & bit(c) != 0
     }
 
     /// This set plus `c`.
     pub fn with(self, c: DialClass) -> DialClasses {
-        DialClasses(self.0 | c.bit())
+        DialClasses(self.0 | bit(c))
     }
 
     /// The classes in both sets.
@@ -358,31 +319,6 @@ pub struct Recording {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dial_class_names() {
-        for c in DialClass::ALL {
-            assert_eq!(DialClass::parse(c.as_str()), Some(c));
-        }
-        assert_eq!(
-            DialClass::parse(" International "),
-            Some(DialClass::International)
-        );
-        assert_eq!(DialClass::parse("PREMIUM"), Some(DialClass::Premium));
-        assert_eq!(DialClass::parse("local"), None);
-        assert_eq!(DialClass::parse(""), None);
-    }
-
-    #[test]
-    fn dial_class_serde_names() {
-        #[derive(Deserialize)]
-        struct T {
-            d: Vec<DialClass>,
-        }
-        let t: T = toml::from_str("d = [\"internal\", \"premium\"]").unwrap();
-        assert_eq!(t.d, vec![DialClass::Internal, DialClass::Premium]);
-        assert!(toml::from_str::<T>("d = [\"Internal\"]").is_err());
-    }
 
     #[test]
     fn dial_class_sets() {

@@ -1,11 +1,11 @@
 //! First-start demo account and declarative provisioning from the config.
 
-use crate::config::AccountSpec;
 use crate::crypto::generate_password;
 use crate::db::Store;
 use crate::error::StoreError;
 use crate::model::{Account, DemoCredentials, DialClasses};
 use crate::normalize::number_digits;
+use hookflash_config::AccountSpec;
 
 /// Name, realm and extensions of the demo account.
 pub const DEMO_ACCOUNT_NAME: &str = "demo";
@@ -175,9 +175,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::crypto::{ha1, DigestAlgorithm};
     use crate::model::{DialClass, DialPolicy};
+    use hookflash_config::Config;
 
     const CONFIG: &str = r#"
 [[accounts]]

@@ -7,10 +7,10 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use crate::cache::CachedTrunk;
-use crate::config::TrunkSpec;
 use crate::db::{narrow, new_id, now_secs, Store};
 use crate::error::StoreError;
 use crate::model::Trunk;
+use hookflash_config::TrunkSpec;
 
 fn trunk_from_row(row: &SqliteRow) -> Result<Trunk, StoreError> {
     let port: i64 = row.try_get("port")?;

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hookflash_store::{CallRecord, LegRecord, Registration, Store, TrunkSpec};
+use hookflash_config::TrunkSpec;
+use hookflash_store::{CallRecord, LegRecord, Registration, Store};
 
 /// CPU time (user + system, all threads) of this process so far, in seconds.
 fn cpu_secs() -> f64 {

@@ -11,8 +11,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+use hookflash_config::Config;
 use hookflash_engine::{CallInfo, CallState, Engine};
-use hookflash_store::{Config, Registration, Store};
+use hookflash_store::{Registration, Store};
 use serde_json::Value;
 use sip_ua::{is_request, is_response, Answer, Ua};
 use tokio_util::sync::CancellationToken;

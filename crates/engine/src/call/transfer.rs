@@ -24,7 +24,7 @@ use crate::dialing::Refusal;
 use crate::model::{CallDirection, EndCause, LegDirection, RecordRole, WrongState};
 use crate::routing::Origin;
 use crate::sip_glue::{addr_spec, header_value};
-use hookflash_store::OutsideRefer;
+use hookflash_config::OutsideRefer;
 
 use std::sync::Arc;
 

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
-use crate::crypto::DigestAlgorithm;
+use crate::dial::DialClass;
+use crate::digest::DigestAlgorithm;
 use crate::error::ConfigError;
-use crate::model::DialClass;
 use crate::normalize::{
     check_country_code, check_extension, check_name, check_webhook_url, number_digits,
 };
@@ -1015,11 +1015,6 @@ impl Config {
     pub fn rtp_advertised_ip(&self) -> IpAddr {
         self.rtp.advertised_ip.unwrap_or(self.rtp.bind_ip)
     }
-
-    /// Path of the SQLite database inside `data_dir`.
-    pub fn database_path(&self) -> PathBuf {
-        self.data_dir.join(crate::db::DB_FILE_NAME)
-    }
 }
 
 #[cfg(test)]
@@ -1077,7 +1072,6 @@ mod tests {
             c.rtp_advertised_ip(),
             "127.0.0.1".parse::<IpAddr>().unwrap()
         );
-        assert_eq!(c.database_path(), PathBuf::from("./data/hookflash.db"));
     }
 
     #[test]
