@@ -1,0 +1,178 @@
+//! [`CallControl`] on the real engine: each operation is an engine command on the call's
+//! actor; signals come from the engine's event bus, filtered to the call.
+
+use async_trait::async_trait;
+use hookflash_engine::control::{AudioSource, CommandError};
+use hookflash_engine::events::EventKind;
+use hookflash_engine::{apps::PlaybackEnd, Engine};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use crate::control::{Audio, CallControl, CallRef, CallSignal, ControlError, PlayEnd};
+
+/// Signals buffered per application run before the runtime reads them.
+const SIGNAL_QUEUE: usize = 64;
+
+#[derive(Clone)]
+pub struct EngineControl {
+    engine: Engine,
+}
+
+impl EngineControl {
+    pub fn new(engine: Engine) -> Self {
+        EngineControl { engine }
+    }
+}
+
+fn control_error(e: CommandError) -> ControlError {
+    match e {
+        CommandError::NotFound => ControlError::Gone,
+        CommandError::WrongState { state } => ControlError::WrongState(state.as_str().to_string()),
+        CommandError::Media(why) => ControlError::Audio(why),
+        other => ControlError::Failed(other.to_string()),
+    }
+}
+
+fn play_end(end: PlaybackEnd) -> PlayEnd {
+    match end {
+        PlaybackEnd::Finished => PlayEnd::Finished,
+        PlaybackEnd::Stopped | PlaybackEnd::Replaced => PlayEnd::Stopped,
+        PlaybackEnd::BridgeStopped => PlayEnd::CallEnded,
+    }
+}
+
+#[async_trait]
+impl CallControl for EngineControl {
+    async fn answer(&self, call: &CallRef) -> Result<(), ControlError> {
+        self.engine
+            .app_answer(&call.account_id, &call.call_id, false)
+            .await
+            .map_err(control_error)
+    }
+
+    async fn decline(
+        &self,
+        call: &CallRef,
+        status: u16,
+        _reason: Option<String>,
+        _headers: Vec<(String, String)>,
+    ) -> Result<(), ControlError> {
+        self.engine
+            .app_decline(&call.account_id, &call.call_id, status)
+            .await
+            .map_err(control_error)
+    }
+
+    async fn play(
+        &self,
+        call: &CallRef,
+        audio: Audio,
+        early_media: bool,
+    ) -> Result<oneshot::Receiver<PlayEnd>, ControlError> {
+        let source = match audio {
+            Audio::Url(url) => AudioSource::Url(url),
+            Audio::Tts { text, voice, .. } => AudioSource::Tts { text, voice },
+        };
+        let done = self
+            .engine
+            .app_play(&call.account_id, &call.call_id, &source, early_media)
+            .await
+            .map_err(control_error)?;
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let end = done.await.map(play_end).unwrap_or(PlayEnd::CallEnded);
+            let _ = tx.send(end);
+        });
+        Ok(rx)
+    }
+
+    async fn stop_play(&self, call: &CallRef) -> Result<(), ControlError> {
+        self.engine
+            .app_stop_play(&call.account_id, &call.call_id)
+            .await
+            .map_err(control_error)
+    }
+
+    async fn send_dtmf(&self, call: &CallRef, digits: &str) -> Result<(), ControlError> {
+        self.engine
+            .send_dtmf(&call.account_id, &call.call_id, &call.leg_id, digits)
+            .await
+            .map_err(control_error)
+    }
+
+    async fn hangup(
+        &self,
+        call: &CallRef,
+        _headers: Vec<(String, String)>,
+    ) -> Result<(), ControlError> {
+        self.engine
+            .hangup(&call.account_id, &call.call_id, None)
+            .await
+            .map_err(control_error)
+    }
+
+    fn signals(&self, call: &CallRef) -> mpsc::Receiver<CallSignal> {
+        let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
+        let mut live = self.engine.events().subscribe_all();
+        let engine = self.engine.clone();
+        let call = call.clone();
+        tokio::spawn(async move {
+            // The call may have ended before we subscribed.
+            if engine.call(&call.account_id, &call.call_id).is_err() {
+                let _ = tx
+                    .send(CallSignal::Ended {
+                        sip_status: 487,
+                        cause: "normal".into(),
+                    })
+                    .await;
+                return;
+            }
+            loop {
+                let event = tokio::select! {
+                    _ = tx.closed() => return,
+                    e = live.recv() => e,
+                };
+                let event = match event {
+                    Ok(e) => e,
+                    Err(RecvError::Lagged(n)) => {
+                        warn!(call_id = %call.call_id, missed = n, "application signals lagged");
+                        continue;
+                    }
+                    Err(RecvError::Closed) => return,
+                };
+                if event.call_id != call.call_id {
+                    continue;
+                }
+                match event.kind {
+                    EventKind::Dtmf if event.leg_id.as_deref() == Some(call.leg_id.as_str()) => {
+                        let Some(digit) = event.digit.as_deref().and_then(|d| d.chars().next())
+                        else {
+                            continue;
+                        };
+                        if tx.send(CallSignal::Dtmf(digit)).await.is_err() {
+                            return;
+                        }
+                    }
+                    EventKind::Ended => {
+                        let cause = event.cause.map(|c| c.as_str()).unwrap_or("normal");
+                        let sip_status = if event.call.answered_at_ms.is_some() {
+                            200
+                        } else {
+                            487
+                        };
+                        let _ = tx
+                            .send(CallSignal::Ended {
+                                sip_status,
+                                cause: cause.to_string(),
+                            })
+                            .await;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        rx
+    }
+}

@@ -1,0 +1,191 @@
+//! One application run's shared state: the call fields as they change, the hook requests'
+//! base, and the status reports (once each, in order, through the delivery's per-call queue).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn, Instrument};
+
+use crate::alert::{Alert, AlertKind, AlertSink};
+use crate::app::{AppHooks, CallFields, CallStatus, Hook, Launch, SipInfo};
+use crate::control::CallRef;
+use crate::delivery::Delivery;
+use crate::hook;
+
+/// Commands into a running application (live call control).
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Replace the running list with the one this hook answers.
+    Redirect(Hook),
+}
+
+struct State {
+    fields: CallFields,
+    answered_at: Option<Instant>,
+    /// Rank of the last status reported.
+    reported: Option<u8>,
+    /// The final status went out: nothing more is sent.
+    finished: bool,
+    /// Relative hooks resolve against this (the call_hook, or the fallback that served).
+    base: Hook,
+}
+
+pub(crate) struct Session {
+    pub call: CallRef,
+    pub hooks: AppHooks,
+    pub secret: String,
+    pub delivery: Delivery,
+    alerts: Option<AlertSink>,
+    state: Mutex<State>,
+    commands: mpsc::UnboundedSender<Command>,
+    command_rx: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
+}
+
+impl Session {
+    pub fn new(launch: Launch, delivery: Delivery, alerts: Option<AlertSink>) -> Arc<Self> {
+        let answered_at = (launch.fields.call_status == CallStatus::InProgress).then(Instant::now);
+        let (tx, rx) = mpsc::unbounded_channel();
+        Arc::new(Session {
+            call: launch.call,
+            secret: launch.webhook_secret,
+            delivery,
+            alerts,
+            state: Mutex::new(State {
+                fields: launch.fields,
+                answered_at,
+                reported: None,
+                finished: false,
+                base: launch.hooks.call_hook.clone(),
+            }),
+            hooks: launch.hooks,
+            commands: tx,
+            command_rx: Mutex::new(Some(rx)),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub fn call_sid(&self) -> String {
+        self.state().fields.call_sid.clone()
+    }
+
+    /// The fields for a hook request (with `sip` only while the first request is pending).
+    pub fn payload(&self) -> Map<String, Value> {
+        self.state().fields.to_json()
+    }
+
+    /// Drops `sip` once the first request is done.
+    pub fn forget_sip(&self) -> Option<SipInfo> {
+        self.state().fields.sip.take()
+    }
+
+    pub fn base(&self) -> Hook {
+        self.state().base.clone()
+    }
+
+    pub fn set_base(&self, hook: Hook) {
+        self.state().base = hook;
+    }
+
+    pub fn set_customer_data(&self, data: Map<String, Value>) {
+        self.state().fields.customer_data = Some(data);
+    }
+
+    pub fn is_answered(&self) -> bool {
+        self.state().answered_at.is_some()
+    }
+
+    /// The leg is answered now: `in-progress` (once).
+    pub fn answered(&self) {
+        self.report(CallStatus::InProgress, Some(200), None);
+    }
+
+    pub fn take_commands(&self) -> Option<mpsc::UnboundedReceiver<Command>> {
+        match self.command_rx.lock() {
+            Ok(mut c) => c.take(),
+            Err(p) => p.into_inner().take(),
+        }
+    }
+
+    pub fn command(&self, c: Command) -> bool {
+        self.commands.send(c).is_ok()
+    }
+
+    /// Records a status change and sends it to the status hook, unless a status as far or
+    /// further along went out already. Returns whether it was new.
+    pub fn report(
+        &self,
+        status: CallStatus,
+        sip_status: Option<u16>,
+        sip_reason: Option<String>,
+    ) -> bool {
+        let payload = {
+            let mut st = self.state();
+            if st.finished || st.reported.is_some_and(|r| r >= status.rank()) {
+                return false;
+            }
+            st.reported = Some(status.rank());
+            st.fields.call_status = status;
+            if let Some(s) = sip_status {
+                st.fields.sip_status = s;
+            }
+            if sip_reason.is_some() {
+                st.fields.sip_reason = sip_reason;
+            }
+            if status == CallStatus::InProgress && st.answered_at.is_none() {
+                st.answered_at = Some(Instant::now());
+            }
+            if status.is_final() {
+                st.finished = true;
+                st.fields.duration = Some(st.answered_at.map_or(0, |t| t.elapsed().as_secs()));
+            }
+            let mut p = st.fields.to_json();
+            p.remove("sip");
+            p
+        };
+        info!(call_id = %self.call.call_id, status = status.as_str(), "call status");
+        let Some(status_hook) = &self.hooks.call_status_hook else {
+            return true;
+        };
+        let request = hook::request(status_hook, payload, &self.secret, "call_status_hook");
+        let delivery = self.delivery.clone();
+        let call_sid = self.call_sid();
+        let span = tracing::info_span!("call_status_hook", call_id = %self.call.call_id,
+            call_sid = %call_sid, status = status.as_str());
+        let job = async move {
+            if let Err(e) = delivery.send(&request).await {
+                warn!(error = %e, "call status not delivered");
+            }
+        }
+        .instrument(span);
+        self.delivery
+            .enqueue(&format!("jambonz-status:{call_sid}"), Box::pin(job));
+        true
+    }
+
+    /// Logs an alert with the call id and hands it to the sink.
+    pub fn alert(&self, kind: AlertKind, message: String) {
+        let (call_sid, account_sid) = {
+            let st = self.state();
+            (st.fields.call_sid.clone(), st.fields.account_sid.clone())
+        };
+        warn!(call_id = %self.call.call_id, leg_id = %self.call.leg_id, call_sid = %call_sid,
+            alert = kind.as_str(), "{message}");
+        if let Some(sink) = &self.alerts {
+            sink(Alert {
+                call: self.call.clone(),
+                call_sid,
+                account_sid,
+                kind,
+                message,
+            });
+        }
+    }
+}
