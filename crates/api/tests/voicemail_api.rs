@@ -7,6 +7,7 @@ mod support;
 
 use std::path::PathBuf;
 
+use hookflash_media::wav::{encode_pcm16, Pcm16Spec};
 use hookflash_store::VoicemailMessage;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -38,28 +39,17 @@ fn temp_dir() -> PathBuf {
 
 /// A 16-bit PCM WAV of a sine, `rate` Hz, `channels` channels, `frames` frames.
 fn wav(rate: u32, channels: u16, frames: usize) -> Vec<u8> {
-    let block = 2 * channels as u32;
-    let data_len = frames as u32 * block;
-    let mut w = Vec::new();
-    w.extend_from_slice(b"RIFF");
-    w.extend_from_slice(&(data_len + 36).to_le_bytes());
-    w.extend_from_slice(b"WAVEfmt ");
-    w.extend_from_slice(&16u32.to_le_bytes());
-    w.extend_from_slice(&1u16.to_le_bytes());
-    w.extend_from_slice(&channels.to_le_bytes());
-    w.extend_from_slice(&rate.to_le_bytes());
-    w.extend_from_slice(&(rate * block).to_le_bytes());
-    w.extend_from_slice(&(block as u16).to_le_bytes());
-    w.extend_from_slice(&16u16.to_le_bytes());
-    w.extend_from_slice(b"data");
-    w.extend_from_slice(&data_len.to_le_bytes());
-    for i in 0..frames {
-        let v = ((i as f32 * 0.05).sin() * 6000.0) as i16;
-        for _ in 0..channels {
-            w.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    w
+    let samples: Vec<i16> = (0..frames)
+        .flat_map(|i| {
+            let v = ((i as f32 * 0.05).sin() * 6000.0) as i16;
+            std::iter::repeat_n(v, channels as usize)
+        })
+        .collect();
+    let spec = Pcm16Spec {
+        channels,
+        sample_rate: rate,
+    };
+    encode_pcm16(spec, &samples).unwrap()
 }
 
 async fn put_bytes(s: &TestServer, path: &str, auth: &str, body: Vec<u8>) -> (u16, Value) {

@@ -994,27 +994,18 @@ fn write_call_history(out: &mut dyn Write, records: &[CallRecord]) -> std::io::R
     Ok(())
 }
 
-/// `YYYY-MM-DD HH:MM:SS` (UTC) for unix milliseconds.
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for unix milliseconds (instants beyond the years -9999 to 9999
+/// as the nearest of the two).
 fn format_unix_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    const LISTING: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).unwrap_or(if ms < 0 {
+        time::PrimitiveDateTime::MIN.assume_utc()
+    } else {
+        time::PrimitiveDateTime::MAX.assume_utc()
+    });
+    // Every component the description names is in an `OffsetDateTime`: this cannot fail.
+    t.format(LISTING).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -1489,6 +1480,8 @@ mod tests {
         assert_eq!(format_unix_ms(1_700_000_000_123), "2023-11-14 22:13:20");
         assert_eq!(format_unix_ms(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(format_unix_ms(-1_000), "1969-12-31 23:59:59");
+        assert_eq!(format_unix_ms(-1), "1969-12-31 23:59:59");
+        assert_eq!(format_unix_ms(i64::MAX), "9999-12-31 23:59:59");
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use rubato::{
     SincInterpolationType, WindowFunction,
 };
 
-use crate::MediaError;
+use crate::{wav, MediaError};
 
 /// The sample rate of [`Pcm8k`] and of G.711.
 pub const SAMPLE_RATE: u32 = 8000;
@@ -155,12 +155,12 @@ pub fn load_wav_limited(bytes: &[u8], max_duration: Duration) -> Result<Pcm8k, M
 }
 
 fn decode_wav(bytes: &[u8], max_duration: Duration) -> Result<Pcm8k, AudioError> {
-    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+    if !wav::is_riff_wave(bytes) {
         return Err(AudioError::NotWav("no RIFF/WAVE header".to_string()));
     }
     // Streaming writers leave the data length at 0xFFFFFFFF (or a download was cut short):
     // clamp it to what is actually there, else hound refuses the header.
-    let patched = clamp_data_len(bytes);
+    let patched = wav::clamp_data_len(bytes);
     let bytes = patched.as_deref().unwrap_or(bytes);
     let reader = hound::WavReader::new(Cursor::new(bytes)).map_err(|e| match e {
         hound::Error::Unsupported => {
@@ -216,38 +216,6 @@ fn decode_wav(bytes: &[u8], max_duration: Duration) -> Result<Pcm8k, AudioError>
         return Err(AudioError::Empty);
     }
     Ok(Pcm8k::new(pcm))
-}
-
-/// If the `data` chunk claims more bytes than the file has, a copy of the file whose `data`
-/// length is the available bytes rounded down to whole frames; `None` when nothing needs fixing
-/// (or the chunk structure is too broken to tell: hound then reports it).
-fn clamp_data_len(bytes: &[u8]) -> Option<Vec<u8>> {
-    let u32_at = |i: usize| -> Option<u32> {
-        let b = bytes.get(i..i + 4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let mut pos = 12;
-    let mut block_align = None;
-    loop {
-        let id = bytes.get(pos..pos + 4)?;
-        let len = u32_at(pos + 4)? as usize;
-        let body = pos + 8;
-        if id == b"fmt " {
-            let b = bytes.get(body + 12..body + 14)?;
-            block_align = Some(u16::from_le_bytes([b[0], b[1]]).max(1) as usize);
-        } else if id == b"data" {
-            let available = bytes.len().saturating_sub(body);
-            if len <= available {
-                return None;
-            }
-            let fixed = available - available % block_align?;
-            let mut copy = bytes.to_vec();
-            copy[pos + 4..pos + 8].copy_from_slice(&(fixed as u32).to_le_bytes());
-            return Some(copy);
-        }
-        // Chunks are padded to an even length.
-        pos = body.checked_add(len)?.checked_add(len & 1)?;
-    }
 }
 
 /// Reads `frames` frames and averages the channels into one f32 channel in -1.0..=1.0.

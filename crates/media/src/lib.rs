@@ -8,7 +8,9 @@
 //!   player per leg for audio played into a call (music on hold, announcements).
 //! - [`g711`]: sans-IO µ-law/A-law encode/decode.
 //! - [`audio`]: [`audio::Pcm8k`] clips, WAV loading/resampling, built-in music on hold.
-//! - [`record`]: stereo WAV call recording (incremental writer task) and [`record::repair_wav`].
+//! - [`record`]: stereo WAV call recording (incremental writer task).
+//! - [`wav`]: the one WAV (RIFF) header writer: headers, in-place size patches, chunk layout,
+//!   and [`wav::repair_wav`] for recordings a crash left behind. Decoding is hound's.
 //! - [`dtmf`]: RFC 4733 telephone-events: payload, per-press detection, the send schedule.
 //! - [`tts`]: [`tts::Tts`], espeak-ng text-to-speech as a subprocess, cached.
 
@@ -25,20 +27,20 @@ pub mod relay;
 pub mod rtp;
 pub mod sdp;
 pub mod tts;
+pub mod wav;
 
 pub use audio::{AudioError, Pcm8k};
 pub use dtmf::{DtmfEnd, DtmfError, DtmfEvent, DtmfOptions, DtmfSendId, DtmfSendStatus};
 pub use g711::Law;
 pub use ports::{PortPool, RtpSocketPair};
-pub use record::{
-    repair_wav, RecordError, RecordOptions, RecordingId, RecordingSummary, RepairOutcome,
-};
+pub use record::{RecordError, RecordOptions, RecordingId, RecordingSummary};
 pub use relay::{
     Bridge, BridgeHandle, BridgeOptions, BridgeStats, Leg, PlayOptions, PlaybackEnd, PlaybackId,
     PlaybackStatus,
 };
 pub use sdp::{Codec, Direction, MediaSection, OriginState, SdpError, SessionDescription};
 pub use tts::{Tts, TtsError, TtsOptions};
+pub use wav::{repair_wav, RepairError, RepairOutcome};
 
 /// Errors of the media layer's I/O side (SDP errors are [`SdpError`]).
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! Call recording: stereo 16-bit 8 kHz WAV, left = audio received from leg A, right = audio
-//! received from leg B, written incrementally; and [`repair_wav`] for files a crash left behind.
+//! received from leg B, written incrementally. The header is [`crate::wav`]'s, and so is
+//! [`crate::wav::repair_wav`] for files a crash left behind.
 //!
 //! # Pipeline
 //! - **Relay task** (no I/O): while a recording runs, RTP audio accepted from a leg (whose
@@ -19,10 +20,10 @@
 //!   as silence, and at the end the file is topped up with silence to the time from start to
 //!   stop if ticks were still due when the stop arrived.
 //! - **Writer task**: appends the samples and rewrites the RIFF and `data` sizes in the header
-//!   every [`RecordOptions::header_interval`] (1 s), each time in one `spawn_blocking` call;
-//!   on stop it writes the rest, fixes the header and fsyncs. A process killed in between
-//!   leaves a file whose header lags at most one interval behind its data: [`repair_wav`]
-//!   fixes it.
+//!   ([`crate::wav::patch_sizes`]) every [`RecordOptions::header_interval`] (1 s), each time in
+//!   one `spawn_blocking` call; on stop it writes the rest, fixes the header and fsyncs. A
+//!   process killed in between leaves a file whose header lags at most one interval behind its
+//!   data: [`crate::wav::repair_wav`] fixes it.
 //!
 //! # Pause
 //! Pausing writes **silence** for as long as the pause lasts (and drops the audio received
@@ -30,7 +31,7 @@
 //! file's duration equals the time from start to stop.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,26 +39,28 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audio::{FRAME_SAMPLES, SAMPLE_RATE};
+use crate::audio::FRAME_SAMPLES;
 use crate::g711::Law;
+use crate::wav::{self, Pcm16Spec};
 
+/// The format of a recording: 8 kHz 16-bit stereo.
+pub const FORMAT: Pcm16Spec = Pcm16Spec::STEREO_8K;
 /// Channels of a recording (left = leg A, right = leg B).
-pub const CHANNELS: u16 = 2;
-/// Length of the canonical header the recorder writes (`RIFF`, `fmt `, `data`).
-pub const WAV_HEADER_LEN: u64 = 44;
-const BLOCK_ALIGN: u64 = CHANNELS as u64 * 2;
-const BYTES_PER_SECOND: u64 = SAMPLE_RATE as u64 * BLOCK_ALIGN;
+pub const CHANNELS: u16 = FORMAT.channels;
+/// Length of the header the recorder writes ([`wav::header`]).
+pub const WAV_HEADER_LEN: u64 = wav::HEADER_LEN as u64;
+const BYTES_PER_SECOND: u64 = FORMAT.byte_rate() as u64;
 /// Samples (both channels) of one 20 ms frame.
 const FRAME_LEN: usize = FRAME_SAMPLES * CHANNELS as usize;
 const FRAME_BYTES: usize = FRAME_LEN * 2;
 /// Largest `data` chunk a RIFF size field can describe (about 37 hours here).
-const MAX_DATA_BYTES: u64 = (u32::MAX as u64 - 36) / BLOCK_ALIGN * BLOCK_ALIGN;
+const MAX_DATA_BYTES: u64 = FORMAT.max_data_bytes();
 /// Per-leg sample ring: 200 ms.
 const RING_SAMPLES: usize = 10 * FRAME_SAMPLES;
 /// During a pause the accumulated silence is handed to the writer at least once a second.
 const GAP_FLUSH_FRAMES: u32 = 50;
 
-/// Why a recording could not be started, stopped or repaired.
+/// Why a recording could not be started or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error("a recording is already running on this bridge")]
@@ -72,8 +75,6 @@ pub enum RecordError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not a WAV file the recorder can repair: {reason}")]
-    NotWav { path: PathBuf, reason: String },
     /// The writer task ended without a result (panicked, or the runtime shut down).
     #[error("the recording writer of {path} failed: {reason}")]
     Writer { path: PathBuf, reason: String },
@@ -94,7 +95,7 @@ pub struct RecordOptions {
     pub queue_frames: usize,
     /// How often the writer appends to the file and updates the header sizes. Default 1 s:
     /// a crash loses at most this much of the header's count (the data is in the file and
-    /// [`repair_wav`] recovers it).
+    /// [`wav::repair_wav`] recovers it).
     pub header_interval: Duration,
 }
 
@@ -134,127 +135,6 @@ pub struct RecordingSummary {
     pub bytes: u64,
     /// 20 ms frames lost because the writer fell behind (written as silence instead).
     pub dropped_frames: u64,
-}
-
-/// What [`repair_wav`] found and did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepairOutcome {
-    /// The header sizes were wrong and have been rewritten.
-    pub changed: bool,
-    /// Bytes of sample data now described by the header.
-    pub data_bytes: u64,
-    pub duration: Duration,
-    /// Bytes of an incomplete sample frame cut off the end of the file.
-    pub trimmed_bytes: u64,
-}
-
-/// The canonical 44-byte header of a stereo 16-bit 8 kHz PCM WAV with `data_len` data bytes.
-pub fn wav_header(data_len: u32) -> [u8; WAV_HEADER_LEN as usize] {
-    let mut h = [0u8; WAV_HEADER_LEN as usize];
-    h[0..4].copy_from_slice(b"RIFF");
-    h[4..8].copy_from_slice(&data_len.saturating_add(36).to_le_bytes());
-    h[8..12].copy_from_slice(b"WAVE");
-    h[12..16].copy_from_slice(b"fmt ");
-    h[16..20].copy_from_slice(&16u32.to_le_bytes());
-    h[20..22].copy_from_slice(&1u16.to_le_bytes()); // PCM
-    h[22..24].copy_from_slice(&CHANNELS.to_le_bytes());
-    h[24..28].copy_from_slice(&SAMPLE_RATE.to_le_bytes());
-    h[28..32].copy_from_slice(&(BYTES_PER_SECOND as u32).to_le_bytes());
-    h[32..34].copy_from_slice(&(BLOCK_ALIGN as u16).to_le_bytes());
-    h[34..36].copy_from_slice(&16u16.to_le_bytes());
-    h[36..40].copy_from_slice(b"data");
-    h[40..44].copy_from_slice(&data_len.to_le_bytes());
-    h
-}
-
-/// Makes a PCM WAV file whose writer died (kill -9, power loss) consistent again: the RIFF and
-/// `data` sizes are set from the file's length, and an incomplete last sample frame is cut off.
-/// The `data` chunk must be the file's last chunk (true of the recorder's files and of most
-/// streaming writers). A consistent file is left untouched (`changed: false`).
-///
-/// Blocking file I/O: call it at startup or from `spawn_blocking`.
-pub fn repair_wav(path: impl AsRef<Path>) -> Result<RepairOutcome, RecordError> {
-    let path = path.as_ref();
-    let not_wav = |reason: &str| RecordError::NotWav {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io_err(path))?;
-    let file_len = f.metadata().map_err(io_err(path))?.len();
-    let mut head = vec![0u8; file_len.min(4096) as usize];
-    f.read_exact(&mut head).map_err(io_err(path))?;
-    if head.len() < 12 || &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
-        return Err(not_wav("no RIFF/WAVE header"));
-    }
-    let u32_at = |i: usize| -> Option<u32> {
-        let b = head.get(i..i + 4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    // Walk the chunks up to `data` (all within the first 4 KiB).
-    let mut pos = 12usize;
-    let mut block_align = None;
-    let mut byte_rate = None;
-    let data_pos = loop {
-        let (Some(id), Some(len)) = (head.get(pos..pos + 4), u32_at(pos + 4)) else {
-            return Err(not_wav("no data chunk"));
-        };
-        if id == b"fmt " {
-            let fmt = head
-                .get(pos + 8..pos + 24)
-                .ok_or_else(|| not_wav("truncated fmt chunk"))?;
-            let align = u16::from_le_bytes([fmt[12], fmt[13]]);
-            byte_rate = Some(u32::from_le_bytes([fmt[8], fmt[9], fmt[10], fmt[11]]));
-            if align == 0 {
-                return Err(not_wav("block align 0"));
-            }
-            block_align = Some(align as u64);
-        } else if id == b"data" {
-            break pos;
-        }
-        pos = pos
-            .checked_add(8 + len as usize + (len as usize & 1))
-            .ok_or_else(|| not_wav("chunk length overflow"))?;
-    };
-    let (Some(block_align), Some(byte_rate)) = (block_align, byte_rate) else {
-        return Err(not_wav("data chunk before fmt chunk"));
-    };
-    let body = data_pos as u64 + 8;
-    let available = file_len.saturating_sub(body);
-    let data = (available - available % block_align).min(MAX_DATA_BYTES);
-    let trimmed = available - data;
-    let claimed_data = u32_at(data_pos + 4).unwrap_or(0) as u64;
-    let claimed_riff = u32_at(4).unwrap_or(0) as u64;
-    let riff = body + data - 8;
-    let changed = trimmed > 0 || claimed_data != data || claimed_riff != riff;
-    if changed {
-        if trimmed > 0 {
-            f.set_len(body + data).map_err(io_err(path))?;
-        }
-        f.seek(SeekFrom::Start(4)).map_err(io_err(path))?;
-        f.write_all(&(riff as u32).to_le_bytes())
-            .map_err(io_err(path))?;
-        f.seek(SeekFrom::Start(data_pos as u64 + 4))
-            .map_err(io_err(path))?;
-        f.write_all(&(data as u32).to_le_bytes())
-            .map_err(io_err(path))?;
-        f.sync_all().map_err(io_err(path))?;
-        tracing::info!(path = %path.display(), data_bytes = data, trimmed, "WAV header repaired");
-    }
-    let duration = if byte_rate == 0 {
-        Duration::ZERO
-    } else {
-        Duration::from_micros(data * 1_000_000 / byte_rate as u64)
-    };
-    Ok(RepairOutcome {
-        changed,
-        data_bytes: data,
-        duration,
-        trimmed_bytes: trimmed,
-    })
 }
 
 /// Messages from the relay task to the writer. Frames travel inline (640 bytes) in the
@@ -496,7 +376,7 @@ pub(crate) async fn start(
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
         let mut f = File::create_new(&p).map_err(io_err(&p))?;
-        f.write_all(&wav_header(0)).map_err(io_err(&p))?;
+        f.write_all(&wav::header(FORMAT, 0)).map_err(io_err(&p))?;
         Ok(f)
     })
     .await
@@ -686,14 +566,10 @@ impl Writer {
     }
 }
 
+/// Appends `data` and sets the header's sizes to `data_len` (at most [`MAX_DATA_BYTES`]).
 fn write_and_patch(file: &mut File, data: &[u8], data_len: u64, sync: bool) -> std::io::Result<()> {
     file.write_all(data)?;
-    let data_len = data_len as u32;
-    file.seek(SeekFrom::Start(4))?;
-    file.write_all(&data_len.saturating_add(36).to_le_bytes())?;
-    file.seek(SeekFrom::Start(40))?;
-    file.write_all(&data_len.to_le_bytes())?;
-    file.seek(SeekFrom::End(0))?;
+    wav::patch_sizes(file, data_len as u32)?;
     if sync {
         file.sync_all()?;
     }
@@ -710,20 +586,6 @@ mod tests {
         let p = dir.join(name);
         let _ = std::fs::remove_file(&p);
         p
-    }
-
-    #[test]
-    fn header_is_what_hound_expects() {
-        let mut bytes = wav_header(8).to_vec();
-        bytes.extend_from_slice(&[1, 0, 2, 0, 3, 0, 4, 0]);
-        let r = hound::WavReader::new(std::io::Cursor::new(bytes)).unwrap();
-        let spec = r.spec();
-        assert_eq!(
-            (spec.channels, spec.sample_rate, spec.bits_per_sample),
-            (2, 8000, 16)
-        );
-        let s: Vec<i16> = r.into_samples().map(|s| s.unwrap()).collect();
-        assert_eq!(s, vec![1, 2, 3, 4]);
     }
 
     #[test]
@@ -746,53 +608,6 @@ mod tests {
         assert_eq!(out[0], 0);
         r.push_g711(Law::Alaw, &vec![0xD5; 3 * RING_SAMPLES]);
         assert_eq!(r.len, RING_SAMPLES);
-    }
-
-    #[test]
-    fn repair_fixes_sizes_and_trims_partial_frames() {
-        let p = tmp("crashed.wav");
-        let mut bytes = wav_header(0).to_vec();
-        for i in 0..1000i16 {
-            bytes.extend_from_slice(&i.to_le_bytes());
-            bytes.extend_from_slice(&(-i).to_le_bytes());
-        }
-        bytes.extend_from_slice(&[7, 7, 7]); // a torn last frame
-        std::fs::write(&p, &bytes).unwrap();
-        let out = repair_wav(&p).unwrap();
-        assert!(out.changed);
-        assert_eq!(out.data_bytes, 4000);
-        assert_eq!(out.trimmed_bytes, 3);
-        assert_eq!(out.duration, Duration::from_millis(125));
-        let r = hound::WavReader::open(&p).unwrap();
-        assert_eq!(r.duration(), 1000);
-        let s: Vec<i16> = r.into_samples().map(|s| s.unwrap()).collect();
-        assert_eq!((s[0], s[1], s[1998], s[1999]), (0, 0, 999, -999));
-        // Again: nothing to do.
-        let again = repair_wav(&p).unwrap();
-        assert!(!again.changed);
-        assert_eq!(again.data_bytes, 4000);
-        // A header that claims more than there is (the streaming 0xFFFFFFFF) is fixed too.
-        let mut lying = std::fs::read(&p).unwrap();
-        lying[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
-        lying[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-        std::fs::write(&p, &lying).unwrap();
-        assert!(repair_wav(&p).unwrap().changed);
-        assert_eq!(hound::WavReader::open(&p).unwrap().duration(), 1000);
-        std::fs::remove_file(&p).unwrap();
-    }
-
-    #[test]
-    fn repair_rejects_non_wav() {
-        let p = tmp("junk.wav");
-        std::fs::write(&p, b"hello world, not a wav at all").unwrap();
-        assert!(matches!(repair_wav(&p), Err(RecordError::NotWav { .. })));
-        std::fs::write(&p, b"RIFF\0\0\0\0WAVE").unwrap();
-        assert!(matches!(repair_wav(&p), Err(RecordError::NotWav { .. })));
-        assert!(matches!(
-            repair_wav(p.with_extension("missing")),
-            Err(RecordError::Io { .. })
-        ));
-        std::fs::remove_file(&p).unwrap();
     }
 
     #[tokio::test]
@@ -821,7 +636,7 @@ mod tests {
         tap.set_paused(false);
         // While it runs, the header follows the data (within an interval).
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mid = repair_wav(&p).unwrap();
+        let mid = wav::repair_wav(&p).unwrap();
         assert!(!mid.changed, "header already up to date: {mid:?}");
         assert_eq!(mid.data_bytes, 10 * FRAME_BYTES as u64);
         tap.tick();

@@ -668,20 +668,8 @@ fn read_cache_wav(bytes: &[u8]) -> Result<Pcm8k, String> {
 
 /// 8 kHz mono 16-bit WAV bytes of `pcm`.
 fn encode_wav(pcm: &Pcm8k) -> std::io::Result<Vec<u8>> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: SAMPLE_RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut cur = std::io::Cursor::new(Vec::with_capacity(44 + pcm.len() * 2));
-    let to_io = |e: hound::Error| std::io::Error::other(e.to_string());
-    let mut w = hound::WavWriter::new(&mut cur, spec).map_err(to_io)?;
-    for s in pcm.samples() {
-        w.write_sample(*s).map_err(to_io)?;
-    }
-    w.finalize().map_err(to_io)?;
-    Ok(cur.into_inner())
+    crate::wav::encode_pcm16(crate::wav::Pcm16Spec::MONO_8K, pcm.samples())
+        .map_err(std::io::Error::other)
 }
 
 #[cfg(test)]

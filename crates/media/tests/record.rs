@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookflash_media::audio::Pcm8k;
-use hookflash_media::record::{repair_wav, RecordError, RecordOptions};
+use hookflash_media::record::{RecordError, RecordOptions};
 use hookflash_media::relay::{Bridge, BridgeHandle, BridgeOptions, Leg};
 use hookflash_media::rtp::write_header;
+use hookflash_media::wav::repair_wav;
 use hookflash_media::{Law, MediaStats, PortPool};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;

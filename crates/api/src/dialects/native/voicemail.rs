@@ -13,6 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
+use hookflash_media::wav::{encode_pcm16, Pcm16Spec};
 use hookflash_store::normalize::number_digits;
 use hookflash_store::{Forwarding, StoreError, User, VoicemailMessage};
 use serde::{Deserialize, Serialize};
@@ -287,29 +288,6 @@ async fn read_limited(
     Ok(out)
 }
 
-/// A canonical 16-bit 8 kHz mono PCM WAV of the samples.
-fn wav_8k_mono(samples: &[i16]) -> Vec<u8> {
-    let data_len = (samples.len() * 2) as u32;
-    let mut out = Vec::with_capacity(44 + samples.len() * 2);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&data_len.saturating_add(36).to_le_bytes());
-    out.extend_from_slice(b"WAVE");
-    out.extend_from_slice(b"fmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&8000u32.to_le_bytes());
-    out.extend_from_slice(&16000u32.to_le_bytes()); // bytes per second
-    out.extend_from_slice(&2u16.to_le_bytes()); // block align
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for s in samples {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out
-}
-
 /// Validates an uploaded greeting and converts it to the 8 kHz mono WAV that is stored.
 fn convert_greeting(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
     if bytes.is_empty() {
@@ -317,7 +295,8 @@ fn convert_greeting(bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
     }
     let pcm = hookflash_media::audio::load_wav_limited(bytes, MAX_GREETING_DURATION)
         .map_err(|e| format!("the greeting must be a WAV file: {e}"))?;
-    Ok(wav_8k_mono(pcm.samples()))
+    encode_pcm16(Pcm16Spec::MONO_8K, pcm.samples())
+        .map_err(|e| format!("the greeting cannot be stored: {e}"))
 }
 
 fn greetings_dir(state: &AppState) -> Result<PathBuf> {
@@ -825,25 +804,17 @@ mod tests {
     fn greetings_are_converted_to_8k_mono() {
         // A 16 kHz stereo 16-bit WAV of 0.5 s.
         let frames = 8000usize;
-        let mut wav = Vec::new();
-        let data_len = (frames * 4) as u32;
-        wav.extend_from_slice(b"RIFF");
-        wav.extend_from_slice(&(data_len + 36).to_le_bytes());
-        wav.extend_from_slice(b"WAVEfmt ");
-        wav.extend_from_slice(&16u32.to_le_bytes());
-        wav.extend_from_slice(&1u16.to_le_bytes());
-        wav.extend_from_slice(&2u16.to_le_bytes());
-        wav.extend_from_slice(&16000u32.to_le_bytes());
-        wav.extend_from_slice(&64000u32.to_le_bytes());
-        wav.extend_from_slice(&4u16.to_le_bytes());
-        wav.extend_from_slice(&16u16.to_le_bytes());
-        wav.extend_from_slice(b"data");
-        wav.extend_from_slice(&data_len.to_le_bytes());
-        for i in 0..frames {
-            let v = ((i as f32 * 0.1).sin() * 8000.0) as i16;
-            wav.extend_from_slice(&v.to_le_bytes());
-            wav.extend_from_slice(&v.to_le_bytes());
-        }
+        let samples: Vec<i16> = (0..frames)
+            .flat_map(|i| {
+                let v = ((i as f32 * 0.1).sin() * 8000.0) as i16;
+                [v, v]
+            })
+            .collect();
+        let spec = Pcm16Spec {
+            channels: 2,
+            sample_rate: 16_000,
+        };
+        let wav = encode_pcm16(spec, &samples).unwrap();
         let out = convert_greeting(&wav).unwrap();
         assert_eq!(&out[0..4], b"RIFF");
         assert_eq!(&out[8..16], b"WAVEfmt ");

@@ -19,6 +19,9 @@ use axum::Json;
 use hookflash_engine::{CallDirection, EndCause};
 use hookflash_store::{CallRecord, UserCallFilter};
 use serde::Serialize;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 use tracing::debug;
 
 use super::SipgateState;
@@ -426,103 +429,73 @@ pub(crate) async fn recording_audio(
     Ok(crate::wav::response(&rec).await?)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+/// How the dialect writes dates: UTC with milliseconds, `2024-05-01T12:34:56.789Z` (what
+/// JavaScript's `Date.toISOString` gives and the SDK turns back into `Date`s).
+const WIRE_DATE: &[BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+/// The date of a query date-time (`2024-05-01`; leading zeros may be left out).
+const QUERY_DATE: &[BorrowedFormatItem<'_>] =
+    format_description!("[year padding:none]-[month padding:none]-[day padding:none]");
+/// Its clock: `12:34`, `12:34:56`, `12:34:56.789` (any fraction down to nanoseconds).
+const QUERY_CLOCK: &[BorrowedFormatItem<'_>] = format_description!(
+    version = 2,
+    "[hour padding:none]:[minute padding:none][optional [:[second padding:none][optional [.[subsecond]]]]]"
+);
+/// Its zone offset: `+02:00` or `+0200`.
+const QUERY_OFFSET: &[BorrowedFormatItem<'_>] = format_description!(
+    version = 2,
+    "[offset_hour sign:mandatory][optional [:]][offset_minute]"
+);
 
-/// (year, month, day) of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// Unix milliseconds as ISO-8601 UTC: `2024-05-01T12:34:56.789Z`.
+/// Unix milliseconds as ISO-8601 UTC: `2024-05-01T12:34:56.789Z`. Instants beyond the years
+/// -9999 to 9999 are written as the nearest of the two.
 pub(crate) fn iso(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let rest = ms.rem_euclid(86_400_000);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3_600_000,
-        rest / 60_000 % 60,
-        rest / 1000 % 60,
-        rest % 1000
-    )
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(
+        if ms < 0 {
+            PrimitiveDateTime::MIN.assume_utc()
+        } else {
+            PrimitiveDateTime::MAX.assume_utc()
+        },
+    );
+    // Every component the description names is in an `OffsetDateTime`: this cannot fail.
+    t.format(WIRE_DATE).unwrap_or_default()
 }
 
 /// ISO-8601 date or date-time (`2024-05-01`, `2024-05-01T12:34[:56[.789]]` with `Z`, `±HH:MM`,
 /// `±HHMM` or nothing for UTC) as Unix milliseconds.
 pub(crate) fn parse_iso(s: &str) -> Option<i64> {
     let s = s.trim();
-    let num = |t: &str| -> Option<i64> {
-        (!t.is_empty() && t.chars().all(|c| c.is_ascii_digit()))
-            .then(|| t.parse().ok())
-            .flatten()
-    };
-    let (date, time) = match s.split_once(['T', 't', ' ']) {
+    let (date, clock) = match s.split_once(['T', 't', ' ']) {
         Some((d, t)) => (d, Some(t)),
         None => (s, None),
     };
-    let mut dp = date.split('-');
-    let (y, m, d) = (num(dp.next()?)?, num(dp.next()?)?, num(dp.next()?)?);
-    if dp.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let mut ms = days_from_civil(y, m, d) * 86_400_000;
-    if let Some(t) = time {
-        // Split off the zone: 'Z', or the last '+'/'-' (a '+' may arrive decoded as ' ').
-        let (clock, offset_min) = if let Some(c) = t.strip_suffix(['Z', 'z']) {
-            (c, 0)
-        } else if let Some(i) = t.rfind(['+', '-', ' ']) {
-            let (c, z) = t.split_at(i);
-            let sign = if z.starts_with('-') { -1 } else { 1 };
-            let z = z[1..].replace(':', "");
-            if z.len() != 4 {
-                return None;
-            }
-            let (h, mi) = (num(&z[..2])?, num(&z[2..])?);
-            (c, sign * (h * 60 + mi))
-        } else {
-            (t, 0)
+    let date = Date::parse(date, QUERY_DATE).ok()?;
+    let Some(clock) = clock else {
+        return Some(unix_ms(date.midnight().assume_utc()));
+    };
+    // Split off the zone: 'Z', or the last '+'/'-' (a '+' may arrive decoded as ' ').
+    let (clock, offset) = if let Some(c) = clock.strip_suffix(['Z', 'z']) {
+        (c, UtcOffset::UTC)
+    } else if let Some(i) = clock.rfind(['+', '-', ' ']) {
+        let (c, zone) = clock.split_at(i);
+        let zone = match zone.strip_prefix(' ') {
+            Some(rest) => format!("+{rest}"),
+            None => zone.to_string(),
         };
-        let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
-        let mut tp = hms.split(':');
-        let h = num(tp.next()?)?;
-        let mi = num(tp.next()?)?;
-        let sec = match tp.next() {
-            Some(x) => num(x)?,
-            None => 0,
-        };
-        if tp.next().is_some() || h > 23 || mi > 59 || sec > 60 {
-            return None;
-        }
-        let frac_ms = if frac.is_empty() {
-            0
-        } else {
-            let digits: String = frac.chars().chain("000".chars()).take(3).collect();
-            num(&digits)?
-        };
-        if !frac.is_empty() && num(frac).is_none() {
-            return None;
-        }
-        ms += ((h * 60 + mi - offset_min) * 60 + sec) * 1000 + frac_ms;
-    }
-    Some(ms)
+        (c, UtcOffset::parse(&zone, QUERY_OFFSET).ok()?)
+    } else {
+        (clock, UtcOffset::UTC)
+    };
+    let time = Time::parse(clock, QUERY_CLOCK).ok()?;
+    Some(unix_ms(
+        PrimitiveDateTime::new(date, time).assume_offset(offset),
+    ))
+}
+
+/// Unix milliseconds of an instant (rounded down, as the fraction's first three digits).
+fn unix_ms(t: OffsetDateTime) -> i64 {
+    // Years -9999..=9999 are about ±3.2e14 ms: always within an i64.
+    t.unix_timestamp_nanos().div_euclid(1_000_000) as i64
 }
 
 #[cfg(test)]
@@ -588,14 +561,31 @@ mod tests {
             Some(1_714_566_896_700)
         );
         assert_eq!(parse_iso("2024-05-01T12:34"), Some(1_714_566_840_000));
+        assert_eq!(parse_iso(" 2024-5-1t12:34z "), Some(1_714_566_840_000));
+        assert_eq!(
+            parse_iso("2024-05-01 12:34:56.789999+0000"),
+            Some(1_714_566_896_789),
+            "fractions are cut to milliseconds"
+        );
+        assert_eq!(parse_iso("1969-12-31T23:59:59.9999Z"), Some(-1));
+        // The ends of what can be written.
+        assert_eq!(iso(i64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(parse_iso(&iso(i64::MAX)), Some(253_402_300_799_999));
+        assert_eq!(iso(i64::MIN), iso(parse_iso("-9999-01-01").unwrap()));
         for bad in [
             "",
             "x",
             "2024-13-01",
+            "2024-02-30",
             "2024-05-01T25:00",
+            "2024-05-01T12:60",
             "2024-05-01T12:34:56.x",
+            "2024-05-01T12:34:56.",
             "2024-05",
+            "2024-05-01T12",
             "2024-05-01T12:34+2",
+            "2024-05-01T12:34+26:00",
+            "2024-05-01T12:34:56Zx",
         ] {
             assert_eq!(parse_iso(bad), None, "{bad}");
         }
