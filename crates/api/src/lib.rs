@@ -25,6 +25,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use hookflash_apps::{Delivery, DeliveryConfig};
 use hookflash_engine::Engine;
 use serde_json::json;
 use thiserror::Error;
@@ -72,6 +73,8 @@ pub struct AppState {
     /// The key that signs user access tokens (sipgate's password grant today, RingCentral's
     /// next; the native API recognises them to refuse them clearly); loaded on first use.
     pub(crate) user_tokens: Arc<user_token::KeyCell>,
+    /// The webhook client every dialect (and the application runtime) delivers through.
+    pub delivery: Delivery,
 }
 
 impl AppState {
@@ -80,7 +83,13 @@ impl AppState {
     }
 
     pub fn with_guard(engine: Engine, config: guard::GuardConfig) -> Self {
+        let delivery = Delivery::new(DeliveryConfig::default(), CancellationToken::new());
+        Self::with_parts(engine, config, delivery)
+    }
+
+    pub fn with_parts(engine: Engine, config: guard::GuardConfig, delivery: Delivery) -> Self {
         AppState {
+            delivery,
             engine,
             guard: Arc::new(guard::AuthGuard::new(config)),
             user_tokens: Arc::new(user_token::KeyCell::default()),
@@ -129,6 +138,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         text.truncate(text.len() - "# EOF\n".len());
     }
     guard_metrics(&state.guard, &mut text);
+    state.delivery.metrics_text(&mut text);
     if eof {
         text.push_str("# EOF\n");
     }
@@ -216,8 +226,9 @@ pub async fn bind_with(
     let local = listener
         .local_addr()
         .map_err(|source| ApiError::Bind { addr, source })?;
-    sipgate::webhooks::spawn(engine.clone(), stop.clone());
-    let app = router_with_state(AppState::with_guard(engine, options.auth_guard));
+    let delivery = Delivery::new(DeliveryConfig::default(), stop.clone());
+    sipgate::webhooks::spawn(engine.clone(), delivery.clone(), stop.clone());
+    let app = router_with_state(AppState::with_parts(engine, options.auth_guard, delivery));
     let fut = async move {
         server::serve(listener, app, stop, options.header_read_timeout).await;
         Ok(())

@@ -130,7 +130,9 @@ pub enum CallCommand {
         reply: Reply<CallInfo>,
     },
     /// A phone dialled this call's orbit.
-    PickUp { pickup: Box<Pickup> },
+    PickUp {
+        pickup: Box<Pickup>,
+    },
     /// Another call takes over the party opposite the dialog with this SIP Call-ID
     /// (REFER/Replaces); this call then ends and passes its dialog events on to `to`.
     HandOff {
@@ -140,6 +142,23 @@ pub enum CallCommand {
     },
     /// A dialog event of a party handed over from another call.
     DialogEvent(Box<DialogState>),
+    /// Application calls (`app.rs`): answer (or early media), decline, play, stop playing.
+    AppAnswer {
+        early: bool,
+        reply: Reply<()>,
+    },
+    AppDecline {
+        status: u16,
+        reply: Reply<()>,
+    },
+    AppPlay {
+        pcm: Pcm8k,
+        early: bool,
+        reply: Reply<tokio::sync::oneshot::Receiver<PlaybackEnd>>,
+    },
+    AppStopPlay {
+        reply: Reply<()>,
+    },
     /// Internal: a playback the actor started has ended.
     PlaybackEnded {
         side: u8,
@@ -198,6 +217,8 @@ enum Phase {
     Ended,
 }
 
+mod app;
+use app::AppSession;
 mod consult;
 mod originate;
 mod park;
@@ -363,14 +384,48 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         engine.pick_up(&account.id, &dialled, pickup).await;
         return;
     }
-    let (targets, callee_label, direction, callee_user) =
-        match resolve_destination(&engine, &account.id, &origin, &dialled).await {
+    // An application's number (of the caller's own account): the application runs the
+    // call instead of anyone being rung.
+    let application = match &origin {
+        Origin::Trunk { .. } | Origin::User { .. } => store
+            .application_for_number(&dialled)
+            .await
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "cannot look up the number's application");
+                None
+            })
+            .filter(|app| app.account_id == account.id),
+        Origin::Account { .. } | Origin::Outside { .. } => None,
+    };
+    let app_permit = match &application {
+        Some(app) => match engine.inner.apps.reserve() {
+            Some(permit) if engine.inner.apps.has_runtime() => Some((permit, app.clone())),
+            _ => {
+                warn!(application = %app.id, "no application runtime or its queue is full");
+                reply(&mut tx, StatusCode::ServiceUnavailable, vec![]).await;
+                return;
+            }
+        },
+        None => None,
+    };
+    let (targets, callee_label, direction, callee_user) = match &app_permit {
+        Some((_, app)) => (
+            Vec::new(),
+            app.name.clone(),
+            match origin {
+                Origin::Trunk { .. } => CallDirection::Inbound,
+                _ => CallDirection::Internal,
+            },
+            None,
+        ),
+        None => match resolve_destination(&engine, &account.id, &origin, &dialled).await {
             Ok(d) => (d.targets, d.label, d.direction, d.owner),
             Err(e) => {
                 reply(&mut tx, StatusCode::from(e.status), vec![]).await;
                 return;
             }
-        };
+        },
+    };
 
     // 4. Media: both legs' sockets now, so the B offer can carry our address.
     let (a_pair, b_pair) = match (engine.inner.ports.allocate(), engine.inner.ports.allocate()) {
@@ -461,6 +516,40 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
     );
     actor.a_timer = a_timer;
     actor.a_allows_update = a_allows_update;
+    if let Some((permit, app)) = app_permit {
+        actor.app = Some(AppSession {
+            application_id: app.id.clone(),
+        });
+        permit.send(crate::apps::AppCall {
+            account_id: actor.account_id.clone(),
+            call_id: actor.id.clone(),
+            leg_id: actor.a_leg.id.clone(),
+            application_id: app.id,
+            from: actor.caller_number.clone(),
+            to: actor.dialled.clone(),
+            caller_name: actor.caller_name.clone(),
+            sip_call_id: actor.a_call_id.clone(),
+            direction: actor.direction,
+            request_uri: req.uri.to_string(),
+            headers: req
+                .headers
+                .iter()
+                .filter_map(|h| {
+                    let text = h.to_string();
+                    let (name, value) = text.split_once(':')?;
+                    // Our own transport stamp is not the caller's.
+                    if name
+                        .trim()
+                        .eq_ignore_ascii_case(hookflash_sip::source::SOURCE_HEADER)
+                    {
+                        return None;
+                    }
+                    Some((name.trim().to_string(), value.trim().to_string()))
+                })
+                .collect(),
+        });
+        info!("call runs an application");
+    }
     actor.send_forks(&targets);
     // Its own task: the set-up future above is four times the size of the actor's, and
     // would otherwise stay allocated for as long as the call lasts.
@@ -607,6 +696,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         originated: None,
         parked: None,
         voicemail: None,
+        app: None,
         handed_off: None,
         states_to: None,
         ring_deadline: None,
@@ -977,6 +1067,8 @@ struct CallActor {
     parked: Option<Parked>,
     /// Set while a caller is in a user's mailbox.
     voicemail: Option<VoicemailSession>,
+    /// Set for a call an application runs (see `app.rs`).
+    app: Option<AppSession>,
     /// After a REFER/Replaces hand-over: the SIP Call-ID of the dialog given away (not ours
     /// to remove), and the call that now gets this call's dialog events.
     handed_off: Option<String>,
@@ -1126,7 +1218,7 @@ impl CallActor {
         mut states: CallStateReceiver,
         mut commands: CommandReceiver,
     ) {
-        if self.forks.is_empty() && self.originated.is_none() {
+        if self.forks.is_empty() && self.originated.is_none() && self.app.is_none() {
             self.fail_caller(503, EndCause::Failed);
         }
         if self
@@ -1190,7 +1282,10 @@ impl CallActor {
                 }
                 _ = tokio::time::sleep_until(ring_deadline), if self.phase == Phase::Ringing => {
                     info!("no answer before the ring timeout");
-                    if !Box::pin(self.try_voicemail()).await {
+                    if self.is_app() {
+                        // The application neither answered nor declined in time.
+                        self.fail_caller(480, EndCause::NoAnswer);
+                    } else if !Box::pin(self.try_voicemail()).await {
                         Box::pin(self.cancel_forks(None)).await;
                         self.fail_caller(408, EndCause::NoAnswer);
                     }
@@ -1802,6 +1897,18 @@ impl CallActor {
                 }
             }
             CallCommand::Hold { target, on, reply } => self.start_hold(target, on, reply),
+            CallCommand::AppAnswer { early, reply } => {
+                let _ = reply.send(self.app_answer(early));
+            }
+            CallCommand::AppDecline { status, reply } => {
+                let _ = reply.send(self.app_decline(status));
+            }
+            CallCommand::AppPlay { pcm, early, reply } => {
+                let _ = reply.send(self.app_play(pcm, early));
+            }
+            CallCommand::AppStopPlay { reply } => {
+                let _ = reply.send(self.app_stop_play());
+            }
             CallCommand::Play {
                 target,
                 pcm,

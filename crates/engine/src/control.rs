@@ -197,7 +197,7 @@ impl Engine {
         }
     }
 
-    async fn send_command<T>(
+    pub(crate) async fn send_command<T>(
         &self,
         account_id: &str,
         call_id: &str,
@@ -258,7 +258,7 @@ impl Engine {
         .await
     }
 
-    async fn resolve_audio(
+    pub(crate) async fn resolve_audio(
         &self,
         source: &AudioSource,
     ) -> Result<hookflash_media::audio::Pcm8k, CommandError> {

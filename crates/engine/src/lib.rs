@@ -2,6 +2,7 @@
 //! to the registrar, to the dialog it belongs to, or to a new call actor; one task per call
 //! owns that call's dialogs and media bridge and handles its events in order.
 
+pub mod apps;
 mod auth;
 mod call;
 pub mod control;
@@ -105,6 +106,8 @@ pub(crate) struct EngineInner {
     pub sip_port: u16,
     /// Each account's calls out through its trunk (fraud brakes).
     pub outbound: Arc<dialing::OutboundGate>,
+    /// Calls to application numbers, on their way to the application runtime.
+    pub apps: apps::AppChannel,
 }
 
 pub(crate) struct CallEntry {
@@ -224,6 +227,7 @@ impl Engine {
                 stopped: CancellationToken::new(),
                 sip_port,
                 outbound: dialing::OutboundGate::new(),
+                apps: apps::AppChannel::new(),
             }),
         };
         let challenger = stateless::Challenger {

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod api_keys;
+mod applications;
 mod cache;
 mod calls;
 mod crypto;
@@ -23,6 +24,7 @@ mod trunks;
 mod users;
 mod voicemail;
 
+pub use applications::{Application, ApplicationNumber, ApplicationSpec, Hook, HookMethod};
 pub use calls::UserCallFilter;
 pub use crypto::{
     api_key_hash, constant_time_eq, generate_api_key, generate_password, ha1, random_hex,

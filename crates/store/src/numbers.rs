@@ -48,6 +48,18 @@ impl Store {
             user_id: user.id,
         };
         let mut tx = self.begin_provisioning().await?;
+        // Unique across user numbers and application numbers.
+        let taken: Option<String> =
+            sqlx::query_scalar("SELECT id FROM application_numbers WHERE digits = $1")
+                .bind(&digits)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "number {} is already assigned",
+                n.number
+            )));
+        }
         sqlx::query(
             "INSERT INTO numbers (id, account_id, number, digits, user_id, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",

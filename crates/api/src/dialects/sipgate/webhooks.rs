@@ -12,33 +12,24 @@
 //!   Digits the user presses themselves are not sent to their own app.
 //! - Numbers are sent without '+'.
 //! - Delivery never blocks a call: the engine publishes without waiting; this task hands each
-//!   delivery to a worker per webhook URL through a bounded queue (full: the event is dropped
-//!   and logged); a worker retries failures (connection errors, timeouts, 429, 5xx) with
-//!   exponential backoff, in order per URL.
+//!   delivery to the shared webhook delivery (`hookflash_apps::delivery`): in order per
+//!   webhook URL through a bounded queue (full: the event is dropped, logged and counted),
+//!   retried on connection errors, timeouts, 429 and 5xx with exponential backoff.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
+use hookflash_apps::{Delivery, Request};
 use hookflash_engine::{
     CallDirection, CallInfo, EndCause, Engine, Event, EventKind, LegInfo, LegRole,
 };
 use hookflash_store::{normalize::check_webhook_url, User};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::sipgate::auth::login_name;
 use crate::sipgate::numbers::{dids, leg_number, without_plus, Dids};
-
-/// Deliveries waiting per webhook URL before new ones are dropped.
-pub const QUEUE_PER_URL: usize = 256;
-/// Attempts per delivery (the first try and the retries).
-pub const ATTEMPTS: u32 = 5;
-/// Backoff before the first retry; doubled for each further one.
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-/// Per-request timeout.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -48,13 +39,11 @@ enum Kind {
     Dtmf,
 }
 
-#[derive(Debug)]
-struct Job {
-    kind: Kind,
-    /// (call id, user id): the follow-up URLs of a newCall answer are kept per key.
-    key: (String, String),
-    form: Vec<(String, String)>,
-}
+/// (call id, user id): the follow-up URLs of a newCall answer are kept per key.
+type FollowKey = (String, String);
+/// The follow-up URLs of every (call, user) whose newCall was answered; filled and read by
+/// the delivery jobs, which run in order per webhook URL.
+type FollowMap = Arc<Mutex<HashMap<FollowKey, FollowUps>>>;
 
 /// One user of the account on a call who has a webhook.
 #[derive(Debug, Clone)]
@@ -125,26 +114,14 @@ fn push_direction(role: LegRole) -> &'static str {
 }
 
 /// Starts the dispatcher. It runs until `stop` is cancelled.
-pub fn spawn(engine: Engine, stop: CancellationToken) {
-    crate::install_crypto_provider();
-    let client = match reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .user_agent(concat!("hookflash/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "cannot build the webhook HTTP client; sipgate webhooks are off");
-            return;
-        }
-    };
+pub fn spawn(engine: Engine, delivery: Delivery, stop: CancellationToken) {
     // The live feed carries every account's events; the account filter is ours.
     let live = engine.events().subscribe_all();
     let dispatcher = Dispatcher {
         engine,
-        client,
+        delivery,
         stop,
-        workers: HashMap::new(),
+        follow: FollowMap::default(),
         calls: HashMap::new(),
     };
     tokio::spawn(dispatcher.run(live));
@@ -152,9 +129,9 @@ pub fn spawn(engine: Engine, stop: CancellationToken) {
 
 struct Dispatcher {
     engine: Engine,
-    client: reqwest::Client,
+    delivery: Delivery,
     stop: CancellationToken,
-    workers: HashMap<String, mpsc::Sender<Job>>,
+    follow: FollowMap,
     /// Webhook targets of each call, decided at `new`.
     calls: HashMap<String, Vec<Target>>,
 }
@@ -211,12 +188,18 @@ impl Dispatcher {
                 continue;
             }
             let form = form(kind, &event, target, &numbers);
-            let job = Job {
+            let key = (event.call_id.clone(), target.user.id.clone());
+            let job = deliver(
+                self.delivery.clone(),
+                self.follow.clone(),
+                target.url.clone(),
                 kind,
-                key: (event.call_id.clone(), target.user.id.clone()),
+                key,
                 form,
-            };
-            self.enqueue(&target.url, job);
+            );
+            if !self.delivery.enqueue(&target.url, Box::pin(job)) {
+                warn!(url = %target.url, event = ?kind, "sipgate push event dropped");
+            }
         }
     }
 
@@ -262,25 +245,6 @@ impl Dispatcher {
             });
         }
         out
-    }
-
-    fn enqueue(&mut self, url: &str, job: Job) {
-        let sender = self.workers.entry(url.to_string()).or_insert_with(|| {
-            spawn_worker(self.client.clone(), url.to_string(), self.stop.clone())
-        });
-        match sender.try_send(job) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(job)) => {
-                warn!(url, event = ?job.kind, "webhook queue full; event dropped")
-            }
-            Err(mpsc::error::TrySendError::Closed(job)) => {
-                let sender = spawn_worker(self.client.clone(), url.to_string(), self.stop.clone());
-                if sender.try_send(job).is_err() {
-                    warn!(url, "webhook worker unavailable; event dropped");
-                }
-                self.workers.insert(url.to_string(), sender);
-            }
-        }
     }
 }
 
@@ -378,16 +342,6 @@ fn form(kind: Kind, event: &Event, target: &Target, dids: &Dids) -> Vec<(String,
     f
 }
 
-fn spawn_worker(
-    client: reqwest::Client,
-    url: String,
-    stop: CancellationToken,
-) -> mpsc::Sender<Job> {
-    let (tx, rx) = mpsc::channel(QUEUE_PER_URL);
-    tokio::spawn(worker(client, url, rx, stop));
-    tx
-}
-
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FollowUps {
     pub on_answer: Option<String>,
@@ -396,94 +350,51 @@ pub struct FollowUps {
     pub on_data: Option<String>,
 }
 
-async fn worker(
-    client: reqwest::Client,
-    url: String,
-    mut rx: mpsc::Receiver<Job>,
-    stop: CancellationToken,
-) {
-    let mut follow: HashMap<(String, String), FollowUps> = HashMap::new();
-    loop {
-        let job = tokio::select! {
-            _ = stop.cancelled() => break,
-            j = rx.recv() => match j { Some(j) => j, None => break },
-        };
-        match job.kind {
-            Kind::NewCall => {
-                if let Some(body) = deliver(&client, &url, &job.form, &stop).await {
-                    follow.insert(job.key, parse_follow_ups(&body));
-                }
-            }
-            Kind::Answer => {
-                let target = follow.get(&job.key).and_then(|f| f.on_answer.clone());
-                if let Some(target) = target {
-                    deliver(&client, &target, &job.form, &stop).await;
-                }
-            }
-            Kind::Hangup => {
-                if let Some(target) = follow.remove(&job.key).and_then(|f| f.on_hangup) {
-                    deliver(&client, &target, &job.form, &stop).await;
-                }
-            }
-            Kind::Dtmf => {
-                let target = follow
-                    .get(&job.key)
-                    .and_then(|f| f.on_data.clone())
-                    .unwrap_or_else(|| url.clone());
-                deliver(&client, &target, &job.form, &stop).await;
-            }
-        }
+fn lock(follow: &FollowMap) -> std::sync::MutexGuard<'_, HashMap<FollowKey, FollowUps>> {
+    match follow.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
-/// POSTs the form; retries with backoff. Returns the 2xx answer's body, None if it failed.
+/// One push event's delivery, run in order with the others of the user's webhook URL: a
+/// `newCall` answer's follow-up URLs are known before that call's `answer` is sent.
 async fn deliver(
-    client: &reqwest::Client,
-    url: &str,
-    form: &[(String, String)],
-    stop: &CancellationToken,
-) -> Option<String> {
-    let event = form
-        .first()
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let mut backoff = FIRST_BACKOFF;
-    for attempt in 1..=ATTEMPTS {
-        let result = client.post(url).form(form).send().await;
-        let retry = match result {
-            Ok(resp) if resp.status().is_success() => {
-                let body = resp.text().await.unwrap_or_default();
-                info!(url, event, attempt, "webhook delivered");
-                return Some(body);
-            }
-            Ok(resp) => {
-                let s = resp.status();
-                warn!(
-                    url,
-                    event,
-                    attempt,
-                    status = s.as_u16(),
-                    "webhook answered with an error"
-                );
-                s.is_server_error() || s.as_u16() == 429
-            }
-            Err(e) => {
-                warn!(url, event, attempt, error = %e, "webhook delivery failed");
-                true
-            }
-        };
-        if !retry || attempt == ATTEMPTS {
-            break;
+    delivery: Delivery,
+    follow: FollowMap,
+    url: String,
+    kind: Kind,
+    key: FollowKey,
+    form: Vec<(String, String)>,
+) {
+    let label = match kind {
+        Kind::NewCall => "newCall",
+        Kind::Answer => "answer",
+        Kind::Hangup => "hangup",
+        Kind::Dtmf => "dtmf",
+    };
+    let target = match kind {
+        Kind::NewCall => Some(url.clone()),
+        Kind::Answer => lock(&follow).get(&key).and_then(|f| f.on_answer.clone()),
+        Kind::Hangup => lock(&follow).remove(&key).and_then(|f| f.on_hangup),
+        Kind::Dtmf => Some(
+            lock(&follow)
+                .get(&key)
+                .and_then(|f| f.on_data.clone())
+                .unwrap_or_else(|| url.clone()),
+        ),
+    };
+    let Some(target) = target else {
+        return;
+    };
+    let result = delivery
+        .send(&Request::post_form(&target, form, label))
+        .await;
+    if kind == Kind::NewCall {
+        if let Ok(reply) = result {
+            lock(&follow).insert(key, parse_follow_ups(&reply.body));
         }
-        tokio::select! {
-            _ = stop.cancelled() => return None,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = backoff.saturating_mul(2);
     }
-    warn!(url, event, "webhook given up");
-    None
 }
 
 fn unescape_xml(s: &str) -> String {

@@ -1,0 +1,131 @@
+//! The engine's side of application calls: a call to a number routed to an application is
+//! handed to the application runtime as an [`AppCall`] (one channel, taken once by the
+//! runtime), and the runtime drives it with the commands here. The runtime lives above the
+//! engine (`crates/apps`); the engine knows only application ids.
+
+use std::sync::Mutex;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::call::CallCommand;
+use crate::control::{AudioSource, CommandError};
+use crate::model::CallDirection;
+use crate::Engine;
+
+pub use hookflash_media::relay::PlaybackEnd;
+
+/// Application calls waiting for the runtime before new ones are refused (503).
+pub const APP_QUEUE: usize = 1024;
+
+/// A call that entered an application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppCall {
+    pub account_id: String,
+    pub call_id: String,
+    /// The caller's leg: the one the application runs.
+    pub leg_id: String,
+    pub application_id: String,
+    /// The caller's number or extension.
+    pub from: String,
+    /// The number dialled.
+    pub to: String,
+    pub caller_name: Option<String>,
+    /// The caller's SIP Call-ID.
+    pub sip_call_id: String,
+    pub direction: CallDirection,
+    /// The INVITE's Request-URI and headers (name, value), as received.
+    pub request_uri: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The channel application calls travel on.
+pub(crate) struct AppChannel {
+    tx: mpsc::Sender<AppCall>,
+    rx: Mutex<Option<mpsc::Receiver<AppCall>>>,
+}
+
+impl AppChannel {
+    pub(crate) fn new() -> Self {
+        let (tx, rx) = mpsc::channel(APP_QUEUE);
+        AppChannel {
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// A place in the queue, if a runtime listens and the queue has room.
+    pub(crate) fn reserve(&self) -> Option<mpsc::Permit<'_, AppCall>> {
+        self.tx.try_reserve().ok()
+    }
+
+    /// True once the runtime took the receiver (calls to applications are refused before).
+    pub(crate) fn has_runtime(&self) -> bool {
+        match self.rx.lock() {
+            Ok(rx) => rx.is_none() && !self.tx.is_closed(),
+            Err(_) => false,
+        }
+    }
+}
+
+impl Engine {
+    /// The application calls from now on; the runtime takes this once (None afterwards).
+    /// Until it is taken, calls to application numbers are refused with 503.
+    pub fn take_app_calls(&self) -> Option<mpsc::Receiver<AppCall>> {
+        self.inner.apps.rx.lock().ok().and_then(|mut rx| rx.take())
+    }
+
+    /// Answers an application's call (`early`: 183 with SDP, it keeps ringing).
+    pub async fn app_answer(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        early: bool,
+    ) -> Result<(), CommandError> {
+        self.send_command(account_id, call_id, |reply| CallCommand::AppAnswer {
+            early,
+            reply,
+        })
+        .await
+    }
+
+    /// Refuses an application's ringing call with `status` (400-699).
+    pub async fn app_decline(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        status: u16,
+    ) -> Result<(), CommandError> {
+        self.send_command(account_id, call_id, |reply| CallCommand::AppDecline {
+            status,
+            reply,
+        })
+        .await
+    }
+
+    /// Plays to an application's caller (answering first unless `early`); the receiver gets
+    /// how it ended. Audio that cannot be fetched or synthesised is an error, nothing plays.
+    pub async fn app_play(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        source: &AudioSource,
+        early: bool,
+    ) -> Result<oneshot::Receiver<PlaybackEnd>, CommandError> {
+        self.call(account_id, call_id)?;
+        let pcm = self.resolve_audio(source).await?;
+        self.send_command(account_id, call_id, |reply| CallCommand::AppPlay {
+            pcm,
+            early,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops what plays to an application's caller.
+    pub async fn app_stop_play(&self, account_id: &str, call_id: &str) -> Result<(), CommandError> {
+        self.send_command(account_id, call_id, |reply| CallCommand::AppStopPlay {
+            reply,
+        })
+        .await
+    }
+}
