@@ -5,11 +5,12 @@
 //! implementations of the structs holding them redact them so a stray `?config` in a log line
 //! does not leak them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::dial::DialClass;
@@ -278,6 +279,9 @@ pub struct AccountSpec {
     pub numbers: Vec<NumberSpec>,
     #[serde(default)]
     pub trunks: Vec<TrunkSpec>,
+    /// Applications (call hooks) and the numbers routed to them.
+    #[serde(default)]
+    pub applications: Vec<AppSpec>,
     /// Country calling code without `+` (`"49"`): which outside numbers are national.
     /// Absent: left as it is (new accounts: inferred from the account's numbers).
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -319,6 +323,7 @@ impl fmt::Debug for AccountSpec {
             .field("users", &self.users)
             .field("numbers", &self.numbers)
             .field("trunks", &self.trunks)
+            .field("applications", &self.applications)
             .field("country_code", &self.country_code)
             .field("dial", &self.dial)
             .field("outside_sessions", &self.outside_sessions)
@@ -439,6 +444,139 @@ impl TrunkSpec {
         }
         Ok(())
     }
+}
+
+/// HTTP method of an application hook: `"GET"` or `"POST"` (any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HookMethod {
+    Get,
+    #[default]
+    Post,
+}
+
+impl HookMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookMethod::Get => "GET",
+            HookMethod::Post => "POST",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HookMethod {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.eq_ignore_ascii_case("GET") {
+            Ok(HookMethod::Get)
+        } else if s.eq_ignore_ascii_case("POST") {
+            Ok(HookMethod::Post)
+        } else {
+            Err(de::Error::custom(format!(
+                "hook method {s:?} is not \"GET\" or \"POST\""
+            )))
+        }
+    }
+}
+
+/// A hook of an application: a URL string (`"https://app.example/call"`, method POST) or a
+/// table `{ url, method, username, password }` (basic-auth credentials optional).
+#[derive(Clone, PartialEq, Eq)]
+pub struct HookSpec {
+    pub url: String,
+    pub method: HookMethod,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl HookSpec {
+    /// Checks one hook; `what` names it in the message (`application "ivr": call_hook`).
+    pub fn check(&self, what: &str) -> Result<(), String> {
+        check_webhook_url(&self.url).map_err(|e| format!("{what}: {e}"))?;
+        if self.password.is_some() && self.username.is_none() {
+            return Err(format!("{what}: a password needs a username"));
+        }
+        for v in [&self.username, &self.password].into_iter().flatten() {
+            if v.chars().any(char::is_control) || v.len() > 256 {
+                return Err(format!(
+                    "{what}: username and password must be at most 256 characters without \
+                     control characters"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for HookSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HookSpec")
+            .field("url", &self.url)
+            .field("method", &self.method)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .finish()
+    }
+}
+
+/// The table form of a hook.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookTable {
+    url: String,
+    #[serde(default)]
+    method: HookMethod,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    username: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    password: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for HookSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct HookVisitor;
+        impl<'de> Visitor<'de> for HookVisitor {
+            type Value = HookSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a URL string or a table { url, method, username, password }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HookSpec, E> {
+                Ok(HookSpec {
+                    url: v.to_string(),
+                    method: HookMethod::Post,
+                    username: None,
+                    password: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<HookSpec, A::Error> {
+                let t = HookTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(HookSpec {
+                    url: t.url,
+                    method: t.method,
+                    username: t.username,
+                    password: t.password,
+                })
+            }
+        }
+        d.deserialize_any(HookVisitor)
+    }
+}
+
+/// `[[accounts.applications]]`: an application (matched by name) and the numbers routed to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    pub name: String,
+    /// Asked what to do with a call.
+    pub call_hook: HookSpec,
+    /// Told about the call's progress. Absent: none.
+    #[serde(default)]
+    pub call_status_hook: Option<HookSpec>,
+    /// Asked when the call_hook fails. Absent: none.
+    #[serde(default)]
+    pub fallback: Option<HookSpec>,
+    /// DIDs whose inbound calls run this application.
+    #[serde(default)]
+    pub numbers: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -907,7 +1045,8 @@ impl Config {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
         let mut names = HashSet::new();
         let mut realms = HashSet::new();
-        let mut dids = HashSet::new();
+        // Digits of every configured number -> what it is routed to (for the messages).
+        let mut dids: HashMap<String, String> = HashMap::new();
         for a in &self.accounts {
             if let Err(e) = check_name("accounts.name", &a.name) {
                 return invalid(e);
@@ -969,11 +1108,55 @@ impl Config {
                         a.name, n.number
                     ));
                 };
-                if !dids.insert(digits) {
-                    return invalid(format!("number {:?} is defined twice", n.number));
-                }
                 if let Err(e) = check_extension(&n.user) {
                     return invalid(format!("account {:?}: number {:?}: {e}", a.name, n.number));
+                }
+                if dids
+                    .insert(digits, format!("user {:?} of account {:?}", n.user, a.name))
+                    .is_some()
+                {
+                    return invalid(format!("number {:?} is defined twice", n.number));
+                }
+            }
+            let mut apps = HashSet::new();
+            for app in &a.applications {
+                if let Err(e) = check_name("application name", &app.name) {
+                    return invalid(format!("account {:?}: {e}", a.name));
+                }
+                if !apps.insert(app.name.trim()) {
+                    return invalid(format!(
+                        "account {:?}: application {:?} is defined twice",
+                        a.name, app.name
+                    ));
+                }
+                let hooks = [
+                    ("call_hook", Some(&app.call_hook)),
+                    ("call_status_hook", app.call_status_hook.as_ref()),
+                    ("fallback", app.fallback.as_ref()),
+                ];
+                for (key, hook) in hooks {
+                    if let Some(hook) = hook {
+                        if let Err(e) = hook.check(&format!("application {:?}: {key}", app.name)) {
+                            return invalid(format!("account {:?}: {e}", a.name));
+                        }
+                    }
+                }
+                for number in &app.numbers {
+                    let Some(digits) = number_digits(number) else {
+                        return invalid(format!(
+                            "account {:?}: application {:?}: number {number:?} is not a phone \
+                             number (digits with an optional leading '+')",
+                            a.name, app.name
+                        ));
+                    };
+                    let owner = format!("application {:?} of account {:?}", app.name, a.name);
+                    if let Some(other) = dids.insert(digits, owner.clone()) {
+                        return invalid(if other == owner {
+                            format!("number {number:?} is listed twice for {owner}")
+                        } else {
+                            format!("number {number:?} is routed both to {other} and to {owner}")
+                        });
+                    }
                 }
             }
             let mut trunks = HashSet::new();
@@ -1101,6 +1284,115 @@ mod tests {
         assert_eq!(a.trunks[0].port, 5080);
         assert_eq!(a.trunks[0].password.as_deref(), Some("pw"));
         assert_eq!(c.sip.ring_timeout_secs, 60);
+        let app = &a.applications[0];
+        assert_eq!(app.name, "ivr");
+        assert_eq!(
+            app.call_hook,
+            HookSpec {
+                url: "http://127.0.0.1:9100/call".into(),
+                method: HookMethod::Post,
+                username: None,
+                password: None,
+            }
+        );
+        let status = app.call_status_hook.as_ref().unwrap();
+        assert_eq!(status.method, HookMethod::Get);
+        assert_eq!(status.username.as_deref(), Some("hf"));
+        assert_eq!(status.password.as_deref(), Some("hookpw"));
+        assert_eq!(
+            app.fallback.as_ref().map(|h| h.url.as_str()),
+            Some("http://127.0.0.1:9101/call")
+        );
+        assert_eq!(app.numbers, vec!["+4930123457"]);
+    }
+
+    #[test]
+    fn application_hooks_parse_as_url_or_table() {
+        let text = "[[accounts]]\nname = \"a\"\n[[accounts.applications]]\nname = \"x\"\n\
+                    call_hook = { url = \"https://app.example/call\", method = \"get\" }\n";
+        let c = Config::from_toml_str(text).unwrap();
+        c.validate().unwrap();
+        let app = &c.accounts[0].applications[0];
+        assert_eq!(app.call_hook.method, HookMethod::Get);
+        assert_eq!(app.call_status_hook, None);
+        assert!(app.numbers.is_empty());
+        // A table with an unknown key, a bad method, a number as a hook: parse errors.
+        let base = "[[accounts]]\nname = \"a\"\n[[accounts.applications]]\nname = \"x\"\n";
+        let err = Config::from_toml_str(&format!(
+            "{base}call_hook = {{ url = \"http://h/\", methd = \"GET\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("methd"), "{err}");
+        let err = Config::from_toml_str(&format!(
+            "{base}call_hook = {{ url = \"http://h/\", method = \"PUT\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("PUT"), "{err}");
+        assert!(Config::from_toml_str(&format!("{base}call_hook = 5\n")).is_err());
+        assert!(
+            Config::from_toml_str(base).is_err(),
+            "call_hook is required"
+        );
+    }
+
+    #[test]
+    fn application_specs_are_checked() {
+        let base = "[[accounts]]\nname = \"a\"\n\
+                    [[accounts.users]]\nextension = \"201\"\npassword = \"p\"\n\
+                    [[accounts.numbers]]\nnumber = \"+4930123456\"\nuser = \"201\"\n";
+        let app = |name: &str, extra: &str| {
+            format!(
+                "[[accounts.applications]]\nname = \"{name}\"\n\
+                 call_hook = \"http://127.0.0.1:9/call\"\n{extra}"
+            )
+        };
+        let check = |extra: &str| {
+            Config::from_toml_str(&format!("{base}{extra}"))
+                .unwrap()
+                .validate()
+        };
+        let msg = |extra: &str| check(extra).unwrap_err().to_string();
+        assert!(check(&app("ivr", "numbers = [\"+4930123457\"]\n")).is_ok());
+
+        let e = msg(&app("ivr", "call_status_hook = \"ftp://x\"\n"));
+        assert!(e.contains("call_status_hook") && e.contains("ivr"), "{e}");
+        let e = msg(&app("ivr", "fallback = \"not a url\"\n"));
+        assert!(e.contains("fallback"), "{e}");
+        let e = msg("[[accounts.applications]]\nname = \"ivr\"\ncall_hook = \"127.0.0.1/call\"\n");
+        assert!(e.contains("call_hook"), "{e}");
+        let e = msg(&app(
+            "ivr",
+            "call_status_hook = { url = \"http://h/s\", password = \"p\" }\n",
+        ));
+        assert!(e.contains("username"), "{e}");
+        let e = msg(&format!("{}{}", app("ivr", ""), app("ivr", "")));
+        assert!(e.contains("\"ivr\" is defined twice"), "{e}");
+        assert!(check(&app(" ", "")).is_err(), "empty name");
+
+        // A number on a user and on an application.
+        let e = msg(&app("ivr", "numbers = [\"4930123456\"]\n"));
+        assert!(
+            e.contains("user \"201\"") && e.contains("application \"ivr\""),
+            "{e}"
+        );
+        // On two applications, twice on one, or not a number.
+        let e = msg(&format!(
+            "{}{}",
+            app("a1", "numbers = [\"+49301\"]\n"),
+            app("a2", "numbers = [\"+49 301\"]\n")
+        ));
+        assert!(e.contains("a1") && e.contains("a2"), "{e}");
+        let e = msg(&app("ivr", "numbers = [\"+49301\", \"49301\"]\n"));
+        assert!(e.contains("twice"), "{e}");
+        let e = msg(&app("ivr", "numbers = [\"sip:x\"]\n"));
+        assert!(e.contains("not a phone number"), "{e}");
+        // Across accounts too.
+        let e = msg(&format!(
+            "{}[[accounts]]\nname = \"b\"\n{}",
+            app("ivr", "numbers = [\"+49301\"]\n"),
+            app("ivr", "numbers = [\"+49301\"]\n")
+        ));
+        assert!(e.contains("account \"b\""), "{e}");
     }
 
     #[test]
@@ -1434,6 +1726,7 @@ mod tests {
         assert!(!dbg.contains("secret201"), "{dbg}");
         assert!(!dbg.contains("hf_test_key_acme"), "{dbg}");
         assert!(!dbg.contains("\"pw\""), "{dbg}");
+        assert!(!dbg.contains("hookpw"), "{dbg}");
         assert!(dbg.contains("201") && dbg.contains("carrier"));
     }
 }

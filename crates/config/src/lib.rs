@@ -15,8 +15,9 @@ mod error;
 pub mod normalize;
 
 pub use config::{
-    default_premium_prefixes, AccountSpec, Config, HttpConfig, NumberSpec, OutsideRefer,
-    RegistrarConfig, RtpConfig, SecurityConfig, SipConfig, TrunkSpec, UserSpec,
+    default_premium_prefixes, AccountSpec, AppSpec, Config, HookMethod, HookSpec, HttpConfig,
+    NumberSpec, OutsideRefer, RegistrarConfig, RtpConfig, SecurityConfig, SipConfig, TrunkSpec,
+    UserSpec,
 };
 pub use dial::DialClass;
 pub use digest::DigestAlgorithm;

@@ -647,6 +647,7 @@ mod store_tests {
                 user: user.into(),
             }],
             trunks: vec![trunk("carrier", "127.0.0.1", port)],
+            applications: vec![],
             api_keys: vec![],
             country_code: None,
             dial: None,

@@ -1,11 +1,12 @@
 //! First-start demo account and declarative provisioning from the config.
 
+use crate::applications::{ApplicationSpec, Hook, HookMethod};
 use crate::crypto::generate_password;
-use crate::db::Store;
+use crate::db::{new_id, now_secs, Store};
 use crate::error::StoreError;
 use crate::model::{Account, DemoCredentials, DialClasses};
 use crate::normalize::number_digits;
-use hookflash_config::AccountSpec;
+use hookflash_config::{AccountSpec, AppSpec, HookSpec};
 
 /// Name, realm and extensions of the demo account.
 pub const DEMO_ACCOUNT_NAME: &str = "demo";
@@ -42,8 +43,10 @@ impl Store {
 
     /// Applies `[[accounts]]` from the config. Idempotent and additive: accounts are matched
     /// by name, users by extension (password and display name are set to the config's), numbers
-    /// by number (re-pointed to the configured user), trunks by name (updated), API keys are
-    /// inserted when missing. Nothing absent from the config is deleted.
+    /// by number (re-pointed to the configured user), trunks by name (updated), applications by
+    /// name (hooks set to the config's) with their numbers routed to them (re-pointed from a
+    /// user or another application of the account), API keys are inserted when missing.
+    /// Nothing absent from the config is deleted.
     pub async fn apply_provisioning(&self, accounts: &[AccountSpec]) -> Result<(), StoreError> {
         for spec in accounts {
             self.apply_account(spec).await?;
@@ -105,6 +108,9 @@ impl Store {
                     spec.name, n.number
                 ))
             })?;
+            // A number the config moves from an application of the account to a user.
+            self.take_application_number(&account.id, &spec.name, &digits)
+                .await?;
             match self.number_by_digits(&digits).await? {
                 Some(existing) if existing.account_id != account.id => {
                     return Err(StoreError::Conflict(format!(
@@ -127,6 +133,10 @@ impl Store {
             }
         }
 
+        for app in &spec.applications {
+            self.apply_application(&account, &spec.name, app).await?;
+        }
+
         for key in &spec.api_keys {
             self.insert_api_key(&account.id, "config", key).await?;
         }
@@ -136,10 +146,147 @@ impl Store {
             users = spec.users.len(),
             numbers = spec.numbers.len(),
             trunks = spec.trunks.len(),
+            applications = spec.applications.len(),
             api_keys = spec.api_keys.len(),
             "account provisioned from config"
         );
         Ok(())
+    }
+
+    /// Creates or updates (by name) one configured application and routes its numbers to it.
+    async fn apply_application(
+        &self,
+        account: &Account,
+        account_name: &str,
+        app: &AppSpec,
+    ) -> Result<(), StoreError> {
+        let wanted = ApplicationSpec {
+            name: app.name.trim().to_string(),
+            call_hook: hook_of(&app.call_hook),
+            call_status_hook: app.call_status_hook.as_ref().map(hook_of),
+            fallback: app.fallback.as_ref().map(hook_of),
+        };
+        let id = match self.application_by_name(&account.id, &wanted.name).await? {
+            Some(existing) => {
+                let same = existing.call_hook == wanted.call_hook
+                    && existing.call_status_hook == wanted.call_status_hook
+                    && existing.fallback == wanted.fallback;
+                if !same {
+                    self.update_application(&account.id, &existing.id, &wanted)
+                        .await?;
+                }
+                existing.id
+            }
+            None => self.create_application(&account.id, &wanted).await?.id,
+        };
+        for number in &app.numbers {
+            let digits = number_digits(number).ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "account {account_name:?}: application {:?}: {number:?} is not a phone number",
+                    wanted.name
+                ))
+            })?;
+            self.route_to_application(&account.id, account_name, &digits, &id)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Routes a number (digits) to an application of the account in one transaction: a number
+    /// of a user or another application of the same account is re-pointed, one of another
+    /// account is a conflict, one already routed there is left alone.
+    async fn route_to_application(
+        &self,
+        account_id: &str,
+        account_name: &str,
+        digits: &str,
+        application_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_provisioning().await?;
+        let user_owner: Option<String> =
+            sqlx::query_scalar("SELECT account_id FROM numbers WHERE digits = $1")
+                .bind(digits)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let app_owner: Option<(String, String)> = sqlx::query_as(
+            "SELECT account_id, application_id FROM application_numbers WHERE digits = $1",
+        )
+        .bind(digits)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let foreign = user_owner.as_deref().is_some_and(|a| a != account_id)
+            || app_owner.as_ref().is_some_and(|(a, _)| a != account_id);
+        if foreign {
+            return Err(StoreError::Conflict(format!(
+                "account {account_name:?}: number +{digits} belongs to another account"
+            )));
+        }
+        match app_owner {
+            Some((_, app)) if app == application_id => return Ok(()),
+            Some(_) => {
+                sqlx::query("UPDATE application_numbers SET application_id = $1 WHERE digits = $2")
+                    .bind(application_id)
+                    .bind(digits)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                if user_owner.is_some() {
+                    sqlx::query("DELETE FROM numbers WHERE digits = $1")
+                        .bind(digits)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                    "INSERT INTO application_numbers (id, account_id, number, digits, \
+                     application_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(new_id())
+                .bind(account_id)
+                .bind(format!("+{digits}"))
+                .bind(digits)
+                .bind(application_id)
+                .bind(now_secs())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        self.commit_provisioning(tx).await?;
+        tracing::info!(account = account_name, number = %format!("+{digits}"), application_id,
+            "number routed to an application by config");
+        Ok(())
+    }
+
+    /// Frees a number (digits) routed to an application of the account, so the config can give
+    /// it to a user. One routed to an application of another account is a conflict.
+    async fn take_application_number(
+        &self,
+        account_id: &str,
+        account_name: &str,
+        digits: &str,
+    ) -> Result<(), StoreError> {
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT account_id FROM application_numbers WHERE digits = $1")
+                .bind(digits)
+                .fetch_optional(&self.pool)
+                .await?;
+        match owner {
+            None => Ok(()),
+            Some(a) if a != account_id => Err(StoreError::Conflict(format!(
+                "account {account_name:?}: number +{digits} belongs to another account"
+            ))),
+            Some(_) => {
+                let mut tx = self.begin_provisioning().await?;
+                sqlx::query(
+                    "DELETE FROM application_numbers WHERE account_id = $1 AND digits = $2",
+                )
+                .bind(account_id)
+                .bind(digits)
+                .execute(&mut *tx)
+                .await?;
+                self.commit_provisioning(tx).await
+            }
+        }
     }
 
     /// Applies the dial policy keys of an account spec that are present; absent ones keep
@@ -169,6 +316,19 @@ impl Store {
             self.set_account_dial_policy(&account.id, &policy).await?;
         }
         Ok(())
+    }
+}
+
+/// The store's form of a configured hook.
+fn hook_of(h: &HookSpec) -> Hook {
+    Hook {
+        url: h.url.clone(),
+        method: match h.method {
+            hookflash_config::HookMethod::Get => HookMethod::Get,
+            hookflash_config::HookMethod::Post => HookMethod::Post,
+        },
+        username: h.username.clone(),
+        password: h.password.clone(),
     }
 }
 
@@ -457,6 +617,187 @@ api_keys = ["hf_test_key_acme"]
                 ..changed
             }
         );
+    }
+
+    const APPS: &str = r#"
+  [[accounts.applications]]
+  name = "ivr"
+  call_hook = "http://127.0.0.1:9100/call"
+  call_status_hook = { url = "http://127.0.0.1:9100/status", method = "GET", username = "u", password = "p" }
+  numbers = ["+4930999001", "4930999002"]
+
+  [[accounts.applications]]
+  name = "queue"
+  call_hook = { url = "https://app.example/queue", method = "post" }
+  fallback = "https://app.example/fallback"
+"#;
+
+    fn config_with_apps(apps: &str) -> Config {
+        let c = Config::from_toml_str(&format!("{CONFIG}{apps}")).unwrap();
+        c.validate().unwrap();
+        c
+    }
+
+    #[tokio::test]
+    async fn provisioning_creates_applications_and_routes_their_numbers() {
+        let s = Store::open_memory().await.unwrap();
+        let config = config_with_apps(APPS);
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        let a = s.account_by_name("acme").await.unwrap().unwrap();
+        let apps = s.applications(&a.id).await.unwrap();
+        assert_eq!(apps.len(), 2);
+        let ivr = s.application_by_name(&a.id, "ivr").await.unwrap().unwrap();
+        assert_eq!(ivr.call_hook, Hook::post("http://127.0.0.1:9100/call"));
+        let status = ivr.call_status_hook.clone().unwrap();
+        assert_eq!(status.method, HookMethod::Get);
+        assert_eq!(
+            (status.username.as_deref(), status.password.as_deref()),
+            (Some("u"), Some("p"))
+        );
+        assert_eq!(ivr.fallback, None);
+        let queue = s
+            .application_by_name(&a.id, "queue")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(queue.call_hook.method, HookMethod::Post);
+        assert_eq!(
+            queue.fallback.map(|h| h.url),
+            Some("https://app.example/fallback".to_string())
+        );
+        for n in ["+4930999001", "4930999002"] {
+            let found = s.application_for_number(n).await.unwrap();
+            assert_eq!(found.map(|x| x.id), Some(ivr.id.clone()), "{n}");
+        }
+        let numbers = s.application_numbers(&a.id).await.unwrap();
+        assert_eq!(
+            numbers
+                .iter()
+                .map(|n| n.number.as_str())
+                .collect::<Vec<_>>(),
+            ["+4930999001", "+4930999002"]
+        );
+
+        // Idempotent: the same ids, no duplicates.
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        let again = s.applications(&a.id).await.unwrap();
+        assert_eq!(again, apps);
+        assert_eq!(s.application_numbers(&a.id).await.unwrap(), numbers);
+    }
+
+    #[tokio::test]
+    async fn provisioning_updates_applications_and_repoints_numbers() {
+        let s = Store::open_memory().await.unwrap();
+        s.apply_provisioning(&config_with_apps(APPS).accounts)
+            .await
+            .unwrap();
+        let a = s.account_by_name("acme").await.unwrap().unwrap();
+        let ivr = s.application_by_name(&a.id, "ivr").await.unwrap().unwrap();
+        let queue = s
+            .application_by_name(&a.id, "queue")
+            .await
+            .unwrap()
+            .unwrap();
+        // Made by the CLI or the API: survives.
+        let api_app = s
+            .create_application(
+                &a.id,
+                &ApplicationSpec {
+                    name: "api".into(),
+                    call_hook: Hook::post("http://127.0.0.1:9/api"),
+                    call_status_hook: None,
+                    fallback: None,
+                },
+            )
+            .await
+            .unwrap();
+        s.add_application_number(&a.id, "+4930999009", &api_app.id)
+            .await
+            .unwrap();
+
+        // Hooks changed, the status hook dropped, 999002 moved to "queue", and the user
+        // number +4930123456 moved from user 201 to "queue" (the [[accounts.numbers]] entry
+        // is gone from the file).
+        let changed = APPS
+            .replace("9100/call", "9200/call")
+            .replace(
+                "  call_status_hook = { url = \"http://127.0.0.1:9100/status\", method = \"GET\", username = \"u\", password = \"p\" }\n",
+                "",
+            )
+            .replace("\"4930999002\"", "")
+            .replace(
+                "fallback = \"https://app.example/fallback\"\n",
+                "fallback = \"https://app.example/fallback\"\n  numbers = [\"+4930999002\", \"+4930123456\"]\n",
+            );
+        let without_user_number = CONFIG.replace(
+            "  [[accounts.numbers]]\n  number = \"+4930123456\"\n  user = \"201\"\n",
+            "",
+        );
+        let config = Config::from_toml_str(&format!("{without_user_number}{changed}")).unwrap();
+        config.validate().unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+
+        let got = s.application(&a.id, &ivr.id).await.unwrap().unwrap();
+        assert_eq!(got.call_hook.url, "http://127.0.0.1:9200/call");
+        assert_eq!(got.call_status_hook, None);
+        let route = |n: &'static str| {
+            let s = s.clone();
+            async move { s.application_for_number(n).await.unwrap().map(|x| x.id) }
+        };
+        assert_eq!(route("+4930999001").await, Some(ivr.id.clone()));
+        assert_eq!(route("+4930999002").await, Some(queue.id.clone()));
+        assert_eq!(route("+4930123456").await, Some(queue.id.clone()));
+        assert_eq!(s.lookup_number("+4930123456").await.unwrap(), None);
+        assert_eq!(route("+4930999009").await, Some(api_app.id.clone()));
+        assert_eq!(s.applications(&a.id).await.unwrap().len(), 3);
+
+        // And back: the original file gives +4930123456 to user 201 again.
+        let config = Config::from_toml_str(CONFIG).unwrap();
+        s.apply_provisioning(&config.accounts).await.unwrap();
+        let (_, user) = s.lookup_number("+4930123456").await.unwrap().unwrap();
+        assert_eq!(user.extension, "201");
+        assert_eq!(route("+4930123456").await, None);
+    }
+
+    #[tokio::test]
+    async fn provisioning_refuses_an_application_number_of_another_account() {
+        let s = Store::open_memory().await.unwrap();
+        let other = s.create_account("other", "other.local").await.unwrap();
+        s.add_user(&other.id, "1", "pw", None).await.unwrap();
+        s.add_number(&other.id, "+4930999001", "1").await.unwrap();
+        let err = s
+            .apply_provisioning(&config_with_apps(APPS).accounts)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Conflict(m) if m.contains("another account")),
+            "{err}"
+        );
+
+        // An application number of another account is not taken for a user either.
+        let s = Store::open_memory().await.unwrap();
+        let other = s.create_account("other", "other.local").await.unwrap();
+        let app = s
+            .create_application(
+                &other.id,
+                &ApplicationSpec {
+                    name: "x".into(),
+                    call_hook: Hook::post("http://127.0.0.1:9/x"),
+                    call_status_hook: None,
+                    fallback: None,
+                },
+            )
+            .await
+            .unwrap();
+        s.add_application_number(&other.id, "+4930123456", &app.id)
+            .await
+            .unwrap();
+        let config = Config::from_toml_str(CONFIG).unwrap();
+        assert!(matches!(
+            s.apply_provisioning(&config.accounts).await,
+            Err(StoreError::Conflict(_))
+        ));
     }
 
     #[tokio::test]
