@@ -231,8 +231,8 @@ mod ringing;
 pub use ringing::RingingAction;
 mod transfer;
 mod voicemail;
-pub use originate::OriginateRequest;
 use originate::Originated;
+pub use originate::{AppOriginateRequest, OriginateRequest};
 pub(crate) use transfer::TransferTarget;
 use transfer::{RetiredLeg, Transfer};
 use voicemail::VoicemailSession;
@@ -700,6 +700,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         handed_off: None,
         states_to: None,
         ring_deadline: None,
+        custom_ring_timeout: None,
         states: call.states,
         bridge: call.bridge,
         a_media: call.a_media,
@@ -1075,6 +1076,8 @@ struct CallActor {
     states_to: Option<CommandSender>,
     /// When ringing gives up (reset when an originated call's caller answers).
     ring_deadline: Option<tokio::time::Instant>,
+    /// A ring timeout of its own (an application's outbound call), else the server's.
+    custom_ring_timeout: Option<Duration>,
     /// This call's routes in the shared dialog-state channel (see `dialog_states`).
     states: CallStates,
     bridge: Arc<BridgeHandle>,
@@ -1230,7 +1233,10 @@ impl CallActor {
             self.end_status = 503;
             self.phase = Phase::Ended;
         }
-        self.ring_deadline = Some(tokio::time::Instant::now() + self.engine.inner.cfg.ring_timeout);
+        let ring_timeout = self
+            .custom_ring_timeout
+            .unwrap_or(self.engine.inner.cfg.ring_timeout);
+        self.ring_deadline = Some(tokio::time::Instant::now() + ring_timeout);
         let bridge = self.bridge.clone();
         let inactive = async move { bridge.inactive().await };
         tokio::pin!(inactive);

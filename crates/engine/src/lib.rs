@@ -37,7 +37,7 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-pub use call::{CallCommand, CommandSender, OriginateRequest};
+pub use call::{AppOriginateRequest, CallCommand, CommandSender, OriginateRequest};
 pub use control::{AudioSource, CallInfo, CommandError, LegInfo, LegState, RecordAction, Target};
 pub use events::{Event, EventBus, EventDetail, EventKind, Subscription};
 pub use metrics::Metrics;

@@ -38,6 +38,22 @@ pub struct OriginateRequest {
     pub caller_id: Option<String>,
 }
 
+/// An outbound call an application runs: the server dials `target`, and the application
+/// starts when it answers (jambonz `POST /Calls`).
+#[derive(Debug, Clone)]
+pub struct AppOriginateRequest {
+    /// Extension, one of the account's numbers, an external number (through the trunk), or a
+    /// `sip:`/`tel:` URI whose user part is one of those.
+    pub target: String,
+    /// The number the called party sees: one of the account's numbers or extensions.
+    /// Default: the target's own label.
+    pub caller_id: Option<String>,
+    /// The application (for logs and the call's label).
+    pub application: String,
+    /// How long the target may ring (default: the server's ring timeout).
+    pub timeout: Option<Duration>,
+}
+
 /// Both ends of an originated call, resolved before anything is dialled.
 pub(crate) struct OriginatePlan {
     caller: Destination,
@@ -75,6 +91,92 @@ impl Engine {
     ) -> Result<CallInfo, CommandError> {
         let plan = self.plan_originate(account_id, &req).await?;
         self.start_originated(account_id, plan)
+    }
+
+    /// Dials `req.target` as a call the application runs once it answers. The target is
+    /// resolved like a click-to-dial caller (an unknown extension or malformed number is
+    /// `BadTarget` and nothing is dialled; the account's dial rules apply to numbers). Returns
+    /// once the INVITE is on its way; the call's leg A is the dialled party.
+    pub async fn app_originate(
+        &self,
+        account_id: &str,
+        req: AppOriginateRequest,
+    ) -> Result<CallInfo, CommandError> {
+        let user = transfer_target_user(&req.target).ok_or_else(|| {
+            bad(format!(
+                "target '{}' is not an extension, number or SIP URI of one",
+                req.target
+            ))
+        })?;
+        let origin = Origin::Account {
+            account_id: account_id.to_string(),
+        };
+        let target = resolve_destination(self, account_id, &origin, &user)
+            .await
+            .map_err(|e| {
+                CommandError::from_route(e, |status| match status {
+                    480 => format!("'{user}' has no registered phone"),
+                    404 => format!("no extension or number '{user}' can be reached"),
+                    _ => format!("'{user}' cannot be reached ({status})"),
+                })
+            })?;
+        let caller_id = match &req.caller_id {
+            None => None,
+            Some(id) => Some(self.own_caller_id(account_id, id).await?),
+        };
+        let plan = OriginatePlan {
+            callee: Destination {
+                targets: Vec::new(),
+                label: req.application.clone(),
+                direction: target.direction,
+                owner: None,
+            },
+            caller_id: caller_id.unwrap_or_else(|| target.label.clone()),
+            caller: target,
+            dialled: user,
+        };
+        self.start_app_originated(account_id, plan, req.timeout)
+    }
+
+    /// A caller id the account may present: one of its numbers or extensions.
+    async fn own_caller_id(&self, account_id: &str, id: &str) -> Result<String, CommandError> {
+        let id = transfer_target_user(id)
+            .ok_or_else(|| bad(format!("callerId '{id}' is not a number or extension")))?;
+        let store = &self.inner.store;
+        let own_number = store
+            .lookup_number(&id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|(n, _)| n.account_id == account_id)
+            || store
+                .application_for_number(&id)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|a| a.account_id == account_id);
+        let own_extension = store
+            .user_by_extension(account_id, &id)
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        if own_number || own_extension {
+            Ok(id)
+        } else {
+            Err(bad(format!(
+                "callerId '{id}' is neither a number nor an extension of this account"
+            )))
+        }
+    }
+
+    fn start_app_originated(
+        &self,
+        account_id: &str,
+        plan: OriginatePlan,
+        timeout: Option<Duration>,
+    ) -> Result<CallInfo, CommandError> {
+        self.spawn_originated(account_id, plan, timeout, true)
     }
 
     async fn plan_originate(
@@ -179,6 +281,18 @@ impl Engine {
         account_id: &str,
         plan: OriginatePlan,
     ) -> Result<CallInfo, CommandError> {
+        self.spawn_originated(account_id, plan, None, false)
+    }
+
+    /// Starts the actor of an originated call: rings `plan.caller` first. For an
+    /// application's call (`app`), there is no callee: the application runs on answer.
+    fn spawn_originated(
+        &self,
+        account_id: &str,
+        plan: OriginatePlan,
+        ring_timeout: Option<Duration>,
+        app: bool,
+    ) -> Result<CallInfo, CommandError> {
         let ports = &self.inner.ports;
         let (a_pair, b_pair) = match (ports.allocate(), ports.allocate()) {
             (Ok(a), Ok(b)) => (a, b),
@@ -236,7 +350,17 @@ impl Engine {
             callee_targets: plan.callee.targets,
             caller_answered: false,
         });
-        actor.send_caller_forks(&plan.caller.targets, &plan.callee.label);
+        actor.custom_ring_timeout = ring_timeout;
+        if app {
+            actor.app = Some(super::AppSession {
+                application_id: plan.callee.label.clone(),
+            });
+            // The dialled party sees the caller id, not the application.
+            let shown = actor.caller_number.clone();
+            actor.send_caller_forks(&plan.caller.targets, &shown);
+        } else {
+            actor.send_caller_forks(&plan.caller.targets, &plan.callee.label);
+        }
         let info = actor.info();
         drop(_enter);
         tokio::spawn(Box::new(actor).run(state_rx, cmd_rx).instrument(span));
@@ -364,6 +488,7 @@ impl CallActor {
     }
 
     /// The caller picked up: ringback to it, and dial the callee with the codec it chose.
+    /// An application's call is connected instead: the application runs from here.
     fn caller_answered(&mut self, answer: SessionDescription, device: &str) {
         let codecs: Vec<Codec> = answer.audio().map(|m| m.codecs.clone()).unwrap_or_default();
         if let Some(addr) = answer.audio_endpoint() {
@@ -374,6 +499,25 @@ impl CallActor {
         self.a_media.codecs = codecs;
         self.a_media.direction = answer.direction();
         self.a_leg.state = LegState::Answered;
+        if self.app.is_some() {
+            if let Some(dialog) = self.a.clone() {
+                self.parties = [
+                    Some(super::Party {
+                        dialog,
+                        call_id: self.a_call_id.clone(),
+                    }),
+                    None,
+                ];
+            }
+            self.phase = Phase::Connected;
+            self.answered_at = Some(now_ms());
+            self.b_leg.state = LegState::Answered;
+            self.b_leg.devices.clear();
+            self.apply_forwarding();
+            info!(%device, "answered; the application runs");
+            self.publish(EventKind::Answered, None, None);
+            return;
+        }
         self.ring_deadline = Some(tokio::time::Instant::now() + self.engine.inner.cfg.ring_timeout);
         info!(%device, "caller answered; dialling the callee");
         self.bridge
