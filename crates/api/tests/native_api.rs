@@ -81,6 +81,21 @@ fn routes() -> Vec<(Method, &'static str)> {
         (Method::GET, "/api/v1/users/{extension}/forwardings"),
         (Method::PUT, "/api/v1/users/{extension}/forwardings"),
         (Method::GET, "/api/v1/events"),
+        (Method::GET, "/api/v1/account"),
+        (Method::GET, "/api/v1/applications"),
+        (Method::POST, "/api/v1/applications"),
+        (Method::GET, "/api/v1/applications/{application_id}"),
+        (Method::PUT, "/api/v1/applications/{application_id}"),
+        (Method::DELETE, "/api/v1/applications/{application_id}"),
+        (Method::GET, "/api/v1/applications/{application_id}/numbers"),
+        (
+            Method::POST,
+            "/api/v1/applications/{application_id}/numbers",
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/applications/{application_id}/numbers/{number_id}",
+        ),
         (Method::GET, "/api/v1/openapi.json"),
     ]
 }

@@ -97,7 +97,7 @@ pub struct ApplicationSpec {
 impl ApplicationSpec {
     fn check(&self) -> Result<(), StoreError> {
         let name = self.name.trim();
-        if name.is_empty() || name.len() > 128 {
+        if name.is_empty() || name.chars().count() > 128 {
             return Err(StoreError::Invalid(
                 "an application needs a name of 1 to 128 characters".into(),
             ));

@@ -65,6 +65,7 @@ pub(crate) fn error_code() -> Schema {
             "wrong_state",
             "sip_failed",
             "invalid_request",
+            "conflict",
             "rate_limited",
             "payload_too_large",
             "internal",

@@ -26,6 +26,9 @@ pub enum NativeError {
     SipFailed(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A name or number that is taken already.
+    #[error("{0}")]
+    Conflict(String),
     /// A limit stops the request for now (the account's outbound-call brakes).
     #[error("{0}")]
     TooManyRequests(String),
@@ -42,7 +45,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// `unauthorized`, `forbidden`, `not_found`, `wrong_state`, `sip_failed`,
-    /// `invalid_request`, `rate_limited`, `payload_too_large`, `internal`.
+    /// `invalid_request`, `conflict`, `rate_limited`, `payload_too_large`, `internal`.
     #[schema(schema_with = crate::native::doc::error_code)]
     pub code: String,
     pub message: String,
@@ -54,7 +57,9 @@ impl NativeError {
             NativeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             NativeError::Forbidden(_) => StatusCode::FORBIDDEN,
             NativeError::NotFound(_) => StatusCode::NOT_FOUND,
-            NativeError::WrongState(_) | NativeError::SipFailed(_) => StatusCode::CONFLICT,
+            NativeError::WrongState(_) | NativeError::SipFailed(_) | NativeError::Conflict(_) => {
+                StatusCode::CONFLICT
+            }
             NativeError::BadRequest(_) => StatusCode::BAD_REQUEST,
             NativeError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             NativeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -69,6 +74,7 @@ impl NativeError {
             NativeError::WrongState(_) => "wrong_state",
             NativeError::SipFailed(_) => "sip_failed",
             NativeError::BadRequest(_) => "invalid_request",
+            NativeError::Conflict(_) => "conflict",
             NativeError::TooManyRequests(_) => "rate_limited",
             NativeError::Internal(_) => "internal",
         }

@@ -3,6 +3,7 @@
 //! registered through `utoipa_axum::routes!`, so the OpenAPI document served at
 //! `/api/v1/openapi.json` is generated from the routes themselves.
 
+mod applications;
 pub mod auth;
 mod calls;
 mod doc;
@@ -36,7 +37,8 @@ pub const PREFIX: &str = "/api/v1";
         title = "hookflash native API",
         description = "Live call control: list calls, hang up, hold/retrieve and mute/unmute \
                        calls and legs; announcements, whisper, DTMF and recording; the \
-                       recordings; a resumable event stream. Errors are \
+                       recordings; a resumable event stream; the account's applications (call hooks) and the \
+                       numbers routed to them. Errors are \
                        `{\"error\": {\"code\", \"message\"}}`.",
         license(name = "MIT")
     ),
@@ -48,6 +50,8 @@ pub const PREFIX: &str = "/api/v1";
          (name = "voicemail", description = "Users' mailboxes, greetings and voicemail messages"),
          (name = "forwardings", description = "Users' flip targets (numbers a call can be moved to)"),
          (name = "events", description = "Call event stream"),
+         (name = "account", description = "The API key's account"),
+         (name = "applications", description = "Applications (call hooks) and the numbers routed to them"),
          (name = "meta", description = "This document"))
 )]
 struct ApiDoc;
@@ -114,6 +118,21 @@ pub fn router() -> OpenApiRouter<AppState> {
             voicemail::put_forwardings
         ))
         .routes(routes!(events::event_stream))
+        .routes(routes!(applications::get_account))
+        .routes(routes!(
+            applications::list_applications,
+            applications::create_application
+        ))
+        .routes(routes!(
+            applications::get_application,
+            applications::put_application,
+            applications::delete_application
+        ))
+        .routes(routes!(
+            applications::list_numbers,
+            applications::add_number
+        ))
+        .routes(routes!(applications::remove_number))
         .routes(routes!(openapi_json));
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(PREFIX, inner)
 }
