@@ -54,6 +54,24 @@ pub enum CallSignal {
     },
 }
 
+/// What happens to a party the application dials (the `dial` verb).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialProgress {
+    Ringing,
+    /// Answered and connected with the application's caller; the dialled leg's id.
+    Answered {
+        leg_id: String,
+    },
+    /// Not reached (final SIP status): the caller is back with the application.
+    Failed {
+        status: u16,
+    },
+    /// It answered and has left: the caller is back with the application.
+    Completed {
+        duration_secs: u64,
+    },
+}
+
 /// Why an operation on the call failed.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum ControlError {
@@ -100,6 +118,20 @@ pub trait CallControl: Send + Sync + 'static {
         call: &CallRef,
         headers: Vec<(String, String)>,
     ) -> Result<(), ControlError>;
+    /// Dials `target` (extension, number, `sip:` URI) into the answered leg's call, connecting
+    /// it with the caller when it answers; progress on the receiver (closed: the call ended).
+    async fn dial(
+        &self,
+        _call: &CallRef,
+        _target: &str,
+        _timeout: std::time::Duration,
+    ) -> Result<mpsc::Receiver<DialProgress>, ControlError> {
+        Err(ControlError::Failed("dial is not available".into()))
+    }
+    /// Hangs up (or stops ringing) the party the application dialled; the caller stays.
+    async fn hangup_dialled(&self, _call: &CallRef) -> Result<(), ControlError> {
+        Ok(())
+    }
     /// The leg's signals from now on (DTMF, end). Call once per application run.
     fn signals(&self, call: &CallRef) -> mpsc::Receiver<CallSignal>;
 }

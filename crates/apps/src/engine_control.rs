@@ -9,7 +9,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use crate::control::{Audio, CallControl, CallRef, CallSignal, ControlError, PlayEnd};
+use crate::control::{
+    Audio, CallControl, CallRef, CallSignal, ControlError, DialProgress, PlayEnd,
+};
 
 /// Signals buffered per application run before the runtime reads them.
 const SIGNAL_QUEUE: usize = 64;
@@ -108,6 +110,44 @@ impl CallControl for EngineControl {
     ) -> Result<(), ControlError> {
         self.engine
             .hangup(&call.account_id, &call.call_id, None)
+            .await
+            .map_err(control_error)
+    }
+
+    async fn dial(
+        &self,
+        call: &CallRef,
+        target: &str,
+        timeout: std::time::Duration,
+    ) -> Result<mpsc::Receiver<DialProgress>, ControlError> {
+        use hookflash_engine::apps::DialEvent;
+        let (events_tx, mut events) = mpsc::channel(8);
+        self.engine
+            .app_dial(&call.account_id, &call.call_id, target, timeout, events_tx)
+            .await
+            .map_err(control_error)?;
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                let p = match e {
+                    DialEvent::Ringing => DialProgress::Ringing,
+                    DialEvent::Answered { leg_id } => DialProgress::Answered { leg_id },
+                    DialEvent::Failed { status } => DialProgress::Failed { status },
+                    DialEvent::Completed { duration_secs } => {
+                        DialProgress::Completed { duration_secs }
+                    }
+                };
+                if tx.send(p).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn hangup_dialled(&self, call: &CallRef) -> Result<(), ControlError> {
+        self.engine
+            .app_hangup_dialled(&call.account_id, &call.call_id)
             .await
             .map_err(control_error)
     }

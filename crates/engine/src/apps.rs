@@ -14,6 +14,20 @@ use crate::Engine;
 
 pub use hookflash_media::relay::PlaybackEnd;
 
+/// What happens to a party an application dials into its call (the `dial` verb).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialEvent {
+    /// The dialled party rings.
+    Ringing,
+    /// It answered and is connected with the application's caller; its leg id.
+    Answered { leg_id: String },
+    /// It was not reached (final SIP status); the caller is back with the application.
+    Failed { status: u16 },
+    /// It answered and has now left (hung up, or was hung up); the caller is back with the
+    /// application.
+    Completed { duration_secs: u64 },
+}
+
 /// Application calls waiting for the runtime before new ones are refused (503).
 pub const APP_QUEUE: usize = 1024;
 
@@ -116,6 +130,41 @@ impl Engine {
         self.send_command(account_id, call_id, |reply| CallCommand::AppPlay {
             pcm,
             early,
+            reply,
+        })
+        .await
+    }
+
+    /// Dials `target` (extension, number, or `sip:`/`tel:` URI naming one; as the account
+    /// dials) into an answered application call and connects it with the caller when it
+    /// answers. The caller hears a ringback tone meanwhile. Progress arrives on `events`
+    /// (dropped: the call ended). Returns once the target is being dialled.
+    pub async fn app_dial(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        target: &str,
+        timeout: std::time::Duration,
+        events: mpsc::Sender<DialEvent>,
+    ) -> Result<(), CommandError> {
+        self.call(account_id, call_id)?;
+        let target = self.resolve_target(account_id, None, target).await?;
+        self.send_command(account_id, call_id, |reply| CallCommand::AppDial {
+            target,
+            timeout,
+            events,
+            reply,
+        })
+        .await
+    }
+
+    /// Hangs up the party an application dialled (the caller stays with the application).
+    pub async fn app_hangup_dialled(
+        &self,
+        account_id: &str,
+        call_id: &str,
+    ) -> Result<(), CommandError> {
+        self.send_command(account_id, call_id, |reply| CallCommand::AppHangupDialled {
             reply,
         })
         .await

@@ -159,6 +159,15 @@ pub enum CallCommand {
     AppStopPlay {
         reply: Reply<()>,
     },
+    AppDial {
+        target: TransferTarget,
+        timeout: Duration,
+        events: tokio::sync::mpsc::Sender<crate::apps::DialEvent>,
+        reply: Reply<()>,
+    },
+    AppHangupDialled {
+        reply: Reply<()>,
+    },
     /// Internal: a playback the actor started has ended.
     PlaybackEnded {
         side: u8,
@@ -519,6 +528,7 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
     if let Some((permit, app)) = app_permit {
         actor.app = Some(AppSession {
             application_id: app.id.clone(),
+            dial: None,
         });
         permit.send(crate::apps::AppCall {
             account_id: actor.account_id.clone(),
@@ -1398,6 +1408,9 @@ impl CallActor {
                 if self.on_party_gone_during_transfer(side).await {
                     return;
                 }
+                if side == Side::B && self.app_dialled_left(cause) {
+                    return;
+                }
                 self.end_cause = Some(cause);
                 self.end_status = status;
                 if let Some(other) = self.dialog_of(side.other()) {
@@ -1914,6 +1927,17 @@ impl CallActor {
             }
             CallCommand::AppStopPlay { reply } => {
                 let _ = reply.send(self.app_stop_play());
+            }
+            CallCommand::AppDial {
+                target,
+                timeout,
+                events,
+                reply,
+            } => {
+                let _ = reply.send(self.app_dial(target, timeout, events));
+            }
+            CallCommand::AppHangupDialled { reply } => {
+                let _ = reply.send(self.app_hangup_dialled().await);
             }
             CallCommand::Play {
                 target,

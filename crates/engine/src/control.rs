@@ -429,7 +429,7 @@ impl Engine {
 
     /// Resolves an extension, number or `sip:`/`tel:` URI to the devices to ring, as if
     /// `as_user` dialled it. Anything unreachable is `BadTarget` with the reason.
-    async fn resolve_target(
+    pub(crate) async fn resolve_target(
         &self,
         account_id: &str,
         as_user: Option<&str>,

@@ -6,18 +6,38 @@
 use hookflash_media::audio::Pcm8k;
 use hookflash_media::relay::{Leg, PlayOptions, PlaybackEnd};
 use hookflash_media::sdp::{self, Direction};
-use tokio::sync::oneshot;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
-use super::{content_type_sdp, CallActor, Party, Phase, Side};
+use super::{content_type_sdp, CallActor, Party, Phase, Side, TransferTarget};
+use crate::apps::DialEvent;
 use crate::control::{CommandError, LegState};
 use crate::events::EventKind;
 use crate::model::EndCause;
+use crate::model::WrongState;
 use crate::sip_glue::now_ms;
 
 /// The call's application.
 pub(super) struct AppSession {
     pub(super) application_id: String,
+    /// The party the application is dialling or connected to (`dial` verb), if any.
+    pub(super) dial: Option<AppDial>,
+}
+
+/// A `dial` in progress: its progress reports, and when the party answered.
+pub(super) struct AppDial {
+    events: mpsc::Sender<DialEvent>,
+    answered_at: Option<tokio::time::Instant>,
+}
+
+/// Ringback for the application's caller while the dialled party rings: 425 Hz, 1 s on,
+/// 4 s off (ETSI).
+fn ringback() -> Pcm8k {
+    let on = Pcm8k::tone(425.0, Duration::from_secs(1), 0.3);
+    let off = Pcm8k::silence(Duration::from_secs(4));
+    Pcm8k::new([on.samples(), off.samples()].concat())
 }
 
 impl CallActor {
@@ -155,5 +175,114 @@ impl CallActor {
         }
         self.bridge.stop_play(Leg::A);
         Ok(())
+    }
+
+    /// Dials `target` into the application's answered call (the empty side B); see
+    /// `Engine::app_dial`. The transfer machinery does the dialling: the target takes side B
+    /// when it answers.
+    pub(super) fn app_dial(
+        &mut self,
+        target: TransferTarget,
+        timeout: Duration,
+        events: mpsc::Sender<DialEvent>,
+    ) -> Result<(), CommandError> {
+        let Some(app) = self.app.as_ref() else {
+            return Err(self.wrong_state());
+        };
+        if self.phase != Phase::Connected {
+            return Err(self.wrong_state());
+        }
+        if app.dial.is_some() || self.parties[Side::B.index()].is_some() {
+            return Err(CommandError::WrongState {
+                state: WrongState::Transferring,
+            });
+        }
+        self.bridge.stop_play(Leg::A);
+        let b_leg = self.b_leg.id.clone();
+        self.start_transfer(Some(b_leg), target, false)?;
+        if let Some(t) = self.transfer.as_mut() {
+            t.transferor_gone = true;
+            t.deadline = tokio::time::Instant::now() + timeout;
+        }
+        // The caller hears ringback, not music on hold.
+        self.bridge
+            .play(Leg::A, ringback(), PlayOptions { looped: true });
+        if let Some(app) = self.app.as_mut() {
+            app.dial = Some(AppDial {
+                events,
+                answered_at: None,
+            });
+        }
+        info!(timeout_s = timeout.as_secs(), "application dials");
+        Ok(())
+    }
+
+    /// Hangs up the party the application dialled (or stops it ringing).
+    pub(super) async fn app_hangup_dialled(&mut self) -> Result<(), CommandError> {
+        if !self.is_app() {
+            return Err(self.wrong_state());
+        }
+        if self.transfer.is_some() {
+            self.cancel_transfer_forks();
+            return Ok(());
+        }
+        if let Some(party) = self.parties[Side::B.index()].take() {
+            if let Err(e) = party.dialog.bye().await {
+                debug!(error = %e, "BYE to the dialled party failed");
+            }
+            self.app_dialled_left(EndCause::Api);
+        }
+        Ok(())
+    }
+
+    /// Sends a progress report to the application's running dial, if any.
+    pub(super) fn app_dial_event(&mut self, event: DialEvent) {
+        if let Some(dial) = self.app.as_ref().and_then(|a| a.dial.as_ref()) {
+            let _ = dial.events.try_send(event);
+        }
+    }
+
+    /// The dialled party answered and now sits on side B.
+    pub(super) fn app_dial_answered(&mut self) {
+        let leg_id = self.b_leg.id.clone();
+        if let Some(dial) = self.app.as_mut().and_then(|a| a.dial.as_mut()) {
+            dial.answered_at = Some(tokio::time::Instant::now());
+            let _ = dial.events.try_send(DialEvent::Answered { leg_id });
+        }
+    }
+
+    /// The dialled party was not reached: true when this was an application's dial (the
+    /// caller stays with the application, the call goes on).
+    pub(super) fn app_dial_failed(&mut self, status: u16) -> bool {
+        let Some(dial) = self.app.as_mut().and_then(|a| a.dial.take()) else {
+            return false;
+        };
+        let _ = dial.events.try_send(DialEvent::Failed { status });
+        self.bridge.stop_play(Leg::A);
+        self.apply_forwarding();
+        info!(
+            status,
+            "application dial failed; the caller is back with the application"
+        );
+        true
+    }
+
+    /// The party on side B left an application's call: the caller stays with the
+    /// application. False when this is not an application's call.
+    pub(super) fn app_dialled_left(&mut self, cause: EndCause) -> bool {
+        if !self.is_app() {
+            return false;
+        }
+        self.parties[Side::B.index()] = None;
+        self.retire_leg(Side::B, cause);
+        self.b_leg.state = LegState::Disconnected;
+        let dial = self.app.as_mut().and_then(|a| a.dial.take());
+        if let Some(dial) = dial {
+            let duration_secs = dial.answered_at.map(|t| t.elapsed().as_secs()).unwrap_or(0);
+            let _ = dial.events.try_send(DialEvent::Completed { duration_secs });
+        }
+        self.apply_forwarding();
+        info!("the dialled party left; the caller is back with the application");
+        true
     }
 }

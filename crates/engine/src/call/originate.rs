@@ -354,6 +354,7 @@ impl Engine {
         if app {
             actor.app = Some(super::AppSession {
                 application_id: plan.callee.label.clone(),
+                dial: None,
             });
             // The dialled party sees the caller id, not the application.
             let shown = actor.caller_number.clone();

@@ -427,6 +427,7 @@ impl CallActor {
                     ms = waited.as_secs_f64() * 1000.0,
                     "transfer target ringing"
                 );
+                self.app_dial_event(crate::apps::DialEvent::Ringing);
                 self.publish_detail(
                     EventKind::TransferRinging,
                     Some(transferor),
@@ -607,6 +608,7 @@ impl CallActor {
             ms = elapsed.as_secs_f64() * 1000.0,
             "transfer completed"
         );
+        self.app_dial_answered();
         self.publish_detail(
             EventKind::Transferred,
             Some(slot),
@@ -651,6 +653,9 @@ impl CallActor {
                 ..Default::default()
             },
         );
+        if self.app_dial_failed(status) {
+            return;
+        }
         if t.transferor_gone {
             info!("the transferor has left: ending the call");
             if let Some(dialog) = self.dialog_of(keep) {
