@@ -10,8 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use hookflash_config::{Config, TrunkSpec};
+use hookflash_store::normalize::number_digits;
 use hookflash_store::{
-    generate_password, Account, CallRecord, DialClasses, DialPolicy, Store, StoreError,
+    generate_password, Account, ApplicationSpec, CallRecord, DialClasses, DialPolicy, Hook,
+    HookMethod, Store, StoreError,
 };
 
 /// Errors of the admin commands.
@@ -74,6 +76,69 @@ pub enum AdminCommand {
     Account {
         #[command(subcommand)]
         cmd: AccountCmd,
+    },
+    /// Manage applications (call hooks) and the numbers routed to them.
+    App {
+        #[command(subcommand)]
+        cmd: AppCmd,
+    },
+}
+
+/// `GET` or `POST`, any case.
+fn parse_hook_method(s: &str) -> Result<HookMethod, String> {
+    HookMethod::parse(s).map_err(|_| format!("{s:?} is not GET or POST"))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AppCmd {
+    /// Create an application of an account.
+    Add {
+        /// Account name.
+        account: String,
+        /// Application name (unique in the account).
+        name: String,
+        /// URL asked what to do with a call.
+        #[arg(long, value_name = "URL")]
+        call_hook: String,
+        /// HTTP method of the call hook.
+        #[arg(long, value_name = "GET|POST", default_value = "POST", value_parser = parse_hook_method)]
+        method: HookMethod,
+        /// URL told about the call's progress (POST).
+        #[arg(long, value_name = "URL")]
+        status_hook: Option<String>,
+        /// URL asked when the call hook fails (POST).
+        #[arg(long, value_name = "URL")]
+        fallback: Option<String>,
+    },
+    /// List an account's applications and their numbers.
+    #[command(alias = "ls")]
+    List {
+        /// Account name.
+        account: String,
+    },
+    /// Delete an application (its numbers are freed).
+    #[command(alias = "remove")]
+    Rm {
+        /// Account name.
+        account: String,
+        /// Application name.
+        name: String,
+    },
+    /// Route a phone number (DID) to an application.
+    Number {
+        /// Account name.
+        account: String,
+        /// Application name.
+        name: String,
+        /// The number (stored as E.164 with '+').
+        number: String,
+    },
+    /// Unroute a phone number from the application it is routed to.
+    Unnumber {
+        /// Account name.
+        account: String,
+        /// The number.
+        number: String,
     },
 }
 
@@ -353,7 +418,154 @@ pub async fn execute(
         AdminCommand::Pat { cmd } => pat(cmd, store, out).await,
         AdminCommand::Calls { cmd } => calls(cmd, store, out).await,
         AdminCommand::Account { cmd } => account(cmd, store, out).await,
+        AdminCommand::App { cmd } => app(cmd, store, out).await,
     }
+}
+
+async fn account_named(store: &Store, name: &str) -> Result<Account, CliError> {
+    resolve_account(
+        store,
+        &AccountArg {
+            account: Some(name.to_string()),
+        },
+    )
+    .await
+}
+
+async fn app(cmd: AppCmd, store: &Store, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        AppCmd::Add {
+            account,
+            name,
+            call_hook,
+            method,
+            status_hook,
+            fallback,
+        } => {
+            let acc = account_named(store, &account).await?;
+            let spec = ApplicationSpec {
+                name,
+                call_hook: Hook {
+                    method,
+                    ..Hook::post(&call_hook)
+                },
+                call_status_hook: status_hook.as_deref().map(Hook::post),
+                fallback: fallback.as_deref().map(Hook::post),
+            };
+            let a = store.create_application(&acc.id, &spec).await?;
+            writeln!(
+                out,
+                "added application {} ({}) -> {} {} (account {})",
+                a.name,
+                a.id,
+                a.call_hook.method.as_str(),
+                a.call_hook.url,
+                acc.name
+            )?;
+        }
+        AppCmd::List { account } => {
+            let acc = account_named(store, &account).await?;
+            let apps = store.applications(&acc.id).await?;
+            if apps.is_empty() {
+                writeln!(out, "no applications in account {}", acc.name)?;
+                return Ok(());
+            }
+            let mut numbers: HashMap<String, Vec<String>> = HashMap::new();
+            for n in store.application_numbers(&acc.id).await? {
+                numbers.entry(n.application_id).or_default().push(n.number);
+            }
+            let hook = |h: Option<&Hook>| {
+                h.map_or_else(
+                    || "-".to_string(),
+                    |h| format!("{} {}", h.method.as_str(), h.url),
+                )
+            };
+            let rows: Vec<Vec<String>> = apps
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.name.clone(),
+                        hook(Some(&a.call_hook)),
+                        hook(a.call_status_hook.as_ref()),
+                        hook(a.fallback.as_ref()),
+                        numbers
+                            .get(&a.id)
+                            .map_or_else(|| "-".to_string(), |n| n.join(",")),
+                    ]
+                })
+                .collect();
+            write_table(
+                out,
+                &["NAME", "CALL HOOK", "STATUS HOOK", "FALLBACK", "NUMBERS"],
+                &rows,
+            )?;
+        }
+        AppCmd::Rm { account, name } => {
+            let acc = account_named(store, &account).await?;
+            let a = application_named(store, &acc, &name).await?;
+            if !store.delete_application(&acc.id, &a.id).await? {
+                return Err(no_application(&acc, &name));
+            }
+            writeln!(out, "removed application {name} from account {}", acc.name)?;
+        }
+        AppCmd::Number {
+            account,
+            name,
+            number,
+        } => {
+            let acc = account_named(store, &account).await?;
+            let a = application_named(store, &acc, &name).await?;
+            let n = store
+                .add_application_number(&acc.id, &number, &a.id)
+                .await?;
+            writeln!(
+                out,
+                "routed number {} -> application {name} (account {})",
+                n.number, acc.name
+            )?;
+        }
+        AppCmd::Unnumber { account, number } => {
+            let acc = account_named(store, &account).await?;
+            let digits = number_digits(&number)
+                .ok_or_else(|| StoreError::Invalid(format!("{number:?} is not a phone number")))?;
+            let wanted = format!("+{digits}");
+            let found = store
+                .application_numbers(&acc.id)
+                .await?
+                .into_iter()
+                .find(|n| n.number == wanted);
+            let removed = match found {
+                Some(n) => store.remove_application_number(&acc.id, &n.id).await?,
+                None => false,
+            };
+            if !removed {
+                return Err(CliError::NotFound(format!(
+                    "number {wanted} is not routed to an application of account {}",
+                    acc.name
+                )));
+            }
+            writeln!(out, "unrouted number {wanted} (account {})", acc.name)?;
+        }
+    }
+    Ok(())
+}
+
+fn no_application(acc: &Account, name: &str) -> CliError {
+    CliError::NotFound(format!(
+        "application {name:?} does not exist in account {} (see `hookflash app list {}`)",
+        acc.name, acc.name
+    ))
+}
+
+async fn application_named(
+    store: &Store,
+    acc: &Account,
+    name: &str,
+) -> Result<hookflash_store::Application, CliError> {
+    store
+        .application_by_name(&acc.id, name.trim())
+        .await?
+        .ok_or_else(|| no_application(acc, name))
 }
 
 async fn resolve_account(store: &Store, arg: &AccountArg) -> Result<Account, CliError> {
@@ -1720,6 +1932,193 @@ mod tests {
         ));
         exec(&store, &["apikey", "revoke", &meta.id]).await.unwrap();
         assert!(store.verify_api_key(key).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn parses_app_commands() {
+        match parse(&[
+            "app",
+            "add",
+            "acme",
+            "ivr",
+            "--call-hook",
+            "http://h/call",
+            "--method",
+            "get",
+            "--status-hook",
+            "http://h/status",
+        ])
+        .unwrap()
+        {
+            AdminCommand::App {
+                cmd:
+                    AppCmd::Add {
+                        account,
+                        name,
+                        call_hook,
+                        method,
+                        status_hook,
+                        fallback,
+                    },
+            } => {
+                assert_eq!((account.as_str(), name.as_str()), ("acme", "ivr"));
+                assert_eq!(call_hook, "http://h/call");
+                assert_eq!(method, HookMethod::Get);
+                assert_eq!(status_hook.as_deref(), Some("http://h/status"));
+                assert_eq!(fallback, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = parse(&[
+            "app",
+            "add",
+            "acme",
+            "ivr",
+            "--call-hook",
+            "http://h/",
+            "--method",
+            "PUT",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("PUT"), "{err}");
+        assert!(
+            parse(&["app", "add", "acme", "ivr"]).is_err(),
+            "--call-hook is required"
+        );
+        assert!(matches!(
+            parse(&["app", "ls", "acme"]).unwrap(),
+            AdminCommand::App {
+                cmd: AppCmd::List { .. }
+            }
+        ));
+        assert!(parse(&["app", "rm", "acme"]).is_err());
+        assert!(matches!(
+            parse(&["app", "unnumber", "acme", "+4930"]).unwrap(),
+            AdminCommand::App {
+                cmd: AppCmd::Unnumber { .. }
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn applications_and_their_numbers() {
+        let store = Store::open_memory().await.unwrap();
+        let acc = store.create_account("acme", "acme.local").await.unwrap();
+        store.create_account("beta", "beta.local").await.unwrap();
+        exec(&store, &["user", "add", "201", "--password", "pw"])
+            .await
+            .unwrap();
+        exec(&store, &["number", "add", "+4930123456", "--user", "201"])
+            .await
+            .unwrap();
+
+        let out = exec(
+            &store,
+            &[
+                "app",
+                "add",
+                "acme",
+                "ivr",
+                "--call-hook",
+                "http://127.0.0.1:9/call",
+                "--method",
+                "GET",
+                "--fallback",
+                "https://fb.example/x",
+            ],
+        )
+        .await
+        .unwrap();
+        assert!(
+            out.contains("ivr") && out.contains("GET http://127.0.0.1:9/call"),
+            "{out}"
+        );
+        let a = store
+            .application_by_name(&acc.id, "ivr")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.call_hook.method, HookMethod::Get);
+        assert_eq!(a.call_status_hook, None);
+        assert_eq!(a.fallback, Some(Hook::post("https://fb.example/x")));
+
+        // Refused: the same name, a bad URL, an unknown account.
+        let again = ["app", "add", "acme", "ivr", "--call-hook", "http://h/"];
+        assert!(matches!(
+            exec(&store, &again).await,
+            Err(CliError::Store(StoreError::Conflict(_)))
+        ));
+        let bad = ["app", "add", "acme", "x", "--call-hook", "ftp://h/"];
+        assert!(matches!(
+            exec(&store, &bad).await,
+            Err(CliError::Store(StoreError::Invalid(_)))
+        ));
+        assert!(matches!(
+            exec(&store, &["app", "list", "nope"]).await,
+            Err(CliError::AccountNotFound(_))
+        ));
+
+        let out = exec(&store, &["app", "number", "acme", "ivr", "4930999000"])
+            .await
+            .unwrap();
+        assert!(out.contains("+4930999000"), "{out}");
+        let routed = store.application_for_number("+4930999000").await.unwrap();
+        assert_eq!(routed.map(|x| x.id), Some(a.id.clone()));
+        // A user's number, or an unknown application: refused.
+        assert!(matches!(
+            exec(&store, &["app", "number", "acme", "ivr", "+4930123456"]).await,
+            Err(CliError::Store(StoreError::Conflict(_)))
+        ));
+        assert!(matches!(
+            exec(&store, &["app", "number", "acme", "nope", "+4930999001"]).await,
+            Err(CliError::NotFound(_))
+        ));
+
+        let list = exec(&store, &["app", "list", "acme"]).await.unwrap();
+        let row = list.lines().nth(1).unwrap();
+        assert!(
+            row.starts_with("ivr")
+                && row.contains("GET http://127.0.0.1:9/call")
+                && row.contains("POST https://fb.example/x")
+                && row.ends_with("+4930999000"),
+            "{list}"
+        );
+        assert_eq!(
+            exec(&store, &["app", "list", "beta"]).await.unwrap(),
+            "no applications in account beta\n"
+        );
+
+        // Unroute: another account does not have it; then this one.
+        assert!(matches!(
+            exec(&store, &["app", "unnumber", "beta", "+4930999000"]).await,
+            Err(CliError::NotFound(_))
+        ));
+        exec(&store, &["app", "unnumber", "acme", "+49 30 999000"])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.application_for_number("+4930999000").await.unwrap(),
+            None
+        );
+        assert!(matches!(
+            exec(&store, &["app", "unnumber", "acme", "+4930999000"]).await,
+            Err(CliError::NotFound(_))
+        ));
+
+        // Remove: its numbers are freed.
+        exec(&store, &["app", "number", "acme", "ivr", "+4930999002"])
+            .await
+            .unwrap();
+        exec(&store, &["app", "rm", "acme", "ivr"]).await.unwrap();
+        assert!(store.applications(&acc.id).await.unwrap().is_empty());
+        assert_eq!(
+            store.application_for_number("+4930999002").await.unwrap(),
+            None
+        );
+        assert!(matches!(
+            exec(&store, &["app", "rm", "acme", "ivr"]).await,
+            Err(CliError::NotFound(_))
+        ));
     }
 
     #[tokio::test]
