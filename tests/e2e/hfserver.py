@@ -158,7 +158,7 @@ class Server:
     def __init__(self, binary, workdir, artifacts, digest_algorithms=("SHA-256", "MD5"),
                  ring_timeout_secs=30, rtp_inactivity_secs=30, env=None, extra_sip=None,
                  registrar=None, trunk_credentials=None, account_extra=None, user_extra=None,
-                 security=None, shutdown_grace_secs=0):
+                 security=None, shutdown_grace_secs=0, applications=None):
         self.binary = binary
         self.workdir = workdir
         self.artifacts = artifacts
@@ -185,6 +185,9 @@ class Server:
         self.account_extra = {k: dict(v) for k, v in (account_extra or {}).items()}
         self.user_extra = {str(k): dict(v) for k, v in (user_extra or {}).items()}
         self.security = dict(security or {})
+        # Applications of acme: [{"name", "call_hook", "call_status_hook"?, "fallback"?,
+        # "numbers": [...]}], written as [[accounts.applications]].
+        self.applications = [dict(a) for a in (applications or [])]
         # Tests stop their servers with calls possibly still up: no drain unless asked for.
         self.shutdown_grace_secs = shutdown_grace_secs
         unknown = set(self.account_extra) - {a["name"] for a in ACCOUNTS}
@@ -269,6 +272,12 @@ class Server:
                 L.append("  [[accounts.numbers]]")
                 L.append("  number = %s" % toml_str(num))
                 L.append("  user = %s" % toml_str(user))
+            if a["name"] == "acme":
+                for app in self.applications:
+                    L.append("")
+                    L.append("  [[accounts.applications]]")
+                    for k, v in app.items():
+                        L.append("  %s = %s" % (k, toml_value(v)))
             if a["trunk"]:
                 L.append("")
                 L.append("  [[accounts.trunks]]")
