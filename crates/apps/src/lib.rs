@@ -7,12 +7,17 @@ pub mod alert;
 pub mod app;
 pub mod control;
 pub mod delivery;
+pub mod dispatch;
+pub mod engine_control;
 pub mod error;
 mod exec;
 pub mod hook;
 pub mod runtime;
 mod session;
 pub mod verbs;
+
+#[cfg(test)]
+mod testing;
 
 pub use alert::{Alert, AlertKind, AlertSink};
 pub use app::{AppHooks, CallFields, CallStatus, Direction, Hook, Launch, SipInfo};

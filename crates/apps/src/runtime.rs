@@ -489,3 +489,7 @@ async fn execute(x: &mut Exec, script: Script) -> Result<Ending, AppError> {
     }
     Ok(Ending::ListDone)
 }
+
+#[cfg(test)]
+#[path = "runtime_tests.rs"]
+mod tests;
