@@ -104,7 +104,10 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Starts the application as a task.
+    /// Starts the application as a task. A leg answered before it starts (an outbound call)
+    /// is reported `in-progress` first ([`Runtime::status`]) or given a launch whose
+    /// `call_status` is `in-progress`: the runtime then neither answers it again nor
+    /// treats it as ringing (no 480 decline on an error, `completed` with a duration).
     pub fn start(mut self) -> JoinHandle<RunEnd> {
         let (session, started) = match self.session.take() {
             Some(s) => s,
@@ -363,7 +366,9 @@ impl Runtime {
                         )
                         .await;
                     if let Err(c) = r {
-                        debug!(error = %c, "decline after the failure");
+                        // Answered after all: end it anyway.
+                        debug!(error = %c, "decline after the failure; hanging up");
+                        let _ = x.ctl.hangup(&x.call, Vec::new()).await;
                     }
                     (RunEnd::Failed(e), CallStatus::Failed, Some(480))
                 }

@@ -13,6 +13,7 @@ use super::*;
 use crate::alert::Alert;
 use crate::app::Direction;
 use crate::control::Audio;
+use crate::control::CallControl;
 use crate::delivery::{Delivery, DeliveryError, Method};
 use crate::testing::{
     call_ref, delivery, delivery_timing_out_after, launch, FakeCall, HookServer, Op, PlayMode,
@@ -871,5 +872,46 @@ async fn a_live_redirect_replaces_the_running_list_at_once() {
         rt.redirect(&call_ref(), &spec),
         Ok(false),
         "no application any more"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leg_answered_behind_the_runtimes_back_is_hung_up_on_failure() {
+    let server = HookServer::start().await;
+    server.route("/call", vec![Reply::raw(200, "application/json", "nope")]);
+    let fake = FakeCall::new(PlayMode::Instant);
+    // The engine answered it, but nobody told the runtime (no in-progress status).
+    fake.answer(&call_ref()).await.unwrap();
+    let (rt, _) = runtime(&fake);
+    let end = rt.launch(launch(&server)).await.unwrap();
+    assert!(matches!(end, RunEnd::Failed(_)), "{end:?}");
+    assert_eq!(fake.ops(), vec![Op::Answer, hangup_op()], "never left up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn sip_decline_on_an_answered_call_hangs_up() {
+    let server = HookServer::start().await;
+    server.route(
+        "/call",
+        vec![Reply::json(json!([
+            {"verb": "answer"},
+            {"verb": "sip:decline", "status": 603, "headers": {"X-Why": "late"}}
+        ]))],
+    );
+    let fake = FakeCall::new(PlayMode::Instant);
+    let (rt, _) = runtime(&fake);
+    assert_eq!(rt.launch(launch(&server)).await.unwrap(), RunEnd::HungUp);
+    assert_eq!(
+        fake.ops(),
+        vec![
+            Op::Answer,
+            Op::Hangup {
+                headers: vec![("X-Why".into(), "late".into())]
+            }
+        ]
+    );
+    assert_eq!(
+        words(&statuses(&server, 2).await),
+        ["in-progress", "completed"]
     );
 }

@@ -7,6 +7,7 @@ use tracing::warn;
 
 use super::common::SipHeaders;
 use super::Props;
+use crate::control::ControlError;
 use crate::error::AppError;
 use crate::exec::{Ending, Exec, Flow};
 
@@ -45,14 +46,24 @@ impl Decline {
             x.ctl.hangup(&x.call, self.headers.0.clone()).await?;
             return Ok(Flow::End(Ending::HungUp));
         }
-        x.ctl
+        let declined = x
+            .ctl
             .decline(
                 &x.call,
                 self.status,
                 self.reason.clone(),
                 self.headers.0.clone(),
             )
-            .await?;
-        Ok(Flow::End(Ending::Declined(self.status)))
+            .await;
+        match declined {
+            Ok(()) => Ok(Flow::End(Ending::Declined(self.status))),
+            // Answered after all (the engine knows best): end it.
+            Err(ControlError::WrongState(state)) => {
+                warn!(call_id = %x.call.call_id, state, "sip:decline not possible: hanging up");
+                x.ctl.hangup(&x.call, self.headers.0.clone()).await?;
+                Ok(Flow::End(Ending::HungUp))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
