@@ -12,7 +12,7 @@ mod server;
 pub mod user_token;
 mod wav;
 
-pub use dialects::{native, sipgate};
+pub use dialects::{jambonz, native, sipgate};
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -25,7 +25,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use hookflash_apps::{Delivery, DeliveryConfig};
+use hookflash_apps::{Delivery, DeliveryConfig, Runtime};
 use hookflash_engine::Engine;
 use serde_json::json;
 use thiserror::Error;
@@ -75,6 +75,8 @@ pub struct AppState {
     pub(crate) user_tokens: Arc<user_token::KeyCell>,
     /// The webhook client every dialect (and the application runtime) delivers through.
     pub delivery: Delivery,
+    /// The application runtime (None in routers built without one, e.g. some tests).
+    pub runtime: Option<Runtime>,
 }
 
 impl AppState {
@@ -90,6 +92,7 @@ impl AppState {
     pub fn with_parts(engine: Engine, config: guard::GuardConfig, delivery: Delivery) -> Self {
         AppState {
             delivery,
+            runtime: None,
             engine,
             guard: Arc::new(guard::AuthGuard::new(config)),
             user_tokens: Arc::new(user_token::KeyCell::default()),
@@ -106,6 +109,7 @@ pub fn router(engine: Engine) -> Router {
 pub fn router_with_state(state: AppState) -> Router {
     let (native, _) = native::router().split_for_parts();
     let sipgate = sipgate::router(&state);
+    let jambonz = jambonz::router(&state);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -113,6 +117,7 @@ pub fn router_with_state(state: AppState) -> Router {
         .merge(native)
         .with_state(state)
         .merge(sipgate)
+        .merge(jambonz)
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -228,7 +233,14 @@ pub async fn bind_with(
         .map_err(|source| ApiError::Bind { addr, source })?;
     let delivery = Delivery::new(DeliveryConfig::default(), stop.clone());
     sipgate::webhooks::spawn(engine.clone(), delivery.clone(), stop.clone());
-    let app = router_with_state(AppState::with_parts(engine, options.auth_guard, delivery));
+    // The application runtime takes the engine's application calls (once per engine).
+    let runtime = hookflash_apps::dispatch::spawn(engine.clone(), delivery.clone(), stop.clone());
+    if runtime.is_none() {
+        tracing::warn!("application runtime already running for this engine");
+    }
+    let mut state = AppState::with_parts(engine, options.auth_guard, delivery);
+    state.runtime = runtime;
+    let app = router_with_state(state);
     let fut = async move {
         server::serve(listener, app, stop, options.header_read_timeout).await;
         Ok(())
