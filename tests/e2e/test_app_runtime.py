@@ -219,3 +219,74 @@ def test_failing_hook_refuses_the_call_and_fallback_runs(server_factory, phones,
     A2.wait_state("DISCONNECTED", call=c, timeout=15)
     assert A2.end_status(call=c) == 486
     assert hook.got("/fb"), "the fallback was not asked"
+
+
+def test_dial_connects_a_second_phone_and_the_app_goes_on(server_factory, phones, tones, hooks,
+                                                           artifacts):
+    """dial: 201 calls the application, which dials 202 (a pjsua2 phone that answers); both
+    hear each other's tone; when 202 hangs up, 201 stays with the application, whose
+    actionHook gets dial_call_status=completed with the dialled leg's sid and duration, and
+    whose answer (a 1000 Hz play; then the list ends) 201 hears before the call ends. A dial
+    to an extension with no phone reports no-answer/failed and the application goes on."""
+    from checks import assert_hears
+    from conftest import F_B, F_C
+
+    tone_c = os.path.join(artifacts, "tone_c.wav")
+    audio.make_tone(tone_c, F_C, seconds=2)
+    done = []
+
+    def on_done(body):
+        done.append(body)
+        if body.get("dial_call_status") == "completed":
+            return 200, [{"verb": "play", "url": hook.url("/tone_c.wav")}, {"verb": "hangup"}]
+        # The failed first dial: now dial the phone that answers.
+        return 200, [{"verb": "dial", "actionHook": "/dial-done", "callerId": "+4930123456",
+                      "target": [{"type": "user", "name": "202@acme.local"}]}]
+
+    hook = hooks({
+        "/call": (200, [
+            {"verb": "dial", "actionHook": "/dial-done", "timeout": 5,
+             "target": [{"type": "user", "name": "104@acme.local"}]},
+        ]),
+        "/dial-done": on_done,
+    }, files={"/tone_c.wav": tone_c})
+    server = start(server_factory, {"name": "dialer", "call_hook": hook.url("/call")})
+    A = registered(phones, server, "A", "201")
+    B = registered(phones, server, "B", "202")
+    A.play(tones[F_A])
+    B.play(tones[F_B])
+    B.auto_answer(200)
+    c = A.call(server.uri(APP_NUMBER))
+    A.wait_state("CONFIRMED", call=c, timeout=10)
+    inc = B.wait_incoming(timeout=15)
+    # The first dial (104: no phone) failed and was reported.
+    assert done and done[0]["dial_call_status"] in ("no-answer", "failed"), done
+    assert done[0]["dial_sip_status"] >= 400, done
+    assert inc["from"].find("4930123456") >= 0, inc  # the callerId the app asked for
+    B.wait_state("CONFIRMED", call=inc["call"], timeout=10)
+    time.sleep(0.5)
+    ra = os.path.join(artifacts, "A_bridged.wav")
+    rb = os.path.join(artifacts, "B_bridged.wav")
+    A.record(ra)
+    B.record(rb)
+    time.sleep(2.0)
+    A.stop_record()
+    B.stop_record()
+    assert_hears(ra, F_B, F_A, t0=0.3, what="A hears B through the dial")
+    assert_hears(rb, F_A, F_B, t0=0.3, what="B hears A through the dial")
+    # 202 hangs up: 201 is back with the application.
+    B.hangup(call=inc["call"])
+    wait_until(lambda: len(done) >= 2, timeout=10, what="the dial's actionHook")
+    second = done[1]
+    assert second["dial_call_status"] == "completed", second
+    assert second["dial_call_sid"] and second["dial_call_sid"] != second["call_sid"], second
+    assert second["duration"] >= 2, second
+    heard = os.path.join(artifacts, "A_after_dial.wav")
+    A.record(heard)
+    time.sleep(1.2)
+    A.stop_record()
+    w = audio.read_wav(heard)
+    assert audio.tone_fraction(w, F_C, 0.2, w.duration - 0.1) >= 0.5, \
+        audio.window_report(w, [F_C, F_B], 0.2)[:30]
+    A.wait_state("DISCONNECTED", call=c, timeout=10)
+    server.wait_metric("hookflash_active_calls", 0)

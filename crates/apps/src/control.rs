@@ -119,11 +119,13 @@ pub trait CallControl: Send + Sync + 'static {
         headers: Vec<(String, String)>,
     ) -> Result<(), ControlError>;
     /// Dials `target` (extension, number, `sip:` URI) into the answered leg's call, connecting
-    /// it with the caller when it answers; progress on the receiver (closed: the call ended).
+    /// it with the caller when it answers; `caller_id` is what the target sees (one of the
+    /// account's numbers or extensions). Progress on the receiver (closed: the call ended).
     async fn dial(
         &self,
         _call: &CallRef,
         _target: &str,
+        _caller_id: Option<String>,
         _timeout: std::time::Duration,
     ) -> Result<mpsc::Receiver<DialProgress>, ControlError> {
         Err(ControlError::Failed("dial is not available".into()))

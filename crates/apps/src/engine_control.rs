@@ -118,12 +118,20 @@ impl CallControl for EngineControl {
         &self,
         call: &CallRef,
         target: &str,
+        caller_id: Option<String>,
         timeout: std::time::Duration,
     ) -> Result<mpsc::Receiver<DialProgress>, ControlError> {
         use hookflash_engine::apps::DialEvent;
         let (events_tx, mut events) = mpsc::channel(8);
         self.engine
-            .app_dial(&call.account_id, &call.call_id, target, timeout, events_tx)
+            .app_dial(
+                &call.account_id,
+                &call.call_id,
+                target,
+                caller_id,
+                timeout,
+                events_tx,
+            )
             .await
             .map_err(control_error)?;
         let (tx, rx) = mpsc::channel(8);

@@ -137,20 +137,27 @@ impl Engine {
 
     /// Dials `target` (extension, number, or `sip:`/`tel:` URI naming one; as the account
     /// dials) into an answered application call and connects it with the caller when it
-    /// answers. The caller hears a ringback tone meanwhile. Progress arrives on `events`
+    /// answers; the target sees `caller_id` (one of the account's numbers or extensions;
+    /// default: the caller's number). The caller hears a ringback tone meanwhile. Progress arrives on `events`
     /// (dropped: the call ended). Returns once the target is being dialled.
     pub async fn app_dial(
         &self,
         account_id: &str,
         call_id: &str,
         target: &str,
+        caller_id: Option<String>,
         timeout: std::time::Duration,
         events: mpsc::Sender<DialEvent>,
     ) -> Result<(), CommandError> {
         self.call(account_id, call_id)?;
         let target = self.resolve_target(account_id, None, target).await?;
+        let caller_id = match caller_id {
+            Some(id) => Some(self.own_caller_id(account_id, &id).await?),
+            None => None,
+        };
         self.send_command(account_id, call_id, |reply| CallCommand::AppDial {
             target,
+            caller_id,
             timeout,
             events,
             reply,

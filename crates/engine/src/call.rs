@@ -161,6 +161,7 @@ pub enum CallCommand {
     },
     AppDial {
         target: TransferTarget,
+        caller_id: Option<String>,
         timeout: Duration,
         events: tokio::sync::mpsc::Sender<crate::apps::DialEvent>,
         reply: Reply<()>,
@@ -711,6 +712,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         states_to: None,
         ring_deadline: None,
         custom_ring_timeout: None,
+        transfer_caller_id: None,
         states: call.states,
         bridge: call.bridge,
         a_media: call.a_media,
@@ -1088,6 +1090,9 @@ struct CallActor {
     ring_deadline: Option<tokio::time::Instant>,
     /// A ring timeout of its own (an application's outbound call), else the server's.
     custom_ring_timeout: Option<Duration>,
+    /// The caller id the next transfer target sees instead of the kept party's number (an
+    /// application's `dial` with `callerId`).
+    transfer_caller_id: Option<String>,
     /// This call's routes in the shared dialog-state channel (see `dialog_states`).
     states: CallStates,
     bridge: Arc<BridgeHandle>,
@@ -1930,11 +1935,12 @@ impl CallActor {
             }
             CallCommand::AppDial {
                 target,
+                caller_id,
                 timeout,
                 events,
                 reply,
             } => {
-                let _ = reply.send(self.app_dial(target, timeout, events));
+                let _ = reply.send(self.app_dial(target, caller_id, timeout, events));
             }
             CallCommand::AppHangupDialled { reply } => {
                 let _ = reply.send(self.app_hangup_dialled().await);

@@ -16,6 +16,7 @@ pub mod answer;
 pub mod common;
 pub mod config;
 pub mod decline;
+pub mod dial;
 pub mod dtmf;
 pub mod gather;
 pub mod hangup;
@@ -30,6 +31,7 @@ pub mod unsupported;
 pub use answer::Answer;
 pub use config::Config;
 pub use decline::Decline;
+pub use dial::Dial;
 pub use dtmf::Dtmf;
 pub use gather::Gather;
 pub use hangup::Hangup;
@@ -51,6 +53,7 @@ pub enum Verb {
     Hangup(Hangup),
     Answer(Answer),
     Decline(Decline),
+    Dial(Box<Dial>),
     Tag(Tag),
     Config(Config),
     Dtmf(Dtmf),
@@ -94,6 +97,7 @@ impl Verb {
             Verb::Hangup(_) => "hangup",
             Verb::Answer(_) => "answer",
             Verb::Decline(_) => "sip:decline",
+            Verb::Dial(_) => "dial",
             Verb::Tag(_) => "tag",
             Verb::Config(_) => "config",
             Verb::Dtmf(_) => "dtmf",
@@ -144,6 +148,7 @@ impl Verb {
             "hangup" => Verb::Hangup(props(name, data)?),
             "answer" => Verb::Answer(props(name, data)?),
             "sip:decline" => Verb::Decline(props(name, data)?),
+            "dial" => Verb::Dial(Box::new(props(name, data)?)),
             "tag" => Verb::Tag(props(name, data)?),
             "config" => Verb::Config(props(name, data)?),
             "dtmf" => Verb::Dtmf(props(name, data)?),
@@ -165,6 +170,7 @@ impl Verb {
             Verb::Hangup(v) => v.exec(x).await,
             Verb::Answer(v) => v.exec(x).await,
             Verb::Decline(v) => v.exec(x).await,
+            Verb::Dial(v) => v.exec(x).await,
             Verb::Tag(v) => v.exec(x).await,
             Verb::Config(v) => v.exec(x).await,
             Verb::Dtmf(v) => v.exec(x).await,
@@ -185,6 +191,7 @@ fn is_known(name: &str) -> bool {
             | "hangup"
             | "answer"
             | "sip:decline"
+            | "dial"
             | "tag"
             | "config"
             | "dtmf"
@@ -216,6 +223,7 @@ mod tests {
             json!({"verb": "say", "text": 5}),
             json!({"say": "hi"}),
             json!({"verb": "dial", "target": []}),
+            json!({"verb": "listen", "url": "ws://127.0.0.1:9"}),
             json!({"verb": "hangup"}),
         ]);
         let r: Vec<_> = script.into_iter().collect();
@@ -225,12 +233,14 @@ mod tests {
         assert_eq!(r[3], Err(VerbError::Unknown("frobnicate".into())));
         assert!(matches!(&r[4], Err(VerbError::Invalid { verb, .. }) if verb == "say"));
         assert!(matches!(&r[5], Err(VerbError::Invalid { verb, .. }) if verb == "say"));
+        // A dial without a target is an error of that verb.
+        assert!(matches!(&r[6], Err(VerbError::Invalid { verb, .. }) if verb == "dial"));
         assert_eq!(
-            r[6],
+            r[7],
             Ok(Verb::NotYet(NotYet {
-                name: "dial".into()
+                name: "listen".into()
             }))
         );
-        assert!(matches!(r[7], Ok(Verb::Hangup(_))));
+        assert!(matches!(r[8], Ok(Verb::Hangup(_))));
     }
 }

@@ -10,7 +10,6 @@ pub const NOT_YET: &[&str] = &[
     "alert",
     "conference",
     "dequeue",
-    "dial",
     "dialogflow",
     "dub",
     "enqueue",

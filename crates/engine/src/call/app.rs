@@ -183,6 +183,7 @@ impl CallActor {
     pub(super) fn app_dial(
         &mut self,
         target: TransferTarget,
+        caller_id: Option<String>,
         timeout: Duration,
         events: mpsc::Sender<DialEvent>,
     ) -> Result<(), CommandError> {
@@ -199,7 +200,10 @@ impl CallActor {
         }
         self.bridge.stop_play(Leg::A);
         let b_leg = self.b_leg.id.clone();
-        self.start_transfer(Some(b_leg), target, false)?;
+        self.transfer_caller_id = caller_id;
+        let started = self.start_transfer(Some(b_leg), target, false);
+        self.transfer_caller_id = None;
+        started?;
         if let Some(t) = self.transfer.as_mut() {
             t.transferor_gone = true;
             t.deadline = tokio::time::Instant::now() + timeout;

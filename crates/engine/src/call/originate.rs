@@ -139,7 +139,11 @@ impl Engine {
     }
 
     /// A caller id the account may present: one of its numbers or extensions.
-    async fn own_caller_id(&self, account_id: &str, id: &str) -> Result<String, CommandError> {
+    pub(crate) async fn own_caller_id(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<String, CommandError> {
         let id = transfer_target_user(id)
             .ok_or_else(|| bad(format!("callerId '{id}' is not a number or extension")))?;
         let store = &self.inner.store;

@@ -206,7 +206,10 @@ impl CallActor {
         let offer = sdp::build_offer(local, &origin, &offered, Direction::SendRecv).to_string();
         self.transfer_generation = self.transfer_generation.wrapping_add(1);
         let generation = self.transfer_generation;
-        let kept_number = self.leg(keep).number.clone();
+        let kept_number = self
+            .transfer_caller_id
+            .take()
+            .unwrap_or_else(|| self.leg(keep).number.clone());
         let sent = self.invite_targets(&target.forks, &kept_number, None, &offer, |index| {
             ForkKey::Transfer { generation, index }
         });
