@@ -619,10 +619,11 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_and_bad_urls_are_errors() {
-        // A port nobody listens on.
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        drop(l);
+        // A port nobody listens on: bound but not listening, so connections are refused
+        // and no other test (process) gets the port meanwhile.
+        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = reserved.local_addr().unwrap().port();
         let d = Delivery::new(fast(), CancellationToken::new());
         let err = d
             .send(&Request::post_form(

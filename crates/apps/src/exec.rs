@@ -47,10 +47,12 @@ pub(crate) enum Ending {
 pub(crate) enum Played {
     Finished,
     Stopped,
-    CallEnded,
     /// `timeoutSecs` ran out and it was stopped.
     TimedOut,
 }
+
+/// How long a verb that saw the call end waits for the run's end signal.
+const CALL_END_GRACE: Duration = Duration::from_secs(1);
 
 /// A "forever" loop whose rounds take no time at all (audio that ends at once) is cut after
 /// this many rounds, so it cannot spin.
@@ -100,7 +102,8 @@ impl Exec {
         }
     }
 
-    /// Plays `items` in order, `times` rounds, for at most `limit`.
+    /// Plays `items` in order, `times` rounds, for at most `limit`. A playback that ends
+    /// with the call is [`ControlError::Gone`].
     pub async fn play_all(
         &mut self,
         items: &[Audio],
@@ -132,7 +135,7 @@ impl Exec {
                 match end {
                     PlayEnd::Finished => {}
                     PlayEnd::Stopped => return Ok(Played::Stopped),
-                    PlayEnd::CallEnded => return Ok(Played::CallEnded),
+                    PlayEnd::CallEnded => return Err(self.call_ended().await),
                 }
             }
             if times == Loop::Forever && started.elapsed().is_zero() {
@@ -146,6 +149,14 @@ impl Exec {
                 empty_rounds = 0;
             }
         }
+    }
+
+    /// A playback ended with the call: the run's end signal is due. Wait a moment for it
+    /// (the run drops this verb when it comes); without it, the call is gone all the same.
+    /// Nothing after this runs another verb or hook.
+    pub async fn call_ended(&mut self) -> ControlError {
+        tokio::time::sleep(CALL_END_GRACE).await;
+        ControlError::Gone
     }
 
     /// Forgets keys pressed before now (a gather listens from its start).

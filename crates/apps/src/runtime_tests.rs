@@ -307,7 +307,7 @@ async fn unknown_unsupported_and_mistyped_verbs_are_skipped() {
         "/call",
         vec![Reply::json(json!([
             {"verb": "frobnicate"},
-            {"verb": "dial", "target": [{"type": "phone", "number": "+1555"}]},
+            {"verb": "conference", "name": "room-1"},
             {"verb": "say", "text": 5},
             {"verb": "say", "text": "still here"}
         ]))],
@@ -332,7 +332,7 @@ async fn unknown_unsupported_and_mistyped_verbs_are_skipped() {
         .collect();
     assert!(msgs[0].contains("frobnicate"), "{msgs:?}");
     assert!(
-        msgs[1].contains("dial") && msgs[1].contains("not supported yet"),
+        msgs[1].contains("conference") && msgs[1].contains("not supported yet"),
         "{msgs:?}"
     );
     assert_eq!(alerts.lock().unwrap()[0].call_sid, "cs-1");
@@ -910,6 +910,67 @@ async fn sip_decline_on_an_answered_call_hangs_up() {
             }
         ]
     );
+    assert_eq!(
+        words(&statuses(&server, 2).await),
+        ["in-progress", "completed"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_caller_hanging_up_during_a_say_runs_nothing_after_it() {
+    let server = HookServer::start().await;
+    server.route(
+        "/call",
+        vec![Reply::json(json!([
+            {"verb": "say", "text": "long"},
+            {"verb": "tag", "data": {"a": 1}},
+            {"verb": "redirect", "actionHook": "/never"}
+        ]))],
+    );
+    let fake = FakeCall::new(PlayMode::Hold);
+    let (rt, _) = runtime(&fake);
+    let handle = rt.launch(launch(&server));
+    fake.wait_plays(1).await;
+    fake.hang_up(200, "normal").await;
+    let end = handle.await.unwrap();
+    assert_eq!(
+        end,
+        RunEnd::CallEnded {
+            sip_status: Some(200),
+            cause: "normal".into()
+        }
+    );
+    assert_eq!(fake.ops(), vec![play_op("long")]);
+    statuses(&server, 2).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(server.seen_at("/never").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_playback_ending_with_the_call_stops_the_run_without_an_end_signal() {
+    let server = HookServer::start().await;
+    server.route(
+        "/call",
+        vec![Reply::json(json!([
+            {"verb": "gather", "actionHook": "/never", "say": {"text": "prompt"}},
+            {"verb": "say", "text": "never"}
+        ]))],
+    );
+    let fake = FakeCall::new(PlayMode::Hold);
+    let (rt, _) = runtime(&fake);
+    let handle = rt.launch(launch(&server));
+    fake.wait_plays(1).await;
+    fake.end_playback_with_the_call();
+    let end = handle.await.unwrap();
+    assert_eq!(
+        end,
+        RunEnd::CallEnded {
+            sip_status: None,
+            cause: "gone".into()
+        }
+    );
+    assert_eq!(fake.ops(), vec![play_op("prompt")]);
+    assert!(server.seen_at("/never").is_empty());
     assert_eq!(
         words(&statuses(&server, 2).await),
         ["in-progress", "completed"]

@@ -122,6 +122,11 @@ impl FakeCall {
         self.end_playing(PlayEnd::Finished);
     }
 
+    /// Ends the current playback with the call, without an end signal.
+    pub fn end_playback_with_the_call(&self) {
+        self.end_playing(PlayEnd::CallEnded);
+    }
+
     fn end_playing(&self, how: PlayEnd) {
         if let Some((_, tx)) = self.playing.lock().unwrap().take() {
             let _ = tx.send(how);

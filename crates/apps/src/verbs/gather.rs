@@ -292,6 +292,9 @@ impl Gather {
                 }
                 end = play_end(&mut playing) => {
                     playing = None;
+                    if end == PlayEnd::CallEnded {
+                        return Err(x.call_ended().await.into());
+                    }
                     if end == PlayEnd::Finished {
                         if let Some(p) = prompt.as_mut() {
                             if play_started.elapsed().is_zero() {
