@@ -521,22 +521,45 @@ async fn an_outbound_application_call() {
         .wait(mark, Duration::from_secs(5), |m| is_request(m, "BYE"))
         .await;
     s.wait_no_calls().await;
-    // The status hook hears the end. (Which final word the runtime sends for an answered
-    // outbound call it ran is the runtime's business, tested there.)
+    // The status hook hears the end: an answered call that was hung up is `completed`, after
+    // `in-progress`, each once.
     wait_for("a final status", || {
         hooks
             .got
             .lock()
             .unwrap()
             .iter()
-            .any(|(p, b)| {
-                p == "/status"
-                    && ["completed", "no-answer", "failed", "busy"]
-                        .contains(&b["call_status"].as_str().unwrap_or_default())
-            })
+            .any(|(p, b)| p == "/status" && b["call_status"] == "completed")
             .then_some(())
     })
     .await;
+    let statuses: Vec<String> = hooks
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == "/status")
+        .map(|(_, b)| b["call_status"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let finals = statuses
+        .iter()
+        .filter(|s| ["completed", "no-answer", "failed", "busy"].contains(&s.as_str()))
+        .count();
+    assert_eq!(finals, 1, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "in-progress").count(),
+        1,
+        "{statuses:?}"
+    );
+    // The call_hook request made on answer says the call is in progress.
+    let first_call_hook = hooks
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(p, _)| p == "/call")
+        .map(|(_, b)| b["call_status"].clone());
+    assert_eq!(first_call_hook, Some(json!("in-progress")));
     s.shutdown().await;
 }
 

@@ -245,6 +245,12 @@ pub async fn create_call(
                     EventKind::Answered => {
                         if let Some(p) = prepared.take() {
                             info!("answered; the application starts");
+                            // Answered before it starts: in-progress first, so the call_hook
+                            // request says so and the runtime does not answer again.
+                            runtime.status(
+                                &call,
+                                StatusUpdate::new(CallStatus::InProgress, Some(200)),
+                            );
                             p.start();
                         }
                         return;
