@@ -489,7 +489,7 @@ class Peer:
            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n")
 
     def __init__(self, server_port, port=0, host="127.0.0.1", invite_code=200, name="peer",
-                 user="carrier", reinvite_delay=0.0, reinvite_codes=()):
+                 user="carrier", reinvite_delay=0.0, reinvite_codes=(), answer_headers=()):
         self.name = name
         self.user = user
         self.server = ("127.0.0.1", server_port)
@@ -505,6 +505,8 @@ class Peer:
         # ``reinvite_codes`` in turn (e.g. [491] for glare), then 200 with SDP.
         self.reinvite_delay = reinvite_delay
         self.reinvite_codes = list(reinvite_codes)
+        # Extra header lines of the 2xx to a new INVITE (e.g. "Session-Expires: 90;refresher=uas").
+        self.answer_headers = list(answer_headers)
         self.log = []
         self.cond = threading.Condition()
         self.dialogs = {}  # call_id -> {local_tag, remote_tag, target, from_uri, to_uri, cseq, local_is_uac}
@@ -671,7 +673,8 @@ class Peer:
                 self._ringing = getattr(self, "_ringing", {})
                 self._ringing[call_id] = (m, tag, src)
             elif code < 300:
-                out = self._response(m, code, "OK", to_tag=tag, body=self.sdp())
+                out = self._response(m, code, "OK", to_tag=tag, body=self.sdp(),
+                                     extra=self.answer_headers)
                 self.dialogs[call_id] = dict(
                     local_tag=tag, remote_tag=_hdr_param(m.get("from"), "tag"),
                     target=_angle_uri(m.get("contact")) or "sip:%s:%d" % self.server,

@@ -116,3 +116,64 @@ def test_a_session_interval_below_the_minimum_gets_422(server):
         assert second.get("min-se").split(";")[0].strip() == "90", second
     finally:
         c.close()
+
+
+@pytest.mark.timeout(150)
+def test_the_callee_leg_runs_its_session_timer(server_factory, phones):
+    """Session timers on the dialled leg, two servers at once:
+    1. the callee (a raw carrier on the trunk) answers `Session-Expires: 90;refresher=uas`
+       and never refreshes: both phones get BYE at its deadline (60 s after the answer);
+    2. with `sip.session_expires_secs = 90` the server asks for timers: its INVITE to the
+       callee carries `Session-Expires: 90` and `Supported: timer`; the callee's 2xx names
+       none, so the server refreshes that leg (a re-INVITE or UPDATE with Session-Expires
+       about 45 s after the answer), and the caller's 2xx carries `refresher=uas`."""
+    number = "+4969555123"  # national for acme: out through the trunk
+
+    def call(server, carrier, name):
+        A = phones(name)
+        ev = A.register(server, "201")
+        assert ev["code"] == 200, ev
+        c = A.call(server.uri(number))
+        A.wait_state("CONFIRMED", call=c, timeout=10)
+        inv = carrier.new_invites()
+        assert len(inv) == 1, inv
+        return A, c, inv[0], time.monotonic()
+
+    s1 = server_factory(rtp_inactivity_secs=300)
+    c1 = rawsip.Peer(s1.sip_port, port=s1.trunk_port, name="carrier1",
+                     answer_headers=["Session-Expires: 90;refresher=uas", "Require: timer"])
+    s2 = server_factory(rtp_inactivity_secs=300, extra_sip={"session_expires_secs": 90})
+    c2 = rawsip.Peer(s2.sip_port, port=s2.trunk_port, name="carrier2")
+    try:
+        A1, call1, inv1, t1 = call(s1, c1, "A1")
+        A2, call2, inv2, t2 = call(s2, c2, "A2")
+        assert not inv1.get("session-expires"), inv1  # not asked by default
+        assert (inv2.get("session-expires") or "").split(";")[0].strip() == "90", inv2
+        assert "timer" in (inv2.get("supported") or ""), inv2
+        call_id1, call_id2 = inv1.get("call-id"), inv2.get("call-id")
+
+        def refresh_of(m):
+            # A re-INVITE (To has our tag) or UPDATE, not the initial INVITE.
+            in_dialog = m.method == "UPDATE" or (
+                m.method == "INVITE" and rawsip._hdr_param(m.get("to"), "tag"))
+            return (not m.is_response and in_dialog and m.get("call-id") == call_id2
+                    and m.get("session-expires"))
+
+        refresh = c2.wait(refresh_of, timeout=70)
+        assert refresh is not None, "server 2 never refreshed the callee's session"
+        dt = time.monotonic() - t2
+        assert 35 <= dt <= 55, dt
+        bye = c1.wait_request("BYE", timeout=40, pred=lambda m: m.get("call-id") == call_id1)
+        assert bye is not None, "the silent callee's leg was never released"
+        dt1 = time.monotonic() - t1
+        assert 55 <= dt1 <= 72, dt1
+        A1.wait_state("DISCONNECTED", call=call1, timeout=5)
+        m = s1.wait_metric("hookflash_active_calls", 0)
+        assert counter(m, "hookflash_calls_ended_total", cause="session_expired") == 1, m
+        # Server 2's call is still up: the refresh kept it.
+        assert "DISCONNECTED" not in A2.states(call=call2)
+        A2.hangup(call=call2)
+        A2.wait_state("DISCONNECTED", call=call2, timeout=5)
+    finally:
+        c1.close()
+        c2.close()

@@ -82,6 +82,10 @@ pub struct SipConfig {
     /// Session timers (RFC 4028): a caller asking for a shorter interval gets 422 with this
     /// Min-SE.
     pub session_min_se_secs: u32,
+    /// Session timers asked for on legs whose peer did not ask: our INVITEs carry
+    /// `Session-Expires` with this interval and `Supported: timer`, and a caller's 2xx gets
+    /// it with us as the refresher. None (the default): off; 1800 is the usual value.
+    pub session_expires_secs: Option<u32>,
 }
 
 impl Default for SipConfig {
@@ -94,6 +98,7 @@ impl Default for SipConfig {
             ring_timeout_secs: 60,
             digest_algorithms: vec!["SHA-256".to_string(), "MD5".to_string()],
             session_min_se_secs: 90,
+            session_expires_secs: None,
         }
     }
 }
@@ -761,6 +766,13 @@ impl Config {
                 "a number of seconds",
             )?;
         }
+        if let Some(v) = get("HOOKFLASH_SIP_SESSION_EXPIRES_SECS")? {
+            self.sip.session_expires_secs = Some(parse_env(
+                "HOOKFLASH_SIP_SESSION_EXPIRES_SECS",
+                &v,
+                "a number of seconds",
+            )?);
+        }
         if let Some(v) = get("HOOKFLASH_REGISTRAR_MIN_EXPIRES")? {
             self.registrar.min_expires =
                 parse_env("HOOKFLASH_REGISTRAR_MIN_EXPIRES", &v, "a number of seconds")?;
@@ -919,6 +931,14 @@ impl Config {
         // RFC 4028 §5: Min-SE is at least 90 s.
         if self.sip.session_min_se_secs < 90 {
             return invalid("sip.session_min_se_secs must be at least 90 (RFC 4028)".into());
+        }
+        if let Some(se) = self.sip.session_expires_secs {
+            if se < self.sip.session_min_se_secs || se > 86_400 {
+                return invalid(format!(
+                    "sip.session_expires_secs must be from sip.session_min_se_secs ({}) to 86400",
+                    self.sip.session_min_se_secs
+                ));
+            }
         }
 
         // Security

@@ -169,6 +169,8 @@ pub enum CallCommand {
     AppHangupDialled {
         reply: Reply<()>,
     },
+    /// Audio taps and streamed playback of application calls (`listen.rs`).
+    AppListen(listen::ListenCommand),
     /// Internal: a playback the actor started has ended.
     PlaybackEnded {
         side: u8,
@@ -230,6 +232,7 @@ enum Phase {
 mod app;
 use app::AppSession;
 mod consult;
+pub(crate) mod listen;
 mod originate;
 mod park;
 use park::Parked;
@@ -371,6 +374,18 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
             return;
         }
     };
+    // Asking for timers where the caller did not (configurable; off by default): we refresh.
+    let a_timer = a_timer.or_else(|| {
+        engine
+            .inner
+            .cfg
+            .session_expires_ask
+            .map(|expires| SessionTimer {
+                expires,
+                refresher: session_timer::Refresher::Uas,
+                require: false,
+            })
+    });
     let a_allows_update = header_values(&req, "Allow")
         .iter()
         .flat_map(|v| v.split(','))
@@ -524,8 +539,8 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
             forks: targets.len(),
         },
     );
-    actor.a_timer = a_timer;
-    actor.a_allows_update = a_allows_update;
+    actor.timers[0] = a_timer;
+    actor.allows_update[0] = a_allows_update;
     if let Some((permit, app)) = app_permit {
         actor.app = Some(AppSession {
             application_id: app.id.clone(),
@@ -742,9 +757,9 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         new_reoffers: Vec::new(),
         hold_op: None,
         relay_op: None,
-        a_timer: None,
-        session_deadline: None,
-        a_allows_update: false,
+        timers: [None, None],
+        session_deadlines: [None, None],
+        allows_update: [false, false],
     };
     (actor, cmd_rx)
 }
@@ -1128,9 +1143,9 @@ struct CallActor {
     relay_op: Option<Box<reoffer::RelayOp>>,
     /// The caller's session timer (RFC 4028), its next deadline once answered, and whether
     /// the caller takes UPDATE (our refreshes use it then).
-    a_timer: Option<SessionTimer>,
-    session_deadline: Option<tokio::time::Instant>,
-    a_allows_update: bool,
+    timers: [Option<SessionTimer>; 2],
+    session_deadlines: [Option<tokio::time::Instant>; 2],
+    allows_update: [bool; 2],
 }
 
 impl CallActor {
@@ -1199,6 +1214,13 @@ impl CallActor {
                 content_type: Some("application/sdp".into()),
                 offer: Some(offer.as_bytes().to_vec()),
                 contact: self.engine.local_contact(),
+                // Asking the dialled party for session timers, where configured.
+                headers: self.engine.inner.cfg.session_expires_ask.map(|se| {
+                    vec![
+                        Header::Other("Session-Expires".into(), se.to_string()),
+                        Header::Other("Supported".into(), "timer".into()),
+                    ]
+                }),
                 credential: target.credential.as_ref().map(|(u, p)| Credential {
                     username: u.clone(),
                     password: p.clone(),
@@ -1265,9 +1287,8 @@ impl CallActor {
             let park_deadline = self
                 .park_deadline()
                 .unwrap_or_else(tokio::time::Instant::now);
-            let session_deadline = self
-                .session_deadline
-                .unwrap_or_else(tokio::time::Instant::now);
+            let next_session_deadline = self.next_session_deadline();
+            let session_deadline = next_session_deadline.unwrap_or_else(tokio::time::Instant::now);
             let vm_deadline = self
                 .voicemail
                 .as_ref()
@@ -1291,7 +1312,7 @@ impl CallActor {
                     Box::pin(self.on_reoffer(side, outcome)).await
                 }
                 _ = tokio::time::sleep_until(session_deadline),
-                    if self.session_deadline.is_some() && self.phase == Phase::Connected => {
+                    if next_session_deadline.is_some() && self.phase == Phase::Connected => {
                     Box::pin(self.on_session_deadline()).await
                 }
                 _ = tokio::time::sleep_until(park_deadline), if self.parked.is_some() => {
@@ -1648,6 +1669,7 @@ impl CallActor {
         self.a_leg.state = LegState::Answered;
         self.b_leg.state = LegState::Answered;
         self.b_leg.devices.clear();
+        self.set_callee_timer(&resp);
         self.session_refreshed();
         self.publish(EventKind::Answered, None, None);
         info!(device = %self.forks[index].request_uri, "call answered");
@@ -1945,6 +1967,7 @@ impl CallActor {
             CallCommand::AppHangupDialled { reply } => {
                 let _ = reply.send(self.app_hangup_dialled().await);
             }
+            CallCommand::AppListen(cmd) => self.app_listen(cmd),
             CallCommand::Play {
                 target,
                 pcm,

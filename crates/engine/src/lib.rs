@@ -72,6 +72,9 @@ pub struct EngineConfig {
     pub outside_refer: hookflash_config::OutsideRefer,
     /// The shortest session-timer interval we accept (RFC 4028 Min-SE).
     pub session_min_se: u32,
+    /// Session timer asked for on legs whose peer did not ask (`sip.session_expires_secs`;
+    /// None: off).
+    pub session_expires_ask: Option<u32>,
 }
 
 pub(crate) struct EngineInner {
@@ -150,6 +153,7 @@ impl Engine {
             premium_prefixes: config.security.premium_prefixes.clone(),
             outside_refer: config.security.outside_refer,
             session_min_se: config.sip.session_min_se_secs,
+            session_expires_ask: config.sip.session_expires_secs,
         };
         let music_on_hold = match &config.rtp.music_on_hold {
             Some(path) => hookflash_media::audio::load_music_on_hold(path).map_err(|e| {

@@ -132,9 +132,42 @@ impl SessionTimer {
         }
     }
 
-    /// Do we send the refreshes?
-    pub fn we_refresh(&self) -> bool {
-        self.refresher == Refresher::Uas
+    /// [`Self::next_deadline`] on a leg where we are the dialog's UAS (`we_are_uas`, the
+    /// caller's leg) or its UAC (a leg we dialled).
+    pub fn next_deadline_as(&self, we_are_uas: bool) -> Duration {
+        let mine = SessionTimer {
+            refresher: if self.we_refresh_as(we_are_uas) {
+                Refresher::Uas
+            } else {
+                Refresher::Uac
+            },
+            ..*self
+        };
+        mine.next_deadline()
+    }
+
+    /// Do we send the refreshes on a leg where we are the UAS (`we_are_uas`) or the UAC?
+    pub fn we_refresh_as(&self, we_are_uas: bool) -> bool {
+        (self.refresher == Refresher::Uas) == we_are_uas
+    }
+}
+
+/// The session timer a dialled party's 2xx sets up (we are the UAC): its `Session-Expires`
+/// with the refresher it names (RFC 4028 §7.2: none named means the UAC, us). `asked`: what
+/// our INVITE asked for, when it asked; a 2xx without `Session-Expires` then runs our request
+/// with us refreshing (§7.2, the UAS did not support timers). None: no timer on this leg.
+pub fn callee_timer(session_expires: Option<&str>, asked: Option<u32>) -> Option<SessionTimer> {
+    match requested(session_expires, &[]) {
+        Some(r) => Some(SessionTimer {
+            expires: r.expires,
+            refresher: r.refresher.unwrap_or(Refresher::Uac),
+            require: false,
+        }),
+        None => asked.map(|expires| SessionTimer {
+            expires,
+            refresher: Refresher::Uac,
+            require: false,
+        }),
     }
 }
 
@@ -170,6 +203,33 @@ mod tests {
             requested(Some("90;refresher=UAS"), &sup(&["Timer"])).and_then(|r| r.refresher),
             Some(Refresher::Uas)
         );
+    }
+
+    #[test]
+    fn a_dialled_partys_2xx_sets_the_timer_of_its_leg() {
+        // The callee refreshes: we end the call if it does not, the interval less a third
+        // (at most 32 s) after the last refresh.
+        let t = callee_timer(Some("90;refresher=uas"), None).unwrap();
+        assert!(!t.we_refresh_as(false));
+        assert_eq!(t.next_deadline_as(false), Duration::from_secs(60));
+        // We refresh (named, or not named: the UAC), at half the interval.
+        for se in ["1800;refresher=uac", "1800"] {
+            let t = callee_timer(Some(se), None).unwrap();
+            assert!(t.we_refresh_as(false), "{se}");
+            assert_eq!(t.next_deadline_as(false), Duration::from_secs(900));
+        }
+        // No Session-Expires in the 2xx: none, unless we asked (then we refresh).
+        assert_eq!(callee_timer(None, None), None);
+        let t = callee_timer(None, Some(1800)).unwrap();
+        assert!(t.we_refresh_as(false));
+        // The caller's leg is unchanged: there we are the UAS.
+        let a = SessionTimer {
+            expires: 90,
+            refresher: Refresher::Uas,
+            require: true,
+        };
+        assert!(a.we_refresh_as(true));
+        assert_eq!(a.next_deadline_as(true), a.next_deadline());
     }
 
     #[test]
@@ -218,7 +278,7 @@ mod tests {
             require: true,
         };
         assert_eq!(ours.next_deadline(), Duration::from_secs(45));
-        assert!(ours.we_refresh());
+        assert!(ours.we_refresh_as(true));
         let theirs = SessionTimer {
             expires: 90,
             refresher: Refresher::Uac,

@@ -278,6 +278,8 @@ impl CallActor {
             return false;
         }
         self.parties[Side::B.index()] = None;
+        self.timers[Side::B.index()] = None;
+        self.session_deadlines[Side::B.index()] = None;
         self.retire_leg(Side::B, cause);
         self.b_leg.state = LegState::Disconnected;
         let dial = self.app.as_mut().and_then(|a| a.dial.take());

@@ -113,7 +113,7 @@ impl CallActor {
             retries,
         });
         let session = self.session_headers(side);
-        let task = if purpose == Purpose::Refresh && side == Side::A && self.a_allows_update {
+        let task = if purpose == Purpose::Refresh && self.allows_update[side.index()] {
             tokio::spawn(async move { dialog.update(Some(session), None).await })
         } else {
             let body = self.sdp_towards(side, direction);
@@ -213,10 +213,10 @@ impl CallActor {
             return;
         }
         let to = from.other();
-        if from == Side::A && self.a_timer.is_some() {
-            // Any re-INVITE/UPDATE from the caller refreshes its session (RFC 4028 §10).
+        if self.timers[from.index()].is_some() {
+            // Any re-INVITE/UPDATE from a phone refreshes its leg's session (RFC 4028 §10).
             self.engine.inner.metrics.session_refreshes.inc();
-            self.session_refreshed();
+            self.session_refreshed_side(from);
         }
         // Glare: ours towards this phone (or anything it would cross) is in flight.
         if self.reinvite_in_progress() {
@@ -333,7 +333,7 @@ impl CallActor {
                     .await
             }
             Purpose::Refresh => match result {
-                Ok(_) => self.session_refreshed(),
+                Ok(_) => self.session_refreshed_side(side),
                 Err(e) => {
                     // RFC 4028 §10: a refresh that fails ends the session.
                     warn!(leg = ?side, error = %e, "session refresh refused: ending the call");
@@ -343,17 +343,64 @@ impl CallActor {
         }
     }
 
-    /// `Session-Expires` (and `Require: timer`) for requests and 2xx towards `side`, while its
-    /// session timer runs. Only the caller's leg has one.
+    /// `Session-Expires` (and `Require: timer`, or `Supported: timer` where we are the UAC)
+    /// for requests and 2xx towards `side`, while its session timer runs.
     pub(super) fn session_headers(&self, side: Side) -> Vec<Header> {
-        match (side, self.a_timer) {
-            (Side::A, Some(t)) => {
-                session_timer::response_headers(t.expires, t.refresher, t.require)
-                    .into_iter()
-                    .map(|(k, v)| Header::Other(k, v))
-                    .collect()
-            }
-            _ => Vec::new(),
+        let Some(t) = self.timers[side.index()] else {
+            return Vec::new();
+        };
+        let mut h: Vec<Header> = session_timer::response_headers(t.expires, t.refresher, t.require)
+            .into_iter()
+            .map(|(k, v)| Header::Other(k, v))
+            .collect();
+        if !self.we_are_uas(side) {
+            h.push(Header::Other("Supported".into(), "timer".into()));
+        }
+        h
+    }
+
+    /// On `side`'s dialog, are we the UAS (the caller's leg of a call that came in) or the
+    /// UAC (a leg we dialled: callees, transfer targets, an originated call's caller)?
+    pub(super) fn we_are_uas(&self, side: Side) -> bool {
+        side == Side::A && self.originated.is_none()
+    }
+
+    /// The earliest session-timer deadline of the two legs.
+    pub(super) fn next_session_deadline(&self) -> Option<tokio::time::Instant> {
+        match self.session_deadlines {
+            [Some(a), Some(b)] => Some(a.min(b)),
+            [a, b] => a.or(b),
+        }
+    }
+
+    /// A leg we dialled answered (`resp`): its 2xx sets that leg's session timer (what the
+    /// party chose, or what we asked for), and whether it takes UPDATE.
+    pub(super) fn set_callee_timer(&mut self, resp: &hookflash_sip::stack::sip::Response) {
+        let se = resp.headers.iter().find_map(|h| {
+            let text = h.to_string();
+            let (name, value) = text.split_once(':')?;
+            let name = name.trim();
+            (name.eq_ignore_ascii_case("Session-Expires") || name.eq_ignore_ascii_case("x"))
+                .then(|| value.trim().to_string())
+        });
+        let allows_update = resp.headers.iter().any(|h| {
+            let text = h.to_string();
+            text.split_once(':').is_some_and(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("Allow")
+                    && value
+                        .split(',')
+                        .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
+            })
+        });
+        self.timers[Side::B.index()] =
+            session_timer::callee_timer(se.as_deref(), self.engine.inner.cfg.session_expires_ask);
+        self.allows_update[Side::B.index()] = allows_update;
+        if let Some(t) = self.timers[Side::B.index()] {
+            info!(
+                expires = t.expires,
+                refresher = t.refresher.as_str(),
+                "session timer on the callee's leg"
+            );
         }
     }
 
@@ -362,42 +409,62 @@ impl CallActor {
         headers
     }
 
-    /// A refresh happened (the call was answered, the phone sent a re-INVITE/UPDATE, or ours
-    /// succeeded): the next deadline counts from now.
+    /// The call was answered: both legs' next deadlines count from now.
     pub(super) fn session_refreshed(&mut self) {
-        self.session_deadline = self
-            .a_timer
-            .map(|t| tokio::time::Instant::now() + t.next_deadline());
+        self.session_refreshed_side(Side::A);
+        self.session_refreshed_side(Side::B);
+    }
+
+    /// A refresh happened on `side` (the phone sent a re-INVITE/UPDATE, or ours succeeded):
+    /// its next deadline counts from now.
+    pub(super) fn session_refreshed_side(&mut self, side: Side) {
+        let uas = self.we_are_uas(side);
+        self.session_deadlines[side.index()] = self.timers[side.index()]
+            .map(|t| tokio::time::Instant::now() + t.next_deadline_as(uas));
     }
 
     /// The session timer's deadline: refresh where we are the refresher; where the phone is
     /// and it did not refresh, the session is over (BYE to both).
     pub(super) async fn on_session_deadline(&mut self) {
-        let Some(timer) = self.a_timer else {
-            self.session_deadline = None;
+        let now = tokio::time::Instant::now();
+        for side in [Side::A, Side::B] {
+            if self.phase != Phase::Connected {
+                return;
+            }
+            if self.session_deadlines[side.index()].is_some_and(|d| d <= now) {
+                self.on_session_deadline_of(side).await;
+            }
+        }
+    }
+
+    async fn on_session_deadline_of(&mut self, side: Side) {
+        let Some(timer) = self.timers[side.index()] else {
+            self.session_deadlines[side.index()] = None;
             return;
         };
-        if !timer.we_refresh() {
+        if !timer.we_refresh_as(self.we_are_uas(side)) {
             info!(
+                leg = ?side,
                 expires = timer.expires,
                 "session expired without a refresh: ending the call"
             );
-            self.session_deadline = None;
+            self.session_deadlines[side.index()] = None;
             self.hangup_all(EndCause::SessionExpired).await;
             return;
         }
         if self.reinvite_in_progress() {
             // Something else is being renegotiated; try again shortly.
-            self.session_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+            self.session_deadlines[side.index()] =
+                Some(tokio::time::Instant::now() + Duration::from_secs(1));
             return;
         }
-        let direction = if self.leg(Side::A).held {
+        let direction = if self.leg(side).held {
             Direction::SendOnly
         } else {
             Direction::SendRecv
         };
-        self.session_deadline = None;
-        if !self.start_reoffer(Side::A, direction, Purpose::Refresh) {
+        self.session_deadlines[side.index()] = None;
+        if !self.start_reoffer(side, direction, Purpose::Refresh) {
             self.hangup_all(EndCause::SessionExpired).await;
         }
     }

@@ -566,6 +566,9 @@ impl CallActor {
             bridge.stop();
         }
         let old = self.parties[slot.index()].replace(party);
+        // The old party's session timer leaves with it (the new party's is not run yet).
+        self.timers[slot.index()] = None;
+        self.session_deadlines[slot.index()] = None;
         match (&t.referrer, old, t.transferor_gone) {
             // The referring phone first hears that it worked, then is released.
             (Some(referrer), _, gone) => {
