@@ -11,17 +11,23 @@ loopback, same generator, same run. Scenarios (docs in BENCHMARKS.md):
   record  N concurrent two-party G.711 calls relayed, then the same calls recorded (native API
           recording on every call): CPU per recorded vs relayed-only call, loss, dropped
           recorder frames, WAV lengths (hookflash only: the peer has no call recording)
+  app     application calls/s: SIPp (trunk) -> a DID routed to an application whose webhook
+          (bench/apphook.py) answers say + hangup; stepped up; CPU per call, answer -> first
+          prompt RTP packet and the webhook's own time from a capture of lo (hookflash only:
+          the peer has no application runtime)
 
 Results: bench/results/<stamp>/results.json and table.md (also printed). Every loop is bounded
 in count and time; traffic goes to 127.0.0.1 only.
 """
 import argparse
+import bisect
 import concurrent.futures
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -39,18 +45,23 @@ UNUSED_MEDIA_PORT = 9  # "discard": scenario 1 needs SDP and anchoring, no audio
 SHORT_CALL_MS = 100
 
 PROFILES = {
-    # full run: ~20 min on 2 cores
-    "full": dict(rates=[100, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 1750, 2000], rate_secs=8,
+    # full run: ~25 min on 2 cores
+    # rates step on past 2,000 to 5,000 calls/s: stepping stops at the first failing step, so
+    # the result is the server's ceiling, not the bench's top step
+    "full": dict(rates=[100, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 1750, 2000, 2500,
+                        3000, 4000, 5000], rate_secs=8,
                  media_n=[500, 1000, 2000], media_warmup=3, media_secs=10, media_settle_secs=36,
                  setup_rate=200,
                  hold_n=1000, hold_requests=200, soak_warmup_secs=36, soak_blocks=2,
                  soak_block_calls=10000, soak_rate=400, record_n=[100, 250, 500],
-                 record_rounds=2),
+                 record_rounds=2,
+                 app_rates=[50, 100, 200, 300, 400, 500, 600, 800, 1000], app_secs=8,
+                 app_warmup_calls=5),
     # validation: a couple of minutes, tiny loads
     "quick": dict(rates=[50, 100], rate_secs=3, media_n=[20, 60], media_warmup=1, media_settle_secs=2,
                   media_secs=3, setup_rate=50, hold_n=20, hold_requests=10, soak_warmup_secs=2,
                   soak_blocks=2, soak_block_calls=200, soak_rate=100, record_n=[10, 30],
-                  record_rounds=2),
+                  record_rounds=2, app_rates=[5, 20], app_secs=3, app_warmup_calls=2),
 }
 
 
@@ -148,26 +159,68 @@ def scenario_rate(ctx, kind):
                         rtd_ms=r.rtd_ms(), sdp_seen=len(addrs), sdp_anchored=anchored, **cpu)
             step["passed"] = (r.successful == calls and step["failed"] == 0 and r.rc == 0
                               and anchored == len(addrs) == 2 * calls)
-            step["clean"] = step["passed"] and step["retrans"] == 0
+            # Did SIPp offer the rate? It catches up when it falls behind, so a step it could
+            # not drive shows no failure, only a lower rate: not a measurement of this rate.
+            step["created_per_s"] = r.creation_rate(calls)
+            step["rate_kept"] = rate_kept(step["created_per_s"], rate)
+            step["clean"] = step["passed"] and step["retrans"] == 0 and step["rate_kept"]
+            step["stop"] = step_stop_reason(step, calls)
             steps.append(step)
             log("rate %s %d/s: ok %d/%d failed %d retrans %d anchored %d/%d rtd %.1f ms "
                 "server %.0f%% gen %.0f%%" % (kind, rate, r.successful, calls, step["failed"],
                                              step["retrans"], anchored, len(addrs),
                                              step["rtd_ms"] if step["rtd_ms"] is not None else -1,
                                              cpu["server_cpu_pct"],
-                                             cpu["gen_cpu_pct"]))
-            if not step["passed"]:
+                                             cpu["gen_cpu_pct"])
+                + ("" if step["rate_kept"] else " (SIPp created only %s calls/s)"
+                   % fmt(step["created_per_s"])))
+            if step["stop"]:
                 if r.rc not in (0, None):
                     log("  %s" % r.summary().splitlines()[0])
-                break
-            if step["retrans"] > 0.01 * calls:
+                log("  stepping stops: %s" % step["stop"])
                 break
     finally:
         srv.stop()
+    return rate_summary(steps, p["rates"])
+
+
+def rate_kept(created_per_s, rate):
+    """SIPp created calls at >= 90 % of the offered rate (2 calls of slack for the 1 s
+    granularity of its statistics); unknown (no statistics row) counts as kept."""
+    return created_per_s is None or created_per_s >= 0.9 * rate - 2
+
+
+def step_stop_reason(step, calls):
+    """Why stepping stops after this step ('' = go on): a failed call (or a SIPp error, or an
+    un-anchored call), > 1 % retransmissions, or SIPp not keeping the offered rate."""
+    if not step["passed"]:
+        return "%d failed calls, %d ok of %d, SIPp rc %s" % (step["failed"], step["ok"], calls,
+                                                              step["rc"])
+    if step["retrans"] > 0.01 * calls:
+        return "%d retransmissions (> 1 %% of the calls)" % step["retrans"]
+    if not step["rate_kept"]:
+        return ("SIPp could not keep the rate (%s calls/s created): the load generator's limit, "
+                "not the server's" % fmt(step["created_per_s"]))
+    return ""
+
+
+def rate_summary(steps, rates):
     best = max((s for s in steps if s["clean"]), key=lambda s: s["rate"], default=None)
-    best0 = max((s for s in steps if s["passed"]), key=lambda s: s["rate"], default=None)
+    best0 = max((s for s in steps if s["passed"] and s.get("rate_kept", True)),
+                key=lambda s: s["rate"], default=None)
+    last = steps[-1] if steps else None
+    if last is None:
+        stopped = "no step ran"
+    elif last.get("stop"):
+        stopped = "%d/s: %s" % (last["rate"], last["stop"])
+    elif last["rate"] == max(rates):
+        stopped = "top step (%d/s) reached without a failing step" % last["rate"]
+    else:
+        stopped = "%d/s: not clean (%d retransmissions)" % (last["rate"], last["retrans"])
     return dict(steps=steps, max_clean_rate=best["rate"] if best else 0,
-                max_rate_no_failures=best0["rate"] if best0 else 0, at_max=best)
+                max_rate_no_failures=best0["rate"] if best0 else 0, at_max=best,
+                stopped=stopped, top_step=max(rates),
+                generator_limited=bool(last and not last.get("rate_kept", True)))
 
 
 # ====================================================================== 2. media relay
@@ -773,6 +826,285 @@ def scenario_record(ctx):
                                   "has no call recording")
 
 
+# ====================================================================== 6. application calls
+APP_DID = "4930100200"  # routed to the bench's application (the callee's DID is 4930100100)
+APP_TEXT = "Hello, this is a benchmark."  # what bench/apphook.py makes the application say
+APP_BYE_TIMEOUT_MS = 30000
+PEER_APP_NOTE = ("n/a: Kamailio + rtpengine has no application runtime. Published, not measured: "
+                 "jambonz ~5 calls/s per vCPU")
+
+
+def start_apphook(wd):
+    """bench/apphook.py in its own process (its CPU is measured apart): (proc, port)."""
+    port = free_port(tcp=True)
+    out = open(os.path.join(wd, "apphook.log"), "w")
+    proc = spawn([sys.executable, os.path.join(BENCH, "apphook.py"), "--port", str(port)],
+                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    ok = wait_until(lambda: proc.poll() is not None or b"LISTENING" in open(out.name, "rb").read(), 10)
+    if proc.poll() is not None or not ok:
+        raise RuntimeError("bench/apphook.py did not start; see %s" % out.name)
+    return proc, port, out
+
+
+def hook_stats(port, reset=False):
+    st, text = http("GET", "http://%s:%d/__stats%s" % (LOOP, port, "?reset=1" if reset else ""))
+    try:
+        return json.loads(text) if st == 200 else {}
+    except ValueError:
+        return {}
+
+
+def start_capture(path, flt, logpath):
+    """tcpdump on lo with kernel nanosecond timestamps; (proc, log file) once it captures."""
+    tlog = open(logpath, "wb")
+    # --immediate-mode: without it libpcap hands packets over in blocks up to 1 s late and
+    # whatever is pending at SIGINT is lost. Timestamps are the kernel's either way.
+    proc = spawn(["tcpdump", "-i", "lo", "-nn", "-U", "--immediate-mode", "-s", "8192",
+                  "-B", "65536", "--time-stamp-precision=nano", "-w", path, flt],
+                 stdout=tlog, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    wait_until(lambda: proc.poll() is not None or b"listening" in open(logpath, "rb").read(), 5)
+    return proc, tlog
+
+
+def stop_capture(proc, tlog):
+    """Stops tcpdump; packets it reported dropped (by the kernel or its interface)."""
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        stop_proc(proc)
+    tlog.close()
+    with open(tlog.name, "rb") as f:
+        text = f.read().decode("utf-8", "replace")
+    dropped = 0
+    for m in re.finditer(r"(\d+) packets dropped by (?:kernel|interface)", text):
+        dropped += int(m.group(1))
+    return dropped
+
+
+_CALL_ID = re.compile(rb"\r\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]+)", re.I)
+_CSEQ_INVITE = re.compile(rb"\r\ncseq[ \t]*:[ \t]*\d+[ \t]+INVITE", re.I)
+_M_AUDIO = re.compile(rb"\r\nm=audio (\d+) ")
+_HOOK_CALL_ID = re.compile(rb'"call_id"\s*:\s*"([^"]+)"')
+
+
+def app_timings(pkts, sip_port, sink_port, hook_port):
+    """Per call, from a capture of lo (kernel timestamps, ns): the INVITE in, the 200 out, the
+    first prompt packet out (the first RTP packet with the marker bit from the port named in
+    the 200's SDP, sent to the caller's media port, after the INVITE: hookflash marks the first
+    packet of a playback), and the call_hook's request and response on the wire."""
+    invite, ok200, port_of = {}, {}, {}
+    rtp = {}  # hookflash RTP port -> [t] of marked packets towards the caller
+    flows = {}  # hook client port -> [(t, "req"/"resp", payload)]
+    for t, pr, sp, dp, pl in pkts:
+        if pr == "udp" and dp == sip_port and pl.startswith(b"INVITE "):
+            m = _CALL_ID.search(pl)
+            if m:
+                invite.setdefault(m.group(1).strip(), t)
+        elif pr == "udp" and sp == sip_port and pl.startswith(b"SIP/2.0 200") and _CSEQ_INVITE.search(pl):
+            m, a = _CALL_ID.search(pl), _M_AUDIO.search(pl)
+            if m and a:
+                cid = m.group(1).strip()
+                if cid not in ok200:
+                    ok200[cid] = t
+                    port_of[cid] = int(a.group(1))
+        elif pr == "udp" and dp == sink_port and len(pl) >= 12 and pl[1] & 0x80:
+            rtp.setdefault(sp, []).append(t)
+        elif pr == "tcp" and pl:
+            if dp == hook_port:
+                flows.setdefault(sp, []).append((t, "req", pl))
+            elif sp == hook_port:
+                flows.setdefault(dp, []).append((t, "resp", pl))
+    hook = {}  # call id -> (t request, t response)
+    hook_rt = []
+    for evs in flows.values():
+        req_t, body = None, b""
+        for t, kind, pl in evs:
+            if kind == "req":
+                if req_t is None:
+                    req_t, body = t, b""
+                body += pl
+            elif req_t is not None:
+                hook_rt.append((t - req_t) / 1e6)
+                m = _HOOK_CALL_ID.search(body)
+                if m:
+                    hook.setdefault(m.group(1), (req_t, t))
+                req_t = None
+    for v in rtp.values():
+        v.sort()
+    out = []
+    for cid, t2 in ok200.items():
+        ti = invite.get(cid)
+        ts = rtp.get(port_of[cid], [])
+        i = bisect.bisect_left(ts, ti if ti is not None else t2)
+        first = ts[i] if i < len(ts) else None
+        h = hook.get(cid)
+        out.append(dict(invite=ti, ok=t2, prompt=first, hook_req=h[0] if h else None,
+                        hook_resp=h[1] if h else None))
+    return out, hook_rt
+
+
+def _dist(vals):
+    vals = [v for v in vals if v is not None]
+    return dict(n=len(vals), p50=percentile(vals, 0.5), p99=percentile(vals, 0.99),
+                max=max(vals) if vals else None)
+
+
+def scenario_app(ctx):
+    """hookflash only (the peer has no application runtime). Calls from a trunk (SIPp) to a DID
+    routed to an application whose call_hook (bench/apphook.py) answers say + hangup; the TTS
+    clip is synthesised once (warm-up calls) and cached by text. Rates step up like scenario
+    1; per step: calls, failures, hookflash CPU per call, and from a capture of lo the time
+    from the 200 to the prompt's first RTP packet, beside the webhook's own response time."""
+    p = ctx.p
+    wd = ctx.workdir("app-hookflash")
+    if not shutil.which("espeak-ng"):
+        note = "skipped: espeak-ng is not installed (the say verb needs it)"
+        log("app: " + note)
+        return dict(skipped=True, note=note)
+    capture = bool(shutil.which("tcpdump")) and os.geteuid() == 0
+    hook, hook_port, hook_out = start_apphook(wd)
+    uac_port = free_port()
+    srv = None
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    steps = []
+    try:
+        srv = Hookflash(ctx.hf_bin, wd, trunk_port=uac_port,
+                        apps=[("bench", "http://%s:%d/call" % (LOOP, hook_port), [APP_DID])]).start()
+        sipp = SippFactory(os.path.join(wd, "sipp"))
+        # The prompt goes to a socket that is never read: the kernel drops what overflows its
+        # small buffer, no ICMP goes back, and the capture sees every packet on the wire.
+        sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sink_port = free_port()
+        sink.bind((LOOP, sink_port))
+        subst = dict(DIAL=APP_DID, MEDIA_PORT=sink_port, BYE_TIMEOUT_MS=APP_BYE_TIMEOUT_MS)
+        # Warm-up (not counted): the first say synthesises the clip, later ones hit the cache.
+        n = p["app_warmup_calls"]
+        w = sipp.run("uac-warmup", "uac_app.xml", remote=srv.sip, local_port=uac_port, subst=subst,
+                     calls=n, rate=max(1, n), limit=n + 5, timeout_s=60)
+        if w.successful != n:
+            raise RuntimeError("warm-up application calls failed: %s" % w.summary())
+        call_s = _sipp_call_length_s(w)
+        log("app warm-up: %d/%d calls ok, call length %s s (the prompt)" % (
+            w.successful, n, fmt(call_s, "%.2f")))
+        srv.wait_idle(30)
+        for rate in p["app_rates"]:
+            secs = p["app_secs"]
+            calls = int(rate * secs)
+            hook_stats(hook_port, reset=True)
+            tcpd = None
+            pcap = os.path.join(wd, "app-%d.pcap" % rate)
+            if capture:
+                flt = ("(udp port %d) or (udp dst port %d and (udp[9] & 0x80) != 0) or "
+                       "(tcp port %d and (((ip[2:2] - ((ip[0] & 0xf) << 2)) - ((tcp[12] & 0xf0) >> 2)) != 0))"
+                       % (srv.sip_port, sink_port, hook_port))
+                tcpd, tlog = start_capture(pcap, flt, os.path.join(wd, "tcpdump-%d.log" % rate))
+            # Whole step: from before the first INVITE until every call has ended, so that
+            # server CPU / calls is the cost of a call. (SIPp's own CPU is not in it: a process
+            # that has exited has no /proc entry to read.)
+            win = CpuWindow({"server": srv.pids, "hook": lambda: [hook.pid],
+                             "capture": lambda: [tcpd.pid] if tcpd and tcpd.poll() is None else []}).start()
+            t0 = time.monotonic()
+            uac = sipp.start("uac-%d" % rate, "uac_app.xml", remote=srv.sip, local_port=uac_port,
+                             subst=subst, calls=calls, rate=rate,
+                             limit=int(rate * ((call_s or 3) + 5)) + 100, timeout_s=secs + 60)
+            wait_until(lambda: not uac.alive(), secs + 90, 0.1)
+            r = uac.wait(10)
+            srv.wait_idle(30)
+            cpu = win.stop()
+            wall = time.monotonic() - t0
+            hs = hook_stats(hook_port)
+            dropped = None
+            timing = {}
+            if tcpd:
+                dropped = stop_capture(tcpd, tlog)
+                pkts = parse_pcap(pcap)
+                per_call, hook_rt = app_timings(pkts, srv.sip_port, sink_port, hook_port)
+                ms = lambda a, b: (a - b) / 1e6 if a is not None and b is not None else None
+                timing = dict(
+                    captured_answers=len(per_call),
+                    prompts_seen=sum(1 for c in per_call if c["prompt"] is not None),
+                    answer_to_prompt_ms=_dist([ms(c["prompt"], c["ok"]) for c in per_call]),
+                    invite_to_200_ms=_dist([ms(c["ok"], c["invite"]) for c in per_call]),
+                    hook_wire_ms=_dist(hook_rt),
+                    invite_to_hook_ms=_dist([ms(c["hook_req"], c["invite"]) for c in per_call]),
+                    hook_resp_to_200_ms=_dist([ms(c["ok"], c["hook_resp"]) for c in per_call]),
+                    invite_to_prompt_minus_hook_ms=_dist([
+                        ms(c["prompt"], c["invite"]) - ms(c["hook_resp"], c["hook_req"])
+                        for c in per_call if None not in (c["prompt"], c["invite"], c["hook_req"],
+                                                          c["hook_resp"])]))
+                if not os.environ.get("BENCH_KEEP_PCAP"):
+                    os.unlink(pcap)
+            addrs = media_addrs(r.logs(), "answer-media ")
+            anchored = sum(1 for a in addrs if in_range(a, srv.rtp_range))
+            step = dict(rate=rate, calls=calls, created=r.created, ok=r.successful, failed=r.failed,
+                        retrans=r.retransmissions, rc=r.rc,
+                        completed_per_s=r.successful / wall if wall else 0,
+                        rtd_ms=r.rtd_ms(), call_length_s=_sipp_call_length_s(r),
+                        sdp_seen=len(addrs), sdp_anchored=anchored,
+                        hook_requests=hs.get("requests"), hook_proc_us_p50=hs.get("proc_us_p50"),
+                        hook_proc_us_p99=hs.get("proc_us_p99"), capture_dropped=dropped, **cpu)
+            step.update(timing)
+            step["server_cpu_ms_per_call"] = (cpu["server_cpu_s"] / r.successful * 1000
+                                              if r.successful else None)
+            step["hook_cpu_ms_per_call"] = (cpu["hook_cpu_s"] / r.successful * 1000
+                                            if r.successful else None)
+            step["passed"] = (r.successful == calls and r.failed == 0 and r.rc == 0
+                              and anchored == len(addrs) == calls and hs.get("requests") == calls)
+            step["created_per_s"] = r.creation_rate(calls)
+            step["rate_kept"] = rate_kept(step["created_per_s"], rate)
+            # Every call heard its prompt (known only with a capture that dropped nothing).
+            missing = calls - timing["prompts_seen"] if timing else None
+            step["prompts_missing"] = missing
+            step["prompts_ok"] = missing == 0 or missing is None or bool(dropped)
+            step["clean"] = (step["passed"] and step["retrans"] == 0 and step["rate_kept"]
+                             and step["prompts_ok"])
+            step["stop"] = step_stop_reason(step, calls) or (
+                "" if step["prompts_ok"] else "%d calls without a prompt packet" % missing)
+            steps.append(step)
+            ap = timing.get("answer_to_prompt_ms", {})
+            hw = timing.get("hook_wire_ms", {})
+            log("app %d/s: ok %d/%d failed %d retrans %d anchored %d/%d hook requests %s; "
+                "hookflash %.0f%% of a core, %s ms CPU/call; answer->prompt p50 %s p99 %s ms; "
+                "webhook p50 %s p99 %s ms; prompts %s/%d%s%s" % (
+                    rate, r.successful, calls, r.failed, r.retransmissions, anchored, len(addrs),
+                    hs.get("requests"), cpu["server_cpu_pct"],
+                    fmt(step["server_cpu_ms_per_call"], "%.3f"),
+                    fmt(ap.get("p50"), "%.2f"), fmt(ap.get("p99"), "%.2f"),
+                    fmt(hw.get("p50"), "%.2f"), fmt(hw.get("p99"), "%.2f"),
+                    fmt(timing.get("prompts_seen")), calls,
+                    " (capture dropped %d packets)" % dropped if dropped else "",
+                    "" if step["rate_kept"] else " (SIPp created only %s calls/s)"
+                    % fmt(step["created_per_s"])))
+            if step["stop"]:
+                if r.rc not in (0, None):
+                    log("  %s" % r.summary().splitlines()[0])
+                log("  stepping stops: %s" % step["stop"])
+                break
+    finally:
+        if srv:
+            srv.stop()
+        stop_proc(hook)
+        hook_out.close()
+        sink.close()
+    res = rate_summary(steps, p["app_rates"])
+    res.update(prompt_text=APP_TEXT, call_length_s=call_s if steps else None,
+               capture=capture, peer=PEER_APP_NOTE,
+               note="hookflash only: the peer (Kamailio + rtpengine) has no application runtime")
+    return res
+
+
+def _sipp_call_length_s(r):
+    """Mean call length (s) from SIPp's cumulative statistics, or None."""
+    v = r.stats.get("CallLength(C)") or ""
+    m = re.match(r"(\d+):(\d+):(\d+)[:.](\d+)", v)
+    if not m:
+        return None
+    h, mi, s, us = (int(x) for x in m.groups())
+    return (h * 60 + mi) * 60 + s + us / (10 ** len(m.group(4)))
+
+
 # ====================================================================== table
 def fmt(v, spec="%.0f"):
     if v is None:
@@ -813,6 +1145,7 @@ def build_table(res):
         hv0 = rh and rh.get("max_rate_no_failures")
         pv0 = rp and rp.get("max_rate_no_failures")
         row("", "highest rate, 0 failed (calls/s)", cap(hv0), cap(pv0), ratio(hv0, pv0))
+        row("", "stepping stopped at", (rh or {}).get("stopped", "-"), (rp or {}).get("stopped", "-"))
         ha = rh and rh.get("at_max") or {}
         pa = rp and rp.get("at_max") or {}
         row("", "server CPU at that rate (% of one core)", fmt(ha.get("server_cpu_pct")),
@@ -924,6 +1257,44 @@ def build_table(res):
             yn = lambda v: "yes" if v else "NO"
             row("", "generator on time, relayed only / recorded",
                 "%s / %s" % (yn(st["relay_gen_on_time"]), yn(st["record_gen_on_time"])), na)
+    ap = S.get("app_hookflash")
+    if ap:
+        na = ap.get("peer", PEER_APP_NOTE)
+        if ap.get("skipped") or "error" in ap:
+            row("6 application calls", "app calls/s", ap.get("note") or ap.get("error", "")[:200], na)
+        else:
+            top = max(res["params"]["app_rates"])
+            v = ap.get("max_clean_rate")
+            row("6 application calls", "highest rate, 0 failed, 0 retrans, every prompt sent "
+                "(app calls/s; say + hangup, TTS cached)",
+                fmt(v) + (" (top step)" if v == top else ""), na, "-", ">= 500")
+            row("", "stepping stopped at", ap.get("stopped", "-"), "n/a")
+            a = ap.get("at_max") or (ap["steps"][-1] if ap.get("steps") else {})
+            at = " @%s/s" % fmt(a.get("rate")) if a else ""
+            row("", "hookflash CPU per app call (ms; process CPU s / calls, whole step)" + at,
+                fmt(a.get("server_cpu_ms_per_call"), "%.3f"), "n/a")
+            row("", "hookflash CPU over the step (% of one core)" + at, fmt(a.get("server_cpu_pct")), "n/a")
+            d = lambda k: a.get(k) or {}
+            three = lambda k: "%s / %s / %s" % (fmt(d(k).get("p50"), "%.2f"), fmt(d(k).get("p99"), "%.2f"),
+                                                fmt(d(k).get("max"), "%.2f"))
+            if ap.get("capture"):
+                row("", "answer (200 on the wire) -> first prompt RTP packet, p50 / p99 / max (ms)" + at,
+                    three("answer_to_prompt_ms"), "n/a", "-", "<= 5 beyond the webhook's time")
+                row("", "webhook response time on the wire (call_hook request -> response), "
+                    "p50 / p99 / max (ms; to subtract)", three("hook_wire_ms"), "n/a")
+                row("", "INVITE -> first prompt packet minus the webhook's time, p50 / p99 / max (ms)",
+                    three("invite_to_prompt_minus_hook_ms"), "n/a")
+                row("", "INVITE -> 200 on the wire (includes the webhook), p50 / p99 / max (ms)",
+                    three("invite_to_200_ms"), "n/a")
+                row("", "INVITE -> call_hook request / call_hook response -> 200, p50 (ms)",
+                    "%s / %s" % (fmt(d("invite_to_hook_ms").get("p50"), "%.2f"),
+                                 fmt(d("hook_resp_to_200_ms").get("p50"), "%.2f")), "n/a")
+            else:
+                row("", "answer -> first prompt packet", "not measured (needs tcpdump, as root)", "n/a")
+            row("", "webhook server (bench/apphook.py): CPU per call (ms), handling p50 / p99 (us)",
+                "%s, %s / %s" % (fmt(a.get("hook_cpu_ms_per_call"), "%.3f"),
+                                 fmt(a.get("hook_proc_us_p50")), fmt(a.get("hook_proc_us_p99"))), "n/a")
+            row("", "call length (the prompt, s)", fmt(a.get("call_length_s"), "%.2f"), "n/a")
     return "\n".join(rows)
 
 
@@ -960,13 +1331,32 @@ def build_details(res):
     for key in ("rate_hookflash", "rate_peer"):
         if key in S:
             out.append("\n%s steps:\n" % key)
-            out.append("| offered/s | calls | ok | failed | retrans | done/s | INVITE->200 ms | server % | gen % |")
-            out.append("|---|---|---|---|---|---|---|---|---|")
+            out.append("| offered/s | SIPp created/s | calls | ok | failed | retrans | done/s | INVITE->200 ms | server % | gen % |")
+            out.append("|---|---|---|---|---|---|---|---|---|---|")
             for s in S[key].get("steps", []):
-                out.append("| %d | %d | %d | %d | %d | %.0f | %s | %.0f | %.0f |" % (
-                    s["rate"], s["calls"], s["ok"], s["failed"], s["retrans"],
-                    s["completed_per_s"], fmt(s["rtd_ms"], "%.0f"), s["server_cpu_pct"],
-                    s["gen_cpu_pct"]))
+                out.append("| %d | %s | %d | %d | %d | %d | %.0f | %s | %.0f | %.0f |" % (
+                    s["rate"], fmt(s.get("created_per_s")), s["calls"], s["ok"], s["failed"],
+                    s["retrans"], s["completed_per_s"], fmt(s["rtd_ms"], "%.0f"),
+                    s["server_cpu_pct"], s["gen_cpu_pct"]))
+            if S[key].get("stopped"):
+                out.append("\nstepping stopped at %s" % S[key]["stopped"])
+    ap = S.get("app_hookflash")
+    if ap and ap.get("steps"):
+        out.append("\napp_hookflash steps (%s; prompt %r, %s s):\n" % (
+            ap.get("note", ""), ap.get("prompt_text"), fmt(ap.get("call_length_s"), "%.2f")))
+        out.append("| offered/s | calls | ok | failed | retrans | SIPp created/s | hook requests | "
+                   "prompts seen | hookflash % | CPU ms/call | answer->prompt p50/p99 ms | "
+                   "webhook p50/p99 ms | INVITE->200 p50/p99 ms | capture dropped |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for s in ap["steps"]:
+            pp = lambda k: "%s / %s" % (fmt((s.get(k) or {}).get("p50"), "%.2f"),
+                                        fmt((s.get(k) or {}).get("p99"), "%.2f"))
+            out.append("| %d | %d | %d | %d | %d | %s | %s | %s | %.0f | %s | %s | %s | %s | %s |" % (
+                s["rate"], s["calls"], s["ok"], s["failed"], s["retrans"],
+                fmt(s.get("created_per_s")), fmt(s.get("hook_requests")), fmt(s.get("prompts_seen")),
+                s["server_cpu_pct"], fmt(s.get("server_cpu_ms_per_call"), "%.3f"),
+                pp("answer_to_prompt_ms"), pp("hook_wire_ms"), pp("invite_to_200_ms"),
+                fmt(s.get("capture_dropped"))))
     for key in ("media_hookflash", "media_peer"):
         if key in S:
             out.append("\n%s steps:\n" % key)
@@ -1017,8 +1407,8 @@ def build_details(res):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="full")
-    ap.add_argument("--only", default="rate,media,hold,soak,record",
-                    help="comma-separated scenarios: rate,media,hold,soak,record")
+    ap.add_argument("--only", default="rate,media,hold,soak,record,app",
+                    help="comma-separated scenarios: rate,media,hold,soak,record,app")
     ap.add_argument("--servers", default="hookflash,peer")
     ap.add_argument("--hookflash", help="hookflash release binary")
     ap.add_argument("--rtpgen", help="bench/rtpgen binary")
@@ -1035,7 +1425,11 @@ def main():
         print(build_details(res))
         return
     ctx = Ctx(args)
-    only = set(args.only.split(","))
+    only = set(x for x in args.only.split(",") if x)
+    unknown = only - {"rate", "media", "hold", "soak", "record", "app"}
+    if unknown:
+        raise SystemExit("unknown scenario(s) %s (known: rate, media, hold, soak, record, app)"
+                         % ", ".join(sorted(unknown)))
     servers = [s for s in args.servers.split(",") if s]
     kinds = {"hookflash": "hookflash", "peer": "kamailio+rtpengine"}
     S = ctx.results["scenarios"]
@@ -1072,6 +1466,8 @@ def main():
         guarded("hold_hookflash", scenario_hold, ctx)
     if "record" in only and "hookflash" in servers:
         guarded("record_hookflash", scenario_record, ctx)
+    if "app" in only and "hookflash" in servers:
+        guarded("app_hookflash", scenario_app, ctx)
     if "soak" in only:
         # One rate for every server (finished-call state kept by a SIP stack scales with the
         # rate): soak_rate, or 80 % of the lowest clean rate found in scenario 1.

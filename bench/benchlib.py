@@ -267,7 +267,9 @@ class Hookflash:
     USER, PASSWORD, REALM, DID = "100", "bench-secret-100", "bench.local", "4930100100"
     API_KEY = "hf_bench_key_0123456789abcdef"
 
-    def __init__(self, binary, workdir, trunk_port):
+    def __init__(self, binary, workdir, trunk_port, apps=()):
+        # apps: [(name, call_hook URL, [numbers])], [[accounts.applications]]
+        self.apps = list(apps)
         self.binary = binary
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
@@ -316,8 +318,12 @@ class Hookflash:
             '  host = "%s"' % LOOP,
             "  port = %d" % self.trunk_port,
             '  transport = "udp"',
-            "",
-        ])
+        ] + sum([[
+            "  [[accounts.applications]]",
+            '  name = "%s"' % name,
+            '  call_hook = "%s"' % hook,
+            "  numbers = [%s]" % ", ".join('"%s"' % n for n in numbers),
+        ] for name, hook, numbers in self.apps], []) + [""])
 
     def start(self, timeout=30):
         cfg = os.path.join(self.workdir, "hookflash.toml")
@@ -643,6 +649,43 @@ class SippResult:
     @property
     def retransmissions(self):
         return self._int("Retransmissions(C)")
+
+    def creation_rate(self, calls):
+        """(calls/s SIPp really created while it was creating calls, True if it kept up with
+        `rate`), from the periodic statistics (-fd 1): the last row before all `calls` were
+        created gives created / elapsed; None when there is no such row."""
+        try:
+            with open(os.path.join(self.outdir, self.name + ".csv"), newline="") as f:
+                rows = list(csv.DictReader(f, delimiter=";"))
+        except OSError:
+            return None
+
+        def epoch(v):
+            try:
+                return float((v or "").split()[-1])
+            except (ValueError, IndexError):
+                return None
+        best = None
+        for r in rows:
+            try:
+                created = int(r.get("TotalCallCreated") or 0)
+            except ValueError:
+                continue
+            t0, t = epoch(r.get("StartTime")), epoch(r.get("CurrentTime"))
+            if t0 is None or t is None or t - t0 < 0.9:
+                continue
+            if created < calls:
+                best = (created, t - t0)
+            elif best is None:
+                # all created before the first periodic row: a lower bound
+                best = (created, t - t0)
+                break
+            else:
+                break
+        if best is None:
+            return None
+        created, secs = best
+        return created / secs
 
     def rtd_ms(self):
         """Mean INVITE->200 response time (ms) from the cumulative stats."""

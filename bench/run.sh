@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # hookflash bench, one command: installs what it needs (Debian 12: sip-tester, kamailio,
-# rtpengine-daemon, tcpdump), builds hookflash (release) and the bench's RTP generator, then runs
+# rtpengine-daemon, tcpdump, espeak-ng), builds hookflash (release) and the bench's RTP generator, then runs
 # every scenario for hookflash and for Kamailio + rtpengine in turn on 127.0.0.1 and prints the
 # table (also saved under bench/results/). See BENCHMARKS.md.
 #
-#   bench/run.sh                      full run (~15-25 min on 2 cores)
+#   bench/run.sh                      full run (~20-30 min on 2 cores)
 #   bench/run.sh --profile quick      a 2-3 minute smoke run with tiny loads
-#   bench/run.sh --only rate,soak     a subset (rate, media, hold, soak, record)
+#   bench/run.sh --only rate,soak     a subset (rate, media, hold, soak, record, app)
 #   bench/run.sh --servers hookflash  only hookflash (or: peer)
 #   BENCH_REV=HEAD bench/run.sh       build hookflash from a commit (git archive) instead of the
 #                                     work tree, e.g. while the work tree is mid-edit
@@ -27,6 +27,7 @@ command -v sipp >/dev/null || need+=(sip-tester)
 command -v kamailio >/dev/null || need+=(kamailio)
 command -v rtpengine >/dev/null || need+=(rtpengine-daemon)
 command -v tcpdump >/dev/null || need+=(tcpdump)
+command -v espeak-ng >/dev/null || need+=(espeak-ng)   # the app scenario's say verb
 command -v python3 >/dev/null || need+=(python3)
 if ((${#need[@]})); then
     [ "$(id -u)" = 0 ] || SUDO=sudo
