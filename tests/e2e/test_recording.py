@@ -218,6 +218,14 @@ def test_recording_survives_kill_9_and_is_repaired(server, phones, tones, artifa
     assert 1.0 <= info.duration <= 2.5 + 1.0, info
     assert_stereo_call(info, "repaired recording", 0.2, info.duration - 0.2)
     call.A.hangup(call=call.c)
+    # The call the kill cut got its call record at the restart: ended, cause crash.
+    hist = server.cli("calls", "history", "--account", "acme")
+    assert hist.returncode == 0, hist.stderr
+    cut = [l for l in hist.stdout.splitlines() if " crash " in " %s " % l]
+    assert len(cut) == 1, hist.stdout
+    assert "201" in cut[0] and "202" in cut[0] and "500" in cut[0], cut
+    m = server.metrics()
+    assert m.value("hookflash_crash_records_total") == 1, m
 
 
 def _tts_log_lines(server):

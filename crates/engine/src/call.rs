@@ -691,6 +691,15 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         );
     }
     engine.inner.metrics.calls_started.inc();
+    // Marked live, so a crash still leaves this call a record at the next start.
+    engine.inner.store.call_started(hookflash_store::LiveCall {
+        id: info.id.clone(),
+        account_id: Some(info.account_id.clone()),
+        from: info.from.clone(),
+        to: info.to.clone(),
+        direction: info.direction.as_str().to_string(),
+        started_at: info.started_at_ms,
+    });
     engine
         .inner
         .events
@@ -1905,6 +1914,11 @@ impl CallActor {
     ) {
         let info = self.info();
         self.registry_update(info.clone());
+        if kind == EventKind::Answered {
+            if let Some(at) = info.answered_at_ms {
+                self.engine.inner.store.call_answered(&info.id, at);
+            }
+        }
         let leg_id = leg.map(|s| self.leg(s).id.clone());
         self.engine
             .inner

@@ -257,7 +257,36 @@ impl Engine {
         tokio::spawn(async move { allowing.keep_flood_allow_list(flood_allow).await });
         engine.repair_recordings().await;
         engine.repair_voicemails().await;
+        // Calls a crash cut get their records now; then the heartbeat that dates the next
+        // crash's cut calls starts.
+        match engine.inner.store.recover_live_calls().await {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(
+                    calls = n,
+                    "call records written for calls cut by the last crash"
+                );
+                engine.inner.metrics.crash_records.inc_by(n as u64);
+            }
+            Err(e) => warn!(error = %e, "cannot recover the calls of the last crash"),
+        }
+        let beating = engine.clone();
+        tokio::spawn(async move { beating.heartbeat().await });
         Ok(engine)
+    }
+
+    /// Notes every few seconds that the server is alive (ends with the shutdown).
+    async fn heartbeat(&self) {
+        const EVERY: Duration = Duration::from_secs(5);
+        loop {
+            if let Err(e) = self.inner.store.heartbeat(sip_glue::now_ms()).await {
+                debug!(error = %e, "heartbeat not written");
+            }
+            tokio::select! {
+                _ = self.inner.stopped.cancelled() => return,
+                _ = tokio::time::sleep(EVERY) => {}
+            }
+        }
     }
 
     pub fn sip_udp_addr(&self) -> Option<SocketAddr> {

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub active_calls: Gauge,
     pub active_registrations: Gauge,
     pub calls_started: Counter,
+    /// Call records written at start for calls a crash cut.
+    pub crash_records: Counter,
     pub calls_ended: Family<CauseLabel, Counter>,
     pub rtp_packets_relayed: Gauge,
     pub rtp_packets_dropped: Gauge,
@@ -64,6 +66,7 @@ impl Metrics {
             active_calls: Gauge::default(),
             active_registrations: Gauge::default(),
             calls_started: Counter::default(),
+            crash_records: Counter::default(),
             calls_ended: Family::default(),
             rtp_packets_relayed: Gauge::default(),
             rtp_packets_dropped: Gauge::default(),
@@ -100,6 +103,11 @@ impl Metrics {
             "calls_started",
             "Calls accepted for routing",
             m.calls_started.clone(),
+        );
+        registry.register(
+            "crash_records",
+            "Call records written at start for calls the last crash cut (cause crash)",
+            m.crash_records.clone(),
         );
         registry.register(
             "calls_ended",

@@ -198,6 +198,9 @@ wire_enum! {
         /// A leg left by transferring the call, or a transfer target that answered
         /// (call-record legs only).
         Transferred => "transferred",
+        /// The server stopped without ending the call (a crash or kill): its record was
+        /// written at the next start (call records only).
+        Crash => "crash",
     }
 }
 

@@ -313,6 +313,48 @@ mod tests {
         }
     }
 
+    fn live(id: &str, started_at: i64) -> crate::LiveCall {
+        crate::LiveCall {
+            id: id.into(),
+            account_id: Some("acc1".into()),
+            from: "201".into(),
+            to: "202".into(),
+            direction: "internal".into(),
+            started_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_cut_by_a_crash_get_their_record_at_the_next_start() {
+        let s = Store::open_memory().await.unwrap();
+        // x: answered, then the server died; y: never answered; z: ended normally.
+        s.call_started(live("x", 1_000));
+        s.call_answered("x", 3_000);
+        s.call_started(live("y", 2_000));
+        s.call_started(live("z", 2_500));
+        s.heartbeat(9_000).await.unwrap();
+        // Queued in order: once z's record is committed, the notes before it are too.
+        s.insert_call_record(&record("z", Some("acc1"), 2_500, true))
+            .await
+            .unwrap();
+        assert_eq!(s.recover_live_calls().await.unwrap(), 2);
+        let x = s.call_record("x").await.unwrap().unwrap();
+        assert_eq!(x.end_cause, "crash");
+        assert_eq!(
+            (x.answered_at, x.ended_at, x.duration_ms),
+            (Some(3_000), 9_000, 6_000)
+        );
+        let y = s.call_record("y").await.unwrap().unwrap();
+        assert_eq!((y.answered_at, y.ended_at, y.duration_ms), (None, 9_000, 0));
+        assert_eq!(y.sip_status, 500);
+        // z kept its own record; nothing is recovered twice.
+        assert_eq!(
+            s.call_record("z").await.unwrap().unwrap().end_cause,
+            "caller_hangup"
+        );
+        assert_eq!(s.recover_live_calls().await.unwrap(), 0);
+    }
+
     #[tokio::test]
     async fn records_round_trip_with_legs_newest_first() {
         let s = Store::open_memory().await.unwrap();

@@ -14,7 +14,7 @@ use sqlx::Transaction;
 use crate::cache::Cache;
 use crate::error::StoreError;
 use crate::model::CallRecord;
-use crate::record_writer::{insert_one, RecordWriter};
+use crate::record_writer::{insert_one, LiveCall, RecordWriter};
 
 /// File name of the SQLite database inside `data_dir`.
 pub const DB_FILE_NAME: &str = "hookflash.db";
@@ -164,6 +164,96 @@ impl Store {
             Some(writer) => writer.write(&self.pool, rec).await,
             None => insert_one(&self.pool, rec).await,
         }
+    }
+
+    /// A call started: its row in `live_calls` is queued (not awaited), so that a crash still
+    /// leaves a call record at the next start ([`Store::recover_live_calls`]).
+    pub fn call_started(&self, call: LiveCall) {
+        if let Some(writer) = &self.records {
+            writer.note(Some(call), None);
+        }
+    }
+
+    /// A live call was answered at `at_ms` (queued, not awaited).
+    pub fn call_answered(&self, id: &str, at_ms: i64) {
+        if let Some(writer) = &self.records {
+            writer.note(None, Some((id.to_string(), at_ms)));
+        }
+    }
+
+    /// Notes that the server is alive now (the crash recovery ends cut calls no later).
+    pub async fn heartbeat(&self, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO server_heartbeat (id, at) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+        )
+        .bind(at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// At start: every call still marked live was cut by a crash (or a kill). Each gets its
+    /// call record, ended at the last heartbeat (never before its start or answer), cause
+    /// `crash`, SIP status 500; the live rows are removed. Returns how many.
+    pub async fn recover_live_calls(&self) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let last_seen: Option<i64> =
+            sqlx::query_scalar("SELECT at FROM server_heartbeat WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let rows = sqlx::query(
+            "SELECT id, account_id, from_uri, to_uri, direction, started_at, answered_at \
+             FROM live_calls",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut n = 0;
+        for row in &rows {
+            use sqlx::Row;
+            let id: String = row.try_get("id")?;
+            let started_at: i64 = row.try_get("started_at")?;
+            let answered_at: Option<i64> = row.try_get("answered_at")?;
+            let ended_at = last_seen
+                .unwrap_or(started_at)
+                .max(started_at)
+                .max(answered_at.unwrap_or(0));
+            let rec = CallRecord {
+                id: id.clone(),
+                account_id: row.try_get("account_id")?,
+                from: row.try_get("from_uri")?,
+                to: row.try_get("to_uri")?,
+                direction: row.try_get("direction")?,
+                started_at,
+                answered_at,
+                ended_at,
+                duration_ms: answered_at.map(|a| ended_at - a).unwrap_or(0),
+                end_cause: "crash".into(),
+                sip_status: 500,
+                legs: Vec::new(),
+            };
+            // A record that exists already (written just before the crash) wins.
+            let exists: Option<String> =
+                sqlx::query_scalar("SELECT id FROM call_records WHERE id = $1")
+                    .bind(&id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if exists.is_none() {
+                crate::record_writer::insert_rows_pub(&mut tx, &rec).await?;
+                n += 1;
+            }
+        }
+        sqlx::query("DELETE FROM live_calls")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if n > 0 {
+            tracing::warn!(
+                calls = n,
+                "calls cut by a crash got their call records (cause crash)"
+            );
+        }
+        Ok(n)
     }
 }
 

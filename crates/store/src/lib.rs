@@ -39,4 +39,5 @@ pub use model::{
     PersonalAccessToken, Recording, Registration, Trunk, User,
 };
 pub use pats::is_pat_id;
+pub use record_writer::LiveCall;
 pub use voicemail::{Forwarding, Mailbox, VoicemailMessage};

@@ -28,9 +28,29 @@ pub(crate) const MAX_BATCH: usize = 128;
 /// Records queued for the writer before callers wait to enqueue.
 const QUEUE: usize = 4_096;
 
-struct Job {
-    rec: CallRecord,
-    done: oneshot::Sender<Result<(), StoreError>>,
+/// What the writer writes, in the order queued: a call's start (and answer) into
+/// `live_calls`, then its record (which removes that row).
+enum Job {
+    Record {
+        rec: CallRecord,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Fire and forget: a call started (its row in `live_calls`).
+    Live(LiveCall),
+    /// Fire and forget: a live call was answered at this time (unix ms).
+    Answered { id: String, at: i64 },
+}
+
+/// A call in progress, as the crash recovery needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveCall {
+    pub id: String,
+    pub account_id: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub direction: String,
+    /// Unix milliseconds.
+    pub started_at: i64,
 }
 
 /// The handle to the writer task. The task ends when every handle is gone (after writing what
@@ -55,8 +75,14 @@ pub(crate) struct WriterStats {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, id) = match self {
+            Job::Record { rec, .. } => ("record", &rec.id),
+            Job::Live(l) => ("live", &l.id),
+            Job::Answered { id, .. } => ("answered", id),
+        };
         f.debug_struct("Job")
-            .field("call_id", &self.rec.id)
+            .field("kind", &kind)
+            .field("call_id", id)
             .finish()
     }
 }
@@ -79,16 +105,29 @@ impl RecordWriter {
         rec: &CallRecord,
     ) -> Result<(), StoreError> {
         let (done, outcome) = oneshot::channel();
-        let job = Job {
+        let job = Job::Record {
             rec: rec.clone(),
             done,
         };
-        if let Err(mpsc::error::SendError(job)) = self.queue.send(job).await {
+        if let Err(mpsc::error::SendError(_)) = self.queue.send(job).await {
             // The writer task is gone (its runtime is shutting down): write it ourselves.
-            tracing::debug!(call_id = %job.rec.id, "call-record writer gone; writing directly");
-            return insert_one(pool, &job.rec).await;
+            tracing::debug!(call_id = %rec.id, "call-record writer gone; writing directly");
+            return insert_one(pool, rec).await;
         }
         outcome.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Queues a live call's row (or its answer time) without waiting. A full queue drops it
+    /// (logged): the call then only loses its crash record.
+    pub(crate) fn note(&self, job_live: Option<LiveCall>, answered: Option<(String, i64)>) {
+        let job = match (job_live, answered) {
+            (Some(l), _) => Job::Live(l),
+            (None, Some((id, at))) => Job::Answered { id, at },
+            (None, None) => return,
+        };
+        if let Err(e) = self.queue.try_send(job) {
+            tracing::warn!(error = %e, "call-record queue full; a live-call note was dropped");
+        }
     }
 }
 
@@ -131,24 +170,74 @@ async fn write_batch(pool: &SqlitePool, stats: &WriterStats, batch: &mut Vec<Job
 
 async fn write_one_by_one(pool: &SqlitePool, batch: &mut Vec<Job>) {
     for job in batch.drain(..) {
-        let res = insert_one(pool, &job.rec).await;
-        answer(job, res);
+        match job {
+            Job::Record { ref rec, .. } => {
+                let res = insert_one(pool, rec).await;
+                answer(job, res);
+            }
+            Job::Live(_) | Job::Answered { .. } => {
+                let res = async {
+                    let mut tx = pool.begin().await?;
+                    write_note(&mut tx, &job).await?;
+                    tx.commit().await?;
+                    Ok::<(), StoreError>(())
+                }
+                .await;
+                if let Err(e) = res {
+                    tracing::warn!(error = %e, job = ?job, "live-call note not written");
+                }
+            }
+        }
     }
 }
 
 fn answer(job: Job, res: Result<(), StoreError>) {
-    if let Err(res) = job.done.send(res) {
+    let Job::Record { rec, done } = job else {
+        return;
+    };
+    if let Err(res) = done.send(res) {
         // The caller stopped waiting (cancelled); the outcome stands either way.
-        tracing::debug!(call_id = %job.rec.id, ok = res.is_ok(),
+        tracing::debug!(call_id = %rec.id, ok = res.is_ok(),
             "call-record writer: caller no longer waiting");
     }
+}
+
+/// A live-call row, or its answer time.
+async fn write_note(conn: &mut SqliteConnection, job: &Job) -> Result<(), StoreError> {
+    match job {
+        Job::Live(l) => {
+            sqlx::query(
+                "INSERT OR IGNORE INTO live_calls (id, account_id, from_uri, to_uri, direction,                    started_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&l.id)
+            .bind(&l.account_id)
+            .bind(&l.from)
+            .bind(&l.to)
+            .bind(&l.direction)
+            .bind(l.started_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Job::Answered { id, at } => {
+            sqlx::query("UPDATE live_calls SET answered_at = $1 WHERE id = $2")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Job::Record { .. } => {}
+    }
+    Ok(())
 }
 
 /// All records in one transaction; any failure rolls all of them back.
 async fn insert_many(pool: &SqlitePool, batch: &[Job]) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     for job in batch {
-        insert_rows(&mut tx, &job.rec).await?;
+        match job {
+            Job::Record { rec, .. } => insert_rows(&mut tx, rec).await?,
+            Job::Live(_) | Job::Answered { .. } => write_note(&mut tx, job).await?,
+        }
     }
     tx.commit().await?;
     Ok(())
@@ -163,8 +252,21 @@ pub(crate) async fn insert_one(pool: &SqlitePool, rec: &CallRecord) -> Result<()
     Ok(())
 }
 
-/// The call row and its leg rows. Each leg is stored under the record's id.
+/// [`insert_rows`] for the crash recovery's own transaction.
+pub(crate) async fn insert_rows_pub(
+    conn: &mut SqliteConnection,
+    rec: &CallRecord,
+) -> Result<(), StoreError> {
+    insert_rows(conn, rec).await
+}
+
+/// The call row and its leg rows (each leg stored under the record's id); the call is no
+/// longer live.
 async fn insert_rows(conn: &mut SqliteConnection, rec: &CallRecord) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM live_calls WHERE id = $1")
+        .bind(&rec.id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
         "INSERT INTO call_records (id, account_id, from_uri, to_uri, direction, started_at, \
            answered_at, ended_at, duration_ms, end_cause, sip_status) \

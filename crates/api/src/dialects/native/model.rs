@@ -102,6 +102,7 @@ pub(crate) fn end_cause(c: EndCause) -> &'static str {
         EndCause::TransferFailed => "transfer_failed",
         EndCause::Parked => "parked",
         EndCause::Transferred => "transferred",
+        EndCause::Crash => "crash",
     }
 }
 

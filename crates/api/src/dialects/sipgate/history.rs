@@ -393,7 +393,8 @@ fn unanswered_status(cause: Option<EndCause>) -> (&'static str, &'static str) {
         | EndCause::Replaced
         | EndCause::TransferFailed
         | EndCause::Parked
-        | EndCause::Transferred => ("NOPICKUP", "FAILURE"),
+        | EndCause::Transferred
+        | EndCause::Crash => ("NOPICKUP", "FAILURE"),
     }
 }
 

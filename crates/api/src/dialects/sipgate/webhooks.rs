@@ -75,7 +75,8 @@ pub fn hangup_cause(cause: EndCause) -> &'static str {
         | EndCause::SessionExpired
         | EndCause::ParkTimeout
         | EndCause::Replaced
-        | EndCause::TransferFailed => "congestion",
+        | EndCause::TransferFailed
+        | EndCause::Crash => "congestion",
     }
 }
 
