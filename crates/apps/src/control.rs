@@ -72,6 +72,34 @@ pub enum DialProgress {
     },
 }
 
+pub use hookflash_media::listen::{ListenFrame, StreamFrame};
+
+/// A key press seen on the call's media while a tap runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TapDtmf {
+    pub digit: char,
+    pub duration_ms: u32,
+}
+
+/// A running audio tap of the call (the `listen` verb).
+#[derive(Debug)]
+pub struct Tap {
+    /// Identifies the tap for [`CallControl::listen_stop`].
+    pub id: u64,
+    /// 20 ms frames of both sides' audio (8 kHz) until the tap stops.
+    pub frames: mpsc::Receiver<ListenFrame>,
+    /// The caller's key presses, with their durations.
+    pub dtmf: mpsc::Receiver<TapDtmf>,
+}
+
+/// A streamed playback to the caller: frames sent are played every 20 ms (silence while none
+/// are queued); dropping the sender ends it.
+#[derive(Debug)]
+pub struct StreamPlayback {
+    pub frames: mpsc::Sender<StreamFrame>,
+    pub done: oneshot::Receiver<PlayEnd>,
+}
+
 /// Why an operation on the call failed.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum ControlError {
@@ -133,6 +161,20 @@ pub trait CallControl: Send + Sync + 'static {
     /// Hangs up (or stops ringing) the party the application dialled; the caller stays.
     async fn hangup_dialled(&self, _call: &CallRef) -> Result<(), ControlError> {
         Ok(())
+    }
+    /// Starts tapping the answered call's audio (`listen`); a slow consumer loses frames.
+    async fn listen_start(&self, _call: &CallRef) -> Result<Tap, ControlError> {
+        Err(ControlError::Failed("listen is not available".into()))
+    }
+    /// Ends the tap `id`.
+    async fn listen_stop(&self, _call: &CallRef, _id: u64) -> Result<(), ControlError> {
+        Ok(())
+    }
+    /// Starts a streamed playback to the answered caller (replacing what plays).
+    async fn play_stream(&self, _call: &CallRef) -> Result<StreamPlayback, ControlError> {
+        Err(ControlError::Failed(
+            "streamed playback is not available".into(),
+        ))
     }
     /// The leg's signals from now on (DTMF, end). Call once per application run.
     fn signals(&self, call: &CallRef) -> mpsc::Receiver<CallSignal>;

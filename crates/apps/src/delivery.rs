@@ -181,7 +181,7 @@ impl std::fmt::Debug for Delivery {
 }
 
 /// reqwest is built without a default TLS crypto provider: install ring's once.
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // Err means a provider is installed already: fine.

@@ -9,12 +9,23 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+use hookflash_media::relay::Leg;
+
 use crate::control::{
-    Audio, CallControl, CallRef, CallSignal, ControlError, DialProgress, PlayEnd,
+    Audio, CallControl, CallRef, CallSignal, ControlError, DialProgress, PlayEnd, StreamPlayback,
+    Tap, TapDtmf,
 };
 
 /// Signals buffered per application run before the runtime reads them.
 const SIGNAL_QUEUE: usize = 64;
+
+/// Tapped frames waiting for a `listen` socket before new ones are dropped (1 s).
+const LISTEN_QUEUE_FRAMES: usize = hookflash_media::listen::LISTEN_QUEUE_FRAMES;
+
+/// Frames queued for a streamed playback before the socket reader waits (0.2 s: audio sent
+/// back is played with little delay, and a socket that sends faster than real time is
+/// slowed down by TCP back-pressure).
+const PLAY_STREAM_FRAMES: usize = 10;
 
 #[derive(Clone)]
 pub struct EngineControl {
@@ -158,6 +169,79 @@ impl CallControl for EngineControl {
             .app_hangup_dialled(&call.account_id, &call.call_id)
             .await
             .map_err(control_error)
+    }
+
+    async fn listen_start(&self, call: &CallRef) -> Result<Tap, ControlError> {
+        let tap = self
+            .engine
+            .app_listen_start(&call.account_id, &call.call_id, LISTEN_QUEUE_FRAMES)
+            .await
+            .map_err(control_error)?;
+        let id = tap.stream.id.number();
+        let mut presses = tap.dtmf;
+        let (dtmf_tx, dtmf) = mpsc::channel(SIGNAL_QUEUE);
+        let call_id = call.call_id.clone();
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    _ = dtmf_tx.closed() => return,
+                    e = presses.recv() => e,
+                };
+                match ev {
+                    // The application's caller is leg A.
+                    Ok(ev) if ev.leg == Leg::A => {
+                        let press = TapDtmf {
+                            digit: ev.digit,
+                            duration_ms: ev.duration_ms,
+                        };
+                        if dtmf_tx.send(press).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        warn!(%call_id, missed = n, "listen DTMF lagged");
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Tap {
+            id,
+            frames: tap.stream.frames,
+            dtmf,
+        })
+    }
+
+    async fn listen_stop(&self, call: &CallRef, id: u64) -> Result<(), ControlError> {
+        let id = hookflash_media::listen::ListenId::from_number(id);
+        match self
+            .engine
+            .app_listen_stop(&call.account_id, &call.call_id, id)
+            .await
+        {
+            // The call is gone: so is its tap.
+            Ok(()) | Err(CommandError::NotFound) => Ok(()),
+            Err(e) => Err(control_error(e)),
+        }
+    }
+
+    async fn play_stream(&self, call: &CallRef) -> Result<StreamPlayback, ControlError> {
+        let s = self
+            .engine
+            .app_play_stream(&call.account_id, &call.call_id, PLAY_STREAM_FRAMES)
+            .await
+            .map_err(control_error)?;
+        let (tx, done) = oneshot::channel();
+        let ended = s.done;
+        tokio::spawn(async move {
+            let end = ended.await.map(play_end).unwrap_or(PlayEnd::CallEnded);
+            let _ = tx.send(end);
+        });
+        Ok(StreamPlayback {
+            frames: s.frames,
+            done,
+        })
     }
 
     fn signals(&self, call: &CallRef) -> mpsc::Receiver<CallSignal> {

@@ -12,10 +12,13 @@ pub mod engine_control;
 pub mod error;
 mod exec;
 pub mod hook;
+pub mod listen_audio;
 pub mod runtime;
 mod session;
 pub mod verbs;
 
+#[cfg(test)]
+mod listen_tests;
 #[cfg(test)]
 mod testing;
 

@@ -16,7 +16,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppHooks, CallFields, CallStatus, Direction, Hook, Launch, SipInfo};
-use crate::control::{Audio, CallControl, CallRef, CallSignal, ControlError, PlayEnd};
+use crate::control::{
+    Audio, CallControl, CallRef, CallSignal, ControlError, ListenFrame, PlayEnd, StreamFrame,
+    StreamPlayback, Tap, TapDtmf,
+};
 use crate::delivery::{Delivery, DeliveryConfig};
 
 /// What the runtime did to the leg.
@@ -37,6 +40,9 @@ pub enum Op {
     Hangup {
         headers: Vec<(String, String)>,
     },
+    ListenStart,
+    ListenStop,
+    PlayStream,
 }
 
 /// How the fake's playbacks end.
@@ -64,6 +70,10 @@ pub struct FakeCall {
     /// URLs or texts whose playback fails.
     failing: Mutex<Vec<String>>,
     answered: AtomicBool,
+    /// The running tap's feeds (`listen`).
+    tap: Mutex<Option<(mpsc::Sender<ListenFrame>, mpsc::Sender<TapDtmf>)>>,
+    /// Frames played by streamed playbacks.
+    streamed: Arc<Mutex<Vec<StreamFrame>>>,
 }
 
 impl FakeCall {
@@ -80,7 +90,32 @@ impl FakeCall {
             generation: AtomicU64::new(0),
             failing: Mutex::new(Vec::new()),
             answered: AtomicBool::new(false),
+            tap: Mutex::new(None),
+            streamed: Arc::new(Mutex::new(Vec::new())),
         })
+    }
+
+    /// Feeds a frame to the running tap (false: none runs).
+    pub async fn tap_frame(&self, frame: ListenFrame) -> bool {
+        let tx = self.tap.lock().unwrap().as_ref().map(|t| t.0.clone());
+        match tx {
+            Some(tx) => tx.send(frame).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// A key press seen by the running tap.
+    pub async fn tap_dtmf(&self, digit: char, duration_ms: u32) -> bool {
+        let tx = self.tap.lock().unwrap().as_ref().map(|t| t.1.clone());
+        match tx {
+            Some(tx) => tx.send(TapDtmf { digit, duration_ms }).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Frames the streamed playbacks played so far.
+    pub fn streamed(&self) -> Vec<StreamFrame> {
+        self.streamed.lock().unwrap().clone()
     }
 
     pub fn fail_audio(&self, what: &str) {
@@ -252,6 +287,38 @@ impl CallControl for FakeCall {
         self.end_playing(PlayEnd::CallEnded);
         self.record(Op::Hangup { headers });
         Ok(())
+    }
+
+    async fn listen_start(&self, _call: &CallRef) -> Result<Tap, ControlError> {
+        self.record(Op::ListenStart);
+        let (ftx, frames) = mpsc::channel(50);
+        let (dtx, dtmf) = mpsc::channel(16);
+        *self.tap.lock().unwrap() = Some((ftx, dtx));
+        Ok(Tap {
+            id: 1,
+            frames,
+            dtmf,
+        })
+    }
+
+    async fn listen_stop(&self, _call: &CallRef, _id: u64) -> Result<(), ControlError> {
+        self.record(Op::ListenStop);
+        self.tap.lock().unwrap().take();
+        Ok(())
+    }
+
+    async fn play_stream(&self, _call: &CallRef) -> Result<StreamPlayback, ControlError> {
+        self.record(Op::PlayStream);
+        let (tx, mut rx) = mpsc::channel::<StreamFrame>(10);
+        let (done_tx, done) = oneshot::channel();
+        let sink = self.streamed.clone();
+        tokio::spawn(async move {
+            while let Some(f) = rx.recv().await {
+                sink.lock().unwrap().push(f);
+            }
+            let _ = done_tx.send(PlayEnd::Finished);
+        });
+        Ok(StreamPlayback { frames: tx, done })
     }
 
     fn signals(&self, _call: &CallRef) -> mpsc::Receiver<CallSignal> {

@@ -185,3 +185,75 @@ impl Engine {
         .await
     }
 }
+
+pub use crate::call::listen::{AppListen, AppStream};
+pub use hookflash_media::listen::{ListenFrame, ListenId, StreamFrame};
+
+impl Engine {
+    /// Starts tapping an answered application call's audio (both legs, 20 ms frames; at most
+    /// `queue_frames` wait for the consumer, more are dropped). One tap per call: a new one
+    /// replaces the old.
+    pub async fn app_listen_start(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        queue_frames: usize,
+    ) -> Result<AppListen, CommandError> {
+        use crate::call::listen::ListenCommand;
+        self.send_command(account_id, call_id, |reply| {
+            CallCommand::AppListen(ListenCommand::Start {
+                queue_frames,
+                reply,
+            })
+        })
+        .await
+    }
+
+    /// Ends tap `id`.
+    pub async fn app_listen_stop(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        id: ListenId,
+    ) -> Result<(), CommandError> {
+        use crate::call::listen::ListenCommand;
+        self.send_command(account_id, call_id, |reply| {
+            CallCommand::AppListen(ListenCommand::Stop { id, reply })
+        })
+        .await
+    }
+
+    /// Pauses (`true`) or resumes the call's running tap: the stream stays, no audio is sent
+    /// meanwhile. [`CommandError::Invalid`] when no tap runs.
+    pub async fn app_listen_pause(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        paused: bool,
+    ) -> Result<(), CommandError> {
+        use crate::call::listen::ListenCommand;
+        self.send_command(account_id, call_id, |reply| {
+            CallCommand::AppListen(ListenCommand::Pause { paused, reply })
+        })
+        .await
+    }
+
+    /// Starts a streamed playback to an answered application call's caller (replacing what
+    /// plays): frames sent on the returned sender are played every 20 ms, silence while none
+    /// are queued; it ends when the sender is dropped or by [`Engine::app_stop_play`].
+    pub async fn app_play_stream(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        queue_frames: usize,
+    ) -> Result<AppStream, CommandError> {
+        use crate::call::listen::ListenCommand;
+        self.send_command(account_id, call_id, |reply| {
+            CallCommand::AppListen(ListenCommand::PlayStream {
+                queue_frames,
+                reply,
+            })
+        })
+        .await
+    }
+}

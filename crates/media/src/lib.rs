@@ -21,6 +21,7 @@ pub mod audio;
 mod batch;
 pub mod dtmf;
 pub mod g711;
+pub mod listen;
 pub mod ports;
 pub mod record;
 pub mod relay;

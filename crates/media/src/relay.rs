@@ -142,6 +142,7 @@ use crate::dtmf::{
     DtmfSendStatus, DtmfSender, TelephoneEvent,
 };
 use crate::g711::Law;
+use crate::listen::{ListenError, ListenId, ListenStream, ListenTap, ListenTick, StreamFrame};
 use crate::ports::{LivePair, RtpSocketPair};
 use crate::record::{
     RecordError, RecordOptions, RecorderTap, Recording, RecordingId, RecordingSummary, TapState,
@@ -545,6 +546,8 @@ struct Shared {
     /// Number of the running recording, 0 = none (for the synchronous pause/resume).
     recording_id: AtomicU64,
     recording_seq: AtomicU64,
+    /// Number of the running listen tap, 0 = none.
+    listen_id: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -615,6 +618,20 @@ enum Control {
     },
     StopRecording {
         id: RecordingId,
+    },
+    StartListen {
+        tap: Box<ListenTap>,
+    },
+    PauseListen {
+        id: ListenId,
+        paused: bool,
+    },
+    StopListen {
+        id: ListenId,
+    },
+    PlayStream {
+        id: PlaybackId,
+        frames: mpsc::Receiver<StreamFrame>,
     },
     Stop,
 }
@@ -822,6 +839,7 @@ impl Bridge {
             recording: tokio::sync::Mutex::new(None),
             recording_id: AtomicU64::new(0),
             recording_seq: AtomicU64::new(0),
+            listen_id: AtomicU64::new(0),
         });
         let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = watch::channel(());
@@ -870,6 +888,7 @@ impl Bridge {
             dtmf_out_ts: [0, 0],
             dtmf_status: [dtmf_a_tx, dtmf_b_tx],
             recorder: None,
+            listener: None,
             ctrl: ControlInbox::new(ctrl_rx),
             rotate: 0,
             local: [LocalCounters::default(), LocalCounters::default()],
@@ -1179,6 +1198,61 @@ impl BridgeHandle {
         }
     }
 
+    /// Starts tapping the call's decoded audio (both legs, 20 ms frames; see
+    /// [`crate::listen`]), replacing a tap that ran. At most `queue_frames` frames wait for the
+    /// consumer; more are dropped. Dropping the stream's receiver ends the tap.
+    pub fn start_listen(&self, queue_frames: usize) -> Result<ListenStream, ListenError> {
+        if self.is_stopped() {
+            return Err(ListenError::BridgeStopped);
+        }
+        let n = self.shared.recording_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tap, stream) = ListenTap::new(ListenId(n), queue_frames);
+        self.post(Control::StartListen { tap: Box::new(tap) })
+            .map_err(|_| ListenError::BridgeStopped)?;
+        self.shared.listen_id.store(n, Ordering::Relaxed);
+        Ok(stream)
+    }
+
+    /// The running listen tap, if one was started and not stopped here (a tap whose consumer
+    /// went away is still named until [`Self::stop_listen`]).
+    pub fn listening(&self) -> Option<ListenId> {
+        match self.shared.listen_id.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(ListenId(n)),
+        }
+    }
+
+    /// Pauses (nothing is sent, audio meanwhile is dropped) or resumes tap `id`.
+    pub fn pause_listen(&self, id: ListenId, paused: bool) {
+        self.send(Control::PauseListen { id, paused });
+    }
+
+    /// Ends tap `id` (its stream then ends).
+    pub fn stop_listen(&self, id: ListenId) {
+        let _ =
+            self.shared
+                .listen_id
+                .compare_exchange(id.0, 0, Ordering::Relaxed, Ordering::Relaxed);
+        self.send(Control::StopListen { id });
+    }
+
+    /// Plays a stream of 20 ms frames to `leg` (replacing what played there, as
+    /// [`Self::play`]): each tick takes the next queued frame, silence when none is queued.
+    /// The playback ends ([`PlaybackEnd::Finished`]) when the sender is dropped, or by
+    /// [`Self::stop_play`]. The queue holds `queue_frames` frames; the sender waits for room.
+    pub fn play_stream(
+        &self,
+        leg: Leg,
+        queue_frames: usize,
+    ) -> (PlaybackId, mpsc::Sender<StreamFrame>) {
+        let (tx, frames) = mpsc::channel(queue_frames.max(1));
+        let mut seq = lock(&self.shared.playback_seq);
+        *seq += 1;
+        let id = PlaybackId { leg, n: *seq };
+        self.send(Control::PlayStream { id, frames });
+        (id, tx)
+    }
+
     /// Plays `pcm` to `leg`, replacing whatever played there (which ends as
     /// [`PlaybackEnd::Replaced`]). While it plays, the other leg's RTP is not relayed to `leg`
     /// (see the module doc). A non-looped playback ends after its last frame; an empty clip
@@ -1380,6 +1454,8 @@ struct Player {
     ts: u32,
     /// The next frame starts a talkspurt (marker bit): ticks were skipped before it.
     resync: bool,
+    /// A streamed source ([`BridgeHandle::play_stream`]) instead of `pcm`.
+    stream: Option<mpsc::Receiver<StreamFrame>>,
 }
 
 impl Player {
@@ -1467,6 +1543,8 @@ struct Relay {
     /// Per *to* leg.
     dtmf_status: [watch::Sender<DtmfSendStatus>; 2],
     recorder: Option<RecorderTap>,
+    /// The audio tap of a `listen` (boxed: the relay stays small without one).
+    listener: Option<Box<ListenTap>>,
     ctrl: ControlInbox<Control>,
     rotate: usize,
     local: [LocalCounters; 2],
@@ -1737,7 +1815,32 @@ impl Relay {
                     self.release_clock();
                 }
             }
-            Control::Play { id, pcm, opts } => self.start_player(id, pcm, opts),
+            Control::StartListen { tap } => {
+                if let Some(old) = self.listener.replace(tap) {
+                    old.finish();
+                }
+                self.ensure_clock();
+            }
+            Control::PauseListen { id, paused } => {
+                if let Some(l) = self.listener.as_mut().filter(|l| l.id == id) {
+                    l.set_paused(paused);
+                }
+            }
+            Control::StopListen { id } => {
+                if self.listener.as_ref().is_some_and(|l| l.id == id) {
+                    if let Some(l) = self.listener.take() {
+                        l.finish();
+                    }
+                    self.release_clock();
+                }
+            }
+            Control::PlayStream { id, frames } => self.start_player(
+                id,
+                Pcm8k::new(Vec::new()),
+                PlayOptions::default(),
+                Some(frames),
+            ),
+            Control::Play { id, pcm, opts } => self.start_player(id, pcm, opts, None),
             Control::StopPlay { leg } => self.end_player(leg, PlaybackEnd::Stopped),
             Control::ReplaceLeg { leg, pair } => {
                 let pair = match pair.into_live() {
@@ -1809,6 +1912,9 @@ impl Relay {
             }
             if self.recorder.is_some() && self.forwarding[f] {
                 self.record_packet(from, pt, pkt);
+            }
+            if self.listener.is_some() {
+                self.listen_packet(from, pt, pkt);
             }
         }
         if !self.relay_on[f] {
@@ -1934,7 +2040,13 @@ impl Relay {
         }
     }
 
-    fn start_player(&mut self, id: PlaybackId, pcm: Pcm8k, opts: PlayOptions) {
+    fn start_player(
+        &mut self,
+        id: PlaybackId,
+        pcm: Pcm8k,
+        opts: PlayOptions,
+        stream: Option<mpsc::Receiver<StreamFrame>>,
+    ) {
         let to = id.leg;
         let t = to.idx();
         // Keep the clock running across a replacement: the new clip continues the 20 ms grid.
@@ -1943,7 +2055,7 @@ impl Relay {
         self.ticker = ticker;
         // `taken` changes in the same update as `playing` / the end: waiters never see a
         // taken-but-neither-playing-nor-ended playback.
-        if pcm.is_empty() {
+        if pcm.is_empty() && stream.is_none() {
             tracing::debug!(%id, "empty clip: playback over at once");
             self.play_status[t].send_modify(|s| {
                 s.taken = s.taken.max(id.n);
@@ -1965,6 +2077,7 @@ impl Relay {
             seq: rand::random(),
             ts: rand::random(),
             resync: false,
+            stream,
         });
         self.play_status[t].send_modify(|s| {
             s.taken = s.taken.max(id.n);
@@ -1991,6 +2104,7 @@ impl Relay {
         self.players.iter().any(Option::is_some)
             || self.dtmf_tx.iter().any(Option::is_some)
             || self.recorder.is_some()
+            || self.listener.is_some()
     }
 
     /// Starts the 20 ms clock if it is not running. The first tick is immediate: the first
@@ -2055,6 +2169,26 @@ impl Relay {
                     self.release_clock();
                 }
             }
+            if let Some(l) = self.listener.as_mut() {
+                if l.tick() == ListenTick::ConsumerGone {
+                    l.finish();
+                    self.listener = None;
+                    self.release_clock();
+                }
+            }
+        }
+    }
+
+    /// Decodes an audio packet from `from` into the listen tap.
+    fn listen_packet(&mut self, from: Leg, pt: u8, pkt: &[u8]) {
+        let Some(law) = self.recv_law[from.idx()][pt as usize] else {
+            return;
+        };
+        let Some(tap) = self.listener.as_mut() else {
+            return;
+        };
+        if let Some(payload) = parse_header(pkt).and_then(|h| h.payload(pkt)) {
+            tap.on_audio(from.idx(), law, payload);
         }
     }
 
@@ -2208,7 +2342,24 @@ impl Relay {
         let samples = p.pcm.samples();
         let payload = &mut buf[RTP_HEADER_LEN..RTP_HEADER_LEN + FRAME_SAMPLES];
         let mut filled = 0;
-        while filled < FRAME_SAMPLES {
+        let mut stream_closed = false;
+        if let Some(rx) = p.stream.as_mut() {
+            // A streamed source: the next queued frame, silence while none is queued.
+            match rx.try_recv() {
+                Ok(frame) => {
+                    law.encode(&frame[..], payload);
+                    filled = FRAME_SAMPLES;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {}
+                Err(mpsc::error::TryRecvError::Disconnected) => stream_closed = true,
+            }
+        }
+        if stream_closed {
+            self.end_player(to, PlaybackEnd::Finished);
+            return;
+        }
+        let streaming = p.stream.is_some();
+        while !streaming && filled < FRAME_SAMPLES {
             if p.pos >= samples.len() {
                 if !p.looped {
                     break;
@@ -2222,7 +2373,7 @@ impl Relay {
         }
         // The last frame of a clip that is not a multiple of 20 ms: pad with silence.
         payload[filled..].fill(law.silence());
-        let finished = !p.looped && p.pos >= samples.len();
+        let finished = !streaming && !p.looped && p.pos >= samples.len();
         let id = p.id;
         let (marker, seq, ts) = p.next_header();
         write_header(&mut buf[..], marker, pt, seq, ts, id.n as u32);
@@ -2267,6 +2418,9 @@ impl Drop for Relay {
         if let Some(r) = self.recorder.take() {
             // The writer finishes the file on its own.
             r.finish();
+        }
+        if let Some(l) = self.listener.take() {
+            l.finish();
         }
         self.publish();
         self.flush_global(0);
@@ -2510,6 +2664,7 @@ mod tests {
             seq: u16::MAX,
             ts: 1000,
             resync: false,
+            stream: None,
         };
         assert_eq!(p.next_header(), (false, u16::MAX, 1000));
         assert_eq!(p.next_header(), (false, 0, 1160));

@@ -21,6 +21,7 @@ pub mod dtmf;
 pub mod gather;
 pub mod hangup;
 pub mod leave;
+pub mod listen;
 pub mod pause;
 pub mod play;
 pub mod redirect;
@@ -36,6 +37,7 @@ pub use dtmf::Dtmf;
 pub use gather::Gather;
 pub use hangup::Hangup;
 pub use leave::Leave;
+pub use listen::Listen;
 pub use pause::Pause;
 pub use play::Play;
 pub use redirect::Redirect;
@@ -59,6 +61,7 @@ pub enum Verb {
     Dtmf(Dtmf),
     Leave(Leave),
     Redirect(Redirect),
+    Listen(Box<Listen>),
     /// A jambonz verb this server does not run yet (reported and skipped).
     NotYet(NotYet),
 }
@@ -103,6 +106,7 @@ impl Verb {
             Verb::Dtmf(_) => "dtmf",
             Verb::Leave(_) => "leave",
             Verb::Redirect(_) => "redirect",
+            Verb::Listen(_) => "listen",
             Verb::NotYet(n) => &n.name,
         }
     }
@@ -154,6 +158,7 @@ impl Verb {
             "dtmf" => Verb::Dtmf(props(name, data)?),
             "leave" => Verb::Leave(props(name, data)?),
             "redirect" => Verb::Redirect(props(name, data)?),
+            "listen" => Verb::Listen(Box::new(props(name, data)?)),
             n if unsupported::NOT_YET.contains(&n) => Verb::NotYet(NotYet {
                 name: n.to_string(),
             }),
@@ -176,6 +181,7 @@ impl Verb {
             Verb::Dtmf(v) => v.exec(x).await,
             Verb::Leave(v) => v.exec(x).await,
             Verb::Redirect(v) => v.exec(x).await,
+            Verb::Listen(v) => v.exec(x).await,
             Verb::NotYet(v) => v.exec(x).await,
         }
     }
@@ -197,6 +203,7 @@ fn is_known(name: &str) -> bool {
             | "dtmf"
             | "leave"
             | "redirect"
+            | "listen"
     ) || unsupported::NOT_YET.contains(&name)
 }
 
@@ -223,7 +230,7 @@ mod tests {
             json!({"verb": "say", "text": 5}),
             json!({"say": "hi"}),
             json!({"verb": "dial", "target": []}),
-            json!({"verb": "listen", "url": "ws://127.0.0.1:9"}),
+            json!({"verb": "transcribe"}),
             json!({"verb": "hangup"}),
         ]);
         let r: Vec<_> = script.into_iter().collect();
@@ -238,7 +245,7 @@ mod tests {
         assert_eq!(
             r[7],
             Ok(Verb::NotYet(NotYet {
-                name: "listen".into()
+                name: "transcribe".into()
             }))
         );
         assert!(matches!(r[8], Ok(Verb::Hangup(_))));

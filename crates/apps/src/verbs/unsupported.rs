@@ -14,7 +14,6 @@ pub const NOT_YET: &[&str] = &[
     "dub",
     "enqueue",
     "lex",
-    "listen",
     "llm",
     "message",
     "rasa",

@@ -500,6 +500,8 @@ enum Action {
     Mute(bool),
     Record(hookflash_engine::RecordAction),
     Dtmf(String),
+    /// `listen_status`: pause (true; `silence` too) or resume the call's listen stream.
+    Listen(bool),
     /// Only a whisper.
     Nothing,
 }
@@ -590,79 +592,79 @@ fn parse_update(req: &Map<String, Value>) -> Result<Update> {
             "call_status_hook may only be provided together with call_hook",
         ));
     }
-    let action = match op {
-        None => Action::Nothing,
-        Some("call_hook") => {
-            if present(req, "call_status_hook") {
-                return Err(JambonzError::bad(
+    let action =
+        match op {
+            None => Action::Nothing,
+            Some("call_hook") => {
+                if present(req, "call_status_hook") {
+                    return Err(JambonzError::bad(
                     "changing the call_status_hook of a live call is not supported by hookflash",
                 ));
+                }
+                let spec: HookSpec = req
+                    .get("call_hook")
+                    .cloned()
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(|e| JambonzError::bad(format!("call_hook: {e}")))?
+                    .ok_or_else(|| JambonzError::bad("call_hook is required"))?;
+                Action::Redirect(spec)
             }
-            let spec: HookSpec = req
-                .get("call_hook")
-                .cloned()
-                .map(serde_json::from_value)
-                .transpose()
-                .map_err(|e| JambonzError::bad(format!("call_hook: {e}")))?
-                .ok_or_else(|| JambonzError::bad("call_hook is required"))?;
-            Action::Redirect(spec)
-        }
-        Some("call_status") => match word(req, "call_status") {
-            Some("completed") => Action::Status { completed: true },
-            Some("no-answer") => Action::Status { completed: false },
-            _ => return Err(JambonzError::bad("invalid call_status")),
-        },
-        Some("mute_status") => match word(req, "mute_status") {
-            Some("mute") => Action::Mute(true),
-            Some("unmute") => Action::Mute(false),
-            _ => return Err(JambonzError::bad("invalid mute_status")),
-        },
-        Some("listen_status") => match word(req, "listen_status") {
-            Some("pause" | "silence" | "resume") => {
-                return Err(JambonzError::bad(
-                    "listen_status: no listen stream is active on this call (hookflash does not support listen yet)",
-                ))
+            Some("call_status") => match word(req, "call_status") {
+                Some("completed") => Action::Status { completed: true },
+                Some("no-answer") => Action::Status { completed: false },
+                _ => return Err(JambonzError::bad("invalid call_status")),
+            },
+            Some("mute_status") => match word(req, "mute_status") {
+                Some("mute") => Action::Mute(true),
+                Some("unmute") => Action::Mute(false),
+                _ => return Err(JambonzError::bad("invalid mute_status")),
+            },
+            Some("listen_status") => match word(req, "listen_status") {
+                Some("pause" | "silence") => Action::Listen(true),
+                Some("resume") => Action::Listen(false),
+                _ => return Err(JambonzError::bad("invalid listen_status")),
+            },
+            Some("record") => {
+                use hookflash_engine::RecordAction;
+                let action = req
+                    .get("record")
+                    .and_then(|r| r.get("action"))
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| JambonzError::bad("record requires action property"))?;
+                Action::Record(match action {
+                    "startCallRecording" => RecordAction::Start {
+                        announcement: false,
+                    },
+                    "stopCallRecording" => RecordAction::Stop,
+                    "pauseCallRecording" => RecordAction::Pause,
+                    "resumeCallRecording" => RecordAction::Resume,
+                    other => {
+                        return Err(JambonzError::bad(format!(
+                            "invalid record action {other:?}"
+                        )))
+                    }
+                })
             }
-            _ => return Err(JambonzError::bad("invalid listen_status")),
-        },
-        Some("record") => {
-            use hookflash_engine::RecordAction;
-            let action = req
-                .get("record")
-                .and_then(|r| r.get("action"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| JambonzError::bad("record requires action property"))?;
-            Action::Record(match action {
-                "startCallRecording" => RecordAction::Start {
-                    announcement: false,
-                },
-                "stopCallRecording" => RecordAction::Stop,
-                "pauseCallRecording" => RecordAction::Pause,
-                "resumeCallRecording" => RecordAction::Resume,
-                other => return Err(JambonzError::bad(format!("invalid record action {other:?}"))),
-            })
-        }
-        Some("dtmf") => {
-            let digit = req
-                .get("dtmf")
-                .and_then(|d| d.get("digit"))
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|d| !d.is_empty())
-                .ok_or_else(|| JambonzError::bad("dtmf requires a digit property"))?;
-            Action::Dtmf(digit.to_string())
-        }
-        Some("tag") => {
-            return Err(JambonzError::bad(
+            Some("dtmf") => {
+                let digit = req
+                    .get("dtmf")
+                    .and_then(|d| d.get("digit"))
+                    .and_then(Value::as_str)
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .ok_or_else(|| JambonzError::bad("dtmf requires a digit property"))?;
+                Action::Dtmf(digit.to_string())
+            }
+            Some("tag") => return Err(JambonzError::bad(
                 "tag: changing the customerData of a live call is not supported by hookflash yet",
-            ))
-        }
-        Some(other) => {
-            return Err(JambonzError::bad(format!(
-                "{other} is not supported by hookflash"
-            )))
-        }
-    };
+            )),
+            Some(other) => {
+                return Err(JambonzError::bad(format!(
+                    "{other} is not supported by hookflash"
+                )))
+            }
+        };
     let whisper = req
         .get("whisper")
         .filter(|v| !v.is_null())
@@ -722,6 +724,11 @@ pub(crate) async fn update(
                 .send_dtmf(account_id, &call.id, &call_sid, &digits)
                 .await?;
         }
+        Action::Listen(paused) => {
+            engine
+                .app_listen_pause(account_id, &call.id, paused)
+                .await?;
+        }
     }
     if let Some(source) = update.whisper {
         engine
@@ -770,7 +777,18 @@ mod tests {
         );
         assert_eq!(msg(json!({"call_status": "busy"})), "invalid call_status");
         assert_eq!(msg(json!({"mute_status": "off"})), "invalid mute_status");
-        assert!(msg(json!({"listen_status": "pause"})).contains("listen"));
+        assert_eq!(
+            msg(json!({"listen_status": "stop"})),
+            "invalid listen_status"
+        );
+        assert_eq!(
+            upd(json!({"listen_status": "pause"})).unwrap().action,
+            Action::Listen(true)
+        );
+        assert_eq!(
+            upd(json!({"listen_status": "resume"})).unwrap().action,
+            Action::Listen(false)
+        );
         assert_eq!(
             msg(json!({"record": {}})),
             "record requires action property"
