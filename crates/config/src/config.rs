@@ -466,15 +466,30 @@ impl HookMethod {
             HookMethod::Post => "POST",
         }
     }
+
+    /// `GET` or `POST`, any case.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.eq_ignore_ascii_case("GET") {
+            Some(HookMethod::Get)
+        } else if s.eq_ignore_ascii_case("POST") {
+            Some(HookMethod::Post)
+        } else {
+            None
+        }
+    }
+}
+
+impl serde::Serialize for HookMethod {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl<'de> Deserialize<'de> for HookMethod {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        if s.eq_ignore_ascii_case("GET") {
-            Ok(HookMethod::Get)
-        } else if s.eq_ignore_ascii_case("POST") {
-            Ok(HookMethod::Post)
+        if let Some(m) = HookMethod::parse(&s) {
+            Ok(m)
         } else {
             Err(de::Error::custom(format!(
                 "hook method {s:?} is not \"GET\" or \"POST\""

@@ -86,7 +86,7 @@ pub enum AdminCommand {
 
 /// `GET` or `POST`, any case.
 fn parse_hook_method(s: &str) -> Result<HookMethod, String> {
-    HookMethod::parse(s).map_err(|_| format!("{s:?} is not GET or POST"))
+    HookMethod::parse(s).ok_or_else(|| format!("{s:?} is not GET or POST"))
 }
 
 #[derive(Subcommand, Debug)]

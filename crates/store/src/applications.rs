@@ -10,35 +10,8 @@ use crate::db::{new_id, now_secs, Store};
 use crate::error::StoreError;
 use crate::normalize::{check_webhook_url, number_digits};
 
-/// HTTP method of a hook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub enum HookMethod {
-    Get,
-    #[default]
-    Post,
-}
-
-impl HookMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookMethod::Get => "GET",
-            HookMethod::Post => "POST",
-        }
-    }
-
-    /// `GET` or `POST`, any case.
-    pub fn parse(s: &str) -> Result<Self, StoreError> {
-        if s.eq_ignore_ascii_case("GET") {
-            Ok(HookMethod::Get)
-        } else if s.eq_ignore_ascii_case("POST") {
-            Ok(HookMethod::Post)
-        } else {
-            Err(StoreError::Invalid(format!(
-                "hook method {s:?} is not GET or POST"
-            )))
-        }
-    }
-}
+/// HTTP method of a hook: the configuration's vocabulary, one enum for both.
+pub use hookflash_config::HookMethod;
 
 /// A webhook an application names: URL, method and optional basic-auth credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -131,7 +104,7 @@ fn hook_from(row: &SqliteRow, prefix: &str) -> Result<Option<Hook>, StoreError> 
     let method: String = row.try_get(format!("{prefix}_method").as_str())?;
     Ok(Some(Hook {
         url,
-        method: HookMethod::parse(&method).map_err(|_| StoreError::Corrupt(method.clone()))?,
+        method: HookMethod::parse(&method).ok_or_else(|| StoreError::Corrupt(method.clone()))?,
         username: row.try_get(format!("{prefix}_username").as_str())?,
         password: row.try_get(format!("{prefix}_password").as_str())?,
     }))

@@ -1,6 +1,6 @@
 //! First-start demo account and declarative provisioning from the config.
 
-use crate::applications::{ApplicationSpec, Hook, HookMethod};
+use crate::applications::{ApplicationSpec, Hook};
 use crate::crypto::generate_password;
 use crate::db::{new_id, now_secs, Store};
 use crate::error::StoreError;
@@ -323,10 +323,7 @@ impl Store {
 fn hook_of(h: &HookSpec) -> Hook {
     Hook {
         url: h.url.clone(),
-        method: match h.method {
-            hookflash_config::HookMethod::Get => HookMethod::Get,
-            hookflash_config::HookMethod::Post => HookMethod::Post,
-        },
+        method: h.method,
         username: h.username.clone(),
         password: h.password.clone(),
     }
@@ -337,7 +334,7 @@ mod tests {
     use super::*;
     use crate::crypto::{ha1, DigestAlgorithm};
     use crate::model::{DialClass, DialPolicy};
-    use hookflash_config::Config;
+    use hookflash_config::{Config, HookMethod};
 
     const CONFIG: &str = r#"
 [[accounts]]

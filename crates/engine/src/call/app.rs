@@ -46,8 +46,10 @@ impl CallActor {
         self.app.is_some()
     }
 
-    /// Our SDP answer to the caller's offer (PCMU/PCMA and telephone-event as offered).
-    fn app_answer_sdp(&mut self) -> Result<String, CommandError> {
+    /// Our SDP answer to the caller's offer (PCMU/PCMA and telephone-event as offered) when
+    /// the server itself answers the caller (an application, voicemail); the A side's media
+    /// is set to it.
+    pub(super) fn server_answer_sdp(&mut self) -> Result<String, CommandError> {
         let codecs =
             sdp::answer_codecs(&self.a_media.codecs, &sdp::default_codecs()).map_err(|e| {
                 CommandError::Failed {
@@ -85,7 +87,7 @@ impl CallActor {
         let Some(a) = self.a.clone() else {
             return Err(self.wrong_state());
         };
-        let body = self.app_answer_sdp()?;
+        let body = self.server_answer_sdp()?;
         if early {
             a.ringing(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
                 .map_err(|e| CommandError::Failed {

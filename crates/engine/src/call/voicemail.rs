@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use hookflash_media::audio::Pcm8k;
 use hookflash_media::relay::{Leg, PlayOptions};
-use hookflash_media::sdp::{self, Direction};
 use hookflash_store::VoicemailMessage;
 use tracing::{info, warn};
 
@@ -79,28 +78,12 @@ impl CallActor {
         };
         self.abandon_all_forks();
         let greeting = self.greeting(&user_id).await;
-        let codecs =
-            sdp::answer_codecs(&self.a_media.codecs, &sdp::default_codecs()).map_err(|e| {
-                CommandError::Failed {
-                    status: 488,
-                    reason: e.to_string(),
-                }
-            })?;
-        let body = sdp::build_offer(
-            self.bridge.local_addr(Leg::A),
-            &self.a_media.origin,
-            &codecs,
-            Direction::SendRecv,
-        )
-        .to_string();
+        let body = self.server_answer_sdp()?;
         a.accept(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
             .map_err(|e| CommandError::Failed {
                 status: 500,
                 reason: e.to_string(),
             })?;
-        self.set_send_codec(Side::A, &codecs);
-        self.set_dtmf_pt(Side::A, &codecs);
-        self.a_media.codecs = codecs;
         self.parties = [
             Some(Party {
                 dialog: a,
