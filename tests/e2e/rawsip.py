@@ -524,6 +524,25 @@ class Peer:
     def sdp(self):
         return self.SDP.format(ip=self.host, port=self.media.getsockname()[1])
 
+    def media_packets(self, seconds):
+        """The RTP packets that reach our media port during the next ``seconds`` (whatever
+        queued before is discarded first)."""
+        self.media.setblocking(False)
+        try:
+            while True:
+                self.media.recv(2048)
+        except (BlockingIOError, OSError):
+            pass
+        self.media.settimeout(0.05)
+        got = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                got.append(self.media.recv(2048))
+            except (socket.timeout, OSError):
+                pass
+        return got
+
     def close(self):
         self._closed = True
         self.thread.join(2)

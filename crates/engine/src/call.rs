@@ -758,6 +758,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         a_leg,
         b_leg,
         whispering: [false; 2],
+        keepalive: std::cell::Cell::new([false; 2]),
         recording: None,
         self_tx,
         dialled: call.dialled,
@@ -1137,6 +1138,8 @@ struct CallActor {
     b_leg: LegInfo,
     /// Per side (A, B): a whisper is playing to it, so its own audio is kept from the other.
     whispering: [bool; 2],
+    /// Per side: the keepalive silence the bridge was last told (see `apply_forwarding`).
+    keepalive: std::cell::Cell<[bool; 2]>,
     /// The running recording's id.
     recording: Option<String>,
     /// For completions the actor schedules to itself (playback ended).
@@ -1931,6 +1934,7 @@ impl CallActor {
         // While a transfer runs or the call is parked, the kept party hears music and nobody
         // hears each other.
         let transferring = self.transfer.is_some() || self.parked.is_some();
+        let mut forwarding = [true; 2];
         for side in [Side::A, Side::B] {
             let on = !transferring
                 && !self.leg(side).muted
@@ -1938,7 +1942,24 @@ impl CallActor {
                 && !self.leg(side.other()).held
                 && !self.whispering[side.index()];
             self.bridge.set_forwarding(side.leg(), on);
+            forwarding[side.index()] = on;
         }
+        // A connected party that hears nothing from the other side (muted, held by us, gone
+        // to a transfer, or an application's caller with nobody dialled) still gets silence
+        // at the packet rate, so its media-inactivity timer keeps the call.
+        let mut sent = self.keepalive.get();
+        for side in [Side::A, Side::B] {
+            let other = side.other();
+            let want = self.phase == Phase::Connected
+                && self.parties[side.index()].is_some()
+                && !self.leg(side).held
+                && (!forwarding[other.index()] || self.parties[other.index()].is_none());
+            if want != sent[side.index()] {
+                self.bridge.set_keepalive(side.leg(), want);
+                sent[side.index()] = want;
+            }
+        }
+        self.keepalive.set(sent);
     }
 
     async fn on_command(&mut self, cmd: CallCommand) {

@@ -570,6 +570,10 @@ enum Control {
         from: Leg,
         map: Vec<(u8, u8)>,
     },
+    SetKeepalive {
+        leg: Leg,
+        on: bool,
+    },
     SetForwarding {
         from: Leg,
         on: bool,
@@ -872,6 +876,7 @@ impl Bridge {
             legs,
             pt_map: [identity_map(), identity_map()],
             forwarding: [true, true],
+            keepalive: [false, false],
             relay_on: [true, true],
             rewriter: [None, None],
             continuity_pinned: [false, false],
@@ -991,6 +996,15 @@ impl BridgeHandle {
     /// still count as activity and are counted as `held_back`, not as dropped. RTCP flows on.
     pub fn set_forwarding(&self, from: Leg, on: bool) {
         self.send(Control::SetForwarding { from, on });
+    }
+
+    /// While on, `leg` receives a silence frame every 20 ms whenever nothing else is sent to
+    /// it (no relayed audio, playback or DTMF): a party that hears nothing (the other party
+    /// is muted or held, an application is between prompts) still gets a stream at the
+    /// packet rate, so its media-inactivity timer does not drop the call. The frames continue
+    /// the stream the phone receives (same SSRC, sequence and timestamps move on).
+    pub fn set_keepalive(&self, leg: Leg, on: bool) {
+        self.send(Control::SetKeepalive { leg, on });
     }
 
     /// Rewrites SSRC/sequence/timestamp of RTP *from* `from` so the other leg sees one continuous
@@ -1456,6 +1470,9 @@ struct Player {
     resync: bool,
     /// A streamed source ([`BridgeHandle::play_stream`]) instead of `pcm`.
     stream: Option<mpsc::Receiver<StreamFrame>>,
+    /// The silence of [`BridgeHandle::set_keepalive`]: no playback status of its own, and
+    /// any real playback replaces it.
+    keepalive: bool,
 }
 
 impl Player {
@@ -1511,6 +1528,8 @@ struct Relay {
     /// PT rewrite table per *from* leg.
     pt_map: [[u8; 128]; 2],
     forwarding: [bool; 2],
+    /// Per leg: send silence to it when nothing else is ([`BridgeHandle::set_keepalive`]).
+    keepalive: [bool; 2],
     /// Per *from* leg: `forwarding` and no player towards the other leg. The fast-path check.
     relay_on: [bool; 2],
     /// Per *from* leg: rewrites packets from that leg, i.e. the stream *to* the other leg.
@@ -1759,6 +1778,10 @@ impl Relay {
             Control::SetForwarding { from, on } => {
                 self.forwarding[from.idx()] = on;
                 self.update_relay_on();
+            }
+            Control::SetKeepalive { leg, on } => {
+                self.keepalive[leg.idx()] = on;
+                self.sync_keepalive(leg);
             }
             Control::SetContinuity { from, on } => {
                 let r = &mut self.rewriter[from.idx()];
@@ -2078,6 +2101,7 @@ impl Relay {
             ts: rand::random(),
             resync: false,
             stream,
+            keepalive: false,
         });
         self.play_status[t].send_modify(|s| {
             s.taken = s.taken.max(id.n);
@@ -2128,10 +2152,46 @@ impl Relay {
         let Some(p) = self.players[to.idx()].take() else {
             return;
         };
-        tracing::debug!(id = %p.id, ?how, frames = p.pos / FRAME_SAMPLES, "playback ended");
-        self.play_status[to.idx()].send_modify(|s| s.record_end(p.id, how));
+        if !p.keepalive {
+            tracing::debug!(id = %p.id, ?how, frames = p.pos / FRAME_SAMPLES, "playback ended");
+            self.play_status[to.idx()].send_modify(|s| s.record_end(p.id, how));
+        }
         self.update_relay_on();
         self.release_clock();
+        // A playback that ended by itself or was stopped: the keepalive (if on) takes over.
+        if matches!(how, PlaybackEnd::Finished | PlaybackEnd::Stopped) {
+            self.sync_keepalive(to);
+        }
+    }
+
+    /// Starts or stops the keepalive silence towards `to` as its flag says (never over a
+    /// real playback).
+    fn sync_keepalive(&mut self, to: Leg) {
+        let t = to.idx();
+        match (&self.players[t], self.keepalive[t]) {
+            (None, true) => {
+                self.engage_rewriter(to);
+                self.players[t] = Some(Player {
+                    id: PlaybackId { leg: to, n: 0 },
+                    pcm: Pcm8k::silence(FRAME_INTERVAL),
+                    pos: 0,
+                    looped: true,
+                    seq: rand::random(),
+                    ts: rand::random(),
+                    resync: false,
+                    stream: None,
+                    keepalive: true,
+                });
+                self.update_relay_on();
+                self.ensure_clock();
+            }
+            (Some(p), false) if p.keepalive => {
+                self.players[t] = None;
+                self.update_relay_on();
+                self.release_clock();
+            }
+            _ => {}
+        }
     }
 
     /// Sends one frame per due tick for every active player, until the clock is pending (its
@@ -2665,6 +2725,7 @@ mod tests {
             ts: 1000,
             resync: false,
             stream: None,
+            keepalive: false,
         };
         assert_eq!(p.next_header(), (false, u16::MAX, 1000));
         assert_eq!(p.next_header(), (false, 0, 1160));

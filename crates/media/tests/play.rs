@@ -462,3 +462,50 @@ async fn looped_playback_keeps_going_and_completion_is_notified() {
         Some(PlaybackEnd::BridgeStopped)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_sends_silence_when_nothing_else_and_yields_to_playback() {
+    let Setup {
+        bridge,
+        phone_a,
+        phone_b,
+        ..
+    } = start(4).await;
+    bridge.set_send_codec(Leg::B, 0, Law::Mulaw);
+    // A is muted (nothing relayed to B): without the keepalive B receives nothing.
+    bridge.set_forwarding(Leg::A, false);
+    assert!(try_recv(&phone_b, Duration::from_millis(150))
+        .await
+        .is_none());
+    bridge.set_keepalive(Leg::B, true);
+    let silence = collect(&phone_b, Duration::from_millis(600)).await;
+    // ~30 frames at 20 ms (generous lower bound for a shared 2-core box).
+    assert!(silence.len() >= 15, "{}", silence.len());
+    assert_contiguous(&silence);
+    assert!(silence.iter().all(|p| header(p).payload_type == 0));
+    let pcm = decode(&silence, Law::Mulaw);
+    assert!(pcm.iter().all(|s| s.abs() < 0.01), "not silence");
+    // Nothing goes to A.
+    assert!(try_recv(&phone_a, Duration::from_millis(50))
+        .await
+        .is_none());
+    // A playback takes over (its status is its own), then the silence resumes, continuing
+    // the same stream.
+    let clip = Pcm8k::tone(1500.0, Duration::from_millis(200), 0.5);
+    let id = bridge.play(Leg::B, clip, PlayOptions::default());
+    assert_eq!(
+        timeout(WAIT, bridge.playback_done(id)).await.unwrap(),
+        Some(PlaybackEnd::Finished)
+    );
+    let after = collect(&phone_b, Duration::from_millis(400)).await;
+    assert!(after.len() >= 10, "{}", after.len());
+    let ssrc = header(&silence[0]).ssrc;
+    assert!(after.iter().all(|p| header(p).ssrc == ssrc), "a new stream");
+    assert_eq!(bridge.playback_status(Leg::B).playing, None);
+    // Off: nothing more (after the socket's backlog).
+    bridge.set_keepalive(Leg::B, false);
+    collect(&phone_b, Duration::from_millis(100)).await;
+    assert!(try_recv(&phone_b, Duration::from_millis(150))
+        .await
+        .is_none());
+}
