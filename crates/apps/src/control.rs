@@ -166,6 +166,10 @@ pub trait CallControl: Send + Sync + 'static {
     async fn listen_start(&self, _call: &CallRef) -> Result<Tap, ControlError> {
         Err(ControlError::Failed("listen is not available".into()))
     }
+    /// May the application's WebSocket connect to `addr` (the server's outbound policy)?
+    fn connect_allowed(&self, _addr: std::net::SocketAddr) -> Result<(), String> {
+        Ok(())
+    }
     /// Ends the tap `id`.
     async fn listen_stop(&self, _call: &CallRef, _id: u64) -> Result<(), ControlError> {
         Ok(())

@@ -213,6 +213,12 @@ impl CallControl for EngineControl {
         })
     }
 
+    fn connect_allowed(&self, addr: std::net::SocketAddr) -> Result<(), String> {
+        self.engine
+            .media_connect_allowed(addr)
+            .map_err(str::to_string)
+    }
+
     async fn listen_stop(&self, call: &CallRef, id: u64) -> Result<(), ControlError> {
         let id = hookflash_media::listen::ListenId::from_number(id);
         match self

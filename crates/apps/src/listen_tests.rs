@@ -194,3 +194,30 @@ async fn an_unreachable_socket_is_reported_and_the_application_goes_on() {
     let kinds: Vec<AlertKind> = alerts.lock().unwrap().iter().map(|a| a.kind).collect();
     assert_eq!(kinds, [AlertKind::CallControl]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_the_policy_refuses_is_not_connected() {
+    let server = HookServer::start().await;
+    server.route(
+        "/call",
+        vec![Reply::json(json!([
+            {"verb": "listen", "url": "ws://127.0.0.1:1/", "actionHook": "/done"}
+        ]))],
+    );
+    server.route("/done", vec![Reply::json(json!([{"verb": "hangup"}]))]);
+    let fake = FakeCall::new(PlayMode::Instant);
+    let (rt, alerts) = runtime(&fake);
+    let end = tokio::time::timeout(Duration::from_secs(10), rt.launch(launch(&server)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(end, RunEnd::HungUp);
+    let done = server.wait_for("/done", 1).await[0].json();
+    assert_eq!(done["reason"], "connectFailed");
+    let alerts = alerts.lock().unwrap();
+    assert!(
+        alerts[0].message.contains("not allowed"),
+        "{:?}",
+        alerts[0].message
+    );
+}

@@ -301,6 +301,14 @@ impl CallControl for FakeCall {
         })
     }
 
+    /// Port 1 stands for an address the server's policy refuses.
+    fn connect_allowed(&self, addr: std::net::SocketAddr) -> Result<(), String> {
+        if addr.port() == 1 {
+            return Err("refused by the test policy".into());
+        }
+        Ok(())
+    }
+
     async fn listen_stop(&self, _call: &CallRef, _id: u64) -> Result<(), ControlError> {
         self.record(Op::ListenStop);
         self.tap.lock().unwrap().take();

@@ -209,6 +209,13 @@ impl Engine {
         .await
     }
 
+    /// May an application's media connection (the `listen` WebSocket) go to `addr`? The
+    /// audio fetch policy's answer (docs/security.md): never link-local/metadata or the
+    /// server's own listeners; private addresses only with `security.fetch_private`.
+    pub fn media_connect_allowed(&self, addr: std::net::SocketAddr) -> Result<(), &'static str> {
+        self.inner.fetcher.policy().addr_allowed(addr)
+    }
+
     /// Ends tap `id`.
     pub async fn app_listen_stop(
         &self,

@@ -340,6 +340,12 @@ impl AudioFetcher {
         )
     }
 
+    /// Where this fetcher may go (also applied to other outbound media connections, such as
+    /// the `listen` verb's WebSocket).
+    pub fn policy(&self) -> &FetchPolicy {
+        &self.policy
+    }
+
     /// A fetcher with a cache of `cap` bytes that only goes where `policy` allows.
     pub fn with_policy(cap: usize, policy: FetchPolicy) -> Self {
         install_crypto_provider();

@@ -192,6 +192,8 @@ pub enum ConnectError {
     Connect(String),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    #[error("address not allowed: {0}")]
+    NotAllowed(String),
 }
 
 type Socket =
@@ -293,7 +295,7 @@ impl Listen {
         enabled.then_some(b)
     }
 
-    async fn connect(&self) -> Result<Socket, ConnectError> {
+    async fn connect(&self, ctl: &dyn crate::control::CallControl) -> Result<Socket, ConnectError> {
         crate::delivery::install_crypto_provider();
         let mut req = self
             .url
@@ -311,9 +313,45 @@ impl Listen {
                 .map_err(|e| ConnectError::Request(e.to_string()))?;
             req.headers_mut().insert("Authorization", value);
         }
-        match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(req)).await {
-            Ok(Ok((ws, _))) => Ok(ws),
-            Ok(Err(e)) => Err(ConnectError::Connect(e.to_string())),
+        let host = req
+            .uri()
+            .host()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+            .ok_or_else(|| ConnectError::Request("the url has no host".into()))?;
+        let secure = req.uri().scheme_str() == Some("wss");
+        let port = req
+            .uri()
+            .port_u16()
+            .unwrap_or(if secure { 443 } else { 80 });
+        let open = async {
+            // Resolved here and every address checked against the server's outbound policy,
+            // then connected to that very address (no second lookup to rebind).
+            let addrs = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| ConnectError::Connect(format!("cannot resolve {host}: {e}")))?;
+            let mut last = ConnectError::Connect(format!("{host} has no address"));
+            for addr in addrs {
+                if let Err(why) = ctl.connect_allowed(addr) {
+                    last = ConnectError::NotAllowed(why);
+                    continue;
+                }
+                match tokio::net::TcpStream::connect(addr).await {
+                    Ok(tcp) => {
+                        let _ = tcp.set_nodelay(true);
+                        return tokio_tungstenite::client_async_tls_with_config(
+                            req, tcp, None, None,
+                        )
+                        .await
+                        .map(|(ws, _)| ws)
+                        .map_err(|e| ConnectError::Connect(e.to_string()));
+                    }
+                    Err(e) => last = ConnectError::Connect(format!("{addr}: {e}")),
+                }
+            }
+            Err(last)
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, open).await {
+            Ok(r) => r,
             Err(_) => Err(ConnectError::Timeout(CONNECT_TIMEOUT)),
         }
     }
@@ -321,7 +359,7 @@ impl Listen {
     pub(crate) async fn exec(&self, x: &mut Exec) -> Result<Flow, AppError> {
         x.answer().await?;
         let call_id = x.call.call_id.clone();
-        let mut ws = match self.connect().await {
+        let mut ws = match self.connect(x.ctl.as_ref()).await {
             Ok(ws) => ws,
             Err(e) => {
                 warn!(%call_id, url = %self.url, error = %e, "listen: socket not opened");
