@@ -350,7 +350,7 @@ async fn a_plain_call_is_two_jambonz_calls() {
         (
             json!({"listen_status": "pause"}),
             400,
-            "listen_status: no listen stream is active on this call (hookflash does not support listen yet)",
+            "no listen stream is active on this call",
         ),
         (
             json!({"call_status": "no-answer"}),
