@@ -2232,6 +2232,13 @@ impl Relay {
             if let Some(l) = self.listener.as_mut() {
                 if l.tick() == ListenTick::ConsumerGone {
                     l.finish();
+                    // No longer named by `listening()` (a REST pause then finds no stream).
+                    let _ = self.shared.listen_id.compare_exchange(
+                        l.id.number(),
+                        0,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     self.listener = None;
                     self.release_clock();
                 }

@@ -149,6 +149,17 @@ async fn the_tap_carries_both_legs_pauses_and_streamed_audio_reaches_the_phone()
 
     bridge.stop_listen(tap.id);
     assert_eq!(bridge.listening(), None);
+    // A consumer that goes away ends its tap, which is then no longer named.
+    let other = bridge.start_listen(50).unwrap();
+    assert_eq!(bridge.listening(), Some(other.id));
+    drop(other);
+    timeout(WAIT, async {
+        while bridge.listening().is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
     assert!(
         timeout(WAIT, async { while tap.frames.recv().await.is_some() {} })
             .await
