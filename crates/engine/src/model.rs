@@ -342,6 +342,7 @@ mod tests {
                 "transfer_failed",
                 "parked",
                 "transferred",
+                "crash",
             ]
         );
         assert_eq!(

@@ -526,6 +526,7 @@ mod tests {
             ("transfer_failed", ("NOPICKUP", "FAILURE")),
             ("parked", ("NOPICKUP", "FAILURE")),
             ("transferred", ("NOPICKUP", "FAILURE")),
+            ("crash", ("NOPICKUP", "FAILURE")),
         ];
         let listed: Vec<&str> = expected.iter().map(|(c, _)| *c).collect();
         let all: Vec<&str> = EndCause::ALL.iter().map(|c| c.as_str()).collect();

@@ -525,6 +525,7 @@ mod tests {
         ("transfer_failed", "congestion"),
         ("parked", "normalClearing"),
         ("transferred", "normalClearing"),
+        ("crash", "congestion"),
     ];
 
     #[test]
