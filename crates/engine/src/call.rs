@@ -1944,13 +1944,17 @@ impl CallActor {
             self.bridge.set_forwarding(side.leg(), on);
             forwarding[side.index()] = on;
         }
-        // A connected party that hears nothing from the other side (muted, held by us, gone
-        // to a transfer, or an application's caller with nobody dialled) still gets silence
+        // A connected party that hears nothing from the other side (muted or held by us, or
+        // an application's caller with nobody dialled) still gets silence
         // at the packet rate, so its media-inactivity timer keeps the call.
         let mut sent = self.keepalive.get();
         for side in [Side::A, Side::B] {
             let other = side.other();
+            // Not while a transfer runs: the kept party hears music, and the transferor's
+            // phone may be consulting on another bridge (our silence would reach the same
+            // address as the consultation's audio).
             let want = self.phase == Phase::Connected
+                && self.transfer.is_none()
                 && self.parties[side.index()].is_some()
                 && !self.leg(side).held
                 && (!forwarding[other.index()] || self.parties[other.index()].is_none());
