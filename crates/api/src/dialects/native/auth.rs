@@ -1,17 +1,16 @@
-//! API-key bearer auth of the native API, behind the password guessing defence
-//! ([`crate::guard`]): a banned source or locked identity gets 429 (`rate_limited`) with
-//! `Retry-After` before the key is looked at; an unknown key counts as a failure.
-
-use std::time::Instant;
+//! API-key bearer auth of the native API: the shared check of `dialects/api_key.rs` (the
+//! password guessing defence first: a banned source or locked identity gets 429
+//! (`rate_limited`) with `Retry-After` before the key is looked at; an unknown key counts as a
+//! failure), mapped to the native error shape.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
-use crate::body::{credentials, with_retry_after, ClientIp, Credentials};
+use crate::body::with_retry_after;
+use crate::dialects::api_key::{self, KeyRefusal};
 use crate::guard::Retry;
 use crate::native::error::NativeError;
-use crate::sipgate::auth::{bearer_identity, verify_user_token, TokenRefusal};
 use crate::AppState;
 
 /// The account whose API key authenticated the request.
@@ -36,60 +35,26 @@ impl FromRequestParts<AppState> for ApiAccount {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = match credentials(&parts.headers) {
-            Credentials::Bearer(t) => t,
-            Credentials::None => {
-                return Err(NativeError::Unauthorized(
-                    "missing credentials: send Authorization: Bearer <API key>".into(),
-                )
-                .into_response())
-            }
-            Credentials::Basic { .. } | Credentials::Malformed => {
-                return Err(NativeError::Unauthorized(
-                    "unsupported Authorization header: send Authorization: Bearer <API key>".into(),
-                )
-                .into_response())
-            }
-        };
-        let source = ClientIp::of(parts).0;
-        let identity = bearer_identity(&token);
-        if let Err(retry) = state.guard.check(source, &identity, Instant::now()) {
-            tracing::debug!(identity = identity.label(), source = ?source,
-                "native API request refused: too many failures");
-            return Err(too_many(&retry));
-        }
-        let store = state.engine.store();
-        let key = store
-            .verify_api_key(&token)
-            .await
-            .map_err(|e| NativeError::from(e).into_response())?;
-        if let Some(key) = key {
-            state.guard.success(&identity);
-            return Ok(ApiAccount {
+        let unauthorized = |msg: &str| NativeError::Unauthorized(msg.into()).into_response();
+        match api_key::verify(parts, &state.engine, &state.guard, &state.user_tokens).await {
+            Ok(key) => Ok(ApiAccount {
                 account_id: key.account_id,
-                key_id: key.id,
-            });
-        }
-        match verify_user_token(&state.engine, &state.user_tokens, &token).await {
+                key_id: key.key_id,
+            }),
+            Err(KeyRefusal::Missing) => Err(unauthorized(
+                "missing credentials: send Authorization: Bearer <API key>",
+            )),
+            Err(KeyRefusal::Unsupported) => Err(unauthorized(
+                "unsupported Authorization header: send Authorization: Bearer <API key>",
+            )),
+            Err(KeyRefusal::TooMany(retry)) => Err(too_many(&retry)),
+            Err(KeyRefusal::Invalid) => Err(unauthorized("invalid API key")),
             // A valid user token of a dialect is a real credential, just not for this API.
-            Ok(_) => {
-                state.guard.success(&identity);
-                Err(NativeError::Forbidden(
-                    "user access tokens cannot use the native API; use an API key".into(),
-                )
-                .into_response())
-            }
-            Err(TokenRefusal::Store(e)) => Err(NativeError::from(e).into_response()),
-            Err(refusal) => {
-                if refusal.is_guess() {
-                    tracing::debug!(identity = identity.label(), source = ?source,
-                        "native API key refused");
-                    if let Err(retry) = state.guard.failure(source, &identity, Instant::now()) {
-                        return Err(too_many(&retry));
-                    }
-                }
-                Err(NativeError::Unauthorized("invalid API key".into()).into_response())
-            }
+            Err(KeyRefusal::UserToken) => Err(NativeError::Forbidden(
+                "user access tokens cannot use the native API; use an API key".into(),
+            )
+            .into_response()),
+            Err(KeyRefusal::Store(e)) => Err(NativeError::from(e).into_response()),
         }
     }
 }
