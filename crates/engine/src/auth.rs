@@ -3,7 +3,7 @@
 
 use hookflash_sip::auth_guard::{Identity, Scope};
 use hookflash_sip::digest::{Algorithm, Credentials, NonceStatus};
-use hookflash_sip::stack::sip::Request;
+use hookflash_sip::msg::Request;
 use hookflash_store::{Account, DigestAlgorithm, User};
 use tracing::{debug, info};
 

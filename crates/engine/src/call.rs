@@ -11,23 +11,20 @@ use hookflash_media::audio::Pcm8k;
 use hookflash_media::g711::Law;
 use hookflash_media::relay::{Bridge, BridgeHandle, BridgeOptions, Leg, PlayOptions, PlaybackEnd};
 use hookflash_media::sdp::{self, Codec, Direction, OriginState, SessionDescription};
-use hookflash_sip::stack::dialog::authenticate::Credential;
-use hookflash_sip::stack::dialog::dialog::{DialogState, TerminatedReason};
-use hookflash_sip::stack::dialog::invitation::{InviteAsyncResult, InviteOption};
-use hookflash_sip::stack::dialog::invite_dialog::InviteDialog;
-use hookflash_sip::stack::dialog::DialogId;
-use hookflash_sip::stack::sip::{Header, Request, Response, StatusCode, Transport, Uri};
-use hookflash_sip::stack::transaction::Transaction;
-use hookflash_sip::stack::transport::SipAddr;
+use hookflash_sip::dialog::Credential;
+use hookflash_sip::dialog::InviteLeg;
+use hookflash_sip::dialog::LegId;
+use hookflash_sip::dialog::ServerTransaction;
+use hookflash_sip::dialog::{DialogEvent, Ended};
+use hookflash_sip::dialog::{InviteOutcome, OutgoingInvite, PendingInvite};
+use hookflash_sip::msg::{Header, Request, Response, StatusCode, Transport, Uri};
 use hookflash_store::{CallRecord, LegRecord, Trunk};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::auth::{AuthKind, AuthOutcome};
 use crate::control::{CallInfo, CommandError, LegInfo, LegState, RecordAction, Reply, Target};
 use crate::dialing::{self, DialClasses, OutboundPermit, Refusal};
-use crate::dialog_states::{dialog_id, CallStateReceiver, CallStates};
 use crate::events::{EventDetail, EventKind};
 use crate::metrics::CauseLabel;
 use crate::model::{
@@ -38,6 +35,7 @@ use crate::routing::{route, Facts, Origin, Route};
 use crate::session_timer::{self, SessionTimer};
 use crate::sip_glue::{addr_spec, display_name, header_value, header_values, now_ms, now_unix};
 use crate::{CallEntry, Engine};
+use hookflash_sip::router::{CallStateReceiver, CallStates};
 
 /// The sending side of a call's command queue. Commands travel boxed: tokio allocates a
 /// channel's slots 32 at a time, for as long as the call lasts, and the enum is 136 bytes.
@@ -141,7 +139,7 @@ pub enum CallCommand {
         reply: Reply<HandOff>,
     },
     /// A dialog event of a party handed over from another call.
-    DialogEvent(Box<DialogState>),
+    DialogEvent(Box<DialogEvent>),
     /// Application calls (`app.rs`): answer (or early media), decline, play, stop playing.
     AppAnswer {
         early: bool,
@@ -182,13 +180,13 @@ pub enum CallCommand {
 /// Where one fork of the B leg is sent.
 #[derive(Debug, Clone)]
 pub(crate) struct ForkTarget {
-    request_uri: String,
-    destination: SocketAddr,
-    transport: Transport,
-    credential: Option<(String, String)>,
+    pub(crate) request_uri: String,
+    pub(crate) destination: SocketAddr,
+    pub(crate) transport: Transport,
+    pub(crate) credential: Option<(String, String)>,
     /// A leg out through a trunk holds its account's outbound place (fraud brakes) for as
     /// long as the call lasts.
-    permit: Option<Arc<OutboundPermit>>,
+    pub(crate) permit: Option<Arc<OutboundPermit>>,
 }
 
 /// Which INVITE a fork's result belongs to: the call's own callee forks, or the forks of
@@ -207,13 +205,13 @@ enum ForkKey {
 /// The dialog a side's phone is on once the call is answered (a transfer replaces it).
 #[derive(Clone)]
 struct Party {
-    dialog: InviteDialog,
+    dialog: InviteLeg,
     call_id: String,
 }
 
 struct Fork {
     key: ForkKey,
-    dialog: InviteDialog,
+    dialog: InviteLeg,
     call_id: String,
     request_uri: String,
     status: Option<u16>,
@@ -222,12 +220,7 @@ struct Fork {
     abandoned: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Ringing,
-    Connected,
-    Ended,
-}
+use crate::call_core::{Action as CoreAction, CallCore, Deadline, Phase, Side};
 
 mod app;
 use app::AppSession;
@@ -250,29 +243,11 @@ pub(crate) use transfer::TransferTarget;
 use transfer::{RetiredLeg, Transfer};
 use voicemail::VoicemailSession;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    A,
-    B,
-}
-
 impl Side {
     fn leg(self) -> Leg {
         match self {
             Side::A => Leg::A,
             Side::B => Leg::B,
-        }
-    }
-    fn index(self) -> usize {
-        match self {
-            Side::A => 0,
-            Side::B => 1,
-        }
-    }
-    fn other(self) -> Side {
-        match self {
-            Side::A => Side::B,
-            Side::B => Side::A,
         }
     }
 }
@@ -286,10 +261,10 @@ struct MediaSide {
 }
 
 /// Turns an INVITE that starts a new dialog into a call, or answers it with an error.
-pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
+pub(crate) async fn run_inbound(engine: Engine, mut tx: ServerTransaction) {
     let call_id = uuid::Uuid::now_v7().to_string();
     tracing::Span::current().record("call_id", call_id.as_str());
-    let req = tx.original.clone();
+    let req = tx.request().clone();
     let started_at = now_ms();
 
     // 1. Who is calling: a trunk (by the transport's real source address, never by what the
@@ -473,17 +448,12 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
         bridge.set_remote(Leg::A, addr);
     }
 
-    // 5. The caller's dialog. rsipstack runs its server transaction in `handle`.
+    // 5. The caller's dialog. The SIP layer runs its server transaction in `serve`.
     let dialogs = engine.inner.sip.dialogs.clone();
     let (states, state_rx) = engine.inner.states.open();
     let a_call_id = header_value(&req, "Call-ID").unwrap_or_default();
     let contact = engine.local_contact();
-    let a = match dialogs.get_or_create_server_invite(
-        &tx,
-        states.route(&a_call_id),
-        None,
-        Some(contact),
-    ) {
+    let a = match dialogs.server_invite(&tx, states.route(&a_call_id), contact) {
         Ok(d) => d,
         Err(e) => {
             warn!(error = %e, "could not create the caller's dialog");
@@ -493,7 +463,7 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
     };
     let mut a_handler = a.clone();
     tokio::spawn(async move {
-        if let Err(e) = a_handler.handle(&mut tx).await {
+        if let Err(e) = a_handler.serve(&mut tx).await {
             debug!(error = %e, "caller INVITE transaction ended with error");
         }
     });
@@ -539,8 +509,12 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: Transaction) {
             forks: targets.len(),
         },
     );
-    actor.timers[0] = a_timer;
-    actor.allows_update[0] = a_allows_update;
+    actor.core.set_session_timer(
+        Side::A,
+        a_timer,
+        a_allows_update,
+        tokio::time::Instant::now(),
+    );
     if let Some((permit, app)) = app_permit {
         actor.app = Some(AppSession {
             application_id: app.id.clone(),
@@ -612,7 +586,7 @@ struct NewCall {
     id: String,
     account_id: String,
     /// The caller's dialog (None while we are still ringing the caller of an originated call).
-    a: Option<InviteDialog>,
+    a: Option<InviteLeg>,
     a_call_id: String,
     a_from: String,
     a_to: String,
@@ -715,7 +689,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         engine: engine.clone(),
         id: call.id,
         account_id: call.account_id,
-        phase: Phase::Ringing,
+        core: CallCore::new(true),
         a: call.a,
         a_call_id: call.a_call_id,
         a_from: call.a_from,
@@ -734,7 +708,6 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         app: None,
         handed_off: None,
         states_to: None,
-        ring_deadline: None,
         custom_ring_timeout: None,
         transfer_caller_id: None,
         states: call.states,
@@ -763,13 +736,9 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         self_tx,
         dialled: call.dialled,
         outbound_permits: Vec::new(),
-        in_flight: [None, None],
         new_reoffers: Vec::new(),
         hold_op: None,
         relay_op: None,
-        timers: [None, None],
-        session_deadlines: [None, None],
-        allows_update: [false, false],
     };
     (actor, cmd_rx)
 }
@@ -1071,17 +1040,17 @@ fn cause_for_status(status: u16) -> EndCause {
     EndCause::for_status(status)
 }
 
-type ForkFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (ForkKey, Option<InviteAsyncResult>)> + Send>,
->;
+type ForkFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (ForkKey, Option<InviteOutcome>)> + Send>>;
 
 struct CallActor {
     engine: Engine,
     id: String,
     account_id: String,
-    phase: Phase,
+    /// The call's phase, timers and re-offer rules, without I/O (see `call_core.rs`).
+    core: CallCore,
     /// The caller's dialog; None while an originated call still rings the caller.
-    a: Option<InviteDialog>,
+    a: Option<InviteLeg>,
     a_call_id: String,
     a_from: String,
     a_to: String,
@@ -1111,14 +1080,12 @@ struct CallActor {
     /// to remove), and the call that now gets this call's dialog events.
     handed_off: Option<String>,
     states_to: Option<CommandSender>,
-    /// When ringing gives up (reset when an originated call's caller answers).
-    ring_deadline: Option<tokio::time::Instant>,
     /// A ring timeout of its own (an application's outbound call), else the server's.
     custom_ring_timeout: Option<Duration>,
     /// The caller id the next transfer target sees instead of the kept party's number (an
     /// application's `dial` with `callerId`).
     transfer_caller_id: Option<String>,
-    /// This call's routes in the shared dialog-state channel (see `dialog_states`).
+    /// This call's routes in the shared dialog-state channel (see `hookflash_sip::router`).
     states: CallStates,
     bridge: Arc<BridgeHandle>,
     a_media: MediaSide,
@@ -1147,17 +1114,11 @@ struct CallActor {
     dialled: String,
     /// The account's outbound places this call's trunk legs hold (released with the actor).
     outbound_permits: Vec<Arc<OutboundPermit>>,
-    /// Our re-INVITE in flight per side (see `reoffer.rs`), new ones not yet polled, and the
-    /// hold command or relayed re-INVITE waiting for them.
-    in_flight: [Option<reoffer::InFlight>; 2],
+    /// Our re-INVITEs' answers not yet polled (see `reoffer.rs`), and the hold command or
+    /// relayed re-INVITE waiting for them.
     new_reoffers: Vec<reoffer::ReofferFuture>,
     hold_op: Option<Box<reoffer::HoldOp>>,
     relay_op: Option<Box<reoffer::RelayOp>>,
-    /// The caller's session timer (RFC 4028), its next deadline once answered, and whether
-    /// the caller takes UPDATE (our refreshes use it then).
-    timers: [Option<SessionTimer>; 2],
-    session_deadlines: [Option<tokio::time::Instant>; 2],
-    allows_update: [bool; 2],
 }
 
 impl CallActor {
@@ -1199,7 +1160,7 @@ impl CallActor {
         caller_name: Option<String>,
         offer: &str,
         key: impl Fn(usize) -> ForkKey,
-    ) -> Vec<(usize, InviteDialog, String)> {
+    ) -> Vec<(usize, InviteLeg, String)> {
         let mut sent = Vec::new();
         let host = &self.engine.inner.cfg.advertised_host;
         let caller = Uri::try_from(format!("sip:{caller_number}@{host}").as_str())
@@ -1213,40 +1174,41 @@ impl CallActor {
                 warn!(uri = %target.request_uri, "unusable target URI");
                 continue;
             };
-            let mut destination = SipAddr::from(target.destination);
-            destination.r#type = Some(target.transport);
             // Our Call-ID, so its dialog states are routed here before the INVITE leaves.
             let sip_call_id = uuid::Uuid::new_v4().to_string();
-            let opt = InviteOption {
-                call_id: Some(sip_call_id.clone()),
+            let invite = OutgoingInvite {
+                call_id: sip_call_id.clone(),
                 caller_display_name: caller_name.clone(),
                 caller: caller.clone(),
                 callee,
-                destination: Some(destination),
-                content_type: Some("application/sdp".into()),
-                offer: Some(offer.as_bytes().to_vec()),
+                destination: target.destination,
+                transport: target.transport,
+                offer: offer.as_bytes().to_vec(),
                 contact: self.engine.local_contact(),
                 // Asking the dialled party for session timers, where configured.
-                headers: self.engine.inner.cfg.session_expires_ask.map(|se| {
-                    vec![
-                        Header::Other("Session-Expires".into(), se.to_string()),
-                        Header::Other("Supported".into(), "timer".into()),
-                    ]
-                }),
+                headers: self
+                    .engine
+                    .inner
+                    .cfg
+                    .session_expires_ask
+                    .map(|se| {
+                        vec![
+                            Header::Other("Session-Expires".into(), se.to_string()),
+                            Header::Other("Supported".into(), "timer".into()),
+                        ]
+                    })
+                    .unwrap_or_default(),
                 credential: target.credential.as_ref().map(|(u, p)| Credential {
                     username: u.clone(),
                     password: p.clone(),
-                    realm: None,
-                    auth_username: None,
                 }),
-                ..Default::default()
             };
             match self
                 .engine
                 .inner
                 .sip
                 .dialogs
-                .do_invite_async(opt, self.states.route(&sip_call_id))
+                .invite(invite, self.states.route(&sip_call_id))
             {
                 Ok((dialog, handle)) => {
                     if let Some(permit) = &target.permit {
@@ -1280,32 +1242,29 @@ impl CallActor {
         {
             self.end_cause = Some(EndCause::Failed);
             self.end_status = 503;
-            self.phase = Phase::Ended;
+            self.core.end();
         }
         let ring_timeout = self
             .custom_ring_timeout
             .unwrap_or(self.engine.inner.cfg.ring_timeout);
-        self.ring_deadline = Some(tokio::time::Instant::now() + ring_timeout);
+        self.core.ring(tokio::time::Instant::now(), ring_timeout);
         let bridge = self.bridge.clone();
         let inactive = async move { bridge.inactive().await };
         tokio::pin!(inactive);
         let mut dtmf = self.bridge.dtmf_events();
         let mut pending: FuturesUnordered<ForkFuture> = FuturesUnordered::new();
         let mut reoffers: FuturesUnordered<reoffer::ReofferFuture> = FuturesUnordered::new();
-        while self.phase != Phase::Ended {
+        while self.core.phase() != Phase::Ended {
+            // What the core asked for last time round is done before anything new comes in
+            // (it may start re-INVITEs, whose answers are polled below).
+            Box::pin(self.run_core_actions()).await;
+            if self.core.phase() == Phase::Ended {
+                break;
+            }
             pending.extend(self.new_invites.drain(..));
             reoffers.extend(self.new_reoffers.drain(..));
-            let ring_deadline = self.ring_deadline.unwrap_or_else(tokio::time::Instant::now);
-            let park_deadline = self
-                .park_deadline()
-                .unwrap_or_else(tokio::time::Instant::now);
-            let next_session_deadline = self.next_session_deadline();
-            let session_deadline = next_session_deadline.unwrap_or_else(tokio::time::Instant::now);
-            let vm_deadline = self
-                .voicemail
-                .as_ref()
-                .map(|v| v.deadline)
-                .unwrap_or_else(tokio::time::Instant::now);
+            let core_timeout = self.core.poll_timeout();
+            let core_wake = core_timeout.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 state = states.recv() => match state {
                     Some(state) => Box::pin(self.on_dialog_state(*state)).await,
@@ -1323,32 +1282,10 @@ impl CallActor {
                 Some((side, outcome)) = reoffers.next(), if !reoffers.is_empty() => {
                     Box::pin(self.on_reoffer(side, outcome)).await
                 }
-                _ = tokio::time::sleep_until(session_deadline),
-                    if next_session_deadline.is_some() && self.phase == Phase::Connected => {
-                    Box::pin(self.on_session_deadline()).await
+                _ = tokio::time::sleep_until(core_wake), if core_timeout.is_some() => {
+                    self.core.handle_timeout(tokio::time::Instant::now());
                 }
-                _ = tokio::time::sleep_until(park_deadline), if self.parked.is_some() => {
-                    Box::pin(self.park_timed_out()).await;
-                }
-                _ = tokio::time::sleep_until(self.transfer_deadline()), if self.transfer_ringing() => {
-                    info!("transfer target did not answer in time");
-                    self.cancel_transfer_forks();
-                }
-                _ = tokio::time::sleep_until(ring_deadline), if self.phase == Phase::Ringing => {
-                    info!("no answer before the ring timeout");
-                    if self.is_app() {
-                        // The application neither answered nor declined in time.
-                        self.fail_caller(480, EndCause::NoAnswer);
-                    } else if !Box::pin(self.try_voicemail()).await {
-                        Box::pin(self.cancel_forks(None)).await;
-                        self.fail_caller(408, EndCause::NoAnswer);
-                    }
-                }
-                _ = tokio::time::sleep_until(vm_deadline), if self.voicemail.is_some() => {
-                    info!("voicemail: longest message reached");
-                    Box::pin(self.hangup_all(EndCause::Normal)).await;
-                }
-                _ = &mut inactive, if self.phase == Phase::Connected => {
+                _ = &mut inactive, if self.core.phase() == Phase::Connected => {
                     info!("no RTP from either side: ending the call");
                     Box::pin(self.hangup_all(EndCause::RtpTimeout)).await;
                 }
@@ -1379,15 +1316,13 @@ impl CallActor {
         // the re-INVITE tasks end by themselves.
         Box::pin(self.abandon_reoffers()).await;
         drop(reoffers);
-        // Let rsipstack finish the forks we cancelled so their dialogs are cleaned up, but
+        // Let the SIP layer finish the forks we cancelled so their dialogs are cleaned up, but
         // never wait long.
         let drain = async {
             pending.extend(self.new_invites.drain(..));
             while let Some((key, result)) = pending.next().await {
                 if let Some(Ok((_, Some(resp)))) = result {
-                    if resp.status_code.kind()
-                        == hookflash_sip::stack::sip::StatusCodeKind::Successful
-                    {
+                    if resp.status_code.kind() == hookflash_sip::msg::StatusCodeKind::Successful {
                         self.release_late_answer(key);
                     }
                 }
@@ -1400,15 +1335,65 @@ impl CallActor {
         Box::pin(self.finish()).await;
     }
 
+    /// Does what the call core asked for (see `call_core.rs`), in order.
+    async fn run_core_actions(&mut self) {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                CoreAction::SendReoffer {
+                    side,
+                    purpose,
+                    direction,
+                    use_update,
+                } => self.send_reoffer(side, direction, purpose, use_update),
+                CoreAction::RingTimeout => {
+                    info!("no answer before the ring timeout");
+                    if self.is_app() {
+                        // The application neither answered nor declined in time.
+                        self.fail_caller(480, EndCause::NoAnswer);
+                    } else if !Box::pin(self.try_voicemail()).await {
+                        Box::pin(self.cancel_forks(None)).await;
+                        self.fail_caller(408, EndCause::NoAnswer);
+                    }
+                }
+                CoreAction::SessionExpired { side } => {
+                    info!(leg = ?side, "session expired without a refresh: ending the call");
+                    Box::pin(self.hangup_all(EndCause::SessionExpired)).await;
+                }
+                CoreAction::RefreshFailed { side } => {
+                    info!(leg = ?side, "our session refresh failed: ending the call");
+                    Box::pin(self.hangup_all(EndCause::SessionExpired)).await;
+                }
+                // Each state may have gone since its deadline was set.
+                CoreAction::DeadlineReached(Deadline::Park) => {
+                    if self.parked.is_some() {
+                        Box::pin(self.park_timed_out()).await;
+                    }
+                }
+                CoreAction::DeadlineReached(Deadline::TransferRing) => {
+                    if self.transfer_ringing() {
+                        info!("transfer target did not answer in time");
+                        self.cancel_transfer_forks();
+                    }
+                }
+                CoreAction::DeadlineReached(Deadline::Voicemail) => {
+                    if self.voicemail.is_some() {
+                        info!("voicemail: longest message reached");
+                        Box::pin(self.hangup_all(EndCause::Normal)).await;
+                    }
+                }
+            }
+        }
+    }
+
     fn fork_by_call_id(&self, call_id: &str) -> Option<usize> {
         self.forks.iter().position(|f| f.call_id == call_id)
     }
 
-    async fn on_dialog_state(&mut self, state: DialogState) {
-        let id = dialog_id(&state).clone();
+    async fn on_dialog_state(&mut self, state: DialogEvent) {
+        let id = state.leg_id().clone();
         if let Some(side) = self.side_of_call_id(&id.call_id) {
             self.on_party_state(side, state).await;
-        } else if id.call_id == self.a_call_id && self.phase == Phase::Ringing {
+        } else if id.call_id == self.a_call_id && self.core.phase() == Phase::Ringing {
             // Once answered, the caller's dialog is one of the parties (or has left them).
             self.on_a_state(state).await;
         } else if let Some(index) = self.fork_by_call_id(&id.call_id) {
@@ -1432,14 +1417,14 @@ impl CallActor {
     }
 
     /// Requests and state changes of an answered side's dialog.
-    async fn on_party_state(&mut self, side: Side, state: DialogState) {
+    async fn on_party_state(&mut self, side: Side, state: DialogEvent) {
         match state {
-            DialogState::Terminated(_, reason) => {
-                if self.phase == Phase::Ended {
+            DialogEvent::Terminated(_, reason) => {
+                if self.core.phase() == Phase::Ended {
                     return;
                 }
                 let (cause, status) = match reason {
-                    TerminatedReason::Timeout => (EndCause::AckTimeout, 408),
+                    Ended::Timeout => (EndCause::AckTimeout, 408),
                     _ => (EndCause::Normal, 200),
                 };
                 info!(leg = ?side, ?reason, "leg ended");
@@ -1456,66 +1441,66 @@ impl CallActor {
                         debug!(error = %e, "BYE to the other leg failed");
                     }
                 }
-                self.phase = Phase::Ended;
+                self.core.end();
             }
-            DialogState::Updated(_, req, handle) => {
+            DialogEvent::Updated(_, req, handle) => {
                 if self.transfer.is_some() {
                     let _ = handle.reply(StatusCode::RequestPending).await;
                 } else {
                     self.start_relay(side, req, handle).await
                 }
             }
-            DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+            DialogEvent::Options(_, _, handle) | DialogEvent::Info(_, _, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;
             }
-            DialogState::Refer(_, req, handle) => self.on_refer(side, req, handle).await,
-            DialogState::Message(_, _, handle)
-            | DialogState::Notify(_, _, handle)
-            | DialogState::Publish(_, _, handle) => {
+            DialogEvent::Refer(_, req, handle) => self.on_refer(side, req, handle).await,
+            DialogEvent::Message(_, _, handle)
+            | DialogEvent::Notify(_, _, handle)
+            | DialogEvent::Publish(_, _, handle) => {
                 let _ = handle.reply(StatusCode::NotImplemented).await;
             }
             other => debug!(state = %other, leg = ?side, "dialog"),
         }
     }
 
-    async fn on_a_state(&mut self, state: DialogState) {
+    async fn on_a_state(&mut self, state: DialogEvent) {
         match state {
-            DialogState::Terminated(_, reason) => {
+            DialogEvent::Terminated(_, reason) => {
                 let (cause, status) = match reason {
-                    TerminatedReason::UacCancel => (EndCause::Cancel, 487),
-                    TerminatedReason::UacBye => (EndCause::Normal, 200),
-                    TerminatedReason::Timeout => (EndCause::AckTimeout, 408),
+                    Ended::UacCancel => (EndCause::Cancel, 487),
+                    Ended::UacBye => (EndCause::Normal, 200),
+                    Ended::Timeout => (EndCause::AckTimeout, 408),
                     _ => (EndCause::Normal, self.end_status.max(200)),
                 };
-                if self.phase == Phase::Ended {
+                if self.core.phase() == Phase::Ended {
                     return;
                 }
                 info!(cause = cause.as_str(), "caller leg ended");
                 self.end_cause = Some(cause);
                 self.end_status = status;
                 self.cancel_forks(None).await;
-                self.phase = Phase::Ended;
+                self.core.end();
             }
-            DialogState::Updated(_, _, handle) => {
+            DialogEvent::Updated(_, _, handle) => {
                 let _ = handle.reply(StatusCode::RequestPending).await;
             }
-            DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+            DialogEvent::Options(_, _, handle) | DialogEvent::Info(_, _, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;
             }
-            DialogState::Refer(_, _, handle)
-            | DialogState::Message(_, _, handle)
-            | DialogState::Notify(_, _, handle)
-            | DialogState::Publish(_, _, handle) => {
+            DialogEvent::Refer(_, _, handle)
+            | DialogEvent::Message(_, _, handle)
+            | DialogEvent::Notify(_, _, handle)
+            | DialogEvent::Publish(_, _, handle) => {
                 let _ = handle.reply(StatusCode::NotImplemented).await;
             }
             other => debug!(state = %other, "caller dialog"),
         }
     }
 
-    async fn on_fork_state(&mut self, index: usize, state: DialogState) {
+    async fn on_fork_state(&mut self, index: usize, state: DialogEvent) {
         let abandoned = self.forks.get(index).is_some_and(|f| f.abandoned);
         match state {
-            DialogState::Early(_, resp) if self.phase == Phase::Ringing && !abandoned => {
+            DialogEvent::Early(_, resp) if self.core.phase() == Phase::Ringing && !abandoned => {
                 self.on_provisional(resp);
             }
             other => {
@@ -1573,7 +1558,7 @@ impl CallActor {
             .unwrap_or_else(|_| self.a_media.codecs.clone())
     }
 
-    async fn on_fork_result(&mut self, index: usize, result: Option<InviteAsyncResult>) {
+    async fn on_fork_result(&mut self, index: usize, result: Option<InviteOutcome>) {
         let Some(fork) = self.forks.get_mut(index) else {
             return;
         };
@@ -1581,7 +1566,7 @@ impl CallActor {
         let (response, status) = invite_outcome(result, "fork INVITE failed");
         fork.status = Some(status);
         if (200..300).contains(&status) {
-            if self.winner.is_some() || self.phase != Phase::Ringing || fork.abandoned {
+            if self.winner.is_some() || self.core.phase() != Phase::Ringing || fork.abandoned {
                 // A second device answered too, or one we stopped ringing, or the caller is
                 // gone: release it.
                 let dialog = fork.dialog.clone();
@@ -1596,7 +1581,7 @@ impl CallActor {
             return;
         }
         self.refresh_devices();
-        if self.phase == Phase::Ringing
+        if self.core.phase() == Phase::Ringing
             && self.winner.is_none()
             && self.forks.iter().all(|f| f.finished || f.abandoned)
         {
@@ -1663,7 +1648,7 @@ impl CallActor {
             self.bye_b().await;
             self.end_cause = Some(EndCause::Failed);
             self.end_status = 500;
-            self.phase = Phase::Ended;
+            self.core.end();
             return;
         }
         self.parties = [
@@ -1676,13 +1661,12 @@ impl CallActor {
                 call_id: self.forks[index].call_id.clone(),
             }),
         ];
-        self.phase = Phase::Connected;
+        self.core.connect(tokio::time::Instant::now());
         self.answered_at = Some(now_ms());
         self.a_leg.state = LegState::Answered;
         self.b_leg.state = LegState::Answered;
         self.b_leg.devices.clear();
         self.set_callee_timer(&resp);
-        self.session_refreshed();
         self.publish(EventKind::Answered, None, None);
         info!(device = %self.forks[index].request_uri, "call answered");
     }
@@ -1704,7 +1688,7 @@ impl CallActor {
     }
 
     /// The SIP dialog of one side: the caller's, or the fork that answered.
-    fn dialog_of(&self, side: Side) -> Option<InviteDialog> {
+    fn dialog_of(&self, side: Side) -> Option<InviteLeg> {
         self.parties[side.index()]
             .as_ref()
             .map(|p| p.dialog.clone())
@@ -1782,11 +1766,11 @@ impl CallActor {
         }
         self.end_cause = Some(cause);
         self.end_status = status;
-        self.phase = Phase::Ended;
+        self.core.end();
     }
 
     async fn hangup_all(&mut self, cause: EndCause) {
-        match self.phase {
+        match self.core.phase() {
             Phase::Ringing => {
                 self.cancel_forks(None).await;
                 self.fail_caller(
@@ -1811,7 +1795,7 @@ impl CallActor {
                 );
                 self.end_cause = Some(cause);
                 self.end_status = 200;
-                self.phase = Phase::Ended;
+                self.core.end();
             }
             Phase::Ended => {}
         }
@@ -1850,7 +1834,7 @@ impl CallActor {
     }
 
     fn state(&self) -> CallState {
-        match self.phase {
+        match self.core.phase() {
             Phase::Ringing => CallState::Ringing,
             Phase::Connected => CallState::Answered,
             Phase::Ended => CallState::Ended,
@@ -1953,7 +1937,7 @@ impl CallActor {
             // Not while a transfer runs: the kept party hears music, and the transferor's
             // phone may be consulting on another bridge (our silence would reach the same
             // address as the consultation's audio).
-            let want = self.phase == Phase::Connected
+            let want = self.core.phase() == Phase::Connected
                 && self.transfer.is_none()
                 && self.parties[side.index()].is_some()
                 && !self.leg(side).held
@@ -2088,7 +2072,7 @@ impl CallActor {
                 if end == Some(PlaybackEnd::Finished)
                     && self.transfer.is_none()
                     && self.leg(side).held
-                    && self.phase == Phase::Connected
+                    && self.core.phase() == Phase::Connected
                 {
                     let moh = self.engine.inner.music_on_hold.clone();
                     self.bridge
@@ -2123,7 +2107,7 @@ impl CallActor {
         action: RecordAction,
         announcement: Option<Pcm8k>,
     ) -> Result<CallInfo, CommandError> {
-        if self.phase != Phase::Connected {
+        if self.core.phase() != Phase::Connected {
             return Err(self.wrong_state());
         }
         let wrong = |state: WrongState| CommandError::WrongState { state };
@@ -2250,7 +2234,7 @@ impl CallActor {
 
     /// DTMF to one phone: RFC 4733 if it negotiated telephone-event, else SIP INFO.
     fn send_dtmf(&mut self, leg_id: &str, digits: &str) -> Result<(), CommandError> {
-        if self.phase != Phase::Connected {
+        if self.core.phase() != Phase::Connected {
             return Err(self.wrong_state());
         }
         let side = self.side_of_leg(leg_id).ok_or(CommandError::NotFound)?;
@@ -2320,7 +2304,7 @@ impl CallActor {
 
     /// Answered and no transfer running: the state every media change needs.
     fn require_stable(&self) -> Result<(), CommandError> {
-        if self.phase != Phase::Connected {
+        if self.core.phase() != Phase::Connected {
             return Err(self.wrong_state());
         }
         if self.transfer.is_some() {
@@ -2374,7 +2358,7 @@ impl CallActor {
         self.bridge.stop();
         let dialogs = &self.engine.inner.sip.dialogs;
         // A dialog handed to another call lives on there.
-        let ours = |id: &DialogId| self.handed_off.as_deref() != Some(id.call_id.as_str());
+        let ours = |id: &LegId| self.handed_off.as_deref() != Some(id.call_id.as_str());
         for id in self
             .parties
             .iter()
@@ -2386,7 +2370,7 @@ impl CallActor {
             .chain(self.transfer_dialog_ids())
             .filter(|id| ours(id))
         {
-            dialogs.remove_dialog(&id);
+            dialogs.remove(&id);
         }
         let ended_at = now_ms();
         let cause = self.end_cause.unwrap_or(EndCause::Normal);
@@ -2476,13 +2460,13 @@ impl CallActor {
 
 /// Sends a re-INVITE with our SDP `body`; on 2xx returns the media address the phone answered
 /// with. A refusal is `Failed` with the phone's status; the dialog stays as it was.
-async fn reoffer(dialog: &InviteDialog, body: String) -> Result<Option<SocketAddr>, CommandError> {
+async fn reoffer(dialog: &InviteLeg, body: String) -> Result<Option<SocketAddr>, CommandError> {
     match dialog
         .reinvite(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
         .await
     {
         Ok(Some(resp))
-            if resp.status_code.kind() == hookflash_sip::stack::sip::StatusCodeKind::Successful =>
+            if resp.status_code.kind() == hookflash_sip::msg::StatusCodeKind::Successful =>
         {
             Ok(sdp_of_response(&resp).and_then(|s| s.audio_endpoint()))
         }
@@ -2538,17 +2522,14 @@ fn configure_pt_maps(bridge: &BridgeHandle, a_codecs: &[Codec], b_codecs: &[Code
     bridge.set_pt_map(Leg::A, pairs);
 }
 
-async fn join_fork(
-    key: ForkKey,
-    handle: JoinHandle<InviteAsyncResult>,
-) -> (ForkKey, Option<InviteAsyncResult>) {
-    (key, handle.await.ok())
+async fn join_fork(key: ForkKey, invite: PendingInvite) -> (ForkKey, Option<InviteOutcome>) {
+    (key, invite.outcome().await)
 }
 
 /// The final response of an INVITE we sent and the status it counts as: no response is a
 /// timeout (408); a challenge we could not answer (no or wrong credentials) is ours to deal
 /// with, so it counts as 503 (the caller cannot answer it).
-fn invite_outcome(result: Option<InviteAsyncResult>, what: &str) -> (Option<Response>, u16) {
+fn invite_outcome(result: Option<InviteOutcome>, what: &str) -> (Option<Response>, u16) {
     let response = match result {
         Some(Ok((_, resp))) => resp,
         Some(Err(e)) => {
@@ -2581,16 +2562,16 @@ fn cancel_other_forks(forks: &[Fork], answered: usize) {
 }
 
 /// Answers an in-dialog request on a dialog that is no longer (or not yet) part of the call.
-async fn answer_stray(state: DialogState) {
+async fn answer_stray(state: DialogEvent) {
     match state {
-        DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+        DialogEvent::Options(_, _, handle) | DialogEvent::Info(_, _, handle) => {
             let _ = handle.reply(StatusCode::OK).await;
         }
-        DialogState::Updated(_, _, handle)
-        | DialogState::Refer(_, _, handle)
-        | DialogState::Message(_, _, handle)
-        | DialogState::Notify(_, _, handle)
-        | DialogState::Publish(_, _, handle) => {
+        DialogEvent::Updated(_, _, handle)
+        | DialogEvent::Refer(_, _, handle)
+        | DialogEvent::Message(_, _, handle)
+        | DialogEvent::Notify(_, _, handle)
+        | DialogEvent::Publish(_, _, handle) => {
             let _ = handle.reply(StatusCode::NotImplemented).await;
         }
         other => debug!(state = %other, "dialog event outside the call's current legs"),

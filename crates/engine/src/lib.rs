@@ -5,9 +5,9 @@
 pub mod apps;
 mod auth;
 mod call;
+mod call_core;
 pub mod control;
 mod dialing;
-mod dialog_states;
 pub mod events;
 pub mod fetch;
 pub mod metrics;
@@ -27,10 +27,10 @@ use std::time::Duration;
 use hookflash_config::Config;
 use hookflash_media::ports::PortPool;
 use hookflash_media::MediaStats;
+use hookflash_sip::dialog::{IncomingRequests, ServerTransaction};
 use hookflash_sip::digest::{Algorithm, NonceIssuer};
+use hookflash_sip::msg::{Header, Method, StatusCode};
 use hookflash_sip::registrar::Limits;
-use hookflash_sip::stack::sip::{Header, Method, StatusCode};
-use hookflash_sip::stack::transaction::{Transaction, TransactionReceiver};
 use hookflash_sip::{SipServer, SipServerOptions};
 use hookflash_store::Store;
 use thiserror::Error;
@@ -94,7 +94,7 @@ pub(crate) struct EngineInner {
     pub orbits: Mutex<HashMap<String, String>>,
     pub events: EventBus,
     /// The dialog-state channel all calls share.
-    pub states: dialog_states::StateRouter,
+    pub states: hookflash_sip::router::StateRouter,
     /// What a party held by the server hears.
     pub music_on_hold: hookflash_media::audio::Pcm8k,
     pub fetcher: fetch::AudioFetcher,
@@ -212,7 +212,7 @@ impl Engine {
                 calls: Mutex::new(HashMap::new()),
                 orbits: Mutex::new(HashMap::new()),
                 events: EventBus::new(1000),
-                states: dialog_states::StateRouter::start(),
+                states: hookflash_sip::router::StateRouter::start(),
                 music_on_hold,
                 fetcher: fetch::AudioFetcher::with_policy(
                     fetch::DEFAULT_CACHE_BYTES,
@@ -331,17 +331,17 @@ impl Engine {
         }
     }
 
-    async fn dispatch(&self, mut incoming: TransactionReceiver) {
+    async fn dispatch(&self, mut incoming: IncomingRequests) {
         loop {
             let tx = tokio::select! {
                 _ = self.inner.stopped.cancelled() => break,
-                tx = incoming.recv() => match tx { Some(tx) => tx, None => break },
+                tx = incoming.next() => match tx { Some(tx) => tx, None => break },
             };
             self.inner
                 .metrics
                 .sip_requests
                 .get_or_create(&metrics::MethodLabel {
-                    method: tx.original.method.to_string(),
+                    method: tx.request().method.to_string(),
                 })
                 .inc();
             let engine = self.clone();
@@ -350,23 +350,22 @@ impl Engine {
         debug!("SIP dispatcher stopped");
     }
 
-    async fn handle_transaction(&self, mut tx: Transaction) {
-        let method = tx.original.method;
+    async fn handle_transaction(&self, mut tx: ServerTransaction) {
+        let method = tx.request().method;
         if method != Method::Ack {
-            if let Some((status, why)) = validate::check_request(&tx.original) {
+            if let Some((status, why)) = validate::check_request(tx.request()) {
                 info!(%method, why, "refusing malformed request");
                 reply(&mut tx, status, vec![]).await;
                 return;
             }
         }
-        let in_dialog = tx.original.to_header_tag_present();
+        let in_dialog = tx.request().to_header_tag_present();
         if in_dialog {
-            match self.inner.sip.dialogs.match_dialog(&tx) {
-                Some(mut dialog) => {
-                    if let Err(e) = dialog.handle(&mut tx).await {
-                        debug!(error = %e, %method, "in-dialog request handling ended with error");
-                    }
+            match self.inner.sip.dialogs.handle_in_dialog(&mut tx).await {
+                Some(Err(e)) => {
+                    debug!(error = %e, %method, "in-dialog request handling ended with error");
                 }
+                Some(Ok(())) => {}
                 None if method == Method::Ack => {}
                 None => reply(&mut tx, StatusCode::CallTransactionDoesNotExist, vec![]).await,
             }
@@ -518,14 +517,8 @@ impl Engine {
         m.refresh_sip_guard(&self.inner.sip_guard);
         m.rtp_ports_in_use.set(self.inner.ports.in_use() as i64);
         m.sip_dialogs.set(self.inner.sip.dialogs.len() as i64);
-        m.sip_transactions.set(
-            self.inner
-                .sip
-                .endpoint
-                .inner
-                .get_stats()
-                .running_transactions as i64,
-        );
+        m.sip_transactions
+            .set(self.inner.sip.running_transactions() as i64);
         m.encode()
     }
 
@@ -607,7 +600,7 @@ trait ToTagPresent {
     fn to_header_tag_present(&self) -> bool;
 }
 
-impl ToTagPresent for hookflash_sip::stack::sip::Request {
+impl ToTagPresent for hookflash_sip::msg::Request {
     fn to_header_tag_present(&self) -> bool {
         sip_glue::header_value(self, "To")
             .map(|t| t.to_ascii_lowercase().contains(";tag="))

@@ -1,8 +1,8 @@
 //! The registrar shell: REGISTER in, store updated, 200 with the current bindings out.
 
+use hookflash_sip::dialog::ServerTransaction;
+use hookflash_sip::msg::{Header, StatusCode};
 use hookflash_sip::registrar::{decide, parse_contacts, Decision};
-use hookflash_sip::stack::sip::{Header, StatusCode};
-use hookflash_sip::stack::transaction::Transaction;
 use hookflash_store::Registration;
 use tracing::{debug, info, warn};
 
@@ -11,8 +11,8 @@ use crate::sip_glue::{addr_spec, header_value, header_values, now_unix};
 use crate::Engine;
 
 impl Engine {
-    pub(crate) async fn handle_register(&self, mut tx: Transaction) {
-        let req = tx.original.clone();
+    pub(crate) async fn handle_register(&self, mut tx: ServerTransaction) {
+        let req = tx.request().clone();
         let to = header_value(&req, "To").unwrap_or_default();
         let aor = addr_spec(&to).to_string();
         let Some(ext) = hookflash_sip::uri::user_part(&aor).map(str::to_string) else {
@@ -128,7 +128,7 @@ impl Engine {
     }
 }
 
-pub(crate) async fn reply(tx: &mut Transaction, status: StatusCode, headers: Vec<Header>) {
+pub(crate) async fn reply(tx: &mut ServerTransaction, status: StatusCode, headers: Vec<Header>) {
     if let Err(e) = tx.reply_with(status, headers, None).await {
         warn!(error = %e, "could not send SIP response");
     }

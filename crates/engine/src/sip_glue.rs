@@ -1,6 +1,6 @@
-//! String-level helpers between rsipstack messages and the engine, kept sans-IO and tested.
+//! String-level helpers between SIP messages (`hookflash_sip::msg`) and the engine, kept sans-IO and tested.
 
-use hookflash_sip::stack::sip::{HasHeaders, Header, Request};
+use hookflash_sip::msg::{HasHeaders, Header, Request};
 
 /// All values of a header by name (case-insensitive), including comma-joined repeats kept as
 /// separate entries the way they arrived.

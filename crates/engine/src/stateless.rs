@@ -8,8 +8,8 @@
 use std::sync::Weak;
 
 use async_trait::async_trait;
+use hookflash_sip::msg::{Header, Method, Request, StatusCode};
 use hookflash_sip::source::{StatelessResponder, TransportSource};
-use hookflash_sip::stack::sip::{Header, Method, Request, StatusCode};
 
 use hookflash_sip::digest::NonceStatus;
 

@@ -1,7 +1,7 @@
-//! Checks on a parsed request that rsipstack accepts but RFC 3261 says to refuse. They run on
+//! Checks on a parsed request that the SIP stack accepts but RFC 3261 says to refuse. They run on
 //! every transport (the UDP datagram guard in the sip crate only sees UDP).
 
-use hookflash_sip::stack::sip::{Method, Request, Scheme, StatusCode, Version};
+use hookflash_sip::msg::{Method, Request, Scheme, StatusCode, Version};
 
 use crate::sip_glue::header_values;
 

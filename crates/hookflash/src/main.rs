@@ -107,7 +107,7 @@ fn raise_open_file_limit() -> Option<(libc::rlim_t, libc::rlim_t)> {
 /// The SIP library logs every message in full (credentials included) at info: it is held at
 /// warn unless RUST_LOG asks for more.
 fn init_tracing(default_level: &str) {
-    let default_level = format!("{default_level},rsipstack=warn");
+    let default_level = format!("{default_level},{}", hookflash_sip::QUIET_STACK_LOGS);
     let default_level = default_level.as_str();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));

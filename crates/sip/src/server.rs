@@ -1,19 +1,20 @@
 //! The SIP endpoint: transports (UDP, TCP), rsipstack's transaction and dialog layers.
 //!
 //! This is the only place that knows how rsipstack is assembled; the engine receives incoming
-//! transactions and uses the dialog layer through the re-exports in `lib.rs`.
+//! transactions and uses the dialog layer through our own types in `dialog.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rsipstack::dialog::dialog_layer::DialogLayer;
-use rsipstack::transaction::{Endpoint, EndpointBuilder, TransactionReceiver};
+use rsipstack::transaction::{Endpoint, EndpointBuilder};
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, TransportLayer};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::dialog::{Dialogs, IncomingRequests};
 use crate::flood::{FloodGuard, FloodLimits};
 use crate::guard::GuardedUdpSocket;
 use crate::source::{ResponderSlot, SourceStamp};
@@ -45,8 +46,8 @@ pub struct SipServerOptions {
 
 /// A running SIP endpoint. Dropping it does not stop it; call [`SipServer::shutdown`].
 pub struct SipServer {
-    pub endpoint: Endpoint,
-    pub dialogs: Arc<DialogLayer>,
+    endpoint: Endpoint,
+    pub dialogs: Dialogs,
     pub cancel: CancellationToken,
     pub udp_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,
@@ -63,7 +64,7 @@ impl SipServer {
     /// [`SipServer::serve`] and consume the returned incoming transactions.
     pub async fn bind(
         opts: SipServerOptions,
-    ) -> Result<(SipServer, TransactionReceiver), SipServerError> {
+    ) -> Result<(SipServer, IncomingRequests), SipServerError> {
         if opts.udp.is_none() && opts.tcp.is_none() {
             return Err(SipServerError::NoTransport);
         }
@@ -136,7 +137,7 @@ impl SipServer {
                 cancel.child_token(),
             ));
         }
-        let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        let dialogs = Dialogs(Arc::new(DialogLayer::new(endpoint.inner.clone())));
         info!(udp = ?udp_addr, tcp = ?tcp_addr, "SIP transports bound");
         Ok((
             SipServer {
@@ -149,13 +150,18 @@ impl SipServer {
                 responder,
                 tcp_gate,
             },
-            incoming,
+            IncomingRequests::new(incoming),
         ))
     }
 
     /// Runs the transport and timer loops until shutdown.
     pub async fn serve(&self) {
         self.endpoint.serve().await;
+    }
+
+    /// Transactions in progress (a gauge on `/metrics`).
+    pub fn running_transactions(&self) -> usize {
+        self.endpoint.inner.get_stats().running_transactions
     }
 
     pub fn shutdown(&self) {

@@ -76,7 +76,7 @@ impl CallActor {
         if !self.is_app() {
             return Err(self.wrong_state());
         }
-        match self.phase {
+        match self.core.phase() {
             Phase::Connected => return Ok(()),
             Phase::Ended => return Err(self.wrong_state()),
             Phase::Ringing => {}
@@ -114,12 +114,11 @@ impl CallActor {
             }),
             None,
         ];
-        self.phase = Phase::Connected;
+        self.core.connect(tokio::time::Instant::now());
         self.answered_at = Some(now_ms());
         self.a_leg.state = LegState::Answered;
         self.b_leg.state = LegState::Answered;
         self.b_leg.devices.clear();
-        self.session_refreshed();
         self.apply_forwarding();
         let application = self.app.as_ref().map(|a| a.application_id.as_str());
         info!(application, "application call answered");
@@ -129,7 +128,7 @@ impl CallActor {
 
     /// Refuses the application's ringing caller with `status`.
     pub(super) fn app_decline(&mut self, status: u16) -> Result<(), CommandError> {
-        if !self.is_app() || self.phase != Phase::Ringing {
+        if !self.is_app() || self.core.phase() != Phase::Ringing {
             return Err(self.wrong_state());
         }
         if !(400..=699).contains(&status) {
@@ -192,7 +191,7 @@ impl CallActor {
         let Some(app) = self.app.as_ref() else {
             return Err(self.wrong_state());
         };
-        if self.phase != Phase::Connected {
+        if self.core.phase() != Phase::Connected {
             return Err(self.wrong_state());
         }
         if app.dial.is_some() || self.parties[Side::B.index()].is_some() {
@@ -208,7 +207,10 @@ impl CallActor {
         started?;
         if let Some(t) = self.transfer.as_mut() {
             t.transferor_gone = true;
-            t.deadline = tokio::time::Instant::now() + timeout;
+            self.core.set_deadline(
+                crate::call_core::Deadline::TransferRing,
+                tokio::time::Instant::now() + timeout,
+            );
         }
         // The caller hears ringback, not music on hold.
         self.bridge
@@ -280,8 +282,8 @@ impl CallActor {
             return false;
         }
         self.parties[Side::B.index()] = None;
-        self.timers[Side::B.index()] = None;
-        self.session_deadlines[Side::B.index()] = None;
+        self.core
+            .set_session_timer(Side::B, None, false, tokio::time::Instant::now());
         self.retire_leg(Side::B, cause);
         self.b_leg.state = LegState::Disconnected;
         let dial = self.app.as_mut().and_then(|a| a.dial.take());

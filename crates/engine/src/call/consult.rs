@@ -7,7 +7,7 @@
 
 use hookflash_media::relay::Leg;
 use hookflash_media::sdp::{self, Codec, Direction};
-use hookflash_sip::stack::sip::Response;
+use hookflash_sip::msg::Response;
 use tracing::{debug, info, warn};
 
 use super::{

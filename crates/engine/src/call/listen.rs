@@ -79,7 +79,7 @@ impl CallActor {
     }
 
     fn app_listen_start(&mut self, queue_frames: usize) -> Result<AppListen, CommandError> {
-        if !self.is_app() || self.phase != Phase::Connected {
+        if !self.is_app() || self.core.phase() != Phase::Connected {
             return Err(self.wrong_state());
         }
         let dtmf = self.bridge.dtmf_events();
@@ -103,7 +103,7 @@ impl CallActor {
     }
 
     fn app_play_stream(&mut self, queue_frames: usize) -> Result<AppStream, CommandError> {
-        if !self.is_app() || self.phase != Phase::Connected {
+        if !self.is_app() || self.core.phase() != Phase::Connected {
             return Err(self.wrong_state());
         }
         let (id, frames) = self.bridge.play_stream(Leg::A, queue_frames);

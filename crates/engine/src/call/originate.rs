@@ -8,8 +8,8 @@ use std::time::Duration;
 use hookflash_media::audio::Pcm8k;
 use hookflash_media::relay::{Bridge, BridgeOptions, Leg, PlayOptions};
 use hookflash_media::sdp::{self, Codec, Direction, OriginState, SessionDescription};
-use hookflash_sip::stack::dialog::dialog::DialogState;
-use hookflash_sip::stack::dialog::invitation::InviteAsyncResult;
+use hookflash_sip::dialog::DialogEvent;
+use hookflash_sip::dialog::{InviteOutcome, LegId};
 use tracing::{debug, info, warn, Instrument};
 
 use super::{
@@ -355,6 +355,8 @@ impl Engine {
             caller_answered: false,
         });
         actor.custom_ring_timeout = ring_timeout;
+        // We dial the caller's leg: we are its UAC and chose its Call-ID.
+        actor.core.set_a_is_uas(false);
         if app {
             actor.app = Some(super::AppSession {
                 application_id: plan.callee.label.clone(),
@@ -422,7 +424,7 @@ impl CallActor {
         }
     }
 
-    pub(super) fn caller_dialog_ids(&self) -> Vec<hookflash_sip::stack::dialog::DialogId> {
+    pub(super) fn caller_dialog_ids(&self) -> Vec<LegId> {
         self.originated
             .iter()
             .flat_map(|o| o.caller_forks.iter())
@@ -431,9 +433,9 @@ impl CallActor {
     }
 
     /// A caller's phone rings.
-    pub(super) async fn on_caller_fork_state(&mut self, state: DialogState) {
+    pub(super) async fn on_caller_fork_state(&mut self, state: DialogEvent) {
         match state {
-            DialogState::Early(_, _) if self.a_leg.state == LegState::Setup => {
+            DialogEvent::Early(_, _) if self.a_leg.state == LegState::Setup => {
                 self.a_leg.state = LegState::Ringing;
                 self.publish(EventKind::Ringing, Some(Side::A), None);
             }
@@ -441,11 +443,7 @@ impl CallActor {
         }
     }
 
-    pub(super) async fn on_caller_result(
-        &mut self,
-        index: usize,
-        result: Option<InviteAsyncResult>,
-    ) {
+    pub(super) async fn on_caller_result(&mut self, index: usize, result: Option<InviteOutcome>) {
         let (response, status) = invite_outcome(result, "INVITE to the caller failed");
         let Some(o) = self.originated.as_mut() else {
             return;
@@ -456,7 +454,7 @@ impl CallActor {
         fork.finished = true;
         fork.status = Some(status);
         if (200..300).contains(&status) {
-            if o.caller_answered || self.phase != Phase::Ringing {
+            if o.caller_answered || self.core.phase() != Phase::Ringing {
                 let dialog = fork.dialog.clone();
                 tokio::spawn(async move {
                     let _ = dialog.bye().await;
@@ -488,7 +486,7 @@ impl CallActor {
             info!(status = best, "the caller did not answer");
             self.end_cause = Some(cause_for_status(best));
             self.end_status = best;
-            self.phase = Phase::Ended;
+            self.core.end();
         }
     }
 
@@ -514,7 +512,7 @@ impl CallActor {
                     None,
                 ];
             }
-            self.phase = Phase::Connected;
+            self.core.connect(tokio::time::Instant::now());
             self.answered_at = Some(now_ms());
             self.b_leg.state = LegState::Answered;
             self.b_leg.devices.clear();
@@ -523,7 +521,10 @@ impl CallActor {
             self.publish(EventKind::Answered, None, None);
             return;
         }
-        self.ring_deadline = Some(tokio::time::Instant::now() + self.engine.inner.cfg.ring_timeout);
+        self.core.ring(
+            tokio::time::Instant::now(),
+            self.engine.inner.cfg.ring_timeout,
+        );
         info!(%device, "caller answered; dialling the callee");
         self.bridge
             .play(Leg::A, ringback(), PlayOptions { looped: true });

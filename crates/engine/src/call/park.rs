@@ -4,12 +4,13 @@
 //! call's actor); the API can instead have the server dial someone into it; and if nobody
 //! retrieves the call before its timeout, the server dials the parker back.
 
+use crate::call_core::Deadline;
 use std::time::Duration;
 
 use hookflash_media::relay::PlayOptions;
 use hookflash_media::sdp::{self, Codec, OriginState, SessionDescription};
-use hookflash_sip::stack::sip::StatusCode;
-use hookflash_sip::stack::transaction::Transaction;
+use hookflash_sip::dialog::ServerTransaction;
+use hookflash_sip::msg::StatusCode;
 use hookflash_store::LegRecord;
 use tracing::{debug, info, warn};
 
@@ -30,12 +31,11 @@ pub(super) struct Parked {
     /// The parker's side (now empty) and who parked, to dial back on timeout.
     pub(super) slot: Side,
     pub(super) parker_extension: Option<String>,
-    pub(super) deadline: tokio::time::Instant,
 }
 
 /// A phone that dialled an orbit code, handed to the parked call.
 pub struct Pickup {
-    pub(crate) tx: Transaction,
+    pub(crate) tx: ServerTransaction,
     pub(crate) offer: SessionDescription,
     pub(crate) number: String,
     pub(crate) owner: Option<(String, String)>,
@@ -174,8 +174,9 @@ impl CallActor {
             orbit: orbit.clone(),
             slot,
             parker_extension,
-            deadline: tokio::time::Instant::now() + timeout,
         });
+        self.core
+            .set_deadline(Deadline::Park, tokio::time::Instant::now() + timeout);
         self.apply_forwarding();
         info!(%orbit, timeout_s = timeout.as_secs(), "call parked");
         self.publish_detail(
@@ -209,10 +210,6 @@ impl CallActor {
             end_cause: cause.as_str().into(),
             sip_status: 200,
         });
-    }
-
-    pub(super) fn park_deadline(&self) -> Option<tokio::time::Instant> {
-        self.parked.as_ref().map(|p| p.deadline)
     }
 
     /// Retrieve by API: dial `target` into the parker's place (a blind transfer whose
@@ -308,13 +305,8 @@ impl CallActor {
         };
         let dialogs = self.engine.inner.sip.dialogs.clone();
         let contact = self.engine.local_contact();
-        let call_id = header_value(&pickup.tx.original, "Call-ID").unwrap_or_default();
-        let dialog = match dialogs.get_or_create_server_invite(
-            &pickup.tx,
-            self.states.route(&call_id),
-            None,
-            Some(contact),
-        ) {
+        let call_id = header_value(pickup.tx.request(), "Call-ID").unwrap_or_default();
+        let dialog = match dialogs.server_invite(&pickup.tx, self.states.route(&call_id), contact) {
             Ok(d) => d,
             Err(e) => {
                 warn!(error = %e, "could not create the pickup's dialog");
@@ -326,7 +318,7 @@ impl CallActor {
         let mut handler = dialog.clone();
         let mut tx = pickup.tx;
         tokio::spawn(async move {
-            if let Err(e) = handler.handle(&mut tx).await {
+            if let Err(e) = handler.serve(&mut tx).await {
                 debug!(error = %e, "pickup INVITE transaction ended with error");
             }
         });

@@ -8,58 +8,30 @@
 //! - Glare (RFC 3261 §14.1): a re-INVITE from a phone that arrives while ours to it (or a
 //!   relay through it) is pending gets 491; a 491 to ours is retried after the random delay of
 //!   §14.1 (2.1–4 s where we chose the dialog's Call-ID, 0–2 s where the phone did), at most
-//!   three times.
+//!   three times. These rules and their timing are the call core's (`call_core.rs`); this file
+//!   does the I/O they ask for.
 //! - Hold stays all or nothing: if a phone refuses, the sides already changed are re-INVITEd
 //!   back before the command is answered.
-
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use hookflash_media::relay::PlayOptions;
 use hookflash_media::sdp::Direction;
-use hookflash_sip::stack::dialog::dialog::TransactionHandle;
-use hookflash_sip::stack::sip::{Header, Request, Response, StatusCode, StatusCodeKind};
-use rand::Rng;
+use hookflash_sip::dialog::InDialogRequest;
+use hookflash_sip::msg::{Header, Request, Response, StatusCode, StatusCodeKind};
 use tracing::{debug, info, warn};
 
 use super::{content_type_sdp, sdp_of_response, CallActor, Phase, Side};
+use crate::call_core::{PeerOffer, Purpose};
 use crate::control::{CallInfo, CommandError, LegState, Reply, Target};
 use crate::events::EventKind;
-use crate::model::{EndCause, WrongState};
+use crate::model::WrongState;
 use crate::session_timer;
 use hookflash_media::sdp::SessionDescription;
 
-/// The most times a re-INVITE answered 491 is sent again.
-const MAX_GLARE_RETRIES: u32 = 3;
-
-/// What a re-INVITE of ours is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Purpose {
-    /// A hold or retrieve command.
-    Hold,
-    /// Putting a side back after a hold another phone refused.
-    Undo,
-    /// A phone's own re-INVITE, passed on to the other phone.
-    Relay,
-    /// A session refresh of ours (RFC 4028): UPDATE without SDP where the phone takes
-    /// UPDATE, else a re-INVITE with our current SDP.
-    Refresh,
-}
-
-/// One re-INVITE of ours in flight (or waiting to be retried after a 491).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct InFlight {
-    purpose: Purpose,
-    direction: Direction,
-    retries: u32,
-}
-
-/// How a re-INVITE (or its glare back-off) ended.
+/// How a re-INVITE of ours ended.
 pub(super) enum Outcome {
     Answered(Option<Response>),
     Error(String),
-    /// The glare back-off is over: send it again.
-    Retry,
 }
 
 pub(super) type ReofferFuture = BoxFuture<'static, (Side, Outcome)>;
@@ -81,39 +53,47 @@ pub(super) struct HoldOp {
 pub(super) struct RelayOp {
     from: Side,
     wanted: Direction,
-    handle: TransactionHandle,
+    handle: InDialogRequest,
 }
 
 impl CallActor {
     /// Starts a re-INVITE towards `side` offering `direction`. False when the side has no
-    /// dialog now.
+    /// dialog now or one of ours is pending there.
     pub(super) fn start_reoffer(
         &mut self,
         side: Side,
         direction: Direction,
         purpose: Purpose,
     ) -> bool {
-        let retries = self.in_flight[side.index()].map_or(0, |f| f.retries);
-        self.send_reoffer(side, direction, purpose, retries)
+        self.dialog_of(side).is_some() && self.core.start_reoffer(side, purpose, direction)
     }
 
-    fn send_reoffer(
+    /// Sends the re-INVITE (or UPDATE) the call core asked for; its answer comes back to
+    /// [`CallActor::on_reoffer`].
+    pub(super) fn send_reoffer(
         &mut self,
         side: Side,
         direction: Direction,
         purpose: Purpose,
-        retries: u32,
-    ) -> bool {
+        use_update: bool,
+    ) {
         let Some(dialog) = self.dialog_of(side) else {
-            return false;
+            self.core.reoffer_unsendable(side);
+            if purpose != Purpose::Refresh {
+                self.new_reoffers.push(Box::pin(async move {
+                    (side, Outcome::Error("the leg has no dialog now".into()))
+                }));
+            }
+            return;
         };
-        self.in_flight[side.index()] = Some(InFlight {
-            purpose,
-            direction,
-            retries,
-        });
+        // A refresh offers what the leg has now.
+        let direction = match purpose {
+            Purpose::Refresh if self.leg(side).held => Direction::SendOnly,
+            Purpose::Refresh => Direction::SendRecv,
+            _ => direction,
+        };
         let session = self.session_headers(side);
-        let task = if purpose == Purpose::Refresh && self.allows_update[side.index()] {
+        let task = if use_update {
             tokio::spawn(async move { dialog.update(Some(session), None).await })
         } else {
             let body = self.sdp_towards(side, direction);
@@ -133,14 +113,11 @@ impl CallActor {
             };
             (side, outcome)
         }));
-        true
     }
 
     /// Anything in flight that a new hold/retrieve, re-INVITE or transfer would cross.
     pub(super) fn reinvite_in_progress(&self) -> bool {
-        self.hold_op.is_some()
-            || self.relay_op.is_some()
-            || self.in_flight.iter().any(Option::is_some)
+        self.hold_op.is_some() || self.relay_op.is_some() || self.core.reoffer_pending()
     }
 
     /// A hold or retrieve command: re-INVITEs go out to the sides to change; the command is
@@ -202,24 +179,23 @@ impl CallActor {
 
     /// A phone's re-INVITE or UPDATE (its own hold button, a codec change): offer the same
     /// change to the other phone; the phone is answered when the other one has answered.
-    pub(super) async fn start_relay(
-        &mut self,
-        from: Side,
-        req: Request,
-        handle: TransactionHandle,
-    ) {
-        if self.phase != Phase::Connected {
+    pub(super) async fn start_relay(&mut self, from: Side, req: Request, handle: InDialogRequest) {
+        if self.core.phase() != Phase::Connected {
             let _ = handle.reply(StatusCode::RequestPending).await;
             return;
         }
         let to = from.other();
-        if self.timers[from.index()].is_some() {
+        if self.core.session_timer(from).is_some() {
             // Any re-INVITE/UPDATE from a phone refreshes its leg's session (RFC 4028 §10).
             self.engine.inner.metrics.session_refreshes.inc();
-            self.session_refreshed_side(from);
         }
+        let busy = self.hold_op.is_some() || self.relay_op.is_some();
         // Glare: ours towards this phone (or anything it would cross) is in flight.
-        if self.reinvite_in_progress() {
+        if self
+            .core
+            .peer_offer(from, busy, tokio::time::Instant::now())
+            == PeerOffer::Glare
+        {
             debug!(leg = ?from, "re-INVITE while one is pending: 491");
             let _ = handle.reply(StatusCode::RequestPending).await;
             return;
@@ -228,7 +204,7 @@ impl CallActor {
             // Offerless: an INVITE is answered with our current SDP (its ACK carries the answer
             // and changes nothing we relay); an UPDATE without SDP (a session refresh) gets a
             // plain 200.
-            if req.method == hookflash_sip::stack::sip::Method::Update {
+            if req.method == hookflash_sip::msg::Method::Update {
                 let _ = handle
                     .respond(StatusCode::OK, Some(self.session_headers(from)), None)
                     .await;
@@ -273,44 +249,26 @@ impl CallActor {
 
     /// The answer to a re-INVITE of ours (or the end of a glare back-off).
     pub(super) async fn on_reoffer(&mut self, side: Side, outcome: Outcome) {
-        let Some(flight) = self.in_flight[side.index()] else {
+        let status = match &outcome {
+            Outcome::Answered(Some(r)) => Some(r.status_code.code()),
+            _ => None,
+        };
+        let Some(done) = self
+            .core
+            .reoffer_answered(side, status, tokio::time::Instant::now())
+        else {
+            if status == Some(491) {
+                debug!(leg = ?side, "re-INVITE met glare (491): retrying after the back-off");
+            }
             return;
         };
-        if self.phase == Phase::Ended {
-            self.in_flight[side.index()] = None;
-            return;
-        }
         let resp = match outcome {
-            Outcome::Retry => {
-                self.send_reoffer(side, flight.direction, flight.purpose, flight.retries);
-                return;
-            }
-            // A relayed re-INVITE's 491 goes straight back to the phone that sent it (it
-            // retries itself); ours are retried here.
-            Outcome::Answered(Some(resp))
-                if resp.status_code == StatusCode::RequestPending
-                    && flight.purpose != Purpose::Relay
-                    && flight.retries < MAX_GLARE_RETRIES =>
-            {
-                let delay = self.glare_delay(side);
-                debug!(leg = ?side, delay_ms = delay.as_millis() as u64, "re-INVITE met glare (491): retrying");
-                self.in_flight[side.index()] = Some(InFlight {
-                    retries: flight.retries + 1,
-                    ..flight
-                });
-                self.new_reoffers.push(Box::pin(async move {
-                    tokio::time::sleep(delay).await;
-                    (side, Outcome::Retry)
-                }));
-                return;
-            }
             Outcome::Answered(resp) => resp,
             Outcome::Error(e) => {
                 warn!(leg = ?side, error = %e, "re-INVITE failed");
                 None
             }
         };
-        self.in_flight[side.index()] = None;
         let result = match &resp {
             Some(r) if r.status_code.kind() == StatusCodeKind::Successful => Ok(r),
             Some(r) => Err(CommandError::Failed {
@@ -326,56 +284,40 @@ impl CallActor {
                 self.bridge.set_remote(side.leg(), addr);
             }
         }
-        match flight.purpose {
-            Purpose::Hold | Purpose::Undo => self.hold_progress(side, flight.purpose, result),
+        match done.purpose {
+            Purpose::Hold | Purpose::Undo => self.hold_progress(side, done.purpose, result),
             Purpose::Relay => {
                 self.relay_answered(side, resp.as_ref(), result.is_ok())
                     .await
             }
-            Purpose::Refresh => match result {
-                Ok(_) => self.session_refreshed_side(side),
-                Err(e) => {
-                    // RFC 4028 §10: a refresh that fails ends the session.
+            // The core moved the deadline, or asks to end the call (RFC 4028 §10).
+            Purpose::Refresh => {
+                if let Err(e) = result {
                     warn!(leg = ?side, error = %e, "session refresh refused: ending the call");
-                    self.hangup_all(EndCause::SessionExpired).await;
                 }
-            },
+            }
         }
     }
 
     /// `Session-Expires` (and `Require: timer`, or `Supported: timer` where we are the UAC)
     /// for requests and 2xx towards `side`, while its session timer runs.
     pub(super) fn session_headers(&self, side: Side) -> Vec<Header> {
-        let Some(t) = self.timers[side.index()] else {
+        let Some(t) = self.core.session_timer(side) else {
             return Vec::new();
         };
         let mut h: Vec<Header> = session_timer::response_headers(t.expires, t.refresher, t.require)
             .into_iter()
             .map(|(k, v)| Header::Other(k, v))
             .collect();
-        if !self.we_are_uas(side) {
+        if !self.core.we_are_uas(side) {
             h.push(Header::Other("Supported".into(), "timer".into()));
         }
         h
     }
 
-    /// On `side`'s dialog, are we the UAS (the caller's leg of a call that came in) or the
-    /// UAC (a leg we dialled: callees, transfer targets, an originated call's caller)?
-    pub(super) fn we_are_uas(&self, side: Side) -> bool {
-        side == Side::A && self.originated.is_none()
-    }
-
-    /// The earliest session-timer deadline of the two legs.
-    pub(super) fn next_session_deadline(&self) -> Option<tokio::time::Instant> {
-        match self.session_deadlines {
-            [Some(a), Some(b)] => Some(a.min(b)),
-            [a, b] => a.or(b),
-        }
-    }
-
     /// A leg we dialled answered (`resp`): its 2xx sets that leg's session timer (what the
     /// party chose, or what we asked for), and whether it takes UPDATE.
-    pub(super) fn set_callee_timer(&mut self, resp: &hookflash_sip::stack::sip::Response) {
+    pub(super) fn set_callee_timer(&mut self, resp: &hookflash_sip::msg::Response) {
         let se = resp.headers.iter().find_map(|h| {
             let text = h.to_string();
             let (name, value) = text.split_once(':')?;
@@ -392,10 +334,11 @@ impl CallActor {
                         .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
             })
         });
-        self.timers[Side::B.index()] =
+        let timer =
             session_timer::callee_timer(se.as_deref(), self.engine.inner.cfg.session_expires_ask);
-        self.allows_update[Side::B.index()] = allows_update;
-        if let Some(t) = self.timers[Side::B.index()] {
+        self.core
+            .set_session_timer(Side::B, timer, allows_update, tokio::time::Instant::now());
+        if let Some(t) = timer {
             info!(
                 expires = t.expires,
                 refresher = t.refresher.as_str(),
@@ -407,78 +350,6 @@ impl CallActor {
     pub(super) fn with_session_headers(&self, side: Side, mut headers: Vec<Header>) -> Vec<Header> {
         headers.extend(self.session_headers(side));
         headers
-    }
-
-    /// The call was answered: both legs' next deadlines count from now.
-    pub(super) fn session_refreshed(&mut self) {
-        self.session_refreshed_side(Side::A);
-        self.session_refreshed_side(Side::B);
-    }
-
-    /// A refresh happened on `side` (the phone sent a re-INVITE/UPDATE, or ours succeeded):
-    /// its next deadline counts from now.
-    pub(super) fn session_refreshed_side(&mut self, side: Side) {
-        let uas = self.we_are_uas(side);
-        self.session_deadlines[side.index()] = self.timers[side.index()]
-            .map(|t| tokio::time::Instant::now() + t.next_deadline_as(uas));
-    }
-
-    /// The session timer's deadline: refresh where we are the refresher; where the phone is
-    /// and it did not refresh, the session is over (BYE to both).
-    pub(super) async fn on_session_deadline(&mut self) {
-        let now = tokio::time::Instant::now();
-        for side in [Side::A, Side::B] {
-            if self.phase != Phase::Connected {
-                return;
-            }
-            if self.session_deadlines[side.index()].is_some_and(|d| d <= now) {
-                self.on_session_deadline_of(side).await;
-            }
-        }
-    }
-
-    async fn on_session_deadline_of(&mut self, side: Side) {
-        let Some(timer) = self.timers[side.index()] else {
-            self.session_deadlines[side.index()] = None;
-            return;
-        };
-        if !timer.we_refresh_as(self.we_are_uas(side)) {
-            info!(
-                leg = ?side,
-                expires = timer.expires,
-                "session expired without a refresh: ending the call"
-            );
-            self.session_deadlines[side.index()] = None;
-            self.hangup_all(EndCause::SessionExpired).await;
-            return;
-        }
-        if self.reinvite_in_progress() {
-            // Something else is being renegotiated; try again shortly.
-            self.session_deadlines[side.index()] =
-                Some(tokio::time::Instant::now() + Duration::from_secs(1));
-            return;
-        }
-        let direction = if self.leg(side).held {
-            Direction::SendOnly
-        } else {
-            Direction::SendRecv
-        };
-        self.session_deadlines[side.index()] = None;
-        if !self.start_reoffer(side, direction, Purpose::Refresh) {
-            self.hangup_all(EndCause::SessionExpired).await;
-        }
-    }
-
-    /// §14.1: the owner of the dialog's Call-ID waits 2.1–4 s, the other side 0–2 s.
-    fn glare_delay(&self, side: Side) -> Duration {
-        let we_own_call_id = side == Side::B || self.a.is_none();
-        let mut rng = rand::thread_rng();
-        let ms = if we_own_call_id {
-            rng.gen_range(2100..=4000)
-        } else {
-            rng.gen_range(0..=2000)
-        };
-        Duration::from_millis(ms)
     }
 
     fn hold_progress(
@@ -624,7 +495,7 @@ impl CallActor {
 
     /// The call is over: whatever still waits for a re-INVITE is answered now.
     pub(super) async fn abandon_reoffers(&mut self) {
-        self.in_flight = [None, None];
+        self.core.abandon_reoffers();
         if let Some(op) = self.hold_op.take() {
             let _ = op.reply.send(Err(CommandError::WrongState {
                 state: WrongState::Ended,

@@ -4,15 +4,15 @@
 //! that received the REFER, together with its dialog-event stream; C's phone is re-INVITEd
 //! to this call's media, and the referring phone is told (NOTIFY 200) and released.
 
-use crate::dialog_states::{CallStateReceiver, CallStates};
 use crate::model::EndCause;
-use hookflash_sip::stack::dialog::dialog::TransactionHandle;
-use hookflash_sip::stack::sip::StatusCode;
+use hookflash_sip::dialog::InDialogRequest;
+use hookflash_sip::msg::StatusCode;
+use hookflash_sip::router::{CallStateReceiver, CallStates};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::transfer::{spawn_refer_notifier, ReferProgress};
-use super::{reoffer, CallActor, CallCommand, CommandSender, MediaSide, Party, Phase, Side};
+use super::{reoffer, CallActor, CallCommand, CommandSender, MediaSide, Party, Side};
 use crate::control::{CommandError, LegInfo, LegState, Reply};
 use crate::events::{EventDetail, EventKind};
 use crate::Engine;
@@ -99,7 +99,7 @@ impl CallActor {
         &mut self,
         side: Side,
         uri: &str,
-        handle: TransactionHandle,
+        handle: InDialogRequest,
     ) {
         let Some(replaced) = replaces_call_id(uri) else {
             let _ = handle.reply(StatusCode::BadRequest).await;
@@ -255,7 +255,7 @@ impl CallActor {
         self.states_to = Some(to);
         self.end_cause = Some(EndCause::Replaced);
         self.end_status = 200;
-        self.phase = Phase::Ended;
+        self.core.end();
         info!("party handed over to another call (REFER/Replaces)");
     }
 }

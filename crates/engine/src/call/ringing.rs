@@ -28,7 +28,7 @@ impl CallActor {
         action: RingingAction,
     ) -> Result<CallInfo, CommandError> {
         let still_calling_caller = self.originated.as_ref().is_some_and(|o| !o.caller_answered);
-        if self.phase != Phase::Ringing || still_calling_caller {
+        if self.core.phase() != Phase::Ringing || still_calling_caller {
             return Err(CommandError::WrongState {
                 state: if still_calling_caller {
                     WrongState::CallingCaller
@@ -45,8 +45,10 @@ impl CallActor {
                 self.b_leg.owner_user_id = target.owner.as_ref().map(|(id, _)| id.clone());
                 self.b_leg.owner_extension = target.owner.as_ref().map(|(_, e)| e.clone());
                 self.callee_label = target.label.clone();
-                self.ring_deadline =
-                    Some(tokio::time::Instant::now() + self.engine.inner.cfg.ring_timeout);
+                self.core.ring(
+                    tokio::time::Instant::now(),
+                    self.engine.inner.cfg.ring_timeout,
+                );
                 self.send_forks(&target.forks);
                 self.publish_detail(
                     EventKind::Forwarded,
@@ -118,7 +120,7 @@ impl CallActor {
 
     /// The callee leg's list of devices still ringing.
     pub(super) fn refresh_devices(&mut self) {
-        self.b_leg.devices = if self.phase == Phase::Ringing {
+        self.b_leg.devices = if self.core.phase() == Phase::Ringing {
             self.forks
                 .iter()
                 .filter(|f| !f.finished && !f.abandoned)

@@ -4,21 +4,22 @@
 //! party hears the target. If the target fails, the kept party is put back to the transferor:
 //! a transfer never drops the caller.
 
+use crate::call_core::Deadline;
 use std::time::Instant;
 
 use hookflash_media::ports::RtpSocketPair;
 use hookflash_media::relay::PlayOptions;
 use hookflash_media::sdp::{self, Codec, Direction, OriginState};
-use hookflash_sip::stack::dialog::dialog::DialogState;
-use hookflash_sip::stack::dialog::invitation::InviteAsyncResult;
-use hookflash_sip::stack::sip::Response;
+use hookflash_sip::dialog::DialogEvent;
+use hookflash_sip::dialog::{InviteOutcome, LegId};
+use hookflash_sip::msg::Response;
 use hookflash_store::LegRecord;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use hookflash_sip::stack::dialog::dialog::TransactionHandle;
-use hookflash_sip::stack::dialog::invite_dialog::InviteDialog;
-use hookflash_sip::stack::sip::{Header, Request, StatusCode};
+use hookflash_sip::dialog::InDialogRequest;
+use hookflash_sip::dialog::InviteLeg;
+use hookflash_sip::msg::{Header, Request, StatusCode};
 
 use crate::dialing::Refusal;
 use crate::model::{CallDirection, EndCause, LegDirection, RecordRole, WrongState};
@@ -56,7 +57,6 @@ pub(super) struct Transfer {
     pub(super) pair: Option<RtpSocketPair>,
     pub(super) origin: OriginState,
     pub(super) forks: Vec<Fork>,
-    pub(super) deadline: tokio::time::Instant,
     pub(super) requested_at: Instant,
     pub(super) answered: bool,
     pub(super) cancelled: bool,
@@ -84,7 +84,7 @@ pub(super) struct ReferProgress {
 }
 
 /// Sends a REFER's progress reports in order on the referring phone's dialog.
-pub(super) fn spawn_refer_notifier(dialog: InviteDialog) -> mpsc::UnboundedSender<ReferProgress> {
+pub(super) fn spawn_refer_notifier(dialog: InviteLeg) -> mpsc::UnboundedSender<ReferProgress> {
     let (tx, mut rx) = mpsc::unbounded_channel::<ReferProgress>();
     tokio::spawn(async move {
         while let Some(p) = rx.recv().await {
@@ -153,7 +153,7 @@ impl CallActor {
         target: TransferTarget,
         attended: bool,
     ) -> Result<CallInfo, CommandError> {
-        if self.phase != Phase::Connected {
+        if self.core.phase() != Phase::Connected {
             return Err(self.wrong_state());
         }
         if self.transfer.is_some() {
@@ -247,7 +247,6 @@ impl CallActor {
             pair,
             origin,
             forks,
-            deadline: tokio::time::Instant::now() + self.engine.inner.cfg.ring_timeout,
             requested_at: Instant::now(),
             answered: false,
             cancelled: false,
@@ -258,6 +257,10 @@ impl CallActor {
             target_party: None,
             target_codecs: Vec::new(),
         });
+        self.core.set_deadline(
+            Deadline::TransferRing,
+            tokio::time::Instant::now() + self.engine.inner.cfg.ring_timeout,
+        );
         self.apply_forwarding();
         self.publish_detail(
             EventKind::TransferStarted,
@@ -272,7 +275,7 @@ impl CallActor {
 
     /// A REFER from the phone on `side`: blind transfer of the other party to the Refer-To
     /// target, carried out by us (we never forward REFER), with NOTIFY progress to the phone.
-    pub(super) async fn on_refer(&mut self, side: Side, req: Request, handle: TransactionHandle) {
+    pub(super) async fn on_refer(&mut self, side: Side, req: Request, handle: InDialogRequest) {
         let refer_to = header_value(&req, "Refer-To").or_else(|| header_value(&req, "r"));
         let Some(refer_to) = refer_to else {
             let _ = handle.reply(StatusCode::BadRequest).await;
@@ -374,13 +377,6 @@ impl CallActor {
             .is_some_and(|t| !t.answered && !t.cancelled)
     }
 
-    pub(super) fn transfer_deadline(&self) -> tokio::time::Instant {
-        self.transfer
-            .as_ref()
-            .map(|t| t.deadline)
-            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600))
-    }
-
     /// CANCELs every transfer fork still ringing; their results end the attempt.
     pub(super) fn cancel_transfer_forks(&mut self) {
         let Some(t) = self.transfer.as_mut() else {
@@ -405,9 +401,9 @@ impl CallActor {
     }
 
     /// Provisional responses and requests on a transfer target's dialog.
-    pub(super) async fn on_transfer_state(&mut self, state: DialogState) {
+    pub(super) async fn on_transfer_state(&mut self, state: DialogEvent) {
         match state {
-            DialogState::Early(_, _) => {
+            DialogEvent::Early(_, _) => {
                 let Some(t) = self.transfer.as_mut() else {
                     return;
                 };
@@ -440,7 +436,7 @@ impl CallActor {
                     },
                 );
             }
-            DialogState::Terminated(id, _) => self.on_consult_target_gone(&id.call_id).await,
+            DialogEvent::Terminated(id, _) => self.on_consult_target_gone(&id.call_id).await,
             other => answer_stray(other).await,
         }
     }
@@ -469,14 +465,14 @@ impl CallActor {
         &mut self,
         generation: u32,
         index: usize,
-        result: Option<InviteAsyncResult>,
+        result: Option<InviteOutcome>,
     ) {
         let (response, status) = invite_outcome(result, "transfer INVITE failed");
         let current = self
             .transfer
             .as_ref()
             .is_some_and(|t| t.generation == generation);
-        if !current || self.phase != Phase::Connected {
+        if !current || self.core.phase() != Phase::Connected {
             if (200..300).contains(&status) {
                 self.release_late_answer(ForkKey::Transfer { generation, index });
             }
@@ -499,6 +495,7 @@ impl CallActor {
                 return;
             }
             t.answered = true;
+            self.core.clear_deadline(Deadline::TransferRing);
             let attended = t.consult.is_some();
             match response {
                 Some(resp) if attended => self.consult_answered(index, resp).await,
@@ -567,8 +564,8 @@ impl CallActor {
         }
         let old = self.parties[slot.index()].replace(party);
         // The old party's session timer leaves with it (the new party's is not run yet).
-        self.timers[slot.index()] = None;
-        self.session_deadlines[slot.index()] = None;
+        self.core
+            .set_session_timer(slot, None, false, tokio::time::Instant::now());
         match (&t.referrer, old, t.transferor_gone) {
             // The referring phone first hears that it worked, then is released.
             (Some(referrer), _, gone) => {
@@ -671,7 +668,7 @@ impl CallActor {
             }
             self.end_cause = Some(EndCause::TransferFailed);
             self.end_status = 200;
-            self.phase = Phase::Ended;
+            self.core.end();
         }
     }
 
@@ -724,7 +721,7 @@ impl CallActor {
     }
 
     /// Every dialog a transfer created (for clean-up when the call ends).
-    pub(super) fn transfer_dialog_ids(&self) -> Vec<hookflash_sip::stack::dialog::DialogId> {
+    pub(super) fn transfer_dialog_ids(&self) -> Vec<LegId> {
         self.transfer
             .iter()
             .flat_map(|t| t.forks.iter())

@@ -5,6 +5,7 @@
 //! or the maximum length is reached. The message is listed with caller id and duration, and a
 //! `voicemail` event announces it.
 
+use crate::call_core::Deadline;
 use std::time::Duration;
 
 use hookflash_media::audio::Pcm8k;
@@ -31,7 +32,6 @@ pub(super) struct VoicemailSession {
     /// Set once the greeting has played and recording runs.
     message: Option<String>,
     started_at: i64,
-    pub(super) deadline: tokio::time::Instant,
 }
 
 fn beep() -> Pcm8k {
@@ -43,7 +43,7 @@ fn beep() -> Pcm8k {
 impl CallActor {
     /// The callee's user, if their mailbox takes calls now.
     pub(super) async fn mailbox_user(&mut self) -> Option<String> {
-        if self.originated.is_some() || self.phase != Phase::Ringing || self.a.is_none() {
+        if self.originated.is_some() || self.core.phase() != Phase::Ringing || self.a.is_none() {
             return None;
         }
         let user_id = self.b_leg.owner_user_id.clone()?;
@@ -91,7 +91,7 @@ impl CallActor {
             }),
             None,
         ];
-        self.phase = Phase::Connected;
+        self.core.connect(tokio::time::Instant::now());
         self.answered_at = Some(now_ms());
         self.a_leg.state = LegState::Answered;
         self.b_leg.state = LegState::Answered;
@@ -101,8 +101,11 @@ impl CallActor {
             user_id,
             message: None,
             started_at: now_ms(),
-            deadline: tokio::time::Instant::now() + MAX_MESSAGE + greeting.duration(),
         });
+        self.core.set_deadline(
+            Deadline::Voicemail,
+            tokio::time::Instant::now() + MAX_MESSAGE + greeting.duration(),
+        );
         self.apply_forwarding();
         let id = self
             .bridge
@@ -161,7 +164,7 @@ impl CallActor {
         let Some(session) = self.voicemail.as_ref() else {
             return;
         };
-        if session.message.is_some() || self.phase != Phase::Connected {
+        if session.message.is_some() || self.core.phase() != Phase::Connected {
             return;
         }
         let user_id = session.user_id.clone();
@@ -215,7 +218,10 @@ impl CallActor {
         }
         if let Some(session) = self.voicemail.as_mut() {
             session.message = Some(id.clone());
-            session.deadline = tokio::time::Instant::now() + MAX_MESSAGE;
+            self.core.set_deadline(
+                Deadline::Voicemail,
+                tokio::time::Instant::now() + MAX_MESSAGE,
+            );
         }
         info!(message = %id, "recording voicemail");
     }

@@ -1,4 +1,4 @@
-//! One rsipstack dialog-state channel for all calls, routed to each call by SIP Call-ID.
+//! One dialog-event channel for all calls, routed to each call by SIP Call-ID.
 //!
 //! rsipstack reports a dialog's states on an unbounded tokio channel of `DialogState`s (304
 //! bytes each), and tokio allocates a channel's first 32-slot block when the channel is made:
@@ -6,23 +6,25 @@
 //! serves the whole server and a dispatcher task passes each state, boxed, to the call that
 //! registered the dialog's Call-ID. A call registers a Call-ID before the dialog exists (an
 //! incoming INVITE carries it; for an outgoing one we choose it), so no state can arrive for
-//! a Call-ID that is not routed yet.
+//! a Call-ID that is not routed yet. The dispatcher turns each rsipstack state into our
+//! [`DialogEvent`] on the way.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use hookflash_sip::stack::dialog::dialog::{DialogState, DialogStateSender};
-use hookflash_sip::stack::dialog::DialogId;
+use rsipstack::dialog::dialog::{DialogState, DialogStateSender};
+
+use crate::dialog::{DialogEvent, EventRoute};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-/// A call's end of the router: its dialog states arrive here, in the order rsipstack sent them.
-pub(crate) type CallStateReceiver = mpsc::UnboundedReceiver<Box<DialogState>>;
+/// A call's end of the router: its dialog events arrive here, in the order rsipstack sent them.
+pub type CallStateReceiver = mpsc::UnboundedReceiver<Box<DialogEvent>>;
 
 /// Routes are weak: a call that has ended (dropped its [`CallStates`]) receives nothing, and
 /// its routes are removed when a state for them arrives or by the next sweep.
 struct Routes {
-    by_call_id: HashMap<String, mpsc::WeakUnboundedSender<Box<DialogState>>>,
+    by_call_id: HashMap<String, mpsc::WeakUnboundedSender<Box<DialogEvent>>>,
     /// Table size after the last sweep; the next sweep runs when the table has doubled.
     swept_len: usize,
 }
@@ -30,7 +32,7 @@ struct Routes {
 const MIN_SWEEP_LEN: usize = 64;
 
 impl Routes {
-    fn insert(&mut self, call_id: String, to: &mpsc::UnboundedSender<Box<DialogState>>) {
+    fn insert(&mut self, call_id: String, to: &mpsc::UnboundedSender<Box<DialogEvent>>) {
         self.by_call_id.insert(call_id, to.downgrade());
         if self.by_call_id.len() >= (2 * self.swept_len).max(MIN_SWEEP_LEN) {
             self.by_call_id.retain(|_, to| to.strong_count() > 0);
@@ -39,7 +41,7 @@ impl Routes {
     }
 
     /// The live call a Call-ID is routed to; forgets the route if that call has ended.
-    fn target(&mut self, call_id: &str) -> Option<mpsc::UnboundedSender<Box<DialogState>>> {
+    fn target(&mut self, call_id: &str) -> Option<mpsc::UnboundedSender<Box<DialogEvent>>> {
         let to = self.by_call_id.get(call_id)?.upgrade();
         if to.is_none() {
             self.by_call_id.remove(call_id);
@@ -50,7 +52,7 @@ impl Routes {
 
 /// The shared channel and its routing table. Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct StateRouter {
+pub struct StateRouter {
     shared: DialogStateSender,
     routes: Arc<Mutex<Routes>>,
 }
@@ -88,17 +90,17 @@ impl StateRouter {
 
 /// A call's registration with the router; holding it keeps the call's routes alive.
 #[derive(Clone)]
-pub(crate) struct CallStates {
-    tx: mpsc::UnboundedSender<Box<DialogState>>,
+pub struct CallStates {
+    tx: mpsc::UnboundedSender<Box<DialogEvent>>,
     router: StateRouter,
 }
 
 impl CallStates {
     /// Routes the states of dialogs with this SIP Call-ID to this call and returns the sender
     /// to give rsipstack for such a dialog. Call it before the dialog is made.
-    pub fn route(&self, sip_call_id: &str) -> DialogStateSender {
+    pub fn route(&self, sip_call_id: &str) -> EventRoute {
         lock(&self.router.routes).insert(sip_call_id.to_string(), &self.tx);
-        self.router.shared.clone()
+        EventRoute(self.router.shared.clone())
     }
 
     /// Whether the call's receiver is gone.
@@ -116,12 +118,13 @@ fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
 
 async fn dispatch(mut states: mpsc::UnboundedReceiver<DialogState>, routes: Arc<Mutex<Routes>>) {
     while let Some(state) = states.recv().await {
-        let call_id = &dialog_id(&state).call_id;
+        let event = DialogEvent::from(state);
+        let call_id = &event.leg_id().call_id;
         let target = lock(&routes).target(call_id);
         match target {
             Some(to) => {
-                if let Err(mpsc::error::SendError(state)) = to.send(Box::new(state)) {
-                    debug!(sip_call_id = %dialog_id(&state).call_id, "dialog state for a call that just ended dropped");
+                if let Err(mpsc::error::SendError(event)) = to.send(Box::new(event)) {
+                    debug!(sip_call_id = %event.leg_id().call_id, "dialog state for a call that just ended dropped");
                 }
             }
             None => debug!(sip_call_id = %call_id, "dialog state for no live call dropped"),
@@ -129,29 +132,11 @@ async fn dispatch(mut states: mpsc::UnboundedReceiver<DialogState>, routes: Arc<
     }
 }
 
-/// The dialog a state is about.
-pub(crate) fn dialog_id(state: &DialogState) -> &DialogId {
-    match state {
-        DialogState::Calling(id)
-        | DialogState::Trying(id)
-        | DialogState::Early(id, _)
-        | DialogState::WaitAck(id, _)
-        | DialogState::Confirmed(id, _)
-        | DialogState::Updated(id, _, _)
-        | DialogState::Publish(id, _, _)
-        | DialogState::Notify(id, _, _)
-        | DialogState::Refer(id, _, _)
-        | DialogState::Message(id, _, _)
-        | DialogState::Info(id, _, _)
-        | DialogState::Options(id, _, _)
-        | DialogState::Terminated(id, _) => id,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookflash_sip::stack::dialog::dialog::TerminatedReason;
+    use rsipstack::dialog::dialog::TerminatedReason;
+    use rsipstack::dialog::DialogId;
     use std::time::Duration;
 
     fn id(call_id: &str) -> DialogId {
@@ -162,7 +147,7 @@ mod tests {
         }
     }
 
-    async fn next(rx: &mut CallStateReceiver) -> Option<DialogState> {
+    async fn next(rx: &mut CallStateReceiver) -> Option<DialogEvent> {
         tokio::time::timeout(Duration::from_secs(2), rx.recv())
             .await
             .ok()
@@ -182,12 +167,13 @@ mod tests {
         let to_one = one.route("a@x");
         let to_one_again = one.route("b@x");
         let to_two = two.route("c@x");
-        to_one.send(DialogState::Calling(id("a@x"))).ok();
-        to_two.send(DialogState::Trying(id("c@x"))).ok();
+        to_one.0.send(DialogState::Calling(id("a@x"))).ok();
+        to_two.0.send(DialogState::Trying(id("c@x"))).ok();
         to_one_again
+            .0
             .send(DialogState::Terminated(id("b@x"), TerminatedReason::UacBye))
             .ok();
-        to_one.send(DialogState::Trying(id("a@x"))).ok();
+        to_one.0.send(DialogState::Trying(id("a@x"))).ok();
 
         let got: Vec<(String, &str)> = [
             next(&mut one_rx).await,
@@ -198,12 +184,12 @@ mod tests {
         .flatten()
         .map(|s| {
             let kind = match &s {
-                DialogState::Calling(_) => "calling",
-                DialogState::Trying(_) => "trying",
-                DialogState::Terminated(..) => "terminated",
+                DialogEvent::Calling(_) => "calling",
+                DialogEvent::Trying(_) => "trying",
+                DialogEvent::Terminated(..) => "terminated",
                 _ => "other",
             };
-            (dialog_id(&s).call_id.clone(), kind)
+            (s.leg_id().call_id.clone(), kind)
         })
         .collect();
         assert_eq!(
@@ -214,9 +200,7 @@ mod tests {
                 ("a@x".to_string(), "trying"),
             ]
         );
-        let two_got = next(&mut two_rx)
-            .await
-            .map(|s| dialog_id(&s).call_id.clone());
+        let two_got = next(&mut two_rx).await.map(|s| s.leg_id().call_id.clone());
         assert_eq!(two_got.as_deref(), Some("c@x"));
         assert!(is_empty(&mut one_rx) && is_empty(&mut two_rx));
     }
@@ -230,12 +214,10 @@ mod tests {
         drop(gone);
         let (live, mut live_rx) = router.open();
         live.route("live@x");
-        shared.send(DialogState::Calling(id("nobody@x"))).ok();
-        shared.send(DialogState::Calling(id("gone@x"))).ok();
-        shared.send(DialogState::Calling(id("live@x"))).ok();
-        let got = next(&mut live_rx)
-            .await
-            .map(|s| dialog_id(&s).call_id.clone());
+        shared.0.send(DialogState::Calling(id("nobody@x"))).ok();
+        shared.0.send(DialogState::Calling(id("gone@x"))).ok();
+        shared.0.send(DialogState::Calling(id("live@x"))).ok();
+        let got = next(&mut live_rx).await.map(|s| s.leg_id().call_id.clone());
         assert_eq!(got.as_deref(), Some("live@x"));
         // The ended call's route went when its state arrived.
         assert_eq!(router.routed(), 1);
@@ -266,7 +248,7 @@ mod tests {
         let shared = call.route("kept@x");
         let forwarder = call.clone();
         drop(call);
-        shared.send(DialogState::Calling(id("kept@x"))).ok();
+        shared.0.send(DialogState::Calling(id("kept@x"))).ok();
         assert!(next(&mut rx).await.is_some());
         assert!(!forwarder.is_closed());
         drop(rx);
