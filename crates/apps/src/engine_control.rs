@@ -252,7 +252,7 @@ impl CallControl for EngineControl {
 
     fn signals(&self, call: &CallRef) -> mpsc::Receiver<CallSignal> {
         let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
-        let mut live = self.engine.events().subscribe_all();
+        let mut live = self.engine.events().watch_call(&call.call_id);
         let engine = self.engine.clone();
         let call = call.clone();
         tokio::spawn(async move {
@@ -271,17 +271,8 @@ impl CallControl for EngineControl {
                     _ = tx.closed() => return,
                     e = live.recv() => e,
                 };
-                let event = match event {
-                    Ok(e) => e,
-                    Err(RecvError::Lagged(n)) => {
-                        warn!(call_id = %call.call_id, missed = n, "application signals lagged");
-                        continue;
-                    }
-                    Err(RecvError::Closed) => return,
-                };
-                if event.call_id != call.call_id {
-                    continue;
-                }
+                // The bus drops the watcher after the call's end.
+                let Some(event) = event else { return };
                 match event.kind {
                     EventKind::Dtmf if event.leg_id.as_deref() == Some(call.leg_id.as_str()) => {
                         let Some(digit) = event.digit.as_deref().and_then(|d| d.chars().next())

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::control::CallInfo;
 use crate::model::{wire_enum, EndCause};
@@ -98,7 +98,13 @@ pub struct EventBus {
     capacity: usize,
     accounts: Mutex<HashMap<String, AccountLog>>,
     sender: broadcast::Sender<Event>,
+    /// Consumers of one call's events (an application run): fed directly, so each of N
+    /// concurrent consumers does not wake for every event of every call (N² wake-ups).
+    watchers: Mutex<HashMap<String, Vec<mpsc::Sender<Event>>>>,
 }
+
+/// How many events a call's watcher may have unread before more are dropped (and logged).
+pub const CALL_WATCH_QUEUE: usize = 64;
 
 impl EventBus {
     pub fn new(backlog_per_account: usize) -> Self {
@@ -107,6 +113,7 @@ impl EventBus {
             capacity: backlog_per_account.max(1),
             accounts: Mutex::new(HashMap::new()),
             sender,
+            watchers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -159,7 +166,40 @@ impl EventBus {
         }
         log.backlog.push_back(event.clone());
         // Sent under the lock so live order equals sequence order.
-        let _ = self.sender.send(event);
+        let _ = self.sender.send(event.clone());
+        drop(accounts);
+        self.feed_watchers(event);
+    }
+
+    /// One call's events from now on, until (and including) its `ended`. Subscribe before
+    /// checking that the call still exists, so no end is missed.
+    pub fn watch_call(&self, call_id: &str) -> mpsc::Receiver<Event> {
+        let (tx, rx) = mpsc::channel(CALL_WATCH_QUEUE);
+        if let Ok(mut watchers) = self.watchers.lock() {
+            watchers.entry(call_id.to_string()).or_default().push(tx);
+        }
+        rx
+    }
+
+    fn feed_watchers(&self, event: Event) {
+        let Ok(mut watchers) = self.watchers.lock() else {
+            return;
+        };
+        let ended = event.kind == EventKind::Ended;
+        let Some(list) = watchers.get_mut(&event.call_id) else {
+            return;
+        };
+        list.retain(|w| match w.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(call_id = %event.call_id, kind = %event.kind.as_str(), "a call watcher is full: event dropped");
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+        if ended || list.is_empty() {
+            watchers.remove(&event.call_id);
+        }
     }
 
     /// Every account's live events (for server-side consumers such as webhook delivery).
@@ -244,6 +284,38 @@ mod tests {
         assert!(s.gap);
         assert_eq!(s.missed.first().map(|e| e.seq), Some(3));
         assert!(bus.subscribe("b", Some(1)).missed.is_empty());
+    }
+
+    #[test]
+    fn a_call_watcher_gets_only_its_calls_events_up_to_the_end_and_is_then_dropped() {
+        let bus = EventBus::new(16);
+        let mut mine = call("a");
+        mine.id = "mine".into();
+        let mut other = call("a");
+        other.id = "other".into();
+        let mut rx = bus.watch_call("mine");
+        bus.publish(EventKind::New, &other, None, None);
+        bus.publish(EventKind::New, &mine, None, None);
+        bus.publish(EventKind::Answered, &other, None, None);
+        bus.publish(EventKind::Ended, &mine, None, Some(EndCause::Normal));
+        bus.publish(EventKind::New, &mine, None, None);
+        let mut got = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            got.push((e.call_id, e.kind));
+        }
+        assert_eq!(
+            got,
+            vec![
+                ("mine".to_string(), EventKind::New),
+                ("mine".to_string(), EventKind::Ended)
+            ]
+        );
+        // After the end the watcher is gone: its receiver reports the channel closed.
+        assert!(matches!(
+            rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        assert!(bus.watchers.lock().map(|w| w.is_empty()).unwrap_or(false));
     }
 
     #[test]
