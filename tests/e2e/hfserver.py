@@ -158,7 +158,7 @@ class Server:
     def __init__(self, binary, workdir, artifacts, digest_algorithms=("SHA-256", "MD5"),
                  ring_timeout_secs=30, rtp_inactivity_secs=30, env=None, extra_sip=None,
                  registrar=None, trunk_credentials=None, account_extra=None, user_extra=None,
-                 security=None, shutdown_grace_secs=0, applications=None):
+                 security=None, shutdown_grace_secs=0, applications=None, extra_users=None):
         self.binary = binary
         self.workdir = workdir
         self.artifacts = artifacts
@@ -190,14 +190,17 @@ class Server:
         self.applications = [dict(a) for a in (applications or [])]
         # Tests stop their servers with calls possibly still up: no drain unless asked for.
         self.shutdown_grace_secs = shutdown_grace_secs
-        unknown = set(self.account_extra) - {a["name"] for a in ACCOUNTS}
-        unknown |= set(self.user_extra) - {u[0] for a in ACCOUNTS for u in a["users"]}
+        # Users of acme beyond 201/202 for this server only: [(ext, password, name)].
+        accounts = [dict(a, users=list(a["users"])) for a in ACCOUNTS]
+        accounts[0]["users"].extend(extra_users or [])
+        unknown = set(self.account_extra) - {a["name"] for a in accounts}
+        unknown |= set(self.user_extra) - {u[0] for a in accounts for u in a["users"]}
         if unknown:
             raise ValueError("account_extra/user_extra name nothing provisioned: %s" % sorted(unknown))
-        self.accounts = ACCOUNTS
+        self.accounts = accounts
         self.users = {}
         self._realm = {}
-        for a in ACCOUNTS:
+        for a in accounts:
             for ext, pw, _ in a["users"]:
                 self.users[ext] = pw
                 self._realm[ext] = a["realm"]

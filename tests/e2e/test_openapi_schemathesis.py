@@ -13,9 +13,9 @@ What is left out, and why:
   `gap` event validated against the `Gap` schema).
 - No call, recording or voicemail message exists during the run, so the operations on them
   answer 404 (documented). The users' routes get a real extension (201).
-- 400 also means "well-formed but names nothing usable" on three operations, which JSON
-  Schema cannot express: click-to-dial with a side that cannot be reached (unknown extension,
-  no registered phone), a greeting that is not a WAV file, forwardings with a flip id twice.
+- 400 also means "well-formed but names nothing usable" on four operations, which JSON
+  Schema cannot express: click-to-dial (and dialling into a conference) with a side that
+  cannot be reached (unknown extension, no registered phone), a greeting that is not a WAV file, forwardings with a flip id twice.
   Only for those is 400 accepted for schema-valid requests.
 - The password guessing defence bans a source after 10 wrong keys within a minute (429 with
   Retry-After, documented). schemathesis' `ignored_auth` check sends one wrong key per
@@ -46,6 +46,11 @@ CONFIG = """
 
 [[operations]]
 include-path = "/api/v1/calls"
+include-method = "POST"
+checks.positive_data_acceptance.expected-statuses = %(s)s
+
+[[operations]]
+include-path = "/api/v1/conferences/{name}/participants"
 include-method = "POST"
 checks.positive_data_acceptance.expected-statuses = %(s)s
 
@@ -113,12 +118,16 @@ def test_schemathesis_finds_no_disagreement(server_factory, tmp_path):
     # Run 3: the account and its applications. (Separate servers: each run sends one wrong
     # key per operation that answers 2xx, and ten wrong keys from one source are a ban.)
     apps = server_factory()
+    # Run 4: conferences (no phone is registered: dialling answers 400 or rings nobody).
+    confs = server_factory()
     failures = []
     for name, server, selection in (
         ("calls", calls,
-         ["--exclude-path-regex", "^/api/v1/(users/|events$|account$|applications)"]),
+         ["--exclude-path-regex",
+          "^/api/v1/(users/|events$|account$|applications|conferences)"]),
         ("users", users, ["--include-path-regex", "^/api/v1/users/"]),
         ("applications", apps, ["--include-path-regex", "^/api/v1/(account$|applications)"]),
+        ("conferences", confs, ["--include-path-regex", "^/api/v1/conferences"]),
     ):
         rc, report = schemathesis(server, str(tmp_path / name), name, selection)
         assert "Tested:" in report, report

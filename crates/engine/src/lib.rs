@@ -6,6 +6,7 @@ pub mod apps;
 mod auth;
 mod call;
 mod call_core;
+pub mod conference;
 pub mod control;
 mod dialing;
 pub mod events;
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 pub use call::{AppOriginateRequest, CallCommand, CommandSender, OriginateRequest};
+pub use conference::{ConferenceInfo, ParticipantInfo, ParticipantState};
 pub use control::{AudioSource, CallInfo, CommandError, LegInfo, LegState, RecordAction, Target};
 pub use events::{Event, EventBus, EventDetail, EventKind, Subscription};
 pub use metrics::Metrics;
@@ -90,6 +92,8 @@ pub(crate) struct EngineInner {
     /// Digest password guessing: failures per source and per extension, bans.
     pub sip_guard: hookflash_sip::auth_guard::AuthGuard,
     pub calls: Mutex<HashMap<String, CallEntry>>,
+    /// Running conferences: `account_id/name` -> the conference's actor.
+    pub conferences: conference::Registry,
     /// Park orbits in use: `account_id/orbit` -> the parked call's id.
     pub orbits: Mutex<HashMap<String, String>>,
     pub events: EventBus,
@@ -211,6 +215,7 @@ impl Engine {
                 sip_guard: hookflash_sip::auth_guard::AuthGuard::default(),
                 calls: Mutex::new(HashMap::new()),
                 orbits: Mutex::new(HashMap::new()),
+                conferences: std::sync::Mutex::new(HashMap::new()),
                 events: EventBus::new(1000),
                 states: hookflash_sip::router::StateRouter::start(),
                 music_on_hold,

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub recordings_active: Gauge,
     pub recording_frames_dropped: Gauge,
     pub sip_dialogs: Gauge,
+    pub conferences_active: Gauge,
     pub sip_transactions: Gauge,
     pub sip_requests: Family<MethodLabel, Counter>,
     pub auth_failures: Counter,
@@ -74,6 +75,7 @@ impl Metrics {
             recordings_active: Gauge::default(),
             recording_frames_dropped: Gauge::default(),
             sip_dialogs: Gauge::default(),
+            conferences_active: Gauge::default(),
             sip_transactions: Gauge::default(),
             sip_requests: Family::default(),
             auth_failures: Counter::default(),
@@ -146,6 +148,11 @@ impl Metrics {
             "sip_dialogs",
             "SIP dialogs held by the stack",
             m.sip_dialogs.clone(),
+        );
+        registry.register(
+            "conferences_active",
+            "Conferences running (each mixing its participants)",
+            m.conferences_active.clone(),
         );
         registry.register(
             "sip_transactions",

@@ -13,15 +13,18 @@
 //!   and [`wav::repair_wav`] for recordings a crash left behind. Decoding is hound's.
 //! - [`dtmf`]: RFC 4733 telephone-events: payload, per-press detection, the send schedule.
 //! - [`tts`]: [`tts::Tts`], espeak-ng text-to-speech as a subprocess, cached.
+//! - [`mixer`]: the conference mix-minus, sans-IO; [`conference`]: its 20 ms clock and sockets.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub mod audio;
 mod batch;
+pub mod conference;
 pub mod dtmf;
 pub mod g711;
 pub mod listen;
+pub mod mixer;
 pub mod ports;
 pub mod record;
 pub mod relay;

@@ -6,6 +6,7 @@
 mod applications;
 pub mod auth;
 mod calls;
+mod conferences;
 mod doc;
 pub mod error;
 mod events;
@@ -116,6 +117,13 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(
             voicemail::get_forwardings,
             voicemail::put_forwardings
+        ))
+        .routes(routes!(conferences::list_conferences))
+        .routes(routes!(conferences::get_conference))
+        .routes(routes!(conferences::add_participant))
+        .routes(routes!(
+            conferences::update_participant,
+            conferences::remove_participant
         ))
         .routes(routes!(events::event_stream))
         .routes(routes!(applications::get_account))

@@ -1,0 +1,238 @@
+//! The I/O shell of a conference's media: one task runs the [`Mixer`] on a 20 ms clock; one
+//! small task per participant reads its RTP socket. The engine adds and removes participants
+//! with a [`ConferenceMedia`] handle; dropping the handle (or `stop`) ends it all and returns
+//! the ports to the pool.
+//!
+//! A participant's packets are taken only from the address its SDP named, or, with symmetric
+//! RTP (a phone behind NAT), from the first source on that IP; other sources are dropped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::g711::Law;
+use crate::mixer::Mixer;
+use crate::ports::RtpSocketPair;
+
+/// Counters of one conference's media (for tests and `/metrics`).
+#[derive(Debug, Default)]
+pub struct ConferenceStats {
+    pub packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub foreign_dropped: AtomicU64,
+    /// Frames the mixer clock started late (more than one frame behind).
+    pub late_frames: AtomicU64,
+}
+
+enum Command {
+    Add {
+        id: u32,
+        socket: Arc<UdpSocket>,
+        remote: SocketAddr,
+        law: Law,
+        pt: u8,
+    },
+    Remove(u32),
+    Mute(u32, bool),
+    Deaf(u32, bool),
+    Remote(u32, SocketAddr),
+    Packet {
+        id: u32,
+        from: SocketAddr,
+        data: Vec<u8>,
+    },
+}
+
+/// The engine's handle on a conference's media.
+pub struct ConferenceMedia {
+    tx: mpsc::UnboundedSender<Command>,
+    stats: Arc<ConferenceStats>,
+    next_id: u32,
+    /// Each participant's socket pair, kept here so the ports stay leased while it is in.
+    sockets: HashMap<u32, (RtpSocketPair, tokio::task::JoinHandle<()>)>,
+}
+
+impl ConferenceMedia {
+    /// Starts the mixer clock on the current runtime.
+    pub fn start() -> ConferenceMedia {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(ConferenceStats::default());
+        tokio::spawn(mix(rx, stats.clone()));
+        ConferenceMedia {
+            tx,
+            stats,
+            next_id: 1,
+            sockets: HashMap::new(),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<ConferenceStats> {
+        &self.stats
+    }
+
+    /// Adds a participant on `pair` (its local port is in our SDP), sending to `remote` in
+    /// `law` with payload type `pt`. Returns its id in this conference.
+    pub fn add(
+        &mut self,
+        pair: RtpSocketPair,
+        remote: SocketAddr,
+        law: Law,
+        pt: u8,
+    ) -> std::io::Result<u32> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let std_socket = pair.rtp.try_clone()?;
+        let socket = Arc::new(UdpSocket::from_std(std_socket)?);
+        let reader = tokio::spawn(read(id, socket.clone(), self.tx.clone()));
+        let _ = self.tx.send(Command::Add {
+            id,
+            socket,
+            remote,
+            law,
+            pt,
+        });
+        self.sockets.insert(id, (pair, reader));
+        Ok(id)
+    }
+
+    /// Takes a participant out; its port returns to the pool.
+    pub fn remove(&mut self, id: u32) {
+        let _ = self.tx.send(Command::Remove(id));
+        if let Some((_, reader)) = self.sockets.remove(&id) {
+            reader.abort();
+        }
+    }
+
+    pub fn set_muted(&self, id: u32, muted: bool) {
+        let _ = self.tx.send(Command::Mute(id, muted));
+    }
+
+    pub fn set_deaf(&self, id: u32, deaf: bool) {
+        let _ = self.tx.send(Command::Deaf(id, deaf));
+    }
+
+    /// The participant's SDP names a new address (a re-INVITE).
+    pub fn set_remote(&self, id: u32, remote: SocketAddr) {
+        let _ = self.tx.send(Command::Remote(id, remote));
+    }
+
+    pub fn len(&self) -> usize {
+        self.sockets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+}
+
+impl Drop for ConferenceMedia {
+    fn drop(&mut self) {
+        for (_, (_, reader)) in self.sockets.drain() {
+            reader.abort();
+        }
+        // The mixer task ends when its command channel closes (this handle held the last
+        // sender besides the readers, which are aborted).
+    }
+}
+
+/// One participant's socket reader: every datagram goes to the mixer task with its source.
+async fn read(id: u32, socket: Arc<UdpSocket>, tx: mpsc::UnboundedSender<Command>) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                let data = buf[..n].to_vec();
+                if tx.send(Command::Packet { id, from, data }).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, participant = id, "conference socket read failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+struct Peer {
+    socket: Arc<UdpSocket>,
+    remote: SocketAddr,
+    latched: bool,
+}
+
+/// The mixer task: commands and packets in, one mixed frame per participant every 20 ms out.
+async fn mix(mut rx: mpsc::UnboundedReceiver<Command>, stats: Arc<ConferenceStats>) {
+    let mut mixer = Mixer::new();
+    let mut peers: HashMap<u32, Peer> = HashMap::new();
+    let mut clock = tokio::time::interval(Duration::from_millis(20));
+    // A late frame is sent late, not skipped: the participants' clocks count frames.
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { return };
+                match cmd {
+                    Command::Add { id, socket, remote, law, pt } => {
+                        mixer.add(id, law, pt, rand::random());
+                        peers.insert(id, Peer { socket, remote, latched: false });
+                    }
+                    Command::Remove(id) => {
+                        mixer.remove(id);
+                        peers.remove(&id);
+                    }
+                    Command::Mute(id, on) => {
+                        mixer.set_muted(id, on);
+                    }
+                    Command::Deaf(id, on) => {
+                        mixer.set_deaf(id, on);
+                    }
+                    Command::Remote(id, remote) => {
+                        if let Some(peer) = peers.get_mut(&id) {
+                            peer.remote = remote;
+                            peer.latched = false;
+                        }
+                    }
+                    Command::Packet { id, from, data } => {
+                        let Some(peer) = peers.get_mut(&id) else { continue };
+                        if from != peer.remote {
+                            // Symmetric RTP: the first source on the SDP's IP is the phone.
+                            if from.ip() == peer.remote.ip() && !peer.latched {
+                                peer.remote = from;
+                            } else {
+                                stats.foreign_dropped.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                        }
+                        peer.latched = true;
+                        stats.packets_in.fetch_add(1, Ordering::Relaxed);
+                        mixer.receive(id, &data);
+                    }
+                }
+            }
+            tick = clock.tick() => {
+                if tick.elapsed() > Duration::from_millis(20) {
+                    stats.late_frames.fetch_add(1, Ordering::Relaxed);
+                }
+                out.clear();
+                mixer.tick(&mut out);
+                for (id, packet) in &out {
+                    let Some(peer) = peers.get(id) else { continue };
+                    match peer.socket.try_send_to(packet, peer.remote) {
+                        Ok(_) => {
+                            stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => warn!(error = %e, participant = id, "conference send failed"),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The conference mixer, sans-IO: each participant hears the sum of the others (mix-minus).
+//!
+//! [`Mixer`] takes the RTP packets each participant sends ([`Mixer::receive`]) and, once per
+//! 20 ms frame ([`Mixer::tick`]), yields one RTP packet per participant: the others' audio
+//! summed, minus its own, encoded in that participant's G.711 law with its own SSRC, sequence
+//! and timestamp. A small per-participant buffer absorbs jitter (bounded: a participant that
+//! sends faster than the clock loses its oldest audio, not our memory). Muted participants
+//! contribute nothing; deaf ones (held) hear nothing from the mix. No sockets and no clock:
+//! the I/O shell (`conference.rs`) feeds it and sends what it yields.
+
+use std::collections::VecDeque;
+
+use crate::g711::Law;
+use crate::rtp;
+
+/// Samples in one 20 ms frame at 8 kHz.
+pub const FRAME_SAMPLES: usize = 160;
+/// At most this much audio waits per participant (120 ms); more drops the oldest.
+const MAX_BUFFERED: usize = 6 * FRAME_SAMPLES;
+/// After an overflow the buffer is cut back to this (60 ms), so latency stays low.
+const REFILL_TO: usize = 3 * FRAME_SAMPLES;
+
+/// One participant's place in the mixer.
+struct Participant {
+    id: u32,
+    law: Law,
+    /// The payload type its audio arrives and leaves with.
+    pt: u8,
+    muted: bool,
+    deaf: bool,
+    buffered: VecDeque<i16>,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    sent_any: bool,
+    /// Packets whose audio was dropped because the buffer was full.
+    overflows: u64,
+}
+
+/// The mix of one conference (see the module comment).
+#[derive(Default)]
+pub struct Mixer {
+    parts: Vec<Participant>,
+}
+
+impl Mixer {
+    pub fn new() -> Mixer {
+        Mixer::default()
+    }
+
+    /// Adds a participant sending and receiving `law` with payload type `pt`; our packets to
+    /// it carry `ssrc`. A participant already there is replaced.
+    pub fn add(&mut self, id: u32, law: Law, pt: u8, ssrc: u32) {
+        self.remove(id);
+        self.parts.push(Participant {
+            id,
+            law,
+            pt,
+            muted: false,
+            deaf: false,
+            buffered: VecDeque::with_capacity(MAX_BUFFERED),
+            ssrc,
+            seq: rand_start(ssrc),
+            ts: rand_start(ssrc.rotate_left(16)) as u32,
+            sent_any: false,
+            overflows: 0,
+        });
+    }
+
+    pub fn remove(&mut self, id: u32) {
+        self.parts.retain(|p| p.id != id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// A muted participant is heard by no one.
+    pub fn set_muted(&mut self, id: u32, muted: bool) -> bool {
+        self.find(id).map(|p| p.muted = muted).is_some()
+    }
+
+    /// A deaf participant (on hold, hearing music elsewhere) gets no packets from the mix.
+    pub fn set_deaf(&mut self, id: u32, deaf: bool) -> bool {
+        self.find(id).map(|p| p.deaf = deaf).is_some()
+    }
+
+    /// Packets dropped for `id` because its buffer was full (it sent faster than real time).
+    pub fn overflows(&self, id: u32) -> u64 {
+        self.parts
+            .iter()
+            .find(|p| p.id == id)
+            .map_or(0, |p| p.overflows)
+    }
+
+    fn find(&mut self, id: u32) -> Option<&mut Participant> {
+        self.parts.iter_mut().find(|p| p.id == id)
+    }
+
+    /// An RTP packet from participant `id`. Its audio is buffered if it is in the
+    /// participant's payload type; anything else (RTCP, telephone-events, garbage) is ignored.
+    /// Returns whether audio was taken.
+    pub fn receive(&mut self, id: u32, packet: &[u8]) -> bool {
+        let Some(p) = self.find(id) else {
+            return false;
+        };
+        let Some(header) = rtp::parse_header(packet) else {
+            return false;
+        };
+        if header.payload_type != p.pt {
+            return false;
+        }
+        let Some(payload) = header.payload(packet) else {
+            return false;
+        };
+        if p.buffered.len() + payload.len() > MAX_BUFFERED {
+            p.overflows += 1;
+            while p.buffered.len() > REFILL_TO {
+                p.buffered.pop_front();
+            }
+        }
+        let law = p.law;
+        p.buffered
+            .extend(payload.iter().map(|&b| law.decode_sample(b)));
+        true
+    }
+
+    /// One 20 ms frame: a packet for every participant that is not deaf, as (id, packet).
+    pub fn tick(&mut self, out: &mut Vec<(u32, Vec<u8>)>) {
+        let mut own: Vec<Option<[i16; FRAME_SAMPLES]>> = Vec::with_capacity(self.parts.len());
+        let mut total = [0i32; FRAME_SAMPLES];
+        for p in &mut self.parts {
+            if p.buffered.is_empty() {
+                own.push(None);
+                continue;
+            }
+            let mut frame = [0i16; FRAME_SAMPLES];
+            for s in frame.iter_mut() {
+                match p.buffered.pop_front() {
+                    Some(v) => *s = v,
+                    None => break,
+                }
+            }
+            if p.muted {
+                own.push(None);
+                continue;
+            }
+            for (t, s) in total.iter_mut().zip(frame.iter()) {
+                *t += i32::from(*s);
+            }
+            own.push(Some(frame));
+        }
+        for (p, mine) in self.parts.iter_mut().zip(own) {
+            if p.deaf {
+                continue;
+            }
+            let mut packet = vec![0u8; rtp::RTP_HEADER_LEN + FRAME_SAMPLES];
+            rtp::write_header(&mut packet, !p.sent_any, p.pt, p.seq, p.ts, p.ssrc);
+            for (i, b) in packet[rtp::RTP_HEADER_LEN..].iter_mut().enumerate() {
+                let minus = mine.map_or(0, |f| i32::from(f[i]));
+                let v = (total[i] - minus).clamp(i32::from(i16::MIN), i32::from(i16::MAX));
+                *b = p.law.encode_sample(v as i16);
+            }
+            p.sent_any = true;
+            p.seq = p.seq.wrapping_add(1);
+            p.ts = p.ts.wrapping_add(FRAME_SAMPLES as u32);
+            out.push((p.id, packet));
+        }
+    }
+}
+
+/// A start value derived from the SSRC (itself random), so sequence and timestamp do not
+/// start at 0 (RFC 3550 §5.1) without a second random source here.
+fn rand_start(seed: u32) -> u16 {
+    (seed ^ (seed >> 16)) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A packet of `law` carrying `samples` of constant `level`.
+    fn packet(law: Law, pt: u8, level: i16, samples: usize) -> Vec<u8> {
+        let mut p = vec![0u8; rtp::RTP_HEADER_LEN + samples];
+        rtp::write_header(&mut p, false, pt, 1, 0, 42);
+        for b in &mut p[rtp::RTP_HEADER_LEN..] {
+            *b = law.encode_sample(level);
+        }
+        p
+    }
+
+    fn level_of(law: Law, packet: &[u8]) -> i32 {
+        let payload = &packet[rtp::RTP_HEADER_LEN..];
+        payload
+            .iter()
+            .map(|&b| i32::from(law.decode_sample(b)))
+            .sum::<i32>()
+            / payload.len() as i32
+    }
+
+    fn heard(out: &[(u32, Vec<u8>)], id: u32, law: Law) -> Option<i32> {
+        out.iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, p)| level_of(law, p))
+    }
+
+    #[test]
+    fn each_participant_hears_the_others_and_not_itself() {
+        let mut m = Mixer::new();
+        m.add(1, Law::Mulaw, 0, 100);
+        m.add(2, Law::Alaw, 8, 200);
+        m.add(3, Law::Mulaw, 0, 300);
+        m.receive(1, &packet(Law::Mulaw, 0, 1000, 160));
+        m.receive(2, &packet(Law::Alaw, 8, 2000, 160));
+        m.receive(3, &packet(Law::Mulaw, 0, 4000, 160));
+        let mut out = Vec::new();
+        m.tick(&mut out);
+        let near = |got: Option<i32>, want: i32| got.is_some_and(|g| (g - want).abs() <= want / 20);
+        assert!(
+            near(heard(&out, 1, Law::Mulaw), 6000),
+            "{:?}",
+            heard(&out, 1, Law::Mulaw)
+        );
+        assert!(
+            near(heard(&out, 2, Law::Alaw), 5000),
+            "{:?}",
+            heard(&out, 2, Law::Alaw)
+        );
+        assert!(
+            near(heard(&out, 3, Law::Mulaw), 3000),
+            "{:?}",
+            heard(&out, 3, Law::Mulaw)
+        );
+        // Each packet is in the participant's own payload type and SSRC.
+        let two = out.iter().find(|(i, _)| *i == 2).map(|(_, p)| p.clone());
+        let h = two.as_deref().and_then(rtp::parse_header);
+        assert_eq!(h.map(|h| (h.payload_type, h.ssrc)), Some((8, 200)));
+    }
+
+    #[test]
+    fn a_muted_participant_is_heard_by_no_one_and_still_hears() {
+        let mut m = Mixer::new();
+        m.add(1, Law::Mulaw, 0, 1);
+        m.add(2, Law::Mulaw, 0, 2);
+        m.add(3, Law::Mulaw, 0, 3);
+        assert!(m.set_muted(2, true));
+        m.receive(1, &packet(Law::Mulaw, 0, 1000, 160));
+        m.receive(2, &packet(Law::Mulaw, 0, 8000, 160));
+        let mut out = Vec::new();
+        m.tick(&mut out);
+        assert!(heard(&out, 3, Law::Mulaw).is_some_and(|l| (l - 1000).abs() < 60));
+        assert!(heard(&out, 2, Law::Mulaw).is_some_and(|l| (l - 1000).abs() < 60));
+        assert!(heard(&out, 1, Law::Mulaw).is_some_and(|l| l.abs() < 10));
+    }
+
+    #[test]
+    fn a_deaf_participant_gets_no_packets_but_is_heard() {
+        let mut m = Mixer::new();
+        m.add(1, Law::Mulaw, 0, 1);
+        m.add(2, Law::Mulaw, 0, 2);
+        m.set_deaf(1, true);
+        m.receive(1, &packet(Law::Mulaw, 0, 3000, 160));
+        let mut out = Vec::new();
+        m.tick(&mut out);
+        assert_eq!(out.len(), 1);
+        assert!(heard(&out, 2, Law::Mulaw).is_some_and(|l| (l - 3000).abs() < 150));
+    }
+
+    #[test]
+    fn sequence_and_timestamp_advance_per_frame_with_the_marker_on_the_first() {
+        let mut m = Mixer::new();
+        m.add(1, Law::Mulaw, 0, 77);
+        m.add(2, Law::Mulaw, 0, 78);
+        let mut out = Vec::new();
+        m.tick(&mut out);
+        m.tick(&mut out);
+        let mine: Vec<_> = out
+            .iter()
+            .filter(|(i, _)| *i == 1)
+            .filter_map(|(_, p)| rtp::parse_header(p))
+            .collect();
+        assert_eq!(mine.len(), 2);
+        assert!(mine[0].marker && !mine[1].marker);
+        assert_eq!(mine[1].sequence, mine[0].sequence.wrapping_add(1));
+        assert_eq!(mine[1].timestamp, mine[0].timestamp.wrapping_add(160));
+    }
+
+    #[test]
+    fn other_payload_types_and_garbage_are_ignored_and_fast_senders_are_bounded() {
+        let mut m = Mixer::new();
+        m.add(1, Law::Mulaw, 0, 1);
+        assert!(!m.receive(1, &packet(Law::Mulaw, 101, 1000, 4)));
+        assert!(!m.receive(1, &[0x80, 0x00]));
+        assert!(!m.receive(9, &packet(Law::Mulaw, 0, 1000, 160)));
+        for _ in 0..50 {
+            assert!(m.receive(1, &packet(Law::Mulaw, 0, 1000, 160)));
+        }
+        assert!(m.overflows(1) > 0);
+        let buffered = m.parts[0].buffered.len();
+        assert!(buffered <= MAX_BUFFERED, "{buffered}");
+    }
+}
