@@ -82,6 +82,8 @@ pub struct AppState {
     pub runtime: Option<Runtime>,
     /// Token lifetimes of the RingCentral dialect.
     pub oauth_lifetimes: ringcentral::OAuthLifetimes,
+    /// The RingCentral dialect's subscriptions (its notification dispatcher reads them).
+    pub(crate) rc_subscriptions: Arc<ringcentral::subscriptions::Registry>,
 }
 
 impl AppState {
@@ -99,6 +101,7 @@ impl AppState {
             delivery,
             runtime: None,
             oauth_lifetimes: ringcentral::OAuthLifetimes::default(),
+            rc_subscriptions: Arc::default(),
             engine,
             guard: Arc::new(guard::AuthGuard::new(config)),
             user_tokens: Arc::new(user_token::KeyCell::default()),
@@ -249,6 +252,12 @@ pub async fn bind_with(
     let mut state = AppState::with_parts(engine, options.auth_guard, delivery);
     state.runtime = runtime;
     state.oauth_lifetimes = options.oauth_lifetimes;
+    ringcentral::subscriptions::spawn(
+        state.engine.clone(),
+        state.delivery.clone(),
+        state.rc_subscriptions.clone(),
+        stop.clone(),
+    );
     let app = router_with_state(state);
     let fut = async move {
         server::serve(listener, app, stop, options.header_read_timeout).await;

@@ -6,15 +6,15 @@
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hookflash_engine::{CallInfo, LegState};
-use hookflash_store::User;
+use hookflash_engine::{CallInfo, Engine, LegState};
+use hookflash_store::{Account, User};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::error::RcError;
 use super::model::{self, Direction, PartyStatus};
 use super::oauth::RcUser;
-use super::sessions::{is_parked, Result};
+use super::sessions::{parked_in, Result};
 use super::RcState;
 use crate::sipgate::history::iso;
 
@@ -212,16 +212,16 @@ pub(crate) async fn presence(
 ) -> Result<Response> {
     check_account(&auth, &account)?;
     let user = extension_of(&state, &auth, &ext).await?;
-    let mut presence = presence_body(&state, &auth, &user);
+    let mut presence = presence_body(&state.engine, &auth.account, &user);
     presence["uri"] = json!(format!("{}/extension/{}/presence", base(&auth), user.id));
     Ok(Json(presence).into_response())
 }
 
 /// The presence of `user` (also the body of presence notifications).
-pub(crate) fn presence_body(state: &RcState, auth: &RcUser, user: &User) -> Value {
-    let (calls, telephony) = active_calls_of_account(state, &auth.account.id, &user.id);
+pub(crate) fn presence_body(engine: &Engine, account: &Account, user: &User) -> Value {
+    let (calls, telephony) = active_calls_of_account(engine, &account.id, &user.id);
     json!({
-        "extension": {"id": user.id, "uri": format!("{}/extension/{}", base(auth), user.id), "extensionNumber": user.extension},
+        "extension": {"id": user.id, "uri": format!("/restapi/v1.0/account/{}/extension/{}", account.id, user.id), "extensionNumber": user.extension},
         "extensionId": user.id,
         "presenceStatus": if telephony == "NoCall" { "Available" } else { "Busy" },
         "telephonyStatus": telephony,
@@ -236,19 +236,19 @@ pub(crate) fn presence_body(state: &RcState, auth: &RcUser, user: &User) -> Valu
 }
 
 fn active_calls_of_account(
-    state: &RcState,
+    engine: &Engine,
     account_id: &str,
     user_id: &str,
 ) -> (Vec<Value>, &'static str) {
     let mut overall = "NoCall";
     let mut out = Vec::new();
-    for call in state.engine.calls(account_id) {
+    for call in engine.calls(account_id) {
         let Some(leg) = call.legs.iter().find(|l| {
             l.owner_user_id.as_deref() == Some(user_id) && l.state != LegState::Disconnected
         }) else {
             continue;
         };
-        let status = model::party_status(&call, leg, is_parked(state, &call));
+        let status = model::party_status(&call, leg, parked_in(engine, &call));
         let tel = telephony_status(status);
         if overall == "NoCall" || tel == "CallConnected" {
             overall = tel;

@@ -10,6 +10,7 @@ pub mod model;
 pub mod oauth;
 mod parties;
 mod sessions;
+pub mod subscriptions;
 
 use std::sync::Arc;
 
@@ -30,6 +31,10 @@ pub struct RcState {
     /// The JWT credentials' signing key.
     pub(crate) jwt_keys: Arc<KeyCell>,
     pub lifetimes: OAuthLifetimes,
+    /// The webhook client (WebHook subscriptions).
+    pub delivery: hookflash_apps::Delivery,
+    /// Live subscriptions, shared with the notification dispatcher.
+    pub subscriptions: Arc<subscriptions::Registry>,
 }
 
 const SESSION: &str = "/restapi/v1.0/account/{account}/telephony/sessions/{sid}";
@@ -41,11 +46,27 @@ pub fn router(shared: &AppState) -> Router {
         guard: shared.guard.clone(),
         jwt_keys: Arc::new(KeyCell::named(oauth::JWT_SECRET_NAME)),
         lifetimes: shared.oauth_lifetimes,
+        delivery: shared.delivery.clone(),
+        subscriptions: shared.rc_subscriptions.clone(),
     };
     let party = |action: &str| format!("{PARTY}/{action}");
     Router::new()
         .route("/restapi/oauth/token", post(oauth::token))
         .route("/restapi/oauth/revoke", post(oauth::revoke))
+        .route(
+            "/restapi/v1.0/subscription",
+            post(subscriptions::create_route).get(subscriptions::list),
+        )
+        .route(
+            "/restapi/v1.0/subscription/{id}",
+            get(subscriptions::get_one)
+                .put(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
+        .route(
+            "/restapi/v1.0/subscription/{id}/renew",
+            post(subscriptions::renew),
+        )
         .route("/restapi/v1.0/account/{account}", get(account::account))
         .route(
             "/restapi/v1.0/account/{account}/extension/{ext}",

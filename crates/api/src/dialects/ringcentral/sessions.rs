@@ -50,8 +50,11 @@ pub(crate) fn own_party<'a>(call: &'a CallInfo, auth: &RcUser, pid: &str) -> Res
 
 /// Whether the call waits in a park orbit.
 pub(crate) fn is_parked(state: &RcState, call: &CallInfo) -> bool {
-    state
-        .engine
+    parked_in(&state.engine, call)
+}
+
+pub(crate) fn parked_in(engine: &hookflash_engine::Engine, call: &CallInfo) -> bool {
+    engine
         .parked_calls(&call.account_id)
         .iter()
         .any(|(_, id)| *id == call.id)
