@@ -144,3 +144,75 @@ def test_subscription_refusals(server, receiver):
                 {"eventFilters": [SESSIONS]}):
         assert_rc_error(a.req("POST", "/subscription", json=bad), 400, "CMN-101")
     assert a.req("GET", "/subscription", 200).json()["records"] == []
+
+
+class SdkSubscription:
+    """tests/node/ringcentral_subs.js (@ringcentral/subscriptions over the WebSocket) running
+    in the background; its JSON lines are collected."""
+
+    def __init__(self, server, ext, filters, seconds=60):
+        import os
+        import subprocess
+        from api_support import NODE_DIR
+        from rc_support import ACME_CLIENT, PASSWORDS
+        self.lines = []
+        self.proc = subprocess.Popen(
+            ["node", os.path.join(NODE_DIR, "ringcentral_subs.js"), server.http, ACME_CLIENT[0],
+             ACME_CLIENT[1], ext, PASSWORDS[ext], json.dumps(filters), str(seconds)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=NODE_DIR)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.lines.append(json.loads(line))
+
+    def wait_ready(self):
+        wait_until(lambda: any("ready" in l or l.get("ok") is False for l in self.lines),
+                   timeout=20, what="subscription ready")
+        failed = [l for l in self.lines if l.get("ok") is False]
+        assert not failed, (failed, self.proc.stderr.read() if self.proc.poll() is not None else "")
+        return [l for l in self.lines if "ready" in l][0]["subscription"]
+
+    def notifications(self):
+        return [(None, l["notification"]) for l in self.lines if "notification" in l]
+
+    def finish(self):
+        self.proc.stdin.close()
+        self.proc.wait(20)
+        return any(l.get("done") for l in self.lines)
+
+
+@pytest.mark.skipif(not __import__("rc_support").rc_available(), reason="tests/node not installed")
+def test_websocket_subscription_with_the_sdk_follows_a_held_call(server, phones, tones, artifacts):
+    from rc_support import cc
+    sub = SdkSubscription(server, "201", [SESSIONS])
+    info = sub.wait_ready()
+    assert info["deliveryMode"]["transportType"] == "WebSocket", info
+    try:
+        call = LiveCall(server, phones, tones, artifacts)
+        pid = Rc(server, "201").presence()["activeCalls"][0]["partyId"]
+        wait_until(lambda: "Answered" in statuses(sub.notifications(), pid)[1],
+                   what="Answered over the WebSocket")
+        mb = call.B.mark()
+        held = cc(server, "201", "hold")
+        assert held["result"]["status"]["code"] == "Hold", held
+        call.B.wait_media(lambda e: e["status"] == "remote_hold", call=call.inc["call"], since=mb)
+        cc(server, "201", "unhold")
+        call.assert_two_way("retrieved")
+        cc(server, "201", "drop")
+        call.assert_both_ended()
+        wait_until(lambda: "Disconnected" in statuses(sub.notifications(), pid)[1],
+                   what="Disconnected over the WebSocket")
+    finally:
+        assert sub.finish(), sub.lines[-3:]
+    seq, codes = statuses(sub.notifications(), pid)
+    print("201's party over the WebSocket:", codes, "sequences:", seq)
+    assert seq == sorted(seq) and len(set(seq)) == len(seq), seq
+    assert codes[0] in ("Setup", "Proceeding"), codes
+    assert codes[-4:] == ["Answered", "Hold", "Answered", "Disconnected"], codes
+    for _, n in sub.notifications():
+        assert n["subscriptionId"] == info["id"] and "/telephony/sessions" in n["event"], n
+    # The revoked subscription is gone.
+    assert Rc(server, "201").req("GET", "/subscription", 200).json()["records"] == []

@@ -11,6 +11,7 @@ pub mod oauth;
 mod parties;
 mod sessions;
 pub mod subscriptions;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -35,6 +36,8 @@ pub struct RcState {
     pub delivery: hookflash_apps::Delivery,
     /// Live subscriptions, shared with the notification dispatcher.
     pub subscriptions: Arc<subscriptions::Registry>,
+    /// WebSocket tokens and connections.
+    pub(crate) gateway: Arc<ws::Gateway>,
 }
 
 const SESSION: &str = "/restapi/v1.0/account/{account}/telephony/sessions/{sid}";
@@ -48,11 +51,14 @@ pub fn router(shared: &AppState) -> Router {
         lifetimes: shared.oauth_lifetimes,
         delivery: shared.delivery.clone(),
         subscriptions: shared.rc_subscriptions.clone(),
+        gateway: Arc::new(ws::Gateway::default()),
     };
     let party = |action: &str| format!("{PARTY}/{action}");
     Router::new()
         .route("/restapi/oauth/token", post(oauth::token))
         .route("/restapi/oauth/revoke", post(oauth::revoke))
+        .route("/restapi/oauth/wstoken", post(ws::wstoken))
+        .route(ws::WS_PATH, get(ws::connect))
         .route(
             "/restapi/v1.0/subscription",
             post(subscriptions::create_route).get(subscriptions::list),

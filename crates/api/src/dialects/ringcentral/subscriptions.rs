@@ -278,6 +278,19 @@ fn filters(auth: &RcUser, raw: &[String]) -> Result<Vec<Filter>> {
         .collect()
 }
 
+/// The filters a PUT body sets (None: it sets none).
+pub(crate) fn refilter(auth: &RcUser, req: &SubscriptionBody) -> Result<Option<Vec<Filter>>> {
+    req.event_filters
+        .as_deref()
+        .map(|raw| filters(auth, raw))
+        .transpose()
+}
+
+/// The expiry a body asks for.
+pub(crate) fn expiry_of(req: &SubscriptionBody) -> i64 {
+    expiry(req.expires_in)
+}
+
 fn expiry(expires_in: Option<i64>) -> i64 {
     let secs = match expires_in {
         Some(s) if s > 0 => s.min(MAX_EXPIRES_IN),
