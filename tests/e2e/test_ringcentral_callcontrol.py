@@ -168,3 +168,73 @@ def test_plain_http_statuses_and_error_bodies_leave_the_call_unchanged(server, p
     # The party's own hang-up ends the two-party call (204).
     a.req("DELETE", base + pid, 204)
     call.assert_both_ended()
+
+
+def test_call_out_rings_the_device_then_the_target(server, phones, tones, artifacts):
+    A = registered(phones, server, "A", "201")
+    A.play(tones[F_A])
+    A.auto_answer(200, delay_ms=300)
+    B = registered(phones, server, "B", "202")
+    B.play(tones[F_B])
+    B.auto_answer(200, delay_ms=300)
+    out = cc(server, "201", "callOut", "", {"deviceIndex": 0, "to": {"extensionNumber": "202"}})
+    session = out["result"]
+    assert session["id"] and session["parties"], session
+    ia = A.wait_incoming(timeout=5)
+    ib = B.wait_incoming(timeout=10)
+    A.wait_state("CONFIRMED", call=ia["call"], timeout=10)
+    B.wait_state("CONFIRMED", call=ib["call"], timeout=10)
+    time.sleep(0.7)
+    ra = _record(A, os.path.join(artifacts, "A.wav"))
+    rb = _record(B, os.path.join(artifacts, "B.wav"))
+    assert_hears(ra, F_B, F_A, t0=0.5, what="A hears B after call-out")
+    assert_hears(rb, F_A, F_B, t0=0.5, what="B hears A after call-out")
+    # A device that is not the extension's: 400, nothing dialled.
+    r = Rc(server, "201").req("POST", "/account/~/telephony/call-out",
+                              json={"from": {"deviceId": "123"}, "to": {"extensionNumber": "202"}})
+    assert_rc_error(r, 400, "CMN-101")
+    cc(server, "201", "drop", session["id"])
+    A.wait_state("DISCONNECTED", call=ia["call"], timeout=5)
+    B.wait_state("DISCONNECTED", call=ib["call"], timeout=5)
+
+
+def test_park_and_forward_through_the_parties(server, phones, tones, artifacts):
+    # Park: 201 parks; 202 waits with music (status Parked) and 201's phone is released.
+    call = LiveCall(server, phones, tones, artifacts)
+    a, b = Rc(server, "201"), Rc(server, "202")
+    sid, pid = [(c["telephonySessionId"], c["partyId"]) for c in a.presence()["activeCalls"]][0]
+    r = a.req("POST", "/account/~/telephony/sessions/%s/parties/%s/park" % (sid, pid), 200)
+    assert r.json()["id"] == pid, r.text
+    call.A.wait_state("DISCONNECTED", call=call.c, timeout=5)
+    assert b.presence()["telephonyStatus"] == "ParkedCall", b.presence()
+    assert [p["status"]["code"] for p in b.session(sid)["parties"]] == ["Disconnected", "Parked"]
+    time.sleep(0.5)
+    rb = _record(call.B, os.path.join(artifacts, "B_parked.wav"), 1.5)
+    assert_no_tone(rb, F_A, t0=0.5, what="parked B must not hear A")
+    if moh_enabled():
+        assert_music_on_hold(rb, F_A, what="parked B hears music")
+    b.req("DELETE", "/account/~/telephony/sessions/" + sid, 204)
+    call.B.wait_state("DISCONNECTED", call=call.inc["call"], timeout=5)
+
+
+def test_forward_of_a_ringing_call_rings_the_target(server, phones, tones, artifacts):
+    call = LiveCall(server, phones, tones, artifacts, answer=False)
+    C = registered(phones, server, "C", "103")
+    C.play(tones[F_C])
+    C.auto_answer(200, delay_ms=300)
+    b = Rc(server, "202")
+    sid, pid = [(c["telephonySessionId"], c["partyId"]) for c in b.presence()["activeCalls"]][0]
+    assert_rc_error(b.req("POST", "/account/~/telephony/sessions/%s/parties/%s/forward"
+                          % (sid, pid), json={"extensionNumber": "104"}), 400)
+    r = b.req("POST", "/account/~/telephony/sessions/%s/parties/%s/forward" % (sid, pid), 200,
+              json={"extensionNumber": "103"})
+    assert r.json()["id"], r.text
+    call.B.wait_state("DISCONNECTED", call=call.inc["call"], timeout=5)
+    inc = C.wait_incoming(timeout=5)
+    C.wait_state("CONFIRMED", call=inc["call"], timeout=5)
+    call.A.wait_state("CONFIRMED", call=call.c, timeout=5)
+    time.sleep(0.7)
+    ra = _record(call.A, os.path.join(artifacts, "A.wav"))
+    assert_hears(ra, F_C, F_A, t0=0.5, what="A hears C after the forward")
+    call.A.hangup(call=call.c)
+    C.wait_state("DISCONNECTED", call=inc["call"], timeout=5)
