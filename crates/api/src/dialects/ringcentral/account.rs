@@ -9,13 +9,12 @@ use axum::Json;
 use hookflash_engine::{CallInfo, Engine, LegState};
 use hookflash_store::{Account, User};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use super::error::RcError;
 use super::model::{self, Direction, PartyStatus};
 use super::oauth::RcUser;
 use super::sessions::{parked_in, Result};
-use super::RcState;
+use super::{now_secs, RcState};
 use crate::sipgate::history::iso;
 
 /// Registered phones listed per extension (the store keeps a bounded number anyway).
@@ -95,20 +94,7 @@ pub(crate) async fn extension(
 
 /// The RingCentral device id of a user's registered contact: a stable 12-digit number.
 pub(crate) fn device_id(user_id: &str, contact: &str) -> String {
-    let digest = Sha256::digest(format!("{user_id}\n{contact}").as_bytes());
-    let mut n = [0u8; 8];
-    n.copy_from_slice(&digest[..8]);
-    format!(
-        "{}",
-        u64::from_be_bytes(n) % 900_000_000_000 + 100_000_000_000
-    )
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    model::twelve_digits(&format!("{user_id}\n{contact}"))
 }
 
 /// The registered contact of `user` that `device` names, if any.

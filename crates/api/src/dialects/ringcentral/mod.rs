@@ -40,6 +40,19 @@ pub struct RcState {
     pub(crate) gateway: Arc<ws::Gateway>,
 }
 
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Unix seconds now.
+pub(crate) fn now_secs() -> i64 {
+    now_ms() / 1000
+}
+
 const SESSION: &str = "/restapi/v1.0/account/{account}/telephony/sessions/{sid}";
 const PARTY: &str = "/restapi/v1.0/account/{account}/telephony/sessions/{sid}/parties/{pid}";
 

@@ -130,15 +130,21 @@ pub struct Session {
     pub parties: Vec<Party>,
 }
 
-/// RingCentral's numeric `sessionId` of a call: a stable 12-digit number from the call id.
-pub fn numeric_session_id(call_id: &str) -> String {
-    let digest = Sha256::digest(call_id.as_bytes());
+/// A stable 12-digit number naming `input` (RingCentral's numeric ids: `sessionId`, device
+/// ids).
+pub fn twelve_digits(input: &str) -> String {
+    let digest = Sha256::digest(input.as_bytes());
     let mut n = [0u8; 8];
     n.copy_from_slice(&digest[..8]);
     format!(
         "{}",
         u64::from_be_bytes(n) % 900_000_000_000 + 100_000_000_000
     )
+}
+
+/// RingCentral's numeric `sessionId` of a call.
+pub fn numeric_session_id(call_id: &str) -> String {
+    twelve_digits(call_id)
 }
 
 fn endpoint(call: &CallInfo, role: LegRole, fallback: &str) -> Endpoint {
@@ -205,11 +211,12 @@ pub fn session(call: &CallInfo, parked: bool, recording: Option<&RecordingState>
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use hookflash_engine::{CallDirection, CallState, LegDirection};
+pub(crate) mod fixtures {
+    use hookflash_engine::{
+        CallDirection, CallInfo, CallState, LegDirection, LegInfo, LegRole, LegState,
+    };
 
-    fn leg(id: &str, role: LegRole, state: LegState, owner: Option<&str>) -> LegInfo {
+    pub(crate) fn leg(id: &str, role: LegRole, state: LegState, owner: Option<&str>) -> LegInfo {
         LegInfo {
             id: id.into(),
             role,
@@ -225,7 +232,7 @@ mod tests {
         }
     }
 
-    fn call(legs: Vec<LegInfo>) -> CallInfo {
+    pub(crate) fn call(legs: Vec<LegInfo>) -> CallInfo {
         CallInfo {
             id: "c1".into(),
             account_id: "acc".into(),
@@ -239,6 +246,12 @@ mod tests {
             legs,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{call, leg};
+    use super::*;
 
     #[test]
     fn statuses_follow_the_leg_states() {

@@ -22,7 +22,7 @@ use serde_json::json;
 use tracing::{debug, info};
 
 use super::error::{OAuthError, RcError};
-use super::RcState;
+use super::{now_secs, RcState};
 use crate::body::{credentials, with_retry_after, ClientIp, Credentials};
 use crate::guard::{Identity, Retry};
 use crate::user_token::{self as jwt, Claims, JwtError, KeyCell};
@@ -50,13 +50,6 @@ impl Default for OAuthLifetimes {
             jwt_credential_max_secs: 365 * 24 * 3600,
         }
     }
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// A lifetime a client asked for: honoured when it is a positive number of seconds no longer

@@ -33,7 +33,7 @@ use super::error::RcError;
 use super::model::{self, PartyStatus};
 use super::oauth::RcUser;
 use super::sessions::{body, parked_in, Result};
-use super::RcState;
+use super::{now_ms, RcState};
 use crate::sipgate::history::iso;
 
 /// Subscriptions one extension may hold.
@@ -89,13 +89,6 @@ pub struct Subscription {
 #[derive(Default)]
 pub struct Registry {
     subs: Mutex<HashMap<String, Subscription>>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Registry {
@@ -733,38 +726,12 @@ async fn dispatch(
 
 #[cfg(test)]
 mod tests {
+    use super::super::model::fixtures::call;
     use super::*;
-    use hookflash_engine::{CallDirection, CallState, LegDirection, LegRole, LegState};
+    use hookflash_engine::{LegInfo, LegRole, LegState};
 
     fn leg(id: &str, state: LegState) -> LegInfo {
-        LegInfo {
-            id: id.into(),
-            role: LegRole::Caller,
-            direction: LegDirection::In,
-            state,
-            number: "201".into(),
-            owner_user_id: Some("u1".into()),
-            owner_extension: Some("201".into()),
-            muted: false,
-            held: false,
-            recording: false,
-            devices: vec![],
-        }
-    }
-
-    fn call(legs: Vec<LegInfo>) -> CallInfo {
-        CallInfo {
-            id: "c".into(),
-            account_id: "a".into(),
-            from: "201".into(),
-            to: "202".into(),
-            dialled: "202".into(),
-            direction: CallDirection::Internal,
-            state: CallState::Answered,
-            started_at_ms: 0,
-            answered_at_ms: None,
-            legs,
-        }
+        super::super::model::fixtures::leg(id, LegRole::Caller, state, Some("u1"))
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tracing::{debug, info};
 use super::error::RcError;
 use super::oauth::RcUser;
 use super::subscriptions::{self, SubscriptionBody, Transport};
-use super::RcState;
+use super::{now_ms, RcState};
 
 /// Path of the WebSocket endpoint.
 pub const WS_PATH: &str = "/restapi/v1.0/ws";
@@ -267,13 +267,6 @@ async fn run(state: RcState, auth: RcUser, mut socket: WebSocket, recover: bool)
     }
     state.subscriptions.remove_connection(&connection);
     info!(user = %auth.user.extension, connection, "RingCentral WebSocket closed");
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Answers one client frame (None: nothing to answer).
