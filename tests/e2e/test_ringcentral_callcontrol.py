@@ -107,6 +107,12 @@ def test_call_control_rejects_a_ringing_call(server, phones, tones, artifacts):
     session = out["sessions"][0]
     mine = [p for p in session["parties"] if p["extensionId"] == out["extensionId"]][0]
     assert mine["status"]["code"] == "Proceeding" and mine["direction"] == "Inbound", mine
+    # Hold needs a connected party: 409, and the phone goes on ringing.
+    pid_b = mine["id"]
+    r = Rc(server, "202").req("POST", "/account/~/telephony/sessions/%s/parties/%s/hold"
+                              % (session["id"], pid_b))
+    assert_rc_error(r, 409, "TAS-409")
+    assert "DISCONNECTED" not in call.B.states(call=call.inc["call"])
     # The caller's side cannot reject; nothing changes.
     r = Rc(server, "201").req("POST", "/account/~/telephony/sessions/%s/parties/%s/reject"
                               % (session["id"], [p for p in session["parties"] if p["id"] != mine["id"]][0]["id"]))

@@ -214,5 +214,13 @@ def test_websocket_subscription_with_the_sdk_follows_a_held_call(server, phones,
     assert codes[-4:] == ["Answered", "Hold", "Answered", "Disconnected"], codes
     for _, n in sub.notifications():
         assert n["subscriptionId"] == info["id"] and "/telephony/sessions" in n["event"], n
+    # ringcentral-call-control's live model took every notification: it saw its own party
+    # through the same statuses, and dropped the session once Disconnected.
+    seen = []
+    for l in sub.lines:
+        if "cc" in l and l["cc"]["status"] and (not seen or seen[-1] != l["cc"]["status"]):
+            seen.append(l["cc"]["status"])
+    assert seen[-3:] == ["Answered", "Hold", "Answered"], seen
+    assert [l for l in sub.lines if "cc" in l][-1]["cc"]["sessions"] == 0, sub.lines[-3:]
     # The revoked subscription is gone.
     assert Rc(server, "201").req("GET", "/subscription", 200).json()["records"] == []

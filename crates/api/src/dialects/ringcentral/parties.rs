@@ -54,14 +54,12 @@ pub(crate) async fn get_party(
     party_json(&state, &call, &leg).await
 }
 
+/// `{"muted"}`; other fields (`standAlone`) are accepted and ignored: a party is never
+/// stand-alone here.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PartyUpdate {
     muted: Option<bool>,
-    /// Accepted; a party is never stand-alone here.
-    #[serde(default)]
-    #[allow(dead_code)]
-    stand_alone: Option<bool>,
 }
 
 /// `PATCH .../parties/{partyId} {"muted": bool}`.
