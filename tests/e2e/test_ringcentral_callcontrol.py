@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from api_support import LiveCall, assert_music_on_hold, moh_enabled, registered
+from api_support import LiveCall, Native, assert_music_on_hold, moh_enabled, registered
 from checks import assert_anchored, assert_hears, assert_no_tone
 from conftest import F_A, F_B, F_C
 from rc_support import BETA_CLIENT, Rc, assert_rc_error, cc, login, rc_available
@@ -244,3 +244,23 @@ def test_forward_of_a_ringing_call_rings_the_target(server, phones, tones, artif
     assert_hears(ra, F_C, F_A, t0=0.5, what="A hears C after the forward")
     call.A.hangup(call=call.c)
     C.wait_state("DISCONNECTED", call=inc["call"], timeout=5)
+
+
+def test_transfer_to_a_park_orbit_and_pick_up(server, phones, tones, artifacts):
+    call = LiveCall(server, phones, tones, artifacts)
+    a = Rc(server, "201")
+    sid, pid = [(c["telephonySessionId"], c["partyId"]) for c in a.presence()["activeCalls"]][0]
+    a.req("POST", "/account/~/telephony/sessions/%s/parties/%s/transfer" % (sid, pid), 200,
+          json={"parkOrbit": "*73"})
+    call.A.wait_state("DISCONNECTED", call=call.c, timeout=5)
+    assert Native(server).req("GET", "/parks", 200).json()["parks"] == [
+        {"orbit": "*73", "call_id": sid}]
+    C = registered(phones, server, "C", "103")
+    C.play(tones[F_C])
+    c = C.call(server.uri("*73"))
+    C.wait_state("CONFIRMED", call=c, timeout=5)
+    time.sleep(0.7)
+    rb = _record(call.B, os.path.join(artifacts, "B_after.wav"))
+    assert_hears(rb, F_C, F_B, t0=0.5, what="B hears C who took the parked call")
+    C.hangup(call=c)
+    call.B.wait_state("DISCONNECTED", call=call.inc["call"], timeout=5)
