@@ -136,6 +136,12 @@ def test_subscription_refusals(server, receiver):
         assert "Validation-Token" in body["message"], body
     finally:
         silent.close()
+    # The server's own listener (and a link-local address) is never a WebHook address.
+    for address in (server.http + "/restapi/oauth/token", "http://169.254.169.254/latest"):
+        r = a.req("POST", "/subscription", json={
+            "eventFilters": [SESSIONS],
+            "deliveryMode": {"transportType": "WebHook", "address": address}})
+        assert "not allowed" in assert_rc_error(r, 400, "CMN-101")["message"], r.text
     for bad in ({"eventFilters": ["/restapi/v1.0/account/~/extension/~/message-store"],
                  "deliveryMode": {"transportType": "WebHook", "address": receiver.url}},
                 {"eventFilters": [], "deliveryMode": {"transportType": "WebHook",

@@ -312,6 +312,7 @@ pub(crate) async fn create(
                 .ok_or_else(|| {
                     RcError::invalid("deliveryMode.address", "Parameter [address] is required")
                 })?;
+            check_address(state, &address).await?;
             validate_webhook(&state.delivery, &address).await?;
             Transport::WebHook {
                 address,
@@ -344,6 +345,37 @@ pub(crate) async fn create(
     state.subscriptions.insert(sub.clone())?;
     info!(subscription = %sub.id, user = %auth.user.extension, "RingCentral subscription created");
     Ok(sub)
+}
+
+/// A WebHook address a user names must obey the server's outbound policy (the audio fetch
+/// policy, docs/security.md): http(s), every address its host resolves to allowed (never
+/// link-local/metadata or the server's own listeners; private ones only with
+/// `security.fetch_private`).
+async fn check_address(state: &RcState, address: &str) -> Result<()> {
+    let refused = |why: &str| {
+        RcError::invalid(
+            "deliveryMode.address",
+            format!("WebHook address [{address}] is not allowed: {why}"),
+        )
+    };
+    let url = reqwest::Url::parse(address).map_err(|_| refused("not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(refused("only http and https"));
+    }
+    let host = url.host_str().ok_or_else(|| refused("no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|_| refused("the host does not resolve"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(refused("the host does not resolve"));
+    }
+    for addr in addrs {
+        state.engine.media_connect_allowed(addr).map_err(refused)?;
+    }
+    Ok(())
 }
 
 /// The WebHook handshake: a POST with `Validation-Token` that the receiver must answer with
@@ -435,6 +467,7 @@ pub(crate) async fn update(
     }
     if let (Some(mode), Transport::WebHook { address, .. }) = (&req.delivery_mode, &sub.transport) {
         if let Some(new) = mode.address.as_ref().filter(|a| *a != address) {
+            check_address(&state, new).await?;
             validate_webhook(&state.delivery, new).await?;
             sub.transport = Transport::WebHook {
                 address: new.clone(),
