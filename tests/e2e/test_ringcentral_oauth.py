@@ -152,3 +152,29 @@ def test_demo_account_has_an_oauth_client(server_factory):
     t = token(s, (m.group(1), m.group(2)), grant_type="password", username="101", password=pw)
     me = Rc(s, access_token=t["access_token"]).req("GET", "/account/~/extension/~", 200).json()
     assert me["extensionNumber"] == "101", me
+
+
+def test_account_extension_device_and_presence_routes(server, phones):
+    a, b = Rc(server, "201"), Rc(server, "202")
+    acc = a.req("GET", "/account/~", 200).json()
+    assert acc["id"] and acc["mainNumber"] == "+4930123456", acc
+    me = a.req("GET", "/account/~/extension/~", 200).json()
+    assert me["extensionNumber"] == "201" and me["account"]["id"] == acc["id"], me
+    assert a.req("GET", "/account/%s/extension/%s" % (acc["id"], me["id"]), 200).json() == me
+    bob = b.req("GET", "/account/~/extension/~", 200).json()
+    # A colleague's extension by id; another account's (and another account id) are 404.
+    assert a.req("GET", "/account/~/extension/" + bob["id"], 200).json()["extensionNumber"] == "202"
+    zed = Rc(server, "301", login(server, "301", client=BETA_CLIENT))
+    zed_id = zed.req("GET", "/account/~/extension/~", 200).json()["id"]
+    assert_rc_error(a.req("GET", "/account/~/extension/" + zed_id), 404, "CMN-102")
+    assert_rc_error(a.req("GET", "/account/nope/extension/~"), 404, "CMN-102")
+    # Devices: the registered phones, each with a stable id.
+    assert a.req("GET", "/account/~/extension/~/device", 200).json()["records"] == []
+    phone = phones("A")
+    assert phone.register(server, "201")["code"] == 200
+    devices = a.req("GET", "/account/~/extension/~/device", 200).json()["records"]
+    assert len(devices) == 1 and len(devices[0]["id"]) == 12 and devices[0]["status"] == "Online"
+    assert a.req("GET", "/account/~/extension/~/device", 200).json()["records"][0]["id"] == \
+        devices[0]["id"]
+    p = a.presence()
+    assert p["telephonyStatus"] == "NoCall" and p["activeCalls"] == [], p
