@@ -29,6 +29,8 @@ ACCOUNTS = [
         ],
         "numbers": [(ACME_DID, "201")],
         "trunk": True,  # a trunk "carrier" at 127.0.0.1:<trunk_port>
+        # OAuth clients (RingCentral dialect): (client_id, client_secret)
+        "oauth_apps": [("rc-acme-client", "rc-acme-secret")],
     },
     {
         "name": "beta",
@@ -36,6 +38,7 @@ ACCOUNTS = [
         "api_keys": ["hf_test_key_beta"],
         "users": [("301", "secret301", "Zed")],
         "numbers": [],
+        "oauth_apps": [("rc-beta-client", "rc-beta-secret")],
         "trunk": False,  # nothing routes out of this account
     },
 ]
@@ -158,7 +161,8 @@ class Server:
     def __init__(self, binary, workdir, artifacts, digest_algorithms=("SHA-256", "MD5"),
                  ring_timeout_secs=30, rtp_inactivity_secs=30, env=None, extra_sip=None,
                  registrar=None, trunk_credentials=None, account_extra=None, user_extra=None,
-                 security=None, shutdown_grace_secs=0, applications=None, extra_users=None):
+                 security=None, shutdown_grace_secs=0, applications=None, oauth=None,
+                 extra_users=None):
         self.binary = binary
         self.workdir = workdir
         self.artifacts = artifacts
@@ -185,6 +189,8 @@ class Server:
         self.account_extra = {k: dict(v) for k, v in (account_extra or {}).items()}
         self.user_extra = {str(k): dict(v) for k, v in (user_extra or {}).items()}
         self.security = dict(security or {})
+        # [oauth] keys (token lifetimes of the RingCentral dialect); None: the defaults.
+        self.oauth = dict(oauth or {})
         # Applications of acme: [{"name", "call_hook", "call_status_hook"?, "fallback"?,
         # "numbers": [...]}], written as [[accounts.applications]].
         self.applications = [dict(a) for a in (applications or [])]
@@ -254,6 +260,11 @@ class Server:
             L.append("[security]")
             for k, v in self.security.items():
                 L.append("%s = %s" % (k, toml_value(v)))
+        if self.oauth:
+            L.append("")
+            L.append("[oauth]")
+            for k, v in self.oauth.items():
+                L.append("%s = %s" % (k, toml_value(v)))
         for a in self.accounts:
             L.append("")
             L.append("[[accounts]]")
@@ -275,6 +286,11 @@ class Server:
                 L.append("  [[accounts.numbers]]")
                 L.append("  number = %s" % toml_str(num))
                 L.append("  user = %s" % toml_str(user))
+            for client_id, secret in a.get("oauth_apps", []):
+                L.append("")
+                L.append("  [[accounts.oauth_apps]]")
+                L.append("  client_id = %s" % toml_str(client_id))
+                L.append("  client_secret = %s" % toml_str(secret))
             if a["name"] == "acme":
                 for app in self.applications:
                     L.append("")

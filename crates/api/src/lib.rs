@@ -12,7 +12,7 @@ mod server;
 pub mod user_token;
 mod wav;
 
-pub use dialects::{jambonz, native, sipgate};
+pub use dialects::{jambonz, native, ringcentral, sipgate};
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -53,6 +53,8 @@ pub struct HttpOptions {
     pub header_read_timeout: Duration,
     /// Failure limits and bans of the password guessing defence.
     pub auth_guard: guard::GuardConfig,
+    /// Token lifetimes of the RingCentral dialect's OAuth endpoint.
+    pub oauth_lifetimes: ringcentral::OAuthLifetimes,
 }
 
 impl Default for HttpOptions {
@@ -60,6 +62,7 @@ impl Default for HttpOptions {
         HttpOptions {
             header_read_timeout: HEADER_READ_TIMEOUT,
             auth_guard: guard::GuardConfig::default(),
+            oauth_lifetimes: ringcentral::OAuthLifetimes::default(),
         }
     }
 }
@@ -77,6 +80,10 @@ pub struct AppState {
     pub delivery: Delivery,
     /// The application runtime (None in routers built without one, e.g. some tests).
     pub runtime: Option<Runtime>,
+    /// Token lifetimes of the RingCentral dialect.
+    pub oauth_lifetimes: ringcentral::OAuthLifetimes,
+    /// The RingCentral dialect's subscriptions (its notification dispatcher reads them).
+    pub(crate) rc_subscriptions: Arc<ringcentral::subscriptions::Registry>,
 }
 
 impl AppState {
@@ -93,6 +100,8 @@ impl AppState {
         AppState {
             delivery,
             runtime: None,
+            oauth_lifetimes: ringcentral::OAuthLifetimes::default(),
+            rc_subscriptions: Arc::default(),
             engine,
             guard: Arc::new(guard::AuthGuard::new(config)),
             user_tokens: Arc::new(user_token::KeyCell::default()),
@@ -110,6 +119,7 @@ pub fn router_with_state(state: AppState) -> Router {
     let (native, _) = native::router().split_for_parts();
     let sipgate = sipgate::router(&state);
     let jambonz = jambonz::router(&state);
+    let ringcentral = ringcentral::router(&state);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -118,6 +128,7 @@ pub fn router_with_state(state: AppState) -> Router {
         .with_state(state)
         .merge(sipgate)
         .merge(jambonz)
+        .merge(ringcentral)
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -240,6 +251,13 @@ pub async fn bind_with(
     }
     let mut state = AppState::with_parts(engine, options.auth_guard, delivery);
     state.runtime = runtime;
+    state.oauth_lifetimes = options.oauth_lifetimes;
+    ringcentral::subscriptions::spawn(
+        state.engine.clone(),
+        state.delivery.clone(),
+        state.rc_subscriptions.clone(),
+        stop.clone(),
+    );
     let app = router_with_state(state);
     let fut = async move {
         server::serve(listener, app, stop, options.header_read_timeout).await;

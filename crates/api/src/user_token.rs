@@ -49,16 +49,28 @@ pub enum JwtError {
     TooLong,
 }
 
-/// The signing key, loaded from the store on first use.
-#[derive(Default)]
-pub struct KeyCell(OnceCell<Vec<u8>>);
+/// A signing key, loaded from the store on first use (by default the user access tokens' key,
+/// [`SECRET_NAME`]; [`KeyCell::named`] for another purpose's key).
+pub struct KeyCell(OnceCell<Vec<u8>>, &'static str);
+
+impl Default for KeyCell {
+    fn default() -> Self {
+        KeyCell::named(SECRET_NAME)
+    }
+}
 
 impl KeyCell {
+    /// The key stored under `name` in the store's server secrets.
+    pub fn named(name: &'static str) -> Self {
+        KeyCell(OnceCell::new(), name)
+    }
+
     pub async fn get(&self, store: &Store) -> Result<&[u8], StoreError> {
+        let name = self.1;
         let key = self
             .0
             .get_or_try_init(|| async {
-                let secret = store.server_secret(SECRET_NAME).await?;
+                let secret = store.server_secret(name).await?;
                 Ok::<_, StoreError>(secret.into_bytes())
             })
             .await?;
@@ -93,6 +105,17 @@ pub fn unverified_claims(token: &str) -> Option<Claims> {
 
 /// Checks shape, algorithm, signature (constant time), expiry and the maximum lifetime.
 pub fn verify(token: &str, key: &[u8], now: i64) -> Result<Claims, JwtError> {
+    verify_with_max(token, key, now, MAX_TOKEN_LIFETIME_SECS)
+}
+
+/// [`verify`] with another longest lifetime (`exp - iat`), for longer-lived credentials
+/// signed with a key of their own (RingCentral JWT credentials).
+pub fn verify_with_max(
+    token: &str,
+    key: &[u8],
+    now: i64,
+    max_lifetime_secs: i64,
+) -> Result<Claims, JwtError> {
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -122,7 +145,7 @@ pub fn verify(token: &str, key: &[u8], now: i64) -> Result<Claims, JwtError> {
         return Err(JwtError::BadSignature);
     }
     match claims.exp.checked_sub(claims.iat) {
-        Some(lifetime) if lifetime <= MAX_TOKEN_LIFETIME_SECS => {}
+        Some(lifetime) if lifetime <= max_lifetime_secs => {}
         _ => return Err(JwtError::TooLong),
     }
     if now >= claims.exp {

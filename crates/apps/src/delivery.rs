@@ -77,6 +77,10 @@ pub enum Signature {
     None,
     /// jambonz: `Jambonz-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
     Jambonz { secret: String },
+    /// A token shared with the receiver, sent as it is in the header `name` (RingCentral:
+    /// `Validation-Token` on a subscription's handshake, `Verification-Token` on every
+    /// notification).
+    Token { name: &'static str, value: String },
 }
 
 /// One webhook request.
@@ -113,7 +117,12 @@ pub struct Reply {
     pub status: u16,
     pub content_type: Option<String>,
     pub body: String,
+    /// The answer's headers (names in lower case; at most [`MAX_REPLY_HEADERS`]).
+    pub headers: Vec<(String, String)>,
 }
+
+/// Headers of an answer kept in [`Reply::headers`].
+pub const MAX_REPLY_HEADERS: usize = 64;
 
 /// Why a delivery failed for good.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -263,12 +272,23 @@ impl Delivery {
                         .get(reqwest::header::CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
+                    let headers = resp
+                        .headers()
+                        .iter()
+                        .take(MAX_REPLY_HEADERS)
+                        .filter_map(|(k, v)| {
+                            v.to_str()
+                                .ok()
+                                .map(|v| (k.as_str().to_string(), v.to_string()))
+                        })
+                        .collect();
                     let body = read_limited(resp, config.max_body_bytes).await?;
                     info!(url = %request.url, label = request.label, attempt, "webhook delivered");
                     return Ok(Reply {
                         status,
                         content_type,
                         body,
+                        headers,
                     });
                 }
                 Ok(resp) => {
@@ -461,6 +481,9 @@ fn build(client: &reqwest::Client, url: &reqwest::Url, r: &Request) -> reqwest::
                 .unwrap_or(0);
             builder = builder.header("Jambonz-Signature", jambonz_signature(secret, t, &bytes));
         }
+        Signature::Token { name, value } => {
+            builder = builder.header(*name, value.as_str());
+        }
     }
     builder
 }
@@ -644,6 +667,25 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(err, DeliveryError::BadUrl(_)), "{bad}: {err:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn token_header_is_sent_and_reply_headers_are_kept() {
+        let (url, seen) = server(vec![(200, "")]).await;
+        let d = Delivery::new(fast(), CancellationToken::new());
+        let mut r = Request::post_form(&url, vec![], "t");
+        r.signature = Signature::Token {
+            name: "Verification-Token",
+            value: "tok-1".into(),
+        };
+        let reply = d.send(&r).await.unwrap();
+        let text = seen.lock().unwrap()[0].clone();
+        assert!(text.contains("verification-token: tok-1"), "{text}");
+        assert!(
+            reply.headers.iter().any(|(k, _)| k == "content-length"),
+            "{:?}",
+            reply.headers
+        );
     }
 
     #[tokio::test]

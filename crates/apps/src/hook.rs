@@ -306,6 +306,7 @@ mod tests {
             status: 200,
             content_type: ct.map(str::to_string),
             body: body.to_string(),
+            headers: vec![],
         };
         let p = |r: Reply| parse_answer(&r, "t", "u");
         assert_eq!(

@@ -40,6 +40,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub rtp: RtpConfig,
     pub security: SecurityConfig,
+    /// Token lifetimes of the RingCentral dialect's OAuth endpoint.
+    pub oauth: OAuthConfig,
     /// Declarative provisioning, applied at every start.
     pub accounts: Vec<AccountSpec>,
 }
@@ -56,6 +58,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             rtp: RtpConfig::default(),
             security: SecurityConfig::default(),
+            oauth: OAuthConfig::default(),
             accounts: Vec::new(),
         }
     }
@@ -287,6 +290,9 @@ pub struct AccountSpec {
     /// Applications (call hooks) and the numbers routed to them.
     #[serde(default)]
     pub applications: Vec<AppSpec>,
+    /// OAuth client applications (the RingCentral dialect's `/restapi/oauth/token`).
+    #[serde(default)]
+    pub oauth_apps: Vec<OAuthAppSpec>,
     /// Country calling code without `+` (`"49"`): which outside numbers are national.
     /// Absent: left as it is (new accounts: inferred from the account's numbers).
     #[serde(default, deserialize_with = "de_opt_string")]
@@ -329,6 +335,7 @@ impl fmt::Debug for AccountSpec {
             .field("numbers", &self.numbers)
             .field("trunks", &self.trunks)
             .field("applications", &self.applications)
+            .field("oauth_apps", &self.oauth_apps)
             .field("country_code", &self.country_code)
             .field("dial", &self.dial)
             .field("outside_sessions", &self.outside_sessions)
@@ -597,6 +604,50 @@ pub struct AppSpec {
     /// DIDs whose inbound calls run this application.
     #[serde(default)]
     pub numbers: Vec<String>,
+}
+
+/// `[[accounts.oauth_apps]]`: an OAuth client application (matched by `client_id`); the
+/// secret is stored hashed.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthAppSpec {
+    pub client_id: String,
+    pub client_secret: String,
+    /// Default: the client id.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub name: Option<String>,
+}
+
+impl fmt::Debug for OAuthAppSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthAppSpec")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// `[oauth]`: lifetimes of the tokens `/restapi/oauth/token` issues (RingCentral dialect).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// Access tokens live this long (a client may ask for less with `access_token_ttl`).
+    pub access_token_ttl_secs: u64,
+    /// Refresh tokens live this long (a client may ask for less with `refresh_token_ttl`).
+    pub refresh_token_ttl_secs: u64,
+    /// Longest lifetime of a JWT credential (`hookflash user jwt`).
+    pub jwt_credential_max_days: u64,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig {
+            access_token_ttl_secs: 3600,
+            refresh_token_ttl_secs: 7 * 24 * 3600,
+            jwt_credential_max_days: 365,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -922,6 +973,19 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir must not be empty".into());
         }
+        let o = &self.oauth;
+        if !(60..=86_400).contains(&o.access_token_ttl_secs) {
+            return invalid("oauth.access_token_ttl_secs must be 60-86400".into());
+        }
+        if !(o.access_token_ttl_secs..=31_536_000).contains(&o.refresh_token_ttl_secs) {
+            return invalid(
+                "oauth.refresh_token_ttl_secs must be at least the access token's and at most 31536000"
+                    .into(),
+            );
+        }
+        if !(1..=3650).contains(&o.jwt_credential_max_days) {
+            return invalid("oauth.jwt_credential_max_days must be 1-3650".into());
+        }
 
         // Binding outside loopback exposes the server: require an explicit opt-in.
         if !self.allow_public_bind {
@@ -1082,6 +1146,7 @@ impl Config {
         let mut realms = HashSet::new();
         // Digits of every configured number -> what it is routed to (for the messages).
         let mut dids: HashMap<String, String> = HashMap::new();
+        let mut oauth_clients = HashSet::new();
         for a in &self.accounts {
             if let Err(e) = check_name("accounts.name", &a.name) {
                 return invalid(e);
@@ -1151,6 +1216,29 @@ impl Config {
                     .is_some()
                 {
                     return invalid(format!("number {:?} is defined twice", n.number));
+                }
+            }
+            for o in &a.oauth_apps {
+                for (key, value) in [
+                    ("client_id", &o.client_id),
+                    ("client_secret", &o.client_secret),
+                ] {
+                    if value.is_empty()
+                        || value.len() > 200
+                        || value.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
+                        // Never echo the secret itself.
+                        return invalid(format!(
+                            "account {:?}: oauth_apps {key} must be 1-200 characters without whitespace",
+                            a.name
+                        ));
+                    }
+                }
+                if !oauth_clients.insert(o.client_id.as_str()) {
+                    return invalid(format!(
+                        "oauth_apps client_id {:?} is defined twice",
+                        o.client_id
+                    ));
                 }
             }
             let mut apps = HashSet::new();
@@ -1752,6 +1840,34 @@ mod tests {
         assert!(Config::from_toml_str(&format!("{base}dial = \"internal\"\n")).is_err());
         assert!(Config::from_toml_str(&format!("{base}max_outbound_calls = -1\n")).is_err());
         assert!(Config::from_toml_str(&format!("{base}outside_sessions = \"yes\"\n")).is_err());
+    }
+
+    #[test]
+    fn oauth_apps_and_lifetimes_are_validated() {
+        let text = "[oauth]\naccess_token_ttl_secs = 600\n[[accounts]]\nname = \"a\"\n\
+                    [[accounts.oauth_apps]]\nclient_id = \"cid\"\nclient_secret = \"sec\"\n";
+        let c = Config::from_toml_str(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.oauth.access_token_ttl_secs, 600);
+        assert_eq!(c.oauth.refresh_token_ttl_secs, 7 * 24 * 3600);
+        assert_eq!(c.accounts[0].oauth_apps[0].client_id, "cid");
+        assert!(!format!("{c:?}").contains("sec\""));
+        let twice = format!(
+            "{text}[[accounts]]\nname = \"b\"\n[[accounts.oauth_apps]]\nclient_id = \"cid\"\nclient_secret = \"x\"\n"
+        );
+        let e = Config::from_toml_str(&twice)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("defined twice"), "{e}");
+        let spaced = text.replace("\"sec\"", "\"s e c\"");
+        let e = Config::from_toml_str(&spaced)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(!e.to_string().contains("s e c"), "{e}");
+        let short = text.replace("600", "5");
+        assert!(Config::from_toml_str(&short).unwrap().validate().is_err());
     }
 
     #[test]

@@ -16,8 +16,8 @@ pub mod normalize;
 
 pub use config::{
     default_premium_prefixes, AccountSpec, AppSpec, Config, HookMethod, HookSpec, HttpConfig,
-    NumberSpec, OutsideRefer, RegistrarConfig, RtpConfig, SecurityConfig, SipConfig, TrunkSpec,
-    UserSpec,
+    NumberSpec, OAuthAppSpec, OAuthConfig, OutsideRefer, RegistrarConfig, RtpConfig,
+    SecurityConfig, SipConfig, TrunkSpec, UserSpec,
 };
 pub use dial::DialClass;
 pub use digest::DigestAlgorithm;

@@ -196,6 +196,17 @@ pub enum UserCmd {
         #[command(flatten)]
         account: AccountArg,
     },
+    /// Issue a JWT credential for the user (the `assertion` of the RingCentral dialect's
+    /// JWT bearer grant); printed once. It stops working when the user's password changes.
+    Jwt {
+        extension: String,
+        /// Lifetime in days (the server refuses credentials longer than
+        /// `oauth.jwt_credential_max_days`).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..=3650))]
+        days: u16,
+        #[command(flatten)]
+        account: AccountArg,
+    },
     /// Set the classes a user may dial (within the account's), or `account` for the account's.
     Dial {
         extension: String,
@@ -622,6 +633,33 @@ async fn user(cmd: UserCmd, store: &Store, out: &mut dyn Write) -> Result<(), Cl
                 ]);
             }
             write_table(out, &["EXTENSION", "NAME", "REGISTERED"], &rows)?;
+        }
+        UserCmd::Jwt {
+            extension,
+            days,
+            account,
+        } => {
+            let acc = resolve_account(store, &account).await?;
+            let user = store
+                .user_by_extension(&acc.id, &extension)
+                .await?
+                .ok_or_else(|| {
+                    CliError::NotFound(format!(
+                        "user {extension} does not exist in account {}",
+                        acc.name
+                    ))
+                })?;
+            let secs = i64::from(days) * 86_400;
+            let jwt = hookflash_api::ringcentral::issue_jwt_credential(
+                store, &user, &acc.realm, secs, secs,
+            )
+            .await?;
+            writeln!(
+                out,
+                "JWT credential of user {extension} of account {} (valid {days} days; shown once)",
+                acc.name
+            )?;
+            writeln!(out, "jwt: {jwt}")?;
         }
         UserCmd::Remove { extension, account } => {
             let acc = resolve_account(store, &account).await?;

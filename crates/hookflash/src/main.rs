@@ -212,8 +212,18 @@ async fn serve(config: Config) -> Result<(), ServeError> {
     }
     let engine = Engine::start(&config, store).await?;
     let stop = CancellationToken::new();
+    let options = hookflash_api::HttpOptions {
+        oauth_lifetimes: hookflash_api::ringcentral::OAuthLifetimes {
+            access_secs: secs(config.oauth.access_token_ttl_secs),
+            refresh_secs: secs(config.oauth.refresh_token_ttl_secs),
+            jwt_credential_max_secs: secs(
+                config.oauth.jwt_credential_max_days.saturating_mul(86_400),
+            ),
+        },
+        ..Default::default()
+    };
     let (http_addr, http) =
-        hookflash_api::bind(config.http.listen, engine.clone(), stop.clone()).await?;
+        hookflash_api::bind_with(config.http.listen, engine.clone(), stop.clone(), options).await?;
     info!(
         sip_udp = ?engine.sip_udp_addr(),
         sip_tcp = ?engine.sip_tcp_addr(),
@@ -246,6 +256,11 @@ async fn serve(config: Config) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// A configured number of seconds as the API's signed seconds (validated ranges fit).
+fn secs(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 fn print_demo(config: &Config, demo: &hookflash_store::DemoCredentials) {
     let sip = config
         .sip
@@ -264,6 +279,10 @@ fn print_demo(config: &Config, demo: &hookflash_store::DemoCredentials) {
         println!("   user {ext}  password {password}");
     }
     println!("   API key: {}", demo.api_key);
+    println!(
+        "   OAuth client (RingCentral dialect): id {}  secret {}",
+        demo.oauth_client_id, demo.oauth_client_secret
+    );
     println!("=================================================================");
 }
 

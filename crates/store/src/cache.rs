@@ -648,6 +648,7 @@ mod store_tests {
             }],
             trunks: vec![trunk("carrier", "127.0.0.1", port)],
             applications: vec![],
+            oauth_apps: vec![],
             api_keys: vec![],
             country_code: None,
             dial: None,

@@ -14,6 +14,7 @@ mod db;
 mod error;
 mod model;
 mod numbers;
+mod oauth;
 mod pats;
 mod provisioning;
 mod record_writer;
@@ -38,6 +39,7 @@ pub use model::{
     Account, ApiKey, CallRecord, DemoCredentials, DialClasses, DialPolicy, LegRecord, Number,
     PersonalAccessToken, Recording, Registration, Trunk, User,
 };
+pub use oauth::{IssuedTokens, OAuthApp, OAuthGrant, MAX_TOKENS_PER_USER_APP};
 pub use pats::is_pat_id;
 pub use record_writer::LiveCall;
 pub use voicemail::{Forwarding, Mailbox, VoicemailMessage};

@@ -280,6 +280,9 @@ pub struct DemoCredentials {
     /// `(extension, password)`.
     pub users: Vec<(String, String)>,
     pub api_key: String,
+    /// An OAuth client of the account (RingCentral dialect), its secret shown once.
+    pub oauth_client_id: String,
+    pub oauth_client_secret: String,
 }
 
 impl std::fmt::Debug for DemoCredentials {
@@ -295,6 +298,8 @@ impl std::fmt::Debug for DemoCredentials {
                     .collect::<Vec<_>>(),
             )
             .field("api_key", &"<redacted>")
+            .field("oauth_client_id", &self.oauth_client_id)
+            .field("oauth_client_secret", &"<redacted>")
             .finish()
     }
 }

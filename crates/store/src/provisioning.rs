@@ -33,11 +33,14 @@ impl Store {
             users.push((ext.to_string(), password));
         }
         let (_, api_key) = self.create_api_key(&account.id, "demo").await?;
+        let (app, oauth_client_secret) = self.create_oauth_app(&account.id, "demo").await?;
         tracing::info!(account = %account.name, "demo account created");
         Ok(Some(DemoCredentials {
             account,
             users,
             api_key,
+            oauth_client_id: app.client_id,
+            oauth_client_secret,
         }))
     }
 
@@ -141,6 +144,12 @@ impl Store {
             self.insert_api_key(&account.id, "config", key).await?;
         }
 
+        for o in &spec.oauth_apps {
+            let name = o.name.as_deref().unwrap_or(&o.client_id);
+            self.upsert_oauth_app(&account.id, name, &o.client_id, &o.client_secret)
+                .await?;
+        }
+
         tracing::info!(
             account = %account.name,
             users = spec.users.len(),
@@ -148,6 +157,7 @@ impl Store {
             trunks = spec.trunks.len(),
             applications = spec.applications.len(),
             api_keys = spec.api_keys.len(),
+            oauth_apps = spec.oauth_apps.len(),
             "account provisioned from config"
         );
         Ok(())
@@ -373,6 +383,12 @@ api_keys = ["hf_test_key_acme"]
         assert_eq!(demo.account.name, "demo");
         assert_eq!(demo.account.realm, "hookflash");
         assert_eq!(demo.users.len(), 3);
+        assert!(!format!("{demo:?}").contains(&demo.oauth_client_secret));
+        assert!(s
+            .verify_oauth_client(&demo.oauth_client_id, &demo.oauth_client_secret)
+            .await
+            .unwrap()
+            .is_some());
         for (ext, pw) in &demo.users {
             assert_eq!(pw.len(), 12);
             let u = s

@@ -8,7 +8,7 @@
 pub mod auth;
 mod calls;
 pub mod error;
-mod history;
+pub(crate) mod history;
 pub(crate) mod numbers;
 mod sessions;
 pub mod webhooks;

@@ -1,0 +1,383 @@
+//! The WebSocket gateway as `@ringcentral/subscriptions` 5.x uses it: `POST
+//! /restapi/oauth/wstoken` (Bearer) -> `{uri, ws_access_token, expires_in}`; the client
+//! connects to `uri?access_token=...` and gets `[{"type": "ConnectionDetails", "wsc"}, {...}]`;
+//! `[{"type": "ClientRequest", "messageId", "method", "path"}, body?]` creates, updates or
+//! deletes a subscription of this connection (answered `[{"type": "ClientRequest",
+//! "messageId", "status"}, body]`); notifications arrive as `[{"type": "ServerNotification"},
+//! {uuid, event, timestamp, subscriptionId, body}]`; `Heartbeat` frames are answered, and the
+//! server sends one after a minute without traffic. A connection's subscriptions end with it
+//! (no session recovery: a `wsc` on reconnect gets `recoveryState: "Failed"`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use super::error::RcError;
+use super::oauth::RcUser;
+use super::subscriptions::{self, SubscriptionBody, Transport};
+use super::{now_ms, RcState};
+
+/// Path of the WebSocket endpoint.
+pub const WS_PATH: &str = "/restapi/v1.0/ws";
+/// A ws access token is good for this long.
+const WS_TOKEN_TTL: Duration = Duration::from_secs(600);
+/// Unexpired ws tokens kept at once (a client asks for one per connection).
+const MAX_WS_TOKENS: usize = 2000;
+/// Open connections per extension.
+const MAX_CONNECTIONS_PER_USER: usize = 5;
+/// Largest frame a client may send.
+const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Frames waiting for a slow client before notifications are dropped.
+const QUEUE_FRAMES: usize = 256;
+/// Quiet time after which the server sends a Heartbeat.
+const HEARTBEAT_AFTER: Duration = Duration::from_secs(60);
+
+/// Issued ws access tokens and open connections.
+#[derive(Default)]
+pub struct Gateway {
+    tokens: Mutex<HashMap<String, (RcUser, Instant)>>,
+    connections: Mutex<HashMap<String, usize>>,
+    next: AtomicU64,
+}
+
+impl Gateway {
+    fn issue(&self, auth: &RcUser) -> Result<String, RcError> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        tokens.retain(|_, (_, at)| now.duration_since(*at) < WS_TOKEN_TTL);
+        if tokens.len() >= MAX_WS_TOKENS {
+            return Err(RcError::TooManyRequests(
+                "Too many WebSocket tokens issued; retry later".into(),
+            ));
+        }
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        tokens.insert(token.clone(), (auth.clone(), now));
+        Ok(token)
+    }
+
+    fn user_of(&self, token: &str) -> Option<RcUser> {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens
+            .get(token)
+            .filter(|(_, at)| at.elapsed() < WS_TOKEN_TTL)
+            .map(|(u, _)| u.clone())
+    }
+
+    fn open(&self, user_id: &str) -> bool {
+        let mut c = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let n = c.entry(user_id.to_string()).or_default();
+        if *n >= MAX_CONNECTIONS_PER_USER {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn count(&self, user_id: &str) -> usize {
+        let c = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(user_id).copied().unwrap_or(0)
+    }
+
+    fn close(&self, user_id: &str) {
+        let mut c = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.get_mut(user_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.remove(user_id);
+            }
+        }
+    }
+}
+
+/// `POST /restapi/oauth/wstoken`.
+pub(crate) async fn wstoken(
+    State(state): State<RcState>,
+    auth: RcUser,
+    headers: HeaderMap,
+) -> Result<Response, RcError> {
+    let token = state.gateway.issue(&auth)?;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
+        })
+        .unwrap_or("127.0.0.1");
+    info!(user = %auth.user.extension, "RingCentral WebSocket token issued");
+    Ok(Json(json!({
+        "uri": format!("ws://{host}{WS_PATH}"),
+        "ws_access_token": token,
+        "expires_in": WS_TOKEN_TTL.as_secs(),
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WsQuery {
+    access_token: Option<String>,
+    wsc: Option<String>,
+}
+
+/// `GET /restapi/v1.0/ws?access_token=...` (WebSocket upgrade).
+pub(crate) async fn connect(
+    State(state): State<RcState>,
+    Query(q): Query<WsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(auth) = q
+        .access_token
+        .as_deref()
+        .and_then(|t| state.gateway.user_of(t))
+    else {
+        return RcError::Unauthorized {
+            code: "WSG-401",
+            message: "Invalid or expired WebSocket access token".into(),
+        }
+        .into_response();
+    };
+    let too_many = || {
+        RcError::TooManyRequests(format!(
+            "At most {MAX_CONNECTIONS_PER_USER} WebSocket connections per extension"
+        ))
+    };
+    if state.gateway.count(&auth.user.id) >= MAX_CONNECTIONS_PER_USER {
+        return too_many().into_response();
+    }
+    let recover = q.wsc.is_some();
+    upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |mut socket| async move {
+            let user_id = auth.user.id.clone();
+            // Counted once the connection exists (a failed upgrade holds no slot).
+            if !state.gateway.open(&user_id) {
+                let err = too_many();
+                let frame = json!([{"type": "Error", "status": 429}, err.body()]);
+                let _ = socket.send(Message::text(frame.to_string())).await;
+                return;
+            }
+            run(state.clone(), auth, socket, recover).await;
+            state.gateway.close(&user_id);
+        })
+}
+
+/// The connection's `wsc` (its token and a sequence that grows with each frame sent).
+struct Wsc {
+    token: String,
+    sequence: u64,
+}
+
+impl Wsc {
+    fn next(&mut self) -> Value {
+        self.sequence += 1;
+        json!({"token": self.token, "sequence": self.sequence})
+    }
+}
+
+async fn run(state: RcState, auth: RcUser, mut socket: WebSocket, recover: bool) {
+    let connection = format!(
+        "ws-{}-{}",
+        state.gateway.next.fetch_add(1, Ordering::Relaxed),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut wsc = Wsc {
+        token: uuid::Uuid::new_v4().simple().to_string(),
+        sequence: 0,
+    };
+    let mut details = json!({
+        "creationTime": crate::sipgate::history::iso(now_ms()),
+        "maxConnectionsPerSession": 1,
+        "recoveryBufferSize": 0,
+        "recoveryTimeout": 0,
+        "idleTimeout": 900,
+        "absoluteTimeout": 86400,
+        "maxActiveRequests": 10,
+    });
+    if recover {
+        details["recoveryState"] = json!("Failed");
+        details["recoveryErrorCode"] = json!("WSG-412");
+    }
+    let first = json!([
+        {"type": "ConnectionDetails", "messageId": uuid::Uuid::new_v4().to_string(), "status": 200, "wsc": wsc.next()},
+        details,
+    ]);
+    if socket.send(Message::text(first.to_string())).await.is_err() {
+        return;
+    }
+    info!(user = %auth.user.extension, connection, "RingCentral WebSocket connected");
+    let (frames_tx, mut frames_rx) = mpsc::channel::<String>(QUEUE_FRAMES);
+    loop {
+        let heartbeat = tokio::time::sleep(HEARTBEAT_AFTER);
+        tokio::select! {
+            incoming = socket.recv() => {
+                let Some(Ok(msg)) = incoming else { break };
+                let text = match msg {
+                    Message::Text(t) => t.to_string(),
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                let reply = handle_frame(&state, &auth, &connection, &frames_tx, &text, &mut wsc).await;
+                if let Some(reply) = reply {
+                    if socket.send(Message::text(reply.to_string())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            frame = frames_rx.recv() => {
+                let Some(frame) = frame else { break };
+                // Notifications carry the connection's wsc like every server frame.
+                let frame = match serde_json::from_str::<Value>(&frame) {
+                    Ok(mut v) => {
+                        if let Some(meta) = v.get_mut(0) {
+                            meta["wsc"] = wsc.next();
+                            meta["messageId"] = json!(uuid::Uuid::new_v4().to_string());
+                            meta["status"] = json!(200);
+                        }
+                        v.to_string()
+                    }
+                    Err(_) => frame,
+                };
+                if socket.send(Message::text(frame)).await.is_err() {
+                    break;
+                }
+            }
+            _ = heartbeat => {
+                let beat = json!([{"type": "Heartbeat", "messageId": uuid::Uuid::new_v4().to_string(), "status": 200, "wsc": wsc.next()}]);
+                if socket.send(Message::text(beat.to_string())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    state.subscriptions.remove_connection(&connection);
+    info!(user = %auth.user.extension, connection, "RingCentral WebSocket closed");
+}
+
+/// Answers one client frame (None: nothing to answer).
+async fn handle_frame(
+    state: &RcState,
+    auth: &RcUser,
+    connection: &str,
+    frames: &mpsc::Sender<String>,
+    text: &str,
+    wsc: &mut Wsc,
+) -> Option<Value> {
+    let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(text) else {
+        let err = RcError::BadRequest("A frame must be a JSON array".into());
+        return Some(json!([{"type": "Error", "status": 400, "wsc": wsc.next()}, err.body()]));
+    };
+    let meta = parts.first().cloned().unwrap_or(Value::Null);
+    let message_id = meta.get("messageId").cloned().unwrap_or(Value::Null);
+    match meta.get("type").and_then(Value::as_str) {
+        Some("Heartbeat") => Some(
+            json!([{"type": "Heartbeat", "messageId": message_id, "status": 200, "wsc": wsc.next()}]),
+        ),
+        Some("ClientRequest") => {
+            let method = meta.get("method").and_then(Value::as_str).unwrap_or("");
+            let path = meta.get("path").and_then(Value::as_str).unwrap_or("");
+            let body = parts.get(1).cloned().unwrap_or(Value::Null);
+            let (status, answer) =
+                match client_request(state, auth, connection, frames, method, path, body).await {
+                    Ok((status, answer)) => (status, answer),
+                    Err(e) => (e.status().as_u16(), Some(e.body())),
+                };
+            debug!(method, path, status, "RingCentral WebSocket request");
+            let head = json!({"type": "ClientRequest", "messageId": message_id, "status": status, "headers": {}, "wsc": wsc.next()});
+            Some(match answer {
+                Some(a) => json!([head, a]),
+                None => json!([head]),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A REST request over the socket: only the subscription routes.
+async fn client_request(
+    state: &RcState,
+    auth: &RcUser,
+    connection: &str,
+    frames: &mpsc::Sender<String>,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> Result<(u16, Option<Value>), RcError> {
+    let path = path.split('?').next().unwrap_or("");
+    let rest = path
+        .strip_prefix("/restapi/v1.0/subscription")
+        .ok_or_else(|| {
+            RcError::NotImplemented(format!(
+                "[{path}] is not served over the WebSocket (only /restapi/v1.0/subscription)"
+            ))
+        })?;
+    let id = rest.trim_start_matches('/');
+    let parse = |body: Value| {
+        serde_json::from_value::<SubscriptionBody>(body)
+            .map_err(|e| RcError::BadRequest(format!("invalid subscription body: {e}")))
+    };
+    match (method.to_ascii_uppercase().as_str(), id) {
+        ("POST", "") => {
+            let req = parse(body)?;
+            let sub = subscriptions::create(
+                state,
+                auth,
+                req,
+                Some((connection.to_string(), frames.clone())),
+            )
+            .await?;
+            Ok((200, Some(subscriptions::render(&sub))))
+        }
+        ("GET", "") => {
+            let records: Vec<Value> = state
+                .subscriptions
+                .of_user(&auth.user.id)
+                .iter()
+                .map(subscriptions::render)
+                .collect();
+            Ok((200, Some(json!({ "records": records }))))
+        }
+        ("PUT", id) if !id.is_empty() => {
+            let mut sub = state
+                .subscriptions
+                .get(&auth.user.id, id)
+                .ok_or(RcError::NotFound("subscriptionId"))?;
+            let req = parse(body)?;
+            sub.filters = subscriptions::refilter(auth, &req)?.unwrap_or(sub.filters);
+            sub.expires_ms = subscriptions::expiry_of(&req);
+            if let Transport::WebSocket { .. } = sub.transport {
+                sub.transport = Transport::WebSocket {
+                    connection: connection.to_string(),
+                    frames: frames.clone(),
+                };
+            }
+            state.subscriptions.update(sub.clone());
+            Ok((200, Some(subscriptions::render(&sub))))
+        }
+        ("DELETE", id) if !id.is_empty() => {
+            if state.subscriptions.remove(&auth.user.id, id) {
+                Ok((204, None))
+            } else {
+                Err(RcError::NotFound("subscriptionId"))
+            }
+        }
+        _ => Err(RcError::NotImplemented(format!(
+            "{method} {path} is not served over the WebSocket"
+        ))),
+    }
+}
