@@ -12,7 +12,7 @@ mod server;
 pub mod user_token;
 mod wav;
 
-pub use dialects::{jambonz, native, sipgate};
+pub use dialects::{api19, jambonz, native, sipgate};
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -110,6 +110,7 @@ pub fn router_with_state(state: AppState) -> Router {
     let (native, _) = native::router().split_for_parts();
     let sipgate = sipgate::router(&state);
     let jambonz = jambonz::router(&state);
+    let api19 = api19::router(&state);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -118,6 +119,7 @@ pub fn router_with_state(state: AppState) -> Router {
         .with_state(state)
         .merge(sipgate)
         .merge(jambonz)
+        .merge(api19)
 }
 
 async fn healthz() -> impl IntoResponse {
