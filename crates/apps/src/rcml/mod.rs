@@ -13,7 +13,7 @@
 //! | `Pause` (length) | `pause` |
 //! | `Gather` (action, method, timeout, finishOnKey, numDigits; nested Say/Play/Pause) | `gather` |
 //! | `Dial` (action, method, timeout, timeLimit, callerId; Number, Client, Sip) | `dial` |
-//! | `Record` (action, method, maxLength, finishOnKey, playBeep, timeout) | `record` |
+//! | `Record`, `Sms`, `<Dial><Conference>`, `<Dial record>` | refused: not available yet |
 //! | `Redirect` (method) | `redirect` |
 //! | `Hangup` | `hangup` |
 //! | `Reject` (reason busy / rejected) | `sip:decline` 486 / 603 |
