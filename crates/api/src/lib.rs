@@ -12,7 +12,7 @@ mod server;
 pub mod user_token;
 mod wav;
 
-pub use dialects::{jambonz, native, ringcentral, sipgate};
+pub use dialects::{api19, jambonz, native, ringcentral, sipgate};
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -120,6 +120,7 @@ pub fn router_with_state(state: AppState) -> Router {
     let sipgate = sipgate::router(&state);
     let jambonz = jambonz::router(&state);
     let ringcentral = ringcentral::router(&state);
+    let api19 = api19::router(&state);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -129,6 +130,7 @@ pub fn router_with_state(state: AppState) -> Router {
         .merge(sipgate)
         .merge(jambonz)
         .merge(ringcentral)
+        .merge(api19)
 }
 
 async fn healthz() -> impl IntoResponse {

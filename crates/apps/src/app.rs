@@ -166,6 +166,23 @@ impl CallFields {
     }
 }
 
+/// The language an application's hooks speak: what its requests carry (jambonz: signed JSON
+/// with the jambonz call fields; RCML: form fields `CallSid`, `AccountSid`, ...) and how its
+/// answers read (a JSON array of verbs; an RCML `<Response>` document). Both compile to the
+/// same verbs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Language {
+    #[default]
+    Jambonz,
+    Rcml(crate::rcml::RcmlOptions),
+}
+
+impl Language {
+    pub fn is_rcml(&self) -> bool {
+        matches!(self, Language::Rcml(_))
+    }
+}
+
 /// Everything needed to run an application on a leg.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -176,6 +193,7 @@ pub struct Launch {
     /// The call fields as they are now. `call_status: in-progress` means the leg is answered
     /// already (an outbound call from the REST API runs its application on answer).
     pub fields: CallFields,
+    pub language: Language,
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use crate::app::{AppHooks, CallFields, CallStatus, Direction, Hook, Launch, SipInfo};
+use crate::app::{AppHooks, CallFields, CallStatus, Direction, Hook, Language, Launch, SipInfo};
 use crate::control::CallRef;
 use crate::delivery::{Delivery, Method};
 use crate::engine_control::EngineControl;
@@ -134,6 +134,7 @@ async fn launch(engine: &Engine, runtime: &Runtime, call: AppCall) {
         },
         webhook_secret: secret,
         fields,
+        language: Language::Jambonz,
     };
     info!(application = %app.name, "application starts");
     runtime.launch(launch);
@@ -154,6 +155,8 @@ pub struct CreateCall {
     pub timeout: Option<std::time::Duration>,
     /// Initial `customerData`.
     pub tag: Option<Map<String, Value>>,
+    /// The language of the hooks (jambonz JSON, RCML).
+    pub language: Language,
 }
 
 /// Dials `req.target` and runs the application when it answers. Returns the call once the
@@ -222,6 +225,7 @@ pub async fn create_call(
         hooks: req.hooks,
         webhook_secret: secret,
         fields,
+        language: req.language,
     });
     runtime.status(&call, StatusUpdate::new(CallStatus::Trying, Some(100)));
     let runtime = runtime.clone();

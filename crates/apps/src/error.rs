@@ -26,6 +26,14 @@ pub enum AppError {
         url: String,
         reason: String,
     },
+    /// The hook answered an RCML document that cannot run (not XML, not a `<Response>`, an
+    /// unknown or invalid verb).
+    #[error("{label} {url} answered invalid RCML: {reason}")]
+    InvalidRcml {
+        label: &'static str,
+        url: String,
+        reason: String,
+    },
     /// The hook answered no list of verbs where one is needed.
     #[error("{label} {url} answered {what}, not an array of verbs")]
     NotAnArray {

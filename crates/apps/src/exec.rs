@@ -16,7 +16,7 @@ use crate::error::AppError;
 use crate::hook::{self, Answer, HookSpec};
 use crate::session::Session;
 use crate::verbs::common::{Loop, Synthesizer};
-use crate::verbs::{parse_script, Script};
+use crate::verbs::Script;
 
 /// What a verb tells the run to do next.
 #[derive(Debug)]
@@ -184,7 +184,13 @@ impl Exec {
     ) -> Result<Answer, AppError> {
         let mut payload = self.session.payload();
         payload.extend(results);
-        let request = hook::request(target, payload, &self.session.secret, label);
+        let request = hook::request(
+            target,
+            payload,
+            &self.session.secret,
+            &self.session.language,
+            label,
+        );
         let reply = self
             .session
             .delivery
@@ -195,12 +201,13 @@ impl Exec {
                 url: target.url.clone(),
                 source,
             })?;
-        hook::parse_answer(&reply, label, &target.url)
+        hook::parse_answer(&reply, &self.session.language, label, &target.url)
     }
 
     /// A verb's actionHook with its results: a non-empty list answered replaces the rest of
     /// the application; anything else (empty body, `[]`, not JSON) lets it go on, as jambonz
-    /// does. Without a hook: go on.
+    /// does. RCML: the answer always replaces the rest (an empty `<Response/>` ends the
+    /// call). Without a hook: go on.
     pub async fn action(
         &mut self,
         spec: Option<&HookSpec>,
@@ -211,7 +218,8 @@ impl Exec {
             return Ok(Flow::Next);
         };
         match self.request(spec, results, label).await? {
-            Answer::Verbs(v) if !v.is_empty() => Ok(Flow::Replace(parse_script(v))),
+            Answer::Verbs(v) if !v.is_empty() => Ok(Flow::Replace(v)),
+            Answer::Verbs(v) if self.session.language.is_rcml() => Ok(Flow::Replace(v)),
             Answer::Verbs(_) => Ok(Flow::Next),
             Answer::Nothing(what) => {
                 debug!(call_id = %self.call.call_id, label, "{what}: the application goes on");

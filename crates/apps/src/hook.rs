@@ -1,13 +1,16 @@
-//! Hook requests of the jambonz runtime: where a verb's hook points (relative URLs resolve
-//! against the application's call_hook), the signed request, and what an answer means.
+//! Hook requests of the runtime: where a verb's hook points (relative URLs resolve against
+//! the application's call_hook), the request in the application's language (jambonz: signed
+//! JSON; RCML: form fields), and what an answer means.
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::app::Hook;
+use crate::app::{Hook, Language};
 use crate::delivery::{Body, Method, Reply, Request, Signature};
 use crate::error::{kind_of, AppError};
+use crate::rcml;
+use crate::verbs::{parse_script, Script};
 
 /// A hook as a verb gives it: `"actionHook": "/digits"` or
 /// `{"url": "...", "method": "GET", "username": "...", "password": "..."}`.
@@ -113,9 +116,51 @@ pub(crate) fn resolve(base: &Hook, spec: &HookSpec) -> Result<Hook, AppError> {
     })
 }
 
+/// The request for `payload` to `hook` in `language`.
+pub(crate) fn request(
+    hook: &Hook,
+    payload: Map<String, Value>,
+    secret: &str,
+    language: &Language,
+    label: &'static str,
+) -> Request {
+    match language {
+        Language::Jambonz => jambonz_request(hook, payload, secret, label),
+        Language::Rcml(_) => rcml_request(hook, &payload, label),
+    }
+}
+
+/// RCML: the fields form-encoded in a POST body, or in the query of a GET.
+fn rcml_request(hook: &Hook, payload: &Map<String, Value>, label: &'static str) -> Request {
+    let fields = rcml::form(payload);
+    let (body, query) = match hook.method {
+        Method::Post => (Body::Form(fields), Vec::new()),
+        Method::Get => (Body::Empty, fields),
+    };
+    to_hook(hook, body, query, Signature::None, label)
+}
+
+fn to_hook(
+    hook: &Hook,
+    body: Body,
+    query: Vec<(String, String)>,
+    signature: Signature,
+    label: &'static str,
+) -> Request {
+    Request {
+        method: hook.method,
+        url: hook.url.clone(),
+        body,
+        query,
+        basic_auth: hook.basic_auth.clone(),
+        signature,
+        label,
+    }
+}
+
 /// The signed request for `payload` to `hook`: POST carries it as compact JSON, GET in the
 /// query (nested objects in bracket form, `customerData[k]=v`, as `qs` writes them).
-pub(crate) fn request(
+fn jambonz_request(
     hook: &Hook,
     payload: Map<String, Value>,
     secret: &str,
@@ -141,15 +186,7 @@ pub(crate) fn request(
             (Body::Empty, q)
         }
     };
-    Request {
-        method: hook.method,
-        url: hook.url.clone(),
-        body,
-        query,
-        basic_auth: hook.basic_auth.clone(),
-        signature,
-        label,
-    }
+    to_hook(hook, body, query, signature, label)
 }
 
 fn flatten(key: &str, v: &Value, out: &mut Vec<(String, String)>) {
@@ -174,19 +211,39 @@ fn flatten(key: &str, v: &Value, out: &mut Vec<(String, String)>) {
 /// What a hook answered.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Answer {
-    /// A JSON array (of verbs).
-    Verbs(Vec<Value>),
+    /// A list of verbs: a JSON array, or an RCML document (possibly empty).
+    Verbs(Script),
     /// No verbs: an empty body, a non-JSON content type (`res.sendStatus(200)`), or JSON
     /// that is not an array. The string says which, for messages.
     Nothing(String),
 }
 
-/// Reads a hook's answer. A body that claims or looks like JSON must parse.
+/// Reads a hook's answer in `language`.
 pub(crate) fn parse_answer(
     reply: &Reply,
+    language: &Language,
     label: &'static str,
     url: &str,
 ) -> Result<Answer, AppError> {
+    match language {
+        Language::Jambonz => parse_jambonz(reply, label, url),
+        Language::Rcml(_) => parse_rcml(reply, label, url),
+    }
+}
+
+/// RCML: the answer must be a `<Response>` document.
+fn parse_rcml(reply: &Reply, label: &'static str, url: &str) -> Result<Answer, AppError> {
+    rcml::parse(&reply.body)
+        .map(Answer::Verbs)
+        .map_err(|e| AppError::InvalidRcml {
+            label,
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// jambonz: a body that claims or looks like JSON must parse.
+fn parse_jambonz(reply: &Reply, label: &'static str, url: &str) -> Result<Answer, AppError> {
     let body = reply.body.trim();
     if body.is_empty() {
         return Ok(Answer::Nothing("an empty body".into()));
@@ -203,7 +260,7 @@ pub(crate) fn parse_answer(
         )));
     }
     match serde_json::from_str::<Value>(body) {
-        Ok(Value::Array(a)) => Ok(Answer::Verbs(a)),
+        Ok(Value::Array(a)) => Ok(Answer::Verbs(parse_script(a))),
         Ok(other) => Ok(Answer::Nothing(kind_of(&other).to_string())),
         Err(e) => Err(AppError::InvalidJson {
             label,
@@ -282,7 +339,7 @@ mod tests {
         let Value::Object(m) = payload else {
             unreachable!()
         };
-        let r = request(&hook, m, "s", "t");
+        let r = request(&hook, m, "s", &Language::Jambonz, "t");
         assert_eq!(r.body, Body::Empty);
         assert_eq!(
             r.query,
@@ -295,7 +352,7 @@ mod tests {
             ]
         );
         assert_eq!(r.signature, Signature::Jambonz { secret: "s".into() });
-        let r = request(&base(), Map::new(), "", "t");
+        let r = request(&base(), Map::new(), "", &Language::Jambonz, "t");
         assert_eq!(r.signature, Signature::None);
         assert_eq!(r.body, Body::Json(json!({})));
     }
@@ -308,12 +365,12 @@ mod tests {
             body: body.to_string(),
             headers: vec![],
         };
-        let p = |r: Reply| parse_answer(&r, "t", "u");
+        let p = |r: Reply| parse_answer(&r, &Language::Jambonz, "t", "u");
         assert_eq!(
             p(reply(Some("application/json"), r#"[{"verb":"hangup"}]"#)).unwrap(),
-            Answer::Verbs(vec![json!({"verb": "hangup"})])
+            Answer::Verbs(parse_script(vec![json!({"verb": "hangup"})]))
         );
-        assert_eq!(p(reply(None, "[]")).unwrap(), Answer::Verbs(vec![]));
+        assert_eq!(p(reply(None, "[]")).unwrap(), Answer::Verbs(Script::new()));
         assert!(matches!(
             p(reply(Some("text/plain"), "OK")).unwrap(),
             Answer::Nothing(_)

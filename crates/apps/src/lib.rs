@@ -1,7 +1,7 @@
 //! The application layer below the dialects: webhook delivery (signed, queued per key,
 //! retried with backoff, counted) that every dialect's push events and the application
 //! runtime use, and the runtime that runs a call from an application's hooks (jambonz JSON
-//! verbs, one file per verb under `verbs/`).
+//! verbs, one file per verb under `verbs/`; RCML XML compiled to the same verbs in `rcml/`).
 
 pub mod alert;
 pub mod app;
@@ -13,6 +13,7 @@ pub mod error;
 mod exec;
 pub mod hook;
 pub mod listen_audio;
+pub mod rcml;
 pub mod runtime;
 mod session;
 pub mod verbs;
@@ -23,7 +24,7 @@ mod listen_tests;
 mod testing;
 
 pub use alert::{Alert, AlertKind, AlertSink};
-pub use app::{AppHooks, CallFields, CallStatus, Direction, Hook, Launch, SipInfo};
+pub use app::{AppHooks, CallFields, CallStatus, Direction, Hook, Language, Launch, SipInfo};
 pub use delivery::{
     Body, Delivery, DeliveryConfig, DeliveryError, Method, Reply, Request, Signature,
 };

@@ -26,7 +26,7 @@ use crate::exec::{Ending, Exec, Flow};
 use crate::hook::{self, Answer, HookSpec};
 use crate::session::{Command, Session};
 use crate::verbs::common::Synthesizer;
-use crate::verbs::{parse_script, Script};
+use crate::verbs::Script;
 
 /// Keys pressed and not yet read by a verb; more are dropped (a flood cannot grow memory).
 const DTMF_BUFFER: usize = 64;
@@ -394,6 +394,7 @@ fn alert_kind(e: &AppError) -> AlertKind {
         AppError::Hook { .. } => AlertKind::WebhookFailure,
         AppError::BadHookUrl { .. }
         | AppError::InvalidJson { .. }
+        | AppError::InvalidRcml { .. }
         | AppError::NotAnArray { .. } => AlertKind::InvalidApp,
         AppError::Control(_) => AlertKind::CallControl,
     }
@@ -457,7 +458,9 @@ async fn initial(x: &mut Exec) -> Result<Script, AppError> {
 /// A hook whose answer must be a list of verbs.
 async fn fetch_list(x: &mut Exec, hook: &Hook, label: &'static str) -> Result<Script, AppError> {
     match x.request_to(hook, Map::new(), label).await? {
-        Answer::Verbs(v) if !v.is_empty() => Ok(parse_script(v)),
+        Answer::Verbs(v) if !v.is_empty() => Ok(v),
+        // An empty RCML <Response/> is a document that hangs up.
+        Answer::Verbs(v) if x.session.language.is_rcml() => Ok(v),
         Answer::Verbs(_) => Err(AppError::NotAnArray {
             label,
             url: hook.url.clone(),

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tracing::{info, warn, Instrument};
 
 use crate::alert::{Alert, AlertKind, AlertSink};
-use crate::app::{AppHooks, CallFields, CallStatus, Hook, Launch, SipInfo};
+use crate::app::{AppHooks, CallFields, CallStatus, Hook, Language, Launch, SipInfo};
 use crate::control::CallRef;
 use crate::delivery::Delivery;
 use crate::hook;
@@ -30,12 +30,15 @@ struct State {
     finished: bool,
     /// Relative hooks resolve against this (the call_hook, or the fallback that served).
     base: Hook,
+    /// Status callbacks sent so far (RCML `SequenceNumber`).
+    status_sent: u64,
 }
 
 pub(crate) struct Session {
     pub call: CallRef,
     pub hooks: AppHooks,
     pub secret: String,
+    pub language: Language,
     pub delivery: Delivery,
     alerts: Option<AlertSink>,
     state: Mutex<State>,
@@ -58,7 +61,9 @@ impl Session {
                 reported: None,
                 finished: false,
                 base: launch.hooks.call_hook.clone(),
+                status_sent: 0,
             }),
+            language: launch.language,
             hooks: launch.hooks,
             commands: tx,
             command_rx: Mutex::new(Some(rx)),
@@ -148,13 +153,32 @@ impl Session {
             }
             let mut p = st.fields.to_json();
             p.remove("sip");
+            if let Language::Rcml(options) = &self.language {
+                if !options.reports(status) {
+                    info!(call_id = %self.call.call_id, status = status.as_str(), "call status");
+                    return true;
+                }
+                p.insert("sequence_number".into(), Value::from(st.status_sent));
+                p.insert("timestamp".into(), Value::from(rfc2822_now()));
+                p.insert(
+                    "callback_source".into(),
+                    Value::from("call-progress-events"),
+                );
+            }
+            st.status_sent += 1;
             p
         };
         info!(call_id = %self.call.call_id, status = status.as_str(), "call status");
         let Some(status_hook) = &self.hooks.call_status_hook else {
             return true;
         };
-        let request = hook::request(status_hook, payload, &self.secret, "call_status_hook");
+        let request = hook::request(
+            status_hook,
+            payload,
+            &self.secret,
+            &self.language,
+            "call_status_hook",
+        );
         let delivery = self.delivery.clone();
         let call_sid = self.call_sid();
         let span = tracing::info_span!("call_status_hook", call_id = %self.call.call_id,
@@ -188,4 +212,11 @@ impl Session {
             });
         }
     }
+}
+
+/// Now as RFC 2822 (`Tue, 15 Mar 2017 10:10:57 +0000`), as RestComm's callbacks carry it.
+fn rfc2822_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap_or_default()
 }

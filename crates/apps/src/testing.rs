@@ -647,5 +647,6 @@ pub fn launch(server: &HookServer) -> Launch {
             sip: Some(sip),
             ..CallFields::default()
         },
+        language: crate::app::Language::Jambonz,
     }
 }

@@ -56,6 +56,19 @@ pub async fn verify(
         Credentials::None => return Err(KeyRefusal::Missing),
         Credentials::Basic { .. } | Credentials::Malformed => return Err(KeyRefusal::Unsupported),
     };
+    verify_token(parts, &token, engine, guard, user_tokens).await
+}
+
+/// Verifies an API key the dialect took from its own credential form (api19's HTTP Basic
+/// `AccountSid:AuthToken` or `API_Token:`), with the same guard and order as [`verify`].
+pub async fn verify_token(
+    parts: &Parts,
+    token: &str,
+    engine: &Engine,
+    guard: &AuthGuard,
+    user_tokens: &KeyCell,
+) -> Result<KeyAccount, KeyRefusal> {
+    let token = token.to_string();
     let source = ClientIp::of(parts).0;
     let identity = bearer_identity(&token);
     guard

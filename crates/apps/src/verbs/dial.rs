@@ -7,6 +7,7 @@
 //!   before `@`), `{type: "sip", sipUri}` (its user part, within the account). The first
 //!   target is dialled; further ones (jambonz rings them all at once) are reported and left
 //!   out.
+//! - `timeLimit`: the longest time connected (seconds); then the dialled party is hung up.
 //! - `callerId`: the number the target sees (one of the account's numbers or extensions);
 //!   `timeout` (default 60 s) how long it rings. The caller hears ringback meanwhile.
 //! - Not run yet: `headers`, `answerOnBridge` (the caller is answered first), `dtmfCapture`/
@@ -17,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
+use tracing::debug;
 
 use super::common::seconds;
 use super::Props;
@@ -68,6 +70,9 @@ pub struct Dial {
     pub caller_id: Option<String>,
     #[serde(default)]
     pub timeout: Option<f64>,
+    /// Longest time connected (seconds): then the dialled party is hung up.
+    #[serde(default)]
+    pub time_limit: Option<f64>,
     #[serde(default)]
     pub answer_on_bridge: Option<bool>,
     #[serde(default)]
@@ -100,6 +105,9 @@ impl Props for Dial {
         if let Some(t) = self.timeout {
             seconds("timeout", t)?;
         }
+        if let Some(t) = self.time_limit {
+            seconds("timeLimit", t)?;
+        }
         Ok(())
     }
 }
@@ -118,6 +126,13 @@ fn failed_status(sip: u16) -> &'static str {
         486 | 600 | 603 => "busy",
         408 | 480 | 487 => "no-answer",
         _ => "failed",
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -171,8 +186,25 @@ impl Dial {
             Ok(mut progress) => {
                 let mut answered_at: Option<Instant> = None;
                 let mut call_sid = None;
+                let limit = self
+                    .time_limit
+                    .filter(|t| *t > 0.0)
+                    .and_then(|t| seconds("timeLimit", t).ok());
+                let mut limit_reached = false;
                 loop {
-                    match progress.recv().await {
+                    let cut_at = answered_at.zip(limit).map(|(at, l)| at + l);
+                    let next = tokio::select! {
+                        p = progress.recv() => p,
+                        _ = sleep_until(cut_at), if !limit_reached => {
+                            // Its Completed progress follows.
+                            limit_reached = true;
+                            if let Err(e) = x.ctl.hangup_dialled(&x.call).await {
+                                debug!(error = %e, "dial: hanging up at the time limit");
+                            }
+                            continue;
+                        }
+                    };
+                    match next {
                         Some(DialProgress::Ringing) => {}
                         Some(DialProgress::Answered { leg_id }) => {
                             answered_at = Some(Instant::now());

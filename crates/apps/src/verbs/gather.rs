@@ -60,6 +60,10 @@ pub struct Gather {
     pub say: Option<Say>,
     #[serde(default)]
     pub play: Option<Play>,
+    /// RCML: no keys before the timeout goes on with the next verb without a request
+    /// (jambonz posts `reason: "timeout"`).
+    #[serde(skip)]
+    pub fall_through_on_timeout: bool,
 }
 
 pub const SPEECH_NOT_SUPPORTED: &str = "speech input is not supported";
@@ -223,6 +227,9 @@ impl Gather {
             );
         }
         let (outcome, digits) = self.collect(x).await?;
+        if outcome == Outcome::Timeout && self.fall_through_on_timeout {
+            return Ok(Flow::Next);
+        }
         let mut r = Map::new();
         match outcome {
             Outcome::Digits => {

@@ -410,6 +410,7 @@ pub(crate) async fn create(
             application_sid: application_sid.clone(),
             timeout,
             tag,
+            language: hookflash_apps::Language::Jambonz,
         },
     )
     .await?;

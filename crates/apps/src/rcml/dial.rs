@@ -1,0 +1,71 @@
+//! `<Dial>`: connects the caller with a number, a registered client or a SIP URI.
+//!
+//! Nouns `<Number>`, `<Client>` (a user of the account, by extension) and `<Sip>`, or the
+//! number as the Dial's own text; the first is dialled (further ones are reported, as the
+//! jambonz dial does). `action` gets `DialCallStatus`, `DialCallSid`, `DialCallDuration` and
+//! its answer replaces the document; without it the document goes on. `timeout` (default 30
+//! s) rings, `timeLimit` caps the connected time, `callerId` is what the callee sees.
+//! `<Conference>` needs conferences, which hookflash does not have yet: refused.
+
+use roxmltree::Node;
+
+use super::{action, attr, number, text, RcmlError};
+use crate::verbs::dial::DialTarget;
+use crate::verbs::{Dial, Verb};
+
+const DEFAULT_TIMEOUT: f64 = 30.0;
+
+pub(super) fn dial(node: Node) -> Result<Verb, RcmlError> {
+    let mut target = Vec::new();
+    for child in node.children().filter(Node::is_element) {
+        let value = text(child);
+        let name = child.tag_name().name();
+        if name == "Conference" {
+            return Err(RcmlError::NotAvailable {
+                verb: "Dial",
+                reason: "<Conference> is not available: hookflash has no conferences yet".into(),
+            });
+        }
+        if value.is_empty() {
+            return Err(RcmlError::invalid("Dial", format!("<{name}> is empty")));
+        }
+        target.push(match name {
+            "Number" => DialTarget::Phone { number: value },
+            "Client" => DialTarget::User { name: value },
+            "Sip" => DialTarget::Sip { sip_uri: value },
+            other => {
+                return Err(RcmlError::invalid(
+                    "Dial",
+                    format!("<{other}> is not a Dial noun (Number, Client, Sip)"),
+                ))
+            }
+        });
+    }
+    if target.is_empty() {
+        let number = text(node);
+        if number.is_empty() {
+            return Err(RcmlError::invalid("Dial", "nothing to dial"));
+        }
+        target.push(DialTarget::Phone { number });
+    }
+    if attr(node, "record").is_some_and(|r| !r.eq_ignore_ascii_case("do-not-record")) {
+        return Err(RcmlError::NotAvailable {
+            verb: "Dial",
+            reason: "record is not supported on <Dial> yet".into(),
+        });
+    }
+    Ok(Verb::Dial(Box::new(Dial {
+        target,
+        action_hook: action("Dial", node)?,
+        caller_id: attr(node, "callerId").map(str::to_string),
+        timeout: Some(number("Dial", node, "timeout")?.unwrap_or(DEFAULT_TIMEOUT)),
+        time_limit: number("Dial", node, "timeLimit")?,
+        answer_on_bridge: None,
+        headers: None,
+        dtmf_capture: None,
+        dtmf_hook: None,
+        confirm_hook: None,
+        listen: None,
+        transcribe: None,
+    })))
+}

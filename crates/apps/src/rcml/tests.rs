@@ -1,0 +1,160 @@
+use super::*;
+use crate::verbs::common::Loop;
+use crate::verbs::dial::DialTarget;
+
+fn verbs(xml: &str) -> Vec<Verb> {
+    parse(xml)
+        .unwrap()
+        .into_iter()
+        .map(|v| v.unwrap())
+        .collect()
+}
+
+#[test]
+fn a_document_compiles_to_the_shared_verbs() {
+    let v = verbs(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+        <Response>
+          <Say voice="woman" language="en-GB" loop="2">Hello &amp; welcome</Say>
+          <Play loop="0">http://h/a.wav</Play>
+          <Pause length="2"/>
+          <Pause/>
+          <Gather action="/digits" method="GET" numDigits="2" timeout="7" finishOnKey="*">
+            <Say>Press</Say><Say>two keys</Say><Pause length="3"/>
+          </Gather>
+          <Dial action="/dialled" timeout="20" timeLimit="60" callerId="+4930"><Client>alice</Client></Dial>
+          <Dial>202</Dial>
+          <Redirect method="GET">next.xml</Redirect>
+          <Reject reason="busy"/>
+          <Hangup/>
+        </Response>"#,
+    );
+    let names: Vec<&str> = v.iter().map(Verb::name).collect();
+    assert_eq!(
+        names,
+        [
+            "say",
+            "play",
+            "pause",
+            "pause",
+            "gather",
+            "dial",
+            "dial",
+            "redirect",
+            "sip:decline",
+            "hangup"
+        ]
+    );
+    let Verb::Say(say) = &v[0] else { panic!() };
+    assert_eq!(say.text.0, ["Hello & welcome"]);
+    assert_eq!(say.repeat, Loop::Times(2));
+    let synth = say.synthesizer.as_ref().unwrap();
+    assert_eq!(
+        (synth.voice.as_deref(), synth.language.as_deref()),
+        (Some("woman"), Some("en-GB"))
+    );
+    let Verb::Play(play) = &v[1] else { panic!() };
+    assert_eq!(
+        play.repeat,
+        Loop::Forever,
+        "loop=0 plays until the call moves on"
+    );
+    let Verb::Pause(p) = &v[3] else { panic!() };
+    assert_eq!(p.length, 1.0);
+    let Verb::Gather(g) = &v[4] else { panic!() };
+    assert_eq!(g.num_digits, Some(2));
+    assert_eq!(g.finish_on_key.as_deref(), Some("*"));
+    assert_eq!(g.timeout, Some(10.0), "a nested pause lengthens the wait");
+    assert_eq!(g.inter_digit_timeout, Some(7.0));
+    assert_eq!(g.say.as_ref().unwrap().text.0, ["Press", "two keys"]);
+    let hook = g.action_hook.as_ref().unwrap();
+    assert_eq!(
+        (hook.url.as_str(), hook.method),
+        ("/digits", Some(Method::Get))
+    );
+    assert!(g.fall_through_on_timeout);
+    let Verb::Dial(d) = &v[5] else { panic!() };
+    assert_eq!(
+        d.target,
+        [DialTarget::User {
+            name: "alice".into()
+        }]
+    );
+    assert_eq!((d.timeout, d.time_limit), (Some(20.0), Some(60.0)));
+    assert_eq!(d.caller_id.as_deref(), Some("+4930"));
+    assert_eq!(d.action_hook.as_ref().unwrap().url, "/dialled");
+    let Verb::Dial(d) = &v[6] else { panic!() };
+    assert_eq!(
+        d.target,
+        [DialTarget::Phone {
+            number: "202".into()
+        }]
+    );
+    assert_eq!(d.action_hook, None);
+    let Verb::Decline(r) = &v[8] else { panic!() };
+    assert_eq!(r.status, 486);
+}
+
+#[test]
+fn gather_defaults_and_empty_documents() {
+    let v = verbs("<Response><Gather/></Response>");
+    let Verb::Gather(g) = &v[0] else { panic!() };
+    assert_eq!(g.finish_on_key.as_deref(), Some("#"));
+    assert_eq!(g.timeout, Some(5.0));
+    // No action: the current document (an empty URL resolves to it).
+    assert_eq!(g.action_hook.as_ref().unwrap().url, "");
+    assert!(verbs("<Response/>").is_empty());
+    let v = verbs(r#"<Response><Reject/><Gather finishOnKey=""/></Response>"#);
+    let Verb::Decline(r) = &v[0] else { panic!() };
+    assert_eq!(r.status, 603);
+    let Verb::Gather(g) = &v[1] else { panic!() };
+    assert_eq!(g.finish_on_key, None);
+}
+
+#[test]
+fn bad_documents_are_errors_of_the_whole_document() {
+    let err = |xml: &str| parse(xml).unwrap_err();
+    assert!(matches!(
+        err("<Response><Say>hi</Response>"),
+        RcmlError::Xml(_)
+    ));
+    assert!(matches!(err("not xml at all"), RcmlError::Xml(_)));
+    assert!(matches!(err(""), RcmlError::Xml(_)));
+    assert_eq!(err("<Reply/>"), RcmlError::NotResponse("Reply".into()));
+    assert_eq!(
+        err("<Response><Say>hi</Say><Dance/></Response>"),
+        RcmlError::UnknownVerb("Dance".into())
+    );
+    for bad in [
+        "<Response><Say/></Response>",
+        "<Response><Play>  </Play></Response>",
+        r#"<Response><Pause length="-1"/></Response>"#,
+        r#"<Response><Say loop="x">a</Say></Response>"#,
+        r#"<Response><Gather numDigits="two"/></Response>"#,
+        r###"<Response><Gather finishOnKey="##"/></Response>"###,
+        r#"<Response><Gather method="PUT"/></Response>"#,
+        "<Response><Gather><Dial>1</Dial></Gather></Response>",
+        "<Response><Dial/></Response>",
+        "<Response><Dial><Queue>q</Queue></Dial></Response>",
+        r#"<Response><Reject reason="later"/></Response>"#,
+        "<Response><Redirect/></Response>",
+    ] {
+        assert!(
+            matches!(parse(bad), Err(RcmlError::Invalid { .. })),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        err("<Response><Dial><Conference>room</Conference></Dial></Response>"),
+        RcmlError::NotAvailable { verb: "Dial", .. }
+    ));
+    assert!(matches!(
+        err("<Response><Gather><Say>a</Say><Play>http://h/a.wav</Play></Gather></Response>"),
+        RcmlError::NotAvailable { .. }
+    ));
+    // A DTD (entity expansion) is refused.
+    assert!(matches!(
+        err(r#"<!DOCTYPE r [<!ENTITY a "aaaa">]><Response><Say>&a;</Say></Response>"#),
+        RcmlError::Xml(_)
+    ));
+}
