@@ -96,6 +96,17 @@ fn routes() -> Vec<(Method, &'static str)> {
             Method::DELETE,
             "/api/v1/applications/{application_id}/numbers/{number_id}",
         ),
+        (Method::GET, "/api/v1/conferences"),
+        (Method::GET, "/api/v1/conferences/{name}"),
+        (Method::POST, "/api/v1/conferences/{name}/participants"),
+        (
+            Method::PATCH,
+            "/api/v1/conferences/{name}/participants/{participant_id}",
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/conferences/{name}/participants/{participant_id}",
+        ),
         (Method::GET, "/api/v1/openapi.json"),
     ]
 }

@@ -160,6 +160,7 @@ pub(crate) async fn get_conference(
         (status = 201, body = Participant, description = "Dialling: the new participant"),
         (status = 400, body = ErrorBody, description = "`invalid_request`: a body the schema does not allow, a bad conference name, or a target that names nothing reachable"),
         (status = 403, body = ErrorBody, description = "`forbidden`: the account's dial rules forbid the target, or a credential that may not use this API"),
+        (status = 404, body = ErrorBody, description = "`not_found`: the conference ended while the request was on its way"),
         (status = 429, body = ErrorBody, description = "`rate_limited`: the outbound-call brakes, the conference is full, or no media port is free; or, with `Retry-After`, too many failed authentication attempts", headers(("Retry-After" = u64, description = "Seconds to wait (password guessing defence only)"))),
     )
 )]
