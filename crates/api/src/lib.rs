@@ -248,8 +248,10 @@ pub async fn bind_with(
     sipgate::webhooks::spawn(engine.clone(), delivery.clone(), stop.clone());
     // The application runtime takes the engine's application calls (once per engine).
     let runtime = hookflash_apps::dispatch::spawn(engine.clone(), delivery.clone(), stop.clone());
-    if runtime.is_none() {
-        tracing::warn!("application runtime already running for this engine");
+    match &runtime {
+        // RCML `<Record>` reports the api19 dialect's download URL of its recordings.
+        Some(rt) => rt.set_recording_links(api19::recordings::links(format!("http://{local}"))),
+        None => tracing::warn!("application runtime already running for this engine"),
     }
     let mut state = AppState::with_parts(engine, options.auth_guard, delivery);
     state.runtime = runtime;

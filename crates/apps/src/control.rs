@@ -100,6 +100,15 @@ pub struct StreamPlayback {
     pub done: oneshot::Receiver<PlayEnd>,
 }
 
+/// A recording of the call that has stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingDone {
+    /// The recording's id (its audio is served by the APIs under it).
+    pub id: String,
+    /// Length of the audio written.
+    pub duration_ms: u64,
+}
+
 /// Why an operation on the call failed.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum ControlError {
@@ -179,6 +188,15 @@ pub trait CallControl: Send + Sync + 'static {
         Err(ControlError::Failed(
             "streamed playback is not available".into(),
         ))
+    }
+    /// Starts recording the answered call (the caller's audio, and the dialled party's when
+    /// one is connected); the recording's id.
+    async fn record_start(&self, _call: &CallRef) -> Result<String, ControlError> {
+        Err(ControlError::Failed("recording is not available".into()))
+    }
+    /// Stops the call's running recording `id`; its file is complete.
+    async fn record_stop(&self, _call: &CallRef, _id: &str) -> Result<RecordingDone, ControlError> {
+        Err(ControlError::Failed("recording is not available".into()))
     }
     /// The leg's signals from now on (DTMF, end). Call once per application run.
     fn signals(&self, call: &CallRef) -> mpsc::Receiver<CallSignal>;

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use hookflash_engine::control::{AudioSource, CommandError};
 use hookflash_engine::events::EventKind;
+use hookflash_engine::RecordAction;
 use hookflash_engine::{apps::PlaybackEnd, Engine};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, oneshot};
@@ -12,8 +13,8 @@ use tracing::warn;
 use hookflash_media::relay::Leg;
 
 use crate::control::{
-    Audio, CallControl, CallRef, CallSignal, ControlError, DialProgress, PlayEnd, StreamPlayback,
-    Tap, TapDtmf,
+    Audio, CallControl, CallRef, CallSignal, ControlError, DialProgress, PlayEnd, RecordingDone,
+    StreamPlayback, Tap, TapDtmf,
 };
 
 /// Signals buffered per application run before the runtime reads them.
@@ -247,6 +248,53 @@ impl CallControl for EngineControl {
         Ok(StreamPlayback {
             frames: s.frames,
             done,
+        })
+    }
+
+    async fn record_start(&self, call: &CallRef) -> Result<String, ControlError> {
+        self.engine
+            .record(
+                &call.account_id,
+                &call.call_id,
+                RecordAction::Start {
+                    announcement: false,
+                },
+            )
+            .await
+            .map_err(control_error)?;
+        // One recording runs per call: the newest of the call is the one just started.
+        let rows = self
+            .engine
+            .store()
+            .recordings(&call.account_id, Some(&call.call_id), 1)
+            .await
+            .map_err(|e| ControlError::Failed(format!("cannot read the recording: {e}")))?;
+        rows.into_iter()
+            .find(|r| r.state == "recording")
+            .map(|r| r.id)
+            .ok_or_else(|| ControlError::Failed("the recording started but is not listed".into()))
+    }
+
+    async fn record_stop(&self, call: &CallRef, id: &str) -> Result<RecordingDone, ControlError> {
+        match self
+            .engine
+            .record(&call.account_id, &call.call_id, RecordAction::Stop)
+            .await
+        {
+            // Stopped already (the call ended, which ends its recording): the file is done.
+            Ok(_) | Err(CommandError::NotFound) | Err(CommandError::WrongState { .. }) => {}
+            Err(e) => return Err(control_error(e)),
+        }
+        let row = self
+            .engine
+            .store()
+            .recording(&call.account_id, id)
+            .await
+            .map_err(|e| ControlError::Failed(format!("cannot read the recording: {e}")))?
+            .ok_or_else(|| ControlError::Failed(format!("recording {id} is gone")))?;
+        Ok(RecordingDone {
+            id: row.id,
+            duration_ms: row.duration_ms.unwrap_or(0).max(0) as u64,
         })
     }
 

@@ -66,7 +66,13 @@ pub(crate) struct Exec {
     pub dtmf: mpsc::Receiver<char>,
     /// `config.synthesizer`: defaults for `say`.
     pub synth: Synthesizer,
+    /// Where the account's recordings are downloaded (the runtime's setting).
+    pub recording_links: Option<RecordingLinks>,
 }
+
+/// The URL of a recording, from (account id, recording id): set by the HTTP API, which
+/// serves the audio.
+pub type RecordingLinks = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
 
 impl Exec {
     /// Answers the leg unless it is answered already.
@@ -226,6 +232,13 @@ impl Exec {
                 Ok(Flow::Next)
             }
         }
+    }
+
+    /// The download URL of recording `id` of this call's account (None: no API serves them).
+    pub fn recording_url(&self, id: &str) -> Option<String> {
+        self.recording_links
+            .as_ref()
+            .map(|link| link(&self.call.account_id, id))
     }
 
     pub fn alert(&self, kind: AlertKind, message: String) {

@@ -29,6 +29,7 @@ pub use delivery::{
     Body, Delivery, DeliveryConfig, DeliveryError, Method, Reply, Request, Signature,
 };
 pub use error::{AppError, VerbError};
+pub use exec::RecordingLinks;
 pub use hook::HookSpec;
 pub use runtime::{Prepared, RunEnd, Runtime, StatusUpdate};
 pub use verbs::{parse_script, Script, Verb};

@@ -22,7 +22,7 @@ use crate::app::{CallStatus, Hook, Launch};
 use crate::control::{CallControl, CallRef, CallSignal, ControlError};
 use crate::delivery::Delivery;
 use crate::error::AppError;
-use crate::exec::{Ending, Exec, Flow};
+use crate::exec::{Ending, Exec, Flow, RecordingLinks};
 use crate::hook::{self, Answer, HookSpec};
 use crate::session::{Command, Session};
 use crate::verbs::common::Synthesizer;
@@ -79,6 +79,7 @@ struct Inner {
     control: Arc<dyn CallControl>,
     calls: Mutex<HashMap<CallKey, Entry>>,
     alerts: Mutex<Option<AlertSink>>,
+    recording_links: Mutex<Option<RecordingLinks>>,
 }
 
 /// The application runtime (cheap to clone).
@@ -142,6 +143,7 @@ impl Runtime {
                 control,
                 calls: Mutex::new(HashMap::new()),
                 alerts: Mutex::new(None),
+                recording_links: Mutex::new(None),
             }),
         }
     }
@@ -151,6 +153,14 @@ impl Runtime {
         match self.inner.alerts.lock() {
             Ok(mut a) => *a = Some(sink),
             Err(p) => *p.into_inner() = Some(sink),
+        }
+    }
+
+    /// Recordings made by applications (`record`) are reported at `links(account, id)`.
+    pub fn set_recording_links(&self, links: RecordingLinks) {
+        match self.inner.recording_links.lock() {
+            Ok(mut l) => *l = Some(links),
+            Err(p) => *p.into_inner() = Some(links),
         }
     }
 
@@ -252,6 +262,10 @@ impl Runtime {
             session: session.clone(),
             dtmf: dtmf_rx,
             synth: Synthesizer::default(),
+            recording_links: match self.inner.recording_links.lock() {
+                Ok(l) => l.clone(),
+                Err(p) => p.into_inner().clone(),
+            },
         };
         info!("application starts");
         let mut source = Source::Initial;

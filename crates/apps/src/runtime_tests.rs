@@ -976,3 +976,148 @@ async fn a_playback_ending_with_the_call_stops_the_run_without_an_end_signal() {
         ["in-progress", "completed"]
     );
 }
+
+/// An RCML launch whose call_hook answers `xml`; recordings are linked under `/rec/`.
+fn rcml_run(
+    fake: &Arc<FakeCall>,
+    server: &HookServer,
+    xml: &str,
+) -> tokio::task::JoinHandle<RunEnd> {
+    server.route("/call", vec![Reply::raw(200, "application/xml", xml)]);
+    let (rt, _alerts) = runtime(fake);
+    rt.set_recording_links(Arc::new(|account, id| {
+        format!("http://api.test/{account}/rec/{id}.wav")
+    }));
+    let mut l = launch(server);
+    l.language = crate::app::Language::Rcml(Default::default());
+    rt.launch(l)
+}
+
+fn form_of(seen: &crate::testing::Seen) -> std::collections::HashMap<String, String> {
+    serde_urlencoded::from_str(&seen.body).unwrap()
+}
+
+fn loud_frame() -> crate::control::ListenFrame {
+    let mut f = crate::control::ListenFrame::default();
+    for (i, s) in f.a.iter_mut().enumerate() {
+        *s = if i % 2 == 0 { 4000 } else { -4000 };
+    }
+    f
+}
+
+#[tokio::test(start_paused = true)]
+async fn rcml_record_ends_on_its_finish_key_and_reports_the_recording() {
+    let server = HookServer::start().await;
+    server.route(
+        "/rec",
+        vec![Reply::raw(
+            200,
+            "application/xml",
+            "<Response><Hangup/></Response>",
+        )],
+    );
+    let fake = FakeCall::new(PlayMode::Instant);
+    let run = rcml_run(
+        &fake,
+        &server,
+        r##"<Response><Record action="/rec" finishOnKey="#" maxLength="60"/></Response>"##,
+    );
+    fake.wait_for("the recording", |ops| ops.contains(&Op::ListenStart))
+        .await;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Sound keeps the silence limit (5 s) away; a key that is not a finish key is ignored.
+    for _ in 0..150 {
+        assert!(fake.tap_frame(loud_frame()).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fake.press('5').await;
+    fake.press('#').await;
+    let seen = server.wait_for("/rec", 1).await;
+    let form = form_of(&seen[0]);
+    assert_eq!(form["Digits"], "#");
+    assert_eq!(form["RecordingUrl"], "http://api.test/acc-1/rec/rec-1.wav");
+    assert_eq!(form["RecordingDuration"], "6");
+    assert_eq!(form["CallSid"], "CAcs-1");
+    assert!(started.elapsed() >= Duration::from_secs(6));
+    assert_eq!(run.await.unwrap(), RunEnd::HungUp);
+    let ops = fake.ops();
+    let order: Vec<&Op> = ops
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Op::PlayStream | Op::RecordStart | Op::RecordStop(_) | Op::ListenStop
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            &Op::PlayStream,
+            &Op::RecordStart,
+            &Op::ListenStop,
+            &Op::RecordStop("rec-1".into())
+        ],
+        "beep, record, then stop"
+    );
+    // The beep: 0.3 s of a loud tone.
+    assert_eq!(fake.streamed().len(), 15);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rcml_record_ends_on_silence_or_max_length() {
+    // Silence: 2 s of sound, then the 3 s silence limit ends it (no beep asked for).
+    let server = HookServer::start().await;
+    server.route(
+        "/rec",
+        vec![Reply::raw(200, "application/xml", "<Response/>")],
+    );
+    let fake = FakeCall::new(PlayMode::Instant);
+    let run = rcml_run(
+        &fake,
+        &server,
+        r#"<Response><Record action="/rec" timeout="3" playBeep="false"/></Response>"#,
+    );
+    fake.wait_for("the recording", |ops| ops.contains(&Op::ListenStart))
+        .await;
+    for _ in 0..100 {
+        fake.tap_frame(loud_frame()).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let form = form_of(&server.wait_for("/rec", 1).await[0]);
+    assert_eq!(form["Digits"], "");
+    assert_eq!(
+        form["RecordingDuration"], "5",
+        "2 s of sound + 3 s of silence"
+    );
+    assert_eq!(run.await.unwrap(), RunEnd::HungUp);
+    assert!(!fake.ops().contains(&Op::PlayStream));
+
+    // maxLength: sound all along; no action: the document's own URL gets the results.
+    let server = HookServer::start().await;
+    let fake = FakeCall::new(PlayMode::Instant);
+    server.route(
+        "/call",
+        vec![
+            Reply::raw(
+                200,
+                "application/xml",
+                r#"<Response><Record maxLength="2" timeout="0"/></Response>"#,
+            ),
+            Reply::raw(200, "application/xml", "<Response/>"),
+        ],
+    );
+    let (rt, _alerts) = runtime(&fake);
+    let mut l = launch(&server);
+    l.language = crate::app::Language::Rcml(Default::default());
+    let run = rt.launch(l);
+    let seen = server.wait_for("/call", 2).await;
+    let form = form_of(&seen[1]);
+    assert_eq!(form["RecordingDuration"], "2");
+    assert!(
+        !form.contains_key("RecordingUrl"),
+        "no API links recordings here"
+    );
+    assert_eq!(run.await.unwrap(), RunEnd::HungUp);
+}

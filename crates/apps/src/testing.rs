@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppHooks, CallFields, CallStatus, Direction, Hook, Launch, SipInfo};
 use crate::control::{
-    Audio, CallControl, CallRef, CallSignal, ControlError, ListenFrame, PlayEnd, StreamFrame,
-    StreamPlayback, Tap, TapDtmf,
+    Audio, CallControl, CallRef, CallSignal, ControlError, ListenFrame, PlayEnd, RecordingDone,
+    StreamFrame, StreamPlayback, Tap, TapDtmf,
 };
 use crate::delivery::{Delivery, DeliveryConfig};
 
@@ -43,6 +43,8 @@ pub enum Op {
     ListenStart,
     ListenStop,
     PlayStream,
+    RecordStart,
+    RecordStop(String),
 }
 
 /// How the fake's playbacks end.
@@ -74,6 +76,8 @@ pub struct FakeCall {
     tap: Mutex<Option<(mpsc::Sender<ListenFrame>, mpsc::Sender<TapDtmf>)>>,
     /// Frames played by streamed playbacks.
     streamed: Arc<Mutex<Vec<StreamFrame>>>,
+    /// When the running recording started (`record_start`).
+    recording: Mutex<Option<Instant>>,
 }
 
 impl FakeCall {
@@ -92,6 +96,7 @@ impl FakeCall {
             answered: AtomicBool::new(false),
             tap: Mutex::new(None),
             streamed: Arc::new(Mutex::new(Vec::new())),
+            recording: Mutex::new(None),
         })
     }
 
@@ -327,6 +332,23 @@ impl CallControl for FakeCall {
             let _ = done_tx.send(PlayEnd::Finished);
         });
         Ok(StreamPlayback { frames: tx, done })
+    }
+
+    async fn record_start(&self, _call: &CallRef) -> Result<String, ControlError> {
+        self.record(Op::RecordStart);
+        *self.recording.lock().unwrap() = Some(Instant::now());
+        Ok("rec-1".into())
+    }
+
+    /// The recording's duration is the time it ran on the tokio clock.
+    async fn record_stop(&self, _call: &CallRef, id: &str) -> Result<RecordingDone, ControlError> {
+        self.record(Op::RecordStop(id.to_string()));
+        let started = self.recording.lock().unwrap().take();
+        let started = started.ok_or_else(|| ControlError::WrongState("not recording".into()))?;
+        Ok(RecordingDone {
+            id: id.to_string(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
     }
 
     fn signals(&self, _call: &CallRef) -> mpsc::Receiver<CallSignal> {

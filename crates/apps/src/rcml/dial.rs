@@ -5,12 +5,14 @@
 //! jambonz dial does). `action` gets `DialCallStatus`, `DialCallSid`, `DialCallDuration` and
 //! its answer replaces the document; without it the document goes on. `timeout` (default 30
 //! s) rings, `timeLimit` caps the connected time, `callerId` is what the callee sees.
+//! `record` (`record-from-answer`, `record-from-ringing`, their `-dual` forms, `true`) records
+//! the call; the action then also gets `RecordingUrl` and `RecordingDuration`.
 //! `<Conference>` needs conferences, which hookflash does not have yet: refused.
 
 use roxmltree::Node;
 
 use super::{action, attr, number, text, RcmlError};
-use crate::verbs::dial::DialTarget;
+use crate::verbs::dial::{DialRecord, DialTarget};
 use crate::verbs::{Dial, Verb};
 
 const DEFAULT_TIMEOUT: f64 = 30.0;
@@ -48,12 +50,23 @@ pub(super) fn dial(node: Node) -> Result<Verb, RcmlError> {
         }
         target.push(DialTarget::Phone { number });
     }
-    if attr(node, "record").is_some_and(|r| !r.eq_ignore_ascii_case("do-not-record")) {
-        return Err(RcmlError::NotAvailable {
-            verb: "Dial",
-            reason: "record is not supported on <Dial> yet".into(),
-        });
-    }
+    let record = match attr(node, "record").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("do-not-record") | Some("false") => None,
+        Some("true") | Some("record-from-answer") | Some("record-from-answer-dual") => {
+            Some(DialRecord::FromAnswer)
+        }
+        Some("record-from-ringing") | Some("record-from-ringing-dual") => {
+            Some(DialRecord::FromRinging)
+        }
+        Some(other) => {
+            return Err(RcmlError::invalid(
+                "Dial",
+                format!(
+                "record={other:?} is not do-not-record, record-from-answer or record-from-ringing"
+            ),
+            ))
+        }
+    };
     Ok(Verb::Dial(Box::new(Dial {
         target,
         action_hook: action("Dial", node)?,
@@ -67,5 +80,6 @@ pub(super) fn dial(node: Node) -> Result<Verb, RcmlError> {
         confirm_hook: None,
         listen: None,
         transcribe: None,
+        record,
     })))
 }

@@ -12,8 +12,9 @@
 //! | `Play` (loop) | `play` |
 //! | `Pause` (length) | `pause` |
 //! | `Gather` (action, method, timeout, finishOnKey, numDigits; nested Say/Play/Pause) | `gather` |
-//! | `Dial` (action, method, timeout, timeLimit, callerId; Number, Client, Sip) | `dial` |
-//! | `Record`, `Sms`, `<Dial><Conference>`, `<Dial record>` | refused: not available yet |
+//! | `Dial` (action, method, timeout, timeLimit, callerId, record; Number, Client, Sip) | `dial` |
+//! | `Record` (action, method, maxLength, finishOnKey, timeout, playBeep) | `record` |
+//! | `Sms`, `<Dial><Conference>`, `<Record transcribe>` | refused: not available yet |
 //! | `Redirect` (method) | `redirect` |
 //! | `Hangup` | `hangup` |
 //! | `Reject` (reason busy / rejected) | `sip:decline` 486 / 603 |

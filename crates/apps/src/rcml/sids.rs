@@ -1,4 +1,5 @@
-//! api19/RestComm ids: `AC` + the account's UUID as 32 hex digits, `CA` + the leg's. The one
+//! api19/RestComm ids: `AC` + the account's UUID as 32 hex digits, `CA` + the leg's, `RE` +
+//! a recording's. The one
 //! mapping between hookflash ids and RestComm sids, for RCML requests and the api19 dialect.
 
 /// `AC` + the account id's hex digits.
@@ -9,6 +10,16 @@ pub fn account_sid(account_id: &str) -> String {
 /// `CA` + the leg id's hex digits.
 pub fn call_sid(leg_id: &str) -> String {
     format!("CA{}", compact(leg_id))
+}
+
+/// `RE` + the recording id's hex digits.
+pub fn recording_sid(recording_id: &str) -> String {
+    format!("RE{}", compact(recording_id))
+}
+
+/// The recording id an `RE...` sid names (None: not a recording sid).
+pub fn recording_id(sid: &str) -> Option<String> {
+    expand(sid.strip_prefix("RE")?)
 }
 
 /// The account id an `AC...` sid names (None: not an account sid).
@@ -59,6 +70,8 @@ mod tests {
         assert_eq!(leg_id("AC0190f3a27b1c7d4e9f000123456789ab"), None);
         assert_eq!(leg_id("CA"), None);
         assert_eq!(account_sid("acc"), "ACacc");
+        assert_eq!(recording_id(&recording_sid(id)).as_deref(), Some(id));
+        assert_eq!(recording_id(&sid), None);
         assert_eq!(account_id("ACacc").as_deref(), Some("acc"));
     }
 }

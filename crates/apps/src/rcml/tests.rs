@@ -138,6 +138,11 @@ fn bad_documents_are_errors_of_the_whole_document() {
         "<Response><Dial><Queue>q</Queue></Dial></Response>",
         r#"<Response><Reject reason="later"/></Response>"#,
         "<Response><Redirect/></Response>",
+        r#"<Response><Record maxLength="0"/></Response>"#,
+        r##"<Response><Record finishOnKey="#x"/></Response>"##,
+        r#"<Response><Record playBeep="loud"/></Response>"#,
+        r#"<Response><Record timeout="-2"/></Response>"#,
+        r#"<Response><Dial record="sometimes">1</Dial></Response>"#,
     ] {
         assert!(
             matches!(parse(bad), Err(RcmlError::Invalid { .. })),
@@ -152,9 +157,76 @@ fn bad_documents_are_errors_of_the_whole_document() {
         err("<Response><Gather><Say>a</Say><Play>http://h/a.wav</Play></Gather></Response>"),
         RcmlError::NotAvailable { .. }
     ));
+    assert!(matches!(
+        err(r#"<Response><Record transcribe="true"/></Response>"#),
+        RcmlError::NotAvailable { verb: "Record", .. }
+    ));
     // A DTD (entity expansion) is refused.
     assert!(matches!(
         err(r#"<!DOCTYPE r [<!ENTITY a "aaaa">]><Response><Say>&a;</Say></Response>"#),
         RcmlError::Xml(_)
     ));
+}
+
+#[test]
+fn record_and_dial_record() {
+    use crate::verbs::dial::DialRecord;
+    let v = verbs(
+        r#"<Response>
+          <Record action="/done" method="GET" maxLength="20" finishOnKey="*" timeout="0" playBeep="false"/>
+          <Record/>
+          <Record finishOnKey=""/>
+          <Dial record="record-from-answer" action="/d">202</Dial>
+          <Dial record="record-from-ringing-dual">202</Dial>
+          <Dial record="do-not-record">202</Dial>
+        </Response>"#,
+    );
+    let Verb::Record(r) = &v[0] else { panic!() };
+    assert_eq!(
+        (
+            r.max_length,
+            r.finish_on_key.as_str(),
+            r.timeout,
+            r.play_beep
+        ),
+        (20.0, "*", 0.0, false)
+    );
+    let hook = r.action_hook.as_ref().unwrap();
+    assert_eq!(
+        (hook.url.as_str(), hook.method),
+        ("/done", Some(Method::Get))
+    );
+    let Verb::Record(d) = &v[1] else { panic!() };
+    assert_eq!(
+        (
+            d.max_length,
+            d.finish_on_key.as_str(),
+            d.timeout,
+            d.play_beep
+        ),
+        (3600.0, "1234567890*#", 5.0, true),
+        "RestComm's defaults"
+    );
+    assert_eq!(
+        d.action_hook.as_ref().unwrap().url,
+        "",
+        "the document's own URL"
+    );
+    let Verb::Record(none) = &v[2] else { panic!() };
+    assert_eq!(none.finish_on_key, "");
+    let records: Vec<Option<DialRecord>> = v[3..]
+        .iter()
+        .map(|d| match d {
+            Verb::Dial(d) => d.record,
+            _ => panic!(),
+        })
+        .collect();
+    assert_eq!(
+        records,
+        [
+            Some(DialRecord::FromAnswer),
+            Some(DialRecord::FromRinging),
+            None
+        ]
+    );
 }

@@ -87,6 +87,19 @@ pub struct Dial {
     pub listen: Option<Value>,
     #[serde(default)]
     pub transcribe: Option<Value>,
+    /// RCML `record`: the call is recorded while dialled or connected; the action hook gets
+    /// `recording_url` and `recording_duration`.
+    #[serde(skip)]
+    pub record: Option<DialRecord>,
+}
+
+/// When a dial's recording starts (RCML `record`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialRecord {
+    /// When the dialled party answers.
+    FromAnswer,
+    /// As soon as it is dialled.
+    FromRinging,
 }
 
 const DEFAULT_TIMEOUT: f64 = 60.0;
@@ -173,6 +186,10 @@ impl Dial {
         let timeout = seconds("timeout", self.timeout.unwrap_or(DEFAULT_TIMEOUT))
             .unwrap_or(Duration::from_secs(60));
         x.answer().await?;
+        let mut recording = None;
+        if self.record == Some(DialRecord::FromRinging) {
+            recording = start_recording(x).await?;
+        }
         let outcome = match x
             .ctl
             .dial(
@@ -209,6 +226,9 @@ impl Dial {
                         Some(DialProgress::Answered { leg_id }) => {
                             answered_at = Some(Instant::now());
                             call_sid = Some(leg_id);
+                            if self.record == Some(DialRecord::FromAnswer) {
+                                recording = start_recording(x).await?;
+                            }
                         }
                         Some(DialProgress::Failed { status }) => {
                             break Outcome {
@@ -252,7 +272,34 @@ impl Dial {
             r.insert("dial_call_sid".into(), Value::from(sid));
         }
         r.insert("duration".into(), Value::from(outcome.duration));
+        if let Some(id) = recording {
+            match x.ctl.record_stop(&x.call, &id).await {
+                Ok(done) => {
+                    if let Some(url) = x.recording_url(&done.id) {
+                        r.insert("recording_url".into(), Value::from(url));
+                    }
+                    r.insert(
+                        "recording_duration".into(),
+                        Value::from((done.duration_ms + 500) / 1000),
+                    );
+                }
+                Err(ControlError::Gone) => return Err(x.call_ended().await.into()),
+                Err(e) => x.alert(AlertKind::CallControl, format!("dial: recording: {e}")),
+            }
+        }
         x.action(self.action_hook.as_ref(), r, "actionHook").await
+    }
+}
+
+/// Starts the dial's recording; a failure is reported and the dial goes on unrecorded.
+async fn start_recording(x: &mut Exec) -> Result<Option<String>, AppError> {
+    match x.ctl.record_start(&x.call).await {
+        Ok(id) => Ok(Some(id)),
+        Err(ControlError::Gone) => Err(x.call_ended().await.into()),
+        Err(e) => {
+            x.alert(AlertKind::CallControl, format!("dial: cannot record: {e}"));
+            Ok(None)
+        }
     }
 }
 

@@ -24,6 +24,7 @@ pub mod leave;
 pub mod listen;
 pub mod pause;
 pub mod play;
+pub mod record;
 pub mod redirect;
 pub mod say;
 pub mod tag;
@@ -40,6 +41,7 @@ pub use leave::Leave;
 pub use listen::Listen;
 pub use pause::Pause;
 pub use play::Play;
+pub use record::Record;
 pub use redirect::Redirect;
 pub use say::Say;
 pub use tag::Tag;
@@ -62,6 +64,8 @@ pub enum Verb {
     Leave(Leave),
     Redirect(Redirect),
     Listen(Box<Listen>),
+    /// RCML `<Record>` (not a jambonz verb).
+    Record(Box<Record>),
     /// A jambonz verb this server does not run yet (reported and skipped).
     NotYet(NotYet),
 }
@@ -107,6 +111,7 @@ impl Verb {
             Verb::Leave(_) => "leave",
             Verb::Redirect(_) => "redirect",
             Verb::Listen(_) => "listen",
+            Verb::Record(_) => "record",
             Verb::NotYet(n) => &n.name,
         }
     }
@@ -182,6 +187,7 @@ impl Verb {
             Verb::Leave(v) => v.exec(x).await,
             Verb::Redirect(v) => v.exec(x).await,
             Verb::Listen(v) => v.exec(x).await,
+            Verb::Record(v) => v.exec(x).await,
             Verb::NotYet(v) => v.exec(x).await,
         }
     }

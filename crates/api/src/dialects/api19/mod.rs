@@ -6,11 +6,13 @@
 //! Auth: HTTP Basic `AccountSid:AuthToken` (the AuthToken is a native API key of the
 //! account) or the API key as the user name with an empty password. AccountSid is `AC` + the
 //! account id's hex digits, CallSid `CA` + the leg id's (`hookflash_apps::rcml::sids`).
-//! Conferences do not exist yet: their paths answer 404 with a message that says so.
+//! `Recordings/{RecordingSid}(.wav)` serves the audio RCML `<Record>` reports as
+//! `RecordingUrl`. Conferences do not exist yet: their paths answer 404 with a message that says so.
 
 mod auth;
 mod calls;
 pub mod error;
+pub mod recordings;
 mod render;
 
 use std::collections::HashMap;
@@ -98,6 +100,11 @@ pub fn router(shared: &AppState) -> Router {
             .route(
                 &format!("{acc}/Calls.json/{{call_sid}}"),
                 get(calls::get_one).post(calls::modify),
+            )
+            // `{recording_sid}` may end in `.wav`.
+            .route(
+                &format!("{acc}/Recordings/{{recording_sid}}"),
+                get(recordings::audio),
             )
             .route(&format!("{acc}/Conferences"), any(no_conferences))
             .route(&format!("{acc}/Conferences.json"), any(no_conferences))
