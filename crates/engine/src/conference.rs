@@ -121,6 +121,34 @@ struct ConferenceActor {
     started: bool,
 }
 
+impl ConferenceEntry {
+    /// Sends the command `make` builds around a reply channel and waits for the reply. A
+    /// conference that ended meanwhile is `NotFound`.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, CommandError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| CommandError::NotFound)?;
+        rx.await.map_err(|_| CommandError::NotFound)
+    }
+}
+
+/// Hangs up a participant's dialog in the background: BYE once it joined, else CANCEL.
+fn release(dialog: &InviteLeg, joined: bool) {
+    let dialog = dialog.clone();
+    tokio::spawn(async move {
+        let _ = if joined {
+            dialog.bye().await
+        } else {
+            dialog.cancel().await
+        };
+    });
+}
+
 fn key(account_id: &str, name: &str) -> String {
     format!("{account_id}/{name}")
 }
@@ -175,16 +203,10 @@ impl Engine {
         account_id: &str,
         name: &str,
     ) -> Result<ConferenceInfo, CommandError> {
-        let entry = self
-            .conference_entry(account_id, name)
-            .ok_or(CommandError::NotFound)?;
-        let (tx, rx) = oneshot::channel();
-        entry
-            .commands
-            .send(Command::Info(tx))
+        self.conference_entry(account_id, name)
+            .ok_or(CommandError::NotFound)?
+            .ask(Command::Info)
             .await
-            .map_err(|_| CommandError::NotFound)?;
-        rx.await.map_err(|_| CommandError::NotFound)
     }
 
     /// Dials `target` (an extension or number, routed as the account dials) into conference
@@ -219,17 +241,13 @@ impl Engine {
                 }
             }
         };
-        let (tx, rx) = oneshot::channel();
         entry
-            .commands
-            .send(Command::Dial {
+            .ask(|reply| Command::Dial {
                 target: target.to_string(),
                 muted,
-                reply: tx,
+                reply,
             })
-            .await
-            .map_err(|_| CommandError::NotFound)?;
-        rx.await.map_err(|_| CommandError::NotFound)?
+            .await?
     }
 
     pub async fn conference_mute(
@@ -239,20 +257,14 @@ impl Engine {
         participant: &str,
         muted: bool,
     ) -> Result<ParticipantInfo, CommandError> {
-        let entry = self
-            .conference_entry(account_id, name)
-            .ok_or(CommandError::NotFound)?;
-        let (tx, rx) = oneshot::channel();
-        entry
-            .commands
-            .send(Command::Mute {
+        self.conference_entry(account_id, name)
+            .ok_or(CommandError::NotFound)?
+            .ask(|reply| Command::Mute {
                 participant: participant.to_string(),
                 muted,
-                reply: tx,
+                reply,
             })
-            .await
-            .map_err(|_| CommandError::NotFound)?;
-        rx.await.map_err(|_| CommandError::NotFound)?
+            .await?
     }
 
     /// Takes a participant out: BYE (or CANCEL while it rings).
@@ -262,19 +274,13 @@ impl Engine {
         name: &str,
         participant: &str,
     ) -> Result<(), CommandError> {
-        let entry = self
-            .conference_entry(account_id, name)
-            .ok_or(CommandError::NotFound)?;
-        let (tx, rx) = oneshot::channel();
-        entry
-            .commands
-            .send(Command::Remove {
+        self.conference_entry(account_id, name)
+            .ok_or(CommandError::NotFound)?
+            .ask(|reply| Command::Remove {
                 participant: participant.to_string(),
-                reply: tx,
+                reply,
             })
-            .await
-            .map_err(|_| CommandError::NotFound)?;
-        rx.await.map_err(|_| CommandError::NotFound)?
+            .await?
     }
 
     fn start_conference(&self, account_id: &str, name: &str) -> ConferenceEntry {
@@ -324,15 +330,7 @@ impl ConferenceActor {
             }
         }
         for p in self.participants.drain(..) {
-            let dialog = p.dialog.clone();
-            let joined = p.media_id.is_some();
-            tokio::spawn(async move {
-                let _ = if joined {
-                    dialog.bye().await
-                } else {
-                    dialog.cancel().await
-                };
-            });
+            release(&p.dialog, p.media_id.is_some());
         }
         self.unregister();
         self.engine.inner.metrics.conferences_active.dec();
@@ -404,15 +402,7 @@ impl ConferenceActor {
             Command::Remove { participant, reply } => {
                 let r = match self.take(&participant) {
                     Some(p) => {
-                        let dialog = p.dialog.clone();
-                        let joined = p.media_id.is_some();
-                        tokio::spawn(async move {
-                            let _ = if joined {
-                                dialog.bye().await
-                            } else {
-                                dialog.cancel().await
-                            };
-                        });
+                        release(&p.dialog, p.media_id.is_some());
                         Ok(())
                     }
                     None => Err(CommandError::NotFound),
@@ -570,10 +560,7 @@ impl ConferenceActor {
         }
         let Some((remote, (law, pt))) = chosen else {
             warn!(participant = %id, "the answer has no G.711 audio: leaving");
-            let dialog = p.dialog.clone();
-            tokio::spawn(async move {
-                let _ = dialog.bye().await;
-            });
+            release(&p.dialog, true);
             self.participants.remove(i);
             return;
         };
@@ -593,10 +580,7 @@ impl ConferenceActor {
             }
             Err(e) => {
                 warn!(participant = %id, error = %e, "conference media failed: leaving");
-                let dialog = p.dialog.clone();
-                tokio::spawn(async move {
-                    let _ = dialog.bye().await;
-                });
+                release(&p.dialog, true);
                 self.participants.remove(i);
             }
         }
