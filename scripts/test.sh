@@ -8,6 +8,7 @@
 #   SKIP_CARGO=1      skip fmt/clippy/build/unit tests (e2e only; needs a built binary)
 #   SKIP_E2E=1        skip the end-to-end suite
 #   PYTEST_ARGS="..." extra pytest arguments, e.g. PYTEST_ARGS="-k register -x"
+#   E2E_WORKERS=N     parallel pytest workers for the e2e suite (default 2; 1 = serial)
 #   HOOKFLASH_KEEP_ARTIFACTS=1  keep tests/e2e/artifacts/<test>/ for passing tests too
 # Exits non-zero if any stage fails; pytest collecting no test counts as failure.
 set -uo pipefail
@@ -82,7 +83,7 @@ setup_venv() {
   rm -rf "$VENV"
   python3 -m venv "$VENV" &&
     "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ" &&
-    "$VENV/bin/python" -c 'import pjsua2, pytest, pytest_timeout, requests' &&
+    "$VENV/bin/python" -c 'import pjsua2, pytest, pytest_timeout, requests, xdist' &&
     echo "$want" >"$stamp"
 }
 
@@ -95,11 +96,26 @@ run_unit_tests() {
 }
 
 run_e2e() {
+  # Two passes: everything but the machine-loading tests on E2E_WORKERS parallel pytest
+  # workers (a test file stays on one worker; each worker has its own ports, see hfserver.py),
+  # then the `solo` tests (floods, load, sprays) alone, so that they neither slow nor are
+  # slowed by timing-sensitive calls.
+  local workers=${E2E_WORKERS:-2} rc1 rc2
   # shellcheck disable=SC2086
-  timeout 1800 "$VENV/bin/python" -m pytest tests/e2e -q ${PYTEST_ARGS:-}
-  local rc=$?
-  if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: counted as a failure"; fi
-  return "$rc"
+  timeout 1500 "$VENV/bin/python" -m pytest tests/e2e -q -n "$workers" --dist loadfile \
+    -m "not solo" ${PYTEST_ARGS:-}
+  rc1=$?
+  # shellcheck disable=SC2086
+  timeout 600 "$VENV/bin/python" -m pytest tests/e2e -q -m solo ${PYTEST_ARGS:-}
+  rc2=$?
+  # Exit 5 = this pass collected nothing (e.g. PYTEST_ARGS selected only the other kind).
+  if [ "$rc1" -eq 5 ] && [ "$rc2" -eq 5 ]; then
+    echo "pytest collected no tests: counted as a failure"
+    return 5
+  fi
+  if [ "$rc1" -ne 0 ] && [ "$rc1" -ne 5 ]; then return "$rc1"; fi
+  if [ "$rc2" -ne 0 ] && [ "$rc2" -ne 5 ]; then return "$rc2"; fi
+  return 0
 }
 
 # --- Node SDKs of the dialect tests (tests/node: package.json + package-lock.json, pinned).

@@ -47,16 +47,31 @@ _port_lock = threading.Lock()
 _used_ports = set()
 
 
+def _worker():
+    """(index, count) of this pytest-xdist worker, (0, 1) when run alone. Parallel workers
+    get disjoint port blocks so that two test servers never race for one port."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not name.startswith("gw") or count <= 1:
+        return 0, 1
+    return int(name[2:]) % count, count
+
+
+WORKER, WORKERS = _worker()
+
+
 def free_port(udp=True, tcp=True, span=1):
     """A port (and the ``span``-1 ports after it) free for UDP and/or TCP on
     127.0.0.1, never handed out twice by this process."""
     with _port_lock:
-        for _ in range(500):
+        for _ in range(2000):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
             s.close()
             ports = range(port, port + span)
+            if any((p // 1000) % WORKERS != WORKER for p in ports):
+                continue  # another worker's block
             if any(p in _used_ports or p > 65535 for p in ports):
                 continue
             ok = True
@@ -81,14 +96,18 @@ def free_port(udp=True, tcp=True, span=1):
 
 
 _rtp_lock = threading.Lock()
-_rtp_next = [20000 + 200 * random.randrange(0, 50)]
+# Server RTP ranges come from 20000-29999, split between parallel workers.
+_RTP_BASE = 20000 + WORKER * (10000 // WORKERS)
+_RTP_TOP = _RTP_BASE + 10000 // WORKERS
+_rtp_next = [_RTP_BASE + 200 * random.randrange(0, (_RTP_TOP - _RTP_BASE) // 200)]
 
 
 def rtp_range(size=200):
-    """A server RTP range unique per server instance (20000-29999)."""
+    """A server RTP range unique per server instance (within this worker's share of
+    20000-29999)."""
     with _rtp_lock:
         lo = _rtp_next[0]
-        _rtp_next[0] = lo + size if lo + 2 * size <= 30000 else 20000
+        _rtp_next[0] = lo + size if lo + 2 * size <= _RTP_TOP else _RTP_BASE
         return lo, lo + size - 1
 
 

@@ -226,11 +226,26 @@ class Client:
         ]
         return ("\r\n".join(L) + "\r\n\r\n").encode()
 
-    def options(self, ruri=None, timeout=3.0):
+    def options(self, ruri=None, timeout=3.0, retransmit=False):
+        """OPTIONS; with ``retransmit`` over UDP it is resent as a phone would (RFC 3261
+        Timer E: 0.5 s, then doubling) until a final response or the timeout."""
         ruri = ruri or "sip:%s:%d" % self.server
         req = self.request("OPTIONS", ruri, "sip:probe@127.0.0.1", ruri)
         self.send(req.data)
-        return self.final(timeout, cseq_method="OPTIONS")
+        if not retransmit:
+            return self.final(timeout, cseq_method="OPTIONS")
+        deadline = time.monotonic() + timeout
+        interval = 0.5
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            m = self.final(min(interval, left), cseq_method="OPTIONS")
+            if m is not None:
+                return m
+            if deadline - time.monotonic() > 0:
+                self.send(req.data)
+            interval *= 2
 
 
 class Request:

@@ -17,6 +17,7 @@ CALLS = 50
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@pytest.mark.solo  # a spray of the whole RTP range at full speed: runs alone
 def test_an_rtp_spray_during_call_setups_receives_nothing(server_factory, artifacts):
     server = server_factory(digest_algorithms=["MD5"])
     remote = "127.0.0.1:%d" % server.sip_port

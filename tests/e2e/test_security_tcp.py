@@ -11,7 +11,8 @@ import pytest
 
 from checks import sip_user
 
-pytestmark = pytest.mark.server
+# solo: thousands of connections and a process-wide fd count; runs alone (scripts/test.sh).
+pytestmark = [pytest.mark.server, pytest.mark.solo]
 
 PER_SOURCE = 8
 SOURCES = 40  # 127.0.1.1 .. 127.0.1.40

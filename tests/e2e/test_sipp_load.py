@@ -9,7 +9,8 @@ import sipp
 from checks import split_hostport
 from hfserver import free_port
 
-pytestmark = [pytest.mark.server, pytest.mark.timeout(180)]
+# solo: a load test; runs alone, not beside other tests (scripts/test.sh).
+pytestmark = [pytest.mark.server, pytest.mark.timeout(180), pytest.mark.solo]
 
 CALLS = 200
 RATE = 20
