@@ -133,9 +133,10 @@ def test_baresip_playout_delay_after_hold_stays_at_its_pre_hold_level(server_fac
         log = phone.text()
         audio.write_wav(os.path.join(artifacts, "baresip_played.wav"), parec.samples(), P.RATE)
 
-        # baresip took both re-INVITEs (hold: sendonly → its answer recvonly; retrieve).
+        # Both legs took both re-INVITEs (hold: sendonly; retrieve: sendrecv).
         held = [m for _, m, _ in carrier.log if not m.is_response and m.method == "INVITE"]
         assert len(held) >= 2, "the carrier's leg was not re-INVITEd: %s" % held
+        assert log.count("got re-INVITE") >= 2, "baresip saw no hold/retrieve:\n" + log[-1500:]
         d_pre, q_pre = delay(parec, sender.log, pre)
         d_post, q_post = delay(parec, sender.log, post)
         detail = "pre %s s (match %.2f), post %s s (match %.2f)\n%s" % (
