@@ -382,9 +382,11 @@ class Baresip:
     def __init__(self, workdir, server, ext, pulse, silence_wav):
         self.dir = os.path.join(workdir, "baresip")
         os.makedirs(self.dir, exist_ok=True)
-        self.sip_port = hfserver.free_port(udp=True, tcp=True)
-        self.rtp_lo = hfserver.free_port(udp=True, tcp=False)
-        self.rtp_lo -= self.rtp_lo % 2
+        # baresip listens on UDP and TCP at sip_listen and on TLS at the port after it.
+        self.sip_port = hfserver.free_port(udp=True, tcp=True, span=2)
+        # An even RTP port with its RTCP port, inside four free ones.
+        p = hfserver.free_port(udp=True, tcp=False, span=4)
+        self.rtp_lo = p + p % 2
         cfg = [
             "poll_method epoll",
             "net_interface 127.0.0.1",
