@@ -2,7 +2,8 @@
 # Run every test of hookflash: format + lint, the Rust workspace tests, and the
 # end-to-end suite (tests/e2e: independent pjsua2 phones and SIPp against a
 # real `hookflash serve`). Idempotent on a fresh Debian 12: installs what it
-# needs (apt: sip-tester sox espeak-ng; a Python venv with pinned packages).
+# needs (apt: sip-tester sox espeak-ng baresip pulseaudio pulseaudio-utils; a Python venv
+# with pinned packages).
 #
 # Environment knobs (all optional):
 #   SKIP_CARGO=1      skip fmt/clippy/build/unit tests (e2e only; needs a built binary)
@@ -62,6 +63,10 @@ install_system_packages() {
   command -v sox >/dev/null 2>&1 || missing+=(sox)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+  # baresip, a second independent phone, plays into a PulseAudio null sink (test_playout_hold)
+  command -v baresip >/dev/null 2>&1 || missing+=(baresip)
+  command -v pulseaudio >/dev/null 2>&1 || missing+=(pulseaudio)
+  command -v parec >/dev/null 2>&1 || missing+=(pulseaudio-utils)
   if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
   if [ ${#missing[@]} -eq 0 ]; then
     echo "system packages present"

@@ -21,6 +21,7 @@ Commands (``{"cmd": NAME, "id": N, ...}``):
   hold {call?} / unhold {call?}
   play {wav, loop?} / stop_play
   record {wav} / stop_record      (stop_record finalises the WAV header)
+  (option --drain: calls also play to the null sound device, see Agent.drain)
   dtmf {digits, call?}
   info                            -> ack.result = list of call infos
   quit
@@ -207,6 +208,11 @@ class Agent:
         self.name = args.name
         self.event_fd = args.event_fd
         self.codecs = [c.strip().upper() for c in args.codecs.split(",") if c.strip()]
+        # --drain: every call's audio also goes to the (null) playback device, so pjmedia's
+        # conference bridge reads the call's port every tick even while nothing records. The
+        # bridge skips ports without listeners, and then the stream's jitter buffer fills
+        # up: a later recording starts with that backlog (tests/e2e/README.md, playout).
+        self.drain = args.drain
         self.rtp_port = args.rtp_port
         self.calls = []
         self.acc = None
@@ -280,6 +286,8 @@ class Agent:
             self.player.startTransmit(call.audio)
         if self.recorder is not None:
             call.audio.startTransmit(self.recorder)
+        if self.drain:
+            call.audio.startTransmit(self.ep.audDevManager().getPlaybackDevMedia())
 
     def live_calls(self):
         return [c for c in self.calls if c.audio is not None and c.state != "DISCONNECTED"]
@@ -531,6 +539,7 @@ def main():
     ap.add_argument("--codecs", default="PCMU,PCMA")
     ap.add_argument("--rtp-port", type=int, default=0)
     ap.add_argument("--log-level", type=int, default=4)
+    ap.add_argument("--drain", action="store_true")
     args = ap.parse_args()
     global AGENT
     AGENT = Agent(args)

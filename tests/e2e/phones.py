@@ -28,7 +28,7 @@ class PhoneError(AssertionError):
 
 
 class Phone:
-    def __init__(self, name, workdir, codecs="PCMU,PCMA", log_level=4):
+    def __init__(self, name, workdir, codecs="PCMU,PCMA", log_level=4, drain=False):
         self.name = name
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
@@ -54,7 +54,7 @@ class Phone:
                 str(self.rtp_port),
                 "--log-level",
                 str(log_level),
-            ],
+            ] + (["--drain"] if drain else []),
             stdin=subprocess.PIPE,
             stdout=self.log,
             stderr=subprocess.STDOUT,
