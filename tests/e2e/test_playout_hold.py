@@ -30,6 +30,8 @@ import playout_hold as P
 
 pytestmark = [
     pytest.mark.server,
+    # solo: it compares playout delays, which CPU stalls of a loaded machine would move.
+    pytest.mark.solo,
     pytest.mark.skipif(
         not all(shutil.which(b) for b in ("baresip", "pulseaudio", "parec", "pactl"))
         or not os.path.exists("/usr/lib/baresip/modules/pulse.so"),
