@@ -362,7 +362,7 @@ def test_outbound_calls_per_minute_limit(server_factory, phones, peers):
 # ------------------------------------------------------------- 6. INVITE flood
 FLOOD_SRC = "127.0.0.3"
 FLOOD_RATE = 3000
-FLOOD_SECONDS = 20
+FLOOD_SECONDS = 60  # as the security issue asks: a minute of flood
 
 
 class OptionsProbe(threading.Thread):
@@ -413,10 +413,13 @@ def _timed_call(A, B, server):
 
 
 @pytest.mark.solo  # 3,000 INVITEs/s: runs alone, not beside other tests (scripts/test.sh)
+@pytest.mark.timeout(150)
 def test_invite_flood_is_dropped_while_legitimate_traffic_is_served(
         server_factory, phones, artifacts):
-    # Its own server (default flood settings): 127.0.0.3 gets banned here and nowhere else.
-    server = server_factory()
+    # Its own server: 127.0.0.3 gets banned here and nowhere else. Default flood settings but
+    # a ban longer than the flood, so that "still banned afterwards" is not decided by whether
+    # the default 60 s ban ran out a moment before the check.
+    server = server_factory(security={"flood_ban_secs": 180})
     A = phone(phones, server, "A", "201")
     B = phone(phones, server, "B", "202", code=200)
     # Control: the flooding address is served before it floods.
@@ -435,7 +438,7 @@ def test_invite_flood_is_dropped_while_legitimate_traffic_is_served(
     t_flood = time.monotonic()
     setup = []
     try:
-        for at in (3.0, 12.0):  # well inside the flood (the ban comes within ~0.1 s)
+        for at in (3.0, 12.0, 45.0):  # well inside the flood (the ban comes within ~0.1 s)
             time.sleep(max(0.0, t_flood + at - time.monotonic()))
             assert flood.poll() is None, "the flooder ended early: %s" % open(out_path).read()
             setup.append(_timed_call(A, B, server))
