@@ -431,18 +431,6 @@ pub(crate) async fn park(
     party_json(&state, &call, &leg).await
 }
 
-/// Actions this server does not offer on a party: 501, the call unchanged.
-pub(crate) async fn not_offered(
-    State(state): State<RcState>,
-    auth: RcUser,
-    Path(path): PartyPath,
-) -> Result<Response> {
-    party_of(&state, &auth, &path)?;
-    Err(RcError::NotImplemented(
-        "This party action is not offered by this server (answer, reply and bridge are not); the call is unchanged".into(),
-    ))
-}
-
 /// `POST .../parties/{partyId}/recordings`: starts recording the call -> `{"id", "active"}`.
 pub(crate) async fn start_recording(
     State(state): State<RcState>,
