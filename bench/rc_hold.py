@@ -18,15 +18,15 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import Ctx, parse_pcap, percentile, setup_calls  # noqa: E402
+from bench import (  # noqa: E402
+    Ctx, capture_api_and_sip, hold_latencies, percentile, setup_calls)
 from benchlib import (  # noqa: E402
-    Hookflash, SippFactory, cleanup, free_port, http, log, spawn, stop_proc, wait_until)
+    Hookflash, SippFactory, cleanup, free_port, http, log, stop_proc)
 
 CLIENT_ID, CLIENT_SECRET = "bench-rc", "bench-rc-secret"
 WARMUP = 5
@@ -98,19 +98,7 @@ def main():
         parties = callee_parties(srv)[:k + WARMUP]
         if len(parties) < k + WARMUP:
             raise RuntimeError("only %d answered calls" % len(parties))
-        pcap = os.path.join(wd, "rc_hold.pcap")
-        flt = "(tcp dst port %d) or (udp src port %d)" % (srv.http_port, srv.sip_port)
-        tlog = open(os.path.join(wd, "tcpdump.log"), "wb")
-        tcpd = spawn(["tcpdump", "-i", "lo", "-nn", "-U", "--immediate-mode", "-s", "512",
-                      "-B", "32768", "--time-stamp-precision=nano", "-w", pcap, flt],
-                     stdout=tlog, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_until(lambda: b"listening" in open(tlog.name, "rb").read(), 5)
-
-        def capturing():
-            http("GET", srv.http + "/healthz", timeout=1)
-            time.sleep(0.05)
-            return os.path.exists(pcap) and os.path.getsize(pcap) > 24
-        wait_until(capturing, 5, 0.1)
+        tcpd, pcap, tlog = capture_api_and_sip(wd, srv, "rc_hold.pcap")
         auth = {"Authorization": "Bearer " + token}
         client = []
         for sid, pid in parties:
@@ -123,18 +111,7 @@ def main():
         tcpd.send_signal(signal.SIGINT)
         tcpd.wait(10)
         tlog.close()
-        pkts = parse_pcap(pcap)
-        reqs = [t for t, pr, sp, dp, pl in pkts
-                if pr == "tcp" and dp == srv.http_port and pl.startswith(b"POST ")
-                and b"/hold" in pl.split(b"\r\n", 1)[0]]
-        invs = [t for t, pr, sp, dp, pl in pkts
-                if pr == "udp" and sp == srv.sip_port and pl.startswith(b"INVITE ")]
-        first = []
-        for i, t in enumerate(reqs):
-            nxt = reqs[i + 1] if i + 1 < len(reqs) else float("inf")
-            mine = [x for x in invs if t <= x < nxt]
-            if mine:
-                first.append((mine[0] - t) / 1e6)
+        reqs, invs, first, _ = hold_latencies(pcap, srv, "POST")
         first, client = first[WARMUP:], client[WARMUP:]
         res = dict(api="POST /restapi/v1.0/.../parties/{pid}/hold", active_calls=n,
                    requests=len(client), ok=sum(1 for _, st in client if st == 200),

@@ -11,18 +11,11 @@ from api_support import LiveCall, Native, registered
 from checks import wait_until
 from conftest import F_A, F_B
 from rc_support import Rc
-from test_ringcentral_subscriptions import SESSIONS, Receiver, statuses
+from test_ringcentral_subscriptions import SESSIONS, receiver, statuses  # noqa: F401 (fixture)
 
 import audio
 
 pytestmark = [pytest.mark.server]
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def _subscribe(rc, receiver):
