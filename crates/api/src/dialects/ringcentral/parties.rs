@@ -32,7 +32,7 @@ const PARK_TIMEOUT: Duration = Duration::from_secs(120);
 type PartyPath = Path<(String, String, String)>;
 
 /// The session and the token's party named by the path.
-fn party_of(
+pub(crate) fn party_of(
     state: &RcState,
     auth: &RcUser,
     path: &(String, String, String),
@@ -288,7 +288,7 @@ pub(crate) async fn transfer(
 }
 
 /// The token's party must be the called party of a ringing call.
-fn ringing_callee(leg: &LegInfo) -> Result<()> {
+pub(crate) fn ringing_callee(leg: &LegInfo) -> Result<()> {
     match (leg.role, leg.state) {
         (LegRole::Callee, LegState::Setup | LegState::Proceeding | LegState::Ringing) => Ok(()),
         (LegRole::Caller, _) => Err(RcError::WrongState(

@@ -14,13 +14,14 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use hookflash_engine::{LegInfo, LegRole, LegState};
+use hookflash_engine::{LegInfo, LegState};
 use serde::Deserialize;
 use tracing::info;
 
 use super::account::device_contact;
 use super::error::RcError;
 use super::oauth::RcUser;
+use super::parties::{party_of, ringing_callee};
 use super::sessions::{body, own_party, own_session, Result};
 use super::RcState;
 
@@ -41,26 +42,6 @@ const REPLY_PATTERNS: &[&str] = &[
     "OnTheOtherLineNoCall",
 ];
 const TIME_UNITS: &[&str] = &["Minute", "Hour", "Day"];
-
-fn party_of(state: &RcState, auth: &RcUser, path: &(String, String, String)) -> Result<LegInfo> {
-    let (account, sid, pid) = path;
-    super::account::check_account(auth, account)?;
-    let call = own_session(state, auth, sid)?;
-    Ok(own_party(&call, auth, pid)?.clone())
-}
-
-/// The party must be the called party of a ringing call (409 otherwise).
-fn ringing(leg: &LegInfo) -> Result<()> {
-    match (leg.role, leg.state) {
-        (LegRole::Callee, LegState::Setup | LegState::Proceeding | LegState::Ringing) => Ok(()),
-        (LegRole::Caller, _)
-        | (LegRole::Callee, LegState::Answered | LegState::Held | LegState::Disconnected) => {
-            Err(RcError::WrongState(
-                "Only the called party of a ringing call can do this; the call is unchanged".into(),
-            ))
-        }
-    }
-}
 
 /// The party must be connected (409 otherwise).
 fn connected(leg: &LegInfo, which: &str) -> Result<()> {
@@ -93,9 +74,9 @@ pub(crate) async fn answer(
     Path(path): PartyPath,
     payload: Bytes,
 ) -> Result<Response> {
-    let leg = party_of(&state, &auth, &path)?;
+    let (_, leg) = party_of(&state, &auth, &path)?;
     let req: AnswerBody = body(&payload, r#"{"deviceId": "..."}"#)?;
-    ringing(&leg)?;
+    ringing_callee(&leg)?;
     if device_contact(&state, &auth.user, &req.device_id)
         .await?
         .is_none()
@@ -178,13 +159,13 @@ pub(crate) async fn reply(
     Path(path): PartyPath,
     payload: Bytes,
 ) -> Result<Response> {
-    let leg = party_of(&state, &auth, &path)?;
+    let (_, leg) = party_of(&state, &auth, &path)?;
     let req: ReplyBody = body(
         &payload,
         r#"{"replyWithText": "..."} or {"replyWithPattern": {"pattern": "OnMyWay"}}"#,
     )?;
     check_reply(&req)?;
-    ringing(&leg)?;
+    ringing_callee(&leg)?;
     info!(party = %leg.id, "RingCentral reply refused (not offered)");
     Err(not_offered(
         "Replying with text",
@@ -206,7 +187,7 @@ pub(crate) async fn bridge(
     Path(path): PartyPath,
     payload: Bytes,
 ) -> Result<Response> {
-    let leg = party_of(&state, &auth, &path)?;
+    let (_, leg) = party_of(&state, &auth, &path)?;
     let req: BridgeBody = body(
         &payload,
         r#"{"telephonySessionId": "...", "partyId": "..."}"#,
