@@ -52,6 +52,8 @@ const HEARTBEAT_AFTER: Duration = Duration::from_secs(60);
 /// How long a dropped connection's session (subscriptions, missed notifications) waits for
 /// the client to come back with its `wsc`.
 pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a recovery, the missed notifications follow ConnectionDetails after this pause.
+const RECOVERED_FLUSH_DELAY: Duration = Duration::from_millis(500);
 /// Dropped sessions kept at once (each holds at most [`QUEUE_FRAMES`] frames).
 const MAX_DROPPED_SESSIONS: usize = 500;
 
@@ -321,6 +323,11 @@ async fn run(state: RcState, auth: RcUser, mut socket: WebSocket, recover: Optio
         return;
     }
     info!(user = %auth.user.extension, connection, recovered, "RingCentral WebSocket connected");
+    if recovered {
+        // @rc-ex/ws re-attaches the subscription's listener only once it has read
+        // ConnectionDetails: queued notifications arriving in the same read would be lost.
+        tokio::time::sleep(RECOVERED_FLUSH_DELAY).await;
+    }
     loop {
         let heartbeat = tokio::time::sleep(HEARTBEAT_AFTER);
         tokio::select! {
