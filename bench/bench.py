@@ -466,6 +466,47 @@ def percentile(vals, q):
 HOLD_WARMUP = 5
 
 
+def capture_api_and_sip(wd, srv, name):
+    """tcpdump on lo of the requests to srv's HTTP port and what leaves its SIP port, running
+    and capturing once this returns: (process, pcap path, its log file)."""
+    pcap = os.path.join(wd, name)
+    flt = "(tcp dst port %d) or (udp src port %d)" % (srv.http_port, srv.sip_port)
+    tlog = open(os.path.join(wd, "tcpdump.log"), "wb")
+    # --immediate-mode: without it libpcap hands packets over in blocks up to 1 s late and
+    # whatever is pending at SIGINT is lost. Timestamps are the kernel's either way.
+    tcpd = spawn(["tcpdump", "-i", "lo", "-nn", "-U", "--immediate-mode", "-s", "512", "-B", "32768",
+                  "--time-stamp-precision=nano", "-w", pcap, flt],
+                 stdout=tlog, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    wait_until(lambda: b"listening" in open(tlog.name, "rb").read(), 5)
+
+    def capturing():  # a request on the filtered port shows up in the file (-U)
+        http("GET", srv.http + "/healthz", timeout=1)
+        time.sleep(0.05)
+        return os.path.exists(pcap) and os.path.getsize(pcap) > 24
+    wait_until(capturing, 5, 0.1)
+    return tcpd, pcap, tlog
+
+
+def hold_latencies(pcap, srv, method):
+    """(hold requests, INVITEs, first and last re-INVITE latency per request in ms) from a
+    capture of capture_api_and_sip: each request is paired with the INVITEs the server sent
+    before the next request."""
+    pkts = parse_pcap(pcap)
+    reqs = [t for t, pr, sp, dp, pl in pkts
+            if pr == "tcp" and dp == srv.http_port and pl.startswith(method.encode() + b" ")
+            and b"/hold" in pl.split(b"\r\n", 1)[0]]
+    invs = [t for t, pr, sp, dp, pl in pkts
+            if pr == "udp" and sp == srv.sip_port and pl.startswith(b"INVITE ")]
+    first, last = [], []
+    for i, t in enumerate(reqs):
+        nxt = reqs[i + 1] if i + 1 < len(reqs) else float("inf")
+        mine = [x for x in invs if t <= x < nxt]
+        if mine:
+            first.append((mine[0] - t) / 1e6)
+            last.append((mine[-1] - t) / 1e6)
+    return reqs, invs, first, last
+
+
 def scenario_hold(ctx):
     p = ctx.p
     n, k = p["hold_n"], p["hold_requests"]
@@ -512,21 +553,7 @@ def scenario_hold(ctx):
             log("hold: " + note)
             return dict(skipped=True, note=note)
         time.sleep(0.5)
-        pcap = os.path.join(wd, "hold.pcap")
-        flt = "(tcp dst port %d) or (udp src port %d)" % (srv.http_port, srv.sip_port)
-        tlog = open(os.path.join(wd, "tcpdump.log"), "wb")
-        # --immediate-mode: without it libpcap hands packets over in blocks up to 1 s late and
-        # whatever is pending at SIGINT is lost. Timestamps are the kernel's either way.
-        tcpd = spawn(["tcpdump", "-i", "lo", "-nn", "-U", "--immediate-mode", "-s", "512", "-B", "32768",
-                                 "--time-stamp-precision=nano", "-w", pcap, flt],
-                                stdout=tlog, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_until(lambda: b"listening" in open(tlog.name, "rb").read(), 5)
-
-        def capturing():  # a request on the filtered port shows up in the file (-U)
-            http("GET", srv.http + "/healthz", timeout=1)
-            time.sleep(0.05)
-            return os.path.exists(pcap) and os.path.getsize(pcap) > 24
-        wait_until(capturing, 5, 0.1)
+        tcpd, pcap, tlog = capture_api_and_sip(wd, srv, "hold.pcap")
         list_path, method, tmpl, body = api
         client = []
         # The first requests after the idle set-up pay cold caches and sleeping threads (and
@@ -540,19 +567,7 @@ def scenario_hold(ctx):
         tcpd.send_signal(signal.SIGINT)
         tcpd.wait(10)
         tlog.close()
-        pkts = parse_pcap(pcap)
-        reqs = [t for t, pr, sp, dp, pl in pkts
-                if pr == "tcp" and dp == srv.http_port and pl.startswith(method.encode() + b" ")
-                and b"/hold" in pl.split(b"\r\n", 1)[0]]
-        invs = [t for t, pr, sp, dp, pl in pkts
-                if pr == "udp" and sp == srv.sip_port and pl.startswith(b"INVITE ")]
-        first, last = [], []
-        for i, t in enumerate(reqs):
-            nxt = reqs[i + 1] if i + 1 < len(reqs) else float("inf")
-            mine = [x for x in invs if t <= x < nxt]
-            if mine:
-                first.append((mine[0] - t) / 1e6)
-                last.append((mine[-1] - t) / 1e6)
+        reqs, invs, first, last = hold_latencies(pcap, srv, method)
         first, last, client = first[HOLD_WARMUP:], last[HOLD_WARMUP:], client[HOLD_WARMUP:]
         ok = sum(1 for _, st in client if st and 200 <= st < 300)
         res = dict(skipped=False, api="%s %s" % (method, tmpl), active_calls=n,

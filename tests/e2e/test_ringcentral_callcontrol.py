@@ -157,7 +157,11 @@ def test_plain_http_statuses_and_error_bodies_leave_the_call_unchanged(server, p
     assert_rc_error(b.req("POST", base + b_pid + "/forward", json={"phoneNumber": "103"}), 409,
                     "TAS-409")
     assert_rc_error(b.req("POST", base + b_pid + "/reject"), 409)
-    assert_rc_error(a.req("POST", base + pid + "/answer", json={"deviceId": "1"}), 501)
+    # answer / reply need a ringing call (409); bridge with its own session is 400.
+    assert_rc_error(a.req("POST", base + pid + "/answer", json={"deviceId": "1"}), 409, "TAS-409")
+    assert_rc_error(b.req("POST", base + b_pid + "/reply", json={"replyWithText": "Later"}), 409)
+    assert_rc_error(a.req("POST", base + pid + "/bridge",
+                          json={"telephonySessionId": sid, "partyId": b_pid}), 400, "CMN-101")
     # Unchanged after all of it.
     parties = a.session(sid)["parties"]
     assert [p["status"]["code"] for p in parties] == ["Answered", "Answered"], parties

@@ -8,7 +8,9 @@
 //
 // ACTION: sessions | hold | unhold | mute | unmute | transfer (ARG_JSON: {"extensionNumber":..})
 // | forward (ARG_JSON) | reject | drop | park | record | pauseRecord (ARG_JSON: id) | hangupParty
-// | callOut (ARG_JSON: {"deviceIndex": 0, "to": {...}}).
+// | callOut (ARG_JSON: {"deviceIndex": 0, "to": {...}}) | flip (ARG_JSON: {"callFlipId"})
+// | ignore / answer (ARG_JSON: {"sipUriContains": "..."}: the device whose sipUri contains it)
+// | reply (ARG_JSON: the reply body) | bridge (ARG_JSON: {"telephonySessionId", "partyId"}).
 // Prints one JSON line: {"ok": true, "result", "extensionId", "party", "sessions", "devices"} or
 // {"ok": false, "error", "status"}.
 'use strict';
@@ -57,6 +59,17 @@ async function main() {
     case 'record': result = await session.createRecord(); break;
     case 'pauseRecord': result = await session.pauseRecord(arg); break;
     case 'resumeRecord': result = await session.resumeRecord(arg); break;
+    case 'flip': result = await session.flip(arg); break;
+    case 'ignore':
+    case 'answer': {
+      const device = cc.devices.find((d) => (d.sipUri || '').includes(arg.sipUriContains));
+      if (!device) throw new Error('no device with ' + arg.sipUriContains);
+      await session[action]({ deviceId: device.id });
+      result = device.id;
+      break;
+    }
+    case 'reply': result = await session.reply(arg); break;
+    case 'bridge': result = await session.bridge(arg); break;
     case 'hangupParty': await session.removeParty(session.party.id); result = null; break;
     default: throw new Error('unknown action ' + action);
   }

@@ -8,7 +8,9 @@
 // per notification; each notification is also fed to a ringcentral-call-control instance
 // (its live model, cc.onNotificationEvent), whose view of the extension's party follows as
 // {"cc": {"session", "status", "sessions"}}. After SECONDS (or when stdin closes) revokes and
-// prints {"done": true}.
+// prints {"done": true}. Lines on stdin: "drop" closes the WebSocket and holds off the SDK's
+// auto-recovery ({"dropped": true}); "resume" lets it reconnect with its wsc, which prints
+// {"recovered": "Successful" | "Failed", "subscription"}.
 // On failure: {"ok": false, "error"}.
 'use strict';
 
@@ -45,6 +47,28 @@ async function main() {
   });
   const ws = await subscription.register();
   out({ ready: true, subscription: ws.subscriptionInfo });
+  const wse = ws.wse;
+  const recovered = (state) => () =>
+    out({ recovered: state, subscription: ws.subscriptionInfo, wsc: wse.wsc });
+  wse.eventEmitter.on('autoRecoverSuccess', recovered('Successful'));
+  wse.eventEmitter.on('autoRecoverFailed', recovered('Failed'));
+  let pending = '';
+  process.stdin.on('data', (chunk) => {
+    pending += chunk.toString();
+    let nl;
+    while ((nl = pending.indexOf('\n')) >= 0) {
+      const cmd = pending.slice(0, nl).trim();
+      pending = pending.slice(nl + 1);
+      if (cmd === 'drop') {
+        wse.options.autoRecover.enabled = false;
+        wse.ws.close();
+        out({ dropped: true });
+      } else if (cmd === 'resume') {
+        wse.options.autoRecover.enabled = true;
+        out({ resuming: true });
+      }
+    }
+  });
   await new Promise((resolve) => {
     setTimeout(resolve, Number(seconds) * 1000);
     process.stdin.on('end', resolve);

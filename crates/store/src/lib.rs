@@ -17,6 +17,7 @@ mod numbers;
 mod oauth;
 mod pats;
 mod provisioning;
+mod rc_subscriptions;
 mod record_writer;
 mod recordings;
 mod registrations;
@@ -41,5 +42,6 @@ pub use model::{
 };
 pub use oauth::{IssuedTokens, OAuthApp, OAuthGrant, MAX_TOKENS_PER_USER_APP};
 pub use pats::is_pat_id;
+pub use rc_subscriptions::RcSubscription;
 pub use record_writer::LiveCall;
 pub use voicemail::{Forwarding, Mailbox, VoicemailMessage};

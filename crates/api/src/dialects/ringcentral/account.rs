@@ -170,7 +170,8 @@ fn telephony_status(status: PartyStatus) -> &'static str {
         PartyStatus::Answered => "CallConnected",
         PartyStatus::Hold => "OnHold",
         PartyStatus::Parked => "ParkedCall",
-        PartyStatus::Disconnected | PartyStatus::Gone => "NoCall",
+        // The caller talks to the mailbox, not to the extension's phones.
+        PartyStatus::Disconnected | PartyStatus::Gone | PartyStatus::VoiceMail => "NoCall",
     }
 }
 

@@ -11,6 +11,7 @@ pub mod oauth;
 mod parties;
 mod sessions;
 pub mod subscriptions;
+mod unoffered;
 pub mod ws;
 
 use std::sync::Arc;
@@ -121,9 +122,9 @@ pub fn router(shared: &AppState) -> Router {
         .route(&party("ignore"), post(parties::ignore))
         .route(&party("flip"), post(parties::flip))
         .route(&party("park"), post(parties::park))
-        .route(&party("answer"), post(parties::not_offered))
-        .route(&party("reply"), post(parties::not_offered))
-        .route(&party("bridge"), post(parties::not_offered))
+        .route(&party("answer"), post(unoffered::answer))
+        .route(&party("reply"), post(unoffered::reply))
+        .route(&party("bridge"), post(unoffered::bridge))
         .route(&party("recordings"), post(parties::start_recording))
         .route(&party("recordings/{rid}"), patch(parties::update_recording))
         .with_state(state)

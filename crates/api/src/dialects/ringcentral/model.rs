@@ -19,6 +19,18 @@ pub enum PartyStatus {
     Disconnected,
     /// The party left the session without it ending (transferred away, parked by).
     Gone,
+    /// The called party's side is the extension's mailbox: the caller hears the greeting or
+    /// leaves a message (forwarded or rejected to voicemail, or unanswered).
+    VoiceMail,
+}
+
+/// The number the engine gives a called leg once the caller is in the callee's mailbox
+/// (the engine's call/voicemail.rs; the leg is `answered` from then on).
+const VOICEMAIL_LEG_NUMBER: &str = "voicemail";
+
+/// True when `leg` is the called side of a call that went to voicemail.
+pub fn in_voicemail(leg: &LegInfo) -> bool {
+    leg.role == LegRole::Callee && leg.number == VOICEMAIL_LEG_NUMBER
 }
 
 /// `direction` of a party, seen from the party: the caller's party is `Outbound`.
@@ -53,6 +65,7 @@ pub fn party_status(call: &CallInfo, leg: &LegInfo, parked: bool) -> PartyStatus
     match leg.state {
         LegState::Setup => PartyStatus::Setup,
         LegState::Proceeding | LegState::Ringing => PartyStatus::Proceeding,
+        LegState::Answered if in_voicemail(leg) => PartyStatus::VoiceMail,
         LegState::Answered | LegState::Held if parked => PartyStatus::Parked,
         LegState::Held => PartyStatus::Hold,
         LegState::Answered if leg.held || holds_others(call, leg) => PartyStatus::Hold,
@@ -279,6 +292,20 @@ mod tests {
         assert_eq!(s["origin"]["type"], "Call");
         assert!(s["parties"][1].get("owner").is_none());
         assert_eq!(numeric_session_id("c1").len(), 12);
+        // The callee's side once the caller is in its mailbox; the caller stays Answered.
+        let mut vm = c.clone();
+        vm.legs[1].state = LegState::Answered;
+        vm.legs[1].number = "voicemail".into();
+        assert_eq!(
+            party_status(&vm, &vm.legs[1], false),
+            PartyStatus::VoiceMail
+        );
+        assert_eq!(party_status(&vm, &vm.legs[0], false), PartyStatus::Answered);
+        let s = serde_json::to_value(party(&vm, &vm.legs[1], false, None)).unwrap();
+        assert_eq!(s["status"]["code"], "VoiceMail");
+        // A caller's leg that happens to be numbered so is not in voicemail.
+        vm.legs[0].number = "voicemail".into();
+        assert_eq!(party_status(&vm, &vm.legs[0], false), PartyStatus::Answered);
         assert_eq!(numeric_session_id("c1"), numeric_session_id("c1"));
     }
 }

@@ -32,7 +32,7 @@ const PARK_TIMEOUT: Duration = Duration::from_secs(120);
 type PartyPath = Path<(String, String, String)>;
 
 /// The session and the token's party named by the path.
-fn party_of(
+pub(crate) fn party_of(
     state: &RcState,
     auth: &RcUser,
     path: &(String, String, String),
@@ -288,7 +288,7 @@ pub(crate) async fn transfer(
 }
 
 /// The token's party must be the called party of a ringing call.
-fn ringing_callee(leg: &LegInfo) -> Result<()> {
+pub(crate) fn ringing_callee(leg: &LegInfo) -> Result<()> {
     match (leg.role, leg.state) {
         (LegRole::Callee, LegState::Setup | LegState::Proceeding | LegState::Ringing) => Ok(()),
         (LegRole::Caller, _) => Err(RcError::WrongState(
@@ -429,18 +429,6 @@ pub(crate) async fn park(
         .await?;
     info!(call_id = %call.id, party = %leg.id, "RingCentral park");
     party_json(&state, &call, &leg).await
-}
-
-/// Actions this server does not offer on a party: 501, the call unchanged.
-pub(crate) async fn not_offered(
-    State(state): State<RcState>,
-    auth: RcUser,
-    Path(path): PartyPath,
-) -> Result<Response> {
-    party_of(&state, &auth, &path)?;
-    Err(RcError::NotImplemented(
-        "This party action is not offered by this server (answer, reply and bridge are not); the call is unchanged".into(),
-    ))
 }
 
 /// `POST .../parties/{partyId}/recordings`: starts recording the call -> `{"id", "active"}`.

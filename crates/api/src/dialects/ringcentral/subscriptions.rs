@@ -6,9 +6,10 @@
 //!
 //! One dispatcher follows the engine's event bus: for every call it keeps the last status of
 //! each party, and each party whose status (or mute) changed gives one notification (in the
-//! order of the bus, `sequence` increasing per call). Subscriptions live in memory (a restart
-//! drops them, as their WebSocket connections would drop anyway); they are bounded per
-//! extension and in total, and expire.
+//! order of the bus, `sequence` increasing per call). WebHook subscriptions are also stored
+//! (`rc_subscriptions`, written through on every change) and loaded again at start, so they
+//! survive a restart; WebSocket ones live with their connection's session ([`super::ws`]).
+//! Subscriptions are bounded per extension and in total, and expire.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use axum::Json;
 use hookflash_apps::delivery::{Body, Request, Signature};
 use hookflash_apps::Delivery;
 use hookflash_engine::{CallInfo, Engine, Event, EventKind, LegInfo};
+use hookflash_store::RcSubscription;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
@@ -170,12 +172,17 @@ impl Registry {
 
 /// Parses one event filter of `auth`'s (ids or `~`; with or without `/restapi/v1.0`).
 fn parse_filter(auth: &RcUser, filter: &str) -> Option<Filter> {
+    parse_filter_of(&auth.account.id, &auth.user.id, filter)
+}
+
+/// Parses one event filter of the user `user_id` of `account_id`.
+fn parse_filter_of(account_id: &str, user_id: &str, filter: &str) -> Option<Filter> {
     let (path, query) = filter.split_once('?').unwrap_or((filter, ""));
     let path = path.trim_end_matches('/');
     let path = path.strip_prefix("/restapi/v1.0").unwrap_or(path);
     let rest = path.strip_prefix("/account/")?;
     let (account, rest) = rest.split_once('/')?;
-    if account != "~" && account != auth.account.id {
+    if account != "~" && account != account_id {
         return None;
     }
     if rest == "telephony/sessions" {
@@ -183,7 +190,7 @@ fn parse_filter(auth: &RcUser, filter: &str) -> Option<Filter> {
     }
     let rest = rest.strip_prefix("extension/")?;
     let (ext, what) = rest.split_once('/')?;
-    if ext != "~" && ext != auth.user.id {
+    if ext != "~" && ext != user_id {
         return None;
     }
     match what {
@@ -234,6 +241,79 @@ pub fn render(sub: &Subscription) -> Value {
         "expiresIn": ((sub.expires_ms - now) / 1000).max(0),
         "deliveryMode": transport_json(&sub.transport),
     })
+}
+
+/// Writes a WebHook subscription through to the store (WebSocket ones are not stored).
+pub(crate) async fn persist(state: &RcState, sub: &Subscription) -> Result<()> {
+    let Transport::WebHook {
+        address,
+        verification_token,
+    } = &sub.transport
+    else {
+        return Ok(());
+    };
+    let filters: Vec<String> = sub.filters.iter().map(|f| filter_event(sub, f)).collect();
+    let row = RcSubscription {
+        id: sub.id.clone(),
+        account_id: sub.account_id.clone(),
+        user_id: sub.user_id.clone(),
+        event_filters: serde_json::to_string(&filters)
+            .map_err(|e| RcError::Internal(format!("cannot encode the event filters: {e}")))?,
+        address: address.clone(),
+        verification_token: verification_token.clone(),
+        created_ms: sub.created_ms,
+        expires_ms: sub.expires_ms,
+    };
+    state.engine.store().save_rc_subscription(&row).await?;
+    Ok(())
+}
+
+/// The stored WebHook subscriptions, back in the registry (at start).
+async fn restore(engine: &Engine, registry: &Registry) {
+    let rows = match engine.store().live_rc_subscriptions(now_ms()).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            warn!(error = %e, "cannot load the stored RingCentral subscriptions");
+            return;
+        }
+    };
+    let mut restored = 0;
+    for row in rows {
+        let raw: Vec<String> = match serde_json::from_str(&row.event_filters) {
+            Ok(raw) => raw,
+            Err(e) => {
+                warn!(subscription = %row.id, error = %e, "stored subscription unreadable; skipped");
+                continue;
+            }
+        };
+        let filters: Option<Vec<Filter>> = raw
+            .iter()
+            .map(|f| parse_filter_of(&row.account_id, &row.user_id, f))
+            .collect();
+        let Some(filters) = filters.filter(|f| !f.is_empty()) else {
+            warn!(subscription = %row.id, "stored subscription has unknown filters; skipped");
+            continue;
+        };
+        let sub = Subscription {
+            id: row.id,
+            account_id: row.account_id,
+            user_id: row.user_id,
+            filters,
+            transport: Transport::WebHook {
+                address: row.address,
+                verification_token: row.verification_token,
+            },
+            created_ms: row.created_ms,
+            expires_ms: row.expires_ms,
+        };
+        match registry.insert(sub) {
+            Ok(()) => restored += 1,
+            Err(e) => warn!(error = %e, "stored subscription not restored"),
+        }
+    }
+    if restored > 0 {
+        info!(restored, "RingCentral WebHook subscriptions restored");
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -343,6 +423,10 @@ pub(crate) async fn create(
         expires_ms: expiry(req.expires_in),
     };
     state.subscriptions.insert(sub.clone())?;
+    if let Err(e) = persist(state, &sub).await {
+        state.subscriptions.remove(&sub.user_id, &sub.id);
+        return Err(e);
+    }
     info!(subscription = %sub.id, user = %auth.user.extension, "RingCentral subscription created");
     Ok(sub)
 }
@@ -476,6 +560,7 @@ pub(crate) async fn update(
         }
     }
     sub.expires_ms = expiry(req.expires_in);
+    persist(&state, &sub).await?;
     state.subscriptions.update(sub.clone());
     Ok(Json(render(&sub)).into_response())
 }
@@ -488,6 +573,7 @@ pub(crate) async fn renew(
 ) -> Result<Response> {
     let mut sub = found(&state, &auth, &id)?;
     sub.expires_ms = expiry(Some((sub.expires_ms - sub.created_ms) / 1000));
+    persist(&state, &sub).await?;
     state.subscriptions.update(sub.clone());
     Ok(Json(render(&sub)).into_response())
 }
@@ -499,6 +585,7 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     if state.subscriptions.remove(&auth.user.id, &id) {
+        state.engine.store().delete_rc_subscription(&id).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(RcError::NotFound("subscriptionId"))
@@ -615,6 +702,7 @@ fn deliver(
 pub fn spawn(engine: Engine, delivery: Delivery, registry: Arc<Registry>, stop: CancellationToken) {
     let mut rx = engine.events().subscribe_all();
     tokio::spawn(async move {
+        restore(&engine, &registry).await;
         let mut tracks: HashMap<String, Track> = HashMap::new();
         let mut presence: HashMap<String, String> = HashMap::new();
         loop {

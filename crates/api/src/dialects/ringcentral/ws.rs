@@ -5,8 +5,15 @@
 //! deletes a subscription of this connection (answered `[{"type": "ClientRequest",
 //! "messageId", "status"}, body]`); notifications arrive as `[{"type": "ServerNotification"},
 //! {uuid, event, timestamp, subscriptionId, body}]`; `Heartbeat` frames are answered, and the
-//! server sends one after a minute without traffic. A connection's subscriptions end with it
-//! (no session recovery: a `wsc` on reconnect gets `recoveryState: "Failed"`).
+//! server sends one after a minute without traffic.
+//!
+//! Session recovery (what `@ringcentral/subscriptions` 5.x / `@rc-ex/ws` does after a dropped
+//! connection): a closed connection's session is kept for [`RECOVERY_TIMEOUT`] with its
+//! subscriptions and its frame queue, which goes on collecting notifications (up to
+//! [`QUEUE_FRAMES`]). A reconnect of the same extension with `&wsc=<token>` of that session
+//! within the timeout gets `recoveryState: "Successful"`, the same subscriptions and every
+//! notification it missed, in order; otherwise `"Failed"` (the SDK subscribes again) and the
+//! session's subscriptions end when the timeout runs out.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,12 +49,31 @@ const MAX_FRAME_BYTES: usize = 64 * 1024;
 const QUEUE_FRAMES: usize = 256;
 /// Quiet time after which the server sends a Heartbeat.
 const HEARTBEAT_AFTER: Duration = Duration::from_secs(60);
+/// How long a dropped connection's session (subscriptions, missed notifications) waits for
+/// the client to come back with its `wsc`.
+pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a recovery, the missed notifications follow ConnectionDetails after this pause.
+const RECOVERED_FLUSH_DELAY: Duration = Duration::from_millis(500);
+/// Dropped sessions kept at once (each holds at most [`QUEUE_FRAMES`] frames).
+const MAX_DROPPED_SESSIONS: usize = 500;
+
+/// A connection's session: what a reconnect with its `wsc` token takes over.
+struct WsSession {
+    user_id: String,
+    /// The id the session's subscriptions name as their connection.
+    connection: String,
+    frames_tx: mpsc::Sender<String>,
+    frames_rx: mpsc::Receiver<String>,
+    wsc: Wsc,
+}
 
 /// Issued ws access tokens and open connections.
 #[derive(Default)]
 pub struct Gateway {
     tokens: Mutex<HashMap<String, (RcUser, Instant)>>,
     connections: Mutex<HashMap<String, usize>>,
+    /// Sessions of dropped connections by `wsc` token, with when they were dropped.
+    dropped: Mutex<HashMap<String, (WsSession, Instant)>>,
     next: AtomicU64,
 }
 
@@ -91,6 +117,53 @@ impl Gateway {
     fn count(&self, user_id: &str) -> usize {
         let c = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         c.get(user_id).copied().unwrap_or(0)
+    }
+
+    /// Keeps a dropped connection's session for recovery. Returns the connection ids whose
+    /// subscriptions must end now (sessions that timed out, or this one if too many wait).
+    fn keep(&self, session: WsSession) -> Vec<String> {
+        let mut dropped = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
+        let mut gone = Vec::new();
+        dropped.retain(|_, (s, at)| {
+            let keep = at.elapsed() < RECOVERY_TIMEOUT;
+            if !keep {
+                gone.push(s.connection.clone());
+            }
+            keep
+        });
+        if dropped.len() >= MAX_DROPPED_SESSIONS {
+            gone.push(session.connection);
+        } else {
+            dropped.insert(session.wsc.token.clone(), (session, Instant::now()));
+        }
+        gone
+    }
+
+    /// The dropped session `token` names, if it is `user_id`'s and not timed out.
+    fn recover(&self, token: &str, user_id: &str) -> Option<WsSession> {
+        let mut dropped = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
+        let fits = dropped
+            .get(token)
+            .is_some_and(|(s, at)| s.user_id == user_id && at.elapsed() < RECOVERY_TIMEOUT);
+        if fits {
+            dropped.remove(token).map(|(s, _)| s)
+        } else {
+            None
+        }
+    }
+
+    /// Ends the session `token` if it still waits (its recovery time ran out): its
+    /// connection's id, whose subscriptions end.
+    fn expire(&self, token: &str) -> Option<String> {
+        let mut dropped = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
+        let expired = dropped
+            .get(token)
+            .is_some_and(|(_, at)| at.elapsed() >= RECOVERY_TIMEOUT);
+        if expired {
+            dropped.remove(token).map(|(s, _)| s.connection)
+        } else {
+            None
+        }
     }
 
     fn close(&self, user_id: &str) {
@@ -159,7 +232,7 @@ pub(crate) async fn connect(
     if state.gateway.count(&auth.user.id) >= MAX_CONNECTIONS_PER_USER {
         return too_many().into_response();
     }
-    let recover = q.wsc.is_some();
+    let recover = q.wsc.clone();
     upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
@@ -190,38 +263,71 @@ impl Wsc {
     }
 }
 
-async fn run(state: RcState, auth: RcUser, mut socket: WebSocket, recover: bool) {
-    let connection = format!(
-        "ws-{}-{}",
-        state.gateway.next.fetch_add(1, Ordering::Relaxed),
-        uuid::Uuid::new_v4().simple()
-    );
-    let mut wsc = Wsc {
-        token: uuid::Uuid::new_v4().simple().to_string(),
-        sequence: 0,
+/// A new session, or the dropped one `recover` names (with its subscriptions and the frames
+/// queued since it dropped).
+fn session_for(state: &RcState, auth: &RcUser, recover: Option<&str>) -> (WsSession, bool) {
+    if let Some(session) = recover.and_then(|t| state.gateway.recover(t, &auth.user.id)) {
+        return (session, true);
+    }
+    let (frames_tx, frames_rx) = mpsc::channel::<String>(QUEUE_FRAMES);
+    let session = WsSession {
+        user_id: auth.user.id.clone(),
+        connection: format!(
+            "ws-{}-{}",
+            state.gateway.next.fetch_add(1, Ordering::Relaxed),
+            uuid::Uuid::new_v4().simple()
+        ),
+        frames_tx,
+        frames_rx,
+        wsc: Wsc {
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            sequence: 0,
+        },
     };
+    (session, false)
+}
+
+async fn run(state: RcState, auth: RcUser, mut socket: WebSocket, recover: Option<String>) {
+    let (session, recovered) = session_for(&state, &auth, recover.as_deref());
+    let WsSession {
+        user_id,
+        connection,
+        frames_tx,
+        mut frames_rx,
+        mut wsc,
+    } = session;
     let mut details = json!({
         "creationTime": crate::sipgate::history::iso(now_ms()),
         "maxConnectionsPerSession": 1,
-        "recoveryBufferSize": 0,
-        "recoveryTimeout": 0,
+        "recoveryBufferSize": QUEUE_FRAMES,
+        "recoveryTimeout": RECOVERY_TIMEOUT.as_secs(),
         "idleTimeout": 900,
         "absoluteTimeout": 86400,
         "maxActiveRequests": 10,
     });
-    if recover {
-        details["recoveryState"] = json!("Failed");
-        details["recoveryErrorCode"] = json!("WSG-412");
+    match (recover.is_some(), recovered) {
+        (true, true) => details["recoveryState"] = json!("Successful"),
+        (true, false) => {
+            details["recoveryState"] = json!("Failed");
+            details["recoveryErrorCode"] = json!("WSG-412");
+        }
+        (false, _) => {}
     }
     let first = json!([
         {"type": "ConnectionDetails", "messageId": uuid::Uuid::new_v4().to_string(), "status": 200, "wsc": wsc.next()},
         details,
     ]);
     if socket.send(Message::text(first.to_string())).await.is_err() {
+        // Nothing was taken over yet: the session waits for the next attempt.
+        drop_session(&state, user_id, connection, frames_tx, frames_rx, wsc);
         return;
     }
-    info!(user = %auth.user.extension, connection, "RingCentral WebSocket connected");
-    let (frames_tx, mut frames_rx) = mpsc::channel::<String>(QUEUE_FRAMES);
+    info!(user = %auth.user.extension, connection, recovered, "RingCentral WebSocket connected");
+    if recovered {
+        // @rc-ex/ws re-attaches the subscription's listener only once it has read
+        // ConnectionDetails: queued notifications arriving in the same read would be lost.
+        tokio::time::sleep(RECOVERED_FLUSH_DELAY).await;
+    }
     loop {
         let heartbeat = tokio::time::sleep(HEARTBEAT_AFTER);
         tokio::select! {
@@ -265,8 +371,39 @@ async fn run(state: RcState, auth: RcUser, mut socket: WebSocket, recover: bool)
             }
         }
     }
-    state.subscriptions.remove_connection(&connection);
     info!(user = %auth.user.extension, connection, "RingCentral WebSocket closed");
+    drop_session(&state, user_id, connection, frames_tx, frames_rx, wsc);
+}
+
+/// A connection ended: its session waits [`RECOVERY_TIMEOUT`] for a reconnect (its queue
+/// keeps collecting notifications meanwhile), then its subscriptions end.
+fn drop_session(
+    state: &RcState,
+    user_id: String,
+    connection: String,
+    frames_tx: mpsc::Sender<String>,
+    frames_rx: mpsc::Receiver<String>,
+    wsc: Wsc,
+) {
+    let token = wsc.token.clone();
+    let session = WsSession {
+        user_id,
+        connection,
+        frames_tx,
+        frames_rx,
+        wsc,
+    };
+    for gone in state.gateway.keep(session) {
+        state.subscriptions.remove_connection(&gone);
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(RECOVERY_TIMEOUT).await;
+        if let Some(gone) = state.gateway.expire(&token) {
+            debug!(connection = %gone, "RingCentral WebSocket session not recovered in time");
+            state.subscriptions.remove_connection(&gone);
+        }
+    });
 }
 
 /// Answers one client frame (None: nothing to answer).
@@ -366,11 +503,13 @@ async fn client_request(
                     frames: frames.clone(),
                 };
             }
+            subscriptions::persist(state, &sub).await?;
             state.subscriptions.update(sub.clone());
             Ok((200, Some(subscriptions::render(&sub))))
         }
         ("DELETE", id) if !id.is_empty() => {
             if state.subscriptions.remove(&auth.user.id, id) {
+                state.engine.store().delete_rc_subscription(id).await?;
                 Ok((204, None))
             } else {
                 Err(RcError::NotFound("subscriptionId"))
@@ -379,5 +518,46 @@ async fn client_request(
         _ => Err(RcError::NotImplemented(format!(
             "{method} {path} is not served over the WebSocket"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(user: &str, connection: &str, token: &str) -> WsSession {
+        let (frames_tx, frames_rx) = mpsc::channel(4);
+        WsSession {
+            user_id: user.into(),
+            connection: connection.into(),
+            frames_tx,
+            frames_rx,
+            wsc: Wsc {
+                token: token.into(),
+                sequence: 7,
+            },
+        }
+    }
+
+    #[test]
+    fn a_dropped_session_is_recovered_once_by_its_own_user_with_what_it_missed() {
+        let gateway = Gateway::default();
+        let s = session("u1", "ws-1", "tok");
+        let tx = s.frames_tx.clone();
+        assert!(gateway.keep(s).is_empty());
+        // A notification while the client is away waits in the session's queue.
+        tx.try_send("missed".into()).unwrap();
+        assert!(
+            gateway.recover("tok", "u2").is_none(),
+            "another user's token"
+        );
+        assert!(gateway.recover("nope", "u1").is_none());
+        let mut back = gateway.recover("tok", "u1").expect("recovered");
+        assert_eq!(back.connection, "ws-1");
+        assert_eq!(back.wsc.sequence, 7);
+        assert_eq!(back.frames_rx.try_recv().unwrap(), "missed");
+        assert!(gateway.recover("tok", "u1").is_none(), "taken once");
+        // Not expired yet: nothing to end.
+        assert!(gateway.expire("tok").is_none());
     }
 }

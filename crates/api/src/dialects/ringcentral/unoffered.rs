@@ -1,0 +1,245 @@
+//! The party actions `answer`, `reply` and `bridge`. Each request is checked as RingCentral
+//! checks it (the body, the party's state, the named device or session), so a client gets the
+//! same 400 / 403 / 404 / 409 it would get there; a request that passes is answered 501
+//! `CMN-501`, because the engine cannot carry it out, and the call stays as it was:
+//!
+//! - `answer {deviceId}`: a SIP phone picks up only by itself; the server has no way to make
+//!   a ringing phone answer (that would need an intercom re-INVITE the phone auto-answers,
+//!   which the engine does not send).
+//! - `reply {replyWithText | replyWithPattern}`: answering the ringing caller with speech
+//!   and ending the call needs a call command the engine offers to application calls only.
+//! - `bridge {telephonySessionId, partyId}`: joining parties of two calls exists in the
+//!   engine only for a phone's REFER with Replaces, not as a command.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use hookflash_engine::{LegInfo, LegState};
+use serde::Deserialize;
+use tracing::info;
+
+use super::account::device_contact;
+use super::error::RcError;
+use super::oauth::RcUser;
+use super::parties::{party_of, ringing_callee};
+use super::sessions::{body, own_party, own_session, Result};
+use super::RcState;
+
+type PartyPath = Path<(String, String, String)>;
+
+/// Longest `replyWithText`.
+const MAX_REPLY_TEXT: usize = 1000;
+
+/// `replyWithPattern.pattern` values (ringcentral-call-control's `ReplyWithPattern`).
+const REPLY_PATTERNS: &[&str] = &[
+    "WillCallYouBack",
+    "CallMeBack",
+    "OnMyWay",
+    "OnTheOtherLine",
+    "WillCallYouBackLater",
+    "CallMeBackLater",
+    "InAMeeting",
+    "OnTheOtherLineNoCall",
+];
+const TIME_UNITS: &[&str] = &["Minute", "Hour", "Day"];
+
+/// The party must be connected (409 otherwise).
+fn connected(leg: &LegInfo, which: &str) -> Result<()> {
+    match leg.state {
+        LegState::Answered | LegState::Held => Ok(()),
+        LegState::Setup | LegState::Proceeding | LegState::Ringing | LegState::Disconnected => {
+            Err(RcError::WrongState(format!(
+                "The {which} party is not connected; the call is unchanged"
+            )))
+        }
+    }
+}
+
+fn not_offered(what: &str, why: &str) -> RcError {
+    RcError::NotImplemented(format!(
+        "{what} is not offered by this server: {why}; the call is unchanged"
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnswerBody {
+    device_id: String,
+}
+
+/// `POST .../parties/{partyId}/answer {"deviceId"}`.
+pub(crate) async fn answer(
+    State(state): State<RcState>,
+    auth: RcUser,
+    Path(path): PartyPath,
+    payload: Bytes,
+) -> Result<Response> {
+    let (_, leg) = party_of(&state, &auth, &path)?;
+    let req: AnswerBody = body(&payload, r#"{"deviceId": "..."}"#)?;
+    ringing_callee(&leg)?;
+    if device_contact(&state, &auth.user, &req.device_id)
+        .await?
+        .is_none()
+    {
+        return Err(RcError::invalid(
+            "deviceId",
+            format!(
+                "Device [{}] is not a registered phone of this extension",
+                req.device_id
+            ),
+        ));
+    }
+    info!(party = %leg.id, device = %req.device_id, "RingCentral answer refused (not offered)");
+    Err(not_offered(
+        "Answering on a device",
+        "a SIP phone answers only by itself",
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ReplyPattern {
+    pattern: String,
+    time: Option<u32>,
+    time_unit: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ReplyBody {
+    reply_with_text: Option<String>,
+    reply_with_pattern: Option<ReplyPattern>,
+}
+
+fn check_reply(req: &ReplyBody) -> Result<()> {
+    match (&req.reply_with_text, &req.reply_with_pattern) {
+        (Some(text), None) => {
+            if text.trim().is_empty() || text.chars().count() > MAX_REPLY_TEXT {
+                return Err(RcError::invalid(
+                    "replyWithText",
+                    format!("Parameter [replyWithText] must be 1 to {MAX_REPLY_TEXT} characters"),
+                ));
+            }
+            Ok(())
+        }
+        (None, Some(p)) => {
+            if !REPLY_PATTERNS.contains(&p.pattern.as_str()) {
+                return Err(RcError::invalid(
+                    "replyWithPattern.pattern",
+                    format!(
+                        "Pattern [{}] is not one of {}",
+                        p.pattern,
+                        REPLY_PATTERNS.join(", ")
+                    ),
+                ));
+            }
+            match (&p.time, &p.time_unit) {
+                (Some(0), _) => Err(RcError::invalid(
+                    "replyWithPattern.time",
+                    "Parameter [time] must be positive",
+                )),
+                (_, Some(unit)) if !TIME_UNITS.contains(&unit.as_str()) => Err(RcError::invalid(
+                    "replyWithPattern.timeUnit",
+                    "Parameter [timeUnit] must be Minute, Hour or Day",
+                )),
+                _ => Ok(()),
+            }
+        }
+        _ => Err(RcError::invalid(
+            "replyWithText",
+            "Give exactly one of [replyWithText] and [replyWithPattern]",
+        )),
+    }
+}
+
+/// `POST .../parties/{partyId}/reply {"replyWithText" | "replyWithPattern"}`.
+pub(crate) async fn reply(
+    State(state): State<RcState>,
+    auth: RcUser,
+    Path(path): PartyPath,
+    payload: Bytes,
+) -> Result<Response> {
+    let (_, leg) = party_of(&state, &auth, &path)?;
+    let req: ReplyBody = body(
+        &payload,
+        r#"{"replyWithText": "..."} or {"replyWithPattern": {"pattern": "OnMyWay"}}"#,
+    )?;
+    check_reply(&req)?;
+    ringing_callee(&leg)?;
+    info!(party = %leg.id, "RingCentral reply refused (not offered)");
+    Err(not_offered(
+        "Replying with text",
+        "the engine cannot answer a ringing caller with speech outside an application",
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BridgeBody {
+    telephony_session_id: String,
+    party_id: String,
+}
+
+/// `POST .../parties/{partyId}/bridge {"telephonySessionId", "partyId"}`.
+pub(crate) async fn bridge(
+    State(state): State<RcState>,
+    auth: RcUser,
+    Path(path): PartyPath,
+    payload: Bytes,
+) -> Result<Response> {
+    let (_, leg) = party_of(&state, &auth, &path)?;
+    let req: BridgeBody = body(
+        &payload,
+        r#"{"telephonySessionId": "...", "partyId": "..."}"#,
+    )?;
+    if req.telephony_session_id == path.1 {
+        return Err(RcError::invalid(
+            "telephonySessionId",
+            "A party cannot be bridged with its own session",
+        ));
+    }
+    let other = own_session(&state, &auth, &req.telephony_session_id)?;
+    let other_leg = own_party(&other, &auth, &req.party_id)?;
+    connected(&leg, "first")?;
+    connected(other_leg, "second")?;
+    info!(party = %leg.id, other = %other_leg.id, "RingCentral bridge refused (not offered)");
+    Err(not_offered(
+        "Bridging two sessions",
+        "the engine joins two calls only for a phone's own attended transfer (REFER with Replaces)",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(json: &str) -> Result<()> {
+        check_reply(&serde_json::from_str::<ReplyBody>(json).unwrap())
+    }
+
+    #[test]
+    fn reply_bodies_are_checked_as_the_sdk_sends_them() {
+        assert!(reply(r#"{"replyWithText": "On my way"}"#).is_ok());
+        assert!(reply(r#"{"replyWithPattern": {"pattern": "OnMyWay"}}"#).is_ok());
+        assert!(reply(
+            r#"{"replyWithPattern": {"pattern": "CallMeBack", "time": 5, "timeUnit": "Minute"}}"#
+        )
+        .is_ok());
+        for bad in [
+            "{}",
+            r#"{"replyWithText": " "}"#,
+            r#"{"replyWithText": "x", "replyWithPattern": {"pattern": "OnMyWay"}}"#,
+            r#"{"replyWithPattern": {"pattern": "Whatever"}}"#,
+            r#"{"replyWithPattern": {"pattern": "CallMeBack", "time": 0}}"#,
+            r#"{"replyWithPattern": {"pattern": "CallMeBack", "time": 5, "timeUnit": "Week"}}"#,
+        ] {
+            let e = reply(bad).unwrap_err();
+            assert_eq!(e.status().as_u16(), 400, "{bad}");
+        }
+        let long = format!(
+            r#"{{"replyWithText": "{}"}}"#,
+            "a".repeat(MAX_REPLY_TEXT + 1)
+        );
+        assert!(reply(&long).is_err());
+    }
+}

@@ -1,0 +1,92 @@
+"""RingCentral party actions the engine cannot carry out — answer, reply, bridge — through
+ringcentral-call-control 0.2.12 and plain HTTP: each request is checked as RingCentral checks it
+(400 / 403 / 404 / 409 in its error shape), one that passes is 501 CMN-501 (which the SDK
+surfaces as an error), and the pjsua2 phones show the calls unchanged: the ringing phone rings
+on, the answered calls still carry audio both ways."""
+import os
+import time
+
+import pytest
+
+from api_support import LiveCall, registered
+from checks import wait_until
+from conftest import F_C
+from rc_support import Rc, assert_rc_error, cc, rc_available
+
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(
+        not rc_available() and os.environ.get("CI") != "true",
+        reason="tests/node not installed (scripts/test.sh runs npm ci)",
+    ),
+]
+
+
+def test_answer_and_reply_are_checked_then_501_and_the_phone_rings_on(server, phones, tones,
+                                                                       artifacts):
+    call = LiveCall(server, phones, tones, artifacts, answer=False)
+    b = Rc(server, "202")
+    sid, pid = [(c["telephonySessionId"], c["partyId"]) for c in b.presence()["activeCalls"]][0]
+    party = "/account/~/telephony/sessions/%s/parties/%s/" % (sid, pid)
+    assert_rc_error(b.req("POST", party + "answer", json={"deviceId": "123"}), 400, "CMN-101")
+    assert_rc_error(b.req("POST", party + "answer", data="{"), 400)
+    for bad in ({}, {"replyWithText": ""}, {"replyWithPattern": {"pattern": "Nope"}},
+                {"replyWithText": "x", "replyWithPattern": {"pattern": "OnMyWay"}},
+                {"replyWithPattern": {"pattern": "CallMeBack", "time": 5, "timeUnit": "Week"}}):
+        assert_rc_error(b.req("POST", party + "reply", json=bad), 400)
+    body = assert_rc_error(b.req("POST", party + "reply", json={
+        "replyWithPattern": {"pattern": "WillCallYouBack", "time": 5, "timeUnit": "Minute"}}),
+        501, "CMN-501")
+    assert "unchanged" in body["message"], body
+    # The SDK: answer on B's own device and a text reply both fail with the 501.
+    port = call.B.local.split(":")[-1]
+    out = cc(server, "202", "answer", sid, {"sipUriContains": ":" + port}, expect_ok=False)
+    assert out["ok"] is False and out["status"] == 501, out
+    out = cc(server, "202", "reply", sid, {"replyWithText": "On my way"}, expect_ok=False)
+    assert out["ok"] is False and out["status"] == 501, out
+    # Unchanged: B still rings, A still hears ringing (EARLY), the party is Proceeding.
+    time.sleep(0.3)
+    assert "DISCONNECTED" not in call.B.states(call=call.inc["call"])
+    assert "CONFIRMED" not in call.A.states(call=call.c)
+    assert [p["status"]["code"] for p in b.session(sid)["parties"]] == ["Proceeding"] * 2
+    call.B.answer(call=call.inc["call"])
+    call.A.wait_state("CONFIRMED", call=call.c, timeout=5)
+    call.assert_two_way("answered after the refusals")
+    call.A.hangup(call=call.c)
+    call.assert_both_ended()
+
+
+def test_bridge_is_checked_then_501_and_both_calls_go_on(server, phones, tones, artifacts):
+    call = LiveCall(server, phones, tones, artifacts)  # A (201) -> B (202)
+    A2 = registered(phones, server, "A2", "201")
+    A2.auto_answer(200, delay_ms=200)
+    C = registered(phones, server, "C", "103")
+    C.play(tones[F_C])
+    c2 = C.call(server.uri("201"))  # rings A and A2; A is busy talking, A2 answers
+    C.wait_state("CONFIRMED", call=c2, timeout=10)
+    a = Rc(server, "201")
+    calls = wait_until(lambda: len(a.presence()["activeCalls"]) == 2 and a.presence()["activeCalls"],
+                       what="201 in two calls")
+    with_b = Rc(server, "202").presence()["activeCalls"][0]["telephonySessionId"]
+    (s1, p1), (s2, p2) = sorted([(c["telephonySessionId"], c["partyId"]) for c in calls],
+                                key=lambda c: c[0] != with_b)  # s1: the call with B
+    bridge = "/account/~/telephony/sessions/%s/parties/%s/bridge" % (s1, p1)
+    assert_rc_error(a.req("POST", bridge, json={}), 400)
+    assert_rc_error(a.req("POST", bridge, json={"telephonySessionId": "nope", "partyId": p2}),
+                    404, "CMN-102")
+    other = [p for p in Rc(server, "103").session(s2)["parties"] if p["id"] != p2][0]["id"]
+    assert_rc_error(a.req("POST", bridge, json={"telephonySessionId": s2, "partyId": other}),
+                    403)
+    assert_rc_error(a.req("POST", bridge, json={"telephonySessionId": s2, "partyId": p2}),
+                    501, "CMN-501")
+    out = cc(server, "201", "bridge", s1, {"telephonySessionId": s2, "partyId": p2},
+             expect_ok=False)
+    assert out["ok"] is False and out["status"] == 501, out
+    # Both calls go on as they were.
+    call.assert_two_way("first call after the refused bridge")
+    assert "DISCONNECTED" not in C.states(call=c2)
+    for sid in (s1, s2):
+        assert {p["status"]["code"] for p in a.session(sid)["parties"]} == {"Answered"}
+    C.hangup(call=c2)
+    call.A.hangup(call=call.c)
+    call.assert_both_ended()
