@@ -144,6 +144,16 @@ class PhoneCall(pj.Call):
     def onDtmfDigit(self, prm):
         self.agent.emit("dtmf", call=self.idx, digit=prm.digit, method=str(prm.method))
 
+    def onCallTransferRequest(self, prm):
+        # A REFER to this phone (RFC 3515): accepted (202), and the call to the target is a
+        # call of this agent like any other (its own index, media connected, events).
+        agent = self.agent
+        call = PhoneCall(agent, agent.acc, len(agent.calls))
+        agent.calls.append(call)
+        prm.newCall = call
+        prm.statusCode = 202
+        agent.emit("transfer_request", call=self.idx, new_call=call.idx, dst=prm.dstUri)
+
     def onCallTransferStatus(self, prm):
         # The NOTIFY sipfrag progress of a REFER this phone sent (RFC 3515).
         self.agent.emit(

@@ -54,6 +54,15 @@ pub enum CallSignal {
     },
 }
 
+/// What happens to a REFER of the application's caller (the `sip:refer` verb).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferProgress {
+    /// The caller's final response to the REFER (202: it will call the target).
+    Answered { status: u16 },
+    /// A NOTIFY of the caller's call to the target (its status); `last` for the final one.
+    Notify { status: u16, last: bool },
+}
+
 /// What happens to a party the application dials (the `dial` verb).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DialProgress {
@@ -149,6 +158,22 @@ pub trait CallControl: Send + Sync + 'static {
     async fn stop_play(&self, call: &CallRef) -> Result<(), ControlError>;
     /// Sends RFC 4733 digits to the leg's phone.
     async fn send_dtmf(&self, call: &CallRef, digits: &str) -> Result<(), ControlError>;
+    /// REFERs the answered leg's phone to `target` (a SIP URI, number or extension),
+    /// `Referred-By` `referred_by`, with extra headers (`sip:refer`). The REFER's answer and
+    /// the NOTIFYs of the phone's call to the target on the receiver (closed: the call ended).
+    async fn refer(
+        &self,
+        _call: &CallRef,
+        _target: &str,
+        _referred_by: Option<&str>,
+        _headers: Vec<(String, String)>,
+    ) -> Result<mpsc::Receiver<ReferProgress>, ControlError> {
+        Err(ControlError::Failed("refer is not available".into()))
+    }
+    /// The verb no longer follows its REFER.
+    async fn refer_done(&self, _call: &CallRef) -> Result<(), ControlError> {
+        Ok(())
+    }
     /// Ends the leg (BYE, or a final response if not answered) with extra headers.
     async fn hangup(
         &self,

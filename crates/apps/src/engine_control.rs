@@ -14,7 +14,7 @@ use hookflash_media::relay::Leg;
 
 use crate::control::{
     Audio, CallControl, CallRef, CallSignal, ControlError, DialProgress, PlayEnd, RecordingDone,
-    StreamPlayback, Tap, TapDtmf,
+    ReferProgress, StreamPlayback, Tap, TapDtmf,
 };
 
 /// Signals buffered per application run before the runtime reads them.
@@ -111,6 +111,48 @@ impl CallControl for EngineControl {
     async fn send_dtmf(&self, call: &CallRef, digits: &str) -> Result<(), ControlError> {
         self.engine
             .send_dtmf(&call.account_id, &call.call_id, &call.leg_id, digits)
+            .await
+            .map_err(control_error)
+    }
+
+    async fn refer(
+        &self,
+        call: &CallRef,
+        target: &str,
+        referred_by: Option<&str>,
+        headers: Vec<(String, String)>,
+    ) -> Result<mpsc::Receiver<ReferProgress>, ControlError> {
+        use hookflash_engine::apps_refer::{ReferEvent, REFER_EVENTS};
+        let (events, mut from_engine) = mpsc::channel(REFER_EVENTS);
+        self.engine
+            .app_refer(
+                &call.account_id,
+                &call.call_id,
+                target,
+                referred_by,
+                headers,
+                events,
+            )
+            .await
+            .map_err(control_error)?;
+        let (tx, rx) = mpsc::channel(REFER_EVENTS);
+        tokio::spawn(async move {
+            while let Some(event) = from_engine.recv().await {
+                let progress = match event {
+                    ReferEvent::Answered { status } => ReferProgress::Answered { status },
+                    ReferEvent::Notify { status, last } => ReferProgress::Notify { status, last },
+                };
+                if tx.send(progress).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn refer_done(&self, call: &CallRef) -> Result<(), ControlError> {
+        self.engine
+            .app_refer_done(&call.account_id, &call.call_id)
             .await
             .map_err(control_error)
     }

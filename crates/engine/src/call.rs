@@ -167,6 +167,17 @@ pub enum CallCommand {
     AppHangupDialled {
         reply: Reply<()>,
     },
+    /// REFER the application's caller to `refer_to` (`app_refer.rs`).
+    AppRefer {
+        refer_to: String,
+        headers: Vec<(String, String)>,
+        events: tokio::sync::mpsc::Sender<crate::apps_refer::ReferEvent>,
+        reply: Reply<()>,
+    },
+    /// The application stopped following its REFER.
+    AppReferDone {
+        reply: Reply<()>,
+    },
     /// Audio taps and streamed playback of application calls (`listen.rs`).
     AppListen(listen::ListenCommand),
     /// Internal: a playback the actor started has ended.
@@ -223,6 +234,7 @@ struct Fork {
 use crate::call_core::{Action as CoreAction, CallCore, Deadline, Phase, Side};
 
 mod app;
+mod app_refer;
 use app::AppSession;
 mod consult;
 pub(crate) mod listen;
@@ -519,6 +531,7 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: ServerTransaction) {
         actor.app = Some(AppSession {
             application_id: app.id.clone(),
             dial: None,
+            refer: None,
         });
         permit.send(crate::apps::AppCall {
             account_id: actor.account_id.clone(),
@@ -1454,6 +1467,11 @@ impl CallActor {
                 let _ = handle.reply(StatusCode::OK).await;
             }
             DialogEvent::Refer(_, req, handle) => self.on_refer(side, req, handle).await,
+            DialogEvent::Notify(_, req, handle)
+                if side == Side::A && self.app_refer_notify(&req) =>
+            {
+                let _ = handle.reply(StatusCode::OK).await;
+            }
             DialogEvent::Message(_, _, handle)
             | DialogEvent::Notify(_, _, handle)
             | DialogEvent::Publish(_, _, handle) => {
@@ -1989,6 +2007,18 @@ impl CallActor {
             }
             CallCommand::AppHangupDialled { reply } => {
                 let _ = reply.send(self.app_hangup_dialled().await);
+            }
+            CallCommand::AppRefer {
+                refer_to,
+                headers,
+                events,
+                reply,
+            } => {
+                let _ = reply.send(self.app_refer(refer_to, headers, events));
+            }
+            CallCommand::AppReferDone { reply } => {
+                self.app_refer_done();
+                let _ = reply.send(Ok(()));
             }
             CallCommand::AppListen(cmd) => self.app_listen(cmd),
             CallCommand::Play {

@@ -3,6 +3,7 @@
 //! owns that call's dialogs and media bridge and handles its events in order.
 
 pub mod apps;
+pub mod apps_refer;
 mod auth;
 mod call;
 mod call_core;

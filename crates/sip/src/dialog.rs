@@ -378,6 +378,22 @@ impl InviteLeg {
             .map_err(DialogError::stack)
     }
 
+    /// REFER (RFC 3515): asks the peer to call `refer_to` (a SIP URI, written into
+    /// `Refer-To`), with `extra` headers (e.g. `Referred-By`). The peer's final response (None
+    /// if none came or the dialog is not confirmed); its progress comes as NOTIFYs.
+    pub async fn refer(
+        &self,
+        refer_to: &str,
+        extra: Vec<Header>,
+    ) -> DialogResult<Option<Response>> {
+        let mut headers = vec![Header::Other("Refer-To".into(), format!("<{refer_to}>"))];
+        headers.extend(extra);
+        self.0
+            .request(rsipstack::sip::Method::Refer, Some(headers), None)
+            .await
+            .map_err(DialogError::stack)
+    }
+
     /// UAS: runs the dialog's side of the INVITE server transaction `tx` (retransmissions,
     /// CANCEL, ACK) until it ends.
     pub async fn serve(&mut self, tx: &mut ServerTransaction) -> DialogResult<()> {

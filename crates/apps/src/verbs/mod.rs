@@ -27,6 +27,7 @@ pub mod play;
 pub mod record;
 pub mod redirect;
 pub mod say;
+pub mod sip_refer;
 pub mod tag;
 pub mod unsupported;
 
@@ -44,6 +45,7 @@ pub use play::Play;
 pub use record::Record;
 pub use redirect::Redirect;
 pub use say::Say;
+pub use sip_refer::SipRefer;
 pub use tag::Tag;
 pub use unsupported::NotYet;
 
@@ -58,6 +60,7 @@ pub enum Verb {
     Answer(Answer),
     Decline(Decline),
     Dial(Box<Dial>),
+    SipRefer(Box<SipRefer>),
     Tag(Tag),
     Config(Config),
     Dtmf(Dtmf),
@@ -104,6 +107,7 @@ impl Verb {
             Verb::Hangup(_) => "hangup",
             Verb::Answer(_) => "answer",
             Verb::Decline(_) => "sip:decline",
+            Verb::SipRefer(_) => "sip:refer",
             Verb::Dial(_) => "dial",
             Verb::Tag(_) => "tag",
             Verb::Config(_) => "config",
@@ -157,6 +161,7 @@ impl Verb {
             "hangup" => Verb::Hangup(props(name, data)?),
             "answer" => Verb::Answer(props(name, data)?),
             "sip:decline" => Verb::Decline(props(name, data)?),
+            "sip:refer" => Verb::SipRefer(Box::new(props(name, data)?)),
             "dial" => Verb::Dial(Box::new(props(name, data)?)),
             "tag" => Verb::Tag(props(name, data)?),
             "config" => Verb::Config(props(name, data)?),
@@ -180,6 +185,7 @@ impl Verb {
             Verb::Hangup(v) => v.exec(x).await,
             Verb::Answer(v) => v.exec(x).await,
             Verb::Decline(v) => v.exec(x).await,
+            Verb::SipRefer(v) => v.exec(x).await,
             Verb::Dial(v) => v.exec(x).await,
             Verb::Tag(v) => v.exec(x).await,
             Verb::Config(v) => v.exec(x).await,
@@ -203,6 +209,7 @@ fn is_known(name: &str) -> bool {
             | "hangup"
             | "answer"
             | "sip:decline"
+            | "sip:refer"
             | "dial"
             | "tag"
             | "config"

@@ -28,7 +28,6 @@ pub const NOT_YET: &[&str] = &[
     "say:legacy",
     "sip:notify",
     "sip:redirect",
-    "sip:refer",
     "sip:request",
     "stream",
     "transcribe",

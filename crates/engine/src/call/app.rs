@@ -24,6 +24,8 @@ pub(super) struct AppSession {
     pub(super) application_id: String,
     /// The party the application is dialling or connected to (`dial` verb), if any.
     pub(super) dial: Option<AppDial>,
+    /// The caller asked by REFER to call someone else (`sip:refer` verb), if it runs.
+    pub(super) refer: Option<super::app_refer::AppRefer>,
 }
 
 /// A `dial` in progress: its progress reports, and when the party answered.

@@ -361,6 +361,7 @@ impl Engine {
             actor.app = Some(super::AppSession {
                 application_id: plan.callee.label.clone(),
                 dial: None,
+                refer: None,
             });
             // The dialled party sees the caller id, not the application.
             let shown = actor.caller_number.clone();
