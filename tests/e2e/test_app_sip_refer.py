@@ -1,4 +1,4 @@
-"""The `sip:refer` verb with independent pjsua2 phones: 201 calls a number routed to an
+"""The `sip:refer` verb (and `hangup` with headers) with independent peers: 201 calls a number routed to an
 application that answers and REFERs the caller elsewhere. pjsua2 accepts the REFER (202) and
 calls the target itself through the server; what the phones hear and what the application's
 hooks receive are the proof.
@@ -147,3 +147,30 @@ def test_sip_refer_with_a_bad_target_is_reported_and_the_app_goes_on(server_fact
     assert audio.tone_fraction(w, F_C, 0.2, w.duration - 0.1) >= 0.5, \
         audio.window_report(w, [F_C], 0.2)[:30]
     A.wait_state("DISCONNECTED", call=c, timeout=10)
+
+
+def test_hangup_headers_reach_the_callers_bye(server_factory, hooks):
+    """`hangup` with `headers`: the BYE the caller (a raw carrier on the trunk) receives
+    carries them."""
+    import rawsip
+
+    hook = hooks({"/call": (200, [
+        {"verb": "answer"},
+        {"verb": "pause", "length": 0.5},
+        {"verb": "hangup", "headers": {"X-Reason": "done by app", "X-Case-Id": "4711"}},
+    ])})
+    server = start(server_factory, {"name": "bye", "call_hook": hook.url("/call")})
+    carrier = rawsip.Peer(server.sip_port, port=server.trunk_port, name="carrier")
+    try:
+        ruri = "sip:%s@127.0.0.1:%d" % (APP_NUMBER, server.sip_port)
+        req = carrier.invite(ruri, "sip:+4969777777@127.0.0.1", ruri)
+        final = carrier.wait_final(req.call_id, 1, timeout=10)
+        assert final is not None and final.status == 200, final
+        bye = carrier.wait_request("BYE", timeout=10,
+                                   pred=lambda m: m.get("call-id") == req.call_id)
+        assert bye is not None, "no BYE"
+        assert bye.get("x-reason") == "done by app", bye.raw
+        assert bye.get("x-case-id") == "4711", bye.raw
+    finally:
+        carrier.close()
+    server.wait_metric("hookflash_active_calls", 0)

@@ -160,12 +160,30 @@ impl CallControl for EngineControl {
     async fn hangup(
         &self,
         call: &CallRef,
-        _headers: Vec<(String, String)>,
+        headers: Vec<(String, String)>,
     ) -> Result<(), ControlError> {
-        self.engine
-            .hangup(&call.account_id, &call.call_id, None)
+        if headers.is_empty() {
+            return self
+                .engine
+                .hangup(&call.account_id, &call.call_id, None)
+                .await
+                .map_err(control_error);
+        }
+        match self
+            .engine
+            .app_hangup(&call.account_id, &call.call_id, headers)
             .await
-            .map_err(control_error)
+        {
+            // Headers we will not write: the call still ends, without them.
+            Err(CommandError::Invalid(why)) => {
+                warn!(call_id = %call.call_id, %why, "hangup headers dropped");
+                self.engine
+                    .hangup(&call.account_id, &call.call_id, None)
+                    .await
+                    .map_err(control_error)
+            }
+            other => other.map_err(control_error),
+        }
     }
 
     async fn dial(

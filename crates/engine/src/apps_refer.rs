@@ -58,7 +58,42 @@ pub(crate) fn refer_uri(target: &str, our_host: &str) -> Result<String, CommandE
     Ok(uri)
 }
 
+/// Extra SIP headers an application asked for: token names, one-line values (no header
+/// injection), bounded.
+pub(crate) fn check_headers(headers: &[(String, String)]) -> Result<(), CommandError> {
+    if headers.len() > 32 {
+        return Err(bad("at most 32 extra headers".into()));
+    }
+    for (name, value) in headers {
+        let ok_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c));
+        if !ok_name || value.chars().any(|c| c.is_control()) || value.len() > 1024 {
+            return Err(bad(format!("header {name:?} is not a valid SIP header")));
+        }
+    }
+    Ok(())
+}
+
 impl Engine {
+    /// Ends an application call, with extra `headers` on the BYE to the caller (`hangup`
+    /// verb); a call not yet answered is refused as by [`Engine::hangup`].
+    pub async fn app_hangup(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        headers: Vec<(String, String)>,
+    ) -> Result<(), CommandError> {
+        check_headers(&headers)?;
+        self.send_command(account_id, call_id, |reply| CallCommand::AppHangup {
+            headers,
+            reply,
+        })
+        .await
+    }
+
     /// Sends a REFER to an application call's caller, asking it to call `target` (a SIP URI, or
     /// a number / extension reached through this server), `Referred-By` the same kind of
     /// address if given, with extra `headers`. The REFER's answer and the follow-on call's NOTIFYs arrive on `events`.
@@ -78,15 +113,7 @@ impl Engine {
         if let Some(by) = referred_by {
             headers.push(("Referred-By".into(), format!("<{}>", refer_uri(by, &host)?)));
         }
-        for (name, value) in &headers {
-            let ok_name = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c));
-            if !ok_name || value.chars().any(|c| c.is_control()) || value.len() > 1024 {
-                return Err(bad(format!("header {name:?} is not a valid SIP header")));
-            }
-        }
+        check_headers(&headers)?;
         self.send_command(account_id, call_id, |reply| CallCommand::AppRefer {
             refer_to,
             headers,

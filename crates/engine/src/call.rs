@@ -174,6 +174,11 @@ pub enum CallCommand {
         events: tokio::sync::mpsc::Sender<crate::apps_refer::ReferEvent>,
         reply: Reply<()>,
     },
+    /// End an application call with extra headers on the caller's BYE.
+    AppHangup {
+        headers: Vec<(String, String)>,
+        reply: Reply<()>,
+    },
     /// The application stopped following its REFER.
     AppReferDone {
         reply: Reply<()>,
@@ -752,6 +757,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         new_reoffers: Vec::new(),
         hold_op: None,
         relay_op: None,
+        bye_headers: Vec::new(),
     };
     (actor, cmd_rx)
 }
@@ -1132,6 +1138,8 @@ struct CallActor {
     new_reoffers: Vec<reoffer::ReofferFuture>,
     hold_op: Option<Box<reoffer::HoldOp>>,
     relay_op: Option<Box<reoffer::RelayOp>>,
+    /// Extra headers for the BYE that ends the call (an application's `hangup`).
+    bye_headers: Vec<(String, String)>,
 }
 
 impl CallActor {
@@ -1803,10 +1811,15 @@ impl CallActor {
             Phase::Connected => {
                 self.cancel_transfer_forks();
                 let a = self.dialog_of(Side::A).or_else(|| self.a.clone());
+                let headers = std::mem::take(&mut self.bye_headers);
                 let (_, _) = tokio::join!(
                     async {
                         if let Some(a) = a {
-                            let _ = a.bye().await;
+                            let _ = if headers.is_empty() {
+                                a.bye().await
+                            } else {
+                                a.bye_with_headers(headers).await
+                            };
                         }
                     },
                     self.bye_b()
@@ -2015,6 +2028,11 @@ impl CallActor {
                 reply,
             } => {
                 let _ = reply.send(self.app_refer(refer_to, headers, events));
+            }
+            CallCommand::AppHangup { headers, reply } => {
+                self.bye_headers = headers;
+                self.hangup_all(EndCause::Normal).await;
+                let _ = reply.send(Ok(()));
             }
             CallCommand::AppReferDone { reply } => {
                 self.app_refer_done();

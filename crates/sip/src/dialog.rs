@@ -336,6 +336,18 @@ impl InviteLeg {
         self.0.bye().await.map_err(DialogError::stack)
     }
 
+    /// BYE with extra headers (an application's `hangup` with `headers`).
+    pub async fn bye_with_headers(&self, headers: Vec<(String, String)>) -> DialogResult<()> {
+        let headers = headers
+            .into_iter()
+            .map(|(name, value)| Header::Other(name, value))
+            .collect();
+        self.0
+            .bye_with_headers(Some(headers))
+            .await
+            .map_err(DialogError::stack)
+    }
+
     /// A re-INVITE; the peer's final response (None if none came).
     pub async fn reinvite(
         &self,
