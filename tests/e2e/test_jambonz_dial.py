@@ -219,7 +219,7 @@ def _closed(ws):
 
 def test_live_tag_and_status_hook(server_factory, phones, hooks):  # noqa: F811
     hook = hooks({
-        "/call": (200, [{"verb": "pause", "length": 30}]),
+        "/call": (200, [{"verb": "answer"}, {"verb": "pause", "length": 30}]),
         "/next": (200, [{"verb": "pause", "length": 30}]),
         "/status": (200, ""),
         "/status2": (200, ""),
@@ -237,7 +237,7 @@ def test_live_tag_and_status_hook(server_factory, phones, hooks):  # noqa: F811
                       "multiple options are not allowed in updateCall"),
                      ({"call_hook": "/next", "call_status_hook": "/rel"},
                       "call_status_hook url must be an absolute url"),
-                     ({"call_status_hook": hook.url("/status2")},
+                     ({"call_status_hook": hook.url("/status2"), "mute_status": "mute"},
                       "call_status_hook may only be provided together with call_hook")]:
         r = update(server, acc, sid, bad)
         assert r.status_code == 400 and r.json() == {"msg": msg}, (bad, r.status_code, r.text)
