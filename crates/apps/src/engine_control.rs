@@ -209,7 +209,6 @@ impl CallControl for EngineControl {
         rx
     }
 
-
     async fn hangup_dialled(&self, call: &CallRef) -> Result<(), ControlError> {
         self.engine
             .app_hangup_dialled(&call.account_id, &call.call_id)

@@ -164,7 +164,13 @@ impl Session {
             (f.to_json(), hook)
         };
         info!(call_id = %self.call.call_id, child = child_sid, status = status.as_str(), "child call status");
-        let request = hook::request(&hook, payload, &self.secret, &self.language, "call_status_hook");
+        let request = hook::request(
+            &hook,
+            payload,
+            &self.secret,
+            &self.language,
+            "call_status_hook",
+        );
         let delivery = self.delivery.clone();
         let job = async move {
             if let Err(e) = delivery.send(&request).await {

@@ -210,7 +210,11 @@ impl Engine {
         if !headers.is_empty() {
             let query = uri_headers(headers);
             for fork in &mut target.forks {
-                let sep = if fork.request_uri.contains('?') { '&' } else { '?' };
+                let sep = if fork.request_uri.contains('?') {
+                    '&'
+                } else {
+                    '?'
+                };
                 fork.request_uri = format!("{}{sep}{query}", fork.request_uri);
             }
         }
@@ -334,10 +338,33 @@ pub const DIAL_HEADERS_MAX: usize = 20;
 
 /// Headers the SIP layer owns: an application may not set them on a dialled INVITE.
 const RESERVED_HEADERS: &[&str] = &[
-    "via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "contact", "m",
-    "content-length", "l", "content-type", "c", "max-forwards", "route", "record-route",
-    "authorization", "proxy-authorization", "session-expires", "x", "supported", "k",
-    "require", "allow", "expires",
+    "via",
+    "v",
+    "from",
+    "f",
+    "to",
+    "t",
+    "call-id",
+    "i",
+    "cseq",
+    "contact",
+    "m",
+    "content-length",
+    "l",
+    "content-type",
+    "c",
+    "max-forwards",
+    "route",
+    "record-route",
+    "authorization",
+    "proxy-authorization",
+    "session-expires",
+    "x",
+    "supported",
+    "k",
+    "require",
+    "allow",
+    "expires",
 ];
 
 /// A header an application asks for on a dialled INVITE: a token name that is not the SIP

@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use tokio::time::Instant;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::common::{is_dtmf_key, seconds};
@@ -486,20 +486,14 @@ impl Dial {
         }
         x.session.set_child(None);
         if let (Some(sid), "completed") = (&outcome.call_sid, outcome.status) {
-            x.session.report_child(
-                sid,
-                None,
-                CallStatus::Completed,
-                Some(outcome.duration),
-            );
+            x.session
+                .report_child(sid, None, CallStatus::Completed, Some(outcome.duration));
         }
         Ok(outcome)
     }
 }
 
-async fn next_key(
-    keys: &mut Option<tokio::sync::mpsc::Receiver<PartyDtmf>>,
-) -> Option<PartyDtmf> {
+async fn next_key(keys: &mut Option<tokio::sync::mpsc::Receiver<PartyDtmf>>) -> Option<PartyDtmf> {
     match keys {
         Some(k) => k.recv().await,
         None => std::future::pending().await,

@@ -449,7 +449,11 @@ impl Listen {
     /// A listen beside other verbs (nested in `dial`, or `config`'s background listen): it
     /// streams until `stop` fires (or its sender is dropped), the socket closes or the call
     /// ends. No actionHook; a socket that cannot be opened is an alert. How it ended.
-    pub(crate) async fn run_beside(&self, x: &mut Exec, stop: oneshot::Receiver<()>) -> &'static str {
+    pub(crate) async fn run_beside(
+        &self,
+        x: &mut Exec,
+        stop: oneshot::Receiver<()>,
+    ) -> &'static str {
         let call_id = x.call.call_id.clone();
         let mut ws = match self.connect(x.ctl.as_ref()).await {
             Ok(ws) => ws,

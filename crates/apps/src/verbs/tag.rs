@@ -38,7 +38,8 @@ pub(crate) fn normalise_map(data: Map<String, Value>) -> Map<String, Value> {
 
 impl Tag {
     pub(crate) async fn exec(&self, x: &mut Exec) -> Result<Flow, AppError> {
-        x.session.set_customer_data(normalise_map(self.data.clone()));
+        x.session
+            .set_customer_data(normalise_map(self.data.clone()));
         Ok(Flow::Next)
     }
 }

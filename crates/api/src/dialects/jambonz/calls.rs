@@ -136,9 +136,8 @@ async fn visible(state: &JambonzState, account_id: &str) -> Result<Vec<(CallView
                 call_id: call.id.clone(),
                 leg_id: a.id.clone(),
             };
-            (runtime.child(&parent).as_deref() == Some(b.id.as_str())).then(|| {
-                view(account_id, &call, b, Some(a), app_sid, b.number.clone())
-            })
+            (runtime.child(&parent).as_deref() == Some(b.id.as_str()))
+                .then(|| view(account_id, &call, b, Some(a), app_sid, b.number.clone()))
         };
         if let Some(c) = created.get(&a.id) {
             let v = view(
@@ -617,87 +616,86 @@ fn parse_update(req: &Map<String, Value>) -> Result<Update> {
             "call_status_hook may only be provided together with call_hook",
         ));
     }
-    let action =
-        match op {
-            None => Action::Nothing,
-            Some("call_hook") => {
-                let status_hook = req
-                    .get("call_status_hook")
-                    .filter(|v| !v.is_null())
-                    .map(|v| parse_hook("call_status_hook", v))
-                    .transpose()?;
-                let spec: HookSpec = req
-                    .get("call_hook")
-                    .cloned()
-                    .map(serde_json::from_value)
-                    .transpose()
-                    .map_err(|e| JambonzError::bad(format!("call_hook: {e}")))?
-                    .ok_or_else(|| JambonzError::bad("call_hook is required"))?;
-                Action::Redirect(spec, status_hook)
-            }
-            Some("call_status") => match word(req, "call_status") {
-                Some("completed") => Action::Status { completed: true },
-                Some("no-answer") => Action::Status { completed: false },
-                _ => return Err(JambonzError::bad("invalid call_status")),
-            },
-            Some("mute_status") => match word(req, "mute_status") {
-                Some("mute") => Action::Mute(true),
-                Some("unmute") => Action::Mute(false),
-                _ => return Err(JambonzError::bad("invalid mute_status")),
-            },
-            Some("listen_status") => match word(req, "listen_status") {
-                Some("pause" | "silence") => Action::Listen(true),
-                Some("resume") => Action::Listen(false),
-                _ => return Err(JambonzError::bad("invalid listen_status")),
-            },
-            Some("record") => {
-                use hookflash_engine::RecordAction;
-                let action = req
-                    .get("record")
-                    .and_then(|r| r.get("action"))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| JambonzError::bad("record requires action property"))?;
-                Action::Record(match action {
-                    "startCallRecording" => RecordAction::Start {
-                        announcement: false,
-                    },
-                    "stopCallRecording" => RecordAction::Stop,
-                    "pauseCallRecording" => RecordAction::Pause,
-                    "resumeCallRecording" => RecordAction::Resume,
-                    other => {
-                        return Err(JambonzError::bad(format!(
-                            "invalid record action {other:?}"
-                        )))
-                    }
-                })
-            }
-            Some("dtmf") => {
-                let digit = req
-                    .get("dtmf")
-                    .and_then(|d| d.get("digit"))
-                    .and_then(Value::as_str)
-                    .map(str::trim)
-                    .filter(|d| !d.is_empty())
-                    .ok_or_else(|| JambonzError::bad("dtmf requires a digit property"))?;
-                Action::Dtmf(digit.to_string())
-            }
-            Some("tag") => match req.get("tag") {
-                Some(Value::Object(m)) => {
-                    if serde_json::to_vec(m).map_or(true, |b| b.len() > TAG_MAX_BYTES) {
-                        return Err(JambonzError::bad(format!(
-                            "tag must be at most {TAG_MAX_BYTES} bytes of JSON"
-                        )));
-                    }
-                    Action::Tag(m.clone())
+    let action = match op {
+        None => Action::Nothing,
+        Some("call_hook") => {
+            let status_hook = req
+                .get("call_status_hook")
+                .filter(|v| !v.is_null())
+                .map(|v| parse_hook("call_status_hook", v))
+                .transpose()?;
+            let spec: HookSpec = req
+                .get("call_hook")
+                .cloned()
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| JambonzError::bad(format!("call_hook: {e}")))?
+                .ok_or_else(|| JambonzError::bad("call_hook is required"))?;
+            Action::Redirect(spec, status_hook)
+        }
+        Some("call_status") => match word(req, "call_status") {
+            Some("completed") => Action::Status { completed: true },
+            Some("no-answer") => Action::Status { completed: false },
+            _ => return Err(JambonzError::bad("invalid call_status")),
+        },
+        Some("mute_status") => match word(req, "mute_status") {
+            Some("mute") => Action::Mute(true),
+            Some("unmute") => Action::Mute(false),
+            _ => return Err(JambonzError::bad("invalid mute_status")),
+        },
+        Some("listen_status") => match word(req, "listen_status") {
+            Some("pause" | "silence") => Action::Listen(true),
+            Some("resume") => Action::Listen(false),
+            _ => return Err(JambonzError::bad("invalid listen_status")),
+        },
+        Some("record") => {
+            use hookflash_engine::RecordAction;
+            let action = req
+                .get("record")
+                .and_then(|r| r.get("action"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| JambonzError::bad("record requires action property"))?;
+            Action::Record(match action {
+                "startCallRecording" => RecordAction::Start {
+                    announcement: false,
+                },
+                "stopCallRecording" => RecordAction::Stop,
+                "pauseCallRecording" => RecordAction::Pause,
+                "resumeCallRecording" => RecordAction::Resume,
+                other => {
+                    return Err(JambonzError::bad(format!(
+                        "invalid record action {other:?}"
+                    )))
                 }
-                _ => return Err(JambonzError::bad("tag must be an object")),
-            },
-            Some(other) => {
-                return Err(JambonzError::bad(format!(
-                    "{other} is not supported by hookflash"
-                )))
+            })
+        }
+        Some("dtmf") => {
+            let digit = req
+                .get("dtmf")
+                .and_then(|d| d.get("digit"))
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .ok_or_else(|| JambonzError::bad("dtmf requires a digit property"))?;
+            Action::Dtmf(digit.to_string())
+        }
+        Some("tag") => match req.get("tag") {
+            Some(Value::Object(m)) => {
+                if serde_json::to_vec(m).map_or(true, |b| b.len() > TAG_MAX_BYTES) {
+                    return Err(JambonzError::bad(format!(
+                        "tag must be at most {TAG_MAX_BYTES} bytes of JSON"
+                    )));
+                }
+                Action::Tag(m.clone())
             }
-        };
+            _ => return Err(JambonzError::bad("tag must be an object")),
+        },
+        Some(other) => {
+            return Err(JambonzError::bad(format!(
+                "{other} is not supported by hookflash"
+            )))
+        }
+    };
     let whisper = req
         .get("whisper")
         .filter(|v| !v.is_null())
@@ -875,15 +873,16 @@ mod tests {
             matches!(u.action, Action::Redirect(ref s, None) if s.url == "/transfer-to-support")
         );
         let u = upd(json!({"call_hook": "/next", "call_status_hook": "http://h/status"})).unwrap();
-        assert!(
-            matches!(u.action, Action::Redirect(_, Some(ref h)) if h.url == "http://h/status")
-        );
+        assert!(matches!(u.action, Action::Redirect(_, Some(ref h)) if h.url == "http://h/status"));
         assert_eq!(
             msg(json!({"call_hook": "/next", "call_status_hook": "/relative"})),
             "call_status_hook url must be an absolute url"
         );
         let u = upd(json!({"tag": {"stage": 2}})).unwrap();
-        assert_eq!(u.action, Action::Tag(json!({"stage": 2}).as_object().unwrap().clone()));
+        assert_eq!(
+            u.action,
+            Action::Tag(json!({"stage": 2}).as_object().unwrap().clone())
+        );
         assert_eq!(msg(json!({"tag": "x"})), "tag must be an object");
         assert_eq!(
             msg(json!({"tag": {"a": 1}, "mute_status": "mute"})),
