@@ -549,6 +549,58 @@ mod tests {
     }
 
     #[test]
+    fn dtmf_capture_reads_both_forms_and_matches_sequences() {
+        let d: Dial = serde_json::from_value(json!({
+            "target": [{"type": "user", "name": "202"}],
+            "dtmfCapture": ["*2", "#1"], "dtmfHook": "/dtmf",
+            "listen": {"url": "ws://127.0.0.1:9/", "mixType": "stereo"},
+            "headers": {"X-Customer": "42", "X-Num": 7}
+        }))
+        .unwrap();
+        assert!(d.check().is_ok());
+        assert_eq!(
+            d.header_list(),
+            [
+                ("X-Customer".into(), "42".into()),
+                ("X-Num".into(), "7".into())
+            ]
+        );
+        let capture = d.dtmf_capture.clone().unwrap();
+        assert_eq!(capture.patterns(true), ["*2", "#1"]);
+        let mut keys = KeyBuffer::default();
+        assert_eq!(keys.push('1', capture.patterns(false)), None);
+        assert_eq!(keys.push('*', capture.patterns(false)), None);
+        assert_eq!(
+            keys.push('2', capture.patterns(false)).as_deref(),
+            Some("*2")
+        );
+        // The buffer starts over after a match.
+        assert_eq!(keys.push('2', capture.patterns(false)), None);
+
+        let per: Dial = serde_json::from_value(json!({
+            "target": [{"type": "user", "name": "202"}],
+            "dtmfCapture": {"parentCall": ["*9"], "childCall": ["0"]}, "dtmfHook": "/d"
+        }))
+        .unwrap();
+        let c = per.dtmf_capture.unwrap();
+        assert_eq!(
+            (c.patterns(false), c.patterns(true)),
+            (&["*9".to_string()][..], &["0".to_string()][..])
+        );
+
+        let bad: Dial = serde_json::from_value(json!({
+            "target": [{"type": "user", "name": "202"}], "dtmfCapture": ["*x"]
+        }))
+        .unwrap();
+        assert!(bad.check().is_err());
+        let bad_listen: Dial = serde_json::from_value(json!({
+            "target": [{"type": "user", "name": "202"}], "listen": {"url": "http://x/"}
+        }))
+        .unwrap();
+        assert!(bad_listen.check().is_err());
+    }
+
+    #[test]
     fn failures_map_to_jambonz_statuses() {
         assert_eq!(failed_status(486), "busy");
         assert_eq!(failed_status(480), "no-answer");

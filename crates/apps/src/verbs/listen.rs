@@ -15,7 +15,8 @@
 //!   `sampleRate`, default `sampleRate`): with `streaming`, binary frames received are L16 at
 //!   that rate and are played to the caller as they come (silence in between). Text messages
 //!   `{"type":"playAudio","data":{"audioContent":<base64>,"audioContentType":"raw","sampleRate":..}}`
-//!   play a clip (raw L16 only; `wav` is refused), answered with `{"type":"playDone"}` once
+//!   play a clip (raw L16, or `audioContentType: "wav"` decoded by the shared WAV reader),
+//!   answered with `{"type":"playDone"}` once
 //!   played; `{"type":"killAudio"}` stops what plays; `{"type":"disconnect"}` ends the listen.
 //!   `disableBidirectionalAudio: true` is `enabled: false` (received audio is ignored).
 //! - The verb runs until the server closes the socket (or sends `disconnect`), `maxLength`
@@ -28,8 +29,8 @@
 //! - When the call ends the run stops (no actionHook, as for every verb).
 //! - `REST listen_status: pause|resume` (jambonz update) stops and restarts the audio; the
 //!   socket stays open.
-//! - Not supported (accepted, ignored): `playBeep`, `transcribe`; `listen` nested in `dial` or
-//!   `config`.
+//! - Nested in `dial` (while connected) or `config` (in the background): [`Listen::run_beside`].
+//! - Not supported (accepted, ignored): `playBeep`, `transcribe`.
 
 use std::time::Duration;
 
