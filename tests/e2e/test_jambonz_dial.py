@@ -260,3 +260,69 @@ def test_live_tag_and_status_hook(server_factory, phones, hooks):  # noqa: F811
     time.sleep(0.5)
     assert len(hook.got("/status")) == before, "a status went to the old hook"
     server.wait_metric("hookflash_active_calls", 0)
+
+
+def test_config_listen_runs_beside_the_verbs_and_plays_a_wav(
+        server_factory, phones, tones, hooks, artifacts):  # noqa: F811
+    """config.listen: a background listen while the application plays on; the caller's tone
+    reaches the socket, and a playAudio with WAV content (16 kHz, base64) is heard by the
+    phone and answered with playDone."""
+    import base64
+    import threading
+    import wave
+    from websockets.sync.server import serve
+    from hfserver import free_port
+
+    clip = os.path.join(artifacts, "clip16k.wav")
+    with wave.open(clip, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"".join(struct.pack("<h", int(12000 * __import__("math").sin(
+            2 * 3.141592653589793 * F_B * i / 16000))) for i in range(16000 * 4)))
+    with open(clip, "rb") as f:
+        content = base64.b64encode(f.read()).decode()
+    got = {"audio": [], "texts": []}
+    connected = threading.Event()
+
+    def handle(ws):
+        got["first"] = ws.recv(timeout=10)
+        connected.set()
+        ws.send(json.dumps({"type": "playAudio", "data": {
+            "audioContent": content, "audioContentType": "wav"}}))
+        while True:
+            try:
+                m = ws.recv(timeout=0.2)
+            except TimeoutError:
+                continue
+            except Exception:  # noqa: BLE001 - closed by hookflash
+                return
+            (got["audio"] if isinstance(m, bytes) else got["texts"]).append(m)
+
+    port = free_port(udp=False, tcp=True)
+    srv = serve(handle, "127.0.0.1", port, subprotocols=["audio.jambonz.org"])
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        hook = hooks({"/call": (200, [
+            {"verb": "config", "listen": {"enable": True, "url": "ws://127.0.0.1:%d/" % port}},
+            {"verb": "pause", "length": 6},
+        ])})
+        server = start(server_factory, {"name": "bg", "call_hook": hook.url("/call")})
+        A = registered(phones, server, "A", "201")
+        A.play(tones[F_A])
+        c = A.call(server.uri(APP_NUMBER))
+        A.wait_state("CONFIRMED", call=c, timeout=10)
+        assert connected.wait(10), "the background listen did not connect"
+        w = audio.read_wav(record(A, artifacts, "A_wav_clip.wav", 2.0))
+        assert audio.tone_fraction(w, F_B, 0.3, w.duration - 0.1) >= 0.6, \
+            audio.window_report(w, [F_B], 0.3)[:20]
+        wait_until(lambda: any("playDone" in t for t in got["texts"]), timeout=5,
+                   what="playDone")
+        data = b"".join(got["audio"])
+        samples = list(struct.unpack("<%dh" % (len(data) // 2), data[: len(data) // 2 * 2]))
+        assert audio.tone_fraction(audio.Wav(8000, samples[8000:]), F_A) >= 0.6, \
+            audio.window_report(audio.Wav(8000, samples[8000:]), [F_A])[:10]
+        A.wait_state("DISCONNECTED", call=c, timeout=10)
+        server.wait_metric("hookflash_active_calls", 0)
+    finally:
+        srv.shutdown()

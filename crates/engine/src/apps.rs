@@ -182,6 +182,11 @@ impl Engine {
         events: mpsc::Sender<DialEvent>,
     ) -> Result<Vec<(String, CommandError)>, CommandError> {
         self.call(account_id, call_id)?;
+        if headers.len() > DIAL_HEADERS_MAX || targets.len() > DIAL_TARGETS_MAX {
+            return Err(CommandError::Invalid(format!(
+                "at most {DIAL_TARGETS_MAX} targets and {DIAL_HEADERS_MAX} headers"
+            )));
+        }
         for (name, value) in headers {
             check_dial_header(name, value)?;
         }
@@ -335,6 +340,8 @@ impl Engine {
 
 /// Most headers an application may add to a dialled INVITE.
 pub const DIAL_HEADERS_MAX: usize = 20;
+/// Most targets one application dial rings at once.
+pub const DIAL_TARGETS_MAX: usize = 10;
 
 /// Headers the SIP layer owns: an application may not set them on a dialled INVITE.
 const RESERVED_HEADERS: &[&str] = &[

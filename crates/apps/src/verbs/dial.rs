@@ -191,7 +191,7 @@ pub enum DialRecord {
 
 const DEFAULT_TIMEOUT: f64 = 60.0;
 /// Most targets rung at once.
-const TARGETS_MAX: usize = 10;
+const TARGETS_MAX: usize = hookflash_engine::apps::DIAL_TARGETS_MAX;
 
 impl Props for Dial {
     fn check(&self) -> Result<(), String> {
@@ -258,7 +258,8 @@ async fn sleep_until(at: Option<Instant>) {
 impl Dial {
     fn report_unsupported(&self, x: &Exec) {
         let mut unsupported = Vec::new();
-        if self.answer_on_bridge == Some(true) {
+        // An answered caller has nothing to wait for.
+        if self.answer_on_bridge == Some(true) && !x.session.is_answered() {
             unsupported.push("answerOnBridge (the caller is answered first)");
         }
         if self.confirm_hook.is_some() {
