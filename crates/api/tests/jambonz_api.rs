@@ -500,11 +500,12 @@ async fn an_outbound_application_call() {
             Some(r#"{"call_hook": {"url": "/next"}, "call_status_hook": {"url": "/s"}}"#),
         )
         .await;
+    // A new status hook must be absolute (nothing changes).
     assert_msg(
         st,
         &body,
         400,
-        "changing the call_status_hook of a live call is not supported by hookflash",
+        "call_status_hook url must be an absolute url",
     );
 
     let mark = s.phone.mark();

@@ -83,6 +83,30 @@ pub enum DialProgress {
 
 pub use hookflash_media::listen::{ListenFrame, StreamFrame};
 
+/// What a `dial` asks for: targets rung at once (the first to answer is connected, the
+/// others get CANCEL), the caller id they see, how long they ring, extra INVITE headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialRequest {
+    pub targets: Vec<String>,
+    pub caller_id: Option<String>,
+    pub timeout: std::time::Duration,
+    pub headers: Vec<(String, String)>,
+}
+
+/// A dial under way: its progress, and the targets left out (cannot be reached) with why.
+#[derive(Debug)]
+pub struct DialStarted {
+    pub progress: mpsc::Receiver<DialProgress>,
+    pub skipped: Vec<(String, String)>,
+}
+
+/// A key pressed by any party of the call (the leg that pressed it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartyDtmf {
+    pub leg_id: String,
+    pub digit: char,
+}
+
 /// A key press seen on the call's media while a tap runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TapDtmf {
@@ -191,6 +215,29 @@ pub trait CallControl: Send + Sync + 'static {
         _timeout: std::time::Duration,
     ) -> Result<mpsc::Receiver<DialProgress>, ControlError> {
         Err(ControlError::Failed("dial is not available".into()))
+    }
+    /// [`CallControl::dial`] for several targets with headers. Default: the first target
+    /// only, without headers (the others are reported as skipped).
+    async fn dial_many(
+        &self,
+        call: &CallRef,
+        req: DialRequest,
+    ) -> Result<DialStarted, ControlError> {
+        let Some(first) = req.targets.first() else {
+            return Err(ControlError::Failed("no target".into()));
+        };
+        let progress = self
+            .dial(call, first, req.caller_id.clone(), req.timeout)
+            .await?;
+        let skipped = req.targets[1..]
+            .iter()
+            .map(|t| (t.clone(), "only one target is dialled here".to_string()))
+            .collect();
+        Ok(DialStarted { progress, skipped })
+    }
+    /// Every key pressed on the call from now on, by any party (closed: the call ended).
+    fn call_dtmf(&self, _call: &CallRef) -> mpsc::Receiver<PartyDtmf> {
+        mpsc::channel(1).1
     }
     /// Hangs up (or stops ringing) the party the application dialled; the caller stays.
     async fn hangup_dialled(&self, _call: &CallRef) -> Result<(), ControlError> {

@@ -13,8 +13,8 @@ use tracing::warn;
 use hookflash_media::relay::Leg;
 
 use crate::control::{
-    Audio, CallControl, CallRef, CallSignal, ControlError, DialProgress, PlayEnd, RecordingDone,
-    ReferProgress, StreamPlayback, Tap, TapDtmf,
+    Audio, CallControl, CallRef, CallSignal, ControlError, DialProgress, DialRequest, DialStarted,
+    PartyDtmf, PlayEnd, RecordingDone, ReferProgress, StreamPlayback, Tap, TapDtmf,
 };
 
 /// Signals buffered per application run before the runtime reads them.
@@ -193,8 +193,7 @@ impl CallControl for EngineControl {
         caller_id: Option<String>,
         timeout: std::time::Duration,
     ) -> Result<mpsc::Receiver<DialProgress>, ControlError> {
-        use hookflash_engine::apps::DialEvent;
-        let (events_tx, mut events) = mpsc::channel(8);
+        let (events_tx, events) = mpsc::channel(8);
         self.engine
             .app_dial(
                 &call.account_id,
@@ -206,23 +205,68 @@ impl CallControl for EngineControl {
             )
             .await
             .map_err(control_error)?;
-        let (tx, rx) = mpsc::channel(8);
+        Ok(dial_progress(events))
+    }
+
+    async fn dial_many(
+        &self,
+        call: &CallRef,
+        req: DialRequest,
+    ) -> Result<DialStarted, ControlError> {
+        let (events_tx, events) = mpsc::channel(8);
+        let skipped = self
+            .engine
+            .app_dial_targets(
+                &call.account_id,
+                &call.call_id,
+                &req.targets,
+                req.caller_id,
+                req.timeout,
+                &req.headers,
+                events_tx,
+            )
+            .await
+            .map_err(|e| match e {
+                CommandError::Invalid(why) | CommandError::BadTarget(why) => {
+                    ControlError::Failed(why)
+                }
+                other => control_error(other),
+            })?;
+        Ok(DialStarted {
+            progress: dial_progress(events),
+            skipped: skipped
+                .into_iter()
+                .map(|(t, e)| (t, e.to_string()))
+                .collect(),
+        })
+    }
+
+    fn call_dtmf(&self, call: &CallRef) -> mpsc::Receiver<PartyDtmf> {
+        let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
+        let mut live = self.engine.events().watch_call(&call.call_id);
         tokio::spawn(async move {
-            while let Some(e) = events.recv().await {
-                let p = match e {
-                    DialEvent::Ringing => DialProgress::Ringing,
-                    DialEvent::Answered { leg_id } => DialProgress::Answered { leg_id },
-                    DialEvent::Failed { status } => DialProgress::Failed { status },
-                    DialEvent::Completed { duration_secs } => {
-                        DialProgress::Completed { duration_secs }
-                    }
+            loop {
+                let event = tokio::select! {
+                    _ = tx.closed() => return,
+                    e = live.recv() => e,
                 };
-                if tx.send(p).await.is_err() {
-                    return;
+                let Some(event) = event else { return };
+                match event.kind {
+                    EventKind::Dtmf => {
+                        let digit = event.digit.as_deref().and_then(|d| d.chars().next());
+                        let (Some(digit), Some(leg_id)) = (digit, event.leg_id) else {
+                            continue;
+                        };
+                        if tx.send(PartyDtmf { leg_id, digit }).await.is_err() {
+                            return;
+                        }
+                    }
+                    EventKind::Ended => return,
+                    _ => {}
                 }
             }
         });
-        Ok(rx)
+        rx
     }
 
     async fn hangup_dialled(&self, call: &CallRef) -> Result<(), ControlError> {
@@ -412,4 +456,26 @@ impl CallControl for EngineControl {
         });
         rx
     }
+}
+
+/// The engine's dial events as the runtime's progress.
+fn dial_progress(
+    mut events: mpsc::Receiver<hookflash_engine::apps::DialEvent>,
+) -> mpsc::Receiver<DialProgress> {
+    use hookflash_engine::apps::DialEvent;
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            let p = match e {
+                DialEvent::Ringing => DialProgress::Ringing,
+                DialEvent::Answered { leg_id } => DialProgress::Answered { leg_id },
+                DialEvent::Failed { status } => DialProgress::Failed { status },
+                DialEvent::Completed { duration_secs } => DialProgress::Completed { duration_secs },
+            };
+            if tx.send(p).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }

@@ -75,6 +75,19 @@ pub(crate) struct Exec {
 pub type RecordingLinks = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
 
 impl Exec {
+    /// An executor for something that runs beside the verbs (a nested or background
+    /// `listen`): the same call, control and session, no keys of its own.
+    pub fn beside(&self) -> Exec {
+        Exec {
+            call: self.call.clone(),
+            ctl: self.ctl.clone(),
+            session: self.session.clone(),
+            dtmf: mpsc::channel(1).1,
+            synth: self.synth.clone(),
+            recording_links: self.recording_links.clone(),
+        }
+    }
+
     /// Answers the leg unless it is answered already.
     pub async fn answer(&mut self) -> Result<(), AppError> {
         if self.session.is_answered() {

@@ -232,6 +232,49 @@ impl Runtime {
         Ok(session.command(Command::Redirect(target)))
     }
 
+    /// Live call control: `data` becomes the call's `customerData` in every later hook
+    /// request (as the `tag` verb). False when the leg runs no application.
+    pub fn tag(&self, call: &CallRef, data: Map<String, serde_json::Value>) -> bool {
+        let Some((session, _)) = self.calls().get(&key(call)).cloned() else {
+            return false;
+        };
+        session.set_customer_data(crate::verbs::tag::normalise_map(data));
+        true
+    }
+
+    /// Live call control: later status changes of the leg go to `hook`. False when the leg
+    /// runs no application.
+    pub fn set_status_hook(&self, call: &CallRef, hook: Hook) -> bool {
+        let Some((session, _)) = self.calls().get(&key(call)).cloned() else {
+            return false;
+        };
+        session.set_status_hook(hook);
+        true
+    }
+
+    /// The leg a `dial` of the application on `call` has connected, if any (its child call).
+    pub fn child(&self, call: &CallRef) -> Option<String> {
+        let (session, _) = self.calls().get(&key(call)).cloned()?;
+        session.child()
+    }
+
+    /// `hook` resolved against the application of `call` (None: the leg runs none).
+    pub fn resolve_hook(&self, call: &CallRef, hook: &HookSpec) -> Result<Option<Hook>, AppError> {
+        let Some((session, _)) = self.calls().get(&key(call)).cloned() else {
+            return Ok(None);
+        };
+        hook::resolve(&session.base(), hook).map(Some)
+    }
+
+    /// Live call control: the running list is replaced by what `hook` (absolute) answers.
+    /// False when the leg runs no application.
+    pub fn redirect_to(&self, call: &CallRef, hook: Hook) -> bool {
+        let Some((session, _)) = self.calls().get(&key(call)).cloned() else {
+            return false;
+        };
+        session.command(Command::Redirect(hook))
+    }
+
     fn forget(&self, session: &Arc<Session>) {
         let mut calls = self.calls();
         let k = key(&session.call);

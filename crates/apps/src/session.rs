@@ -32,6 +32,13 @@ struct State {
     base: Hook,
     /// Status callbacks sent so far (RCML `SequenceNumber`).
     status_sent: u64,
+    /// Where status changes go: the application's call_status_hook, or the one a live
+    /// update gave.
+    status_hook: Option<Hook>,
+    /// The leg a `dial` connected (its child call), while connected.
+    child: Option<String>,
+    /// Stops `config`'s background listen, while one runs.
+    background_listen: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 pub(crate) struct Session {
@@ -62,6 +69,9 @@ impl Session {
                 finished: false,
                 base: launch.hooks.call_hook.clone(),
                 status_sent: 0,
+                status_hook: launch.hooks.call_status_hook.clone(),
+                child: None,
+                background_listen: None,
             }),
             language: launch.language,
             hooks: launch.hooks,
@@ -103,6 +113,74 @@ impl Session {
         self.state().fields.customer_data = Some(data);
     }
 
+    /// A live update's new status hook: later status changes go there.
+    pub fn set_status_hook(&self, hook: Hook) {
+        self.state().status_hook = Some(hook);
+    }
+
+    /// The dialled leg connected now (None: none is).
+    pub fn set_child(&self, child: Option<String>) {
+        self.state().child = child;
+    }
+
+    /// Keeps the stop of a new background listen; the previous one's, to stop it.
+    pub fn replace_background_listen(
+        &self,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Option<tokio::sync::oneshot::Sender<()>> {
+        std::mem::replace(&mut self.state().background_listen, stop)
+    }
+
+    pub fn child(&self) -> Option<String> {
+        self.state().child.clone()
+    }
+
+    /// A status of the child call `child_sid` (a leg `dial` connected) to the status hook:
+    /// the parent's fields with the child's sid, `parent_call_sid`, `direction: outbound`
+    /// and the dialled `to`.
+    pub fn report_child(
+        &self,
+        child_sid: &str,
+        to: Option<&str>,
+        status: CallStatus,
+        duration: Option<u64>,
+    ) {
+        let (payload, hook) = {
+            let st = self.state();
+            let Some(hook) = st.status_hook.clone() else {
+                return;
+            };
+            let mut f = st.fields.clone();
+            f.parent_call_sid = Some(f.call_sid.clone());
+            f.call_sid = child_sid.to_string();
+            f.direction = crate::app::Direction::Outbound;
+            f.call_status = status;
+            f.sip_status = 200;
+            f.sip = None;
+            f.duration = duration;
+            if let Some(to) = to {
+                f.to = to.to_string();
+            }
+            (f.to_json(), hook)
+        };
+        info!(call_id = %self.call.call_id, child = child_sid, status = status.as_str(), "child call status");
+        let request = hook::request(
+            &hook,
+            payload,
+            &self.secret,
+            &self.language,
+            "call_status_hook",
+        );
+        let delivery = self.delivery.clone();
+        let job = async move {
+            if let Err(e) = delivery.send(&request).await {
+                warn!(error = %e, "child call status not delivered");
+            }
+        };
+        self.delivery
+            .enqueue(&format!("jambonz-status:{child_sid}"), Box::pin(job));
+    }
+
     pub fn is_answered(&self) -> bool {
         self.state().answered_at.is_some()
     }
@@ -131,7 +209,7 @@ impl Session {
         sip_status: Option<u16>,
         sip_reason: Option<String>,
     ) -> bool {
-        let payload = {
+        let (payload, status_hook) = {
             let mut st = self.state();
             if st.finished || st.reported.is_some_and(|r| r >= status.rank()) {
                 return false;
@@ -166,10 +244,10 @@ impl Session {
                 );
             }
             st.status_sent += 1;
-            p
+            (p, st.status_hook.clone())
         };
         info!(call_id = %self.call.call_id, status = status.as_str(), "call status");
-        let Some(status_hook) = &self.hooks.call_status_hook else {
+        let Some(status_hook) = &status_hook else {
             return true;
         };
         let request = hook::request(

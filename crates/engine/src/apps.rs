@@ -165,6 +165,79 @@ impl Engine {
         .await
     }
 
+    /// Like [`Engine::app_dial`] for several targets rung at once (the first to answer is
+    /// connected, the others get CANCEL), with extra SIP headers on every INVITE. Targets that
+    /// cannot be reached are left out and returned with why; if none can, the first's error.
+    /// Headers ride on each fork's Request-URI as URI headers (RFC 3261 §19.1.5), which the
+    /// SIP layer turns into message headers when it sends the INVITE.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn app_dial_targets(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        targets: &[String],
+        caller_id: Option<String>,
+        timeout: std::time::Duration,
+        headers: &[(String, String)],
+        events: mpsc::Sender<DialEvent>,
+    ) -> Result<Vec<(String, CommandError)>, CommandError> {
+        self.call(account_id, call_id)?;
+        if headers.len() > DIAL_HEADERS_MAX || targets.len() > DIAL_TARGETS_MAX {
+            return Err(CommandError::Invalid(format!(
+                "at most {DIAL_TARGETS_MAX} targets and {DIAL_HEADERS_MAX} headers"
+            )));
+        }
+        for (name, value) in headers {
+            check_dial_header(name, value)?;
+        }
+        let mut merged: Option<crate::call::TransferTarget> = None;
+        let mut skipped = Vec::new();
+        for target in targets {
+            match self.resolve_target(account_id, None, target).await {
+                Ok(t) => match merged.as_mut() {
+                    None => merged = Some(t),
+                    Some(m) => {
+                        m.label = format!("{},{}", m.label, t.label);
+                        m.owner = None;
+                        m.forks.extend(t.forks);
+                    }
+                },
+                Err(e) => skipped.push((target.clone(), e)),
+            }
+        }
+        let Some(mut target) = merged else {
+            return Err(skipped
+                .into_iter()
+                .next()
+                .map(|(_, e)| e)
+                .unwrap_or_else(|| CommandError::BadTarget("no target to dial".into())));
+        };
+        if !headers.is_empty() {
+            let query = uri_headers(headers);
+            for fork in &mut target.forks {
+                let sep = if fork.request_uri.contains('?') {
+                    '&'
+                } else {
+                    '?'
+                };
+                fork.request_uri = format!("{}{sep}{query}", fork.request_uri);
+            }
+        }
+        let caller_id = match caller_id {
+            Some(id) => Some(self.own_caller_id(account_id, &id).await?),
+            None => None,
+        };
+        self.send_command(account_id, call_id, |reply| CallCommand::AppDial {
+            target,
+            caller_id,
+            timeout,
+            events,
+            reply,
+        })
+        .await?;
+        Ok(skipped)
+    }
+
     /// Hangs up the party an application dialled (the caller stays with the application).
     pub async fn app_hangup_dialled(
         &self,
@@ -262,5 +335,100 @@ impl Engine {
             })
         })
         .await
+    }
+}
+
+/// Most headers an application may add to a dialled INVITE.
+pub const DIAL_HEADERS_MAX: usize = 20;
+/// Most targets one application dial rings at once.
+pub const DIAL_TARGETS_MAX: usize = 10;
+
+/// Headers the SIP layer owns: an application may not set them on a dialled INVITE.
+const RESERVED_HEADERS: &[&str] = &[
+    "via",
+    "v",
+    "from",
+    "f",
+    "to",
+    "t",
+    "call-id",
+    "i",
+    "cseq",
+    "contact",
+    "m",
+    "content-length",
+    "l",
+    "content-type",
+    "c",
+    "max-forwards",
+    "route",
+    "record-route",
+    "authorization",
+    "proxy-authorization",
+    "session-expires",
+    "x",
+    "supported",
+    "k",
+    "require",
+    "allow",
+    "expires",
+];
+
+/// A header an application asks for on a dialled INVITE: a token name that is not the SIP
+/// layer's own, and a printable value of at most 1024 bytes.
+pub fn check_dial_header(name: &str, value: &str) -> Result<(), CommandError> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c);
+    if name.is_empty() || name.len() > 64 || !name.chars().all(token) {
+        return Err(CommandError::Invalid(format!(
+            "header name {name:?} is not a SIP token"
+        )));
+    }
+    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(CommandError::Invalid(format!(
+            "header {name} is set by the server and cannot be given"
+        )));
+    }
+    if value.len() > 1024 || value.chars().any(|c| c.is_control()) {
+        return Err(CommandError::Invalid(format!(
+            "header {name}: the value must be printable and at most 1024 bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// `name=value&...`, each part percent-encoded beyond the unreserved characters.
+fn uri_headers(headers: &[(String, String)]) -> String {
+    fn enc(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+    headers
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod dial_header_tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_checked_and_encoded() {
+        assert!(check_dial_header("X-Customer", "42 a&b=c").is_ok());
+        assert!(check_dial_header("Call-ID", "x").is_err());
+        assert!(check_dial_header("X Bad", "x").is_err());
+        assert!(check_dial_header("X-Ok", "a\r\nVia: x").is_err());
+        assert_eq!(
+            uri_headers(&[("X-A".into(), "1 2&3=%".into())]),
+            "X-A=1%202%263%3D%25"
+        );
     }
 }

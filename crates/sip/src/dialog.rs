@@ -426,6 +426,14 @@ impl Dialogs {
     ) -> DialogResult<(InviteLeg, PendingInvite)> {
         let mut destination = SipAddr::from(invite.destination);
         destination.r#type = Some(invite.transport);
+        let mut invite = invite;
+        // Headers in the callee's URI become headers of the request (RFC 3261 §19.1.5); they
+        // never appear in the Request-URI or To.
+        for (name, value) in std::mem::take(&mut invite.callee.headers) {
+            invite
+                .headers
+                .push(Header::Other(percent_decode(&name), percent_decode(&value)));
+        }
         let opt = InviteOption {
             call_id: Some(invite.call_id),
             caller_display_name: invite.caller_display_name,
@@ -482,5 +490,36 @@ impl Dialogs {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// `%XX` escapes decoded (a malformed escape stays as written).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod uri_header_tests {
+    #[test]
+    fn escapes_decode() {
+        assert_eq!(super::percent_decode("1%202%263%3D%25"), "1 2&3=%");
+        assert_eq!(super::percent_decode("50%"), "50%");
+        assert_eq!(super::percent_decode("%zz"), "%zz");
     }
 }

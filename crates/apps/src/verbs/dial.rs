@@ -1,29 +1,42 @@
-//! `dial`: calls a target and connects it with the caller; when the dialled party leaves (or
-//! is not reached) the application goes on, after the `actionHook` has the outcome:
-//! `dial_call_status` (completed, busy, no-answer, failed), `dial_call_sid`, `dial_sip_status`
-//! and `duration` (seconds connected).
+//! `dial`: calls one or more targets and connects the first to answer with the caller; when
+//! the dialled party leaves (or none is reached) the application goes on, after the
+//! `actionHook` has the outcome: `dial_call_status` (completed, busy, no-answer, failed),
+//! `dial_call_sid`, `dial_sip_status`, `dial_call_duration` (and `duration`, the same:
+//! seconds connected).
 //!
 //! - Targets: `{type: "phone", number}`, `{type: "user", name: "101@realm"}` (the extension
-//!   before `@`), `{type: "sip", sipUri}` (its user part, within the account). The first
-//!   target is dialled; further ones (jambonz rings them all at once) are reported and left
-//!   out.
+//!   before `@`), `{type: "sip", sipUri}` (its user part, within the account). All are rung
+//!   at once; the first to answer is connected, the others get CANCEL. A target that cannot
+//!   be reached is reported and left out.
+//! - The connected leg is a child call: its own sid (`dial_call_sid`), listed by the jambonz
+//!   API with `parent_call_sid`; the call_status_hook gets its `in-progress` and `completed`.
+//! - `headers`: extra SIP headers on every INVITE (the server's own — Via, From, To, Call-ID,
+//!   CSeq, Contact, Content-*, ... — cannot be given: the dial fails as `failed`).
 //! - `timeLimit`: the longest time connected (seconds); then the dialled party is hung up.
 //! - `callerId`: the number the target sees (one of the account's numbers or extensions);
 //!   `timeout` (default 60 s) how long it rings. The caller hears ringback meanwhile.
-//! - Not run yet: `headers`, `answerOnBridge` (the caller is answered first), `dtmfCapture`/
-//!   `dtmfHook`, `confirmHook`, `listen`, `transcribe`: reported when present.
+//! - `dtmfCapture` (a list of key sequences, or `{parentCall: [...], childCall: [...]}`) and
+//!   `dtmfHook`: when either party keys in a sequence while connected, `dtmfHook` gets
+//!   `dtmf` (the sequence) and `dtmf_call_sid` (the leg that pressed it); its answer is not
+//!   run (the dial goes on).
+//! - `listen`: streams the bridged call's audio to a WebSocket (as the `listen` verb, no
+//!   actionHook) while connected.
+//! - Not run: `answerOnBridge` (the caller is answered first), `confirmHook`, `transcribe`:
+//!   reported when present.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, info};
 
-use super::common::seconds;
-use super::Props;
+use super::common::{is_dtmf_key, seconds};
+use super::{Listen, Props};
 use crate::alert::AlertKind;
-use crate::control::{ControlError, DialProgress};
+use crate::app::CallStatus;
+use crate::control::{ControlError, DialProgress, DialRequest, PartyDtmf};
 use crate::error::AppError;
 use crate::exec::{Exec, Flow};
 use crate::hook::HookSpec;
@@ -78,19 +91,93 @@ pub struct Dial {
     #[serde(default)]
     pub headers: Option<Map<String, Value>>,
     #[serde(default)]
-    pub dtmf_capture: Option<Value>,
+    pub dtmf_capture: Option<DtmfCapture>,
     #[serde(default)]
-    pub dtmf_hook: Option<Value>,
+    pub dtmf_hook: Option<HookSpec>,
     #[serde(default)]
     pub confirm_hook: Option<Value>,
     #[serde(default)]
-    pub listen: Option<Value>,
+    pub listen: Option<Box<Listen>>,
     #[serde(default)]
     pub transcribe: Option<Value>,
     /// RCML `record`: the call is recorded while dialled or connected; the action hook gets
     /// `recording_url` and `recording_duration`.
     #[serde(skip)]
     pub record: Option<DialRecord>,
+}
+
+/// `dtmfCapture`: key sequences for both parties, or per party.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum DtmfCapture {
+    Both(Vec<String>),
+    #[serde(rename_all = "camelCase")]
+    PerParty {
+        #[serde(default)]
+        parent_call: Vec<String>,
+        #[serde(default)]
+        child_call: Vec<String>,
+    },
+}
+
+/// Most `dtmfCapture` sequences, and their longest length.
+const CAPTURE_MAX: usize = 20;
+const CAPTURE_LEN_MAX: usize = 16;
+
+impl DtmfCapture {
+    fn patterns(&self, child: bool) -> &[String] {
+        match self {
+            DtmfCapture::Both(p) => p,
+            DtmfCapture::PerParty {
+                parent_call,
+                child_call,
+            } => {
+                if child {
+                    child_call
+                } else {
+                    parent_call
+                }
+            }
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let all: Vec<&String> = match self {
+            DtmfCapture::Both(p) => p.iter().collect(),
+            DtmfCapture::PerParty {
+                parent_call,
+                child_call,
+            } => parent_call.iter().chain(child_call).collect(),
+        };
+        if all.len() > CAPTURE_MAX {
+            return Err(format!("dtmfCapture: at most {CAPTURE_MAX} sequences"));
+        }
+        for p in all {
+            if p.is_empty() || p.len() > CAPTURE_LEN_MAX || !p.chars().all(is_dtmf_key) {
+                return Err(format!(
+                    "dtmfCapture: {p:?} is not 1-{CAPTURE_LEN_MAX} DTMF keys"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The keys a party pressed lately, matched against the capture sequences.
+#[derive(Debug, Default)]
+struct KeyBuffer(String);
+
+impl KeyBuffer {
+    /// Adds a key; the sequence it completes, if any (then the buffer starts over).
+    fn push(&mut self, key: char, patterns: &[String]) -> Option<String> {
+        self.0.push(key);
+        if self.0.len() > CAPTURE_LEN_MAX {
+            self.0.remove(0);
+        }
+        let hit = patterns.iter().find(|p| self.0.ends_with(p.as_str()))?;
+        self.0.clear();
+        Some(hit.clone())
+    }
 }
 
 /// When a dial's recording starts (RCML `record`).
@@ -103,6 +190,8 @@ pub enum DialRecord {
 }
 
 const DEFAULT_TIMEOUT: f64 = 60.0;
+/// Most targets rung at once.
+const TARGETS_MAX: usize = hookflash_engine::apps::DIAL_TARGETS_MAX;
 
 impl Props for Dial {
     fn check(&self) -> Result<(), String> {
@@ -120,6 +209,23 @@ impl Props for Dial {
         }
         if let Some(t) = self.time_limit {
             seconds("timeLimit", t)?;
+        }
+        if self.target.len() > TARGETS_MAX {
+            return Err(format!("at most {TARGETS_MAX} targets"));
+        }
+        if let Some(h) = &self.headers {
+            if h.len() > hookflash_engine::apps::DIAL_HEADERS_MAX {
+                return Err(format!(
+                    "headers: at most {}",
+                    hookflash_engine::apps::DIAL_HEADERS_MAX
+                ));
+            }
+        }
+        if let Some(c) = &self.dtmf_capture {
+            c.check()?;
+        }
+        if let Some(l) = &self.listen {
+            l.check().map_err(|e| format!("listen: {e}"))?;
         }
         Ok(())
     }
@@ -152,37 +258,47 @@ async fn sleep_until(at: Option<Instant>) {
 impl Dial {
     fn report_unsupported(&self, x: &Exec) {
         let mut unsupported = Vec::new();
-        if self.target.len() > 1 {
-            unsupported.push("more than one target (only the first is dialled)");
-        }
-        if self.headers.as_ref().is_some_and(|h| !h.is_empty()) {
-            unsupported.push("headers");
-        }
-        if self.answer_on_bridge == Some(true) {
-            unsupported.push("answerOnBridge");
-        }
-        if self.dtmf_capture.is_some() || self.dtmf_hook.is_some() {
-            unsupported.push("dtmfCapture/dtmfHook");
+        // An answered caller has nothing to wait for.
+        if self.answer_on_bridge == Some(true) && !x.session.is_answered() {
+            unsupported.push("answerOnBridge (the caller is answered first)");
         }
         if self.confirm_hook.is_some() {
             unsupported.push("confirmHook");
         }
-        if self.listen.is_some() || self.transcribe.is_some() {
-            unsupported.push("listen/transcribe");
+        if self.transcribe.is_some() {
+            unsupported.push("transcribe");
+        }
+        if self.dtmf_capture.is_some() != self.dtmf_hook.is_some() {
+            unsupported.push("dtmfCapture without dtmfHook (or the reverse)");
         }
         if !unsupported.is_empty() {
             x.alert(
                 AlertKind::NotSupported,
-                format!("dial: not supported yet: {}", unsupported.join(", ")),
+                format!("dial: not supported, ignored: {}", unsupported.join(", ")),
             );
         }
     }
 
+    /// The headers as (name, value); values that are not strings are written as JSON.
+    fn header_list(&self) -> Vec<(String, String)> {
+        self.headers
+            .iter()
+            .flatten()
+            .map(|(k, v)| {
+                let value = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), value)
+            })
+            .collect()
+    }
+
     pub(crate) async fn exec(&self, x: &mut Exec) -> Result<Flow, AppError> {
         self.report_unsupported(x);
-        let Some(first) = self.target.first() else {
+        if self.target.is_empty() {
             return Ok(Flow::Next);
-        };
+        }
         let timeout = seconds("timeout", self.timeout.unwrap_or(DEFAULT_TIMEOUT))
             .unwrap_or(Duration::from_secs(60));
         x.answer().await?;
@@ -190,69 +306,27 @@ impl Dial {
         if self.record == Some(DialRecord::FromRinging) {
             recording = start_recording(x).await?;
         }
-        let outcome = match x
-            .ctl
-            .dial(
-                &x.call,
-                &first.dial_string(),
-                self.caller_id.clone(),
-                timeout,
-            )
-            .await
-        {
-            Ok(mut progress) => {
-                let mut answered_at: Option<Instant> = None;
-                let mut call_sid = None;
-                let limit = self
-                    .time_limit
-                    .filter(|t| *t > 0.0)
-                    .and_then(|t| seconds("timeLimit", t).ok());
-                let mut limit_reached = false;
-                loop {
-                    let cut_at = answered_at.zip(limit).map(|(at, l)| at + l);
-                    let next = tokio::select! {
-                        p = progress.recv() => p,
-                        _ = sleep_until(cut_at), if !limit_reached => {
-                            // Its Completed progress follows.
-                            limit_reached = true;
-                            if let Err(e) = x.ctl.hangup_dialled(&x.call).await {
-                                debug!(error = %e, "dial: hanging up at the time limit");
-                            }
-                            continue;
-                        }
-                    };
-                    match next {
-                        Some(DialProgress::Ringing) => {}
-                        Some(DialProgress::Answered { leg_id }) => {
-                            answered_at = Some(Instant::now());
-                            call_sid = Some(leg_id);
-                            if self.record == Some(DialRecord::FromAnswer) {
-                                recording = start_recording(x).await?;
-                            }
-                        }
-                        Some(DialProgress::Failed { status }) => {
-                            break Outcome {
-                                status: failed_status(status),
-                                sip_status: status,
-                                call_sid,
-                                duration: 0,
-                            }
-                        }
-                        Some(DialProgress::Completed { duration_secs }) => {
-                            let duration = answered_at
-                                .map(|t| t.elapsed().as_secs())
-                                .unwrap_or(duration_secs);
-                            break Outcome {
-                                status: "completed",
-                                sip_status: 200,
-                                call_sid,
-                                duration,
-                            };
-                        }
-                        // The caller's call ended meanwhile.
-                        None => return Err(x.call_ended().await.into()),
-                    }
+        let request = DialRequest {
+            targets: self.target.iter().map(DialTarget::dial_string).collect(),
+            caller_id: self.caller_id.clone(),
+            timeout,
+            headers: self.header_list(),
+        };
+        // Keys of both parties, for dtmfCapture (subscribed before anything can be pressed).
+        let mut keys = match (&self.dtmf_capture, &self.dtmf_hook) {
+            (Some(_), Some(_)) => Some(x.ctl.call_dtmf(&x.call)),
+            _ => None,
+        };
+        let outcome = match x.ctl.dial_many(&x.call, request).await {
+            Ok(started) => {
+                for (target, why) in &started.skipped {
+                    x.alert(
+                        AlertKind::CallControl,
+                        format!("dial: target {target} left out: {why}"),
+                    );
                 }
+                self.follow(x, started.progress, &mut keys, &mut recording)
+                    .await?
             }
             Err(ControlError::Gone) => return Err(x.call_ended().await.into()),
             Err(e) => {
@@ -265,12 +339,14 @@ impl Dial {
                 }
             }
         };
+        x.drain_dtmf();
         let mut r = Map::new();
         r.insert("dial_call_status".into(), Value::from(outcome.status));
         r.insert("dial_sip_status".into(), Value::from(outcome.sip_status));
         if let Some(sid) = outcome.call_sid {
             r.insert("dial_call_sid".into(), Value::from(sid));
         }
+        r.insert("dial_call_duration".into(), Value::from(outcome.duration));
         r.insert("duration".into(), Value::from(outcome.duration));
         if let Some(id) = recording {
             match x.ctl.record_stop(&x.call, &id).await {
@@ -288,6 +364,140 @@ impl Dial {
             }
         }
         x.action(self.action_hook.as_ref(), r, "actionHook").await
+    }
+
+    /// Follows the dial until the party is not reached or has left; a nested `listen` runs
+    /// while it is connected, captured keys go to the dtmfHook.
+    async fn follow(
+        &self,
+        x: &mut Exec,
+        mut progress: tokio::sync::mpsc::Receiver<DialProgress>,
+        keys: &mut Option<tokio::sync::mpsc::Receiver<PartyDtmf>>,
+        recording: &mut Option<String>,
+    ) -> Result<Outcome, AppError> {
+        let mut answered_at: Option<Instant> = None;
+        let mut call_sid: Option<String> = None;
+        let limit = self
+            .time_limit
+            .filter(|t| *t > 0.0)
+            .and_then(|t| seconds("timeLimit", t).ok());
+        let mut limit_reached = false;
+        let mut listen_stop: Option<oneshot::Sender<()>> = None;
+        let listen_task = async {
+            std::future::pending::<()>().await;
+        };
+        let mut nested: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
+            Box::pin(listen_task);
+        let mut nested_running = false;
+        let mut parent_keys = KeyBuffer::default();
+        let mut child_keys = KeyBuffer::default();
+        let capture = self.dtmf_capture.clone();
+        let outcome = loop {
+            let cut_at = answered_at.zip(limit).map(|(at, l)| at + l);
+            let next = tokio::select! {
+                p = progress.recv() => p,
+                _ = sleep_until(cut_at), if !limit_reached => {
+                    // Its Completed progress follows.
+                    limit_reached = true;
+                    if let Err(e) = x.ctl.hangup_dialled(&x.call).await {
+                        debug!(error = %e, "dial: hanging up at the time limit");
+                    }
+                    continue;
+                }
+                k = next_key(keys) => {
+                    let Some(k) = k else { *keys = None; continue };
+                    // Only while connected: keys to the application's prompts are not captured.
+                    let Some(child) = call_sid.as_ref().filter(|_| answered_at.is_some()) else {
+                        continue;
+                    };
+                    let is_child = k.leg_id == *child;
+                    let (Some(capture), Some(hook)) = (&capture, &self.dtmf_hook) else { continue };
+                    let buffer = if is_child { &mut child_keys } else { &mut parent_keys };
+                    if let Some(seq) = buffer.push(k.digit, capture.patterns(is_child)) {
+                        let mut r = Map::new();
+                        r.insert("dtmf".into(), Value::from(seq.clone()));
+                        r.insert("dtmf_call_sid".into(), Value::from(if is_child { child.clone() } else { x.session.call_sid() }));
+                        r.insert("dial_call_sid".into(), Value::from(child.clone()));
+                        info!(call_id = %x.call.call_id, sequence = %seq, child = is_child, "dial: dtmf captured");
+                        // The dial goes on whatever the hook answers.
+                        if let Err(e) = x.request(hook, r, "dtmfHook").await {
+                            x.alert(AlertKind::WebhookFailure, format!("dial: dtmfHook: {e}"));
+                        }
+                    }
+                    continue;
+                }
+                _ = &mut nested, if nested_running => {
+                    nested_running = false;
+                    continue;
+                }
+            };
+            match next {
+                Some(DialProgress::Ringing) => {}
+                Some(DialProgress::Answered { leg_id }) => {
+                    answered_at = Some(Instant::now());
+                    x.session.set_child(Some(leg_id.clone()));
+                    x.session
+                        .report_child(&leg_id, None, CallStatus::InProgress, None);
+                    call_sid = Some(leg_id);
+                    if self.record == Some(DialRecord::FromAnswer) {
+                        *recording = start_recording(x).await?;
+                    }
+                    if let Some(listen) = &self.listen {
+                        let (tx, rx) = oneshot::channel();
+                        listen_stop = Some(tx);
+                        let mut beside = x.beside();
+                        nested = Box::pin(async move {
+                            let reason = listen.run_beside(&mut beside, rx).await;
+                            debug!(reason, "dial: nested listen ended");
+                        });
+                        nested_running = true;
+                    }
+                }
+                Some(DialProgress::Failed { status }) => {
+                    break Outcome {
+                        status: failed_status(status),
+                        sip_status: status,
+                        call_sid: call_sid.clone(),
+                        duration: 0,
+                    }
+                }
+                Some(DialProgress::Completed { duration_secs }) => {
+                    let duration = answered_at
+                        .map(|t| t.elapsed().as_secs())
+                        .unwrap_or(duration_secs);
+                    break Outcome {
+                        status: "completed",
+                        sip_status: 200,
+                        call_sid: call_sid.clone(),
+                        duration,
+                    };
+                }
+                // The caller's call ended meanwhile.
+                None => {
+                    x.session.set_child(None);
+                    return Err(x.call_ended().await.into());
+                }
+            }
+        };
+        if let Some(stop) = listen_stop.take() {
+            let _ = stop.send(());
+        }
+        if nested_running {
+            nested.await;
+        }
+        x.session.set_child(None);
+        if let (Some(sid), "completed") = (&outcome.call_sid, outcome.status) {
+            x.session
+                .report_child(sid, None, CallStatus::Completed, Some(outcome.duration));
+        }
+        Ok(outcome)
+    }
+}
+
+async fn next_key(keys: &mut Option<tokio::sync::mpsc::Receiver<PartyDtmf>>) -> Option<PartyDtmf> {
+    match keys {
+        Some(k) => k.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -337,6 +547,58 @@ mod tests {
         )
         .unwrap();
         assert!(neg.check().is_err());
+    }
+
+    #[test]
+    fn dtmf_capture_reads_both_forms_and_matches_sequences() {
+        let d: Dial = serde_json::from_value(json!({
+            "target": [{"type": "user", "name": "202"}],
+            "dtmfCapture": ["*2", "#1"], "dtmfHook": "/dtmf",
+            "listen": {"url": "ws://127.0.0.1:9/", "mixType": "stereo"},
+            "headers": {"X-Customer": "42", "X-Num": 7}
+        }))
+        .unwrap();
+        assert!(d.check().is_ok());
+        assert_eq!(
+            d.header_list(),
+            [
+                ("X-Customer".into(), "42".into()),
+                ("X-Num".into(), "7".into())
+            ]
+        );
+        let capture = d.dtmf_capture.clone().unwrap();
+        assert_eq!(capture.patterns(true), ["*2", "#1"]);
+        let mut keys = KeyBuffer::default();
+        assert_eq!(keys.push('1', capture.patterns(false)), None);
+        assert_eq!(keys.push('*', capture.patterns(false)), None);
+        assert_eq!(
+            keys.push('2', capture.patterns(false)).as_deref(),
+            Some("*2")
+        );
+        // The buffer starts over after a match.
+        assert_eq!(keys.push('2', capture.patterns(false)), None);
+
+        let per: Dial = serde_json::from_value(json!({
+            "target": [{"type": "user", "name": "202"}],
+            "dtmfCapture": {"parentCall": ["*9"], "childCall": ["0"]}, "dtmfHook": "/d"
+        }))
+        .unwrap();
+        let c = per.dtmf_capture.unwrap();
+        assert_eq!(
+            (c.patterns(false), c.patterns(true)),
+            (&["*9".to_string()][..], &["0".to_string()][..])
+        );
+
+        let bad: Dial = serde_json::from_value(json!({
+            "target": [{"type": "user", "name": "202"}], "dtmfCapture": ["*x"]
+        }))
+        .unwrap();
+        assert!(bad.check().is_err());
+        let bad_listen: Dial = serde_json::from_value(json!({
+            "target": [{"type": "user", "name": "202"}], "listen": {"url": "http://x/"}
+        }))
+        .unwrap();
+        assert!(bad_listen.check().is_err());
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //!   `sampleRate`, default `sampleRate`): with `streaming`, binary frames received are L16 at
 //!   that rate and are played to the caller as they come (silence in between). Text messages
 //!   `{"type":"playAudio","data":{"audioContent":<base64>,"audioContentType":"raw","sampleRate":..}}`
-//!   play a clip (raw L16 only; `wav` is refused), answered with `{"type":"playDone"}` once
+//!   play a clip (raw L16, or `audioContentType: "wav"` decoded by the shared WAV reader),
+//!   answered with `{"type":"playDone"}` once
 //!   played; `{"type":"killAudio"}` stops what plays; `{"type":"disconnect"}` ends the listen.
 //!   `disableBidirectionalAudio: true` is `enabled: false` (received audio is ignored).
 //! - The verb runs until the server closes the socket (or sends `disconnect`), `maxLength`
@@ -28,8 +29,8 @@
 //! - When the call ends the run stops (no actionHook, as for every verb).
 //! - `REST listen_status: pause|resume` (jambonz update) stops and restarts the audio; the
 //!   socket stays open.
-//! - Not supported (accepted, ignored): `playBeep`, `transcribe`; `listen` nested in `dial` or
-//!   `config`.
+//! - Nested in `dial` (while connected) or `config` (in the background): [`Listen::run_beside`].
+//! - Not supported (accepted, ignored): `playBeep`, `transcribe`.
 
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -166,6 +167,8 @@ enum End {
     FinishOnKey(char),
     /// The tap ended (the call's media stopped).
     CallEnded,
+    /// What it ran beside ended (the dial it is nested in; config turned it off).
+    Stopped,
     Error(String),
 }
 
@@ -178,6 +181,7 @@ impl End {
             End::Timeout => "timeout",
             End::FinishOnKey(_) => "finishOnKey",
             End::CallEnded => "callEnded",
+            End::Stopped => "stopped",
             End::Error(_) => "error",
         }
     }
@@ -255,10 +259,14 @@ pub(crate) fn play_audio_frames(
         .get("audioContentType")
         .and_then(Value::as_str)
         .unwrap_or("raw");
-    if !content_type.eq_ignore_ascii_case("raw") {
+    let wav = content_type.eq_ignore_ascii_case("wav") || content_type.eq_ignore_ascii_case("wave");
+    if !wav && !content_type.eq_ignore_ascii_case("raw") {
         return Err(format!(
-            "audioContentType {content_type:?} is not supported (only raw)"
+            "audioContentType {content_type:?} is not supported (raw or wav)"
         ));
+    }
+    if wav {
+        return wav_frames(data);
     }
     let rate = match data.get("sampleRate") {
         None | Some(Value::Null) => default_rate,
@@ -267,6 +275,17 @@ pub(crate) fn play_audio_frames(
         Some(_) => 0,
     };
     check_rate("sampleRate", rate)?;
+    let bytes = clip_bytes(data)?;
+    let mut dec = Decoder::new(rate);
+    let mut frames = Vec::new();
+    dec.push(&bytes, &mut frames);
+    frames.extend(dec.flush());
+    Ok(frames)
+}
+
+/// The decoded `audioContent` of a `playAudio` message (base64, at most
+/// [`MAX_CLIP_BYTES`]).
+fn clip_bytes(data: &Value) -> Result<Vec<u8>, String> {
     let b64 = data
         .get("audioContent")
         .and_then(Value::as_str)
@@ -274,15 +293,30 @@ pub(crate) fn play_audio_frames(
     if b64.len() / 4 * 3 > MAX_CLIP_BYTES {
         return Err("audioContent is too long".into());
     }
-    let bytes = base64::engine::general_purpose::STANDARD
+    base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
-        .map_err(|e| format!("audioContent is not base64: {e}"))?;
-    let mut dec = Decoder::new(rate);
-    let mut frames = Vec::new();
-    dec.push(&bytes, &mut frames);
-    frames.extend(dec.flush());
-    Ok(frames)
+        .map_err(|e| format!("audioContent is not base64: {e}"))
 }
+
+/// A WAV clip (any rate, channels, sample format the shared reader takes; at most a
+/// minute) as 8 kHz frames, the last one padded with silence.
+fn wav_frames(data: &Value) -> Result<Vec<StreamFrame>, String> {
+    let bytes = clip_bytes(data)?;
+    let pcm = hookflash_media::audio::load_wav_limited(&bytes, MAX_CLIP)
+        .map_err(|e| format!("audioContent is not a usable WAV: {e}"))?;
+    Ok(pcm
+        .samples()
+        .chunks(crate::listen_audio::FRAME_SAMPLES)
+        .map(|chunk| {
+            let mut f: StreamFrame = [0; crate::listen_audio::FRAME_SAMPLES];
+            f[..chunk.len()].copy_from_slice(chunk);
+            f
+        })
+        .collect())
+}
+
+/// Longest `playAudio` WAV clip.
+const MAX_CLIP: Duration = Duration::from_secs(60);
 
 impl Listen {
     fn rate(&self) -> u32 {
@@ -380,7 +414,7 @@ impl Listen {
         };
         info!(%call_id, url = %self.url, mix = self.mix_type.as_str(), rate = self.rate(), "listen started");
         let started = Instant::now();
-        let outcome = self.run(x, &mut ws, tap.frames, tap.dtmf).await;
+        let outcome = self.run(x, &mut ws, tap.frames, tap.dtmf, None).await;
         if let Err(e) = x.ctl.listen_stop(&x.call, tap.id).await {
             debug!(%call_id, error = %e, "listen_stop");
         }
@@ -413,6 +447,45 @@ impl Listen {
         x.action(self.action_hook.as_ref(), r, "actionHook").await
     }
 
+    /// A listen beside other verbs (nested in `dial`, or `config`'s background listen): it
+    /// streams until `stop` fires (or its sender is dropped), the socket closes or the call
+    /// ends. No actionHook; a socket that cannot be opened is an alert. How it ended.
+    pub(crate) async fn run_beside(
+        &self,
+        x: &mut Exec,
+        stop: oneshot::Receiver<()>,
+    ) -> &'static str {
+        let call_id = x.call.call_id.clone();
+        let mut ws = match self.connect(x.ctl.as_ref()).await {
+            Ok(ws) => ws,
+            Err(e) => {
+                x.alert(AlertKind::CallControl, format!("listen: {}: {e}", self.url));
+                return "connectFailed";
+            }
+        };
+        let tap = match x.ctl.listen_start(&x.call).await {
+            Ok(t) => t,
+            Err(e) => {
+                x.alert(AlertKind::CallControl, format!("listen: {e}"));
+                close(&mut ws).await;
+                return "error";
+            }
+        };
+        info!(%call_id, url = %self.url, mix = self.mix_type.as_str(), "listen started beside");
+        let (end, playing) = self.run(x, &mut ws, tap.frames, tap.dtmf, Some(stop)).await;
+        if let Err(e) = x.ctl.listen_stop(&x.call, tap.id).await {
+            debug!(%call_id, error = %e, "listen_stop");
+        }
+        if playing && end != End::CallEnded {
+            x.stop_play().await;
+        }
+        if end != End::SocketClosed {
+            close(&mut ws).await;
+        }
+        info!(%call_id, reason = end.reason(), "listen beside ended");
+        end.reason()
+    }
+
     /// The listen's loop; how it ended, and whether a playback may still run.
     async fn run(
         &self,
@@ -420,6 +493,7 @@ impl Listen {
         ws: &mut Socket,
         mut frames: mpsc::Receiver<crate::control::ListenFrame>,
         mut dtmf: mpsc::Receiver<crate::control::TapDtmf>,
+        mut stop: Option<oneshot::Receiver<()>>,
     ) -> (End, bool) {
         let call_id = x.call.call_id.clone();
         let meta = metadata_frame(
@@ -545,6 +619,9 @@ impl Listen {
                 }
                 _ = tokio::time::sleep_until(max_at.unwrap_or(far)), if max_at.is_some() => {
                     break End::MaxLength;
+                }
+                _ = async { if let Some(s) = stop.as_mut() { let _ = s.await; } }, if stop.is_some() => {
+                    break End::Stopped;
                 }
                 _ = tokio::time::sleep_until(silence_at.unwrap_or(far)), if silence_at.is_some() => {
                     break End::Timeout;
@@ -680,6 +757,23 @@ mod tests {
         )
         .is_err());
         assert!(play_audio_frames(&json!({"audioContent": "!!"}), 8000).is_err());
+        // A real WAV (16 kHz mono, 0.1 s) through the shared reader: 0.1 s at 8 kHz.
+        let tone: Vec<i16> = (0..1600)
+            .map(|i| ((i as f64 * 0.2).sin() * 8000.0) as i16)
+            .collect();
+        let spec = hookflash_media::wav::Pcm16Spec {
+            channels: 1,
+            sample_rate: 16000,
+        };
+        let wav = hookflash_media::wav::encode_pcm16(spec, &tone).unwrap();
+        let b64w = base64::engine::general_purpose::STANDARD.encode(&wav);
+        let frames = play_audio_frames(
+            &json!({"audioContent": b64w, "audioContentType": "wav"}),
+            8000,
+        )
+        .unwrap();
+        assert_eq!(frames.len(), 5);
+        assert!(frames[2].iter().any(|s| s.abs() > 4000));
         assert!(play_audio_frames(&json!({"audioContent": b64, "sampleRate": 7}), 8000).is_err());
     }
 }

@@ -31,15 +31,15 @@ fn normalise(v: Value) -> Value {
     }
 }
 
+/// [`normalise`] for every value of an object.
+pub(crate) fn normalise_map(data: Map<String, Value>) -> Map<String, Value> {
+    data.into_iter().map(|(k, v)| (k, normalise(v))).collect()
+}
+
 impl Tag {
     pub(crate) async fn exec(&self, x: &mut Exec) -> Result<Flow, AppError> {
-        let data = self
-            .data
-            .clone()
-            .into_iter()
-            .map(|(k, v)| (k, normalise(v)))
-            .collect();
-        x.session.set_customer_data(data);
+        x.session
+            .set_customer_data(normalise_map(self.data.clone()));
         Ok(Flow::Next)
     }
 }

@@ -6,7 +6,9 @@
 //! - a call to a number routed to an application: the caller's leg, `inbound`;
 //! - any other call: both legs; the callee's leg has the caller's as `parent_call_sid`.
 //!
-//! The application's own side of an application call (leg B) is not a party and not shown.
+//! The application's own side of an application call (leg B) is not a party and not shown;
+//! a party its `dial` verb connected is (a child call: `parent_call_sid` is the leg the
+//! application runs).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -126,6 +128,17 @@ async fn visible(state: &JambonzState, account_id: &str) -> Result<Vec<(CallView
         let (Some(a), b) = (call.legs.first(), call.legs.get(1)) else {
             continue;
         };
+        let child = |app_sid: Option<String>| {
+            let runtime = state.runtime.as_ref()?;
+            let b = b?;
+            let parent = CallRef {
+                account_id: account_id.to_string(),
+                call_id: call.id.clone(),
+                leg_id: a.id.clone(),
+            };
+            (runtime.child(&parent).as_deref() == Some(b.id.as_str()))
+                .then(|| view(account_id, &call, b, Some(a), app_sid, b.number.clone()))
+        };
         if let Some(c) = created.get(&a.id) {
             let v = view(
                 account_id,
@@ -135,7 +148,9 @@ async fn visible(state: &JambonzState, account_id: &str) -> Result<Vec<(CallView
                 c.application_sid.clone(),
                 a.number.clone(),
             );
+            let dialled = child(c.application_sid.clone());
             out.push((v, call.clone()));
+            out.extend(dialled.map(|d| (d, call.clone())));
             continue;
         }
         let app = store
@@ -143,6 +158,7 @@ async fn visible(state: &JambonzState, account_id: &str) -> Result<Vec<(CallView
             .await?
             .filter(|app| app.account_id == account_id);
         if let Some(app) = app {
+            let dialled = child(Some(app.id.clone()));
             let v = view(
                 account_id,
                 &call,
@@ -152,6 +168,7 @@ async fn visible(state: &JambonzState, account_id: &str) -> Result<Vec<(CallView
                 call.dialled.clone(),
             );
             out.push((v, call.clone()));
+            out.extend(dialled.map(|d| (d, call.clone())));
             continue;
         }
         let a_view = view(account_id, &call, a, None, None, call.dialled.clone());
@@ -491,10 +508,16 @@ const EXCLUSIVE: &[&str] = &[
     "media_path",
 ];
 
+/// Largest `tag` a live update may set (its JSON).
+const TAG_MAX_BYTES: usize = 16 * 1024;
+
 /// What an update does, validated before the call is looked up.
 #[derive(Debug, Clone, PartialEq)]
 enum Action {
-    Redirect(HookSpec),
+    /// A new application; with `call_status_hook`, a new status hook too.
+    Redirect(HookSpec, Option<Hook>),
+    /// `tag`: the call's new customerData.
+    Tag(Map<String, Value>),
     Status {
         completed: bool,
     },
@@ -593,85 +616,116 @@ fn parse_update(req: &Map<String, Value>) -> Result<Update> {
             "call_status_hook may only be provided together with call_hook",
         ));
     }
-    let action =
-        match op {
-            None => Action::Nothing,
-            Some("call_hook") => {
-                if present(req, "call_status_hook") {
-                    return Err(JambonzError::bad(
-                    "changing the call_status_hook of a live call is not supported by hookflash",
-                ));
+    let action = match op {
+        None => Action::Nothing,
+        Some("call_hook") => {
+            let status_hook = req
+                .get("call_status_hook")
+                .filter(|v| !v.is_null())
+                .map(|v| parse_hook("call_status_hook", v))
+                .transpose()?;
+            let spec: HookSpec = req
+                .get("call_hook")
+                .cloned()
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| JambonzError::bad(format!("call_hook: {e}")))?
+                .ok_or_else(|| JambonzError::bad("call_hook is required"))?;
+            Action::Redirect(spec, status_hook)
+        }
+        Some("call_status") => match word(req, "call_status") {
+            Some("completed") => Action::Status { completed: true },
+            Some("no-answer") => Action::Status { completed: false },
+            _ => return Err(JambonzError::bad("invalid call_status")),
+        },
+        Some("mute_status") => match word(req, "mute_status") {
+            Some("mute") => Action::Mute(true),
+            Some("unmute") => Action::Mute(false),
+            _ => return Err(JambonzError::bad("invalid mute_status")),
+        },
+        Some("listen_status") => match word(req, "listen_status") {
+            Some("pause" | "silence") => Action::Listen(true),
+            Some("resume") => Action::Listen(false),
+            _ => return Err(JambonzError::bad("invalid listen_status")),
+        },
+        Some("record") => {
+            use hookflash_engine::RecordAction;
+            let action = req
+                .get("record")
+                .and_then(|r| r.get("action"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| JambonzError::bad("record requires action property"))?;
+            Action::Record(match action {
+                "startCallRecording" => RecordAction::Start {
+                    announcement: false,
+                },
+                "stopCallRecording" => RecordAction::Stop,
+                "pauseCallRecording" => RecordAction::Pause,
+                "resumeCallRecording" => RecordAction::Resume,
+                other => {
+                    return Err(JambonzError::bad(format!(
+                        "invalid record action {other:?}"
+                    )))
                 }
-                let spec: HookSpec = req
-                    .get("call_hook")
-                    .cloned()
-                    .map(serde_json::from_value)
-                    .transpose()
-                    .map_err(|e| JambonzError::bad(format!("call_hook: {e}")))?
-                    .ok_or_else(|| JambonzError::bad("call_hook is required"))?;
-                Action::Redirect(spec)
+            })
+        }
+        Some("dtmf") => {
+            let digit = req
+                .get("dtmf")
+                .and_then(|d| d.get("digit"))
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+                .ok_or_else(|| JambonzError::bad("dtmf requires a digit property"))?;
+            Action::Dtmf(digit.to_string())
+        }
+        Some("tag") => match req.get("tag") {
+            Some(Value::Object(m)) => {
+                if serde_json::to_vec(m).map_or(true, |b| b.len() > TAG_MAX_BYTES) {
+                    return Err(JambonzError::bad(format!(
+                        "tag must be at most {TAG_MAX_BYTES} bytes of JSON"
+                    )));
+                }
+                Action::Tag(m.clone())
             }
-            Some("call_status") => match word(req, "call_status") {
-                Some("completed") => Action::Status { completed: true },
-                Some("no-answer") => Action::Status { completed: false },
-                _ => return Err(JambonzError::bad("invalid call_status")),
-            },
-            Some("mute_status") => match word(req, "mute_status") {
-                Some("mute") => Action::Mute(true),
-                Some("unmute") => Action::Mute(false),
-                _ => return Err(JambonzError::bad("invalid mute_status")),
-            },
-            Some("listen_status") => match word(req, "listen_status") {
-                Some("pause" | "silence") => Action::Listen(true),
-                Some("resume") => Action::Listen(false),
-                _ => return Err(JambonzError::bad("invalid listen_status")),
-            },
-            Some("record") => {
-                use hookflash_engine::RecordAction;
-                let action = req
-                    .get("record")
-                    .and_then(|r| r.get("action"))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| JambonzError::bad("record requires action property"))?;
-                Action::Record(match action {
-                    "startCallRecording" => RecordAction::Start {
-                        announcement: false,
-                    },
-                    "stopCallRecording" => RecordAction::Stop,
-                    "pauseCallRecording" => RecordAction::Pause,
-                    "resumeCallRecording" => RecordAction::Resume,
-                    other => {
-                        return Err(JambonzError::bad(format!(
-                            "invalid record action {other:?}"
-                        )))
-                    }
-                })
-            }
-            Some("dtmf") => {
-                let digit = req
-                    .get("dtmf")
-                    .and_then(|d| d.get("digit"))
-                    .and_then(Value::as_str)
-                    .map(str::trim)
-                    .filter(|d| !d.is_empty())
-                    .ok_or_else(|| JambonzError::bad("dtmf requires a digit property"))?;
-                Action::Dtmf(digit.to_string())
-            }
-            Some("tag") => return Err(JambonzError::bad(
-                "tag: changing the customerData of a live call is not supported by hookflash yet",
-            )),
-            Some(other) => {
-                return Err(JambonzError::bad(format!(
-                    "{other} is not supported by hookflash"
-                )))
-            }
-        };
+            _ => return Err(JambonzError::bad("tag must be an object")),
+        },
+        Some(other) => {
+            return Err(JambonzError::bad(format!(
+                "{other} is not supported by hookflash"
+            )))
+        }
+    };
     let whisper = req
         .get("whisper")
         .filter(|v| !v.is_null())
         .map(whisper)
         .transpose()?;
     Ok(Update { action, whisper })
+}
+
+fn not_running() -> JambonzError {
+    JambonzError::Unprocessable("the call is not running an application".into())
+}
+
+/// The runtime and the leg an update names.
+fn app_of<'a>(
+    state: &'a JambonzState,
+    account_id: &str,
+    call_id: &str,
+    call_sid: &str,
+) -> Result<(&'a hookflash_apps::Runtime, CallRef)> {
+    let runtime = state.runtime.as_ref().ok_or_else(|| {
+        JambonzError::Unavailable("the application runtime is not running".into())
+    })?;
+    Ok((
+        runtime,
+        CallRef {
+            account_id: account_id.to_string(),
+            call_id: call_id.to_string(),
+            leg_id: call_sid.to_string(),
+        },
+    ))
 }
 
 /// `PUT` (and the legacy `POST`) `/v1/Accounts/{account_sid}/Calls/{call_sid}` -> 204.
@@ -688,22 +742,24 @@ pub(crate) async fn update(
     let engine = &state.engine;
     match update.action {
         Action::Nothing => {}
-        Action::Redirect(spec) => {
-            let runtime = state.runtime.as_ref().ok_or_else(|| {
-                JambonzError::Unavailable("the application runtime is not running".into())
-            })?;
-            let call_ref = CallRef {
-                account_id: account_id.to_string(),
-                call_id: call.id.clone(),
-                leg_id: call_sid.clone(),
-            };
-            let redirected = runtime
-                .redirect(&call_ref, &spec)
-                .map_err(|e| JambonzError::bad(e.to_string()))?;
-            if !redirected {
-                return Err(JambonzError::Unprocessable(
-                    "the call is not running an application".into(),
-                ));
+        Action::Redirect(spec, status_hook) => {
+            let (runtime, call_ref) = app_of(&state, account_id, &call.id, &call_sid)?;
+            // Checked before anything changes: a bad URL leaves the call as it was.
+            let target = runtime
+                .resolve_hook(&call_ref, &spec)
+                .map_err(|e| JambonzError::bad(e.to_string()))?
+                .ok_or_else(not_running)?;
+            if let Some(hook) = status_hook {
+                runtime.set_status_hook(&call_ref, hook);
+            }
+            if !runtime.redirect_to(&call_ref, target) {
+                return Err(not_running());
+            }
+        }
+        Action::Tag(data) => {
+            let (runtime, call_ref) = app_of(&state, account_id, &call.id, &call_sid)?;
+            if !runtime.tag(&call_ref, data) {
+                return Err(not_running());
             }
         }
         Action::Status { completed } => {
@@ -813,7 +869,25 @@ mod tests {
         assert_eq!(u.action, Action::Nothing);
         assert_eq!(u.whisper, Some(AudioSource::Url("http://h/a.wav".into())));
         let u = upd(json!({"call_hook": {"url": "/transfer-to-support"}})).unwrap();
-        assert!(matches!(u.action, Action::Redirect(ref s) if s.url == "/transfer-to-support"));
+        assert!(
+            matches!(u.action, Action::Redirect(ref s, None) if s.url == "/transfer-to-support")
+        );
+        let u = upd(json!({"call_hook": "/next", "call_status_hook": "http://h/status"})).unwrap();
+        assert!(matches!(u.action, Action::Redirect(_, Some(ref h)) if h.url == "http://h/status"));
+        assert_eq!(
+            msg(json!({"call_hook": "/next", "call_status_hook": "/relative"})),
+            "call_status_hook url must be an absolute url"
+        );
+        let u = upd(json!({"tag": {"stage": 2}})).unwrap();
+        assert_eq!(
+            u.action,
+            Action::Tag(json!({"stage": 2}).as_object().unwrap().clone())
+        );
+        assert_eq!(msg(json!({"tag": "x"})), "tag must be an object");
+        assert_eq!(
+            msg(json!({"tag": {"a": 1}, "mute_status": "mute"})),
+            "multiple options are not allowed in updateCall"
+        );
         let u = upd(json!({"dtmf": {"digit": "1#", "duration": 250}})).unwrap();
         assert_eq!(u.action, Action::Dtmf("1#".into()));
         // null counts as absent
