@@ -303,23 +303,48 @@ impl PendingInvite {
     }
 }
 
+/// Rewrites every SDP body a dialog sends (e.g. to make it RTP/SAVP with our SRTP key).
+pub type BodyFilter = Arc<dyn Fn(Vec<u8>) -> Vec<u8> + Send + Sync>;
+
 /// One INVITE dialog, ours as UAC (we sent the INVITE) or UAS (we answer it). Cheap to clone.
 #[derive(Clone)]
-pub struct InviteLeg(InviteDialog);
+pub struct InviteLeg(InviteDialog, Arc<std::sync::OnceLock<BodyFilter>>);
 
 impl InviteLeg {
+    fn new(dialog: InviteDialog) -> InviteLeg {
+        InviteLeg(dialog, Arc::new(std::sync::OnceLock::new()))
+    }
+
+    /// From now on every body this dialog sends (provisional and final answers, re-INVITE,
+    /// UPDATE) goes through `filter` first; shared by all clones. Set once; a second call
+    /// is ignored (false).
+    pub fn set_body_filter(&self, filter: BodyFilter) -> bool {
+        self.1.set(filter).is_ok()
+    }
+
+    fn filtered(&self, body: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        match (self.1.get(), body) {
+            (Some(f), Some(b)) if !b.is_empty() => Some(f(b)),
+            (_, b) => b,
+        }
+    }
+
     pub fn id(&self) -> LegId {
         self.0.id().into()
     }
 
     /// UAS: a provisional response (180, or 183 with the SDP in `body`).
     pub fn ringing(&self, headers: Option<Vec<Header>>, body: Option<Vec<u8>>) -> DialogResult<()> {
-        self.0.ringing(headers, body).map_err(DialogError::stack)
+        self.0
+            .ringing(headers, self.filtered(body))
+            .map_err(DialogError::stack)
     }
 
     /// UAS: the 200 OK.
     pub fn accept(&self, headers: Option<Vec<Header>>, body: Option<Vec<u8>>) -> DialogResult<()> {
-        self.0.accept(headers, body).map_err(DialogError::stack)
+        self.0
+            .accept(headers, self.filtered(body))
+            .map_err(DialogError::stack)
     }
 
     /// UAS: a final failure response.
@@ -343,7 +368,7 @@ impl InviteLeg {
         body: Option<Vec<u8>>,
     ) -> DialogResult<Option<Response>> {
         self.0
-            .reinvite(headers, body)
+            .reinvite(headers, self.filtered(body))
             .await
             .map_err(DialogError::stack)
     }
@@ -354,7 +379,7 @@ impl InviteLeg {
         body: Option<Vec<u8>>,
     ) -> DialogResult<Option<Response>> {
         self.0
-            .update(headers, body)
+            .update(headers, self.filtered(body))
             .await
             .map_err(DialogError::stack)
     }
@@ -387,9 +412,28 @@ impl InviteLeg {
 
 /// The dialog layer: every dialog of the server. Cheap to clone.
 #[derive(Clone)]
-pub struct Dialogs(pub(crate) Arc<DialogLayer>);
+pub struct Dialogs(pub(crate) Arc<DialogLayer>, Option<u16>);
 
 impl Dialogs {
+    /// `tls_port`: our SIP-over-TLS listener's port, for the Contact of dialogs over TLS.
+    pub(crate) fn new(layer: Arc<DialogLayer>, tls_port: Option<u16>) -> Dialogs {
+        Dialogs(layer, tls_port)
+    }
+
+    /// Over TLS our Contact is a `transport=tls` URI at our TLS port: the peer sends its
+    /// in-dialog requests there (a Contact without it would make it use plain UDP).
+    fn contact_for(&self, contact: Uri, transport: Option<&str>) -> Uri {
+        let (Some(port), Some(t)) = (self.1, transport) else {
+            return contact;
+        };
+        if !t.eq_ignore_ascii_case("tls") {
+            return contact;
+        }
+        let host = contact.host_with_port.host.to_string();
+        let user = contact.user().map(|u| format!("{u}@")).unwrap_or_default();
+        Uri::try_from(format!("sip:{user}{host}:{port};transport=tls").as_str()).unwrap_or(contact)
+    }
+
     /// Sends an INVITE; the dialog exists at once, its outcome comes with [`PendingInvite`].
     pub fn invite(
         &self,
@@ -398,6 +442,8 @@ impl Dialogs {
     ) -> DialogResult<(InviteLeg, PendingInvite)> {
         let mut destination = SipAddr::from(invite.destination);
         destination.r#type = Some(invite.transport);
+        let transport = invite.transport.to_string();
+        let contact = self.contact_for(invite.contact, Some(&transport));
         let opt = InviteOption {
             call_id: Some(invite.call_id),
             caller_display_name: invite.caller_display_name,
@@ -406,7 +452,7 @@ impl Dialogs {
             destination: Some(destination),
             content_type: Some("application/sdp".into()),
             offer: Some(invite.offer),
-            contact: invite.contact,
+            contact,
             headers: (!invite.headers.is_empty()).then_some(invite.headers),
             credential: invite.credential.map(|c| StackCredential {
                 username: c.username,
@@ -420,7 +466,7 @@ impl Dialogs {
             .0
             .do_invite_async(opt, route.0)
             .map_err(DialogError::stack)?;
-        Ok((InviteLeg(dialog), PendingInvite(handle)))
+        Ok((InviteLeg::new(dialog), PendingInvite(handle)))
     }
 
     /// The UAS dialog of an incoming INVITE (`tx`), answering with `contact`.
@@ -430,9 +476,11 @@ impl Dialogs {
         route: EventRoute,
         contact: Uri,
     ) -> DialogResult<InviteLeg> {
+        let source = crate::source::transport_source(tx.request());
+        let contact = self.contact_for(contact, source.as_ref().map(|s| s.transport.as_str()));
         self.0
             .get_or_create_server_invite(&tx.0, route.0, None, Some(contact))
-            .map(InviteLeg)
+            .map(InviteLeg::new)
             .map_err(DialogError::stack)
     }
 
