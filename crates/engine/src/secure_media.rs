@@ -1,0 +1,66 @@
+//! Encrypted transports at the engine's edge: the SIP-over-TLS listener's configuration and
+//! SRTP (SDES) on a call leg whose offer asks for it. Kept apart from the call actor: the
+//! actor calls [`caller_crypto`] when it checks the caller's offer and [`secure_leg`] once the
+//! caller's dialog exists; the rest (encryption per packet, SDP rewriting) lives in the media
+//! and SIP crates.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hookflash_config::SipConfig;
+use hookflash_media::relay::{BridgeHandle, Leg};
+use hookflash_media::sdp::SessionDescription;
+use hookflash_media::srtp::{self, LegSrtp, SdesCrypto, SdesError};
+use hookflash_sip::dialog::InviteLeg;
+use tracing::{info, warn};
+
+use crate::EngineError;
+
+/// `[sip] tls`: the listen address and the rustls configuration from the PEM files.
+pub(crate) fn sip_tls_options(
+    sip: &SipConfig,
+) -> Result<Option<(SocketAddr, Arc<rustls::ServerConfig>)>, EngineError> {
+    let Some(addr) = sip.tls else {
+        return Ok(None);
+    };
+    let (Some(cert), Some(key)) = (&sip.tls_cert, &sip.tls_key) else {
+        return Err(EngineError::Config(
+            "sip.tls needs sip.tls_cert and sip.tls_key".into(),
+        ));
+    };
+    let config = hookflash_sip::tls::server_config(cert, key)
+        .map_err(|e| EngineError::Config(format!("sip.tls: {e}")))?;
+    Ok(Some((addr, config)))
+}
+
+/// The caller's SDES key when its offer is `RTP/SAVP`: None for plain RTP, an error (the
+/// caller gets 488) when it asks for SRTP without an `a=crypto` line we support.
+pub(crate) fn caller_crypto(offer: &SessionDescription) -> Result<Option<SdesCrypto>, SdesError> {
+    match offer.audio() {
+        Some(m) => srtp::choose_offered(m),
+        None => Ok(None),
+    }
+}
+
+/// Makes `leg` an SRTP leg: a fresh key of ours (same tag and suite as the one chosen from its
+/// offer), the relay's contexts, and every SDP the leg's dialog sends made `RTP/SAVP` with our
+/// key. False if the contexts could not be made (the leg stays plain; logged).
+pub(crate) fn secure_leg(
+    bridge: &BridgeHandle,
+    leg: Leg,
+    dialog: &InviteLeg,
+    theirs: &SdesCrypto,
+) -> bool {
+    let ours = SdesCrypto::generate(theirs.tag, theirs.suite);
+    let contexts = match LegSrtp::new(theirs, &ours) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot set up SRTP for the leg");
+            return false;
+        }
+    };
+    bridge.set_srtp(leg, Some(contexts));
+    dialog.set_body_filter(Arc::new(move |body| srtp::secure_sdp(&body, &ours)));
+    info!(?leg, suite = theirs.suite.name(), "SRTP (SDES) on the leg");
+    true
+}
