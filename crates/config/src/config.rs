@@ -1787,6 +1787,33 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_are_checked() {
+        let check = |toml: &str| Config::from_toml_str(toml).unwrap().validate();
+        assert!(
+            check("[sip]\ntls = \"127.0.0.1:5061\"\n").is_err(),
+            "no cert/key"
+        );
+        assert!(check("[sip]\ntls = \"127.0.0.1:5061\"\ntls_cert = \"c.pem\"\n").is_err());
+        assert!(check(
+            "[sip]\ntls = \"127.0.0.1:5061\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n"
+        )
+        .is_ok());
+        assert!(
+            check("[sip]\ntls = \"0.0.0.0:5061\"\ntls_cert = \"c\"\ntls_key = \"k\"\n").is_err(),
+            "public bind needs the opt-in"
+        );
+        assert!(
+            check("[http]\ntls_cert = \"c.pem\"\n").is_err(),
+            "cert without key"
+        );
+        assert!(check("[http]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").is_ok());
+        assert!(
+            Config::from_toml_str("[http]\ntls = true\n").is_err(),
+            "unknown key"
+        );
+    }
+
+    #[test]
     fn account_specs_are_checked() {
         let base = "[[accounts]]\nname = \"a\"\n";
         let check = |extra: &str| {
