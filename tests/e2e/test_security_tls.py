@@ -194,3 +194,36 @@ def test_plain_rtp_on_an_srtp_leg_is_not_relayed(server_factory, phones, artifac
         carrier.in_dialog(req.call_id, "BYE")
     finally:
         carrier.close()
+
+
+def test_udp_phone_calls_a_phone_registered_over_tls(server_factory, phones, tones, artifacts,
+                                                     cert):
+    """The INVITE reaches the TLS phone over its registration's connection (we never dial a
+    phone's TLS port); its answer, ACK and the caller's BYE flow over TLS."""
+    server = tls_server(server_factory, cert)
+    B = phones("B")
+    assert B.register(server, "202", transport="tls")["code"] == 200
+    A = phones("A")
+    assert A.register(server, "201")["code"] == 200
+    A.play(tones[F_A])
+    B.play(tones[F_B])
+    B.auto_answer(200, delay_ms=300)
+    ra, rb = os.path.join(artifacts, "A.wav"), os.path.join(artifacts, "B.wav")
+    A.record(ra)
+    B.record(rb)
+    c = A.call(server.uri("202"))
+    inc = B.wait_incoming()
+    assert sip_user(inc["from"]) == "201", inc
+    A.wait_state("CONFIRMED", call=c, timeout=10)
+    B.wait_state("CONFIRMED", call=inc["call"])
+    log_b = read(B.log_path)
+    i = log_b.find("Request msg INVITE")
+    assert i >= 0 and "from TLS" in log_b[i:i + 200], log_b[i:i + 200]
+    time.sleep(3)
+    A.stop_record()
+    B.stop_record()
+    A.hangup()
+    B.wait_state("DISCONNECTED", call=inc["call"], timeout=5)
+    A.wait_state("DISCONNECTED", call=c, timeout=5)
+    assert_hears(ra, F_B, F_A, what="UDP phone hears the TLS phone")
+    assert_hears(rb, F_A, F_B, what="TLS phone hears the UDP phone")
