@@ -420,18 +420,8 @@ impl Dialogs {
         Dialogs(layer, tls_port)
     }
 
-    /// Over TLS our Contact is a `transport=tls` URI at our TLS port: the peer sends its
-    /// in-dialog requests there (a Contact without it would make it use plain UDP).
     fn contact_for(&self, contact: Uri, transport: Option<&str>) -> Uri {
-        let (Some(port), Some(t)) = (self.1, transport) else {
-            return contact;
-        };
-        if !t.eq_ignore_ascii_case("tls") {
-            return contact;
-        }
-        let host = contact.host_with_port.host.to_string();
-        let user = contact.user().map(|u| format!("{u}@")).unwrap_or_default();
-        Uri::try_from(format!("sip:{user}{host}:{port};transport=tls").as_str()).unwrap_or(contact)
+        tls_contact(contact, self.1, transport)
     }
 
     /// Sends an INVITE; the dialog exists at once, its outcome comes with [`PendingInvite`].
@@ -502,5 +492,49 @@ impl Dialogs {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// Over TLS our Contact is a `transport=tls` URI at our TLS port: the peer sends its
+/// in-dialog requests there (a Contact without it would make it use plain UDP). Other
+/// transports, or no TLS listener: `contact` as it is.
+fn tls_contact(contact: Uri, tls_port: Option<u16>, transport: Option<&str>) -> Uri {
+    let (Some(port), Some(t)) = (tls_port, transport) else {
+        return contact;
+    };
+    if !t.eq_ignore_ascii_case("tls") {
+        return contact;
+    }
+    let host = contact.host_with_port.host.to_string();
+    let user = contact.user().map(|u| format!("{u}@")).unwrap_or_default();
+    Uri::try_from(format!("sip:{user}{host}:{port};transport=tls").as_str()).unwrap_or(contact)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(s: &str) -> Uri {
+        Uri::try_from(s).unwrap()
+    }
+
+    #[test]
+    fn contact_over_tls_names_our_tls_port_and_transport() {
+        let ours = uri("sip:127.0.0.1:5060");
+        assert_eq!(
+            tls_contact(ours.clone(), Some(5061), Some("TLS")).to_string(),
+            "sip:127.0.0.1:5061;transport=TLS"
+        );
+        assert_eq!(
+            tls_contact(uri("sip:hf@pbx.example:5060"), Some(5061), Some("tls")).to_string(),
+            "sip:hf@pbx.example:5061;transport=TLS"
+        );
+        assert_eq!(tls_contact(ours.clone(), Some(5061), Some("udp")), ours);
+        assert_eq!(tls_contact(ours.clone(), Some(5061), None), ours);
+        assert_eq!(
+            tls_contact(ours.clone(), None, Some("tls")),
+            ours,
+            "no TLS listener"
+        );
     }
 }
