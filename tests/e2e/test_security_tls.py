@@ -118,6 +118,8 @@ def test_tls_srtp_phone_calls_plain_udp_phone_tones_both_ways(server_factory, ph
     A.wait_state("DISCONNECTED", call=c, timeout=5)
     B.wait_state("DISCONNECTED", call=inc["call"], timeout=5)
 
+    # pjsua re-offers after the answer (codec lock): our answer keeps its crypto tag.
+    assert "PJMEDIA_SRTP_E" not in read(A.log_path), "an SRTP error at the TLS phone"
     assert_hears(ra, F_B, F_A, what="TLS/SRTP phone hears the UDP phone")
     assert_hears(rb, F_A, F_B, what="UDP phone hears the TLS/SRTP phone")
     m = server.wait_metric("hookflash_active_calls", 0)
@@ -227,3 +229,41 @@ def test_udp_phone_calls_a_phone_registered_over_tls(server_factory, phones, ton
     A.wait_state("DISCONNECTED", call=c, timeout=5)
     assert_hears(ra, F_B, F_A, what="UDP phone hears the TLS phone")
     assert_hears(rb, F_A, F_B, what="TLS phone hears the UDP phone")
+
+
+def test_srtp_phone_holds_and_resumes(server_factory, phones, tones, artifacts, cert):
+    """The SRTP phone's own re-INVITEs (hold, unhold) are answered RTP/SAVP with our key, so
+    the call survives them and the audio comes back both ways."""
+    server = tls_server(server_factory, cert)
+    A = phones("A")
+    assert A.register(server, "201", transport="tls", srtp="mandatory")["code"] == 200
+    B = phones("B")
+    assert B.register(server, "202")["code"] == 200
+    A.play(tones[F_A])
+    B.play(tones[F_B])
+    B.auto_answer(200)
+    c = A.call(server.uri("202", "tls"))
+    inc = B.wait_incoming()
+    A.wait_media(lambda e: e["active"], call=c)
+    B.wait_media(lambda e: e["active"], call=inc["call"])
+    ma, mb = A.mark(), B.mark()
+    A.hold()
+    assert A.wait_media(lambda e: e["status"] == "local_hold", call=c, since=ma)["dir"] == "sendonly"
+    B.wait_media(lambda e: e["status"] == "remote_hold", call=inc["call"], since=mb)
+    ma, mb = A.mark(), B.mark()
+    A.unhold()
+    A.wait_media(lambda e: e["active"], call=c, since=ma)
+    B.wait_media(lambda e: e["active"], call=inc["call"], since=mb)
+    time.sleep(0.3)
+    ra, rb = os.path.join(artifacts, "A_after.wav"), os.path.join(artifacts, "B_after.wav")
+    A.record(ra)
+    B.record(rb)
+    time.sleep(2)
+    A.stop_record()
+    B.stop_record()
+    assert A.states(call=c)[-1] == "CONFIRMED", A.states(call=c)
+    A.hangup(call=c)
+    B.wait_state("DISCONNECTED", call=inc["call"])
+    assert "PJMEDIA_SRTP_E" not in read(A.log_path), "an SRTP error at the phone"
+    assert_hears(ra, F_B, F_A, t0=0.3, what="SRTP phone after unhold")
+    assert_hears(rb, F_A, F_B, t0=0.3, what="UDP phone after unhold")

@@ -5,7 +5,7 @@
 //! and SIP crates.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use hookflash_config::SipConfig;
 use hookflash_media::relay::{BridgeHandle, Leg};
@@ -44,9 +44,11 @@ pub(crate) fn caller_crypto(offer: &SessionDescription) -> Result<Option<SdesCry
 
 /// Makes `leg` an SRTP leg: a fresh key of ours (same tag and suite as the one chosen from its
 /// offer), the relay's contexts, and every SDP the leg's dialog sends made `RTP/SAVP` with our
-/// key. False if the contexts could not be made (the leg stays plain; logged).
+/// key. The leg's own re-offers (hold, codec lock) are answered with the tag they chose, and a
+/// new key of theirs re-keys the relay. False if the contexts could not be made (the leg stays
+/// plain; logged).
 pub(crate) fn secure_leg(
-    bridge: &BridgeHandle,
+    bridge: &Arc<BridgeHandle>,
     leg: Leg,
     dialog: &InviteLeg,
     theirs: &SdesCrypto,
@@ -60,7 +62,48 @@ pub(crate) fn secure_leg(
         }
     };
     bridge.set_srtp(leg, Some(contexts));
-    dialog.set_body_filter(Arc::new(move |body| srtp::secure_sdp(&body, &ours)));
+    let state = Mutex::new((theirs.clone(), ours));
+    let bridge = bridge.clone();
+    dialog.set_body_filter(Arc::new(move |body, peer_offer| {
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(new) = peer_offer.and_then(offered_crypto) {
+            let (current, ours) = &mut *st;
+            if new.same_key(current) {
+                ours.tag = new.tag;
+            } else if let Some(rekeyed) = rekey(&new, ours) {
+                bridge.set_srtp(leg, Some(rekeyed));
+            }
+            *current = new;
+        }
+        srtp::secure_sdp(&body, &st.1)
+    }));
     info!(?leg, suite = theirs.suite.name(), "SRTP (SDES) on the leg");
     true
+}
+
+/// The usable `a=crypto` line of an SDP offer (None: plain, or none we support).
+fn offered_crypto(body: &[u8]) -> Option<SdesCrypto> {
+    let sdp = SessionDescription::parse(std::str::from_utf8(body).ok()?).ok()?;
+    caller_crypto(&sdp).ok().flatten()
+}
+
+/// New contexts for a leg that changed its key (ours keeps its key, takes their tag/suite).
+fn rekey(theirs: &SdesCrypto, ours: &mut SdesCrypto) -> Option<LegSrtp> {
+    if ours.suite != theirs.suite {
+        *ours = SdesCrypto::generate(theirs.tag, theirs.suite);
+    }
+    ours.tag = theirs.tag;
+    match LegSrtp::new(theirs, ours) {
+        Ok(c) => {
+            info!(
+                suite = theirs.suite.name(),
+                "SRTP leg re-keyed by its re-offer"
+            );
+            Some(c)
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot re-key the SRTP leg");
+            None
+        }
+    }
 }

@@ -183,6 +183,11 @@ impl SdesCrypto {
         })
     }
 
+    /// Same master key and salt (whatever the tag).
+    pub fn same_key(&self, other: &SdesCrypto) -> bool {
+        self.suite == other.suite && self.key == other.key && self.salt == other.salt
+    }
+
     /// The attribute as it goes into SDP, without `a=`: `crypto:<tag> <suite> inline:...`.
     pub fn to_attr(&self) -> String {
         let mut raw = Vec::with_capacity(KEY_LEN + SALT_LEN);

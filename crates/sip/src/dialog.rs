@@ -109,8 +109,14 @@ impl From<TerminatedReason> for Ended {
 
 /// A request received inside a dialog (re-INVITE, UPDATE, INFO, REFER, NOTIFY …): answer it
 /// once with [`InDialogRequest::respond`] (a re-INVITE's answer is a 2xx with SDP).
-#[derive(Debug, Clone)]
-pub struct InDialogRequest(TransactionHandle);
+#[derive(Clone)]
+pub struct InDialogRequest(TransactionHandle, Option<(BodyFilter, Vec<u8>)>);
+
+impl std::fmt::Debug for InDialogRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("InDialogRequest").field(&self.0).finish()
+    }
+}
 
 impl InDialogRequest {
     pub async fn reply(&self, status: StatusCode) -> DialogResult<()> {
@@ -123,6 +129,12 @@ impl InDialogRequest {
         headers: Option<Vec<Header>>,
         body: Option<Vec<u8>>,
     ) -> DialogResult<()> {
+        // The dialog's body filter applies to our answers too (a re-INVITE from an SRTP leg
+        // is answered RTP/SAVP with our key).
+        let body = match (&self.1, body) {
+            (Some((f, offer)), Some(b)) if !b.is_empty() => Some(f(b, Some(offer))),
+            (_, b) => b,
+        };
         self.0
             .respond(status, headers, body)
             .await
@@ -196,7 +208,11 @@ impl std::fmt::Display for DialogEvent {
 
 impl From<DialogState> for DialogEvent {
     fn from(state: DialogState) -> Self {
-        let h = InDialogRequest;
+        let h = |t: TransactionHandle| InDialogRequest(t, None);
+        if let DialogState::Updated(id, r, t) = state {
+            let filter = body_filter_of(&id.call_id).map(|f| (f, r.body.clone()));
+            return DialogEvent::Updated(id.into(), r, InDialogRequest(t, filter));
+        }
         match state {
             DialogState::Calling(id) => DialogEvent::Calling(id.into()),
             DialogState::Trying(id) => DialogEvent::Trying(id.into()),
@@ -303,8 +319,30 @@ impl PendingInvite {
     }
 }
 
-/// Rewrites every SDP body a dialog sends (e.g. to make it RTP/SAVP with our SRTP key).
-pub type BodyFilter = Arc<dyn Fn(Vec<u8>) -> Vec<u8> + Send + Sync>;
+/// Rewrites every SDP body a dialog sends (e.g. to make it RTP/SAVP with our SRTP key). The
+/// second argument is the peer's offer being answered, when the body answers a request the
+/// peer sent inside the dialog (a re-INVITE); None for our offers and the first answer.
+pub type BodyFilter = Arc<dyn Fn(Vec<u8>, Option<&[u8]>) -> Vec<u8> + Send + Sync>;
+
+/// Body filters by Call-ID (every leg of ours has its own), so the answer to a request the
+/// peer sends inside the dialog (a re-INVITE) is filtered like everything else we send there.
+/// Weak: the dialog's `InviteLeg`s own the filter.
+type FilterTable =
+    std::collections::HashMap<String, std::sync::Weak<std::sync::OnceLock<BodyFilter>>>;
+
+fn filter_table() -> std::sync::MutexGuard<'static, FilterTable> {
+    static TABLE: std::sync::OnceLock<std::sync::Mutex<FilterTable>> = std::sync::OnceLock::new();
+    let m = TABLE.get_or_init(Default::default);
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn body_filter_of(call_id: &str) -> Option<BodyFilter> {
+    let table = filter_table();
+    table.get(call_id)?.upgrade()?.get().cloned()
+}
 
 /// One INVITE dialog, ours as UAC (we sent the INVITE) or UAS (we answer it). Cheap to clone.
 #[derive(Clone)]
@@ -319,12 +357,21 @@ impl InviteLeg {
     /// UPDATE) goes through `filter` first; shared by all clones. Set once; a second call
     /// is ignored (false).
     pub fn set_body_filter(&self, filter: BodyFilter) -> bool {
-        self.1.set(filter).is_ok()
+        if self.1.set(filter).is_err() {
+            return false;
+        }
+        let mut table = filter_table();
+        // Entries of dialogs that are gone go when the table is swept.
+        if table.len() >= 64 && table.len().is_power_of_two() {
+            table.retain(|_, w| w.strong_count() > 0);
+        }
+        table.insert(self.0.id().call_id, Arc::downgrade(&self.1));
+        true
     }
 
     fn filtered(&self, body: Option<Vec<u8>>) -> Option<Vec<u8>> {
         match (self.1.get(), body) {
-            (Some(f), Some(b)) if !b.is_empty() => Some(f(b)),
+            (Some(f), Some(b)) if !b.is_empty() => Some(f(b, None)),
             (_, b) => b,
         }
     }
