@@ -60,6 +60,7 @@ install_system_packages() {
   command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
   command -v sox >/dev/null 2>&1 || missing+=(sox)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # test_security_tls.py certificates
   command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
   if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
   if [ ${#missing[@]} -eq 0 ]; then
