@@ -62,6 +62,7 @@ install_system_packages() {
   command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
   command -v sox >/dev/null 2>&1 || missing+=(sox)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # test_security_tls.py certificates
   command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
   # baresip, a second independent phone, plays into a PulseAudio null sink (test_playout_hold)
   command -v baresip >/dev/null 2>&1 || missing+=(baresip)

@@ -181,7 +181,7 @@ class Server:
                  ring_timeout_secs=30, rtp_inactivity_secs=30, env=None, extra_sip=None,
                  registrar=None, trunk_credentials=None, account_extra=None, user_extra=None,
                  security=None, shutdown_grace_secs=0, applications=None, oauth=None,
-                 extra_users=None):
+                 extra_users=None, tls=None):
         self.binary = binary
         self.workdir = workdir
         self.artifacts = artifacts
@@ -190,8 +190,11 @@ class Server:
         self.sip_port = free_port(udp=True, tcp=True)
         self.http_port = free_port(udp=False, tcp=True)
         self.trunk_port = free_port(udp=True, tcp=True)
+        # tls={"cert": PEM path, "key": PEM path}: SIP over TLS on tls_port and HTTPS.
+        self.tls = dict(tls) if tls else None
+        self.tls_port = free_port(udp=False, tcp=True) if tls else None
         self.rtp_min, self.rtp_max = rtp_range()
-        self.http = "http://127.0.0.1:%d" % self.http_port
+        self.http = "%s://127.0.0.1:%d" % ("https" if tls else "http", self.http_port)
         self.digest_algorithms = list(digest_algorithms)
         self.ring_timeout_secs = ring_timeout_secs
         self.rtp_inactivity_secs = rtp_inactivity_secs
@@ -242,6 +245,8 @@ class Server:
 
     def uri(self, user, transport="udp"):
         """Request-URI a phone dials to reach ``user`` through the server."""
+        if transport == "tls":
+            return "sip:%s@127.0.0.1:%d;transport=tls" % (user, self.tls_port)
         t = ";transport=tcp" if transport == "tcp" else ""
         return "sip:%s@127.0.0.1:%d%s" % (user, self.sip_port, t)
 
@@ -258,6 +263,10 @@ class Server:
         L.append('advertised_host = "127.0.0.1"')
         L.append("ring_timeout_secs = %d" % self.ring_timeout_secs)
         L.append("digest_algorithms = %s" % toml_value(self.digest_algorithms))
+        if self.tls:
+            L.append('tls = "127.0.0.1:%d"' % self.tls_port)
+            L.append("tls_cert = %s" % toml_str(self.tls["cert"]))
+            L.append("tls_key = %s" % toml_str(self.tls["key"]))
         for k, v in self.extra_sip.items():
             L.append("%s = %s" % (k, toml_value(v)))
         L.append("")
@@ -267,6 +276,9 @@ class Server:
         L.append("")
         L.append("[http]")
         L.append('listen = "127.0.0.1:%d"' % self.http_port)
+        if self.tls:
+            L.append("tls_cert = %s" % toml_str(self.tls["cert"]))
+            L.append("tls_key = %s" % toml_str(self.tls["key"]))
         L.append("")
         L.append("[rtp]")
         L.append('bind_ip = "127.0.0.1"')
@@ -356,7 +368,7 @@ class Server:
                     % (self.proc.returncode, self.log_tail())
                 )
             try:
-                r = requests.get(self.http + "/healthz", timeout=1)
+                r = requests.get(self.http + "/healthz", timeout=1, verify=self.ca_verify())
                 if r.status_code == 200:
                     return self
                 last = r.status_code
@@ -367,6 +379,10 @@ class Server:
             "hookflash /healthz not 200 within %.0fs (last: %s); log tail:\n%s"
             % (timeout, last, self.log_tail())
         )
+
+    def ca_verify(self):
+        """requests' `verify` for this server: its own self-signed certificate over HTTPS."""
+        return self.tls["cert"] if self.tls else True
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -409,10 +425,10 @@ class Server:
 
     # --------------------------------------------------------------- HTTP
     def healthz(self):
-        return requests.get(self.http + "/healthz", timeout=3).status_code
+        return requests.get(self.http + "/healthz", timeout=3, verify=self.ca_verify()).status_code
 
     def metrics(self):
-        r = requests.get(self.http + "/metrics", timeout=5)
+        r = requests.get(self.http + "/metrics", timeout=5, verify=self.ca_verify())
         assert r.status_code == 200, "GET /metrics -> %s" % r.status_code
         return Metrics(parse_prometheus(r.text))
 

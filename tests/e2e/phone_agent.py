@@ -11,8 +11,9 @@ Call objects kept alive until exit, then libDestroy + os._exit; player and
 recorder reconnected on every onCallMediaState.
 
 Commands (``{"cmd": NAME, "id": N, ...}``):
-  register {server, user, password, realm?, transport udp|tcp, local_port,
-            expires?, rtp_port?, no_register?}
+  register {server, user, password, realm?, transport udp|tcp|tls, local_port,
+            expires?, rtp_port?, no_register?, srtp? disabled|optional|mandatory}
+            (tls: the server's certificate is not verified; srtp: SDES, RFC 4568)
   unregister / reregister
   call {uri}                      -> ack.result = {"call": idx}
   answer {code, call?}            (200, 180, 486, ...)
@@ -324,7 +325,12 @@ class Agent:
         tcfg.port = int(a.get("local_port", 0))
         tcfg.boundAddress = "127.0.0.1"
         tcfg.publicAddress = "127.0.0.1"
-        ttype = pj.PJSIP_TRANSPORT_TCP if transport == "tcp" else pj.PJSIP_TRANSPORT_UDP
+        ttype = {"tcp": pj.PJSIP_TRANSPORT_TCP, "tls": pj.PJSIP_TRANSPORT_TLS}.get(
+            transport, pj.PJSIP_TRANSPORT_UDP)
+        if transport == "tls":
+            # Test servers have self-signed certificates.
+            tcfg.tlsConfig.verifyServer = False
+            tcfg.tlsConfig.verifyClient = False
         self.transport_id = self.ep.transportCreate(ttype, tcfg)
         tinfo = self.ep.transportGetInfo(self.transport_id)
 
@@ -336,7 +342,7 @@ class Agent:
         acfg.idUri = "sip:%s@%s" % (user, domain)
         if a.get("display_name"):
             acfg.idUri = '"%s" <%s>' % (a["display_name"], acfg.idUri)
-        tparam = ";transport=tcp" if transport == "tcp" else ""
+        tparam = ";transport=%s" % transport if transport in ("tcp", "tls") else ""
         if not a.get("no_register"):
             acfg.regConfig.registrarUri = "sip:%s%s" % (server, tparam)
             acfg.regConfig.registerOnAdd = True
@@ -361,7 +367,12 @@ class Agent:
         acfg.mediaConfig.transportConfig.publicAddress = "127.0.0.1"
         acfg.mediaConfig.transportConfig.port = int(a.get("rtp_port", self.rtp_port))
         acfg.mediaConfig.transportConfig.portRange = 64
-        acfg.mediaConfig.srtpUse = pj.PJMEDIA_SRTP_DISABLED
+        acfg.mediaConfig.srtpUse = {
+            "mandatory": pj.PJMEDIA_SRTP_MANDATORY,
+            "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+        }.get(a.get("srtp") or "disabled", pj.PJMEDIA_SRTP_DISABLED)
+        # SDES keys only over TLS (pjsua refuses SRTP on a call whose signalling is not).
+        acfg.mediaConfig.srtpSecureSignaling = 1 if a.get("srtp") else 0
         if a.get("session_expires"):
             # RFC 4028 session timers on every call of this phone (pjsua refreshes itself).
             acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_ALWAYS

@@ -139,7 +139,8 @@ class Phone:
 
     # --------------------------------------------------------- convenience
     def register(self, server, ext, transport="udp", password=None, realm=None,
-                 local_port=0, expires=300, wait=True, timeout=10.0, session_expires=None):
+                 local_port=0, expires=300, wait=True, timeout=10.0, session_expires=None,
+                 srtp=None):
         """Register ``ext`` at ``server`` (a conftest Server). Returns the
         final reg_state event (whatever its code) when wait=True."""
         if password is None:
@@ -149,7 +150,7 @@ class Phone:
         since = self.mark()
         res = self.cmd(
             "register",
-            server="127.0.0.1:%d" % server.sip_port,
+            server="127.0.0.1:%d" % (server.tls_port if transport == "tls" else server.sip_port),
             user=ext,
             password=password,
             realm=realm,
@@ -157,6 +158,7 @@ class Phone:
             local_port=local_port,
             expires=expires,
             session_expires=session_expires,
+            srtp=srtp,
         )
         self.transport = transport
         self.local = (res or {}).get("local", "")  # our SIP address, as in our Contact

@@ -55,6 +55,8 @@ pub struct HttpOptions {
     pub auth_guard: guard::GuardConfig,
     /// Token lifetimes of the RingCentral dialect's OAuth endpoint.
     pub oauth_lifetimes: ringcentral::OAuthLifetimes,
+    /// HTTPS: the TLS configuration (`http.tls_cert`/`tls_key`); None: plain HTTP.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for HttpOptions {
@@ -63,6 +65,7 @@ impl Default for HttpOptions {
             header_read_timeout: HEADER_READ_TIMEOUT,
             auth_guard: guard::GuardConfig::default(),
             oauth_lifetimes: ringcentral::OAuthLifetimes::default(),
+            tls: None,
         }
     }
 }
@@ -250,7 +253,14 @@ pub async fn bind_with(
     let runtime = hookflash_apps::dispatch::spawn(engine.clone(), delivery.clone(), stop.clone());
     match &runtime {
         // RCML `<Record>` reports the api19 dialect's download URL of its recordings.
-        Some(rt) => rt.set_recording_links(api19::recordings::links(format!("http://{local}"))),
+        Some(rt) => rt.set_recording_links(api19::recordings::links(format!(
+            "{}://{local}",
+            if options.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            }
+        ))),
         None => tracing::warn!("application runtime already running for this engine"),
     }
     let mut state = AppState::with_parts(engine, options.auth_guard, delivery);
@@ -264,7 +274,8 @@ pub async fn bind_with(
     );
     let app = router_with_state(state);
     let fut = async move {
-        server::serve(listener, app, stop, options.header_read_timeout).await;
+        let tls = options.tls.map(tokio_rustls::TlsAcceptor::from);
+        server::serve(listener, app, stop, options.header_read_timeout, tls).await;
         Ok(())
     };
     Ok((local, fut))

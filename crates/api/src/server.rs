@@ -4,6 +4,8 @@
 //! headers within it is disconnected: slowloris), and the TCP peer address attached to every
 //! request as `ConnectInfo<SocketAddr>`.
 //!
+//! With a TLS acceptor (HTTPS) the handshake must finish within the header read timeout too.
+//!
 //! hyper's header read timeout runs whenever the connection waits for a request head: from
 //! the moment of accept, and again after each response on a kept-alive connection, so it is
 //! also the idle timeout of kept-alive connections.
@@ -19,7 +21,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
@@ -32,6 +34,7 @@ pub(crate) async fn serve(
     app: Router,
     stop: CancellationToken,
     header_read_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     // Every connection task holds a receiver; `closed()` resolves when the last one is gone.
     let (close_tx, close_rx) = watch::channel(());
@@ -52,14 +55,32 @@ pub(crate) async fn serve(
                 }
             }
         };
-        tokio::spawn(connection(
-            tcp,
-            remote,
-            app.clone(),
-            stop.clone(),
-            close_rx.clone(),
-            header_read_timeout,
-        ));
+        let (app, stop, close_rx) = (app.clone(), stop.clone(), close_rx.clone());
+        match &tls {
+            None => {
+                tokio::spawn(connection(
+                    tcp,
+                    remote,
+                    app,
+                    stop,
+                    close_rx,
+                    header_read_timeout,
+                ));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(header_read_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(session)) => {
+                            connection(session, remote, app, stop, close_rx, header_read_timeout)
+                                .await
+                        }
+                        Ok(Err(e)) => debug!(peer = %remote, error = %e, "HTTPS handshake failed"),
+                        Err(_) => debug!(peer = %remote, "HTTPS handshake not finished in time"),
+                    }
+                });
+            }
+        }
     }
     drop(close_rx);
     drop(listener);
@@ -70,14 +91,16 @@ pub(crate) async fn serve(
     close_tx.closed().await;
 }
 
-async fn connection(
-    tcp: TcpStream,
+async fn connection<T>(
+    tcp: T,
     remote: SocketAddr,
     app: Router,
     stop: CancellationToken,
     close_rx: watch::Receiver<()>,
     header_read_timeout: Duration,
-) {
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = TowerToHyperService::new(app.map_request(move |req: Request<Incoming>| {
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(remote));

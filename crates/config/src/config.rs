@@ -89,6 +89,14 @@ pub struct SipConfig {
     /// `Session-Expires` with this interval and `Supported: timer`, and a caller's 2xx gets
     /// it with us as the refresher. None (the default): off; 1800 is the usual value.
     pub session_expires_secs: Option<u32>,
+    /// SIP over TLS listen address (`sips:`, `transport=tls`); off when absent. Needs
+    /// `tls_cert` and `tls_key`.
+    #[serde(deserialize_with = "de_opt_socket_addr")]
+    pub tls: Option<SocketAddr>,
+    /// PEM certificate chain of the TLS listener.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the TLS listener.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for SipConfig {
@@ -102,6 +110,9 @@ impl Default for SipConfig {
             digest_algorithms: vec!["SHA-256".to_string(), "MD5".to_string()],
             session_min_se_secs: 90,
             session_expires_secs: None,
+            tls: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -222,12 +233,17 @@ impl Default for RegistrarConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// HTTPS: PEM certificate chain and private key; both or neither (plain HTTP).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -809,6 +825,21 @@ impl Config {
         if let Some(v) = get("HOOKFLASH_SIP_TCP")? {
             self.sip.tcp = parse_env_opt_addr("HOOKFLASH_SIP_TCP", &v)?;
         }
+        if let Some(v) = get("HOOKFLASH_SIP_TLS")? {
+            self.sip.tls = parse_env_opt_addr("HOOKFLASH_SIP_TLS", &v)?;
+        }
+        if let Some(v) = get("HOOKFLASH_SIP_TLS_CERT")? {
+            self.sip.tls_cert = (!v.trim().is_empty()).then(|| PathBuf::from(v.trim()));
+        }
+        if let Some(v) = get("HOOKFLASH_SIP_TLS_KEY")? {
+            self.sip.tls_key = (!v.trim().is_empty()).then(|| PathBuf::from(v.trim()));
+        }
+        if let Some(v) = get("HOOKFLASH_HTTP_TLS_CERT")? {
+            self.http.tls_cert = (!v.trim().is_empty()).then(|| PathBuf::from(v.trim()));
+        }
+        if let Some(v) = get("HOOKFLASH_HTTP_TLS_KEY")? {
+            self.http.tls_key = (!v.trim().is_empty()).then(|| PathBuf::from(v.trim()));
+        }
         if let Some(v) = get("HOOKFLASH_SIP_ADVERTISED_HOST")? {
             let v = v.trim();
             self.sip.advertised_host = (!v.is_empty()).then(|| v.to_string());
@@ -992,6 +1023,7 @@ impl Config {
             let binds = [
                 ("sip.udp", self.sip.udp.map(|a| a.ip())),
                 ("sip.tcp", self.sip.tcp.map(|a| a.ip())),
+                ("sip.tls", self.sip.tls.map(|a| a.ip())),
                 ("http.listen", Some(self.http.listen.ip())),
                 ("rtp.bind_ip", Some(self.rtp.bind_ip)),
             ];
@@ -1041,6 +1073,14 @@ impl Config {
                     "security.premium_prefixes: {p:?} is not an E.164 prefix like \"+1900\""
                 ));
             }
+        }
+
+        // TLS: a listener needs its certificate and key; HTTPS needs both or neither.
+        if self.sip.tls.is_some() && (self.sip.tls_cert.is_none() || self.sip.tls_key.is_none()) {
+            return invalid("sip.tls needs sip.tls_cert and sip.tls_key (PEM files)".into());
+        }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return invalid("http.tls_cert and http.tls_key go together".into());
         }
 
         // SIP
@@ -1744,6 +1784,33 @@ mod tests {
         assert!(check("[sip]\ndigest_algorithms = []\n").is_err());
         assert!(check("[sip]\ndigest_algorithms = [\"MD5\", \"md5\"]\n").is_err());
         assert!(check("[sip]\ndigest_algorithms = [\"MD5\"]\n").is_ok());
+    }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        let check = |toml: &str| Config::from_toml_str(toml).unwrap().validate();
+        assert!(
+            check("[sip]\ntls = \"127.0.0.1:5061\"\n").is_err(),
+            "no cert/key"
+        );
+        assert!(check("[sip]\ntls = \"127.0.0.1:5061\"\ntls_cert = \"c.pem\"\n").is_err());
+        assert!(check(
+            "[sip]\ntls = \"127.0.0.1:5061\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n"
+        )
+        .is_ok());
+        assert!(
+            check("[sip]\ntls = \"0.0.0.0:5061\"\ntls_cert = \"c\"\ntls_key = \"k\"\n").is_err(),
+            "public bind needs the opt-in"
+        );
+        assert!(
+            check("[http]\ntls_cert = \"c.pem\"\n").is_err(),
+            "cert without key"
+        );
+        assert!(check("[http]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").is_ok());
+        assert!(
+            Config::from_toml_str("[http]\ntls = true\n").is_err(),
+            "unknown key"
+        );
     }
 
     #[test]

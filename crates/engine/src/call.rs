@@ -355,6 +355,15 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: ServerTransaction) {
             return;
         }
     };
+    // SRTP (SDES) when the caller asks for it: secure_media.rs.
+    let a_crypto = match crate::secure_media::caller_crypto(&offer) {
+        Ok(c) => c,
+        Err(why) => {
+            info!(%why, "rejecting INVITE: SRTP offer we cannot answer");
+            reply(&mut tx, StatusCode::NotAcceptableHere, vec![]).await;
+            return;
+        }
+    };
 
     // Session timer (RFC 4028): an interval below our minimum gets 422 with Min-SE.
     let a_timer = match caller_session_timer(&req, engine.inner.cfg.session_min_se) {
@@ -478,6 +487,9 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: ServerTransaction) {
             return;
         }
     };
+    if let Some(theirs) = &a_crypto {
+        crate::secure_media::secure_leg(&bridge, Leg::A, &a, theirs);
+    }
     let mut a_handler = a.clone();
     tokio::spawn(async move {
         if let Err(e) = a_handler.serve(&mut tx).await {
@@ -918,6 +930,9 @@ fn device_destination(transport: &str, source: &str, contact: &str) -> Option<So
 fn transport_of(name: &str) -> Transport {
     if name.eq_ignore_ascii_case("tcp") {
         Transport::Tcp
+    } else if name.eq_ignore_ascii_case("tls") {
+        // Sent over the device's registration connection (its source address).
+        Transport::Tls
     } else {
         Transport::Udp
     }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 mod registrar;
 pub mod routing;
+mod secure_media;
 mod session_timer;
 pub mod sip_glue;
 mod stateless;
@@ -180,9 +181,11 @@ impl Engine {
             pace_us = config.rtp.relay_pace_us,
             "media relay threads running"
         );
+        let sip_tls = secure_media::sip_tls_options(&config.sip)?;
         let (sip, incoming) = SipServer::bind(SipServerOptions {
             udp: config.sip.udp,
             tcp: config.sip.tcp,
+            tls: sip_tls,
             user_agent: format!("hookflash/{}", env!("CARGO_PKG_VERSION")),
             flood: hookflash_sip::flood::FloodLimits {
                 window: Duration::from_millis(config.security.flood_window_ms.max(1)),
@@ -197,7 +200,7 @@ impl Engine {
             },
         })
         .await?;
-        let (sip_udp, sip_tcp) = (sip.udp_addr, sip.tcp_addr);
+        let (sip_udp, sip_tcp, sip_tls_addr) = (sip.udp_addr, sip.tcp_addr, sip.tls_addr);
         let sip_port = sip
             .udp_addr
             .or(sip.tcp_addr)
@@ -225,7 +228,7 @@ impl Engine {
                     fetch::FetchPolicy {
                         allow_private: config.security.fetch_private,
                         // Never our own listeners (resolved after binding: port 0 → real).
-                        own: [Some(config.http.listen), sip_udp, sip_tcp]
+                        own: [Some(config.http.listen), sip_udp, sip_tcp, sip_tls_addr]
                             .into_iter()
                             .flatten()
                             .collect(),
@@ -301,6 +304,11 @@ impl Engine {
 
     pub fn sip_tcp_addr(&self) -> Option<SocketAddr> {
         self.inner.sip.tcp_addr
+    }
+
+    /// The SIP-over-TLS listener's address, when `sip.tls` is set.
+    pub fn sip_tls_addr(&self) -> Option<SocketAddr> {
+        self.inner.sip.tls_addr
     }
 
     pub fn store(&self) -> &Store {

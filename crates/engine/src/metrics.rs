@@ -53,6 +53,8 @@ pub struct Metrics {
     pub sip_tcp_refused: Gauge,
     pub sip_tcp_silent_closed: Gauge,
     pub sip_tcp_accept_errors: Gauge,
+    pub sip_tls_handshake_failed: Gauge,
+    pub rtp_srtp_rejected: Gauge,
     pub sip_flood_bans: Gauge,
     pub sip_flood_banned_sources: Gauge,
     /// Outbound legs the dial rules refused, by reason (not_permitted, outside_session,
@@ -90,6 +92,8 @@ impl Metrics {
             sip_tcp_refused: Gauge::default(),
             sip_tcp_silent_closed: Gauge::default(),
             sip_tcp_accept_errors: Gauge::default(),
+            sip_tls_handshake_failed: Gauge::default(),
+            rtp_srtp_rejected: Gauge::default(),
             sip_flood_bans: Gauge::default(),
             sip_flood_banned_sources: Gauge::default(),
             outbound_refused: Family::default(),
@@ -225,6 +229,16 @@ impl Metrics {
             m.sip_tcp_accept_errors.clone(),
         );
         registry.register(
+            "sip_tls_handshake_failed_total",
+            "SIP TLS connections closed because their handshake failed or did not finish in time",
+            m.sip_tls_handshake_failed.clone(),
+        );
+        registry.register(
+            "rtp_srtp_rejected_total",
+            "Packets on SRTP legs that did not authenticate (plain RTP, another key, replays): dropped",
+            m.rtp_srtp_rejected.clone(),
+        );
+        registry.register(
             "sip_flood_bans_total",
             "Sources banned for exceeding the per-source SIP request limit",
             m.sip_flood_bans.clone(),
@@ -249,6 +263,7 @@ impl Metrics {
             |a: &std::sync::atomic::AtomicU64| i64::try_from(a.load(Relaxed)).unwrap_or(i64::MAX);
         self.rtp_packets_relayed.set(v(&stats.packets_relayed));
         self.rtp_packets_dropped.set(v(&stats.packets_dropped));
+        self.rtp_srtp_rejected.set(v(&stats.srtp_rejected));
         self.recordings_active.set(v(&stats.recordings_active));
         self.recording_frames_dropped
             .set(v(&stats.recording_frames_dropped));
@@ -274,6 +289,8 @@ impl Metrics {
         self.sip_tcp_refused.set(v(&gate.stats.refused));
         self.sip_tcp_silent_closed.set(v(&gate.stats.silent_closed));
         self.sip_tcp_accept_errors.set(v(&gate.stats.accept_errors));
+        self.sip_tls_handshake_failed
+            .set(v(&gate.stats.tls_handshake_failed));
     }
 
     /// Mirrors the digest guessing guard's counters.

@@ -52,6 +52,8 @@ enum ServeError {
     Engine(#[from] hookflash_engine::EngineError),
     #[error("{0}")]
     Api(#[from] hookflash_api::ApiError),
+    #[error("http.tls_cert/tls_key: {0}")]
+    HttpTls(#[from] hookflash_sip::tls::TlsSetupError),
 }
 
 /// Transparent huge pages off for this process, before the allocator has touched much memory.
@@ -220,6 +222,10 @@ async fn serve(config: Config) -> Result<(), ServeError> {
                 config.oauth.jwt_credential_max_days.saturating_mul(86_400),
             ),
         },
+        tls: match (&config.http.tls_cert, &config.http.tls_key) {
+            (Some(cert), Some(key)) => Some(hookflash_sip::tls::server_config(cert, key)?),
+            _ => None,
+        },
         ..Default::default()
     };
     let (http_addr, http) =
@@ -227,6 +233,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
     info!(
         sip_udp = ?engine.sip_udp_addr(),
         sip_tcp = ?engine.sip_tcp_addr(),
+        sip_tls = ?engine.sip_tls_addr(),
         http = %http_addr,
         rtp = %format!("{}:{}-{}", config.rtp.bind_ip, config.rtp.port_min, config.rtp.port_max),
         data = %config.data_dir.display(),

@@ -30,6 +30,7 @@ pub mod record;
 pub mod relay;
 pub mod rtp;
 pub mod sdp;
+pub mod srtp;
 pub mod tts;
 pub mod wav;
 
@@ -89,6 +90,8 @@ pub struct MediaStats {
     /// 20 ms recording frames lost because a recording's writer fell behind (each written as
     /// silence instead; the per-recording figure is [`RecordingSummary::dropped_frames`]).
     pub recording_frames_dropped: AtomicU64,
+    /// Packets on SRTP legs that did not authenticate (plain RTP, another key, replays).
+    pub srtp_rejected: AtomicU64,
 }
 
 impl MediaStats {

@@ -143,13 +143,14 @@ use crate::dtmf::{
 };
 use crate::g711::Law;
 use crate::listen::{ListenError, ListenId, ListenStream, ListenTap, ListenTick, StreamFrame};
-use crate::ports::{LivePair, RtpSocketPair};
+use crate::ports::{LivePair, RelaySocket, RtpSocketPair};
 use crate::record::{
     RecordError, RecordOptions, RecorderTap, Recording, RecordingId, RecordingSummary, TapState,
 };
 use crate::rtp::{
     is_rtcp, parse_header, write_header, StreamRewriter, StreamTracker, RTP_HEADER_LEN,
 };
+use crate::srtp::LegSrtp;
 use crate::MediaStats;
 
 /// Receive buffer size: larger than any Ethernet-MTU datagram.
@@ -637,6 +638,10 @@ enum Control {
         id: PlaybackId,
         frames: mpsc::Receiver<StreamFrame>,
     },
+    SetSrtp {
+        leg: Leg,
+        srtp: Option<Box<LegSrtp>>,
+    },
     Stop,
 }
 
@@ -894,6 +899,7 @@ impl Bridge {
             dtmf_status: [dtmf_a_tx, dtmf_b_tx],
             recorder: None,
             listener: None,
+            srtp: [None, None],
             ctrl: ControlInbox::new(ctrl_rx),
             rotate: 0,
             local: [LocalCounters::default(), LocalCounters::default()],
@@ -1005,6 +1011,17 @@ impl BridgeHandle {
     /// the stream the phone receives (same SSRC, sequence and timestamps move on).
     pub fn set_keepalive(&self, leg: Leg, on: bool) {
         self.send(Control::SetKeepalive { leg, on });
+    }
+
+    /// SRTP on `leg` (SDES, see [`crate::srtp`]): packets from it must authenticate with its
+    /// key and are decrypted before anything else sees them (others are dropped and counted
+    /// in `MediaStats::srtp_rejected`); everything sent to it is encrypted with ours. None:
+    /// plain RTP again.
+    pub fn set_srtp(&self, leg: Leg, srtp: Option<LegSrtp>) {
+        self.send(Control::SetSrtp {
+            leg,
+            srtp: srtp.map(Box::new),
+        });
     }
 
     /// Rewrites SSRC/sequence/timestamp of RTP *from* `from` so the other leg sees one continuous
@@ -1564,6 +1581,8 @@ struct Relay {
     recorder: Option<RecorderTap>,
     /// The audio tap of a `listen` (boxed: the relay stays small without one).
     listener: Option<Box<ListenTap>>,
+    /// Per leg: its SRTP contexts when it speaks SRTP ([`BridgeHandle::set_srtp`]).
+    srtp: [Option<Box<LegSrtp>>; 2],
     ctrl: ControlInbox<Control>,
     rotate: usize,
     local: [LocalCounters; 2],
@@ -1779,6 +1798,9 @@ impl Relay {
                 self.forwarding[from.idx()] = on;
                 self.update_relay_on();
             }
+            Control::SetSrtp { leg, srtp } => {
+                self.srtp[leg.idx()] = srtp;
+            }
             Control::SetKeepalive { leg, on } => {
                 self.keepalive[leg.idx()] = on;
                 self.sync_keepalive(leg);
@@ -1898,6 +1920,21 @@ impl Relay {
     }
 
     fn on_packet(&mut self, from: Leg, kind: Kind, src: SocketAddr, pkt: &mut [u8]) {
+        let pkt = match self.srtp[from.idx()].as_mut() {
+            None => pkt,
+            Some(srtp) => {
+                // Before latching and everything else: only what authenticates is audio.
+                let rtcp = kind == Kind::Rtcp || is_rtcp(pkt);
+                match srtp.unprotect(rtcp, pkt) {
+                    Some(n) => &mut pkt[..n],
+                    None => {
+                        self.global.srtp_rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::trace!(?from, %src, "packet did not authenticate as SRTP: dropped");
+                        return self.drop_packet(DropReason::Other);
+                    }
+                }
+            }
+        };
         if kind == Kind::Rtcp || is_rtcp(pkt) {
             return self.on_rtcp(from, kind, src, pkt);
         }
@@ -1957,7 +1994,13 @@ impl Relay {
         let Some(dest) = to.rtp.dest() else {
             return self.drop_packet(DropReason::Other);
         };
-        match to.pair.rtp.try_send_to(pkt, dest) {
+        match send_to_leg(
+            &mut self.srtp[from.other().idx()],
+            &to.pair.rtp,
+            false,
+            pkt,
+            dest,
+        ) {
             Ok(_) => {
                 let c = &mut self.local[f];
                 c.packets += 1;
@@ -1997,7 +2040,13 @@ impl Relay {
         let Some(dest) = to.rtcp.dest() else {
             return self.drop_packet(DropReason::Other);
         };
-        match to.pair.rtcp.try_send_to(pkt, dest) {
+        match send_to_leg(
+            &mut self.srtp[from.other().idx()],
+            &to.pair.rtcp,
+            true,
+            pkt,
+            dest,
+        ) {
             Ok(_) => {
                 self.local[f].rtcp_packets += 1;
                 self.pending.packets += 1;
@@ -2367,7 +2416,8 @@ impl Relay {
             }
             let leg = &self.legs[t];
             match leg.rtp.dest() {
-                Some(dest) => match leg.pair.rtp.try_send_to(pkt, dest) {
+                Some(dest) => match send_to_leg(&mut self.srtp[t], &leg.pair.rtp, false, pkt, dest)
+                {
                     Ok(_) => {
                         self.played[t] += 1;
                         self.pending.played += 1;
@@ -2450,7 +2500,7 @@ impl Relay {
         }
         let leg = &self.legs[t];
         match leg.rtp.dest() {
-            Some(dest) => match leg.pair.rtp.try_send_to(pkt, dest) {
+            Some(dest) => match send_to_leg(&mut self.srtp[t], &leg.pair.rtp, false, pkt, dest) {
                 Ok(_) => {
                     self.played[t] += 1;
                     self.pending.played += 1;
@@ -2462,6 +2512,23 @@ impl Relay {
         if finished {
             self.end_player(to, PlaybackEnd::Finished);
         }
+    }
+}
+
+/// Sends a plain packet to a leg, encrypted first when the leg speaks SRTP.
+fn send_to_leg(
+    srtp: &mut Option<Box<LegSrtp>>,
+    sock: &RelaySocket,
+    rtcp: bool,
+    pkt: &[u8],
+    dest: SocketAddr,
+) -> io::Result<usize> {
+    match srtp.as_mut() {
+        None => sock.try_send_to(pkt, dest),
+        Some(s) => match s.protect(rtcp, pkt) {
+            Some(secured) => sock.try_send_to(&secured, dest),
+            None => Err(io::Error::other("SRTP protect failed")),
+        },
     }
 }
 

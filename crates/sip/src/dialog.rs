@@ -109,8 +109,14 @@ impl From<TerminatedReason> for Ended {
 
 /// A request received inside a dialog (re-INVITE, UPDATE, INFO, REFER, NOTIFY …): answer it
 /// once with [`InDialogRequest::respond`] (a re-INVITE's answer is a 2xx with SDP).
-#[derive(Debug, Clone)]
-pub struct InDialogRequest(TransactionHandle);
+#[derive(Clone)]
+pub struct InDialogRequest(TransactionHandle, Option<(BodyFilter, Vec<u8>)>);
+
+impl std::fmt::Debug for InDialogRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("InDialogRequest").field(&self.0).finish()
+    }
+}
 
 impl InDialogRequest {
     pub async fn reply(&self, status: StatusCode) -> DialogResult<()> {
@@ -123,6 +129,12 @@ impl InDialogRequest {
         headers: Option<Vec<Header>>,
         body: Option<Vec<u8>>,
     ) -> DialogResult<()> {
+        // The dialog's body filter applies to our answers too (a re-INVITE from an SRTP leg
+        // is answered RTP/SAVP with our key).
+        let body = match (&self.1, body) {
+            (Some((f, offer)), Some(b)) if !b.is_empty() => Some(f(b, Some(offer))),
+            (_, b) => b,
+        };
         self.0
             .respond(status, headers, body)
             .await
@@ -196,7 +208,11 @@ impl std::fmt::Display for DialogEvent {
 
 impl From<DialogState> for DialogEvent {
     fn from(state: DialogState) -> Self {
-        let h = InDialogRequest;
+        let h = |t: TransactionHandle| InDialogRequest(t, None);
+        if let DialogState::Updated(id, r, t) = state {
+            let filter = body_filter_of(&id.call_id).map(|f| (f, r.body.clone()));
+            return DialogEvent::Updated(id.into(), r, InDialogRequest(t, filter));
+        }
         match state {
             DialogState::Calling(id) => DialogEvent::Calling(id.into()),
             DialogState::Trying(id) => DialogEvent::Trying(id.into()),
@@ -303,23 +319,79 @@ impl PendingInvite {
     }
 }
 
+/// Rewrites every SDP body a dialog sends (e.g. to make it RTP/SAVP with our SRTP key). The
+/// second argument is the peer's offer being answered, when the body answers a request the
+/// peer sent inside the dialog (a re-INVITE); None for our offers and the first answer.
+pub type BodyFilter = Arc<dyn Fn(Vec<u8>, Option<&[u8]>) -> Vec<u8> + Send + Sync>;
+
+/// Body filters by Call-ID (every leg of ours has its own), so the answer to a request the
+/// peer sends inside the dialog (a re-INVITE) is filtered like everything else we send there.
+/// Weak: the dialog's `InviteLeg`s own the filter.
+type FilterTable =
+    std::collections::HashMap<String, std::sync::Weak<std::sync::OnceLock<BodyFilter>>>;
+
+fn filter_table() -> std::sync::MutexGuard<'static, FilterTable> {
+    static TABLE: std::sync::OnceLock<std::sync::Mutex<FilterTable>> = std::sync::OnceLock::new();
+    let m = TABLE.get_or_init(Default::default);
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn body_filter_of(call_id: &str) -> Option<BodyFilter> {
+    let table = filter_table();
+    table.get(call_id)?.upgrade()?.get().cloned()
+}
+
 /// One INVITE dialog, ours as UAC (we sent the INVITE) or UAS (we answer it). Cheap to clone.
 #[derive(Clone)]
-pub struct InviteLeg(InviteDialog);
+pub struct InviteLeg(InviteDialog, Arc<std::sync::OnceLock<BodyFilter>>);
 
 impl InviteLeg {
+    fn new(dialog: InviteDialog) -> InviteLeg {
+        InviteLeg(dialog, Arc::new(std::sync::OnceLock::new()))
+    }
+
+    /// From now on every body this dialog sends (provisional and final answers, re-INVITE,
+    /// UPDATE) goes through `filter` first; shared by all clones. Set once; a second call
+    /// is ignored (false).
+    pub fn set_body_filter(&self, filter: BodyFilter) -> bool {
+        if self.1.set(filter).is_err() {
+            return false;
+        }
+        let mut table = filter_table();
+        // Entries of dialogs that are gone go when the table is swept.
+        if table.len() >= 64 && table.len().is_power_of_two() {
+            table.retain(|_, w| w.strong_count() > 0);
+        }
+        table.insert(self.0.id().call_id, Arc::downgrade(&self.1));
+        true
+    }
+
+    fn filtered(&self, body: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        match (self.1.get(), body) {
+            (Some(f), Some(b)) if !b.is_empty() => Some(f(b, None)),
+            (_, b) => b,
+        }
+    }
+
     pub fn id(&self) -> LegId {
         self.0.id().into()
     }
 
     /// UAS: a provisional response (180, or 183 with the SDP in `body`).
     pub fn ringing(&self, headers: Option<Vec<Header>>, body: Option<Vec<u8>>) -> DialogResult<()> {
-        self.0.ringing(headers, body).map_err(DialogError::stack)
+        self.0
+            .ringing(headers, self.filtered(body))
+            .map_err(DialogError::stack)
     }
 
     /// UAS: the 200 OK.
     pub fn accept(&self, headers: Option<Vec<Header>>, body: Option<Vec<u8>>) -> DialogResult<()> {
-        self.0.accept(headers, body).map_err(DialogError::stack)
+        self.0
+            .accept(headers, self.filtered(body))
+            .map_err(DialogError::stack)
     }
 
     /// UAS: a final failure response.
@@ -355,7 +427,7 @@ impl InviteLeg {
         body: Option<Vec<u8>>,
     ) -> DialogResult<Option<Response>> {
         self.0
-            .reinvite(headers, body)
+            .reinvite(headers, self.filtered(body))
             .await
             .map_err(DialogError::stack)
     }
@@ -366,7 +438,7 @@ impl InviteLeg {
         body: Option<Vec<u8>>,
     ) -> DialogResult<Option<Response>> {
         self.0
-            .update(headers, body)
+            .update(headers, self.filtered(body))
             .await
             .map_err(DialogError::stack)
     }
@@ -415,9 +487,18 @@ impl InviteLeg {
 
 /// The dialog layer: every dialog of the server. Cheap to clone.
 #[derive(Clone)]
-pub struct Dialogs(pub(crate) Arc<DialogLayer>);
+pub struct Dialogs(pub(crate) Arc<DialogLayer>, Option<u16>);
 
 impl Dialogs {
+    /// `tls_port`: our SIP-over-TLS listener's port, for the Contact of dialogs over TLS.
+    pub(crate) fn new(layer: Arc<DialogLayer>, tls_port: Option<u16>) -> Dialogs {
+        Dialogs(layer, tls_port)
+    }
+
+    fn contact_for(&self, contact: Uri, transport: Option<&str>) -> Uri {
+        tls_contact(contact, self.1, transport)
+    }
+
     /// Sends an INVITE; the dialog exists at once, its outcome comes with [`PendingInvite`].
     pub fn invite(
         &self,
@@ -434,6 +515,8 @@ impl Dialogs {
                 .headers
                 .push(Header::Other(percent_decode(&name), percent_decode(&value)));
         }
+        let transport = invite.transport.to_string();
+        let contact = self.contact_for(invite.contact, Some(&transport));
         let opt = InviteOption {
             call_id: Some(invite.call_id),
             caller_display_name: invite.caller_display_name,
@@ -442,7 +525,7 @@ impl Dialogs {
             destination: Some(destination),
             content_type: Some("application/sdp".into()),
             offer: Some(invite.offer),
-            contact: invite.contact,
+            contact,
             headers: (!invite.headers.is_empty()).then_some(invite.headers),
             credential: invite.credential.map(|c| StackCredential {
                 username: c.username,
@@ -456,7 +539,7 @@ impl Dialogs {
             .0
             .do_invite_async(opt, route.0)
             .map_err(DialogError::stack)?;
-        Ok((InviteLeg(dialog), PendingInvite(handle)))
+        Ok((InviteLeg::new(dialog), PendingInvite(handle)))
     }
 
     /// The UAS dialog of an incoming INVITE (`tx`), answering with `contact`.
@@ -466,9 +549,11 @@ impl Dialogs {
         route: EventRoute,
         contact: Uri,
     ) -> DialogResult<InviteLeg> {
+        let source = crate::source::transport_source(tx.request());
+        let contact = self.contact_for(contact, source.as_ref().map(|s| s.transport.as_str()));
         self.0
             .get_or_create_server_invite(&tx.0, route.0, None, Some(contact))
-            .map(InviteLeg)
+            .map(InviteLeg::new)
             .map_err(DialogError::stack)
     }
 
@@ -521,5 +606,49 @@ mod uri_header_tests {
         assert_eq!(super::percent_decode("1%202%263%3D%25"), "1 2&3=%");
         assert_eq!(super::percent_decode("50%"), "50%");
         assert_eq!(super::percent_decode("%zz"), "%zz");
+    }
+}
+
+/// Over TLS our Contact is a `transport=tls` URI at our TLS port: the peer sends its
+/// in-dialog requests there (a Contact without it would make it use plain UDP). Other
+/// transports, or no TLS listener: `contact` as it is.
+fn tls_contact(contact: Uri, tls_port: Option<u16>, transport: Option<&str>) -> Uri {
+    let (Some(port), Some(t)) = (tls_port, transport) else {
+        return contact;
+    };
+    if !t.eq_ignore_ascii_case("tls") {
+        return contact;
+    }
+    let host = contact.host_with_port.host.to_string();
+    let user = contact.user().map(|u| format!("{u}@")).unwrap_or_default();
+    Uri::try_from(format!("sip:{user}{host}:{port};transport=tls").as_str()).unwrap_or(contact)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(s: &str) -> Uri {
+        Uri::try_from(s).unwrap()
+    }
+
+    #[test]
+    fn contact_over_tls_names_our_tls_port_and_transport() {
+        let ours = uri("sip:127.0.0.1:5060");
+        assert_eq!(
+            tls_contact(ours.clone(), Some(5061), Some("TLS")).to_string(),
+            "sip:127.0.0.1:5061;transport=TLS"
+        );
+        assert_eq!(
+            tls_contact(uri("sip:hf@pbx.example:5060"), Some(5061), Some("tls")).to_string(),
+            "sip:hf@pbx.example:5061;transport=TLS"
+        );
+        assert_eq!(tls_contact(ours.clone(), Some(5061), Some("udp")), ours);
+        assert_eq!(tls_contact(ours.clone(), Some(5061), None), ours);
+        assert_eq!(
+            tls_contact(ours.clone(), None, Some("tls")),
+            ours,
+            "no TLS listener"
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod router;
 pub mod server;
 pub mod source;
 pub mod tcp;
+pub mod tls;
 pub mod uri;
 
 /// SIP messages: rsip's model (`Request`, `Response`, `Header`, `StatusCode`, `Uri` …).

@@ -30,7 +30,7 @@ pub enum SipServerError {
     },
     #[error("SIP stack: {0}")]
     Stack(String),
-    #[error("no SIP transport configured (both udp and tcp are disabled)")]
+    #[error("no SIP transport configured (udp, tcp and tls are all disabled)")]
     NoTransport,
 }
 
@@ -40,8 +40,10 @@ pub struct SipServerOptions {
     pub user_agent: String,
     /// Per-source request limits applied before the transaction layer.
     pub flood: FloodLimits,
-    /// TCP connection limits.
+    /// TCP connection limits (TLS connections count against the same ones).
     pub tcp_limits: TcpLimits,
+    /// SIP over TLS: listen address and server configuration ([`crate::tls::server_config`]).
+    pub tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
 }
 
 /// A running SIP endpoint. Dropping it does not stop it; call [`SipServer::shutdown`].
@@ -51,6 +53,7 @@ pub struct SipServer {
     pub cancel: CancellationToken,
     pub udp_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,
+    pub tls_addr: Option<SocketAddr>,
     /// Per-source limits; the engine keeps its allow-list (trunk addresses) current.
     pub flood: Arc<FloodGuard>,
     /// Where the engine installs its stateless responder.
@@ -65,7 +68,7 @@ impl SipServer {
     pub async fn bind(
         opts: SipServerOptions,
     ) -> Result<(SipServer, IncomingRequests), SipServerError> {
-        if opts.udp.is_none() && opts.tcp.is_none() {
+        if opts.udp.is_none() && opts.tcp.is_none() && opts.tls.is_none() {
             return Err(SipServerError::NoTransport);
         }
         let cancel = CancellationToken::new();
@@ -106,6 +109,20 @@ impl SipServer {
             tcp = Some((listener, bound));
         }
         let tcp_addr = tcp.as_ref().map(|(_, bound)| *bound);
+        let mut tls = None;
+        if let Some((addr, config)) = opts.tls {
+            let bind_err = |source: std::io::Error| SipServerError::Bind {
+                transport: "tls",
+                addr,
+                source,
+            };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(bind_err)?;
+            let bound = listener.local_addr().map_err(bind_err)?;
+            tls = Some((listener, bound, tokio_rustls::TlsAcceptor::from(config)));
+        }
+        let tls_addr = tls.as_ref().map(|(_, bound, _)| *bound);
         let flood = Arc::new(FloodGuard::new(opts.flood));
         let responder: ResponderSlot = Arc::new(std::sync::OnceLock::new());
         let endpoint = EndpointBuilder::new()
@@ -137,8 +154,25 @@ impl SipServer {
                 cancel.child_token(),
             ));
         }
-        let dialogs = Dialogs(Arc::new(DialogLayer::new(endpoint.inner.clone())));
-        info!(udp = ?udp_addr, tcp = ?tcp_addr, "SIP transports bound");
+        if let Some((listener, bound, acceptor)) = tls {
+            let local = SipAddr {
+                r#type: Some(rsipstack::sip::transport::Transport::Tls),
+                addr: bound.into(),
+            };
+            tokio::spawn(crate::tls::serve(
+                listener,
+                local,
+                endpoint.inner.clone(),
+                tcp_gate.clone(),
+                acceptor,
+                cancel.child_token(),
+            ));
+        }
+        let dialogs = Dialogs::new(
+            Arc::new(DialogLayer::new(endpoint.inner.clone())),
+            tls_addr.map(|a| a.port()),
+        );
+        info!(udp = ?udp_addr, tcp = ?tcp_addr, tls = ?tls_addr, "SIP transports bound");
         Ok((
             SipServer {
                 endpoint,
@@ -146,6 +180,7 @@ impl SipServer {
                 cancel,
                 udp_addr,
                 tcp_addr,
+                tls_addr,
                 flood,
                 responder,
                 tcp_gate,

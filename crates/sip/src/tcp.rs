@@ -13,7 +13,7 @@
 //! timeout.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use rsipstack::transaction::endpoint::EndpointInner;
 use rsipstack::transport::tcp::TcpConnection;
 use rsipstack::transport::{SipAddr, SipConnection};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -51,12 +51,14 @@ pub struct TcpStats {
     /// Closed because nothing arrived within the first-message time.
     pub silent_closed: AtomicU64,
     pub accept_errors: AtomicU64,
+    /// TLS connections whose handshake failed or did not finish within the first-message time.
+    pub tls_handshake_failed: AtomicU64,
 }
 
 /// Who holds how many connections (sans-IO: admit and release).
 #[derive(Debug)]
 pub struct TcpGate {
-    limits: TcpLimits,
+    pub(crate) limits: TcpLimits,
     by_source: Mutex<HashMap<IpAddr, usize>>,
     pub stats: TcpStats,
 }
@@ -131,43 +133,12 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
 ) {
     let first_message = gate.limits.first_message;
-    let mut backoff = Duration::ZERO;
-    let mut last_error_log: Option<Instant> = None;
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, remote) = match accepted {
-            Ok(a) => {
-                backoff = Duration::ZERO;
-                a
-            }
-            Err(e) => {
-                gate.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
-                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-                if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "SIP TCP accept failed; backing off");
-                    last_error_log = Some(Instant::now());
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                continue;
-            }
-        };
-        let Some(place) = gate.admit(remote.ip()) else {
-            debug!(%remote, "SIP TCP connection refused: over the connection limit");
-            drop(stream);
-            continue;
-        };
-        gate.stats.accepted.fetch_add(1, Ordering::Relaxed);
+    let stats_gate = gate.clone();
+    accept_loop(listener, gate, cancel, "TCP", move |stream, remote, token| {
         let endpoint = endpoint.clone();
         let local = local.clone();
-        let gate = gate.clone();
-        let token = cancel.child_token();
-        tokio::spawn(async move {
+        let gate = stats_gate.clone();
+        async move {
             // Nothing is allocated for the connection until it says something (`readable()`
             // may wake spuriously; a peek waits for a byte or the end of the stream).
             let mut first = [0u8; 1];
@@ -196,6 +167,59 @@ pub(crate) async fn serve(
                 .add_connection(SipConnection::Tcp(conn));
             // The stack cancels the connection's token when it retires the connection.
             token.cancelled().await;
+        }
+    })
+    .await
+}
+
+/// The accept loop shared by the TCP and TLS listeners: per-source and total limits through
+/// `gate`, back-off on accept errors. `handle` runs in its own task per admitted connection
+/// and holds the connection's place until it returns.
+pub(crate) async fn accept_loop<H, F>(
+    listener: TcpListener,
+    gate: Arc<TcpGate>,
+    cancel: CancellationToken,
+    name: &'static str,
+    handle: H,
+) where
+    H: Fn(TcpStream, SocketAddr, CancellationToken) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut backoff = Duration::ZERO;
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, remote) = match accepted {
+            Ok(a) => {
+                backoff = Duration::ZERO;
+                a
+            }
+            Err(e) => {
+                gate.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    warn!(error = %e, backoff_ms = backoff.as_millis() as u64, transport = name, "SIP accept failed; backing off");
+                    last_error_log = Some(Instant::now());
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                continue;
+            }
+        };
+        let Some(place) = gate.admit(remote.ip()) else {
+            debug!(%remote, transport = name, "SIP connection refused: over the connection limit");
+            drop(stream);
+            continue;
+        };
+        gate.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let work = handle(stream, remote, cancel.child_token());
+        tokio::spawn(async move {
+            work.await;
             drop(place);
         });
     }
