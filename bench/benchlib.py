@@ -715,12 +715,15 @@ class SippResult:
 
 class Sipp:
     def __init__(self, outdir, name, scenario, remote=None, local_port=None, subst=None,
-                 calls=None, rate=None, limit=None, timeout_s=60, extra=(), trace_logs=True):
+                 calls=None, rate=None, limit=None, timeout_s=60, extra=(), trace_logs=True,
+                 media_port=None):
         self.outdir, self.name = outdir, name
         os.makedirs(outdir, exist_ok=True)
         self.local_port = local_port or free_port()
         cp = free_port()
-        mp = free_port(span=4)
+        # -mp: SIPp's RTP echo port, and with rtp_stream (SIPp 3.6.1) the one port every call's
+        # stream is sent from and named in the SDP ([rtpstream_audio_port]).
+        mp = self.media_port = media_port or free_port(span=4)
         args = ["sipp", "-sf", render(scenario, outdir, name, subst or {})]
         if remote:
             args.append(remote)
