@@ -637,6 +637,7 @@ SOAK_GAUGES = ("hookflash_active_calls", "hookflash_sip_dialogs", "hookflash_sip
                "hookflash_rtp_ports_in_use", "hookflash_recordings_active",
                "hookflash_conferences_active")
 RELAYED = "hookflash_rtp_packets_relayed_total"
+CALLS_ENDED = "hookflash_calls_ended_total"
 FOREIGN = "hookflash_rtp_packets_dropped_total"
 # RSS growth per 1,000 calls after the warm-up that still counts as flat (KB); why this bound,
 # in BENCHMARKS.md (scenario 4b).
@@ -754,13 +755,20 @@ def scenario_soakmedia(ctx, rate):
                              subst=dict(DIAL=srv.dial(), MEDIA_FILE=tone, HOLD_MS=hold_ms),
                              calls=calls, rate=rate, limit=int(rate * (hold_ms / 1000.0 + 5)) + 100,
                              timeout_s=life)
-            win = CpuWindow({"server": srv.pids, "gen": lambda: [uac.pid, uas.pid]}).start()
+            win = CpuWindow({"server": srv.pids, "gen": lambda: [uac.pid, uas.pid],
+                             "capture": lambda: [c.proc.pid for c in counts
+                                                 if c.proc.poll() is None]}).start()
             wait_until(lambda: not uac.alive(), life + 15, 0.2)
             cpu = win.stop()
             r = uac.wait(10)
             wall = time.monotonic() - t0
             u = uas.stop()
-            idle = srv.wait_idle(30)
+            # Calls still up in the server once both phones have hung up, and how long they
+            # take to end (a call the server keeps after its BYE shows here).
+            left = srv.active_calls()
+            t_idle = time.monotonic()
+            idle = srv.wait_idle(40)
+            idle_s = time.monotonic() - t_idle
             time.sleep(1.0)  # the relay's last packets and the ports' release
             sent = delivered = cap_dropped = unreachable = None
             if counts:
@@ -770,9 +778,14 @@ def scenario_soakmedia(ctx, rate):
             addrs = media_addrs(r.logs(), "answer-media ") + media_addrs(u.logs(), "offer-media ")
             relayed = m1.get(RELAYED, 0) - m0.get(RELAYED, 0)
             ok = r.successful
+            delta = lambda k: m1.get(k, 0) - m0.get(k, 0)
+            ended = {k[len(CALLS_ENDED):].strip("{}"): delta(k) for k in m1
+                     if k.startswith(CALLS_ENDED + "{") and delta(k)}
             b = dict(block=name, calls=calls, ok=ok, failed=r.failed + u.failed,
                      retrans=r.retransmissions + u.retransmissions, rc=r.rc, wall_s=wall,
                      created_per_s=r.creation_rate(calls), idle=bool(idle),
+                     active_at_end=left, idle_after_s=idle_s,
+                     calls_started=delta("hookflash_calls_started_total"), calls_ended=ended,
                      sdp_seen=len(addrs),
                      sdp_anchored=sum(1 for a in addrs if in_range(a, srv.rtp_range)),
                      expected=expected_per_call * ok, sent=sent, relayed=relayed,
@@ -780,7 +793,7 @@ def scenario_soakmedia(ctx, rate):
                      foreign_dropped=m1.get(FOREIGN, 0) - m0.get(FOREIGN, 0),
                      relayed_per_call=relayed / ok if ok else None,
                      rss_kb=srv.total_mem_kb(), server_cpu_pct=cpu["server_cpu_pct"],
-                     gen_cpu_pct=cpu["gen_cpu_pct"],
+                     gen_cpu_pct=cpu["gen_cpu_pct"], capture_cpu_pct=cpu["capture_cpu_pct"],
                      gauges={k: m1.get(k) for k in SOAK_GAUGES})
             # Every call carried all its packets both ways: the callers sent them (capture),
             # the relay forwarded each one (/metrics) and delivered each one (capture).
@@ -794,19 +807,23 @@ def scenario_soakmedia(ctx, rate):
             if sent is not None and not cap_dropped:
                 b["unaccounted"] = sent - relayed - b["foreign_dropped"] - unreachable
             b["passed"] = (ok == calls and b["failed"] == 0 and r.rc == 0
-                           and b["sdp_anchored"] == len(addrs) == 2 * calls and b["media_ok"])
+                           and b["sdp_anchored"] == len(addrs) == 2 * calls and b["media_ok"]
+                           and b["calls_started"] == calls)
             if name != "warmup":
                 done += calls
             b["calls_after_warmup"] = done
             blocks.append(b)
             log("soakmedia %s: %d/%d ok, failed %d, retrans %d; packets/call relayed %s "
                 "(expected %d); sent %s relayed %d delivered %s foreign %d to closed ports %s "
-                "not relayed otherwise %s%s; RSS %d KB; gauges %s; hookflash %.0f%% gen %.0f%%" % (
+                "not relayed otherwise %s%s; RSS %d KB; gauges %s; hookflash %.0f%% gen %.0f%% "
+                "capture %.0f%%; calls started %d, ended %s, %s up when the phones were done, "
+                "idle after %.1f s" % (
                     name, ok, calls, b["failed"], b["retrans"], fmt(b["relayed_per_call"], "%.2f"),
                     expected_per_call, fmt(sent), relayed, fmt(delivered), b["foreign_dropped"],
                     fmt(unreachable), fmt(b.get("unaccounted")),
                     " (capture dropped %d)" % cap_dropped if cap_dropped else "", b["rss_kb"],
-                    b["gauges"], cpu["server_cpu_pct"], cpu["gen_cpu_pct"]))
+                    b["gauges"], cpu["server_cpu_pct"], cpu["gen_cpu_pct"],
+                    cpu["capture_cpu_pct"], b["calls_started"], ended, fmt(left), idle_s))
             if name == "warmup":
                 secs, m = drain(srv, p["soak_drain_secs"])
                 res["after_warmup_drained"] = dict(rss_kb=srv.total_mem_kb(), drain_s=secs,
@@ -833,7 +850,14 @@ def scenario_soakmedia(ctx, rate):
                unaccounted=(sum(b["unaccounted"] for b in soak)
                             if soak and all("unaccounted" in b for b in soak) else None),
                blocks_media_ok=sum(1 for b in soak if b["media_ok"]),
-               blocks_generator_on_time=sum(1 for b in soak if b.get("generator_on_time")))
+               blocks_generator_on_time=sum(1 for b in soak if b.get("generator_on_time")),
+               calls_started=sum(b["calls_started"] for b in soak),
+               idle_after_s_max=max((b["idle_after_s"] for b in soak), default=None))
+    ended = {}
+    for b in soak:
+        for k, v in b["calls_ended"].items():
+            ended[k] = ended.get(k, 0) + v
+    res["calls_ended"] = ended
     # Flat: RSS after each block against calls so far. The first block still carries the
     # warm-up's allocator growth, so the slope is fitted from the end of the first block on
     # (with 2 blocks: the difference between them).
@@ -1490,6 +1514,13 @@ def build_table(res):
                 row("", "blocks where the generator sent every packet of every call",
                     "%d of %d" % (sm["blocks_generator_on_time"], len(soak)), na)
             row("", "packets dropped as foreign by the relay", fmt(sm["foreign_dropped"]), na, "-", "0")
+            row("", "calls the server started / ended by cause (/metrics); longest wait for "
+                "0 active calls after the phones were done (s)",
+                "%s / %s; %s" % (fmt(sm.get("calls_started")),
+                                 ", ".join("%s %s" % (k, fmt(v)) for k, v in
+                                           sorted((sm.get("calls_ended") or {}).items())) or "-",
+                                 fmt(sm.get("idle_after_s_max"), "%.1f")), na, "-",
+                "= calls, all normal")
             row("", "RSS after each block (KB; after warm-up first)",
                 " -> ".join(fmt(b["rss_kb"]) for b in sm.get("blocks", [])), na)
             row("", "RSS growth per 1,000 calls (KB; slope over the blocks after the first)",
@@ -1675,19 +1706,23 @@ def build_details(res):
                    % (sm["rate"], sm["expected_packets_per_call"]))
         out.append("| block | calls | ok | failed | retrans | SIPp created/s | sent | relayed | "
                    "delivered | relayed/call | foreign | to closed port | not relayed otherwise | "
-                   "capture dropped | RSS KB | hookflash % | gen % | "
-                   "calls / dialogs / transactions / ports after |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                   "capture dropped | RSS KB | hookflash % | gen % | capture % | "
+                   "calls / dialogs / transactions / ports after | server calls started | "
+                   "ended by cause | up when phones done | idle after s |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for b in sm["blocks"]:
             g = b.get("gauges") or {}
-            out.append("| %s | %d | %d | %d | %d | %s | %s | %d | %s | %s | %d | %s | %s | %s | %d | %.0f | %.0f | %s |" % (
+            out.append("| %s | %d | %d | %d | %d | %s | %s | %d | %s | %s | %d | %s | %s | %s | %d | %.0f | %.0f | %s | %s | %s | %s | %s | %s |" % (
                 b["block"], b["calls"], b["ok"], b["failed"], b["retrans"],
                 fmt(b.get("created_per_s")), fmt(b.get("sent")), b["relayed"],
                 fmt(b.get("delivered")), fmt(b.get("relayed_per_call"), "%.2f"),
                 b["foreign_dropped"], fmt(b.get("to_closed_port")), fmt(b.get("unaccounted")),
                 fmt(b.get("capture_dropped")), b["rss_kb"],
-                b["server_cpu_pct"], b["gen_cpu_pct"],
-                " / ".join(fmt(g.get(k)) for k in SOAK_GAUGES[:4])))
+                b["server_cpu_pct"], b["gen_cpu_pct"], fmt(b.get("capture_cpu_pct")),
+                " / ".join(fmt(g.get(k)) for k in SOAK_GAUGES[:4]),
+                fmt(b.get("calls_started")),
+                ", ".join("%s %s" % (k, fmt(v)) for k, v in sorted((b.get("calls_ended") or {}).items())),
+                fmt(b.get("active_at_end")), fmt(b.get("idle_after_s"), "%.1f")))
     for key in ("soak_hookflash", "soak_peer"):
         if key in S and "blocks" in S[key]:
             out.append("\n%s blocks (rate %s/s):\n" % (key, S[key]["rate"]))

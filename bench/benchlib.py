@@ -232,6 +232,7 @@ def http(method, url, body=None, headers=None, timeout=5.0):
 
 
 def parse_metrics(text):
+    """{name: value summed over its labels}, and {name{labels}: value} for labelled series."""
     out = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -239,9 +240,12 @@ def parse_metrics(text):
         m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
         if m:
             try:
-                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
+                v = float(m.group(3))
             except ValueError:
-                pass
+                continue
+            out[m.group(1)] = out.get(m.group(1), 0.0) + v
+            if m.group(2):
+                out[m.group(1) + m.group(2)] = v
     return out
 
 
