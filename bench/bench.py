@@ -727,7 +727,7 @@ def scenario_soakmedia(ctx, rate):
     # quotes its UDP header: source port at icmp[28], destination port at icmp[30].
     closed = ("icmp and icmp[0] = 3 and icmp[1] = 3 and (icmp[28:2] = %d or icmp[28:2] = %d) "
               "and icmp[30:2] >= %d and icmp[30:2] <= %d" % (uac_mp, uas_mp, lo, hi))
-    blocks = []
+    blocks, counts = [], []
     res = dict(rate=rate, media_ms=p["soak_media_ms"], hold_ms=hold_ms,
                packets_per_stream=per_stream, expected_packets_per_call=expected_per_call,
                capture=capture, flat_bound_kb_per_1000=SOAK_FLAT_KB_PER_1000,
@@ -774,6 +774,7 @@ def scenario_soakmedia(ctx, rate):
             if counts:
                 (sent, d1), (delivered, d2), (unreachable, d3) = [c.stop() for c in counts]
                 cap_dropped = d1 + d2 + d3
+                counts = []
             m1 = srv.metrics()
             addrs = media_addrs(r.logs(), "answer-media ") + media_addrs(u.logs(), "offer-media ")
             relayed = m1.get(RELAYED, 0) - m0.get(RELAYED, 0)
@@ -837,6 +838,9 @@ def scenario_soakmedia(ctx, rate):
         log("soakmedia drained after %.0f s: RSS %d KB, gauges %s" % (
             secs, res["end_drained"]["rss_kb"], res["end_drained"]["gauges"]))
     finally:
+        for c in counts:  # a block that failed half-way
+            stop_proc(c.proc)
+            c.tlog.close()
         srv.stop()
     soak = [b for b in blocks if b["block"] != "warmup"]
     calls = sum(b["calls"] for b in soak)
@@ -850,6 +854,7 @@ def scenario_soakmedia(ctx, rate):
                unaccounted=(sum(b["unaccounted"] for b in soak)
                             if soak and all("unaccounted" in b for b in soak) else None),
                blocks_media_ok=sum(1 for b in soak if b["media_ok"]),
+               blocks_passed=sum(1 for b in soak if b["passed"]),
                blocks_generator_on_time=sum(1 for b in soak if b.get("generator_on_time")),
                calls_started=sum(b["calls_started"] for b in soak),
                idle_after_s_max=max((b["idle_after_s"] for b in soak), default=None))
@@ -1495,6 +1500,8 @@ def build_table(res):
                     sm["hold_ms"]),
                 "%s, %s / %s" % (fmt(sm["soak_calls"]), fmt(sm["ok"]), fmt(sm["failed"])), na,
                 "-", "100,000, 0 failed")
+            row("", "blocks passing every check (calls, anchoring, calls started, packets)",
+                "%s of %d" % (fmt(sm.get("blocks_passed")), len(soak)), na)
             row("", "RTP packets per call, relayed (/metrics) / expected (the file's packets, both ways)",
                 "%s / %d (blocks with every packet relayed and delivered: %d of %d)" % (
                     fmt(sm["relayed"] / sm["ok"] if sm["ok"] else None, "%.2f"),
