@@ -8,6 +8,11 @@ loopback, same generator, same run. Scenarios (docs in BENCHMARKS.md):
   hold    API hold request -> re-INVITE on the wire, with N active calls (hookflash only; skipped
           with a note while the build has no hold endpoint)
   soak    RSS/PSS before and after >= 20,000 calls
+  soakmedia  (not in the default set; hookflash only) the soak with real RTP both ways on every
+          call (SIPp 3.6.1 rtp_stream on caller and callee): per block calls, failures, packets
+          sent / relayed (/metrics) / delivered (tcpdump counts), RSS; after the run the live-state
+          gauges (calls, dialogs, transactions, RTP ports) must be back to 0. Issue 17's long run:
+          --only soakmedia --servers hookflash --set soak_blocks=10 --set soak_block_calls=10000
   record  N concurrent two-party G.711 calls relayed, then the same calls recorded (native API
           recording on every call): CPU per recorded vs relayed-only call, loss, dropped
           recorder frames, WAV lengths (hookflash only: the peer has no call recording)
@@ -23,6 +28,7 @@ import argparse
 import bisect
 import concurrent.futures
 import json
+import math
 import os
 import re
 import shutil
@@ -53,14 +59,16 @@ PROFILES = {
                  media_n=[500, 1000, 2000], media_warmup=3, media_secs=10, media_settle_secs=36,
                  setup_rate=200,
                  hold_n=1000, hold_requests=200, soak_warmup_secs=36, soak_blocks=2,
-                 soak_block_calls=10000, soak_rate=400, record_n=[100, 250, 500],
+                 soak_block_calls=10000, soak_rate=400, soak_media_ms=400,
+                 soak_media_hold_ms=800, soak_drain_secs=45, record_n=[100, 250, 500],
                  record_rounds=2,
                  app_rates=[50, 100, 200, 300, 400, 500, 600, 800, 1000], app_secs=8,
                  app_warmup_calls=5),
     # validation: a couple of minutes, tiny loads
     "quick": dict(rates=[50, 100], rate_secs=3, media_n=[20, 60], media_warmup=1, media_settle_secs=2,
                   media_secs=3, setup_rate=50, hold_n=20, hold_requests=10, soak_warmup_secs=2,
-                  soak_blocks=2, soak_block_calls=200, soak_rate=100, record_n=[10, 30],
+                  soak_blocks=2, soak_block_calls=200, soak_rate=100, soak_media_ms=400,
+                  soak_media_hold_ms=800, soak_drain_secs=45, record_n=[10, 30],
                   record_rounds=2, app_rates=[5, 20], app_secs=3, app_warmup_calls=2),
 }
 
@@ -636,6 +644,260 @@ def scenario_soak(ctx, kind, rate):
     return res
 
 
+# ====================================================================== 4b. soak with media
+# Gauges of live state that must be back to 0 once every call has ended and SIP's 32 s
+# transaction linger (Timer J / RFC 6026) is over: calls, SIP dialogs and transactions, RTP
+# port pairs, recordings, conferences.
+SOAK_GAUGES = ("hookflash_active_calls", "hookflash_sip_dialogs", "hookflash_sip_transactions",
+               "hookflash_rtp_ports_in_use", "hookflash_recordings_active",
+               "hookflash_conferences_active")
+RELAYED = "hookflash_rtp_packets_relayed_total"
+CALLS_ENDED = "hookflash_calls_ended_total"
+FOREIGN = "hookflash_rtp_packets_dropped_total"
+# RSS growth per 1,000 calls after the warm-up that still counts as flat (KB); why this bound,
+# in BENCHMARKS.md (scenario 4b).
+SOAK_FLAT_KB_PER_1000 = 64
+
+
+def ulaw(sample):
+    """G.711 u-law byte of a 16-bit linear sample (ITU-T G.711, with the usual 0x84 bias)."""
+    sign = 0x80 if sample < 0 else 0
+    mag = min(abs(int(sample)) + 0x84, 32635)
+    exp = 7
+    while exp > 0 and not mag & (0x4000 >> (7 - exp)):
+        exp -= 1
+    return ~(sign | exp << 4 | (mag >> (exp + 3)) & 0x0F) & 0xFF
+
+
+def write_tone(path, ms):
+    """`ms` of a 440 Hz tone as raw u-law (SIPp's rtp_stream plays raw codec bytes: 160 bytes
+    = one 20 ms PCMU packet); returns the packets in it."""
+    n = 8 * ms - (8 * ms) % 160
+    with open(path, "wb") as f:
+        f.write(bytes(ulaw(8000 * math.sin(2 * math.pi * 440 * i / 8000)) for i in range(n)))
+    return n // 160
+
+
+class PacketCount:
+    """Counts packets matching a filter on lo with tcpdump (kernel BPF, nothing written):
+    `tcpdump -w /dev/null` reports "N packets captured" and the kernel's drops at SIGINT."""
+
+    def __init__(self, wd, name, flt):
+        self.log = os.path.join(wd, "tcpdump-%s.log" % name)
+        self.proc, self.tlog = start_capture("/dev/null", flt, self.log, snaplen=64)
+
+    def stop(self):
+        dropped = stop_capture(self.proc, self.tlog)
+        with open(self.log, "rb") as f:
+            m = re.search(rb"(\d+) packets captured", f.read())
+        return (int(m.group(1)) if m else None), dropped
+
+
+def soak_rss_flat(points):
+    """Least-squares slope of RSS (KB) over calls, per 1,000 calls: [(calls so far, KB)]."""
+    if len(points) < 2:
+        return None
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if not sxx:
+        return None
+    return sum((x - mx) * (y - my) for x, y in points) / sxx * 1000
+
+
+def drain(srv, timeout):
+    """Waits (bounded) until SIP's finished transactions are gone; (seconds, metrics)."""
+    t = time.monotonic()
+    wait_until(lambda: srv.metrics().get("hookflash_sip_transactions") == 0, timeout, 0.5)
+    return time.monotonic() - t, srv.metrics()
+
+
+def scenario_soakmedia(ctx, rate):
+    """hookflash only. The soak of scenario 4 with real RTP both ways on every call: SIPp
+    (3.6.1, RTPSTREAM) caller and callee each play `soak_media_ms` of PCMU (one packet per
+    20 ms) through the relay once the call is answered, and the call is held
+    `soak_media_hold_ms` from the ACK. Per block: calls, failures, packets the callers sent
+    towards the relay and the relay delivered back to them (tcpdump counts on lo), packets
+    relayed per /metrics, RSS. After the warm-up and at the end the server is drained
+    (transactions gone) and its live-state gauges must all be 0."""
+    p = ctx.p
+    uac_port, uas_port = free_port(), free_port()
+    srv, sipp = start_server(ctx, "hookflash", "soakmedia-hookflash", uac_port, uas_port)
+    wd = ctx.workdir("soakmedia-hookflash")
+    tone = os.path.join(wd, "tone.ulaw")
+    per_stream = write_tone(tone, p["soak_media_ms"])
+    expected_per_call = 2 * per_stream
+    hold_ms = max(p["soak_media_hold_ms"], p["soak_media_ms"] + 100)
+    capture = bool(shutil.which("tcpdump")) and os.geteuid() == 0
+    # SIPp 3.6.1 sends every call's stream from its -mp port (and names it in the SDP).
+    uac_mp, uas_mp = free_port(span=2), free_port(span=2)
+    lo, hi = srv.rtp_range
+    to_relay = ("udp and (src port %d or src port %d) and dst portrange %d-%d"
+                % (uac_mp, uas_mp, lo, hi))
+    from_relay = ("udp and src portrange %d-%d and (dst port %d or dst port %d)"
+                  % (lo, hi, uac_mp, uas_mp))
+    # A packet that reaches a relay port with no socket (a caller's stream running past its
+    # call's end, when the generator falls behind) is answered by ICMP port unreachable, which
+    # quotes its UDP header: source port at icmp[28], destination port at icmp[30].
+    closed = ("icmp and icmp[0] = 3 and icmp[1] = 3 and (icmp[28:2] = %d or icmp[28:2] = %d) "
+              "and icmp[30:2] >= %d and icmp[30:2] <= %d" % (uac_mp, uas_mp, lo, hi))
+    blocks, counts = [], []
+    res = dict(rate=rate, media_ms=p["soak_media_ms"], hold_ms=hold_ms,
+               packets_per_stream=per_stream, expected_packets_per_call=expected_per_call,
+               capture=capture, flat_bound_kb_per_1000=SOAK_FLAT_KB_PER_1000,
+               sip_port=srv.sip_port, media_ports=dict(uac=uac_mp, uas=uas_mp),
+               note="hookflash only: the per-call packet check and the gauges read hookflash's "
+                    "/metrics")
+    try:
+        time.sleep(1.0)
+        res["idle"] = dict(rss_kb=srv.total_mem_kb())
+        plan = [("warmup", int(rate * p["soak_warmup_secs"]))] + [
+            ("soak%d" % (i + 1), p["soak_block_calls"]) for i in range(p["soak_blocks"])]
+        done = 0
+        for name, calls in plan:
+            m0 = srv.metrics()
+            counts = ([PacketCount(wd, name + "-to-relay", to_relay),
+                       PacketCount(wd, name + "-from-relay", from_relay),
+                       PacketCount(wd, name + "-closed", closed)] if capture else [])
+            life = int(calls / rate + hold_ms / 1000.0) + 60
+            uas = sipp.start("uas-" + name, "uas_media.xml", local_port=uas_port, media_port=uas_mp,
+                             subst=dict(MEDIA_FILE=tone), timeout_s=life)
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            uac = sipp.start("uac-" + name, "uac_media.xml", remote=srv.sip, local_port=uac_port,
+                             media_port=uac_mp,
+                             subst=dict(DIAL=srv.dial(), MEDIA_FILE=tone, HOLD_MS=hold_ms),
+                             calls=calls, rate=rate, limit=int(rate * (hold_ms / 1000.0 + 5)) + 100,
+                             timeout_s=life)
+            win = CpuWindow({"server": srv.pids, "gen": lambda: [uac.pid, uas.pid],
+                             "capture": lambda: [c.proc.pid for c in counts
+                                                 if c.proc.poll() is None]}).start()
+            wait_until(lambda: not uac.alive(), life + 15, 0.2)
+            cpu = win.stop()
+            r = uac.wait(10)
+            wall = time.monotonic() - t0
+            u = uas.stop()
+            # Calls still up in the server once both phones have hung up, and how long they
+            # take to end (a call the server keeps after its BYE shows here).
+            left = srv.active_calls()
+            t_idle = time.monotonic()
+            idle = srv.wait_idle(40)
+            idle_s = time.monotonic() - t_idle
+            time.sleep(1.0)  # the relay's last packets and the ports' release
+            sent = delivered = cap_dropped = unreachable = None
+            if counts:
+                (sent, d1), (delivered, d2), (unreachable, d3) = [c.stop() for c in counts]
+                cap_dropped = d1 + d2 + d3
+                counts = []
+            m1 = srv.metrics()
+            addrs = media_addrs(r.logs(), "answer-media ") + media_addrs(u.logs(), "offer-media ")
+            relayed = m1.get(RELAYED, 0) - m0.get(RELAYED, 0)
+            ok = r.successful
+            delta = lambda k: m1.get(k, 0) - m0.get(k, 0)
+            ended = {k[len(CALLS_ENDED):].strip("{}"): delta(k) for k in m1
+                     if k.startswith(CALLS_ENDED + "{") and delta(k)}
+            b = dict(block=name, calls=calls, ok=ok, failed=r.failed + u.failed,
+                     retrans=r.retransmissions + u.retransmissions, rc=r.rc, wall_s=wall,
+                     created_per_s=r.creation_rate(calls), idle=bool(idle),
+                     active_at_end=left, idle_after_s=idle_s,
+                     calls_started=delta("hookflash_calls_started_total"), calls_ended=ended,
+                     sdp_seen=len(addrs),
+                     sdp_anchored=sum(1 for a in addrs if in_range(a, srv.rtp_range)),
+                     expected=expected_per_call * ok, sent=sent, relayed=relayed,
+                     delivered=delivered, to_closed_port=unreachable, capture_dropped=cap_dropped,
+                     foreign_dropped=m1.get(FOREIGN, 0) - m0.get(FOREIGN, 0),
+                     relayed_per_call=relayed / ok if ok else None,
+                     rss_kb=srv.total_mem_kb(), server_cpu_pct=cpu["server_cpu_pct"],
+                     gen_cpu_pct=cpu["gen_cpu_pct"], capture_cpu_pct=cpu["capture_cpu_pct"],
+                     gauges={k: m1.get(k) for k in SOAK_GAUGES})
+            # Every call carried all its packets both ways: the callers sent them (capture),
+            # the relay forwarded each one (/metrics) and delivered each one (capture).
+            b["media_ok"] = (relayed == b["expected"]
+                             and (not capture or cap_dropped or sent == delivered == relayed))
+            # The generator sent every packet of every call (else the check above fails on
+            # the generator, not the relay). Packets that reached the relay and were neither
+            # delivered, dropped as foreign nor refused by a closed port: still queued at a
+            # relay port when its call ended (a stream or a relay running late), or lost. And
+            # packets delivered on the wire but missing from /metrics (the relay adds a
+            # bridge's count to the global counter in batches and when the bridge ends).
+            b["generator_on_time"] = None if sent is None or cap_dropped else sent == b["expected"]
+            if sent is not None and not cap_dropped:
+                b["unaccounted"] = sent - delivered - b["foreign_dropped"] - unreachable
+                b["uncounted"] = delivered - relayed
+            b["passed"] = (ok == calls and b["failed"] == 0 and r.rc == 0
+                           and b["sdp_anchored"] == len(addrs) == 2 * calls and b["media_ok"]
+                           and b["calls_started"] == calls)
+            if name != "warmup":
+                done += calls
+            b["calls_after_warmup"] = done
+            blocks.append(b)
+            log("soakmedia %s: %d/%d ok, failed %d, retrans %d; packets/call relayed %s "
+                "(expected %d); sent %s relayed %d delivered %s foreign %d to closed ports %s "
+                "not relayed otherwise %s, delivered but not counted %s%s; RSS %d KB; gauges %s; hookflash %.0f%% gen %.0f%% "
+                "capture %.0f%%; calls started %d, ended %s, %s up when the phones were done, "
+                "idle after %.1f s" % (
+                    name, ok, calls, b["failed"], b["retrans"], fmt(b["relayed_per_call"], "%.2f"),
+                    expected_per_call, fmt(sent), relayed, fmt(delivered), b["foreign_dropped"],
+                    fmt(unreachable), fmt(b.get("unaccounted")), fmt(b.get("uncounted")),
+                    " (capture dropped %d)" % cap_dropped if cap_dropped else "", b["rss_kb"],
+                    b["gauges"], cpu["server_cpu_pct"], cpu["gen_cpu_pct"],
+                    cpu["capture_cpu_pct"], b["calls_started"], ended, fmt(left), idle_s))
+            if name == "warmup":
+                secs, m = drain(srv, p["soak_drain_secs"])
+                res["after_warmup_drained"] = dict(rss_kb=srv.total_mem_kb(), drain_s=secs,
+                                                   gauges={k: m.get(k) for k in SOAK_GAUGES})
+            if not b["passed"]:
+                log("  %s" % r.summary().splitlines()[0])
+        secs, m = drain(srv, p["soak_drain_secs"])
+        res["end_drained"] = dict(rss_kb=srv.total_mem_kb(), drain_s=secs,
+                                  gauges={k: m.get(k) for k in SOAK_GAUGES},
+                                  relayed_total=m.get(RELAYED), foreign_total=m.get(FOREIGN))
+        log("soakmedia drained after %.0f s: RSS %d KB, gauges %s" % (
+            secs, res["end_drained"]["rss_kb"], res["end_drained"]["gauges"]))
+    finally:
+        for c in counts:  # a block that failed half-way
+            stop_proc(c.proc)
+            c.tlog.close()
+        srv.stop()
+    soak = [b for b in blocks if b["block"] != "warmup"]
+    calls = sum(b["calls"] for b in soak)
+    res.update(blocks=blocks, soak_calls=calls, failed=sum(b["failed"] for b in soak),
+               ok=sum(b["ok"] for b in soak), relayed=sum(b["relayed"] for b in soak),
+               expected=sum(b["expected"] for b in soak),
+               sent=sum(b["sent"] for b in soak) if capture and soak else None,
+               delivered=sum(b["delivered"] for b in soak) if capture and soak else None,
+               foreign_dropped=sum(b["foreign_dropped"] for b in soak),
+               to_closed_port=sum(b["to_closed_port"] for b in soak) if capture and soak else None,
+               unaccounted=(sum(b["unaccounted"] for b in soak)
+                            if soak and all("unaccounted" in b for b in soak) else None),
+               uncounted=(sum(b["uncounted"] for b in soak)
+                          if soak and all("uncounted" in b for b in soak) else None),
+               blocks_media_ok=sum(1 for b in soak if b["media_ok"]),
+               blocks_passed=sum(1 for b in soak if b["passed"]),
+               blocks_generator_on_time=sum(1 for b in soak if b.get("generator_on_time")),
+               calls_started=sum(b["calls_started"] for b in soak),
+               idle_after_s_max=max((b["idle_after_s"] for b in soak), default=None))
+    ended = {}
+    for b in soak:
+        for k, v in b["calls_ended"].items():
+            ended[k] = ended.get(k, 0) + v
+    res["calls_ended"] = ended
+    # Flat: RSS after each block against calls so far. The first block still carries the
+    # warm-up's allocator growth, so the slope is fitted from the end of the first block on
+    # (with 2 blocks: the difference between them).
+    pts = [(b["calls_after_warmup"], b["rss_kb"]) for b in soak]
+    res["rss_slope_kb_per_1000"] = soak_rss_flat(pts[1:] if len(pts) > 2 else pts)
+    if "after_warmup_drained" in res and "end_drained" in res and calls:
+        a, e = res["after_warmup_drained"]["rss_kb"], res["end_drained"]["rss_kb"]
+        res["drained_growth_kb_per_1000"] = (e - a) / calls * 1000
+    g = res.get("end_drained", {}).get("gauges", {})
+    res["gauges_zero"] = bool(g) and all(v == 0 for v in g.values())
+    slope = res["rss_slope_kb_per_1000"]
+    res["rss_flat"] = slope is not None and slope <= SOAK_FLAT_KB_PER_1000
+    return res
+
+
 # ====================================================================== 5. recorded calls
 REC_WORKERS = 8  # concurrent API requests while starting/stopping the recordings
 
@@ -869,12 +1131,12 @@ def hook_stats(port, reset=False):
         return {}
 
 
-def start_capture(path, flt, logpath):
+def start_capture(path, flt, logpath, snaplen=8192):
     """tcpdump on lo with kernel nanosecond timestamps; (proc, log file) once it captures."""
     tlog = open(logpath, "wb")
     # --immediate-mode: without it libpcap hands packets over in blocks up to 1 s late and
     # whatever is pending at SIGINT is lost. Timestamps are the kernel's either way.
-    proc = spawn(["tcpdump", "-i", "lo", "-nn", "-U", "--immediate-mode", "-s", "8192",
+    proc = spawn(["tcpdump", "-i", "lo", "-nn", "-U", "--immediate-mode", "-s", str(snaplen),
                   "-B", "65536", "--time-stamp-precision=nano", "-w", path, flt],
                  stdout=tlog, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     wait_until(lambda: proc.poll() is not None or b"listening" in open(logpath, "rb").read(), 5)
@@ -1244,6 +1506,64 @@ def build_table(res):
         fh = sum(b["failed"] for b in sh["blocks"]) if sh else None
         fp = sum(b["failed"] for b in sp["blocks"]) if sp else None
         row("", "failed calls during soak", fmt(fh), fmt(fp), "-", "0")
+    sm = S.get("soakmedia_hookflash")
+    if sm:
+        na = "not run (hookflash's /metrics)"
+        if "error" in sm:
+            row("4b soak with media", "error", sm["error"].splitlines()[0][:200], na)
+        else:
+            soak = [b for b in sm.get("blocks", []) if b["block"] != "warmup"]
+            warm = [b for b in sm.get("blocks", []) if b["block"] == "warmup"]
+            row("4b soak with media", "calls in soak, ok / failed (after a %s-call warm-up; "
+                "%s/s, %d ms of PCMU each way per call, held %d ms)" % (
+                    fmt(warm[0]["calls"] if warm else None), fmt(sm["rate"]), sm["media_ms"],
+                    sm["hold_ms"]),
+                "%s, %s / %s" % (fmt(sm["soak_calls"]), fmt(sm["ok"]), fmt(sm["failed"])), na,
+                "-", "100,000, 0 failed")
+            row("", "blocks passing every check (calls, anchoring, calls started, packets)",
+                "%s of %d" % (fmt(sm.get("blocks_passed")), len(soak)), na)
+            row("", "RTP packets per call, relayed (/metrics) / expected (the file's packets, both ways)",
+                "%s / %d (blocks with every packet relayed and delivered: %d of %d)" % (
+                    fmt(sm["relayed"] / sm["ok"] if sm["ok"] else None, "%.2f"),
+                    sm["expected_packets_per_call"], sm["blocks_media_ok"], len(soak)), na,
+                "-", "equal")
+            row("", "packets sent by the callers to the relay / relayed (/metrics) / delivered "
+                "to the callers (tcpdump counts on lo)",
+                "%s / %s / %s" % (fmt(sm.get("sent")), fmt(sm["relayed"]), fmt(sm.get("delivered")))
+                if sm.get("capture") else "- / %s / - (no capture: needs tcpdump, root)"
+                % fmt(sm["relayed"]), na)
+            if sm.get("capture"):
+                row("", "packets that reached a closed relay port (ICMP port unreachable) / not "
+                    "relayed otherwise (sent - delivered - foreign - closed port: queued at the "
+                    "relay when its call ended, or lost) / delivered but not in /metrics "
+                    "(delivered - relayed)",
+                    "%s / %s / %s" % (fmt(sm.get("to_closed_port")), fmt(sm.get("unaccounted")),
+                                      fmt(sm.get("uncounted"))), na, "-", "0 / 0 / 0")
+                row("", "blocks where the generator sent every packet of every call",
+                    "%d of %d" % (sm["blocks_generator_on_time"], len(soak)), na)
+            row("", "packets dropped as foreign by the relay", fmt(sm["foreign_dropped"]), na, "-", "0")
+            row("", "calls the server started / ended by cause (/metrics); longest wait for "
+                "0 active calls after the phones were done (s)",
+                "%s / %s; %s" % (fmt(sm.get("calls_started")),
+                                 ", ".join("%s %s" % (k, fmt(v)) for k, v in
+                                           sorted((sm.get("calls_ended") or {}).items())) or "-",
+                                 fmt(sm.get("idle_after_s_max"), "%.1f")), na, "-",
+                "= calls, all normal")
+            row("", "RSS after each block (KB; after warm-up first)",
+                " -> ".join(fmt(b["rss_kb"]) for b in sm.get("blocks", [])), na)
+            row("", "RSS growth per 1,000 calls (KB; slope over the blocks after the first)",
+                "%s (%s)" % (fmt(sm.get("rss_slope_kb_per_1000"), "%.1f"),
+                             "flat" if sm.get("rss_flat") else "NOT flat"), na, "-",
+                "<= %d" % sm["flat_bound_kb_per_1000"])
+            a, e = sm.get("after_warmup_drained", {}), sm.get("end_drained", {})
+            row("", "RSS drained (no SIP transactions left): after warm-up -> end (KB; per 1,000 calls)",
+                "%s -> %s (%s)" % (fmt(a.get("rss_kb")), fmt(e.get("rss_kb")),
+                                   fmt(sm.get("drained_growth_kb_per_1000"), "%.1f")), na)
+            g = e.get("gauges") or {}
+            row("", "after the run, drained: calls / dialogs / transactions / RTP ports / "
+                "recordings / conferences",
+                " / ".join(fmt(g.get(k)) for k in SOAK_GAUGES) + (" (all 0)" if sm.get("gauges_zero")
+                                                                 else " (NOT all 0)"), na, "-", "0")
     rc = S.get("record_hookflash")
     if rc and rc.get("steps"):
         na = "n/a (no recording)"
@@ -1408,6 +1728,29 @@ def build_details(res):
                 w["duration_ok"], w["files"], fmt(w["seconds_min"], "%.2f"),
                 fmt(w["seconds_max"], "%.2f"), w["header_ok"], j(s["start_s"], "%.1f"),
                 j(s["stop_s"], "%.1f")))
+    sm = S.get("soakmedia_hookflash")
+    if sm and sm.get("blocks"):
+        out.append("\nsoakmedia_hookflash blocks (rate %s/s, %d packets per call expected):\n"
+                   % (sm["rate"], sm["expected_packets_per_call"]))
+        out.append("| block | calls | ok | failed | retrans | SIPp created/s | sent | relayed | "
+                   "delivered | relayed/call | foreign | to closed port | not relayed otherwise | not counted | "
+                   "capture dropped | RSS KB | hookflash % | gen % | capture % | "
+                   "calls / dialogs / transactions / ports after | server calls started | "
+                   "ended by cause | up when phones done | idle after s |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for b in sm["blocks"]:
+            g = b.get("gauges") or {}
+            out.append("| %s | %d | %d | %d | %d | %s | %s | %d | %s | %s | %d | %s | %s | %s | %s | %d | %.0f | %.0f | %s | %s | %s | %s | %s | %s |" % (
+                b["block"], b["calls"], b["ok"], b["failed"], b["retrans"],
+                fmt(b.get("created_per_s")), fmt(b.get("sent")), b["relayed"],
+                fmt(b.get("delivered")), fmt(b.get("relayed_per_call"), "%.2f"),
+                b["foreign_dropped"], fmt(b.get("to_closed_port")), fmt(b.get("unaccounted")),
+                fmt(b.get("uncounted")), fmt(b.get("capture_dropped")), b["rss_kb"],
+                b["server_cpu_pct"], b["gen_cpu_pct"], fmt(b.get("capture_cpu_pct")),
+                " / ".join(fmt(g.get(k)) for k in SOAK_GAUGES[:4]),
+                fmt(b.get("calls_started")),
+                ", ".join("%s %s" % (k, fmt(v)) for k, v in sorted((b.get("calls_ended") or {}).items())),
+                fmt(b.get("active_at_end")), fmt(b.get("idle_after_s"), "%.1f")))
     for key in ("soak_hookflash", "soak_peer"):
         if key in S and "blocks" in S[key]:
             out.append("\n%s blocks (rate %s/s):\n" % (key, S[key]["rate"]))
@@ -1423,7 +1766,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="full")
     ap.add_argument("--only", default="rate,media,hold,soak,record,app",
-                    help="comma-separated scenarios: rate,media,hold,soak,record,app")
+                    help="comma-separated scenarios: rate,media,hold,soak,record,app and "
+                         "soakmedia (not in the default set: long)")
     ap.add_argument("--servers", default="hookflash,peer")
     ap.add_argument("--hookflash", help="hookflash release binary")
     ap.add_argument("--rtpgen", help="bench/rtpgen binary")
@@ -1441,9 +1785,10 @@ def main():
         return
     ctx = Ctx(args)
     only = set(x for x in args.only.split(",") if x)
-    unknown = only - {"rate", "media", "hold", "soak", "record", "app"}
+    unknown = only - {"rate", "media", "hold", "soak", "soakmedia", "record", "app"}
     if unknown:
-        raise SystemExit("unknown scenario(s) %s (known: rate, media, hold, soak, record, app)"
+        raise SystemExit("unknown scenario(s) %s (known: rate, media, hold, soak, soakmedia, "
+                         "record, app)"
                          % ", ".join(sorted(unknown)))
     servers = [s for s in args.servers.split(",") if s]
     kinds = {"hookflash": "hookflash", "peer": "kamailio+rtpengine"}
@@ -1483,16 +1828,18 @@ def main():
         guarded("record_hookflash", scenario_record, ctx)
     if "app" in only and "hookflash" in servers:
         guarded("app_hookflash", scenario_app, ctx)
+    # One rate for every server and both soaks (finished-call state kept by a SIP stack
+    # scales with the rate): soak_rate, or 80 % of the lowest clean rate found in scenario 1.
+    rate = ctx.p["soak_rate"]
+    bests = [(S.get("rate_" + s) or {}).get("max_clean_rate") for s in servers]
+    bests = [x for x in bests if x]
+    if bests:
+        rate = max(50, min(rate, int(min(bests) * 0.8)))
     if "soak" in only:
-        # One rate for every server (finished-call state kept by a SIP stack scales with the
-        # rate): soak_rate, or 80 % of the lowest clean rate found in scenario 1.
-        rate = ctx.p["soak_rate"]
-        bests = [(S.get("rate_" + s) or {}).get("max_clean_rate") for s in servers]
-        bests = [x for x in bests if x]
-        if bests:
-            rate = max(50, min(rate, int(min(bests) * 0.8)))
         for s in servers:
             guarded("soak_" + s, scenario_soak, ctx, kinds[s], rate)
+    if "soakmedia" in only and "hookflash" in servers:
+        guarded("soakmedia_hookflash", scenario_soakmedia, ctx, rate)
     save()
     table = build_table(ctx.results)
     details = build_details(ctx.results)

@@ -232,6 +232,7 @@ def http(method, url, body=None, headers=None, timeout=5.0):
 
 
 def parse_metrics(text):
+    """{name: value summed over its labels}, and {name{labels}: value} for labelled series."""
     out = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -239,9 +240,12 @@ def parse_metrics(text):
         m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
         if m:
             try:
-                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
+                v = float(m.group(3))
             except ValueError:
-                pass
+                continue
+            out[m.group(1)] = out.get(m.group(1), 0.0) + v
+            if m.group(2):
+                out[m.group(1) + m.group(2)] = v
     return out
 
 
@@ -715,12 +719,15 @@ class SippResult:
 
 class Sipp:
     def __init__(self, outdir, name, scenario, remote=None, local_port=None, subst=None,
-                 calls=None, rate=None, limit=None, timeout_s=60, extra=(), trace_logs=True):
+                 calls=None, rate=None, limit=None, timeout_s=60, extra=(), trace_logs=True,
+                 media_port=None):
         self.outdir, self.name = outdir, name
         os.makedirs(outdir, exist_ok=True)
         self.local_port = local_port or free_port()
         cp = free_port()
-        mp = free_port(span=4)
+        # -mp: SIPp's RTP echo port, and with rtp_stream (SIPp 3.6.1) the one port every call's
+        # stream is sent from and named in the SDP ([rtpstream_audio_port]).
+        mp = self.media_port = media_port or free_port(span=4)
         args = ["sipp", "-sf", render(scenario, outdir, name, subst or {})]
         if remote:
             args.append(remote)

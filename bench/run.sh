@@ -6,7 +6,13 @@
 #
 #   bench/run.sh                      full run (~20-30 min on 2 cores)
 #   bench/run.sh --profile quick      a 2-3 minute smoke run with tiny loads
-#   bench/run.sh --only rate,soak     a subset (rate, media, hold, soak, record, app)
+#   bench/run.sh --only rate,soak     a subset (rate, media, hold, soak, record, app; and soakmedia,
+#                                     which only runs when named: the soak with RTP both ways on
+#                                     every call, hookflash only)
+#   bench/run.sh --only soakmedia --servers hookflash --set soak_blocks=10 --set soak_block_calls=10000
+#                                     issue 17's long run: 100,000 calls with media at the soak
+#                                     rate (400/s), packets per call checked against /metrics,
+#                                     RSS per block, gauges back to 0 (~8 min)
 #   bench/run.sh --servers hookflash  only hookflash (or: peer)
 #   BENCH_REV=HEAD bench/run.sh       build hookflash from a commit (git archive) instead of the
 #                                     work tree, e.g. while the work tree is mid-edit
