@@ -504,7 +504,8 @@ class Peer:
            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n")
 
     def __init__(self, server_port, port=0, host="127.0.0.1", invite_code=200, name="peer",
-                 user="carrier", reinvite_delay=0.0, reinvite_codes=(), answer_headers=()):
+                 user="carrier", reinvite_delay=0.0, reinvite_codes=(), answer_headers=(),
+                 silent_bye=False):
         self.name = name
         self.user = user
         self.server = ("127.0.0.1", server_port)
@@ -522,6 +523,8 @@ class Peer:
         self.reinvite_codes = list(reinvite_codes)
         # Extra header lines of the 2xx to a new INVITE (e.g. "Session-Expires: 90;refresher=uas").
         self.answer_headers = list(answer_headers)
+        # A peer that never answers BYE (a crashed phone, a lost network path).
+        self.silent_bye = silent_bye
         self.log = []
         self.cond = threading.Condition()
         self.dialogs = {}  # call_id -> {local_tag, remote_tag, target, from_uri, to_uri, cseq, local_is_uac}
@@ -730,6 +733,8 @@ class Peer:
             return
         if m.method == "BYE":
             self.dialogs.pop(call_id, None)
+            if self.silent_bye:
+                return
         self._sendto(self._response(m, 200, "OK"), src)
 
     def _on_response(self, m):

@@ -405,3 +405,36 @@ def test_unanswerable_trunk_challenge_becomes_503_for_the_caller(server_factory,
     assert A.end_status(call=c) == 503
     carrier.stop()
     server.wait_metric("hookflash_active_calls", 0)
+
+
+def test_a_callee_that_never_answers_bye_does_not_keep_the_call(server, phones):
+    """201 calls out through the trunk to a carrier that never answers BYE. When 201 hangs up,
+    the carrier gets its BYE at once (and its retransmissions) and the call leaves the API's
+    list and the active-calls gauge at once, not after the BYE transaction's 32 s."""
+    from api_support import Native
+
+    carrier = rawsip.Peer(server.sip_port, port=server.trunk_port, name="carrier",
+                          silent_bye=True)
+    try:
+        A = phones("A")
+        assert A.register(server, "201")["code"] == 200
+        c = A.call(server.uri("+4969555123"))
+        A.wait_state("CONFIRMED", call=c, timeout=10)
+        api = Native(server)
+        assert len(api.calls()) == 1
+        m = carrier.mark()
+        t0 = time.monotonic()
+        A.hangup(call=c)
+        A.wait_state("DISCONNECTED", call=c, timeout=5)
+        assert carrier.wait_request("BYE", timeout=2, since=m) is not None, "no BYE"
+        wait_until(lambda: not api.calls(), timeout=3,
+                   what="the call to leave GET /calls")
+        server.wait_metric("hookflash_active_calls", 0, timeout=3)
+        gone = time.monotonic() - t0
+        # The BYE is retransmitted (Timer E) while it is unanswered: the transaction lives on
+        # without the call.
+        time.sleep(1.0)
+        assert len(carrier.requests("BYE", since=m)) >= 2, "the BYE was not retransmitted"
+        print("call gone %.2f s after the hangup" % gone)
+    finally:
+        carrier.close()

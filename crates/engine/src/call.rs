@@ -1473,9 +1473,7 @@ impl CallActor {
                 self.end_cause = Some(cause);
                 self.end_status = status;
                 if let Some(other) = self.dialog_of(side.other()) {
-                    if let Err(e) = other.bye().await {
-                        debug!(error = %e, "BYE to the other leg failed");
-                    }
+                    send_bye(other, Vec::new(), "the other leg");
                 }
                 self.core.end();
             }
@@ -1651,7 +1649,7 @@ impl CallActor {
         self.cancel_forks(Some(index)).await;
         let Some(answer) = sdp_of_response(&resp) else {
             warn!("callee answered without usable SDP");
-            self.bye_b().await;
+            self.bye_b();
             self.fail_caller(488, EndCause::Incompatible);
             return;
         };
@@ -1686,7 +1684,7 @@ impl CallActor {
             Some(body.into_bytes()),
         ) {
             warn!(error = %e, "could not answer the caller");
-            self.bye_b().await;
+            self.bye_b();
             self.end_cause = Some(EndCause::Failed);
             self.end_status = 500;
             self.core.end();
@@ -1772,16 +1770,14 @@ impl CallActor {
         }
     }
 
-    async fn bye_b(&mut self) {
+    fn bye_b(&mut self) {
         let dialog = self.dialog_of(Side::B).or_else(|| {
             self.winner
                 .and_then(|i| self.forks.get(i))
                 .map(|f| f.dialog.clone())
         });
         if let Some(dialog) = dialog {
-            if let Err(e) = dialog.bye().await {
-                debug!(error = %e, "BYE to callee failed");
-            }
+            send_bye(dialog, Vec::new(), "the callee");
         }
     }
 
@@ -1827,18 +1823,10 @@ impl CallActor {
                 self.cancel_transfer_forks();
                 let a = self.dialog_of(Side::A).or_else(|| self.a.clone());
                 let headers = std::mem::take(&mut self.bye_headers);
-                let (_, _) = tokio::join!(
-                    async {
-                        if let Some(a) = a {
-                            let _ = if headers.is_empty() {
-                                a.bye().await
-                            } else {
-                                a.bye_with_headers(headers).await
-                            };
-                        }
-                    },
-                    self.bye_b()
-                );
+                if let Some(a) = a {
+                    send_bye(a, headers, "the caller");
+                }
+                self.bye_b();
                 self.end_cause = Some(cause);
                 self.end_status = 200;
                 self.core.end();
@@ -2523,6 +2511,22 @@ impl CallActor {
 
 /// Sends a re-INVITE with our SDP `body`; on 2xx returns the media address the phone answered
 /// with. A refusal is `Failed` with the phone's status; the dialog stays as it was.
+/// BYE on `dialog` from a task of its own: the call ends now, not when (or whether) the
+/// phone answers its BYE (a phone that does not answer would keep the call listed for the
+/// 32 s of the BYE transaction).
+fn send_bye(dialog: InviteLeg, headers: Vec<(String, String)>, whom: &'static str) {
+    tokio::spawn(async move {
+        let sent = if headers.is_empty() {
+            dialog.bye().await
+        } else {
+            dialog.bye_with_headers(headers).await
+        };
+        if let Err(e) = sent {
+            debug!(error = %e, whom, "BYE failed");
+        }
+    });
+}
+
 async fn reoffer(dialog: &InviteLeg, body: String) -> Result<Option<SocketAddr>, CommandError> {
     match dialog
         .reinvite(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
