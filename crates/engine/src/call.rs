@@ -653,6 +653,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         held: false,
         recording: false,
         devices: Vec::new(),
+        voicemail: false,
     };
     let a_state = match call.a_direction {
         LegDirection::In => LegState::Proceeding,

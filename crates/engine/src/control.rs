@@ -31,6 +31,10 @@ pub struct LegInfo {
     /// While the leg rings: the devices (registered contacts) still ringing, for `ignore`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
+    /// The server's mailbox answered on this leg (the caller is leaving a message). Dialects
+    /// that show it (RingCentral's `VoiceMail` party status) read this, not the number.
+    #[serde(skip)]
+    pub voicemail: bool,
 }
 
 /// A call with its legs, as every API renders it.
@@ -712,6 +716,7 @@ mod model_tests {
             held: false,
             recording: false,
             devices: vec![],
+            voicemail: false,
         };
         let call = CallInfo {
             id: "c1".into(),

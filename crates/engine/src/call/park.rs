@@ -357,6 +357,7 @@ impl CallActor {
             held: false,
             recording: self.recording.is_some(),
             devices: Vec::new(),
+            voicemail: false,
         };
         if !self.leg(keep).held {
             self.bridge.stop_play(keep.leg());

@@ -596,6 +596,7 @@ impl CallActor {
             held: false,
             recording: self.recording.is_some(),
             devices: Vec::new(),
+            voicemail: false,
         };
         self.retire_leg(slot, EndCause::Transferred);
         *self.leg_mut(slot) = new_leg;

@@ -96,6 +96,7 @@ impl CallActor {
         self.a_leg.state = LegState::Answered;
         self.b_leg.state = LegState::Answered;
         self.b_leg.number = "voicemail".into();
+        self.b_leg.voicemail = true;
         self.b_leg.devices.clear();
         self.voicemail = Some(VoicemailSession {
             user_id,

@@ -24,13 +24,10 @@ pub enum PartyStatus {
     VoiceMail,
 }
 
-/// The number the engine gives a called leg once the caller is in the callee's mailbox
-/// (the engine's call/voicemail.rs; the leg is `answered` from then on).
-const VOICEMAIL_LEG_NUMBER: &str = "voicemail";
-
-/// True when `leg` is the called side of a call that went to voicemail.
+/// True when `leg` is the called side of a call that went to voicemail (the engine marks
+/// the leg; it is `answered` from then on).
 pub fn in_voicemail(leg: &LegInfo) -> bool {
-    leg.role == LegRole::Callee && leg.number == VOICEMAIL_LEG_NUMBER
+    leg.role == LegRole::Callee && leg.voicemail
 }
 
 /// `direction` of a party, seen from the party: the caller's party is `Outbound`.
@@ -242,6 +239,7 @@ pub(crate) mod fixtures {
             held: false,
             recording: false,
             devices: vec![],
+            voicemail: false,
         }
     }
 
@@ -295,7 +293,7 @@ mod tests {
         // The callee's side once the caller is in its mailbox; the caller stays Answered.
         let mut vm = c.clone();
         vm.legs[1].state = LegState::Answered;
-        vm.legs[1].number = "voicemail".into();
+        vm.legs[1].voicemail = true;
         assert_eq!(
             party_status(&vm, &vm.legs[1], false),
             PartyStatus::VoiceMail

@@ -94,6 +94,7 @@ mod tests {
             held: false,
             recording: false,
             devices: vec![],
+            voicemail: false,
         };
         let dids: Dids = [("u1".to_string(), "+4930123456".to_string())].into();
         assert_eq!(leg_number(&leg, &dids), "+4930123456");

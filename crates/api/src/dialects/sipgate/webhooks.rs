@@ -583,6 +583,7 @@ mod tests {
             held: false,
             recording: false,
             devices: vec![],
+            voicemail: false,
         }
     }
 
