@@ -149,20 +149,17 @@ impl Engine {
         timeout: std::time::Duration,
         events: mpsc::Sender<DialEvent>,
     ) -> Result<(), CommandError> {
-        self.call(account_id, call_id)?;
-        let target = self.resolve_target(account_id, None, target).await?;
-        let caller_id = match caller_id {
-            Some(id) => Some(self.own_caller_id(account_id, &id).await?),
-            None => None,
-        };
-        self.send_command(account_id, call_id, |reply| CallCommand::AppDial {
-            target,
+        self.app_dial_targets(
+            account_id,
+            call_id,
+            &[target.to_string()],
             caller_id,
             timeout,
+            &[],
             events,
-            reply,
-        })
+        )
         .await
+        .map(|_| ())
     }
 
     /// Like [`Engine::app_dial`] for several targets rung at once (the first to answer is

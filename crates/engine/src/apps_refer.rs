@@ -4,6 +4,7 @@
 use hookflash_sip::msg::Uri;
 use tokio::sync::mpsc;
 
+use crate::apps::check_dial_header;
 use crate::call::CallCommand;
 use crate::control::CommandError;
 use crate::Engine;
@@ -58,23 +59,15 @@ pub(crate) fn refer_uri(target: &str, our_host: &str) -> Result<String, CommandE
     Ok(uri)
 }
 
-/// Extra SIP headers an application asked for: token names, one-line values (no header
-/// injection), bounded.
+/// Extra SIP headers an application asked for on a request of ours (REFER, BYE): each as
+/// [`check_dial_header`] (token names, not the SIP layer's own, one-line values), bounded.
 pub(crate) fn check_headers(headers: &[(String, String)]) -> Result<(), CommandError> {
     if headers.len() > 32 {
         return Err(bad("at most 32 extra headers".into()));
     }
-    for (name, value) in headers {
-        let ok_name = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c));
-        if !ok_name || value.chars().any(|c| c.is_control()) || value.len() > 1024 {
-            return Err(bad(format!("header {name:?} is not a valid SIP header")));
-        }
-    }
-    Ok(())
+    headers
+        .iter()
+        .try_for_each(|(name, value)| check_dial_header(name, value))
 }
 
 impl Engine {
@@ -114,6 +107,12 @@ impl Engine {
             headers.push(("Referred-By".into(), format!("<{}>", refer_uri(by, &host)?)));
         }
         check_headers(&headers)?;
+        if headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("refer-to"))
+        {
+            return Err(bad("Refer-To is set from referTo".into()));
+        }
         self.send_command(account_id, call_id, |reply| CallCommand::AppRefer {
             refer_to,
             headers,
