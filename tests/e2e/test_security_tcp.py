@@ -89,8 +89,12 @@ def test_idle_tcp_connections_do_not_block_a_tcp_phone(server_factory, phones):
         opened = sum(r[0] for r in results)
         alive = sum(r[1] for r in results)
         assert opened >= ATTEMPTS * 0.9, results
-        # The server kept at most PER_SOURCE per source; the rest were closed at once.
-        assert alive <= PER_SOURCE * SOURCES, results
+        # The server kept at most PER_SOURCE per source; the rest were closed at once. The
+        # server's own gauge below is exact; counted from the client side a few more can look
+        # open: in a burst of 20,000 connects the kernel's accept queue overflows, and a
+        # client may then believe a connection established that the server never accepted
+        # (nothing to close). Seen once as 321 of 320 on a quiet CI-like run.
+        assert alive <= PER_SOURCE * SOURCES + 8, results
         m = server.metrics()
         assert (m.value("hookflash_sip_tcp_refused_total") or 0) >= opened * 0.5, m
         assert (m.value("hookflash_sip_tcp_connections") or 0) <= PER_SOURCE * SOURCES, m
