@@ -107,6 +107,7 @@ def test_dial_rings_two_targets_the_first_to_answer_is_connected(
         child = children[0]
         assert child["call_sid"] != parent and child["direction"] == "outbound", child
         assert child["call_status"] == "in-progress", child
+        assert child["to"] == "202", child  # the target that answered, not every target
         assert jz(server, acc, "retrieve", child["call_sid"])["result"]["call_sid"] == \
             child["call_sid"]
         statuses = [json.loads(r["raw"]) for r in hook.got("/status")]

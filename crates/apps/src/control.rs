@@ -66,19 +66,14 @@ pub enum ReferProgress {
 /// What happens to a party the application dials (the `dial` verb).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DialProgress {
-    Ringing,
+    /// A dialled party rings (once per party); its (child) leg id.
+    Ringing { leg_id: String },
     /// Answered and connected with the application's caller; the dialled leg's id.
-    Answered {
-        leg_id: String,
-    },
+    Answered { leg_id: String },
     /// Not reached (final SIP status): the caller is back with the application.
-    Failed {
-        status: u16,
-    },
+    Failed { status: u16 },
     /// It answered and has left: the caller is back with the application.
-    Completed {
-        duration_secs: u64,
-    },
+    Completed { duration_secs: u64 },
 }
 
 pub use hookflash_media::listen::{ListenFrame, StreamFrame};
@@ -91,12 +86,16 @@ pub struct DialRequest {
     pub caller_id: Option<String>,
     pub timeout: std::time::Duration,
     pub headers: Vec<(String, String)>,
+    /// jambonz `answerOnBridge`: an unanswered caller is answered only when a target answers.
+    pub answer_on_bridge: bool,
 }
 
-/// A dial under way: its progress, and the targets left out (cannot be reached) with why.
+/// A dial under way: its progress, the parties rung as (child leg id, target), and the
+/// targets left out (cannot be reached) with why.
 #[derive(Debug)]
 pub struct DialStarted {
     pub progress: mpsc::Receiver<DialProgress>,
+    pub children: Vec<(String, String)>,
     pub skipped: Vec<(String, String)>,
 }
 
@@ -233,7 +232,11 @@ pub trait CallControl: Send + Sync + 'static {
             .iter()
             .map(|t| (t.clone(), "only one target is dialled here".to_string()))
             .collect();
-        Ok(DialStarted { progress, skipped })
+        Ok(DialStarted {
+            progress,
+            children: Vec::new(),
+            skipped,
+        })
     }
     /// Every key pressed on the call from now on, by any party (closed: the call ended).
     fn call_dtmf(&self, _call: &CallRef) -> mpsc::Receiver<PartyDtmf> {

@@ -193,7 +193,7 @@ impl CallControl for EngineControl {
         caller_id: Option<String>,
         timeout: std::time::Duration,
     ) -> Result<mpsc::Receiver<DialProgress>, ControlError> {
-        let (events_tx, events) = mpsc::channel(8);
+        let (events_tx, events) = mpsc::channel(hookflash_engine::apps::DIAL_TARGETS_MAX + 4);
         self.engine
             .app_dial(
                 &call.account_id,
@@ -213,18 +213,18 @@ impl CallControl for EngineControl {
         call: &CallRef,
         req: DialRequest,
     ) -> Result<DialStarted, ControlError> {
-        let (events_tx, events) = mpsc::channel(8);
-        let skipped = self
+        // Room for every party's ringing report and the outcome.
+        let (events_tx, events) = mpsc::channel(hookflash_engine::apps::DIAL_TARGETS_MAX + 4);
+        let request = hookflash_engine::apps::AppDialRequest {
+            targets: req.targets,
+            caller_id: req.caller_id,
+            timeout: req.timeout,
+            headers: req.headers,
+            answer_on_bridge: req.answer_on_bridge,
+        };
+        let placed = self
             .engine
-            .app_dial_targets(
-                &call.account_id,
-                &call.call_id,
-                &req.targets,
-                req.caller_id,
-                req.timeout,
-                &req.headers,
-                events_tx,
-            )
+            .app_dial_targets(&call.account_id, &call.call_id, request, events_tx)
             .await
             .map_err(|e| match e {
                 CommandError::Invalid(why) | CommandError::BadTarget(why) => {
@@ -234,7 +234,13 @@ impl CallControl for EngineControl {
             })?;
         Ok(DialStarted {
             progress: dial_progress(events),
-            skipped: skipped
+            children: placed
+                .children
+                .into_iter()
+                .map(|c| (c.leg_id, c.target))
+                .collect(),
+            skipped: placed
+                .skipped
                 .into_iter()
                 .map(|(t, e)| (t, e.to_string()))
                 .collect(),
@@ -463,11 +469,11 @@ fn dial_progress(
     mut events: mpsc::Receiver<hookflash_engine::apps::DialEvent>,
 ) -> mpsc::Receiver<DialProgress> {
     use hookflash_engine::apps::DialEvent;
-    let (tx, rx) = mpsc::channel(8);
+    let (tx, rx) = mpsc::channel(hookflash_engine::apps::DIAL_TARGETS_MAX + 4);
     tokio::spawn(async move {
         while let Some(e) = events.recv().await {
             let p = match e {
-                DialEvent::Ringing => DialProgress::Ringing,
+                DialEvent::Ringing { leg_id } => DialProgress::Ringing { leg_id },
                 DialEvent::Answered { leg_id } => DialProgress::Answered { leg_id },
                 DialEvent::Failed { status } => DialProgress::Failed { status },
                 DialEvent::Completed { duration_secs } => DialProgress::Completed { duration_secs },

@@ -145,6 +145,18 @@ impl Session {
         status: CallStatus,
         duration: Option<u64>,
     ) {
+        self.report_child_sip(child_sid, to, status, 200, duration);
+    }
+
+    /// [`Self::report_child`] with the child's SIP status (180 ringing, 486 busy, ...).
+    pub fn report_child_sip(
+        &self,
+        child_sid: &str,
+        to: Option<&str>,
+        status: CallStatus,
+        sip_status: u16,
+        duration: Option<u64>,
+    ) {
         let (payload, hook) = {
             let st = self.state();
             let Some(hook) = st.status_hook.clone() else {
@@ -155,7 +167,7 @@ impl Session {
             f.call_sid = child_sid.to_string();
             f.direction = crate::app::Direction::Outbound;
             f.call_status = status;
-            f.sip_status = 200;
+            f.sip_status = sip_status;
             f.sip = None;
             f.duration = duration;
             if let Some(to) = to {

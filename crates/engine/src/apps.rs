@@ -17,8 +17,8 @@ pub use hookflash_media::relay::PlaybackEnd;
 /// What happens to a party an application dials into its call (the `dial` verb).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DialEvent {
-    /// The dialled party rings.
-    Ringing,
+    /// A dialled party rings (once per party); its leg id.
+    Ringing { leg_id: String },
     /// It answered and is connected with the application's caller; its leg id.
     Answered { leg_id: String },
     /// It was not reached (final SIP status); the caller is back with the application.
@@ -26,6 +26,38 @@ pub enum DialEvent {
     /// It answered and has now left (hung up, or was hung up); the caller is back with the
     /// application.
     Completed { duration_secs: u64 },
+}
+
+/// What an application asks to dial (the `dial` verb): several targets rung at once, the first
+/// to answer connected with the caller.
+#[derive(Debug, Clone, Default)]
+pub struct AppDialRequest {
+    pub targets: Vec<String>,
+    /// The number the targets see (one of the account's numbers or extensions; default: the
+    /// caller's number).
+    pub caller_id: Option<String>,
+    pub timeout: std::time::Duration,
+    /// Extra SIP headers on every INVITE (checked by [`check_dial_header`]).
+    pub headers: Vec<(String, String)>,
+    /// jambonz `answerOnBridge`: a caller not answered yet stays unanswered (ringing) until a
+    /// target answers, and is then answered and connected at once. An answered caller: no
+    /// difference.
+    pub answer_on_bridge: bool,
+}
+
+/// A party being dialled: its leg id (a child call while it rings, the connected leg's id if
+/// it answers) and the target it was dialled as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialChild {
+    pub leg_id: String,
+    pub target: String,
+}
+
+/// A dial that left: the parties rung, and the targets left out with why.
+#[derive(Debug)]
+pub struct DialPlaced {
+    pub children: Vec<DialChild>,
+    pub skipped: Vec<(String, CommandError)>,
 }
 
 /// Application calls waiting for the runtime before new ones are refused (503).
@@ -135,11 +167,11 @@ impl Engine {
         .await
     }
 
-    /// Dials `target` (extension, number, or `sip:`/`tel:` URI naming one; as the account
-    /// dials) into an answered application call and connects it with the caller when it
-    /// answers; the target sees `caller_id` (one of the account's numbers or extensions;
-    /// default: the caller's number). The caller hears a ringback tone meanwhile. Progress arrives on `events`
-    /// (dropped: the call ended). Returns once the target is being dialled.
+    /// Dials `target` into the application's answered call (its empty side B), connecting it
+    /// with the caller when it answers; the target sees `caller_id` (one of the account's
+    /// numbers or extensions; default: the caller's number). The caller hears a ringback tone
+    /// meanwhile. Progress arrives on `events` (dropped: the call ended). Returns once the
+    /// target is being dialled.
     pub async fn app_dial(
         &self,
         account_id: &str,
@@ -149,56 +181,69 @@ impl Engine {
         timeout: std::time::Duration,
         events: mpsc::Sender<DialEvent>,
     ) -> Result<(), CommandError> {
-        self.app_dial_targets(
-            account_id,
-            call_id,
-            &[target.to_string()],
+        let request = AppDialRequest {
+            targets: vec![target.to_string()],
             caller_id,
             timeout,
-            &[],
-            events,
-        )
-        .await
-        .map(|_| ())
+            ..AppDialRequest::default()
+        };
+        self.app_dial_targets(account_id, call_id, request, events)
+            .await
+            .map(|_| ())
     }
 
     /// Like [`Engine::app_dial`] for several targets rung at once (the first to answer is
-    /// connected, the others get CANCEL), with extra SIP headers on every INVITE. Targets that
-    /// cannot be reached are left out and returned with why; if none can, the first's error.
-    /// Headers ride on each fork's Request-URI as URI headers (RFC 3261 §19.1.5), which the
-    /// SIP layer turns into message headers when it sends the INVITE.
-    #[allow(clippy::too_many_arguments)]
+    /// connected, the others get CANCEL), with extra SIP headers on every INVITE and
+    /// `answerOnBridge`. Targets that cannot be reached are left out and returned with why; if
+    /// none can, the first's error. Each target rung is a child leg with its own id from the
+    /// start (listed while it rings; the connected leg keeps it). Headers ride on each fork's
+    /// Request-URI as URI headers (RFC 3261 §19.1.5), which the SIP layer turns into message
+    /// headers when it sends the INVITE.
     pub async fn app_dial_targets(
         &self,
         account_id: &str,
         call_id: &str,
-        targets: &[String],
-        caller_id: Option<String>,
-        timeout: std::time::Duration,
-        headers: &[(String, String)],
+        request: AppDialRequest,
         events: mpsc::Sender<DialEvent>,
-    ) -> Result<Vec<(String, CommandError)>, CommandError> {
+    ) -> Result<DialPlaced, CommandError> {
         self.call(account_id, call_id)?;
+        let AppDialRequest {
+            targets,
+            caller_id,
+            timeout,
+            headers,
+            answer_on_bridge,
+        } = request;
         if headers.len() > DIAL_HEADERS_MAX || targets.len() > DIAL_TARGETS_MAX {
             return Err(CommandError::Invalid(format!(
                 "at most {DIAL_TARGETS_MAX} targets and {DIAL_HEADERS_MAX} headers"
             )));
         }
-        for (name, value) in headers {
+        for (name, value) in &headers {
             check_dial_header(name, value)?;
         }
         let mut merged: Option<crate::call::TransferTarget> = None;
+        let mut children = Vec::new();
         let mut skipped = Vec::new();
-        for target in targets {
+        for target in &targets {
             match self.resolve_target(account_id, None, target).await {
-                Ok(t) => match merged.as_mut() {
-                    None => merged = Some(t),
-                    Some(m) => {
-                        m.label = format!("{},{}", m.label, t.label);
-                        m.owner = None;
-                        m.forks.extend(t.forks);
+                Ok(t) => {
+                    children.push(crate::call::DialGroup {
+                        child: DialChild {
+                            leg_id: uuid::Uuid::now_v7().to_string(),
+                            target: t.label.clone(),
+                        },
+                        forks: t.forks.len(),
+                    });
+                    match merged.as_mut() {
+                        None => merged = Some(t),
+                        Some(m) => {
+                            m.label = format!("{},{}", m.label, t.label);
+                            m.owner = None;
+                            m.forks.extend(t.forks);
+                        }
                     }
-                },
+                }
                 Err(e) => skipped.push((target.clone(), e)),
             }
         }
@@ -210,7 +255,7 @@ impl Engine {
                 .unwrap_or_else(|| CommandError::BadTarget("no target to dial".into())));
         };
         if !headers.is_empty() {
-            let query = uri_headers(headers);
+            let query = uri_headers(&headers);
             for fork in &mut target.forks {
                 let sep = if fork.request_uri.contains('?') {
                     '&'
@@ -224,15 +269,21 @@ impl Engine {
             Some(id) => Some(self.own_caller_id(account_id, &id).await?),
             None => None,
         };
+        let placed: Vec<DialChild> = children.iter().map(|g| g.child.clone()).collect();
         self.send_command(account_id, call_id, |reply| CallCommand::AppDial {
             target,
+            groups: children,
             caller_id,
             timeout,
+            answer_on_bridge,
             events,
             reply,
         })
         .await?;
-        Ok(skipped)
+        Ok(DialPlaced {
+            children: placed,
+            skipped,
+        })
     }
 
     /// Hangs up the party an application dialled (the caller stays with the application).

@@ -159,8 +159,11 @@ pub enum CallCommand {
     },
     AppDial {
         target: TransferTarget,
+        /// The targets in the order of `target`'s forks: their child legs.
+        groups: Vec<DialGroup>,
         caller_id: Option<String>,
         timeout: Duration,
+        answer_on_bridge: bool,
         events: tokio::sync::mpsc::Sender<crate::apps::DialEvent>,
         reply: Reply<()>,
     },
@@ -203,6 +206,14 @@ pub(crate) struct ForkTarget {
     /// A leg out through a trunk holds its account's outbound place (fraud brakes) for as
     /// long as the call lasts.
     pub(crate) permit: Option<Arc<OutboundPermit>>,
+}
+
+/// One target of an application's dial: its child leg, and how many of the dial's forks
+/// (in order) ring it.
+#[derive(Debug, Clone)]
+pub struct DialGroup {
+    pub(crate) child: crate::apps::DialChild,
+    pub(crate) forks: usize,
 }
 
 /// Which INVITE a fork's result belongs to: the call's own callee forks, or the forks of
@@ -684,6 +695,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         started_at_ms: call.started_at,
         answered_at_ms: None,
         legs: vec![a_leg.clone(), b_leg.clone()],
+        dialling: Vec::new(),
     };
     if let Ok(mut calls) = engine.inner.calls.lock() {
         calls.insert(
@@ -1519,6 +1531,8 @@ impl CallActor {
                 self.end_cause = Some(cause);
                 self.end_status = status;
                 self.cancel_forks(None).await;
+                // An application's answerOnBridge dial rings for this caller.
+                self.cancel_transfer_forks();
                 self.core.end();
             }
             DialogEvent::Updated(_, _, handle) => {
@@ -1784,6 +1798,7 @@ impl CallActor {
 
     /// Rejects the ringing caller and ends the call.
     fn fail_caller(&mut self, status: u16, cause: EndCause) {
+        self.cancel_transfer_forks();
         let code = StatusCode::from(status);
         match (&self.a, self.originated.is_some()) {
             // An originated call's caller has answered us: it gets BYE.
@@ -1895,6 +1910,7 @@ impl CallActor {
             started_at_ms: self.started_at,
             answered_at_ms: self.answered_at,
             legs: vec![self.a_leg.clone(), self.b_leg.clone()],
+            dialling: self.dialling_legs(),
         }
     }
 
@@ -1988,7 +2004,16 @@ impl CallActor {
     async fn on_command(&mut self, cmd: CallCommand) {
         match cmd {
             CallCommand::Hangup { cause, leg, reply } => {
+                // The party an application dialled (ringing or connected): only it goes, the
+                // caller stays with the application.
+                let dialled = leg.as_deref().is_some_and(|l| {
+                    self.dialling_legs().iter().any(|d| d.id == l)
+                        || (self.is_app()
+                            && self.parties[Side::B.index()].is_some()
+                            && self.side_of_leg(l) == Some(Side::B))
+                });
                 let result = match leg.as_deref().map(|l| self.side_of_leg(l)) {
+                    _ if dialled => self.app_hangup_dialled(),
                     Some(None) => Err(CommandError::NotFound),
                     _ => {
                         // Either leg of a two-party call: the call ends.
@@ -2015,15 +2040,24 @@ impl CallActor {
             }
             CallCommand::AppDial {
                 target,
+                groups,
                 caller_id,
                 timeout,
+                answer_on_bridge,
                 events,
                 reply,
             } => {
-                let _ = reply.send(self.app_dial(target, caller_id, timeout, events));
+                let dial = app::DialOrder {
+                    target,
+                    groups,
+                    caller_id,
+                    timeout,
+                    answer_on_bridge,
+                };
+                let _ = reply.send(self.app_dial(dial, events));
             }
             CallCommand::AppHangupDialled { reply } => {
-                let _ = reply.send(self.app_hangup_dialled().await);
+                let _ = reply.send(self.app_hangup_dialled());
             }
             CallCommand::AppRefer {
                 refer_to,
@@ -2074,7 +2108,7 @@ impl CallActor {
                 attended,
                 reply,
             } => {
-                let result = self.start_transfer(transferor, target, attended);
+                let result = self.start_transfer(transferor, target, attended, false);
                 let _ = reply.send(result);
             }
             CallCommand::Park {

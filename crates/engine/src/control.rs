@@ -54,6 +54,10 @@ pub struct CallInfo {
     pub started_at_ms: i64,
     pub answered_at_ms: Option<i64>,
     pub legs: Vec<LegInfo>,
+    /// Parties an application's `dial` rings and that have not answered: child calls while
+    /// they ring (the one that answers becomes leg B with the same id).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dialling: Vec<LegInfo>,
 }
 
 impl CallInfo {
@@ -729,6 +733,7 @@ mod model_tests {
             started_at_ms: 0,
             answered_at_ms: None,
             legs: vec![leg],
+            dialling: Vec::new(),
         };
         let json = serde_json::to_value(&call).unwrap();
         assert_eq!(json["direction"], "outbound");

@@ -261,6 +261,7 @@ mod tests {
             started_at_ms: 0,
             answered_at_ms: None,
             legs: vec![],
+            dialling: Vec::new(),
         }
     }
 

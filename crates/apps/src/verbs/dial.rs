@@ -21,8 +21,14 @@
 //!   run (the dial goes on).
 //! - `listen`: streams the bridged call's audio to a WebSocket (as the `listen` verb, no
 //!   actionHook) while connected.
-//! - Not run: `answerOnBridge` (the caller is answered first), `confirmHook`, `transcribe`:
-//!   reported when present.
+//! - `answerOnBridge`: a caller not answered yet stays ringing while the targets ring and is
+//!   answered (200 with our SDP, codec matched to the target's) at the moment one answers; if
+//!   none does, it is still unanswered when the actionHook runs (the application may then
+//!   decline it). Without it the caller is answered first and hears ringback.
+//! - Each target rung is a child call from the start: the call_status_hook gets its
+//!   `trying`, `ringing`, then `in-progress`/`completed` or `no-answer`/`busy`/`failed`, and the
+//!   jambonz API lists it while it rings.
+//! - Not run: `confirmHook`, `transcribe`: reported when present.
 
 use std::time::Duration;
 
@@ -258,10 +264,6 @@ async fn sleep_until(at: Option<Instant>) {
 impl Dial {
     fn report_unsupported(&self, x: &Exec) {
         let mut unsupported = Vec::new();
-        // An answered caller has nothing to wait for.
-        if self.answer_on_bridge == Some(true) && !x.session.is_answered() {
-            unsupported.push("answerOnBridge (the caller is answered first)");
-        }
         if self.confirm_hook.is_some() {
             unsupported.push("confirmHook");
         }
@@ -301,7 +303,11 @@ impl Dial {
         }
         let timeout = seconds("timeout", self.timeout.unwrap_or(DEFAULT_TIMEOUT))
             .unwrap_or(Duration::from_secs(60));
-        x.answer().await?;
+        // answerOnBridge: the caller is answered when a target answers (by the engine).
+        let answer_on_bridge = self.answer_on_bridge == Some(true) && !x.session.is_answered();
+        if !answer_on_bridge {
+            x.answer().await?;
+        }
         let mut recording = None;
         if self.record == Some(DialRecord::FromRinging) {
             recording = start_recording(x).await?;
@@ -311,6 +317,7 @@ impl Dial {
             caller_id: self.caller_id.clone(),
             timeout,
             headers: self.header_list(),
+            answer_on_bridge,
         };
         // Keys of both parties, for dtmfCapture (subscribed before anything can be pressed).
         let mut keys = match (&self.dtmf_capture, &self.dtmf_hook) {
@@ -325,7 +332,9 @@ impl Dial {
                         format!("dial: target {target} left out: {why}"),
                     );
                 }
-                self.follow(x, started.progress, &mut keys, &mut recording)
+                let mut children = Children::new(started.children);
+                children.report_all(x, CallStatus::Trying, 100);
+                self.follow(x, started.progress, children, &mut keys, &mut recording)
                     .await?
             }
             Err(ControlError::Gone) => return Err(x.call_ended().await.into()),
@@ -372,6 +381,7 @@ impl Dial {
         &self,
         x: &mut Exec,
         mut progress: tokio::sync::mpsc::Receiver<DialProgress>,
+        mut children: Children,
         keys: &mut Option<tokio::sync::mpsc::Receiver<PartyDtmf>>,
         recording: &mut Option<String>,
     ) -> Result<Outcome, AppError> {
@@ -432,12 +442,19 @@ impl Dial {
                 }
             };
             match next {
-                Some(DialProgress::Ringing) => {}
+                Some(DialProgress::Ringing { leg_id }) => {
+                    children.report(x, &leg_id, CallStatus::Ringing, 180);
+                }
                 Some(DialProgress::Answered { leg_id }) => {
                     answered_at = Some(Instant::now());
+                    if !x.session.is_answered() {
+                        // answerOnBridge: the engine answered the caller with the target.
+                        x.session.answered();
+                    }
                     x.session.set_child(Some(leg_id.clone()));
-                    x.session
-                        .report_child(&leg_id, None, CallStatus::InProgress, None);
+                    children.report(x, &leg_id, CallStatus::InProgress, 200);
+                    // The others were cancelled.
+                    children.report_all(x, CallStatus::NoAnswer, 487);
                     call_sid = Some(leg_id);
                     if self.record == Some(DialRecord::FromAnswer) {
                         *recording = start_recording(x).await?;
@@ -454,12 +471,13 @@ impl Dial {
                     }
                 }
                 Some(DialProgress::Failed { status }) => {
+                    children.report_all(x, child_failure(status), status);
                     break Outcome {
                         status: failed_status(status),
                         sip_status: status,
                         call_sid: call_sid.clone(),
                         duration: 0,
-                    }
+                    };
                 }
                 Some(DialProgress::Completed { duration_secs }) => {
                     let duration = answered_at
@@ -487,10 +505,75 @@ impl Dial {
         }
         x.session.set_child(None);
         if let (Some(sid), "completed") = (&outcome.call_sid, outcome.status) {
-            x.session
-                .report_child(sid, None, CallStatus::Completed, Some(outcome.duration));
+            let to = children.target(sid);
+            x.session.report_child(
+                sid,
+                to.as_deref(),
+                CallStatus::Completed,
+                Some(outcome.duration),
+            );
         }
         Ok(outcome)
+    }
+}
+
+/// The parties a dial rings, as child calls: each one's status goes to the call_status_hook
+/// once per status, until its final one.
+struct Children {
+    /// (child leg id, target, whether its final status was reported)
+    all: Vec<(String, String, bool)>,
+    last: std::collections::HashMap<String, CallStatus>,
+}
+
+impl Children {
+    fn new(children: Vec<(String, String)>) -> Self {
+        Children {
+            all: children.into_iter().map(|(id, t)| (id, t, false)).collect(),
+            last: std::collections::HashMap::new(),
+        }
+    }
+
+    fn target(&self, leg_id: &str) -> Option<String> {
+        self.all
+            .iter()
+            .find(|(id, _, _)| id == leg_id)
+            .map(|(_, t, _)| t.clone())
+    }
+
+    /// Reports `status` for one child (not after its final status, not twice in a row).
+    fn report(&mut self, x: &Exec, leg_id: &str, status: CallStatus, sip_status: u16) {
+        let Some(entry) = self.all.iter_mut().find(|(id, _, _)| id == leg_id) else {
+            return;
+        };
+        if entry.2 || self.last.get(leg_id) == Some(&status) {
+            return;
+        }
+        let final_status = !matches!(
+            status,
+            CallStatus::Trying | CallStatus::Ringing | CallStatus::EarlyMedia | CallStatus::Queued
+        );
+        // in-progress is final for this list: completed is reported when the dial ends.
+        entry.2 = final_status;
+        self.last.insert(leg_id.to_string(), status);
+        x.session
+            .report_child_sip(leg_id, Some(&entry.1), status, sip_status, None);
+    }
+
+    /// Reports `status` for every child without a final status yet.
+    fn report_all(&mut self, x: &Exec, status: CallStatus, sip_status: u16) {
+        let ids: Vec<String> = self.all.iter().map(|(id, _, _)| id.clone()).collect();
+        for id in ids {
+            self.report(x, &id, status, sip_status);
+        }
+    }
+}
+
+/// The child status of a dial that reached nobody.
+fn child_failure(sip: u16) -> CallStatus {
+    match failed_status(sip) {
+        "busy" => CallStatus::Busy,
+        "no-answer" => CallStatus::NoAnswer,
+        _ => CallStatus::Failed,
     }
 }
 

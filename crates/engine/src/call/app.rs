@@ -11,12 +11,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
-use super::{content_type_sdp, CallActor, Party, Phase, Side, TransferTarget};
+use super::{content_type_sdp, CallActor, DialGroup, Party, Phase, Side, TransferTarget};
 use crate::apps::DialEvent;
-use crate::control::{CommandError, LegState};
+use crate::control::{CommandError, LegInfo, LegState};
 use crate::events::EventKind;
 use crate::model::EndCause;
 use crate::model::WrongState;
+use crate::model::{LegDirection, LegRole};
 use crate::sip_glue::now_ms;
 
 /// The call's application.
@@ -28,10 +29,25 @@ pub(super) struct AppSession {
     pub(super) refer: Option<super::app_refer::AppRefer>,
 }
 
-/// A `dial` in progress: its progress reports, and when the party answered.
+/// A `dial` in progress: its progress reports, its targets' child legs, and when the party
+/// answered.
 pub(super) struct AppDial {
     events: mpsc::Sender<DialEvent>,
     answered_at: Option<tokio::time::Instant>,
+    groups: Vec<DialGroup>,
+    /// Which groups have reported ringing.
+    rung: Vec<bool>,
+    /// `answerOnBridge` with the caller still unanswered: it is answered when a target does.
+    answer_on_bridge: bool,
+}
+
+/// What the `dial` verb asks of the actor (see `Engine::app_dial_targets`).
+pub(super) struct DialOrder {
+    pub(super) target: TransferTarget,
+    pub(super) groups: Vec<DialGroup>,
+    pub(super) caller_id: Option<String>,
+    pub(super) timeout: Duration,
+    pub(super) answer_on_bridge: bool,
 }
 
 /// Ringback for the application's caller while the dialled party rings: 425 Hz, 1 s on,
@@ -180,22 +196,24 @@ impl CallActor {
         Ok(())
     }
 
-    /// Dials `target` into the application's answered call (the empty side B); see
-    /// `Engine::app_dial`. The transfer machinery does the dialling: the target takes side B
-    /// when it answers.
+    /// Dials the order's targets into the application's call (the empty side B); see
+    /// `Engine::app_dial_targets`. The transfer machinery does the dialling: the target that
+    /// answers takes side B. The call must be answered, unless `answer_on_bridge`: then a
+    /// ringing caller stays ringing (hearing its own ringback, or ours if early media was
+    /// sent) and is answered when a target answers.
     pub(super) fn app_dial(
         &mut self,
-        target: TransferTarget,
-        caller_id: Option<String>,
-        timeout: Duration,
+        order: DialOrder,
         events: mpsc::Sender<DialEvent>,
     ) -> Result<(), CommandError> {
         let Some(app) = self.app.as_ref() else {
             return Err(self.wrong_state());
         };
-        if self.core.phase() != Phase::Connected {
-            return Err(self.wrong_state());
-        }
+        let unanswered = match self.core.phase() {
+            Phase::Connected => false,
+            Phase::Ringing if order.answer_on_bridge => true,
+            Phase::Ringing | Phase::Ended => return Err(self.wrong_state()),
+        };
         if app.dial.is_some() || self.parties[Side::B.index()].is_some() {
             return Err(CommandError::WrongState {
                 state: WrongState::Transferring,
@@ -203,32 +221,157 @@ impl CallActor {
         }
         self.bridge.stop_play(Leg::A);
         let b_leg = self.b_leg.id.clone();
-        self.transfer_caller_id = caller_id;
-        let started = self.start_transfer(Some(b_leg), target, false);
+        self.transfer_caller_id = order.caller_id;
+        let started = self.start_transfer(Some(b_leg), order.target, false, unanswered);
         self.transfer_caller_id = None;
         started?;
+        let now = tokio::time::Instant::now();
         if let Some(t) = self.transfer.as_mut() {
             t.transferor_gone = true;
             self.core.set_deadline(
                 crate::call_core::Deadline::TransferRing,
-                tokio::time::Instant::now() + timeout,
+                now + order.timeout,
             );
         }
-        // The caller hears ringback, not music on hold.
-        self.bridge
-            .play(Leg::A, ringback(), PlayOptions { looped: true });
+        if unanswered {
+            // The caller's own ring timeout must not cut the dial short; it starts over if
+            // the dial fails and the application goes on.
+            self.core.ring(now, order.timeout + Duration::from_secs(5));
+        }
+        // The caller hears ringback, not music on hold (a caller that has no media from us yet
+        // hears its phone's own ringback).
+        if unanswered && !self.sent_early_media {
+            self.bridge.stop_play(Leg::A);
+        } else {
+            self.bridge
+                .play(Leg::A, ringback(), PlayOptions { looped: true });
+        }
+        let rung = vec![false; order.groups.len()];
         if let Some(app) = self.app.as_mut() {
             app.dial = Some(AppDial {
                 events,
                 answered_at: None,
+                groups: order.groups,
+                rung,
+                answer_on_bridge: unanswered,
             });
         }
-        info!(timeout_s = timeout.as_secs(), "application dials");
+        self.sync_registry();
+        info!(
+            timeout_s = order.timeout.as_secs(),
+            answer_on_bridge = unanswered,
+            "application dials"
+        );
         Ok(())
     }
 
+    /// True while an `answerOnBridge` dial runs for a caller not answered yet.
+    pub(super) fn app_dial_bridges_on_answer(&self) -> bool {
+        self.core.phase() == Phase::Ringing
+            && self
+                .app
+                .as_ref()
+                .and_then(|a| a.dial.as_ref())
+                .is_some_and(|d| d.answer_on_bridge)
+    }
+
+    /// The group (target) of the dial's fork `index`.
+    fn app_dial_group(&self, index: usize) -> Option<usize> {
+        let dial = self.app.as_ref()?.dial.as_ref()?;
+        let mut first = 0;
+        for (g, group) in dial.groups.iter().enumerate() {
+            if index < first + group.forks {
+                return Some(g);
+            }
+            first += group.forks;
+        }
+        None
+    }
+
+    /// The child leg (id, target) of the target the dial's fork `index` rings.
+    pub(super) fn app_dial_child(&self, index: usize) -> Option<crate::apps::DialChild> {
+        let g = self.app_dial_group(index)?;
+        let dial = self.app.as_ref()?.dial.as_ref()?;
+        dial.groups.get(g).map(|group| group.child.clone())
+    }
+
+    /// A dial fork rings: its target's child reports ringing (once).
+    pub(super) fn app_dial_fork_ringing(&mut self, index: usize) {
+        let Some(g) = self.app_dial_group(index) else {
+            return;
+        };
+        let Some(dial) = self.app.as_mut().and_then(|a| a.dial.as_mut()) else {
+            return;
+        };
+        if dial.rung.get(g).copied().unwrap_or(true) || dial.answered_at.is_some() {
+            return;
+        }
+        if let Some(r) = dial.rung.get_mut(g) {
+            *r = true;
+        }
+        if let Some(group) = dial.groups.get(g) {
+            let _ = dial.events.try_send(DialEvent::Ringing {
+                leg_id: group.child.leg_id.clone(),
+            });
+        }
+        self.sync_registry();
+    }
+
+    /// The parties an application's dial rings (not answered yet), as legs: jambonz lists
+    /// them as child calls while they ring.
+    pub(super) fn dialling_legs(&self) -> Vec<LegInfo> {
+        let Some(dial) = self.app.as_ref().and_then(|a| a.dial.as_ref()) else {
+            return Vec::new();
+        };
+        if dial.answered_at.is_some() || self.transfer.is_none() {
+            return Vec::new();
+        }
+        dial.groups
+            .iter()
+            .zip(&dial.rung)
+            .map(|(group, rung)| LegInfo {
+                id: group.child.leg_id.clone(),
+                role: LegRole::Callee,
+                direction: LegDirection::Out,
+                state: if *rung {
+                    LegState::Ringing
+                } else {
+                    LegState::Proceeding
+                },
+                number: group.child.target.clone(),
+                owner_user_id: None,
+                owner_extension: None,
+                muted: false,
+                held: false,
+                recording: false,
+                devices: Vec::new(),
+                voicemail: false,
+            })
+            .collect()
+    }
+
+    /// An `answerOnBridge` dial's target answered with `codecs`: the ringing caller is answered
+    /// now, with the target's codec where the caller offered it (so the bridge need not
+    /// transcode).
+    pub(super) fn app_answer_on_bridge(
+        &mut self,
+        codecs: &[hookflash_media::sdp::Codec],
+    ) -> Result<(), CommandError> {
+        let shared: Vec<_> = self
+            .a_media
+            .codecs
+            .iter()
+            .filter(|c| codecs.iter().any(|t| t.same_format(c)))
+            .cloned()
+            .collect();
+        if shared.iter().any(|c| !c.is_telephone_event()) {
+            self.a_media.codecs = shared;
+        }
+        self.app_answer(false)
+    }
+
     /// Hangs up the party the application dialled (or stops it ringing).
-    pub(super) async fn app_hangup_dialled(&mut self) -> Result<(), CommandError> {
+    pub(super) fn app_hangup_dialled(&mut self) -> Result<(), CommandError> {
         if !self.is_app() {
             return Err(self.wrong_state());
         }
@@ -237,19 +380,11 @@ impl CallActor {
             return Ok(());
         }
         if let Some(party) = self.parties[Side::B.index()].take() {
-            if let Err(e) = party.dialog.bye().await {
-                debug!(error = %e, "BYE to the dialled party failed");
-            }
+            // The BYE leaves from its own task: the actor never waits for the phone's answer.
+            super::send_bye(party.dialog, Vec::new(), "the dialled party");
             self.app_dialled_left(EndCause::Api);
         }
         Ok(())
-    }
-
-    /// Sends a progress report to the application's running dial, if any.
-    pub(super) fn app_dial_event(&mut self, event: DialEvent) {
-        if let Some(dial) = self.app.as_ref().and_then(|a| a.dial.as_ref()) {
-            let _ = dial.events.try_send(event);
-        }
     }
 
     /// The dialled party answered and now sits on side B.
@@ -269,6 +404,15 @@ impl CallActor {
         };
         let _ = dial.events.try_send(DialEvent::Failed { status });
         self.bridge.stop_play(Leg::A);
+        if self.core.phase() == Phase::Ringing {
+            // answerOnBridge: the caller still rings; the application has the ring timeout
+            // again to answer or decline it.
+            let ring_timeout = self
+                .custom_ring_timeout
+                .unwrap_or(self.engine.inner.cfg.ring_timeout);
+            self.core.ring(tokio::time::Instant::now(), ring_timeout);
+        }
+        self.sync_registry();
         self.apply_forwarding();
         info!(
             status,

@@ -158,7 +158,7 @@ impl CallActor {
         self.apply_pt_maps(&a_codecs, &b_codecs);
         self.set_send_codec(slot, &codecs);
         self.set_dtmf_pt(slot, &codecs);
-        self.hand_over(t, party);
+        self.hand_over(t, party, None);
         Ok(())
     }
 

@@ -225,7 +225,7 @@ impl CallActor {
         self.engine.release_orbit(&self.account_id, &parked.orbit);
         // start_transfer refuses while parked and replays music; it must see a normal call.
         self.bridge.stop_play(keep.leg());
-        match self.start_transfer(Some(parker_leg), target, false) {
+        match self.start_transfer(Some(parker_leg), target, false, false) {
             Ok(info) => {
                 if let Some(t) = self.transfer.as_mut() {
                     t.transferor_gone = true;

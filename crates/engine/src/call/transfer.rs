@@ -152,8 +152,15 @@ impl CallActor {
         transferor: Option<String>,
         target: TransferTarget,
         attended: bool,
+        // An application's `answerOnBridge` dial for a caller not answered yet.
+        caller_ringing: bool,
     ) -> Result<CallInfo, CommandError> {
-        if self.core.phase() != Phase::Connected {
+        let phase_ok = match self.core.phase() {
+            Phase::Connected => true,
+            Phase::Ringing => caller_ringing && !attended,
+            Phase::Ended => false,
+        };
+        if !phase_ok {
             return Err(self.wrong_state());
         }
         if self.transfer.is_some() {
@@ -235,9 +242,12 @@ impl CallActor {
             })
             .collect();
         // The kept party hears music while the target rings; the transferor hears nothing.
-        let moh = self.engine.inner.music_on_hold.clone();
-        self.bridge
-            .play(keep.leg(), moh, PlayOptions { looped: true });
+        // (A caller not answered yet hears nothing from us.)
+        if !caller_ringing {
+            let moh = self.engine.inner.music_on_hold.clone();
+            self.bridge
+                .play(keep.leg(), moh, PlayOptions { looped: true });
+        }
         info!(transferor = ?transferor, target = %target.label, attended, "transfer started");
         let label = target.label.clone();
         self.transfer = Some(Transfer {
@@ -349,7 +359,7 @@ impl CallActor {
             let _ = handle.reply(StatusCode::ServerInternalError).await;
             return;
         };
-        match self.start_transfer(Some(leg_id), target, false) {
+        match self.start_transfer(Some(leg_id), target, false, false) {
             Ok(_) => {
                 let _ = handle.reply(StatusCode::Accepted).await;
                 let referrer = spawn_refer_notifier(dialog);
@@ -403,7 +413,15 @@ impl CallActor {
     /// Provisional responses and requests on a transfer target's dialog.
     pub(super) async fn on_transfer_state(&mut self, state: DialogEvent) {
         match state {
-            DialogEvent::Early(_, _) => {
+            DialogEvent::Early(id, _) => {
+                let fork = self
+                    .transfer
+                    .as_ref()
+                    .and_then(|t| t.forks.iter().find(|f| f.call_id == id.call_id))
+                    .map(|f| f.key);
+                if let Some(ForkKey::Transfer { index, .. }) = fork {
+                    self.app_dial_fork_ringing(index);
+                }
                 let Some(t) = self.transfer.as_mut() else {
                     return;
                 };
@@ -426,7 +444,6 @@ impl CallActor {
                     ms = waited.as_secs_f64() * 1000.0,
                     "transfer target ringing"
                 );
-                self.app_dial_event(crate::apps::DialEvent::Ringing);
                 self.publish_detail(
                     EventKind::TransferRinging,
                     Some(transferor),
@@ -472,7 +489,8 @@ impl CallActor {
             .transfer
             .as_ref()
             .is_some_and(|t| t.generation == generation);
-        if !current || self.core.phase() != Phase::Connected {
+        let live = self.core.phase() == Phase::Connected || self.app_dial_bridges_on_answer();
+        if !current || !live {
             if (200..300).contains(&status) {
                 self.release_late_answer(ForkKey::Transfer { generation, index });
             }
@@ -532,6 +550,18 @@ impl CallActor {
         };
         let slot = t.transferor;
         let codecs: Vec<Codec> = answer.audio().map(|m| m.codecs.clone()).unwrap_or_default();
+        if self.app_dial_bridges_on_answer() {
+            // answerOnBridge: the caller is answered now that the target has.
+            if let Err(e) = self.app_answer_on_bridge(&codecs) {
+                warn!(error = %e, "answerOnBridge: the caller could not be answered");
+                if let Some(fork) = t.forks.get(index) {
+                    super::send_bye(fork.dialog.clone(), Vec::new(), "the dialled party");
+                }
+                self.transfer = Some(t);
+                self.fail_transfer(500).await;
+                return;
+            }
+        }
         self.bridge.replace_leg(slot.leg(), pair);
         if let Some(addr) = answer.audio_endpoint() {
             self.bridge.set_remote(slot.leg(), addr);
@@ -551,12 +581,23 @@ impl CallActor {
         }) else {
             return;
         };
-        self.hand_over(t, party);
+        let child = t.forks.get(index).and_then(|f| match f.key {
+            ForkKey::Transfer { index, .. } => self.app_dial_child(index),
+            _ => None,
+        });
+        self.hand_over(t, party, child);
     }
 
     /// The target's media already flows through the main bridge in the transferor's slot:
     /// make it that side's party, release the transferor, give the kept party its audio back.
-    pub(super) fn hand_over(&mut self, mut t: Transfer, party: Party) {
+    /// `child`: the new leg's id and target if it was given them when dialled (an
+    /// application's dial of several targets).
+    pub(super) fn hand_over(
+        &mut self,
+        mut t: Transfer,
+        party: Party,
+        child: Option<crate::apps::DialChild>,
+    ) {
         let slot = t.transferor;
         let keep = slot.other();
         if let Some(bridge) = t.consult.take() {
@@ -585,11 +626,16 @@ impl CallActor {
             (None, _, _) => {}
         }
         let new_leg = LegInfo {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: child
+                .as_ref()
+                .map(|c| c.leg_id.clone())
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
             role: self.leg(slot).role,
             direction: LegDirection::Out,
             state: LegState::Answered,
-            number: t.target.label.clone(),
+            number: child
+                .map(|c| c.target)
+                .unwrap_or_else(|| t.target.label.clone()),
             owner_user_id: t.target.owner.as_ref().map(|(id, _)| id.clone()),
             owner_extension: t.target.owner.as_ref().map(|(_, ext)| ext.clone()),
             muted: false,

@@ -7,8 +7,9 @@
 //! - any other call: both legs; the callee's leg has the caller's as `parent_call_sid`.
 //!
 //! The application's own side of an application call (leg B) is not a party and not shown;
-//! a party its `dial` verb connected is (a child call: `parent_call_sid` is the leg the
-//! application runs).
+//! a party its `dial` verb rings or connected is (a child call: `parent_call_sid` is the leg
+//! the application runs; listed from the moment it is dialled, `trying`/`ringing`, with the
+//! same sid once connected).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -139,6 +140,22 @@ async fn visible(state: &JambonzState, account_id: &str) -> Result<Vec<(CallView
             (runtime.child(&parent).as_deref() == Some(b.id.as_str()))
                 .then(|| view(account_id, &call, b, Some(a), app_sid, b.number.clone()))
         };
+        // The parties the application's dial rings: child calls before they answer.
+        let ringing = |app_sid: Option<String>| -> Vec<CallView> {
+            call.dialling
+                .iter()
+                .map(|leg| {
+                    view(
+                        account_id,
+                        &call,
+                        leg,
+                        Some(a),
+                        app_sid.clone(),
+                        leg.number.clone(),
+                    )
+                })
+                .collect()
+        };
         if let Some(c) = created.get(&a.id) {
             let v = view(
                 account_id,
@@ -149,8 +166,10 @@ async fn visible(state: &JambonzState, account_id: &str) -> Result<Vec<(CallView
                 a.number.clone(),
             );
             let dialled = child(c.application_sid.clone());
+            let rung = ringing(c.application_sid.clone());
             out.push((v, call.clone()));
             out.extend(dialled.map(|d| (d, call.clone())));
+            out.extend(rung.into_iter().map(|d| (d, call.clone())));
             continue;
         }
         let app = store
@@ -159,6 +178,7 @@ async fn visible(state: &JambonzState, account_id: &str) -> Result<Vec<(CallView
             .filter(|app| app.account_id == account_id);
         if let Some(app) = app {
             let dialled = child(Some(app.id.clone()));
+            let rung = ringing(Some(app.id.clone()));
             let v = view(
                 account_id,
                 &call,
@@ -169,6 +189,7 @@ async fn visible(state: &JambonzState, account_id: &str) -> Result<Vec<(CallView
             );
             out.push((v, call.clone()));
             out.extend(dialled.map(|d| (d, call.clone())));
+            out.extend(rung.into_iter().map(|d| (d, call.clone())));
             continue;
         }
         let a_view = view(account_id, &call, a, None, None, call.dialled.clone());

@@ -255,6 +255,7 @@ pub(crate) mod fixtures {
             started_at_ms: 0,
             answered_at_ms: Some(0),
             legs,
+            dialling: Vec::new(),
         }
     }
 }

@@ -603,6 +603,7 @@ mod tests {
                 leg(LegRole::Caller, "+4915799912345", None),
                 leg(LegRole::Callee, "201", Some("201")),
             ],
+            dialling: Vec::new(),
         };
         let user = User {
             id: "id-201".into(),
