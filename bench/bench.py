@@ -647,10 +647,10 @@ def scenario_soak(ctx, kind, rate):
 # ====================================================================== 4b. soak with media
 # Gauges of live state that must be back to 0 once every call has ended and SIP's 32 s
 # transaction linger (Timer J / RFC 6026) is over: calls, SIP dialogs and transactions, RTP
-# port pairs, recordings, conferences.
+# port pairs and relay bridges, recordings, conferences.
 SOAK_GAUGES = ("hookflash_active_calls", "hookflash_sip_dialogs", "hookflash_sip_transactions",
-               "hookflash_rtp_ports_in_use", "hookflash_recordings_active",
-               "hookflash_conferences_active")
+               "hookflash_rtp_ports_in_use", "hookflash_rtp_bridges_active",
+               "hookflash_recordings_active", "hookflash_conferences_active")
 RELAYED = "hookflash_rtp_packets_relayed_total"
 CALLS_ENDED = "hookflash_calls_ended_total"
 FOREIGN = "hookflash_rtp_packets_dropped_total"

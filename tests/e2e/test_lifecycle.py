@@ -358,7 +358,7 @@ def test_no_leftovers_after_every_kind_of_ending(server_factory, phones, tones, 
     rtp_timeout_call(server, artifacts)
 
     wait_gauges_zero(server, ["hookflash_active_calls", "hookflash_sip_dialogs",
-                              "hookflash_rtp_ports_in_use"])
+                              "hookflash_rtp_ports_in_use", "hookflash_rtp_bridges_active"])
     m = server.metrics()
     for cause in ("busy", "cancel", "normal", "no_answer", "rtp_timeout"):
         assert counter(m, "hookflash_calls_ended_total", cause=cause) >= 1, (

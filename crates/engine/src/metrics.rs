@@ -35,6 +35,9 @@ pub struct Metrics {
     pub rtp_packets_dropped: Gauge,
     pub rtp_ports_in_use: Gauge,
     pub recordings_active: Gauge,
+    /// Relay bridges whose task runs (a bridge outliving its call shows here and in the RTP
+    /// ports in use).
+    pub rtp_bridges_active: Gauge,
     pub recording_frames_dropped: Gauge,
     pub sip_dialogs: Gauge,
     pub conferences_active: Gauge,
@@ -75,6 +78,7 @@ impl Metrics {
             rtp_packets_dropped: Gauge::default(),
             rtp_ports_in_use: Gauge::default(),
             recordings_active: Gauge::default(),
+            rtp_bridges_active: Gauge::default(),
             recording_frames_dropped: Gauge::default(),
             sip_dialogs: Gauge::default(),
             conferences_active: Gauge::default(),
@@ -141,6 +145,11 @@ impl Metrics {
             "recordings_active",
             "Call recordings running",
             m.recordings_active.clone(),
+        );
+        registry.register(
+            "rtp_bridges_active",
+            "Relay bridges whose task runs",
+            m.rtp_bridges_active.clone(),
         );
         // Monotonic, owned by the media layer (like the relay counters): a gauge named *_total.
         registry.register(
@@ -265,6 +274,7 @@ impl Metrics {
         self.rtp_packets_dropped.set(v(&stats.packets_dropped));
         self.rtp_srtp_rejected.set(v(&stats.srtp_rejected));
         self.recordings_active.set(v(&stats.recordings_active));
+        self.rtp_bridges_active.set(v(&stats.bridges_active));
         self.recording_frames_dropped
             .set(v(&stats.recording_frames_dropped));
     }
@@ -366,6 +376,7 @@ mod tests {
         let stats = hookflash_media::MediaStats::default();
         stats.packets_relayed.store(7, Relaxed);
         stats.recordings_active.store(3, Relaxed);
+        stats.bridges_active.store(2, Relaxed);
         stats.recording_frames_dropped.store(42, Relaxed);
         m.refresh_media(&stats);
         let text = m.encode();
@@ -374,6 +385,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("hookflash_recordings_active 3"), "{text}");
+        assert!(text.contains("hookflash_rtp_bridges_active 2"), "{text}");
         assert!(
             text.contains("hookflash_recording_frames_dropped_total 42"),
             "{text}"

@@ -63,7 +63,9 @@ pub(crate) fn secure_leg(
     };
     bridge.set_srtp(leg, Some(contexts));
     let state = Mutex::new((theirs.clone(), ours));
-    let bridge = bridge.clone();
+    // Weak: the dialog (and its filter) may outlive the call in a BYE's task; the bridge's
+    // memory goes with the call.
+    let bridge = Arc::downgrade(bridge);
     dialog.set_body_filter(Arc::new(move |body, peer_offer| {
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(new) = peer_offer.and_then(offered_crypto) {
@@ -71,7 +73,9 @@ pub(crate) fn secure_leg(
             if new.same_key(current) {
                 ours.tag = new.tag;
             } else if let Some(rekeyed) = rekey(&new, ours) {
-                bridge.set_srtp(leg, Some(rekeyed));
+                if let Some(bridge) = bridge.upgrade() {
+                    bridge.set_srtp(leg, Some(rekeyed));
+                }
             }
             *current = new;
         }

@@ -517,9 +517,8 @@ struct DirCounters {
 /// State shared between the handle and the task. The task is the only writer of the counters.
 #[derive(Debug)]
 struct Shared {
-    /// Control messages posted to the relay task, counted before each send (see
-    /// [`ControlInbox`]).
-    ctrl_posted: AtomicU64,
+    /// Control messages posted to the relay task and its waker (see [`ControlInbox`]).
+    ctrl: ControlSignal,
     start: Instant,
     dirs: [DirCounters; 2],
     dropped: AtomicU64,
@@ -830,7 +829,7 @@ impl Bridge {
     ) -> BridgeHandle {
         let start = Instant::now();
         let shared = Arc::new(Shared {
-            ctrl_posted: AtomicU64::new(0),
+            ctrl: ControlSignal::default(),
             start,
             dirs: Default::default(),
             dropped: AtomicU64::new(0),
@@ -950,7 +949,7 @@ pub struct BridgeHandle {
 impl BridgeHandle {
     /// Every control message goes through here: the flag must be set before the send.
     fn post(&self, c: Control) -> Result<(), mpsc::error::SendError<Control>> {
-        post_control(&self.ctrl, &self.shared.ctrl_posted, c)
+        post_control(&self.ctrl, &self.shared.ctrl, c)
     }
 
     fn send(&self, c: Control) {
@@ -1598,50 +1597,65 @@ struct Relay {
     _done: watch::Sender<()>,
 }
 
-/// Sends `msg` to a [`ControlInbox`]: counted in `posted` first, then sent.
+/// What senders share with a [`ControlInbox`]: how many messages were posted, and the relay
+/// task's waker, which stays registered (senders wake it by reference).
+#[derive(Debug, Default)]
+struct ControlSignal {
+    posted: AtomicU64,
+    waker: Mutex<Option<std::task::Waker>>,
+}
+
+/// Sends `msg` to a [`ControlInbox`]: counted in `posted` first, then sent, then the relay
+/// task woken.
 fn post_control<T>(
     tx: &mpsc::UnboundedSender<T>,
-    posted: &AtomicU64,
+    signal: &ControlSignal,
     msg: T,
 ) -> Result<(), mpsc::error::SendError<T>> {
-    posted.fetch_add(1, Ordering::AcqRel);
-    tx.send(msg)
+    signal.posted.fetch_add(1, Ordering::AcqRel);
+    tx.send(msg)?;
+    let waker = lock(&signal.waker).clone();
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+    Ok(())
 }
 
 /// The receiving end of a relay's control channel, polled only when a message was posted
-/// that has not been taken yet or the channel's waker is not registered: polling the tokio
-/// channel on every packet wake-up costs measurable CPU. Senders count each message *before*
-/// sending it ([`post_control`]), so "posted > taken" holds from before the message is in the
-/// channel until the relay has it. A message counted but still on its way makes the relay
-/// poll the empty channel, which registers its waker, and the send then wakes it. (A
-/// "pending" flag the relay cleared before draining lost exactly that message until the next
-/// control arrived: a recording pause applied only together with its resume.) The channel is
-/// polled outside tokio's cooperative budget, so `Pending` always means "empty, waker
-/// registered".
+/// that has not been taken yet: polling the tokio channel on every packet wake-up costs
+/// measurable CPU. Senders count each message *before* sending it and wake the relay task
+/// *after* ([`post_control`]), through a waker of our own that the relay registers on every
+/// look (a lock and a `will_wake` compare) and that a wake-up does not consume. The
+/// channel's own waker could not be relied on: a send's wake-up takes it out of the channel,
+/// and when the relay on another core had already taken that send's message (it was in the
+/// channel before the wake-up ran) and registered again, the late wake-up took the new
+/// registration, the relay found nothing new to read and did not poll the channel again, and
+/// the next message - a call's `Stop` - woke nobody: the bridge kept running with its ports
+/// until a packet arrived (issue 17's soak: one bridge in 114,400).
 struct ControlInbox<T> {
     rx: mpsc::UnboundedReceiver<T>,
     taken: u64,
-    /// The last poll of the channel found it empty (so its waker is registered).
-    waiting: bool,
 }
 
 impl<T> ControlInbox<T> {
     fn new(rx: mpsc::UnboundedReceiver<T>) -> Self {
-        Self {
-            rx,
-            taken: 0,
-            waiting: false,
-        }
+        Self { rx, taken: 0 }
     }
 
-    fn poll_recv(&mut self, posted: &AtomicU64, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        if self.waiting && posted.load(Ordering::Acquire) == self.taken {
+    fn poll_recv(&mut self, signal: &ControlSignal, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        {
+            let mut waker = lock(&signal.waker);
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+        }
+        // Registered before the count is read: a message posted after this read wakes us.
+        if signal.posted.load(Ordering::Acquire) == self.taken {
             return Poll::Pending;
         }
         let rx = &mut self.rx;
         let mut recv = std::pin::pin!(tokio::task::unconstrained(poll_fn(|cx| rx.poll_recv(cx))));
         let r = std::future::Future::poll(recv.as_mut(), cx);
-        self.waiting = r.is_pending();
         if let Poll::Ready(Some(_)) = r {
             self.taken += 1;
         }
@@ -1681,7 +1695,7 @@ impl Relay {
 
     fn poll(&mut self, cx: &mut Context<'_>, batch: &mut RecvBatch) -> Poll<()> {
         loop {
-            match self.ctrl.poll_recv(&self.shared.ctrl_posted, cx) {
+            match self.ctrl.poll_recv(&self.shared.ctrl, cx) {
                 Poll::Ready(Some(Control::Stop)) | Poll::Ready(None) => return Poll::Ready(()),
                 Poll::Ready(Some(c)) => self.apply(c),
                 Poll::Pending => break,
@@ -2582,7 +2596,7 @@ mod tests {
     #[test]
     fn control_counted_but_not_yet_sent_is_not_lost() {
         let (tx, rx) = mpsc::unbounded_channel::<u32>();
-        let posted = AtomicU64::new(0);
+        let posted = ControlSignal::default();
         let mut inbox = ControlInbox::new(rx);
         let wakes = Arc::new(CountingWaker(AtomicU64::new(0)));
         let waker = std::task::Waker::from(Arc::clone(&wakes));
@@ -2595,7 +2609,7 @@ mod tests {
         assert!(inbox.poll_recv(&posted, &mut cx).is_pending());
         // A sender between its count and its send when the relay looks (the race that lost
         // a pause): the relay finds the channel empty, and the send then wakes it.
-        posted.fetch_add(1, Ordering::AcqRel);
+        posted.posted.fetch_add(1, Ordering::AcqRel);
         assert!(inbox.poll_recv(&posted, &mut cx).is_pending());
         let before = wakes.0.load(Ordering::SeqCst);
         tx.send(2).unwrap();
@@ -2612,7 +2626,7 @@ mod tests {
             assert_eq!(inbox.poll_recv(&posted, &mut cx), Poll::Ready(Some(n)));
         }
         assert!(inbox.poll_recv(&posted, &mut cx).is_pending());
-        assert_eq!(inbox.taken, posted.load(Ordering::Acquire));
+        assert_eq!(inbox.taken, posted.posted.load(Ordering::Acquire));
     }
 
     /// `n` consistent packets of one stream from `src`, 40 ms apart from `t0`; the outcomes.
