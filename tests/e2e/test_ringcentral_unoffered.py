@@ -1,16 +1,19 @@
-"""RingCentral party actions the engine cannot carry out — answer, reply, bridge — through
-ringcentral-call-control 0.2.12 and plain HTTP: each request is checked as RingCentral checks it
-(400 / 403 / 404 / 409 in its error shape), one that passes is 501 CMN-501 (which the SDK
-surfaces as an error), and the pjsua2 phones show the calls unchanged: the ringing phone rings
-on, the answered calls still carry audio both ways."""
+"""RingCentral party actions answer, reply and bridge through ringcentral-call-control 0.2.12
+and plain HTTP: each request is checked as RingCentral checks it (400 / 403 / 404 / 409 in its
+error shape). `reply` is carried out: the ringing phone stops ringing, the caller's phone is
+answered by the server, hears the spoken text and is hung up. `answer` and `bridge`, which the
+engine cannot carry out, are 501 CMN-501 (which the SDK surfaces as an error), and the pjsua2
+phones show the calls unchanged: the ringing phone rings on, the answered calls still carry
+audio both ways."""
 import os
 import time
 
 import pytest
 
 from api_support import LiveCall, registered
+import audio
 from checks import wait_until
-from conftest import F_C
+from conftest import F_B, F_C
 from rc_support import Rc, assert_rc_error, cc, rc_available
 
 pytestmark = [
@@ -22,8 +25,7 @@ pytestmark = [
 ]
 
 
-def test_answer_and_reply_are_checked_then_501_and_the_phone_rings_on(server, phones, tones,
-                                                                       artifacts):
+def test_answer_is_checked_then_501_and_the_phone_rings_on(server, phones, tones, artifacts):
     call = LiveCall(server, phones, tones, artifacts, answer=False)
     b = Rc(server, "202")
     sid, pid = [(c["telephonySessionId"], c["partyId"]) for c in b.presence()["activeCalls"]][0]
@@ -34,15 +36,9 @@ def test_answer_and_reply_are_checked_then_501_and_the_phone_rings_on(server, ph
                 {"replyWithText": "x", "replyWithPattern": {"pattern": "OnMyWay"}},
                 {"replyWithPattern": {"pattern": "CallMeBack", "time": 5, "timeUnit": "Week"}}):
         assert_rc_error(b.req("POST", party + "reply", json=bad), 400)
-    body = assert_rc_error(b.req("POST", party + "reply", json={
-        "replyWithPattern": {"pattern": "WillCallYouBack", "time": 5, "timeUnit": "Minute"}}),
-        501, "CMN-501")
-    assert "unchanged" in body["message"], body
-    # The SDK: answer on B's own device and a text reply both fail with the 501.
+    # The SDK: answer on B's own device fails with the 501.
     port = call.B.local.split(":")[-1]
     out = cc(server, "202", "answer", sid, {"sipUriContains": ":" + port}, expect_ok=False)
-    assert out["ok"] is False and out["status"] == 501, out
-    out = cc(server, "202", "reply", sid, {"replyWithText": "On my way"}, expect_ok=False)
     assert out["ok"] is False and out["status"] == 501, out
     # Unchanged: B still rings, A still hears ringing (EARLY), the party is Proceeding.
     time.sleep(0.3)
@@ -52,8 +48,37 @@ def test_answer_and_reply_are_checked_then_501_and_the_phone_rings_on(server, ph
     call.B.answer(call=call.inc["call"])
     call.A.wait_state("CONFIRMED", call=call.c, timeout=5)
     call.assert_two_way("answered after the refusals")
+    # A connected party cannot be replied to (409), the call goes on.
+    assert_rc_error(b.req("POST", party + "reply", json={"replyWithText": "late"}), 409)
     call.A.hangup(call=call.c)
     call.assert_both_ended()
+
+
+def test_reply_answers_the_caller_with_speech_and_ends_the_call(server, phones, tones,
+                                                                artifacts):
+    call = LiveCall(server, phones, tones, artifacts, answer=False)
+    b = Rc(server, "202")
+    sid = b.presence()["activeCalls"][0]["telephonySessionId"]
+    heard = os.path.join(artifacts, "A_reply.wav")
+    call.A.record(heard)
+    out = cc(server, "202", "reply", sid,
+             {"replyWithText": "I am in a meeting, I will call you back in ten minutes"})
+    assert out["ok"] is True, out
+    # B stops ringing without having answered; A is answered by the server...
+    call.B.wait_state("DISCONNECTED", call=call.inc["call"], timeout=10)
+    assert "CONFIRMED" not in call.B.states(call=call.inc["call"])
+    call.A.wait_state("CONFIRMED", call=call.c, timeout=10)
+    # ... hears the text spoken, then is hung up when it is over.
+    call.A.wait_state("DISCONNECTED", call=call.c, timeout=20)
+    call.A.stop_record()
+    w = audio.read_wav(heard)
+    assert w.duration > 1.5, w.duration
+    assert not audio.silent(w, 0.2), "the caller heard no reply"
+    assert audio.tone_fraction(w, F_B, 0.2) < 0.2, "the caller heard the callee's phone"
+    m = server.metrics()
+    assert (m.value("hookflash_calls_ended_total", cause="rejected") or 0) >= 1, \
+        m.series("hookflash_calls_ended_total")
+    server.wait_metric("hookflash_active_calls", 0)
 
 
 def test_bridge_is_checked_then_501_and_both_calls_go_on(server, phones, tones, artifacts):

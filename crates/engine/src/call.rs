@@ -783,6 +783,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         hold_op: None,
         relay_op: None,
         bye_headers: Vec::new(),
+        replying: false,
     };
     (actor, cmd_rx)
 }
@@ -1168,6 +1169,8 @@ struct CallActor {
     relay_op: Option<Box<reoffer::RelayOp>>,
     /// Extra headers for the BYE that ends the call (an application's `hangup`).
     bye_headers: Vec<(String, String)>,
+    /// The caller is hearing a reply message (`RingingAction::Reply`); the call ends after it.
+    replying: bool,
 }
 
 impl CallActor {
@@ -2148,6 +2151,16 @@ impl CallActor {
                     self.voicemail_greeting_done().await;
                     return;
                 }
+                if self.replying {
+                    info!("reply message played: ending the call");
+                    self.end_cause = Some(EndCause::Rejected);
+                    self.end_status = 200;
+                    if let Some(a) = self.dialog_of(Side::A) {
+                        send_bye(a, Vec::new(), "the caller after the reply");
+                    }
+                    self.core.end();
+                    return;
+                }
                 let side = if side == 0 { Side::A } else { Side::B };
                 if whisper && self.whispering[side.index()] {
                     self.whispering[side.index()] = false;
@@ -2438,7 +2451,7 @@ impl CallActor {
                 bridge.stop();
             }
             if let Some(party) = t.target_party.take() {
-                let _ = party.dialog.bye().await;
+                send_bye(party.dialog, Vec::new(), "the consulted target");
             }
         }
         self.bridge.stop();

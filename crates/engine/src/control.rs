@@ -560,6 +560,21 @@ impl Engine {
             .await
     }
 
+    /// Replies to a ringing call's caller: every device stops ringing, the server answers the
+    /// caller itself, plays `message` (e.g. text-to-speech) and then ends the call (cause
+    /// `rejected`). RingCentral's `reply`.
+    pub async fn reply_to_caller(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        message: &AudioSource,
+    ) -> Result<CallInfo, CommandError> {
+        self.call(account_id, call_id)?;
+        let pcm = self.resolve_audio(message).await?;
+        self.ringing_action(account_id, call_id, RingingAction::Reply(pcm))
+            .await
+    }
+
     /// Stops one ringing device (one of the callee leg's `devices`); the others ring on. When
     /// none is left the caller hears "unavailable".
     pub async fn ignore(

@@ -1,13 +1,17 @@
 //! Operations on a call that still rings (the callee has not answered): forward it to another
-//! destination, reject it (every device stops ringing; the caller hears busy), or ignore it
-//! on one device (the others keep ringing).
+//! destination, reject it (every device stops ringing; the caller hears busy), ignore it
+//! on one device (the others keep ringing), or reply to the caller with a message (the server
+//! answers it, plays the message, and ends the call).
 
+use hookflash_media::audio::Pcm8k;
+use hookflash_media::relay::{Leg, PlayOptions};
 use tracing::{debug, info};
 
-use super::{CallActor, Phase, TransferTarget};
-use crate::control::{CallInfo, CommandError};
+use super::{content_type_sdp, CallActor, CallCommand, Party, Phase, Side, TransferTarget};
+use crate::control::{CallInfo, CommandError, LegState};
 use crate::events::{EventDetail, EventKind};
 use crate::model::{EndCause, WrongState};
+use crate::sip_glue::now_ms;
 
 /// What to do with a ringing call.
 #[derive(Debug)]
@@ -20,6 +24,8 @@ pub enum RingingAction {
     ToVoicemail,
     /// Stop ringing on this device (one of the callee leg's `devices`).
     Ignore { device: String },
+    /// Stop ringing everywhere; answer the caller, play this, then end the call.
+    Reply(Pcm8k),
 }
 
 impl CallActor {
@@ -74,6 +80,7 @@ impl CallActor {
                 };
                 self.start_voicemail(user).await?;
             }
+            RingingAction::Reply(message) => self.reply_to_caller(message)?,
             RingingAction::Ignore { device } => {
                 let found = self
                     .forks
@@ -94,6 +101,65 @@ impl CallActor {
         self.refresh_devices();
         self.sync_registry();
         Ok(self.info())
+    }
+
+    /// Answers the ringing caller with `message` instead of the callee: the forks are
+    /// cancelled, the server answers with its own SDP, plays the message, and ends the call
+    /// when it is over (`PlaybackEnded` with `replying` set).
+    fn reply_to_caller(&mut self, message: Pcm8k) -> Result<(), CommandError> {
+        let Some(a) = self.a.clone() else {
+            return Err(self.wrong_state());
+        };
+        if self.is_app() || self.originated.is_some() {
+            return Err(self.wrong_state());
+        }
+        self.abandon_all_forks();
+        let body = self.server_answer_sdp()?;
+        a.accept(
+            Some(self.with_session_headers(Side::A, vec![content_type_sdp()])),
+            Some(body.into_bytes()),
+        )
+        .map_err(|e| CommandError::Failed {
+            status: 500,
+            reason: e.to_string(),
+        })?;
+        self.parties = [
+            Some(Party {
+                dialog: a,
+                call_id: self.a_call_id.clone(),
+            }),
+            None,
+        ];
+        self.core.connect(tokio::time::Instant::now());
+        self.answered_at = Some(now_ms());
+        self.a_leg.state = LegState::Answered;
+        // The callee never answered: its leg is over.
+        self.b_leg.state = LegState::Disconnected;
+        self.b_leg.devices.clear();
+        self.replying = true;
+        self.apply_forwarding();
+        let seconds = message.duration().as_secs_f32();
+        let id = self
+            .bridge
+            .play(Leg::A, message, PlayOptions { looped: false });
+        let done = self.bridge.playback_done(id);
+        let tx = self.self_tx.clone();
+        tokio::spawn(async move {
+            let end = done.await;
+            let _ = tx
+                .send(CallCommand::PlaybackEnded {
+                    side: 0,
+                    whisper: false,
+                    end,
+                })
+                .await;
+        });
+        info!(
+            seconds,
+            "ringing call: the caller is answered with a reply message"
+        );
+        self.publish(EventKind::Answered, Some(Side::A), None);
+        Ok(())
     }
 
     pub(super) fn abandon_all_forks(&mut self) {

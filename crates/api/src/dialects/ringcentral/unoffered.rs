@@ -1,20 +1,20 @@
 //! The party actions `answer`, `reply` and `bridge`. Each request is checked as RingCentral
 //! checks it (the body, the party's state, the named device or session), so a client gets the
-//! same 400 / 403 / 404 / 409 it would get there; a request that passes is answered 501
-//! `CMN-501`, because the engine cannot carry it out, and the call stays as it was:
+//! same 400 / 403 / 404 / 409 it would get there. `reply` is carried out (the server answers
+//! the ringing caller with text-to-speech and ends the call); a request to the other two that
+//! passes is answered 501 `CMN-501`, because the engine cannot carry it out, and the call
+//! stays as it was:
 //!
 //! - `answer {deviceId}`: a SIP phone picks up only by itself; the server has no way to make
 //!   a ringing phone answer (that would need an intercom re-INVITE the phone auto-answers,
 //!   which the engine does not send).
-//! - `reply {replyWithText | replyWithPattern}`: answering the ringing caller with speech
-//!   and ending the call needs a call command the engine offers to application calls only.
 //! - `bridge {telephonySessionId, partyId}`: joining parties of two calls exists in the
 //!   engine only for a phone's REFER with Replaces, not as a command.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use hookflash_engine::{LegInfo, LegState};
+use hookflash_engine::{AudioSource, LegInfo, LegState};
 use serde::Deserialize;
 use tracing::info;
 
@@ -22,7 +22,7 @@ use super::account::device_contact;
 use super::error::RcError;
 use super::oauth::RcUser;
 use super::parties::{party_of, ringing_callee};
-use super::sessions::{body, own_party, own_session, Result};
+use super::sessions::{body, own_party, own_session, party_json, Result};
 use super::RcState;
 
 type PartyPath = Path<(String, String, String)>;
@@ -152,25 +152,59 @@ fn check_reply(req: &ReplyBody) -> Result<()> {
     }
 }
 
-/// `POST .../parties/{partyId}/reply {"replyWithText" | "replyWithPattern"}`.
+/// The words a reply pattern speaks (`time`/`timeUnit` where the pattern takes them).
+fn pattern_text(p: &ReplyPattern) -> String {
+    let when = match (p.time, p.time_unit.as_deref()) {
+        (Some(n), unit) => {
+            let unit = match unit.unwrap_or("Minute") {
+                "Hour" => "hour",
+                "Day" => "day",
+                _ => "minute",
+            };
+            format!(" in {n} {unit}{}", if n == 1 { "" } else { "s" })
+        }
+        (None, _) => String::new(),
+    };
+    match p.pattern.as_str() {
+        "WillCallYouBack" => format!("I will call you back{when}."),
+        "CallMeBack" => format!("Please call me back{when}."),
+        "OnMyWay" => "I am on my way.".into(),
+        "OnTheOtherLine" => format!("I am on the other line. I will call you back{when}."),
+        "WillCallYouBackLater" => "I will call you back later.".into(),
+        "CallMeBackLater" => "Please call me back later.".into(),
+        "InAMeeting" => "I am in a meeting.".into(),
+        _ => "I am on the other line.".into(),
+    }
+}
+
+/// `POST .../parties/{partyId}/reply {"replyWithText" | "replyWithPattern"}`: the ringing
+/// devices stop, the server answers the caller, speaks the text (text-to-speech) and ends the
+/// call; the answer is the party.
 pub(crate) async fn reply(
     State(state): State<RcState>,
     auth: RcUser,
     Path(path): PartyPath,
     payload: Bytes,
 ) -> Result<Response> {
-    let (_, leg) = party_of(&state, &auth, &path)?;
+    let (call, leg) = party_of(&state, &auth, &path)?;
     let req: ReplyBody = body(
         &payload,
         r#"{"replyWithText": "..."} or {"replyWithPattern": {"pattern": "OnMyWay"}}"#,
     )?;
     check_reply(&req)?;
     ringing_callee(&leg)?;
-    info!(party = %leg.id, "RingCentral reply refused (not offered)");
-    Err(not_offered(
-        "Replying with text",
-        "the engine cannot answer a ringing caller with speech outside an application",
-    ))
+    let text = match (&req.reply_with_text, &req.reply_with_pattern) {
+        (Some(text), _) => text.trim().to_string(),
+        (None, Some(p)) => pattern_text(p),
+        (None, None) => return Err(RcError::invalid("replyWithText", "Give a reply")),
+    };
+    let message = AudioSource::Tts { text, voice: None };
+    let call = state
+        .engine
+        .reply_to_caller(&call.account_id, &call.id, &message)
+        .await?;
+    info!(call_id = %call.id, party = %leg.id, user = %auth.user.extension, "RingCentral reply");
+    party_json(&state, &call, &leg).await
 }
 
 #[derive(Debug, Deserialize)]
