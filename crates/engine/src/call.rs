@@ -138,6 +138,20 @@ pub enum CallCommand {
         to: CommandSender,
         reply: Reply<HandOff>,
     },
+    /// [`CallCommand::HandOff`] of the party opposite the leg `leg_id` (a bridge).
+    HandOffLeg {
+        leg_id: String,
+        to: CommandSender,
+        reply: Reply<HandOff>,
+    },
+    /// Bridge: take the party opposite `other_leg` of the call `other` into this call, in the
+    /// place of the leg `leg_id` (`replaces.rs`).
+    Bridge {
+        leg_id: String,
+        other: CommandSender,
+        other_leg: String,
+        reply: Reply<CallInfo>,
+    },
     /// A dialog event of a party handed over from another call.
     DialogEvent(Box<DialogEvent>),
     /// Application calls (`app.rs`): answer (or early media), decline, play, stop playing.
@@ -2133,6 +2147,18 @@ impl CallActor {
                 to,
                 reply,
             } => self.hand_off(sip_call_id, to, reply).await,
+            CallCommand::HandOffLeg { leg_id, to, reply } => {
+                self.hand_off_leg(leg_id, to, reply).await
+            }
+            CallCommand::Bridge {
+                leg_id,
+                other,
+                other_leg,
+                reply,
+            } => {
+                let result = self.bridge_with(leg_id, other, other_leg).await;
+                let _ = reply.send(result);
+            }
             CallCommand::DialogEvent(state) => self.on_dialog_state(*state).await,
             CallCommand::Ringing { action, reply } => {
                 let result = self.on_ringing_action(action).await;

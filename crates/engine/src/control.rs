@@ -231,6 +231,45 @@ impl Engine {
         rx.await.map_err(|_| CommandError::NotFound)?
     }
 
+    /// Bridges two calls of the account: the party opposite `leg_id` in `call_id` and the
+    /// party opposite `other_leg` in `other_call` are connected (in `call_id`); the two named
+    /// legs (typically one user's two calls) are released and `other_call` ends. Both calls
+    /// must be answered and stable (409 otherwise). The moved phone is re-INVITEd to the
+    /// bridge; if it refuses, it is released and `call_id` stays as it was.
+    pub async fn bridge(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        leg_id: &str,
+        other_call: &str,
+        other_leg: &str,
+    ) -> Result<CallInfo, CommandError> {
+        if call_id == other_call {
+            return Err(CommandError::Invalid(
+                "a call cannot be bridged with itself".into(),
+            ));
+        }
+        let other = self
+            .inner
+            .calls
+            .lock()
+            .ok()
+            .and_then(|c| {
+                c.get(other_call)
+                    .filter(|e| e.info.account_id == account_id)
+                    .map(|e| e.commands.clone())
+            })
+            .ok_or(CommandError::NotFound)?;
+        let (leg_id, other_leg) = (leg_id.to_string(), other_leg.to_string());
+        self.send_command(account_id, call_id, |reply| CallCommand::Bridge {
+            leg_id,
+            other,
+            other_leg,
+            reply,
+        })
+        .await
+    }
+
     /// Ends the call (`leg` = None) or one leg. A ringing leg is cancelled (its phone stops
     /// ringing); an answered one gets BYE. Ending either leg of a two-party call ends the call.
     pub async fn hangup(

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::transfer::{spawn_refer_notifier, ReferProgress};
 use super::{reoffer, CallActor, CallCommand, CommandSender, MediaSide, Party, Side};
-use crate::control::{CommandError, LegInfo, LegState, Reply};
+use crate::control::{CallInfo, CommandError, LegInfo, LegState, Reply};
 use crate::events::{EventDetail, EventKind};
 use crate::Engine;
 
@@ -147,7 +147,23 @@ impl CallActor {
                 return;
             }
         };
-        // C's phone now sends its media to this call, in the referring phone's place.
+        match self.take_over(side, handoff).await {
+            Ok(label) => {
+                let _ = referrer.send(notify(200, true, true));
+                info!(target = %label, "REFER/Replaces: parties joined, referring phone released");
+            }
+            Err(_) => {
+                let _ = referrer.send(notify(500, true, false));
+            }
+        }
+    }
+
+    /// Puts a party handed over from another call in `side`'s place: its phone is re-INVITEd
+    /// to this call's media at that side; the party that was there is retired (its dialog is
+    /// the caller's to release). Returns the new party's label. If the phone refuses the
+    /// move it is released (BYE) and this call stays as it was.
+    async fn take_over(&mut self, side: Side, handoff: HandOff) -> Result<String, CommandError> {
+        // C's phone now sends its media to this call, in the replaced party's place.
         let HandOff {
             party,
             mut media,
@@ -168,13 +184,9 @@ impl CallActor {
                 }
             }
             Err(e) => {
-                warn!(error = %e, "the replacing phone refused the media move; releasing it");
-                let dialog = party.dialog.clone();
-                tokio::spawn(async move {
-                    let _ = dialog.bye().await;
-                });
-                let _ = referrer.send(notify(500, true, false));
-                return;
+                warn!(error = %e, "the handed-over phone refused the media move; releasing it");
+                super::send_bye(party.dialog.clone(), Vec::new(), "the handed-over phone");
+                return Err(e);
             }
         }
         let codecs = media.codecs.clone();
@@ -191,17 +203,66 @@ impl CallActor {
         leg.recording = self.recording.is_some();
         let label = leg.number.clone();
         *self.leg_mut(side) = leg;
-        let _ = referrer.send(notify(200, true, true));
         self.apply_forwarding();
-        info!(target = %label, "REFER/Replaces: parties joined, referring phone released");
         self.publish_detail(
             EventKind::Transferred,
             Some(side),
             EventDetail {
-                target: Some(label),
+                target: Some(label.clone()),
                 ..Default::default()
             },
         );
+        Ok(label)
+    }
+
+    /// Bridge (RingCentral `bridge`): the party opposite `leg_id` here and the party opposite
+    /// `other_leg` in `other` are connected in this call; the two legs named (one person's
+    /// two calls) are released and the other call ends. Both calls must be connected and
+    /// stable; if the moved phone refuses the media move it is released and this call stays.
+    pub(super) async fn bridge_with(
+        &mut self,
+        leg_id: String,
+        other: CommandSender,
+        other_leg: String,
+    ) -> Result<CallInfo, CommandError> {
+        self.require_stable()?;
+        let side = self.side_of_leg(&leg_id).ok_or(CommandError::NotFound)?;
+        let (tx, rx) = oneshot::channel();
+        other
+            .send(CallCommand::HandOffLeg {
+                leg_id: other_leg,
+                to: self.self_tx.clone(),
+                reply: tx,
+            })
+            .await
+            .map_err(|_| CommandError::NotFound)?;
+        let handoff = rx.await.map_err(|_| CommandError::NotFound)??;
+        let old = self.parties[side.index()].clone();
+        let label = self.take_over(side, handoff).await?;
+        if let Some(old) = old {
+            super::send_bye(old.dialog, Vec::new(), "the bridged leg");
+        }
+        info!(target = %label, "bridge: parties of two calls joined");
+        Ok(self.info())
+    }
+
+    /// [`Self::hand_off`] for the dialog of the leg `leg_id` (a bridge).
+    pub(super) async fn hand_off_leg(
+        &mut self,
+        leg_id: String,
+        to: CommandSender,
+        reply: Reply<HandOff>,
+    ) {
+        let sip_call_id = self
+            .side_of_leg(&leg_id)
+            .and_then(|side| self.parties[side.index()].as_ref())
+            .map(|p| p.call_id.clone());
+        match sip_call_id {
+            Some(id) => self.hand_off(id, to, reply).await,
+            None => {
+                let _ = reply.send(Err(CommandError::NotFound));
+            }
+        }
     }
 
     /// Another call takes the party opposite the dialog `sip_call_id` names: give it up with

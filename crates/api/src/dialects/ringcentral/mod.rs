@@ -5,13 +5,13 @@
 //! alone: every route acts for the extension (user) the token was issued to.
 
 pub mod account;
+mod answer_reply_bridge;
 pub mod error;
 pub mod model;
 pub mod oauth;
 mod parties;
 mod sessions;
 pub mod subscriptions;
-mod unoffered;
 pub mod ws;
 
 use std::sync::Arc;
@@ -122,9 +122,9 @@ pub fn router(shared: &AppState) -> Router {
         .route(&party("ignore"), post(parties::ignore))
         .route(&party("flip"), post(parties::flip))
         .route(&party("park"), post(parties::park))
-        .route(&party("answer"), post(unoffered::answer))
-        .route(&party("reply"), post(unoffered::reply))
-        .route(&party("bridge"), post(unoffered::bridge))
+        .route(&party("answer"), post(answer_reply_bridge::answer))
+        .route(&party("reply"), post(answer_reply_bridge::reply))
+        .route(&party("bridge"), post(answer_reply_bridge::bridge))
         .route(&party("recordings"), post(parties::start_recording))
         .route(&party("recordings/{rid}"), patch(parties::update_recording))
         .with_state(state)

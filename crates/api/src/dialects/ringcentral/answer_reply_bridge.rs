@@ -1,15 +1,14 @@
 //! The party actions `answer`, `reply` and `bridge`. Each request is checked as RingCentral
 //! checks it (the body, the party's state, the named device or session), so a client gets the
 //! same 400 / 403 / 404 / 409 it would get there. `reply` is carried out (the server answers
-//! the ringing caller with text-to-speech and ends the call); a request to the other two that
-//! passes is answered 501 `CMN-501`, because the engine cannot carry it out, and the call
-//! stays as it was:
+//! the ringing caller with text-to-speech and ends the call), and so is `bridge` (the parties
+//! the extension talks to in two sessions are connected, its own two parties leave); an
+//! `answer` that passes the checks is answered 501 `CMN-501`, because the engine cannot carry
+//! it out, and the call stays as it was:
 //!
 //! - `answer {deviceId}`: a SIP phone picks up only by itself; the server has no way to make
 //!   a ringing phone answer (that would need an intercom re-INVITE the phone auto-answers,
 //!   which the engine does not send).
-//! - `bridge {telephonySessionId, partyId}`: joining parties of two calls exists in the
-//!   engine only for a phone's REFER with Replaces, not as a command.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -214,14 +213,17 @@ struct BridgeBody {
     party_id: String,
 }
 
-/// `POST .../parties/{partyId}/bridge {"telephonySessionId", "partyId"}`.
+/// `POST .../parties/{partyId}/bridge {"telephonySessionId", "partyId"}`: the extension's
+/// two parties (the one in the path, the one in the body) leave, and the parties they were
+/// talking to are connected, in the path's session (the body's session ends). The answer is
+/// the party that now sits in the path party's place.
 pub(crate) async fn bridge(
     State(state): State<RcState>,
     auth: RcUser,
     Path(path): PartyPath,
     payload: Bytes,
 ) -> Result<Response> {
-    let (_, leg) = party_of(&state, &auth, &path)?;
+    let (call, leg) = party_of(&state, &auth, &path)?;
     let req: BridgeBody = body(
         &payload,
         r#"{"telephonySessionId": "...", "partyId": "..."}"#,
@@ -236,11 +238,22 @@ pub(crate) async fn bridge(
     let other_leg = own_party(&other, &auth, &req.party_id)?;
     connected(&leg, "first")?;
     connected(other_leg, "second")?;
-    info!(party = %leg.id, other = %other_leg.id, "RingCentral bridge refused (not offered)");
-    Err(not_offered(
-        "Bridging two sessions",
-        "the engine joins two calls only for a phone's own attended transfer (REFER with Replaces)",
-    ))
+    let slot = call.legs.iter().position(|l| l.id == leg.id);
+    let bridged = state
+        .engine
+        .bridge(
+            &call.account_id,
+            &call.id,
+            &leg.id,
+            &other.id,
+            &other_leg.id,
+        )
+        .await?;
+    info!(call_id = %call.id, party = %leg.id, other = %other_leg.id, "RingCentral bridge");
+    let Some(joined) = slot.and_then(|i| bridged.legs.get(i)).cloned() else {
+        return party_json(&state, &bridged, &leg).await;
+    };
+    party_json(&state, &bridged, &joined).await
 }
 
 #[cfg(test)]

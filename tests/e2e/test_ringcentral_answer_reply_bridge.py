@@ -1,10 +1,10 @@
 """RingCentral party actions answer, reply and bridge through ringcentral-call-control 0.2.12
 and plain HTTP: each request is checked as RingCentral checks it (400 / 403 / 404 / 409 in its
 error shape). `reply` is carried out: the ringing phone stops ringing, the caller's phone is
-answered by the server, hears the spoken text and is hung up. `answer` and `bridge`, which the
-engine cannot carry out, are 501 CMN-501 (which the SDK surfaces as an error), and the pjsua2
-phones show the calls unchanged: the ringing phone rings on, the answered calls still carry
-audio both ways."""
+answered by the server, hears the spoken text and is hung up. `bridge` is carried out: the
+extension's two phones are released and the parties they talked to hear each other. `answer`,
+which the engine cannot carry out, is 501 CMN-501 (which the SDK surfaces as an error), and
+the ringing phone rings on."""
 import os
 import time
 
@@ -12,7 +12,7 @@ import pytest
 
 from api_support import LiveCall, registered
 import audio
-from checks import wait_until
+from checks import assert_hears, wait_until
 from conftest import F_B, F_C
 from rc_support import Rc, assert_rc_error, cc, rc_available
 
@@ -81,7 +81,7 @@ def test_reply_answers_the_caller_with_speech_and_ends_the_call(server, phones, 
     server.wait_metric("hookflash_active_calls", 0)
 
 
-def test_bridge_is_checked_then_501_and_both_calls_go_on(server, phones, tones, artifacts):
+def test_bridge_is_checked_then_connects_the_other_parties(server, phones, tones, artifacts):
     call = LiveCall(server, phones, tones, artifacts)  # A (201) -> B (202)
     A2 = registered(phones, server, "A2", "201")
     A2.auto_answer(200, delay_ms=200)
@@ -99,19 +99,31 @@ def test_bridge_is_checked_then_501_and_both_calls_go_on(server, phones, tones, 
     assert_rc_error(a.req("POST", bridge, json={}), 400)
     assert_rc_error(a.req("POST", bridge, json={"telephonySessionId": "nope", "partyId": p2}),
                     404, "CMN-102")
+    assert_rc_error(a.req("POST", bridge, json={"telephonySessionId": s1, "partyId": p1}), 400)
     other = [p for p in Rc(server, "103").session(s2)["parties"] if p["id"] != p2][0]["id"]
     assert_rc_error(a.req("POST", bridge, json={"telephonySessionId": s2, "partyId": other}),
                     403)
-    assert_rc_error(a.req("POST", bridge, json={"telephonySessionId": s2, "partyId": p2}),
-                    501, "CMN-501")
-    out = cc(server, "201", "bridge", s1, {"telephonySessionId": s2, "partyId": p2},
-             expect_ok=False)
-    assert out["ok"] is False and out["status"] == 501, out
-    # Both calls go on as they were.
-    call.assert_two_way("first call after the refused bridge")
+    # The refusals changed nothing: both calls still carry audio.
+    call.assert_two_way("first call after the refused bridges")
     assert "DISCONNECTED" not in C.states(call=c2)
-    for sid in (s1, s2):
-        assert {p["status"]["code"] for p in a.session(sid)["parties"]} == {"Answered"}
+    # The SDK bridges: 201's two phones are released, B and C talk.
+    out = cc(server, "201", "bridge", s1, {"telephonySessionId": s2, "partyId": p2})
+    assert out["ok"] is True, out
+    call.A.wait_state("DISCONNECTED", call=call.c, timeout=10)
+    A2.wait_state("DISCONNECTED", timeout=10)
+    time.sleep(0.5)
+    rb = os.path.join(artifacts, "B_bridged.wav")
+    rc = os.path.join(artifacts, "C_bridged.wav")
+    call.B.record(rb)
+    C.record(rc)
+    time.sleep(2.0)
+    call.B.stop_record()
+    C.stop_record()
+    assert_hears(rb, F_C, F_B, t0=0.3, what="B hears C")
+    assert_hears(rc, F_B, F_C, t0=0.3, what="C hears B")
+    parties = Rc(server, "202").session(s1)["parties"]
+    assert {p["status"]["code"] for p in parties} == {"Answered"}, parties
+    assert len(parties) == 2, parties
     C.hangup(call=c2)
-    call.A.hangup(call=call.c)
-    call.assert_both_ended()
+    call.B.wait_state("DISCONNECTED", call=call.inc["call"], timeout=10)
+    server.wait_metric("hookflash_active_calls", 0)
