@@ -370,3 +370,26 @@ def test_bad_or_late_answers_ring_the_user(server_factory, phones, tones, artifa
         assert "direction=in" in news[0], news
     finally:
         app.close()
+
+
+def test_caller_hanging_up_while_the_app_thinks_ends_the_call(server_factory, phones, tones,
+                                                              artifacts):
+    """The caller cancels while the call waits for the newCall answer: the call ends, the
+    user's phone does not keep ringing, nothing stays up."""
+    server = server_factory(http_extra={"push_answer_timeout_ms": 2000})
+    app = BadApp("slow")
+    try:
+        set_webhook(server, "202", app.url)
+        A = registered(phones, server, "A", "201")
+        B = registered(phones, server, "B", "202")
+        c = A.call(server.uri("202"))
+        wait_until(lambda: app.requests, timeout=5, what="the newCall request")
+        A.hangup(call=c)
+        A.wait_state("DISCONNECTED", call=c, timeout=10)
+        server.wait_metric("hookflash_active_calls", 0, timeout=15)
+        # If the user's phone rang at all, it stopped.
+        if B.find("incoming"):
+            B.wait_state("DISCONNECTED", timeout=10)
+        assert "CONFIRMED" not in A.states(call=c)
+    finally:
+        app.close()

@@ -235,7 +235,8 @@ impl Delivery {
 
     /// Sends `request`, retrying failures; the 2xx answer, or why it failed for good.
     pub async fn send(&self, request: &Request) -> Result<Reply, DeliveryError> {
-        self.send_attempts(request, self.inner.config.attempts).await
+        self.send_attempts(request, self.inner.config.attempts)
+            .await
     }
 
     /// Sends `request` once, without retries (an answer someone waits for now, such as the
@@ -262,11 +263,7 @@ impl Delivery {
         result
     }
 
-    async fn send_inner(
-        &self,
-        request: &Request,
-        attempts: u32,
-    ) -> Result<Reply, DeliveryError> {
+    async fn send_inner(&self, request: &Request, attempts: u32) -> Result<Reply, DeliveryError> {
         let Some(client) = &self.inner.client else {
             return Err(DeliveryError::Client(self.inner.client_error.clone()));
         };

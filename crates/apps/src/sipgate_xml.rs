@@ -140,11 +140,13 @@ pub fn parse(xml: &str) -> Result<PushXml, PushXmlError> {
         allow_dtd: false,
         nodes_limit: MAX_NODES,
     };
-    let doc = Document::parse_with_options(xml, options)
-        .map_err(|e| PushXmlError::Xml(e.to_string()))?;
+    let doc =
+        Document::parse_with_options(xml, options).map_err(|e| PushXmlError::Xml(e.to_string()))?;
     let root = doc.root_element();
     if root.tag_name().name() != "Response" {
-        return Err(PushXmlError::NotResponse(root.tag_name().name().to_string()));
+        return Err(PushXmlError::NotResponse(
+            root.tag_name().name().to_string(),
+        ));
     }
     let mut out = PushXml {
         on_answer: url_attr(root, "onAnswer"),
@@ -185,9 +187,7 @@ fn action(node: Node) -> Result<Action, String> {
         "Reject" => match node.attribute("reason").map(str::trim) {
             None | Some("") | Some("rejected") => Ok(Action::Reject { busy: false }),
             Some("busy") => Ok(Action::Reject { busy: true }),
-            Some(other) => Err(format!(
-                "<Reject reason={other:?}>: not busy or rejected"
-            )),
+            Some(other) => Err(format!("<Reject reason={other:?}>: not busy or rejected")),
         },
         "Hangup" => Ok(Action::Hangup),
         other => Err(format!("<{other}> is not a sipgate push element")),
@@ -264,7 +264,11 @@ fn gather(node: Node) -> Result<Action, String> {
         None | Some("") => None,
         Some(v) => match v.parse::<u32>() {
             Ok(n) if (1..=100).contains(&n) => Some(n),
-            _ => return Err(format!("<Gather maxDigits={v:?}>: not a number from 1 to 100")),
+            _ => {
+                return Err(format!(
+                    "<Gather maxDigits={v:?}>: not a number from 1 to 100"
+                ))
+            }
         },
     };
     let timeout_ms = match node.attribute("timeout").map(str::trim) {
@@ -469,7 +473,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Voicemail after something else cannot run there: reported, not run.
-        match &run("<Response><Play><Url>http://h/x.wav</Url></Play><Dial><Voicemail/></Dial></Response>")[..] {
+        match &run(
+            "<Response><Play><Url>http://h/x.wav</Url></Play><Dial><Voicemail/></Dial></Response>",
+        )[..]
+        {
             [Ok(Verb::Play(_)), Err(VerbError::Invalid { .. })] => {}
             other => panic!("{other:?}"),
         }
@@ -488,10 +495,15 @@ mod tests {
         let p = parse("<Response><Say>hi</Say><Dial><Number> </Number></Dial><Reject reason=\"x\"/></Response>").unwrap();
         assert_eq!(p.plan(), Plan::Ring);
         assert_eq!(p.ignored.len(), 3, "{:?}", p.ignored);
-        let p = parse("<Response onAnswer=\"javascript:x\"><Gather maxDigits=\"0\"/><Hangup/></Response>").unwrap();
+        let p = parse(
+            "<Response onAnswer=\"javascript:x\"><Gather maxDigits=\"0\"/><Hangup/></Response>",
+        )
+        .unwrap();
         assert_eq!(p.on_answer, None);
         assert_eq!(p.actions, vec![Action::Hangup]);
-        let many = (0..11).map(|i| format!("<Number>2{i:02}</Number>")).collect::<String>();
+        let many = (0..11)
+            .map(|i| format!("<Number>2{i:02}</Number>"))
+            .collect::<String>();
         let p = parse(&format!("<Response><Dial>{many}</Dial></Response>")).unwrap();
         assert_eq!(p.plan(), Plan::Ring);
         assert!(parse("<!DOCTYPE x [<!ENTITY a \"b\">]><Response/>").is_err());

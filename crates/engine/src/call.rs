@@ -471,6 +471,13 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: ServerTransaction) {
                 dialled: dialled.clone(),
                 direction,
             };
+            // The caller knows we are on it (no INVITE retransmissions, and it may CANCEL)
+            // while the hook decides; the CANCEL is answered once the dialog serves.
+            if engine.inbound_hook().is_some() {
+                if let Err(e) = tx.reply(StatusCode::Trying).await {
+                    debug!(error = %e, "100 Trying before the inbound hook failed");
+                }
+            }
             let decision = engine.before_ring(ringing).await;
             match pre.apply(&engine, decision, &account.id).await {
                 Some(redirected) => redirected,
@@ -660,7 +667,10 @@ impl PreRoute {
             InboundDecision::Ring => None,
             InboundDecision::Redirect { targets, caller_id } => {
                 let Some(t) = engine.redirect_target(account_id, &targets).await else {
-                    warn!(?targets, "no redirect target can be reached; the call rings the user");
+                    warn!(
+                        ?targets,
+                        "no redirect target can be reached; the call rings the user"
+                    );
                     return None;
                 };
                 info!(target = %t.label, "the call is redirected by the callee's push answer");

@@ -483,7 +483,10 @@ pub fn parse_follow_ups(xml: &str) -> FollowUps {
 }
 
 fn follow_ups(x: &sipgate_xml::PushXml, executed: bool) -> FollowUps {
-    let ok = |u: Option<&str>| u.filter(|v| check_webhook_url(v).is_ok()).map(str::to_string);
+    let ok = |u: Option<&str>| {
+        u.filter(|v| check_webhook_url(v).is_ok())
+            .map(str::to_string)
+    };
     FollowUps {
         on_answer: ok(x.on_answer.as_deref()),
         on_hangup: ok(x.on_hangup.as_deref()),
@@ -579,18 +582,19 @@ impl PushHook {
         }
         let form = new_call_form(&call.call_id, &from, &to, &user, &realm);
         let request = Request::post_form(&url, form, "newCall");
-        let reply = match tokio::time::timeout(self.timeout, self.delivery.send_once(&request)).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) => {
-                info!(%url, error = %e, "newCall answer failed; the call rings the user");
-                return InboundDecision::Ring;
-            }
-            Err(_) => {
-                info!(%url, timeout_ms = self.timeout.as_millis() as u64,
+        let reply =
+            match tokio::time::timeout(self.timeout, self.delivery.send_once(&request)).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(e)) => {
+                    info!(%url, error = %e, "newCall answer failed; the call rings the user");
+                    return InboundDecision::Ring;
+                }
+                Err(_) => {
+                    info!(%url, timeout_ms = self.timeout.as_millis() as u64,
                     "no newCall answer in time; the call rings the user");
-                return InboundDecision::Ring;
-            }
-        };
+                    return InboundDecision::Ring;
+                }
+            };
         let xml = match sipgate_xml::parse(&reply.body) {
             Ok(x) => x,
             Err(e) => {
@@ -634,8 +638,13 @@ impl PushHook {
             },
             Plan::Run(script) => {
                 let Some(runtime) = self.runtime.clone() else {
-                    warn!("no application runtime to run the newCall answer; the call rings the user");
-                    lock(&self.follow).insert((call.call_id.clone(), user.id.clone()), follow_ups(&xml, false));
+                    warn!(
+                        "no application runtime to run the newCall answer; the call rings the user"
+                    );
+                    lock(&self.follow).insert(
+                        (call.call_id.clone(), user.id.clone()),
+                        follow_ups(&xml, false),
+                    );
                     return InboundDecision::Ring;
                 };
                 let hook = Hook::post(&url);
@@ -649,7 +658,13 @@ impl PushHook {
 }
 
 /// The `newCall` form of the called user of a call that is about to ring them.
-fn new_call_form(call_id: &str, from: &str, to: &str, u: &User, realm: &str) -> Vec<(String, String)> {
+fn new_call_form(
+    call_id: &str,
+    from: &str,
+    to: &str,
+    u: &User,
+    realm: &str,
+) -> Vec<(String, String)> {
     let mut f: Vec<(String, String)> = Vec::new();
     let mut add = |k: &str, v: String| f.push((k.to_string(), v));
     add("event", "newCall".into());
@@ -713,6 +728,7 @@ mod tests {
                 on_answer: Some("http://127.0.0.1:9/x?a=1&b=2".into()),
                 on_hangup: Some("http://127.0.0.1:9/x".into()),
                 on_data: None,
+                executed: false,
             }
         );
         // The SDK's gatherDTMF answer: onData on the Gather element.
@@ -723,6 +739,7 @@ mod tests {
                 on_answer: None,
                 on_hangup: Some("http://127.0.0.1:9/h".into()),
                 on_data: Some("http://127.0.0.1:9/d".into()),
+                executed: false,
             }
         );
         assert_eq!(
@@ -859,6 +876,7 @@ mod tests {
             realm: "acme.local".into(),
             url: "http://x".into(),
             direction: "in",
+            announced: false,
         };
         let dids: Dids = [("id-201".to_string(), "+4930123456".to_string())].into();
         let ev = |kind, cause: Option<EndCause>| Event {
