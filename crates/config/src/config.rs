@@ -1432,6 +1432,19 @@ mod tests {
     }
 
     #[test]
+    fn push_answer_timeout_is_bounded() {
+        let c = Config::from_toml_str("").unwrap();
+        assert_eq!(c.http.push_answer_timeout_ms, PUSH_ANSWER_TIMEOUT_MS);
+        let mut c = Config::from_toml_str("[http]\npush_answer_timeout_ms = 1000\n").unwrap();
+        assert_eq!(c.http.push_answer_timeout_ms, 1000);
+        c.validate().unwrap();
+        for bad in [0, 99, 10_001] {
+            c.http.push_answer_timeout_ms = bad;
+            assert!(c.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn docs_example_parses_and_validates() {
         let c = Config::from_toml_str(&doc_example()).unwrap();
         c.validate().unwrap();
