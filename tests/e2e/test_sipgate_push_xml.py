@@ -3,8 +3,9 @@ tests/node/sipgate_push_app.js, answering newCall with the SDK's WebhookResponse
 decides what happens to an inbound call before it rings; independent pjsua2 phones prove each
 effect.
 
-- redirectCall (<Dial><Number>202</Number></Dial>) on a call to 203: 202 rings (203 does
-  not) and the caller and 202 hear each other's tones; the app still gets hangup.
+- redirectCall (<Dial><Number>202</Number></Dial>) on a call from 203 to 201: 202 rings (201
+  does not) and sees the Dial's callerId (or anonymous); the caller and 202 hear each other's
+  tones; the app still gets hangup. A Dial nobody can be reached by rings the user instead.
 - gatherDTMF (<Gather maxDigits timeout><Play><Url>): the caller hears the prompt's tone,
   presses 1234, and onData gets event=dtmf with 123 (maxDigits); its hangUpCall() ends the call.
 - rejectCall busy: the caller gets 486; playAudio: the caller hears the WAV's tone; hangUpCall:
@@ -166,37 +167,69 @@ def recorded(phone, artifacts, name, seconds):
     return path
 
 
+@pytest.mark.parametrize("shown", ["callerId", "anonymous"])
 def test_dial_rings_another_number_and_connects(server_factory, phones, tones, push_app,
-                                                 artifacts):
+                                                 artifacts, shown):
+    """203 calls 201, whose app answers redirectCall to 202: 202 rings (201 does not), sees
+    the Dial's callerId (the account's number, not 203) or anonymous, and the caller and 202
+    hear each other; 201's app still gets the hangup."""
     server = server_factory(extra_users=EXTRA)
-    app = push_app("dial", "202", "+4930123456")
-    set_webhook(server, "203", app.url)
+    if shown == "callerId":
+        app = push_app("dial", "202", "+4930123456")
+    else:
+        app = push_app("dial", "202", "", "anonymous")
+    set_webhook(server, "201", app.url)
     A = registered(phones, server, "A", "201")
     B = registered(phones, server, "B", "202")
     C = registered(phones, server, "C", "203")
-    A.play(tones[F_A])
+    C.play(tones[F_C])
     B.play(tones[F_B])
     B.auto_answer(200)
-    C.auto_answer(200)
-    c = A.call(server.uri("203"))
+    A.auto_answer(200)
+    c = C.call(server.uri("201"))
     new = app.until("newCall")
-    assert new["direction"] == "in" and new["users"] == ["Carol"], new
-    assert new["to"] == "+203" and new["from"] == "+4930123456", new
+    assert new["direction"] == "in" and new["users"] == ["Alice"], new
+    assert new["to"] == "+4930123456" and new["from"] == "+203", new
     inc = B.wait_incoming(timeout=10)
-    A.wait_state("CONFIRMED", call=c, timeout=10)
+    C.wait_state("CONFIRMED", call=c, timeout=10)
     B.wait_state("CONFIRMED", call=inc["call"])
-    never_rings(C, "203 (the called user: its app dialled 202 instead)", timeout=0.5)
-    # The callerId of the Dial is what 202 sees.
-    assert "4930123456" in json.dumps(inc), inc
+    never_rings(A, "201 (the called user: its app dialled 202 instead)", timeout=0.5)
+    if shown == "callerId":
+        assert "4930123456" in inc["from"] and "203" not in inc["from"], inc
+    else:
+        assert "anonymous" in inc["from"] and "203" not in inc["from"], inc
     time.sleep(0.5)
-    ra = recorded(A, artifacts, "A_dial.wav", 2.0)
+    rc = recorded(C, artifacts, "C_dial.wav", 2.0)
     rb = recorded(B, artifacts, "B_dial.wav", 2.0)
-    assert_hears(ra, F_B, F_A, what="caller hears 202")
-    assert_hears(rb, F_A, F_B, what="202 hears the caller")
-    A.hangup(call=c)
+    assert_hears(rc, F_B, F_C, what="caller hears 202")
+    assert_hears(rb, F_C, F_B, what="202 hears the caller")
+    C.hangup(call=c)
     B.wait_state("DISCONNECTED", call=inc["call"], timeout=10)
     hup = app.until("hangup")
     assert hup["callId"] == new["callId"], (hup, new)
+    server.wait_metric("hookflash_active_calls", 0)
+
+
+def test_refused_dial_rings_the_user(server_factory, phones, tones, push_app, artifacts):
+    """A Dial the account may not place (dial rules: internal only; a national number) does
+    not drop the caller: the call rings the called user as if the app had not answered."""
+    server = server_factory(account_extra={"acme": {"dial": ["internal"]}})
+    app = push_app("dial", "+4969555123")
+    set_webhook(server, "202", app.url)
+    A = registered(phones, server, "A", "201")
+    B = registered(phones, server, "B", "202")
+    A.play(tones[F_A])
+    B.play(tones[F_B])
+    B.auto_answer(200)
+    c = A.call(server.uri("202"))
+    app.until("answered")
+    inc = B.wait_incoming(timeout=10)
+    A.wait_state("CONFIRMED", call=c, timeout=10)
+    B.wait_state("CONFIRMED", call=inc["call"])
+    time.sleep(0.5)
+    rb = recorded(B, artifacts, "B_refused.wav", 1.5)
+    assert_hears(rb, F_A, F_B, what="the user hears the caller")
+    A.hangup(call=c)
     server.wait_metric("hookflash_active_calls", 0)
 
 

@@ -3,7 +3,7 @@
 // the SDK's WebhookResponse builders and prints every event it receives as one JSON line on
 // stdout ("listening" first). The onData handler (digits of a Gather) answers hangUpCall().
 //
-//   node sipgate_push_app.js PORT dial NUMBER [CALLER_ID]
+//   node sipgate_push_app.js PORT dial NUMBER [CALLER_ID [anonymous]]
 //   node sipgate_push_app.js PORT gather MAX_DIGITS TIMEOUT_MS [ANNOUNCEMENT_URL]
 //   node sipgate_push_app.js PORT play ANNOUNCEMENT_URL
 //   node sipgate_push_app.js PORT reject busy|rejected
@@ -27,7 +27,7 @@ function answer() {
     case 'dial':
       return WebhookResponse.redirectCall({
         numbers: [args[0]],
-        anonymous: false,
+        anonymous: args[2] === 'anonymous',
         callerId: args[1] || '',
       });
     case 'gather':
