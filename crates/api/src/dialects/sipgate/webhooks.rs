@@ -573,7 +573,19 @@ impl PushHook {
         {
             let mut pre = lock_pre(&self.pre);
             let now = Instant::now();
-            pre.retain(|_, (_, at)| now.duration_since(*at) < PRE_ROUTED_TTL);
+            // Calls that never started: forget them and their follow-up URLs.
+            let stale: Vec<FollowKey> = pre
+                .iter()
+                .filter(|(_, (_, at))| now.duration_since(*at) >= PRE_ROUTED_TTL)
+                .map(|(call, (t, _))| (call.clone(), t.user.id.clone()))
+                .collect();
+            if !stale.is_empty() {
+                let mut follow = lock(&self.follow);
+                for key in &stale {
+                    pre.remove(&key.0);
+                    follow.remove(key);
+                }
+            }
             if pre.len() >= PRE_ROUTED_MAX {
                 warn!("too many calls between newCall and their start; ringing without waiting");
                 return InboundDecision::Ring;
@@ -758,6 +770,38 @@ mod tests {
         assert_eq!(
             parse_follow_ups("<Response onAnswer=\"http://a"),
             FollowUps::default()
+        );
+    }
+
+    #[test]
+    fn executed_answers_take_the_keys_themselves() {
+        let xml = "<Response onHangup=\"http://127.0.0.1:9/h\"><Gather onData=\"http://127.0.0.1:9/d\" maxDigits=\"2\"/></Response>";
+        let x = sipgate_xml::parse(xml).unwrap();
+        // Executed: the Gather posts its digits; none are forwarded one by one.
+        let f = follow_ups(&x, true);
+        assert_eq!(f.on_data, None);
+        assert!(f.executed);
+        assert_eq!(f.on_hangup.as_deref(), Some("http://127.0.0.1:9/h"));
+        // Not executed (an outbound newCall): each key goes to onData.
+        assert_eq!(
+            follow_ups(&x, false).on_data.as_deref(),
+            Some("http://127.0.0.1:9/d")
+        );
+        let user = User {
+            id: "id-201".into(),
+            account_id: "a".into(),
+            extension: "201".into(),
+            display_name: Some("Alice".into()),
+            ha1_md5: String::new(),
+            ha1_sha256: String::new(),
+            dial_classes: None,
+        };
+        let f = new_call_form("c1", "+4915799912345", "+4930123456", &user, "acme.local");
+        assert_eq!(
+            serde_urlencoded::to_string(&f).unwrap(),
+            "event=newCall&direction=in&from=4915799912345&to=4930123456&callId=c1\
+             &origCallId=c1&xcid=c1&user%5B%5D=Alice&userId%5B%5D=201\
+             &fullUserId%5B%5D=201%40acme.local"
         );
     }
 
