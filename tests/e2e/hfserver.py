@@ -181,7 +181,7 @@ class Server:
                  ring_timeout_secs=30, rtp_inactivity_secs=30, env=None, extra_sip=None,
                  registrar=None, trunk_credentials=None, account_extra=None, user_extra=None,
                  security=None, shutdown_grace_secs=0, applications=None, oauth=None,
-                 extra_users=None, tls=None):
+                 extra_users=None, tls=None, http_extra=None):
         self.binary = binary
         self.workdir = workdir
         self.artifacts = artifacts
@@ -199,6 +199,8 @@ class Server:
         self.ring_timeout_secs = ring_timeout_secs
         self.rtp_inactivity_secs = rtp_inactivity_secs
         self.extra_sip = extra_sip or {}
+        # Extra [http] keys (e.g. push_answer_timeout_ms).
+        self.http_extra = dict(http_extra or {})
         # [registrar] keys (min_expires, max_expires, default_expires) overriding 60/3600/3600
         self.registrar = dict(min_expires=60, max_expires=3600, default_expires=3600)
         self.registrar.update(registrar or {})
@@ -279,6 +281,8 @@ class Server:
         if self.tls:
             L.append("tls_cert = %s" % toml_str(self.tls["cert"]))
             L.append("tls_key = %s" % toml_str(self.tls["key"]))
+        for k, v in self.http_extra.items():
+            L.append("%s = %s" % (k, toml_value(v)))
         L.append("")
         L.append("[rtp]")
         L.append('bind_ip = "127.0.0.1"')

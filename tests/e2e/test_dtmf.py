@@ -5,9 +5,10 @@
   order, each digit exactly once, and nothing arrives at the sender's phone.
 - Digits pressed on a phone arrive once each as native SSE `dtmf` events (with the leg that
   pressed them) and as sipgate push `dtmf` posts: at the `onData` URL of the `<Gather>` the
-  other user's app answered `newCall` with, or (no Gather) at the other user's webhook URL,
-  here the sipgateio SDK's own webhook server (`onData`). A user's own digits do not go to
-  their own app.
+  caller's app answered its (outbound, not executed) `newCall` with, or (no Gather) at the
+  other user's webhook URL, here the sipgateio SDK's own webhook server (`onData`). A user's
+  own digits do not go to their own app. (A Gather in the called user's answer is executed:
+  test_sipgate_push_xml.py.)
 - An invalid sequence is a 400, nothing is sent, and the call is unchanged."""
 import http.server
 import json
@@ -84,8 +85,8 @@ def test_api_dtmf_reaches_the_phone_in_order_once_each(server, phones, tones, ar
 
 
 class _Hooks(http.server.BaseHTTPRequestHandler):
-    """A sipgate app for user 202: answers newCall with a Gather whose onData is /b-data, and
-    records every POST (path, form)."""
+    """A sipgate app for user 201 (the caller): answers newCall with a Gather whose onData is
+    /b-data, and records every POST (path, form)."""
 
     posts = None  # set per server
     base = ""
@@ -165,15 +166,15 @@ class _SseCollector(threading.Thread):
 
 def test_digits_pressed_on_phones_arrive_once_each_as_sse_and_sipgate_push(
         server, phones, tones, artifacts):
-    # 202's app (Gather -> onData) on a local HTTP server.
+    # 201's app (Gather -> onData) on a local HTTP server.
     posts = []
     port = free_port(udp=False)
     handler = type("Hooks", (_Hooks,), {"posts": posts, "base": "http://127.0.0.1:%d" % port})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    out = server.cli("user", "webhook", "202", "http://127.0.0.1:%d/b" % port, "--account", "acme")
+    out = server.cli("user", "webhook", "201", "http://127.0.0.1:%d/b" % port, "--account", "acme")
     assert out.returncode == 0, out.stderr
-    # 201's app: the sipgateio SDK's webhook server (no Gather: dtmf goes to the webhook URL).
+    # 202's app: the sipgateio SDK's webhook server (no Gather: dtmf goes to the webhook URL).
     proc = None
     if node_available() or os.environ.get("CI") == "true":
         sdk_port = free_port(udp=False)
@@ -183,7 +184,7 @@ def test_digits_pressed_on_phones_arrive_once_each_as_sse_and_sipgate_push(
                                 stderr=log, text=True)
         first = json.loads(proc.stdout.readline())
         assert first["event"] == "listening", first
-        out = server.cli("user", "webhook", "201", "http://127.0.0.1:%d" % sdk_port,
+        out = server.cli("user", "webhook", "202", "http://127.0.0.1:%d" % sdk_port,
                          "--account", "acme")
         assert out.returncode == 0, out.stderr
     sse = _SseCollector(server)
@@ -200,12 +201,12 @@ def test_digits_pressed_on_phones_arrive_once_each_as_sse_and_sipgate_push(
         got = sse.wait_dtmf(7)
         assert got == [(d, leg_a) for d in "1234"] + [(d, leg_b) for d in "#*9"], got
 
-        # 202's app: A's digits, at the Gather's onData URL, once each, in order.
+        # 201's app: B's digits, at the Gather's onData URL, once each, in order.
         dtmf_posts = [(p, dict(f)) for p, f in posts if dict(f).get("event") == "dtmf"]
-        assert [p for p, _ in dtmf_posts] == ["/b-data"] * 4, posts
-        assert [f["dtmf"] for _, f in dtmf_posts] == list("1234"), dtmf_posts
+        assert [p for p, _ in dtmf_posts] == ["/b-data"] * 3, posts
+        assert [f["dtmf"] for _, f in dtmf_posts] == list("#*9"), dtmf_posts
         assert all(f["callId"] == live["id"] for _, f in dtmf_posts), dtmf_posts
-        # 201's app (the SDK's webhook server, onData): B's digits, parsed by the SDK.
+        # 202's app (the SDK's webhook server, onData): A's digits, parsed by the SDK.
         if proc is not None:
             call.A.hangup(call=call.c)
             call.assert_both_ended()
@@ -220,7 +221,7 @@ def test_digits_pressed_on_phones_arrive_once_each_as_sse_and_sipgate_push(
                 if e.get("event") == "hangup":
                     break
             dtmf = [e for e in events if e.get("event") == "dtmf"]
-            assert [e["dtmf"] for e in dtmf] == list("#*9"), events
+            assert [e["dtmf"] for e in dtmf] == list("1234"), events
             assert all(e["callId"] == live["id"] and e["originalCallId"] == live["id"]
                        for e in dtmf), dtmf
     finally:

@@ -45,6 +45,9 @@ pub enum ApiError {
 /// Default of [`HttpOptions::header_read_timeout`].
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default of [`HttpOptions::push_answer_timeout`] (`http.push_answer_timeout_ms`).
+pub const PUSH_ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Settings of the HTTP server.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
@@ -57,6 +60,8 @@ pub struct HttpOptions {
     pub oauth_lifetimes: ringcentral::OAuthLifetimes,
     /// HTTPS: the TLS configuration (`http.tls_cert`/`tls_key`); None: plain HTTP.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// How long an inbound call waits for a sipgate push app's answer to `newCall`.
+    pub push_answer_timeout: Duration,
 }
 
 impl Default for HttpOptions {
@@ -66,6 +71,7 @@ impl Default for HttpOptions {
             auth_guard: guard::GuardConfig::default(),
             oauth_lifetimes: ringcentral::OAuthLifetimes::default(),
             tls: None,
+            push_answer_timeout: PUSH_ANSWER_TIMEOUT,
         }
     }
 }
@@ -248,9 +254,15 @@ pub async fn bind_with(
         .local_addr()
         .map_err(|source| ApiError::Bind { addr, source })?;
     let delivery = Delivery::new(DeliveryConfig::default(), stop.clone());
-    sipgate::webhooks::spawn(engine.clone(), delivery.clone(), stop.clone());
     // The application runtime takes the engine's application calls (once per engine).
     let runtime = hookflash_apps::dispatch::spawn(engine.clone(), delivery.clone(), stop.clone());
+    sipgate::webhooks::spawn(
+        engine.clone(),
+        delivery.clone(),
+        stop.clone(),
+        runtime.clone(),
+        options.push_answer_timeout,
+    );
     match &runtime {
         // RCML `<Record>` reports the api19 dialect's download URL of its recordings.
         Some(rt) => rt.set_recording_links(api19::recordings::links(format!(

@@ -175,6 +175,9 @@ pub enum Language {
     #[default]
     Jambonz,
     Rcml(crate::rcml::RcmlOptions),
+    /// sipgate push XML (`crate::sipgate_xml`): a `<Gather>`'s digits go to its `onData` as
+    /// sipgate posts them, and the answer is a push `<Response>`.
+    Sipgate,
 }
 
 impl Language {

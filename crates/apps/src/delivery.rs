@@ -235,7 +235,22 @@ impl Delivery {
 
     /// Sends `request`, retrying failures; the 2xx answer, or why it failed for good.
     pub async fn send(&self, request: &Request) -> Result<Reply, DeliveryError> {
-        let result = self.send_inner(request).await;
+        self.send_attempts(request, self.inner.config.attempts)
+            .await
+    }
+
+    /// Sends `request` once, without retries (an answer someone waits for now, such as the
+    /// sipgate push `newCall` a ringing call waits for).
+    pub async fn send_once(&self, request: &Request) -> Result<Reply, DeliveryError> {
+        self.send_attempts(request, 1).await
+    }
+
+    async fn send_attempts(
+        &self,
+        request: &Request,
+        attempts: u32,
+    ) -> Result<Reply, DeliveryError> {
+        let result = self.send_inner(request, attempts).await;
         let c = &self.inner.counters;
         match &result {
             Ok(_) => c.delivered.fetch_add(1, Ordering::Relaxed),
@@ -248,7 +263,7 @@ impl Delivery {
         result
     }
 
-    async fn send_inner(&self, request: &Request) -> Result<Reply, DeliveryError> {
+    async fn send_inner(&self, request: &Request, attempts: u32) -> Result<Reply, DeliveryError> {
         let Some(client) = &self.inner.client else {
             return Err(DeliveryError::Client(self.inner.client_error.clone()));
         };
@@ -258,7 +273,7 @@ impl Delivery {
             return Err(DeliveryError::BadUrl(request.url.clone()));
         }
         let config = &self.inner.config;
-        let attempts = config.attempts.max(1);
+        let attempts = attempts.max(1);
         let mut backoff = config.first_backoff;
         let mut last = String::new();
         let mut last_status: Option<u16> = None;

@@ -34,6 +34,13 @@ pub enum AppError {
         url: String,
         reason: String,
     },
+    /// The hook answered something that is not a sipgate push `<Response>`.
+    #[error("{label} {url} answered invalid sipgate push XML: {reason}")]
+    InvalidPushXml {
+        label: &'static str,
+        url: String,
+        reason: String,
+    },
     /// The hook answered no list of verbs where one is needed.
     #[error("{label} {url} answered {what}, not an array of verbs")]
     NotAnArray {

@@ -127,6 +127,13 @@ pub(crate) fn request(
     match language {
         Language::Jambonz => jambonz_request(hook, payload, secret, label),
         Language::Rcml(_) => rcml_request(hook, &payload, label),
+        Language::Sipgate => to_hook(
+            hook,
+            Body::Form(crate::sipgate_xml::form(&payload)),
+            Vec::new(),
+            Signature::None,
+            label,
+        ),
     }
 }
 
@@ -228,7 +235,22 @@ pub(crate) fn parse_answer(
     match language {
         Language::Jambonz => parse_jambonz(reply, label, url),
         Language::Rcml(_) => parse_rcml(reply, label, url),
+        Language::Sipgate => parse_sipgate(reply, label, url),
     }
+}
+
+/// sipgate push XML: a `<Response>` (or an empty body: nothing to do); elements that cannot
+/// run are skipped with a log line.
+fn parse_sipgate(reply: &Reply, label: &'static str, url: &str) -> Result<Answer, AppError> {
+    let xml = crate::sipgate_xml::parse(&reply.body).map_err(|e| AppError::InvalidPushXml {
+        label,
+        url: url.to_string(),
+        reason: e.to_string(),
+    })?;
+    for why in &xml.ignored {
+        tracing::warn!(label, url, "sipgate push answer: skipped {why}");
+    }
+    Ok(Answer::Verbs(crate::sipgate_xml::to_verbs(&xml.actions)))
 }
 
 /// RCML: the answer must be a `<Response>` document.

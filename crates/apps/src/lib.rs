@@ -16,6 +16,7 @@ pub mod listen_audio;
 pub mod rcml;
 pub mod runtime;
 mod session;
+pub mod sipgate_xml;
 pub mod verbs;
 
 #[cfg(test)]

@@ -201,6 +201,17 @@ impl Runtime {
         }
     }
 
+    /// Registers and starts the application of a leg with its first list known already (a
+    /// sipgate push answer to `newCall`): the call_hook is not fetched for it; it is the base
+    /// relative hooks resolve against.
+    pub fn launch_with_script(&self, launch: Launch, script: Script) -> JoinHandle<RunEnd> {
+        let prepared = self.prepare(launch);
+        if let Some((session, _)) = &prepared.session {
+            session.set_initial(script);
+        }
+        prepared.start()
+    }
+
     /// Registers and starts the application of a leg; the handle yields how it ended.
     pub fn launch(&self, launch: Launch) -> JoinHandle<RunEnd> {
         self.prepare(launch).start()
@@ -452,6 +463,7 @@ fn alert_kind(e: &AppError) -> AlertKind {
         AppError::BadHookUrl { .. }
         | AppError::InvalidJson { .. }
         | AppError::InvalidRcml { .. }
+        | AppError::InvalidPushXml { .. }
         | AppError::NotAnArray { .. } => AlertKind::InvalidApp,
         AppError::Control(_) => AlertKind::CallControl,
     }
@@ -492,6 +504,10 @@ async fn run_source(x: &mut Exec, source: Source) -> Result<Ending, AppError> {
 
 /// The application's first list: the call_hook's, or the fallback's when that fails.
 async fn initial(x: &mut Exec) -> Result<Script, AppError> {
+    if let Some(script) = x.session.take_initial() {
+        x.session.forget_sip();
+        return Ok(script);
+    }
     let hooks = x.session.hooks.clone();
     let result = match fetch_list(x, &hooks.call_hook, "call_hook").await {
         Ok(s) => Ok(s),

@@ -51,6 +51,9 @@ pub(crate) struct Session {
     state: Mutex<State>,
     commands: mpsc::UnboundedSender<Command>,
     command_rx: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
+    /// The first list when it is known before the run (a sipgate push answer): the
+    /// call_hook is not fetched.
+    initial: Mutex<Option<crate::verbs::Script>>,
 }
 
 impl Session {
@@ -77,7 +80,24 @@ impl Session {
             hooks: launch.hooks,
             commands: tx,
             command_rx: Mutex::new(Some(rx)),
+            initial: Mutex::new(None),
         })
+    }
+
+    /// The first list, instead of the call_hook's answer.
+    pub fn set_initial(&self, script: crate::verbs::Script) {
+        match self.initial.lock() {
+            Ok(mut i) => *i = Some(script),
+            Err(p) => *p.into_inner() = Some(script),
+        }
+    }
+
+    /// The first list given before the run, once.
+    pub fn take_initial(&self) -> Option<crate::verbs::Script> {
+        match self.initial.lock() {
+            Ok(mut i) => i.take(),
+            Err(p) => p.into_inner().take(),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -236,7 +236,13 @@ pub struct HttpConfig {
     /// HTTPS: PEM certificate chain and private key; both or neither (plain HTTP).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// sipgate push API: how long an inbound call to a user with a webhook waits for the
+    /// app's answer to `newCall` before it rings the user anyway (milliseconds, 100-10000).
+    pub push_answer_timeout_ms: u64,
 }
+
+/// Default of [`HttpConfig::push_answer_timeout_ms`].
+pub const PUSH_ANSWER_TIMEOUT_MS: u64 = 3_000;
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -244,6 +250,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             tls_cert: None,
             tls_key: None,
+            push_answer_timeout_ms: PUSH_ANSWER_TIMEOUT_MS,
         }
     }
 }
@@ -1039,6 +1046,10 @@ impl Config {
             }
         }
 
+        if !(100..=10_000).contains(&self.http.push_answer_timeout_ms) {
+            return invalid("http.push_answer_timeout_ms must be 100-10000".into());
+        }
+
         // RFC 4028 §5: Min-SE is at least 90 s.
         if self.sip.session_min_se_secs < 90 {
             return invalid("sip.session_min_se_secs must be at least 90 (RFC 4028)".into());
@@ -1418,6 +1429,19 @@ mod tests {
             c.rtp_advertised_ip(),
             "127.0.0.1".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn push_answer_timeout_is_bounded() {
+        let c = Config::from_toml_str("").unwrap();
+        assert_eq!(c.http.push_answer_timeout_ms, PUSH_ANSWER_TIMEOUT_MS);
+        let mut c = Config::from_toml_str("[http]\npush_answer_timeout_ms = 1000\n").unwrap();
+        assert_eq!(c.http.push_answer_timeout_ms, 1000);
+        c.validate().unwrap();
+        for bad in [0, 99, 10_001] {
+            c.http.push_answer_timeout_ms = bad;
+            assert!(c.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -478,6 +478,44 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: ServerTransaction) {
         },
     };
 
+    let caller_number = match (&caller_user, hookflash_sip::uri::user_part(&from_uri)) {
+        (Some(u), _) => u.extension.clone(),
+        (None, Some(u)) => u.to_string(),
+        (None, None) => "anonymous".to_string(),
+    };
+    // A call that rings a user: the inbound hook (sipgate push `newCall`) may re-route it,
+    // send it to voicemail or give it to the application runtime (inbound_hook.rs).
+    let mut pre = PreRoute::default();
+    let (targets, callee_label, callee_user) = match (&app_permit, &callee_user) {
+        (None, Some((user_id, _))) => {
+            let ringing = crate::inbound_hook::RingingUser {
+                account_id: account.id.clone(),
+                call_id: call_id.clone(),
+                user_id: user_id.clone(),
+                from: caller_number.clone(),
+                dialled: dialled.clone(),
+                direction,
+            };
+            // The caller knows we are on it (no INVITE retransmissions, and it may CANCEL)
+            // while the hook decides; the CANCEL is answered once the dialog serves.
+            if engine.inbound_hook().is_some() {
+                if let Err(e) = tx.reply(StatusCode::Trying).await {
+                    debug!(error = %e, "100 Trying before the inbound hook failed");
+                }
+            }
+            let decision = engine.before_ring(ringing).await;
+            match pre.apply(&engine, decision, &account.id).await {
+                Some(redirected) => redirected,
+                // Nobody rings: voicemail or the application answers.
+                None if pre.voicemail || pre.app.is_some() => {
+                    (Vec::new(), callee_label, callee_user)
+                }
+                None => (targets, callee_label, callee_user),
+            }
+        }
+        _ => (targets, callee_label, callee_user),
+    };
+
     // 4. Media: both legs' sockets now, so the B offer can carry our address.
     let (a_pair, b_pair) = match (engine.inner.ports.allocate(), engine.inner.ports.allocate()) {
         (Ok(a), Ok(b)) => (a, b),
@@ -522,11 +560,6 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: ServerTransaction) {
         }
     });
 
-    let caller_number = match (&caller_user, hookflash_sip::uri::user_part(&from_uri)) {
-        (Some(u), _) => u.extension.clone(),
-        (None, Some(u)) => u.to_string(),
-        (None, None) => "anonymous".to_string(),
-    };
     let caller_name = display_name(&from_value)
         .or_else(|| caller_user.as_ref().and_then(|u| u.display_name.clone()));
     let a_codecs = offer
@@ -569,6 +602,29 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: ServerTransaction) {
         a_allows_update,
         tokio::time::Instant::now(),
     );
+    actor.voicemail_first = pre.voicemail;
+    actor.fork_caller_id = pre.caller_id.take();
+    if let Some(taker) = pre.app.take() {
+        actor.app = Some(AppSession {
+            application_id: "sipgate-push".into(),
+            dial: None,
+            refer: None,
+        });
+        taker(crate::apps::AppCall {
+            account_id: actor.account_id.clone(),
+            call_id: actor.id.clone(),
+            leg_id: actor.a_leg.id.clone(),
+            application_id: "sipgate-push".into(),
+            from: actor.caller_number.clone(),
+            to: actor.dialled.clone(),
+            caller_name: actor.caller_name.clone(),
+            sip_call_id: actor.a_call_id.clone(),
+            direction: actor.direction,
+            request_uri: req.uri.to_string(),
+            headers: Vec::new(),
+        });
+        info!("call runs the called user's push application");
+    }
     if let Some((permit, app)) = app_permit {
         actor.app = Some(AppSession {
             application_id: app.id.clone(),
@@ -609,6 +665,54 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: ServerTransaction) {
     // Its own task: the set-up future above is four times the size of the actor's, and
     // would otherwise stay allocated for as long as the call lasts.
     tokio::spawn(Box::new(actor).run(state_rx, cmd_rx).in_current_span());
+}
+
+/// What the inbound hook decided for a call that rings a user, as run_inbound applies it.
+#[derive(Default)]
+struct PreRoute {
+    voicemail: bool,
+    caller_id: Option<String>,
+    app: Option<crate::inbound_hook::AppTaker>,
+}
+
+/// The targets, callee label and callee of a call that rings a user.
+type Ringing = (Vec<ForkTarget>, String, Option<(String, String)>);
+
+impl PreRoute {
+    /// The targets of a redirect (None: the user's, or nobody's for voicemail and an
+    /// application).
+    async fn apply(
+        &mut self,
+        engine: &Engine,
+        decision: crate::inbound_hook::InboundDecision,
+        account_id: &str,
+    ) -> Option<Ringing> {
+        use crate::inbound_hook::InboundDecision;
+        match decision {
+            InboundDecision::Ring => None,
+            InboundDecision::Redirect { targets, caller_id } => {
+                let Some(t) = engine.redirect_target(account_id, &targets).await else {
+                    warn!(
+                        ?targets,
+                        "no redirect target can be reached; the call rings the user"
+                    );
+                    return None;
+                };
+                info!(target = %t.label, "the call is redirected by the callee's push answer");
+                self.caller_id = caller_id;
+                Some((t.forks, t.label, t.owner))
+            }
+            InboundDecision::Voicemail => {
+                self.voicemail = true;
+                info!("the callee's push answer sends the call to voicemail");
+                None
+            }
+            InboundDecision::Application(taker) => {
+                self.app = Some(taker);
+                None
+            }
+        }
+    }
 }
 
 /// The session timer a caller's INVITE asks for, as we run it; `Err(min_se)` when its
@@ -767,6 +871,8 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         states_to: None,
         custom_ring_timeout: None,
         transfer_caller_id: None,
+        voicemail_first: false,
+        fork_caller_id: None,
         states: call.states,
         bridge: call.bridge,
         a_media: call.a_media,
@@ -1147,6 +1253,10 @@ struct CallActor {
     /// The caller id the next transfer target sees instead of the kept party's number (an
     /// application's `dial` with `callerId`).
     transfer_caller_id: Option<String>,
+    /// The inbound hook sent the call to the callee's voicemail (inbound_hook.rs).
+    voicemail_first: bool,
+    /// The number the callee's phones see instead of the caller's (inbound hook redirect).
+    fork_caller_id: Option<String>,
     /// This call's routes in the shared dialog-state channel (see `hookflash_sip::router`).
     states: CallStates,
     bridge: Arc<BridgeHandle>,
@@ -1197,7 +1307,10 @@ impl CallActor {
             self.a_media.direction,
         )
         .to_string();
-        let caller_number = self.caller_number.clone();
+        let caller_number = self
+            .fork_caller_id
+            .clone()
+            .unwrap_or_else(|| self.caller_number.clone());
         let caller_name = self.caller_name.clone();
         let first = self.forks.len();
         let sent = self.invite_targets(targets, &caller_number, caller_name, &offer, |i| {
@@ -1298,7 +1411,11 @@ impl CallActor {
         mut states: CallStateReceiver,
         mut commands: CommandReceiver,
     ) {
-        if self.forks.is_empty() && self.originated.is_none() && self.app.is_none() {
+        if self.forks.is_empty()
+            && self.originated.is_none()
+            && self.app.is_none()
+            && !self.voicemail_first
+        {
             self.fail_caller(503, EndCause::Failed);
         }
         if self
@@ -1314,6 +1431,9 @@ impl CallActor {
             .custom_ring_timeout
             .unwrap_or(self.engine.inner.cfg.ring_timeout);
         self.core.ring(tokio::time::Instant::now(), ring_timeout);
+        if self.voicemail_first && !self.try_voicemail().await {
+            self.fail_caller(480, EndCause::Unavailable);
+        }
         let bridge = self.bridge.clone();
         let inactive = async move { bridge.inactive().await };
         tokio::pin!(inactive);

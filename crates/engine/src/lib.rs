@@ -12,6 +12,7 @@ pub mod control;
 mod dialing;
 pub mod events;
 pub mod fetch;
+pub mod inbound_hook;
 pub mod metrics;
 pub mod model;
 mod registrar;
@@ -117,6 +118,8 @@ pub(crate) struct EngineInner {
     pub outbound: Arc<dialing::OutboundGate>,
     /// Calls to application numbers, on their way to the application runtime.
     pub apps: apps::AppChannel,
+    /// Asked before an inbound call rings a user (sipgate push `newCall`).
+    pub inbound_hook: inbound_hook::HookSlot,
 }
 
 pub(crate) struct CallEntry {
@@ -241,6 +244,7 @@ impl Engine {
                 sip_port,
                 outbound: dialing::OutboundGate::new(),
                 apps: apps::AppChannel::new(),
+                inbound_hook: inbound_hook::HookSlot::default(),
             }),
         };
         let challenger = stateless::Challenger {

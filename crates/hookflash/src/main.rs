@@ -226,6 +226,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
             (Some(cert), Some(key)) => Some(hookflash_sip::tls::server_config(cert, key)?),
             _ => None,
         },
+        push_answer_timeout: std::time::Duration::from_millis(config.http.push_answer_timeout_ms),
         ..Default::default()
     };
     let (http_addr, http) =

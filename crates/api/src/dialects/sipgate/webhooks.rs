@@ -5,7 +5,13 @@
 //!   (`direction=in` for the called user, `out` for the caller).
 //! - As on sipgate, `answer` and `hangup` go to the URLs the app returned in its `newCall`
 //!   answer: `<Response onAnswer="URL" onHangup="URL">` (the sipgateio webhook server sets
-//!   them when handlers are registered). Other verbs in that XML are not executed yet.
+//!   them when handlers are registered).
+//! - An inbound call to a user with a webhook URL waits for the app's answer to `newCall`
+//!   (bounded: `http.push_answer_timeout_ms`) before it rings anyone; the answer's XML is
+//!   executed ([`PushHook`], `hookflash_apps::sipgate_xml`): a leading `<Dial>` rings other
+//!   numbers instead, `<Dial><Voicemail/></Dial>` the user's voicemail, anything else runs on
+//!   the application runtime. No, a failed, a late or an unreadable answer: the call rings the
+//!   user as before. Outbound calls' `newCall` is not awaited (its answer's URLs are used).
 //! - `dtmf` (`event=dtmf&dtmf=<digit>&callId=...`): a digit pressed by the *other* party of a
 //!   user's call (once per press) goes to the `onData` URL of a `<Gather>` in the user's
 //!   `newCall` answer (where sipgate sends it); without one, to the user's webhook URL.
@@ -17,19 +23,36 @@
 //!   retried on connection errors, timeouts, 429 and 5xx with exponential backoff.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use hookflash_apps::{Delivery, Request};
+use hookflash_apps::app::{AppHooks, CallFields, CallStatus, Direction, Hook, Language, Launch};
+use hookflash_apps::control::CallRef;
+use hookflash_apps::sipgate_xml::{self, Plan};
+use hookflash_apps::{Delivery, Request, Runtime};
+use hookflash_engine::apps::AppCall;
+use hookflash_engine::inbound_hook::{InboundDecision, InboundHook, RingingUser};
 use hookflash_engine::{
     CallDirection, CallInfo, EndCause, Engine, Event, EventKind, LegInfo, LegRole,
 };
 use hookflash_store::{normalize::check_webhook_url, User};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::sipgate::auth::login_name;
-use crate::sipgate::numbers::{dids, leg_number, without_plus, Dids};
+use crate::sipgate::numbers::{dids, leg_number, with_plus, without_plus, Dids};
+
+/// Calls waiting for a `newCall` answer at once; more ring their user without waiting.
+const MAX_AWAITED: usize = 256;
+/// Users whose newCall was awaited, kept until the call's first event (set-up is instant;
+/// older entries belong to calls that never started and are dropped).
+const PRE_ROUTED_MAX: usize = 4096;
+const PRE_ROUTED_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -52,6 +75,18 @@ struct Target {
     realm: String,
     url: String,
     direction: &'static str,
+    /// Its `newCall` went out before the call rang (awaited): not sent again.
+    announced: bool,
+}
+
+/// The called users whose `newCall` was awaited, by call id, until the call's `new` event.
+type PreRouted = Arc<Mutex<HashMap<String, (Target, Instant)>>>;
+
+fn lock_pre(p: &PreRouted) -> std::sync::MutexGuard<'_, HashMap<String, (Target, Instant)>> {
+    match p.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 /// sipgate's hangup causes (`normalClearing`, `busy`, `cancel`, `noAnswer`, `congestion`,
@@ -114,15 +149,34 @@ fn push_direction(role: LegRole) -> &'static str {
     }
 }
 
-/// Starts the dispatcher. It runs until `stop` is cancelled.
-pub fn spawn(engine: Engine, delivery: Delivery, stop: CancellationToken) {
+/// Starts the dispatcher and installs the engine's inbound hook (awaited `newCall`, XML
+/// executed; `runtime` runs what the engine does not). It runs until `stop` is cancelled.
+pub fn spawn(
+    engine: Engine,
+    delivery: Delivery,
+    stop: CancellationToken,
+    runtime: Option<Runtime>,
+    answer_timeout: Duration,
+) {
     // The live feed carries every account's events; the account filter is ours.
     let live = engine.events().subscribe_all();
+    let follow = FollowMap::default();
+    let pre = PreRouted::default();
+    engine.set_inbound_hook(Arc::new(PushHook {
+        engine: engine.clone(),
+        delivery: delivery.clone(),
+        runtime,
+        follow: follow.clone(),
+        pre: pre.clone(),
+        timeout: answer_timeout,
+        gate: Arc::new(Semaphore::new(MAX_AWAITED)),
+    }));
     let dispatcher = Dispatcher {
         engine,
         delivery,
         stop,
-        follow: FollowMap::default(),
+        follow,
+        pre,
         calls: HashMap::new(),
     };
     tokio::spawn(dispatcher.run(live));
@@ -133,6 +187,7 @@ struct Dispatcher {
     delivery: Delivery,
     stop: CancellationToken,
     follow: FollowMap,
+    pre: PreRouted,
     /// Webhook targets of each call, decided at `new`.
     calls: HashMap<String, Vec<Target>>,
 }
@@ -163,7 +218,15 @@ impl Dispatcher {
             return;
         };
         if kind == Kind::NewCall {
-            let targets = self.targets(&event.call).await;
+            let mut targets = self.targets(&event.call).await;
+            // The called user whose newCall was awaited: not announced twice, and still
+            // told of the call when their app sent it elsewhere.
+            if let Some((pre, _)) = lock_pre(&self.pre).remove(&event.call_id) {
+                match targets.iter_mut().find(|t| t.user.id == pre.user.id) {
+                    Some(t) => t.announced = true,
+                    None => targets.push(pre),
+                }
+            }
             if targets.is_empty() {
                 return;
             }
@@ -186,6 +249,9 @@ impl Dispatcher {
         };
         for target in &targets {
             if kind == Kind::Dtmf && pressed_by(&event, &target.user.id) {
+                continue;
+            }
+            if kind == Kind::NewCall && target.announced {
                 continue;
             }
             let form = form(kind, &event, target, &numbers);
@@ -243,6 +309,7 @@ impl Dispatcher {
                 realm: realm.clone(),
                 url,
                 direction: push_direction(leg.role),
+                announced: false,
             });
         }
         out
@@ -349,6 +416,9 @@ pub struct FollowUps {
     pub on_hangup: Option<String>,
     /// `onData` of a `<Gather>`: where `dtmf` events go.
     pub on_data: Option<String>,
+    /// The answer was executed (the runtime runs the call): keys are not forwarded one by
+    /// one; a `<Gather>` posts them.
+    pub executed: bool,
 }
 
 fn lock(follow: &FollowMap) -> std::sync::MutexGuard<'_, HashMap<FollowKey, FollowUps>> {
@@ -378,12 +448,14 @@ async fn deliver(
         Kind::NewCall => Some(url.clone()),
         Kind::Answer => lock(&follow).get(&key).and_then(|f| f.on_answer.clone()),
         Kind::Hangup => lock(&follow).remove(&key).and_then(|f| f.on_hangup),
-        Kind::Dtmf => Some(
-            lock(&follow)
-                .get(&key)
-                .and_then(|f| f.on_data.clone())
-                .unwrap_or_else(|| url.clone()),
-        ),
+        Kind::Dtmf => {
+            let f = lock(&follow).get(&key).cloned().unwrap_or_default();
+            if f.executed {
+                None
+            } else {
+                Some(f.on_data.unwrap_or_else(|| url.clone()))
+            }
+        }
     };
     let Some(target) = target else {
         return;
@@ -398,64 +470,260 @@ async fn deliver(
     }
 }
 
-fn unescape_xml(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-/// The (name, value) attributes of the first `<tag ...>` element (values unescaped).
-fn attributes(xml: &str, tag: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let open = format!("<{tag}");
-    let Some(start) = xml.find(&open) else {
-        return out;
-    };
-    let rest = &xml[start + open.len()..];
-    // `<Response` must not match `<ResponseX`.
-    if !rest.starts_with(|c: char| c.is_whitespace() || c == '>' || c == '/') {
-        return out;
-    }
-    let Some(end) = rest.find('>') else {
-        return out;
-    };
-    let mut attrs = &rest[..end];
-    while let Some(eq) = attrs.find('=') {
-        let name = attrs[..eq].trim().to_string();
-        let after = attrs[eq + 1..].trim_start();
-        let Some(quote) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
-            break;
-        };
-        let Some(close) = after[1..].find(quote) else {
-            break;
-        };
-        out.push((name, unescape_xml(&after[1..1 + close])));
-        attrs = &after[close + 2..];
-    }
-    out
-}
-
 /// `onAnswer` / `onHangup` of the `<Response>` element of a newCall answer and `onData` of its
-/// `<Gather>` (http(s) URLs only).
+/// `<Gather>` (http(s) URLs only; an unreadable answer has none).
 pub fn parse_follow_ups(xml: &str) -> FollowUps {
-    let mut out = FollowUps::default();
-    let found = attributes(xml, "Response")
-        .into_iter()
-        .chain(attributes(xml, "Gather"));
-    for (name, value) in found {
-        if check_webhook_url(&value).is_err() {
-            continue;
-        }
-        match name.as_str() {
-            "onAnswer" => out.on_answer = Some(value),
-            "onHangup" => out.on_hangup = Some(value),
-            "onData" => out.on_data = Some(value),
-            _ => {}
+    match sipgate_xml::parse(xml) {
+        Ok(x) => follow_ups(&x, false),
+        Err(e) => {
+            debug!(error = %e, "newCall answer unreadable: no follow-up URLs");
+            FollowUps::default()
         }
     }
-    out
+}
+
+fn follow_ups(x: &sipgate_xml::PushXml, executed: bool) -> FollowUps {
+    let ok = |u: Option<&str>| {
+        u.filter(|v| check_webhook_url(v).is_ok())
+            .map(str::to_string)
+    };
+    FollowUps {
+        on_answer: ok(x.on_answer.as_deref()),
+        on_hangup: ok(x.on_hangup.as_deref()),
+        on_data: if executed { None } else { ok(x.on_data()) },
+        executed,
+    }
+}
+
+/// The engine's inbound hook: an inbound call to a user with a webhook URL waits for the
+/// app's answer to `newCall` and does what it says.
+struct PushHook {
+    engine: Engine,
+    delivery: Delivery,
+    runtime: Option<Runtime>,
+    follow: FollowMap,
+    pre: PreRouted,
+    timeout: Duration,
+    /// Bounds the calls waiting for an answer at once.
+    gate: Arc<Semaphore>,
+}
+
+impl InboundHook for PushHook {
+    fn before_ring(
+        &self,
+        call: RingingUser,
+    ) -> Pin<Box<dyn Future<Output = InboundDecision> + Send + 'static>> {
+        let hook = PushHook {
+            engine: self.engine.clone(),
+            delivery: self.delivery.clone(),
+            runtime: self.runtime.clone(),
+            follow: self.follow.clone(),
+            pre: self.pre.clone(),
+            timeout: self.timeout,
+            gate: self.gate.clone(),
+        };
+        Box::pin(async move { hook.decide(call).await })
+    }
+}
+
+impl PushHook {
+    async fn decide(self, call: RingingUser) -> InboundDecision {
+        let store = self.engine.store();
+        let url = match store.user_webhook(&call.user_id).await {
+            Ok(Some(url)) if check_webhook_url(&url).is_ok() => url,
+            Ok(_) => return InboundDecision::Ring,
+            Err(e) => {
+                warn!(error = %e, "webhook: cannot read the user's webhook URL");
+                return InboundDecision::Ring;
+            }
+        };
+        let user = match store.user_by_id(&call.user_id).await {
+            Ok(Some(u)) if u.account_id == call.account_id => u,
+            _ => return InboundDecision::Ring,
+        };
+        let Ok(_permit) = self.gate.clone().try_acquire_owned() else {
+            warn!("too many calls wait for a newCall answer; this one rings without waiting");
+            return InboundDecision::Ring;
+        };
+        let realm = match store.account_by_id(&call.account_id).await {
+            Ok(Some(a)) => a.realm,
+            _ => String::new(),
+        };
+        let numbers = store.numbers(&call.account_id).await.unwrap_or_default();
+        let dids = dids(&numbers);
+        // The caller as the push shows it: a user of the account by their number.
+        let from = match store.user_by_extension(&call.account_id, &call.from).await {
+            Ok(Some(u)) => dids.get(&u.id).cloned().unwrap_or(u.extension),
+            _ => with_plus(&call.from),
+        };
+        let to = match call.direction {
+            CallDirection::Inbound => call.dialled.clone(),
+            CallDirection::Internal | CallDirection::Outbound => dids
+                .get(&user.id)
+                .cloned()
+                .unwrap_or_else(|| user.extension.clone()),
+        };
+        let target = Target {
+            user: user.clone(),
+            realm: realm.clone(),
+            url: url.clone(),
+            direction: "in",
+            announced: true,
+        };
+        {
+            let mut pre = lock_pre(&self.pre);
+            let now = Instant::now();
+            // Calls that never started: forget them and their follow-up URLs.
+            let stale: Vec<FollowKey> = pre
+                .iter()
+                .filter(|(_, (_, at))| now.duration_since(*at) >= PRE_ROUTED_TTL)
+                .map(|(call, (t, _))| (call.clone(), t.user.id.clone()))
+                .collect();
+            if !stale.is_empty() {
+                let mut follow = lock(&self.follow);
+                for key in &stale {
+                    pre.remove(&key.0);
+                    follow.remove(key);
+                }
+            }
+            if pre.len() >= PRE_ROUTED_MAX {
+                warn!("too many calls between newCall and their start; ringing without waiting");
+                return InboundDecision::Ring;
+            }
+            pre.insert(call.call_id.clone(), (target, now));
+        }
+        let form = new_call_form(&call.call_id, &from, &to, &user, &realm);
+        let request = Request::post_form(&url, form, "newCall");
+        let reply =
+            match tokio::time::timeout(self.timeout, self.delivery.send_once(&request)).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(e)) => {
+                    info!(%url, error = %e, "newCall answer failed; the call rings the user");
+                    return InboundDecision::Ring;
+                }
+                Err(_) => {
+                    info!(%url, timeout_ms = self.timeout.as_millis() as u64,
+                    "no newCall answer in time; the call rings the user");
+                    return InboundDecision::Ring;
+                }
+            };
+        let xml = match sipgate_xml::parse(&reply.body) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(%url, error = %e, "newCall answer is not sipgate XML; the call rings the user");
+                return InboundDecision::Ring;
+            }
+        };
+        for why in &xml.ignored {
+            warn!(%url, "newCall answer: skipped {why}");
+        }
+        let key = (call.call_id.clone(), user.id.clone());
+        let plan = xml.plan();
+        let executed = matches!(plan, Plan::Run(_));
+        lock(&self.follow).insert(key, follow_ups(&xml, executed));
+        match plan {
+            Plan::Ring => InboundDecision::Ring,
+            Plan::Dial {
+                numbers: targets,
+                caller_id,
+                anonymous,
+            } => {
+                let caller_id = if anonymous {
+                    Some("anonymous".to_string())
+                } else {
+                    caller_id.and_then(|c| {
+                        let ours = numbers.iter().any(|n| n.number == with_plus(&c));
+                        if !ours {
+                            warn!(caller_id = %c, "Dial callerId is not a number of the account; ignored");
+                        }
+                        ours.then(|| with_plus(&c))
+                    })
+                };
+                InboundDecision::Redirect { targets, caller_id }
+            }
+            Plan::Voicemail => match store.mailbox(&user.id).await {
+                Ok(Some(m)) if m.enabled => InboundDecision::Voicemail,
+                _ => {
+                    warn!(user = %user.extension, "<Voicemail/>: the user has no mailbox; the call rings the user");
+                    InboundDecision::Ring
+                }
+            },
+            Plan::Run(script) => {
+                let Some(runtime) = self.runtime.clone() else {
+                    warn!(
+                        "no application runtime to run the newCall answer; the call rings the user"
+                    );
+                    lock(&self.follow).insert(
+                        (call.call_id.clone(), user.id.clone()),
+                        follow_ups(&xml, false),
+                    );
+                    return InboundDecision::Ring;
+                };
+                let hook = Hook::post(&url);
+                InboundDecision::Application(Box::new(move |app: AppCall| {
+                    let launch = push_launch(&app, hook, from, to);
+                    runtime.launch_with_script(launch, script);
+                }))
+            }
+        }
+    }
+}
+
+/// The `newCall` form of the called user of a call that is about to ring them.
+fn new_call_form(
+    call_id: &str,
+    from: &str,
+    to: &str,
+    u: &User,
+    realm: &str,
+) -> Vec<(String, String)> {
+    let mut f: Vec<(String, String)> = Vec::new();
+    let mut add = |k: &str, v: String| f.push((k.to_string(), v));
+    add("event", "newCall".into());
+    add("direction", "in".into());
+    add("from", without_plus(from));
+    add("to", without_plus(to));
+    add("callId", call_id.to_string());
+    add("origCallId", call_id.to_string());
+    add("xcid", call_id.to_string());
+    add("user[]", user_name(u));
+    add("userId[]", u.extension.clone());
+    add("fullUserId[]", login_name(&u.extension, realm));
+    f
+}
+
+/// The runtime's launch for a call the push answer runs: its hook requests (a Gather's
+/// `onData`) speak sipgate; the user's webhook URL is the base of relative URLs.
+fn push_launch(app: &AppCall, hook: Hook, from: String, to: String) -> Launch {
+    Launch {
+        call: CallRef {
+            account_id: app.account_id.clone(),
+            call_id: app.call_id.clone(),
+            leg_id: app.leg_id.clone(),
+        },
+        hooks: AppHooks {
+            call_hook: hook,
+            call_status_hook: None,
+            fallback: None,
+        },
+        webhook_secret: String::new(),
+        fields: CallFields {
+            call_sid: app.leg_id.clone(),
+            direction: Direction::Inbound,
+            from,
+            to,
+            call_id: app.sip_call_id.clone(),
+            sip_status: 100,
+            sip_reason: Some("Trying".into()),
+            call_status: CallStatus::Trying,
+            caller_id: app.caller_name.clone(),
+            account_sid: app.account_id.clone(),
+            application_sid: app.application_id.clone(),
+            trace_id: Some(app.call_id.clone()),
+            ..CallFields::default()
+        },
+        language: Language::Sipgate,
+    }
 }
 
 #[cfg(test)]
@@ -472,6 +740,7 @@ mod tests {
                 on_answer: Some("http://127.0.0.1:9/x?a=1&b=2".into()),
                 on_hangup: Some("http://127.0.0.1:9/x".into()),
                 on_data: None,
+                executed: false,
             }
         );
         // The SDK's gatherDTMF answer: onData on the Gather element.
@@ -482,6 +751,7 @@ mod tests {
                 on_answer: None,
                 on_hangup: Some("http://127.0.0.1:9/h".into()),
                 on_data: Some("http://127.0.0.1:9/d".into()),
+                executed: false,
             }
         );
         assert_eq!(
@@ -500,6 +770,38 @@ mod tests {
         assert_eq!(
             parse_follow_ups("<Response onAnswer=\"http://a"),
             FollowUps::default()
+        );
+    }
+
+    #[test]
+    fn executed_answers_take_the_keys_themselves() {
+        let xml = "<Response onHangup=\"http://127.0.0.1:9/h\"><Gather onData=\"http://127.0.0.1:9/d\" maxDigits=\"2\"/></Response>";
+        let x = sipgate_xml::parse(xml).unwrap();
+        // Executed: the Gather posts its digits; none are forwarded one by one.
+        let f = follow_ups(&x, true);
+        assert_eq!(f.on_data, None);
+        assert!(f.executed);
+        assert_eq!(f.on_hangup.as_deref(), Some("http://127.0.0.1:9/h"));
+        // Not executed (an outbound newCall): each key goes to onData.
+        assert_eq!(
+            follow_ups(&x, false).on_data.as_deref(),
+            Some("http://127.0.0.1:9/d")
+        );
+        let user = User {
+            id: "id-201".into(),
+            account_id: "a".into(),
+            extension: "201".into(),
+            display_name: Some("Alice".into()),
+            ha1_md5: String::new(),
+            ha1_sha256: String::new(),
+            dial_classes: None,
+        };
+        let f = new_call_form("c1", "+4915799912345", "+4930123456", &user, "acme.local");
+        assert_eq!(
+            serde_urlencoded::to_string(&f).unwrap(),
+            "event=newCall&direction=in&from=4915799912345&to=4930123456&callId=c1\
+             &origCallId=c1&xcid=c1&user%5B%5D=Alice&userId%5B%5D=201\
+             &fullUserId%5B%5D=201%40acme.local"
         );
     }
 
@@ -619,6 +921,7 @@ mod tests {
             realm: "acme.local".into(),
             url: "http://x".into(),
             direction: "in",
+            announced: false,
         };
         let dids: Dids = [("id-201".to_string(), "+4930123456".to_string())].into();
         let ev = |kind, cause: Option<EndCause>| Event {
