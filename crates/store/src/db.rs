@@ -15,6 +15,8 @@ use sqlx::any::{Any, AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, ConnectOptions, Executor, Transaction};
 
+use hookflash_config::{redact_url, DatabaseUrl};
+
 use crate::cache::Cache;
 use crate::error::StoreError;
 use crate::model::CallRecord;
@@ -40,15 +42,6 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The backend a `database_url` names (`postgres://` or `postgresql://`), or `None`.
-    pub fn of_url(url: &str) -> Option<Backend> {
-        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase())?;
-        match scheme.as_str() {
-            "postgres" | "postgresql" => Some(Backend::Postgres),
-            _ => None,
-        }
-    }
-
     fn migrator(self) -> &'static sqlx::migrate::Migrator {
         match self {
             Backend::Sqlite => &SQLITE_MIGRATOR,
@@ -88,21 +81,16 @@ fn create_data_dir(data_dir: &Path) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Opens the configured database: PostgreSQL when `database_url` is a `postgres://` URL,
-    /// else SQLite in `data_dir/hookflash.db`. Files that belong to rows (recordings,
-    /// voicemail, greetings) live under `data_dir` either way. Runs the migrations.
+    /// Opens the configured database: PostgreSQL when `database_url` is set, else SQLite in
+    /// `data_dir/hookflash.db`. Files that belong to rows (recordings, voicemail, greetings)
+    /// live under `data_dir` either way. Runs the migrations.
     pub async fn open_configured(
         data_dir: &Path,
-        database_url: Option<&str>,
+        database_url: Option<&DatabaseUrl>,
     ) -> Result<Store, StoreError> {
         match database_url {
             None => Store::open(data_dir).await,
-            Some(url) => match Backend::of_url(url) {
-                Some(Backend::Postgres) => Store::open_postgres(url, data_dir).await,
-                Some(Backend::Sqlite) | None => Err(StoreError::Invalid(
-                    "database_url must be a postgres:// or postgresql:// URL".into(),
-                )),
-            },
+            Some(url) => Store::open_postgres(url.as_str(), data_dir).await,
         }
     }
 
@@ -372,22 +360,6 @@ impl Store {
             );
         }
         Ok(n)
-    }
-}
-
-/// `url` without its password (`scheme://user:<redacted>@host/...`), for logs and `Debug`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:<redacted>@{host}{tail}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
     }
 }
 

@@ -35,11 +35,11 @@ pub use calls::UserCallFilter;
 pub use crypto::{
     api_key_hash, constant_time_eq, generate_api_key, generate_password, ha1, random_hex,
 };
-pub use db::{redact_url, Backend, Store, DB_FILE_NAME};
+pub use db::{Backend, Store, DB_FILE_NAME};
 pub use error::StoreError;
 /// The vocabulary the store shares with the configuration (`hookflash-config`), re-exported
 /// because the store's own API speaks it (`ha1`, `User::ha1`, `DialClasses`, validation).
-pub use hookflash_config::{normalize, DialClass, DigestAlgorithm};
+pub use hookflash_config::{normalize, DatabaseUrl, DialClass, DigestAlgorithm};
 pub use model::{
     Account, ApiKey, CallRecord, DemoCredentials, DialClasses, DialPolicy, LegRecord, Number,
     PersonalAccessToken, Recording, Registration, Trunk, User,
