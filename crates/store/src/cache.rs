@@ -366,7 +366,6 @@ mod store_tests {
     use std::net::IpAddr;
 
     use crate::crypto::{ha1, DigestAlgorithm};
-    use crate::db::Store;
     use crate::model::Registration;
     use hookflash_config::TrunkSpec;
 
@@ -794,81 +793,80 @@ mod store_tests {
         }
     }
 
-    #[tokio::test]
-    async fn another_process_writing_the_database_is_noticed() {
-        // Two stores on one file stand for the server and the `hookflash` CLI.
-        let dir =
-            std::env::temp_dir().join(format!("hookflash-cache-test-{}", uuid::Uuid::new_v4()));
-        let server = Store::open(&dir).await.unwrap();
-        let a = server.create_account("acme", "acme.local").await.unwrap();
-        let u = server.add_user(&a.id, "201", "old", None).await.unwrap();
-        assert_eq!(server.user_webhook(&u.id).await.unwrap(), None);
-        assert_eq!(server.user_by_extension(&a.id, "202").await.unwrap(), None);
-        assert_eq!(server.lookup_number("4930123456").await.unwrap(), None);
+    crate::testdb::both_backends! {
+        async fn another_process_writing_the_database_is_noticed() {
+            // Two stores on one file stand for the server and the `hookflash` CLI.
+            let db = crate::testdb::TestDb::new().await;
+            let server = db.open().await;
+            let a = server.create_account("acme", "acme.local").await.unwrap();
+            let u = server.add_user(&a.id, "201", "old", None).await.unwrap();
+            assert_eq!(server.user_webhook(&u.id).await.unwrap(), None);
+            assert_eq!(server.user_by_extension(&a.id, "202").await.unwrap(), None);
+            assert_eq!(server.lookup_number("4930123456").await.unwrap(), None);
 
-        let (key, plain) = server.create_api_key(&a.id, "k").await.unwrap();
-        assert!(server.verify_api_key(&plain).await.unwrap().is_some());
+            let (key, plain) = server.create_api_key(&a.id, "k").await.unwrap();
+            assert!(server.verify_api_key(&plain).await.unwrap().is_some());
 
-        let cli = Store::open(&dir).await.unwrap();
-        assert!(cli.revoke_api_key(&a.id, &key.id).await.unwrap());
-        cli.set_user_webhook(&a.id, "201", Some("http://127.0.0.1:9/h"))
-            .await
-            .unwrap();
-        cli.add_user(&a.id, "202", "pw", None).await.unwrap();
-        cli.add_number(&a.id, "+4930123456", "202").await.unwrap();
-        cli.set_user_password(&a.id, "201", "new").await.unwrap();
-        let policy = crate::model::DialPolicy {
-            max_outbound_calls: 1,
-            ..Default::default()
-        };
-        cli.set_account_dial_policy(&a.id, &policy).await.unwrap();
-        cli.set_user_dial_classes(&u.id, Some(crate::model::DialClasses::NONE))
-            .await
-            .unwrap();
-        cli.close().await;
+            let cli = db.open().await;
+            assert!(cli.revoke_api_key(&a.id, &key.id).await.unwrap());
+            cli.set_user_webhook(&a.id, "201", Some("http://127.0.0.1:9/h"))
+                .await
+                .unwrap();
+            cli.add_user(&a.id, "202", "pw", None).await.unwrap();
+            cli.add_number(&a.id, "+4930123456", "202").await.unwrap();
+            cli.set_user_password(&a.id, "201", "new").await.unwrap();
+            let policy = crate::model::DialPolicy {
+                max_outbound_calls: 1,
+                ..Default::default()
+            };
+            cli.set_account_dial_policy(&a.id, &policy).await.unwrap();
+            cli.set_user_dial_classes(&u.id, Some(crate::model::DialClasses::NONE))
+                .await
+                .unwrap();
+            cli.close().await;
 
-        // The server's next read after the check interval looks at the generation.
-        tokio::time::sleep(super::EXTERNAL_CHECK_INTERVAL + std::time::Duration::from_millis(20))
-            .await;
-        assert_eq!(
-            server.user_webhook(&u.id).await.unwrap().as_deref(),
-            Some("http://127.0.0.1:9/h")
-        );
-        assert!(server
-            .user_by_extension(&a.id, "202")
-            .await
-            .unwrap()
-            .is_some());
-        assert_eq!(
-            server
-                .lookup_number("4930123456")
+            // The server's next read after the check interval looks at the generation.
+            tokio::time::sleep(crate::cache::EXTERNAL_CHECK_INTERVAL + std::time::Duration::from_millis(20))
+                .await;
+            assert_eq!(
+                server.user_webhook(&u.id).await.unwrap().as_deref(),
+                Some("http://127.0.0.1:9/h")
+            );
+            assert!(server
+                .user_by_extension(&a.id, "202")
                 .await
                 .unwrap()
-                .unwrap()
-                .1
-                .extension,
-            "202"
-        );
-        assert_eq!(
-            server.user_by_id(&u.id).await.unwrap().unwrap().ha1_md5,
-            ha1(DigestAlgorithm::Md5, "201", "acme.local", "new")
-        );
-        assert!(server.verify_api_key(&plain).await.unwrap().is_none());
-        assert_eq!(
-            server.account_by_id(&a.id).await.unwrap().unwrap().dial,
-            policy
-        );
-        assert_eq!(
-            server
-                .user_by_id(&u.id)
-                .await
-                .unwrap()
-                .unwrap()
-                .dial_classes,
-            Some(crate::model::DialClasses::NONE)
-        );
-        server.close().await;
-        std::fs::remove_dir_all(&dir).unwrap();
+                .is_some());
+            assert_eq!(
+                server
+                    .lookup_number("4930123456")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .1
+                    .extension,
+                "202"
+            );
+            assert_eq!(
+                server.user_by_id(&u.id).await.unwrap().unwrap().ha1_md5,
+                ha1(DigestAlgorithm::Md5, "201", "acme.local", "new")
+            );
+            assert!(server.verify_api_key(&plain).await.unwrap().is_none());
+            assert_eq!(
+                server.account_by_id(&a.id).await.unwrap().unwrap().dial,
+                policy
+            );
+            assert_eq!(
+                server
+                    .user_by_id(&u.id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .dial_classes,
+                Some(crate::model::DialClasses::NONE)
+            );
+            server.close().await;
+        }
     }
 
     crate::testdb::both_backends! {

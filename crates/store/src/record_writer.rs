@@ -355,34 +355,35 @@ mod tests {
         )
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_records_are_group_committed_and_all_readable() {
-        let dir = std::env::temp_dir().join(format!("hookflash-gc-test-{}", uuid::Uuid::new_v4()));
-        let s = Arc::new(Store::open(&dir).await.unwrap());
-        const N: usize = 400;
-        let mut tasks = Vec::new();
-        for i in 0..N {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                s.insert_call_record(&record(&format!("c{i:04}"))).await
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        let (batches, records, fallbacks) = stats(&s);
-        assert_eq!(records, N as u64);
-        assert_eq!(fallbacks, 0);
-        assert!(batches < records, "{batches} batches for {records} records");
+    crate::testdb::both_backends! {
+        multi_thread
+        async fn concurrent_records_are_group_committed_and_all_readable() {
+            let db = crate::testdb::TestDb::new().await;
+            let s = Arc::new(db.open().await);
+            const N: usize = 400;
+            let mut tasks = Vec::new();
+            for i in 0..N {
+                let s = s.clone();
+                tasks.push(tokio::spawn(async move {
+                    s.insert_call_record(&record(&format!("c{i:04}"))).await
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            let (batches, records, fallbacks) = stats(&s);
+            assert_eq!(records, N as u64);
+            assert_eq!(fallbacks, 0);
+            assert!(batches < records, "{batches} batches for {records} records");
 
-        // Committed: a fresh connection (another store on the file) reads every record.
-        let other = Store::open(&dir).await.unwrap();
-        let all = other.call_history(None, 1_000).await.unwrap();
-        assert_eq!(all.len(), N);
-        assert!(all.iter().all(|c| c.legs.len() == 2));
-        other.close().await;
-        s.close().await;
-        std::fs::remove_dir_all(&dir).unwrap();
+            // Committed: a fresh connection (another store on the file) reads every record.
+            let other = db.open().await;
+            let all = other.call_history(None, 1_000).await.unwrap();
+            assert_eq!(all.len(), N);
+            assert!(all.iter().all(|c| c.legs.len() == 2));
+            other.close().await;
+            s.close().await;
+        }
     }
 
     crate::testdb::both_backends! {

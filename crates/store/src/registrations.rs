@@ -239,18 +239,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn registrations_survive_reopen() {
-        let dir = std::env::temp_dir().join(format!("hookflash-reg-test-{}", uuid::Uuid::new_v4()));
-        let s = Store::open(&dir).await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let u = s.add_user(&a.id, "201", "pw", None).await.unwrap();
-        let r = reg(&u.id, "sip:201@127.0.0.1:5070", i64::MAX / 2, 7);
-        s.upsert_registration(&r).await.unwrap();
-        s.close().await;
-        let s = Store::open(&dir).await.unwrap();
-        assert_eq!(s.registrations(&u.id, 0).await.unwrap(), vec![r]);
-        s.close().await;
-        std::fs::remove_dir_all(&dir).unwrap();
+    crate::testdb::both_backends! {
+        async fn registrations_survive_reopen() {
+            let db = crate::testdb::TestDb::new().await;
+            let s = db.open().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let u = s.add_user(&a.id, "201", "pw", None).await.unwrap();
+            let r = reg(&u.id, "sip:201@127.0.0.1:5070", i64::MAX / 2, 7);
+            s.upsert_registration(&r).await.unwrap();
+            s.close().await;
+            let s = db.open().await;
+            assert_eq!(s.registrations(&u.id, 0).await.unwrap(), vec![r]);
+            s.close().await;
+        }
     }
 }

@@ -96,6 +96,39 @@ pub(crate) async fn store() -> Store {
     }
 }
 
+/// A test database that several stores can open (a server and the CLI, a restart): SQLite in
+/// a temporary data directory, or a fresh PostgreSQL schema (with a temporary data directory
+/// for its files). The directory is deleted on drop.
+pub(crate) struct TestDb {
+    dir: std::path::PathBuf,
+    url: Option<String>,
+}
+
+impl TestDb {
+    pub(crate) async fn new() -> TestDb {
+        let dir = std::env::temp_dir().join(format!("hookflash-test-{}", uuid::Uuid::new_v4()));
+        let url = match backend() {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(fresh_postgres_url().await),
+        };
+        TestDb { dir, url }
+    }
+
+    /// A new store on this database (migrations run again: a no-op after the first).
+    pub(crate) async fn open(&self) -> Store {
+        match &self.url {
+            None => Store::open(&self.dir).await.unwrap(),
+            Some(url) => Store::open_postgres(url, &self.dir).await.unwrap(),
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The backend of the running [`both_backends!`] test.
 pub(crate) fn backend() -> Backend {
     BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite)
@@ -109,6 +142,23 @@ pub(crate) async fn on<F: std::future::Future<Output = ()>>(backend: Backend, bo
 /// Turns each `async fn name() { ... }` into a module `name` with two tests, `sqlite` and
 /// `postgres`, that run the body with [`store`] opening that backend.
 macro_rules! both_backends {
+    // On tokio's multi-thread runtime (2 workers).
+    (multi_thread async fn $name:ident() $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $crate::testdb::on($crate::db::Backend::Sqlite, async $body).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $crate::testdb::on($crate::db::Backend::Postgres, async $body).await
+            }
+        }
+    };
     ($(#[$attr:meta])* async fn $name:ident() $body:block) => {
         $(#[$attr])*
         mod $name {
