@@ -559,4 +559,48 @@ mod tests {
             ));
         }
     }
+
+    crate::testdb::both_backends! {
+        multi_thread
+        async fn a_number_raced_to_a_user_and_an_application_goes_to_one() {
+            // Two stores on one database (two processes), each routing the same number at the
+            // same time, one to a user and one to an application: never both.
+            let db = crate::testdb::TestDb::new().await;
+            let (one, two) = (db.open().await, db.open().await);
+            let acc = one.create_account("acme", "acme.local").await.unwrap().id;
+            one.add_user(&acc, "201", "pw", None).await.unwrap();
+            let app = one.create_application(&acc, &spec("ivr")).await.unwrap();
+            let mut wins = 0;
+            for i in 0..20 {
+                let number = format!("+49301234{i:02}");
+                let (to_user, to_app) = tokio::join!(
+                    tokio::spawn({
+                        let (one, acc, number) = (one.clone(), acc.clone(), number.clone());
+                        async move { one.add_number(&acc, &number, "201").await }
+                    }),
+                    tokio::spawn({
+                        let (two, acc, number, app) =
+                            (two.clone(), acc.clone(), number.clone(), app.id.clone());
+                        async move { two.add_application_number(&acc, &number, &app).await }
+                    }),
+                );
+                let ok = [to_user.unwrap().is_ok(), to_app.unwrap().is_ok()];
+                assert!(!(ok[0] && ok[1]), "{number} went to both");
+                let digits = &number[1..];
+                let rows: i64 = sqlx::query_scalar(
+                    "SELECT (SELECT COUNT(*) FROM numbers WHERE digits = $1) + \
+                     (SELECT COUNT(*) FROM application_numbers WHERE digits = $1)",
+                )
+                .bind(digits)
+                .fetch_one(&one.pool)
+                .await
+                .unwrap();
+                assert_eq!(rows, ok.iter().filter(|o| **o).count() as i64, "{number}");
+                wins += rows;
+            }
+            // PostgreSQL serializes them (the second sees the first's number: a conflict);
+            // SQLite may refuse the second as busy instead. Either way most get through.
+            assert!(wins >= 10, "{wins} of 20 numbers routed");
+        }
+    }
 }

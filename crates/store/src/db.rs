@@ -232,7 +232,25 @@ impl Store {
     /// Starts a transaction that writes provisioning tables; finish it with
     /// [`Store::commit_provisioning`].
     pub(crate) async fn begin_provisioning(&self) -> Result<Transaction<'static, Any>, StoreError> {
-        Ok(self.pool.begin().await?)
+        let mut tx = self.pool.begin().await?;
+        match self.backend {
+            // SQLite has one writer at a time: a provisioning transaction's checks (a number
+            // routed nowhere yet, across users' and applications' numbers) hold until it
+            // commits, or its write fails as busy.
+            Backend::Sqlite => {}
+            // PostgreSQL (READ COMMITTED) would let two transactions, e.g. of two processes,
+            // pass the same check and both write: every provisioning transaction first locks
+            // the generation row it bumps at commit, so they run one after the other and each
+            // sees what the one before it committed.
+            Backend::Postgres => {
+                sqlx::query(
+                    "SELECT generation FROM provisioning_generation WHERE id = 1 FOR UPDATE",
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        Ok(tx)
     }
 
     /// Commits a write to the cached provisioning tables (accounts, users, numbers, trunks):
