@@ -29,6 +29,9 @@ pub(crate) static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./m
 pub(crate) static POSTGRES_MIGRATOR: sqlx::migrate::Migrator =
     sqlx::migrate!("./migrations/postgres");
 
+/// How long [`Store::ping`] waits for the database.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Connections of a PostgreSQL pool at most (per process).
 const PG_MAX_CONNECTIONS: u32 = 16;
 
@@ -223,10 +226,17 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// A cheap liveness check for `/readyz`.
+    /// A cheap liveness check for `/readyz`: fails within [`PING_TIMEOUT`] when the database
+    /// does not answer (a PostgreSQL server that went away), instead of waiting for the pool.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        match tokio::time::timeout(PING_TIMEOUT, sqlx::query("SELECT 1").execute(&self.pool)).await
+        {
+            Ok(res) => {
+                res?;
+                Ok(())
+            }
+            Err(_) => Err(StoreError::Database(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     /// Starts a transaction that writes provisioning tables; finish it with
@@ -639,6 +649,45 @@ mod tests {
                 DialPolicy::default()
             );
         }
+    }
+
+    #[tokio::test]
+    async fn open_configured_picks_the_backend_by_database_url() {
+        let dir = std::env::temp_dir().join(format!("hookflash-cfg-{}", uuid::Uuid::new_v4()));
+        let sqlite = Store::open_configured(&dir.join("a"), None).await.unwrap();
+        assert_eq!(sqlite.backend(), Backend::Sqlite);
+        assert!(dir.join("a").join(DB_FILE_NAME).exists());
+        sqlite.close().await;
+
+        let url = DatabaseUrl::parse(&crate::testdb::fresh_postgres_url().await).unwrap();
+        let pg = Store::open_configured(&dir.join("b"), Some(&url))
+            .await
+            .unwrap();
+        assert_eq!(pg.backend(), Backend::Postgres);
+        assert_eq!(pg.data_dir(), Some(dir.join("b").as_path()));
+        // The rows are in PostgreSQL: no database file, but the data directory for files.
+        assert!(dir.join("b").is_dir());
+        assert!(!dir.join("b").join(DB_FILE_NAME).exists());
+        pg.create_account("acme", "acme.local").await.unwrap();
+        let server: String = sqlx::query_scalar("SELECT version()")
+            .fetch_one(&pg.pool)
+            .await
+            .unwrap();
+        assert!(server.starts_with("PostgreSQL"), "{server}");
+        pg.close().await;
+        let again = Store::open_configured(&dir.join("b"), Some(&url))
+            .await
+            .unwrap();
+        assert_eq!(again.accounts().await.unwrap().len(), 1);
+        again.close().await;
+
+        // A server that is not there: a clean error, not a hang or a panic.
+        let nowhere = DatabaseUrl::parse("postgres://hookflash@127.0.0.1:1/hookflash").unwrap();
+        let err = Store::open_configured(&dir.join("c"), Some(&nowhere))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Database(_)), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
