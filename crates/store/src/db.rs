@@ -587,6 +587,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode.to_lowercase(), "wal");
+        // The per-connection pragmas `Any`'s URL cannot carry: synchronous=NORMAL (1),
+        // foreign keys on, the busy timeout.
+        let mut conn = store.pool.acquire().await.unwrap();
+        for (pragma, want) in [
+            ("synchronous", 1),
+            ("foreign_keys", 1),
+            ("busy_timeout", 5000),
+        ] {
+            let got: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("PRAGMA {pragma}")))
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(got, want, "{pragma}");
+        }
+        drop(conn);
         store.close().await;
         std::fs::remove_dir_all(&dir).unwrap();
     }

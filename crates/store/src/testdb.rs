@@ -5,7 +5,8 @@
 //! schemas), else a throwaway cluster this test process starts once with
 //! `scripts/pg-test-cluster.sh` (initdb into a temporary directory, 127.0.0.1, a free port; it
 //! is stopped and deleted when the process ends). Without PostgreSQL the `postgres` variants
-//! fail: they never skip. Each PostgreSQL test gets its own schema (`search_path` in the URL).
+//! fail: they never skip. Each PostgreSQL test gets its own schema (`search_path` in the URL),
+//! left behind afterwards: point `HOOKFLASH_TEST_POSTGRES_URL` at a scratch database only.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
