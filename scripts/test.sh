@@ -110,8 +110,11 @@ start_test_postgres() {
     echo "the test PostgreSQL did not start"
     return 1
   fi
+  local ca=""
+  read -r -t 10 ca <&"${TEST_PG[0]}" || true
   export HOOKFLASH_TEST_POSTGRES_URL="$url"
-  echo "test PostgreSQL at $url"
+  export HOOKFLASH_TEST_POSTGRES_CA="${ca#ca=}"
+  echo "test PostgreSQL at $url (TLS CA: ${HOOKFLASH_TEST_POSTGRES_CA:-none})"
 }
 
 stop_test_postgres() {
@@ -119,7 +122,7 @@ stop_test_postgres() {
   [ -n "$pid" ] || return 0
   exec {TEST_PG[1]}>&-
   wait "$pid" 2>/dev/null
-  unset HOOKFLASH_TEST_POSTGRES_URL
+  unset HOOKFLASH_TEST_POSTGRES_URL HOOKFLASH_TEST_POSTGRES_CA
 }
 
 run_unit_tests() {

@@ -27,6 +27,8 @@ class PgCluster:
                 "the test PostgreSQL did not start (%s; install the Debian package postgresql)"
                 % (line or "no URL printed"))
         self.url = line  # postgres://hookflash@127.0.0.1:PORT/postgres
+        # The CA that signed the server's TLS certificate ("" when it offers no TLS).
+        self.ca = self.proc.stdout.readline().strip()[len("ca="):]
         self.base = line.rsplit("/", 1)[0]
 
     def db_url(self, database):

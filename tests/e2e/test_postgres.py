@@ -4,9 +4,10 @@ A throwaway PostgreSQL (pgcluster.py: the Debian package's server, initdb into a
 directory, 127.0.0.1) holds the server's rows. Two independent pjsua2 phones register and call
 each other with audio both ways (tones detected in what each phone recorded); the native API
 lists the call while it runs; after hangup the call record is in the sipgate history, and psql
-finds the same row in PostgreSQL behind the server's back (and no SQLite file was made). After a
-restart the record is still there and the phones, which did not register again, are still
-reachable (their registrations came back from PostgreSQL).
+finds the same row in PostgreSQL behind the server's back (and no SQLite file was made). The
+server talks to PostgreSQL over TLS (verify-full against the cluster's CA; pg_stat_ssl says so).
+After a restart the record is still there and the phones, which did not register again, are
+still reachable (their registrations came back from PostgreSQL).
 """
 import os
 import time
@@ -85,7 +86,15 @@ def test_serve_on_postgres_call_records_survive_a_restart(pg_cluster, server_fac
     # A password in the URL (the test cluster trusts loopback and never asks for it) must
     # not reach the log.
     url = pg_cluster.create_database().replace("hookflash@", "hookflash:e2e-s3cret@", 1)
-    server = server_factory(database_url=url)
+    db = url.rsplit("/", 1)[1]
+    # Over TLS, the server's certificate checked against the cluster's CA.
+    assert pg_cluster.ca, "the test PostgreSQL offers no TLS (openssl missing?)"
+    server = server_factory(
+        database_url=url + "?sslmode=verify-full&sslrootcert=" + pg_cluster.ca)
+    tls = pg_cluster.psql(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid "
+        "WHERE a.datname = '%s'" % db)
+    assert tls and all(r == ["t"] for r in tls), tls
     with open(server.log_path, errors="replace") as f:
         log = f.read()
     assert "database open (PostgreSQL)" in log and "<redacted>" in log, log[-2000:]

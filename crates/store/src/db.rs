@@ -705,6 +705,41 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Whether the store's connection to PostgreSQL is encrypted.
+    async fn over_tls(store: &Store) -> bool {
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn postgres_over_tls_verifies_the_server() {
+        let ca = crate::testdb::cluster_ca()
+            .expect("the test PostgreSQL offers TLS (scripts/pg-test-cluster.sh needs openssl)");
+        let base = crate::testdb::fresh_postgres_url().await;
+        let verified = format!("{base}&sslmode=verify-full&sslrootcert={ca}");
+        let s = Store::connect_postgres(&verified, None).await.unwrap();
+        assert!(over_tls(&s).await);
+        s.create_account("acme", "acme.local").await.unwrap();
+        s.close().await;
+        let plain = Store::connect_postgres(&format!("{base}&sslmode=disable"), None)
+            .await
+            .unwrap();
+        assert!(!over_tls(&plain).await);
+        assert_eq!(plain.accounts().await.unwrap().len(), 1);
+        plain.close().await;
+        // A certificate no trusted root signed is refused (verify-full without sslrootcert
+        // trusts the public web roots only).
+        let err = Store::connect_postgres(&format!("{base}&sslmode=verify-full"), None)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().to_lowercase().contains("certificate"),
+            "{err}"
+        );
+    }
+
     #[tokio::test]
     async fn memory_store_keeps_data_across_clones() {
         let store = Store::open_memory().await.unwrap();

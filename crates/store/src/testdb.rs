@@ -22,9 +22,11 @@ tokio::task_local! {
     static BACKEND: Backend;
 }
 
-/// The test cluster: its admin URL, and the helper script kept alive by its open stdin.
+/// The test cluster: its admin URL, the certificate its TLS is signed with, and the helper
+/// script kept alive by its open stdin.
 struct Cluster {
     url: String,
+    ca: Option<String>,
     _script: Option<Child>,
 }
 
@@ -33,7 +35,14 @@ static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 fn start_cluster() -> Cluster {
     if let Ok(url) = std::env::var("HOOKFLASH_TEST_POSTGRES_URL") {
         if !url.is_empty() {
-            return Cluster { url, _script: None };
+            let ca = std::env::var("HOOKFLASH_TEST_POSTGRES_CA")
+                .ok()
+                .filter(|c| !c.is_empty());
+            return Cluster {
+                url,
+                ca,
+                _script: None,
+            };
         }
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -49,11 +58,21 @@ fn start_cluster() -> Cluster {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     let stdout = child.stdout.take().expect("piped stdout");
+    let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
-    BufReader::new(stdout)
+    stdout
         .read_line(&mut line)
         .expect("reading the test cluster's URL");
     let url = line.trim().to_string();
+    line.clear();
+    stdout
+        .read_line(&mut line)
+        .expect("reading the test cluster's certificate");
+    let ca = line
+        .trim()
+        .strip_prefix("ca=")
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
     assert!(
         url.starts_with("postgres://"),
         "the test PostgreSQL did not start (see the output above); install the Debian package \
@@ -61,6 +80,7 @@ fn start_cluster() -> Cluster {
     );
     Cluster {
         url,
+        ca,
         _script: Some(child),
     }
 }
@@ -68,6 +88,11 @@ fn start_cluster() -> Cluster {
 /// The admin URL of the test PostgreSQL (started on first use).
 pub(crate) fn cluster_url() -> &'static str {
     &CLUSTER.get_or_init(start_cluster).url
+}
+
+/// The certificate (PEM path) the test PostgreSQL's TLS is signed with, if it offers TLS.
+pub(crate) fn cluster_ca() -> Option<&'static str> {
+    CLUSTER.get_or_init(start_cluster).ca.as_deref()
 }
 
 /// A URL of a fresh, empty schema on the test PostgreSQL (its own `search_path`).
