@@ -2,8 +2,8 @@
 # Run every test of hookflash: format + lint, the Rust workspace tests, and the
 # end-to-end suite (tests/e2e: independent pjsua2 phones and SIPp against a
 # real `hookflash serve`). Idempotent on a fresh Debian 12: installs what it
-# needs (apt: sip-tester sox espeak-ng baresip pulseaudio pulseaudio-utils; a Python venv
-# with pinned packages).
+# needs (apt: sip-tester sox espeak-ng baresip pulseaudio pulseaudio-utils postgresql; a Python
+# venv with pinned packages).
 #
 # Environment knobs (all optional):
 #   SKIP_CARGO=1      skip fmt/clippy/build/unit tests (e2e only; needs a built binary)
@@ -69,6 +69,12 @@ install_system_packages() {
   command -v pulseaudio >/dev/null 2>&1 || missing+=(pulseaudio)
   command -v parec >/dev/null 2>&1 || missing+=(pulseaudio-utils)
   if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
+  # PostgreSQL, the store's second backend: the store's tests and tests/e2e/test_postgres.py
+  # start throwaway clusters (scripts/pg-test-cluster.sh) from the server binaries; psql reads
+  # the rows behind the server's back.
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1; then
+    missing+=(postgresql)
+  fi
   if [ ${#missing[@]} -eq 0 ]; then
     echo "system packages present"
     return 0
@@ -93,12 +99,46 @@ setup_venv() {
     echo "$want" >"$stamp"
 }
 
+# One throwaway PostgreSQL for the Rust tests (the store's tests run on SQLite and on it):
+# without it every test process would start its own (nextest runs each test in a process).
+# The cluster lives until its stdin (a coprocess pipe) closes: stop_test_postgres.
+start_test_postgres() {
+  local port url
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') || return 1
+  coproc TEST_PG { "$ROOT/scripts/pg-test-cluster.sh" "$port"; }
+  if ! read -r -t 120 url <&"${TEST_PG[0]}" || [ "${url#postgres://}" = "$url" ]; then
+    echo "the test PostgreSQL did not start"
+    return 1
+  fi
+  local ca=""
+  read -r -t 10 ca <&"${TEST_PG[0]}" || true
+  export HOOKFLASH_TEST_POSTGRES_URL="$url"
+  export HOOKFLASH_TEST_POSTGRES_CA="${ca#ca=}"
+  echo "test PostgreSQL at $url (TLS CA: ${HOOKFLASH_TEST_POSTGRES_CA:-none})"
+}
+
+stop_test_postgres() {
+  local pid=${TEST_PG_PID:-}
+  [ -n "$pid" ] || return 0
+  exec {TEST_PG[1]}>&-
+  wait "$pid" 2>/dev/null
+  unset HOOKFLASH_TEST_POSTGRES_URL HOOKFLASH_TEST_POSTGRES_CA
+}
+
 run_unit_tests() {
+  local rc own_pg=0
+  if [ -z "${HOOKFLASH_TEST_POSTGRES_URL:-}" ]; then
+    start_test_postgres || return 1
+    own_pg=1
+  fi
   if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-tests=warn
   else
     cargo test --workspace
   fi
+  rc=$?
+  if [ "$own_pg" -eq 1 ]; then stop_test_postgres; fi
+  return "$rc"
 }
 
 run_e2e() {

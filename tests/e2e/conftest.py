@@ -81,15 +81,34 @@ def hookflash_bin():
     return path
 
 
+# HOOKFLASH_E2E_DATABASE=postgres: every server of server_factory / module_server keeps its
+# rows in its own database on this worker's throwaway PostgreSQL instead of SQLite.
+E2E_POSTGRES = os.environ.get("HOOKFLASH_E2E_DATABASE", "sqlite") == "postgres"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL on 127.0.0.1 for this worker (pgcluster.py)."""
+    from pgcluster import PgCluster
+
+    c = PgCluster()
+    yield c
+    c.close()
+
+
 class ServerFactory:
-    def __init__(self, binary, base, artifacts):
+    def __init__(self, binary, base, artifacts, new_database=None):
         self.binary = binary
         self.base = base
         self.artifacts = artifacts
         self.servers = []
+        # () -> a fresh database URL, for every server not given one (HOOKFLASH_E2E_DATABASE).
+        self.new_database = new_database
 
     def __call__(self, start=True, **kw):
         n = len(self.servers)
+        if self.new_database is not None and "database_url" not in kw:
+            kw["database_url"] = self.new_database()
         s = Server(
             self.binary,
             os.path.join(self.base, "server%d" % n),
@@ -109,9 +128,15 @@ class ServerFactory:
                 s.kill()
 
 
+def _new_database(request):
+    if not E2E_POSTGRES:
+        return None
+    return request.getfixturevalue("pg_cluster").create_database
+
+
 @pytest.fixture
-def server_factory(hookflash_bin, tmp_path, artifacts):
-    f = ServerFactory(hookflash_bin, str(tmp_path), artifacts)
+def server_factory(request, hookflash_bin, tmp_path, artifacts):
+    f = ServerFactory(hookflash_bin, str(tmp_path), artifacts, _new_database(request))
     yield f
     f.close_all()
 
@@ -123,8 +148,9 @@ def server(server_factory):
 
 
 @pytest.fixture(scope="module")
-def module_server(hookflash_bin, tmp_path_factory, module_artifacts):
-    f = ServerFactory(hookflash_bin, str(tmp_path_factory.mktemp("srv")), module_artifacts)
+def module_server(request, hookflash_bin, tmp_path_factory, module_artifacts):
+    f = ServerFactory(hookflash_bin, str(tmp_path_factory.mktemp("srv")), module_artifacts,
+                      _new_database(request))
     s = f()
     yield s
     f.close_all()

@@ -181,7 +181,7 @@ class Server:
                  ring_timeout_secs=30, rtp_inactivity_secs=30, env=None, extra_sip=None,
                  registrar=None, trunk_credentials=None, account_extra=None, user_extra=None,
                  security=None, shutdown_grace_secs=0, applications=None, oauth=None,
-                 extra_users=None, tls=None, http_extra=None):
+                 extra_users=None, tls=None, http_extra=None, database_url=None):
         self.binary = binary
         self.workdir = workdir
         self.artifacts = artifacts
@@ -236,6 +236,8 @@ class Server:
                 self._realm[ext] = a["realm"]
         self.config_path = os.path.join(workdir, "hookflash.toml")
         self.data_dir = os.path.join(workdir, "data")
+        # PostgreSQL instead of SQLite in data_dir (recordings and voicemail stay there).
+        self.database_url = database_url
         self.log_path = os.path.join(artifacts, "server.log")
         self.proc = None
         self._log = None
@@ -255,6 +257,8 @@ class Server:
     def write_config(self):
         L = []
         L.append("data_dir = %s" % toml_str(self.data_dir))
+        if self.database_url:
+            L.append("database_url = %s" % toml_str(self.database_url))
         L.append("allow_public_bind = false")
         L.append("demo_account = false")
         L.append("shutdown_grace_secs = %d" % self.shutdown_grace_secs)

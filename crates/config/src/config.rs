@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use crate::database::DatabaseUrl;
 use crate::dial::DialClass;
 use crate::digest::DigestAlgorithm;
 use crate::error::ConfigError;
@@ -26,8 +27,11 @@ const REDACTED: &str = "<redacted>";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// SQLite database (`hookflash.db`) and recordings live here.
+    /// SQLite database (`hookflash.db`, unless `database_url` is set) and recordings live here.
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of SQLite: `postgres://user:password@host:port/database`. Absent:
+    /// SQLite in `data_dir`.
+    pub database_url: Option<DatabaseUrl>,
     /// Must be true to listen on anything outside 127.0.0.0/8 and ::1.
     pub allow_public_bind: bool,
     /// Create the demo account on first start when no account exists.
@@ -50,6 +54,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./data"),
+            database_url: None,
             allow_public_bind: false,
             demo_account: true,
             shutdown_grace_secs: 30,
@@ -815,6 +820,16 @@ impl Config {
                 return Err(env_err("HOOKFLASH_DATA_DIR", "must not be empty"));
             }
             self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("HOOKFLASH_DATABASE_URL")? {
+            // Empty: SQLite (overrides a database_url of the file).
+            self.database_url = match v.trim() {
+                "" => None,
+                url => Some(
+                    DatabaseUrl::parse(url)
+                        .map_err(|reason| env_err("HOOKFLASH_DATABASE_URL", reason))?,
+                ),
+            };
         }
         if let Some(v) = get("HOOKFLASH_ALLOW_PUBLIC_BIND")? {
             self.allow_public_bind = parse_env_bool("HOOKFLASH_ALLOW_PUBLIC_BIND", &v)?;
@@ -1654,6 +1669,47 @@ mod tests {
         assert_eq!(c.sip_advertised_host(), "127.0.0.1");
         let both = Config::from_toml_str("[sip]\nudp = \"\"\ntcp = \"\"\n").unwrap();
         assert!(matches!(both.validate(), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn database_url_from_file_and_env() {
+        assert_eq!(Config::default().database_url, None);
+        let c =
+            Config::from_toml_str("database_url = \"postgres://hf:pw@127.0.0.1:5432/hookflash\"\n")
+                .unwrap();
+        let url = c.database_url.clone().unwrap();
+        assert_eq!(url.as_str(), "postgres://hf:pw@127.0.0.1:5432/hookflash");
+        assert!(!format!("{c:?}").contains("pw@"), "{c:?}");
+        let err = Config::from_toml_str("database_url = \"sqlite://x.db\"\n").unwrap_err();
+        assert!(err.to_string().contains("postgres://"), "{err}");
+
+        let file = temp_file(
+            "hf-db.toml",
+            "database_url = \"postgres://hf@db.example/hookflash\"\n",
+        );
+        let to_pg = Config::load_with_env(
+            None,
+            env_of(&[("HOOKFLASH_DATABASE_URL", "postgresql://hf@127.0.0.1/hf")]),
+        )
+        .unwrap();
+        assert_eq!(
+            to_pg.database_url.unwrap().as_str(),
+            "postgresql://hf@127.0.0.1/hf"
+        );
+        // Empty: back to SQLite whatever the file says.
+        let to_sqlite =
+            Config::load_with_env(Some(&file), env_of(&[("HOOKFLASH_DATABASE_URL", "")])).unwrap();
+        assert_eq!(to_sqlite.database_url, None);
+        let bad = Config::load_with_env(
+            None,
+            env_of(&[("HOOKFLASH_DATABASE_URL", "mysql://u:secret@h/d")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("HOOKFLASH_DATABASE_URL") && !bad.contains("secret"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! (`Store::apply_provisioning`).
 
 mod config;
+mod database;
 mod dial;
 mod digest;
 mod error;
@@ -19,6 +20,7 @@ pub use config::{
     NumberSpec, OAuthAppSpec, OAuthConfig, OutsideRefer, RegistrarConfig, RtpConfig,
     SecurityConfig, SipConfig, TrunkSpec, UserSpec,
 };
+pub use database::{redact_url, DatabaseUrl};
 pub use dial::DialClass;
 pub use digest::DigestAlgorithm;
 pub use error::ConfigError;

@@ -1,6 +1,6 @@
 //! Provisioning and history commands: `hookflash user add 201`, `hookflash calls history`, ...
 //!
-//! Every command opens the store in `data_dir`, works on one account (`--account NAME`,
+//! Every command opens the configured store (`database_url`, else SQLite in `data_dir`), works on one account (`--account NAME`,
 //! default: the oldest account) and prints a human-readable result to stdout. Generated
 //! secrets (passwords, API keys) are printed exactly once and never logged.
 
@@ -405,9 +405,10 @@ pub enum AccountCmd {
     },
 }
 
-/// Runs an admin command against the store in `config.data_dir`, printing to stdout.
+/// Runs an admin command against the configured store (`database_url`, else SQLite in
+/// `config.data_dir`), printing to stdout.
 pub async fn run(cmd: AdminCommand, config: &Config) -> Result<(), CliError> {
-    let store = Store::open(&config.data_dir).await?;
+    let store = Store::open_configured(&config.data_dir, config.database_url.as_ref()).await?;
     let mut out = std::io::stdout().lock();
     let result = execute(cmd, &store, &mut out).await;
     out.flush()?;

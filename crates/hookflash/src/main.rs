@@ -204,7 +204,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), ServeError> {
-    let store = Store::open(&config.data_dir).await?;
+    let store = Store::open_configured(&config.data_dir, config.database_url.as_ref()).await?;
     // Provision first: the demo account is only for a server that has no account at all.
     store.apply_provisioning(&config.accounts).await?;
     if config.demo_account {
@@ -238,6 +238,10 @@ async fn serve(config: Config) -> Result<(), ServeError> {
         http = %http_addr,
         rtp = %format!("{}:{}-{}", config.rtp.bind_ip, config.rtp.port_min, config.rtp.port_max),
         data = %config.data_dir.display(),
+        database = %match &config.database_url {
+            Some(url) => url.redacted(),
+            None => format!("sqlite {}", config.data_dir.join(hookflash_store::DB_FILE_NAME).display()),
+        },
         "hookflash is running"
     );
     let http_task = tokio::spawn(http);

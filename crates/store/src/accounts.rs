@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::cache::AccountIndex;
@@ -20,7 +20,7 @@ macro_rules! account_columns {
     };
 }
 
-pub(crate) fn account_from_row(row: &SqliteRow) -> Result<Account, StoreError> {
+pub(crate) fn account_from_row(row: &AnyRow) -> Result<Account, StoreError> {
     let id: String = row.try_get("id")?;
     let dial = dial_policy_from_row(&id, row)?;
     Ok(Account {
@@ -35,7 +35,7 @@ pub(crate) fn account_from_row(row: &SqliteRow) -> Result<Account, StoreError> {
 /// The dial policy columns of an account row. A value that cannot be used (only possible by
 /// editing the database by hand) is logged and replaced by the new-account default, so one bad
 /// row does not make every account unreadable.
-fn dial_policy_from_row(account_id: &str, row: &SqliteRow) -> Result<DialPolicy, StoreError> {
+fn dial_policy_from_row(account_id: &str, row: &AnyRow) -> Result<DialPolicy, StoreError> {
     let defaults = DialPolicy::default();
     let country_code: Option<String> = row.try_get("country_code")?;
     let country_code = country_code.and_then(|cc| match check_country_code(&cc) {
@@ -246,192 +246,199 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn create_and_look_up_accounts() {
-        let s = Store::open_memory().await.unwrap();
-        assert_eq!(s.default_account().await.unwrap(), None);
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let b = s.create_account("beta", "beta.local").await.unwrap();
-        assert_eq!(s.account_by_name("acme").await.unwrap(), Some(a.clone()));
-        assert_eq!(s.account_by_id(&b.id).await.unwrap(), Some(b.clone()));
-        assert_eq!(
-            s.account_by_realm("beta.local").await.unwrap(),
-            Some(b.clone())
-        );
-        assert_eq!(s.account_by_name("nope").await.unwrap(), None);
-        assert_eq!(s.accounts().await.unwrap(), vec![a.clone(), b]);
-        assert_eq!(s.default_account().await.unwrap(), Some(a));
+    crate::testdb::both_backends! {
+        async fn create_and_look_up_accounts() {
+            let s = crate::testdb::store().await;
+            assert_eq!(s.default_account().await.unwrap(), None);
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let b = s.create_account("beta", "beta.local").await.unwrap();
+            assert_eq!(s.account_by_name("acme").await.unwrap(), Some(a.clone()));
+            assert_eq!(s.account_by_id(&b.id).await.unwrap(), Some(b.clone()));
+            assert_eq!(
+                s.account_by_realm("beta.local").await.unwrap(),
+                Some(b.clone())
+            );
+            assert_eq!(s.account_by_name("nope").await.unwrap(), None);
+            assert_eq!(s.accounts().await.unwrap(), vec![a.clone(), b]);
+            assert_eq!(s.default_account().await.unwrap(), Some(a));
+        }
     }
 
-    #[tokio::test]
-    async fn duplicate_name_or_realm_conflicts() {
-        let s = Store::open_memory().await.unwrap();
-        s.create_account("acme", "acme.local").await.unwrap();
-        assert!(matches!(
-            s.create_account("acme", "other").await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert!(matches!(
-            s.create_account("other", "acme.local").await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert!(matches!(
-            s.create_account("", "x").await,
-            Err(StoreError::Invalid(_))
-        ));
-        assert_eq!(s.accounts().await.unwrap().len(), 1);
+    crate::testdb::both_backends! {
+        async fn duplicate_name_or_realm_conflicts() {
+            let s = crate::testdb::store().await;
+            s.create_account("acme", "acme.local").await.unwrap();
+            assert!(matches!(
+                s.create_account("acme", "other").await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert!(matches!(
+                s.create_account("other", "acme.local").await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert!(matches!(
+                s.create_account("", "x").await,
+                Err(StoreError::Invalid(_))
+            ));
+            assert_eq!(s.accounts().await.unwrap().len(), 1);
+        }
     }
 
-    #[tokio::test]
-    async fn a_new_account_gets_the_default_dial_policy() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        assert_eq!(a.dial, DialPolicy::default());
-        assert_eq!(a.dial.classes, DialClasses::NEW_ACCOUNT);
-        assert_eq!(
-            (a.dial.max_outbound_calls, a.dial.outbound_calls_per_minute),
-            (20, 60)
-        );
-        let stored = s.account_by_id(&a.id).await.unwrap().unwrap();
-        assert_eq!(stored, a);
-        // Written explicitly, not left to the column default (which is for old rows).
-        let (classes, outside, max, per_minute): (String, i64, i64, i64) = sqlx::query_as(
-            "SELECT dial_classes, outside_sessions, max_outbound_calls, \
-             outbound_calls_per_minute FROM accounts WHERE id = $1",
-        )
-        .bind(&a.id)
-        .fetch_one(&s.pool)
-        .await
-        .unwrap();
-        assert_eq!(
-            (classes.as_str(), outside, max, per_minute),
-            ("internal,national", 0, 20, 60)
-        );
-    }
-
-    #[tokio::test]
-    async fn dial_policy_round_trip_is_seen_through_the_cache() {
-        use crate::model::DialClass;
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let b = s.create_account("beta", "beta.local").await.unwrap();
-        // Fill the read cache first.
-        assert_eq!(
-            s.account_by_id(&a.id).await.unwrap().unwrap().dial,
-            DialPolicy::default()
-        );
-        let policy = DialPolicy {
-            country_code: Some("49".into()),
-            classes: DialClasses::of([DialClass::Internal, DialClass::International]),
-            outside_sessions: true,
-            max_outbound_calls: 0,
-            outbound_calls_per_minute: 5,
-        };
-        assert!(s.set_account_dial_policy(&a.id, &policy).await.unwrap());
-        assert_eq!(s.account_by_id(&a.id).await.unwrap().unwrap().dial, policy);
-        assert_eq!(
-            s.account_by_name("acme").await.unwrap().unwrap().dial,
-            policy
-        );
-        assert_eq!(
-            s.account_by_realm("acme.local")
-                .await
-                .unwrap()
-                .unwrap()
-                .dial,
-            policy
-        );
-        assert_eq!(s.default_account().await.unwrap().unwrap().dial, policy);
-        // The other account is untouched.
-        assert_eq!(
-            s.account_by_id(&b.id).await.unwrap().unwrap().dial,
-            DialPolicy::default()
-        );
-
-        // Back to an inferred country and no classes at all.
-        let cleared = DialPolicy {
-            country_code: None,
-            classes: DialClasses::NONE,
-            ..policy
-        };
-        assert!(s.set_account_dial_policy(&a.id, &cleared).await.unwrap());
-        assert_eq!(s.accounts().await.unwrap()[0].dial, cleared);
-        assert!(!s
-            .set_account_dial_policy("no-such-account", &cleared)
+    crate::testdb::both_backends! {
+        async fn a_new_account_gets_the_default_dial_policy() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            assert_eq!(a.dial, DialPolicy::default());
+            assert_eq!(a.dial.classes, DialClasses::NEW_ACCOUNT);
+            assert_eq!(
+                (a.dial.max_outbound_calls, a.dial.outbound_calls_per_minute),
+                (20, 60)
+            );
+            let stored = s.account_by_id(&a.id).await.unwrap().unwrap();
+            assert_eq!(stored, a);
+            // Written explicitly, not left to the column default (which is for old rows).
+            let (classes, outside, max, per_minute): (String, i64, i64, i64) = sqlx::query_as(
+                "SELECT dial_classes, outside_sessions, max_outbound_calls, \
+                 outbound_calls_per_minute FROM accounts WHERE id = $1",
+            )
+            .bind(&a.id)
+            .fetch_one(&s.pool)
             .await
-            .unwrap());
-    }
-
-    #[tokio::test]
-    async fn a_bad_country_code_is_refused() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        for bad in ["", "+49", "049", "4930", "4a", " 49"] {
-            let policy = DialPolicy {
-                country_code: Some(bad.into()),
-                ..DialPolicy::default()
-            };
-            assert!(
-                matches!(
-                    s.set_account_dial_policy(&a.id, &policy).await,
-                    Err(StoreError::Invalid(_))
-                ),
-                "{bad:?}"
+            .unwrap();
+            assert_eq!(
+                (classes.as_str(), outside, max, per_minute),
+                ("internal,national", 0, 20, 60)
             );
         }
-        assert_eq!(
-            s.account_by_id(&a.id).await.unwrap().unwrap().dial,
-            DialPolicy::default()
-        );
     }
 
-    #[tokio::test]
-    async fn unusable_stored_dial_values_fall_back_without_failing() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let b = s.create_account("beta", "beta.local").await.unwrap();
-        // Hand-edited rows (nothing in the store writes these), before anything is cached.
-        sqlx::query(
-            "UPDATE accounts SET dial_classes = 'internal,everything', country_code = '+49', \
-             max_outbound_calls = -1, outbound_calls_per_minute = 99999999999, \
-             outside_sessions = 1 WHERE id = $1",
-        )
-        .bind(&a.id)
-        .execute(&s.pool)
-        .await
-        .unwrap();
-        let got = s.account_by_id(&a.id).await.unwrap().unwrap().dial;
-        assert_eq!(
-            got,
-            DialPolicy {
+    crate::testdb::both_backends! {
+        async fn dial_policy_round_trip_is_seen_through_the_cache() {
+            use crate::model::DialClass;
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let b = s.create_account("beta", "beta.local").await.unwrap();
+            // Fill the read cache first.
+            assert_eq!(
+                s.account_by_id(&a.id).await.unwrap().unwrap().dial,
+                DialPolicy::default()
+            );
+            let policy = DialPolicy {
+                country_code: Some("49".into()),
+                classes: DialClasses::of([DialClass::Internal, DialClass::International]),
                 outside_sessions: true,
-                ..DialPolicy::default()
-            }
-        );
-        assert_eq!(
-            s.account_by_id(&b.id).await.unwrap().unwrap().dial,
-            DialPolicy::default()
-        );
+                max_outbound_calls: 0,
+                outbound_calls_per_minute: 5,
+            };
+            assert!(s.set_account_dial_policy(&a.id, &policy).await.unwrap());
+            assert_eq!(s.account_by_id(&a.id).await.unwrap().unwrap().dial, policy);
+            assert_eq!(
+                s.account_by_name("acme").await.unwrap().unwrap().dial,
+                policy
+            );
+            assert_eq!(
+                s.account_by_realm("acme.local")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .dial,
+                policy
+            );
+            assert_eq!(s.default_account().await.unwrap().unwrap().dial, policy);
+            // The other account is untouched.
+            assert_eq!(
+                s.account_by_id(&b.id).await.unwrap().unwrap().dial,
+                DialPolicy::default()
+            );
+
+            // Back to an inferred country and no classes at all.
+            let cleared = DialPolicy {
+                country_code: None,
+                classes: DialClasses::NONE,
+                ..policy
+            };
+            assert!(s.set_account_dial_policy(&a.id, &cleared).await.unwrap());
+            assert_eq!(s.accounts().await.unwrap()[0].dial, cleared);
+            assert!(!s
+                .set_account_dial_policy("no-such-account", &cleared)
+                .await
+                .unwrap());
+        }
     }
 
-    #[tokio::test]
-    async fn realm_can_change() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        s.create_account("b", "b.local").await.unwrap();
-        assert!(s.set_account_realm(&a.id, "acme.example").await.unwrap());
-        assert_eq!(
-            s.account_by_realm("acme.example")
-                .await
-                .unwrap()
-                .unwrap()
-                .id,
-            a.id
-        );
-        assert!(matches!(
-            s.set_account_realm(&a.id, "b.local").await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert!(!s.set_account_realm("missing", "z").await.unwrap());
+    crate::testdb::both_backends! {
+        async fn a_bad_country_code_is_refused() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            for bad in ["", "+49", "049", "4930", "4a", " 49"] {
+                let policy = DialPolicy {
+                    country_code: Some(bad.into()),
+                    ..DialPolicy::default()
+                };
+                assert!(
+                    matches!(
+                        s.set_account_dial_policy(&a.id, &policy).await,
+                        Err(StoreError::Invalid(_))
+                    ),
+                    "{bad:?}"
+                );
+            }
+            assert_eq!(
+                s.account_by_id(&a.id).await.unwrap().unwrap().dial,
+                DialPolicy::default()
+            );
+        }
+    }
+
+    crate::testdb::both_backends! {
+        async fn unusable_stored_dial_values_fall_back_without_failing() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let b = s.create_account("beta", "beta.local").await.unwrap();
+            // Hand-edited rows (nothing in the store writes these), before anything is cached.
+            sqlx::query(
+                "UPDATE accounts SET dial_classes = 'internal,everything', country_code = '+49', \
+                 max_outbound_calls = -1, outbound_calls_per_minute = 99999999999, \
+                 outside_sessions = 1 WHERE id = $1",
+            )
+            .bind(&a.id)
+            .execute(&s.pool)
+            .await
+            .unwrap();
+            let got = s.account_by_id(&a.id).await.unwrap().unwrap().dial;
+            assert_eq!(
+                got,
+                DialPolicy {
+                    outside_sessions: true,
+                    ..DialPolicy::default()
+                }
+            );
+            assert_eq!(
+                s.account_by_id(&b.id).await.unwrap().unwrap().dial,
+                DialPolicy::default()
+            );
+        }
+    }
+
+    crate::testdb::both_backends! {
+        async fn realm_can_change() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            s.create_account("b", "b.local").await.unwrap();
+            assert!(s.set_account_realm(&a.id, "acme.example").await.unwrap());
+            assert_eq!(
+                s.account_by_realm("acme.example")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .id,
+                a.id
+            );
+            assert!(matches!(
+                s.set_account_realm(&a.id, "b.local").await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert!(!s.set_account_realm("missing", "z").await.unwrap());
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! API keys: only their SHA-256 hash is stored.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::cache::put_capped;
@@ -10,7 +10,7 @@ use crate::error::StoreError;
 use crate::model::ApiKey;
 use crate::normalize::check_name;
 
-fn api_key_from_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
+fn api_key_from_row(row: &AnyRow) -> Result<ApiKey, StoreError> {
     Ok(ApiKey {
         id: row.try_get("id")?,
         account_id: row.try_get("account_id")?,
@@ -150,67 +150,70 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn created_keys_verify_and_are_stored_hashed() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let (key, plain) = s.create_api_key(&a.id, "ci").await.unwrap();
-        assert!(plain.starts_with("hf_") && plain.len() == 43);
-        assert_eq!(key.prefix, &plain[..8]);
-        assert_eq!(s.verify_api_key(&plain).await.unwrap(), Some(key.clone()));
-        assert_eq!(s.verify_api_key("hf_wrong").await.unwrap(), None);
-        assert_eq!(s.verify_api_key("").await.unwrap(), None);
+    crate::testdb::both_backends! {
+        async fn created_keys_verify_and_are_stored_hashed() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let (key, plain) = s.create_api_key(&a.id, "ci").await.unwrap();
+            assert!(plain.starts_with("hf_") && plain.len() == 43);
+            assert_eq!(key.prefix, &plain[..8]);
+            assert_eq!(s.verify_api_key(&plain).await.unwrap(), Some(key.clone()));
+            assert_eq!(s.verify_api_key("hf_wrong").await.unwrap(), None);
+            assert_eq!(s.verify_api_key("").await.unwrap(), None);
 
-        let stored: Vec<String> = sqlx::query_scalar("SELECT key_hash FROM api_keys")
-            .fetch_all(&s.pool)
-            .await
-            .unwrap();
-        assert_eq!(stored, vec![api_key_hash(&plain)]);
-    }
-
-    #[tokio::test]
-    async fn insert_is_idempotent_and_scoped() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let b = s.create_account("beta", "beta.local").await.unwrap();
-        let k1 = s
-            .insert_api_key(&a.id, "config", "hf_test_key_acme")
-            .await
-            .unwrap();
-        let k2 = s
-            .insert_api_key(&a.id, "config", "hf_test_key_acme")
-            .await
-            .unwrap();
-        assert_eq!(k1, k2);
-        assert_eq!(s.api_keys(&a.id).await.unwrap().len(), 1);
-        assert!(matches!(
-            s.insert_api_key(&b.id, "config", "hf_test_key_acme").await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert!(matches!(
-            s.insert_api_key(&a.id, "config", "has space").await,
-            Err(StoreError::Invalid(_))
-        ));
-        assert_eq!(
-            s.verify_api_key("hf_test_key_acme")
+            let stored: Vec<String> = sqlx::query_scalar("SELECT key_hash FROM api_keys")
+                .fetch_all(&s.pool)
                 .await
-                .unwrap()
-                .unwrap()
-                .account_id,
-            a.id
-        );
+                .unwrap();
+            assert_eq!(stored, vec![api_key_hash(&plain)]);
+        }
     }
 
-    #[tokio::test]
-    async fn revoke_only_within_the_account() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let b = s.create_account("beta", "beta.local").await.unwrap();
-        let (key, plain) = s.create_api_key(&a.id, "ci").await.unwrap();
-        assert!(!s.revoke_api_key(&b.id, &key.id).await.unwrap());
-        assert!(s.verify_api_key(&plain).await.unwrap().is_some());
-        assert!(s.revoke_api_key(&a.id, &key.id).await.unwrap());
-        assert_eq!(s.verify_api_key(&plain).await.unwrap(), None);
-        assert!(s.api_keys(&a.id).await.unwrap().is_empty());
+    crate::testdb::both_backends! {
+        async fn insert_is_idempotent_and_scoped() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let b = s.create_account("beta", "beta.local").await.unwrap();
+            let k1 = s
+                .insert_api_key(&a.id, "config", "hf_test_key_acme")
+                .await
+                .unwrap();
+            let k2 = s
+                .insert_api_key(&a.id, "config", "hf_test_key_acme")
+                .await
+                .unwrap();
+            assert_eq!(k1, k2);
+            assert_eq!(s.api_keys(&a.id).await.unwrap().len(), 1);
+            assert!(matches!(
+                s.insert_api_key(&b.id, "config", "hf_test_key_acme").await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert!(matches!(
+                s.insert_api_key(&a.id, "config", "has space").await,
+                Err(StoreError::Invalid(_))
+            ));
+            assert_eq!(
+                s.verify_api_key("hf_test_key_acme")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .account_id,
+                a.id
+            );
+        }
+    }
+
+    crate::testdb::both_backends! {
+        async fn revoke_only_within_the_account() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let b = s.create_account("beta", "beta.local").await.unwrap();
+            let (key, plain) = s.create_api_key(&a.id, "ci").await.unwrap();
+            assert!(!s.revoke_api_key(&b.id, &key.id).await.unwrap());
+            assert!(s.verify_api_key(&plain).await.unwrap().is_some());
+            assert!(s.revoke_api_key(&a.id, &key.id).await.unwrap());
+            assert_eq!(s.verify_api_key(&plain).await.unwrap(), None);
+            assert!(s.api_keys(&a.id).await.unwrap().is_empty());
+        }
     }
 }

@@ -1,13 +1,13 @@
 //! Call records (history / CDR): one row per call and one per leg.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::db::{narrow, Store};
 use crate::error::StoreError;
 use crate::model::{CallRecord, LegRecord};
 
-fn call_from_row(row: &SqliteRow) -> Result<CallRecord, StoreError> {
+fn call_from_row(row: &AnyRow) -> Result<CallRecord, StoreError> {
     let status: i64 = row.try_get("sip_status")?;
     Ok(CallRecord {
         id: row.try_get("id")?,
@@ -25,7 +25,7 @@ fn call_from_row(row: &SqliteRow) -> Result<CallRecord, StoreError> {
     })
 }
 
-fn leg_from_row(row: &SqliteRow) -> Result<LegRecord, StoreError> {
+fn leg_from_row(row: &AnyRow) -> Result<LegRecord, StoreError> {
     let status: i64 = row.try_get("sip_status")?;
     Ok(LegRecord {
         id: row.try_get("id")?,
@@ -324,178 +324,183 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn calls_cut_by_a_crash_get_their_record_at_the_next_start() {
-        let s = Store::open_memory().await.unwrap();
-        // x: answered, then the server died; y: never answered; z: ended normally.
-        s.call_started(live("x", 1_000));
-        s.call_answered("x", 3_000);
-        s.call_started(live("y", 2_000));
-        s.call_started(live("z", 2_500));
-        s.heartbeat(9_000).await.unwrap();
-        // Queued in order: once z's record is committed, the notes before it are too.
-        s.insert_call_record(&record("z", Some("acc1"), 2_500, true))
-            .await
-            .unwrap();
-        assert_eq!(s.recover_live_calls().await.unwrap(), 2);
-        let x = s.call_record("x").await.unwrap().unwrap();
-        assert_eq!(x.end_cause, "crash");
-        assert_eq!(
-            (x.answered_at, x.ended_at, x.duration_ms),
-            (Some(3_000), 9_000, 6_000)
-        );
-        let y = s.call_record("y").await.unwrap().unwrap();
-        assert_eq!((y.answered_at, y.ended_at, y.duration_ms), (None, 9_000, 0));
-        assert_eq!(y.sip_status, 500);
-        // z kept its own record; nothing is recovered twice.
-        assert_eq!(
-            s.call_record("z").await.unwrap().unwrap().end_cause,
-            "caller_hangup"
-        );
-        assert_eq!(s.recover_live_calls().await.unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn records_round_trip_with_legs_newest_first() {
-        let s = Store::open_memory().await.unwrap();
-        s.insert_call_record(&record("c1", Some("acc1"), 1_000, true))
-            .await
-            .unwrap();
-        s.insert_call_record(&record("c2", Some("acc1"), 3_000, false))
-            .await
-            .unwrap();
-        s.insert_call_record(&record("c3", Some("acc2"), 2_000, true))
-            .await
-            .unwrap();
-        s.insert_call_record(&record("c4", None, 4_000, true))
-            .await
-            .unwrap();
-
-        let all = s.call_history(None, 10).await.unwrap();
-        let ids: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
-        assert_eq!(ids, vec!["c4", "c2", "c3", "c1"]);
-
-        let acc1 = s.call_history(Some("acc1"), 10).await.unwrap();
-        assert_eq!(acc1.len(), 2);
-        let c2 = &acc1[0];
-        assert_eq!(c2.id, "c2");
-        assert_eq!(
-            (c2.answered_at, c2.duration_ms, c2.sip_status),
-            (None, 0, 486)
-        );
-        // Legs come back under the record's id, ordered by start.
-        let roles: Vec<&str> = c2.legs.iter().map(|l| l.role.as_str()).collect();
-        assert_eq!(roles, vec!["caller", "callee"]);
-        assert!(c2.legs.iter().all(|l| l.call_id == "c2"));
-
-        let mut expected = record("c1", Some("acc1"), 1_000, true);
-        expected.legs.reverse();
-        for l in &mut expected.legs {
-            l.call_id = "c1".into();
-        }
-        assert_eq!(acc1[1], expected);
-        assert_eq!(s.call_record("c1").await.unwrap(), Some(expected));
-        assert_eq!(s.call_record("nope").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn limit_applies_to_calls_not_legs() {
-        let s = Store::open_memory().await.unwrap();
-        for i in 0..5 {
-            s.insert_call_record(&record(&format!("c{i}"), Some("a"), i * 1_000, true))
+    crate::testdb::both_backends! {
+        async fn calls_cut_by_a_crash_get_their_record_at_the_next_start() {
+            let s = crate::testdb::store().await;
+            // x: answered, then the server died; y: never answered; z: ended normally.
+            s.call_started(live("x", 1_000));
+            s.call_answered("x", 3_000);
+            s.call_started(live("y", 2_000));
+            s.call_started(live("z", 2_500));
+            s.heartbeat(9_000).await.unwrap();
+            // Queued in order: once z's record is committed, the notes before it are too.
+            s.insert_call_record(&record("z", Some("acc1"), 2_500, true))
                 .await
                 .unwrap();
+            assert_eq!(s.recover_live_calls().await.unwrap(), 2);
+            let x = s.call_record("x").await.unwrap().unwrap();
+            assert_eq!(x.end_cause, "crash");
+            assert_eq!(
+                (x.answered_at, x.ended_at, x.duration_ms),
+                (Some(3_000), 9_000, 6_000)
+            );
+            let y = s.call_record("y").await.unwrap().unwrap();
+            assert_eq!((y.answered_at, y.ended_at, y.duration_ms), (None, 9_000, 0));
+            assert_eq!(y.sip_status, 500);
+            // z kept its own record; nothing is recovered twice.
+            assert_eq!(
+                s.call_record("z").await.unwrap().unwrap().end_cause,
+                "caller_hangup"
+            );
+            assert_eq!(s.recover_live_calls().await.unwrap(), 0);
         }
-        let h = s.call_history(Some("a"), 2).await.unwrap();
-        assert_eq!(
-            h.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
-            vec!["c4", "c3"]
-        );
-        assert!(h.iter().all(|c| c.legs.len() == 2));
-        assert!(s.call_history(None, 0).await.unwrap().is_empty());
     }
 
-    #[tokio::test]
-    async fn a_failing_leg_rolls_back_the_whole_record() {
-        let s = Store::open_memory().await.unwrap();
-        s.insert_call_record(&record("c1", None, 1_000, true))
-            .await
-            .unwrap();
-        // Same leg ids as c1: the leg insert fails, the call row must not remain.
-        let mut dup = record("c1", None, 5_000, true);
-        dup.id = "c9".into();
-        let err = s.insert_call_record(&dup).await.unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-        assert_eq!(s.call_record("c9").await.unwrap(), None);
-        assert_eq!(s.call_history(None, 10).await.unwrap().len(), 1);
-    }
+    crate::testdb::both_backends! {
+        async fn records_round_trip_with_legs_newest_first() {
+            let s = crate::testdb::store().await;
+            s.insert_call_record(&record("c1", Some("acc1"), 1_000, true))
+                .await
+                .unwrap();
+            s.insert_call_record(&record("c2", Some("acc1"), 3_000, false))
+                .await
+                .unwrap();
+            s.insert_call_record(&record("c3", Some("acc2"), 2_000, true))
+                .await
+                .unwrap();
+            s.insert_call_record(&record("c4", None, 4_000, true))
+                .await
+                .unwrap();
 
-    #[tokio::test]
-    async fn a_users_calls_are_the_ones_they_placed_or_received() {
-        let s = Store::open_memory().await.unwrap();
-        let rec = |id: &str, from: &str, to: &str, dir: &str, at: i64, answered: bool| {
-            let mut r = record(id, Some("a"), at, answered);
-            r.from = from.into();
-            r.to = to.into();
-            r.direction = dir.into();
-            for (i, l) in r.legs.iter_mut().enumerate() {
-                l.id = format!("{id}-{i}");
+            let all = s.call_history(None, 10).await.unwrap();
+            let ids: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
+            assert_eq!(ids, vec!["c4", "c2", "c3", "c1"]);
+
+            let acc1 = s.call_history(Some("acc1"), 10).await.unwrap();
+            assert_eq!(acc1.len(), 2);
+            let c2 = &acc1[0];
+            assert_eq!(c2.id, "c2");
+            assert_eq!(
+                (c2.answered_at, c2.duration_ms, c2.sip_status),
+                (None, 0, 486)
+            );
+            // Legs come back under the record's id, ordered by start.
+            let roles: Vec<&str> = c2.legs.iter().map(|l| l.role.as_str()).collect();
+            assert_eq!(roles, vec!["caller", "callee"]);
+            assert!(c2.legs.iter().all(|l| l.call_id == "c2"));
+
+            let mut expected = record("c1", Some("acc1"), 1_000, true);
+            expected.legs.reverse();
+            for l in &mut expected.legs {
+                l.call_id = "c1".into();
             }
-            r
-        };
-        for r in [
-            rec("out1", "201", "202", "internal", 1_000, true),
-            rec("in1", "202", "201", "internal", 2_000, false),
-            rec("trunk_in", "+4915799912345", "201", "inbound", 3_000, true),
-            rec(
-                "trunk_out",
-                "201",
-                "+4915799912345",
-                "outbound",
-                4_000,
-                false,
-            ),
-            // A trunk caller whose number looks like the extension is not the user.
-            rec("spoof", "201", "202", "inbound", 5_000, true),
-            rec("other", "103", "202", "internal", 6_000, true),
-        ] {
-            s.insert_call_record(&r).await.unwrap();
+            assert_eq!(acc1[1], expected);
+            assert_eq!(s.call_record("c1").await.unwrap(), Some(expected));
+            assert_eq!(s.call_record("nope").await.unwrap(), None);
         }
-        let mut other_account = rec("acc_b", "201", "202", "internal", 7_000, true);
-        other_account.account_id = Some("b".into());
-        s.insert_call_record(&other_account).await.unwrap();
+    }
 
-        let ids = |v: &[CallRecord]| v.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
-        let (page, total) = s
-            .user_calls(&UserCallFilter::all("a", "201", 10, 0))
-            .await
-            .unwrap();
-        assert_eq!(total, 4);
-        assert_eq!(ids(&page), vec!["trunk_out", "trunk_in", "in1", "out1"]);
-        let (page, total) = s
-            .user_calls(&UserCallFilter::all("a", "201", 2, 1))
-            .await
-            .unwrap();
-        assert_eq!(
-            (ids(&page), total),
-            (vec!["trunk_in".to_string(), "in1".into()], 4)
-        );
-        let mut f = UserCallFilter::all("a", "201", 10, 0);
-        f.outgoing = false;
-        f.missed_outgoing = false;
-        f.missed_incoming = false;
-        assert_eq!(ids(&s.user_calls(&f).await.unwrap().0), vec!["trunk_in"]);
-        let mut f = UserCallFilter::all("a", "201", 10, 0);
-        f.from_ms = Some(2_000);
-        f.to_ms = Some(4_000);
-        assert_eq!(
-            ids(&s.user_calls(&f).await.unwrap().0),
-            vec!["trunk_in", "in1"]
-        );
-        assert!(s.user_was_on_call("a", "201", "out1").await.unwrap());
-        assert!(s.user_was_on_call("a", "202", "out1").await.unwrap());
-        assert!(!s.user_was_on_call("a", "201", "spoof").await.unwrap());
-        assert!(!s.user_was_on_call("b", "201", "out1").await.unwrap());
-        assert!(!s.user_was_on_call("a", "201", "nope").await.unwrap());
+    crate::testdb::both_backends! {
+        async fn limit_applies_to_calls_not_legs() {
+            let s = crate::testdb::store().await;
+            for i in 0..5 {
+                s.insert_call_record(&record(&format!("c{i}"), Some("a"), i * 1_000, true))
+                    .await
+                    .unwrap();
+            }
+            let h = s.call_history(Some("a"), 2).await.unwrap();
+            assert_eq!(
+                h.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+                vec!["c4", "c3"]
+            );
+            assert!(h.iter().all(|c| c.legs.len() == 2));
+            assert!(s.call_history(None, 0).await.unwrap().is_empty());
+        }
+    }
+
+    crate::testdb::both_backends! {
+        async fn a_failing_leg_rolls_back_the_whole_record() {
+            let s = crate::testdb::store().await;
+            s.insert_call_record(&record("c1", None, 1_000, true))
+                .await
+                .unwrap();
+            // Same leg ids as c1: the leg insert fails, the call row must not remain.
+            let mut dup = record("c1", None, 5_000, true);
+            dup.id = "c9".into();
+            let err = s.insert_call_record(&dup).await.unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+            assert_eq!(s.call_record("c9").await.unwrap(), None);
+            assert_eq!(s.call_history(None, 10).await.unwrap().len(), 1);
+        }
+    }
+
+    crate::testdb::both_backends! {
+        async fn a_users_calls_are_the_ones_they_placed_or_received() {
+            let s = crate::testdb::store().await;
+            let rec = |id: &str, from: &str, to: &str, dir: &str, at: i64, answered: bool| {
+                let mut r = record(id, Some("a"), at, answered);
+                r.from = from.into();
+                r.to = to.into();
+                r.direction = dir.into();
+                for (i, l) in r.legs.iter_mut().enumerate() {
+                    l.id = format!("{id}-{i}");
+                }
+                r
+            };
+            for r in [
+                rec("out1", "201", "202", "internal", 1_000, true),
+                rec("in1", "202", "201", "internal", 2_000, false),
+                rec("trunk_in", "+4915799912345", "201", "inbound", 3_000, true),
+                rec(
+                    "trunk_out",
+                    "201",
+                    "+4915799912345",
+                    "outbound",
+                    4_000,
+                    false,
+                ),
+                // A trunk caller whose number looks like the extension is not the user.
+                rec("spoof", "201", "202", "inbound", 5_000, true),
+                rec("other", "103", "202", "internal", 6_000, true),
+            ] {
+                s.insert_call_record(&r).await.unwrap();
+            }
+            let mut other_account = rec("acc_b", "201", "202", "internal", 7_000, true);
+            other_account.account_id = Some("b".into());
+            s.insert_call_record(&other_account).await.unwrap();
+
+            let ids = |v: &[CallRecord]| v.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+            let (page, total) = s
+                .user_calls(&UserCallFilter::all("a", "201", 10, 0))
+                .await
+                .unwrap();
+            assert_eq!(total, 4);
+            assert_eq!(ids(&page), vec!["trunk_out", "trunk_in", "in1", "out1"]);
+            let (page, total) = s
+                .user_calls(&UserCallFilter::all("a", "201", 2, 1))
+                .await
+                .unwrap();
+            assert_eq!(
+                (ids(&page), total),
+                (vec!["trunk_in".to_string(), "in1".into()], 4)
+            );
+            let mut f = UserCallFilter::all("a", "201", 10, 0);
+            f.outgoing = false;
+            f.missed_outgoing = false;
+            f.missed_incoming = false;
+            assert_eq!(ids(&s.user_calls(&f).await.unwrap().0), vec!["trunk_in"]);
+            let mut f = UserCallFilter::all("a", "201", 10, 0);
+            f.from_ms = Some(2_000);
+            f.to_ms = Some(4_000);
+            assert_eq!(
+                ids(&s.user_calls(&f).await.unwrap().0),
+                vec!["trunk_in", "in1"]
+            );
+            assert!(s.user_was_on_call("a", "201", "out1").await.unwrap());
+            assert!(s.user_was_on_call("a", "202", "out1").await.unwrap());
+            assert!(!s.user_was_on_call("a", "201", "spoof").await.unwrap());
+            assert!(!s.user_was_on_call("b", "201", "out1").await.unwrap());
+            assert!(!s.user_was_on_call("a", "201", "nope").await.unwrap());
+        }
     }
 }

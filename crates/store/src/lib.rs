@@ -1,8 +1,10 @@
 //! hookflash-store: persistence (sqlx + migrations), provisioning of the configured accounts
 //! and call records. The configuration itself is `hookflash-config`'s.
 //!
-//! The SQL is kept portable (runtime queries, `$n` placeholders, TEXT/BIGINT columns, no
-//! backend-specific functions) so the same queries run on Postgres later.
+//! Two backends: SQLite (the zero-config default, `data_dir/hookflash.db`) and PostgreSQL
+//! (`database_url = "postgres://..."`), through `sqlx::Any`. The SQL is portable (runtime
+//! queries, `$n` placeholders, TEXT/BIGINT columns, no backend-specific functions); each
+//! backend has its own migration set, kept in step (see `db.rs`).
 
 mod accounts;
 mod api_keys;
@@ -22,6 +24,8 @@ mod record_writer;
 mod recordings;
 mod registrations;
 mod secrets;
+#[cfg(test)]
+mod testdb;
 mod trunks;
 mod users;
 mod voicemail;
@@ -31,11 +35,11 @@ pub use calls::UserCallFilter;
 pub use crypto::{
     api_key_hash, constant_time_eq, generate_api_key, generate_password, ha1, random_hex,
 };
-pub use db::{Store, DB_FILE_NAME};
+pub use db::{Backend, Store, DB_FILE_NAME};
 pub use error::StoreError;
 /// The vocabulary the store shares with the configuration (`hookflash-config`), re-exported
 /// because the store's own API speaks it (`ha1`, `User::ha1`, `DialClasses`, validation).
-pub use hookflash_config::{normalize, DialClass, DigestAlgorithm};
+pub use hookflash_config::{normalize, DatabaseUrl, DialClass, DigestAlgorithm};
 pub use model::{
     Account, ApiKey, CallRecord, DemoCredentials, DialClasses, DialPolicy, LegRecord, Number,
     PersonalAccessToken, Recording, Registration, Trunk, User,

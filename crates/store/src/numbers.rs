@@ -4,7 +4,7 @@
 //! incoming `4930123456` finds `+4930123456` and vice versa. A number belongs to exactly one
 //! account (unique system-wide): inbound trunk calls are routed by number alone.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::cache::put_capped;
@@ -13,7 +13,7 @@ use crate::error::StoreError;
 use crate::model::{Number, User};
 use crate::normalize::number_digits;
 
-pub(crate) fn number_from_row(row: &SqliteRow) -> Result<Number, StoreError> {
+pub(crate) fn number_from_row(row: &AnyRow) -> Result<Number, StoreError> {
     Ok(Number {
         id: row.try_get("id")?,
         account_id: row.try_get("account_id")?,
@@ -191,75 +191,78 @@ mod tests {
     use super::*;
 
     async fn setup() -> (Store, String) {
-        let s = Store::open_memory().await.unwrap();
+        let s = crate::testdb::store().await;
         let a = s.create_account("acme", "acme.local").await.unwrap();
         s.add_user(&a.id, "201", "pw", None).await.unwrap();
         s.add_user(&a.id, "202", "pw", None).await.unwrap();
         (s, a.id)
     }
 
-    #[tokio::test]
-    async fn numbers_match_with_or_without_plus() {
-        let (s, acc) = setup().await;
-        let n = s.add_number(&acc, "4930123456", "201").await.unwrap();
-        assert_eq!(n.number, "+4930123456");
-        for q in ["+4930123456", "4930123456", "+49 30 123456"] {
-            let (found, user) = s.lookup_number(q).await.unwrap().unwrap();
-            assert_eq!(found, n, "{q}");
-            assert_eq!(user.extension, "201");
+    crate::testdb::both_backends! {
+        async fn numbers_match_with_or_without_plus() {
+            let (s, acc) = setup().await;
+            let n = s.add_number(&acc, "4930123456", "201").await.unwrap();
+            assert_eq!(n.number, "+4930123456");
+            for q in ["+4930123456", "4930123456", "+49 30 123456"] {
+                let (found, user) = s.lookup_number(q).await.unwrap().unwrap();
+                assert_eq!(found, n, "{q}");
+                assert_eq!(user.extension, "201");
+            }
+            assert_eq!(s.lookup_number("+4930123457").await.unwrap(), None);
+            assert_eq!(s.lookup_number("sip:foo").await.unwrap(), None);
         }
-        assert_eq!(s.lookup_number("+4930123457").await.unwrap(), None);
-        assert_eq!(s.lookup_number("sip:foo").await.unwrap(), None);
     }
 
-    #[tokio::test]
-    async fn numbers_are_unique_everywhere() {
-        let (s, acc) = setup().await;
-        s.add_number(&acc, "+4930123456", "201").await.unwrap();
-        assert!(matches!(
-            s.add_number(&acc, "4930123456", "202").await,
-            Err(StoreError::Conflict(_))
-        ));
-        let b = s.create_account("beta", "beta.local").await.unwrap();
-        s.add_user(&b.id, "301", "pw", None).await.unwrap();
-        assert!(matches!(
-            s.add_number(&b.id, "+4930123456", "301").await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert!(matches!(
-            s.add_number(&acc, "abc", "201").await,
-            Err(StoreError::Invalid(_))
-        ));
-        assert!(matches!(
-            s.add_number(&acc, "+4930000000", "999").await,
-            Err(StoreError::NotFound(_))
-        ));
+    crate::testdb::both_backends! {
+        async fn numbers_are_unique_everywhere() {
+            let (s, acc) = setup().await;
+            s.add_number(&acc, "+4930123456", "201").await.unwrap();
+            assert!(matches!(
+                s.add_number(&acc, "4930123456", "202").await,
+                Err(StoreError::Conflict(_))
+            ));
+            let b = s.create_account("beta", "beta.local").await.unwrap();
+            s.add_user(&b.id, "301", "pw", None).await.unwrap();
+            assert!(matches!(
+                s.add_number(&b.id, "+4930123456", "301").await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert!(matches!(
+                s.add_number(&acc, "abc", "201").await,
+                Err(StoreError::Invalid(_))
+            ));
+            assert!(matches!(
+                s.add_number(&acc, "+4930000000", "999").await,
+                Err(StoreError::NotFound(_))
+            ));
+        }
     }
 
-    #[tokio::test]
-    async fn list_reassign_and_remove() {
-        let (s, acc) = setup().await;
-        s.add_number(&acc, "+4930200000", "201").await.unwrap();
-        s.add_number(&acc, "+4930100000", "201").await.unwrap();
-        let listed: Vec<String> = s
-            .numbers(&acc)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|n| n.number)
-            .collect();
-        assert_eq!(listed, vec!["+4930100000", "+4930200000"]);
+    crate::testdb::both_backends! {
+        async fn list_reassign_and_remove() {
+            let (s, acc) = setup().await;
+            s.add_number(&acc, "+4930200000", "201").await.unwrap();
+            s.add_number(&acc, "+4930100000", "201").await.unwrap();
+            let listed: Vec<String> = s
+                .numbers(&acc)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|n| n.number)
+                .collect();
+            assert_eq!(listed, vec!["+4930100000", "+4930200000"]);
 
-        assert!(s.set_number_user(&acc, "4930100000", "202").await.unwrap());
-        let (_, user) = s.lookup_number("+4930100000").await.unwrap().unwrap();
-        assert_eq!(user.extension, "202");
+            assert!(s.set_number_user(&acc, "4930100000", "202").await.unwrap());
+            let (_, user) = s.lookup_number("+4930100000").await.unwrap().unwrap();
+            assert_eq!(user.extension, "202");
 
-        // Another account cannot remove it.
-        let b = s.create_account("beta", "beta.local").await.unwrap();
-        assert!(!s.remove_number(&b.id, "+4930100000").await.unwrap());
-        assert!(s.remove_number(&acc, "4930100000").await.unwrap());
-        assert!(!s.remove_number(&acc, "4930100000").await.unwrap());
-        assert!(!s.remove_number(&acc, "garbage").await.unwrap());
-        assert_eq!(s.numbers(&acc).await.unwrap().len(), 1);
+            // Another account cannot remove it.
+            let b = s.create_account("beta", "beta.local").await.unwrap();
+            assert!(!s.remove_number(&b.id, "+4930100000").await.unwrap());
+            assert!(s.remove_number(&acc, "4930100000").await.unwrap());
+            assert!(!s.remove_number(&acc, "4930100000").await.unwrap());
+            assert!(!s.remove_number(&acc, "garbage").await.unwrap());
+            assert_eq!(s.numbers(&acc).await.unwrap().len(), 1);
+        }
     }
 }

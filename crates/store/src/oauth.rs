@@ -2,7 +2,7 @@
 //! `/restapi/oauth/...`). Client secrets and tokens are stored as their SHA-256 only, so a
 //! copy of the database grants nothing; token pairs survive a restart.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::crypto::{api_key_hash, constant_time_eq, random_base62};
@@ -55,7 +55,7 @@ impl std::fmt::Debug for IssuedTokens {
     }
 }
 
-fn app_from_row(row: &SqliteRow) -> Result<OAuthApp, StoreError> {
+fn app_from_row(row: &AnyRow) -> Result<OAuthApp, StoreError> {
     Ok(OAuthApp {
         id: row.try_get("id")?,
         account_id: row.try_get("account_id")?,
@@ -65,7 +65,7 @@ fn app_from_row(row: &SqliteRow) -> Result<OAuthApp, StoreError> {
     })
 }
 
-fn grant_from_row(row: &SqliteRow) -> Result<OAuthGrant, StoreError> {
+fn grant_from_row(row: &AnyRow) -> Result<OAuthGrant, StoreError> {
     Ok(OAuthGrant {
         id: row.try_get("id")?,
         app_id: row.try_get("app_id")?,
@@ -252,9 +252,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "DELETE FROM oauth_tokens WHERE id IN (SELECT id FROM oauth_tokens \
-             WHERE user_id = $1 AND app_id = $2 ORDER BY created_at DESC, id DESC \
-             LIMIT -1 OFFSET $3)",
+            "DELETE FROM oauth_tokens WHERE user_id = $1 AND app_id = $2 \
+             AND id NOT IN (SELECT id FROM oauth_tokens \
+             WHERE user_id = $1 AND app_id = $2 ORDER BY created_at DESC, id DESC LIMIT $3)",
         )
         .bind(user_id)
         .bind(&app.id)
@@ -324,85 +324,87 @@ mod tests {
     use super::*;
 
     async fn store_with_user() -> (Store, String, String) {
-        let s = Store::open_memory().await.unwrap();
+        let s = crate::testdb::store().await;
         let a = s.create_account("acme", "acme.local").await.unwrap();
         let u = s.add_user(&a.id, "201", "secret201", None).await.unwrap();
         (s, a.id, u.id)
     }
 
-    #[tokio::test]
-    async fn client_secret_is_checked_and_client_ids_stay_in_their_account() {
-        let (s, acc, _) = store_with_user().await;
-        let app = s.upsert_oauth_app(&acc, "sdk", "cid", "sec").await.unwrap();
-        assert_eq!(
-            s.verify_oauth_client("cid", "sec").await.unwrap(),
-            Some(app.clone())
-        );
-        assert_eq!(s.verify_oauth_client("cid", "nope").await.unwrap(), None);
-        assert_eq!(s.verify_oauth_client("other", "sec").await.unwrap(), None);
-        // A new secret replaces the old one.
-        s.upsert_oauth_app(&acc, "sdk", "cid", "sec2")
-            .await
-            .unwrap();
-        assert_eq!(s.verify_oauth_client("cid", "sec").await.unwrap(), None);
-        assert!(s
-            .verify_oauth_client("cid", "sec2")
-            .await
-            .unwrap()
-            .is_some());
-        let beta = s.create_account("beta", "beta.local").await.unwrap();
-        assert!(matches!(
-            s.upsert_oauth_app(&beta.id, "x", "cid", "s").await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert!(matches!(
-            s.upsert_oauth_app(&acc, "x", "has space", "s").await,
-            Err(StoreError::Invalid(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn tokens_are_found_by_their_hash_and_capped_per_user() {
-        let (s, acc, user) = store_with_user().await;
-        let app = s.upsert_oauth_app(&acc, "sdk", "cid", "sec").await.unwrap();
-        let t = s.issue_oauth_tokens(&app, &user, 60, 600).await.unwrap();
-        assert!(!format!("{t:?}").contains(&t.access_token));
-        let g = s
-            .oauth_grant_by_access(&t.access_token)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(g, t.grant);
-        assert_eq!(
-            s.oauth_grant_by_refresh(&t.refresh_token)
+    crate::testdb::both_backends! {
+        async fn client_secret_is_checked_and_client_ids_stay_in_their_account() {
+            let (s, acc, _) = store_with_user().await;
+            let app = s.upsert_oauth_app(&acc, "sdk", "cid", "sec").await.unwrap();
+            assert_eq!(
+                s.verify_oauth_client("cid", "sec").await.unwrap(),
+                Some(app.clone())
+            );
+            assert_eq!(s.verify_oauth_client("cid", "nope").await.unwrap(), None);
+            assert_eq!(s.verify_oauth_client("other", "sec").await.unwrap(), None);
+            // A new secret replaces the old one.
+            s.upsert_oauth_app(&acc, "sdk", "cid", "sec2")
+                .await
+                .unwrap();
+            assert_eq!(s.verify_oauth_client("cid", "sec").await.unwrap(), None);
+            assert!(s
+                .verify_oauth_client("cid", "sec2")
                 .await
                 .unwrap()
-                .map(|g| g.id),
-            Some(g.id.clone())
-        );
-        assert_eq!(
-            s.oauth_grant_by_access(&t.refresh_token).await.unwrap(),
-            None
-        );
-        assert!(s.delete_oauth_grant(&g.id).await.unwrap());
-        assert_eq!(
-            s.oauth_grant_by_access(&t.access_token).await.unwrap(),
-            None
-        );
-        let mut last = None;
-        for _ in 0..(MAX_TOKENS_PER_USER_APP + 5) {
-            last = Some(s.issue_oauth_tokens(&app, &user, 60, 600).await.unwrap());
+                .is_some());
+            let beta = s.create_account("beta", "beta.local").await.unwrap();
+            assert!(matches!(
+                s.upsert_oauth_app(&beta.id, "x", "cid", "s").await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert!(matches!(
+                s.upsert_oauth_app(&acc, "x", "has space", "s").await,
+                Err(StoreError::Invalid(_))
+            ));
         }
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM oauth_tokens")
-            .fetch_one(&s.pool)
-            .await
-            .unwrap();
-        assert_eq!(n, MAX_TOKENS_PER_USER_APP);
-        let last = last.unwrap();
-        assert!(s
-            .oauth_grant_by_access(&last.access_token)
-            .await
-            .unwrap()
-            .is_some());
+    }
+
+    crate::testdb::both_backends! {
+        async fn tokens_are_found_by_their_hash_and_capped_per_user() {
+            let (s, acc, user) = store_with_user().await;
+            let app = s.upsert_oauth_app(&acc, "sdk", "cid", "sec").await.unwrap();
+            let t = s.issue_oauth_tokens(&app, &user, 60, 600).await.unwrap();
+            assert!(!format!("{t:?}").contains(&t.access_token));
+            let g = s
+                .oauth_grant_by_access(&t.access_token)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(g, t.grant);
+            assert_eq!(
+                s.oauth_grant_by_refresh(&t.refresh_token)
+                    .await
+                    .unwrap()
+                    .map(|g| g.id),
+                Some(g.id.clone())
+            );
+            assert_eq!(
+                s.oauth_grant_by_access(&t.refresh_token).await.unwrap(),
+                None
+            );
+            assert!(s.delete_oauth_grant(&g.id).await.unwrap());
+            assert_eq!(
+                s.oauth_grant_by_access(&t.access_token).await.unwrap(),
+                None
+            );
+            let mut last = None;
+            for _ in 0..(MAX_TOKENS_PER_USER_APP + 5) {
+                last = Some(s.issue_oauth_tokens(&app, &user, 60, 600).await.unwrap());
+            }
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM oauth_tokens")
+                .fetch_one(&s.pool)
+                .await
+                .unwrap();
+            assert_eq!(n, MAX_TOKENS_PER_USER_APP);
+            let last = last.unwrap();
+            assert!(s
+                .oauth_grant_by_access(&last.access_token)
+                .await
+                .unwrap()
+                .is_some());
+        }
     }
 }

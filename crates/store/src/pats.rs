@@ -1,7 +1,7 @@
 //! Personal access tokens: sipgate-style `tokenId:token` credentials of one user
 //! (`token-XXXXXX` and a UUIDv4). Only the SHA-256 of the token is stored.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::crypto::{api_key_hash, constant_time_eq, random_base62};
@@ -10,7 +10,7 @@ use crate::error::StoreError;
 use crate::model::{PersonalAccessToken, User};
 use crate::normalize::check_name;
 
-fn pat_from_row(row: &SqliteRow) -> Result<PersonalAccessToken, StoreError> {
+fn pat_from_row(row: &AnyRow) -> Result<PersonalAccessToken, StoreError> {
     Ok(PersonalAccessToken {
         id: row.try_get("id")?,
         account_id: row.try_get("account_id")?,
@@ -136,49 +136,51 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn tokens_verify_are_hashed_scoped_and_revocable() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let b = s.create_account("beta", "beta.local").await.unwrap();
-        let u = s.add_user(&a.id, "201", "pw", None).await.unwrap();
-        let (pat, token) = s.create_pat(&a.id, "201", "sdk").await.unwrap();
-        assert!(is_pat_id(&pat.id), "{}", pat.id);
-        assert_eq!(uuid::Uuid::parse_str(&token).unwrap().get_version_num(), 4);
-        let (got, user) = s.verify_pat(&pat.id, &token).await.unwrap().unwrap();
-        assert_eq!(got, pat);
-        assert_eq!(user.id, u.id);
-        assert!(s.verify_pat(&pat.id, "wrong").await.unwrap().is_none());
-        assert!(s
-            .verify_pat("token-ZZZZZZ", &token)
-            .await
-            .unwrap()
-            .is_none());
-        assert!(s.verify_pat("nope", &token).await.unwrap().is_none());
-        let stored: Vec<String> =
-            sqlx::query_scalar("SELECT token_hash FROM personal_access_tokens")
-                .fetch_all(&s.pool)
+    crate::testdb::both_backends! {
+        async fn tokens_verify_are_hashed_scoped_and_revocable() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let b = s.create_account("beta", "beta.local").await.unwrap();
+            let u = s.add_user(&a.id, "201", "pw", None).await.unwrap();
+            let (pat, token) = s.create_pat(&a.id, "201", "sdk").await.unwrap();
+            assert!(is_pat_id(&pat.id), "{}", pat.id);
+            assert_eq!(uuid::Uuid::parse_str(&token).unwrap().get_version_num(), 4);
+            let (got, user) = s.verify_pat(&pat.id, &token).await.unwrap().unwrap();
+            assert_eq!(got, pat);
+            assert_eq!(user.id, u.id);
+            assert!(s.verify_pat(&pat.id, "wrong").await.unwrap().is_none());
+            assert!(s
+                .verify_pat("token-ZZZZZZ", &token)
                 .await
-                .unwrap();
-        assert_eq!(stored, vec![api_key_hash(&token)]);
-        assert!(matches!(
-            s.create_pat(&a.id, "999", "x").await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert_eq!(s.pats(&a.id).await.unwrap().len(), 1);
-        assert!(!s.revoke_pat(&b.id, &pat.id).await.unwrap());
-        assert!(s.revoke_pat(&a.id, &pat.id).await.unwrap());
-        assert!(s.verify_pat(&pat.id, &token).await.unwrap().is_none());
+                .unwrap()
+                .is_none());
+            assert!(s.verify_pat("nope", &token).await.unwrap().is_none());
+            let stored: Vec<String> =
+                sqlx::query_scalar("SELECT token_hash FROM personal_access_tokens")
+                    .fetch_all(&s.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(stored, vec![api_key_hash(&token)]);
+            assert!(matches!(
+                s.create_pat(&a.id, "999", "x").await,
+                Err(StoreError::NotFound(_))
+            ));
+            assert_eq!(s.pats(&a.id).await.unwrap().len(), 1);
+            assert!(!s.revoke_pat(&b.id, &pat.id).await.unwrap());
+            assert!(s.revoke_pat(&a.id, &pat.id).await.unwrap());
+            assert!(s.verify_pat(&pat.id, &token).await.unwrap().is_none());
+        }
     }
 
-    #[tokio::test]
-    async fn removing_the_user_removes_its_tokens() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        s.add_user(&a.id, "201", "pw", None).await.unwrap();
-        let (pat, token) = s.create_pat(&a.id, "201", "sdk").await.unwrap();
-        assert!(s.remove_user(&a.id, "201").await.unwrap());
-        assert!(s.verify_pat(&pat.id, &token).await.unwrap().is_none());
-        assert!(s.pats(&a.id).await.unwrap().is_empty());
+    crate::testdb::both_backends! {
+        async fn removing_the_user_removes_its_tokens() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            s.add_user(&a.id, "201", "pw", None).await.unwrap();
+            let (pat, token) = s.create_pat(&a.id, "201", "sdk").await.unwrap();
+            assert!(s.remove_user(&a.id, "201").await.unwrap());
+            assert!(s.verify_pat(&pat.id, &token).await.unwrap().is_none());
+            assert!(s.pats(&a.id).await.unwrap().is_empty());
+        }
     }
 }

@@ -376,151 +376,156 @@ api_keys = ["hf_test_key_acme"]
   password = "pw"
 "#;
 
-    #[tokio::test]
-    async fn demo_account_only_on_an_empty_store() {
-        let s = Store::open_memory().await.unwrap();
-        let demo = s.ensure_demo_account().await.unwrap().unwrap();
-        assert_eq!(demo.account.name, "demo");
-        assert_eq!(demo.account.realm, "hookflash");
-        assert_eq!(demo.users.len(), 3);
-        assert!(!format!("{demo:?}").contains(&demo.oauth_client_secret));
-        assert!(s
-            .verify_oauth_client(&demo.oauth_client_id, &demo.oauth_client_secret)
-            .await
-            .unwrap()
-            .is_some());
-        for (ext, pw) in &demo.users {
-            assert_eq!(pw.len(), 12);
-            let u = s
-                .user_by_extension(&demo.account.id, ext)
+    crate::testdb::both_backends! {
+        async fn demo_account_only_on_an_empty_store() {
+            let s = crate::testdb::store().await;
+            let demo = s.ensure_demo_account().await.unwrap().unwrap();
+            assert_eq!(demo.account.name, "demo");
+            assert_eq!(demo.account.realm, "hookflash");
+            assert_eq!(demo.users.len(), 3);
+            assert!(!format!("{demo:?}").contains(&demo.oauth_client_secret));
+            assert!(s
+                .verify_oauth_client(&demo.oauth_client_id, &demo.oauth_client_secret)
                 .await
                 .unwrap()
-                .unwrap();
-            assert_eq!(u.ha1_md5, ha1(DigestAlgorithm::Md5, ext, "hookflash", pw));
+                .is_some());
+            for (ext, pw) in &demo.users {
+                assert_eq!(pw.len(), 12);
+                let u = s
+                    .user_by_extension(&demo.account.id, ext)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(u.ha1_md5, ha1(DigestAlgorithm::Md5, ext, "hookflash", pw));
+            }
+            assert!(!format!("{demo:?}").contains(&demo.api_key));
+            assert_eq!(
+                s.verify_api_key(&demo.api_key)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .account_id,
+                demo.account.id
+            );
+            assert!(s.ensure_demo_account().await.unwrap().is_none());
+            assert_eq!(s.accounts().await.unwrap().len(), 1);
         }
-        assert!(!format!("{demo:?}").contains(&demo.api_key));
-        assert_eq!(
-            s.verify_api_key(&demo.api_key)
-                .await
-                .unwrap()
-                .unwrap()
-                .account_id,
-            demo.account.id
-        );
-        assert!(s.ensure_demo_account().await.unwrap().is_none());
-        assert_eq!(s.accounts().await.unwrap().len(), 1);
     }
 
-    #[tokio::test]
-    async fn provisioned_accounts_suppress_the_demo() {
-        let s = Store::open_memory().await.unwrap();
-        let config = Config::from_toml_str(CONFIG).unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        assert!(s.ensure_demo_account().await.unwrap().is_none());
-        assert!(s.account_by_name("demo").await.unwrap().is_none());
+    crate::testdb::both_backends! {
+        async fn provisioned_accounts_suppress_the_demo() {
+            let s = crate::testdb::store().await;
+            let config = Config::from_toml_str(CONFIG).unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            assert!(s.ensure_demo_account().await.unwrap().is_none());
+            assert!(s.account_by_name("demo").await.unwrap().is_none());
+        }
     }
 
-    #[tokio::test]
-    async fn provisioning_creates_everything() {
-        let s = Store::open_memory().await.unwrap();
-        let config = Config::from_toml_str(CONFIG).unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
+    crate::testdb::both_backends! {
+        async fn provisioning_creates_everything() {
+            let s = crate::testdb::store().await;
+            let config = Config::from_toml_str(CONFIG).unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
 
-        let a = s.account_by_name("acme").await.unwrap().unwrap();
-        assert_eq!(a.realm, "acme.local");
-        let users = s.users(&a.id).await.unwrap();
-        assert_eq!(users.len(), 2);
-        assert_eq!(users[0].display_name.as_deref(), Some("Alice"));
-        assert_eq!(
-            s.user_webhook(&users[0].id).await.unwrap().as_deref(),
-            Some("http://127.0.0.1:9000/sipgate")
-        );
-        assert_eq!(s.user_webhook(&users[1].id).await.unwrap(), None);
-        assert!(s.mailbox(&users[0].id).await.unwrap().unwrap().enabled);
-        assert_eq!(
-            s.mailbox(&users[1].id).await.unwrap(),
-            None,
-            "absent: no mailbox"
-        );
-        assert_eq!(
-            users[0].ha1_sha256,
-            ha1(DigestAlgorithm::Sha256, "201", "acme.local", "secret201")
-        );
-        let (_, user) = s.lookup_number("4930123456").await.unwrap().unwrap();
-        assert_eq!(user.extension, "201");
-        let t = s.outbound_trunk(&a.id).await.unwrap().unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.port, t.username.as_deref()),
-            ("127.0.0.1", 5080, Some("acct"))
-        );
-        assert_eq!(
-            s.verify_api_key("hf_test_key_acme")
-                .await
-                .unwrap()
-                .unwrap()
-                .account_id,
-            a.id
-        );
+            let a = s.account_by_name("acme").await.unwrap().unwrap();
+            assert_eq!(a.realm, "acme.local");
+            let users = s.users(&a.id).await.unwrap();
+            assert_eq!(users.len(), 2);
+            assert_eq!(users[0].display_name.as_deref(), Some("Alice"));
+            assert_eq!(
+                s.user_webhook(&users[0].id).await.unwrap().as_deref(),
+                Some("http://127.0.0.1:9000/sipgate")
+            );
+            assert_eq!(s.user_webhook(&users[1].id).await.unwrap(), None);
+            assert!(s.mailbox(&users[0].id).await.unwrap().unwrap().enabled);
+            assert_eq!(
+                s.mailbox(&users[1].id).await.unwrap(),
+                None,
+                "absent: no mailbox"
+            );
+            assert_eq!(
+                users[0].ha1_sha256,
+                ha1(DigestAlgorithm::Sha256, "201", "acme.local", "secret201")
+            );
+            let (_, user) = s.lookup_number("4930123456").await.unwrap().unwrap();
+            assert_eq!(user.extension, "201");
+            let t = s.outbound_trunk(&a.id).await.unwrap().unwrap();
+            assert_eq!(
+                (t.host.as_str(), t.port, t.username.as_deref()),
+                ("127.0.0.1", 5080, Some("acct"))
+            );
+            assert_eq!(
+                s.verify_api_key("hf_test_key_acme")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .account_id,
+                a.id
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn provisioning_is_idempotent_and_updates() {
-        let s = Store::open_memory().await.unwrap();
-        let config = Config::from_toml_str(CONFIG).unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        let a = s.account_by_name("acme").await.unwrap().unwrap();
-        assert_eq!(s.accounts().await.unwrap().len(), 1);
-        assert_eq!(s.users(&a.id).await.unwrap().len(), 2);
-        assert_eq!(s.numbers(&a.id).await.unwrap().len(), 1);
-        assert_eq!(s.trunks(&a.id).await.unwrap().len(), 1);
-        assert_eq!(s.api_keys(&a.id).await.unwrap().len(), 1);
+    crate::testdb::both_backends! {
+        async fn provisioning_is_idempotent_and_updates() {
+            let s = crate::testdb::store().await;
+            let config = Config::from_toml_str(CONFIG).unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            let a = s.account_by_name("acme").await.unwrap().unwrap();
+            assert_eq!(s.accounts().await.unwrap().len(), 1);
+            assert_eq!(s.users(&a.id).await.unwrap().len(), 2);
+            assert_eq!(s.numbers(&a.id).await.unwrap().len(), 1);
+            assert_eq!(s.trunks(&a.id).await.unwrap().len(), 1);
+            assert_eq!(s.api_keys(&a.id).await.unwrap().len(), 1);
 
-        // Something added by the CLI survives a re-apply.
-        s.add_user(&a.id, "299", "cli", None).await.unwrap();
+            // Something added by the CLI survives a re-apply.
+            s.add_user(&a.id, "299", "cli", None).await.unwrap();
 
-        let changed = CONFIG
-            .replace("secret201", "newsecret")
-            .replace("port = 5080", "port = 5090")
-            .replace("user = \"201\"", "user = \"202\"");
-        let config = Config::from_toml_str(&changed).unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        let u = s.user_by_extension(&a.id, "201").await.unwrap().unwrap();
-        assert_eq!(
-            u.ha1_md5,
-            ha1(DigestAlgorithm::Md5, "201", "acme.local", "newsecret")
-        );
-        assert_eq!(s.outbound_trunk(&a.id).await.unwrap().unwrap().port, 5090);
-        let (_, user) = s.lookup_number("+4930123456").await.unwrap().unwrap();
-        assert_eq!(user.extension, "202");
-        assert!(s.user_by_extension(&a.id, "299").await.unwrap().is_some());
+            let changed = CONFIG
+                .replace("secret201", "newsecret")
+                .replace("port = 5080", "port = 5090")
+                .replace("user = \"201\"", "user = \"202\"");
+            let config = Config::from_toml_str(&changed).unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            let u = s.user_by_extension(&a.id, "201").await.unwrap().unwrap();
+            assert_eq!(
+                u.ha1_md5,
+                ha1(DigestAlgorithm::Md5, "201", "acme.local", "newsecret")
+            );
+            assert_eq!(s.outbound_trunk(&a.id).await.unwrap().unwrap().port, 5090);
+            let (_, user) = s.lookup_number("+4930123456").await.unwrap().unwrap();
+            assert_eq!(user.extension, "202");
+            assert!(s.user_by_extension(&a.id, "299").await.unwrap().is_some());
+        }
     }
 
-    #[tokio::test]
-    async fn provisioning_switches_voicemail_only_when_given() {
-        let s = Store::open_memory().await.unwrap();
-        let config = Config::from_toml_str(CONFIG).unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        let a = s.account_by_name("acme").await.unwrap().unwrap();
-        let u201 = s.user_by_extension(&a.id, "201").await.unwrap().unwrap();
-        let u202 = s.user_by_extension(&a.id, "202").await.unwrap().unwrap();
-        // A greeting set through the API survives a re-apply; so does 202's mailbox (absent
-        // from the config: left as it is).
-        s.set_greeting(&u201.id, Some("/g.wav")).await.unwrap();
-        s.set_mailbox(&u202.id, true).await.unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        let m = s.mailbox(&u201.id).await.unwrap().unwrap();
-        assert!(m.enabled);
-        assert_eq!(m.greeting_path.as_deref(), Some("/g.wav"));
-        assert!(s.mailbox(&u202.id).await.unwrap().unwrap().enabled);
+    crate::testdb::both_backends! {
+        async fn provisioning_switches_voicemail_only_when_given() {
+            let s = crate::testdb::store().await;
+            let config = Config::from_toml_str(CONFIG).unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            let a = s.account_by_name("acme").await.unwrap().unwrap();
+            let u201 = s.user_by_extension(&a.id, "201").await.unwrap().unwrap();
+            let u202 = s.user_by_extension(&a.id, "202").await.unwrap().unwrap();
+            // A greeting set through the API survives a re-apply; so does 202's mailbox (absent
+            // from the config: left as it is).
+            s.set_greeting(&u201.id, Some("/g.wav")).await.unwrap();
+            s.set_mailbox(&u202.id, true).await.unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            let m = s.mailbox(&u201.id).await.unwrap().unwrap();
+            assert!(m.enabled);
+            assert_eq!(m.greeting_path.as_deref(), Some("/g.wav"));
+            assert!(s.mailbox(&u202.id).await.unwrap().unwrap().enabled);
 
-        // `voicemail = false` switches it off.
-        let off = CONFIG.replace("voicemail = true", "voicemail = false");
-        let config = Config::from_toml_str(&off).unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        let m = s.mailbox(&u201.id).await.unwrap().unwrap();
-        assert!(!m.enabled);
-        assert_eq!(m.greeting_path.as_deref(), Some("/g.wav"));
+            // `voicemail = false` switches it off.
+            let off = CONFIG.replace("voicemail = true", "voicemail = false");
+            let config = Config::from_toml_str(&off).unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            let m = s.mailbox(&u201.id).await.unwrap().unwrap();
+            assert!(!m.enabled);
+            assert_eq!(m.greeting_path.as_deref(), Some("/g.wav"));
+        }
     }
 
     /// CONFIG with every dial permission key set.
@@ -538,98 +543,100 @@ api_keys = ["hf_test_key_acme"]
             )
     }
 
-    #[tokio::test]
-    async fn provisioning_applies_dial_permissions_when_given() {
-        let s = Store::open_memory().await.unwrap();
-        let config = Config::from_toml_str(&config_with_dial_keys()).unwrap();
-        config.validate().unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        let a = s.account_by_name("acme").await.unwrap().unwrap();
-        let configured = DialPolicy {
-            country_code: Some("49".into()),
-            classes: DialClasses::of([
-                DialClass::Internal,
-                DialClass::National,
-                DialClass::International,
-            ]),
-            outside_sessions: true,
-            max_outbound_calls: 5,
-            outbound_calls_per_minute: 0,
-        };
-        assert_eq!(a.dial, configured);
-        let internal = DialClasses::of([DialClass::Internal]);
-        let u201 = s.user_by_extension(&a.id, "201").await.unwrap().unwrap();
-        let u202 = s.user_by_extension(&a.id, "202").await.unwrap().unwrap();
-        assert_eq!(u201.dial_classes, Some(internal));
-        assert_eq!(u202.dial_classes, None, "absent: the account's");
+    crate::testdb::both_backends! {
+        async fn provisioning_applies_dial_permissions_when_given() {
+            let s = crate::testdb::store().await;
+            let config = Config::from_toml_str(&config_with_dial_keys()).unwrap();
+            config.validate().unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            let a = s.account_by_name("acme").await.unwrap().unwrap();
+            let configured = DialPolicy {
+                country_code: Some("49".into()),
+                classes: DialClasses::of([
+                    DialClass::Internal,
+                    DialClass::National,
+                    DialClass::International,
+                ]),
+                outside_sessions: true,
+                max_outbound_calls: 5,
+                outbound_calls_per_minute: 0,
+            };
+            assert_eq!(a.dial, configured);
+            let internal = DialClasses::of([DialClass::Internal]);
+            let u201 = s.user_by_extension(&a.id, "201").await.unwrap().unwrap();
+            let u202 = s.user_by_extension(&a.id, "202").await.unwrap().unwrap();
+            assert_eq!(u201.dial_classes, Some(internal));
+            assert_eq!(u202.dial_classes, None, "absent: the account's");
 
-        // Present keys are applied at every start: a CLI change to them is reverted ...
-        s.set_account_dial_policy(&a.id, &DialPolicy::default())
-            .await
-            .unwrap();
-        s.set_user_dial_classes(&u201.id, None).await.unwrap();
-        // ... while 202 (no `dial` key) keeps what the CLI set.
-        s.set_user_dial_classes(&u202.id, Some(DialClasses::NONE))
-            .await
-            .unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        assert_eq!(
-            s.account_by_id(&a.id).await.unwrap().unwrap().dial,
-            configured
-        );
-        assert_eq!(
-            s.user_by_id(&u201.id).await.unwrap().unwrap().dial_classes,
-            Some(internal)
-        );
-        assert_eq!(
-            s.user_by_id(&u202.id).await.unwrap().unwrap().dial_classes,
-            Some(DialClasses::NONE)
-        );
+            // Present keys are applied at every start: a CLI change to them is reverted ...
+            s.set_account_dial_policy(&a.id, &DialPolicy::default())
+                .await
+                .unwrap();
+            s.set_user_dial_classes(&u201.id, None).await.unwrap();
+            // ... while 202 (no `dial` key) keeps what the CLI set.
+            s.set_user_dial_classes(&u202.id, Some(DialClasses::NONE))
+                .await
+                .unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            assert_eq!(
+                s.account_by_id(&a.id).await.unwrap().unwrap().dial,
+                configured
+            );
+            assert_eq!(
+                s.user_by_id(&u201.id).await.unwrap().unwrap().dial_classes,
+                Some(internal)
+            );
+            assert_eq!(
+                s.user_by_id(&u202.id).await.unwrap().unwrap().dial_classes,
+                Some(DialClasses::NONE)
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn provisioning_leaves_dial_permissions_alone_when_absent() {
-        let s = Store::open_memory().await.unwrap();
-        let config = Config::from_toml_str(CONFIG).unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        let a = s.account_by_name("acme").await.unwrap().unwrap();
-        assert_eq!(a.dial, DialPolicy::default(), "a new account: the default");
-        let u201 = s.user_by_extension(&a.id, "201").await.unwrap().unwrap();
-        assert_eq!(u201.dial_classes, None);
+    crate::testdb::both_backends! {
+        async fn provisioning_leaves_dial_permissions_alone_when_absent() {
+            let s = crate::testdb::store().await;
+            let config = Config::from_toml_str(CONFIG).unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            let a = s.account_by_name("acme").await.unwrap().unwrap();
+            assert_eq!(a.dial, DialPolicy::default(), "a new account: the default");
+            let u201 = s.user_by_extension(&a.id, "201").await.unwrap().unwrap();
+            assert_eq!(u201.dial_classes, None);
 
-        // Changes made by the CLI or the API survive a re-apply without the keys.
-        let changed = DialPolicy {
-            country_code: Some("44".into()),
-            classes: DialClasses::of(DialClass::ALL),
-            outside_sessions: true,
-            max_outbound_calls: 3,
-            outbound_calls_per_minute: 7,
-        };
-        s.set_account_dial_policy(&a.id, &changed).await.unwrap();
-        s.set_user_dial_classes(&u201.id, Some(DialClasses::NEW_ACCOUNT))
-            .await
-            .unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        assert_eq!(s.account_by_id(&a.id).await.unwrap().unwrap().dial, changed);
-        assert_eq!(
-            s.user_by_id(&u201.id).await.unwrap().unwrap().dial_classes,
-            Some(DialClasses::NEW_ACCOUNT)
-        );
+            // Changes made by the CLI or the API survive a re-apply without the keys.
+            let changed = DialPolicy {
+                country_code: Some("44".into()),
+                classes: DialClasses::of(DialClass::ALL),
+                outside_sessions: true,
+                max_outbound_calls: 3,
+                outbound_calls_per_minute: 7,
+            };
+            s.set_account_dial_policy(&a.id, &changed).await.unwrap();
+            s.set_user_dial_classes(&u201.id, Some(DialClasses::NEW_ACCOUNT))
+                .await
+                .unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            assert_eq!(s.account_by_id(&a.id).await.unwrap().unwrap().dial, changed);
+            assert_eq!(
+                s.user_by_id(&u201.id).await.unwrap().unwrap().dial_classes,
+                Some(DialClasses::NEW_ACCOUNT)
+            );
 
-        // One key present: only that one is applied.
-        let only_limit = CONFIG.replace(
-            "api_keys = [\"hf_test_key_acme\"]\n",
-            "api_keys = [\"hf_test_key_acme\"]\nmax_outbound_calls = 2\n",
-        );
-        let config = Config::from_toml_str(&only_limit).unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        assert_eq!(
-            s.account_by_id(&a.id).await.unwrap().unwrap().dial,
-            DialPolicy {
-                max_outbound_calls: 2,
-                ..changed
-            }
-        );
+            // One key present: only that one is applied.
+            let only_limit = CONFIG.replace(
+                "api_keys = [\"hf_test_key_acme\"]\n",
+                "api_keys = [\"hf_test_key_acme\"]\nmax_outbound_calls = 2\n",
+            );
+            let config = Config::from_toml_str(&only_limit).unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            assert_eq!(
+                s.account_by_id(&a.id).await.unwrap().unwrap().dial,
+                DialPolicy {
+                    max_outbound_calls: 2,
+                    ..changed
+                }
+            );
+        }
     }
 
     const APPS: &str = r#"
@@ -651,188 +658,192 @@ api_keys = ["hf_test_key_acme"]
         c
     }
 
-    #[tokio::test]
-    async fn provisioning_creates_applications_and_routes_their_numbers() {
-        let s = Store::open_memory().await.unwrap();
-        let config = config_with_apps(APPS);
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        let a = s.account_by_name("acme").await.unwrap().unwrap();
-        let apps = s.applications(&a.id).await.unwrap();
-        assert_eq!(apps.len(), 2);
-        let ivr = s.application_by_name(&a.id, "ivr").await.unwrap().unwrap();
-        assert_eq!(ivr.call_hook, Hook::post("http://127.0.0.1:9100/call"));
-        let status = ivr.call_status_hook.clone().unwrap();
-        assert_eq!(status.method, HookMethod::Get);
-        assert_eq!(
-            (status.username.as_deref(), status.password.as_deref()),
-            (Some("u"), Some("p"))
-        );
-        assert_eq!(ivr.fallback, None);
-        let queue = s
-            .application_by_name(&a.id, "queue")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(queue.call_hook.method, HookMethod::Post);
-        assert_eq!(
-            queue.fallback.map(|h| h.url),
-            Some("https://app.example/fallback".to_string())
-        );
-        for n in ["+4930999001", "4930999002"] {
-            let found = s.application_for_number(n).await.unwrap();
-            assert_eq!(found.map(|x| x.id), Some(ivr.id.clone()), "{n}");
-        }
-        let numbers = s.application_numbers(&a.id).await.unwrap();
-        assert_eq!(
-            numbers
-                .iter()
-                .map(|n| n.number.as_str())
-                .collect::<Vec<_>>(),
-            ["+4930999001", "+4930999002"]
-        );
-
-        // Idempotent: the same ids, no duplicates.
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        let again = s.applications(&a.id).await.unwrap();
-        assert_eq!(again, apps);
-        assert_eq!(s.application_numbers(&a.id).await.unwrap(), numbers);
-    }
-
-    #[tokio::test]
-    async fn provisioning_updates_applications_and_repoints_numbers() {
-        let s = Store::open_memory().await.unwrap();
-        s.apply_provisioning(&config_with_apps(APPS).accounts)
-            .await
-            .unwrap();
-        let a = s.account_by_name("acme").await.unwrap().unwrap();
-        let ivr = s.application_by_name(&a.id, "ivr").await.unwrap().unwrap();
-        let queue = s
-            .application_by_name(&a.id, "queue")
-            .await
-            .unwrap()
-            .unwrap();
-        // Made by the CLI or the API: survives.
-        let api_app = s
-            .create_application(
-                &a.id,
-                &ApplicationSpec {
-                    name: "api".into(),
-                    call_hook: Hook::post("http://127.0.0.1:9/api"),
-                    call_status_hook: None,
-                    fallback: None,
-                },
-            )
-            .await
-            .unwrap();
-        s.add_application_number(&a.id, "+4930999009", &api_app.id)
-            .await
-            .unwrap();
-
-        // Hooks changed, the status hook dropped, 999002 moved to "queue", and the user
-        // number +4930123456 moved from user 201 to "queue" (the [[accounts.numbers]] entry
-        // is gone from the file).
-        let changed = APPS
-            .replace("9100/call", "9200/call")
-            .replace(
-                "  call_status_hook = { url = \"http://127.0.0.1:9100/status\", method = \"GET\", username = \"u\", password = \"p\" }\n",
-                "",
-            )
-            .replace("\"4930999002\"", "")
-            .replace(
-                "fallback = \"https://app.example/fallback\"\n",
-                "fallback = \"https://app.example/fallback\"\n  numbers = [\"+4930999002\", \"+4930123456\"]\n",
+    crate::testdb::both_backends! {
+        async fn provisioning_creates_applications_and_routes_their_numbers() {
+            let s = crate::testdb::store().await;
+            let config = config_with_apps(APPS);
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            let a = s.account_by_name("acme").await.unwrap().unwrap();
+            let apps = s.applications(&a.id).await.unwrap();
+            assert_eq!(apps.len(), 2);
+            let ivr = s.application_by_name(&a.id, "ivr").await.unwrap().unwrap();
+            assert_eq!(ivr.call_hook, Hook::post("http://127.0.0.1:9100/call"));
+            let status = ivr.call_status_hook.clone().unwrap();
+            assert_eq!(status.method, HookMethod::Get);
+            assert_eq!(
+                (status.username.as_deref(), status.password.as_deref()),
+                (Some("u"), Some("p"))
             );
-        let without_user_number = CONFIG.replace(
-            "  [[accounts.numbers]]\n  number = \"+4930123456\"\n  user = \"201\"\n",
-            "",
-        );
-        let config = Config::from_toml_str(&format!("{without_user_number}{changed}")).unwrap();
-        config.validate().unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
+            assert_eq!(ivr.fallback, None);
+            let queue = s
+                .application_by_name(&a.id, "queue")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(queue.call_hook.method, HookMethod::Post);
+            assert_eq!(
+                queue.fallback.map(|h| h.url),
+                Some("https://app.example/fallback".to_string())
+            );
+            for n in ["+4930999001", "4930999002"] {
+                let found = s.application_for_number(n).await.unwrap();
+                assert_eq!(found.map(|x| x.id), Some(ivr.id.clone()), "{n}");
+            }
+            let numbers = s.application_numbers(&a.id).await.unwrap();
+            assert_eq!(
+                numbers
+                    .iter()
+                    .map(|n| n.number.as_str())
+                    .collect::<Vec<_>>(),
+                ["+4930999001", "+4930999002"]
+            );
 
-        let got = s.application(&a.id, &ivr.id).await.unwrap().unwrap();
-        assert_eq!(got.call_hook.url, "http://127.0.0.1:9200/call");
-        assert_eq!(got.call_status_hook, None);
-        let route = |n: &'static str| {
-            let s = s.clone();
-            async move { s.application_for_number(n).await.unwrap().map(|x| x.id) }
-        };
-        assert_eq!(route("+4930999001").await, Some(ivr.id.clone()));
-        assert_eq!(route("+4930999002").await, Some(queue.id.clone()));
-        assert_eq!(route("+4930123456").await, Some(queue.id.clone()));
-        assert_eq!(s.lookup_number("+4930123456").await.unwrap(), None);
-        assert_eq!(route("+4930999009").await, Some(api_app.id.clone()));
-        assert_eq!(s.applications(&a.id).await.unwrap().len(), 3);
-
-        // And back: the original file gives +4930123456 to user 201 again.
-        let config = Config::from_toml_str(CONFIG).unwrap();
-        s.apply_provisioning(&config.accounts).await.unwrap();
-        let (_, user) = s.lookup_number("+4930123456").await.unwrap().unwrap();
-        assert_eq!(user.extension, "201");
-        assert_eq!(route("+4930123456").await, None);
+            // Idempotent: the same ids, no duplicates.
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            let again = s.applications(&a.id).await.unwrap();
+            assert_eq!(again, apps);
+            assert_eq!(s.application_numbers(&a.id).await.unwrap(), numbers);
+        }
     }
 
-    #[tokio::test]
-    async fn provisioning_refuses_an_application_number_of_another_account() {
-        let s = Store::open_memory().await.unwrap();
-        let other = s.create_account("other", "other.local").await.unwrap();
-        s.add_user(&other.id, "1", "pw", None).await.unwrap();
-        s.add_number(&other.id, "+4930999001", "1").await.unwrap();
-        let err = s
-            .apply_provisioning(&config_with_apps(APPS).accounts)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&err, StoreError::Conflict(m) if m.contains("another account")),
-            "{err}"
-        );
+    crate::testdb::both_backends! {
+        async fn provisioning_updates_applications_and_repoints_numbers() {
+            let s = crate::testdb::store().await;
+            s.apply_provisioning(&config_with_apps(APPS).accounts)
+                .await
+                .unwrap();
+            let a = s.account_by_name("acme").await.unwrap().unwrap();
+            let ivr = s.application_by_name(&a.id, "ivr").await.unwrap().unwrap();
+            let queue = s
+                .application_by_name(&a.id, "queue")
+                .await
+                .unwrap()
+                .unwrap();
+            // Made by the CLI or the API: survives.
+            let api_app = s
+                .create_application(
+                    &a.id,
+                    &ApplicationSpec {
+                        name: "api".into(),
+                        call_hook: Hook::post("http://127.0.0.1:9/api"),
+                        call_status_hook: None,
+                        fallback: None,
+                    },
+                )
+                .await
+                .unwrap();
+            s.add_application_number(&a.id, "+4930999009", &api_app.id)
+                .await
+                .unwrap();
 
-        // An application number of another account is not taken for a user either.
-        let s = Store::open_memory().await.unwrap();
-        let other = s.create_account("other", "other.local").await.unwrap();
-        let app = s
-            .create_application(
-                &other.id,
-                &ApplicationSpec {
-                    name: "x".into(),
-                    call_hook: Hook::post("http://127.0.0.1:9/x"),
-                    call_status_hook: None,
-                    fallback: None,
-                },
-            )
-            .await
-            .unwrap();
-        s.add_application_number(&other.id, "+4930123456", &app.id)
-            .await
-            .unwrap();
-        let config = Config::from_toml_str(CONFIG).unwrap();
-        assert!(matches!(
-            s.apply_provisioning(&config.accounts).await,
-            Err(StoreError::Conflict(_))
-        ));
+            // Hooks changed, the status hook dropped, 999002 moved to "queue", and the user
+            // number +4930123456 moved from user 201 to "queue" (the [[accounts.numbers]] entry
+            // is gone from the file).
+            let changed = APPS
+                .replace("9100/call", "9200/call")
+                .replace(
+                    "  call_status_hook = { url = \"http://127.0.0.1:9100/status\", method = \"GET\", username = \"u\", password = \"p\" }\n",
+                    "",
+                )
+                .replace("\"4930999002\"", "")
+                .replace(
+                    "fallback = \"https://app.example/fallback\"\n",
+                    "fallback = \"https://app.example/fallback\"\n  numbers = [\"+4930999002\", \"+4930123456\"]\n",
+                );
+            let without_user_number = CONFIG.replace(
+                "  [[accounts.numbers]]\n  number = \"+4930123456\"\n  user = \"201\"\n",
+                "",
+            );
+            let config = Config::from_toml_str(&format!("{without_user_number}{changed}")).unwrap();
+            config.validate().unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
+
+            let got = s.application(&a.id, &ivr.id).await.unwrap().unwrap();
+            assert_eq!(got.call_hook.url, "http://127.0.0.1:9200/call");
+            assert_eq!(got.call_status_hook, None);
+            let route = |n: &'static str| {
+                let s = s.clone();
+                async move { s.application_for_number(n).await.unwrap().map(|x| x.id) }
+            };
+            assert_eq!(route("+4930999001").await, Some(ivr.id.clone()));
+            assert_eq!(route("+4930999002").await, Some(queue.id.clone()));
+            assert_eq!(route("+4930123456").await, Some(queue.id.clone()));
+            assert_eq!(s.lookup_number("+4930123456").await.unwrap(), None);
+            assert_eq!(route("+4930999009").await, Some(api_app.id.clone()));
+            assert_eq!(s.applications(&a.id).await.unwrap().len(), 3);
+
+            // And back: the original file gives +4930123456 to user 201 again.
+            let config = Config::from_toml_str(CONFIG).unwrap();
+            s.apply_provisioning(&config.accounts).await.unwrap();
+            let (_, user) = s.lookup_number("+4930123456").await.unwrap().unwrap();
+            assert_eq!(user.extension, "201");
+            assert_eq!(route("+4930123456").await, None);
+        }
     }
 
-    #[tokio::test]
-    async fn provisioning_errors_are_reported() {
-        let s = Store::open_memory().await.unwrap();
-        // A number pointing at a user that exists nowhere.
-        let bad = CONFIG.replace("user = \"201\"", "user = \"777\"");
-        let config = Config::from_toml_str(&bad).unwrap();
-        assert!(matches!(
-            s.apply_provisioning(&config.accounts).await,
-            Err(StoreError::NotFound(_))
-        ));
+    crate::testdb::both_backends! {
+        async fn provisioning_refuses_an_application_number_of_another_account() {
+            let s = crate::testdb::store().await;
+            let other = s.create_account("other", "other.local").await.unwrap();
+            s.add_user(&other.id, "1", "pw", None).await.unwrap();
+            s.add_number(&other.id, "+4930999001", "1").await.unwrap();
+            let err = s
+                .apply_provisioning(&config_with_apps(APPS).accounts)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Conflict(m) if m.contains("another account")),
+                "{err}"
+            );
 
-        // A number owned by another account.
-        let s = Store::open_memory().await.unwrap();
-        let other = s.create_account("other", "other.local").await.unwrap();
-        s.add_user(&other.id, "1", "pw", None).await.unwrap();
-        s.add_number(&other.id, "+4930123456", "1").await.unwrap();
-        let config = Config::from_toml_str(CONFIG).unwrap();
-        assert!(matches!(
-            s.apply_provisioning(&config.accounts).await,
-            Err(StoreError::Conflict(_))
-        ));
+            // An application number of another account is not taken for a user either.
+            let s = crate::testdb::store().await;
+            let other = s.create_account("other", "other.local").await.unwrap();
+            let app = s
+                .create_application(
+                    &other.id,
+                    &ApplicationSpec {
+                        name: "x".into(),
+                        call_hook: Hook::post("http://127.0.0.1:9/x"),
+                        call_status_hook: None,
+                        fallback: None,
+                    },
+                )
+                .await
+                .unwrap();
+            s.add_application_number(&other.id, "+4930123456", &app.id)
+                .await
+                .unwrap();
+            let config = Config::from_toml_str(CONFIG).unwrap();
+            assert!(matches!(
+                s.apply_provisioning(&config.accounts).await,
+                Err(StoreError::Conflict(_))
+            ));
+        }
+    }
+
+    crate::testdb::both_backends! {
+        async fn provisioning_errors_are_reported() {
+            let s = crate::testdb::store().await;
+            // A number pointing at a user that exists nowhere.
+            let bad = CONFIG.replace("user = \"201\"", "user = \"777\"");
+            let config = Config::from_toml_str(&bad).unwrap();
+            assert!(matches!(
+                s.apply_provisioning(&config.accounts).await,
+                Err(StoreError::NotFound(_))
+            ));
+
+            // A number owned by another account.
+            let s = crate::testdb::store().await;
+            let other = s.create_account("other", "other.local").await.unwrap();
+            s.add_user(&other.id, "1", "pw", None).await.unwrap();
+            s.add_number(&other.id, "+4930123456", "1").await.unwrap();
+            let config = Config::from_toml_str(CONFIG).unwrap();
+            assert!(matches!(
+                s.apply_provisioning(&config.accounts).await,
+                Err(StoreError::Conflict(_))
+            ));
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! RingCentral WebHook subscriptions (`rc_subscriptions`): written through by the dialect on
 //! create / update / renew / delete and read back at start, so a restart keeps them.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::db::Store;
@@ -22,7 +22,7 @@ pub struct RcSubscription {
     pub expires_ms: i64,
 }
 
-fn from_row(row: &SqliteRow) -> Result<RcSubscription, StoreError> {
+fn from_row(row: &AnyRow) -> Result<RcSubscription, StoreError> {
     Ok(RcSubscription {
         id: row.try_get("id")?,
         account_id: row.try_get("account_id")?,
@@ -89,38 +89,39 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn subscriptions_round_trip_and_expire() {
-        let store = Store::open_memory().await.unwrap();
-        let account = store.create_account("acme", "acme.local").await.unwrap();
-        let user = store
-            .add_user(&account.id, "201", "secret201", None)
-            .await
-            .unwrap();
-        let mut sub = RcSubscription {
-            id: "s1".into(),
-            account_id: account.id.clone(),
-            user_id: user.id.clone(),
-            event_filters: r#"["/restapi/v1.0/account/a/telephony/sessions"]"#.into(),
-            address: "http://127.0.0.1:9/hook".into(),
-            verification_token: Some("vt".into()),
-            created_ms: 1_000,
-            expires_ms: 10_000,
-        };
-        store.save_rc_subscription(&sub).await.unwrap();
-        sub.expires_ms = 20_000;
-        store.save_rc_subscription(&sub).await.unwrap();
-        assert_eq!(
-            store.live_rc_subscriptions(5_000).await.unwrap(),
-            vec![sub.clone()]
-        );
-        assert!(store
-            .live_rc_subscriptions(20_000)
-            .await
-            .unwrap()
-            .is_empty());
-        assert!(!store.delete_rc_subscription("s1").await.unwrap());
-        store.save_rc_subscription(&sub).await.unwrap();
-        assert!(store.delete_rc_subscription("s1").await.unwrap());
+    crate::testdb::both_backends! {
+        async fn subscriptions_round_trip_and_expire() {
+            let store = crate::testdb::store().await;
+            let account = store.create_account("acme", "acme.local").await.unwrap();
+            let user = store
+                .add_user(&account.id, "201", "secret201", None)
+                .await
+                .unwrap();
+            let mut sub = RcSubscription {
+                id: "s1".into(),
+                account_id: account.id.clone(),
+                user_id: user.id.clone(),
+                event_filters: r#"["/restapi/v1.0/account/a/telephony/sessions"]"#.into(),
+                address: "http://127.0.0.1:9/hook".into(),
+                verification_token: Some("vt".into()),
+                created_ms: 1_000,
+                expires_ms: 10_000,
+            };
+            store.save_rc_subscription(&sub).await.unwrap();
+            sub.expires_ms = 20_000;
+            store.save_rc_subscription(&sub).await.unwrap();
+            assert_eq!(
+                store.live_rc_subscriptions(5_000).await.unwrap(),
+                vec![sub.clone()]
+            );
+            assert!(store
+                .live_rc_subscriptions(20_000)
+                .await
+                .unwrap()
+                .is_empty());
+            assert!(!store.delete_rc_subscription("s1").await.unwrap());
+            store.save_rc_subscription(&sub).await.unwrap();
+            assert!(store.delete_rc_subscription("s1").await.unwrap());
+        }
     }
 }

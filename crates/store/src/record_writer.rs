@@ -15,8 +15,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use sqlx::sqlite::SqlitePool;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
+use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
@@ -90,7 +90,7 @@ impl std::fmt::Debug for Job {
 impl RecordWriter {
     /// Starts the writer task on the current tokio runtime; `None` outside of one (then
     /// records are written directly).
-    pub(crate) fn spawn(pool: SqlitePool) -> Option<RecordWriter> {
+    pub(crate) fn spawn(pool: AnyPool) -> Option<RecordWriter> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let (queue, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
@@ -99,11 +99,7 @@ impl RecordWriter {
     }
 
     /// Queues the record and waits until it is committed (or failed).
-    pub(crate) async fn write(
-        &self,
-        pool: &SqlitePool,
-        rec: &CallRecord,
-    ) -> Result<(), StoreError> {
+    pub(crate) async fn write(&self, pool: &AnyPool, rec: &CallRecord) -> Result<(), StoreError> {
         let (done, outcome) = oneshot::channel();
         let job = Job::Record {
             rec: rec.clone(),
@@ -131,7 +127,7 @@ impl RecordWriter {
     }
 }
 
-async fn run(pool: SqlitePool, stats: Arc<WriterStats>, mut rx: mpsc::Receiver<Job>) {
+async fn run(pool: AnyPool, stats: Arc<WriterStats>, mut rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         write_batch(&pool, &stats, &mut batch).await;
@@ -145,7 +141,7 @@ async fn run(pool: SqlitePool, stats: Arc<WriterStats>, mut rx: mpsc::Receiver<J
 }
 
 /// Writes the batch (emptying it) and answers every job.
-async fn write_batch(pool: &SqlitePool, stats: &WriterStats, batch: &mut Vec<Job>) {
+async fn write_batch(pool: &AnyPool, stats: &WriterStats, batch: &mut Vec<Job>) {
     let n = batch.len();
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.records.fetch_add(n as u64, Ordering::Relaxed);
@@ -168,7 +164,7 @@ async fn write_batch(pool: &SqlitePool, stats: &WriterStats, batch: &mut Vec<Job
     write_one_by_one(pool, batch).await;
 }
 
-async fn write_one_by_one(pool: &SqlitePool, batch: &mut Vec<Job>) {
+async fn write_one_by_one(pool: &AnyPool, batch: &mut Vec<Job>) {
     for job in batch.drain(..) {
         match job {
             Job::Record { ref rec, .. } => {
@@ -203,11 +199,12 @@ fn answer(job: Job, res: Result<(), StoreError>) {
 }
 
 /// A live-call row, or its answer time.
-async fn write_note(conn: &mut SqliteConnection, job: &Job) -> Result<(), StoreError> {
+async fn write_note(conn: &mut AnyConnection, job: &Job) -> Result<(), StoreError> {
     match job {
         Job::Live(l) => {
             sqlx::query(
-                "INSERT OR IGNORE INTO live_calls (id, account_id, from_uri, to_uri, direction,                    started_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO live_calls (id, account_id, from_uri, to_uri, direction, started_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&l.id)
             .bind(&l.account_id)
@@ -231,7 +228,7 @@ async fn write_note(conn: &mut SqliteConnection, job: &Job) -> Result<(), StoreE
 }
 
 /// All records in one transaction; any failure rolls all of them back.
-async fn insert_many(pool: &SqlitePool, batch: &[Job]) -> Result<(), StoreError> {
+async fn insert_many(pool: &AnyPool, batch: &[Job]) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     for job in batch {
         match job {
@@ -244,7 +241,7 @@ async fn insert_many(pool: &SqlitePool, batch: &[Job]) -> Result<(), StoreError>
 }
 
 /// One record in its own transaction.
-pub(crate) async fn insert_one(pool: &SqlitePool, rec: &CallRecord) -> Result<(), StoreError> {
+pub(crate) async fn insert_one(pool: &AnyPool, rec: &CallRecord) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     insert_rows(&mut tx, rec).await?;
     tx.commit().await?;
@@ -254,7 +251,7 @@ pub(crate) async fn insert_one(pool: &SqlitePool, rec: &CallRecord) -> Result<()
 
 /// [`insert_rows`] for the crash recovery's own transaction.
 pub(crate) async fn insert_rows_pub(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     rec: &CallRecord,
 ) -> Result<(), StoreError> {
     insert_rows(conn, rec).await
@@ -262,7 +259,7 @@ pub(crate) async fn insert_rows_pub(
 
 /// The call row and its leg rows (each leg stored under the record's id); the call is no
 /// longer live.
-async fn insert_rows(conn: &mut SqliteConnection, rec: &CallRecord) -> Result<(), StoreError> {
+async fn insert_rows(conn: &mut AnyConnection, rec: &CallRecord) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM live_calls WHERE id = $1")
         .bind(&rec.id)
         .execute(&mut *conn)
@@ -358,82 +355,85 @@ mod tests {
         )
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_records_are_group_committed_and_all_readable() {
-        let dir = std::env::temp_dir().join(format!("hookflash-gc-test-{}", uuid::Uuid::new_v4()));
-        let s = Arc::new(Store::open(&dir).await.unwrap());
-        const N: usize = 400;
-        let mut tasks = Vec::new();
-        for i in 0..N {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                s.insert_call_record(&record(&format!("c{i:04}"))).await
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        let (batches, records, fallbacks) = stats(&s);
-        assert_eq!(records, N as u64);
-        assert_eq!(fallbacks, 0);
-        assert!(batches < records, "{batches} batches for {records} records");
+    crate::testdb::both_backends! {
+        multi_thread
+        async fn concurrent_records_are_group_committed_and_all_readable() {
+            let db = crate::testdb::TestDb::new().await;
+            let s = Arc::new(db.open().await);
+            const N: usize = 400;
+            let mut tasks = Vec::new();
+            for i in 0..N {
+                let s = s.clone();
+                tasks.push(tokio::spawn(async move {
+                    s.insert_call_record(&record(&format!("c{i:04}"))).await
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            let (batches, records, fallbacks) = stats(&s);
+            assert_eq!(records, N as u64);
+            assert_eq!(fallbacks, 0);
+            assert!(batches < records, "{batches} batches for {records} records");
 
-        // Committed: a fresh connection (another store on the file) reads every record.
-        let other = Store::open(&dir).await.unwrap();
-        let all = other.call_history(None, 1_000).await.unwrap();
-        assert_eq!(all.len(), N);
-        assert!(all.iter().all(|c| c.legs.len() == 2));
-        other.close().await;
-        s.close().await;
-        std::fs::remove_dir_all(&dir).unwrap();
+            // Committed: a fresh connection (another store on the file) reads every record.
+            let other = db.open().await;
+            let all = other.call_history(None, 1_000).await.unwrap();
+            assert_eq!(all.len(), N);
+            assert!(all.iter().all(|c| c.legs.len() == 2));
+            other.close().await;
+            s.close().await;
+        }
     }
 
-    #[tokio::test]
-    async fn a_failing_record_in_a_batch_fails_alone() {
-        let s = Store::open_memory().await.unwrap();
-        s.insert_call_record(&record("dup")).await.unwrap();
-        // Hold the only connection so the records queue up and form one batch.
-        let held = s.pool.begin().await.unwrap();
-        let mut tasks = Vec::new();
-        for i in 0..20 {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                s.insert_call_record(&record(&format!("ok{i}"))).await
-            }));
+    crate::testdb::both_backends! {
+        async fn a_failing_record_in_a_batch_fails_alone() {
+            let s = crate::testdb::store().await;
+            s.insert_call_record(&record("dup")).await.unwrap();
+            // Hold the only connection so the records queue up and form one batch.
+            let held = s.pool.begin().await.unwrap();
+            let mut tasks = Vec::new();
+            for i in 0..20 {
+                let s = s.clone();
+                tasks.push(tokio::spawn(async move {
+                    s.insert_call_record(&record(&format!("ok{i}"))).await
+                }));
+            }
+            let dup = {
+                let s = s.clone();
+                tokio::spawn(async move { s.insert_call_record(&record("dup")).await })
+            };
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            drop(held);
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            let err = dup.await.unwrap().unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+            let (batches, records, fallbacks) = stats(&s);
+            assert_eq!(records, 22);
+            assert!(batches < records, "{batches} batches for {records} records");
+            assert_eq!(
+                fallbacks, 1,
+                "the batch with the duplicate was rewritten one by one"
+            );
+            let all = s.call_history(None, 100).await.unwrap();
+            assert_eq!(all.len(), 21);
+            assert!(all.iter().all(|c| c.legs.len() == 2));
         }
-        let dup = {
-            let s = s.clone();
-            tokio::spawn(async move { s.insert_call_record(&record("dup")).await })
-        };
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        drop(held);
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        let err = dup.await.unwrap().unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-        let (batches, records, fallbacks) = stats(&s);
-        assert_eq!(records, 22);
-        assert!(batches < records, "{batches} batches for {records} records");
-        assert_eq!(
-            fallbacks, 1,
-            "the batch with the duplicate was rewritten one by one"
-        );
-        let all = s.call_history(None, 100).await.unwrap();
-        assert_eq!(all.len(), 21);
-        assert!(all.iter().all(|c| c.legs.len() == 2));
     }
 
-    #[tokio::test]
-    async fn errors_reach_the_caller() {
-        let s = Store::open_memory().await.unwrap();
-        // Conflict (duplicate id) on a lone record.
-        s.insert_call_record(&record("c1")).await.unwrap();
-        let err = s.insert_call_record(&record("c1")).await.unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
-        // The database is gone.
-        s.close().await;
-        let err = s.insert_call_record(&record("c2")).await.unwrap_err();
-        assert!(matches!(err, StoreError::Database(_)), "{err}");
+    crate::testdb::both_backends! {
+        async fn errors_reach_the_caller() {
+            let s = crate::testdb::store().await;
+            // Conflict (duplicate id) on a lone record.
+            s.insert_call_record(&record("c1")).await.unwrap();
+            let err = s.insert_call_record(&record("c1")).await.unwrap_err();
+            assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+            // The database is gone.
+            s.close().await;
+            let err = s.insert_call_record(&record("c2")).await.unwrap_err();
+            assert!(matches!(err, StoreError::Database(_)), "{err}");
+        }
     }
 }

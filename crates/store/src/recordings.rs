@@ -1,13 +1,13 @@
 //! Call recordings: metadata in the database, audio in WAV files under the data directory.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::db::Store;
 use crate::error::StoreError;
 use crate::model::Recording;
 
-fn recording_from_row(row: &SqliteRow) -> Result<Recording, StoreError> {
+fn recording_from_row(row: &AnyRow) -> Result<Recording, StoreError> {
     Ok(Recording {
         id: row.try_get("id")?,
         account_id: row.try_get("account_id")?,
@@ -158,53 +158,54 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn lifecycle_listing_and_isolation() {
-        let store = Store::open_memory().await.unwrap();
-        let a = store.create_account("a", "a.local").await.unwrap();
-        let b = store.create_account("b", "b.local").await.unwrap();
-        store
-            .insert_recording(&rec("r1", &a.id, "c1", 1))
-            .await
-            .unwrap();
-        store
-            .insert_recording(&rec("r2", &a.id, "c2", 2))
-            .await
-            .unwrap();
-        store
-            .insert_recording(&rec("r3", &b.id, "c3", 3))
-            .await
-            .unwrap();
-        assert_eq!(store.unfinished_recordings().await.unwrap().len(), 3);
-        assert!(store
-            .finish_recording("r1", "complete", 10, 9, 1000)
-            .await
-            .unwrap());
-        let r1 = store.recording(&a.id, "r1").await.unwrap().unwrap();
-        assert_eq!(
-            (r1.state.as_str(), r1.duration_ms, r1.bytes),
-            ("complete", Some(9), Some(1000))
-        );
-        assert!(
-            store.recording(&b.id, "r1").await.unwrap().is_none(),
-            "other account sees it"
-        );
-        let ids: Vec<String> = store
-            .recordings(&a.id, None, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        assert_eq!(ids, vec!["r2", "r1"]);
-        assert_eq!(
-            store.recordings(&a.id, Some("c1"), 10).await.unwrap().len(),
-            1
-        );
-        assert_eq!(store.unfinished_recordings().await.unwrap().len(), 2);
-        assert!(!store
-            .finish_recording("nope", "complete", 1, 1, 1)
-            .await
-            .unwrap());
+    crate::testdb::both_backends! {
+        async fn lifecycle_listing_and_isolation() {
+            let store = crate::testdb::store().await;
+            let a = store.create_account("a", "a.local").await.unwrap();
+            let b = store.create_account("b", "b.local").await.unwrap();
+            store
+                .insert_recording(&rec("r1", &a.id, "c1", 1))
+                .await
+                .unwrap();
+            store
+                .insert_recording(&rec("r2", &a.id, "c2", 2))
+                .await
+                .unwrap();
+            store
+                .insert_recording(&rec("r3", &b.id, "c3", 3))
+                .await
+                .unwrap();
+            assert_eq!(store.unfinished_recordings().await.unwrap().len(), 3);
+            assert!(store
+                .finish_recording("r1", "complete", 10, 9, 1000)
+                .await
+                .unwrap());
+            let r1 = store.recording(&a.id, "r1").await.unwrap().unwrap();
+            assert_eq!(
+                (r1.state.as_str(), r1.duration_ms, r1.bytes),
+                ("complete", Some(9), Some(1000))
+            );
+            assert!(
+                store.recording(&b.id, "r1").await.unwrap().is_none(),
+                "other account sees it"
+            );
+            let ids: Vec<String> = store
+                .recordings(&a.id, None, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            assert_eq!(ids, vec!["r2", "r1"]);
+            assert_eq!(
+                store.recordings(&a.id, Some("c1"), 10).await.unwrap().len(),
+                1
+            );
+            assert_eq!(store.unfinished_recordings().await.unwrap().len(), 2);
+            assert!(!store
+                .finish_recording("nope", "complete", 1, 1, 1)
+                .await
+                .unwrap());
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::cache::put_capped;
@@ -10,7 +10,7 @@ use crate::db::{narrow, Store};
 use crate::error::StoreError;
 use crate::model::Registration;
 
-fn registration_from_row(row: &SqliteRow) -> Result<Registration, StoreError> {
+fn registration_from_row(row: &AnyRow) -> Result<Registration, StoreError> {
     let cseq: i64 = row.try_get("cseq")?;
     Ok(Registration {
         user_id: row.try_get("user_id")?,
@@ -173,81 +173,84 @@ mod tests {
     }
 
     async fn setup() -> (Store, String, String, String) {
-        let s = Store::open_memory().await.unwrap();
+        let s = crate::testdb::store().await;
         let a = s.create_account("acme", "acme.local").await.unwrap();
         let u1 = s.add_user(&a.id, "201", "pw", None).await.unwrap();
         let u2 = s.add_user(&a.id, "202", "pw", None).await.unwrap();
         (s, a.id, u1.id, u2.id)
     }
 
-    #[tokio::test]
-    async fn upsert_refreshes_the_same_contact() {
-        let (s, _, u1, _) = setup().await;
-        s.upsert_registration(&reg(&u1, "sip:201@127.0.0.1:5070", 1_100, 1))
-            .await
-            .unwrap();
-        let mut refreshed = reg(&u1, "sip:201@127.0.0.1:5070", 1_200, 2);
-        refreshed.source = "127.0.0.1:5071".into();
-        refreshed.cseq = u32::MAX;
-        s.upsert_registration(&refreshed).await.unwrap();
-        let regs = s.registrations(&u1, 1_000).await.unwrap();
-        assert_eq!(regs, vec![refreshed]);
+    crate::testdb::both_backends! {
+        async fn upsert_refreshes_the_same_contact() {
+            let (s, _, u1, _) = setup().await;
+            s.upsert_registration(&reg(&u1, "sip:201@127.0.0.1:5070", 1_100, 1))
+                .await
+                .unwrap();
+            let mut refreshed = reg(&u1, "sip:201@127.0.0.1:5070", 1_200, 2);
+            refreshed.source = "127.0.0.1:5071".into();
+            refreshed.cseq = u32::MAX;
+            s.upsert_registration(&refreshed).await.unwrap();
+            let regs = s.registrations(&u1, 1_000).await.unwrap();
+            assert_eq!(regs, vec![refreshed]);
+        }
     }
 
-    #[tokio::test]
-    async fn expiry_filters_counts_and_purges() {
-        let (s, acc, u1, u2) = setup().await;
-        s.upsert_registration(&reg(&u1, "sip:a@h", 1_100, 1))
-            .await
-            .unwrap();
-        s.upsert_registration(&reg(&u1, "sip:b@h", 900, 1))
-            .await
-            .unwrap();
-        s.upsert_registration(&reg(&u2, "sip:c@h", 1_000, 1))
-            .await
-            .unwrap();
-        // expires_at == now counts as expired.
-        let live = s.registrations(&u1, 1_000).await.unwrap();
-        assert_eq!(live.len(), 1);
-        assert_eq!(live[0].contact, "sip:a@h");
-        assert_eq!(s.count_registrations(1_000).await.unwrap(), 1);
-        assert_eq!(s.count_registrations(0).await.unwrap(), 3);
-        assert_eq!(s.account_registrations(&acc, 0).await.unwrap().len(), 3);
-        assert_eq!(s.purge_expired_registrations(1_000).await.unwrap(), 2);
-        assert_eq!(s.count_registrations(0).await.unwrap(), 1);
+    crate::testdb::both_backends! {
+        async fn expiry_filters_counts_and_purges() {
+            let (s, acc, u1, u2) = setup().await;
+            s.upsert_registration(&reg(&u1, "sip:a@h", 1_100, 1))
+                .await
+                .unwrap();
+            s.upsert_registration(&reg(&u1, "sip:b@h", 900, 1))
+                .await
+                .unwrap();
+            s.upsert_registration(&reg(&u2, "sip:c@h", 1_000, 1))
+                .await
+                .unwrap();
+            // expires_at == now counts as expired.
+            let live = s.registrations(&u1, 1_000).await.unwrap();
+            assert_eq!(live.len(), 1);
+            assert_eq!(live[0].contact, "sip:a@h");
+            assert_eq!(s.count_registrations(1_000).await.unwrap(), 1);
+            assert_eq!(s.count_registrations(0).await.unwrap(), 3);
+            assert_eq!(s.account_registrations(&acc, 0).await.unwrap().len(), 3);
+            assert_eq!(s.purge_expired_registrations(1_000).await.unwrap(), 2);
+            assert_eq!(s.count_registrations(0).await.unwrap(), 1);
+        }
     }
 
-    #[tokio::test]
-    async fn remove_one_or_all() {
-        let (s, _, u1, u2) = setup().await;
-        s.upsert_registration(&reg(&u1, "sip:a@h", 2_000, 1))
-            .await
-            .unwrap();
-        s.upsert_registration(&reg(&u1, "sip:b@h", 2_000, 1))
-            .await
-            .unwrap();
-        s.upsert_registration(&reg(&u2, "sip:c@h", 2_000, 1))
-            .await
-            .unwrap();
-        assert!(s.remove_registration(&u1, "sip:a@h").await.unwrap());
-        assert!(!s.remove_registration(&u1, "sip:a@h").await.unwrap());
-        assert_eq!(s.remove_registrations(&u1).await.unwrap(), 1);
-        assert!(s.registrations(&u1, 0).await.unwrap().is_empty());
-        assert_eq!(s.registrations(&u2, 0).await.unwrap().len(), 1);
+    crate::testdb::both_backends! {
+        async fn remove_one_or_all() {
+            let (s, _, u1, u2) = setup().await;
+            s.upsert_registration(&reg(&u1, "sip:a@h", 2_000, 1))
+                .await
+                .unwrap();
+            s.upsert_registration(&reg(&u1, "sip:b@h", 2_000, 1))
+                .await
+                .unwrap();
+            s.upsert_registration(&reg(&u2, "sip:c@h", 2_000, 1))
+                .await
+                .unwrap();
+            assert!(s.remove_registration(&u1, "sip:a@h").await.unwrap());
+            assert!(!s.remove_registration(&u1, "sip:a@h").await.unwrap());
+            assert_eq!(s.remove_registrations(&u1).await.unwrap(), 1);
+            assert!(s.registrations(&u1, 0).await.unwrap().is_empty());
+            assert_eq!(s.registrations(&u2, 0).await.unwrap().len(), 1);
+        }
     }
 
-    #[tokio::test]
-    async fn registrations_survive_reopen() {
-        let dir = std::env::temp_dir().join(format!("hookflash-reg-test-{}", uuid::Uuid::new_v4()));
-        let s = Store::open(&dir).await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let u = s.add_user(&a.id, "201", "pw", None).await.unwrap();
-        let r = reg(&u.id, "sip:201@127.0.0.1:5070", i64::MAX / 2, 7);
-        s.upsert_registration(&r).await.unwrap();
-        s.close().await;
-        let s = Store::open(&dir).await.unwrap();
-        assert_eq!(s.registrations(&u.id, 0).await.unwrap(), vec![r]);
-        s.close().await;
-        std::fs::remove_dir_all(&dir).unwrap();
+    crate::testdb::both_backends! {
+        async fn registrations_survive_reopen() {
+            let db = crate::testdb::TestDb::new().await;
+            let s = db.open().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let u = s.add_user(&a.id, "201", "pw", None).await.unwrap();
+            let r = reg(&u.id, "sip:201@127.0.0.1:5070", i64::MAX / 2, 7);
+            s.upsert_registration(&r).await.unwrap();
+            s.close().await;
+            let s = db.open().await;
+            assert_eq!(s.registrations(&u.id, 0).await.unwrap(), vec![r]);
+            s.close().await;
+        }
     }
 }

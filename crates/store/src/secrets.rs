@@ -39,21 +39,19 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn secrets_are_created_once_and_persist() {
-        let dir = std::env::temp_dir().join(format!("hookflash-secret-{}", uuid::Uuid::new_v4()));
-        let s = Store::open(&dir).await.unwrap();
-        let a = s.server_secret("jwt").await.unwrap();
-        assert_eq!(a.len(), 64);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_eq!(s.server_secret("jwt").await.unwrap(), a);
-        assert_ne!(s.server_secret("other").await.unwrap(), a);
-        s.close().await;
-        let s = Store::open(&dir).await.unwrap();
-        assert_eq!(s.server_secret("jwt").await.unwrap(), a);
-        s.close().await;
-        std::fs::remove_dir_all(&dir).unwrap();
+    crate::testdb::both_backends! {
+        async fn secrets_are_created_once_and_persist() {
+            let db = crate::testdb::TestDb::new().await;
+            let s = db.open().await;
+            let a = s.server_secret("jwt").await.unwrap();
+            assert_eq!(a.len(), 64);
+            assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+            assert_eq!(s.server_secret("jwt").await.unwrap(), a);
+            assert_ne!(s.server_secret("other").await.unwrap(), a);
+            s.close().await;
+            let s = db.open().await;
+            assert_eq!(s.server_secret("jwt").await.unwrap(), a);
+            s.close().await;
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::cache::CachedTrunk;
@@ -12,7 +12,7 @@ use crate::error::StoreError;
 use crate::model::Trunk;
 use hookflash_config::TrunkSpec;
 
-fn trunk_from_row(row: &SqliteRow) -> Result<Trunk, StoreError> {
+fn trunk_from_row(row: &AnyRow) -> Result<Trunk, StoreError> {
     let port: i64 = row.try_get("port")?;
     Ok(Trunk {
         id: row.try_get("id")?,
@@ -238,107 +238,109 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn add_list_update_remove() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let t = s
-            .add_trunk(&a.id, &spec("carrier", "127.0.0.1", 5080))
-            .await
-            .unwrap();
-        assert_eq!(t.port, 5080);
-        assert_eq!(t.password.as_deref(), Some("pw"));
-        assert!(!format!("{t:?}").contains("\"pw\""));
-        s.add_trunk(&a.id, &spec("backup", "10.0.0.1", 5060))
-            .await
-            .unwrap();
-        assert!(matches!(
-            s.add_trunk(&a.id, &spec("carrier", "127.0.0.2", 5060))
-                .await,
-            Err(StoreError::Conflict(_))
-        ));
-        let mut bad = spec("x", "h", 5060);
-        bad.transport = "tls".into();
-        assert!(matches!(
-            s.add_trunk(&a.id, &bad).await,
-            Err(StoreError::Invalid(_))
-        ));
-        assert!(matches!(
-            s.add_trunk("nope", &spec("y", "h", 1)).await,
-            Err(StoreError::NotFound(_))
-        ));
+    crate::testdb::both_backends! {
+        async fn add_list_update_remove() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let t = s
+                .add_trunk(&a.id, &spec("carrier", "127.0.0.1", 5080))
+                .await
+                .unwrap();
+            assert_eq!(t.port, 5080);
+            assert_eq!(t.password.as_deref(), Some("pw"));
+            assert!(!format!("{t:?}").contains("\"pw\""));
+            s.add_trunk(&a.id, &spec("backup", "10.0.0.1", 5060))
+                .await
+                .unwrap();
+            assert!(matches!(
+                s.add_trunk(&a.id, &spec("carrier", "127.0.0.2", 5060))
+                    .await,
+                Err(StoreError::Conflict(_))
+            ));
+            let mut bad = spec("x", "h", 5060);
+            bad.transport = "tls".into();
+            assert!(matches!(
+                s.add_trunk(&a.id, &bad).await,
+                Err(StoreError::Invalid(_))
+            ));
+            assert!(matches!(
+                s.add_trunk("nope", &spec("y", "h", 1)).await,
+                Err(StoreError::NotFound(_))
+            ));
 
-        let names: Vec<String> = s
-            .trunks(&a.id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|t| t.name)
-            .collect();
-        assert_eq!(names, vec!["carrier", "backup"]);
-        assert_eq!(s.outbound_trunk(&a.id).await.unwrap().unwrap().id, t.id);
+            let names: Vec<String> = s
+                .trunks(&a.id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.name)
+                .collect();
+            assert_eq!(names, vec!["carrier", "backup"]);
+            assert_eq!(s.outbound_trunk(&a.id).await.unwrap().unwrap().id, t.id);
 
-        let mut changed = spec("carrier", "127.0.0.1", 5090);
-        changed.transport = "tcp".into();
-        changed.username = None;
-        changed.password = None;
-        assert!(s.update_trunk(&a.id, &changed).await.unwrap());
-        let t2 = s.trunk_by_name(&a.id, "carrier").await.unwrap().unwrap();
-        assert_eq!(
-            (t2.port, t2.transport.as_str(), t2.password),
-            (5090, "tcp", None)
-        );
+            let mut changed = spec("carrier", "127.0.0.1", 5090);
+            changed.transport = "tcp".into();
+            changed.username = None;
+            changed.password = None;
+            assert!(s.update_trunk(&a.id, &changed).await.unwrap());
+            let t2 = s.trunk_by_name(&a.id, "carrier").await.unwrap().unwrap();
+            assert_eq!(
+                (t2.port, t2.transport.as_str(), t2.password),
+                (5090, "tcp", None)
+            );
 
-        assert!(s.remove_trunk(&a.id, "carrier").await.unwrap());
-        assert!(!s.remove_trunk(&a.id, "carrier").await.unwrap());
-        assert_eq!(
-            s.outbound_trunk(&a.id).await.unwrap().unwrap().name,
-            "backup"
-        );
+            assert!(s.remove_trunk(&a.id, "carrier").await.unwrap());
+            assert!(!s.remove_trunk(&a.id, "carrier").await.unwrap());
+            assert_eq!(
+                s.outbound_trunk(&a.id).await.unwrap().unwrap().name,
+                "backup"
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn trunk_by_source_matches_ip_and_port() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let b = s.create_account("beta", "beta.local").await.unwrap();
-        let t = s
-            .add_trunk(&a.id, &spec("carrier", "127.0.0.1", 5080))
-            .await
-            .unwrap();
-        let v6 = s
-            .add_trunk(&b.id, &spec("v6", "[::1]", 5080))
-            .await
-            .unwrap();
-        s.add_trunk(&b.id, &spec("dns", "sip.example.com", 5080))
-            .await
-            .unwrap();
+    crate::testdb::both_backends! {
+        async fn trunk_by_source_matches_ip_and_port() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let b = s.create_account("beta", "beta.local").await.unwrap();
+            let t = s
+                .add_trunk(&a.id, &spec("carrier", "127.0.0.1", 5080))
+                .await
+                .unwrap();
+            let v6 = s
+                .add_trunk(&b.id, &spec("v6", "[::1]", 5080))
+                .await
+                .unwrap();
+            s.add_trunk(&b.id, &spec("dns", "sip.example.com", 5080))
+                .await
+                .unwrap();
 
-        let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        assert_eq!(s.trunk_by_source(lo, 5080).await.unwrap().unwrap().id, t.id);
-        assert_eq!(s.trunk_by_source(lo, 5081).await.unwrap(), None);
-        assert_eq!(
-            s.trunk_by_source("127.0.0.2".parse().unwrap(), 5080)
-                .await
-                .unwrap(),
-            None
-        );
-        // IPv4-mapped IPv6 sources match IPv4 hosts.
-        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        assert_eq!(
-            s.trunk_by_source(mapped, 5080).await.unwrap().unwrap().id,
-            t.id
-        );
-        assert_eq!(
-            s.trunk_by_source("::1".parse().unwrap(), 5080)
-                .await
-                .unwrap()
-                .unwrap()
-                .id,
-            v6.id
-        );
-        let by_ip = s.trunks_by_ip(lo).await.unwrap();
-        assert_eq!(by_ip.len(), 1);
-        assert_eq!(by_ip[0].id, t.id);
+            let lo: IpAddr = "127.0.0.1".parse().unwrap();
+            assert_eq!(s.trunk_by_source(lo, 5080).await.unwrap().unwrap().id, t.id);
+            assert_eq!(s.trunk_by_source(lo, 5081).await.unwrap(), None);
+            assert_eq!(
+                s.trunk_by_source("127.0.0.2".parse().unwrap(), 5080)
+                    .await
+                    .unwrap(),
+                None
+            );
+            // IPv4-mapped IPv6 sources match IPv4 hosts.
+            let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+            assert_eq!(
+                s.trunk_by_source(mapped, 5080).await.unwrap().unwrap().id,
+                t.id
+            );
+            assert_eq!(
+                s.trunk_by_source("::1".parse().unwrap(), 5080)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .id,
+                v6.id
+            );
+            let by_ip = s.trunks_by_ip(lo).await.unwrap();
+            assert_eq!(by_ip.len(), 1);
+            assert_eq!(by_ip[0].id, t.id);
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Users (extensions) and their digest credentials.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::cache::put_capped;
@@ -18,7 +18,7 @@ macro_rules! user_columns {
     };
 }
 
-pub(crate) fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
+pub(crate) fn user_from_row(row: &AnyRow) -> Result<User, StoreError> {
     let id: String = row.try_get("id")?;
     let dial_classes: Option<String> = row.try_get("dial_classes")?;
     // A list that cannot be parsed (only possible by editing the database by hand) falls back
@@ -387,312 +387,321 @@ mod tests {
     use super::*;
     use crate::model::Registration;
 
-    #[tokio::test]
-    async fn add_user_stores_ha1_not_password() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let u = s
-            .add_user(&a.id, "201", "secret201", Some("Alice"))
-            .await
-            .unwrap();
-        assert_eq!(
-            u.ha1_md5,
-            ha1(DigestAlgorithm::Md5, "201", "acme.local", "secret201")
-        );
-        assert_eq!(
-            u.ha1(DigestAlgorithm::Sha256),
-            ha1(DigestAlgorithm::Sha256, "201", "acme.local", "secret201")
-        );
-        assert_eq!(
-            s.user_by_extension(&a.id, "201").await.unwrap(),
-            Some(u.clone())
-        );
-        assert_eq!(s.user_by_id(&u.id).await.unwrap(), Some(u.clone()));
-        assert_eq!(s.user_by_extension(&a.id, "202").await.unwrap(), None);
-
-        // The plaintext appears nowhere in the users table.
-        let rows: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT extension, ha1_md5, ha1_sha256 FROM users")
-                .fetch_all(&s.pool)
+    crate::testdb::both_backends! {
+        async fn add_user_stores_ha1_not_password() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let u = s
+                .add_user(&a.id, "201", "secret201", Some("Alice"))
                 .await
                 .unwrap();
-        assert!(rows
-            .iter()
-            .all(|(a, b, c)| ![a, b, c].iter().any(|v| v.contains("secret201"))));
+            assert_eq!(
+                u.ha1_md5,
+                ha1(DigestAlgorithm::Md5, "201", "acme.local", "secret201")
+            );
+            assert_eq!(
+                u.ha1(DigestAlgorithm::Sha256),
+                ha1(DigestAlgorithm::Sha256, "201", "acme.local", "secret201")
+            );
+            assert_eq!(
+                s.user_by_extension(&a.id, "201").await.unwrap(),
+                Some(u.clone())
+            );
+            assert_eq!(s.user_by_id(&u.id).await.unwrap(), Some(u.clone()));
+            assert_eq!(s.user_by_extension(&a.id, "202").await.unwrap(), None);
+
+            // The plaintext appears nowhere in the users table.
+            let rows: Vec<(String, String, String)> =
+                sqlx::query_as("SELECT extension, ha1_md5, ha1_sha256 FROM users")
+                    .fetch_all(&s.pool)
+                    .await
+                    .unwrap();
+            assert!(rows
+                .iter()
+                .all(|(a, b, c)| ![a, b, c].iter().any(|v| v.contains("secret201"))));
+        }
     }
 
-    #[tokio::test]
-    async fn duplicates_and_bad_input_are_rejected() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let b = s.create_account("beta", "beta.local").await.unwrap();
-        s.add_user(&a.id, "201", "pw", None).await.unwrap();
-        assert!(matches!(
-            s.add_user(&a.id, "201", "pw2", None).await,
-            Err(StoreError::Conflict(_))
-        ));
-        // Same extension in another account is fine.
-        s.add_user(&b.id, "201", "pw", None).await.unwrap();
-        assert!(matches!(
-            s.add_user(&a.id, "2 1", "pw", None).await,
-            Err(StoreError::Invalid(_))
-        ));
-        assert!(matches!(
-            s.add_user(&a.id, "202", "", None).await,
-            Err(StoreError::Invalid(_))
-        ));
-        assert!(matches!(
-            s.add_user("no-such-account", "202", "pw", None).await,
-            Err(StoreError::NotFound(_))
-        ));
-        let users = s.users(&a.id).await.unwrap();
-        assert_eq!(users.len(), 1);
+    crate::testdb::both_backends! {
+        async fn duplicates_and_bad_input_are_rejected() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let b = s.create_account("beta", "beta.local").await.unwrap();
+            s.add_user(&a.id, "201", "pw", None).await.unwrap();
+            assert!(matches!(
+                s.add_user(&a.id, "201", "pw2", None).await,
+                Err(StoreError::Conflict(_))
+            ));
+            // Same extension in another account is fine.
+            s.add_user(&b.id, "201", "pw", None).await.unwrap();
+            assert!(matches!(
+                s.add_user(&a.id, "2 1", "pw", None).await,
+                Err(StoreError::Invalid(_))
+            ));
+            assert!(matches!(
+                s.add_user(&a.id, "202", "", None).await,
+                Err(StoreError::Invalid(_))
+            ));
+            assert!(matches!(
+                s.add_user("no-such-account", "202", "pw", None).await,
+                Err(StoreError::NotFound(_))
+            ));
+            let users = s.users(&a.id).await.unwrap();
+            assert_eq!(users.len(), 1);
+        }
     }
 
-    #[tokio::test]
-    async fn password_changed_at_is_set_at_creation_and_on_real_changes_only() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let before = now_secs();
-        let u = s.add_user(&a.id, "201", "old", None).await.unwrap();
-        let at = s.user_password_changed_at(&u.id).await.unwrap().unwrap();
-        assert!(at >= before && at <= now_secs(), "{at}");
-        assert_eq!(s.user_password_changed_at("nobody").await.unwrap(), None);
-        // Pretend the password was set long ago.
-        sqlx::query("UPDATE users SET password_changed_at = 5 WHERE id = $1")
-            .bind(&u.id)
-            .execute(&s.pool)
-            .await
-            .unwrap();
-        // The same password again (provisioning at every start): unchanged.
-        assert!(s.set_user_password(&a.id, "201", "old").await.unwrap());
-        assert_eq!(s.user_password_changed_at(&u.id).await.unwrap(), Some(5));
-        // A new one: now.
-        let before = now_secs();
-        assert!(s.set_user_password(&a.id, "201", "new").await.unwrap());
-        let at = s.user_password_changed_at(&u.id).await.unwrap().unwrap();
-        assert!(at >= before && at <= now_secs(), "{at}");
-    }
-
-    #[tokio::test]
-    async fn password_change_recomputes_ha1() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        s.add_user(&a.id, "201", "old", None).await.unwrap();
-        assert!(s.set_user_password(&a.id, "201", "new").await.unwrap());
-        let u = s.user_by_extension(&a.id, "201").await.unwrap().unwrap();
-        assert_eq!(
-            u.ha1_md5,
-            ha1(DigestAlgorithm::Md5, "201", "acme.local", "new")
-        );
-        assert!(!s.set_user_password(&a.id, "999", "new").await.unwrap());
-        assert!(s
-            .set_user_display_name(&a.id, "201", Some("Al"))
-            .await
-            .unwrap());
-        assert_eq!(
-            s.user_by_extension(&a.id, "201")
+    crate::testdb::both_backends! {
+        async fn password_changed_at_is_set_at_creation_and_on_real_changes_only() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let before = now_secs();
+            let u = s.add_user(&a.id, "201", "old", None).await.unwrap();
+            let at = s.user_password_changed_at(&u.id).await.unwrap().unwrap();
+            assert!(at >= before && at <= now_secs(), "{at}");
+            assert_eq!(s.user_password_changed_at("nobody").await.unwrap(), None);
+            // Pretend the password was set long ago.
+            sqlx::query("UPDATE users SET password_changed_at = 5 WHERE id = $1")
+                .bind(&u.id)
+                .execute(&s.pool)
                 .await
-                .unwrap()
-                .unwrap()
-                .display_name
-                .as_deref(),
-            Some("Al")
-        );
+                .unwrap();
+            // The same password again (provisioning at every start): unchanged.
+            assert!(s.set_user_password(&a.id, "201", "old").await.unwrap());
+            assert_eq!(s.user_password_changed_at(&u.id).await.unwrap(), Some(5));
+            // A new one: now.
+            let before = now_secs();
+            assert!(s.set_user_password(&a.id, "201", "new").await.unwrap());
+            let at = s.user_password_changed_at(&u.id).await.unwrap().unwrap();
+            assert!(at >= before && at <= now_secs(), "{at}");
+        }
     }
 
-    #[tokio::test]
-    async fn password_login_and_webhook_url() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        s.add_user(&a.id, "201", "secret201", None).await.unwrap();
-        let u = s
-            .verify_user_password("acme.local", "201", "secret201")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(u.extension, "201");
-        assert_eq!(s.user_webhook(&u.id).await.unwrap(), None);
-        for (realm, ext, pw) in [
-            ("acme.local", "201", "wrong"),
-            ("acme.local", "201", ""),
-            ("acme.local", "202", "secret201"),
-            ("other", "201", "secret201"),
-        ] {
+    crate::testdb::both_backends! {
+        async fn password_change_recomputes_ha1() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            s.add_user(&a.id, "201", "old", None).await.unwrap();
+            assert!(s.set_user_password(&a.id, "201", "new").await.unwrap());
+            let u = s.user_by_extension(&a.id, "201").await.unwrap().unwrap();
+            assert_eq!(
+                u.ha1_md5,
+                ha1(DigestAlgorithm::Md5, "201", "acme.local", "new")
+            );
+            assert!(!s.set_user_password(&a.id, "999", "new").await.unwrap());
             assert!(s
-                .verify_user_password(realm, ext, pw)
+                .set_user_display_name(&a.id, "201", Some("Al"))
                 .await
-                .unwrap()
-                .is_none());
+                .unwrap());
+            assert_eq!(
+                s.user_by_extension(&a.id, "201")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .display_name
+                    .as_deref(),
+                Some("Al")
+            );
         }
-        assert!(s
-            .set_user_webhook(&a.id, "201", Some("http://127.0.0.1:9/hook"))
-            .await
-            .unwrap());
-        assert_eq!(
-            s.user_webhook(&u.id).await.unwrap().as_deref(),
-            Some("http://127.0.0.1:9/hook")
-        );
-        assert!(matches!(
-            s.set_user_webhook(&a.id, "201", Some("nope")).await,
-            Err(StoreError::Invalid(_))
-        ));
-        assert!(!s.set_user_webhook(&a.id, "999", None).await.unwrap());
-        assert!(s.set_user_webhook(&a.id, "201", None).await.unwrap());
-        assert_eq!(s.user_webhook(&u.id).await.unwrap(), None);
-        assert_eq!(s.user_webhook("no-such-user").await.unwrap(), None);
     }
 
-    #[tokio::test]
-    async fn user_dial_classes_round_trip_through_the_cache() {
-        use crate::model::DialClass;
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let u = s.add_user(&a.id, "201", "pw", None).await.unwrap();
-        let other = s.add_user(&a.id, "202", "pw", None).await.unwrap();
-        s.add_number(&a.id, "+4930123456", "201").await.unwrap();
-        assert_eq!(u.dial_classes, None);
-        // Fill the read caches first.
-        assert_eq!(
-            s.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
-            None
-        );
-        assert_eq!(
-            s.user_by_extension(&a.id, "201")
+    crate::testdb::both_backends! {
+        async fn password_login_and_webhook_url() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            s.add_user(&a.id, "201", "secret201", None).await.unwrap();
+            let u = s
+                .verify_user_password("acme.local", "201", "secret201")
                 .await
                 .unwrap()
-                .unwrap()
-                .dial_classes,
-            None
-        );
-        assert_eq!(
-            s.lookup_number("4930123456")
+                .unwrap();
+            assert_eq!(u.extension, "201");
+            assert_eq!(s.user_webhook(&u.id).await.unwrap(), None);
+            for (realm, ext, pw) in [
+                ("acme.local", "201", "wrong"),
+                ("acme.local", "201", ""),
+                ("acme.local", "202", "secret201"),
+                ("other", "201", "secret201"),
+            ] {
+                assert!(s
+                    .verify_user_password(realm, ext, pw)
+                    .await
+                    .unwrap()
+                    .is_none());
+            }
+            assert!(s
+                .set_user_webhook(&a.id, "201", Some("http://127.0.0.1:9/hook"))
                 .await
-                .unwrap()
-                .unwrap()
-                .1
-                .dial_classes,
-            None
-        );
-
-        let internal = DialClasses::of([DialClass::Internal]);
-        assert!(s
-            .set_user_dial_classes(&u.id, Some(internal))
-            .await
-            .unwrap());
-        assert_eq!(
-            s.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
-            Some(internal)
-        );
-        assert_eq!(
-            s.user_by_extension(&a.id, "201")
-                .await
-                .unwrap()
-                .unwrap()
-                .dial_classes,
-            Some(internal)
-        );
-        assert_eq!(
-            s.lookup_number("4930123456")
-                .await
-                .unwrap()
-                .unwrap()
-                .1
-                .dial_classes,
-            Some(internal)
-        );
-        assert_eq!(
-            s.users(&a.id).await.unwrap()[0].dial_classes,
-            Some(internal)
-        );
-        assert_eq!(
-            s.user_by_id(&other.id).await.unwrap().unwrap().dial_classes,
-            None
-        );
-
-        // The empty set is an override too (nothing may be dialled), not the account's.
-        assert!(s
-            .set_user_dial_classes(&u.id, Some(DialClasses::NONE))
-            .await
-            .unwrap());
-        assert_eq!(
-            s.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
-            Some(DialClasses::NONE)
-        );
-        assert!(s.set_user_dial_classes(&u.id, None).await.unwrap());
-        assert_eq!(
-            s.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
-            None
-        );
-        assert!(!s
-            .set_user_dial_classes("no-such-user", Some(internal))
-            .await
-            .unwrap());
-    }
-
-    #[tokio::test]
-    async fn unusable_stored_user_dial_classes_mean_the_accounts() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let u = s.add_user(&a.id, "201", "pw", None).await.unwrap();
-        sqlx::query("UPDATE users SET dial_classes = 'internal,satellite' WHERE id = $1")
-            .bind(&u.id)
-            .execute(&s.pool)
-            .await
-            .unwrap();
-        assert_eq!(
-            s.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
-            None
-        );
-    }
-
-    #[tokio::test]
-    async fn users_are_listed_per_account_in_order() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let b = s.create_account("beta", "beta.local").await.unwrap();
-        s.add_user(&a.id, "202", "pw", None).await.unwrap();
-        s.add_user(&a.id, "201", "pw", None).await.unwrap();
-        s.add_user(&b.id, "301", "pw", None).await.unwrap();
-        let exts: Vec<String> = s
-            .users(&a.id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|u| u.extension)
-            .collect();
-        assert_eq!(exts, vec!["201", "202"]);
-    }
-
-    #[tokio::test]
-    async fn remove_user_removes_registrations_and_numbers() {
-        let s = Store::open_memory().await.unwrap();
-        let a = s.create_account("acme", "acme.local").await.unwrap();
-        let u = s.add_user(&a.id, "201", "pw", None).await.unwrap();
-        let keep = s.add_user(&a.id, "202", "pw", None).await.unwrap();
-        s.add_number(&a.id, "+4930123456", "201").await.unwrap();
-        s.add_number(&a.id, "+4930999999", "202").await.unwrap();
-        for user in [&u, &keep] {
-            s.upsert_registration(&Registration {
-                user_id: user.id.clone(),
-                contact: "sip:x@127.0.0.1:5070".into(),
-                source: "127.0.0.1:5070".into(),
-                transport: "udp".into(),
-                expires_at: 2_000,
-                call_id: "c".into(),
-                cseq: 1,
-                user_agent: None,
-            })
-            .await
-            .unwrap();
+                .unwrap());
+            assert_eq!(
+                s.user_webhook(&u.id).await.unwrap().as_deref(),
+                Some("http://127.0.0.1:9/hook")
+            );
+            assert!(matches!(
+                s.set_user_webhook(&a.id, "201", Some("nope")).await,
+                Err(StoreError::Invalid(_))
+            ));
+            assert!(!s.set_user_webhook(&a.id, "999", None).await.unwrap());
+            assert!(s.set_user_webhook(&a.id, "201", None).await.unwrap());
+            assert_eq!(s.user_webhook(&u.id).await.unwrap(), None);
+            assert_eq!(s.user_webhook("no-such-user").await.unwrap(), None);
         }
-        assert!(s.remove_user(&a.id, "201").await.unwrap());
-        assert!(!s.remove_user(&a.id, "201").await.unwrap());
-        assert_eq!(s.user_by_id(&u.id).await.unwrap(), None);
-        assert!(s.registrations(&u.id, 1_000).await.unwrap().is_empty());
-        assert_eq!(s.lookup_number("+4930123456").await.unwrap(), None);
-        // The other user is untouched.
-        assert_eq!(s.registrations(&keep.id, 1_000).await.unwrap().len(), 1);
-        assert!(s.lookup_number("4930999999").await.unwrap().is_some());
+    }
+
+    crate::testdb::both_backends! {
+        async fn user_dial_classes_round_trip_through_the_cache() {
+            use crate::model::DialClass;
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let u = s.add_user(&a.id, "201", "pw", None).await.unwrap();
+            let other = s.add_user(&a.id, "202", "pw", None).await.unwrap();
+            s.add_number(&a.id, "+4930123456", "201").await.unwrap();
+            assert_eq!(u.dial_classes, None);
+            // Fill the read caches first.
+            assert_eq!(
+                s.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
+                None
+            );
+            assert_eq!(
+                s.user_by_extension(&a.id, "201")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .dial_classes,
+                None
+            );
+            assert_eq!(
+                s.lookup_number("4930123456")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .1
+                    .dial_classes,
+                None
+            );
+
+            let internal = DialClasses::of([DialClass::Internal]);
+            assert!(s
+                .set_user_dial_classes(&u.id, Some(internal))
+                .await
+                .unwrap());
+            assert_eq!(
+                s.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
+                Some(internal)
+            );
+            assert_eq!(
+                s.user_by_extension(&a.id, "201")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .dial_classes,
+                Some(internal)
+            );
+            assert_eq!(
+                s.lookup_number("4930123456")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .1
+                    .dial_classes,
+                Some(internal)
+            );
+            assert_eq!(
+                s.users(&a.id).await.unwrap()[0].dial_classes,
+                Some(internal)
+            );
+            assert_eq!(
+                s.user_by_id(&other.id).await.unwrap().unwrap().dial_classes,
+                None
+            );
+
+            // The empty set is an override too (nothing may be dialled), not the account's.
+            assert!(s
+                .set_user_dial_classes(&u.id, Some(DialClasses::NONE))
+                .await
+                .unwrap());
+            assert_eq!(
+                s.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
+                Some(DialClasses::NONE)
+            );
+            assert!(s.set_user_dial_classes(&u.id, None).await.unwrap());
+            assert_eq!(
+                s.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
+                None
+            );
+            assert!(!s
+                .set_user_dial_classes("no-such-user", Some(internal))
+                .await
+                .unwrap());
+        }
+    }
+
+    crate::testdb::both_backends! {
+        async fn unusable_stored_user_dial_classes_mean_the_accounts() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let u = s.add_user(&a.id, "201", "pw", None).await.unwrap();
+            sqlx::query("UPDATE users SET dial_classes = 'internal,satellite' WHERE id = $1")
+                .bind(&u.id)
+                .execute(&s.pool)
+                .await
+                .unwrap();
+            assert_eq!(
+                s.user_by_id(&u.id).await.unwrap().unwrap().dial_classes,
+                None
+            );
+        }
+    }
+
+    crate::testdb::both_backends! {
+        async fn users_are_listed_per_account_in_order() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let b = s.create_account("beta", "beta.local").await.unwrap();
+            s.add_user(&a.id, "202", "pw", None).await.unwrap();
+            s.add_user(&a.id, "201", "pw", None).await.unwrap();
+            s.add_user(&b.id, "301", "pw", None).await.unwrap();
+            let exts: Vec<String> = s
+                .users(&a.id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|u| u.extension)
+                .collect();
+            assert_eq!(exts, vec!["201", "202"]);
+        }
+    }
+
+    crate::testdb::both_backends! {
+        async fn remove_user_removes_registrations_and_numbers() {
+            let s = crate::testdb::store().await;
+            let a = s.create_account("acme", "acme.local").await.unwrap();
+            let u = s.add_user(&a.id, "201", "pw", None).await.unwrap();
+            let keep = s.add_user(&a.id, "202", "pw", None).await.unwrap();
+            s.add_number(&a.id, "+4930123456", "201").await.unwrap();
+            s.add_number(&a.id, "+4930999999", "202").await.unwrap();
+            for user in [&u, &keep] {
+                s.upsert_registration(&Registration {
+                    user_id: user.id.clone(),
+                    contact: "sip:x@127.0.0.1:5070".into(),
+                    source: "127.0.0.1:5070".into(),
+                    transport: "udp".into(),
+                    expires_at: 2_000,
+                    call_id: "c".into(),
+                    cseq: 1,
+                    user_agent: None,
+                })
+                .await
+                .unwrap();
+            }
+            assert!(s.remove_user(&a.id, "201").await.unwrap());
+            assert!(!s.remove_user(&a.id, "201").await.unwrap());
+            assert_eq!(s.user_by_id(&u.id).await.unwrap(), None);
+            assert!(s.registrations(&u.id, 1_000).await.unwrap().is_empty());
+            assert_eq!(s.lookup_number("+4930123456").await.unwrap(), None);
+            // The other user is untouched.
+            assert_eq!(s.registrations(&keep.id, 1_000).await.unwrap().len(), 1);
+            assert!(s.lookup_number("4930999999").await.unwrap().is_some());
+        }
     }
 }

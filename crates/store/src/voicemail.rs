@@ -5,7 +5,7 @@
 //! forwardings) or by the API, and written without touching the provisioning generation.
 
 use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::db::Store;
@@ -54,7 +54,7 @@ pub struct Forwarding {
     pub label: Option<String>,
 }
 
-fn message_from_row(row: &SqliteRow) -> Result<VoicemailMessage, StoreError> {
+fn message_from_row(row: &AnyRow) -> Result<VoicemailMessage, StoreError> {
     Ok(VoicemailMessage {
         id: row.try_get("id")?,
         account_id: row.try_get("account_id")?,
@@ -70,7 +70,7 @@ fn message_from_row(row: &SqliteRow) -> Result<VoicemailMessage, StoreError> {
     })
 }
 
-fn forwarding_from_row(row: &SqliteRow) -> Result<Forwarding, StoreError> {
+fn forwarding_from_row(row: &AnyRow) -> Result<Forwarding, StoreError> {
     Ok(Forwarding {
         user_id: row.try_get("user_id")?,
         flip_id: row.try_get("flip_id")?,
@@ -387,265 +387,270 @@ mod tests {
     }
 
     async fn setup() -> (Store, String, String, String) {
-        let s = Store::open_memory().await.unwrap();
+        let s = crate::testdb::store().await;
         let a = s.create_account("acme", "acme.local").await.unwrap();
         let u1 = s.add_user(&a.id, "201", "pw", None).await.unwrap();
         let u2 = s.add_user(&a.id, "202", "pw", None).await.unwrap();
         (s, a.id, u1.id, u2.id)
     }
 
-    #[tokio::test]
-    async fn mailbox_upserts_keep_the_other_field() {
-        let (s, _, u, other) = setup().await;
-        assert_eq!(s.mailbox(&u).await.unwrap(), None);
+    crate::testdb::both_backends! {
+        async fn mailbox_upserts_keep_the_other_field() {
+            let (s, _, u, other) = setup().await;
+            assert_eq!(s.mailbox(&u).await.unwrap(), None);
 
-        // A greeting without a row creates one with voicemail off.
-        s.set_greeting(&u, Some("/data/greetings/a.wav"))
-            .await
-            .unwrap();
-        let m = s.mailbox(&u).await.unwrap().unwrap();
-        assert_eq!(
-            (m.user_id.as_str(), m.enabled, m.greeting_path.as_deref()),
-            (u.as_str(), false, Some("/data/greetings/a.wav"))
-        );
-
-        // Switching on keeps the greeting; a new greeting keeps it on.
-        s.set_mailbox(&u, true).await.unwrap();
-        let m = s.mailbox(&u).await.unwrap().unwrap();
-        assert!(m.enabled);
-        assert_eq!(m.greeting_path.as_deref(), Some("/data/greetings/a.wav"));
-        s.set_greeting(&u, Some("/data/greetings/b.wav"))
-            .await
-            .unwrap();
-        s.set_greeting(&u, None).await.unwrap();
-        let m = s.mailbox(&u).await.unwrap().unwrap();
-        assert!(m.enabled);
-        assert_eq!(m.greeting_path, None);
-        s.set_mailbox(&u, false).await.unwrap();
-        assert!(!s.mailbox(&u).await.unwrap().unwrap().enabled);
-
-        // set_mailbox creates a row too; other users are untouched.
-        s.set_mailbox(&other, true).await.unwrap();
-        assert_eq!(
-            s.mailbox(&other).await.unwrap(),
-            Some(Mailbox {
-                user_id: other.clone(),
-                enabled: true,
-                greeting_path: None
-            })
-        );
-        assert!(!s.mailbox(&u).await.unwrap().unwrap().enabled);
-
-        // Unknown users.
-        assert!(matches!(
-            s.set_mailbox("no-such-user", true).await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert!(matches!(
-            s.set_greeting("no-such-user", Some("/x.wav")).await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert_eq!(s.mailbox("no-such-user").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn messages_lifecycle_listing_and_isolation() {
-        let (s, a, u1, u2) = setup().await;
-        let b = s.create_account("beta", "beta.local").await.unwrap();
-        let u3 = s.add_user(&b.id, "301", "pw", None).await.unwrap();
-        s.insert_voicemail(&msg("m1", &a, &u1, 1)).await.unwrap();
-        s.insert_voicemail(&msg("m2", &a, &u2, 2)).await.unwrap();
-        s.insert_voicemail(&msg("m3", &a, &u1, 3)).await.unwrap();
-        s.insert_voicemail(&msg("m4", &b.id, &u3.id, 4))
-            .await
-            .unwrap();
-        assert!(matches!(
-            s.insert_voicemail(&msg("m1", &a, &u1, 5)).await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert!(matches!(
-            s.insert_voicemail(&msg("m9", &a, "no-such-user", 5)).await,
-            Err(StoreError::NotFound(_))
-        ));
-
-        let unfinished: Vec<String> = s
-            .unfinished_voicemails()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
-        assert_eq!(unfinished, vec!["m1", "m2", "m3", "m4"]);
-
-        assert!(s
-            .finish_voicemail("m1", "complete", 4200, 67244)
-            .await
-            .unwrap());
-        assert!(!s.finish_voicemail("nope", "complete", 1, 1).await.unwrap());
-        let m1 = s.voicemail(&a, "m1").await.unwrap().unwrap();
-        assert_eq!(
-            (m1.state.as_str(), m1.duration_ms, m1.bytes),
-            ("complete", Some(4200), Some(67244))
-        );
-        assert_eq!(m1.caller_name.as_deref(), Some("Bob"));
-        assert_eq!(m1, {
-            let mut want = msg("m1", &a, &u1, 1);
-            want.state = "complete".into();
-            want.duration_ms = Some(4200);
-            want.bytes = Some(67244);
-            want
-        });
-        assert!(
-            s.voicemail(&b.id, "m1").await.unwrap().is_none(),
-            "other account sees it"
-        );
-
-        let ids = |v: Vec<VoicemailMessage>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
-        assert_eq!(
-            ids(s.voicemails(&a, None, 10).await.unwrap()),
-            vec!["m3", "m2", "m1"]
-        );
-        assert_eq!(
-            ids(s.voicemails(&a, Some(&u1), 10).await.unwrap()),
-            vec!["m3", "m1"]
-        );
-        assert_eq!(ids(s.voicemails(&a, None, 1).await.unwrap()), vec!["m3"]);
-        assert!(s.voicemails(&a, Some(&u3.id), 10).await.unwrap().is_empty());
-        assert_eq!(s.unfinished_voicemails().await.unwrap().len(), 3);
-
-        // Delete returns the row, once, and only within the account.
-        assert_eq!(s.delete_voicemail(&b.id, "m3").await.unwrap(), None);
-        let gone = s.delete_voicemail(&a, "m3").await.unwrap().unwrap();
-        assert_eq!(
-            (gone.id.as_str(), gone.path.as_str()),
-            ("m3", "/tmp/m3.wav")
-        );
-        assert_eq!(s.delete_voicemail(&a, "m3").await.unwrap(), None);
-        assert!(s.voicemail(&a, "m3").await.unwrap().is_none());
-        assert_eq!(
-            ids(s.voicemails(&a, None, 10).await.unwrap()),
-            vec!["m2", "m1"]
-        );
-    }
-
-    #[tokio::test]
-    async fn newest_first_with_equal_timestamps_is_stable() {
-        let (s, a, u, _) = setup().await;
-        s.insert_voicemail(&msg("x1", &a, &u, 7)).await.unwrap();
-        s.insert_voicemail(&msg("x2", &a, &u, 7)).await.unwrap();
-        let ids: Vec<String> = s
-            .voicemails(&a, Some(&u), 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
-        assert_eq!(ids, vec!["x2", "x1"]);
-    }
-
-    #[tokio::test]
-    async fn forwardings_are_replaced_as_a_whole() {
-        let (s, _, u, other) = setup().await;
-        assert!(s.forwardings(&u).await.unwrap().is_empty());
-        s.set_forwardings(
-            &u,
-            &[
-                fwd("mobile", "+4917012345678", Some("Mobile")),
-                fwd("home", "+4930555", None),
-            ],
-        )
-        .await
-        .unwrap();
-        s.set_forwardings(&other, &[fwd("mobile", "+491111", None)])
-            .await
-            .unwrap();
-        let list = s.forwardings(&u).await.unwrap();
-        assert_eq!(
-            list,
-            vec![
-                Forwarding {
-                    user_id: u.clone(),
-                    flip_id: "home".into(),
-                    number: "+4930555".into(),
-                    label: None
-                },
-                Forwarding {
-                    user_id: u.clone(),
-                    flip_id: "mobile".into(),
-                    number: "+4917012345678".into(),
-                    label: Some("Mobile".into())
-                },
-            ],
-            "ordered by flip id, stored for the user"
-        );
-        assert_eq!(
-            s.forwarding(&u, "mobile").await.unwrap().unwrap().number,
-            "+4917012345678"
-        );
-        assert_eq!(s.forwarding(&u, "car").await.unwrap(), None);
-
-        // Replace: the old set is gone.
-        s.set_forwardings(&u, &[fwd("car", "0301234", Some("Car"))])
-            .await
-            .unwrap();
-        let flips: Vec<String> = s
-            .forwardings(&u)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|f| f.flip_id)
-            .collect();
-        assert_eq!(flips, vec!["car"]);
-        assert_eq!(s.forwarding(&u, "mobile").await.unwrap(), None);
-
-        // A failing replace changes nothing (one transaction).
-        assert!(matches!(
-            s.set_forwardings(&u, &[fwd("a", "1", None), fwd("a", "2", None)])
-                .await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert_eq!(s.forwardings(&u).await.unwrap().len(), 1);
-        assert!(matches!(
-            s.set_forwardings("no-such-user", &[fwd("a", "1", None)])
-                .await,
-            Err(StoreError::NotFound(_))
-        ));
-
-        // An empty list clears; the other user keeps theirs.
-        s.set_forwardings(&u, &[]).await.unwrap();
-        assert!(s.forwardings(&u).await.unwrap().is_empty());
-        assert_eq!(s.forwardings(&other).await.unwrap().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn removing_a_user_or_account_removes_their_rows() {
-        let (s, a, u, keep) = setup().await;
-        for user in [&u, &keep] {
-            s.set_mailbox(user, true).await.unwrap();
-            s.set_forwardings(user, &[fwd("mobile", "+491", None)])
+            // A greeting without a row creates one with voicemail off.
+            s.set_greeting(&u, Some("/data/greetings/a.wav"))
                 .await
                 .unwrap();
+            let m = s.mailbox(&u).await.unwrap().unwrap();
+            assert_eq!(
+                (m.user_id.as_str(), m.enabled, m.greeting_path.as_deref()),
+                (u.as_str(), false, Some("/data/greetings/a.wav"))
+            );
+
+            // Switching on keeps the greeting; a new greeting keeps it on.
+            s.set_mailbox(&u, true).await.unwrap();
+            let m = s.mailbox(&u).await.unwrap().unwrap();
+            assert!(m.enabled);
+            assert_eq!(m.greeting_path.as_deref(), Some("/data/greetings/a.wav"));
+            s.set_greeting(&u, Some("/data/greetings/b.wav"))
+                .await
+                .unwrap();
+            s.set_greeting(&u, None).await.unwrap();
+            let m = s.mailbox(&u).await.unwrap().unwrap();
+            assert!(m.enabled);
+            assert_eq!(m.greeting_path, None);
+            s.set_mailbox(&u, false).await.unwrap();
+            assert!(!s.mailbox(&u).await.unwrap().unwrap().enabled);
+
+            // set_mailbox creates a row too; other users are untouched.
+            s.set_mailbox(&other, true).await.unwrap();
+            assert_eq!(
+                s.mailbox(&other).await.unwrap(),
+                Some(Mailbox {
+                    user_id: other.clone(),
+                    enabled: true,
+                    greeting_path: None
+                })
+            );
+            assert!(!s.mailbox(&u).await.unwrap().unwrap().enabled);
+
+            // Unknown users.
+            assert!(matches!(
+                s.set_mailbox("no-such-user", true).await,
+                Err(StoreError::NotFound(_))
+            ));
+            assert!(matches!(
+                s.set_greeting("no-such-user", Some("/x.wav")).await,
+                Err(StoreError::NotFound(_))
+            ));
+            assert_eq!(s.mailbox("no-such-user").await.unwrap(), None);
         }
-        s.insert_voicemail(&msg("m1", &a, &u, 1)).await.unwrap();
-        s.insert_voicemail(&msg("m2", &a, &keep, 2)).await.unwrap();
+    }
 
-        assert!(s.remove_user(&a, "201").await.unwrap());
-        assert_eq!(s.mailbox(&u).await.unwrap(), None);
-        assert!(s.forwardings(&u).await.unwrap().is_empty());
-        assert!(s.voicemail(&a, "m1").await.unwrap().is_none());
-        // The other user is untouched.
-        assert!(s.mailbox(&keep).await.unwrap().unwrap().enabled);
-        assert_eq!(s.forwardings(&keep).await.unwrap().len(), 1);
-        assert!(s.voicemail(&a, "m2").await.unwrap().is_some());
+    crate::testdb::both_backends! {
+        async fn messages_lifecycle_listing_and_isolation() {
+            let (s, a, u1, u2) = setup().await;
+            let b = s.create_account("beta", "beta.local").await.unwrap();
+            let u3 = s.add_user(&b.id, "301", "pw", None).await.unwrap();
+            s.insert_voicemail(&msg("m1", &a, &u1, 1)).await.unwrap();
+            s.insert_voicemail(&msg("m2", &a, &u2, 2)).await.unwrap();
+            s.insert_voicemail(&msg("m3", &a, &u1, 3)).await.unwrap();
+            s.insert_voicemail(&msg("m4", &b.id, &u3.id, 4))
+                .await
+                .unwrap();
+            assert!(matches!(
+                s.insert_voicemail(&msg("m1", &a, &u1, 5)).await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert!(matches!(
+                s.insert_voicemail(&msg("m9", &a, "no-such-user", 5)).await,
+                Err(StoreError::NotFound(_))
+            ));
 
-        // Accounts have no delete yet: the foreign keys cascade.
-        sqlx::query("DELETE FROM accounts WHERE id = $1")
-            .bind(&a)
-            .execute(&s.pool)
+            let unfinished: Vec<String> = s
+                .unfinished_voicemails()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.id)
+                .collect();
+            assert_eq!(unfinished, vec!["m1", "m2", "m3", "m4"]);
+
+            assert!(s
+                .finish_voicemail("m1", "complete", 4200, 67244)
+                .await
+                .unwrap());
+            assert!(!s.finish_voicemail("nope", "complete", 1, 1).await.unwrap());
+            let m1 = s.voicemail(&a, "m1").await.unwrap().unwrap();
+            assert_eq!(
+                (m1.state.as_str(), m1.duration_ms, m1.bytes),
+                ("complete", Some(4200), Some(67244))
+            );
+            assert_eq!(m1.caller_name.as_deref(), Some("Bob"));
+            assert_eq!(m1, {
+                let mut want = msg("m1", &a, &u1, 1);
+                want.state = "complete".into();
+                want.duration_ms = Some(4200);
+                want.bytes = Some(67244);
+                want
+            });
+            assert!(
+                s.voicemail(&b.id, "m1").await.unwrap().is_none(),
+                "other account sees it"
+            );
+
+            let ids = |v: Vec<VoicemailMessage>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+            assert_eq!(
+                ids(s.voicemails(&a, None, 10).await.unwrap()),
+                vec!["m3", "m2", "m1"]
+            );
+            assert_eq!(
+                ids(s.voicemails(&a, Some(&u1), 10).await.unwrap()),
+                vec!["m3", "m1"]
+            );
+            assert_eq!(ids(s.voicemails(&a, None, 1).await.unwrap()), vec!["m3"]);
+            assert!(s.voicemails(&a, Some(&u3.id), 10).await.unwrap().is_empty());
+            assert_eq!(s.unfinished_voicemails().await.unwrap().len(), 3);
+
+            // Delete returns the row, once, and only within the account.
+            assert_eq!(s.delete_voicemail(&b.id, "m3").await.unwrap(), None);
+            let gone = s.delete_voicemail(&a, "m3").await.unwrap().unwrap();
+            assert_eq!(
+                (gone.id.as_str(), gone.path.as_str()),
+                ("m3", "/tmp/m3.wav")
+            );
+            assert_eq!(s.delete_voicemail(&a, "m3").await.unwrap(), None);
+            assert!(s.voicemail(&a, "m3").await.unwrap().is_none());
+            assert_eq!(
+                ids(s.voicemails(&a, None, 10).await.unwrap()),
+                vec!["m2", "m1"]
+            );
+        }
+    }
+
+    crate::testdb::both_backends! {
+        async fn newest_first_with_equal_timestamps_is_stable() {
+            let (s, a, u, _) = setup().await;
+            s.insert_voicemail(&msg("x1", &a, &u, 7)).await.unwrap();
+            s.insert_voicemail(&msg("x2", &a, &u, 7)).await.unwrap();
+            let ids: Vec<String> = s
+                .voicemails(&a, Some(&u), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.id)
+                .collect();
+            assert_eq!(ids, vec!["x2", "x1"]);
+        }
+    }
+
+    crate::testdb::both_backends! {
+        async fn forwardings_are_replaced_as_a_whole() {
+            let (s, _, u, other) = setup().await;
+            assert!(s.forwardings(&u).await.unwrap().is_empty());
+            s.set_forwardings(
+                &u,
+                &[
+                    fwd("mobile", "+4917012345678", Some("Mobile")),
+                    fwd("home", "+4930555", None),
+                ],
+            )
             .await
             .unwrap();
-        assert!(s.voicemails(&a, None, 10).await.unwrap().is_empty());
-        assert_eq!(s.mailbox(&keep).await.unwrap(), None);
-        assert!(s.forwardings(&keep).await.unwrap().is_empty());
+            s.set_forwardings(&other, &[fwd("mobile", "+491111", None)])
+                .await
+                .unwrap();
+            let list = s.forwardings(&u).await.unwrap();
+            assert_eq!(
+                list,
+                vec![
+                    Forwarding {
+                        user_id: u.clone(),
+                        flip_id: "home".into(),
+                        number: "+4930555".into(),
+                        label: None
+                    },
+                    Forwarding {
+                        user_id: u.clone(),
+                        flip_id: "mobile".into(),
+                        number: "+4917012345678".into(),
+                        label: Some("Mobile".into())
+                    },
+                ],
+                "ordered by flip id, stored for the user"
+            );
+            assert_eq!(
+                s.forwarding(&u, "mobile").await.unwrap().unwrap().number,
+                "+4917012345678"
+            );
+            assert_eq!(s.forwarding(&u, "car").await.unwrap(), None);
+
+            // Replace: the old set is gone.
+            s.set_forwardings(&u, &[fwd("car", "0301234", Some("Car"))])
+                .await
+                .unwrap();
+            let flips: Vec<String> = s
+                .forwardings(&u)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|f| f.flip_id)
+                .collect();
+            assert_eq!(flips, vec!["car"]);
+            assert_eq!(s.forwarding(&u, "mobile").await.unwrap(), None);
+
+            // A failing replace changes nothing (one transaction).
+            assert!(matches!(
+                s.set_forwardings(&u, &[fwd("a", "1", None), fwd("a", "2", None)])
+                    .await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert_eq!(s.forwardings(&u).await.unwrap().len(), 1);
+            assert!(matches!(
+                s.set_forwardings("no-such-user", &[fwd("a", "1", None)])
+                    .await,
+                Err(StoreError::NotFound(_))
+            ));
+
+            // An empty list clears; the other user keeps theirs.
+            s.set_forwardings(&u, &[]).await.unwrap();
+            assert!(s.forwardings(&u).await.unwrap().is_empty());
+            assert_eq!(s.forwardings(&other).await.unwrap().len(), 1);
+        }
+    }
+
+    crate::testdb::both_backends! {
+        async fn removing_a_user_or_account_removes_their_rows() {
+            let (s, a, u, keep) = setup().await;
+            for user in [&u, &keep] {
+                s.set_mailbox(user, true).await.unwrap();
+                s.set_forwardings(user, &[fwd("mobile", "+491", None)])
+                    .await
+                    .unwrap();
+            }
+            s.insert_voicemail(&msg("m1", &a, &u, 1)).await.unwrap();
+            s.insert_voicemail(&msg("m2", &a, &keep, 2)).await.unwrap();
+
+            assert!(s.remove_user(&a, "201").await.unwrap());
+            assert_eq!(s.mailbox(&u).await.unwrap(), None);
+            assert!(s.forwardings(&u).await.unwrap().is_empty());
+            assert!(s.voicemail(&a, "m1").await.unwrap().is_none());
+            // The other user is untouched.
+            assert!(s.mailbox(&keep).await.unwrap().unwrap().enabled);
+            assert_eq!(s.forwardings(&keep).await.unwrap().len(), 1);
+            assert!(s.voicemail(&a, "m2").await.unwrap().is_some());
+
+            // Accounts have no delete yet: the foreign keys cascade.
+            sqlx::query("DELETE FROM accounts WHERE id = $1")
+                .bind(&a)
+                .execute(&s.pool)
+                .await
+                .unwrap();
+            assert!(s.voicemails(&a, None, 10).await.unwrap().is_empty());
+            assert_eq!(s.mailbox(&keep).await.unwrap(), None);
+            assert!(s.forwardings(&keep).await.unwrap().is_empty());
+        }
     }
 }
