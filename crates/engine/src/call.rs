@@ -185,6 +185,8 @@ pub enum CallCommand {
     },
     /// Audio taps and streamed playback of application calls (`listen.rs`).
     AppListen(listen::ListenCommand),
+    /// A leg of this call in a named conference (`conf_leg.rs`).
+    Conference(conf_leg::ConfLegCommand),
     /// Internal: a playback the actor started has ended.
     PlaybackEnded {
         side: u8,
@@ -241,6 +243,7 @@ use crate::call_core::{Action as CoreAction, CallCore, Deadline, Phase, Side};
 mod app;
 mod app_refer;
 use app::AppSession;
+pub(crate) mod conf_leg;
 mod consult;
 pub(crate) mod listen;
 mod originate;
@@ -771,6 +774,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         hold_op: None,
         relay_op: None,
         bye_headers: Vec::new(),
+        conf_legs: [None, None],
     };
     (actor, cmd_rx)
 }
@@ -1156,6 +1160,8 @@ struct CallActor {
     relay_op: Option<Box<reoffer::RelayOp>>,
     /// Extra headers for the BYE that ends the call (an application's `hangup`).
     bye_headers: Vec<(String, String)>,
+    /// Per side (A, B): the conference its audio goes to, if any (`conf_leg.rs`).
+    conf_legs: [Option<conf_leg::ConfLeg>; 2],
 }
 
 impl CallActor {
@@ -1955,11 +1961,14 @@ impl CallActor {
         let transferring = self.transfer.is_some() || self.parked.is_some();
         let mut forwarding = [true; 2];
         for side in [Side::A, Side::B] {
+            // A leg in a conference is heard there, not by the other party.
             let on = !transferring
                 && !self.leg(side).muted
                 && !self.leg(side).held
                 && !self.leg(side.other()).held
-                && !self.whispering[side.index()];
+                && !self.whispering[side.index()]
+                && !self.in_conference(side)
+                && !self.in_conference(side.other());
             self.bridge.set_forwarding(side.leg(), on);
             forwarding[side.index()] = on;
         }
@@ -2043,6 +2052,7 @@ impl CallActor {
                 let _ = reply.send(Ok(()));
             }
             CallCommand::AppListen(cmd) => self.app_listen(cmd),
+            CallCommand::Conference(cmd) => self.conf_leg_command(cmd),
             CallCommand::Play {
                 target,
                 pcm,

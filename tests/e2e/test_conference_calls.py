@@ -1,0 +1,215 @@
+"""Conferences with existing calls brought in (issue 14): a call's leg joins a named
+conference and stays its call's leg (same call id, hang-up, records); only its audio is mixed.
+
+Independent pjsua2 phones, each playing its own tone, prove it at the phones:
+- native route: both legs of a connected call 201<->202 are brought into `room` and 203 is
+  dialled in by the conference: each hears the other two and not itself; a muted leg is heard
+  by no one; a leg taken out is back on its call (hears music: its partner is still in the
+  conference) while the other two still hear each other; the event stream carries
+  conference_started, participant_joined x3, participant_left ..., conference_ended in order,
+  each join/leave naming the call and leg.
+- the new routes' errors over plain HTTP in the native error shape (404 / 400 / 409).
+"""
+import json
+import os
+import time
+
+import pytest
+import requests
+
+import audio
+from api_support import Native, registered
+from checks import wait_until
+from conftest import F_A, F_B, F_C
+from test_conference import hears, not_hears
+
+pytestmark = pytest.mark.server
+
+EXTRA = [("203", "secret203", "Carol")]
+CONF_KINDS = ("conference_started", "conference_ended", "participant_joined",
+              "participant_left")
+
+
+def conference_events(server, name, until="conference_ended", timeout=10):
+    """The account's conference events for `name` from the start of the backlog, in order,
+    read from the native SSE stream until `until` is seen."""
+    h = {"Authorization": "Bearer hf_test_key_acme", "Accept": "text/event-stream",
+         "Last-Event-ID": "0"}
+    r = requests.get(server.http + "/api/v1/events", headers=h, stream=True,
+                     timeout=(5, timeout))
+    assert r.status_code == 200, r.text
+    out, event, data, ids = [], None, "", []
+    try:
+        for line in r.iter_lines(decode_unicode=True):
+            if line is None or line.startswith(":"):
+                continue
+            if line == "":
+                if data and event in CONF_KINDS:
+                    d = json.loads(data)
+                    if d["conference"] == name:
+                        out.append(d)
+                        if d["kind"] == until:
+                            return out, ids
+                event, data = None, ""
+                continue
+            k, _, v = line.partition(":")
+            v = v[1:] if v.startswith(" ") else v
+            if k == "event":
+                event = v
+            elif k == "data":
+                data += v
+            elif k == "id":
+                ids.append(int(v))
+    finally:
+        r.close()
+    raise AssertionError("no %s in %s" % (until, out))
+
+
+def record_all(phones_by_ext, artifacts, tag, seconds=3.5):
+    rec = {e: os.path.join(artifacts, "%s-%s.wav" % (e, tag)) for e in phones_by_ext}
+    for e, p in phones_by_ext.items():
+        p.record(rec[e])
+    time.sleep(seconds)
+    for p in phones_by_ext.values():
+        p.stop_record()
+    return rec
+
+
+@pytest.mark.timeout(150)
+def test_both_legs_of_a_call_and_a_dialled_phone_in_one_conference(
+        server_factory, phones, tones, artifacts):
+    server = server_factory(extra_users=EXTRA)
+    api = Native(server)
+    freq = {"201": F_A, "202": F_B, "203": F_C}
+    ph = {}
+    for name, ext in (("A", "201"), ("B", "202"), ("C", "203")):
+        p = registered(phones, server, name, ext)
+        p.play(tones[freq[ext]])
+        p.auto_answer(200)
+        ph[ext] = p
+    c = ph["201"].call(server.uri("202"))
+    ph["201"].wait_state("CONFIRMED", call=c, timeout=10)
+    call = api.one_call()
+    a_leg, b_leg = Native.leg(call, "201")["id"], Native.leg(call, "202")["id"]
+
+    r = api.req("POST", "/calls/%s/legs/%s/conference" % (call["id"], a_leg), 201,
+                json={"name": "room"})
+    p = r.json()
+    assert p["call_id"] == call["id"] and p["leg_id"] == a_leg and p["state"] == "joined", p
+    api.req("POST", "/calls/%s/legs/%s/conference" % (call["id"], b_leg), 201,
+            json={"name": "room", "beep": True})
+    api.req("POST", "/conferences/room/participants", 201, json={"to": "203"})
+
+    def all_in():
+        c = api.req("GET", "/conferences/room", 200).json()
+        joined = [x for x in c["participants"] if x["state"] == "joined"]
+        return c if len(joined) == 3 else None
+    conf = wait_until(all_in, timeout=15, what="three in the conference")
+    legs = {x["leg_id"] for x in conf["participants"]}
+    assert legs == {a_leg, b_leg, None}, conf
+    # Still one call, with its id and both legs answered.
+    again = api.req("GET", "/calls/" + call["id"], 200).json()
+    assert [l["state"] for l in again["legs"]] == ["answered", "answered"], again
+
+    # 1. Each hears the other two, not itself.
+    rec = record_all(ph, artifacts, "all")
+    for e in freq:
+        others = [freq[o] for o in freq if o != e]
+        hears(rec[e], others, [], 1.0, 3.2, "%s hears the others" % e)
+        not_hears(rec[e], freq[e], others, 1.0, 3.2, "%s hears itself" % e)
+
+    # 2. 201's leg muted in the conference: heard by no one, still hears both.
+    r = api.req("PATCH", "/calls/%s/legs/%s/conference" % (call["id"], a_leg), 200,
+                json={"muted": True})
+    assert r.json()["muted"] is True, r.text
+    rec = record_all(ph, artifacts, "muted")
+    hears(rec["202"], [F_C], [F_A, F_B], 1.0, 3.2, "202 with 201 muted")
+    hears(rec["203"], [F_B], [F_A, F_C], 1.0, 3.2, "203 with 201 muted")
+    hears(rec["201"], [F_B, F_C], [F_A], 1.0, 3.2, "muted 201 still hears")
+    api.req("PATCH", "/calls/%s/legs/%s/conference" % (call["id"], a_leg), 200,
+            json={"muted": False})
+
+    # 3. 202's leg leaves: back on its call (its partner 201 is still in the conference, so
+    # it hears music, not 201); 201 and 203 still hear each other.
+    api.req("DELETE", "/calls/%s/legs/%s/conference" % (call["id"], b_leg), 204)
+    wait_until(lambda: len(api.req("GET", "/conferences/room", 200)
+                           .json()["participants"]) == 2, what="202 left")
+    api.req("DELETE", "/calls/%s/legs/%s/conference" % (call["id"], b_leg), 409)
+    rec = record_all(ph, artifacts, "two")
+    hears(rec["201"], [F_C], [F_B, F_A], 1.0, 3.2, "201 after 202 left")
+    hears(rec["203"], [F_A], [F_B, F_C], 1.0, 3.2, "203 after 202 left")
+    w = audio.read_wav(rec["202"])
+    assert not audio.silent(w, 1.0), "202 back on its call hears nothing"
+    assert audio.tone_fraction(w, F_A, 1.0) <= 0.1, "202 hears 201 while 201 is in the room"
+    assert audio.tone_fraction(w, F_C, 1.0) <= 0.1, "202 hears the room after leaving"
+
+    # 4. 201's leg leaves too: the call is two-party again, both hear each other.
+    api.req("DELETE", "/calls/%s/legs/%s/conference" % (call["id"], a_leg), 204)
+    time.sleep(0.5)
+    rec = record_all({"201": ph["201"], "202": ph["202"]}, artifacts, "back", seconds=3.0)
+    hears(rec["201"], [F_B], [F_A, F_C], 0.8, 2.8, "201 back with 202")
+    hears(rec["202"], [F_A], [F_B, F_C], 0.8, 2.8, "202 back with 201")
+
+    # 5. The last participant (203) hangs up: the conference ends; the call goes on.
+    ph["203"].hangup()
+    wait_until(lambda: api.req("GET", "/conferences/room").status_code == 404,
+               what="conference ended")
+    assert api.req("GET", "/calls/" + call["id"], 200).json()["state"] == "answered"
+    events, ids = conference_events(server, "room")
+    kinds = [(e["kind"], (e["participant"] or {}).get("leg_id")) for e in events]
+    joins = [k for k in kinds if k[0] == "participant_joined"]
+    assert kinds[0] == ("conference_started", None), kinds
+    assert [j[1] for j in joins] == [a_leg, b_leg, None], kinds
+    lefts = [k[1] for k in kinds if k[0] == "participant_left"]
+    assert lefts == [b_leg, a_leg, None], kinds
+    assert kinds[-1] == ("conference_ended", None), kinds
+    assert all(e["participant"]["call_id"] == call["id"] for e in events
+               if e["participant"] and e["participant"]["leg_id"]), events
+    assert ids == sorted(ids), ids
+    ph["201"].hangup()
+    server.wait_metric("hookflash_active_calls", 0)
+    server.wait_metric("hookflash_conferences_active", 0)
+
+
+def test_conference_leg_routes_answer_errors_in_the_native_shape(
+        server_factory, phones, tones):
+    server = server_factory()
+    api = Native(server)
+    path = "/calls/nope/legs/nope/conference"
+    for method, kw in (("POST", {"json": {"name": "room"}}), ("PATCH", {"json": {"muted": True}}),
+                       ("DELETE", {})):
+        r = api.req(method, path, 404, **kw)
+        assert r.json()["error"]["code"] == "not_found", r.text
+    A = registered(phones, server, "A", "201")
+    B = registered(phones, server, "B", "202")
+    A.play(tones[F_A])
+    B.play(tones[F_B])
+    B.auto_answer(200)
+    c = A.call(server.uri("202"))
+    A.wait_state("CONFIRMED", call=c, timeout=10)
+    call = api.one_call()
+    leg = Native.leg(call, "201")["id"]
+    path = "/calls/%s/legs/%s/conference" % (call["id"], leg)
+    # Bad names and bodies: 400, nothing made.
+    for body in ({"name": "bad name"}, {"name": ""}, {"name": "x" * 65}, {},
+                 {"name": "room", "x": 1}, {"name": "room", "muted": "yes"},
+                 {"name": "room", "max_participants": 0}):
+        r = api.req("POST", path, 400, json=body)
+        assert r.json()["error"]["code"] == "invalid_request", (body, r.text)
+    assert api.req("GET", "/conferences", 200).json() == {"conferences": []}
+    # A leg of the call that does not exist.
+    api.req("POST", "/calls/%s/legs/nope/conference" % call["id"], 404, json={"name": "room"})
+    # Not in a conference: 409 wrong_state.
+    for method, kw in (("PATCH", {"json": {"muted": True}}), ("DELETE", {})):
+        r = api.req(method, path, 409, **kw)
+        assert r.json()["error"]["code"] == "wrong_state", r.text
+    api.req("POST", path, 201, json={"name": "room"})
+    # Twice: 409.
+    r = api.req("POST", path, 409, json={"name": "other"})
+    assert r.json()["error"]["code"] == "wrong_state", r.text
+    assert api.req("PATCH", path, 200, json={}).json()["leg_id"] == leg
+    A.hangup()
+    wait_until(lambda: api.req("GET", "/conferences/room").status_code == 404,
+               what="the conference ended with its only leg's call")
+    r = api.req("POST", path, 404, json={"name": "room"})
+    assert r.json()["error"]["code"] == "not_found", r.text
