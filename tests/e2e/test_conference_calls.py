@@ -213,3 +213,157 @@ def test_conference_leg_routes_answer_errors_in_the_native_shape(
                what="the conference ended with its only leg's call")
     r = api.req("POST", path, 404, json={"name": "room"})
     assert r.json()["error"]["code"] == "not_found", r.text
+
+
+
+# ------------------------------------------------------------------ jambonz `conference` verb
+from test_app_runtime import APP_NUMBER, hooks  # noqa: E402,F401 (the fixture)
+
+API_KEY = "hf_test_key_acme"
+F_AFTER = 600
+
+
+def jz_update(server, acc, sid, body):
+    return requests.put("%s/v1/Accounts/%s/Calls/%s" % (server.http, acc, sid),
+                        headers={"Authorization": "Bearer " + API_KEY}, json=body, timeout=10)
+
+
+@pytest.mark.timeout(200)
+def test_jambonz_conference_verb_two_app_calls_and_a_dialled_phone(
+        server_factory, phones, tones, hooks, artifacts):  # noqa: F811
+    """201 and 202 call an application whose `conference` verb puts both into `jroom` (202
+    joinMuted, with a beep); 203 is dialled in by the native API. Muted 202 is heard by no
+    one; after `conf_mute_status: unmute` each hears the other two and not itself. 202 is
+    taken out: its actionHook's `play` is heard, 201 and 203 still hear each other. The
+    statusHooks get each participant's start/join/leave/end in order; the event stream the
+    conference's."""
+    after_tone = os.path.join(artifacts, "after.wav")
+    audio.make_tone(after_tone, F_AFTER, seconds=4)
+
+    def conference(body):
+        verb = {"verb": "conference", "name": "jroom", "statusHook": "/conf-status",
+                "statusEvents": ["start", "end", "join", "leave"], "actionHook": "/after"}
+        if body.get("from") == "202":
+            verb.update(joinMuted=True, beep=True, waitHook="/wait", maxParticipants=10)
+        return 200, [verb]
+
+    def after(body):
+        if body.get("from") == "202":
+            return 200, [{"verb": "play", "url": hook.url("/after.wav")}, {"verb": "hangup"}]
+        return 200, [{"verb": "hangup"}]
+
+    hook = hooks({"/call": conference, "/conf-status": (200, ""), "/after": after,
+                  "/status": (200, "")}, files={"/after.wav": after_tone})
+    server = server_factory(
+        extra_users=EXTRA,
+        applications=[{"name": "conf", "call_hook": hook.url("/call"),
+                       "call_status_hook": hook.url("/status"), "numbers": [APP_NUMBER]}])
+    api = Native(server)
+    account = api.req("GET", "/account", 200).json()["id"]
+    freq = {"201": F_A, "202": F_B, "203": F_C}
+    ph = {}
+    for name, ext in (("A", "201"), ("B", "202"), ("C", "203")):
+        p = registered(phones, server, name, ext)
+        p.play(tones[freq[ext]])
+        ph[ext] = p
+    ph["203"].auto_answer(200)
+
+    def members():
+        r = api.req("GET", "/conferences/jroom")
+        return r.json()["participants"] if r.status_code == 200 else []
+    for ext in ("201", "202"):
+        c = ph[ext].call(server.uri(APP_NUMBER))
+        ph[ext].wait_state("CONFIRMED", call=c, timeout=10)
+        wait_until(lambda: any(p["number"] == ext for p in members()), timeout=15,
+                   what="%s's app call in the conference" % ext)
+
+    api.req("POST", "/conferences/jroom/participants", 201, json={"to": "203"})
+    wait_until(lambda: [p["state"] for p in members()] == ["joined"] * 3, timeout=15,
+               what="three in the conference")
+    by_number = {p["number"]: p for p in members()}
+    assert by_number["202"]["muted"] is True and by_number["201"]["muted"] is False, by_number
+    sid = {n: by_number[n]["leg_id"] for n in ("201", "202")}
+
+    # 1. joinMuted 202: heard by no one; it hears both.
+    rec = record_all(ph, artifacts, "jmuted")
+    hears(rec["201"], [F_C], [F_A, F_B], 1.0, 3.2, "201 with 202 joinMuted")
+    hears(rec["203"], [F_A], [F_B, F_C], 1.0, 3.2, "203 with 202 joinMuted")
+    hears(rec["202"], [F_A, F_C], [F_B], 1.0, 3.2, "joinMuted 202 hears both")
+
+    # 2. conf_mute_status unmute (jambonz REST): everybody hears the other two, not itself.
+    r = jz_update(server, account, sid["202"], {"conf_mute_status": "unmute"})
+    assert r.status_code == 204, r.text
+    rec = record_all(ph, artifacts, "jall")
+    for e in freq:
+        others = [freq[o] for o in freq if o != e]
+        hears(rec[e], others, [], 1.0, 3.2, "%s hears the others" % e)
+        not_hears(rec[e], freq[e], others, 1.0, 3.2, "%s hears itself" % e)
+    # conf_mute_status mute again: 202 is gone from the mix once more.
+    assert jz_update(server, account, sid["202"], {"conf_mute_status": "mute"}).status_code == 204
+    rec = record_all({"201": ph["201"]}, artifacts, "jremuted", seconds=3.0)
+    hears(rec["201"], [F_C], [F_B, F_A], 1.0, 2.8, "201 with 202 muted by REST")
+    # Bad words: 400 in jambonz's shape.
+    r = jz_update(server, account, sid["202"], {"conf_mute_status": "loud"})
+    assert r.status_code == 400 and "conf_mute_status" in r.json()["msg"], r.text
+
+    # 3. 202 taken out (native route): its actionHook plays the 600 Hz file, heard by 202;
+    # 201 and 203 still hear each other.
+    api.req("DELETE", "/calls/%s/legs/%s/conference" % (by_number["202"]["call_id"], sid["202"]),
+            204)
+    wait_until(lambda: any(json.loads(r["raw"]).get("from") == "202" for r in hook.got("/after")),
+               timeout=10, what="202's actionHook")
+    rec = record_all({"201": ph["201"], "202": ph["202"], "203": ph["203"]}, artifacts, "jleft",
+                     seconds=3.0)
+    w = audio.read_wav(rec["202"])
+    assert audio.tone_fraction(w, F_AFTER, 0.5, 2.8) >= 0.6, \
+        audio.window_report(w, [F_AFTER, F_A, F_C], 0.5)[:30]
+    assert audio.tone_fraction(w, F_A, 0.5, 2.8) <= 0.1, "202 still hears the conference"
+    hears(rec["201"], [F_C], [F_A, F_B], 1.0, 2.8, "201 after 202 left")
+    hears(rec["203"], [F_A], [F_B, F_C], 1.0, 2.8, "203 after 202 left")
+    ph["202"].wait_state("DISCONNECTED", timeout=10)
+    # conf_hold_status hold (jambonz REST): 201 hears music, 203 no longer hears 201.
+    r = jz_update(server, account, sid["201"], {"conf_hold_status": "hold"})
+    assert r.status_code == 204, r.text
+    rec = record_all({"201": ph["201"], "203": ph["203"]}, artifacts, "jheld", seconds=3.0)
+    assert audio.tone_fraction(audio.read_wav(rec["203"]), F_A, 1.0) <= 0.1, "203 hears held 201"
+    assert audio.tone_fraction(audio.read_wav(rec["201"]), F_C, 1.0) <= 0.1, "held 201 hears 203"
+    assert not audio.silent(audio.read_wav(rec["201"]), 1.0), "held 201 hears no music"
+    assert jz_update(server, account, sid["201"],
+                     {"conf_hold_status": "unhold"}).status_code == 204
+    # An unknown call: 404 in jambonz's shape.
+    r = jz_update(server, account, "nope", {"conf_hold_status": "hold"})
+    assert r.status_code == 404, r.text
+
+    # 4. 203 hangs up; 201, alone, is taken out: the conference ends.
+    ph["203"].hangup()
+    wait_until(lambda: len(members()) == 1, what="203 left")
+    api.req("DELETE", "/calls/%s/legs/%s/conference" % (by_number["201"]["call_id"], sid["201"]),
+            204)
+    ph["201"].wait_state("DISCONNECTED", timeout=10)
+    wait_until(lambda: api.req("GET", "/conferences/jroom").status_code == 404,
+               what="the conference ended")
+
+    # Each participant's statusHook: its own events, in order, with jambonz's fields.
+    def statuses(frm):
+        return [json.loads(r["raw"]) for r in hook.got("/conf-status")
+                if json.loads(r["raw"]).get("from") == frm]
+    s201 = wait_until(lambda: statuses("201") if len(statuses("201")) >= 4 else None,
+                      what="201's status events")
+    assert [s["event"] for s in s201] == ["start", "join", "leave", "end"], s201
+    s202 = statuses("202")
+    assert [s["event"] for s in s202] == ["join", "leave"], s202
+    for s in s201 + s202:
+        assert s["friendly_name"] == "jroom", s
+        assert s["conference_sid"] == "conf:%s:jroom" % account, s
+        assert isinstance(s["members"], int) and isinstance(s["duration"], (int, float)), s
+        assert s["time"].endswith("Z") and s["call_sid"] in sid.values(), s
+    assert s202[0]["members"] == 2 and s202[1]["members"] == 2, s202
+    # The event stream: the conference's own sequence of events.
+    events, _ = conference_events(server, "jroom")
+    kinds = [(e["kind"], (e["participant"] or {}).get("number")) for e in events]
+    assert kinds == [("conference_started", None), ("participant_joined", "201"),
+                     ("participant_joined", "202"), ("participant_joined", "203"),
+                     ("participant_left", "202"), ("participant_left", "203"),
+                     ("participant_left", "201"), ("conference_ended", None)], kinds
+    server.wait_metric("hookflash_active_calls", 0)
+    server.wait_metric("hookflash_conferences_active", 0)
