@@ -367,3 +367,97 @@ def test_jambonz_conference_verb_two_app_calls_and_a_dialled_phone(
                      ("participant_left", "201"), ("conference_ended", None)], kinds
     server.wait_metric("hookflash_active_calls", 0)
     server.wait_metric("hookflash_conferences_active", 0)
+
+
+# ------------------------------------------------------------------ api19 `<Dial><Conference>`
+@pytest.mark.timeout(150)
+def test_rcml_dial_conference_joins_created_calls_and_the_action_runs_after(
+        server_factory, phones, tones, hooks, artifacts):  # noqa: F811
+    """Two api19 calls (to 201 and 202) run RCML `<Dial action><Conference>` built with the
+    twilio package: both are in one conference and hear each other, not themselves; one taken
+    out gets the Dial's action, whose `<Play>` it hears, while the other (alone) hears music."""
+    from twilio.twiml.voice_response import Dial, VoiceResponse
+    from test_api19_calls import Api19, account_sid, form
+    from hfserver import ACME_DID
+
+    after_tone = os.path.join(artifacts, "after19.wav")
+    audio.make_tone(after_tone, F_AFTER, seconds=4)
+
+    def start(_body):
+        r = VoiceResponse()
+        d = Dial(action=hook.url("/left"), method="POST")
+        d.conference("room19", beep="false", start_conference_on_enter="true")
+        r.append(d)
+        return 200, str(r)
+
+    def left(_body):
+        r = VoiceResponse()
+        r.play(hook.url("/after.wav"))
+        r.hangup()
+        return 200, str(r)
+
+    hook = hooks({"/start": start, "/left": left}, files={"/after.wav": after_tone})
+    server = server_factory()
+    api19 = Api19(server, account_sid(server))
+    api = Native(server)
+    freq = {"201": F_A, "202": F_B}
+    ph = {}
+    for name, ext in (("A", "201"), ("B", "202")):
+        p = registered(phones, server, name, ext)
+        p.play(tones[freq[ext]])
+        p.auto_answer(200)
+        ph[ext] = p
+    sids = {}
+    for ext in ("201", "202"):
+        sids[ext] = api19.post("/Calls.json", 200, From=ACME_DID, To="sip:%s@acme.local" % ext,
+                               Url=hook.url("/start")).json()["sid"]
+        ph[ext].wait_incoming(timeout=10)
+
+    def members():
+        r = api.req("GET", "/conferences/room19")
+        return r.json()["participants"] if r.status_code == 200 else []
+    wait_until(lambda: len(members()) == 2, timeout=20, what="both RCML calls in the room")
+    rec = record_all(ph, artifacts, "rcml")
+    hears(rec["201"], [F_B], [F_A], 1.0, 3.2, "201 hears 202")
+    hears(rec["202"], [F_A], [F_B], 1.0, 3.2, "202 hears 201")
+
+    # The RestComm conference resources: list (JSON and XML), one, its participants; Mute.
+    listed = api19.get("/Conferences.json", 200).json()
+    assert [c["friendly_name"] for c in listed["conferences"]] == ["room19"], listed
+    conf = listed["conferences"][0]
+    assert conf["sid"].startswith("CF") and len(conf["sid"]) == 34, conf
+    assert conf["status"] == "RUNNING_MODERATOR_PRESENT", conf
+    xml = api19.get("/Conferences", 200).text
+    assert "<Conferences" in xml and "<FriendlyName>room19</FriendlyName>" in xml, xml
+    one = api19.get("/Conferences/%s.json" % conf["sid"], 200).json()
+    assert one["sid"] == conf["sid"], one
+    parts = api19.get("/Conferences/%s/Participants.json" % conf["sid"], 200).json()
+    assert sorted(p["call_sid"] for p in parts["participants"]) == sorted(sids.values()), parts
+    r = api19.post("/Conferences/%s/Participants/%s.json" % (conf["sid"], sids["202"]), 200,
+                   Mute="true").json()
+    assert r["muted"] is True and r["call_sid"] == sids["202"], r
+    rec = record_all({"201": ph["201"]}, artifacts, "rcml-muted", seconds=3.0)
+    assert audio.tone_fraction(audio.read_wav(rec["201"]), F_B, 1.0) <= 0.1, "201 hears muted 202"
+    assert api19.post("/Conferences/%s/Participants/%s.json" % (conf["sid"], sids["202"]), 200,
+                      Mute="false").json()["muted"] is False
+    # Errors in RestComm's shape.
+    e = api19.get("/Conferences/CF%s.json" % ("0" * 32), 404).json()
+    assert e["code"] == 20404 and e["status"] == 404, e
+    api19.post("/Conferences/%s/Participants/%s.json" % (conf["sid"], sids["202"]), 400,
+               Mute="maybe")
+    api19.get("/Conferences/%s/Participants/CA%s.json" % (conf["sid"], "0" * 32), 404)
+
+    p202 = [p for p in members() if p["number"] == "202"][0]
+    api.req("DELETE", "/calls/%s/legs/%s/conference" % (p202["call_id"], p202["leg_id"]), 204)
+    got = wait_until(lambda: hook.got("/left"), timeout=10, what="the Dial action")
+    assert form(got[0])["CallSid"] == sids["202"], form(got[0])
+    rec = record_all(ph, artifacts, "rcml-left", seconds=3.0)
+    w = audio.read_wav(rec["202"])
+    assert audio.tone_fraction(w, F_AFTER, 0.5, 2.8) >= 0.6, \
+        audio.window_report(w, [F_AFTER, F_A], 0.5)[:30]
+    w = audio.read_wav(rec["201"])
+    assert audio.tone_fraction(w, F_B, 1.0) <= 0.1, "201 still hears 202"
+    assert not audio.silent(w, 1.0), "201 alone hears no music"
+    ph["202"].wait_state("DISCONNECTED", timeout=10)
+    ph["201"].hangup()
+    server.wait_metric("hookflash_conferences_active", 0)

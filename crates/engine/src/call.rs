@@ -1961,14 +1961,11 @@ impl CallActor {
         let transferring = self.transfer.is_some() || self.parked.is_some();
         let mut forwarding = [true; 2];
         for side in [Side::A, Side::B] {
-            // A leg in a conference is heard there, not by the other party.
             let on = !transferring
                 && !self.leg(side).muted
                 && !self.leg(side).held
                 && !self.leg(side.other()).held
-                && !self.whispering[side.index()]
-                && !self.in_conference(side)
-                && !self.in_conference(side.other());
+                && !self.whispering[side.index()];
             self.bridge.set_forwarding(side.leg(), on);
             forwarding[side.index()] = on;
         }

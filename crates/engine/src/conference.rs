@@ -120,6 +120,8 @@ pub struct Membership {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ConferenceInfo {
+    /// This conference's own id (a later conference of the same name has another).
+    pub id: String,
     pub name: String,
     pub created_at_ms: i64,
     pub participants: Vec<ParticipantInfo>,
@@ -201,6 +203,8 @@ type Answer = (String, Option<InviteOutcome>);
 
 struct ConferenceActor {
     id: u64,
+    /// The id dialects show (a UUID).
+    uid: String,
     engine: Engine,
     account_id: String,
     name: String,
@@ -557,6 +561,7 @@ impl Engine {
         let id = rand::random();
         let actor = ConferenceActor {
             id,
+            uid: uuid::Uuid::new_v4().to_string(),
             engine: self.clone(),
             account_id: account_id.to_string(),
             name: name.to_string(),
@@ -640,6 +645,7 @@ impl ConferenceActor {
 
     fn info(&self) -> ConferenceInfo {
         ConferenceInfo {
+            id: self.uid.clone(),
             name: self.name.clone(),
             created_at_ms: self.created_at_ms,
             participants: self.participants.iter().map(|p| p.info.clone()).collect(),

@@ -92,6 +92,11 @@ pub(crate) trait Props: DeserializeOwned {
     }
 }
 
+/// Checks a verb built elsewhere (RCML) as its JSON form is checked.
+pub(crate) fn check_props<T: Props>(t: &T) -> Result<(), String> {
+    t.check()
+}
+
 pub(crate) fn props<T: Props>(verb: &str, data: Map<String, Value>) -> Result<T, VerbError> {
     let t: T =
         serde_json::from_value(Value::Object(data)).map_err(|e| VerbError::invalid(verb, e))?;

@@ -7,7 +7,9 @@
 //! phone as a streamed playback on the leg's own RTP stream (same SSRC, continuing sequence
 //! numbers and timestamps: the players' continuity rules). No re-INVITE is sent, so joining
 //! and leaving cannot fail at the phone. Meanwhile the leg's audio does not reach the call's
-//! other party, which hears music on hold (if there is one and it is not in a conference too).
+//! other party, which hears music on hold (if there is one and it is not in a conference too):
+//! a player towards a leg holds the other leg's audio back, so forwarding stays as it was and
+//! a recording of the call still takes the leg's voice.
 //!
 //! The conference owns the feed's receiving end and the playback's sending end. The leg
 //! leaves when either side lets go: the conference drops both (leave, kick, conference
