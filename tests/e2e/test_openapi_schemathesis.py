@@ -145,9 +145,13 @@ def test_event_stream_matches_the_document(server):
     assert set(op["responses"]) >= {"200", "400", "401", "403", "429", "500"}, op["responses"]
     item = op["responses"]["200"]["content"]["text/event-stream"]["schema"]
     refs = {s["$ref"] for s in doc["components"]["schemas"][item["$ref"].split("/")[-1]]["oneOf"]}
-    assert refs == {"#/components/schemas/CallEvent", "#/components/schemas/Gap"}, refs
+    assert refs == {"#/components/schemas/CallEvent", "#/components/schemas/ConferenceEventView",
+                    "#/components/schemas/Gap"}, refs
     kinds = doc["components"]["schemas"]["CallEvent"]["properties"]["kind"]["enum"]
     assert {"new", "ended", "transfer_failed", "parked", "voicemail"} <= set(kinds), kinds
+    conf = doc["components"]["schemas"]["ConferenceEventView"]
+    assert conf["properties"]["kind"]["enum"] == [
+        "conference_started", "conference_ended", "participant_joined", "participant_left"], conf
 
     url = server.http + "/api/v1/events"
     auth = {"Authorization": "Bearer " + KEY}

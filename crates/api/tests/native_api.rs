@@ -52,6 +52,18 @@ fn routes() -> Vec<(Method, &'static str)> {
             "/api/v1/calls/{call_id}/legs/{leg_id}/whisper",
         ),
         (Method::POST, "/api/v1/calls/{call_id}/legs/{leg_id}/dtmf"),
+        (
+            Method::POST,
+            "/api/v1/calls/{call_id}/legs/{leg_id}/conference",
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/calls/{call_id}/legs/{leg_id}/conference",
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/calls/{call_id}/legs/{leg_id}/conference",
+        ),
         (Method::POST, "/api/v1/calls/{call_id}/recording"),
         (Method::GET, "/api/v1/recordings"),
         (Method::GET, "/api/v1/recordings/{recording_id}"),
@@ -130,6 +142,8 @@ fn call_routes() -> Vec<(Method, &'static str, Option<&'static str>)> {
                 Some(r#"{"target": "201"}"#)
             } else if p.ends_with("/flip") {
                 Some(r#"{"flip_id": "mobile"}"#)
+            } else if p.ends_with("/conference") && m == Method::POST {
+                Some(r#"{"name": "room"}"#)
             } else if p.ends_with("/ignore") {
                 Some(r#"{"device": "sip:x@127.0.0.1"}"#)
             } else {
@@ -359,7 +373,11 @@ fn openapi_document_is_precise() {
     let item = &schemas[item.as_str().unwrap().rsplit('/').next().unwrap()];
     assert_eq!(
         item["oneOf"],
-        json!([{"$ref": "#/components/schemas/CallEvent"}, {"$ref": "#/components/schemas/Gap"}])
+        json!([
+            {"$ref": "#/components/schemas/CallEvent"},
+            {"$ref": "#/components/schemas/ConferenceEventView"},
+            {"$ref": "#/components/schemas/Gap"}
+        ])
     );
     assert_eq!(schemas["Gap"]["required"], json!(["after", "resumes_at"]));
     let kinds = schemas["CallEvent"]["properties"]["kind"]["enum"]

@@ -141,6 +141,51 @@ pub struct RecordingDone {
     pub duration_ms: u64,
 }
 
+/// How the application's leg joins a conference (the `conference` verb's options).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConferenceJoin {
+    pub name: String,
+    pub muted: bool,
+    pub beep: bool,
+    pub end_on_exit: bool,
+    pub start_on_enter: bool,
+    pub max_participants: Option<usize>,
+}
+
+/// What happened in the conference, as the leg's status hook reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConferenceNoteKind {
+    /// The conference started (the first participant joined).
+    Start,
+    /// The conference ended.
+    End,
+    /// A participant joined.
+    Join,
+    /// A participant left.
+    Leave,
+}
+
+/// One conference event seen by the application's leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConferenceNote {
+    pub kind: ConferenceNoteKind,
+    /// For joins and leaves: the leg the participant is (None: a phone the conference
+    /// dialled).
+    pub leg_id: Option<String>,
+    /// Participants after the event.
+    pub members: usize,
+    /// When it happened and when the conference started (ms since the epoch).
+    pub at_ms: i64,
+    pub started_at_ms: i64,
+}
+
+/// The application's leg is in a conference: its events until it leaves (the channel
+/// closes after its own leave or the conference's end).
+#[derive(Debug)]
+pub struct ConferenceJoined {
+    pub notes: mpsc::Receiver<ConferenceNote>,
+}
+
 /// Why an operation on the call failed.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum ControlError {
@@ -272,6 +317,18 @@ pub trait CallControl: Send + Sync + 'static {
     /// Stops the call's running recording `id`; its file is complete.
     async fn record_stop(&self, _call: &CallRef, _id: &str) -> Result<RecordingDone, ControlError> {
         Err(ControlError::Failed("recording is not available".into()))
+    }
+    /// Brings the answered leg into a named conference (`conference` verb).
+    async fn conference_join(
+        &self,
+        _call: &CallRef,
+        _join: ConferenceJoin,
+    ) -> Result<ConferenceJoined, ControlError> {
+        Err(ControlError::Failed("conferences are not available".into()))
+    }
+    /// Takes the leg out of its conference (`leave` verb); `WrongState` when it is in none.
+    async fn conference_leave(&self, _call: &CallRef) -> Result<(), ControlError> {
+        Err(ControlError::WrongState("not in a conference".into()))
     }
     /// The leg's signals from now on (DTMF, end). Call once per application run.
     fn signals(&self, call: &CallRef) -> mpsc::Receiver<CallSignal>;

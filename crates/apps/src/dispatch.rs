@@ -235,7 +235,8 @@ pub async fn create_call(
             let mut prepared = Some(prepared);
             loop {
                 let event = match live.recv().await {
-                    Ok(e) => e,
+                    Ok(hookflash_engine::BusEvent::Call(e)) => e,
+                    Ok(hookflash_engine::BusEvent::Conference(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 };

@@ -13,9 +13,30 @@ use tracing::warn;
 use hookflash_media::relay::Leg;
 
 use crate::control::{
-    Audio, CallControl, CallRef, CallSignal, ControlError, DialProgress, DialRequest, DialStarted,
-    PartyDtmf, PlayEnd, RecordingDone, ReferProgress, StreamPlayback, Tap, TapDtmf,
+    Audio, CallControl, CallRef, CallSignal, ConferenceJoin, ConferenceJoined, ConferenceNote,
+    ConferenceNoteKind, ControlError, DialProgress, DialRequest, DialStarted, PartyDtmf, PlayEnd,
+    RecordingDone, ReferProgress, StreamPlayback, Tap, TapDtmf,
 };
+use hookflash_engine::{ConferenceEvent, ConferenceEventKind, JoinOptions};
+
+/// Conference events waiting for the `conference` verb before more are dropped.
+const CONFERENCE_NOTES: usize = 32;
+
+fn conference_note(e: ConferenceEvent) -> ConferenceNote {
+    let kind = match e.kind {
+        ConferenceEventKind::Started => ConferenceNoteKind::Start,
+        ConferenceEventKind::Ended => ConferenceNoteKind::End,
+        ConferenceEventKind::ParticipantJoined => ConferenceNoteKind::Join,
+        ConferenceEventKind::ParticipantLeft => ConferenceNoteKind::Leave,
+    };
+    ConferenceNote {
+        kind,
+        leg_id: e.participant.and_then(|p| p.leg_id),
+        members: e.participants,
+        at_ms: e.at_ms,
+        started_at_ms: e.started_at_ms,
+    }
+}
 
 /// Signals buffered per application run before the runtime reads them.
 const SIGNAL_QUEUE: usize = 64;
@@ -406,6 +427,48 @@ impl CallControl for EngineControl {
             id: row.id,
             duration_ms: row.duration_ms.unwrap_or(0).max(0) as u64,
         })
+    }
+
+    async fn conference_join(
+        &self,
+        call: &CallRef,
+        join: ConferenceJoin,
+    ) -> Result<ConferenceJoined, ControlError> {
+        let opts = JoinOptions {
+            muted: join.muted,
+            beep: join.beep,
+            end_on_exit: join.end_on_exit,
+            start_on_enter: join.start_on_enter,
+            max_participants: join.max_participants,
+        };
+        let m = self
+            .engine
+            .conference_join_call(
+                &call.account_id,
+                &join.name,
+                &call.call_id,
+                Some(&call.leg_id),
+                opts,
+            )
+            .await
+            .map_err(control_error)?;
+        let mut events = m.events;
+        let (tx, notes) = mpsc::channel(CONFERENCE_NOTES);
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                if tx.send(conference_note(e)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(ConferenceJoined { notes })
+    }
+
+    async fn conference_leave(&self, call: &CallRef) -> Result<(), ControlError> {
+        self.engine
+            .conference_leave_call(&call.account_id, &call.call_id, Some(&call.leg_id))
+            .await
+            .map_err(control_error)
     }
 
     fn signals(&self, call: &CallRef) -> mpsc::Receiver<CallSignal> {

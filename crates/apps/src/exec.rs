@@ -34,8 +34,6 @@ pub(crate) enum Flow {
 pub(crate) enum Ending {
     /// The list ran out (the call is hung up).
     ListDone,
-    /// `leave` (treated as the end of the list for now).
-    Leave,
     /// `hangup` ran.
     HungUp,
     /// `sip:decline` ran with this status.

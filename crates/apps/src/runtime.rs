@@ -380,7 +380,7 @@ impl Runtime {
                 (RunEnd::CallEnded { sip_status, cause }, status, sip_status)
             }
             Step::Done(Ok(ending)) => match ending {
-                Ending::ListDone | Ending::Leave => {
+                Ending::ListDone => {
                     info!("the application's verbs are done: hanging up");
                     if let Err(e) = x.ctl.hangup(&x.call, Vec::new()).await {
                         debug!(error = %e, "hangup at the end of the list");

@@ -202,6 +202,8 @@ pub enum CallCommand {
     },
     /// Audio taps and streamed playback of application calls (`listen.rs`).
     AppListen(listen::ListenCommand),
+    /// A leg of this call in a named conference (`conf_leg.rs`).
+    Conference(conf_leg::ConfLegCommand),
     /// Internal: a playback the actor started has ended.
     PlaybackEnded {
         side: u8,
@@ -266,6 +268,7 @@ use crate::call_core::{Action as CoreAction, CallCore, Deadline, Phase, Side};
 mod app;
 mod app_refer;
 use app::AppSession;
+pub(crate) mod conf_leg;
 mod consult;
 pub(crate) mod listen;
 mod originate;
@@ -904,6 +907,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         relay_op: None,
         bye_headers: Vec::new(),
         replying: false,
+        conf_legs: [None, None],
     };
     (actor, cmd_rx)
 }
@@ -1295,6 +1299,8 @@ struct CallActor {
     bye_headers: Vec<(String, String)>,
     /// The caller is hearing a reply message (`RingingAction::Reply`); the call ends after it.
     replying: bool,
+    /// Per side (A, B): the conference its audio goes to, if any (`conf_leg.rs`).
+    conf_legs: [Option<conf_leg::ConfLeg>; 2],
 }
 
 impl CallActor {
@@ -2214,6 +2220,7 @@ impl CallActor {
                 let _ = reply.send(Ok(()));
             }
             CallCommand::AppListen(cmd) => self.app_listen(cmd),
+            CallCommand::Conference(cmd) => self.conf_leg_command(cmd),
             CallCommand::Play {
                 target,
                 pcm,

@@ -1,14 +1,23 @@
 //! Named conferences: N parties mixed by the media layer's mixer (mix-minus, each in its own
-//! G.711 law), each party a dialog of ours that the conference dialled.
+//! G.711 law). A party is either a phone the conference dialled (a dialog of its own) or the
+//! leg of an existing call brought in ([`Engine::conference_join_call`]): that leg stays its
+//! call's (dialog, records, BYE, DTMF), only its audio is mixed here (see `call/conf_leg.rs`).
 //!
 //! One actor per conference owns its dialogs, its media and its participant list; the
 //! engine's registry maps `account/name` to the actor's command channel. A conference is made
-//! by its first participant and ends when its last one leaves (after one has joined) or when
-//! the server stops. Commands: dial a party in, mute/unmute one, remove one, describe.
+//! by its first participant and ends when its last one leaves (after one has joined), when a
+//! participant with `end_on_exit` leaves, or when the server stops. Commands: dial a party in,
+//! bring a call's leg in, mute/unmute or hold/unhold one, remove one, describe.
 //!
-//! Not yet here (issue 14): bringing an existing call in, moving legs between calls, the
-//! two-party fast path switching into the mixer, supervision modes, queues, recording,
-//! announcements into a conference.
+//! Options per joining leg (the jambonz `conference` verb's): start muted, a beep for
+//! everybody on join, `end_on_exit`, `start_on_enter = false` (it waits, hearing music and
+//! heard by no one, until a participant that starts the conference joins),
+//! `max_participants` (never above [`MAX_PARTICIPANTS`]). A participant alone hears music.
+//! Every start, join, leave and end is an event on the account's bus
+//! ([`crate::events::ConferenceEvent`]) and goes to the watchers of the legs brought in.
+//!
+//! Not yet here (issue 14): moving legs between calls, the two-party fast path switching into
+//! the mixer, supervision modes, queues, recording, announcements into a conference.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,14 +36,23 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::call::conf_leg::{ConfLegCommand, LegAttach};
+use crate::call::CallCommand;
 use crate::control::{transfer_target_user, CommandError};
 use crate::dialing::OutboundPermit;
+use crate::events::{ConferenceEvent, ConferenceEventKind, ConferenceParticipantRef};
 use crate::routing::Origin;
 use crate::sip_glue::now_ms;
 use crate::Engine;
+use hookflash_media::audio::Pcm8k;
+
+/// Conference events queued towards one joined leg's watcher before more are dropped.
+pub const WATCH_QUEUE: usize = 32;
 
 /// The most parties one conference takes.
 pub const MAX_PARTICIPANTS: usize = 50;
+/// The join beep's pitch.
+const BEEP_HZ: f32 = 700.0;
 /// Longest conference name.
 pub const MAX_NAME_LEN: usize = 64;
 
@@ -51,15 +69,59 @@ pub enum ParticipantState {
 #[derive(Debug, Clone, Serialize)]
 pub struct ParticipantInfo {
     pub id: String,
-    /// What was dialled (extension or number).
+    /// What was dialled (extension or number), or the party of the leg brought in.
     pub number: String,
     pub state: ParticipantState,
     pub muted: bool,
     pub joined_at_ms: Option<i64>,
+    /// The call and leg brought in (none for a phone the conference dialled).
+    pub call_id: Option<String>,
+    pub leg_id: Option<String>,
+    /// Held: hears music, heard by no one.
+    pub held: bool,
+    /// Waits for a participant that starts the conference (hears music meanwhile).
+    pub waiting: bool,
+}
+
+/// How a leg joins (the jambonz `conference` verb's options).
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// Heard by no one until unmuted.
+    pub muted: bool,
+    /// Everybody hears a short beep when it joins.
+    pub beep: bool,
+    /// The conference ends when this participant leaves.
+    pub end_on_exit: bool,
+    /// False: wait (music) until a participant with true joins.
+    pub start_on_enter: bool,
+    /// The conference takes at most this many (capped at [`MAX_PARTICIPANTS`]).
+    pub max_participants: Option<usize>,
+}
+
+impl Default for JoinOptions {
+    fn default() -> Self {
+        JoinOptions {
+            muted: false,
+            beep: false,
+            end_on_exit: false,
+            start_on_enter: true,
+            max_participants: None,
+        }
+    }
+}
+
+/// A leg in a conference: its participant, and the conference's events while it is in (the
+/// channel closes after its own `participant_left`, or the conference's end).
+#[derive(Debug)]
+pub struct Membership {
+    pub participant: ParticipantInfo,
+    pub events: mpsc::Receiver<ConferenceEvent>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ConferenceInfo {
+    /// This conference's own id (a later conference of the same name has another).
+    pub id: String,
     pub name: String,
     pub created_at_ms: i64,
     pub participants: Vec<ParticipantInfo>,
@@ -71,16 +133,41 @@ enum Command {
         muted: bool,
         reply: oneshot::Sender<Result<ParticipantInfo, CommandError>>,
     },
+    Join {
+        attach: LegAttach,
+        opts: JoinOptions,
+        reply: oneshot::Sender<Result<Membership, CommandError>>,
+    },
     Mute {
-        participant: String,
+        participant: Who,
         muted: bool,
         reply: oneshot::Sender<Result<ParticipantInfo, CommandError>>,
     },
+    Hold {
+        participant: Who,
+        held: bool,
+        reply: oneshot::Sender<Result<ParticipantInfo, CommandError>>,
+    },
     Remove {
-        participant: String,
+        participant: Who,
         reply: oneshot::Sender<Result<(), CommandError>>,
     },
     Info(oneshot::Sender<ConferenceInfo>),
+}
+
+/// A participant named by its id, or by the call leg it is.
+enum Who {
+    Id(String),
+    Leg(String),
+}
+
+impl Who {
+    fn is(&self, p: &Participant) -> bool {
+        match self {
+            Who::Id(id) => p.info.id == *id,
+            Who::Leg(leg) => p.info.leg_id.as_deref() == Some(leg.as_str()),
+        }
+    }
 }
 
 /// The registry's entry for a running conference.
@@ -93,8 +180,15 @@ pub(crate) struct ConferenceEntry {
 
 struct Participant {
     info: ParticipantInfo,
-    dialog: InviteLeg,
+    /// A phone the conference dialled; None for a call's leg.
+    dialog: Option<InviteLeg>,
+    /// The dialled phone's SIP Call-ID (empty for a call's leg).
     sip_call_id: String,
+    /// A call's leg: the conference's events while it is in.
+    watcher: Option<mpsc::Sender<ConferenceEvent>>,
+    end_on_exit: bool,
+    /// Hears music now instead of the mix (alone, waiting or held).
+    music: bool,
     /// The local port offered; moves into the mixer on answer.
     pair: Option<RtpSocketPair>,
     local: std::net::SocketAddr,
@@ -109,6 +203,8 @@ type Answer = (String, Option<InviteOutcome>);
 
 struct ConferenceActor {
     id: u64,
+    /// The id dialects show (a UUID).
+    uid: String,
     engine: Engine,
     account_id: String,
     name: String,
@@ -119,6 +215,16 @@ struct ConferenceActor {
     answers: FuturesUnordered<futures::future::BoxFuture<'static, Answer>>,
     /// Someone has joined: the conference ends when it is empty again.
     started: bool,
+    /// A participant that starts the conference has joined: waiting ones are let in.
+    live: bool,
+    /// The most participants (the first joiner's `max_participants`, capped).
+    max: usize,
+    /// A participant with `end_on_exit` left: everybody goes.
+    ending: bool,
+    /// Watchers of legs that left as the conference ends: they hear the end too.
+    departed: Vec<mpsc::Sender<ConferenceEvent>>,
+    /// Played to everybody when a participant with `beep` joins.
+    beep: Pcm8k,
 }
 
 impl ConferenceEntry {
@@ -137,9 +243,12 @@ impl ConferenceEntry {
     }
 }
 
-/// Hangs up a participant's dialog in the background: BYE once it joined, else CANCEL.
-fn release(dialog: &InviteLeg, joined: bool) {
-    let dialog = dialog.clone();
+/// Hangs up a participant's dialog in the background: BYE once it joined, else CANCEL. A
+/// call's leg has none: dropping its media handles gives it back to its call.
+fn release(dialog: &Option<InviteLeg>, joined: bool) {
+    let Some(dialog) = dialog.clone() else {
+        return;
+    };
     tokio::spawn(async move {
         let _ = if joined {
             dialog.bye().await
@@ -218,6 +327,22 @@ impl Engine {
         target: &str,
         muted: bool,
     ) -> Result<ParticipantInfo, CommandError> {
+        let entry = self.conference_or_start(account_id, name)?;
+        entry
+            .ask(|reply| Command::Dial {
+                target: target.to_string(),
+                muted,
+                reply,
+            })
+            .await?
+    }
+
+    /// The running conference `name`, made if there is none (the name is checked first).
+    fn conference_or_start(
+        &self,
+        account_id: &str,
+        name: &str,
+    ) -> Result<ConferenceEntry, CommandError> {
         if !valid_name(name) {
             return Err(CommandError::Invalid(format!(
                 "conference name must be 1-{MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
@@ -226,25 +351,171 @@ impl Engine {
         if self.inner.shutdown.is_cancelled() {
             return Err(CommandError::Limited("the server is stopping".into()));
         }
-        let entry = {
-            let Ok(mut map) = self.inner.conferences.lock() else {
-                return Err(CommandError::Limited(
-                    "conference registry unavailable".into(),
-                ));
-            };
-            match map.get(&key(account_id, name)) {
-                Some(e) if !e.commands.is_closed() => e.clone(),
-                _ => {
-                    let entry = self.start_conference(account_id, name);
-                    map.insert(key(account_id, name), entry.clone());
-                    entry
-                }
-            }
+        let Ok(mut map) = self.inner.conferences.lock() else {
+            return Err(CommandError::Limited(
+                "conference registry unavailable".into(),
+            ));
         };
+        Ok(match map.get(&key(account_id, name)) {
+            Some(e) if !e.commands.is_closed() => e.clone(),
+            _ => {
+                let entry = self.start_conference(account_id, name);
+                map.insert(key(account_id, name), entry.clone());
+                entry
+            }
+        })
+    }
+
+    /// Brings leg `leg_id` (default: the caller's) of call `call_id` into conference `name`
+    /// (made on the first join). The leg stays its call's; only its audio is mixed. Errors:
+    /// `NotFound` (no such call or leg), `WrongState` (not answered, already in a conference,
+    /// transferring, parked), `Invalid` (a bad name), `Limited` (the conference is full).
+    pub async fn conference_join_call(
+        &self,
+        account_id: &str,
+        name: &str,
+        call_id: &str,
+        leg_id: Option<&str>,
+        opts: JoinOptions,
+    ) -> Result<Membership, CommandError> {
+        if !valid_name(name) {
+            return Err(CommandError::Invalid(format!(
+                "conference name must be 1-{MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
+            )));
+        }
+        let leg = leg_id.map(str::to_string);
+        let conf = name.to_string();
+        let attach = self
+            .send_command(account_id, call_id, |reply| {
+                CallCommand::Conference(ConfLegCommand::Attach {
+                    leg_id: leg,
+                    name: conf,
+                    reply,
+                })
+            })
+            .await?;
+        // From here a failure drops `attach`, which hands the leg back to its call.
+        let entry = self.conference_or_start(account_id, name)?;
+        let r = entry
+            .ask(|reply| Command::Join {
+                attach,
+                opts,
+                reply,
+            })
+            .await;
+        match r {
+            Ok(r) => r,
+            Err(e) => {
+                // The conference ended while the join was on its way.
+                self.drop_if_pointless(account_id, name, &entry);
+                Err(e)
+            }
+        }
+    }
+
+    fn drop_if_pointless(&self, account_id: &str, name: &str, entry: &ConferenceEntry) {
+        if let Ok(mut map) = self.inner.conferences.lock() {
+            let k = key(account_id, name);
+            if map
+                .get(&k)
+                .is_some_and(|e| e.id == entry.id && e.commands.is_closed())
+            {
+                map.remove(&k);
+            }
+        }
+    }
+
+    /// The conference leg `leg_id` (default: the caller's) of call `call_id` is in.
+    async fn conference_of_leg(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        leg_id: Option<&str>,
+    ) -> Result<(String, ConferenceEntry), CommandError> {
+        let leg = leg_id.map(str::to_string);
+        let (leg_id, name) = self
+            .send_command(account_id, call_id, |reply| {
+                CallCommand::Conference(ConfLegCommand::Membership { leg_id: leg, reply })
+            })
+            .await?;
+        let entry = self
+            .conference_entry(account_id, &name)
+            .ok_or(CommandError::WrongState {
+                state: crate::model::WrongState::NotInConference,
+            })?;
+        Ok((leg_id, entry))
+    }
+
+    /// Takes a call's leg out of its conference; the call goes on (its other party, if any,
+    /// hears it again). `WrongState` when the leg is in none.
+    pub async fn conference_leave_call(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        leg_id: Option<&str>,
+    ) -> Result<(), CommandError> {
+        let (leg, entry) = self.conference_of_leg(account_id, call_id, leg_id).await?;
         entry
-            .ask(|reply| Command::Dial {
-                target: target.to_string(),
+            .ask(|reply| Command::Remove {
+                participant: Who::Leg(leg),
+                reply,
+            })
+            .await?
+            .map_err(|_| CommandError::WrongState {
+                state: crate::model::WrongState::NotInConference,
+            })
+    }
+
+    /// A call's leg as a participant of its conference.
+    pub async fn conference_participant_of_call(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        leg_id: Option<&str>,
+    ) -> Result<ParticipantInfo, CommandError> {
+        let (leg, entry) = self.conference_of_leg(account_id, call_id, leg_id).await?;
+        entry
+            .ask(Command::Info)
+            .await?
+            .participants
+            .into_iter()
+            .find(|p| p.leg_id.as_deref() == Some(leg.as_str()))
+            .ok_or(CommandError::WrongState {
+                state: crate::model::WrongState::NotInConference,
+            })
+    }
+
+    /// Mutes (heard by no one) or unmutes a call's leg in its conference.
+    pub async fn conference_mute_call(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        leg_id: Option<&str>,
+        muted: bool,
+    ) -> Result<ParticipantInfo, CommandError> {
+        let (leg, entry) = self.conference_of_leg(account_id, call_id, leg_id).await?;
+        entry
+            .ask(|reply| Command::Mute {
+                participant: Who::Leg(leg),
                 muted,
+                reply,
+            })
+            .await?
+    }
+
+    /// Holds (hears music, heard by no one) or unholds a call's leg in its conference.
+    pub async fn conference_hold_call(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        leg_id: Option<&str>,
+        held: bool,
+    ) -> Result<ParticipantInfo, CommandError> {
+        let (leg, entry) = self.conference_of_leg(account_id, call_id, leg_id).await?;
+        entry
+            .ask(|reply| Command::Hold {
+                participant: Who::Leg(leg),
+                held,
                 reply,
             })
             .await?
@@ -260,14 +531,15 @@ impl Engine {
         self.conference_entry(account_id, name)
             .ok_or(CommandError::NotFound)?
             .ask(|reply| Command::Mute {
-                participant: participant.to_string(),
+                participant: Who::Id(participant.to_string()),
                 muted,
                 reply,
             })
             .await?
     }
 
-    /// Takes a participant out: BYE (or CANCEL while it rings).
+    /// Takes a participant out: BYE (or CANCEL while it rings); a call's leg goes back to
+    /// its call.
     pub async fn conference_remove(
         &self,
         account_id: &str,
@@ -277,7 +549,7 @@ impl Engine {
         self.conference_entry(account_id, name)
             .ok_or(CommandError::NotFound)?
             .ask(|reply| Command::Remove {
-                participant: participant.to_string(),
+                participant: Who::Id(participant.to_string()),
                 reply,
             })
             .await?
@@ -289,6 +561,7 @@ impl Engine {
         let id = rand::random();
         let actor = ConferenceActor {
             id,
+            uid: uuid::Uuid::new_v4().to_string(),
             engine: self.clone(),
             account_id: account_id.to_string(),
             name: name.to_string(),
@@ -298,6 +571,11 @@ impl Engine {
             states,
             answers: FuturesUnordered::new(),
             started: false,
+            live: false,
+            max: MAX_PARTICIPANTS,
+            ending: false,
+            departed: Vec::new(),
+            beep: Pcm8k::tone(BEEP_HZ, std::time::Duration::from_millis(150), 0.25),
         };
         info!(conference = %name, account = %account_id, "conference created");
         self.inner.metrics.conferences_active.inc();
@@ -311,7 +589,7 @@ impl ConferenceActor {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut states: CallStateReceiver) {
         let shutdown = self.engine.inner.shutdown.clone();
         loop {
-            if self.started && self.participants.is_empty() {
+            if (self.started && self.participants.is_empty()) || self.ending {
                 break;
             }
             tokio::select! {
@@ -324,13 +602,26 @@ impl ConferenceActor {
                 Some((id, outcome)) = self.answers.next(), if !self.answers.is_empty() => {
                     self.on_answer(&id, outcome);
                 }
+                Some(media_id) = self.media.gone() => self.on_media_gone(media_id),
             }
             if self.pointless() {
                 break;
             }
         }
-        for p in self.participants.drain(..) {
-            release(&p.dialog, p.media_id.is_some());
+        // Refuse what is still queued (their legs go back to their calls).
+        commands.close();
+        let parting: Vec<String> = self
+            .participants
+            .iter()
+            .map(|p| p.info.id.clone())
+            .collect();
+        for id in parting {
+            if let Some(p) = self.take(&id) {
+                release(&p.dialog, p.media_id.is_some());
+            }
+        }
+        if self.started {
+            self.publish(ConferenceEventKind::Ended, None, None);
         }
         self.unregister();
         self.engine.inner.metrics.conferences_active.dec();
@@ -354,9 +645,53 @@ impl ConferenceActor {
 
     fn info(&self) -> ConferenceInfo {
         ConferenceInfo {
+            id: self.uid.clone(),
             name: self.name.clone(),
             created_at_ms: self.created_at_ms,
             participants: self.participants.iter().map(|p| p.info.clone()).collect(),
+        }
+    }
+
+    /// Publishes a conference event on the account's bus and hands it to every joined leg's
+    /// watcher (and to `also`, a participant that just left).
+    fn publish(
+        &mut self,
+        kind: ConferenceEventKind,
+        participant: Option<&ParticipantInfo>,
+        also: Option<&mpsc::Sender<ConferenceEvent>>,
+    ) {
+        let who = participant.map(|p| ConferenceParticipantRef {
+            id: p.id.clone(),
+            call_id: p.call_id.clone(),
+            leg_id: p.leg_id.clone(),
+            number: p.number.clone(),
+            muted: p.muted,
+        });
+        let count = self
+            .participants
+            .iter()
+            .filter(|p| p.info.state == ParticipantState::Joined)
+            .count();
+        let Some(event) = self.engine.inner.events.publish_conference(
+            &self.account_id,
+            kind,
+            &self.name,
+            who,
+            count,
+            self.created_at_ms,
+        ) else {
+            return;
+        };
+        let watchers = self
+            .participants
+            .iter()
+            .filter_map(|p| p.watcher.as_ref())
+            .chain(also)
+            .chain(self.departed.iter());
+        for w in watchers {
+            if let Err(mpsc::error::TrySendError::Full(_)) = w.try_send(event.clone()) {
+                warn!(conference = %self.name, "a participant's event watcher is full: event dropped");
+            }
         }
     }
 
@@ -377,30 +712,59 @@ impl ConferenceActor {
                 }
                 let _ = reply.send(r);
             }
+            Command::Join {
+                attach,
+                opts,
+                reply,
+            } => {
+                let r = self.join(attach, opts);
+                if r.is_err() && self.pointless() {
+                    self.unregister();
+                }
+                let _ = reply.send(r);
+            }
             Command::Mute {
                 participant,
                 muted,
                 reply,
             } => {
-                let r = match self
-                    .participants
-                    .iter_mut()
-                    .find(|p| p.info.id == participant)
-                {
+                let r = match self.participants.iter_mut().find(|p| participant.is(p)) {
                     Some(p) => {
                         p.info.muted = muted;
                         if let Some(id) = p.media_id {
                             self.media.set_muted(id, muted);
                         }
-                        info!(participant = %participant, muted, "conference mute");
+                        info!(participant = %p.info.id, muted, "conference mute");
                         Ok(p.info.clone())
                     }
                     None => Err(CommandError::NotFound),
                 };
                 let _ = reply.send(r);
             }
+            Command::Hold {
+                participant,
+                held,
+                reply,
+            } => {
+                let r = match self.participants.iter_mut().find(|p| participant.is(p)) {
+                    Some(p) => {
+                        p.info.held = held;
+                        info!(participant = %p.info.id, held, "conference hold");
+                        let info = p.info.clone();
+                        self.refresh_music();
+                        Ok(info)
+                    }
+                    None => Err(CommandError::NotFound),
+                };
+                let _ = reply.send(r);
+            }
             Command::Remove { participant, reply } => {
-                let r = match self.take(&participant) {
+                let id = self
+                    .participants
+                    .iter()
+                    .find(|p| participant.is(p))
+                    .map(|p| p.info.id.clone());
+                let r = match id.and_then(|id| self.take(&id)) {
                     Some(p) => {
                         release(&p.dialog, p.media_id.is_some());
                         Ok(())
@@ -412,7 +776,149 @@ impl ConferenceActor {
         }
     }
 
-    /// Takes a participant out of the list and the mix.
+    /// The most participants this conference takes now.
+    fn full(&self, wanted: Option<usize>) -> bool {
+        let max = wanted.map_or(self.max, |w| w.min(self.max));
+        self.participants.len() >= max
+    }
+
+    /// A call's leg joins (see `call/conf_leg.rs`).
+    fn join(&mut self, attach: LegAttach, opts: JoinOptions) -> Result<Membership, CommandError> {
+        if self.full(opts.max_participants) {
+            return Err(CommandError::Limited(format!(
+                "the conference takes at most {} participants",
+                opts.max_participants.map_or(self.max, |w| w.min(self.max))
+            )));
+        }
+        if self
+            .participants
+            .iter()
+            .any(|p| p.info.leg_id.as_deref() == Some(attach.leg_id.as_str()))
+        {
+            return Err(CommandError::WrongState {
+                state: crate::model::WrongState::InConference,
+            });
+        }
+        if !self.started && self.participants.is_empty() {
+            if let Some(m) = opts.max_participants {
+                self.max = m.clamp(1, MAX_PARTICIPANTS);
+            }
+        }
+        let LegAttach {
+            call_id,
+            leg_id,
+            number,
+            feed,
+            play,
+        } = attach;
+        let media_id = self.media.add_fed(feed, play);
+        if opts.muted {
+            self.media.set_muted(media_id, true);
+        }
+        let (tx, events) = mpsc::channel(WATCH_QUEUE);
+        let info = ParticipantInfo {
+            id: uuid::Uuid::new_v4().to_string(),
+            number,
+            state: ParticipantState::Joined,
+            muted: opts.muted,
+            joined_at_ms: Some(now_ms()),
+            call_id: Some(call_id.clone()),
+            leg_id: Some(leg_id.clone()),
+            held: false,
+            waiting: false,
+        };
+        self.participants.push(Participant {
+            info: info.clone(),
+            dialog: None,
+            sip_call_id: String::new(),
+            watcher: Some(tx),
+            end_on_exit: opts.end_on_exit,
+            music: false,
+            pair: None,
+            local: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            origin: OriginState::new(),
+            codecs: Vec::new(),
+            media_id: Some(media_id),
+            _permit: None,
+        });
+        info!(participant = %info.id, call_id = %call_id, leg_id = %leg_id, "a call's leg joined the conference");
+        self.joined(&info.id, opts.start_on_enter, opts.beep);
+        let participant = self
+            .participants
+            .iter()
+            .find(|p| p.info.id == info.id)
+            .map_or(info, |p| p.info.clone());
+        Ok(Membership {
+            participant,
+            events,
+        })
+    }
+
+    /// Participant `id` is in the mix now: the conference starts (or goes live), the beep,
+    /// the events, everybody's music.
+    fn joined(&mut self, id: &str, start_on_enter: bool, beep: bool) {
+        let first = !self.started;
+        self.started = true;
+        if start_on_enter {
+            self.live = true;
+        }
+        if first {
+            self.publish(ConferenceEventKind::Started, None, None);
+        }
+        if beep {
+            self.media.overlay_all(self.beep.clone());
+        }
+        self.refresh_music();
+        if let Some(info) = self
+            .participants
+            .iter()
+            .find(|p| p.info.id == id)
+            .map(|p| p.info.clone())
+        {
+            self.publish(ConferenceEventKind::ParticipantJoined, Some(&info), None);
+        }
+    }
+
+    /// Who hears music: everybody while nobody that starts the conference has joined, a
+    /// participant alone, a held one. Music also keeps a participant out of the mix.
+    fn refresh_music(&mut self) {
+        let joined = self
+            .participants
+            .iter()
+            .filter(|p| p.media_id.is_some())
+            .count();
+        let live = self.live;
+        for p in &mut self.participants {
+            let Some(media_id) = p.media_id else {
+                continue;
+            };
+            p.info.waiting = !live;
+            let want = hears_music(live, joined, p.info.held);
+            if want != p.music {
+                p.music = want;
+                self.media.set_music(
+                    media_id,
+                    want.then(|| self.engine.inner.music_on_hold.clone()),
+                );
+            }
+        }
+    }
+
+    /// A call's media went away (its call ended): it leaves.
+    fn on_media_gone(&mut self, media_id: u32) {
+        let id = self
+            .participants
+            .iter()
+            .find(|p| p.media_id == Some(media_id))
+            .map(|p| p.info.id.clone());
+        if let Some(id) = id {
+            debug!(participant = %id, "the leg's call ended");
+            self.take(&id);
+        }
+    }
+
+    /// Takes a participant out of the list and the mix (a call's leg goes back to its call:
+    /// its media handles drop here), with its `participant_left` event.
     fn take(&mut self, id: &str) -> Option<Participant> {
         let i = self.participants.iter().position(|p| p.info.id == id)?;
         let p = self.participants.remove(i);
@@ -420,13 +926,32 @@ impl ConferenceActor {
             self.media.remove(m);
         }
         info!(participant = %id, number = %p.info.number, "left the conference");
+        if p.media_id.is_some() {
+            self.publish(
+                ConferenceEventKind::ParticipantLeft,
+                Some(&p.info),
+                p.watcher.as_ref(),
+            );
+            if p.end_on_exit && !self.ending {
+                info!(participant = %id, "a participant with end_on_exit left: the conference ends");
+                self.ending = true;
+            }
+            if self.participants.is_empty() || self.ending {
+                // Its watcher hears the end too (it is published after the others leave).
+                if let Some(w) = &p.watcher {
+                    self.departed.push(w.clone());
+                }
+            } else {
+                self.refresh_music();
+            }
+        }
         Some(p)
     }
-
     async fn dial(&mut self, target: &str, muted: bool) -> Result<ParticipantInfo, CommandError> {
-        if self.participants.len() >= MAX_PARTICIPANTS {
+        if self.full(None) {
             return Err(CommandError::Limited(format!(
-                "a conference takes at most {MAX_PARTICIPANTS} participants"
+                "the conference takes at most {} participants",
+                self.max
             )));
         }
         let user = transfer_target_user(target).ok_or_else(|| {
@@ -504,13 +1029,20 @@ impl ConferenceActor {
             state: ParticipantState::Calling,
             muted,
             joined_at_ms: None,
+            call_id: None,
+            leg_id: None,
+            held: false,
+            waiting: false,
         };
         self.answers
             .push(Box::pin(await_answer(id.clone(), pending)));
         self.participants.push(Participant {
             info: info.clone(),
-            dialog,
+            dialog: Some(dialog),
             sip_call_id,
+            watcher: None,
+            end_on_exit: false,
+            music: false,
             pair: Some(pair),
             local,
             origin,
@@ -575,8 +1107,8 @@ impl ConferenceActor {
                 if p.info.muted {
                     self.media.set_muted(media_id, true);
                 }
-                self.started = true;
                 info!(participant = %id, number = %p.info.number, "joined the conference");
+                self.joined(id, true, false);
             }
             Err(e) => {
                 warn!(participant = %id, error = %e, "conference media failed: leaving");
@@ -669,9 +1201,78 @@ impl ConferenceActor {
     }
 }
 
+/// Whether a participant in the mix hears music instead of it: while nobody that starts the
+/// conference has joined (`live` false), while it is alone, or while it is held.
+fn hears_music(live: bool, joined: usize, held: bool) -> bool {
+    !live || joined < 2 || held
+}
+
 async fn await_answer(id: String, pending: PendingInvite) -> Answer {
     (id, pending.outcome().await)
 }
 
 /// The registry type in the engine.
 pub(crate) type Registry = std::sync::Mutex<HashMap<String, ConferenceEntry>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn music_while_alone_waiting_or_held_and_never_otherwise() {
+        // Alone, live or not.
+        assert!(hears_music(true, 1, false));
+        assert!(hears_music(false, 1, false));
+        // Waiting for a participant that starts the conference, however many wait.
+        assert!(hears_music(false, 3, false));
+        // Held in a live conference of several.
+        assert!(hears_music(true, 3, true));
+        // In the mix.
+        assert!(!hears_music(true, 2, false));
+        assert!(!hears_music(true, 50, false));
+    }
+
+    #[test]
+    fn names_are_short_plain_words() {
+        assert!(valid_name("room-1_a.b"));
+        assert!(valid_name(&"x".repeat(MAX_NAME_LEN)));
+        for bad in ["", "bad name", "a/b", "ü", &"x".repeat(MAX_NAME_LEN + 1)] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_participant_is_named_by_its_id_or_its_call_leg() {
+        let mut info = ParticipantInfo {
+            id: "p1".into(),
+            number: "201".into(),
+            state: ParticipantState::Joined,
+            muted: false,
+            joined_at_ms: None,
+            call_id: Some("c1".into()),
+            leg_id: Some("l1".into()),
+            held: false,
+            waiting: false,
+        };
+        let p = |info: &ParticipantInfo| Participant {
+            info: info.clone(),
+            dialog: None,
+            sip_call_id: String::new(),
+            watcher: None,
+            end_on_exit: false,
+            music: false,
+            pair: None,
+            local: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            origin: OriginState::new(),
+            codecs: Vec::new(),
+            media_id: None,
+            _permit: None,
+        };
+        assert!(Who::Id("p1".into()).is(&p(&info)));
+        assert!(Who::Leg("l1".into()).is(&p(&info)));
+        assert!(!Who::Leg("p1".into()).is(&p(&info)));
+        // A dialled phone has no leg: no leg name matches it.
+        info.leg_id = None;
+        assert!(!Who::Leg(String::new()).is(&p(&info)));
+    }
+}

@@ -1,5 +1,10 @@
-//! Call events, sequenced per account, with a bounded backlog so a client that reconnects
-//! with its last sequence number gets what it missed instead of re-listing.
+//! Call and conference events, sequenced per account, with a bounded backlog so a client
+//! that reconnects with its last sequence number gets what it missed instead of re-listing.
+//!
+//! The bus carries [`BusEvent`]s: a call's event ([`Event`], always with the call as it is
+//! after it) or a conference's ([`ConferenceEvent`], with the conference's name and, for
+//! joins and leaves, the participant and the call leg it is). One sequence per account covers
+//! both. Per-call watchers ([`EventBus::watch_call`]) get call events only.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -71,6 +76,81 @@ pub struct Event {
     pub call: CallInfo,
 }
 
+wire_enum! {
+    /// What happened to a conference (the native SSE `event`).
+    pub enum ConferenceEventKind {
+        /// The first participant joined.
+        Started => "conference_started",
+        /// The last participant left, or one with `end_on_exit` did.
+        Ended => "conference_ended",
+        ParticipantJoined => "participant_joined",
+        ParticipantLeft => "participant_left",
+    }
+}
+
+/// The participant a conference event is about.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ConferenceParticipantRef {
+    /// The participant's id in the conference.
+    pub id: String,
+    /// The call whose leg it is (a call brought in), none for a phone the conference dialled.
+    pub call_id: Option<String>,
+    pub leg_id: Option<String>,
+    /// The extension or number dialled, or the leg's party.
+    pub number: String,
+    pub muted: bool,
+}
+
+/// An event of a named conference.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConferenceEvent {
+    /// Per account, in the same sequence as call events.
+    pub seq: u64,
+    pub account_id: String,
+    pub kind: ConferenceEventKind,
+    /// The conference's name.
+    pub conference: String,
+    /// For joins and leaves.
+    pub participant: Option<ConferenceParticipantRef>,
+    /// Participants in the conference after the event.
+    pub participants: usize,
+    pub at_ms: i64,
+    /// When the conference started (ms since the epoch).
+    pub started_at_ms: i64,
+}
+
+/// One event on the bus.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum BusEvent {
+    Call(Event),
+    Conference(ConferenceEvent),
+}
+
+impl BusEvent {
+    pub fn seq(&self) -> u64 {
+        match self {
+            BusEvent::Call(e) => e.seq,
+            BusEvent::Conference(e) => e.seq,
+        }
+    }
+
+    pub fn account_id(&self) -> &str {
+        match self {
+            BusEvent::Call(e) => &e.account_id,
+            BusEvent::Conference(e) => &e.account_id,
+        }
+    }
+
+    /// The event's wire word (`answered`, `participant_joined`, ...).
+    pub fn kind_str(&self) -> &'static str {
+        match self {
+            BusEvent::Call(e) => e.kind.as_str(),
+            BusEvent::Conference(e) => e.kind.as_str(),
+        }
+    }
+}
+
 /// Fields of an event that only some kinds carry.
 #[derive(Debug, Clone, Default)]
 pub struct EventDetail {
@@ -82,22 +162,31 @@ pub struct EventDetail {
 
 /// Result of a subscription: what was missed (oldest first) and the live feed.
 pub struct Subscription {
-    pub missed: Vec<Event>,
+    pub missed: Vec<BusEvent>,
     /// True when the requested sequence is older than the backlog: some events are lost and
     /// the client should re-list.
     pub gap: bool,
-    pub live: broadcast::Receiver<Event>,
+    pub live: broadcast::Receiver<BusEvent>,
 }
 
 struct AccountLog {
     next_seq: u64,
-    backlog: VecDeque<Event>,
+    backlog: VecDeque<BusEvent>,
+}
+
+impl AccountLog {
+    fn new() -> AccountLog {
+        AccountLog {
+            next_seq: 1,
+            backlog: VecDeque::new(),
+        }
+    }
 }
 
 pub struct EventBus {
     capacity: usize,
     accounts: Mutex<HashMap<String, AccountLog>>,
-    sender: broadcast::Sender<Event>,
+    sender: broadcast::Sender<BusEvent>,
     /// Consumers of one call's events (an application run): fed directly, so each of N
     /// concurrent consumers does not wake for every event of every call (N² wake-ups).
     watchers: Mutex<HashMap<String, Vec<mpsc::Sender<Event>>>>,
@@ -143,10 +232,7 @@ impl EventBus {
         };
         let log = accounts
             .entry(call.account_id.clone())
-            .or_insert(AccountLog {
-                next_seq: 1,
-                backlog: VecDeque::new(),
-            });
+            .or_insert_with(AccountLog::new);
         let event = Event {
             seq: log.next_seq,
             account_id: call.account_id.clone(),
@@ -164,11 +250,45 @@ impl EventBus {
         if log.backlog.len() == self.capacity {
             log.backlog.pop_front();
         }
-        log.backlog.push_back(event.clone());
+        log.backlog.push_back(BusEvent::Call(event.clone()));
         // Sent under the lock so live order equals sequence order.
-        let _ = self.sender.send(event.clone());
+        let _ = self.sender.send(BusEvent::Call(event.clone()));
         drop(accounts);
         self.feed_watchers(event);
+    }
+
+    /// Sequences and publishes a conference's event (in the account's one sequence) and
+    /// returns it as published.
+    pub fn publish_conference(
+        &self,
+        account_id: &str,
+        kind: ConferenceEventKind,
+        conference: &str,
+        participant: Option<ConferenceParticipantRef>,
+        participants: usize,
+        started_at_ms: i64,
+    ) -> Option<ConferenceEvent> {
+        let mut accounts = self.accounts.lock().ok()?;
+        let log = accounts
+            .entry(account_id.to_string())
+            .or_insert_with(AccountLog::new);
+        let event = ConferenceEvent {
+            seq: log.next_seq,
+            account_id: account_id.to_string(),
+            kind,
+            conference: conference.to_string(),
+            participant,
+            participants,
+            at_ms: crate::sip_glue::now_ms(),
+            started_at_ms,
+        };
+        log.next_seq += 1;
+        if log.backlog.len() == self.capacity {
+            log.backlog.pop_front();
+        }
+        log.backlog.push_back(BusEvent::Conference(event.clone()));
+        let _ = self.sender.send(BusEvent::Conference(event.clone()));
+        Some(event)
     }
 
     /// One call's events from now on, until (and including) its `ended`. Subscribe before
@@ -203,7 +323,7 @@ impl EventBus {
     }
 
     /// Every account's live events (for server-side consumers such as webhook delivery).
-    pub fn subscribe_all(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe_all(&self) -> broadcast::Receiver<BusEvent> {
         self.sender.subscribe()
     }
 
@@ -220,11 +340,15 @@ impl EventBus {
         let live = self.sender.subscribe();
         let (missed, gap) = match (after, accounts.get(account_id)) {
             (Some(after), Some(log)) => {
-                let oldest = log.backlog.front().map(|e| e.seq).unwrap_or(log.next_seq);
+                let oldest = log
+                    .backlog
+                    .front()
+                    .map(BusEvent::seq)
+                    .unwrap_or(log.next_seq);
                 let missed = log
                     .backlog
                     .iter()
-                    .filter(|e| e.seq > after)
+                    .filter(|e| e.seq() > after)
                     .cloned()
                     .collect();
                 (missed, after + 1 < oldest)
@@ -276,14 +400,14 @@ mod tests {
         assert_eq!(bus.last_seq("b"), 1);
         let s = bus.subscribe("a", Some(3));
         assert_eq!(
-            s.missed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            s.missed.iter().map(BusEvent::seq).collect::<Vec<_>>(),
             vec![4, 5]
         );
         assert!(!s.gap);
         // Only 3..=5 are kept: asking from 1 means 2 is lost.
         let s = bus.subscribe("a", Some(1));
         assert!(s.gap);
-        assert_eq!(s.missed.first().map(|e| e.seq), Some(3));
+        assert_eq!(s.missed.first().map(BusEvent::seq), Some(3));
         assert!(bus.subscribe("b", Some(1)).missed.is_empty());
     }
 
@@ -367,6 +491,7 @@ mod tests {
             Some(EndCause::NoAnswer),
         );
         let e = s.missed.pop().or_else(|| s.live.try_recv().ok()).unwrap();
+        assert!(matches!(e, BusEvent::Call(_)));
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["kind"], "transfer_failed");
         assert_eq!(json["cause"], "no_answer");
@@ -384,9 +509,67 @@ mod tests {
             Some("leg"),
             Some(EndCause::Normal),
         );
-        let e = s.live.recv().await.unwrap();
+        let BusEvent::Call(e) = s.live.recv().await.unwrap() else {
+            panic!("a call event was published");
+        };
         assert_eq!(e.seq, 1);
         assert_eq!(e.kind, EventKind::Ended);
         assert_eq!(e.cause, Some(EndCause::Normal));
+    }
+
+    #[test]
+    fn conference_events_share_the_accounts_sequence_and_reach_no_call_watcher() {
+        let bus = EventBus::new(10);
+        let mut rx = bus.watch_call("c1");
+        bus.publish(EventKind::New, &call("a"), None, None);
+        let p = ConferenceParticipantRef {
+            id: "p1".into(),
+            call_id: Some("c1".into()),
+            leg_id: Some("l1".into()),
+            number: "201".into(),
+            muted: false,
+        };
+        let started = bus
+            .publish_conference("a", ConferenceEventKind::Started, "room", None, 1, 5)
+            .unwrap();
+        bus.publish_conference(
+            "a",
+            ConferenceEventKind::ParticipantJoined,
+            "room",
+            Some(p),
+            1,
+            5,
+        );
+        assert_eq!(started.seq, 2);
+        let s = bus.subscribe("a", Some(0));
+        let kinds: Vec<(u64, &str)> = s.missed.iter().map(|e| (e.seq(), e.kind_str())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (1, "new"),
+                (2, "conference_started"),
+                (3, "participant_joined")
+            ]
+        );
+        let json = serde_json::to_value(&s.missed[2]).unwrap();
+        assert_eq!(json["kind"], "participant_joined");
+        assert_eq!(json["conference"], "room");
+        assert_eq!(json["participant"]["call_id"], "c1");
+        assert_eq!(json["participant"]["leg_id"], "l1");
+        // The call's watcher saw its own event only.
+        assert_eq!(rx.try_recv().map(|e| e.kind).ok(), Some(EventKind::New));
+        assert!(rx.try_recv().is_err());
+        assert_eq!(
+            ConferenceEventKind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "conference_started",
+                "conference_ended",
+                "participant_joined",
+                "participant_left"
+            ]
+        );
     }
 }

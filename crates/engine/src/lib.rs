@@ -42,9 +42,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 pub use call::{AppOriginateRequest, CallCommand, CommandSender, OriginateRequest};
-pub use conference::{ConferenceInfo, ParticipantInfo, ParticipantState};
+pub use conference::{ConferenceInfo, JoinOptions, Membership, ParticipantInfo, ParticipantState};
 pub use control::{AudioSource, CallInfo, CommandError, LegInfo, LegState, RecordAction, Target};
-pub use events::{Event, EventBus, EventDetail, EventKind, Subscription};
+pub use events::{
+    BusEvent, ConferenceEvent, ConferenceEventKind, ConferenceParticipantRef, Event, EventBus,
+    EventDetail, EventKind, Subscription,
+};
 pub use metrics::Metrics;
 pub use model::{
     CallDirection, CallState, EndCause, LegDirection, LegRole, RecordRole, UnknownWord, WrongState,

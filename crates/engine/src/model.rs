@@ -243,6 +243,10 @@ wire_enum! {
         NotTransferring => "not transferring",
         InBlindTransfer => "in a blind transfer",
         AwaitingTarget => "waiting for the transfer target to answer",
+        /// The leg is in a conference already.
+        InConference => "in a conference",
+        /// The leg is in no conference.
+        NotInConference => "not in a conference",
     }
 }
 
@@ -364,6 +368,8 @@ mod tests {
                 "not transferring",
                 "in a blind transfer",
                 "waiting for the transfer target to answer",
+                "in a conference",
+                "not in a conference",
             ]
         );
     }

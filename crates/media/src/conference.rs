@@ -5,6 +5,12 @@
 //!
 //! A participant's packets are taken only from the address its SDP named, or, with symmetric
 //! RTP (a phone behind NAT), from the first source on that IP; other sources are dropped.
+//!
+//! A *fed* participant ([`ConferenceMedia::add_fed`]) is the leg of a call that stays on its
+//! call's relay: the relay decodes the leg's audio into a [`FeedStream`] and plays the frames
+//! we send back on the leg's own RTP stream (a streamed player: same SSRC, continuing
+//! sequence numbers and timestamps). When the feed ends (the call's bridge stopped, or the
+//! call took its leg back) the participant is gone: [`ConferenceMedia::gone`] says so.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,8 +22,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::audio::Pcm8k;
 use crate::g711::Law;
-use crate::mixer::Mixer;
+use crate::listen::{FeedStream, StreamFrame};
+use crate::mixer::{Mixer, PcmFrame};
 use crate::ports::RtpSocketPair;
 
 /// Counters of one conference's media (for tests and `/metrics`).
@@ -38,6 +46,16 @@ enum Command {
         law: Law,
         pt: u8,
     },
+    AddFed {
+        id: u32,
+        play: mpsc::Sender<StreamFrame>,
+    },
+    Pcm {
+        id: u32,
+        samples: Vec<i16>,
+    },
+    Music(u32, Option<Pcm8k>),
+    Overlay(Pcm8k),
     Remove(u32),
     Mute(u32, bool),
     Deaf(u32, bool),
@@ -56,6 +74,10 @@ pub struct ConferenceMedia {
     next_id: u32,
     /// Each participant's socket pair, kept here so the ports stay leased while it is in.
     sockets: HashMap<u32, (RtpSocketPair, tokio::task::JoinHandle<()>)>,
+    /// Each fed participant's feed reader.
+    fed: HashMap<u32, tokio::task::JoinHandle<()>>,
+    gone_tx: mpsc::UnboundedSender<u32>,
+    gone_rx: mpsc::UnboundedReceiver<u32>,
 }
 
 impl ConferenceMedia {
@@ -64,12 +86,45 @@ impl ConferenceMedia {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(ConferenceStats::default());
         tokio::spawn(mix(rx, stats.clone()));
+        let (gone_tx, gone_rx) = mpsc::unbounded_channel();
         ConferenceMedia {
             tx,
             stats,
             next_id: 1,
             sockets: HashMap::new(),
+            fed: HashMap::new(),
+            gone_tx,
+            gone_rx,
         }
+    }
+
+    /// Adds a fed participant: `feed` is its leg's decoded audio, `play` the streamed
+    /// playback towards its phone (frames offered with `try_send`: a full queue loses the
+    /// frame, the mixer never waits). Returns its id in this conference.
+    pub fn add_fed(&mut self, feed: FeedStream, play: mpsc::Sender<StreamFrame>) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let _ = self.tx.send(Command::AddFed { id, play });
+        let reader = tokio::spawn(read_feed(id, feed, self.tx.clone(), self.gone_tx.clone()));
+        self.fed.insert(id, reader);
+        id
+    }
+
+    /// The next fed participant whose feed ended (its call's media is gone). It is already
+    /// out of the mix; the caller still calls [`Self::remove`] to forget it.
+    pub async fn gone(&mut self) -> Option<u32> {
+        self.gone_rx.recv().await
+    }
+
+    /// `music` instead of the mix for `id` (`None`: back to the mix); nobody hears `id`
+    /// meanwhile.
+    pub fn set_music(&self, id: u32, music: Option<Pcm8k>) {
+        let _ = self.tx.send(Command::Music(id, music));
+    }
+
+    /// Plays `clip` once to everybody on top of the mix (a join beep).
+    pub fn overlay_all(&self, clip: Pcm8k) {
+        let _ = self.tx.send(Command::Overlay(clip));
     }
 
     pub fn stats(&self) -> &Arc<ConferenceStats> {
@@ -107,6 +162,10 @@ impl ConferenceMedia {
         if let Some((_, reader)) = self.sockets.remove(&id) {
             reader.abort();
         }
+        if let Some(reader) = self.fed.remove(&id) {
+            // Its feed stream drops with the task: the relay then stops feeding.
+            reader.abort();
+        }
     }
 
     pub fn set_muted(&self, id: u32, muted: bool) {
@@ -123,17 +182,20 @@ impl ConferenceMedia {
     }
 
     pub fn len(&self) -> usize {
-        self.sockets.len()
+        self.sockets.len() + self.fed.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sockets.is_empty()
+        self.sockets.is_empty() && self.fed.is_empty()
     }
 }
 
 impl Drop for ConferenceMedia {
     fn drop(&mut self) {
         for (_, (_, reader)) in self.sockets.drain() {
+            reader.abort();
+        }
+        for (_, reader) in self.fed.drain() {
             reader.abort();
         }
         // The mixer task ends when its command channel closes (this handle held the last
@@ -160,6 +222,23 @@ async fn read(id: u32, socket: Arc<UdpSocket>, tx: mpsc::UnboundedSender<Command
     }
 }
 
+/// One fed participant's feed reader: its chunks go to the mixer task; when the feed ends,
+/// the participant leaves the mix and the engine hears of it.
+async fn read_feed(
+    id: u32,
+    mut feed: FeedStream,
+    tx: mpsc::UnboundedSender<Command>,
+    gone: mpsc::UnboundedSender<u32>,
+) {
+    while let Some(samples) = feed.chunks.recv().await {
+        if tx.send(Command::Pcm { id, samples }).is_err() {
+            return;
+        }
+    }
+    let _ = tx.send(Command::Remove(id));
+    let _ = gone.send(id);
+}
+
 struct Peer {
     socket: Arc<UdpSocket>,
     remote: SocketAddr,
@@ -170,6 +249,10 @@ struct Peer {
 async fn mix(mut rx: mpsc::UnboundedReceiver<Command>, stats: Arc<ConferenceStats>) {
     let mut mixer = Mixer::new();
     let mut peers: HashMap<u32, Peer> = HashMap::new();
+    // Fed participants: the streamed playback towards each one's phone (None once the call
+    // stopped taking frames).
+    let mut fed: HashMap<u32, Option<mpsc::Sender<StreamFrame>>> = HashMap::new();
+    let mut pcm_out: Vec<(u32, PcmFrame)> = Vec::new();
     let mut clock = tokio::time::interval(Duration::from_millis(20));
     // A late frame is sent late, not skipped: the participants' clocks count frames.
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -183,9 +266,23 @@ async fn mix(mut rx: mpsc::UnboundedReceiver<Command>, stats: Arc<ConferenceStat
                         mixer.add(id, law, pt, rand::random());
                         peers.insert(id, Peer { socket, remote, latched: false });
                     }
+                    Command::AddFed { id, play } => {
+                        mixer.add_pcm(id);
+                        fed.insert(id, Some(play));
+                    }
+                    Command::Pcm { id, samples } => {
+                        if mixer.receive_pcm(id, &samples) {
+                            stats.packets_in.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Command::Music(id, music) => {
+                        mixer.set_music(id, music);
+                    }
+                    Command::Overlay(clip) => mixer.overlay_all(&clip),
                     Command::Remove(id) => {
                         mixer.remove(id);
                         peers.remove(&id);
+                        fed.remove(&id);
                     }
                     Command::Mute(id, on) => {
                         mixer.set_muted(id, on);
@@ -221,7 +318,24 @@ async fn mix(mut rx: mpsc::UnboundedReceiver<Command>, stats: Arc<ConferenceStat
                     stats.late_frames.fetch_add(1, Ordering::Relaxed);
                 }
                 out.clear();
-                mixer.tick(&mut out);
+                pcm_out.clear();
+                mixer.tick_all(&mut out, &mut pcm_out);
+                for (id, frame) in &pcm_out {
+                    let Some(slot) = fed.get_mut(id) else { continue };
+                    let Some(play) = slot.as_ref() else { continue };
+                    match play.try_send(*frame) {
+                        Ok(()) => {
+                            stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // The call's player takes one frame a tick: a full queue means our
+                        // clock ran ahead for a moment; this frame is lost.
+                        Err(mpsc::error::TrySendError::Full(_)) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            debug!(participant = id, "the call stopped taking conference audio");
+                            *slot = None;
+                        }
+                    }
+                }
                 for (id, packet) in &out {
                     let Some(peer) = peers.get(id) else { continue };
                     match peer.socket.try_send_to(packet, peer.remote) {

@@ -211,6 +211,76 @@ impl ListenTap {
     }
 }
 
+/// Chunks of one leg's decoded audio queued towards a conference before new ones are
+/// dropped (one chunk per packet: 500 ms of 20 ms packets).
+pub const FEED_QUEUE: usize = 25;
+
+/// Identifies one conference feed of a bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FeedId(pub(crate) u64);
+
+impl FeedId {
+    pub fn number(&self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for FeedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "feed-{}", self.0)
+    }
+}
+
+/// The consumer's side of a conference feed: one leg's audio, decoded, one chunk per packet
+/// as it arrives (the mixer's jitter buffer takes it from there). Ends (`None`) when the
+/// feed is stopped or the bridge ends.
+#[derive(Debug)]
+pub struct FeedStream {
+    pub id: FeedId,
+    pub chunks: mpsc::Receiver<Vec<i16>>,
+}
+
+/// The relay task's side of a conference feed (one per leg): every audio packet the leg
+/// sends is decoded and offered to the conference with `try_send` (a full queue drops the
+/// chunk, never waits). Independent of forwarding: the conference decides who is heard.
+#[derive(Debug)]
+pub(crate) struct LegFeed {
+    pub id: FeedId,
+    tx: mpsc::Sender<Vec<i16>>,
+    dropped: u64,
+}
+
+impl LegFeed {
+    pub(crate) fn new(id: FeedId, queue: usize) -> (LegFeed, FeedStream) {
+        let (tx, rx) = mpsc::channel(queue.max(2));
+        (
+            LegFeed { id, tx, dropped: 0 },
+            FeedStream { id, chunks: rx },
+        )
+    }
+
+    /// Offers one packet's audio; false when the consumer has gone (drop the feed).
+    pub(crate) fn on_audio(&mut self, law: Law, payload: &[u8]) -> bool {
+        let chunk: Vec<i16> = payload.iter().map(|&b| law.decode_sample(b)).collect();
+        match self.tx.try_send(chunk) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.dropped == 0 {
+                    tracing::debug!(id = %self.id, "conference feed full: audio dropped");
+                }
+                self.dropped += 1;
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +334,22 @@ mod tests {
         tap.tick();
         let f = stream.frames.try_recv().unwrap();
         assert!(f.a.iter().all(|s| *s == 0));
+    }
+
+    #[test]
+    fn a_feed_decodes_each_packet_drops_when_full_and_sees_its_consumer_go() {
+        let (mut feed, mut stream) = LegFeed::new(FeedId(1), 2);
+        assert!(feed.on_audio(Law::Mulaw, &mulaw(1000, 160)));
+        assert!(feed.on_audio(Law::Mulaw, &mulaw(1000, 80)));
+        assert!(feed.on_audio(Law::Mulaw, &mulaw(1000, 160)));
+        assert_eq!(feed.dropped, 1);
+        let first = stream.chunks.try_recv().unwrap();
+        assert_eq!(first.len(), 160);
+        assert!(first.iter().all(|s| (s - 1000).abs() < 40));
+        assert_eq!(stream.chunks.try_recv().unwrap().len(), 80);
+        drop(stream);
+        assert!(feed.is_closed());
+        assert!(!feed.on_audio(Law::Mulaw, &mulaw(1000, 160)));
     }
 
     #[test]

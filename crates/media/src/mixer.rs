@@ -7,11 +7,25 @@
 //! sends faster than the clock loses its oldest audio, not our memory). Muted participants
 //! contribute nothing; deaf ones (held) hear nothing from the mix. No sockets and no clock:
 //! the I/O shell (`conference.rs`) feeds it and sends what it yields.
+//!
+//! A participant is either an RTP endpoint of the mixer's own (a phone the conference
+//! dialled: packets in, packets out) or a *fed* one ([`Mixer::add_pcm`]): the leg of a call
+//! whose relay decodes its audio for us and plays our decoded frames to its phone on the
+//! call's own stream (see `relay.rs`, conference feeds). Fed participants give and take
+//! 8 kHz samples ([`Mixer::receive_pcm`], the `pcm` output of [`Mixer::tick_all`]).
+//!
+//! Two clips can sit on a participant: *music* (it waits alone, or for a moderator) replaces
+//! what it hears and keeps it out of the mix; an *overlay* (a join beep) is added once to what
+//! it hears.
 
 use std::collections::VecDeque;
 
+use crate::audio::Pcm8k;
 use crate::g711::Law;
 use crate::rtp;
+
+/// A decoded frame for a fed participant.
+pub type PcmFrame = [i16; FRAME_SAMPLES];
 
 /// Samples in one 20 ms frame at 8 kHz.
 pub const FRAME_SAMPLES: usize = 160;
@@ -26,6 +40,8 @@ struct Participant {
     law: Law,
     /// The payload type its audio arrives and leaves with.
     pt: u8,
+    /// Fed: samples in, samples out (no RTP of ours).
+    pcm: bool,
     muted: bool,
     deaf: bool,
     buffered: VecDeque<i16>,
@@ -35,6 +51,39 @@ struct Participant {
     sent_any: bool,
     /// Packets whose audio was dropped because the buffer was full.
     overflows: u64,
+    /// Looped instead of the mix; the participant is not heard meanwhile.
+    music: Option<Clip>,
+    /// Played once on top of what it hears.
+    overlay: Option<Clip>,
+}
+
+/// A clip playing to one participant.
+struct Clip {
+    pcm: Pcm8k,
+    pos: usize,
+}
+
+impl Clip {
+    fn new(pcm: Pcm8k) -> Clip {
+        Clip { pcm, pos: 0 }
+    }
+
+    /// The next sample; `None` at the end of a clip that does not loop.
+    fn next(&mut self, looped: bool) -> Option<i16> {
+        let samples = self.pcm.samples();
+        if samples.is_empty() {
+            return None;
+        }
+        if self.pos >= samples.len() {
+            if !looped {
+                return None;
+            }
+            self.pos = 0;
+        }
+        let v = samples[self.pos];
+        self.pos += 1;
+        Some(v)
+    }
 }
 
 /// The mix of one conference (see the module comment).
@@ -51,11 +100,22 @@ impl Mixer {
     /// Adds a participant sending and receiving `law` with payload type `pt`; our packets to
     /// it carry `ssrc`. A participant already there is replaced.
     pub fn add(&mut self, id: u32, law: Law, pt: u8, ssrc: u32) {
+        self.insert(id, law, pt, ssrc, false);
+    }
+
+    /// Adds a fed participant: its audio arrives decoded ([`Self::receive_pcm`]) and what it
+    /// hears leaves decoded (the `pcm` output of [`Self::tick_all`]).
+    pub fn add_pcm(&mut self, id: u32) {
+        self.insert(id, Law::Mulaw, 0, 0, true);
+    }
+
+    fn insert(&mut self, id: u32, law: Law, pt: u8, ssrc: u32, pcm: bool) {
         self.remove(id);
         self.parts.push(Participant {
             id,
             law,
             pt,
+            pcm,
             muted: false,
             deaf: false,
             buffered: VecDeque::with_capacity(MAX_BUFFERED),
@@ -64,7 +124,29 @@ impl Mixer {
             ts: rand_start(ssrc.rotate_left(16)) as u32,
             sent_any: false,
             overflows: 0,
+            music: None,
+            overlay: None,
         });
+    }
+
+    /// Music instead of the mix (`None`: back to the mix). While it plays the participant
+    /// hears only the music and nobody hears it.
+    pub fn set_music(&mut self, id: u32, music: Option<Pcm8k>) -> bool {
+        self.find(id)
+            .map(|p| p.music = music.map(Clip::new))
+            .is_some()
+    }
+
+    /// Whether `id` hears music now.
+    pub fn has_music(&self, id: u32) -> bool {
+        self.parts.iter().any(|p| p.id == id && p.music.is_some())
+    }
+
+    /// Plays `clip` once to every participant, on top of what it hears (a join beep).
+    pub fn overlay_all(&mut self, clip: &Pcm8k) {
+        for p in &mut self.parts {
+            p.overlay = Some(Clip::new(clip.clone()));
+        }
     }
 
     pub fn remove(&mut self, id: u32) {
@@ -108,6 +190,9 @@ impl Mixer {
         let Some(p) = self.find(id) else {
             return false;
         };
+        if p.pcm {
+            return false;
+        }
         let Some(header) = rtp::parse_header(packet) else {
             return false;
         };
@@ -129,8 +214,31 @@ impl Mixer {
         true
     }
 
-    /// One 20 ms frame: a packet for every participant that is not deaf, as (id, packet).
+    /// Decoded audio from fed participant `id` (see [`Self::add_pcm`]); bounded like packets.
+    pub fn receive_pcm(&mut self, id: u32, samples: &[i16]) -> bool {
+        let Some(p) = self.find(id).filter(|p| p.pcm) else {
+            return false;
+        };
+        if p.buffered.len() + samples.len() > MAX_BUFFERED {
+            p.overflows += 1;
+            while p.buffered.len() > REFILL_TO {
+                p.buffered.pop_front();
+            }
+        }
+        let keep = &samples[samples.len().saturating_sub(MAX_BUFFERED)..];
+        p.buffered.extend(keep.iter().copied());
+        true
+    }
+
+    /// One 20 ms frame for the RTP participants only (fed ones get nothing: see
+    /// [`Self::tick_all`]).
     pub fn tick(&mut self, out: &mut Vec<(u32, Vec<u8>)>) {
+        self.tick_all(out, &mut Vec::new());
+    }
+
+    /// One 20 ms frame: a packet for every RTP participant that is not deaf, as (id, packet),
+    /// and a decoded frame for every fed one, as (id, frame).
+    pub fn tick_all(&mut self, out: &mut Vec<(u32, Vec<u8>)>, pcm_out: &mut Vec<(u32, PcmFrame)>) {
         let mut own: Vec<Option<[i16; FRAME_SAMPLES]>> = Vec::with_capacity(self.parts.len());
         let mut total = [0i32; FRAME_SAMPLES];
         for p in &mut self.parts {
@@ -145,7 +253,7 @@ impl Mixer {
                     None => break,
                 }
             }
-            if p.muted {
+            if p.muted || p.music.is_some() {
                 own.push(None);
                 continue;
             }
@@ -158,12 +266,28 @@ impl Mixer {
             if p.deaf {
                 continue;
             }
+            let mut heard = [0i16; FRAME_SAMPLES];
+            for (i, h) in heard.iter_mut().enumerate() {
+                let mut v = match p.music.as_mut() {
+                    Some(m) => i32::from(m.next(true).unwrap_or(0)),
+                    None => total[i] - mine.map_or(0, |f| i32::from(f[i])),
+                };
+                if let Some(o) = p.overlay.as_mut() {
+                    match o.next(false) {
+                        Some(s) => v += i32::from(s),
+                        None => p.overlay = None,
+                    }
+                }
+                *h = v.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+            }
+            if p.pcm {
+                pcm_out.push((p.id, heard));
+                continue;
+            }
             let mut packet = vec![0u8; rtp::RTP_HEADER_LEN + FRAME_SAMPLES];
             rtp::write_header(&mut packet, !p.sent_any, p.pt, p.seq, p.ts, p.ssrc);
-            for (i, b) in packet[rtp::RTP_HEADER_LEN..].iter_mut().enumerate() {
-                let minus = mine.map_or(0, |f| i32::from(f[i]));
-                let v = (total[i] - minus).clamp(i32::from(i16::MIN), i32::from(i16::MAX));
-                *b = p.law.encode_sample(v as i16);
+            for (b, h) in packet[rtp::RTP_HEADER_LEN..].iter_mut().zip(heard.iter()) {
+                *b = p.law.encode_sample(*h);
             }
             p.sent_any = true;
             p.seq = p.seq.wrapping_add(1);
@@ -302,5 +426,75 @@ mod tests {
         assert!(m.overflows(1) > 0);
         let buffered = m.parts[0].buffered.len();
         assert!(buffered <= MAX_BUFFERED, "{buffered}");
+    }
+
+    fn pcm_level(out: &[(u32, PcmFrame)], id: u32) -> Option<i32> {
+        out.iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, f)| f.iter().map(|&s| i32::from(s)).sum::<i32>() / FRAME_SAMPLES as i32)
+    }
+
+    #[test]
+    fn fed_participants_mix_with_rtp_ones_both_ways() {
+        let mut m = Mixer::new();
+        m.add(1, Law::Mulaw, 0, 1);
+        m.add_pcm(2);
+        m.add_pcm(3);
+        m.receive(1, &packet(Law::Mulaw, 0, 1000, 160));
+        assert!(m.receive_pcm(2, &[2000; 160]));
+        assert!(m.receive_pcm(3, &[4000; 160]));
+        // A fed participant takes no packets, an RTP one no samples.
+        assert!(!m.receive(2, &packet(Law::Mulaw, 0, 1000, 160)));
+        assert!(!m.receive_pcm(1, &[1; 160]));
+        let (mut out, mut pcm) = (Vec::new(), Vec::new());
+        m.tick_all(&mut out, &mut pcm);
+        assert_eq!(out.len(), 1);
+        assert!(heard(&out, 1, Law::Mulaw).is_some_and(|l| (l - 6000).abs() < 300));
+        // 1's μ-law 1000 decodes a little off; the fed samples are exact.
+        assert!(pcm_level(&pcm, 2).is_some_and(|l| (l - 5000).abs() < 60));
+        assert!(pcm_level(&pcm, 3).is_some_and(|l| (l - 3000).abs() < 60));
+    }
+
+    #[test]
+    fn music_replaces_the_mix_and_keeps_the_listener_out_of_it() {
+        let mut m = Mixer::new();
+        m.add_pcm(1);
+        m.add_pcm(2);
+        assert!(m.set_music(1, Some(Pcm8k::new(vec![700; 100]))));
+        assert!(m.has_music(1));
+        m.receive_pcm(1, &[3000; 160]);
+        m.receive_pcm(2, &[1000; 160]);
+        let (mut out, mut pcm) = (Vec::new(), Vec::new());
+        m.tick_all(&mut out, &mut pcm);
+        // 1 hears the looped music only; 2 does not hear 1.
+        assert_eq!(pcm_level(&pcm, 1), Some(700));
+        assert_eq!(pcm_level(&pcm, 2), Some(0));
+        m.set_music(1, None);
+        m.receive_pcm(1, &[3000; 160]);
+        m.receive_pcm(2, &[1000; 160]);
+        pcm.clear();
+        m.tick_all(&mut out, &mut pcm);
+        assert_eq!(pcm_level(&pcm, 1), Some(1000));
+        assert_eq!(pcm_level(&pcm, 2), Some(3000));
+    }
+
+    #[test]
+    fn an_overlay_plays_once_on_top_of_the_mix() {
+        let mut m = Mixer::new();
+        m.add_pcm(1);
+        m.add_pcm(2);
+        m.overlay_all(&Pcm8k::new(vec![500; 200]));
+        let (mut out, mut pcm) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            m.receive_pcm(2, &[1000; 160]);
+            m.tick_all(&mut out, &mut pcm);
+        }
+        let ones: Vec<i32> = pcm
+            .iter()
+            .filter(|(i, _)| *i == 1)
+            .map(|(_, f)| f.iter().map(|&s| i32::from(s)).sum::<i32>() / FRAME_SAMPLES as i32)
+            .collect();
+        // 160 samples of beep, then 40 of the second frame, then none.
+        assert_eq!(ones, vec![1500, 1000 + 500 * 40 / 160, 1000]);
     }
 }

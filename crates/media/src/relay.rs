@@ -142,7 +142,10 @@ use crate::dtmf::{
     DtmfSendStatus, DtmfSender, TelephoneEvent,
 };
 use crate::g711::Law;
-use crate::listen::{ListenError, ListenId, ListenStream, ListenTap, ListenTick, StreamFrame};
+use crate::listen::{
+    FeedId, FeedStream, LegFeed, ListenError, ListenId, ListenStream, ListenTap, ListenTick,
+    StreamFrame,
+};
 use crate::ports::{LivePair, RelaySocket, RtpSocketPair};
 use crate::record::{
     RecordError, RecordOptions, RecorderTap, Recording, RecordingId, RecordingSummary, TapState,
@@ -637,6 +640,14 @@ enum Control {
         id: PlaybackId,
         frames: mpsc::Receiver<StreamFrame>,
     },
+    StartFeed {
+        leg: Leg,
+        feed: Box<LegFeed>,
+    },
+    StopFeed {
+        leg: Leg,
+        id: FeedId,
+    },
     SetSrtp {
         leg: Leg,
         srtp: Option<Box<LegSrtp>>,
@@ -898,6 +909,7 @@ impl Bridge {
             dtmf_status: [dtmf_a_tx, dtmf_b_tx],
             recorder: None,
             listener: None,
+            feeds: [None, None],
             srtp: [None, None],
             ctrl: ControlInbox::new(ctrl_rx),
             rotate: 0,
@@ -1266,6 +1278,27 @@ impl BridgeHandle {
         self.send(Control::StopListen { id });
     }
 
+    /// Starts feeding `leg`'s decoded audio to a conference (see [`crate::listen::LegFeed`]),
+    /// replacing a feed of that leg. At most `queue` chunks (one per packet) wait.
+    pub fn start_feed(&self, leg: Leg, queue: usize) -> Result<FeedStream, ListenError> {
+        if self.is_stopped() {
+            return Err(ListenError::BridgeStopped);
+        }
+        let n = self.shared.recording_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let (feed, stream) = LegFeed::new(FeedId(n), queue);
+        self.post(Control::StartFeed {
+            leg,
+            feed: Box::new(feed),
+        })
+        .map_err(|_| ListenError::BridgeStopped)?;
+        Ok(stream)
+    }
+
+    /// Ends feed `id` of `leg` (its stream then ends).
+    pub fn stop_feed(&self, leg: Leg, id: FeedId) {
+        self.send(Control::StopFeed { leg, id });
+    }
+
     /// Plays a stream of 20 ms frames to `leg` (replacing what played there, as
     /// [`Self::play`]): each tick takes the next queued frame, silence when none is queued.
     /// The playback ends ([`PlaybackEnd::Finished`]) when the sender is dropped, or by
@@ -1580,6 +1613,8 @@ struct Relay {
     recorder: Option<RecorderTap>,
     /// The audio tap of a `listen` (boxed: the relay stays small without one).
     listener: Option<Box<ListenTap>>,
+    /// Per *from* leg: its audio decoded towards a conference (boxed, as the listener).
+    feeds: [Option<Box<LegFeed>>; 2],
     /// Per leg: its SRTP contexts when it speaks SRTP ([`BridgeHandle::set_srtp`]).
     srtp: [Option<Box<LegSrtp>>; 2],
     ctrl: ControlInbox<Control>,
@@ -1893,6 +1928,16 @@ impl Relay {
                     self.release_clock();
                 }
             }
+            Control::StartFeed { leg, feed } => {
+                tracing::debug!(?leg, id = %feed.id, "conference feed started");
+                self.feeds[leg.idx()] = Some(feed);
+            }
+            Control::StopFeed { leg, id } => {
+                if self.feeds[leg.idx()].as_ref().is_some_and(|f| f.id == id) {
+                    tracing::debug!(?leg, %id, "conference feed stopped");
+                    self.feeds[leg.idx()] = None;
+                }
+            }
             Control::PlayStream { id, frames } => self.start_player(
                 id,
                 Pcm8k::new(Vec::new()),
@@ -1989,6 +2034,9 @@ impl Relay {
             }
             if self.listener.is_some() {
                 self.listen_packet(from, pt, pkt);
+            }
+            if self.feeds[f].is_some() {
+                self.feed_packet(from, pt, pkt);
             }
         }
         if !self.relay_on[f] {
@@ -2319,6 +2367,23 @@ impl Relay {
         };
         if let Some(payload) = parse_header(pkt).and_then(|h| h.payload(pkt)) {
             tap.on_audio(from.idx(), law, payload);
+        }
+    }
+
+    /// Decodes an audio packet from `from` into its conference feed (dropped when the
+    /// conference has gone).
+    fn feed_packet(&mut self, from: Leg, pt: u8, pkt: &[u8]) {
+        let Some(law) = self.recv_law[from.idx()][pt as usize] else {
+            return;
+        };
+        let Some(feed) = self.feeds[from.idx()].as_mut() else {
+            return;
+        };
+        if let Some(payload) = parse_header(pkt).and_then(|h| h.payload(pkt)) {
+            if !feed.on_audio(law, payload) {
+                tracing::debug!(?from, id = %feed.id, "conference feed consumer gone");
+                self.feeds[from.idx()] = None;
+            }
         }
     }
 

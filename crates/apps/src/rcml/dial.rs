@@ -7,13 +7,17 @@
 //! s) rings, `timeLimit` caps the connected time, `callerId` is what the callee sees.
 //! `record` (`record-from-answer`, `record-from-ringing`, their `-dual` forms, `true`) records
 //! the call; the action then also gets `RecordingUrl` and `RecordingDuration`.
-//! `<Conference>` needs conferences, which hookflash does not have yet: refused.
+//! `<Conference>name</Conference>` puts the caller into the account's named conference (the
+//! `conference` verb): attributes `muted`, `beep` (`true`/`onEnter`: a beep when it joins;
+//! `false`/`onExit`: none), `startConferenceOnEnter` (default true), `endConferenceOnExit`,
+//! `maxParticipants` (1-50); `waitUrl` is not fetched (music on hold). The Dial's `action`
+//! is requested when the caller leaves the conference. `statusCallback` is not sent.
 
 use roxmltree::Node;
 
 use super::{action, attr, number, text, RcmlError};
 use crate::verbs::dial::{DialRecord, DialTarget};
-use crate::verbs::{Dial, Verb};
+use crate::verbs::{Conference, Dial, Verb};
 
 const DEFAULT_TIMEOUT: f64 = 30.0;
 
@@ -23,10 +27,7 @@ pub(super) fn dial(node: Node) -> Result<Verb, RcmlError> {
         let value = text(child);
         let name = child.tag_name().name();
         if name == "Conference" {
-            return Err(RcmlError::NotAvailable {
-                verb: "Dial",
-                reason: "<Conference> is not available: hookflash has no conferences yet".into(),
-            });
+            return conference(node, child);
         }
         if value.is_empty() {
             return Err(RcmlError::invalid("Dial", format!("<{name}> is empty")));
@@ -82,4 +83,65 @@ pub(super) fn dial(node: Node) -> Result<Verb, RcmlError> {
         transcribe: None,
         record,
     })))
+}
+
+/// A `true`/`false` attribute (default `default`).
+fn flag(node: Node, name: &str, default: bool) -> Result<bool, RcmlError> {
+    match attr(node, name).map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(RcmlError::invalid(
+            "Dial",
+            format!("<Conference {name}={other:?}> is not true or false"),
+        )),
+    }
+}
+
+/// `<Dial><Conference>`: the `conference` verb.
+fn conference(dial: Node, noun: Node) -> Result<Verb, RcmlError> {
+    let beep = match attr(noun, "beep").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("true") | Some("onenter") => true,
+        Some("false") | Some("onexit") => false,
+        Some(other) => {
+            return Err(RcmlError::invalid(
+                "Dial",
+                format!("<Conference beep={other:?}> is not true, false, onEnter or onExit"),
+            ))
+        }
+    };
+    let max_participants = match attr(noun, "maxParticipants") {
+        None => None,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=50).contains(&n) => Some(n),
+            _ => {
+                return Err(RcmlError::invalid(
+                    "Dial",
+                    format!("<Conference maxParticipants={v:?}> is not 1-50"),
+                ))
+            }
+        },
+    };
+    let c = Conference {
+        name: text(noun),
+        beep,
+        start_conference_on_enter: Some(flag(noun, "startConferenceOnEnter", true)?),
+        end_conference_on_exit: flag(noun, "endConferenceOnExit", false)?,
+        max_participants,
+        join_muted: flag(noun, "muted", false)?,
+        wait_hook: None,
+        status_hook: None,
+        status_events: Vec::new(),
+        action_hook: action("Dial", dial)?,
+        member_tag: None,
+        speak_only_to: None,
+        enter_hook: None,
+        end_hook: None,
+        record: None,
+        listen: None,
+        distribute_dtmf: None,
+        end_conference_duration: None,
+    };
+    crate::verbs::check_props(&c).map_err(|reason| RcmlError::invalid("Dial", reason))?;
+    Ok(Verb::Conference(Box::new(c)))
 }

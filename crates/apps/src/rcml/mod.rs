@@ -13,8 +13,9 @@
 //! | `Pause` (length) | `pause` |
 //! | `Gather` (action, method, timeout, finishOnKey, numDigits; nested Say/Play/Pause) | `gather` |
 //! | `Dial` (action, method, timeout, timeLimit, callerId, record; Number, Client, Sip) | `dial` |
+//! | `Dial` with `Conference` (muted, beep, startConferenceOnEnter, endConferenceOnExit, maxParticipants) | `conference` |
 //! | `Record` (action, method, maxLength, finishOnKey, timeout, playBeep) | `record` |
-//! | `Sms`, `<Dial><Conference>`, `<Record transcribe>` | refused: not available yet |
+//! | `Sms`, `<Record transcribe>` | refused: not available yet |
 //! | `Redirect` (method) | `redirect` |
 //! | `Hangup` | `hangup` |
 //! | `Reject` (reason busy / rejected) | `sip:decline` 486 / 603 |

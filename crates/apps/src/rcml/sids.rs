@@ -17,6 +17,16 @@ pub fn recording_sid(recording_id: &str) -> String {
     format!("RE{}", compact(recording_id))
 }
 
+/// `CF` + the conference id's hex digits.
+pub fn conference_sid(conference_id: &str) -> String {
+    format!("CF{}", compact(conference_id))
+}
+
+/// The conference id a `CF...` sid names (None: not a conference sid).
+pub fn conference_id(sid: &str) -> Option<String> {
+    expand(sid.strip_prefix("CF")?)
+}
+
 /// The recording id an `RE...` sid names (None: not a recording sid).
 pub fn recording_id(sid: &str) -> Option<String> {
     expand(sid.strip_prefix("RE")?)
@@ -64,6 +74,8 @@ mod tests {
         assert_eq!(sid.len(), 34);
         assert_eq!(leg_id(&sid).as_deref(), Some(id));
         assert_eq!(account_id(&account_sid(id)).as_deref(), Some(id));
+        assert_eq!(conference_id(&conference_sid(id)).as_deref(), Some(id));
+        assert_eq!(conference_id(&sid), None);
         // Upper-case hex names the same id.
         let upper = format!("CA{}", sid[2..].to_uppercase());
         assert_eq!(leg_id(&upper).as_deref(), Some(id));

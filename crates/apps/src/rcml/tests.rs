@@ -149,10 +149,18 @@ fn bad_documents_are_errors_of_the_whole_document() {
             "{bad}"
         );
     }
-    assert!(matches!(
-        err("<Response><Dial><Conference>room</Conference></Dial></Response>"),
-        RcmlError::NotAvailable { verb: "Dial", .. }
-    ));
+    for bad in [
+        "<Response><Dial><Conference>bad room</Conference></Dial></Response>",
+        "<Response><Dial><Conference></Conference></Dial></Response>",
+        r#"<Response><Dial><Conference beep="loud">r</Conference></Dial></Response>"#,
+        r#"<Response><Dial><Conference muted="yes">r</Conference></Dial></Response>"#,
+        r#"<Response><Dial><Conference maxParticipants="0">r</Conference></Dial></Response>"#,
+    ] {
+        assert!(
+            matches!(parse(bad), Err(RcmlError::Invalid { .. })),
+            "{bad}"
+        );
+    }
     assert!(matches!(
         err("<Response><Gather><Say>a</Say><Play>http://h/a.wav</Play></Gather></Response>"),
         RcmlError::NotAvailable { .. }
@@ -229,4 +237,28 @@ fn record_and_dial_record() {
             None
         ]
     );
+}
+
+#[test]
+fn dial_conference_is_the_conference_verb() {
+    let v = verbs(
+        r#"<Response><Dial action="/after" method="GET"><Conference muted="true" beep="false" startConferenceOnEnter="false" endConferenceOnExit="true" maxParticipants="7">room-1</Conference></Dial></Response>"#,
+    );
+    let [Verb::Conference(c)] = v.as_slice() else {
+        panic!("{v:?}");
+    };
+    assert_eq!(c.name, "room-1");
+    assert!(c.join_muted && !c.beep && c.end_conference_on_exit);
+    assert_eq!(c.start_conference_on_enter, Some(false));
+    assert_eq!(c.max_participants, Some(7));
+    assert_eq!(
+        c.action_hook.as_ref().map(|h| h.url.as_str()),
+        Some("/after")
+    );
+    // Defaults: beep on, starts the conference, not muted.
+    let v = verbs("<Response><Dial><Conference>r</Conference></Dial></Response>");
+    let [Verb::Conference(c)] = v.as_slice() else {
+        panic!("{v:?}");
+    };
+    assert!(c.beep && !c.join_muted && c.start_conference_on_enter == Some(true));
 }

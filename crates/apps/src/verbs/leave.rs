@@ -1,11 +1,14 @@
-//! `leave`: leaves a queue or conference. Neither runs yet, so for now it ends the
-//! application's list (and the call is hung up as at any end of the list).
+//! `leave`: leaves the conference the caller is in (a redirected application's first verb,
+//! for example), and the application goes on with the next verb. In no conference (queues do
+//! not run yet) there is nothing to leave: the application goes on too.
 
 use serde::Deserialize;
 
 use super::Props;
+use crate::control::ControlError;
 use crate::error::AppError;
-use crate::exec::{Ending, Exec, Flow};
+use crate::exec::{Exec, Flow};
+use tracing::debug;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Leave {}
@@ -13,7 +16,17 @@ pub struct Leave {}
 impl Props for Leave {}
 
 impl Leave {
-    pub(crate) async fn exec(&self, _x: &mut Exec) -> Result<Flow, AppError> {
-        Ok(Flow::End(Ending::Leave))
+    pub(crate) async fn exec(&self, x: &mut Exec) -> Result<Flow, AppError> {
+        match x.ctl.conference_leave(&x.call).await {
+            Ok(()) => Ok(Flow::Next),
+            Err(ControlError::Gone) => Err(ControlError::Gone.into()),
+            Err(
+                e
+                @ (ControlError::WrongState(_) | ControlError::Audio(_) | ControlError::Failed(_)),
+            ) => {
+                debug!(call_id = %x.call.call_id, error = %e, "leave: in no conference");
+                Ok(Flow::Next)
+            }
+        }
     }
 }

@@ -14,6 +14,7 @@ use crate::exec::{Exec, Flow};
 
 pub mod answer;
 pub mod common;
+pub mod conference;
 pub mod config;
 pub mod decline;
 pub mod dial;
@@ -32,6 +33,7 @@ pub mod tag;
 pub mod unsupported;
 
 pub use answer::Answer;
+pub use conference::Conference;
 pub use config::Config;
 pub use decline::Decline;
 pub use dial::Dial;
@@ -69,6 +71,7 @@ pub enum Verb {
     Listen(Box<Listen>),
     /// RCML `<Record>` (not a jambonz verb).
     Record(Box<Record>),
+    Conference(Box<Conference>),
     /// A jambonz verb this server does not run yet (reported and skipped).
     NotYet(NotYet),
 }
@@ -87,6 +90,11 @@ pub(crate) trait Props: DeserializeOwned {
     fn check(&self) -> Result<(), String> {
         Ok(())
     }
+}
+
+/// Checks a verb built elsewhere (RCML) as its JSON form is checked.
+pub(crate) fn check_props<T: Props>(t: &T) -> Result<(), String> {
+    t.check()
 }
 
 pub(crate) fn props<T: Props>(verb: &str, data: Map<String, Value>) -> Result<T, VerbError> {
@@ -116,6 +124,7 @@ impl Verb {
             Verb::Redirect(_) => "redirect",
             Verb::Listen(_) => "listen",
             Verb::Record(_) => "record",
+            Verb::Conference(_) => "conference",
             Verb::NotYet(n) => &n.name,
         }
     }
@@ -169,6 +178,7 @@ impl Verb {
             "leave" => Verb::Leave(props(name, data)?),
             "redirect" => Verb::Redirect(props(name, data)?),
             "listen" => Verb::Listen(Box::new(props(name, data)?)),
+            "conference" => Verb::Conference(Box::new(props(name, data)?)),
             n if unsupported::NOT_YET.contains(&n) => Verb::NotYet(NotYet {
                 name: n.to_string(),
             }),
@@ -194,6 +204,7 @@ impl Verb {
             Verb::Redirect(v) => v.exec(x).await,
             Verb::Listen(v) => v.exec(x).await,
             Verb::Record(v) => v.exec(x).await,
+            Verb::Conference(v) => v.exec(x).await,
             Verb::NotYet(v) => v.exec(x).await,
         }
     }
@@ -217,6 +228,7 @@ fn is_known(name: &str) -> bool {
             | "leave"
             | "redirect"
             | "listen"
+            | "conference"
     ) || unsupported::NOT_YET.contains(&name)
 }
 

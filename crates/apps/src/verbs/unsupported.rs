@@ -8,7 +8,6 @@ use crate::exec::{Exec, Flow};
 /// The names (jambonz verb specifications).
 pub const NOT_YET: &[&str] = &[
     "alert",
-    "conference",
     "dequeue",
     "dialogflow",
     "dub",

@@ -67,7 +67,7 @@ fn shown(target: &str) -> String {
     t.split('@').next().unwrap_or(t).to_string()
 }
 
-pub(super) fn base_of(uri: &str) -> &str {
+pub(crate) fn base_of(uri: &str) -> &str {
     [
         "/call/2012-04-24",
         "/calls/2012-04-24",
@@ -497,8 +497,8 @@ fn parse_modify(f: &HashMap<String, String>) -> Result<Modify> {
     };
     if flag("MoveConnectedCallLeg")? == Some(true) {
         return Err(Api19Error::bad(
-            "MoveConnectedCallLeg needs conferences, which hookflash does not have yet; \
-             redirect one leg with Url instead",
+            "MoveConnectedCallLeg is not supported yet: move legs into conferences one at a \
+             time (Url with RCML <Dial><Conference>, or the native conference route)",
         ));
     }
     let url = f.get("Url").filter(|u| !u.trim().is_empty());

@@ -7,10 +7,12 @@
 //! account) or the API key as the user name with an empty password. AccountSid is `AC` + the
 //! account id's hex digits, CallSid `CA` + the leg id's (`hookflash_apps::rcml::sids`).
 //! `Recordings/{RecordingSid}(.wav)` serves the audio RCML `<Record>` reports as
-//! `RecordingUrl`. Conferences do not exist yet: their paths answer 404 with a message that says so.
+//! `RecordingUrl`. `Conferences` lists the account's running conferences and their calls
+//! (participant `Mute`), see `conferences.rs`.
 
 mod auth;
 mod calls;
+mod conferences;
 pub mod error;
 pub mod recordings;
 mod render;
@@ -63,14 +65,12 @@ impl Api19State {
     }
 }
 
-/// Conferences and their participants: not available yet (after authentication, so an
-/// outsider learns nothing).
+/// Paths under `Conference/` (singular) name nothing (after authentication, so an outsider
+/// learns nothing).
 async fn no_conferences(_acct: Api19Account, OriginalUri(uri): OriginalUri) -> Response {
-    Api19Error::NotFound(
-        "conferences are not available on hookflash yet (no conference exists)".into(),
-    )
-    .render(Format::of_path(uri.path()))
-    .into_response()
+    Api19Error::NotFound("no such resource: conferences are under Conferences/".into())
+        .render(Format::of_path(uri.path()))
+        .into_response()
 }
 
 pub fn router(shared: &AppState) -> Router {
@@ -106,12 +106,30 @@ pub fn router(shared: &AppState) -> Router {
                 &format!("{acc}/Recordings/{{recording_sid}}"),
                 get(recordings::audio),
             )
-            .route(&format!("{acc}/Conferences"), any(no_conferences))
-            .route(&format!("{acc}/Conferences.json"), any(no_conferences))
-            .route(&format!("{acc}/Conferences/{{*rest}}"), any(no_conferences))
             .route(
-                &format!("{acc}/Conferences.json/{{*rest}}"),
-                any(no_conferences),
+                &format!("{acc}/Conferences"),
+                get(conferences::list_conferences),
+            )
+            .route(
+                &format!("{acc}/Conferences.json"),
+                get(conferences::list_conferences),
+            )
+            // `{conference_sid}` and `{call_sid}` may end in `.json`.
+            .route(
+                &format!("{acc}/Conferences/{{conference_sid}}"),
+                get(conferences::get_conference),
+            )
+            .route(
+                &format!("{acc}/Conferences/{{conference_sid}}/Participants"),
+                get(conferences::list_participants),
+            )
+            .route(
+                &format!("{acc}/Conferences/{{conference_sid}}/Participants.json"),
+                get(conferences::list_participants),
+            )
+            .route(
+                &format!("{acc}/Conferences/{{conference_sid}}/Participants/{{call_sid}}"),
+                get(conferences::get_participant).post(conferences::modify_participant),
             )
             .route(&format!("{acc}/Conference/{{*rest}}"), any(no_conferences));
     }

@@ -203,6 +203,56 @@ pub fn page(format: Format, p: &Page) -> Response {
     }
 }
 
+/// One resource: JSON, or XML `<RestcommResponse><{tag}>...</{tag}></RestcommResponse>`.
+pub fn one<T: Serialize>(format: Format, tag: &str, r: &T) -> Response {
+    match format {
+        Format::Json => axum::Json(r).into_response(),
+        Format::Xml => {
+            let mut out = format!("<RestcommResponse><{tag}>");
+            xml_fields(&object(r), &[], &mut out);
+            out.push_str(&format!("</{tag}></RestcommResponse>"));
+            xml_response(out)
+        }
+    }
+}
+
+/// A list page (`page` serialises with its items under `list_tag` in snake case): JSON, or
+/// XML `<RestcommResponse><{list_tag} page=...><{item_tag}>...</{item_tag}>...`.
+pub fn resource<P: Serialize, T: Serialize>(
+    format: Format,
+    list_tag: &str,
+    item_tag: &str,
+    page: &P,
+    items: &[T],
+) -> Response {
+    match format {
+        Format::Json => axum::Json(page).into_response(),
+        Format::Xml => {
+            let attrs: String = object(page)
+                .iter()
+                .filter(|(_, v)| !v.is_array())
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => xml_escape(s),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    };
+                    format!(" {}=\"{v}\"", k.replace('_', ""))
+                })
+                .collect();
+            let mut body = String::new();
+            for item in items {
+                body.push_str(&format!("<{item_tag}>"));
+                xml_fields(&object(item), &[], &mut body);
+                body.push_str(&format!("</{item_tag}>"));
+            }
+            xml_response(format!(
+                "<RestcommResponse><{list_tag}{attrs}>{body}</{list_tag}></RestcommResponse>"
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -547,6 +547,10 @@ enum Action {
     Dtmf(String),
     /// `listen_status`: pause (true; `silence` too) or resume the call's listen stream.
     Listen(bool),
+    /// `conf_mute_status`: mute (true) or unmute the leg in its conference.
+    ConfMute(bool),
+    /// `conf_hold_status`: hold (true: hears music, heard by no one) or unhold it there.
+    ConfHold(bool),
     /// Only a whisper.
     Nothing,
 }
@@ -663,6 +667,16 @@ fn parse_update(req: &Map<String, Value>) -> Result<Update> {
             Some("mute") => Action::Mute(true),
             Some("unmute") => Action::Mute(false),
             _ => return Err(JambonzError::bad("invalid mute_status")),
+        },
+        Some("conf_mute_status") => match word(req, "conf_mute_status") {
+            Some("mute") => Action::ConfMute(true),
+            Some("unmute") => Action::ConfMute(false),
+            _ => return Err(JambonzError::bad("invalid conf_mute_status")),
+        },
+        Some("conf_hold_status") => match word(req, "conf_hold_status") {
+            Some("hold") => Action::ConfHold(true),
+            Some("unhold") => Action::ConfHold(false),
+            _ => return Err(JambonzError::bad("invalid conf_hold_status")),
         },
         Some("listen_status") => match word(req, "listen_status") {
             Some("pause" | "silence") => Action::Listen(true),
@@ -805,6 +819,16 @@ pub(crate) async fn update(
         Action::Listen(paused) => {
             engine
                 .app_listen_pause(account_id, &call.id, paused)
+                .await?;
+        }
+        Action::ConfMute(on) => {
+            engine
+                .conference_mute_call(account_id, &call.id, Some(&call_sid), on)
+                .await?;
+        }
+        Action::ConfHold(on) => {
+            engine
+                .conference_hold_call(account_id, &call.id, Some(&call_sid), on)
                 .await?;
         }
     }
@@ -958,5 +982,38 @@ mod tests {
         assert_eq!(h.basic_auth, Some(("u".into(), "p".into())));
         assert!(parse_hook("call_hook", &json!({"method": "POST"})).is_err());
         assert!(parse_hook("call_hook", &json!("wss://h/x")).is_err());
+    }
+
+    #[test]
+    fn conference_mute_and_hold_words() {
+        let a = |v| upd(v).map(|u| u.action);
+        assert_eq!(
+            a(json!({"conf_mute_status": "mute"})).ok(),
+            Some(Action::ConfMute(true))
+        );
+        assert_eq!(
+            a(json!({"conf_mute_status": "unmute"})).ok(),
+            Some(Action::ConfMute(false))
+        );
+        assert_eq!(
+            a(json!({"conf_hold_status": "hold"})).ok(),
+            Some(Action::ConfHold(true))
+        );
+        assert_eq!(
+            a(json!({"conf_hold_status": "unhold"})).ok(),
+            Some(Action::ConfHold(false))
+        );
+        assert_eq!(
+            msg(json!({"conf_mute_status": "loud"})),
+            "invalid conf_mute_status"
+        );
+        assert_eq!(
+            msg(json!({"conf_hold_status": 1})),
+            "invalid conf_hold_status"
+        );
+        assert_eq!(
+            msg(json!({"conf_hold_status": "hold", "conf_mute_status": "mute"})),
+            "multiple options are not allowed in updateCall"
+        );
     }
 }

@@ -16,6 +16,7 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, PartialSchema, ToSchema};
 
+use crate::native::conferences::ConferenceEventView;
 use crate::native::model::{CallEvent, Gap};
 
 /// Largest value of a sequence number (`u64`).
@@ -326,11 +327,12 @@ impl PartialSchema for StreamItemDoc {
         Schema::from(
             OneOfBuilder::new()
                 .item(Ref::from_schema_name("CallEvent"))
+                .item(Ref::from_schema_name("ConferenceEventView"))
                 .item(Ref::from_schema_name("Gap"))
                 .description(Some(
-                    "The `data` of each event: a CallEvent (`event:` its kind, `id:` its seq) \
-                     or, with `event: gap` and no `id`, a Gap. Comment lines (`:`) every 15 s \
-                     keep the connection open.",
+                    "The `data` of each event: a CallEvent or a ConferenceEventView \
+                     (`event:` its kind, `id:` its seq) or, with `event: gap` and no `id`, a \
+                     Gap. Comment lines (`:`) every 15 s keep the connection open.",
                 )),
         )
         .into()
@@ -345,6 +347,11 @@ impl ToSchema for StreamItemDoc {
     fn schemas(out: &mut Vec<(String, RefOr<Schema>)>) {
         out.push((CallEvent::name().into(), CallEvent::schema()));
         CallEvent::schemas(out);
+        out.push((
+            ConferenceEventView::name().into(),
+            ConferenceEventView::schema(),
+        ));
+        ConferenceEventView::schemas(out);
         out.push((Gap::name().into(), Gap::schema()));
         Gap::schemas(out);
     }

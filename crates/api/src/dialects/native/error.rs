@@ -122,6 +122,8 @@ pub(crate) fn wrong_state(state: WrongState) -> &'static str {
         WrongState::NotTransferring => "not transferring",
         WrongState::InBlindTransfer => "in a blind transfer",
         WrongState::AwaitingTarget => "waiting for the transfer target to answer",
+        WrongState::InConference => "in a conference",
+        WrongState::NotInConference => "not in a conference",
     }
 }
 

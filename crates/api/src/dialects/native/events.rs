@@ -11,7 +11,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::stream::{self, Stream};
-use hookflash_engine::{Engine, Event};
+use hookflash_engine::{BusEvent, Engine};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
@@ -19,6 +19,7 @@ use tracing::debug;
 use utoipa::IntoParams;
 
 use crate::native::auth::ApiAccount;
+use crate::native::conferences::ConferenceEventView;
 use crate::native::doc::StreamItemDoc;
 use crate::native::error::{ErrorBody, NativeError};
 use crate::native::model::{CallEvent, Gap};
@@ -38,14 +39,14 @@ fn after_param() -> utoipa::openapi::schema::Schema {
 }
 
 enum Item {
-    Event(Box<Event>),
+    Event(Box<BusEvent>),
     Gap(Gap),
 }
 
 struct StreamState {
     engine: Engine,
     account_id: String,
-    live: Receiver<Event>,
+    live: Receiver<BusEvent>,
     pending: VecDeque<Item>,
     /// The last sequence delivered (or resumed after).
     last: Option<u64>,
@@ -59,7 +60,7 @@ impl StreamState {
         if sub.gap {
             self.pending.push_back(Item::Gap(Gap {
                 after: after.unwrap_or(0),
-                resumes_at: sub.missed.first().map(|e| e.seq),
+                resumes_at: sub.missed.first().map(BusEvent::seq),
             }));
         }
         self.pending
@@ -71,12 +72,17 @@ impl StreamState {
 fn render(item: Item) -> SseEvent {
     match item {
         Item::Event(e) => {
-            let view = CallEvent::from(e.as_ref());
-            SseEvent::default()
-                .id(e.seq.to_string())
-                .event(crate::native::model::event_kind(e.kind))
-                .json_data(&view)
-                .unwrap_or_else(|_| SseEvent::default().comment("unserializable event"))
+            let sse = match e.as_ref() {
+                BusEvent::Call(e) => SseEvent::default()
+                    .id(e.seq.to_string())
+                    .event(crate::native::model::event_kind(e.kind))
+                    .json_data(CallEvent::from(e)),
+                BusEvent::Conference(e) => SseEvent::default()
+                    .id(e.seq.to_string())
+                    .event(crate::native::conferences::conference_event_kind(e.kind))
+                    .json_data(ConferenceEventView::from(e)),
+            };
+            sse.unwrap_or_else(|_| SseEvent::default().comment("unserializable event"))
         }
         Item::Gap(g) => SseEvent::default()
             .event("gap")
@@ -147,7 +153,7 @@ pub(crate) async fn event_stream(
     } else if first.gap {
         st.pending.push_back(Item::Gap(Gap {
             after: after.unwrap_or(0),
-            resumes_at: first.missed.first().map(|e| e.seq),
+            resumes_at: first.missed.first().map(BusEvent::seq),
         }));
     }
     st.pending
@@ -159,15 +165,15 @@ pub(crate) async fn event_stream(
             if let Some(item) = st.pending.pop_front() {
                 if let Item::Event(e) = &item {
                     // Never deliver a sequence twice (backlog and live may overlap on resume).
-                    if st.last.is_some_and(|l| e.seq <= l) {
+                    if st.last.is_some_and(|l| e.seq() <= l) {
                         continue;
                     }
-                    st.last = Some(e.seq);
+                    st.last = Some(e.seq());
                 }
                 return Some((Ok(render(item)), st));
             }
             match st.live.recv().await {
-                Ok(e) if e.account_id == st.account_id => {
+                Ok(e) if e.account_id() == st.account_id => {
                     st.pending.push_back(Item::Event(Box::new(e)))
                 }
                 Ok(_) => {}

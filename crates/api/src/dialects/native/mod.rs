@@ -125,6 +125,11 @@ pub fn router() -> OpenApiRouter<AppState> {
             conferences::update_participant,
             conferences::remove_participant
         ))
+        .routes(routes!(
+            conferences::join_conference,
+            conferences::update_conference_leg,
+            conferences::leave_conference
+        ))
         .routes(routes!(events::event_stream))
         .routes(routes!(applications::get_account))
         .routes(routes!(

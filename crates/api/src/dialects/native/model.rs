@@ -107,7 +107,7 @@ pub(crate) fn end_cause(c: EndCause) -> &'static str {
 }
 
 /// The words `word` gives the variants `all`, in order (an OpenAPI enum).
-fn words<T: Copy>(all: &[T], word: fn(T) -> &'static str) -> Vec<&'static str> {
+pub(crate) fn words<T: Copy>(all: &[T], word: fn(T) -> &'static str) -> Vec<&'static str> {
     all.iter().map(|v| word(*v)).collect()
 }
 

@@ -135,6 +135,8 @@ fn wrong_state(state: WrongState) -> &'static str {
         WrongState::NotTransferring => "not being transferred",
         WrongState::InBlindTransfer => "in a blind transfer",
         WrongState::AwaitingTarget => "waiting for the transfer target to answer",
+        WrongState::InConference => "in a conference",
+        WrongState::NotInConference => "not in a conference",
     }
 }
 

@@ -455,6 +455,10 @@ pub(crate) async fn start_recording(
         .subscribe(&call.account_id, Some(before))
         .missed
         .into_iter()
+        .filter_map(|e| match e {
+            hookflash_engine::BusEvent::Call(e) => Some(e),
+            hookflash_engine::BusEvent::Conference(_) => None,
+        })
         .find(|e| e.call_id == call.id && e.kind == hookflash_engine::EventKind::RecordingStarted)
         .and_then(|e| e.recording_id)
         .ok_or_else(|| RcError::Internal("The recording started but has no id".into()))?;

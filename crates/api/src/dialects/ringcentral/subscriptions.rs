@@ -711,7 +711,9 @@ pub fn spawn(engine: Engine, delivery: Delivery, registry: Arc<Registry>, stop: 
                 e = rx.recv() => e,
             };
             match event {
-                Ok(event) => {
+                // Telephony-session notifications are about calls; conferences have none yet.
+                Ok(hookflash_engine::BusEvent::Conference(_)) => {}
+                Ok(hookflash_engine::BusEvent::Call(event)) => {
                     dispatch(
                         &engine,
                         &delivery,

@@ -35,7 +35,7 @@ use hookflash_apps::{Delivery, Request, Runtime};
 use hookflash_engine::apps::AppCall;
 use hookflash_engine::inbound_hook::{InboundDecision, InboundHook, RingingUser};
 use hookflash_engine::{
-    CallDirection, CallInfo, EndCause, Engine, Event, EventKind, LegInfo, LegRole,
+    BusEvent, CallDirection, CallInfo, EndCause, Engine, Event, EventKind, LegInfo, LegRole,
 };
 use hookflash_store::{normalize::check_webhook_url, User};
 use tokio::sync::broadcast::error::RecvError;
@@ -193,14 +193,16 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    async fn run(mut self, mut live: tokio::sync::broadcast::Receiver<Event>) {
+    async fn run(mut self, mut live: tokio::sync::broadcast::Receiver<BusEvent>) {
         loop {
             let event = tokio::select! {
                 _ = self.stop.cancelled() => break,
                 e = live.recv() => e,
             };
             match event {
-                Ok(e) => self.on_event(e).await,
+                Ok(BusEvent::Call(e)) => self.on_event(e).await,
+                // sipgate's push API has no conference events.
+                Ok(BusEvent::Conference(_)) => {}
                 Err(RecvError::Lagged(n)) => {
                     warn!(
                         skipped = n,
