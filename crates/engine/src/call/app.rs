@@ -88,6 +88,36 @@ impl CallActor {
         Ok(body)
     }
 
+    /// The server answers the ringing caller itself (an application, voicemail, a reply):
+    /// 200 with `body` (our SDP from [`Self::server_answer_sdp`]), the caller's dialog becomes
+    /// side A's party and the call is connected. What side B is now is the caller's to say.
+    pub(super) fn accept_caller(
+        &mut self,
+        a: hookflash_sip::dialog::InviteLeg,
+        body: String,
+    ) -> Result<(), CommandError> {
+        a.accept(
+            Some(self.with_session_headers(Side::A, vec![content_type_sdp()])),
+            Some(body.into_bytes()),
+        )
+        .map_err(|e| CommandError::Failed {
+            status: 500,
+            reason: e.to_string(),
+        })?;
+        self.parties = [
+            Some(Party {
+                dialog: a,
+                call_id: self.a_call_id.clone(),
+            }),
+            None,
+        ];
+        self.core.connect(tokio::time::Instant::now());
+        self.answered_at = Some(now_ms());
+        self.a_leg.state = LegState::Answered;
+        self.b_leg.devices.clear();
+        Ok(())
+    }
+
     /// Answers the application's caller (`early`: 183 with SDP instead, the call keeps
     /// ringing). Answering an answered call is Ok.
     pub(super) fn app_answer(&mut self, early: bool) -> Result<(), CommandError> {
@@ -117,26 +147,8 @@ impl CallActor {
             info!("application call: early media");
             return Ok(());
         }
-        a.accept(
-            Some(self.with_session_headers(Side::A, vec![content_type_sdp()])),
-            Some(body.into_bytes()),
-        )
-        .map_err(|e| CommandError::Failed {
-            status: 500,
-            reason: e.to_string(),
-        })?;
-        self.parties = [
-            Some(Party {
-                dialog: a,
-                call_id: self.a_call_id.clone(),
-            }),
-            None,
-        ];
-        self.core.connect(tokio::time::Instant::now());
-        self.answered_at = Some(now_ms());
-        self.a_leg.state = LegState::Answered;
+        self.accept_caller(a, body)?;
         self.b_leg.state = LegState::Answered;
-        self.b_leg.devices.clear();
         self.apply_forwarding();
         let application = self.app.as_ref().map(|a| a.application_id.as_str());
         info!(application, "application call answered");

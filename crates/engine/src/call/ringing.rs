@@ -7,11 +7,10 @@ use hookflash_media::audio::Pcm8k;
 use hookflash_media::relay::{Leg, PlayOptions};
 use tracing::{debug, info};
 
-use super::{content_type_sdp, CallActor, CallCommand, Party, Phase, Side, TransferTarget};
+use super::{CallActor, CallCommand, Phase, Side, TransferTarget};
 use crate::control::{CallInfo, CommandError, LegState};
 use crate::events::{EventDetail, EventKind};
 use crate::model::{EndCause, WrongState};
-use crate::sip_glue::now_ms;
 
 /// What to do with a ringing call.
 #[derive(Debug)]
@@ -115,27 +114,9 @@ impl CallActor {
         }
         self.abandon_all_forks();
         let body = self.server_answer_sdp()?;
-        a.accept(
-            Some(self.with_session_headers(Side::A, vec![content_type_sdp()])),
-            Some(body.into_bytes()),
-        )
-        .map_err(|e| CommandError::Failed {
-            status: 500,
-            reason: e.to_string(),
-        })?;
-        self.parties = [
-            Some(Party {
-                dialog: a,
-                call_id: self.a_call_id.clone(),
-            }),
-            None,
-        ];
-        self.core.connect(tokio::time::Instant::now());
-        self.answered_at = Some(now_ms());
-        self.a_leg.state = LegState::Answered;
+        self.accept_caller(a, body)?;
         // The callee never answered: its leg is over.
         self.b_leg.state = LegState::Disconnected;
-        self.b_leg.devices.clear();
         self.replying = true;
         self.apply_forwarding();
         let seconds = message.duration().as_secs_f32();

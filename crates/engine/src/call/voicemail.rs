@@ -13,7 +13,7 @@ use hookflash_media::relay::{Leg, PlayOptions};
 use hookflash_store::VoicemailMessage;
 use tracing::{info, warn};
 
-use super::{content_type_sdp, CallActor, CallCommand, Party, Phase, Side};
+use super::{CallActor, CallCommand, Phase, Side};
 use crate::control::{CommandError, LegState};
 use crate::events::{EventDetail, EventKind};
 use crate::model::EndCause;
@@ -79,25 +79,10 @@ impl CallActor {
         self.abandon_all_forks();
         let greeting = self.greeting(&user_id).await;
         let body = self.server_answer_sdp()?;
-        a.accept(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
-            .map_err(|e| CommandError::Failed {
-                status: 500,
-                reason: e.to_string(),
-            })?;
-        self.parties = [
-            Some(Party {
-                dialog: a,
-                call_id: self.a_call_id.clone(),
-            }),
-            None,
-        ];
-        self.core.connect(tokio::time::Instant::now());
-        self.answered_at = Some(now_ms());
-        self.a_leg.state = LegState::Answered;
+        self.accept_caller(a, body)?;
         self.b_leg.state = LegState::Answered;
         self.b_leg.number = "voicemail".into();
         self.b_leg.voicemail = true;
-        self.b_leg.devices.clear();
         self.voicemail = Some(VoicemailSession {
             user_id,
             message: None,
