@@ -5,6 +5,7 @@ mod log_limit;
 
 /// mimalloc instead of glibc malloc: many short calls allocate and free a lot of small
 /// objects on several threads; mimalloc keeps RSS lower and flatter under that churn.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
