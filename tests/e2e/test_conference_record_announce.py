@@ -203,3 +203,29 @@ def test_rcml_conference_record_from_start_records_the_mix(
     with open(path, "wb") as f:
         f.write(api.req("GET", "/recordings/%s/audio" % done[0]["id"], 200).content)
     hears(path, [F_A, F_B], [F_C], 0.8, 2.8, "the RCML conference recording")
+
+
+@pytest.mark.timeout(150)
+def test_a_conference_recording_survives_kill_9_and_is_repaired(
+        server_factory, phones, tones, artifacts):
+    """As call recordings: the row is stored before the file, so a recording a SIGKILL cut is
+    repaired at the next start, listed `repaired`, and its WAV (header fixed) holds the mix."""
+    room = "crash-room"
+    server, api, ph, ids = _three_in_a_room(server_factory, phones, tones, room)
+    r = api.req("POST", "/conferences/%s/recording" % room, 201).json()
+    time.sleep(3.0)
+    server.kill()   # SIGKILL: no shutdown, the WAV header lags behind its data
+    server.start()  # repairs unfinished recordings before it serves
+    api = Native(server)
+    meta = api.req("GET", "/recordings/" + r["id"], 200).json()
+    assert meta["state"] == "repaired" and meta["call_id"] == r["call_id"], meta
+    data = api.req("GET", "/recordings/%s/audio" % r["id"], 200).content
+    assert len(data) == meta["bytes"], meta
+    path = os.path.join(artifacts, "crash-repaired.wav")
+    with open(path, "wb") as f:
+        f.write(data)
+    info = audio.read_wav_channels(path)
+    assert info.header_consistent and 1.0 <= info.duration <= 4.5, info
+    hears(path, [F_A, F_B, F_C], [], 0.3, info.duration - 0.3, "the repaired recording")
+    for p in ph.values():
+        p.hangup()
