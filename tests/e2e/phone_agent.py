@@ -18,6 +18,9 @@ Commands (``{"cmd": NAME, "id": N, ...}``):
   call {uri}                      -> ack.result = {"call": idx}
   answer {code, call?}            (200, 180, 486, ...)
   auto_answer {code, delay_ms}    (code 0 disables; 180 is sent meanwhile)
+  intercom {enabled}              (the phones' "auto-answer intercom calls" setting: an
+                                   INVITE carrying an auto-answer header, see
+                                   auto_answer_header(), is answered 200 at once)
   hangup {code?, call?}
   hold {call?} / unhold {call?}
   play {wav, loop?} / stop_play
@@ -66,6 +69,40 @@ def header_value(msg, *names):
             k, v = line.split(":", 1)
             if k.strip().lower() in wanted:
                 return v.strip()
+    return ""
+
+
+def header_values(msg, *names):
+    """Every value of a header (long or compact name) in a raw SIP message."""
+    wanted = {n.lower() for n in names}
+    out = []
+    for line in msg.split("\r\n")[1:]:
+        if not line:
+            break
+        if ":" in line:
+            k, v = line.split(":", 1)
+            if k.strip().lower() in wanted:
+                out.append(v.strip())
+    return out
+
+
+def auto_answer_header(msg):
+    """The auto-answer (intercom) request a server put in an INVITE, as desk phones read it:
+    `Call-Info: <uri>;answer-after=N` (BroadSoft; Polycom, Grandstream, Gigaset, snom),
+    `Alert-Info: <uri>;info=alert-autoanswer` or `Alert-Info: ...Auto Answer` /
+    `answer-after=0` / `intercom` (Yealink, snom, Aastra, Gigaset), and `Answer-Mode: Auto`
+    (RFC 5373). Returns the header line that asked, or ""."""
+    for v in header_values(msg, "Call-Info"):
+        if "answer-after=" in v.replace(" ", "").lower():
+            return "Call-Info: " + v
+    for v in header_values(msg, "Alert-Info"):
+        low = v.replace(" ", "").lower()
+        if any(k in low for k in ("info=alert-autoanswer", "autoanswer", "answer-after=",
+                                  "intercom")):
+            return "Alert-Info: " + v
+    for v in header_values(msg, "Answer-Mode"):
+        if v.split(";")[0].strip().lower() == "auto":
+            return "Answer-Mode: " + v
     return ""
 
 
@@ -201,8 +238,11 @@ class PhoneAccount(pj.Account):
             call_id=header_value(msg, "Call-ID", "i"),
             src=prm.rdata.srcAddress,
             has_sdp=("\r\n\r\nv=0" in msg),
+            auto_answer_header=auto_answer_header(msg),
         )
-        if agent.auto_code:
+        if agent.intercom and auto_answer_header(msg):
+            agent.answer(call, 200)
+        elif agent.auto_code:
             if agent.auto_code == 200 and agent.auto_delay_ms > 0:
                 agent.answer(call, 180)
             if agent.auto_delay_ms > 0:
@@ -233,6 +273,7 @@ class Agent:
         self.recorder = None
         self.auto_code = 0
         self.auto_delay_ms = 0
+        self.intercom = False
         self.running = True
 
         self.ep = pj.Endpoint()
@@ -409,6 +450,9 @@ class Agent:
     def cmd_auto_answer(self, a):
         self.auto_code = int(a.get("code", 200))
         self.auto_delay_ms = int(a.get("delay_ms", 0))
+
+    def cmd_intercom(self, a):
+        self.intercom = bool(a.get("enabled", True))
 
     def cmd_hangup(self, a):
         prm = pj.CallOpParam(True)

@@ -216,6 +216,12 @@ class Phone:
     def auto_answer(self, code=200, delay_ms=0):
         return self.cmd("auto_answer", code=code, delay_ms=delay_ms)
 
+    def intercom(self, enabled=True):
+        """The phone's auto-answer setting for intercom calls: an INVITE carrying an
+        auto-answer header (Call-Info answer-after, Alert-Info alert-autoanswer, Answer-Mode
+        Auto) is answered at once; other calls ring as usual."""
+        return self.cmd("intercom", enabled=enabled)
+
     def hangup(self, call=None, code=None):
         return self.cmd("hangup", call=call, code=code)
 

@@ -119,6 +119,9 @@ fn routes() -> Vec<(Method, &'static str)> {
             Method::DELETE,
             "/api/v1/conferences/{name}/participants/{participant_id}",
         ),
+        (Method::POST, "/api/v1/conferences/{name}/recording"),
+        (Method::DELETE, "/api/v1/conferences/{name}/recording"),
+        (Method::POST, "/api/v1/conferences/{name}/announcements"),
         (Method::GET, "/api/v1/openapi.json"),
     ]
 }

@@ -150,6 +150,8 @@ pub struct ConferenceJoin {
     pub end_on_exit: bool,
     pub start_on_enter: bool,
     pub max_participants: Option<usize>,
+    /// Record the conference's mix from this join on (started unless it runs already).
+    pub record: bool,
 }
 
 /// What happened in the conference, as the leg's status hook reports it.

@@ -8,7 +8,7 @@ use hookflash_engine::RecordAction;
 use hookflash_engine::{apps::PlaybackEnd, Engine};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use hookflash_media::relay::Leg;
 
@@ -452,6 +452,24 @@ impl CallControl for EngineControl {
             )
             .await
             .map_err(control_error)?;
+        if join.record {
+            // RCML record="record-from-start": the mix is recorded (once per conference).
+            match self
+                .engine
+                .conference_record(&call.account_id, &join.name, true)
+                .await
+            {
+                Ok(r) => {
+                    info!(conference = %join.name, recording = %r.id, "conference recording started on join")
+                }
+                Err(hookflash_engine::CommandError::WrongState { .. }) => {
+                    debug!(conference = %join.name, "the conference is being recorded already")
+                }
+                Err(e) => {
+                    warn!(conference = %join.name, error = %e, "cannot record the conference")
+                }
+            }
+        }
         let mut events = m.events;
         let (tx, notes) = mpsc::channel(CONFERENCE_NOTES);
         tokio::spawn(async move {

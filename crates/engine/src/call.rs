@@ -279,6 +279,7 @@ mod reoffer;
 mod replaces;
 pub use replaces::HandOff;
 mod ringing;
+pub(crate) use ringing::device_target;
 pub use ringing::RingingAction;
 mod transfer;
 mod voicemail;
@@ -908,6 +909,7 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         bye_headers: Vec::new(),
         replying: false,
         conf_legs: [None, None],
+        auto_answer: None,
     };
     (actor, cmd_rx)
 }
@@ -1301,10 +1303,17 @@ struct CallActor {
     replying: bool,
     /// Per side (A, B): the conference its audio goes to, if any (`conf_leg.rs`).
     conf_legs: [Option<conf_leg::ConfLeg>; 2],
+    /// A ringing device asked to answer by itself (`RingingAction::AnswerOn`, ringing.rs).
+    auto_answer: Option<ringing::AutoAnswer>,
 }
 
 impl CallActor {
     fn send_forks(&mut self, targets: &[ForkTarget]) {
+        self.send_forks_with(targets, &[]);
+    }
+
+    /// `send_forks` with `extra` headers in each INVITE (an auto-answer request).
+    fn send_forks_with(&mut self, targets: &[ForkTarget], extra: &[Header]) {
         let b_local = self.bridge.local_addr(Leg::B);
         let offer = sdp::build_offer(
             b_local,
@@ -1319,9 +1328,14 @@ impl CallActor {
             .unwrap_or_else(|| self.caller_number.clone());
         let caller_name = self.caller_name.clone();
         let first = self.forks.len();
-        let sent = self.invite_targets(targets, &caller_number, caller_name, &offer, |i| {
-            ForkKey::Callee(first + i)
-        });
+        let sent = self.invite_targets_with(
+            targets,
+            &caller_number,
+            caller_name,
+            &offer,
+            |i| ForkKey::Callee(first + i),
+            extra,
+        );
         for (i, dialog, request_uri) in sent {
             self.forks.push(Fork {
                 key: ForkKey::Callee(first + i),
@@ -1345,6 +1359,19 @@ impl CallActor {
         caller_name: Option<String>,
         offer: &str,
         key: impl Fn(usize) -> ForkKey,
+    ) -> Vec<(usize, InviteLeg, String)> {
+        self.invite_targets_with(targets, caller_number, caller_name, offer, key, &[])
+    }
+
+    /// `invite_targets` with `extra` headers in each INVITE.
+    fn invite_targets_with(
+        &mut self,
+        targets: &[ForkTarget],
+        caller_number: &str,
+        caller_name: Option<String>,
+        offer: &str,
+        key: impl Fn(usize) -> ForkKey,
+        extra: &[Header],
     ) -> Vec<(usize, InviteLeg, String)> {
         let mut sent = Vec::new();
         let host = &self.engine.inner.cfg.advertised_host;
@@ -1382,7 +1409,10 @@ impl CallActor {
                             Header::Other("Supported".into(), "timer".into()),
                         ]
                     })
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(extra.iter().cloned())
+                    .collect(),
                 credential: target.credential.as_ref().map(|(u, p)| Credential {
                     username: u.clone(),
                     password: p.clone(),
@@ -1777,6 +1807,7 @@ impl CallActor {
             }
             return;
         }
+        self.auto_answer_failed(index);
         self.refresh_devices();
         if self.core.phase() == Phase::Ringing
             && self.winner.is_none()

@@ -16,8 +16,10 @@
 //! Every start, join, leave and end is an event on the account's bus
 //! ([`crate::events::ConferenceEvent`]) and goes to the watchers of the legs brought in.
 //!
+//! Recording of the mix and announcements (to all, to one) live in `conference_media.rs`.
+//!
 //! Not yet here (issue 14): moving legs between calls, the two-party fast path switching into
-//! the mixer, supervision modes, queues, recording, announcements into a conference.
+//! the mixer, supervision modes, queues.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,6 +47,9 @@ use crate::routing::Origin;
 use crate::sip_glue::now_ms;
 use crate::Engine;
 use hookflash_media::audio::Pcm8k;
+
+#[path = "conference_media.rs"]
+mod media_ops;
 
 /// Conference events queued towards one joined leg's watcher before more are dropped.
 pub const WATCH_QUEUE: usize = 32;
@@ -153,6 +158,17 @@ enum Command {
         reply: oneshot::Sender<Result<(), CommandError>>,
     },
     Info(oneshot::Sender<ConferenceInfo>),
+    /// Start/stop recording the mix (`conference_media.rs`); answers the recording's id.
+    Record {
+        on: bool,
+        reply: oneshot::Sender<Result<String, CommandError>>,
+    },
+    /// An announcement (`conference_media.rs`); answers its length in seconds.
+    Announce {
+        audience: media_ops::Audience,
+        clip: Pcm8k,
+        reply: oneshot::Sender<Result<f32, CommandError>>,
+    },
 }
 
 /// A participant named by its id, or by the call leg it is.
@@ -225,6 +241,8 @@ struct ConferenceActor {
     departed: Vec<mpsc::Sender<ConferenceEvent>>,
     /// Played to everybody when a participant with `beep` joins.
     beep: Pcm8k,
+    /// The mix is being recorded (`conference_media.rs`).
+    recording: Option<media_ops::ConfRecording>,
 }
 
 impl ConferenceEntry {
@@ -576,6 +594,7 @@ impl Engine {
             ending: false,
             departed: Vec::new(),
             beep: Pcm8k::tone(BEEP_HZ, std::time::Duration::from_millis(150), 0.25),
+            recording: None,
         };
         info!(conference = %name, account = %account_id, "conference created");
         self.inner.metrics.conferences_active.inc();
@@ -620,6 +639,7 @@ impl ConferenceActor {
                 release(&p.dialog, p.media_id.is_some());
             }
         }
+        self.stop_recording_at_end().await;
         if self.started {
             self.publish(ConferenceEventKind::Ended, None, None);
         }
@@ -699,6 +719,16 @@ impl ConferenceActor {
         match cmd {
             Command::Info(reply) => {
                 let _ = reply.send(self.info());
+            }
+            Command::Record { on, reply } => {
+                let _ = reply.send(self.record(on).await);
+            }
+            Command::Announce {
+                audience,
+                clip,
+                reply,
+            } => {
+                let _ = reply.send(self.announce(audience, clip));
             }
             Command::Dial {
                 target,

@@ -627,6 +627,42 @@ impl Engine {
             .await
     }
 
+    /// Answers a ringing call on one of the callee's registered phones (`contact`, a
+    /// registration of `user_id`): the phone is rung again with an auto-answer (intercom)
+    /// INVITE; when it answers, the caller is connected to it and the other devices stop.
+    /// A phone that does not answer by itself rings on the ordinary way. RingCentral's
+    /// `answer {deviceId}`.
+    pub async fn answer_on_device(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        user_id: &str,
+        contact: &str,
+    ) -> Result<CallInfo, CommandError> {
+        self.call(account_id, call_id)?;
+        let regs = self
+            .inner
+            .store
+            .registrations(user_id, crate::sip_glue::now_unix())
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "registrations unavailable");
+                CommandError::Failed {
+                    status: 500,
+                    reason: "registrations unavailable".into(),
+                }
+            })?;
+        let device = regs
+            .iter()
+            .find(|r| r.contact == contact)
+            .and_then(crate::call::device_target)
+            .ok_or_else(|| {
+                CommandError::Invalid(format!("'{contact}' is not a registered phone"))
+            })?;
+        self.ringing_action(account_id, call_id, RingingAction::AnswerOn(device))
+            .await
+    }
+
     async fn ringing_action(
         &self,
         account_id: &str,

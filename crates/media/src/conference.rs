@@ -11,6 +11,11 @@
 //! we send back on the leg's own RTP stream (a streamed player: same SSRC, continuing
 //! sequence numbers and timestamps). When the feed ends (the call's bridge stopped, or the
 //! call took its leg back) the participant is gone: [`ConferenceMedia::gone`] says so.
+//!
+//! A conference can be recorded ([`ConferenceMedia::start_recording`]): the mixer's tap of the
+//! full mix feeds the call recordings' writer (`record.rs`: same format, same incremental
+//! header, repaired after a crash the same way), the mix on both channels. Announcements go
+//! into the mix for everybody ([`ConferenceMedia::announce`]) or to one participant.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +32,8 @@ use crate::g711::Law;
 use crate::listen::{FeedStream, StreamFrame};
 use crate::mixer::{Mixer, PcmFrame};
 use crate::ports::RtpSocketPair;
+use crate::record::{self, RecordError, RecordOptions, RecorderTap, RecordingId, TapState};
+use crate::RecordingSummary;
 
 /// Counters of one conference's media (for tests and `/metrics`).
 #[derive(Debug, Default)]
@@ -56,6 +63,10 @@ enum Command {
     },
     Music(u32, Option<Pcm8k>),
     Overlay(Pcm8k),
+    /// An announcement: into the mix (None), or to one participant.
+    Announce(Option<u32>, Pcm8k),
+    StartRecording(Box<RecorderTap>),
+    StopRecording,
     Remove(u32),
     Mute(u32, bool),
     Deaf(u32, bool),
@@ -78,6 +89,9 @@ pub struct ConferenceMedia {
     fed: HashMap<u32, tokio::task::JoinHandle<()>>,
     gone_tx: mpsc::UnboundedSender<u32>,
     gone_rx: mpsc::UnboundedReceiver<u32>,
+    /// The running recording of the mix.
+    recording: Option<record::Recording>,
+    recordings: u64,
 }
 
 impl ConferenceMedia {
@@ -95,7 +109,59 @@ impl ConferenceMedia {
             fed: HashMap::new(),
             gone_tx,
             gone_rx,
+            recording: None,
+            recordings: 0,
         }
+    }
+
+    /// Plays `clip` once into the mix: everybody hearing the mix hears it, and a recording
+    /// has it.
+    pub fn announce(&self, clip: Pcm8k) {
+        let _ = self.tx.send(Command::Announce(None, clip));
+    }
+
+    /// Plays `clip` once to participant `id` alone, on top of what it hears.
+    pub fn announce_to(&self, id: u32, clip: Pcm8k) {
+        let _ = self.tx.send(Command::Announce(Some(id), clip));
+    }
+
+    /// Starts recording the full mix into a new WAV at `path` (the call recordings' format
+    /// and writer, the mix on both channels).
+    pub async fn start_recording(
+        &mut self,
+        path: std::path::PathBuf,
+        opts: &RecordOptions,
+    ) -> Result<RecordingId, RecordError> {
+        if self.recording.is_some() {
+            return Err(RecordError::AlreadyRecording);
+        }
+        self.recordings += 1;
+        let (tap, rec) = record::start(RecordingId(self.recordings), path, opts).await?;
+        let id = rec.id;
+        if self
+            .tx
+            .send(Command::StartRecording(Box::new(tap)))
+            .is_err()
+        {
+            return Err(RecordError::BridgeStopped);
+        }
+        self.recording = Some(rec);
+        Ok(id)
+    }
+
+    /// Whether the mix is being recorded.
+    pub fn recording(&self) -> bool {
+        self.recording.is_some()
+    }
+
+    /// Stops the recording; answers when the file is complete (header fixed, synced).
+    pub async fn stop_recording(&mut self) -> Result<RecordingSummary, RecordError> {
+        let rec = self.recording.take().ok_or(RecordError::NotRecording)?;
+        let _ = self.tx.send(Command::StopRecording);
+        rec.done.await.map_err(|_| RecordError::Writer {
+            path: rec.path.clone(),
+            reason: "the writer ended without a result".into(),
+        })?
     }
 
     /// Adds a fed participant: `feed` is its leg's decoded audio, `play` the streamed
@@ -257,6 +323,7 @@ async fn mix(mut rx: mpsc::UnboundedReceiver<Command>, stats: Arc<ConferenceStat
     // A late frame is sent late, not skipped: the participants' clocks count frames.
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut out = Vec::new();
+    let mut rec: Option<Box<RecorderTap>> = None;
     loop {
         tokio::select! {
             cmd = rx.recv() => {
@@ -279,6 +346,20 @@ async fn mix(mut rx: mpsc::UnboundedReceiver<Command>, stats: Arc<ConferenceStat
                         mixer.set_music(id, music);
                     }
                     Command::Overlay(clip) => mixer.overlay_all(&clip),
+                    Command::Announce(None, clip) => mixer.announce(&clip),
+                    Command::Announce(Some(id), clip) => {
+                        mixer.overlay_one(id, &clip);
+                    }
+                    Command::StartRecording(tap) => {
+                        mixer.set_mix_tap(true);
+                        rec = Some(tap);
+                    }
+                    Command::StopRecording => {
+                        mixer.set_mix_tap(false);
+                        if let Some(tap) = rec.take() {
+                            tap.finish();
+                        }
+                    }
                     Command::Remove(id) => {
                         mixer.remove(id);
                         peers.remove(&id);
@@ -320,6 +401,16 @@ async fn mix(mut rx: mpsc::UnboundedReceiver<Command>, stats: Arc<ConferenceStat
                 out.clear();
                 pcm_out.clear();
                 mixer.tick_all(&mut out, &mut pcm_out);
+                if let Some(tap) = rec.as_mut() {
+                    if let Some(frame) = mixer.mix_frame() {
+                        tap.on_pcm_both(frame);
+                    }
+                    if tap.tick() == TapState::WriterGone {
+                        warn!("the conference recording's writer is gone");
+                        mixer.set_mix_tap(false);
+                        rec = None;
+                    }
+                }
                 for (id, frame) in &pcm_out {
                     let Some(slot) = fed.get_mut(id) else { continue };
                     let Some(play) = slot.as_ref() else { continue };

@@ -15,8 +15,14 @@
 //! 8 kHz samples ([`Mixer::receive_pcm`], the `pcm` output of [`Mixer::tick_all`]).
 //!
 //! Two clips can sit on a participant: *music* (it waits alone, or for a moderator) replaces
-//! what it hears and keeps it out of the mix; an *overlay* (a join beep) is added once to what
-//! it hears.
+//! what it hears and keeps it out of the mix; an *overlay* (a join beep, an announcement to
+//! it alone: [`Mixer::overlay_one`]) is added once to what it hears.
+//!
+//! Two extras sit on the mix itself, outside the per-participant rules: an *announcement*
+//! ([`Mixer::announce`]) is a source of its own, summed into the mix so every participant
+//! that hears the mix hears it (and the recording has it); the *mix tap*
+//! ([`Mixer::set_mix_tap`]) keeps each frame's full mix (every participant heard, plus the
+//! announcement) for the conference recording.
 
 use std::collections::VecDeque;
 
@@ -90,6 +96,10 @@ impl Clip {
 #[derive(Default)]
 pub struct Mixer {
     parts: Vec<Participant>,
+    /// An announcement into the mix (heard by all), played once.
+    announcement: Option<Clip>,
+    /// The last frame's full mix, while a recording wants it.
+    mix_tap: Option<PcmFrame>,
 }
 
 impl Mixer {
@@ -146,6 +156,56 @@ impl Mixer {
     pub fn overlay_all(&mut self, clip: &Pcm8k) {
         for p in &mut self.parts {
             p.overlay = Some(Clip::new(clip.clone()));
+        }
+    }
+
+    /// Plays `clip` once to participant `id` only, on top of what it hears (replacing a clip
+    /// still playing to it that way). False if there is no such participant.
+    pub fn overlay_one(&mut self, id: u32, clip: &Pcm8k) -> bool {
+        self.find(id)
+            .map(|p| p.overlay = Some(Clip::new(clip.clone())))
+            .is_some()
+    }
+
+    /// Plays `clip` once into the mix, as a source of its own: everybody hearing the mix hears
+    /// it, and so does the recording (replaces an announcement still playing).
+    pub fn announce(&mut self, clip: &Pcm8k) {
+        self.announcement = Some(Clip::new(clip.clone()));
+    }
+
+    /// Whether an announcement into the mix is still playing.
+    pub fn announcing(&self) -> bool {
+        self.announcement.is_some()
+    }
+
+    /// Keeps each frame's full mix for [`Self::mix_frame`] (a recording), or stops.
+    pub fn set_mix_tap(&mut self, on: bool) {
+        self.mix_tap = on.then_some([0; FRAME_SAMPLES]);
+    }
+
+    /// The last frame's full mix (every participant heard, plus the announcement), while the
+    /// tap is on.
+    pub fn mix_frame(&self) -> Option<&PcmFrame> {
+        self.mix_tap.as_ref()
+    }
+
+    /// Adds the announcement's next frame to `total` and keeps the result for the tap.
+    fn mix_extras(&mut self, total: &mut [i32; FRAME_SAMPLES]) {
+        if let Some(a) = self.announcement.as_mut() {
+            for t in total.iter_mut() {
+                match a.next(false) {
+                    Some(s) => *t += i32::from(s),
+                    None => {
+                        self.announcement = None;
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(tap) = self.mix_tap.as_mut() {
+            for (o, t) in tap.iter_mut().zip(total.iter()) {
+                *o = (*t).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+            }
         }
     }
 
@@ -262,6 +322,7 @@ impl Mixer {
             }
             own.push(Some(frame));
         }
+        self.mix_extras(&mut total);
         for (p, mine) in self.parts.iter_mut().zip(own) {
             if p.deaf {
                 continue;
@@ -496,5 +557,96 @@ mod tests {
             .collect();
         // 160 samples of beep, then 40 of the second frame, then none.
         assert_eq!(ones, vec![1500, 1000 + 500 * 40 / 160, 1000]);
+    }
+}
+
+/// The extras on the mix: announcements (to all, to one) and the recording's tap.
+#[cfg(test)]
+mod extras_tests {
+    use super::*;
+
+    fn send(m: &mut Mixer, id: u32, level: i16) {
+        let mut p = vec![0u8; rtp::RTP_HEADER_LEN + FRAME_SAMPLES];
+        rtp::write_header(&mut p, false, 0, 1, 0, 42);
+        for b in &mut p[rtp::RTP_HEADER_LEN..] {
+            *b = Law::Mulaw.encode_sample(level);
+        }
+        assert!(m.receive(id, &p));
+    }
+
+    fn level(out: &[(u32, Vec<u8>)], id: u32) -> i32 {
+        let (_, p) = out.iter().find(|(i, _)| *i == id).expect("a packet");
+        let payload = &p[rtp::RTP_HEADER_LEN..];
+        payload
+            .iter()
+            .map(|&b| i32::from(Law::Mulaw.decode_sample(b)))
+            .sum::<i32>()
+            / payload.len() as i32
+    }
+
+    fn near(got: i32, want: i32) -> bool {
+        (got - want).abs() <= want.abs() / 20 + 16
+    }
+
+    fn three() -> Mixer {
+        let mut m = Mixer::new();
+        for id in 1..=3 {
+            m.add(id, Law::Mulaw, 0, id * 100);
+        }
+        m
+    }
+
+    #[test]
+    fn the_tap_holds_everybody_and_only_while_on() {
+        let mut m = three();
+        assert!(m.mix_frame().is_none());
+        m.set_mix_tap(true);
+        send(&mut m, 1, 1000);
+        send(&mut m, 2, 2000);
+        send(&mut m, 3, 4000);
+        m.set_muted(3, true);
+        let mut out = Vec::new();
+        m.tick(&mut out);
+        let tap = m.mix_frame().expect("the tap is on");
+        let avg = tap.iter().map(|&s| i32::from(s)).sum::<i32>() / FRAME_SAMPLES as i32;
+        assert!(near(avg, 3000), "{avg}: the muted one is not in the mix");
+        m.set_mix_tap(false);
+        assert!(m.mix_frame().is_none());
+    }
+
+    #[test]
+    fn an_announcement_is_heard_by_all_and_recorded_then_ends() {
+        let mut m = three();
+        m.set_mix_tap(true);
+        let clip = Pcm8k::new(vec![1500; FRAME_SAMPLES * 2]);
+        m.announce(&clip);
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            out.clear();
+            m.tick(&mut out);
+            for id in 1..=3 {
+                assert!(near(level(&out, id), 1500), "{id}: {}", level(&out, id));
+            }
+            assert!(near(i32::from(m.mix_frame().expect("tap")[80]), 1500));
+        }
+        out.clear();
+        m.tick(&mut out);
+        assert!(!m.announcing());
+        for id in 1..=3 {
+            assert!(near(level(&out, id), 0), "{id}: silence after the clip");
+        }
+    }
+
+    #[test]
+    fn an_announcement_to_one_is_heard_by_it_alone() {
+        let mut m = three();
+        m.set_mix_tap(true);
+        assert!(m.overlay_one(2, &Pcm8k::new(vec![1500; FRAME_SAMPLES])));
+        assert!(!m.overlay_one(9, &Pcm8k::new(vec![1500; FRAME_SAMPLES])));
+        let mut out = Vec::new();
+        m.tick(&mut out);
+        assert!(near(level(&out, 2), 1500));
+        assert!(near(level(&out, 1), 0) && near(level(&out, 3), 0));
+        assert!(near(i32::from(m.mix_frame().expect("tap")[80]), 0));
     }
 }

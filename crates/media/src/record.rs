@@ -196,6 +196,26 @@ impl SampleRing {
         self.len += payload.len();
     }
 
+    /// Appends decoded samples; when full the oldest samples go.
+    fn push_pcm(&mut self, samples: &[i16]) {
+        let cap = self.buf.len();
+        let samples = &samples[samples.len().saturating_sub(cap)..];
+        let overflow = (self.len + samples.len()).saturating_sub(cap);
+        if overflow > 0 {
+            self.head = (self.head + overflow) % cap;
+            self.len -= overflow;
+        }
+        let mut tail = (self.head + self.len) % cap;
+        for s in samples {
+            self.buf[tail] = *s;
+            tail += 1;
+            if tail == cap {
+                tail = 0;
+            }
+        }
+        self.len += samples.len();
+    }
+
     /// Moves one frame into every other slot of `out` (`offset` 0 = left, 1 = right), if a whole
     /// frame is there; else leaves `out` (silence) alone.
     fn pop_frame(&mut self, out: &mut [i16; FRAME_LEN], offset: usize) {
@@ -263,6 +283,16 @@ impl RecorderTap {
     pub fn on_audio(&mut self, leg_idx: usize, law: Law, payload: &[u8]) {
         if !self.paused {
             self.rings[leg_idx].push_g711(law, payload);
+        }
+    }
+
+    /// Decoded audio for both channels (a conference's mix: one mixed recording in the
+    /// call recordings' format, the same on left and right).
+    pub fn on_pcm_both(&mut self, samples: &[i16]) {
+        if !self.paused {
+            for r in &mut self.rings {
+                r.push_pcm(samples);
+            }
         }
     }
 

@@ -10,8 +10,10 @@
 //! `<Conference>name</Conference>` puts the caller into the account's named conference (the
 //! `conference` verb): attributes `muted`, `beep` (`true`/`onEnter`: a beep when it joins;
 //! `false`/`onExit`: none), `startConferenceOnEnter` (default true), `endConferenceOnExit`,
-//! `maxParticipants` (1-50); `waitUrl` is not fetched (music on hold). The Dial's `action`
-//! is requested when the caller leaves the conference. `statusCallback` is not sent.
+//! `maxParticipants` (1-50), `record` (`record-from-start`: the conference's mix is recorded
+//! from this join on, one WAV listed with the account's recordings; `do-not-record`);
+//! `waitUrl` is not fetched (music on hold). The Dial's `action` is requested when the caller
+//! leaves the conference. `statusCallback` is not sent.
 
 use roxmltree::Node;
 
@@ -122,6 +124,16 @@ fn conference(dial: Node, noun: Node) -> Result<Verb, RcmlError> {
             }
         },
     };
+    let record_from_start = match attr(noun, "record").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("do-not-record") => false,
+        Some("record-from-start") => true,
+        Some(other) => {
+            return Err(RcmlError::invalid(
+                "Dial",
+                format!("<Conference record={other:?}> is not record-from-start or do-not-record"),
+            ))
+        }
+    };
     let c = Conference {
         name: text(noun),
         beep,
@@ -141,6 +153,7 @@ fn conference(dial: Node, noun: Node) -> Result<Verb, RcmlError> {
         listen: None,
         distribute_dtmf: None,
         end_conference_duration: None,
+        record_from_start,
     };
     crate::verbs::check_props(&c).map_err(|reason| RcmlError::invalid("Dial", reason))?;
     Ok(Verb::Conference(Box::new(c)))

@@ -261,4 +261,21 @@ fn dial_conference_is_the_conference_verb() {
         panic!("{v:?}");
     };
     assert!(c.beep && !c.join_muted && c.start_conference_on_enter == Some(true));
+    assert!(!c.record_from_start);
+    // record="record-from-start": the mix is recorded from the join on.
+    let v = verbs(
+        r#"<Response><Dial><Conference record="record-from-start">r</Conference></Dial></Response>"#,
+    );
+    let [Verb::Conference(c)] = v.as_slice() else {
+        panic!("{v:?}");
+    };
+    assert!(c.record_from_start);
+    let v = verbs(
+        r#"<Response><Dial><Conference record="do-not-record">r</Conference></Dial></Response>"#,
+    );
+    assert!(matches!(v.as_slice(), [Verb::Conference(c)] if !c.record_from_start));
+    assert!(matches!(
+        parse(r#"<Response><Dial><Conference record="sometimes">r</Conference></Dial></Response>"#),
+        Err(RcmlError::Invalid { .. })
+    ));
 }

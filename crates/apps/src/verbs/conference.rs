@@ -95,6 +95,10 @@ pub struct Conference {
     pub distribute_dtmf: Option<bool>,
     #[serde(default)]
     pub end_conference_duration: Option<f64>,
+    /// RCML `<Conference record="record-from-start">`: the conference's mix is recorded from
+    /// this join on (not a jambonz property; jambonz's `record` stays ignored).
+    #[serde(skip)]
+    pub record_from_start: bool,
 }
 
 impl Props for Conference {
@@ -150,6 +154,7 @@ impl Conference {
             end_on_exit: self.end_conference_on_exit,
             start_on_enter: self.start_conference_on_enter.unwrap_or(true),
             max_participants: self.max_participants.map(|m| m as usize),
+            record: self.record_from_start,
         }
     }
 
@@ -260,6 +265,7 @@ mod tests {
                 end_on_exit: true,
                 start_on_enter: false,
                 max_participants: Some(5),
+                record: false,
             }
         );
         assert_eq!(c.status_events.len(), 5);
@@ -270,6 +276,13 @@ mod tests {
             panic!("a bare conference verb is refused");
         };
         assert!(d.join_request().start_on_enter && !d.join_request().muted);
+        // jambonz's `record` is not the RCML record-from-start: not recorded.
+        assert!(!d.join_request().record);
+        let rcml = Conference {
+            record_from_start: true,
+            ..(*d).clone()
+        };
+        assert!(rcml.join_request().record);
         for bad in [
             json!({"verb": "conference"}),
             json!({"verb": "conference", "name": "bad name"}),

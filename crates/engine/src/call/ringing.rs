@@ -1,13 +1,21 @@
 //! Operations on a call that still rings (the callee has not answered): forward it to another
 //! destination, reject it (every device stops ringing; the caller hears busy), ignore it
-//! on one device (the others keep ringing), or reply to the caller with a message (the server
-//! answers it, plays the message, and ends the call).
+//! on one device (the others keep ringing), reply to the caller with a message (the server
+//! answers it, plays the message, and ends the call), or answer it on one device: that phone
+//! is rung again with an INVITE asking it to answer by itself (the intercom auto-answer
+//! headers desk phones honour); when it answers, the other devices stop as for any answer.
+//! A device that does not answer that INVITE within [`AUTO_ANSWER_WAIT`] is rung again the
+//! ordinary way, so the call is never dropped by it.
+
+use std::time::Duration;
 
 use hookflash_media::audio::Pcm8k;
 use hookflash_media::relay::{Leg, PlayOptions};
+use hookflash_sip::msg::Header;
+use hookflash_store::Registration;
 use tracing::{debug, info};
 
-use super::{CallActor, CallCommand, Phase, Side, TransferTarget};
+use super::{CallActor, CallCommand, ForkTarget, Phase, Side, TransferTarget};
 use crate::control::{CallInfo, CommandError, LegState};
 use crate::events::{EventDetail, EventKind};
 use crate::model::{EndCause, WrongState};
@@ -25,6 +33,51 @@ pub enum RingingAction {
     Ignore { device: String },
     /// Stop ringing everywhere; answer the caller, play this, then end the call.
     Reply(Pcm8k),
+    /// Make this ringing device answer: it is rung again with an auto-answer INVITE.
+    AnswerOn(AnswerDevice),
+}
+
+/// A registered phone of the callee, to be asked to answer (built by [`device_target`]).
+#[derive(Debug)]
+pub struct AnswerDevice(pub(crate) ForkTarget);
+
+/// How long a device asked to answer by itself has before it is rung the ordinary way again.
+pub const AUTO_ANSWER_WAIT: Duration = Duration::from_secs(4);
+
+/// The pending auto-answer INVITE: its fork, and the device's ordinary target to ring again
+/// if it is not answered.
+#[derive(Debug)]
+pub(crate) struct AutoAnswer {
+    fork: usize,
+    target: ForkTarget,
+}
+
+/// Where a registered phone is rung (None if its registration names no usable address).
+pub(crate) fn device_target(reg: &Registration) -> Option<AnswerDevice> {
+    let destination = super::device_destination(&reg.transport, &reg.source, &reg.contact)?;
+    Some(AnswerDevice(ForkTarget {
+        request_uri: reg.contact.clone(),
+        destination,
+        transport: super::transport_of(&reg.transport),
+        credential: None,
+        permit: None,
+    }))
+}
+
+/// The headers that ask a phone to answer an INVITE by itself, in each form desk phones
+/// read: `Call-Info ...;answer-after=0` (BroadSoft's, read by Polycom, Grandstream, snom,
+/// Gigaset), `Alert-Info ...;info=alert-autoanswer;delay=0` (Yealink, snom, Aastra), and
+/// `Answer-Mode: Auto` (RFC 5373). A phone answers only if its auto-answer (intercom)
+/// setting allows it.
+pub(crate) fn auto_answer_headers(host: &str) -> Vec<Header> {
+    vec![
+        Header::Other("Call-Info".into(), format!("<sip:{host}>;answer-after=0")),
+        Header::Other(
+            "Alert-Info".into(),
+            "<http://127.0.0.1>;info=alert-autoanswer;delay=0".into(),
+        ),
+        Header::Other("Answer-Mode".into(), "Auto".into()),
+    ]
 }
 
 impl CallActor {
@@ -80,6 +133,7 @@ impl CallActor {
                 self.start_voicemail(user).await?;
             }
             RingingAction::Reply(message) => self.reply_to_caller(message)?,
+            RingingAction::AnswerOn(AnswerDevice(target)) => self.answer_on(target)?,
             RingingAction::Ignore { device } => {
                 let found = self
                     .forks
@@ -143,6 +197,74 @@ impl CallActor {
         Ok(())
     }
 
+    /// Rings `target` (one of the devices ringing now) again with an auto-answer INVITE; its
+    /// ordinary INVITE is cancelled. The other devices ring on until it answers (then they
+    /// are cancelled as for any answer). Not answered within [`AUTO_ANSWER_WAIT`] (or
+    /// refused): the device is rung the ordinary way again (`auto_answer_failed`).
+    fn answer_on(&mut self, target: ForkTarget) -> Result<(), CommandError> {
+        if self.is_app() {
+            return Err(self.wrong_state());
+        }
+        if self.auto_answer.is_some() {
+            return Err(CommandError::WrongState {
+                state: WrongState::Pending,
+            });
+        }
+        let device = target.request_uri.clone();
+        let ringing = self
+            .forks
+            .iter()
+            .any(|f| !f.finished && !f.abandoned && f.request_uri == device);
+        if !ringing {
+            return Err(CommandError::Invalid(format!(
+                "'{device}' is not a device of this call that is ringing"
+            )));
+        }
+        self.abandon_forks(|f| f.request_uri == device);
+        let first = self.forks.len();
+        let headers = auto_answer_headers(&self.engine.inner.cfg.advertised_host);
+        self.send_forks_with(std::slice::from_ref(&target), &headers);
+        let Some(fork) = self.forks.get(first) else {
+            // The INVITE could not be sent: ring the device as before.
+            self.send_forks(&[target]);
+            return Err(CommandError::Failed {
+                status: 500,
+                reason: "the auto-answer INVITE could not be sent".into(),
+            });
+        };
+        let dialog = fork.dialog.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(AUTO_ANSWER_WAIT).await;
+            // A no-op once the device answered or the INVITE ended otherwise.
+            if let Err(e) = dialog.cancel().await {
+                debug!(error = %e, "CANCEL of the auto-answer INVITE failed");
+            }
+        });
+        info!(%device, "ringing call: the device is asked to answer (auto-answer INVITE)");
+        self.auto_answer = Some(AutoAnswer {
+            fork: first,
+            target,
+        });
+        Ok(())
+    }
+
+    /// Fork `index` ended without answering: if it was the auto-answer INVITE and the call
+    /// still rings, the device rings the ordinary way again.
+    pub(super) fn auto_answer_failed(&mut self, index: usize) {
+        if self.auto_answer.as_ref().map(|a| a.fork) != Some(index) {
+            return;
+        }
+        let Some(pending) = self.auto_answer.take() else {
+            return;
+        };
+        let abandoned = self.forks.get(index).is_some_and(|f| f.abandoned);
+        if abandoned || self.core.phase() != Phase::Ringing || self.winner.is_some() {
+            return;
+        }
+        info!(device = %pending.target.request_uri, "the device did not answer by itself; it rings again");
+        self.send_forks(&[pending.target]);
+    }
+
     pub(super) fn abandon_all_forks(&mut self) {
         self.abandon_forks(|_| true);
     }
@@ -176,5 +298,53 @@ impl CallActor {
         } else {
             Vec::new()
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(transport: &str, source: &str, contact: &str) -> Registration {
+        Registration {
+            user_id: "u".into(),
+            contact: contact.into(),
+            source: source.into(),
+            transport: transport.into(),
+            expires_at: 0,
+            call_id: "c".into(),
+            cseq: 1,
+            user_agent: None,
+        }
+    }
+
+    #[test]
+    fn a_device_is_rung_where_it_registered_from() {
+        let d = device_target(&reg("udp", "127.0.0.1:40000", "sip:201@10.0.0.9:5070"))
+            .expect("a usable registration");
+        assert_eq!(d.0.request_uri, "sip:201@10.0.0.9:5070");
+        assert_eq!(d.0.destination, "127.0.0.1:40000".parse().unwrap());
+        assert!(d.0.credential.is_none() && d.0.permit.is_none());
+        assert!(device_target(&reg("udp", "not an address", "sip:201@x")).is_none());
+    }
+
+    #[test]
+    fn auto_answer_is_asked_in_each_form_phones_read() {
+        let h: Vec<(String, String)> = auto_answer_headers("pbx.example")
+            .into_iter()
+            .filter_map(|h| match h {
+                Header::Other(n, v) => Some((n, v)),
+                _ => None,
+            })
+            .collect();
+        let get = |name: &str| {
+            h.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(get("Call-Info"), "<sip:pbx.example>;answer-after=0");
+        assert!(get("Alert-Info").contains(";info=alert-autoanswer"));
+        assert_eq!(get("Answer-Mode"), "Auto");
     }
 }

@@ -117,13 +117,19 @@ pub(crate) fn sequence(description: &str) -> Schema {
 /// Body of `POST /calls/{call_id}/announcements` (`leg` = true) and
 /// `POST /calls/{call_id}/legs/{leg_id}/whisper` (`leg` = false: the leg is in the path).
 fn audio_request(leg: bool) -> Schema {
+    audio_request_for(
+        "leg_id",
+        leg.then_some("Play to this leg only (default: every party)"),
+    )
+}
+
+/// An audio request whose optional target field is `target` (described by `described`;
+/// None: not allowed, it is part of the path).
+fn audio_request_for(target: &str, described: Option<&str>) -> Schema {
     let leg_id = || -> RefOr<Schema> {
-        if leg {
-            nullable_string()
-                .description(Some("Play to this leg only (default: every party)"))
-                .into()
-        } else {
-            null("Not allowed: the leg is part of the path").into()
+        match described {
+            Some(d) => nullable_string().description(Some(d)).into(),
+            None => null("Not allowed: the leg is part of the path").into(),
         }
     };
     let voice = || {
@@ -143,7 +149,7 @@ fn audio_request(leg: bool) -> Schema {
         .required("url")
         .property("text", null("Not with `url`"))
         .property("voice", voice())
-        .property("leg_id", leg_id());
+        .property(target, leg_id());
     let text = closed_object()
         .title(Some("text"))
         .property(
@@ -155,7 +161,7 @@ fn audio_request(leg: bool) -> Schema {
         .required("text")
         .property("url", null("Not with `text`"))
         .property("voice", voice())
-        .property("leg_id", leg_id());
+        .property(target, leg_id());
     OneOfBuilder::new()
         .item(url)
         .item(text)
@@ -177,6 +183,25 @@ impl PartialSchema for AudioRequestDoc {
 impl ToSchema for AudioRequestDoc {
     fn name() -> Cow<'static, str> {
         "AudioRequest".into()
+    }
+}
+
+/// Request body of `POST /conferences/{name}/announcements`.
+pub struct ConferenceAnnouncementDoc;
+
+impl PartialSchema for ConferenceAnnouncementDoc {
+    fn schema() -> RefOr<Schema> {
+        audio_request_for(
+            "participant_id",
+            Some("Play to this participant only (default: into the mix, heard by all)"),
+        )
+        .into()
+    }
+}
+
+impl ToSchema for ConferenceAnnouncementDoc {
+    fn name() -> Cow<'static, str> {
+        "ConferenceAnnouncement".into()
     }
 }
 

@@ -6,6 +6,7 @@
 mod applications;
 pub mod auth;
 mod calls;
+mod conference_media;
 mod conferences;
 mod doc;
 pub mod error;
@@ -130,6 +131,11 @@ pub fn router() -> OpenApiRouter<AppState> {
             conferences::update_conference_leg,
             conferences::leave_conference
         ))
+        .routes(routes!(
+            conference_media::start_recording,
+            conference_media::stop_recording
+        ))
+        .routes(routes!(conference_media::announce))
         .routes(routes!(events::event_stream))
         .routes(routes!(applications::get_account))
         .routes(routes!(

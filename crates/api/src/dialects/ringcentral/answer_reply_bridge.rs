@@ -1,14 +1,14 @@
 //! The party actions `answer`, `reply` and `bridge`. Each request is checked as RingCentral
 //! checks it (the body, the party's state, the named device or session), so a client gets the
-//! same 400 / 403 / 404 / 409 it would get there. `reply` is carried out (the server answers
-//! the ringing caller with text-to-speech and ends the call), and so is `bridge` (the parties
-//! the extension talks to in two sessions are connected, its own two parties leave); an
-//! `answer` that passes the checks is answered 501 `CMN-501`, because the engine cannot carry
-//! it out, and the call stays as it was:
+//! same 400 / 403 / 404 / 409 it would get there, and then carried out:
 //!
-//! - `answer {deviceId}`: a SIP phone picks up only by itself; the server has no way to make
-//!   a ringing phone answer (that would need an intercom re-INVITE the phone auto-answers,
-//!   which the engine does not send).
+//! - `answer {deviceId}`: the named phone (one ringing for the party) is rung again with an
+//!   auto-answer (intercom) INVITE; when it answers, the caller is connected to it and the
+//!   other devices stop ringing. A phone whose auto-answer setting is off rings on the
+//!   ordinary way after a few seconds (the engine's bound), so the call is never dropped.
+//! - `reply`: the server answers the ringing caller with text-to-speech and ends the call.
+//! - `bridge`: the parties the extension talks to in two sessions are connected, its own two
+//!   parties leave.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -54,12 +54,6 @@ fn connected(leg: &LegInfo, which: &str) -> Result<()> {
     }
 }
 
-fn not_offered(what: &str, why: &str) -> RcError {
-    RcError::NotImplemented(format!(
-        "{what} is not offered by this server: {why}; the call is unchanged"
-    ))
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AnswerBody {
@@ -73,13 +67,10 @@ pub(crate) async fn answer(
     Path(path): PartyPath,
     payload: Bytes,
 ) -> Result<Response> {
-    let (_, leg) = party_of(&state, &auth, &path)?;
+    let (call, leg) = party_of(&state, &auth, &path)?;
     let req: AnswerBody = body(&payload, r#"{"deviceId": "..."}"#)?;
     ringing_callee(&leg)?;
-    if device_contact(&state, &auth.user, &req.device_id)
-        .await?
-        .is_none()
-    {
+    let Some(contact) = device_contact(&state, &auth.user, &req.device_id).await? else {
         return Err(RcError::invalid(
             "deviceId",
             format!(
@@ -87,12 +78,13 @@ pub(crate) async fn answer(
                 req.device_id
             ),
         ));
-    }
-    info!(party = %leg.id, device = %req.device_id, "RingCentral answer refused (not offered)");
-    Err(not_offered(
-        "Answering on a device",
-        "a SIP phone answers only by itself",
-    ))
+    };
+    let call = state
+        .engine
+        .answer_on_device(&call.account_id, &call.id, &auth.user.id, &contact)
+        .await?;
+    info!(call_id = %call.id, party = %leg.id, device = %req.device_id, "RingCentral answer");
+    party_json(&state, &call, &leg).await
 }
 
 #[derive(Debug, Deserialize)]
