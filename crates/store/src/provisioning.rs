@@ -176,7 +176,7 @@ impl Store {
             call_status_hook: app.call_status_hook.as_ref().map(hook_of),
             fallback: app.fallback.as_ref().map(hook_of),
         };
-        let id = match self.application_by_name(&account.id, &wanted.name).await? {
+        let (id, language) = match self.application_by_name(&account.id, &wanted.name).await? {
             Some(existing) => {
                 let same = existing.call_hook == wanted.call_hook
                     && existing.call_status_hook == wanted.call_status_hook
@@ -185,10 +185,18 @@ impl Store {
                     self.update_application(&account.id, &existing.id, &wanted)
                         .await?;
                 }
-                existing.id
+                (existing.id, existing.language)
             }
-            None => self.create_application(&account.id, &wanted).await?.id,
+            None => {
+                let created = self.create_application(&account.id, &wanted).await?;
+                (created.id, created.language)
+            }
         };
+        // The file's language (absent: jambonz), like its hooks.
+        if language != app.language {
+            self.set_application_language(&account.id, &id, app.language)
+                .await?;
+        }
         for number in &app.numbers {
             let digits = number_digits(number).ok_or_else(|| {
                 StoreError::Invalid(format!(
