@@ -62,5 +62,5 @@ def test_inbound_call_runs_rcml(server_factory, phones, hooks, artifacts):  # no
     assert f["CallSid"].startswith("CA") and len(f["CallSid"]) == 34, f
     assert f["Direction"] == "inbound" and f["From"] == "201", f
     assert f["To"].lstrip("+") == APP_NUMBER.lstrip("+"), f
-    assert f["ApiVersion"] == "2012-04-24", f
+    assert f["ApiVersion"] == "2012-04-24" and f["CallStatus"] == "ringing", f
     assert got["CallSid"] == f["CallSid"], got

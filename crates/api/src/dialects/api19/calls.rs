@@ -638,9 +638,25 @@ async fn move_both(
     target: Hook,
 ) -> Result<()> {
     let rt = runtime(state)?;
-    let connected = |l: &&LegInfo| matches!(l.state, LegState::Answered | LegState::Held);
-    let legs: Vec<&LegInfo> = call.legs.iter().filter(connected).collect();
-    if call.state != CallState::Answered || legs.len() != 2 {
+    let on = |leg: &LegInfo| CallRef {
+        account_id: account_id.to_string(),
+        call_id: call.id.clone(),
+        leg_id: leg.id.clone(),
+    };
+    let answered = |l: &&LegInfo| matches!(l.state, LegState::Answered | LegState::Held);
+    let legs: Vec<&LegInfo> = call.legs.iter().filter(answered).collect();
+    // An application's call lists its second leg as answered before anyone is dialled: there
+    // a second party is connected when the application's dial connected it (its child), or
+    // when that leg runs an application of its own (moved before).
+    let second_party = match legs.as_slice() {
+        [a, b] => {
+            !rt.runs(&on(a))
+                || rt.child(&on(a)).as_deref() == Some(b.id.as_str())
+                || rt.runs(&on(b))
+        }
+        _ => false,
+    };
+    if call.state != CallState::Answered || !second_party {
         return Err(Api19Error::Conflict(
             "the call has no connected call leg to move: MoveConnectedCallLeg needs an answered \
              call between two parties"
@@ -655,11 +671,7 @@ async fn move_both(
     let spec = HookSpec::from(&target);
     let parent = legs[0].id.clone();
     for (i, leg) in legs.iter().enumerate() {
-        let call_ref = CallRef {
-            account_id: account_id.to_string(),
-            call_id: call.id.clone(),
-            leg_id: leg.id.clone(),
-        };
+        let call_ref = on(leg);
         if rt
             .redirect(&call_ref, &spec)
             .map_err(|e| Api19Error::bad(e.to_string()))?
