@@ -352,7 +352,7 @@ mod tests {
     use super::*;
     use crate::crypto::{ha1, DigestAlgorithm};
     use crate::model::{DialClass, DialPolicy};
-    use hookflash_config::{Config, HookMethod};
+    use hookflash_config::{AppLanguage, Config, HookMethod};
 
     const CONFIG: &str = r#"
 [[accounts]]
@@ -658,6 +658,7 @@ api_keys = ["hf_test_key_acme"]
   name = "queue"
   call_hook = { url = "https://app.example/queue", method = "post" }
   fallback = "https://app.example/fallback"
+  language = "rcml"
 "#;
 
     fn config_with_apps(apps: &str) -> Config {
@@ -683,12 +684,14 @@ api_keys = ["hf_test_key_acme"]
                 (Some("u"), Some("p"))
             );
             assert_eq!(ivr.fallback, None);
+            assert_eq!(ivr.language, AppLanguage::Jambonz);
             let queue = s
                 .application_by_name(&a.id, "queue")
                 .await
                 .unwrap()
                 .unwrap();
             assert_eq!(queue.call_hook.method, HookMethod::Post);
+            assert_eq!(queue.language, AppLanguage::Rcml);
             assert_eq!(
                 queue.fallback.map(|h| h.url),
                 Some("https://app.example/fallback".to_string())
@@ -755,6 +758,7 @@ api_keys = ["hf_test_key_acme"]
                     "",
                 )
                 .replace("\"4930999002\"", "")
+                .replace("  language = \"rcml\"\n", "")
                 .replace(
                     "fallback = \"https://app.example/fallback\"\n",
                     "fallback = \"https://app.example/fallback\"\n  numbers = [\"+4930999002\", \"+4930123456\"]\n",
@@ -770,6 +774,9 @@ api_keys = ["hf_test_key_acme"]
             let got = s.application(&a.id, &ivr.id).await.unwrap().unwrap();
             assert_eq!(got.call_hook.url, "http://127.0.0.1:9200/call");
             assert_eq!(got.call_status_hook, None);
+            // An absent language is jambonz again.
+            let q = s.application(&a.id, &queue.id).await.unwrap().unwrap();
+            assert_eq!((queue.language, q.language), (AppLanguage::Rcml, AppLanguage::Jambonz));
             let route = |n: &'static str| {
                 let s = s.clone();
                 async move { s.application_for_number(n).await.unwrap().map(|x| x.id) }
