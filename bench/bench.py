@@ -20,6 +20,8 @@ loopback, same generator, same run. Scenarios (docs in BENCHMARKS.md):
           (bench/apphook.py) answers say + hangup; stepped up; CPU per call, answer -> first
           prompt RTP packet and the webhook's own time from a capture of lo (hookflash only:
           the peer has no application runtime)
+  app_rcml  the same calls with the application in RCML (language = "rcml"; the webhook answers
+          <Response><Say>..</Say><Hangup/></Response>); not in the default set
 
 Results: bench/results/<stamp>/results.json and table.md (also printed). Every loop is bounded
 in count and time; traffic goes to 127.0.0.1 only.
@@ -1111,11 +1113,12 @@ PEER_APP_NOTE = ("n/a: Kamailio + rtpengine has no application runtime. Publishe
                  "jambonz ~5 calls/s per vCPU")
 
 
-def start_apphook(wd):
+def start_apphook(wd, rcml=False):
     """bench/apphook.py in its own process (its CPU is measured apart): (proc, port)."""
     port = free_port(tcp=True)
     out = open(os.path.join(wd, "apphook.log"), "w")
-    proc = spawn([sys.executable, os.path.join(BENCH, "apphook.py"), "--port", str(port)],
+    proc = spawn([sys.executable, os.path.join(BENCH, "apphook.py"), "--port", str(port)]
+                 + (["--rcml"] if rcml else []),
                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     ok = wait_until(lambda: proc.poll() is not None or b"LISTENING" in open(out.name, "rb").read(), 10)
     if proc.poll() is not None or not ok:
@@ -1228,27 +1231,31 @@ def _dist(vals):
                 max=max(vals) if vals else None)
 
 
-def scenario_app(ctx):
+def scenario_app(ctx, language="jambonz"):
     """hookflash only (the peer has no application runtime). Calls from a trunk (SIPp) to a DID
     routed to an application whose call_hook (bench/apphook.py) answers say + hangup; the TTS
     clip is synthesised once (warm-up calls) and cached by text. Rates step up like scenario
     1; per step: calls, failures, hookflash CPU per call, and from a capture of lo the time
-    from the 200 to the prompt's first RTP packet, beside the webhook's own response time."""
+    from the 200 to the prompt's first RTP packet, beside the webhook's own response time.
+    language "rcml": the same calls and prompt, the application written in RCML (its requests are
+    form fields without the SIP Call-ID, so the per-call webhook timings are not matched)."""
     p = ctx.p
-    wd = ctx.workdir("app-hookflash")
+    rcml = language == "rcml"
+    wd = ctx.workdir("app-rcml-hookflash" if rcml else "app-hookflash")
     if not shutil.which("espeak-ng"):
         note = "skipped: espeak-ng is not installed (the say verb needs it)"
         log("app: " + note)
         return dict(skipped=True, note=note)
     capture = bool(shutil.which("tcpdump")) and os.geteuid() == 0
-    hook, hook_port, hook_out = start_apphook(wd)
+    hook, hook_port, hook_out = start_apphook(wd, rcml=rcml)
     uac_port = free_port()
     srv = None
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     steps = []
     try:
         srv = Hookflash(ctx.hf_bin, wd, trunk_port=uac_port,
-                        apps=[("bench", "http://%s:%d/call" % (LOOP, hook_port), [APP_DID])]).start()
+                        apps=[("bench", "http://%s:%d/call" % (LOOP, hook_port), [APP_DID],
+                               language)]).start()
         sipp = SippFactory(os.path.join(wd, "sipp"))
         # The prompt goes to a socket that is never read: the kernel drops what overflows its
         # small buffer, no ICMP goes back, and the capture sees every packet on the wire.
@@ -1366,7 +1373,7 @@ def scenario_app(ctx):
         hook_out.close()
         sink.close()
     res = rate_summary(steps, p["app_rates"])
-    res.update(prompt_text=APP_TEXT, call_length_s=call_s if steps else None,
+    res.update(prompt_text=APP_TEXT, call_length_s=call_s if steps else None, language=language,
                capture=capture, peer=PEER_APP_NOTE,
                note="hookflash only: the peer (Kamailio + rtpengine) has no application runtime")
     return res
@@ -1592,15 +1599,18 @@ def build_table(res):
             yn = lambda v: "yes" if v else "NO"
             row("", "generator on time, relayed only / recorded",
                 "%s / %s" % (yn(st["relay_gen_on_time"]), yn(st["record_gen_on_time"])), na)
-    ap = S.get("app_hookflash")
-    if ap:
+    for key, sc in (("app_hookflash", "6 application calls"),
+                    ("app_rcml_hookflash", "6b application calls, RCML")):
+        ap = S.get(key)
+        if not ap:
+            continue
         na = ap.get("peer", PEER_APP_NOTE)
         if ap.get("skipped") or "error" in ap:
-            row("6 application calls", "app calls/s", ap.get("note") or ap.get("error", "")[:200], na)
+            row(sc, "app calls/s", ap.get("note") or ap.get("error", "")[:200], na)
         else:
             top = max(res["params"]["app_rates"])
             v = ap.get("max_clean_rate")
-            row("6 application calls", "highest rate, 0 failed, 0 retrans, every prompt sent "
+            row(sc, "highest rate, 0 failed, 0 retrans, every prompt sent "
                 "(app calls/s; say + hangup, TTS cached)",
                 fmt(v) + (" (top step)" if v == top else ""), na, "-", ">= 500")
             row("", "stepping stopped at", ap.get("stopped", "-"), "n/a")
@@ -1675,10 +1685,12 @@ def build_details(res):
                     s["server_cpu_pct"], s["gen_cpu_pct"]))
             if S[key].get("stopped"):
                 out.append("\nstepping stopped at %s" % S[key]["stopped"])
-    ap = S.get("app_hookflash")
-    if ap and ap.get("steps"):
-        out.append("\napp_hookflash steps (%s; prompt %r, %s s):\n" % (
-            ap.get("note", ""), ap.get("prompt_text"), fmt(ap.get("call_length_s"), "%.2f")))
+    for key in ("app_hookflash", "app_rcml_hookflash"):
+        ap = S.get(key)
+        if not ap or not ap.get("steps"):
+            continue
+        out.append("\n%s steps (%s; prompt %r, %s s):\n" % (
+            key, ap.get("note", ""), ap.get("prompt_text"), fmt(ap.get("call_length_s"), "%.2f")))
         out.append("| offered/s | calls | ok | failed | retrans | SIPp created/s | hook requests | "
                    "prompts seen | hookflash % | CPU ms/call | answer->prompt p50/p99 ms | "
                    "webhook p50/p99 ms | INVITE->200 p50/p99 ms | capture dropped |")
@@ -1767,7 +1779,8 @@ def main():
     ap.add_argument("--profile", choices=sorted(PROFILES), default="full")
     ap.add_argument("--only", default="rate,media,hold,soak,record,app",
                     help="comma-separated scenarios: rate,media,hold,soak,record,app and "
-                         "soakmedia (not in the default set: long)")
+                         "soakmedia (not in the default set: long), app_rcml (not in the "
+                         "default set)")
     ap.add_argument("--servers", default="hookflash,peer")
     ap.add_argument("--hookflash", help="hookflash release binary")
     ap.add_argument("--rtpgen", help="bench/rtpgen binary")
@@ -1785,10 +1798,10 @@ def main():
         return
     ctx = Ctx(args)
     only = set(x for x in args.only.split(",") if x)
-    unknown = only - {"rate", "media", "hold", "soak", "soakmedia", "record", "app"}
+    unknown = only - {"rate", "media", "hold", "soak", "soakmedia", "record", "app", "app_rcml"}
     if unknown:
         raise SystemExit("unknown scenario(s) %s (known: rate, media, hold, soak, soakmedia, "
-                         "record, app)"
+                         "record, app, app_rcml)"
                          % ", ".join(sorted(unknown)))
     servers = [s for s in args.servers.split(",") if s]
     kinds = {"hookflash": "hookflash", "peer": "kamailio+rtpengine"}
@@ -1828,6 +1841,8 @@ def main():
         guarded("record_hookflash", scenario_record, ctx)
     if "app" in only and "hookflash" in servers:
         guarded("app_hookflash", scenario_app, ctx)
+    if "app_rcml" in only and "hookflash" in servers:
+        guarded("app_rcml_hookflash", scenario_app, ctx, "rcml")
     # One rate for every server and both soaks (finished-call state kept by a SIP stack
     # scales with the rate): soak_rate, or 80 % of the lowest clean rate found in scenario 1.
     rate = ctx.p["soak_rate"]

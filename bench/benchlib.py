@@ -272,7 +272,7 @@ class Hookflash:
     API_KEY = "hf_bench_key_0123456789abcdef"
 
     def __init__(self, binary, workdir, trunk_port, apps=()):
-        # apps: [(name, call_hook URL, [numbers])], [[accounts.applications]]
+        # apps: [(name, call_hook URL, [numbers][, language])], [[accounts.applications]]
         self.apps = list(apps)
         self.binary = binary
         self.workdir = workdir
@@ -324,10 +324,11 @@ class Hookflash:
             '  transport = "udp"',
         ] + sum([[
             "  [[accounts.applications]]",
-            '  name = "%s"' % name,
-            '  call_hook = "%s"' % hook,
-            "  numbers = [%s]" % ", ".join('"%s"' % n for n in numbers),
-        ] for name, hook, numbers in self.apps], []) + [""])
+            '  name = "%s"' % app[0],
+            '  call_hook = "%s"' % app[1],
+            "  numbers = [%s]" % ", ".join('"%s"' % n for n in app[2]),
+            '  language = "%s"' % (app[3] if len(app) > 3 else "jambonz"),
+        ] for app in self.apps], []) + [""])
 
     def start(self, timeout=30):
         cfg = os.path.join(self.workdir, "hookflash.toml")

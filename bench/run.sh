@@ -8,7 +8,8 @@
 #   bench/run.sh --profile quick      a 2-3 minute smoke run with tiny loads
 #   bench/run.sh --only rate,soak     a subset (rate, media, hold, soak, record, app; and soakmedia,
 #                                     which only runs when named: the soak with RTP both ways on
-#                                     every call, hookflash only)
+#                                     every call, hookflash only; and app_rcml, also only when
+#                                     named: the app scenario with the application in RCML)
 #   bench/run.sh --only soakmedia --servers hookflash --set soak_blocks=10 --set soak_block_calls=10000
 #                                     issue 17's long run: 100,000 calls with media at the soak
 #                                     rate (400/s), packets per call checked against /metrics,

@@ -1,13 +1,13 @@
 //! Runs the application of every call the engine hands over (a call to a number routed to an
-//! application): loads the application and the account's webhook secret, fills the jambonz
-//! call fields, and launches the runtime on the caller's leg. A call whose application cannot
+//! application): loads the application and the account's webhook secret, fills the call
+//! fields (sent as jambonz JSON or RCML form fields, per the application's language), and launches the runtime on the caller's leg. A call whose application cannot
 //! be loaded is declined (500), never left ringing.
 
 use std::sync::Arc;
 
 use hookflash_engine::apps::AppCall;
 use hookflash_engine::{CallDirection, Engine};
-use hookflash_store::HookMethod;
+use hookflash_store::{AppLanguage, HookMethod};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
@@ -134,9 +134,13 @@ async fn launch(engine: &Engine, runtime: &Runtime, call: AppCall) {
         },
         webhook_secret: secret,
         fields,
-        language: Language::Jambonz,
+        language: match app.language {
+            AppLanguage::Jambonz => Language::Jambonz,
+            // RestComm's default status events: completed only.
+            AppLanguage::Rcml => Language::Rcml(crate::rcml::RcmlOptions::default()),
+        },
     };
-    info!(application = %app.name, "application starts");
+    info!(application = %app.name, language = app.language.as_str(), "application starts");
     runtime.launch(launch);
 }
 

@@ -38,6 +38,11 @@ fn conference_note(e: ConferenceEvent) -> ConferenceNote {
     }
 }
 
+/// A conference join finding the leg still in its previous conference (just left, released
+/// asynchronously) is retried this often, this far apart (at most 0.5 s in all).
+const JOIN_RETRIES: u32 = 25;
+const JOIN_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Signals buffered per application run before the runtime reads them.
 const SIGNAL_QUEUE: usize = 64;
 
@@ -183,6 +188,23 @@ impl CallControl for EngineControl {
         call: &CallRef,
         headers: Vec<(String, String)>,
     ) -> Result<(), ControlError> {
+        // An application on the call's second leg (both legs moved to new RCML, api19
+        // MoveConnectedCallLeg) hangs up that leg: the dialled party of an application's call
+        // leaves alone (the caller stays with its application), and once it has left there
+        // is nothing left to end.
+        if let Ok(info) = self.engine.call(&call.account_id, &call.call_id) {
+            let second = info.legs.iter().skip(1).find(|l| l.id == call.leg_id);
+            if let Some(leg) = second {
+                if leg.state == hookflash_engine::LegState::Disconnected {
+                    return Ok(());
+                }
+                return self
+                    .engine
+                    .hangup(&call.account_id, &call.call_id, Some(&call.leg_id))
+                    .await
+                    .map_err(control_error);
+            }
+        }
         if headers.is_empty() {
             return self
                 .engine
@@ -441,17 +463,32 @@ impl CallControl for EngineControl {
             start_on_enter: join.start_on_enter,
             max_participants: join.max_participants,
         };
-        let m = self
-            .engine
-            .conference_join_call(
-                &call.account_id,
-                &join.name,
-                &call.call_id,
-                Some(&call.leg_id),
-                opts,
-            )
-            .await
-            .map_err(control_error)?;
+        // A leg whose application was just redirected out of a conference verb is released
+        // by its conference asynchronously (the call hears of it when the conference audio
+        // towards the leg has ended): a join in that window is retried for a short, bounded
+        // time before "in a conference" is the answer.
+        let mut tries = 0;
+        let m = loop {
+            let r = self
+                .engine
+                .conference_join_call(
+                    &call.account_id,
+                    &join.name,
+                    &call.call_id,
+                    Some(&call.leg_id),
+                    opts.clone(),
+                )
+                .await;
+            match r {
+                Err(CommandError::WrongState {
+                    state: hookflash_engine::WrongState::InConference,
+                }) if tries < JOIN_RETRIES => {
+                    tries += 1;
+                    tokio::time::sleep(JOIN_RETRY_PAUSE).await;
+                }
+                other => break other.map_err(control_error)?,
+            }
+        };
         if join.record {
             // RCML record="record-from-start": the mix is recorded (once per conference).
             match self

@@ -263,6 +263,11 @@ impl Runtime {
         true
     }
 
+    /// Whether an application is registered on the leg `call` names.
+    pub fn runs(&self, call: &CallRef) -> bool {
+        self.calls().contains_key(&key(call))
+    }
+
     /// The leg a `dial` of the application on `call` has connected, if any (its child call).
     pub fn child(&self, call: &CallRef) -> Option<String> {
         let (session, _) = self.calls().get(&key(call)).cloned()?;

@@ -632,6 +632,55 @@ pub struct AppSpec {
     /// DIDs whose inbound calls run this application.
     #[serde(default)]
     pub numbers: Vec<String>,
+    /// The language its hooks speak: `"jambonz"` (default) or `"rcml"`.
+    #[serde(default)]
+    pub language: AppLanguage,
+}
+
+/// The language an application's hooks speak: jambonz (signed JSON requests, a JSON array of
+/// verbs back) or RCML (RestComm form-encoded requests, a `<Response>` document back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppLanguage {
+    #[default]
+    Jambonz,
+    Rcml,
+}
+
+impl AppLanguage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppLanguage::Jambonz => "jambonz",
+            AppLanguage::Rcml => "rcml",
+        }
+    }
+
+    /// `jambonz` or `rcml`, any case.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.eq_ignore_ascii_case("jambonz") {
+            Some(AppLanguage::Jambonz)
+        } else if s.eq_ignore_ascii_case("rcml") {
+            Some(AppLanguage::Rcml)
+        } else {
+            None
+        }
+    }
+}
+
+impl serde::Serialize for AppLanguage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AppLanguage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        AppLanguage::parse(&s).ok_or_else(|| {
+            de::Error::custom(format!(
+                "application language {s:?} is not \"jambonz\" or \"rcml\""
+            ))
+        })
+    }
 }
 
 /// `[[accounts.oauth_apps]]`: an OAuth client application (matched by `client_id`); the
@@ -1518,6 +1567,18 @@ mod tests {
         assert_eq!(app.call_hook.method, HookMethod::Get);
         assert_eq!(app.call_status_hook, None);
         assert!(app.numbers.is_empty());
+        assert_eq!(app.language, AppLanguage::Jambonz);
+        let base = "[[accounts]]\nname = \"a\"\n[[accounts.applications]]\nname = \"x\"\n";
+        let c = Config::from_toml_str(&format!(
+            "{base}call_hook = \"http://h/\"\nlanguage = \"RCML\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.accounts[0].applications[0].language, AppLanguage::Rcml);
+        let err = Config::from_toml_str(&format!(
+            "{base}call_hook = \"http://h/\"\nlanguage = \"twiml\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("twiml"), "{err}");
         // A table with an unknown key, a bad method, a number as a hook: parse errors.
         let base = "[[accounts]]\nname = \"a\"\n[[accounts.applications]]\nname = \"x\"\n";
         let err = Config::from_toml_str(&format!(

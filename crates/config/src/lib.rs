@@ -16,8 +16,8 @@ mod error;
 pub mod normalize;
 
 pub use config::{
-    default_premium_prefixes, AccountSpec, AppSpec, Config, HookMethod, HookSpec, HttpConfig,
-    NumberSpec, OAuthAppSpec, OAuthConfig, OutsideRefer, RegistrarConfig, RtpConfig,
+    default_premium_prefixes, AccountSpec, AppLanguage, AppSpec, Config, HookMethod, HookSpec,
+    HttpConfig, NumberSpec, OAuthAppSpec, OAuthConfig, OutsideRefer, RegistrarConfig, RtpConfig,
     SecurityConfig, SipConfig, TrunkSpec, UserSpec,
 };
 pub use database::{redact_url, DatabaseUrl};

@@ -13,6 +13,9 @@ use crate::normalize::{check_webhook_url, number_digits};
 /// HTTP method of a hook: the configuration's vocabulary, one enum for both.
 pub use hookflash_config::HookMethod;
 
+/// The language an application's hooks speak: the configuration's vocabulary.
+pub use hookflash_config::AppLanguage;
+
 /// A webhook an application names: URL, method and optional basic-auth credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Hook {
@@ -54,6 +57,8 @@ pub struct Application {
     pub call_hook: Hook,
     pub call_status_hook: Option<Hook>,
     pub fallback: Option<Hook>,
+    /// jambonz (the default; what the API creates) or RCML (set from the configuration).
+    pub language: AppLanguage,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -119,6 +124,10 @@ fn application_from_row(row: &AnyRow) -> Result<Application, StoreError> {
             .ok_or_else(|| StoreError::Corrupt("application without call_hook".into()))?,
         call_status_hook: hook_from(row, "status_hook")?,
         fallback: hook_from(row, "fallback")?,
+        language: {
+            let l: String = row.try_get("language")?;
+            AppLanguage::parse(&l).ok_or(StoreError::Corrupt(l))?
+        },
         created_at: row.try_get("created_at")?,
     })
 }
@@ -138,7 +147,7 @@ macro_rules! columns {
         "id, account_id, name, call_hook_url, call_hook_method, call_hook_username, \
          call_hook_password, status_hook_url, status_hook_method, status_hook_username, \
          status_hook_password, fallback_url, fallback_method, fallback_username, \
-         fallback_password, created_at"
+         fallback_password, created_at, language"
     };
 }
 
@@ -171,7 +180,8 @@ impl Store {
         sqlx::query(concat!(
             "INSERT INTO applications (",
             columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             'jambonz')"
         ))
         .bind(&id)
         .bind(account_id)
@@ -249,6 +259,23 @@ impl Store {
             )),
             other => other,
         })?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Sets the language of an application's hooks. False if the account has no such one.
+    pub async fn set_application_language(
+        &self,
+        account_id: &str,
+        id: &str,
+        language: AppLanguage,
+    ) -> Result<bool, StoreError> {
+        let res =
+            sqlx::query("UPDATE applications SET language = $1 WHERE account_id = $2 AND id = $3")
+                .bind(language.as_str())
+                .bind(account_id)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
         Ok(res.rows_affected() > 0)
     }
 

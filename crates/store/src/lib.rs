@@ -30,7 +30,9 @@ mod trunks;
 mod users;
 mod voicemail;
 
-pub use applications::{Application, ApplicationNumber, ApplicationSpec, Hook, HookMethod};
+pub use applications::{
+    AppLanguage, Application, ApplicationNumber, ApplicationSpec, Hook, HookMethod,
+};
 pub use calls::UserCallFilter;
 pub use crypto::{
     api_key_hash, constant_time_eq, generate_api_key, generate_password, ha1, random_hex,

@@ -176,7 +176,7 @@ impl Store {
             call_status_hook: app.call_status_hook.as_ref().map(hook_of),
             fallback: app.fallback.as_ref().map(hook_of),
         };
-        let id = match self.application_by_name(&account.id, &wanted.name).await? {
+        let (id, language) = match self.application_by_name(&account.id, &wanted.name).await? {
             Some(existing) => {
                 let same = existing.call_hook == wanted.call_hook
                     && existing.call_status_hook == wanted.call_status_hook
@@ -185,10 +185,18 @@ impl Store {
                     self.update_application(&account.id, &existing.id, &wanted)
                         .await?;
                 }
-                existing.id
+                (existing.id, existing.language)
             }
-            None => self.create_application(&account.id, &wanted).await?.id,
+            None => {
+                let created = self.create_application(&account.id, &wanted).await?;
+                (created.id, created.language)
+            }
         };
+        // The file's language (absent: jambonz), like its hooks.
+        if language != app.language {
+            self.set_application_language(&account.id, &id, app.language)
+                .await?;
+        }
         for number in &app.numbers {
             let digits = number_digits(number).ok_or_else(|| {
                 StoreError::Invalid(format!(
@@ -344,7 +352,7 @@ mod tests {
     use super::*;
     use crate::crypto::{ha1, DigestAlgorithm};
     use crate::model::{DialClass, DialPolicy};
-    use hookflash_config::{Config, HookMethod};
+    use hookflash_config::{AppLanguage, Config, HookMethod};
 
     const CONFIG: &str = r#"
 [[accounts]]
@@ -650,6 +658,7 @@ api_keys = ["hf_test_key_acme"]
   name = "queue"
   call_hook = { url = "https://app.example/queue", method = "post" }
   fallback = "https://app.example/fallback"
+  language = "rcml"
 "#;
 
     fn config_with_apps(apps: &str) -> Config {
@@ -675,12 +684,14 @@ api_keys = ["hf_test_key_acme"]
                 (Some("u"), Some("p"))
             );
             assert_eq!(ivr.fallback, None);
+            assert_eq!(ivr.language, AppLanguage::Jambonz);
             let queue = s
                 .application_by_name(&a.id, "queue")
                 .await
                 .unwrap()
                 .unwrap();
             assert_eq!(queue.call_hook.method, HookMethod::Post);
+            assert_eq!(queue.language, AppLanguage::Rcml);
             assert_eq!(
                 queue.fallback.map(|h| h.url),
                 Some("https://app.example/fallback".to_string())
@@ -747,6 +758,7 @@ api_keys = ["hf_test_key_acme"]
                     "",
                 )
                 .replace("\"4930999002\"", "")
+                .replace("  language = \"rcml\"\n", "")
                 .replace(
                     "fallback = \"https://app.example/fallback\"\n",
                     "fallback = \"https://app.example/fallback\"\n  numbers = [\"+4930999002\", \"+4930123456\"]\n",
@@ -762,6 +774,9 @@ api_keys = ["hf_test_key_acme"]
             let got = s.application(&a.id, &ivr.id).await.unwrap().unwrap();
             assert_eq!(got.call_hook.url, "http://127.0.0.1:9200/call");
             assert_eq!(got.call_status_hook, None);
+            // An absent language is jambonz again.
+            let q = s.application(&a.id, &queue.id).await.unwrap().unwrap();
+            assert_eq!((queue.language, q.language), (AppLanguage::Rcml, AppLanguage::Jambonz));
             let route = |n: &'static str| {
                 let s = s.clone();
                 async move { s.application_for_number(n).await.unwrap().map(|x| x.id) }

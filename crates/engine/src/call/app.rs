@@ -444,6 +444,10 @@ impl CallActor {
             .set_session_timer(Side::B, None, false, tokio::time::Instant::now());
         self.retire_leg(Side::B, cause);
         self.b_leg.state = LegState::Disconnected;
+        // Listed as gone before its conference (if any) hears of it: an application on that
+        // leg then finds nothing left to hang up.
+        self.sync_registry();
+        self.conf_party_gone(Side::B);
         let dial = self.app.as_mut().and_then(|a| a.dial.take());
         if let Some(dial) = dial {
             let duration_secs = dial.answered_at.map(|t| t.elapsed().as_secs()).unwrap_or(0);

@@ -198,6 +198,16 @@ impl CallActor {
         }
     }
 
+    /// `side`'s party left the call while in a conference (the dialled party of an
+    /// application's call hung up): its feed ends, so the conference drops the participant;
+    /// nothing is restored towards a party that is gone.
+    pub(super) fn conf_party_gone(&mut self, side: Side) {
+        if let Some(c) = self.conf_legs[side.index()].take() {
+            self.bridge.stop_feed(side.leg(), c.feed);
+            info!(leg = ?side, conference = %c.name, "a party in a conference left the call");
+        }
+    }
+
     /// While `side` is in a conference its call's other party (if any, and not in a
     /// conference itself or held) hears music on hold.
     fn conf_other_music(&mut self, side: Side, on: bool) {

@@ -16,8 +16,10 @@ use axum::response::Response;
 use hookflash_apps::control::CallRef;
 use hookflash_apps::dispatch::{create_call, CreateCall};
 use hookflash_apps::rcml::{sids, RcmlOptions, StatusEvent};
-use hookflash_apps::{AppHooks, Hook, HookSpec, Language, Method};
-use hookflash_engine::{CallInfo, CallState, LegDirection, LegInfo, LegState};
+use hookflash_apps::{
+    AppHooks, CallFields, CallStatus, Direction, Hook, HookSpec, Language, Launch, Method,
+};
+use hookflash_engine::{CallDirection, CallInfo, CallState, LegDirection, LegInfo, LegState};
 
 use super::error::Api19Error;
 use super::render::{self, CallResource, Format, Page, SubresourceUris};
@@ -481,6 +483,8 @@ pub(crate) async fn get_one(
 #[derive(Debug, Clone, PartialEq)]
 enum Modify {
     Redirect(HookSpec),
+    /// `MoveConnectedCallLeg=true` with `Url`: both connected legs run the RCML at the hook.
+    MoveBoth(Hook),
     Completed,
     Canceled,
     Mute(bool),
@@ -495,13 +499,24 @@ fn parse_modify(f: &HashMap<String, String>) -> Result<Modify> {
             Some(v) => Err(Api19Error::bad(format!("{k} {v:?} is not true or false"))),
         }
     };
-    if flag("MoveConnectedCallLeg")? == Some(true) {
-        return Err(Api19Error::bad(
-            "MoveConnectedCallLeg is not supported yet: move legs into conferences one at a \
-             time (Url with RCML <Dial><Conference>, or the native conference route)",
-        ));
-    }
     let url = f.get("Url").filter(|u| !u.trim().is_empty());
+    if flag("MoveConnectedCallLeg")? == Some(true) {
+        let Some(url) = url else {
+            return Err(Api19Error::bad(
+                "MoveConnectedCallLeg needs the Url both legs are moved to",
+            ));
+        };
+        if f.contains_key("Status") || f.contains_key("Mute") {
+            return Err(Api19Error::bad(
+                "MoveConnectedCallLeg goes with Url only, not Status or Mute",
+            ));
+        }
+        return Ok(Modify::MoveBoth(hook(
+            "Url",
+            url,
+            method("Method", f.get("Method"))?,
+        )?));
+    }
     let status = f.get("Status").map(|s| s.trim().to_ascii_lowercase());
     let mute = flag("Mute")?;
     let asked = [url.is_some(), status.is_some(), mute.is_some()];
@@ -565,7 +580,7 @@ async fn modify_inner(
     let ended = match change {
         Modify::Completed => Some("completed"),
         Modify::Canceled => Some("canceled"),
-        Modify::Redirect(_) | Modify::Mute(_) => None,
+        Modify::Redirect(_) | Modify::MoveBoth(_) | Modify::Mute(_) => None,
     };
     match change {
         Modify::Redirect(spec) => {
@@ -583,6 +598,7 @@ async fn modify_inner(
                 ));
             }
         }
+        Modify::MoveBoth(target) => move_both(state, account_id, &call, target).await?,
         Modify::Completed => engine.hangup(account_id, &call.id, Some(&leg_id)).await?,
         Modify::Canceled => {
             if call.state == CallState::Answered || view.status == "in-progress" {
@@ -606,6 +622,95 @@ async fn modify_inner(
         now.end_time = Some(iso(now_ms()));
     }
     Ok(now)
+}
+
+/// `MoveConnectedCallLeg=true`: each of the call's two connected legs runs the RCML at
+/// `target` as its own application (RestComm moves both legs to the new RCML, typically
+/// `<Dial><Conference>`, so both parties meet there). A leg that runs RCML already is
+/// redirected (its application, status callback and all, goes on with the new document); the
+/// other gets an application of its own whose CallSid is the leg's. The legs stay one call
+/// of the engine (see docs/api.md for what that means). A call without two answered legs is
+/// a conflict and stays as it was.
+async fn move_both(
+    state: &Api19State,
+    account_id: &str,
+    call: &CallInfo,
+    target: Hook,
+) -> Result<()> {
+    let rt = runtime(state)?;
+    let on = |leg: &LegInfo| CallRef {
+        account_id: account_id.to_string(),
+        call_id: call.id.clone(),
+        leg_id: leg.id.clone(),
+    };
+    let answered = |l: &&LegInfo| matches!(l.state, LegState::Answered | LegState::Held);
+    let legs: Vec<&LegInfo> = call.legs.iter().filter(answered).collect();
+    // An application's call lists its second leg as answered before anyone is dialled: there
+    // a second party is connected when the application's dial connected it (its child), or
+    // when that leg runs an application of its own (moved before).
+    let second_party = match legs.as_slice() {
+        [a, b] => {
+            !rt.runs(&on(a))
+                || rt.child(&on(a)).as_deref() == Some(b.id.as_str())
+                || rt.runs(&on(b))
+        }
+        _ => false,
+    };
+    if call.state != CallState::Answered || !second_party {
+        return Err(Api19Error::Conflict(
+            "the call has no connected call leg to move: MoveConnectedCallLeg needs an answered \
+             call between two parties"
+                .into(),
+        ));
+    }
+    let secret = state
+        .engine
+        .store()
+        .account_webhook_secret(account_id)
+        .await?;
+    let spec = HookSpec::from(&target);
+    let parent = legs[0].id.clone();
+    for (i, leg) in legs.iter().enumerate() {
+        let call_ref = on(leg);
+        if rt
+            .redirect(&call_ref, &spec)
+            .map_err(|e| Api19Error::bad(e.to_string()))?
+        {
+            tracing::info!(call_id = %call.id, leg_id = %leg.id, "api19 move: leg redirected");
+            continue;
+        }
+        let outbound = i > 0 || call.direction == CallDirection::Outbound;
+        let fields = CallFields {
+            call_sid: leg.id.clone(),
+            direction: if outbound {
+                Direction::Outbound
+            } else {
+                Direction::Inbound
+            },
+            from: call.from.clone(),
+            to: leg.number.clone(),
+            sip_status: 200,
+            call_status: CallStatus::InProgress,
+            caller_id: Some(call.from.clone()),
+            account_sid: account_id.to_string(),
+            trace_id: Some(call.id.clone()),
+            parent_call_sid: (i > 0).then(|| parent.clone()),
+            ..CallFields::default()
+        };
+        rt.launch(Launch {
+            call: call_ref,
+            hooks: AppHooks {
+                call_hook: target.clone(),
+                call_status_hook: None,
+                fallback: None,
+            },
+            webhook_secret: secret.clone(),
+            fields,
+            language: Language::Rcml(RcmlOptions::default()),
+        });
+        tracing::info!(call_id = %call.id, leg_id = %leg.id, "api19 move: leg runs the RCML");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -669,7 +774,14 @@ mod tests {
             m(&[]),
             m(&[("Status", "busy")]),
             m(&[("Mute", "maybe")]),
-            m(&[("Url", "http://h/x.xml"), ("MoveConnectedCallLeg", "true")]),
+            m(&[("MoveConnectedCallLeg", "true")]),
+            m(&[("MoveConnectedCallLeg", "yes"), ("Url", "http://h/x.xml")]),
+            m(&[
+                ("Url", "http://h/x.xml"),
+                ("MoveConnectedCallLeg", "true"),
+                ("Mute", "true"),
+            ]),
+            m(&[("Url", "ftp://h/x.xml"), ("MoveConnectedCallLeg", "true")]),
             m(&[("Url", "http://h/x.xml"), ("Status", "completed")]),
             m(&[("Url", "nota url")]),
         ] {
@@ -685,6 +797,25 @@ mod tests {
                 ("From", " 1617"),
                 ("To", "sip:a@b"),
                 ("Url", "http://h/x")
+            ])),
+            Ok(Modify::Redirect(_))
+        ));
+        // Both legs to new RCML: the Url's user-info becomes its Basic auth.
+        match parse_modify(&m(&[
+            ("Url", "http://AC1:tok@h/conf.xml"),
+            ("MoveConnectedCallLeg", "TRUE"),
+        ])) {
+            Ok(Modify::MoveBoth(h)) => {
+                assert_eq!(h.url, "http://h/conf.xml");
+                assert_eq!(h.basic_auth, Some(("AC1".into(), "tok".into())));
+            }
+            other => panic!("{other:?}"),
+        }
+        // MoveConnectedCallLeg=false is a plain redirect.
+        assert!(matches!(
+            parse_modify(&m(&[
+                ("Url", "http://h/x"),
+                ("MoveConnectedCallLeg", "false")
             ])),
             Ok(Modify::Redirect(_))
         ));
