@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 use crate::audio::Pcm8k;
 use crate::g711::Law;
 use crate::listen::{FeedStream, StreamFrame};
-use crate::mixer::{Mixer, PcmFrame};
+use crate::mixer::{Hearing, Mixer, PcmFrame};
 use crate::ports::RtpSocketPair;
 
 /// Counters of one conference's media (for tests and `/metrics`).
@@ -58,6 +58,7 @@ enum Command {
     Overlay(Pcm8k),
     Remove(u32),
     Mute(u32, bool),
+    Hearing(u32, Hearing),
     Deaf(u32, bool),
     Remote(u32, SocketAddr),
     Packet {
@@ -170,6 +171,11 @@ impl ConferenceMedia {
 
     pub fn set_muted(&self, id: u32, muted: bool) {
         let _ = self.tx.send(Command::Mute(id, muted));
+    }
+
+    /// Who hears `id` from now on (supervision: listen, coach, barge).
+    pub fn set_hearing(&self, id: u32, hearing: Hearing) {
+        let _ = self.tx.send(Command::Hearing(id, hearing));
     }
 
     pub fn set_deaf(&self, id: u32, deaf: bool) {
@@ -286,6 +292,9 @@ async fn mix(mut rx: mpsc::UnboundedReceiver<Command>, stats: Arc<ConferenceStat
                     }
                     Command::Mute(id, on) => {
                         mixer.set_muted(id, on);
+                    }
+                    Command::Hearing(id, hearing) => {
+                        mixer.set_hearing(id, hearing);
                     }
                     Command::Deaf(id, on) => {
                         mixer.set_deaf(id, on);
