@@ -43,8 +43,10 @@ use crate::dialing::OutboundPermit;
 use crate::events::{ConferenceEvent, ConferenceEventKind, ConferenceParticipantRef};
 use crate::routing::Origin;
 use crate::sip_glue::now_ms;
+use crate::supervise::{SuperviseMode, Supervision};
 use crate::Engine;
 use hookflash_media::audio::Pcm8k;
+use hookflash_media::mixer::Hearing;
 
 /// Conference events queued towards one joined leg's watcher before more are dropped.
 pub const WATCH_QUEUE: usize = 32;
@@ -81,6 +83,9 @@ pub struct ParticipantInfo {
     pub held: bool,
     /// Waits for a participant that starts the conference (hears music meanwhile).
     pub waiting: bool,
+    /// A supervisor of the call that owns this conference: how it is heard (see
+    /// `supervise.rs`); None for a party.
+    pub supervision: Option<Supervision>,
 }
 
 /// How a leg joins (the jambonz `conference` verb's options).
@@ -127,10 +132,11 @@ pub struct ConferenceInfo {
     pub participants: Vec<ParticipantInfo>,
 }
 
-enum Command {
+pub(crate) enum Command {
     Dial {
         target: String,
         muted: bool,
+        supervision: Option<Supervision>,
         reply: oneshot::Sender<Result<ParticipantInfo, CommandError>>,
     },
     Join {
@@ -153,10 +159,18 @@ enum Command {
         reply: oneshot::Sender<Result<(), CommandError>>,
     },
     Info(oneshot::Sender<ConferenceInfo>),
+    /// A supervisor's mode (how it is heard) changes.
+    Supervise {
+        participant: String,
+        supervision: Supervision,
+        reply: oneshot::Sender<Result<ParticipantInfo, CommandError>>,
+    },
+    /// Everybody leaves (legs go back to their calls, dialled phones get BYE/CANCEL).
+    End,
 }
 
 /// A participant named by its id, or by the call leg it is.
-enum Who {
+pub(crate) enum Who {
     Id(String),
     Leg(String),
 }
@@ -175,7 +189,7 @@ impl Who {
 pub(crate) struct ConferenceEntry {
     /// Tells this conference from a later one of the same name.
     id: u64,
-    commands: mpsc::Sender<Command>,
+    pub(crate) commands: mpsc::Sender<Command>,
 }
 
 struct Participant {
@@ -225,12 +239,19 @@ struct ConferenceActor {
     departed: Vec<mpsc::Sender<ConferenceEvent>>,
     /// Played to everybody when a participant with `beep` joins.
     beep: Pcm8k,
+    /// The call this conference belongs to (a supervisor or an added party, `supervise.rs`):
+    /// it ends when no phone it dialled is left, or when the call's legs have gone.
+    owner: Option<String>,
+    /// Owned: a phone was dialled (the end rule applies from here).
+    armed: bool,
+    /// Owned: the call's legs joined (its audio is on the mixer).
+    legs_in: bool,
 }
 
 impl ConferenceEntry {
     /// Sends the command `make` builds around a reply channel and waits for the reply. A
     /// conference that ended meanwhile is `NotFound`.
-    async fn ask<T>(
+    pub(crate) async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, CommandError> {
@@ -299,7 +320,7 @@ impl Engine {
         out
     }
 
-    fn conference_entry(&self, account_id: &str, name: &str) -> Option<ConferenceEntry> {
+    pub(crate) fn conference_entry(&self, account_id: &str, name: &str) -> Option<ConferenceEntry> {
         self.inner
             .conferences
             .lock()
@@ -332,6 +353,7 @@ impl Engine {
             .ask(|reply| Command::Dial {
                 target: target.to_string(),
                 muted,
+                supervision: None,
                 reply,
             })
             .await?
@@ -342,6 +364,22 @@ impl Engine {
         &self,
         account_id: &str,
         name: &str,
+    ) -> Result<ConferenceEntry, CommandError> {
+        if crate::supervise::is_call_conference_name(name) {
+            return Err(CommandError::Invalid(
+                "conference names starting with 'call.' belong to calls".into(),
+            ));
+        }
+        self.conference_or_start_owned(account_id, name, None)
+    }
+
+    /// Like [`Self::conference_or_start`]; a conference made here belongs to call `owner`
+    /// (see `supervise.rs`).
+    pub(crate) fn conference_or_start_owned(
+        &self,
+        account_id: &str,
+        name: &str,
+        owner: Option<&str>,
     ) -> Result<ConferenceEntry, CommandError> {
         if !valid_name(name) {
             return Err(CommandError::Invalid(format!(
@@ -359,7 +397,7 @@ impl Engine {
         Ok(match map.get(&key(account_id, name)) {
             Some(e) if !e.commands.is_closed() => e.clone(),
             _ => {
-                let entry = self.start_conference(account_id, name);
+                let entry = self.start_conference(account_id, name, owner);
                 map.insert(key(account_id, name), entry.clone());
                 entry
             }
@@ -555,7 +593,12 @@ impl Engine {
             .await?
     }
 
-    fn start_conference(&self, account_id: &str, name: &str) -> ConferenceEntry {
+    fn start_conference(
+        &self,
+        account_id: &str,
+        name: &str,
+        owner: Option<&str>,
+    ) -> ConferenceEntry {
         let (tx, rx) = mpsc::channel(64);
         let (states, state_rx) = self.inner.states.open();
         let id = rand::random();
@@ -576,6 +619,9 @@ impl Engine {
             ending: false,
             departed: Vec::new(),
             beep: Pcm8k::tone(BEEP_HZ, std::time::Duration::from_millis(150), 0.25),
+            owner: owner.map(str::to_string),
+            armed: false,
+            legs_in: false,
         };
         info!(conference = %name, account = %account_id, "conference created");
         self.inner.metrics.conferences_active.inc();
@@ -589,7 +635,7 @@ impl ConferenceActor {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut states: CallStateReceiver) {
         let shutdown = self.engine.inner.shutdown.clone();
         loop {
-            if (self.started && self.participants.is_empty()) || self.ending {
+            if (self.started && self.participants.is_empty()) || self.ending || self.owner_done() {
                 break;
             }
             tokio::select! {
@@ -624,8 +670,43 @@ impl ConferenceActor {
             self.publish(ConferenceEventKind::Ended, None, None);
         }
         self.unregister();
+        if self.legs_in {
+            self.engine.inner.metrics.calls_on_mixer.dec();
+            info!(call_id = ?self.owner, "the call's audio is back on the relay");
+        }
         self.engine.inner.metrics.conferences_active.dec();
         info!(conference = %self.name, "conference ended");
+    }
+
+    /// A conference owned by a call ends when no phone it dialled is left (they hung up,
+    /// were removed or did not answer), or when the call's legs have gone (it ended).
+    fn owner_done(&self) -> bool {
+        self.owner.is_some()
+            && self.armed
+            && (!self.participants.iter().any(|p| p.dialog.is_some())
+                || (self.legs_in && !self.participants.iter().any(|p| p.info.leg_id.is_some())))
+    }
+
+    /// Who hears each supervisor (listen: no one; coach: its agent's participant alone,
+    /// no one while the agent is not in; barge: everybody).
+    fn refresh_hearing(&mut self) {
+        for p in &self.participants {
+            let (Some(media_id), Some(sup)) = (p.media_id, p.info.supervision.as_ref()) else {
+                continue;
+            };
+            let agent = || {
+                self.participants
+                    .iter()
+                    .find(|a| a.info.leg_id.is_some() && a.info.leg_id == sup.agent_leg)
+                    .and_then(|a| a.media_id)
+            };
+            let hearing = match sup.mode {
+                SuperviseMode::Listen => Hearing::Listen,
+                SuperviseMode::Barge => Hearing::Normal,
+                SuperviseMode::Coach => agent().map_or(Hearing::Listen, Hearing::Coach),
+            };
+            self.media.set_hearing(media_id, hearing);
+        }
     }
 
     /// Nobody was ever reached and nobody is ringing.
@@ -703,9 +784,13 @@ impl ConferenceActor {
             Command::Dial {
                 target,
                 muted,
+                supervision,
                 reply,
             } => {
-                let r = self.dial(&target, muted).await;
+                let r = self.dial(&target, muted, supervision).await;
+                if r.is_ok() {
+                    self.armed = true;
+                }
                 if r.is_err() && self.pointless() {
                     // Gone before the caller hears of the failure: nothing to list.
                     self.unregister();
@@ -722,6 +807,31 @@ impl ConferenceActor {
                     self.unregister();
                 }
                 let _ = reply.send(r);
+            }
+            Command::Supervise {
+                participant,
+                supervision,
+                reply,
+            } => {
+                let r = match self
+                    .participants
+                    .iter_mut()
+                    .find(|p| p.info.id == participant && p.info.supervision.is_some())
+                {
+                    Some(p) => {
+                        info!(participant = %p.info.id, mode = supervision.mode.as_str(), "supervision mode");
+                        p.info.supervision = Some(supervision);
+                        let info = p.info.clone();
+                        self.refresh_hearing();
+                        Ok(info)
+                    }
+                    None => Err(CommandError::NotFound),
+                };
+                let _ = reply.send(r);
+            }
+            Command::End => {
+                info!(conference = %self.name, "ended on request");
+                self.ending = true;
             }
             Command::Mute {
                 participant,
@@ -826,7 +936,12 @@ impl ConferenceActor {
             leg_id: Some(leg_id.clone()),
             held: false,
             waiting: false,
+            supervision: None,
         };
+        if self.owner.is_some() && !self.legs_in {
+            self.legs_in = true;
+            self.engine.inner.metrics.calls_on_mixer.inc();
+        }
         self.participants.push(Participant {
             info: info.clone(),
             dialog: None,
@@ -869,6 +984,7 @@ impl ConferenceActor {
             self.media.overlay_all(self.beep.clone());
         }
         self.refresh_music();
+        self.refresh_hearing();
         if let Some(info) = self
             .participants
             .iter()
@@ -947,7 +1063,12 @@ impl ConferenceActor {
         }
         Some(p)
     }
-    async fn dial(&mut self, target: &str, muted: bool) -> Result<ParticipantInfo, CommandError> {
+    async fn dial(
+        &mut self,
+        target: &str,
+        muted: bool,
+        supervision: Option<Supervision>,
+    ) -> Result<ParticipantInfo, CommandError> {
         if self.full(None) {
             return Err(CommandError::Limited(format!(
                 "the conference takes at most {} participants",
@@ -1033,6 +1154,7 @@ impl ConferenceActor {
             leg_id: None,
             held: false,
             waiting: false,
+            supervision,
         };
         self.answers
             .push(Box::pin(await_answer(id.clone(), pending)));
@@ -1253,6 +1375,7 @@ mod tests {
             leg_id: Some("l1".into()),
             held: false,
             waiting: false,
+            supervision: None,
         };
         let p = |info: &ParticipantInfo| Participant {
             info: info.clone(),

@@ -16,6 +16,7 @@ mod originate;
 mod park;
 mod recordings;
 mod ringing;
+mod supervise;
 mod transfer;
 mod voicemail;
 
@@ -130,6 +131,13 @@ pub fn router() -> OpenApiRouter<AppState> {
             conferences::update_conference_leg,
             conferences::leave_conference
         ))
+        .routes(routes!(
+            supervise::start_supervision,
+            supervise::update_supervision,
+            supervise::end_supervision
+        ))
+        .routes(routes!(supervise::list_parties, supervise::add_party))
+        .routes(routes!(supervise::remove_party))
         .routes(routes!(events::event_stream))
         .routes(routes!(applications::get_account))
         .routes(routes!(
