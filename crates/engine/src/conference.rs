@@ -681,10 +681,13 @@ impl ConferenceActor {
     /// A conference owned by a call ends when no phone it dialled is left (they hung up,
     /// were removed or did not answer), or when the call's legs have gone (it ended).
     fn owner_done(&self) -> bool {
-        self.owner.is_some()
-            && self.armed
-            && (!self.participants.iter().any(|p| p.dialog.is_some())
-                || (self.legs_in && !self.participants.iter().any(|p| p.info.leg_id.is_some())))
+        let Some(owner) = self.owner.as_deref() else {
+            return false;
+        };
+        let own = |p: &Participant| p.info.call_id.as_deref() == Some(owner);
+        self.armed
+            && (!self.participants.iter().any(|p| !own(p))
+                || (self.legs_in && !self.participants.iter().any(own)))
     }
 
     /// Who hears each supervisor (listen: no one; coach: its agent's participant alone,
@@ -938,9 +941,15 @@ impl ConferenceActor {
             waiting: false,
             supervision: None,
         };
-        if self.owner.is_some() && !self.legs_in {
-            self.legs_in = true;
-            self.engine.inner.metrics.calls_on_mixer.inc();
+        match self.owner.as_deref() {
+            Some(owner) if owner == call_id && !self.legs_in => {
+                self.legs_in = true;
+                self.engine.inner.metrics.calls_on_mixer.inc();
+            }
+            Some(owner) if owner == call_id => {}
+            // Another call's leg brought into this call (RingCentral bring-in).
+            Some(_) => self.armed = true,
+            None => {}
         }
         self.participants.push(Participant {
             info: info.clone(),

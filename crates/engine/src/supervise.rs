@@ -157,6 +157,56 @@ impl Engine {
         self.dial_into_call(account_id, call_id, to, None).await
     }
 
+    /// Brings leg `leg_id` of another call `other_call_id` into call `call_id`: heard by
+    /// both parties, hears both. The leg stays its own call's (its partner there hears music
+    /// meanwhile); when it leaves (its call ends, or [`Self::remove_party`] with its leg id)
+    /// call `call_id` is back on its relay.
+    pub async fn bring_in_leg(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        other_call_id: &str,
+        leg_id: &str,
+    ) -> Result<ParticipantInfo, CommandError> {
+        let call = self.call(account_id, call_id)?;
+        if call.state != CallState::Answered {
+            return Err(CommandError::WrongState {
+                state: call.state.into(),
+            });
+        }
+        if other_call_id == call_id {
+            return Err(CommandError::Invalid(
+                "a call's own leg cannot be brought into it".into(),
+            ));
+        }
+        let name = call_conference_name(call_id);
+        let (leg, conf) = (leg_id.to_string(), name.clone());
+        let attach = self
+            .send_command(account_id, other_call_id, |reply| {
+                CallCommand::Conference(ConfLegCommand::Attach {
+                    leg_id: Some(leg),
+                    name: conf,
+                    reply,
+                })
+            })
+            .await?;
+        let entry = self.conference_or_start_owned(account_id, &name, Some(call_id))?;
+        let party = entry
+            .ask(|reply| Command::Join {
+                attach,
+                opts: JoinOptions::default(),
+                reply,
+            })
+            .await??
+            .participant;
+        if let Err(e) = self.bring_legs_in(account_id, call_id, &name, &entry).await {
+            tracing::info!(call_id, error = %e, "the call's legs could not join: the brought-in leg goes back");
+            let _ = entry.commands.send(Command::End).await;
+            return Err(e);
+        }
+        Ok(party)
+    }
+
     /// Takes an added party (or the supervisor) out of the call (BYE, CANCEL while ringing).
     /// The call's own legs are not parties here: `NotFound`.
     pub async fn remove_party(
@@ -167,16 +217,18 @@ impl Engine {
     ) -> Result<(), CommandError> {
         let entry = self.owned_entry(account_id, call_id)?;
         let info = entry.ask(Command::Info).await?;
-        if !info
-            .participants
-            .iter()
-            .any(|p| p.id == participant_id && p.leg_id.is_none())
-        {
+        // An outside party: a dialled phone (by participant id) or another call's leg (by
+        // participant or leg id); the call's own legs are not parties to remove.
+        let Some(p) = info.participants.iter().find(|p| {
+            p.call_id.as_deref() != Some(call_id)
+                && (p.id == participant_id || p.leg_id.as_deref() == Some(participant_id))
+        }) else {
             return Err(CommandError::NotFound);
-        }
+        };
+        let id = p.id.clone();
         entry
             .ask(|reply| Command::Remove {
-                participant: Who::Id(participant_id.to_string()),
+                participant: Who::Id(id),
                 reply,
             })
             .await?
