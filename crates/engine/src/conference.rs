@@ -16,8 +16,12 @@
 //! Every start, join, leave and end is an event on the account's bus
 //! ([`crate::events::ConferenceEvent`]) and goes to the watchers of the legs brought in.
 //!
-//! Not yet here (issue 14): moving legs between calls, the two-party fast path switching into
-//! the mixer, supervision modes, queues, recording, announcements into a conference.
+//! A conference may be *owned* by a call (`supervise.rs`: a supervisor or an added party);
+//! it ends when nobody from outside the call is left, and a supervisor's mode sets who hears
+//! it (the mixer's `Hearing`).
+//!
+//! Not yet here (issue 14): moving legs between calls, queues, recording, announcements into
+//! a conference.
 
 use std::collections::HashMap;
 use std::sync::Arc;
