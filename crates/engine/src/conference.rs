@@ -688,10 +688,12 @@ impl ConferenceActor {
         let Some(owner) = self.owner.as_deref() else {
             return false;
         };
-        let own = |p: &Participant| p.info.call_id.as_deref() == Some(owner);
-        self.armed
-            && (!self.participants.iter().any(|p| !own(p))
-                || (self.legs_in && !self.participants.iter().any(own)))
+        owned_conference_done(
+            owner,
+            self.armed,
+            self.legs_in,
+            self.participants.iter().map(|p| p.info.call_id.as_deref()),
+        )
     }
 
     /// Who hears each supervisor (listen: no one; coach: its agent's participant alone,
@@ -1336,6 +1338,21 @@ impl ConferenceActor {
     }
 }
 
+/// The end rule of a conference owned by call `owner`, given each participant's call (None
+/// for a dialled phone): once armed (something from outside was added), it ends when nobody
+/// from outside is left, or when the call's own legs were in and have all gone.
+fn owned_conference_done<'a>(
+    owner: &str,
+    armed: bool,
+    legs_in: bool,
+    participants: impl Iterator<Item = Option<&'a str>> + Clone,
+) -> bool {
+    let own = |c: &Option<&str>| *c == Some(owner);
+    armed
+        && (!participants.clone().any(|c| !own(&c))
+            || (legs_in && !participants.clone().any(|c| own(&c))))
+}
+
 /// Whether a participant in the mix hears music instead of it: while nobody that starts the
 /// conference has joined (`live` false), while it is alone, or while it is held.
 fn hears_music(live: bool, joined: usize, held: bool) -> bool {
@@ -1365,6 +1382,27 @@ mod tests {
         // In the mix.
         assert!(!hears_music(true, 2, false));
         assert!(!hears_music(true, 50, false));
+    }
+
+    #[test]
+    fn a_call_owned_conference_ends_when_nobody_from_outside_is_left_or_the_call_is_gone() {
+        let done = |armed, legs_in, ps: &[Option<&str>]| {
+            owned_conference_done("c1", armed, legs_in, ps.iter().copied())
+        };
+        // Not armed yet (nothing dialled): never.
+        assert!(!done(false, false, &[]));
+        assert!(!done(false, true, &[Some("c1"), Some("c1")]));
+        // A dialled phone rings or talks with the call's legs: goes on.
+        assert!(!done(true, false, &[None]));
+        assert!(!done(true, true, &[Some("c1"), Some("c1"), None]));
+        // Another call's leg brought in counts as outside.
+        assert!(!done(true, true, &[Some("c1"), Some("c2")]));
+        // The outside party left: ends (the legs go back to the relay).
+        assert!(done(true, true, &[Some("c1"), Some("c1")]));
+        // The call's legs have gone (it ended): ends, the dialled phone gets BYE.
+        assert!(done(true, true, &[None]));
+        // Legs not in yet (joining right after the dial): the dialled phone alone goes on.
+        assert!(!done(true, false, &[None, None]));
     }
 
     #[test]
