@@ -8,7 +8,7 @@ playing its own tone (201 agent, 202 customer, 203 supervisor / brought-in party
 - supervise (party form) with the SDK's body names (`deviceId`);
 - bring-in through ringcentral-call-control `bringInParty`: 203 is heard by both, hears both,
   is one of the session's parties and is notified on a WebHook subscription as it joins and
-  leaves;
+  leaves; brought in again and removed with `DELETE .../parties/{pid}`;
 - errors in RingCentral's shape: bad mode / device / agent 400, unknown session 404, a session
   that is not connected 409.
 """
@@ -181,5 +181,13 @@ def test_bring_in_through_the_sdk_is_heard_by_both_listed_and_notified(
         return seen if "Disconnected" in seen else None
     seen = wait_until(party_statuses, timeout=10, what="the brought-in party's notifications")
     assert seen[0] == "Answered" and seen[-1] == "Disconnected", seen
+
+    # Brought in again, then removed as the SDK's removeParty sends it: DELETE the party.
+    party = cc(server, "201", "bringIn", sid, {"extensionNumber": "203"})["result"]
+    joined(api, sid)
+    agent_rc.req("DELETE", S % sid + "/parties/" + party["id"], 204)
+    ph["203"].wait_state("DISCONNECTED", timeout=5)
+    back_on_relay(server, ph, artifacts, "rc-after-removal")
+    assert len(agent_rc.session(sid)["parties"]) == 2
     ph["201"].hangup()
     server.wait_metric("hookflash_active_calls", 0)

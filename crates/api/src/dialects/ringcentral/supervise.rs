@@ -19,6 +19,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hookflash_engine::{
@@ -347,4 +348,36 @@ pub(crate) fn session_change(
         target: None,
         call,
     })
+}
+
+/// `DELETE .../parties/{pid}` when `pid` is a party the session gained (a supervisor, a
+/// dialled or brought-in party) and the token's extension is a party of the session: it
+/// leaves (BYE; another session's party goes back to its session), 204. None: not such a
+/// party, the caller goes on with the session's own parties.
+pub(crate) async fn remove_extra(
+    state: &RcState,
+    auth: &RcUser,
+    path: &(String, String, String),
+) -> Option<Result<StatusCode>> {
+    let (account, sid, pid) = path;
+    check_account(auth, account).ok()?;
+    let call = own_session(state, auth, sid).ok()?;
+    if call.leg(pid).is_some() {
+        return None;
+    }
+    if !extra_parties(state, &call)
+        .await
+        .iter()
+        .any(|l| l.id == *pid)
+    {
+        return None;
+    }
+    let r = state
+        .engine
+        .remove_party(&call.account_id, &call.id, pid)
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+        .map_err(RcError::from);
+    info!(call_id = %call.id, party = %pid, user = %auth.user.extension, "RingCentral extra party removed");
+    Some(r)
 }
