@@ -9,6 +9,8 @@ playing its own tone (201 agent, 202 customer, 203 supervisor / brought-in party
 - bring-in through ringcentral-call-control `bringInParty`: 203 is heard by both, hears both,
   is one of the session's parties and is notified on a WebHook subscription as it joins and
   leaves; brought in again and removed with `DELETE .../parties/{pid}`;
+- bring-in in RingCentral's own form ({sessionId, partyId} of another session of 201's):
+  203's party of session 2 is heard in session 1 and hears both of its parties;
 - errors in RingCentral's shape: bad mode / device / agent 400, unknown session 404, a session
   that is not connected 409.
 """
@@ -190,4 +192,43 @@ def test_bring_in_through_the_sdk_is_heard_by_both_listed_and_notified(
     back_on_relay(server, ph, artifacts, "rc-after-removal")
     assert len(agent_rc.session(sid)["parties"]) == 2
     ph["201"].hangup()
+    server.wait_metric("hookflash_active_calls", 0)
+
+
+@pytest.mark.timeout(200)
+def test_bring_in_of_another_sessions_party_mixes_it_into_the_session(
+        server_factory, phones, tones, artifacts):
+    """RingCentral's own bring-in form: 201 talks to 202 (session 1) and to 203 (session 2,
+    from the same phone); bring-in {sessionId: 2, partyId: 203's party} puts 203 into session
+    1: 202 hears 201 and 203, 203 hears 201 and 202. When 203 hangs up session 1 is back on
+    its relay."""
+    server, ph = setup(server_factory, phones, tones)
+    api = Native(server)
+    agent_rc = Rc(server, "201")
+    c1 = ph["201"].call(server.uri("202"))
+    ph["201"].wait_state("CONFIRMED", call=c1, timeout=10)
+    s1 = api.one_call()["id"]
+    c2 = ph["201"].call(server.uri("203"))
+    ph["201"].wait_state("CONFIRMED", call=c2, timeout=10)
+    second = [c for c in api.calls() if c["id"] != s1][0]
+    s2, carol = second["id"], Native.leg(second, "203")["id"]
+    # Another session's party the extension is not in: 404; the session itself: 400.
+    assert_rc_error(agent_rc.req("POST", S % s1 + "/parties/bring-in",
+                                 json={"sessionId": s2, "partyId": "nope"}), 404)
+    assert_rc_error(agent_rc.req("POST", S % s1 + "/parties/bring-in",
+                                 json={"sessionId": s1, "partyId": carol}), 400)
+    party = agent_rc.req("POST", S % s1 + "/parties/bring-in", 200,
+                         json={"sessionId": s2, "partyId": carol}).json()
+    assert party["id"] == carol, party
+    joined(api, s1)
+    server.wait_metric("hookflash_calls_on_mixer", 1)
+    assert [p["id"] for p in agent_rc.session(s1)["parties"]][2] == carol
+    rec = record_all({"202": ph["202"], "203": ph["203"]}, artifacts, "rc-bring-in-party")
+    hears(rec["202"], [F_A, F_C], [F_B], 1.0, 3.2, "202 after 203 was brought in")
+    hears(rec["203"], [F_A, F_B], [F_C], 1.0, 3.2, "203 brought into session 1")
+    ph["203"].hangup()
+    server.wait_metric("hookflash_calls_on_mixer", 0)
+    rec = record_all({"202": ph["202"]}, artifacts, "rc-bring-in-party-after", seconds=3.0)
+    hears(rec["202"], [F_A], [F_B, F_C], 0.8, 2.8, "202 back on the relay")
+    ph["201"].hangup(call=c1)
     server.wait_metric("hookflash_active_calls", 0)
