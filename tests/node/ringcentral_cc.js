@@ -10,7 +10,8 @@
 // | forward (ARG_JSON) | reject | drop | park | record | pauseRecord (ARG_JSON: id) | hangupParty
 // | callOut (ARG_JSON: {"deviceIndex": 0, "to": {...}}) | flip (ARG_JSON: {"callFlipId"})
 // | ignore / answer (ARG_JSON: {"sipUriContains": "..."}: the device whose sipUri contains it)
-// | reply (ARG_JSON: the reply body) | bridge (ARG_JSON: {"telephonySessionId", "partyId"}).
+// | reply (ARG_JSON: the reply body) | bridge (ARG_JSON: {"telephonySessionId", "partyId"})
+// | bringIn / supervise (ARG_JSON: the body, sent as the SDK sends it).
 // Prints one JSON line: {"ok": true, "result", "extensionId", "party", "sessions", "devices"} or
 // {"ok": false, "error", "status"}.
 'use strict';
@@ -70,6 +71,8 @@ async function main() {
     }
     case 'reply': result = await session.reply(arg); break;
     case 'bridge': result = await session.bridge(arg); break;
+    case 'bringIn': result = await session.bringInParty(arg); break;
+    case 'supervise': result = await session.supervise(arg); break;
     case 'hangupParty': await session.removeParty(session.party.id); result = null; break;
     default: throw new Error('unknown action ' + action);
   }

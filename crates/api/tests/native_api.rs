@@ -64,6 +64,15 @@ fn routes() -> Vec<(Method, &'static str)> {
             Method::DELETE,
             "/api/v1/calls/{call_id}/legs/{leg_id}/conference",
         ),
+        (Method::POST, "/api/v1/calls/{call_id}/supervisor"),
+        (Method::PATCH, "/api/v1/calls/{call_id}/supervisor"),
+        (Method::DELETE, "/api/v1/calls/{call_id}/supervisor"),
+        (Method::GET, "/api/v1/calls/{call_id}/parties"),
+        (Method::POST, "/api/v1/calls/{call_id}/parties"),
+        (
+            Method::DELETE,
+            "/api/v1/calls/{call_id}/parties/{participant_id}",
+        ),
         (Method::POST, "/api/v1/calls/{call_id}/recording"),
         (Method::GET, "/api/v1/recordings"),
         (Method::GET, "/api/v1/recordings/{recording_id}"),
@@ -132,7 +141,13 @@ fn call_routes() -> Vec<(Method, &'static str, Option<&'static str>)> {
         .into_iter()
         .filter(|(_, p)| p.contains("{call_id}"))
         .map(|(m, p)| {
-            let body = if m == Method::PATCH {
+            let body = if p.ends_with("/supervisor") && m == Method::POST {
+                Some(r#"{"user": "203", "mode": "listen"}"#)
+            } else if p.ends_with("/supervisor") && m == Method::PATCH {
+                Some(r#"{"mode": "barge"}"#)
+            } else if p.ends_with("/parties") && m == Method::POST {
+                Some(r#"{"to": "203"}"#)
+            } else if m == Method::PATCH {
                 Some(r#"{"muted": true}"#)
             } else if p.ends_with("/announcements") || p.ends_with("/whisper") {
                 Some(r#"{"url": "http://127.0.0.1:9/none.wav"}"#)
@@ -210,7 +225,11 @@ async fn openapi_document_lists_every_route_and_every_documented_route_is_served
                 .starts_with("text/event-stream"));
             continue;
         }
-        let body = (m == Method::PATCH).then_some(r#"{"muted": true}"#);
+        let body = match (m.clone(), path.ends_with("/supervisor")) {
+            (Method::PATCH, true) => Some(r#"{"mode": "listen"}"#),
+            (Method::PATCH, false) => Some(r#"{"muted": true}"#),
+            _ => None,
+        };
         let (status, json, _) = s.req(m.clone(), &url, Some(&a()), body).await;
         assert_ne!(status, 405, "{method} {path}");
         assert!(

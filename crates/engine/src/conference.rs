@@ -18,8 +18,11 @@
 //!
 //! Recording of the mix and announcements (to all, to one) live in `conference_media.rs`.
 //!
-//! Not yet here (issue 14): moving legs between calls, the two-party fast path switching into
-//! the mixer, supervision modes, queues.
+//! A conference may be *owned* by a call (`supervise.rs`: a supervisor or an added party);
+//! it ends when nobody from outside the call is left, and a supervisor's mode sets who hears
+//! it (the mixer's `Hearing`).
+//!
+//! Not yet here (issue 14): moving legs between calls, queues.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,8 +48,10 @@ use crate::dialing::OutboundPermit;
 use crate::events::{ConferenceEvent, ConferenceEventKind, ConferenceParticipantRef};
 use crate::routing::Origin;
 use crate::sip_glue::now_ms;
+use crate::supervise::{SuperviseMode, Supervision};
 use crate::Engine;
 use hookflash_media::audio::Pcm8k;
+use hookflash_media::mixer::Hearing;
 
 #[path = "conference_media.rs"]
 mod media_ops;
@@ -86,6 +91,9 @@ pub struct ParticipantInfo {
     pub held: bool,
     /// Waits for a participant that starts the conference (hears music meanwhile).
     pub waiting: bool,
+    /// A supervisor of the call that owns this conference: how it is heard (see
+    /// `supervise.rs`); None for a party.
+    pub supervision: Option<Supervision>,
 }
 
 /// How a leg joins (the jambonz `conference` verb's options).
@@ -132,10 +140,11 @@ pub struct ConferenceInfo {
     pub participants: Vec<ParticipantInfo>,
 }
 
-enum Command {
+pub(crate) enum Command {
     Dial {
         target: String,
         muted: bool,
+        supervision: Option<Supervision>,
         reply: oneshot::Sender<Result<ParticipantInfo, CommandError>>,
     },
     Join {
@@ -169,10 +178,18 @@ enum Command {
         clip: Pcm8k,
         reply: oneshot::Sender<Result<f32, CommandError>>,
     },
+    /// A supervisor's mode (how it is heard) changes.
+    Supervise {
+        participant: String,
+        supervision: Supervision,
+        reply: oneshot::Sender<Result<ParticipantInfo, CommandError>>,
+    },
+    /// Everybody leaves (legs go back to their calls, dialled phones get BYE/CANCEL).
+    End,
 }
 
 /// A participant named by its id, or by the call leg it is.
-enum Who {
+pub(crate) enum Who {
     Id(String),
     Leg(String),
 }
@@ -191,7 +208,7 @@ impl Who {
 pub(crate) struct ConferenceEntry {
     /// Tells this conference from a later one of the same name.
     id: u64,
-    commands: mpsc::Sender<Command>,
+    pub(crate) commands: mpsc::Sender<Command>,
 }
 
 struct Participant {
@@ -243,12 +260,19 @@ struct ConferenceActor {
     beep: Pcm8k,
     /// The mix is being recorded (`conference_media.rs`).
     recording: Option<media_ops::ConfRecording>,
+    /// The call this conference belongs to (a supervisor or an added party, `supervise.rs`):
+    /// it ends when no phone it dialled is left, or when the call's legs have gone.
+    owner: Option<String>,
+    /// Owned: a phone was dialled (the end rule applies from here).
+    armed: bool,
+    /// Owned: the call's legs joined (its audio is on the mixer).
+    legs_in: bool,
 }
 
 impl ConferenceEntry {
     /// Sends the command `make` builds around a reply channel and waits for the reply. A
     /// conference that ended meanwhile is `NotFound`.
-    async fn ask<T>(
+    pub(crate) async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, CommandError> {
@@ -317,7 +341,7 @@ impl Engine {
         out
     }
 
-    fn conference_entry(&self, account_id: &str, name: &str) -> Option<ConferenceEntry> {
+    pub(crate) fn conference_entry(&self, account_id: &str, name: &str) -> Option<ConferenceEntry> {
         self.inner
             .conferences
             .lock()
@@ -350,6 +374,7 @@ impl Engine {
             .ask(|reply| Command::Dial {
                 target: target.to_string(),
                 muted,
+                supervision: None,
                 reply,
             })
             .await?
@@ -360,6 +385,22 @@ impl Engine {
         &self,
         account_id: &str,
         name: &str,
+    ) -> Result<ConferenceEntry, CommandError> {
+        if crate::supervise::is_call_conference_name(name) {
+            return Err(CommandError::Invalid(
+                "conference names starting with 'call.' belong to calls".into(),
+            ));
+        }
+        self.conference_or_start_owned(account_id, name, None)
+    }
+
+    /// Like [`Self::conference_or_start`]; a conference made here belongs to call `owner`
+    /// (see `supervise.rs`).
+    pub(crate) fn conference_or_start_owned(
+        &self,
+        account_id: &str,
+        name: &str,
+        owner: Option<&str>,
     ) -> Result<ConferenceEntry, CommandError> {
         if !valid_name(name) {
             return Err(CommandError::Invalid(format!(
@@ -377,7 +418,7 @@ impl Engine {
         Ok(match map.get(&key(account_id, name)) {
             Some(e) if !e.commands.is_closed() => e.clone(),
             _ => {
-                let entry = self.start_conference(account_id, name);
+                let entry = self.start_conference(account_id, name, owner);
                 map.insert(key(account_id, name), entry.clone());
                 entry
             }
@@ -573,7 +614,12 @@ impl Engine {
             .await?
     }
 
-    fn start_conference(&self, account_id: &str, name: &str) -> ConferenceEntry {
+    fn start_conference(
+        &self,
+        account_id: &str,
+        name: &str,
+        owner: Option<&str>,
+    ) -> ConferenceEntry {
         let (tx, rx) = mpsc::channel(64);
         let (states, state_rx) = self.inner.states.open();
         let id = rand::random();
@@ -595,6 +641,9 @@ impl Engine {
             departed: Vec::new(),
             beep: Pcm8k::tone(BEEP_HZ, std::time::Duration::from_millis(150), 0.25),
             recording: None,
+            owner: owner.map(str::to_string),
+            armed: false,
+            legs_in: false,
         };
         info!(conference = %name, account = %account_id, "conference created");
         self.inner.metrics.conferences_active.inc();
@@ -608,7 +657,7 @@ impl ConferenceActor {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut states: CallStateReceiver) {
         let shutdown = self.engine.inner.shutdown.clone();
         loop {
-            if (self.started && self.participants.is_empty()) || self.ending {
+            if (self.started && self.participants.is_empty()) || self.ending || self.owner_done() {
                 break;
             }
             tokio::select! {
@@ -644,8 +693,48 @@ impl ConferenceActor {
             self.publish(ConferenceEventKind::Ended, None, None);
         }
         self.unregister();
+        if self.legs_in {
+            self.engine.inner.metrics.calls_on_mixer.dec();
+            info!(call_id = ?self.owner, "the call's audio is back on the relay");
+        }
         self.engine.inner.metrics.conferences_active.dec();
         info!(conference = %self.name, "conference ended");
+    }
+
+    /// A conference owned by a call ends when no phone it dialled is left (they hung up,
+    /// were removed or did not answer), or when the call's legs have gone (it ended).
+    fn owner_done(&self) -> bool {
+        let Some(owner) = self.owner.as_deref() else {
+            return false;
+        };
+        owned_conference_done(
+            owner,
+            self.armed,
+            self.legs_in,
+            self.participants.iter().map(|p| p.info.call_id.as_deref()),
+        )
+    }
+
+    /// Who hears each supervisor (listen: no one; coach: its agent's participant alone,
+    /// no one while the agent is not in; barge: everybody).
+    fn refresh_hearing(&mut self) {
+        for p in &self.participants {
+            let (Some(media_id), Some(sup)) = (p.media_id, p.info.supervision.as_ref()) else {
+                continue;
+            };
+            let agent = || {
+                self.participants
+                    .iter()
+                    .find(|a| a.info.leg_id.is_some() && a.info.leg_id == sup.agent_leg)
+                    .and_then(|a| a.media_id)
+            };
+            let hearing = match sup.mode {
+                SuperviseMode::Listen => Hearing::Listen,
+                SuperviseMode::Barge => Hearing::Normal,
+                SuperviseMode::Coach => agent().map_or(Hearing::Listen, Hearing::Coach),
+            };
+            self.media.set_hearing(media_id, hearing);
+        }
     }
 
     /// Nobody was ever reached and nobody is ringing.
@@ -733,9 +822,13 @@ impl ConferenceActor {
             Command::Dial {
                 target,
                 muted,
+                supervision,
                 reply,
             } => {
-                let r = self.dial(&target, muted).await;
+                let r = self.dial(&target, muted, supervision).await;
+                if r.is_ok() {
+                    self.armed = true;
+                }
                 if r.is_err() && self.pointless() {
                     // Gone before the caller hears of the failure: nothing to list.
                     self.unregister();
@@ -752,6 +845,31 @@ impl ConferenceActor {
                     self.unregister();
                 }
                 let _ = reply.send(r);
+            }
+            Command::Supervise {
+                participant,
+                supervision,
+                reply,
+            } => {
+                let r = match self
+                    .participants
+                    .iter_mut()
+                    .find(|p| p.info.id == participant && p.info.supervision.is_some())
+                {
+                    Some(p) => {
+                        info!(participant = %p.info.id, mode = supervision.mode.as_str(), "supervision mode");
+                        p.info.supervision = Some(supervision);
+                        let info = p.info.clone();
+                        self.refresh_hearing();
+                        Ok(info)
+                    }
+                    None => Err(CommandError::NotFound),
+                };
+                let _ = reply.send(r);
+            }
+            Command::End => {
+                info!(conference = %self.name, "ended on request");
+                self.ending = true;
             }
             Command::Mute {
                 participant,
@@ -856,7 +974,18 @@ impl ConferenceActor {
             leg_id: Some(leg_id.clone()),
             held: false,
             waiting: false,
+            supervision: None,
         };
+        match self.owner.as_deref() {
+            Some(owner) if owner == call_id && !self.legs_in => {
+                self.legs_in = true;
+                self.engine.inner.metrics.calls_on_mixer.inc();
+            }
+            Some(owner) if owner == call_id => {}
+            // Another call's leg brought into this call (RingCentral bring-in).
+            Some(_) => self.armed = true,
+            None => {}
+        }
         self.participants.push(Participant {
             info: info.clone(),
             dialog: None,
@@ -899,6 +1028,7 @@ impl ConferenceActor {
             self.media.overlay_all(self.beep.clone());
         }
         self.refresh_music();
+        self.refresh_hearing();
         if let Some(info) = self
             .participants
             .iter()
@@ -977,7 +1107,12 @@ impl ConferenceActor {
         }
         Some(p)
     }
-    async fn dial(&mut self, target: &str, muted: bool) -> Result<ParticipantInfo, CommandError> {
+    async fn dial(
+        &mut self,
+        target: &str,
+        muted: bool,
+        supervision: Option<Supervision>,
+    ) -> Result<ParticipantInfo, CommandError> {
         if self.full(None) {
             return Err(CommandError::Limited(format!(
                 "the conference takes at most {} participants",
@@ -1063,6 +1198,7 @@ impl ConferenceActor {
             leg_id: None,
             held: false,
             waiting: false,
+            supervision,
         };
         self.answers
             .push(Box::pin(await_answer(id.clone(), pending)));
@@ -1231,6 +1367,21 @@ impl ConferenceActor {
     }
 }
 
+/// The end rule of a conference owned by call `owner`, given each participant's call (None
+/// for a dialled phone): once armed (something from outside was added), it ends when nobody
+/// from outside is left, or when the call's own legs were in and have all gone.
+fn owned_conference_done<'a>(
+    owner: &str,
+    armed: bool,
+    legs_in: bool,
+    participants: impl Iterator<Item = Option<&'a str>> + Clone,
+) -> bool {
+    let own = |c: &Option<&str>| *c == Some(owner);
+    armed
+        && (!participants.clone().any(|c| !own(&c))
+            || (legs_in && !participants.clone().any(|c| own(&c))))
+}
+
 /// Whether a participant in the mix hears music instead of it: while nobody that starts the
 /// conference has joined (`live` false), while it is alone, or while it is held.
 fn hears_music(live: bool, joined: usize, held: bool) -> bool {
@@ -1263,6 +1414,27 @@ mod tests {
     }
 
     #[test]
+    fn a_call_owned_conference_ends_when_nobody_from_outside_is_left_or_the_call_is_gone() {
+        let done = |armed, legs_in, ps: &[Option<&str>]| {
+            owned_conference_done("c1", armed, legs_in, ps.iter().copied())
+        };
+        // Not armed yet (nothing dialled): never.
+        assert!(!done(false, false, &[]));
+        assert!(!done(false, true, &[Some("c1"), Some("c1")]));
+        // A dialled phone rings or talks with the call's legs: goes on.
+        assert!(!done(true, false, &[None]));
+        assert!(!done(true, true, &[Some("c1"), Some("c1"), None]));
+        // Another call's leg brought in counts as outside.
+        assert!(!done(true, true, &[Some("c1"), Some("c2")]));
+        // The outside party left: ends (the legs go back to the relay).
+        assert!(done(true, true, &[Some("c1"), Some("c1")]));
+        // The call's legs have gone (it ended): ends, the dialled phone gets BYE.
+        assert!(done(true, true, &[None]));
+        // Legs not in yet (joining right after the dial): the dialled phone alone goes on.
+        assert!(!done(true, false, &[None, None]));
+    }
+
+    #[test]
     fn names_are_short_plain_words() {
         assert!(valid_name("room-1_a.b"));
         assert!(valid_name(&"x".repeat(MAX_NAME_LEN)));
@@ -1283,6 +1455,7 @@ mod tests {
             leg_id: Some("l1".into()),
             held: false,
             waiting: false,
+            supervision: None,
         };
         let p = |info: &ParticipantInfo| Participant {
             info: info.clone(),

@@ -21,6 +21,7 @@ mod secure_media;
 mod session_timer;
 pub mod sip_glue;
 mod stateless;
+pub mod supervise;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -52,6 +53,7 @@ pub use metrics::Metrics;
 pub use model::{
     CallDirection, CallState, EndCause, LegDirection, LegRole, RecordRole, UnknownWord, WrongState,
 };
+pub use supervise::{SuperviseMode, Supervision};
 
 use crate::registrar::reply;
 use crate::sip_glue::now_unix;

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub recording_frames_dropped: Gauge,
     pub sip_dialogs: Gauge,
     pub conferences_active: Gauge,
+    /// Calls whose audio goes through a conference mixer of their own (a supervisor or an
+    /// added party); the others are on the relay fast path.
+    pub calls_on_mixer: Gauge,
     pub sip_transactions: Gauge,
     pub sip_requests: Family<MethodLabel, Counter>,
     pub auth_failures: Counter,
@@ -82,6 +85,7 @@ impl Metrics {
             recording_frames_dropped: Gauge::default(),
             sip_dialogs: Gauge::default(),
             conferences_active: Gauge::default(),
+            calls_on_mixer: Gauge::default(),
             sip_transactions: Gauge::default(),
             sip_requests: Family::default(),
             auth_failures: Counter::default(),
@@ -166,6 +170,11 @@ impl Metrics {
             "conferences_active",
             "Conferences running (each mixing its participants)",
             m.conferences_active.clone(),
+        );
+        registry.register(
+            "calls_on_mixer",
+            "Two-party calls whose audio goes through a mixer of their own now (a supervisor or an added party); the others take the relay fast path",
+            m.calls_on_mixer.clone(),
         );
         registry.register(
             "sip_transactions",

@@ -30,7 +30,7 @@ use tracing::{debug, warn};
 use crate::audio::Pcm8k;
 use crate::g711::Law;
 use crate::listen::{FeedStream, StreamFrame};
-use crate::mixer::{Mixer, PcmFrame};
+use crate::mixer::{Hearing, Mixer, PcmFrame};
 use crate::ports::RtpSocketPair;
 use crate::record::{self, RecordError, RecordOptions, RecorderTap, RecordingId, TapState};
 use crate::RecordingSummary;
@@ -69,6 +69,7 @@ enum Command {
     StopRecording,
     Remove(u32),
     Mute(u32, bool),
+    Hearing(u32, Hearing),
     Deaf(u32, bool),
     Remote(u32, SocketAddr),
     Packet {
@@ -238,6 +239,11 @@ impl ConferenceMedia {
         let _ = self.tx.send(Command::Mute(id, muted));
     }
 
+    /// Who hears `id` from now on (supervision: listen, coach, barge).
+    pub fn set_hearing(&self, id: u32, hearing: Hearing) {
+        let _ = self.tx.send(Command::Hearing(id, hearing));
+    }
+
     pub fn set_deaf(&self, id: u32, deaf: bool) {
         let _ = self.tx.send(Command::Deaf(id, deaf));
     }
@@ -367,6 +373,9 @@ async fn mix(mut rx: mpsc::UnboundedReceiver<Command>, stats: Arc<ConferenceStat
                     }
                     Command::Mute(id, on) => {
                         mixer.set_muted(id, on);
+                    }
+                    Command::Hearing(id, hearing) => {
+                        mixer.set_hearing(id, hearing);
                     }
                     Command::Deaf(id, on) => {
                         mixer.set_deaf(id, on);

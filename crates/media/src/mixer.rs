@@ -14,6 +14,11 @@
 //! call's own stream (see `relay.rs`, conference feeds). Fed participants give and take
 //! 8 kHz samples ([`Mixer::receive_pcm`], the `pcm` output of [`Mixer::tick_all`]).
 //!
+//! Who hears a participant is its [`Hearing`]: everybody else (`Normal`, a barging
+//! supervisor too), no one (`Listen`: a silent supervisor) or one participant alone
+//! (`Coach`: the supervisor whispers to its agent). It changes live and is independent of
+//! mute (a muted participant is heard by no one whatever its hearing).
+//!
 //! Two clips can sit on a participant: *music* (it waits alone, or for a moderator) replaces
 //! what it hears and keeps it out of the mix; an *overlay* (a join beep, an announcement to
 //! it alone: [`Mixer::overlay_one`]) is added once to what it hears.
@@ -40,6 +45,19 @@ const MAX_BUFFERED: usize = 6 * FRAME_SAMPLES;
 /// After an overflow the buffer is cut back to this (60 ms), so latency stays low.
 const REFILL_TO: usize = 3 * FRAME_SAMPLES;
 
+/// Who hears a participant (supervision modes). What it hears is the same in every mode:
+/// the mix of everybody heard by it, minus itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hearing {
+    /// Heard by every other participant (a party, a barging supervisor).
+    #[default]
+    Normal,
+    /// Heard by no one (a listening supervisor).
+    Listen,
+    /// Heard by this participant alone (a coaching supervisor whispering to its agent).
+    Coach(u32),
+}
+
 /// One participant's place in the mixer.
 struct Participant {
     id: u32,
@@ -50,6 +68,7 @@ struct Participant {
     pcm: bool,
     muted: bool,
     deaf: bool,
+    hearing: Hearing,
     buffered: VecDeque<i16>,
     ssrc: u32,
     seq: u16,
@@ -128,6 +147,7 @@ impl Mixer {
             pcm,
             muted: false,
             deaf: false,
+            hearing: Hearing::Normal,
             buffered: VecDeque::with_capacity(MAX_BUFFERED),
             ssrc,
             seq: rand_start(ssrc),
@@ -226,6 +246,16 @@ impl Mixer {
         self.find(id).map(|p| p.muted = muted).is_some()
     }
 
+    /// Who hears `id` from now on (see [`Hearing`]).
+    pub fn set_hearing(&mut self, id: u32, hearing: Hearing) -> bool {
+        self.find(id).map(|p| p.hearing = hearing).is_some()
+    }
+
+    /// Who hears `id` now.
+    pub fn hearing(&self, id: u32) -> Option<Hearing> {
+        self.parts.iter().find(|p| p.id == id).map(|p| p.hearing)
+    }
+
     /// A deaf participant (on hold, hearing music elsewhere) gets no packets from the mix.
     pub fn set_deaf(&mut self, id: u32, deaf: bool) -> bool {
         self.find(id).map(|p| p.deaf = deaf).is_some()
@@ -299,7 +329,10 @@ impl Mixer {
     /// One 20 ms frame: a packet for every RTP participant that is not deaf, as (id, packet),
     /// and a decoded frame for every fed one, as (id, frame).
     pub fn tick_all(&mut self, out: &mut Vec<(u32, Vec<u8>)>, pcm_out: &mut Vec<(u32, PcmFrame)>) {
+        // `own`: what each participant put into `total` (heard by everybody else);
+        // `coached`: what a coaching participant says to its one listener, as (listener, frame).
         let mut own: Vec<Option<[i16; FRAME_SAMPLES]>> = Vec::with_capacity(self.parts.len());
+        let mut coached: Vec<(u32, [i16; FRAME_SAMPLES])> = Vec::new();
         let mut total = [0i32; FRAME_SAMPLES];
         for p in &mut self.parts {
             if p.buffered.is_empty() {
@@ -317,10 +350,21 @@ impl Mixer {
                 own.push(None);
                 continue;
             }
-            for (t, s) in total.iter_mut().zip(frame.iter()) {
-                *t += i32::from(*s);
+            match p.hearing {
+                Hearing::Normal => {
+                    for (t, s) in total.iter_mut().zip(frame.iter()) {
+                        *t += i32::from(*s);
+                    }
+                    own.push(Some(frame));
+                }
+                Hearing::Listen => own.push(None),
+                Hearing::Coach(to) => {
+                    if to != p.id {
+                        coached.push((to, frame));
+                    }
+                    own.push(None);
+                }
             }
-            own.push(Some(frame));
         }
         self.mix_extras(&mut total);
         for (p, mine) in self.parts.iter_mut().zip(own) {
@@ -331,7 +375,14 @@ impl Mixer {
             for (i, h) in heard.iter_mut().enumerate() {
                 let mut v = match p.music.as_mut() {
                     Some(m) => i32::from(m.next(true).unwrap_or(0)),
-                    None => total[i] - mine.map_or(0, |f| i32::from(f[i])),
+                    None => {
+                        total[i] - mine.map_or(0, |f| i32::from(f[i]))
+                            + coached
+                                .iter()
+                                .filter(|(to, _)| *to == p.id)
+                                .map(|(_, f)| i32::from(f[i]))
+                                .sum::<i32>()
+                    }
                 };
                 if let Some(o) = p.overlay.as_mut() {
                     match o.next(false) {
@@ -557,6 +608,89 @@ mod tests {
             .collect();
         // 160 samples of beep, then 40 of the second frame, then none.
         assert_eq!(ones, vec![1500, 1000 + 500 * 40 / 160, 1000]);
+    }
+
+    /// Four fed participants, each sending its own constant level (1: 1000, 2: 2000,
+    /// 3: 4000, supervisor 4: 8000); what each hears after one frame.
+    fn supervised(hearing: Hearing) -> Vec<(u32, i32)> {
+        let mut m = Mixer::new();
+        for id in 1..=4 {
+            m.add_pcm(id);
+        }
+        assert!(m.set_hearing(4, hearing));
+        assert_eq!(m.hearing(4), Some(hearing));
+        for (id, level) in [(1, 1000), (2, 2000), (3, 4000), (4, 8000)] {
+            m.receive_pcm(id, &[level; 160]);
+        }
+        let (mut out, mut pcm) = (Vec::new(), Vec::new());
+        m.tick_all(&mut out, &mut pcm);
+        (1..=4)
+            .map(|id| (id, pcm_level(&pcm, id).unwrap_or(i32::MIN)))
+            .collect()
+    }
+
+    #[test]
+    fn a_listener_hears_everybody_and_is_heard_by_no_one() {
+        assert_eq!(
+            supervised(Hearing::Listen),
+            vec![(1, 6000), (2, 5000), (3, 3000), (4, 7000)]
+        );
+    }
+
+    #[test]
+    fn a_coach_is_heard_by_its_agent_alone() {
+        assert_eq!(
+            supervised(Hearing::Coach(2)),
+            vec![(1, 6000), (2, 13000), (3, 3000), (4, 7000)]
+        );
+    }
+
+    #[test]
+    fn a_barging_participant_is_heard_by_everybody() {
+        assert_eq!(
+            supervised(Hearing::Normal),
+            vec![(1, 14000), (2, 13000), (3, 11000), (4, 7000)]
+        );
+    }
+
+    #[test]
+    fn hearing_changes_live_and_mute_still_wins() {
+        let mut m = Mixer::new();
+        m.add(1, Law::Alaw, 8, 1);
+        m.add(2, Law::Alaw, 8, 2);
+        m.add_pcm(3);
+        let frame = |m: &mut Mixer| {
+            m.receive(1, &packet(Law::Alaw, 8, 1000, 160));
+            m.receive(2, &packet(Law::Alaw, 8, 2000, 160));
+            m.receive_pcm(3, &[4000; 160]);
+            let (mut out, mut pcm) = (Vec::new(), Vec::new());
+            m.tick_all(&mut out, &mut pcm);
+            (
+                heard(&out, 1, Law::Alaw).unwrap_or(i32::MIN),
+                heard(&out, 2, Law::Alaw).unwrap_or(i32::MIN),
+                pcm_level(&pcm, 3).unwrap_or(i32::MIN),
+            )
+        };
+        let near = |(a, b, c): (i32, i32, i32), want: (i32, i32, i32)| {
+            (a - want.0).abs() <= 100 && (b - want.1).abs() <= 100 && (c - want.2).abs() <= 100
+        };
+        m.set_hearing(3, Hearing::Listen);
+        let got = frame(&mut m);
+        assert!(near(got, (2000, 1000, 3000)), "listen: {got:?}");
+        m.set_hearing(3, Hearing::Coach(1));
+        let got = frame(&mut m);
+        assert!(near(got, (6000, 1000, 3000)), "coach 1: {got:?}");
+        m.set_hearing(3, Hearing::Normal);
+        let got = frame(&mut m);
+        assert!(near(got, (6000, 5000, 3000)), "barge: {got:?}");
+        // A muted coach is heard by no one, its agent included.
+        m.set_hearing(3, Hearing::Coach(1));
+        m.set_muted(3, true);
+        let got = frame(&mut m);
+        assert!(near(got, (2000, 1000, 3000)), "muted coach: {got:?}");
+        // Unknown participants are refused.
+        assert!(!m.set_hearing(9, Hearing::Listen));
+        assert_eq!(m.hearing(9), None);
     }
 }
 

@@ -52,6 +52,9 @@ pub struct Participant {
     /// Waits (hearing music, heard by no one) until a participant that starts the
     /// conference joins.
     pub waiting: bool,
+    /// A call's supervisor: its mode and agent (null for everybody else).
+    #[schema(required = true)]
+    pub supervision: Option<crate::native::supervise::SupervisionView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,6 +104,10 @@ impl From<&ParticipantInfo> for Participant {
             leg_id: p.leg_id.clone(),
             held: p.held,
             waiting: p.waiting,
+            supervision: p
+                .supervision
+                .as_ref()
+                .map(crate::native::supervise::SupervisionView::from),
         }
     }
 }

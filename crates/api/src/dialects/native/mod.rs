@@ -17,6 +17,7 @@ mod originate;
 mod park;
 mod recordings;
 mod ringing;
+mod supervise;
 mod transfer;
 mod voicemail;
 
@@ -136,6 +137,13 @@ pub fn router() -> OpenApiRouter<AppState> {
             conference_media::stop_recording
         ))
         .routes(routes!(conference_media::announce))
+        .routes(routes!(
+            supervise::start_supervision,
+            supervise::update_supervision,
+            supervise::end_supervision
+        ))
+        .routes(routes!(supervise::list_parties, supervise::add_party))
+        .routes(routes!(supervise::remove_party))
         .routes(routes!(events::event_stream))
         .routes(routes!(applications::get_account))
         .routes(routes!(

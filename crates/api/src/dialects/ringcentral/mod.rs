@@ -12,6 +12,7 @@ pub mod oauth;
 mod parties;
 mod sessions;
 pub mod subscriptions;
+mod supervise;
 pub mod ws;
 
 use std::sync::Arc;
@@ -114,6 +115,15 @@ pub fn router(shared: &AppState) -> Router {
                 .patch(parties::patch_party)
                 .delete(parties::delete_party),
         )
+        .route(
+            &format!("{SESSION}/supervise"),
+            post(supervise::supervise_session),
+        )
+        .route(
+            &format!("{SESSION}/parties/bring-in"),
+            post(supervise::bring_in),
+        )
+        .route(&party("supervise"), post(supervise::supervise_party))
         .route(&party("hold"), post(parties::hold))
         .route(&party("unhold"), post(parties::unhold))
         .route(&party("transfer"), post(parties::transfer))

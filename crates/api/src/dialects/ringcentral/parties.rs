@@ -92,6 +92,10 @@ pub(crate) async fn delete_party(
     auth: RcUser,
     Path(path): PartyPath,
 ) -> Result<StatusCode> {
+    // A supervisor or a brought-in party of the session leaves it (the call goes on).
+    if let Some(done) = super::supervise::remove_extra(&state, &auth, &path).await {
+        return done;
+    }
     let (call, leg) = party_of(&state, &auth, &path)?;
     state
         .engine

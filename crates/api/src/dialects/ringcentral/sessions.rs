@@ -108,8 +108,10 @@ pub(crate) async fn get_session(
     Path((account, sid)): Path<(String, String)>,
 ) -> Result<Response> {
     check_account(&auth, &account)?;
-    let call = own_session(&state, &auth, &sid)?;
+    let mut call = own_session(&state, &auth, &sid)?;
     let recording = running_recording(&state, &call).await?;
+    let extras = super::supervise::extra_parties(&state, &call).await;
+    call.legs.extend(extras);
     let session = model::session(&call, is_parked(&state, &call), recording.as_ref());
     Ok(Json(session).into_response())
 }

@@ -711,8 +711,21 @@ pub fn spawn(engine: Engine, delivery: Delivery, registry: Arc<Registry>, stop: 
                 e = rx.recv() => e,
             };
             match event {
-                // Telephony-session notifications are about calls; conferences have none yet.
-                Ok(hookflash_engine::BusEvent::Conference(_)) => {}
+                // A party joining or leaving a session's own mixer (supervisor, bring-in) is a
+                // change of that session's parties; other conferences have no notifications.
+                Ok(hookflash_engine::BusEvent::Conference(conf)) => {
+                    if let Some(event) = super::supervise::session_change(&engine, &conf) {
+                        dispatch(
+                            &engine,
+                            &delivery,
+                            &registry,
+                            &mut tracks,
+                            &mut presence,
+                            &event,
+                        )
+                        .await
+                    }
+                }
                 Ok(hookflash_engine::BusEvent::Call(event)) => {
                     dispatch(
                         &engine,
@@ -748,8 +761,15 @@ async fn dispatch(
     presence: &mut HashMap<String, String>,
     event: &Event,
 ) {
-    let call = &event.call;
     let ended = event.kind == EventKind::Ended;
+    // The parties the session gained (supervisor, brought-in parties) count as its parties.
+    let mut with_extras = event.call.clone();
+    if !ended {
+        with_extras
+            .legs
+            .extend(super::supervise::extra_parties_of(engine, &event.call).await);
+    }
+    let call = &with_extras;
     let parked = !ended && parked_in(engine, call);
     let (changed, mut sequence) = {
         let track = tracks.entry(call.id.clone()).or_default();
