@@ -434,6 +434,22 @@ impl Engine {
         Ok(ticket)
     }
 
+    /// Plays the music on hold to the application's answered caller once (a queue's wait
+    /// music when the application gives no waitHook).
+    pub async fn app_play_music(
+        &self,
+        account_id: &str,
+        call_id: &str,
+    ) -> Result<oneshot::Receiver<crate::apps::PlaybackEnd>, crate::CommandError> {
+        let pcm = self.inner.music_on_hold.clone();
+        self.send_command(account_id, call_id, |reply| crate::CallCommand::AppPlay {
+            pcm,
+            early: false,
+            reply,
+        })
+        .await
+    }
+
     pub fn queue_leave(&self, account_id: &str, call_id: &str, leg_id: &str) -> bool {
         self.inner.queues.leave(account_id, call_id, Some(leg_id))
     }
