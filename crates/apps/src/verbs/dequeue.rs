@@ -20,7 +20,7 @@ use tracing::info;
 
 use super::common::seconds;
 use super::conference::LeaveGuard;
-use super::enqueue::check_queue_name;
+use super::enqueue::{check_queue_name, LateAction};
 use super::Props;
 use crate::alert::AlertKind;
 use crate::control::{ConferenceJoin, ControlError};
@@ -124,7 +124,19 @@ impl Dequeue {
                 fields.insert("queue_time".into(), Value::from(caller.waited.as_secs()));
                 info!(call_id = %x.call.call_id, queue = %self.name, caller = %caller.call_sid,
                     "dequeue: connecting the caller");
-                match self.bridge(x, &bridge).await {
+                let mut late = fields.clone();
+                late.insert(
+                    "dequeue_result".into(),
+                    Value::from(DequeueResult::Complete.as_str()),
+                );
+                // The call ends while bridged: the actionHook still gets `complete`.
+                let mut guard =
+                    LateAction::new(x, self.action_hook.clone(), "actionHook", move |_| {
+                        late.clone()
+                    });
+                let r = self.bridge(x, &bridge).await;
+                guard.disarm();
+                match r {
                     Ok(()) => DequeueResult::Complete,
                     Err(AppError::Control(ControlError::Gone)) => {
                         return Err(ControlError::Gone.into())

@@ -127,50 +127,61 @@ impl Report {
     }
 }
 
-/// While the caller waits: dropped with the verb (the call ended, or a redirect), it leaves
-/// the queue and, if the call has ended, sends the actionHook `hangup`.
-struct WaitGuard {
+/// The actionHook of a verb dropped because its call ended (jambonz still reports a queue
+/// verb's end then): armed, its drop sends `fields()` to the hook if the call is gone. The
+/// answer is not run (nothing runs after the call's end).
+pub(crate) struct LateAction {
     x: Option<Exec>,
     hook: Option<HookSpec>,
-    name: String,
-    queue_sid: String,
-    since: Instant,
-    position: usize,
+    fields: Box<dyn Fn(&Exec) -> Map<String, Value> + Send + Sync>,
+    label: &'static str,
 }
 
-impl WaitGuard {
-    fn disarm(&mut self) {
+impl LateAction {
+    pub(crate) fn new(
+        x: &Exec,
+        hook: Option<HookSpec>,
+        label: &'static str,
+        fields: impl Fn(&Exec) -> Map<String, Value> + Send + Sync + 'static,
+    ) -> Self {
+        LateAction {
+            x: Some(x.beside()),
+            hook,
+            fields: Box::new(fields),
+            label,
+        }
+    }
+
+    pub(crate) fn set(
+        &mut self,
+        fields: impl Fn(&Exec) -> Map<String, Value> + Send + Sync + 'static,
+    ) {
+        self.fields = Box::new(fields);
+    }
+
+    pub(crate) fn disarm(&mut self) {
         self.x = None;
     }
 }
 
-impl Drop for WaitGuard {
+impl Drop for LateAction {
     fn drop(&mut self) {
         let Some(mut x) = self.x.take() else {
             return;
         };
-        x.ctl.queue_leave(&x.call);
-        let size = x.ctl.queue_size(&x.call, &self.name);
+        // Computed now (a queue is left by the fields' function where it applies).
+        let fields = (self.fields)(&x);
         if !x.ctl.is_gone(&x.call) {
-            debug!(call_id = %x.call.call_id, "enqueue dropped (redirect): left the queue");
+            debug!(call_id = %x.call.call_id, label = self.label, "queue verb dropped (redirect)");
             return;
         }
-        info!(call_id = %x.call.call_id, queue = %self.name, "the caller hung up while queued");
         let Some(hook) = self.hook.take() else {
             return;
         };
-        let report = Report {
-            result: QueueResult::Hangup,
-            queue_sid: self.queue_sid.clone(),
-            waited: self.since.elapsed(),
-            size,
-            position: self.position,
-            error: None,
-        };
+        let label = self.label;
         tokio::spawn(async move {
-            // The call is over: the answer is not run.
-            if let Err(e) = x.request(&hook, report.fields(), "actionHook").await {
-                warn!(call_id = %x.call.call_id, error = %e, "enqueue actionHook (hangup) failed");
+            if let Err(e) = x.request(&hook, fields, label).await {
+                warn!(call_id = %x.call.call_id, error = %e, label, "late actionHook failed");
             }
         });
     }
@@ -204,18 +215,26 @@ impl Enqueue {
         info!(call_id = %x.call.call_id, queue = %self.name, position = queued.position,
             size = queued.size, "the caller waits in the queue");
         let since = Instant::now();
-        let mut guard = WaitGuard {
-            x: Some(x.beside()),
-            hook: self.action_hook.clone(),
-            name: self.name.clone(),
-            queue_sid: queued.queue_sid.clone(),
-            since,
-            position: queued.position,
-        };
+        let (sid, name) = (queued.queue_sid.clone(), self.name.clone());
+        let first_position = queued.position;
+        let mut guard = LateAction::new(x, self.action_hook.clone(), "actionHook", move |x| {
+            // The call ended while it waited: out of the queue, `hangup`.
+            x.ctl.queue_leave(&x.call);
+            Report {
+                result: QueueResult::Hangup,
+                queue_sid: sid.clone(),
+                waited: since.elapsed(),
+                size: x.ctl.queue_size(&x.call, &name),
+                position: first_position,
+                error: None,
+            }
+            .fields()
+        });
+        let mut position = queued.position;
         let mut offers = queued.offers;
         let (ctl, call) = (x.ctl.clone(), x.call.clone());
         let outcome = {
-            let wait = self.wait(x, &queued.queue_sid, since, &mut guard.position);
+            let wait = self.wait(x, &queued.queue_sid, since, &mut position);
             tokio::pin!(wait);
             tokio::select! {
                 biased;
@@ -230,7 +249,6 @@ impl Enqueue {
                 r = &mut wait => r.map(|Waited::Leave| None),
             }
         };
-        let position = guard.position;
         let waited = since.elapsed();
         let report = |result, error| Report {
             result,
@@ -262,8 +280,22 @@ impl Enqueue {
                 report(QueueResult::Leave, None)
             }
             Ok(Some(offer)) => {
+                let sid = queued.queue_sid.clone();
+                guard.set(move |_| {
+                    // The call ended while bridged: `bridged`.
+                    Report {
+                        result: QueueResult::Bridged,
+                        queue_sid: sid.clone(),
+                        waited,
+                        size: 0,
+                        position,
+                        error: None,
+                    }
+                    .fields()
+                });
+                let r = self.bridged(x, offer).await;
                 guard.disarm();
-                match self.bridged(x, offer).await {
+                match r {
                     Ok(()) => report(QueueResult::Bridged, None),
                     Err(AppError::Control(ControlError::Gone)) => {
                         return Err(ControlError::Gone.into())
