@@ -130,10 +130,13 @@ impl Report {
 /// The actionHook of a verb dropped because its call ended (jambonz still reports a queue
 /// verb's end then): armed, its drop sends `fields()` to the hook if the call is gone. The
 /// answer is not run (nothing runs after the call's end).
+/// What a late actionHook reports, computed when it is sent.
+type LateFields = Box<dyn Fn(&Exec) -> Map<String, Value> + Send + Sync>;
+
 pub(crate) struct LateAction {
     x: Option<Exec>,
     hook: Option<HookSpec>,
-    fields: Box<dyn Fn(&Exec) -> Map<String, Value> + Send + Sync>,
+    fields: LateFields,
     label: &'static str,
 }
 
