@@ -20,7 +20,7 @@ use tracing::info;
 
 use super::common::seconds;
 use super::conference::LeaveGuard;
-use super::enqueue::{check_queue_name, LateAction};
+use super::enqueue::{check_queue_name, detached_action, LateAction};
 use super::Props;
 use crate::alert::AlertKind;
 use crate::control::{ConferenceJoin, ControlError};
@@ -152,8 +152,7 @@ impl Dequeue {
             }
         };
         fields.insert("dequeue_result".into(), Value::from(result.as_str()));
-        x.action(self.action_hook.as_ref(), fields, "actionHook")
-            .await
+        detached_action(x, self.action_hook.as_ref(), fields).await
     }
 
     /// Joins the bridge the taken caller is in, and stays until it ends.

@@ -38,6 +38,10 @@ const MAX_PRIORITY: u16 = 999;
 const SHORT_ROUND: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a dropped queue verb waits for the engine to forget its ended call, and how
+/// often it looks.
+const GONE_WAIT: Duration = Duration::from_secs(2);
+const GONE_POLL: Duration = Duration::from_millis(20);
 /// How long a caller that joined the bridge waits, alone, for its dequeuer.
 const PARTNER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -130,6 +134,27 @@ impl Report {
 /// The actionHook of a verb dropped because its call ended (jambonz still reports a queue
 /// verb's end then): armed, its drop sends `fields()` to the hook if the call is gone. The
 /// answer is not run (nothing runs after the call's end).
+/// The actionHook of a queue verb, requested in a task of its own: if the call ends while the
+/// request is under way (the bridge ended because this call hung up), the run drops the verb
+/// but the hook still gets its request (its answer is then not run).
+pub(crate) async fn detached_action(
+    x: &mut Exec,
+    spec: Option<&HookSpec>,
+    fields: Map<String, Value>,
+) -> Result<Flow, AppError> {
+    let Some(spec) = spec.cloned() else {
+        return Ok(Flow::Next);
+    };
+    let mut bx = x.beside();
+    let task = tokio::spawn(async move { bx.action(Some(&spec), fields, "actionHook").await });
+    match task.await {
+        Ok(r) => r,
+        Err(e) => Err(AppError::Control(ControlError::Failed(format!(
+            "actionHook task: {e}"
+        )))),
+    }
+}
+
 /// What a late actionHook reports, computed when it is sent.
 type LateFields = Box<dyn Fn(&Exec) -> Map<String, Value> + Send + Sync>;
 
@@ -174,15 +199,22 @@ impl Drop for LateAction {
         };
         // Computed now (a queue is left by the fields' function where it applies).
         let fields = (self.fields)(&x);
-        if !x.ctl.is_gone(&x.call) {
-            debug!(call_id = %x.call.call_id, label = self.label, "queue verb dropped (redirect)");
-            return;
-        }
         let Some(hook) = self.hook.take() else {
             return;
         };
         let label = self.label;
         tokio::spawn(async move {
+            // The run drops verbs when the call ends, or on a redirect. The engine forgets an
+            // ended call just after announcing its end: give it a moment.
+            let gone = async {
+                while !x.ctl.is_gone(&x.call) {
+                    tokio::time::sleep(GONE_POLL).await;
+                }
+            };
+            if tokio::time::timeout(GONE_WAIT, gone).await.is_err() {
+                debug!(call_id = %x.call.call_id, label, "queue verb dropped (redirect)");
+                return;
+            }
             if let Err(e) = x.request(&hook, fields, label).await {
                 warn!(call_id = %x.call.call_id, error = %e, label, "late actionHook failed");
             }
@@ -235,7 +267,6 @@ impl Enqueue {
         });
         let mut position = queued.position;
         let mut offers = queued.offers;
-        let (ctl, call) = (x.ctl.clone(), x.call.clone());
         let outcome = {
             let wait = self.wait(x, &queued.queue_sid, since, &mut position);
             tokio::pin!(wait);
@@ -243,11 +274,9 @@ impl Enqueue {
                 biased;
                 offer = &mut offers => match offer {
                     Ok(offer) => Ok(Some(offer)),
-                    // Taken out without an offer: the call has ended (the engine saw it).
-                    Err(_) if ctl.is_gone(&call) => Err(ControlError::Gone.into()),
-                    Err(_) => Err(AppError::Control(ControlError::Failed(
-                        "the queue let the caller go".into(),
-                    ))),
+                    // Taken out without an offer: only the engine's watch of the call's end
+                    // does that.
+                    Err(_) => Err(ControlError::Gone.into()),
                 },
                 r = &mut wait => r.map(|Waited::Leave| None),
             }
@@ -308,8 +337,7 @@ impl Enqueue {
             }
         };
         report.size = x.ctl.queue_size(&x.call, &self.name);
-        x.action(self.action_hook.as_ref(), report.fields(), "actionHook")
-            .await
+        detached_action(x, self.action_hook.as_ref(), report.fields()).await
     }
 
     /// Joins the bridge a dequeuer offered, accepts, and stays until either side leaves.
