@@ -117,6 +117,7 @@ fn routes() -> Vec<(Method, &'static str)> {
             Method::DELETE,
             "/api/v1/applications/{application_id}/numbers/{number_id}",
         ),
+        (Method::GET, "/api/v1/queues"),
         (Method::GET, "/api/v1/conferences"),
         (Method::GET, "/api/v1/conferences/{name}"),
         (Method::POST, "/api/v1/conferences/{name}/participants"),

@@ -188,6 +188,28 @@ pub struct ConferenceJoined {
     pub notes: mpsc::Receiver<ConferenceNote>,
 }
 
+pub use hookflash_engine::queues::QueueOffer;
+
+/// The application's leg waits in a queue (`enqueue`): an offer to connect arrives on
+/// `offers`; dropping it leaves the queue.
+#[derive(Debug)]
+pub struct Queued {
+    pub offers: oneshot::Receiver<QueueOffer>,
+    pub queue_sid: String,
+    /// 1-based place and the queue's size when it joined.
+    pub position: usize,
+    pub size: usize,
+}
+
+/// A queued caller taken by the `dequeue` verb (it has joined the bridge offered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DequeuedCall {
+    pub call_sid: String,
+    pub waited: std::time::Duration,
+    /// Callers left in the queue.
+    pub remaining: usize,
+}
+
 /// Why an operation on the call failed.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum ControlError {
@@ -331,6 +353,53 @@ pub trait CallControl: Send + Sync + 'static {
     /// Takes the leg out of its conference (`leave` verb); `WrongState` when it is in none.
     async fn conference_leave(&self, _call: &CallRef) -> Result<(), ControlError> {
         Err(ControlError::WrongState("not in a conference".into()))
+    }
+    /// Puts the answered leg into queue `name` of its account (made on first use; bounded:
+    /// `Full` beyond the limits).
+    async fn queue_enqueue(
+        &self,
+        _call: &CallRef,
+        _name: &str,
+        _priority: u16,
+    ) -> Result<Queued, ControlError> {
+        Err(ControlError::Failed("queues are not available".into()))
+    }
+    /// The leg's 1-based place in queue `name` and the queue's size (None: not in it).
+    fn queue_position(&self, _call: &CallRef, _name: &str) -> Option<(usize, usize)> {
+        None
+    }
+    /// Callers waiting in queue `name` of the leg's account.
+    fn queue_size(&self, _call: &CallRef, _name: &str) -> usize {
+        0
+    }
+    /// Takes the leg out of its queue (true if it was in one).
+    fn queue_leave(&self, _call: &CallRef) -> bool {
+        false
+    }
+    /// Takes a caller from queue `name` (the first, or the one whose call_sid is
+    /// `call_sid`), waiting up to `timeout` (None: forever) for one, and has it join
+    /// conference `bridge`. None: nobody came in time.
+    async fn queue_dequeue(
+        &self,
+        _call: &CallRef,
+        _name: &str,
+        _call_sid: Option<&str>,
+        _timeout: Option<std::time::Duration>,
+        _bridge: &str,
+        _by_call_sid: &str,
+    ) -> Result<Option<DequeuedCall>, ControlError> {
+        Err(ControlError::Failed("queues are not available".into()))
+    }
+    /// Has the leg's call ended (the engine no longer knows it)?
+    fn is_gone(&self, _call: &CallRef) -> bool {
+        false
+    }
+    /// Plays the server's music on hold to the answered leg once (a queue's wait music).
+    async fn play_music(
+        &self,
+        _call: &CallRef,
+    ) -> Result<oneshot::Receiver<PlayEnd>, ControlError> {
+        Err(ControlError::Failed("music is not available".into()))
     }
     /// The leg's signals from now on (DTMF, end). Call once per application run.
     fn signals(&self, call: &CallRef) -> mpsc::Receiver<CallSignal>;

@@ -14,9 +14,10 @@ use hookflash_media::relay::Leg;
 
 use crate::control::{
     Audio, CallControl, CallRef, CallSignal, ConferenceJoin, ConferenceJoined, ConferenceNote,
-    ConferenceNoteKind, ControlError, DialProgress, DialRequest, DialStarted, PartyDtmf, PlayEnd,
-    RecordingDone, ReferProgress, StreamPlayback, Tap, TapDtmf,
+    ConferenceNoteKind, ControlError, DequeuedCall, DialProgress, DialRequest, DialStarted,
+    PartyDtmf, PlayEnd, Queued, RecordingDone, ReferProgress, StreamPlayback, Tap, TapDtmf,
 };
+use hookflash_engine::queues::QueueError;
 use hookflash_engine::{ConferenceEvent, ConferenceEventKind, JoinOptions};
 
 /// Conference events waiting for the `conference` verb before more are dropped.
@@ -71,6 +72,14 @@ fn control_error(e: CommandError) -> ControlError {
         CommandError::WrongState { state } => ControlError::WrongState(state.as_str().to_string()),
         CommandError::Media(why) => ControlError::Audio(why),
         other => ControlError::Failed(other.to_string()),
+    }
+}
+
+fn queue_error(e: QueueError) -> ControlError {
+    match e {
+        QueueError::Gone => ControlError::Gone,
+        QueueError::BadName | QueueError::AlreadyQueued(_) => ControlError::Failed(e.to_string()),
+        QueueError::Full(why) => ControlError::Failed(format!("queue full: {why}")),
     }
 }
 
@@ -524,6 +533,90 @@ impl CallControl for EngineControl {
             .conference_leave_call(&call.account_id, &call.call_id, Some(&call.leg_id))
             .await
             .map_err(control_error)
+    }
+
+    async fn queue_enqueue(
+        &self,
+        call: &CallRef,
+        name: &str,
+        priority: u16,
+    ) -> Result<Queued, ControlError> {
+        let t = self
+            .engine
+            .queue_enqueue(
+                &call.account_id,
+                name,
+                &call.call_id,
+                &call.leg_id,
+                priority,
+            )
+            .map_err(queue_error)?;
+        Ok(Queued {
+            offers: t.offers,
+            queue_sid: t.queue_sid,
+            position: t.position,
+            size: t.size,
+        })
+    }
+
+    fn queue_position(&self, call: &CallRef, name: &str) -> Option<(usize, usize)> {
+        self.engine
+            .queue_position(&call.account_id, name, &call.leg_id)
+    }
+
+    fn is_gone(&self, call: &CallRef) -> bool {
+        self.engine.call(&call.account_id, &call.call_id).is_err()
+    }
+
+    fn queue_size(&self, call: &CallRef, name: &str) -> usize {
+        self.engine.queue_size(&call.account_id, name)
+    }
+
+    fn queue_leave(&self, call: &CallRef) -> bool {
+        self.engine
+            .queue_leave(&call.account_id, &call.call_id, &call.leg_id)
+    }
+
+    async fn queue_dequeue(
+        &self,
+        call: &CallRef,
+        name: &str,
+        call_sid: Option<&str>,
+        timeout: Option<std::time::Duration>,
+        bridge: &str,
+        by_call_sid: &str,
+    ) -> Result<Option<DequeuedCall>, ControlError> {
+        let d = self
+            .engine
+            .queue_dequeue(
+                &call.account_id,
+                name,
+                call_sid,
+                timeout,
+                bridge,
+                by_call_sid,
+            )
+            .await
+            .map_err(queue_error)?;
+        Ok(d.map(|d| DequeuedCall {
+            call_sid: d.leg_id,
+            waited: d.waited,
+            remaining: d.remaining,
+        }))
+    }
+
+    async fn play_music(&self, call: &CallRef) -> Result<oneshot::Receiver<PlayEnd>, ControlError> {
+        let done = self
+            .engine
+            .app_play_music(&call.account_id, &call.call_id)
+            .await
+            .map_err(control_error)?;
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let end = done.await.map(play_end).unwrap_or(PlayEnd::CallEnded);
+            let _ = tx.send(end);
+        });
+        Ok(rx)
     }
 
     fn signals(&self, call: &CallRef) -> mpsc::Receiver<CallSignal> {

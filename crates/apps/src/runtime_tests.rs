@@ -307,7 +307,7 @@ async fn unknown_unsupported_and_mistyped_verbs_are_skipped() {
         "/call",
         vec![Reply::json(json!([
             {"verb": "frobnicate"},
-            {"verb": "enqueue", "name": "queue-1"},
+            {"verb": "transcribe", "recognizer": {}},
             {"verb": "say", "text": 5},
             {"verb": "say", "text": "still here"}
         ]))],
@@ -332,7 +332,7 @@ async fn unknown_unsupported_and_mistyped_verbs_are_skipped() {
         .collect();
     assert!(msgs[0].contains("frobnicate"), "{msgs:?}");
     assert!(
-        msgs[1].contains("enqueue") && msgs[1].contains("not supported yet"),
+        msgs[1].contains("transcribe") && msgs[1].contains("not supported yet"),
         "{msgs:?}"
     );
     assert_eq!(alerts.lock().unwrap()[0].call_sid, "cs-1");

@@ -15,6 +15,7 @@ pub mod fetch;
 pub mod inbound_hook;
 pub mod metrics;
 pub mod model;
+pub mod queues;
 mod registrar;
 pub mod routing;
 mod secure_media;
@@ -125,6 +126,8 @@ pub(crate) struct EngineInner {
     pub apps: apps::AppChannel,
     /// Asked before an inbound call rings a user (sipgate push `newCall`).
     pub inbound_hook: inbound_hook::HookSlot,
+    /// Named call queues per account (jambonz enqueue/dequeue).
+    pub queues: queues::Queues,
 }
 
 pub(crate) struct CallEntry {
@@ -228,6 +231,7 @@ impl Engine {
                 calls: Mutex::new(HashMap::new()),
                 orbits: Mutex::new(HashMap::new()),
                 conferences: std::sync::Mutex::new(HashMap::new()),
+                queues: queues::Queues::default(),
                 events: EventBus::new(1000),
                 states: hookflash_sip::router::StateRouter::start(),
                 music_on_hold,

@@ -124,10 +124,25 @@ impl Props for Conference {
 
 /// Takes the leg out of the conference if the verb is dropped while it is in (a redirect,
 /// the end of the run).
-struct LeaveGuard {
+pub(crate) struct LeaveGuard {
     ctl: std::sync::Arc<dyn CallControl>,
     call: CallRef,
     armed: bool,
+}
+
+impl LeaveGuard {
+    pub(crate) fn new(ctl: std::sync::Arc<dyn CallControl>, call: CallRef) -> Self {
+        LeaveGuard {
+            ctl,
+            call,
+            armed: true,
+        }
+    }
+
+    /// The leg has left already.
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
+    }
 }
 
 impl Drop for LeaveGuard {

@@ -1,6 +1,7 @@
 //! `leave`: leaves the conference the caller is in (a redirected application's first verb,
-//! for example), and the application goes on with the next verb. In no conference (queues do
-//! not run yet) there is nothing to leave: the application goes on too.
+//! for example), and the application goes on with the next verb. In no conference there is
+//! nothing to leave: the application goes on too. (In an `enqueue` waitHook's answer, `leave`
+//! leaves the queue: `verbs/enqueue.rs` handles it there.)
 
 use serde::Deserialize;
 

@@ -17,8 +17,10 @@ pub mod common;
 pub mod conference;
 pub mod config;
 pub mod decline;
+pub mod dequeue;
 pub mod dial;
 pub mod dtmf;
+pub mod enqueue;
 pub mod gather;
 pub mod hangup;
 pub mod leave;
@@ -36,8 +38,10 @@ pub use answer::Answer;
 pub use conference::Conference;
 pub use config::Config;
 pub use decline::Decline;
+pub use dequeue::Dequeue;
 pub use dial::Dial;
 pub use dtmf::Dtmf;
+pub use enqueue::Enqueue;
 pub use gather::Gather;
 pub use hangup::Hangup;
 pub use leave::Leave;
@@ -72,6 +76,8 @@ pub enum Verb {
     /// RCML `<Record>` (not a jambonz verb).
     Record(Box<Record>),
     Conference(Box<Conference>),
+    Enqueue(Box<Enqueue>),
+    Dequeue(Box<Dequeue>),
     /// A jambonz verb this server does not run yet (reported and skipped).
     NotYet(NotYet),
 }
@@ -125,6 +131,8 @@ impl Verb {
             Verb::Listen(_) => "listen",
             Verb::Record(_) => "record",
             Verb::Conference(_) => "conference",
+            Verb::Enqueue(_) => "enqueue",
+            Verb::Dequeue(_) => "dequeue",
             Verb::NotYet(n) => &n.name,
         }
     }
@@ -179,6 +187,8 @@ impl Verb {
             "redirect" => Verb::Redirect(props(name, data)?),
             "listen" => Verb::Listen(Box::new(props(name, data)?)),
             "conference" => Verb::Conference(Box::new(props(name, data)?)),
+            "enqueue" => Verb::Enqueue(Box::new(props(name, data)?)),
+            "dequeue" => Verb::Dequeue(Box::new(props(name, data)?)),
             n if unsupported::NOT_YET.contains(&n) => Verb::NotYet(NotYet {
                 name: n.to_string(),
             }),
@@ -205,6 +215,8 @@ impl Verb {
             Verb::Listen(v) => v.exec(x).await,
             Verb::Record(v) => v.exec(x).await,
             Verb::Conference(v) => v.exec(x).await,
+            Verb::Enqueue(v) => v.exec(x).await,
+            Verb::Dequeue(v) => v.exec(x).await,
             Verb::NotYet(v) => v.exec(x).await,
         }
     }
@@ -229,6 +241,8 @@ fn is_known(name: &str) -> bool {
             | "redirect"
             | "listen"
             | "conference"
+            | "enqueue"
+            | "dequeue"
     ) || unsupported::NOT_YET.contains(&name)
 }
 

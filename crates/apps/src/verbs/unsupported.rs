@@ -8,10 +8,8 @@ use crate::exec::{Exec, Flow};
 /// The names (jambonz verb specifications).
 pub const NOT_YET: &[&str] = &[
     "alert",
-    "dequeue",
     "dialogflow",
     "dub",
-    "enqueue",
     "lex",
     "llm",
     "message",

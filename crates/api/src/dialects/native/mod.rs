@@ -15,6 +15,7 @@ mod media;
 pub mod model;
 mod originate;
 mod park;
+mod queues;
 mod recordings;
 mod ringing;
 mod supervise;
@@ -55,6 +56,7 @@ pub const PREFIX: &str = "/api/v1";
          (name = "events", description = "Call event stream"),
          (name = "account", description = "The API key's account"),
          (name = "applications", description = "Applications (call hooks) and the numbers routed to them"),
+         (name = "queues", description = "Call queues (jambonz enqueue/dequeue) and their waiting callers"),
          (name = "meta", description = "This document"))
 )]
 struct ApiDoc;
@@ -120,6 +122,7 @@ pub fn router() -> OpenApiRouter<AppState> {
             voicemail::get_forwardings,
             voicemail::put_forwardings
         ))
+        .routes(routes!(queues::list_queues))
         .routes(routes!(conferences::list_conferences))
         .routes(routes!(conferences::get_conference))
         .routes(routes!(conferences::add_participant))
