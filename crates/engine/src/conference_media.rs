@@ -25,7 +25,7 @@ pub(super) struct ConfRecording {
 }
 
 /// Who hears an announcement.
-pub(super) enum Audience {
+pub(crate) enum Audience {
     All,
     One(Who),
 }

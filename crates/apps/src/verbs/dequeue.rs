@@ -165,6 +165,7 @@ impl Dequeue {
             end_on_exit: true,
             start_on_enter: true,
             max_participants: Some(2),
+            record: false,
         };
         let mut joined = x.ctl.conference_join(&x.call, join).await?;
         let mut guard = LeaveGuard::new(x.ctl.clone(), x.call.clone());

@@ -355,6 +355,7 @@ impl Enqueue {
             end_on_exit: true,
             start_on_enter: true,
             max_participants: Some(2),
+            record: false,
         };
         let mut joined = match x.ctl.conference_join(&x.call, join).await {
             Ok(j) => j,
