@@ -14,7 +14,9 @@ effect.
   rings the user as before, and newCall is not sent twice.
 
 Outgoing calls (the caller 201 has the webhook; its newCall has direction=out and is answered):
-- rejectCall busy: 201 gets 486 and 202 never rings; hangUpCall: the call ends unanswered.
+- rejectCall busy: 201 gets 486 and 202 never rings; hangUpCall: the call ends unanswered;
+  playAudio: 201 hears the WAV's tone, 202 never rings. (A caller's gatherDTMF is not
+  executed: test_dtmf.py, its onData gets 202's keys once connected.)
 - redirectCall to 203 on a call 201 dialled to 202: 203 rings (202 does not), 201 and 203 hear
   each other's tones. A Dial the user may not place: 202 rings as dialled.
 - 500, garbage, or too late: 202 rings as dialled; exactly one newCall (direction=out) sent.
@@ -454,6 +456,27 @@ def test_outbound_reject_busy_gives_the_calling_phone_486(server_factory, phones
     never_rings(B, "202 (the caller's app rejected the call)", timeout=0.5)
     server.wait_metric("hookflash_active_calls", 0)
     assert len([e for e in app.seen if e["event"] == "newCall"]) == 1, app.seen
+
+
+def test_outbound_play_is_heard_by_the_caller_and_nobody_rings(server_factory, phones,
+                                                                push_app, files, artifacts):
+    server = server_factory()
+    wav = audio.make_tone(os.path.join(artifacts, "announcement.wav"), F_C, seconds=3)
+    f = files({"/a.wav": wav})
+    app = push_app("play", f.url("/a.wav"), direction="out")
+    set_webhook(server, "201", app.url)
+    A = registered(phones, server, "A", "201")
+    B = registered(phones, server, "B", "202")
+    B.auto_answer(200)
+    c = A.call(server.uri("202"))
+    A.wait_state("CONFIRMED", call=c, timeout=10)
+    heard = recorded(A, artifacts, "A_out_play.wav", 1.5)
+    w = audio.read_wav(heard)
+    assert audio.tone_fraction(w, F_C, 0.3, w.duration - 0.2) >= 0.6, \
+        audio.window_report(w, [F_C], 0.3)[:30]
+    A.wait_state("DISCONNECTED", call=c, timeout=10)
+    never_rings(B, "202 (the caller's app played an announcement)", timeout=0.2)
+    server.wait_metric("hookflash_active_calls", 0)
 
 
 def test_outbound_hangup_ends_the_call_unanswered(server_factory, phones, push_app):

@@ -14,9 +14,10 @@
 //!   user as before.
 //! - So does a call a user with a webhook URL places (`direction=out`), before it goes out:
 //!   a leading `<Dial>` dials those numbers instead of the dialled one (as the user may dial),
-//!   `<Reject>`, `<Hangup>`, `<Play>`, `<Gather>` run on the application runtime on the
-//!   caller's leg (nobody rings), `<Dial><Voicemail/></Dial>` is not executed. Anything
-//!   else, or no usable answer: the call goes out as dialled.
+//!   `<Reject>`, `<Hangup>`, `<Play>` run on the application runtime on the caller's leg
+//!   (nobody rings). An answer with a `<Gather>` is not executed (its `onData` gets the other
+//!   party's keys once connected, below), nor is `<Dial><Voicemail/></Dial>`. No usable
+//!   answer: the call goes out as dialled.
 //! - `dtmf` (`event=dtmf&dtmf=<digit>&callId=...`): a digit pressed by the *other* party of a
 //!   user's call (once per press) goes to the `onData` URL of a `<Gather>` in the user's
 //!   `newCall` answer (where sipgate sends it); without one, to the user's webhook URL.
@@ -642,7 +643,17 @@ impl PushHook {
             warn!(%url, "newCall answer: skipped {why}");
         }
         let key = (call.call_id.clone(), user.id.clone());
-        let plan = xml.plan();
+        let mut plan = xml.plan();
+        // A caller's <Gather> is not executed: the call goes out as dialled and the keys the
+        // other party presses go to its onData (the dtmf push), as before.
+        let gathers = xml
+            .actions
+            .iter()
+            .any(|a| matches!(a, sipgate_xml::Action::Gather { .. }));
+        if call.party == Party::Caller && gathers && matches!(plan, Plan::Run(_)) {
+            info!(%url, "a caller's newCall answer with <Gather> is not executed; the call goes out as dialled");
+            plan = Plan::Ring;
+        }
         let executed = matches!(plan, Plan::Run(_));
         lock(&self.follow).insert(key, follow_ups(&xml, executed));
         match plan {
