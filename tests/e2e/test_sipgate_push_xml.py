@@ -12,6 +12,14 @@ effect.
   the call ends unanswered; sendToVoicemail: the mailbox answers (the caller hears the greeting).
 - An app that answers 500, garbage, or nothing within http.push_answer_timeout_ms: the call
   rings the user as before, and newCall is not sent twice.
+
+Outgoing calls (the caller 201 has the webhook; its newCall has direction=out and is answered):
+- rejectCall busy: 201 gets 486 and 202 never rings; hangUpCall: the call ends unanswered;
+  playAudio: 201 hears the WAV's tone, 202 never rings. (A caller's gatherDTMF is not
+  executed: test_dtmf.py, its onData gets 202's keys once connected.)
+- redirectCall to 203 on a call 201 dialled to 202: 203 rings (202 does not), 201 and 203 hear
+  each other's tones. A Dial the user may not place: 202 rings as dialled.
+- 500, garbage, or too late: 202 rings as dialled; exactly one newCall (direction=out) sent.
 """
 import http.server
 import json
@@ -43,14 +51,15 @@ EXTRA = [("203", "secret203", "Carol")]
 class PushApp:
     """The SDK's webhook server answering newCall as `mode` says; its events on a queue."""
 
-    def __init__(self, artifacts, *args):
+    def __init__(self, artifacts, *args, direction="in"):
         self.port = free_port(udp=False)
         self.url = "http://127.0.0.1:%d" % self.port
         self.log = open(os.path.join(artifacts, "push_app_%s.log" % args[0]), "w")
         self.proc = subprocess.Popen(
             ["node", os.path.join(NODE_DIR, "sipgate_push_app.js"), str(self.port)]
             + [str(a) for a in args],
-            cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=self.log, text=True)
+            cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=self.log, text=True,
+            env=dict(os.environ, PUSH_DIRECTION=direction))
         self.events = queue.Queue()
         self.seen = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -124,8 +133,8 @@ class Files:
 def push_app(artifacts):
     made = []
 
-    def make(*args):
-        a = PushApp(artifacts, *args)
+    def make(*args, direction="in"):
+        a = PushApp(artifacts, *args, direction=direction)
         made.append(a)
         return a
 
@@ -424,5 +433,151 @@ def test_caller_hanging_up_while_the_app_thinks_ends_the_call(server_factory, ph
         if B.find("incoming"):
             B.wait_state("DISCONNECTED", timeout=10)
         assert "CONFIRMED" not in A.states(call=c)
+    finally:
+        app.close()
+
+
+def test_outbound_reject_busy_gives_the_calling_phone_486(server_factory, phones, push_app):
+    """201 (whose app answers its own newCall, direction=out) dials 202: the app's rejectCall
+    busy gives 201 a 486 and 202 never rings."""
+    server = server_factory()
+    app = push_app("reject", "busy", direction="out")
+    set_webhook(server, "201", app.url)
+    A = registered(phones, server, "A", "201")
+    B = registered(phones, server, "B", "202")
+    B.auto_answer(200)
+    c = A.call(server.uri("202"))
+    new = app.until("newCall")
+    assert new["direction"] == "out" and new["users"] == ["Alice"], new
+    assert new["from"] == "+4930123456" and new["to"] == "+202", new
+    app.until("answered")
+    assert A.end_status(call=c, timeout=10) == 486
+    assert "CONFIRMED" not in A.states(call=c)
+    never_rings(B, "202 (the caller's app rejected the call)", timeout=0.5)
+    server.wait_metric("hookflash_active_calls", 0)
+    assert len([e for e in app.seen if e["event"] == "newCall"]) == 1, app.seen
+
+
+def test_outbound_play_is_heard_by_the_caller_and_nobody_rings(server_factory, phones,
+                                                                push_app, files, artifacts):
+    server = server_factory()
+    wav = audio.make_tone(os.path.join(artifacts, "announcement.wav"), F_C, seconds=3)
+    f = files({"/a.wav": wav})
+    app = push_app("play", f.url("/a.wav"), direction="out")
+    set_webhook(server, "201", app.url)
+    A = registered(phones, server, "A", "201")
+    B = registered(phones, server, "B", "202")
+    B.auto_answer(200)
+    c = A.call(server.uri("202"))
+    A.wait_state("CONFIRMED", call=c, timeout=10)
+    heard = recorded(A, artifacts, "A_out_play.wav", 1.5)
+    w = audio.read_wav(heard)
+    assert audio.tone_fraction(w, F_C, 0.3, w.duration - 0.2) >= 0.6, \
+        audio.window_report(w, [F_C], 0.3)[:30]
+    A.wait_state("DISCONNECTED", call=c, timeout=10)
+    never_rings(B, "202 (the caller's app played an announcement)", timeout=0.2)
+    server.wait_metric("hookflash_active_calls", 0)
+
+
+def test_outbound_hangup_ends_the_call_unanswered(server_factory, phones, push_app):
+    server = server_factory()
+    app = push_app("hangup", direction="out")
+    set_webhook(server, "201", app.url)
+    A = registered(phones, server, "A", "201")
+    B = registered(phones, server, "B", "202")
+    B.auto_answer(200)
+    c = A.call(server.uri("202"))
+    code = A.end_status(call=c, timeout=10)
+    assert 400 <= code < 700, code
+    assert "CONFIRMED" not in A.states(call=c)
+    never_rings(B, "202 (the caller's app hung up)", timeout=0.5)
+    server.wait_metric("hookflash_active_calls", 0)
+
+
+def test_outbound_dial_calls_another_number_instead(server_factory, phones, tones, push_app,
+                                                    artifacts):
+    """201 dials 202; its app answers redirectCall to 203: 203 rings (202 does not), 201 and 203
+    hear each other; the app still gets the hangup."""
+    server = server_factory(extra_users=EXTRA)
+    app = push_app("dial", "203", direction="out")
+    set_webhook(server, "201", app.url)
+    A = registered(phones, server, "A", "201")
+    B = registered(phones, server, "B", "202")
+    C = registered(phones, server, "C", "203")
+    A.play(tones[F_A])
+    C.play(tones[F_C])
+    B.auto_answer(200)
+    C.auto_answer(200)
+    c = A.call(server.uri("202"))
+    new = app.until("newCall")
+    assert new["direction"] == "out", new
+    inc = C.wait_incoming(timeout=10)
+    A.wait_state("CONFIRMED", call=c, timeout=10)
+    C.wait_state("CONFIRMED", call=inc["call"])
+    never_rings(B, "202 (the caller's app dialled 203 instead)", timeout=0.5)
+    time.sleep(0.5)
+    ra = recorded(A, artifacts, "A_out_dial.wav", 2.0)
+    rc = recorded(C, artifacts, "C_out_dial.wav", 2.0)
+    assert_hears(ra, F_C, F_A, what="201 hears 203")
+    assert_hears(rc, F_A, F_C, what="203 hears 201")
+    A.hangup(call=c)
+    C.wait_state("DISCONNECTED", call=inc["call"], timeout=10)
+    hup = app.until("hangup")
+    assert hup["callId"] == new["callId"], (hup, new)
+    server.wait_metric("hookflash_active_calls", 0)
+    assert len([e for e in app.seen if e["event"] == "newCall"]) == 1, app.seen
+
+
+def test_outbound_dial_the_user_may_not_place_goes_as_dialled(server_factory, phones, tones,
+                                                               push_app, artifacts):
+    """The Dial is placed with the calling user's permissions: 201 may dial internal only, its
+    app redirects to a national number; 202 rings as dialled."""
+    server = server_factory(account_extra={"acme": {"dial": ["internal"]}})
+    app = push_app("dial", "+4969555123", direction="out")
+    set_webhook(server, "201", app.url)
+    A = registered(phones, server, "A", "201")
+    B = registered(phones, server, "B", "202")
+    A.play(tones[F_A])
+    B.play(tones[F_B])
+    B.auto_answer(200)
+    c = A.call(server.uri("202"))
+    app.until("answered")
+    inc = B.wait_incoming(timeout=10)
+    A.wait_state("CONFIRMED", call=c, timeout=10)
+    B.wait_state("CONFIRMED", call=inc["call"])
+    time.sleep(0.5)
+    rb = recorded(B, artifacts, "B_out_refused.wav", 1.5)
+    assert_hears(rb, F_A, F_B, what="202 hears the caller")
+    A.hangup(call=c)
+    server.wait_metric("hookflash_active_calls", 0)
+
+
+@pytest.mark.parametrize("how", ["500", "garbage", "slow"])
+def test_outbound_bad_or_late_answers_go_as_dialled(server_factory, phones, tones, artifacts,
+                                                     how):
+    server = server_factory(http_extra={"push_answer_timeout_ms": 1000})
+    app = BadApp(how)
+    try:
+        set_webhook(server, "201", app.url)
+        A = registered(phones, server, "A", "201")
+        B = registered(phones, server, "B", "202")
+        A.play(tones[F_A])
+        B.play(tones[F_B])
+        B.auto_answer(200)
+        c = A.call(server.uri("202"))
+        inc = B.wait_incoming(timeout=10)
+        A.wait_state("CONFIRMED", call=c, timeout=10)
+        B.wait_state("CONFIRMED", call=inc["call"])
+        time.sleep(0.5)
+        ra = recorded(A, artifacts, "A_out_%s.wav" % how, 1.5)
+        rb = recorded(B, artifacts, "B_out_%s.wav" % how, 1.5)
+        assert_hears(ra, F_B, F_A, what="201 hears 202")
+        assert_hears(rb, F_A, F_B, what="202 hears 201")
+        A.hangup(call=c)
+        server.wait_metric("hookflash_active_calls", 0)
+        time.sleep(0.5)
+        news = [r for r in app.requests if "event=newCall" in r]
+        assert len(news) == 1, app.requests
+        assert "direction=out" in news[0], news
     finally:
         app.close()

@@ -9,6 +9,8 @@
 //   node sipgate_push_app.js PORT reject busy|rejected
 //   node sipgate_push_app.js PORT hangup
 //   node sipgate_push_app.js PORT voicemail
+//
+// PUSH_DIRECTION=out answers the caller's newCall (direction=out) instead of the called user's.
 'use strict';
 
 const { createWebhookModule, WebhookResponse } = require('sipgateio');
@@ -17,6 +19,7 @@ const port = Number(process.argv[2]);
 const mode = process.argv[3];
 const args = process.argv.slice(4);
 const serverAddress = `http://127.0.0.1:${port}`;
+const answered = process.env.PUSH_DIRECTION || 'in';
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -54,8 +57,9 @@ createWebhookModule()
   .then((server) => {
     server.onNewCall(async (e) => {
       out(e);
-      // Only the called user's newCall is answered with the instruction.
-      if (e.direction !== 'in') return undefined;
+      // Only one side's newCall is answered with the instruction (the called user's unless
+      // PUSH_DIRECTION says out).
+      if (e.direction !== answered) return undefined;
       try {
         const a = await answer();
         out({ event: 'answered', xml: a });

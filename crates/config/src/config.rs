@@ -241,8 +241,9 @@ pub struct HttpConfig {
     /// HTTPS: PEM certificate chain and private key; both or neither (plain HTTP).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
-    /// sipgate push API: how long an inbound call to a user with a webhook waits for the
-    /// app's answer to `newCall` before it rings the user anyway (milliseconds, 100-10000).
+    /// sipgate push API: how long a call to (or placed by) a user with a webhook waits for
+    /// the app's answer to `newCall` before it rings the user / goes out as dialled anyway
+    /// (milliseconds, 100-10000).
     pub push_answer_timeout_ms: u64,
 }
 

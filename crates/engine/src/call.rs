@@ -487,28 +487,60 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: ServerTransaction) {
         (None, Some(u)) => u.to_string(),
         (None, None) => "anonymous".to_string(),
     };
-    // A call that rings a user: the inbound hook (sipgate push `newCall`) may re-route it,
-    // send it to voicemail or give it to the application runtime (inbound_hook.rs).
+    // The call hook (sipgate push `newCall`, inbound_hook.rs) is asked twice at most: for
+    // the calling user, whose answer may dial another number instead, reject the call or
+    // run an application on it, then for the called user, whose answer may re-route it,
+    // send it to voicemail or give it to the application runtime.
+    let hooked = engine.inbound_hook().is_some();
+    if hooked && app_permit.is_none() && (caller_user.is_some() || callee_user.is_some()) {
+        // The caller knows we are on it (no INVITE retransmissions, and it may CANCEL)
+        // while the hook decides; the CANCEL is answered once the dialog serves.
+        if let Err(e) = tx.reply(StatusCode::Trying).await {
+            debug!(error = %e, "100 Trying before the call hook failed");
+        }
+    }
     let mut pre = PreRoute::default();
-    let (targets, callee_label, callee_user) = match (&app_permit, &callee_user) {
-        (None, Some((user_id, _))) => {
-            let ringing = crate::inbound_hook::RingingUser {
+    let (targets, callee_label, direction, callee_user) = match (&app_permit, &caller_user) {
+        (None, Some(u)) if hooked => {
+            let calling = crate::inbound_hook::RingingUser {
                 account_id: account.id.clone(),
                 call_id: call_id.clone(),
-                user_id: user_id.clone(),
+                user_id: u.id.clone(),
+                party: crate::inbound_hook::Party::Caller,
                 from: caller_number.clone(),
                 dialled: dialled.clone(),
                 direction,
             };
-            // The caller knows we are on it (no INVITE retransmissions, and it may CANCEL)
-            // while the hook decides; the CANCEL is answered once the dialog serves.
-            if engine.inbound_hook().is_some() {
-                if let Err(e) = tx.reply(StatusCode::Trying).await {
-                    debug!(error = %e, "100 Trying before the inbound hook failed");
+            let decision = engine.before_ring(calling).await;
+            match pre.apply(&engine, decision, &account.id, Some(&u.id)).await {
+                Some((forks, label, owner)) => {
+                    let direction = if forks.iter().any(|f| f.permit.is_some()) {
+                        CallDirection::Outbound
+                    } else {
+                        CallDirection::Internal
+                    };
+                    (forks, label, direction, owner)
                 }
+                // Nobody rings: the application runs the caller's call.
+                None if pre.app.is_some() => (Vec::new(), callee_label, direction, None),
+                None => (targets, callee_label, direction, callee_user),
             }
+        }
+        _ => (targets, callee_label, direction, callee_user),
+    };
+    let (targets, callee_label, callee_user) = match (&app_permit, &callee_user) {
+        (None, Some((user_id, _))) if pre.app.is_none() => {
+            let ringing = crate::inbound_hook::RingingUser {
+                account_id: account.id.clone(),
+                call_id: call_id.clone(),
+                user_id: user_id.clone(),
+                party: crate::inbound_hook::Party::Callee,
+                from: caller_number.clone(),
+                dialled: dialled.clone(),
+                direction,
+            };
             let decision = engine.before_ring(ringing).await;
-            match pre.apply(&engine, decision, &account.id).await {
+            match pre.apply(&engine, decision, &account.id, None).await {
                 Some(redirected) => redirected,
                 // Nobody rings: voicemail or the application answers.
                 None if pre.voicemail || pre.app.is_some() => {
@@ -683,28 +715,34 @@ struct PreRoute {
 type Ringing = (Vec<ForkTarget>, String, Option<(String, String)>);
 
 impl PreRoute {
-    /// The targets of a redirect (None: the user's, or nobody's for voicemail and an
-    /// application).
+    /// The targets of a redirect (None: the user's or what the caller dialled, or nobody's
+    /// for voicemail and an application). `caller`: the calling user's decision (its
+    /// redirect is dialled as that user may dial).
     async fn apply(
         &mut self,
         engine: &Engine,
         decision: crate::inbound_hook::InboundDecision,
         account_id: &str,
+        caller: Option<&str>,
     ) -> Option<Ringing> {
         use crate::inbound_hook::InboundDecision;
         match decision {
             InboundDecision::Ring => None,
             InboundDecision::Redirect { targets, caller_id } => {
-                let Some(t) = engine.redirect_target(account_id, &targets).await else {
+                let Some(t) = engine.redirect_target(account_id, caller, &targets).await else {
                     warn!(
                         ?targets,
-                        "no redirect target can be reached; the call rings the user"
+                        "no redirect target can be reached; the call goes on as it was"
                     );
                     return None;
                 };
-                info!(target = %t.label, "the call is redirected by the callee's push answer");
+                info!(target = %t.label, caller = caller.is_some(), "the call is redirected by a push answer");
                 self.caller_id = caller_id;
                 Some((t.forks, t.label, t.owner))
+            }
+            InboundDecision::Voicemail if caller.is_some() => {
+                info!("a caller's push answer asks for voicemail; the call goes on as dialled");
+                None
             }
             InboundDecision::Voicemail => {
                 self.voicemail = true;

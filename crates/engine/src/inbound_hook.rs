@@ -1,4 +1,5 @@
-//! A hook asked before an inbound call rings a user (the sipgate push API's `newCall`, whose
+//! A hook asked before a call rings a user of the account, and before a call a user of the
+//! account places goes out (the sipgate push API's `newCall`, `direction=in` / `out`, whose
 //! answer may re-route the call, send it to voicemail or hand it to the application runtime).
 //! The engine knows nothing of the hook's language: it waits for a decision (the hook bounds
 //! its own wait; [`HOOK_LIMIT`] is the engine's cap) in the call's set-up task, before the
@@ -16,14 +17,24 @@ use crate::Engine;
 /// The longest the set-up of a call waits for the hook, whatever the hook's own timeout.
 pub const HOOK_LIMIT: Duration = Duration::from_secs(15);
 
-/// An inbound call about to ring a user of the account.
+/// Which end of the call the hook's user is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    /// The call is about to ring the user.
+    Callee,
+    /// The user placed the call; nobody rings yet.
+    Caller,
+}
+
+/// A call about to ring a user of the account, or placed by one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RingingUser {
     pub account_id: String,
     /// The call's id (the one its events carry).
     pub call_id: String,
-    /// The called user.
+    /// The called user ([`Party::Callee`]) or the calling one ([`Party::Caller`]).
     pub user_id: String,
+    pub party: Party,
     /// The caller's number or extension.
     pub from: String,
     /// The number or extension dialled.
@@ -36,16 +47,18 @@ pub type AppTaker = Box<dyn FnOnce(AppCall) + Send>;
 
 /// What happens to the call.
 pub enum InboundDecision {
-    /// Ring the user as if there were no hook.
+    /// Ring the user (a caller's call: what they dialled) as if there were no hook.
     Ring,
-    /// Ring these (extensions, numbers; routed and checked as the account dials) instead of
-    /// the user; they see `caller_id` (None: the caller). None of them reachable: the call
-    /// rings the user (logged).
+    /// Ring these (extensions, numbers; routed and checked as the account dials, or as the
+    /// calling user may dial) instead of the user or what the caller dialled; they see
+    /// `caller_id` (None: the caller). None of them reachable: the call goes on as if the
+    /// hook had said Ring (logged).
     Redirect {
         targets: Vec<String>,
         caller_id: Option<String>,
     },
-    /// The user's voicemail answers at once (no mailbox: the call rings the user).
+    /// The called user's voicemail answers at once (no mailbox: the call rings the user). A
+    /// caller's call goes on as dialled.
     Voicemail,
     /// Nobody rings: the call is an application call, given to the taker once it exists.
     Application(AppTaker),
@@ -79,7 +92,8 @@ pub trait InboundHook: Send + Sync {
 pub(crate) struct HookSlot(RwLock<Option<Arc<dyn InboundHook>>>);
 
 impl Engine {
-    /// Installs the hook asked before inbound calls ring a user (replaces an earlier one).
+    /// Installs the hook asked before calls ring a user and before a user's calls go out
+    /// (replaces an earlier one).
     pub fn set_inbound_hook(&self, hook: Arc<dyn InboundHook>) {
         match self.inner.inbound_hook.0.write() {
             Ok(mut h) => *h = Some(hook),
@@ -102,22 +116,24 @@ impl Engine {
         match tokio::time::timeout(HOOK_LIMIT, hook.before_ring(call)).await {
             Ok(d) => d,
             Err(_) => {
-                tracing::warn!("the inbound hook took too long; the call rings the user");
+                tracing::warn!("the call hook took too long; the call goes on as if unhooked");
                 InboundDecision::Ring
             }
         }
     }
 
-    /// The targets of a redirect merged into one, as the account dials them; the targets
-    /// that cannot be reached are left out (logged). None when none can.
+    /// The targets of a redirect merged into one, as the account (`as_user`: that user)
+    /// dials them; the targets that cannot be reached are left out (logged). None when none
+    /// can.
     pub(crate) async fn redirect_target(
         &self,
         account_id: &str,
+        as_user: Option<&str>,
         targets: &[String],
     ) -> Option<crate::call::TransferTarget> {
         let mut merged: Option<crate::call::TransferTarget> = None;
         for target in targets {
-            match self.resolve_target(account_id, None, target).await {
+            match self.resolve_target(account_id, as_user, target).await {
                 Ok(t) => match merged.as_mut() {
                     None => merged = Some(t),
                     Some(m) => {

@@ -6,12 +6,18 @@
 //! - As on sipgate, `answer` and `hangup` go to the URLs the app returned in its `newCall`
 //!   answer: `<Response onAnswer="URL" onHangup="URL">` (the sipgateio webhook server sets
 //!   them when handlers are registered).
-//! - An inbound call to a user with a webhook URL waits for the app's answer to `newCall`
+//! - A call to a user with a webhook URL waits for the app's answer to `newCall`
 //!   (bounded: `http.push_answer_timeout_ms`) before it rings anyone; the answer's XML is
 //!   executed ([`PushHook`], `hookflash_apps::sipgate_xml`): a leading `<Dial>` rings other
 //!   numbers instead, `<Dial><Voicemail/></Dial>` the user's voicemail, anything else runs on
 //!   the application runtime. No, a failed, a late or an unreadable answer: the call rings the
-//!   user as before. Outbound calls' `newCall` is not awaited (its answer's URLs are used).
+//!   user as before.
+//! - So does a call a user with a webhook URL places (`direction=out`), before it goes out:
+//!   a leading `<Dial>` dials those numbers instead of the dialled one (as the user may dial),
+//!   `<Reject>`, `<Hangup>`, `<Play>` run on the application runtime on the caller's leg
+//!   (nobody rings). An answer with a `<Gather>` is not executed (its `onData` gets the other
+//!   party's keys once connected, below), nor is `<Dial><Voicemail/></Dial>`. No usable
+//!   answer: the call goes out as dialled.
 //! - `dtmf` (`event=dtmf&dtmf=<digit>&callId=...`): a digit pressed by the *other* party of a
 //!   user's call (once per press) goes to the `onData` URL of a `<Gather>` in the user's
 //!   `newCall` answer (where sipgate sends it); without one, to the user's webhook URL.
@@ -33,7 +39,7 @@ use hookflash_apps::control::CallRef;
 use hookflash_apps::sipgate_xml::{self, Plan};
 use hookflash_apps::{Delivery, Request, Runtime};
 use hookflash_engine::apps::AppCall;
-use hookflash_engine::inbound_hook::{InboundDecision, InboundHook, RingingUser};
+use hookflash_engine::inbound_hook::{InboundDecision, InboundHook, Party, RingingUser};
 use hookflash_engine::{
     BusEvent, CallDirection, CallInfo, EndCause, Engine, Event, EventKind, LegInfo, LegRole,
 };
@@ -49,8 +55,9 @@ use crate::sipgate::numbers::{dids, leg_number, with_plus, without_plus, Dids};
 
 /// Calls waiting for a `newCall` answer at once; more ring their user without waiting.
 const MAX_AWAITED: usize = 256;
-/// Users whose newCall was awaited, kept until the call's first event (set-up is instant;
-/// older entries belong to calls that never started and are dropped).
+/// Users whose newCall was awaited (the caller, the called user), kept until the call's
+/// first event (set-up is instant; older entries belong to calls that never started and are
+/// dropped).
 const PRE_ROUTED_MAX: usize = 4096;
 const PRE_ROUTED_TTL: Duration = Duration::from_secs(60);
 
@@ -79,10 +86,10 @@ struct Target {
     announced: bool,
 }
 
-/// The called users whose `newCall` was awaited, by call id, until the call's `new` event.
-type PreRouted = Arc<Mutex<HashMap<String, (Target, Instant)>>>;
+/// The users whose `newCall` was awaited, by call id, until the call's `new` event.
+type PreRouted = Arc<Mutex<HashMap<String, (Vec<Target>, Instant)>>>;
 
-fn lock_pre(p: &PreRouted) -> std::sync::MutexGuard<'_, HashMap<String, (Target, Instant)>> {
+fn lock_pre(p: &PreRouted) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<Target>, Instant)>> {
     match p.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
@@ -221,9 +228,10 @@ impl Dispatcher {
         };
         if kind == Kind::NewCall {
             let mut targets = self.targets(&event.call).await;
-            // The called user whose newCall was awaited: not announced twice, and still
-            // told of the call when their app sent it elsewhere.
-            if let Some((pre, _)) = lock_pre(&self.pre).remove(&event.call_id) {
+            // The users whose newCall was awaited: not announced twice, and still told of
+            // the call when their app sent it elsewhere.
+            let awaited = lock_pre(&self.pre).remove(&event.call_id);
+            for pre in awaited.map(|(p, _)| p).unwrap_or_default() {
                 match targets.iter_mut().find(|t| t.user.id == pre.user.id) {
                     Some(t) => t.announced = true,
                     None => targets.push(pre),
@@ -497,8 +505,8 @@ fn follow_ups(x: &sipgate_xml::PushXml, executed: bool) -> FollowUps {
     }
 }
 
-/// The engine's inbound hook: an inbound call to a user with a webhook URL waits for the
-/// app's answer to `newCall` and does what it says.
+/// The engine's call hook: a call to or from a user with a webhook URL waits for the app's
+/// answer to `newCall` and does what it says.
 struct PushHook {
     engine: Engine,
     delivery: Delivery,
@@ -558,18 +566,30 @@ impl PushHook {
             Ok(Some(u)) => dids.get(&u.id).cloned().unwrap_or(u.extension),
             _ => with_plus(&call.from),
         };
-        let to = match call.direction {
-            CallDirection::Inbound => call.dialled.clone(),
-            CallDirection::Internal | CallDirection::Outbound => dids
+        let to = match (call.party, call.direction) {
+            // What the caller dialled: a user of the account by their number.
+            (Party::Caller, _) => match store
+                .user_by_extension(&call.account_id, &call.dialled)
+                .await
+            {
+                Ok(Some(u)) => dids.get(&u.id).cloned().unwrap_or(u.extension),
+                _ => with_plus(&call.dialled),
+            },
+            (Party::Callee, CallDirection::Inbound) => call.dialled.clone(),
+            (Party::Callee, CallDirection::Internal | CallDirection::Outbound) => dids
                 .get(&user.id)
                 .cloned()
                 .unwrap_or_else(|| user.extension.clone()),
+        };
+        let direction = match call.party {
+            Party::Callee => "in",
+            Party::Caller => "out",
         };
         let target = Target {
             user: user.clone(),
             realm: realm.clone(),
             url: url.clone(),
-            direction: "in",
+            direction,
             announced: true,
         };
         {
@@ -579,7 +599,7 @@ impl PushHook {
             let stale: Vec<FollowKey> = pre
                 .iter()
                 .filter(|(_, (_, at))| now.duration_since(*at) >= PRE_ROUTED_TTL)
-                .map(|(call, (t, _))| (call.clone(), t.user.id.clone()))
+                .flat_map(|(call, (ts, _))| ts.iter().map(|t| (call.clone(), t.user.id.clone())))
                 .collect();
             if !stale.is_empty() {
                 let mut follow = lock(&self.follow);
@@ -588,31 +608,34 @@ impl PushHook {
                     follow.remove(key);
                 }
             }
-            if pre.len() >= PRE_ROUTED_MAX {
+            if pre.len() >= PRE_ROUTED_MAX && !pre.contains_key(&call.call_id) {
                 warn!("too many calls between newCall and their start; ringing without waiting");
                 return InboundDecision::Ring;
             }
-            pre.insert(call.call_id.clone(), (target, now));
+            pre.entry(call.call_id.clone())
+                .or_insert_with(|| (Vec::new(), now))
+                .0
+                .push(target);
         }
-        let form = new_call_form(&call.call_id, &from, &to, &user, &realm);
+        let form = new_call_form(&call.call_id, direction, &from, &to, &user, &realm);
         let request = Request::post_form(&url, form, "newCall");
         let reply =
             match tokio::time::timeout(self.timeout, self.delivery.send_once(&request)).await {
                 Ok(Ok(reply)) => reply,
                 Ok(Err(e)) => {
-                    info!(%url, error = %e, "newCall answer failed; the call rings the user");
+                    info!(%url, error = %e, "newCall answer failed; the call goes on as it was");
                     return InboundDecision::Ring;
                 }
                 Err(_) => {
                     info!(%url, timeout_ms = self.timeout.as_millis() as u64,
-                    "no newCall answer in time; the call rings the user");
+                    "no newCall answer in time; the call goes on as it was");
                     return InboundDecision::Ring;
                 }
             };
         let xml = match sipgate_xml::parse(&reply.body) {
             Ok(x) => x,
             Err(e) => {
-                warn!(%url, error = %e, "newCall answer is not sipgate XML; the call rings the user");
+                warn!(%url, error = %e, "newCall answer is not sipgate XML; the call goes on as it was");
                 return InboundDecision::Ring;
             }
         };
@@ -620,7 +643,17 @@ impl PushHook {
             warn!(%url, "newCall answer: skipped {why}");
         }
         let key = (call.call_id.clone(), user.id.clone());
-        let plan = xml.plan();
+        let mut plan = xml.plan();
+        // A caller's <Gather> is not executed: the call goes out as dialled and the keys the
+        // other party presses go to its onData (the dtmf push), as before.
+        let gathers = xml
+            .actions
+            .iter()
+            .any(|a| matches!(a, sipgate_xml::Action::Gather { .. }));
+        if call.party == Party::Caller && gathers && matches!(plan, Plan::Run(_)) {
+            info!(%url, "a caller's newCall answer with <Gather> is not executed; the call goes out as dialled");
+            plan = Plan::Ring;
+        }
         let executed = matches!(plan, Plan::Run(_));
         lock(&self.follow).insert(key, follow_ups(&xml, executed));
         match plan {
@@ -643,6 +676,12 @@ impl PushHook {
                 };
                 InboundDecision::Redirect { targets, caller_id }
             }
+            Plan::Voicemail if call.party == Party::Caller => {
+                info!(
+                    "<Dial><Voicemail/> in a caller's newCall answer; the call goes out as dialled"
+                );
+                InboundDecision::Ring
+            }
             Plan::Voicemail => match store.mailbox(&user.id).await {
                 Ok(Some(m)) if m.enabled => InboundDecision::Voicemail,
                 _ => {
@@ -653,7 +692,7 @@ impl PushHook {
             Plan::Run(script) => {
                 let Some(runtime) = self.runtime.clone() else {
                     warn!(
-                        "no application runtime to run the newCall answer; the call rings the user"
+                        "no application runtime to run the newCall answer; the call goes on as it was"
                     );
                     lock(&self.follow).insert(
                         (call.call_id.clone(), user.id.clone()),
@@ -662,8 +701,12 @@ impl PushHook {
                     return InboundDecision::Ring;
                 };
                 let hook = Hook::post(&url);
+                let direction = match call.party {
+                    Party::Callee => Direction::Inbound,
+                    Party::Caller => Direction::Outbound,
+                };
                 InboundDecision::Application(Box::new(move |app: AppCall| {
-                    let launch = push_launch(&app, hook, from, to);
+                    let launch = push_launch(&app, hook, direction, from, to);
                     runtime.launch_with_script(launch, script);
                 }))
             }
@@ -671,9 +714,11 @@ impl PushHook {
     }
 }
 
-/// The `newCall` form of the called user of a call that is about to ring them.
+/// The `newCall` form of the called user of a call that is about to ring them
+/// (`direction` in), or of the user who places it (out).
 fn new_call_form(
     call_id: &str,
+    direction: &str,
     from: &str,
     to: &str,
     u: &User,
@@ -682,7 +727,7 @@ fn new_call_form(
     let mut f: Vec<(String, String)> = Vec::new();
     let mut add = |k: &str, v: String| f.push((k.to_string(), v));
     add("event", "newCall".into());
-    add("direction", "in".into());
+    add("direction", direction.into());
     add("from", without_plus(from));
     add("to", without_plus(to));
     add("callId", call_id.to_string());
@@ -696,7 +741,13 @@ fn new_call_form(
 
 /// The runtime's launch for a call the push answer runs: its hook requests (a Gather's
 /// `onData`) speak sipgate; the user's webhook URL is the base of relative URLs.
-fn push_launch(app: &AppCall, hook: Hook, from: String, to: String) -> Launch {
+fn push_launch(
+    app: &AppCall,
+    hook: Hook,
+    direction: Direction,
+    from: String,
+    to: String,
+) -> Launch {
     Launch {
         call: CallRef {
             account_id: app.account_id.clone(),
@@ -711,7 +762,7 @@ fn push_launch(app: &AppCall, hook: Hook, from: String, to: String) -> Launch {
         webhook_secret: String::new(),
         fields: CallFields {
             call_sid: app.leg_id.clone(),
-            direction: Direction::Inbound,
+            direction,
             from,
             to,
             call_id: app.sip_call_id.clone(),
@@ -798,7 +849,14 @@ mod tests {
             ha1_sha256: String::new(),
             dial_classes: None,
         };
-        let f = new_call_form("c1", "+4915799912345", "+4930123456", &user, "acme.local");
+        let f = new_call_form(
+            "c1",
+            "in",
+            "+4915799912345",
+            "+4930123456",
+            &user,
+            "acme.local",
+        );
         assert_eq!(
             serde_urlencoded::to_string(&f).unwrap(),
             "event=newCall&direction=in&from=4915799912345&to=4930123456&callId=c1\
