@@ -172,6 +172,10 @@ def test_one_rtp_stream_at_the_peer_across_relay_mixer_relay(
         assert not breaks, "%d breaks (see peer_rtp.txt):\n%s" % (len(breaks), "\n".join(
             breaks[:20]))
         markers = [p for p in got if p["marker"]]
+        # Each switch starts a talkspurt on the same stream (marker on its first packet).
+        for what, t0, t1 in (("relay -> mixer", t_add, t_in + 0.5),
+                             ("mixer -> relay", t_del, t_out + 0.5)):
+            assert any(t0 <= p["t"] < t1 for p in markers), "no marker at the switch %s" % what
         print("peer: %d packets, ssrc %08x, %d with marker" % (
             len(got), got[0]["ssrc"], len(markers)))
 
