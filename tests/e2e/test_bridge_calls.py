@@ -6,7 +6,8 @@ Four pjsua2 phones, each playing its own tone: 201 (1000 Hz) calls 202 (1500 Hz)
 (2000 Hz) calls 204 (2700 Hz). Bridging 202's leg of the first call with 204's leg of the
 second connects 201 with 203 in the first call: proven at the phones (201 hears 2000 Hz and
 neither 1500 nor 2700 Hz, 203 hears 1000 Hz), 202 and 204 get BYE, the second call ends. The
-route's errors over plain HTTP in the native error shape."""
+route's errors over plain HTTP in the native error shape (400, 404, 409 while a leg is in a
+conference), nothing changed by them."""
 import os
 
 import pytest
@@ -62,6 +63,14 @@ def test_bridge_moves_the_other_calls_party_and_the_two_remaining_hear_each_othe
         assert r.json()["error"]["code"] == code, r.text
     api.req("POST", "/calls/nope/bridge", 404,
             json={"leg_id": b_leg, "other_call_id": second["id"], "other_leg_id": d_leg})
+    # A call with a leg in a conference is not bridged (409), either side.
+    c_leg = Native.leg(second, "203")["id"]
+    api.req("POST", "/calls/%s/legs/%s/conference" % (second["id"], c_leg), 201,
+            json={"name": "side"})
+    r = api.req("POST", path, 409, json={"leg_id": b_leg, "other_call_id": second["id"],
+                                         "other_leg_id": d_leg})
+    assert r.json()["error"]["code"] == "wrong_state", r.text
+    api.req("DELETE", "/calls/%s/legs/%s/conference" % (second["id"], c_leg), 204)
     assert len(api.calls()) == 2
     rec = record_all(ph, artifacts, "before", seconds=3.0)
     hears(rec["201"], [F_B], [F_C, F_D, F_A], 0.8, 2.8, "201 with 202 before")

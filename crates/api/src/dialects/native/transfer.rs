@@ -209,7 +209,7 @@ pub struct BridgeRequest {
         (status = 200, body = Call, description = "This call, with the moved party"),
         (status = 400, body = ErrorBody, description = "`invalid_request`: a body the schema does not allow, or the call bridged with itself"),
         (status = 404, body = ErrorBody, description = "`not_found`: no such call or leg (either of them) in this account"),
-        (status = 409, body = ErrorBody, description = "`wrong_state`: a call is not answered, or a transfer, park or conference runs; `sip_failed`: the moved phone refused the re-INVITE (it is released, this call is unchanged)"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: a call is not answered, a transfer or park runs, or a leg of either call is in a conference (or on its call's mixer); `sip_failed`: the moved phone refused the re-INVITE (it is released, this call is unchanged)"),
     )
 )]
 pub(crate) async fn bridge_calls(
