@@ -11,6 +11,7 @@ at the phones (tones detected in what each phone recorded):
 4. after unhold / unmute all four hear the other three again.
 The built-in music on hold is notes between 349 and 659 Hz, so no party tone is one of them."""
 import os
+import time
 
 import pytest
 
@@ -87,6 +88,7 @@ def test_four_phones_each_hear_the_other_three_muted_heard_by_none_held_hears_mu
     r = api.req("PATCH", "/calls/%s/legs/%s/conference" % (call["id"], b_leg), 200,
                 json={"held": True})
     assert r.json()["held"] is True, r.text
+    time.sleep(0.5)  # the switch to music happens on the mixer's next frames
     rec = record_all(ph, artifacts, "held")
     assert_music_on_hold(rec["202"], F_A, what="held 202")
     w = audio.read_wav(rec["202"])
