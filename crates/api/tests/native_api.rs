@@ -82,6 +82,7 @@ fn routes() -> Vec<(Method, &'static str)> {
         (Method::POST, "/api/v1/calls/{call_id}/transfer/complete"),
         (Method::POST, "/api/v1/calls/{call_id}/transfer/cancel"),
         (Method::POST, "/api/v1/calls/{call_id}/flip"),
+        (Method::POST, "/api/v1/calls/{call_id}/bridge"),
         (Method::POST, "/api/v1/calls/{call_id}/forward"),
         (Method::POST, "/api/v1/calls/{call_id}/reject"),
         (Method::POST, "/api/v1/calls/{call_id}/ignore"),
@@ -161,6 +162,8 @@ fn call_routes() -> Vec<(Method, &'static str, Option<&'static str>)> {
                 Some(r#"{"target": "201"}"#)
             } else if p.ends_with("/flip") {
                 Some(r#"{"flip_id": "mobile"}"#)
+            } else if p.ends_with("/bridge") {
+                Some(r#"{"leg_id": "l", "other_call_id": "c", "other_leg_id": "o"}"#)
             } else if p.ends_with("/conference") && m == Method::POST {
                 Some(r#"{"name": "room"}"#)
             } else if p.ends_with("/ignore") {

@@ -4,7 +4,7 @@
 //! that received the REFER, together with its dialog-event stream; C's phone is re-INVITEd
 //! to this call's media, and the referring phone is told (NOTIFY 200) and released.
 
-use crate::model::EndCause;
+use crate::model::{EndCause, WrongState};
 use hookflash_sip::dialog::InDialogRequest;
 use hookflash_sip::msg::StatusCode;
 use hookflash_sip::router::{CallStateReceiver, CallStates};
@@ -227,6 +227,7 @@ impl CallActor {
     ) -> Result<CallInfo, CommandError> {
         self.require_stable()?;
         let side = self.side_of_leg(&leg_id).ok_or(CommandError::NotFound)?;
+        self.require_no_conference()?;
         let (tx, rx) = oneshot::channel();
         other
             .send(CallCommand::HandOffLeg {
@@ -246,6 +247,21 @@ impl CallActor {
         Ok(self.info())
     }
 
+    /// A bridge moves plain two-party calls only: a leg in a conference (a named one, or
+    /// the call's own mixer with a supervisor or an added party) would leave the mixer
+    /// feeding a dialog that changed hands.
+    fn require_no_conference(&self) -> Result<(), CommandError> {
+        if [Side::A, Side::B]
+            .into_iter()
+            .any(|s| self.in_conference(s))
+        {
+            return Err(CommandError::WrongState {
+                state: WrongState::InConference,
+            });
+        }
+        Ok(())
+    }
+
     /// [`Self::hand_off`] for the dialog of the leg `leg_id` (a bridge).
     pub(super) async fn hand_off_leg(
         &mut self,
@@ -253,6 +269,10 @@ impl CallActor {
         to: CommandSender,
         reply: Reply<HandOff>,
     ) {
+        if let Err(e) = self.require_no_conference() {
+            let _ = reply.send(Err(e));
+            return;
+        }
         let sip_call_id = self
             .side_of_leg(&leg_id)
             .and_then(|side| self.parties[side.index()].as_ref())

@@ -100,6 +100,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(transfer::complete_transfer))
         .routes(routes!(transfer::cancel_transfer))
         .routes(routes!(transfer::flip_call))
+        .routes(routes!(transfer::bridge_calls))
         .routes(routes!(ringing::forward_call))
         .routes(routes!(ringing::reject_call))
         .routes(routes!(ringing::ignore_call))

@@ -176,3 +176,59 @@ pub(crate) async fn flip_call(
     info!(call_id, flip_id = %req.flip_id, "flip requested");
     Ok((axum::http::StatusCode::ACCEPTED, Json(Call::from(&call))))
 }
+
+/// Bridge two calls of the account: the party opposite `leg_id` in the path's call and the
+/// party opposite `other_leg_id` in `other_call_id` are connected in the path's call.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeRequest {
+    /// A leg of this call; it is released and the party it talked to stays.
+    #[schema(min_length = 1)]
+    pub leg_id: String,
+    /// The other call (it ends).
+    #[schema(min_length = 1)]
+    pub other_call_id: String,
+    /// A leg of the other call; it is released and the party it talked to moves here.
+    #[schema(min_length = 1)]
+    pub other_leg_id: String,
+}
+
+/// Moves a leg between calls: the party opposite `other_leg_id` in `other_call_id` leaves
+/// its call and is connected to the party opposite `leg_id` in this call (its phone is
+/// re-INVITEd to this call's media). The two named legs (typically one user's two calls)
+/// get BYE and the other call ends (`transferred` on this call). Both calls must be
+/// answered and stable. If the moved phone refuses the re-INVITE it is released and this
+/// call stays as it was.
+#[utoipa::path(
+    post,
+    path = "/calls/{call_id}/bridge",
+    tag = "calls",
+    params(("call_id" = String, Path, description = "Call id")),
+    request_body = BridgeRequest,
+    responses(
+        (status = 200, body = Call, description = "This call, with the moved party"),
+        (status = 400, body = ErrorBody, description = "`invalid_request`: a body the schema does not allow, or the call bridged with itself"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such call or leg (either of them) in this account"),
+        (status = 409, body = ErrorBody, description = "`wrong_state`: a call is not answered, a transfer or park runs, or a leg of either call is in a conference (or on its call's mixer); `sip_failed`: the moved phone refused the re-INVITE (it is released, this call is unchanged)"),
+    )
+)]
+pub(crate) async fn bridge_calls(
+    State(state): State<AppState>,
+    auth: ApiAccount,
+    Path(call_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Call>> {
+    let req = parse_json::<BridgeRequest>(&body).map_err(NativeError::BadRequest)?;
+    let call = state
+        .engine
+        .bridge(
+            &auth.account_id,
+            &call_id,
+            &req.leg_id,
+            &req.other_call_id,
+            &req.other_leg_id,
+        )
+        .await?;
+    info!(call_id, other_call_id = %req.other_call_id, "calls bridged");
+    Ok(Json(Call::from(&call)))
+}
