@@ -21,11 +21,11 @@ use hookflash_engine::{AudioSource, LegInfo, LegState};
 use serde::Deserialize;
 use tracing::info;
 
+use super::account::check_account;
 use super::account::device_contact;
 use super::error::RcError;
 use super::oauth::RcUser;
 use super::parties::{party_of, ringing_callee};
-use super::account::check_account;
 use super::sessions::{body, is_parked, own_party, own_session, party_json, Result};
 use super::RcState;
 
