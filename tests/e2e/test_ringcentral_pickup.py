@@ -78,6 +78,8 @@ def test_pickup_of_a_parked_call_on_a_device(server_factory, phones, tones, arti
     for dev in ("123", a_dev[0]):
         assert_rc_error(b.req("POST", pick % (sid, cpid), json={"deviceId": dev}), 400,
                         "CMN-101")
+    # The parker's released party is not the parked one: 409.
+    assert_rc_error(b.req("POST", pick % (sid, apid), json={"deviceId": b_devs[0]["id"]}), 409)
     # Unknown session / party: 404.
     assert_rc_error(b.req("POST", pick % ("nope", cpid), json={"deviceId": b_devs[0]["id"]}),
                     404)

@@ -113,7 +113,14 @@ pub(crate) async fn pickup(
         return Err(RcError::NotFound("telephonySessionId"));
     }
     let leg = call.leg(pid).cloned().ok_or(RcError::NotFound("partyId"))?;
-    if !parked {
+    // The parked party waits connected (to the music); the parker's released party is not it.
+    let waiting = match leg.state {
+        LegState::Answered | LegState::Held => true,
+        LegState::Setup | LegState::Proceeding | LegState::Ringing | LegState::Disconnected => {
+            false
+        }
+    };
+    if !parked || !waiting {
         return Err(RcError::WrongState(format!(
             "Party [{pid}] is not parked; the call is unchanged"
         )));
