@@ -12,7 +12,7 @@ from api_support import NODE_DIR
 ACME_CLIENT = ("rc-acme-client", "rc-acme-secret")
 BETA_CLIENT = ("rc-beta-client", "rc-beta-secret")
 V1 = "/restapi/v1.0"
-PASSWORDS = {"201": "secret201", "202": "secret202", "103": "secret103", "301": "secret301"}
+PASSWORDS = {"201": "secret201", "202": "secret202", "203": "secret203", "103": "secret103", "301": "secret301"}
 
 
 def rc_available():

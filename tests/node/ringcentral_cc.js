@@ -11,7 +11,10 @@
 // | callOut (ARG_JSON: {"deviceIndex": 0, "to": {...}}) | flip (ARG_JSON: {"callFlipId"})
 // | ignore / answer (ARG_JSON: {"sipUriContains": "..."}: the device whose sipUri contains it)
 // | reply (ARG_JSON: the reply body) | bridge (ARG_JSON: {"telephonySessionId", "partyId"})
-// | bringIn / supervise (ARG_JSON: the body, sent as the SDK sends it).
+// | bringIn / supervise (ARG_JSON: the body, sent as the SDK sends it)
+// | pickup (ARG_JSON: {"partyId", "sipUriContains"}: the parked party of SESSION_ID is picked up
+//   on the device whose sipUri contains it; the SDK has the call only commented out, so it is
+//   sent as platform().post; the session need not be the extension's).
 // Prints one JSON line: {"ok": true, "result", "extensionId", "party", "sessions", "devices"} or
 // {"ok": false, "error", "status"}.
 'use strict';
@@ -42,6 +45,14 @@ async function main() {
     if (!device) throw new Error('no device');
     const s = await cc.createCall(device.id, arg.to);
     return { ok: true, result: s.toJSON(), ...common };
+  }
+  if (action === 'pickup') {
+    const device = cc.devices.find((d) => (d.sipUri || '').includes(arg.sipUriContains));
+    if (!device) throw new Error('no device with ' + arg.sipUriContains);
+    const r = await sdk.platform().post(
+      `/restapi/v1.0/account/~/telephony/sessions/${sessionId}/parties/${arg.partyId}/pickup`,
+      { deviceId: device.id });
+    return { ok: true, result: await r.json(), deviceId: device.id, ...common };
   }
   const session = sessionId ? cc.sessionsMap.get(sessionId) : cc.sessions[0];
   if (!session) throw new Error('no session ' + (sessionId || ''));

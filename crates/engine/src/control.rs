@@ -715,6 +715,49 @@ impl Engine {
         .await
     }
 
+    /// Retrieves a parked call onto one registered phone (`contact`, a registration of the
+    /// user `user_id` with extension `extension`): only that phone rings (the ordinary way)
+    /// and takes the parker's place when it answers. RingCentral's `pickup {deviceId}`.
+    pub async fn unpark_to_device(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        user_id: &str,
+        extension: &str,
+        contact: &str,
+    ) -> Result<CallInfo, CommandError> {
+        self.call(account_id, call_id)?;
+        let regs = self
+            .inner
+            .store
+            .registrations(user_id, crate::sip_glue::now_unix())
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "registrations unavailable");
+                CommandError::Failed {
+                    status: 500,
+                    reason: "registrations unavailable".into(),
+                }
+            })?;
+        let device = regs
+            .iter()
+            .find(|r| r.contact == contact)
+            .and_then(crate::call::device_target)
+            .ok_or_else(|| {
+                CommandError::Invalid(format!("'{contact}' is not a registered phone"))
+            })?;
+        let target = crate::call::TransferTarget {
+            label: extension.to_string(),
+            owner: Some((user_id.to_string(), extension.to_string())),
+            forks: vec![device.0],
+        };
+        self.send_command(account_id, call_id, |reply| CallCommand::Unpark {
+            target,
+            reply,
+        })
+        .await
+    }
+
     /// The account's parked calls: (orbit, call id), by orbit.
     pub fn parked_calls(&self, account_id: &str) -> Vec<(String, String)> {
         let prefix = format!("{account_id}/");

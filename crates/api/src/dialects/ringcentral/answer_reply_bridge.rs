@@ -1,4 +1,4 @@
-//! The party actions `answer`, `reply` and `bridge`. Each request is checked as RingCentral
+//! The party actions `answer`, `pickup`, `reply` and `bridge`. Each request is checked as RingCentral
 //! checks it (the body, the party's state, the named device or session), so a client gets the
 //! same 400 / 403 / 404 / 409 it would get there, and then carried out:
 //!
@@ -6,6 +6,10 @@
 //!   auto-answer (intercom) INVITE; when it answers, the caller is connected to it and the
 //!   other devices stop ringing. A phone whose auto-answer setting is off rings on the
 //!   ordinary way after a few seconds (the engine's bound), so the call is never dropped.
+//! - `pickup {deviceId}`: a parked call (any of the account's: park orbits are shared) is
+//!   retrieved onto the named phone of the token's extension: only that phone rings, and
+//!   when it answers it takes the parker's place. A call that is not parked is 409 (404 when
+//!   the extension cannot see it at all); the call stays as it was.
 //! - `reply`: the server answers the ringing caller with text-to-speech and ends the call.
 //! - `bridge`: the parties the extension talks to in two sessions are connected, its own two
 //!   parties leave.
@@ -17,11 +21,12 @@ use hookflash_engine::{AudioSource, LegInfo, LegState};
 use serde::Deserialize;
 use tracing::info;
 
+use super::account::check_account;
 use super::account::device_contact;
 use super::error::RcError;
 use super::oauth::RcUser;
 use super::parties::{party_of, ringing_callee};
-use super::sessions::{body, own_party, own_session, party_json, Result};
+use super::sessions::{body, is_parked, own_party, own_session, party_json, Result};
 use super::RcState;
 
 type PartyPath = Path<(String, String, String)>;
@@ -84,6 +89,62 @@ pub(crate) async fn answer(
         .answer_on_device(&call.account_id, &call.id, &auth.user.id, &contact)
         .await?;
     info!(call_id = %call.id, party = %leg.id, device = %req.device_id, "RingCentral answer");
+    party_json(&state, &call, &leg).await
+}
+
+/// `POST .../parties/{partyId}/pickup {"deviceId"}`: the parked call is connected to the
+/// token's extension on that device; the answer is the party.
+pub(crate) async fn pickup(
+    State(state): State<RcState>,
+    auth: RcUser,
+    Path(path): PartyPath,
+    payload: Bytes,
+) -> Result<Response> {
+    let (account, sid, pid) = &path;
+    check_account(&auth, account)?;
+    let req: AnswerBody = body(&payload, r#"{"deviceId": "..."}"#)?;
+    // A parked call is the account's to pick up; any other only when the extension is in it.
+    let call = state
+        .engine
+        .call(&auth.account.id, sid)
+        .map_err(|_| RcError::NotFound("telephonySessionId"))?;
+    let parked = is_parked(&state, &call);
+    if !parked && own_session(&state, &auth, sid).is_err() {
+        return Err(RcError::NotFound("telephonySessionId"));
+    }
+    let leg = call.leg(pid).cloned().ok_or(RcError::NotFound("partyId"))?;
+    // The parked party waits connected (to the music); the parker's released party is not it.
+    let waiting = match leg.state {
+        LegState::Answered | LegState::Held => true,
+        LegState::Setup | LegState::Proceeding | LegState::Ringing | LegState::Disconnected => {
+            false
+        }
+    };
+    if !parked || !waiting {
+        return Err(RcError::WrongState(format!(
+            "Party [{pid}] is not parked; the call is unchanged"
+        )));
+    }
+    let Some(contact) = device_contact(&state, &auth.user, &req.device_id).await? else {
+        return Err(RcError::invalid(
+            "deviceId",
+            format!(
+                "Device [{}] is not a registered phone of this extension",
+                req.device_id
+            ),
+        ));
+    };
+    let call = state
+        .engine
+        .unpark_to_device(
+            &call.account_id,
+            &call.id,
+            &auth.user.id,
+            &auth.user.extension,
+            &contact,
+        )
+        .await?;
+    info!(call_id = %call.id, party = %leg.id, device = %req.device_id, "RingCentral pickup");
     party_json(&state, &call, &leg).await
 }
 

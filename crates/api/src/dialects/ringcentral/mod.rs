@@ -133,6 +133,7 @@ pub fn router(shared: &AppState) -> Router {
         .route(&party("flip"), post(parties::flip))
         .route(&party("park"), post(parties::park))
         .route(&party("answer"), post(answer_reply_bridge::answer))
+        .route(&party("pickup"), post(answer_reply_bridge::pickup))
         .route(&party("reply"), post(answer_reply_bridge::reply))
         .route(&party("bridge"), post(answer_reply_bridge::bridge))
         .route(&party("recordings"), post(parties::start_recording))
