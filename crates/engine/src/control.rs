@@ -640,6 +640,18 @@ impl Engine {
         contact: &str,
     ) -> Result<CallInfo, CommandError> {
         self.call(account_id, call_id)?;
+        let device = self.registered_device(user_id, contact).await?;
+        self.ringing_action(account_id, call_id, RingingAction::AnswerOn(device))
+            .await
+    }
+
+    /// One registered phone of `user_id` (its registration's `contact`) as a dial target;
+    /// 400 when the user has no such registration now.
+    async fn registered_device(
+        &self,
+        user_id: &str,
+        contact: &str,
+    ) -> Result<crate::call::AnswerDevice, CommandError> {
         let regs = self
             .inner
             .store
@@ -652,15 +664,10 @@ impl Engine {
                     reason: "registrations unavailable".into(),
                 }
             })?;
-        let device = regs
-            .iter()
+        regs.iter()
             .find(|r| r.contact == contact)
             .and_then(crate::call::device_target)
-            .ok_or_else(|| {
-                CommandError::Invalid(format!("'{contact}' is not a registered phone"))
-            })?;
-        self.ringing_action(account_id, call_id, RingingAction::AnswerOn(device))
-            .await
+            .ok_or_else(|| CommandError::Invalid(format!("'{contact}' is not a registered phone")))
     }
 
     async fn ringing_action(
@@ -727,25 +734,7 @@ impl Engine {
         contact: &str,
     ) -> Result<CallInfo, CommandError> {
         self.call(account_id, call_id)?;
-        let regs = self
-            .inner
-            .store
-            .registrations(user_id, crate::sip_glue::now_unix())
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "registrations unavailable");
-                CommandError::Failed {
-                    status: 500,
-                    reason: "registrations unavailable".into(),
-                }
-            })?;
-        let device = regs
-            .iter()
-            .find(|r| r.contact == contact)
-            .and_then(crate::call::device_target)
-            .ok_or_else(|| {
-                CommandError::Invalid(format!("'{contact}' is not a registered phone"))
-            })?;
+        let device = self.registered_device(user_id, contact).await?;
         let target = crate::call::TransferTarget {
             label: extension.to_string(),
             owner: Some((user_id.to_string(), extension.to_string())),
