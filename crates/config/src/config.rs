@@ -46,6 +46,8 @@ pub struct Config {
     pub security: SecurityConfig,
     /// Token lifetimes of the RingCentral dialect's OAuth endpoint.
     pub oauth: OAuthConfig,
+    /// Several nodes sharing one PostgreSQL and one bus (docs/deploy.md).
+    pub cluster: ClusterConfig,
     /// Declarative provisioning, applied at every start.
     pub accounts: Vec<AccountSpec>,
 }
@@ -64,6 +66,7 @@ impl Default for Config {
             rtp: RtpConfig::default(),
             security: SecurityConfig::default(),
             oauth: OAuthConfig::default(),
+            cluster: ClusterConfig::default(),
             accounts: Vec::new(),
         }
     }
@@ -728,6 +731,34 @@ impl Default for OAuthConfig {
     }
 }
 
+/// `[cluster]`: this node's name among several, and the bus they share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster: each call records the node that owns it.
+    pub node_id: String,
+    /// The NATS server the nodes share (`nats://host:port`). None (the default): one node
+    /// alone, no bus.
+    #[serde(deserialize_with = "de_opt_string")]
+    pub nats_url: Option<String>,
+    /// How often this node writes that it is alive (shared store).
+    pub heartbeat_secs: u64,
+    /// A node silent this long is taken for dead by the survivors (its calls' records are
+    /// closed as cut by the failure).
+    pub node_dead_after_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: "node1".into(),
+            nats_url: None,
+            heartbeat_secs: 5,
+            node_dead_after_secs: 20,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // serde helpers: "" means "not set" for optional addresses and strings.
 
@@ -883,6 +914,12 @@ impl Config {
         }
         if let Some(v) = get("HOOKFLASH_ALLOW_PUBLIC_BIND")? {
             self.allow_public_bind = parse_env_bool("HOOKFLASH_ALLOW_PUBLIC_BIND", &v)?;
+        }
+        if let Some(v) = get("HOOKFLASH_CLUSTER_NODE_ID")? {
+            self.cluster.node_id = v;
+        }
+        if let Some(v) = get("HOOKFLASH_CLUSTER_NATS_URL")? {
+            self.cluster.nats_url = Some(v).filter(|s| !s.trim().is_empty());
         }
         if let Some(v) = get("HOOKFLASH_SHUTDOWN_GRACE_SECS")? {
             self.shutdown_grace_secs =
@@ -1088,6 +1125,31 @@ impl Config {
         }
         if !(1..=3650).contains(&o.jwt_credential_max_days) {
             return invalid("oauth.jwt_credential_max_days must be 1-3650".into());
+        }
+        let c = &self.cluster;
+        if c.node_id.is_empty()
+            || c.node_id.len() > 64
+            || !c
+                .node_id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'))
+        {
+            return invalid("cluster.node_id must be 1-64 characters from [A-Za-z0-9._-]".into());
+        }
+        if let Some(url) = &c.nats_url {
+            if !url.starts_with("nats://") || url.len() <= "nats://".len() {
+                return invalid(format!(
+                    "cluster.nats_url must be nats://host:port, got {url:?}"
+                ));
+            }
+        }
+        if !(1..=60).contains(&c.heartbeat_secs) {
+            return invalid("cluster.heartbeat_secs must be 1-60".into());
+        }
+        if c.node_dead_after_secs < 3 * c.heartbeat_secs || c.node_dead_after_secs > 600 {
+            return invalid(
+                "cluster.node_dead_after_secs must be at least 3 heartbeats and at most 600".into(),
+            );
         }
 
         // Binding outside loopback exposes the server: require an explicit opt-in.
@@ -2049,6 +2111,40 @@ mod tests {
         assert!(Config::from_toml_str(&format!("{base}dial = \"internal\"\n")).is_err());
         assert!(Config::from_toml_str(&format!("{base}max_outbound_calls = -1\n")).is_err());
         assert!(Config::from_toml_str(&format!("{base}outside_sessions = \"yes\"\n")).is_err());
+    }
+
+    #[test]
+    fn cluster_section_is_read_and_checked() {
+        let c = Config::from_toml_str(
+            "[cluster]\nnode_id = \"n2\"\nnats_url = \"nats://127.0.0.1:4222\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.cluster.node_id, "n2");
+        assert_eq!(c.cluster.nats_url.as_deref(), Some("nats://127.0.0.1:4222"));
+        c.validate().unwrap();
+        for bad in [
+            "[cluster]\nnode_id = \"\"\n",
+            "[cluster]\nnode_id = \"a b\"\n",
+            "[cluster]\nnats_url = \"http://x\"\n",
+            "[cluster]\nheartbeat_secs = 10\nnode_dead_after_secs = 20\n",
+        ] {
+            let c = Config::from_toml_str(bad).unwrap();
+            assert!(
+                matches!(c.validate(), Err(ConfigError::Invalid(m)) if m.contains("cluster.")),
+                "{bad}"
+            );
+        }
+        let mut c = Config::default();
+        let env = |k: &str| -> Result<Option<String>, ConfigError> {
+            Ok(match k {
+                "HOOKFLASH_CLUSTER_NODE_ID" => Some("n3".into()),
+                "HOOKFLASH_CLUSTER_NATS_URL" => Some("".into()),
+                _ => None,
+            })
+        };
+        c.apply_env(env).unwrap();
+        assert_eq!(c.cluster.node_id, "n3");
+        assert_eq!(c.cluster.nats_url, None);
     }
 
     #[test]
