@@ -92,6 +92,7 @@ else
 fi
 export BENCH_HF_DESC
 say "hookflash $BENCH_HF_DESC; load $(cut -d' ' -f1-3 /proc/loadavg)"
-# Hard stop for the whole suite; each scenario is bounded on its own well below this.
-exec timeout --signal=TERM --kill-after=30 45m \
+# Hard stop for the whole suite (BENCH_TIME_LIMIT, default 45m: a long soak needs more);
+# each scenario is bounded on its own well below this.
+exec timeout --signal=TERM --kill-after=30 "${BENCH_TIME_LIMIT:-45m}" \
     python3 "$HERE/bench.py" --hookflash "$hf_bin" --rtpgen "$rtpgen" "$@"
