@@ -779,13 +779,17 @@ def scenario_soakmedia(ctx, rate):
             cpu = win.stop()
             r = uac.wait(10)
             wall = time.monotonic() - t0
-            u = uas.stop()
-            # Calls still up in the server once both phones have hung up, and how long they
-            # take to end (a call the server keeps after its BYE shows here).
+            # Calls still up in the server once the callers have hung up, and how long they
+            # take to end (a call the server keeps after its BYE shows here). The callee phone
+            # stays up until then: stopped earlier, the server's BYEs still in flight (resent
+            # when a loaded machine answers late) would reach the next block's callee on the
+            # same port and count there as failed calls that never were its own.
             left = srv.active_calls()
             t_idle = time.monotonic()
             idle = srv.wait_idle(40)
             idle_s = time.monotonic() - t_idle
+            wait_until(lambda: srv.metrics().get("hookflash_sip_dialogs") == 0, 10, 0.2)
+            u = uas.stop()
             time.sleep(1.0)  # the relay's last packets and the ports' release
             sent = delivered = cap_dropped = unreachable = None
             if counts:
