@@ -828,7 +828,7 @@ def scenario_soakmedia(ctx, rate):
             # packets delivered on the wire but missing from /metrics (the relay adds a
             # bridge's count to the global counter in batches and when the bridge ends).
             b["generator_on_time"] = None if sent is None or cap_dropped else sent == b["expected"]
-            if sent is not None and not cap_dropped:
+            if None not in (sent, delivered, unreachable) and not cap_dropped:
                 b["unaccounted"] = sent - delivered - b["foreign_dropped"] - unreachable
                 b["uncounted"] = delivered - relayed
             b["passed"] = (ok == calls and b["failed"] == 0 and r.rc == 0
