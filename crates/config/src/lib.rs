@@ -16,7 +16,7 @@ mod error;
 pub mod normalize;
 
 pub use config::{
-    default_premium_prefixes, AccountSpec, AppLanguage, AppSpec, ClusterConfig, Config, HookMethod,
+    default_premium_prefixes, AccountSpec, AppLanguage, AppSpec, ClusterConfig, Config, TrustedProxy, HookMethod,
     HookSpec, HttpConfig, NumberSpec, OAuthAppSpec, OAuthConfig, OutsideRefer, RegistrarConfig,
     RtpConfig, SecurityConfig, SipConfig, TrunkSpec, UserSpec,
 };
