@@ -69,6 +69,11 @@ class FrontCluster:
                              "node_dead_after_secs": DEAD_AFTER_SECS},
                     **(server_kw or {}))
                 node.node_id = "n%d" % i
+                if self.nodes:
+                    # One configuration for the cluster: the trunk (provisioned into the shared
+                    # database by each node at its start) is the same carrier for all.
+                    node.trunk_port = self.nodes[0].trunk_port
+                    node.write_config()
                 # One after the other: each provisions the shared accounts at its start.
                 node.start()
                 self.nodes.append(node)

@@ -24,6 +24,7 @@ import time
 import pytest
 import requests
 
+import rawsip
 import sipp
 from checks import assert_hears, split_hostport, wait_until
 from conftest import F_A, F_B
@@ -153,6 +154,47 @@ def test_phones_register_via_both_nodes_and_call_across_them(cluster_factory, ph
     # The phone the call's node did not register was still reached (shared registrations).
     reg_nodes = {"201": a_node, "202": other}
     assert any(n is not call_node for n in reg_nodes.values())
+
+
+ACME_DID = "+4930123456"  # -> 201
+OUTSIDE = "+4969777777"
+
+
+def trunk_invite(port, front_header=None, local_port=0):
+    """An INVITE for acme's DID as the carrier sends it, to ``port``; returns the final status."""
+    cl = rawsip.Client(port, local_port=local_port)
+    try:
+        headers = ["X-Hookflash-Front-Source: " + front_header] if front_header else []
+        req = cl.request("INVITE", "sip:%s@127.0.0.1:%d" % (ACME_DID, port),
+                         "sip:%s@127.0.0.1" % OUTSIDE, "sip:%s@127.0.0.1" % ACME_DID,
+                         headers=headers, body=rawsip.Peer.SDP.format(ip="127.0.0.1", port=40000),
+                         content_type="application/sdp", contact="<sip:%s@%s>" % (OUTSIDE, cl.via))
+        cl.send(req.data)
+        resp = cl.final(10.0, "INVITE")
+        if resp is not None:
+            cl.send(cl.ack_for(req, resp))
+        return resp.status if resp is not None else None
+    finally:
+        cl.close()
+
+
+def test_the_front_header_is_believed_from_the_front_only(cluster_factory, phones):
+    c = cluster_factory()
+    n1 = c.nodes[0]
+    A = register(c, phones, "A", "201")
+    A.auto_answer(486)
+    forged = "udp 127.0.0.1:%d" % n1.trunk_port
+    # Claiming the trunk's address in the header, sent straight to a node: a stranger (407).
+    assert trunk_invite(n1.sip_port, forged) == 407
+    # The same through the front: Kamailio replaces the header with the real source: 407.
+    assert trunk_invite(c.front_port, forged) == 407
+    time.sleep(1.0)
+    assert not A.find("incoming"), A.find("incoming")
+    # Control: the carrier's real address, through the front, is the trunk: the DID owner
+    # rings (and answers 486, which comes back).
+    assert trunk_invite(c.front_port, local_port=n1.trunk_port) == 486
+    inc = A.wait_incoming(timeout=5)
+    assert OUTSIDE.lstrip("+") in inc["from"], inc
 
 
 def test_a_draining_node_gets_no_new_calls_and_finishes_its_own(cluster_factory, phones, tones,
