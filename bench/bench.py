@@ -20,6 +20,9 @@ loopback, same generator, same run. Scenarios (docs in BENCHMARKS.md):
           (bench/apphook.py) answers say + hangup; stepped up; CPU per call, answer -> first
           prompt RTP packet and the webhook's own time from a capture of lo (hookflash only:
           the peer has no application runtime)
+  cluster (not in the default set) calls/s, INVITE->200 and CPU ms per call (nodes, Kamailio,
+          PostgreSQL) of two nodes on PostgreSQL behind Kamailio (deploy/kamailio) vs one node
+          on SQLite, the rate scenario's calls (bench/cluster.py): --only cluster --servers hookflash
   app_rcml  the same calls with the application in RCML (language = "rcml"; the webhook answers
           <Response><Say>..</Say><Hangup/></Response>); not in the default set
 
@@ -1798,10 +1801,11 @@ def main():
         return
     ctx = Ctx(args)
     only = set(x for x in args.only.split(",") if x)
-    unknown = only - {"rate", "media", "hold", "soak", "soakmedia", "record", "app", "app_rcml"}
+    unknown = only - {"rate", "media", "hold", "soak", "soakmedia", "record", "app", "app_rcml",
+                      "cluster"}
     if unknown:
         raise SystemExit("unknown scenario(s) %s (known: rate, media, hold, soak, soakmedia, "
-                         "record, app, app_rcml)"
+                         "record, app, app_rcml, cluster)"
                          % ", ".join(sorted(unknown)))
     servers = [s for s in args.servers.split(",") if s]
     kinds = {"hookflash": "hookflash", "peer": "kamailio+rtpengine"}
@@ -1843,6 +1847,9 @@ def main():
         guarded("app_hookflash", scenario_app, ctx)
     if "app_rcml" in only and "hookflash" in servers:
         guarded("app_rcml_hookflash", scenario_app, ctx, "rcml")
+    if "cluster" in only and "hookflash" in servers:
+        from cluster import scenario_cluster
+        guarded("cluster_hookflash", scenario_cluster, ctx)
     # One rate for every server and both soaks (finished-call state kept by a SIP stack
     # scales with the rate): soak_rate, or 80 % of the lowest clean rate found in scenario 1.
     rate = ctx.p["soak_rate"]
