@@ -2197,6 +2197,18 @@ mod tests {
     }
 
     #[test]
+    fn the_deployed_cluster_node_config_is_valid() {
+        let c = Config::from_toml_str(include_str!("../../../deploy/hookflash/node.toml"))
+            .expect("deploy/hookflash/node.toml parses");
+        c.validate().expect("deploy/hookflash/node.toml is valid");
+        assert_eq!(c.cluster.node_id, "node1");
+        assert_eq!(
+            c.sip.trusted_proxies,
+            vec![TrustedProxy::Addr("10.0.0.10:5060".parse().unwrap())]
+        );
+    }
+
+    #[test]
     fn cluster_section_is_read_and_checked() {
         let c = Config::from_toml_str(
             "[cluster]\nnode_id = \"n2\"\nnats_url = \"nats://127.0.0.1:4222\"\n",

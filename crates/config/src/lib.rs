@@ -16,9 +16,9 @@ mod error;
 pub mod normalize;
 
 pub use config::{
-    default_premium_prefixes, AccountSpec, AppLanguage, AppSpec, ClusterConfig, Config, TrustedProxy, HookMethod,
+    default_premium_prefixes, AccountSpec, AppLanguage, AppSpec, ClusterConfig, Config, HookMethod,
     HookSpec, HttpConfig, NumberSpec, OAuthAppSpec, OAuthConfig, OutsideRefer, RegistrarConfig,
-    RtpConfig, SecurityConfig, SipConfig, TrunkSpec, UserSpec,
+    RtpConfig, SecurityConfig, SipConfig, TrunkSpec, TrustedProxy, UserSpec,
 };
 pub use database::{redact_url, DatabaseUrl};
 pub use dial::DialClass;

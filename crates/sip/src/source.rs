@@ -242,7 +242,9 @@ impl TransportEventInspector for SourceStamp {
                     SipMessage::Request(mut req) => {
                         // Through a trusted front: the party the front received it from.
                         let source = self.fronts.resolve(&mut req, &transport, addr);
-                        if self.flood.check(source.addr.ip(), std::time::Instant::now())
+                        if self
+                            .flood
+                            .check(source.addr.ip(), std::time::Instant::now())
                             == Verdict::Drop
                         {
                             return None;
@@ -381,7 +383,10 @@ mod tests {
         let mut req = request(hdr);
         let got = fronts.resolve(&mut req, "UDP", front);
         assert_eq!((got.transport.as_str(), got.addr), ("udp", phone));
-        assert!(!req.to_string().to_ascii_lowercase().contains("front-source"));
+        assert!(!req
+            .to_string()
+            .to_ascii_lowercase()
+            .contains("front-source"));
         // From an address-only front on any port.
         let mut req = request(hdr);
         let any_port: SocketAddr = "10.0.0.7:33333".parse().unwrap();
@@ -393,7 +398,10 @@ mod tests {
             let mut req = request(hdr);
             let got = fronts.resolve(&mut req, "udp", stranger);
             assert_eq!(got.addr, stranger);
-            assert!(!req.to_string().to_ascii_lowercase().contains("front-source"));
+            assert!(!req
+                .to_string()
+                .to_ascii_lowercase()
+                .contains("front-source"));
         }
         // The front's own requests (its OPTIONS probes) carry none: its own address.
         let mut req = request("");

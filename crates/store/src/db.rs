@@ -350,9 +350,11 @@ impl Store {
                 .bind(node)
                 .fetch_optional(&mut *tx)
                 .await?
-                .or(sqlx::query_scalar("SELECT at FROM server_heartbeat WHERE id = 1")
-                    .fetch_optional(&mut *tx)
-                    .await?),
+                .or(
+                    sqlx::query_scalar("SELECT at FROM server_heartbeat WHERE id = 1")
+                        .fetch_optional(&mut *tx)
+                        .await?,
+                ),
             None => {
                 sqlx::query_scalar("SELECT at FROM server_heartbeat WHERE id = 1")
                     .fetch_optional(&mut *tx)

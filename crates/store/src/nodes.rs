@@ -66,8 +66,11 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         if let Some(Some(since)) = was_dead {
-            tracing::warn!(node, dead_since = since,
-                "this node had been declared dead by another node; alive again");
+            tracing::warn!(
+                node,
+                dead_since = since,
+                "this node had been declared dead by another node; alive again"
+            );
         }
         sqlx::query(
             "INSERT INTO nodes (node_id, started_at, last_seen, dead_since) \
