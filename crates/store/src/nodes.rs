@@ -287,4 +287,35 @@ mod tests {
             assert_eq!(b.call_record("cb1").await.unwrap().unwrap().end_cause, "crash");
         }
     }
+
+    crate::testdb::both_backends! {
+        async fn survivors_looking_at_once_close_a_dead_nodes_calls_once() {
+            let s = crate::testdb::store().await;
+            let dead = crate::Store::with_pool(s.pool.clone(), s.backend);
+            dead.set_node_id("x");
+            dead.node_heartbeat("x", 1_000).await.unwrap();
+            for i in 0..5 {
+                dead.call_started(live(&format!("cx{i}"), 1_000 + i));
+            }
+            live_rows(&dead, 5).await;
+            let st = |_| crate::Store::with_pool(s.pool.clone(), s.backend);
+            let (a, b, c) = (st(0), st(1), st(2));
+            let (ra, rb, rc) = tokio::join!(
+                a.reap_dead_nodes("s0", 60_000, 10_000),
+                b.reap_dead_nodes("s1", 60_000, 10_000),
+                c.reap_dead_nodes("s2", 60_000, 10_000),
+            );
+            let outcomes = [ra.unwrap(), rb.unwrap(), rc.unwrap()];
+            let won: Vec<usize> = outcomes.iter().flatten().map(|r| r.calls).collect();
+            assert_eq!(won, vec![5], "{outcomes:?}");
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM call_records WHERE end_cause = 'node_failure'",
+            )
+            .fetch_one(&s.pool)
+            .await
+            .unwrap();
+            assert_eq!(n, 5);
+            live_rows(&s, 0).await;
+        }
+    }
 }
