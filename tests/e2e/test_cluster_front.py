@@ -18,6 +18,7 @@ PostgreSQL with psql, audio from what the pjsua2 phones recorded.
   heartbeat; nothing stays marked live; every call that reached a node has exactly one record.
 """
 import os
+import re
 import signal
 import time
 
@@ -231,9 +232,9 @@ def test_a_draining_node_gets_no_new_calls_and_finishes_its_own(cluster_factory,
     assert {r[1] for r in records(c)} == {"normal"}, records(c)
 
 
-def test_kill9_of_a_node_under_load(cluster_factory, artifacts):
-    # SIPp 3.6 does MD5 digest only.
-    c = cluster_factory(server_kw={"digest_algorithms": ["MD5"]})
+def sipp_callee_and_caller(c, artifacts):
+    """A SIPp callee registered as 105 through the front (RTP echo) and the caller's kwargs
+    (202 with digest, calling 105, 3 s calls)."""
     front = "127.0.0.1:%d" % c.front_port
     uas_port = free_port()
     creds = dict(USER="105", PASSWORD=c.nodes[0].users["105"], REALM="acme.local", EXPIRES=3600)
@@ -247,6 +248,39 @@ def test_kill9_of_a_node_under_load(cluster_factory, artifacts):
     uac_kw = dict(subst=dict(USER="202", PASSWORD=c.nodes[0].users["202"], REALM="acme.local",
                              CALLEE="105", PCAP=sipp.G711A_PCAP, HOLD_MS=3000),
                   timeout_s=60, extra=["-recv_timeout", "10000"])
+    return front, uas, uac_kw
+
+
+def test_a_new_call_fails_over_when_a_node_stops_answering(cluster_factory, artifacts):
+    # SIPp 3.6 does MD5 digest only.
+    c = cluster_factory(server_kw={"digest_algorithms": ["MD5"]})
+    front, uas, uac_kw = sipp_callee_and_caller(c, artifacts)
+    x = c.nodes[0]
+    # x stops answering (SIGSTOP): calls the front sends there before a probe notices get no
+    # answer for FRONT_NODE_TIMEOUT_MS and are sent to the other node.
+    x.proc.send_signal(signal.SIGSTOP)
+    try:
+        before = c.kamailio_log()
+        r = sipp.run(artifacts, "uac-failover", "uac_auth.xml", remote=front, calls=12, rate=12,
+                     limit=12, **uac_kw)
+        log = c.kamailio_log()[len(before):]
+        c.wait_inactive(x, timeout=5)
+    finally:
+        x.proc.send_signal(signal.SIGCONT)
+    assert r.rc == sipp.OK and r.successful == 12 and r.failed == 0, r.summary()
+    timed_out = set(re.findall(r"did not answer INVITE \(Call-ID ([^)]*)\)", log))
+    moved = set(re.findall(r"INVITE \(Call-ID ([^)]*)\) failed over", log))
+    assert timed_out, "no call was sent to the stopped node (12 calls, hash over Call-ID)"
+    assert timed_out <= moved, (timed_out, moved)
+    # Answering again: the probes bring it back.
+    c.wait_active([x], timeout=15)
+    uas.stop()
+
+
+def test_kill9_of_a_node_under_load(cluster_factory, artifacts):
+    # SIPp 3.6 does MD5 digest only.
+    c = cluster_factory(server_kw={"digest_algorithms": ["MD5"]})
+    front, uas, uac_kw = sipp_callee_and_caller(c, artifacts)
 
     # Phase 1: load through the front; one node is killed while calls are up on both.
     load = sipp.Sipp(artifacts, "uac-load", "uac_auth.xml", remote=front, calls=80, rate=8,
