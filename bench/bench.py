@@ -20,6 +20,9 @@ loopback, same generator, same run. Scenarios (docs in BENCHMARKS.md):
           (bench/apphook.py) answers say + hangup; stepped up; CPU per call, answer -> first
           prompt RTP packet and the webhook's own time from a capture of lo (hookflash only:
           the peer has no application runtime)
+  cluster (not in the default set) calls/s, INVITE->200 and CPU ms per call (nodes, Kamailio,
+          PostgreSQL) of two nodes on PostgreSQL behind Kamailio (deploy/kamailio) vs one node
+          on SQLite, the rate scenario's calls (bench/cluster.py): --only cluster --servers hookflash
   app_rcml  the same calls with the application in RCML (language = "rcml"; the webhook answers
           <Response><Say>..</Say><Hangup/></Response>); not in the default set
 
@@ -1774,6 +1777,21 @@ def build_details(res):
                 out.append("- %s: %d calls, %d ok, %d failed, %d retrans, memory %s" % (
                     b["block"], b["calls"], b["ok"], b["failed"], b["retrans"],
                     {k: v for k, v in b.items() if k.endswith("_kb")}))
+    cl = S.get("cluster_hookflash")
+    if cl and ("single" in cl or "cluster" in cl):
+        out.append("\ncluster_hookflash (one SQLite node vs two PostgreSQL nodes behind Kamailio; "
+                   "PostgreSQL: %s):\n" % cl.get("postgres"))
+        out.append("| setup | offered/s | ok | failed | done/s | INVITE->200 ms | CPU ms/call: "
+                   "nodes | front | db | all server | gen |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for setup in ("single", "cluster"):
+            for s in cl.get(setup, []):
+                out.append("| %s | %d | %d | %d | %.0f | %s | %s | %s | %s | %.2f | %s |" % (
+                    setup, s["rate"], s["ok"], s["failed"], s["completed_per_s"],
+                    fmt(s["rtd_ms"], "%.0f"), fmt(s.get("nodes_cpu_ms_per_call"), "%.2f"),
+                    fmt(s.get("front_cpu_ms_per_call"), "%.2f"),
+                    fmt(s.get("db_cpu_ms_per_call"), "%.2f"), s["server_cpu_ms_per_call"],
+                    fmt(s.get("gen_cpu_ms_per_call"), "%.2f")))
     return "\n".join(out)
 
 
@@ -1802,10 +1820,11 @@ def main():
         return
     ctx = Ctx(args)
     only = set(x for x in args.only.split(",") if x)
-    unknown = only - {"rate", "media", "hold", "soak", "soakmedia", "record", "app", "app_rcml"}
+    unknown = only - {"rate", "media", "hold", "soak", "soakmedia", "record", "app", "app_rcml",
+                      "cluster"}
     if unknown:
         raise SystemExit("unknown scenario(s) %s (known: rate, media, hold, soak, soakmedia, "
-                         "record, app, app_rcml)"
+                         "record, app, app_rcml, cluster)"
                          % ", ".join(sorted(unknown)))
     servers = [s for s in args.servers.split(",") if s]
     kinds = {"hookflash": "hookflash", "peer": "kamailio+rtpengine"}
@@ -1847,6 +1866,9 @@ def main():
         guarded("app_hookflash", scenario_app, ctx)
     if "app_rcml" in only and "hookflash" in servers:
         guarded("app_rcml_hookflash", scenario_app, ctx, "rcml")
+    if "cluster" in only and "hookflash" in servers:
+        from cluster import scenario_cluster
+        guarded("cluster_hookflash", scenario_cluster, ctx)
     # One rate for every server and both soaks (finished-call state kept by a SIP stack
     # scales with the rate): soak_rate, or 80 % of the lowest clean rate found in scenario 1.
     rate = ctx.p["soak_rate"]

@@ -36,6 +36,10 @@ command -v rtpengine >/dev/null || need+=(rtpengine-daemon)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)   # the app scenario's say verb
 command -v python3 >/dev/null || need+=(python3)
+# the cluster scenario's throwaway PostgreSQL (scripts/pg-test-cluster.sh) and psql
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v psql >/dev/null || need+=(postgresql-client)
+command -v kamcmd >/dev/null || need+=(kamailio)
 if ((${#need[@]})); then
     [ "$(id -u)" = 0 ] || SUDO=sudo
     say "installing ${need[*]}"
@@ -52,7 +56,10 @@ if ((${#need[@]})); then
         || { tail -20 "$WORK/apt.log"; [ -n "$made_policy" ] && ${SUDO:-} rm -f /usr/sbin/policy-rc.d; die "apt-get install failed"; }
     [ -n "$made_policy" ] && ${SUDO:-} rm -f /usr/sbin/policy-rc.d
     if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-        for u in kamailio rtpengine-daemon rtpengine-recording-daemon; do
+        units=(kamailio rtpengine-daemon rtpengine-recording-daemon)
+        # PostgreSQL's own service only if this run installed it (an operator's stays up).
+        [[ " ${need[*]} " == *" postgresql "* ]] && units+=(postgresql)
+        for u in "${units[@]}"; do
             ${SUDO:-} systemctl disable --now "$u" >/dev/null 2>&1 || true
         done
     fi

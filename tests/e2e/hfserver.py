@@ -181,7 +181,7 @@ class Server:
                  ring_timeout_secs=30, rtp_inactivity_secs=30, env=None, extra_sip=None,
                  registrar=None, trunk_credentials=None, account_extra=None, user_extra=None,
                  security=None, shutdown_grace_secs=0, applications=None, oauth=None,
-                 extra_users=None, tls=None, http_extra=None, database_url=None):
+                 extra_users=None, tls=None, http_extra=None, database_url=None, cluster=None):
         self.binary = binary
         self.workdir = workdir
         self.artifacts = artifacts
@@ -238,6 +238,8 @@ class Server:
         self.data_dir = os.path.join(workdir, "data")
         # PostgreSQL instead of SQLite in data_dir (recordings and voicemail stay there).
         self.database_url = database_url
+        # [cluster] keys (node_id, heartbeat_secs, node_dead_after_secs); None: not written.
+        self.cluster = dict(cluster or {})
         self.log_path = os.path.join(artifacts, "server.log")
         self.proc = None
         self._log = None
@@ -298,6 +300,11 @@ class Server:
             L.append("")
             L.append("[security]")
             for k, v in self.security.items():
+                L.append("%s = %s" % (k, toml_value(v)))
+        if self.cluster:
+            L.append("")
+            L.append("[cluster]")
+            for k, v in self.cluster.items():
                 L.append("%s = %s" % (k, toml_value(v)))
         if self.oauth:
             L.append("")

@@ -105,6 +105,40 @@ pub struct SipConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the TLS listener.
     pub tls_key: Option<PathBuf>,
+    /// SIP fronts (load balancers such as Kamailio, docs/deploy.md) whose
+    /// `X-Hookflash-Front-Source` header names the real transport source of a request they
+    /// forward: `"ip"` (any port) or `"ip:port"`. A request from anywhere else has that header
+    /// removed unread. Empty (the default): no front is trusted.
+    pub trusted_proxies: Vec<TrustedProxy>,
+}
+
+/// One entry of `sip.trusted_proxies`: an address (any port) or an address and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustedProxy {
+    Ip(IpAddr),
+    Addr(SocketAddr),
+}
+
+impl TrustedProxy {
+    /// `"127.0.0.1"`, `"::1"`, `"127.0.0.1:5070"`, `"[::1]:5070"`.
+    pub fn parse(s: &str) -> Option<TrustedProxy> {
+        let s = s.trim();
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Some(TrustedProxy::Ip(ip));
+        }
+        s.parse::<SocketAddr>().ok().map(TrustedProxy::Addr)
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TrustedProxy::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "sip.trusted_proxies: {s:?} is neither an IP address nor address:port"
+            ))
+        })
+    }
 }
 
 impl Default for SipConfig {
@@ -121,6 +155,7 @@ impl Default for SipConfig {
             tls: None,
             tls_cert: None,
             tls_key: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -1051,6 +1086,21 @@ impl Config {
                 &v,
                 "a number of seconds",
             )?;
+        }
+        if let Some(v) = get("HOOKFLASH_SIP_TRUSTED_PROXIES")? {
+            self.sip.trusted_proxies = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    TrustedProxy::parse(s).ok_or_else(|| {
+                        env_err(
+                            "HOOKFLASH_SIP_TRUSTED_PROXIES",
+                            format!("expected an IP address or address:port, got {s:?}"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
         }
         if let Some(v) = get("HOOKFLASH_SECURITY_FLOOD_ALLOW")? {
             self.security.flood_allow = v
@@ -2111,6 +2161,51 @@ mod tests {
         assert!(Config::from_toml_str(&format!("{base}dial = \"internal\"\n")).is_err());
         assert!(Config::from_toml_str(&format!("{base}max_outbound_calls = -1\n")).is_err());
         assert!(Config::from_toml_str(&format!("{base}outside_sessions = \"yes\"\n")).is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_with_or_without_port() {
+        let c = Config::from_toml_str(
+            "[sip]\ntrusted_proxies = [\"127.0.0.1:5070\", \"10.0.0.9\", \"[::1]:5060\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.sip.trusted_proxies,
+            vec![
+                TrustedProxy::Addr("127.0.0.1:5070".parse().unwrap()),
+                TrustedProxy::Ip("10.0.0.9".parse().unwrap()),
+                TrustedProxy::Addr("[::1]:5060".parse().unwrap()),
+            ]
+        );
+        assert!(Config::from_toml_str("[sip]\ntrusted_proxies = [\"kamailio\"]\n").is_err());
+        let mut c = Config::default();
+        let env = |k: &str| -> Result<Option<String>, ConfigError> {
+            Ok((k == "HOOKFLASH_SIP_TRUSTED_PROXIES").then(|| "127.0.0.2, 127.0.0.3:9".into()))
+        };
+        c.apply_env(env).unwrap();
+        assert_eq!(
+            c.sip.trusted_proxies,
+            vec![
+                TrustedProxy::Ip("127.0.0.2".parse().unwrap()),
+                TrustedProxy::Addr("127.0.0.3:9".parse().unwrap()),
+            ]
+        );
+        let bad = |k: &str| -> Result<Option<String>, ConfigError> {
+            Ok((k == "HOOKFLASH_SIP_TRUSTED_PROXIES").then(|| "front".into()))
+        };
+        assert!(Config::default().apply_env(bad).is_err());
+    }
+
+    #[test]
+    fn the_deployed_cluster_node_config_is_valid() {
+        let c = Config::from_toml_str(include_str!("../../../deploy/hookflash/node.toml"))
+            .expect("deploy/hookflash/node.toml parses");
+        c.validate().expect("deploy/hookflash/node.toml is valid");
+        assert_eq!(c.cluster.node_id, "node1");
+        assert_eq!(
+            c.sip.trusted_proxies,
+            vec![TrustedProxy::Addr("10.0.0.10:5060".parse().unwrap())]
+        );
     }
 
     #[test]

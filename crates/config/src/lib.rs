@@ -18,7 +18,7 @@ pub mod normalize;
 pub use config::{
     default_premium_prefixes, AccountSpec, AppLanguage, AppSpec, ClusterConfig, Config, HookMethod,
     HookSpec, HttpConfig, NumberSpec, OAuthAppSpec, OAuthConfig, OutsideRefer, RegistrarConfig,
-    RtpConfig, SecurityConfig, SipConfig, TrunkSpec, UserSpec,
+    RtpConfig, SecurityConfig, SipConfig, TrunkSpec, TrustedProxy, UserSpec,
 };
 pub use database::{redact_url, DatabaseUrl};
 pub use dial::DialClass;

@@ -197,6 +197,7 @@ impl Engine {
             udp: config.sip.udp,
             tcp: config.sip.tcp,
             tls: sip_tls,
+            fronts: fronts_of(&config.sip.trusted_proxies),
             user_agent: format!("hookflash/{}", env!("CARGO_PKG_VERSION")),
             flood: hookflash_sip::flood::FloodLimits {
                 window: Duration::from_millis(config.security.flood_window_ms.max(1)),
@@ -211,6 +212,7 @@ impl Engine {
             },
         })
         .await?;
+        let nonces = shared_nonce_issuer(&store).await;
         let (sip_udp, sip_tcp, sip_tls_addr) = (sip.udp_addr, sip.tcp_addr, sip.tls_addr);
         let sip_port = sip
             .udp_addr
@@ -225,7 +227,7 @@ impl Engine {
                 ports,
                 media_stats: Arc::new(MediaStats::default()),
                 metrics: Metrics::new(),
-                nonces: NonceIssuer::random(300),
+                nonces,
                 replays: hookflash_sip::digest::ReplayGuard::new(330, 200_000),
                 sip_guard: hookflash_sip::auth_guard::AuthGuard::default(),
                 calls: Mutex::new(HashMap::new()),
@@ -280,7 +282,9 @@ impl Engine {
         engine.repair_recordings().await;
         engine.repair_voicemails().await;
         // Calls a crash cut get their records now; then the heartbeat that dates the next
-        // crash's cut calls starts.
+        // crash's cut calls starts. Only this node's calls: the others' belong to their
+        // nodes (or to the survivor that finds their node dead).
+        engine.inner.store.set_node_id(&config.cluster.node_id);
         match engine.inner.store.recover_live_calls().await {
             Ok(0) => {}
             Ok(n) => {
@@ -293,20 +297,44 @@ impl Engine {
             Err(e) => warn!(error = %e, "cannot recover the calls of the last crash"),
         }
         let beating = engine.clone();
-        tokio::spawn(async move { beating.heartbeat().await });
+        let every = Duration::from_secs(config.cluster.heartbeat_secs.max(1));
+        let dead_after = Duration::from_secs(config.cluster.node_dead_after_secs.max(1));
+        tokio::spawn(async move { beating.heartbeat(every, dead_after).await });
         Ok(engine)
     }
 
-    /// Notes every few seconds that the server is alive (ends with the shutdown).
-    async fn heartbeat(&self) {
-        const EVERY: Duration = Duration::from_secs(5);
+    /// Notes every `every` that this node is alive (its row in the shared store's `nodes`),
+    /// and closes the calls of any other node silent for `dead_after` (cause `node_failure`,
+    /// exactly once across the survivors: `store/src/nodes.rs`). Ends with the shutdown.
+    async fn heartbeat(&self, every: Duration, dead_after: Duration) {
+        let store = &self.inner.store;
+        let me = store.node_id().unwrap_or_default().to_string();
         loop {
-            if let Err(e) = self.inner.store.heartbeat(sip_glue::now_ms()).await {
-                debug!(error = %e, "heartbeat not written");
+            let now = sip_glue::now_ms();
+            if let Err(e) = store.heartbeat(now).await {
+                warn!(error = %e, "heartbeat not written");
+            } else {
+                match store
+                    .reap_dead_nodes(&me, now, dead_after.as_millis() as i64)
+                    .await
+                {
+                    Ok(reaped) => {
+                        for node in reaped {
+                            warn!(node = %node.node_id, calls = node.calls,
+                                "cluster node declared dead; its calls got records (node_failure)");
+                            self.inner.metrics.nodes_declared_dead.inc();
+                            self.inner
+                                .metrics
+                                .node_failure_records
+                                .inc_by(node.calls as u64);
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "cannot look for dead cluster nodes"),
+                }
             }
             tokio::select! {
                 _ = self.inner.stopped.cancelled() => return,
-                _ = tokio::time::sleep(EVERY) => {}
+                _ = tokio::time::sleep(every) => {}
             }
         }
     }
@@ -413,6 +441,12 @@ impl Engine {
             }
             Method::Options => {
                 let allow = Header::Allow(ALLOW.into());
+                if self.inner.shutdown.is_cancelled() {
+                    // Draining: a SIP front probing with OPTIONS takes this node out.
+                    let retry = Header::Other("Retry-After".into(), "30".into());
+                    reply(&mut tx, StatusCode::ServiceUnavailable, vec![allow, retry]).await;
+                    return;
+                }
                 reply(&mut tx, StatusCode::OK, vec![allow]).await
             }
             Method::Ack => {}
@@ -619,6 +653,37 @@ impl Engine {
         self.inner.stopped.cancel();
         self.inner.sip.shutdown();
     }
+}
+
+/// `sip.trusted_proxies` as the SIP layer checks them.
+fn fronts_of(list: &[hookflash_config::TrustedProxy]) -> hookflash_sip::source::Fronts {
+    let mut fronts = hookflash_sip::source::Fronts::default();
+    for p in list {
+        match p {
+            hookflash_config::TrustedProxy::Ip(ip) => fronts.ips.push(*ip),
+            hookflash_config::TrustedProxy::Addr(a) => fronts.addrs.push(*a),
+        }
+    }
+    fronts
+}
+
+/// The digest nonce issuer, keyed with a secret kept in the store: every node sharing the
+/// database accepts the nonces of the others (behind a SIP front, a phone's authenticated
+/// retry may reach another node than its challenge came from). Falls back to a random key
+/// (nonces valid on this node only) if the store cannot give one.
+async fn shared_nonce_issuer(store: &Store) -> NonceIssuer {
+    const MAX_AGE_SECS: u64 = 300;
+    match store.server_secret("sip_digest_nonce_key").await {
+        Ok(hex_key) => {
+            let mut key = [0u8; 32];
+            match hex::decode_to_slice(hex_key.trim(), &mut key) {
+                Ok(()) => return NonceIssuer::new(key, MAX_AGE_SECS),
+                Err(e) => warn!(error = %e, "stored digest nonce key unusable; using a random one"),
+            }
+        }
+        Err(e) => warn!(error = %e, "no digest nonce key from the store; using a random one"),
+    }
+    NonceIssuer::random(MAX_AGE_SECS)
 }
 
 pub(crate) const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE";

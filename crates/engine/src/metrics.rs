@@ -30,6 +30,10 @@ pub struct Metrics {
     pub calls_started: Counter,
     /// Call records written at start for calls a crash cut.
     pub crash_records: Counter,
+    /// Call records this node wrote for calls of dead cluster nodes (cause node_failure).
+    pub node_failure_records: Counter,
+    /// Cluster nodes this node declared dead.
+    pub nodes_declared_dead: Counter,
     pub calls_ended: Family<CauseLabel, Counter>,
     pub rtp_packets_relayed: Gauge,
     pub rtp_packets_dropped: Gauge,
@@ -76,6 +80,8 @@ impl Metrics {
             active_registrations: Gauge::default(),
             calls_started: Counter::default(),
             crash_records: Counter::default(),
+            node_failure_records: Counter::default(),
+            nodes_declared_dead: Counter::default(),
             calls_ended: Family::default(),
             rtp_packets_relayed: Gauge::default(),
             rtp_packets_dropped: Gauge::default(),
@@ -122,6 +128,16 @@ impl Metrics {
             "crash_records",
             "Call records written at start for calls the last crash cut (cause crash)",
             m.crash_records.clone(),
+        );
+        registry.register(
+            "node_failure_records",
+            "Call records written for the calls of cluster nodes this node declared dead (cause node_failure)",
+            m.node_failure_records.clone(),
+        );
+        registry.register(
+            "nodes_declared_dead",
+            "Cluster nodes this node found silent for node_dead_after_secs and declared dead",
+            m.nodes_declared_dead.clone(),
         );
         registry.register(
             "calls_ended",

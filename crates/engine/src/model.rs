@@ -201,6 +201,10 @@ wire_enum! {
         /// The server stopped without ending the call (a crash or kill): its record was
         /// written at the next start (call records only).
         Crash => "crash",
+        /// The node that owned the call stopped heartbeating (killed, crashed, cut off) and
+        /// a surviving node of the cluster closed its record (call records only; written
+        /// once, by the first survivor that noticed, docs/deploy.md).
+        NodeFailure => "node_failure",
     }
 }
 
@@ -347,6 +351,7 @@ mod tests {
                 "parked",
                 "transferred",
                 "crash",
+                "node_failure",
             ]
         );
         assert_eq!(

@@ -44,6 +44,8 @@ pub struct SipServerOptions {
     pub tcp_limits: TcpLimits,
     /// SIP over TLS: listen address and server configuration ([`crate::tls::server_config`]).
     pub tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    /// SIP fronts whose front-source header is believed (`source.rs`).
+    pub fronts: crate::source::Fronts,
 }
 
 /// A running SIP endpoint. Dropping it does not stop it; call [`SipServer::shutdown`].
@@ -135,6 +137,7 @@ impl SipServer {
                 flood.clone(),
                 responder.clone(),
                 opts.user_agent.clone(),
+                opts.fronts.clone(),
             )))
             .build();
         let incoming = endpoint

@@ -22,6 +22,77 @@ use crate::flood::{FloodGuard, Verdict};
 /// removed on arrival, so its presence on a request inside the server is proof.
 pub const SOURCE_HEADER: &str = "X-Hookflash-Source";
 
+/// The header a trusted SIP front (Kamailio, docs/deploy.md) adds to a request it forwards:
+/// `<transport> <ip>:<port>` of the party it received the request from. Read only on requests
+/// whose transport source is a configured front ([`Fronts`]); removed unread from all others,
+/// so a phone cannot claim another address by sending it.
+pub const FRONT_HEADER: &str = "X-Hookflash-Front-Source";
+
+/// The SIP fronts (`sip.trusted_proxies`) whose [`FRONT_HEADER`] is believed.
+#[derive(Debug, Clone, Default)]
+pub struct Fronts {
+    /// A front at this address, any source port (e.g. TCP connections from ephemeral ports).
+    pub ips: Vec<std::net::IpAddr>,
+    /// A front at exactly this address and port.
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl Fronts {
+    pub fn is_empty(&self) -> bool {
+        self.ips.is_empty() && self.addrs.is_empty()
+    }
+
+    /// Is `from` (a transport source) one of the fronts?
+    pub fn trusts(&self, from: SocketAddr) -> bool {
+        self.ips.contains(&from.ip()) || self.addrs.contains(&from)
+    }
+
+    /// The source to believe for `req`, which came from `transport`/`from`: the front's
+    /// header when `from` is a front and the header is well formed, else the transport's own.
+    /// Every front header is removed from the request either way.
+    pub fn resolve(&self, req: &mut Request, transport: &str, from: SocketAddr) -> TransportSource {
+        let claimed = req
+            .headers()
+            .iter()
+            .find(|h| h.name().eq_ignore_ascii_case(FRONT_HEADER))
+            .map(|h| h.value().trim().to_string());
+        let own = TransportSource {
+            transport: transport.to_ascii_lowercase(),
+            addr: from,
+        };
+        let Some(claimed) = claimed else {
+            return own;
+        };
+        req.headers_mut()
+            .retain(|h| !h.name().eq_ignore_ascii_case(FRONT_HEADER));
+        if !self.trusts(from) {
+            tracing::debug!(%from, "front-source header from a source that is no front; ignored");
+            return own;
+        }
+        match parse_front(&claimed) {
+            Some(real) => real,
+            None => {
+                tracing::warn!(%from, value = %claimed, "garbled front-source header; using the front's address");
+                own
+            }
+        }
+    }
+}
+
+/// `udp 192.0.2.1:5060`, `tcp [2001:db8::1]:5060`, or Kamailio's unbracketed `udp 2001:db8::1:5060`.
+fn parse_front(value: &str) -> Option<TransportSource> {
+    if let Some(s) = parse_stamp(value) {
+        return Some(s);
+    }
+    let (transport, addr) = value.split_once(' ')?;
+    let (ip, port) = addr.trim().rsplit_once(':')?;
+    let ip: std::net::IpAddr = ip.parse().ok()?;
+    Some(TransportSource {
+        transport: transport.to_ascii_lowercase(),
+        addr: SocketAddr::new(ip, port.parse().ok()?),
+    })
+}
+
 /// The transport a request arrived on and the address it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportSource {
@@ -136,6 +207,7 @@ fn acks_a_stateless_response(req: &Request) -> bool {
 /// engine's stateless responder takes, all before rsipstack makes a transaction of it.
 pub struct SourceStamp {
     flood: std::sync::Arc<FloodGuard>,
+    fronts: Fronts,
     responder: ResponderSlot,
     user_agent: String,
 }
@@ -145,9 +217,11 @@ impl SourceStamp {
         flood: std::sync::Arc<FloodGuard>,
         responder: ResponderSlot,
         user_agent: String,
+        fronts: Fronts,
     ) -> Self {
         SourceStamp {
             flood,
+            fronts,
             responder,
             user_agent,
         }
@@ -166,18 +240,20 @@ impl TransportEventInspector for SourceStamp {
                 let transport = from.r#type.unwrap_or_default().to_string();
                 let msg = match msg {
                     SipMessage::Request(mut req) => {
-                        if self.flood.check(addr.ip(), std::time::Instant::now()) == Verdict::Drop {
+                        // Through a trusted front: the party the front received it from.
+                        let source = self.fronts.resolve(&mut req, &transport, addr);
+                        if self
+                            .flood
+                            .check(source.addr.ip(), std::time::Instant::now())
+                            == Verdict::Drop
+                        {
                             return None;
                         }
                         if acks_a_stateless_response(&req) {
                             return None;
                         }
-                        stamp(&mut req, &transport, addr);
+                        stamp(&mut req, &source.transport, source.addr);
                         if let Some(responder) = self.responder.get() {
-                            let source = TransportSource {
-                                transport: transport.to_ascii_lowercase(),
-                                addr,
-                            };
                             if let Some((status, extra)) = responder.respond(&req, &source).await {
                                 let resp =
                                     stateless_response(&req, status, extra, &self.user_agent);
@@ -292,6 +368,52 @@ mod tests {
         assert!(acks_a_stateless_response(&ack(tag)));
         assert!(!acks_a_stateless_response(&ack("b2bua-dialog-tag")));
         assert!(!acks_a_stateless_response(&req));
+    }
+
+    #[test]
+    fn a_front_header_is_believed_only_from_a_front() {
+        let front: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+        let fronts = Fronts {
+            ips: vec!["10.0.0.7".parse().unwrap()],
+            addrs: vec![front],
+        };
+        let phone: SocketAddr = "192.0.2.10:40000".parse().unwrap();
+        let hdr = "X-Hookflash-Front-Source: udp 192.0.2.10:40000\r\n";
+        // From the front (address and port): the phone's address, header gone.
+        let mut req = request(hdr);
+        let got = fronts.resolve(&mut req, "UDP", front);
+        assert_eq!((got.transport.as_str(), got.addr), ("udp", phone));
+        assert!(!req
+            .to_string()
+            .to_ascii_lowercase()
+            .contains("front-source"));
+        // From an address-only front on any port.
+        let mut req = request(hdr);
+        let any_port: SocketAddr = "10.0.0.7:33333".parse().unwrap();
+        assert_eq!(fronts.resolve(&mut req, "tcp", any_port).addr, phone);
+        // The same header from the front's IP on another port, or from a stranger: ignored
+        // and removed.
+        for stranger in ["127.0.0.1:5071", "192.0.2.99:5060"] {
+            let stranger: SocketAddr = stranger.parse().unwrap();
+            let mut req = request(hdr);
+            let got = fronts.resolve(&mut req, "udp", stranger);
+            assert_eq!(got.addr, stranger);
+            assert!(!req
+                .to_string()
+                .to_ascii_lowercase()
+                .contains("front-source"));
+        }
+        // The front's own requests (its OPTIONS probes) carry none: its own address.
+        let mut req = request("");
+        assert_eq!(fronts.resolve(&mut req, "udp", front).addr, front);
+        // Garbled from the front: the front's address, not a guess.
+        let mut req = request("X-Hookflash-Front-Source: udp nowhere\r\n");
+        assert_eq!(fronts.resolve(&mut req, "udp", front).addr, front);
+        // Kamailio writes IPv6 without brackets.
+        assert_eq!(
+            parse_front("udp 2001:db8::1:5062").map(|s| s.addr),
+            Some("[2001:db8::1]:5062".parse().unwrap())
+        );
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct Store {
     pub(crate) records: Option<RecordWriter>,
     /// The directory holding the database file (`None` for an in-memory store).
     pub(crate) data_dir: Option<Arc<PathBuf>>,
+    /// This server's cluster node id ([`Store::set_node_id`]); unset: one node alone.
+    pub(crate) node: Arc<std::sync::OnceLock<String>>,
 }
 
 /// `sqlx::Any` needs its drivers registered (once per process; later calls do nothing)
@@ -195,8 +197,10 @@ impl Store {
     }
 
     pub(crate) fn with_pool(pool: AnyPool, backend: Backend) -> Store {
+        let node = Arc::new(std::sync::OnceLock::new());
         Store {
-            records: RecordWriter::spawn(pool.clone()),
+            records: RecordWriter::spawn(pool.clone(), node.clone()),
+            node,
             cache: Arc::new(Cache::new()),
             pool,
             backend,
@@ -315,8 +319,12 @@ impl Store {
         }
     }
 
-    /// Notes that the server is alive now (the crash recovery ends cut calls no later).
+    /// Notes that the server is alive now (the crash recovery ends cut calls no later). With a
+    /// node id set, the node's row in `nodes` (see `nodes.rs`).
     pub async fn heartbeat(&self, at_ms: i64) -> Result<(), StoreError> {
+        if let Some(node) = self.node.get() {
+            return self.node_heartbeat(node, at_ms).await;
+        }
         sqlx::query(
             "INSERT INTO server_heartbeat (id, at) VALUES (1, $1) \
              ON CONFLICT (id) DO UPDATE SET at = excluded.at",
@@ -330,22 +338,43 @@ impl Store {
     /// At start: every call still marked live was cut by a crash (or a kill). Each gets its
     /// call record, ended at the last heartbeat (never before its start or answer), cause
     /// `crash`, SIP status 500; the live rows are removed. Returns how many.
+    ///
+    /// With a node id set ([`Store::set_node_id`]) only this node's live calls (and those
+    /// written before calls had a node), ended at this node's last heartbeat: the other nodes'
+    /// calls are theirs (or a survivor's, `nodes.rs`).
     pub async fn recover_live_calls(&self) -> Result<usize, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let last_seen: Option<i64> =
-            sqlx::query_scalar("SELECT at FROM server_heartbeat WHERE id = 1")
+        let node = self.node.get().cloned();
+        let last_seen: Option<i64> = match &node {
+            Some(node) => sqlx::query_scalar("SELECT last_seen FROM nodes WHERE node_id = $1")
+                .bind(node)
                 .fetch_optional(&mut *tx)
-                .await?;
+                .await?
+                .or(
+                    sqlx::query_scalar("SELECT at FROM server_heartbeat WHERE id = 1")
+                        .fetch_optional(&mut *tx)
+                        .await?,
+                ),
+            None => {
+                sqlx::query_scalar("SELECT at FROM server_heartbeat WHERE id = 1")
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+        };
         let rows = sqlx::query(
             "SELECT id, account_id, from_uri, to_uri, direction, started_at, answered_at \
-             FROM live_calls",
+             FROM live_calls WHERE node_id IS NULL OR node_id = $1 OR $2 = 0",
         )
+        .bind(node.clone().unwrap_or_default())
+        .bind(i64::from(node.is_some()))
         .fetch_all(&mut *tx)
         .await?;
         let mut n = 0;
+        let mut ids = Vec::with_capacity(rows.len());
         for row in &rows {
             use sqlx::Row;
             let id: String = row.try_get("id")?;
+            ids.push(id.clone());
             let started_at: i64 = row.try_get("started_at")?;
             let answered_at: Option<i64> = row.try_get("answered_at")?;
             let ended_at = last_seen
@@ -377,9 +406,12 @@ impl Store {
                 n += 1;
             }
         }
-        sqlx::query("DELETE FROM live_calls")
-            .execute(&mut *tx)
-            .await?;
+        for id in &ids {
+            sqlx::query("DELETE FROM live_calls WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         if n > 0 {
             tracing::warn!(

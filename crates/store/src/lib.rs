@@ -15,6 +15,7 @@ mod crypto;
 mod db;
 mod error;
 mod model;
+mod nodes;
 mod numbers;
 mod oauth;
 mod pats;
@@ -46,6 +47,7 @@ pub use model::{
     Account, ApiKey, CallRecord, DemoCredentials, DialClasses, DialPolicy, LegRecord, Number,
     PersonalAccessToken, Recording, Registration, Trunk, User,
 };
+pub use nodes::{NodeRow, ReapedNode, NODE_FAILURE_CAUSE};
 pub use oauth::{IssuedTokens, OAuthApp, OAuthGrant, MAX_TOKENS_PER_USER_APP};
 pub use pats::is_pat_id;
 pub use rc_subscriptions::RcSubscription;

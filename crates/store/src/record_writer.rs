@@ -90,11 +90,11 @@ impl std::fmt::Debug for Job {
 impl RecordWriter {
     /// Starts the writer task on the current tokio runtime; `None` outside of one (then
     /// records are written directly).
-    pub(crate) fn spawn(pool: AnyPool) -> Option<RecordWriter> {
+    pub(crate) fn spawn(pool: AnyPool, node: NodeId) -> Option<RecordWriter> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let (queue, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
-        handle.spawn(run(pool, stats.clone(), rx));
+        handle.spawn(run(pool, stats.clone(), rx, node));
         Some(RecordWriter { queue, stats })
     }
 
@@ -127,10 +127,13 @@ impl RecordWriter {
     }
 }
 
-async fn run(pool: AnyPool, stats: Arc<WriterStats>, mut rx: mpsc::Receiver<Job>) {
+/// The store's cluster node id, once set (written on each live call's row).
+pub(crate) type NodeId = Arc<std::sync::OnceLock<String>>;
+
+async fn run(pool: AnyPool, stats: Arc<WriterStats>, mut rx: mpsc::Receiver<Job>, node: NodeId) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        write_batch(&pool, &stats, &mut batch).await;
+        write_batch(&pool, &stats, &mut batch, node.get().map(String::as_str)).await;
     }
     tracing::debug!(
         batches = stats.batches.load(Ordering::Relaxed),
@@ -141,12 +144,17 @@ async fn run(pool: AnyPool, stats: Arc<WriterStats>, mut rx: mpsc::Receiver<Job>
 }
 
 /// Writes the batch (emptying it) and answers every job.
-async fn write_batch(pool: &AnyPool, stats: &WriterStats, batch: &mut Vec<Job>) {
+async fn write_batch(
+    pool: &AnyPool,
+    stats: &WriterStats,
+    batch: &mut Vec<Job>,
+    node: Option<&str>,
+) {
     let n = batch.len();
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.records.fetch_add(n as u64, Ordering::Relaxed);
     if n > 1 {
-        match insert_many(pool, batch).await {
+        match insert_many(pool, batch, node).await {
             Ok(()) => {
                 tracing::debug!(records = n, "call records written in one transaction");
                 for job in batch.drain(..) {
@@ -161,10 +169,10 @@ async fn write_batch(pool: &AnyPool, stats: &WriterStats, batch: &mut Vec<Job>) 
             }
         }
     }
-    write_one_by_one(pool, batch).await;
+    write_one_by_one(pool, batch, node).await;
 }
 
-async fn write_one_by_one(pool: &AnyPool, batch: &mut Vec<Job>) {
+async fn write_one_by_one(pool: &AnyPool, batch: &mut Vec<Job>, node: Option<&str>) {
     for job in batch.drain(..) {
         match job {
             Job::Record { ref rec, .. } => {
@@ -174,7 +182,7 @@ async fn write_one_by_one(pool: &AnyPool, batch: &mut Vec<Job>) {
             Job::Live(_) | Job::Answered { .. } => {
                 let res = async {
                     let mut tx = pool.begin().await?;
-                    write_note(&mut tx, &job).await?;
+                    write_note(&mut tx, &job, node).await?;
                     tx.commit().await?;
                     Ok::<(), StoreError>(())
                 }
@@ -199,12 +207,17 @@ fn answer(job: Job, res: Result<(), StoreError>) {
 }
 
 /// A live-call row, or its answer time.
-async fn write_note(conn: &mut AnyConnection, job: &Job) -> Result<(), StoreError> {
+async fn write_note(
+    conn: &mut AnyConnection,
+    job: &Job,
+    node: Option<&str>,
+) -> Result<(), StoreError> {
     match job {
         Job::Live(l) => {
             sqlx::query(
-                "INSERT INTO live_calls (id, account_id, from_uri, to_uri, direction, started_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO live_calls (id, account_id, from_uri, to_uri, direction, started_at, \
+                   node_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&l.id)
             .bind(&l.account_id)
@@ -212,6 +225,7 @@ async fn write_note(conn: &mut AnyConnection, job: &Job) -> Result<(), StoreErro
             .bind(&l.to)
             .bind(&l.direction)
             .bind(l.started_at)
+            .bind(node)
             .execute(&mut *conn)
             .await?;
         }
@@ -228,12 +242,12 @@ async fn write_note(conn: &mut AnyConnection, job: &Job) -> Result<(), StoreErro
 }
 
 /// All records in one transaction; any failure rolls all of them back.
-async fn insert_many(pool: &AnyPool, batch: &[Job]) -> Result<(), StoreError> {
+async fn insert_many(pool: &AnyPool, batch: &[Job], node: Option<&str>) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     for job in batch {
         match job {
             Job::Record { rec, .. } => insert_rows(&mut tx, rec).await?,
-            Job::Live(_) | Job::Answered { .. } => write_note(&mut tx, job).await?,
+            Job::Live(_) | Job::Answered { .. } => write_note(&mut tx, job, node).await?,
         }
     }
     tx.commit().await?;

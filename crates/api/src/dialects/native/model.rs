@@ -103,6 +103,7 @@ pub(crate) fn end_cause(c: EndCause) -> &'static str {
         EndCause::Parked => "parked",
         EndCause::Transferred => "transferred",
         EndCause::Crash => "crash",
+        EndCause::NodeFailure => "node_failure",
     }
 }
 

@@ -394,7 +394,8 @@ fn unanswered_status(cause: Option<EndCause>) -> (&'static str, &'static str) {
         | EndCause::TransferFailed
         | EndCause::Parked
         | EndCause::Transferred
-        | EndCause::Crash => ("NOPICKUP", "FAILURE"),
+        | EndCause::Crash
+        | EndCause::NodeFailure => ("NOPICKUP", "FAILURE"),
     }
 }
 
@@ -527,6 +528,7 @@ mod tests {
             ("parked", ("NOPICKUP", "FAILURE")),
             ("transferred", ("NOPICKUP", "FAILURE")),
             ("crash", ("NOPICKUP", "FAILURE")),
+            ("node_failure", ("NOPICKUP", "FAILURE")),
         ];
         let listed: Vec<&str> = expected.iter().map(|(c, _)| *c).collect();
         let all: Vec<&str> = EndCause::ALL.iter().map(|c| c.as_str()).collect();

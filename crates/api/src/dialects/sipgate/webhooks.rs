@@ -118,7 +118,8 @@ pub fn hangup_cause(cause: EndCause) -> &'static str {
         | EndCause::ParkTimeout
         | EndCause::Replaced
         | EndCause::TransferFailed
-        | EndCause::Crash => "congestion",
+        | EndCause::Crash
+        | EndCause::NodeFailure => "congestion",
     }
 }
 
@@ -888,6 +889,7 @@ mod tests {
         ("parked", "normalClearing"),
         ("transferred", "normalClearing"),
         ("crash", "congestion"),
+        ("node_failure", "congestion"),
     ];
 
     #[test]
