@@ -2,7 +2,7 @@
 # Run every test of hookflash: format + lint, the Rust workspace tests, and the
 # end-to-end suite (tests/e2e: independent pjsua2 phones and SIPp against a
 # real `hookflash serve`). Idempotent on a fresh Debian 12: installs what it
-# needs (apt: sip-tester sox espeak-ng baresip pulseaudio pulseaudio-utils postgresql; a Python
+# needs (apt: sip-tester sox espeak-ng baresip pulseaudio pulseaudio-utils postgresql kamailio; a Python
 # venv with pinned packages).
 #
 # Environment knobs (all optional):
@@ -75,13 +75,26 @@ install_system_packages() {
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1; then
     missing+=(postgresql)
   fi
+  # Kamailio, the SIP front of the cluster tests (test_cluster_front.py runs deploy/kamailio)
+  command -v kamailio >/dev/null 2>&1 || missing+=(kamailio)
+  command -v kamcmd >/dev/null 2>&1 || missing+=(kamailio)
   if [ ${#missing[@]} -eq 0 ]; then
     echo "system packages present"
     return 0
   fi
   echo "installing: ${missing[*]}"
+  # The packages' own services (kamailio, postgresql) must not start: the tests start their
+  # own instances on free loopback ports. policy-rc.d keeps them down during the install.
+  local made_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null &&
+      $SUDO chmod +x /usr/sbin/policy-rc.d && made_policy=1
+  fi
+  local rc=0
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" || rc=$?
+  [ -n "$made_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+  return $rc
 }
 
 setup_venv() {
