@@ -263,6 +263,8 @@ struct Fork {
     abandoned: bool,
 }
 
+use crate::call_core::park::ParkAction;
+use crate::call_core::voicemail::VoicemailAction;
 use crate::call_core::{Action as CoreAction, CallCore, Deadline, Phase, Side};
 
 mod app;
@@ -273,7 +275,6 @@ mod consult;
 pub(crate) mod listen;
 mod originate;
 mod park;
-use park::Parked;
 pub(crate) use park::{is_orbit, Pickup};
 mod reoffer;
 mod replaces;
@@ -287,7 +288,6 @@ use originate::Originated;
 pub use originate::{AppOriginateRequest, OriginateRequest};
 pub(crate) use transfer::TransferTarget;
 use transfer::{RetiredLeg, Transfer};
-use voicemail::VoicemailSession;
 
 impl Side {
     fn leg(self) -> Leg {
@@ -638,7 +638,7 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: ServerTransaction) {
         a_allows_update,
         tokio::time::Instant::now(),
     );
-    actor.voicemail_first = pre.voicemail;
+    actor.core.voicemail.set_first(pre.voicemail);
     actor.fork_caller_id = pre.caller_id.take();
     if let Some(taker) = pre.app.take() {
         actor.app = Some(AppSession {
@@ -906,14 +906,11 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         retired: Vec::new(),
         old_transfer_forks: Vec::new(),
         originated: None,
-        parked: None,
-        voicemail: None,
         app: None,
         handed_off: None,
         states_to: None,
         custom_ring_timeout: None,
         transfer_caller_id: None,
-        voicemail_first: false,
         fork_caller_id: None,
         states: call.states,
         bridge: call.bridge,
@@ -1282,10 +1279,6 @@ struct CallActor {
     old_transfer_forks: Vec<Fork>,
     /// Set for calls we originate (click-to-dial): the caller is rung first.
     originated: Option<Originated>,
-    /// Set while the call is parked in an orbit.
-    parked: Option<Parked>,
-    /// Set while a caller is in a user's mailbox.
-    voicemail: Option<VoicemailSession>,
     /// Set for a call an application runs (see `app.rs`).
     app: Option<AppSession>,
     /// After a REFER/Replaces hand-over: the SIP Call-ID of the dialog given away (not ours
@@ -1297,8 +1290,6 @@ struct CallActor {
     /// The caller id the next transfer target sees instead of the kept party's number (an
     /// application's `dial` with `callerId`).
     transfer_caller_id: Option<String>,
-    /// The inbound hook sent the call to the callee's voicemail (inbound_hook.rs).
-    voicemail_first: bool,
     /// The number the callee's phones see instead of the caller's (inbound hook redirect).
     fork_caller_id: Option<String>,
     /// This call's routes in the shared dialog-state channel (see `hookflash_sip::router`).
@@ -1488,7 +1479,7 @@ impl CallActor {
         if self.forks.is_empty()
             && self.originated.is_none()
             && self.app.is_none()
-            && !self.voicemail_first
+            && !self.core.voicemail.first()
         {
             self.fail_caller(503, EndCause::Failed);
         }
@@ -1505,7 +1496,7 @@ impl CallActor {
             .custom_ring_timeout
             .unwrap_or(self.engine.inner.cfg.ring_timeout);
         self.core.ring(tokio::time::Instant::now(), ring_timeout);
-        if self.voicemail_first && !self.try_voicemail().await {
+        if self.core.voicemail.first() && !self.try_voicemail().await {
             self.fail_caller(480, EndCause::Unavailable);
         }
         let bridge = self.bridge.clone();
@@ -1558,7 +1549,7 @@ impl CallActor {
                             digit: Some(ev.digit.to_string()),
                             ..Default::default()
                         });
-                        if self.voicemail.is_some() {
+                        if self.core.voicemail.is_active() {
                             Box::pin(self.voicemail_digit(ev.digit)).await;
                         }
                     }
@@ -1623,23 +1614,19 @@ impl CallActor {
                     info!(leg = ?side, "our session refresh failed: ending the call");
                     Box::pin(self.hangup_all(EndCause::SessionExpired)).await;
                 }
-                // Each state may have gone since its deadline was set.
-                CoreAction::DeadlineReached(Deadline::Park) => {
-                    if self.parked.is_some() {
-                        Box::pin(self.park_timed_out()).await;
-                    }
+                CoreAction::Park(ParkAction::CallParkerBack { orbit, extension }) => {
+                    Box::pin(self.park_timed_out(orbit, extension)).await;
                 }
+                // Its state may have gone since the deadline was set.
                 CoreAction::DeadlineReached(Deadline::TransferRing) => {
                     if self.transfer_ringing() {
                         info!("transfer target did not answer in time");
                         self.cancel_transfer_forks();
                     }
                 }
-                CoreAction::DeadlineReached(Deadline::Voicemail) => {
-                    if self.voicemail.is_some() {
-                        info!("voicemail: longest message reached");
-                        Box::pin(self.hangup_all(EndCause::Normal)).await;
-                    }
+                CoreAction::Voicemail(VoicemailAction::MaxLength) => {
+                    info!("voicemail: longest message reached");
+                    Box::pin(self.hangup_all(EndCause::Normal)).await;
                 }
             }
         }
@@ -2180,7 +2167,7 @@ impl CallActor {
     fn apply_forwarding(&self) {
         // While a transfer runs or the call is parked, the kept party hears music and nobody
         // hears each other.
-        let transferring = self.transfer.is_some() || self.parked.is_some();
+        let transferring = self.transfer.is_some() || self.core.park.is_parked();
         let mut forwarding = [true; 2];
         for side in [Side::A, Side::B] {
             let on = !transferring
@@ -2369,7 +2356,7 @@ impl CallActor {
                 let _ = reply.send(result.map(|_| self.info()));
             }
             CallCommand::PlaybackEnded { side, whisper, end } => {
-                if self.voicemail.is_some() {
+                if self.core.voicemail.is_active() {
                     self.voicemail_greeting_done().await;
                     return;
                 }
@@ -2633,12 +2620,12 @@ impl CallActor {
                 state: WrongState::Transferring,
             });
         }
-        if self.parked.is_some() {
+        if self.core.park.is_parked() {
             return Err(CommandError::WrongState {
                 state: WrongState::Parked,
             });
         }
-        if self.voicemail.is_some() {
+        if self.core.voicemail.is_active() {
             return Err(CommandError::WrongState {
                 state: WrongState::InVoicemail,
             });

@@ -8,7 +8,10 @@
 //! executes what [`CallCore::poll_action`] yields (send the re-INVITE, end the call …).
 //! That makes these rules testable with a simulated clock (see the tests below).
 //!
-//! Dialogs, media, transfers, park and voicemail stay in the actor (`call.rs`, `call/*.rs`).
+//! Each call-routing feature keeps its own state and decisions in a module of the core
+//! (`call_core/park.rs`, `call_core/voicemail.rs`, ...), owned by [`CallCore`], whose timers
+//! run on the core's clock; the actor (`call.rs`, `call/*.rs`) only executes them (dialogs,
+//! media, store).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -19,6 +22,12 @@ use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use crate::session_timer::SessionTimer;
+
+pub(crate) mod park;
+pub(crate) mod voicemail;
+
+use park::{ParkAction, ParkMachine};
+use voicemail::{VoicemailAction, VoicemailMachine};
 
 /// The most times a re-INVITE answered 491 is sent again.
 pub(crate) const MAX_GLARE_RETRIES: u32 = 3;
@@ -76,22 +85,16 @@ pub(crate) enum Purpose {
 /// still there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Deadline {
-    /// A parked call nobody picked up (`call/park.rs`).
-    Park,
     /// A transfer target that does not answer (`call/transfer.rs`).
     TransferRing,
-    /// The longest voicemail message (`call/voicemail.rs`).
-    Voicemail,
 }
 
-const DEADLINES: [Deadline; 3] = [Deadline::Park, Deadline::TransferRing, Deadline::Voicemail];
+const DEADLINES: [Deadline; 1] = [Deadline::TransferRing];
 
 impl Deadline {
     fn index(self) -> usize {
         match self {
-            Deadline::Park => 0,
-            Deadline::TransferRing => 1,
-            Deadline::Voicemail => 2,
+            Deadline::TransferRing => 0,
         }
     }
 }
@@ -116,6 +119,10 @@ pub(crate) enum Action {
     RefreshFailed { side: Side },
     /// A deadline set with [`CallCore::set_deadline`] has come.
     DeadlineReached(Deadline),
+    /// The parked call's decision (`call_core/park.rs`).
+    Park(ParkAction),
+    /// The voicemail call's decision (`call_core/voicemail.rs`).
+    Voicemail(VoicemailAction),
 }
 
 /// How a re-INVITE of ours ended, once no retry follows.
@@ -180,9 +187,13 @@ pub(crate) struct CallCore {
     phase: Phase,
     ring_deadline: Option<Instant>,
     sides: [SideCore; 2],
-    deadlines: [Option<Instant>; 3],
+    deadlines: [Option<Instant>; 1],
     actions: VecDeque<Action>,
     rng: StdRng,
+    /// Park: the orbit, the empty place, the park timeout.
+    pub(crate) park: ParkMachine,
+    /// Voicemail: greeting, message, its longest length.
+    pub(crate) voicemail: VoicemailMachine,
 }
 
 impl CallCore {
@@ -198,9 +209,11 @@ impl CallCore {
             phase: Phase::Ringing,
             ring_deadline: None,
             sides: [SideCore::new(a_is_uas), SideCore::new(false)],
-            deadlines: [None; 3],
+            deadlines: [None; 1],
             actions: VecDeque::new(),
             rng,
+            park: ParkMachine::default(),
+            voicemail: VoicemailMachine::default(),
         }
     }
 
@@ -245,7 +258,9 @@ impl CallCore {
             s.reoffer = Reoffer::Idle;
             s.session_deadline = None;
         }
-        self.deadlines = [None; 3];
+        self.deadlines = [None; 1];
+        self.park.stop_timer();
+        self.voicemail.stop_timer();
         self.actions.clear();
     }
 
@@ -426,6 +441,10 @@ impl CallCore {
         for d in self.deadlines {
             consider(d);
         }
+        if self.phase != Phase::Ended {
+            consider(self.park.deadline());
+            consider(self.voicemail.deadline());
+        }
         for s in &self.sides {
             if let Reoffer::Backoff { until, .. } = s.reoffer {
                 consider(Some(until));
@@ -447,6 +466,14 @@ impl CallCore {
             if self.deadlines[which.index()].is_some_and(|d| d <= now) {
                 self.deadlines[which.index()] = None;
                 self.actions.push_back(Action::DeadlineReached(which));
+            }
+        }
+        if self.phase != Phase::Ended {
+            if let Some(a) = self.park.handle_timeout(now) {
+                self.actions.push_back(Action::Park(a));
+            }
+            if let Some(a) = self.voicemail.handle_timeout(now) {
+                self.actions.push_back(Action::Voicemail(a));
             }
         }
         for side in [Side::A, Side::B] {
@@ -739,27 +766,33 @@ mod tests {
     }
 
     #[test]
-    fn routing_deadlines_fire_once_in_time_order_and_can_be_moved_or_cleared() {
+    fn feature_timers_fire_once_in_time_order_and_can_be_moved_or_cleared() {
         let (mut c, t0) = core();
         c.connect(t0);
         let s = Duration::from_secs;
-        c.set_deadline(Deadline::Voicemail, t0 + s(120));
-        c.set_deadline(Deadline::Park, t0 + s(60));
+        c.voicemail.start(t0, "u1".into(), s(0), 0);
+        c.park.park(t0, s(60), "*71".into(), Side::B, None);
         c.set_deadline(Deadline::TransferRing, t0 + s(30));
         // The transfer target answered: its ring deadline goes.
         c.clear_deadline(Deadline::TransferRing);
-        // The greeting ended, the message may last 120 s from now.
-        c.set_deadline(Deadline::Voicemail, t0 + s(130));
+        // The greeting ended at 10 s, the message may last 120 s from then.
+        c.voicemail.recording(t0 + s(10), "m".into());
         let fired = run_until(&mut c, t0 + s(600));
         assert_eq!(
             fired,
             vec![
-                (t0 + s(60), Action::DeadlineReached(Deadline::Park)),
-                (t0 + s(130), Action::DeadlineReached(Deadline::Voicemail)),
+                (
+                    t0 + s(60),
+                    Action::Park(ParkAction::CallParkerBack {
+                        orbit: "*71".into(),
+                        extension: None
+                    })
+                ),
+                (t0 + s(130), Action::Voicemail(VoicemailAction::MaxLength)),
             ]
         );
         // Nothing is timed after the call ends.
-        c.set_deadline(Deadline::Park, t0 + s(700));
+        c.set_deadline(Deadline::TransferRing, t0 + s(700));
         c.end();
         assert_eq!(c.poll_timeout(), None);
     }
