@@ -23,10 +23,16 @@ use tokio::time::Instant;
 
 use crate::session_timer::SessionTimer;
 
+pub(crate) mod originate;
 pub(crate) mod park;
+pub(crate) mod ringing;
+pub(crate) mod transfer;
 pub(crate) mod voicemail;
 
+use originate::OriginateMachine;
 use park::{ParkAction, ParkMachine};
+use ringing::{RingAction, RingingMachine};
+use transfer::{TransferAction, TransferMachine};
 use voicemail::{VoicemailAction, VoicemailMachine};
 
 /// The most times a re-INVITE answered 491 is sent again.
@@ -80,25 +86,6 @@ pub(crate) enum Purpose {
     Refresh,
 }
 
-/// A deadline of one of the actor's call-routing states (see `call/*.rs`); the core keeps
-/// the time, the actor the state, and checks on [`Action::DeadlineReached`] that the state is
-/// still there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Deadline {
-    /// A transfer target that does not answer (`call/transfer.rs`).
-    TransferRing,
-}
-
-const DEADLINES: [Deadline; 1] = [Deadline::TransferRing];
-
-impl Deadline {
-    fn index(self) -> usize {
-        match self {
-            Deadline::TransferRing => 0,
-        }
-    }
-}
-
 /// Something the actor must do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -117,8 +104,10 @@ pub(crate) enum Action {
     SessionExpired { side: Side },
     /// A refresh of ours could not be sent (no dialog) or was refused: end the call.
     RefreshFailed { side: Side },
-    /// A deadline set with [`CallCore::set_deadline`] has come.
-    DeadlineReached(Deadline),
+    /// The transfer's decision (`call_core/transfer.rs`).
+    Transfer(TransferAction),
+    /// The ringing call's decision (`call_core/ringing.rs`).
+    Ringing(RingAction),
     /// The parked call's decision (`call_core/park.rs`).
     Park(ParkAction),
     /// The voicemail call's decision (`call_core/voicemail.rs`).
@@ -187,13 +176,18 @@ pub(crate) struct CallCore {
     phase: Phase,
     ring_deadline: Option<Instant>,
     sides: [SideCore; 2],
-    deadlines: [Option<Instant>; 1],
     actions: VecDeque<Action>,
     rng: StdRng,
     /// Park: the orbit, the empty place, the park timeout.
     pub(crate) park: ParkMachine,
     /// Voicemail: greeting, message, its longest length.
     pub(crate) voicemail: VoicemailMachine,
+    /// Transfer: the running attempt, its forks' results, the target's ring timeout.
+    pub(crate) transfer: TransferMachine,
+    /// Origination: the caller's phones ring first.
+    pub(crate) originate: OriginateMachine,
+    /// The ringing call: auto-answer, reply message.
+    pub(crate) ringing: RingingMachine,
 }
 
 impl CallCore {
@@ -209,11 +203,13 @@ impl CallCore {
             phase: Phase::Ringing,
             ring_deadline: None,
             sides: [SideCore::new(a_is_uas), SideCore::new(false)],
-            deadlines: [None; 1],
             actions: VecDeque::new(),
             rng,
             park: ParkMachine::default(),
             voicemail: VoicemailMachine::default(),
+            transfer: TransferMachine::default(),
+            originate: OriginateMachine::default(),
+            ringing: RingingMachine::default(),
         }
     }
 
@@ -258,21 +254,11 @@ impl CallCore {
             s.reoffer = Reoffer::Idle;
             s.session_deadline = None;
         }
-        self.deadlines = [None; 1];
         self.park.stop_timer();
+        self.transfer.stop_timer();
+        self.ringing.stop_timer();
         self.voicemail.stop_timer();
         self.actions.clear();
-    }
-
-    /// Times `which` for `at` (replacing an earlier one): [`Action::DeadlineReached`] then.
-    pub(crate) fn set_deadline(&mut self, which: Deadline, at: Instant) {
-        if self.phase != Phase::Ended {
-            self.deadlines[which.index()] = Some(at);
-        }
-    }
-
-    pub(crate) fn clear_deadline(&mut self, which: Deadline) {
-        self.deadlines[which.index()] = None;
     }
 
     /// `side`'s session timer (None: no timer on that leg now) and whether its phone takes
@@ -437,11 +423,10 @@ impl CallCore {
         };
         if self.phase == Phase::Ringing {
             consider(self.ring_deadline);
-        }
-        for d in self.deadlines {
-            consider(d);
+            consider(self.ringing.deadline());
         }
         if self.phase != Phase::Ended {
+            consider(self.transfer.deadline());
             consider(self.park.deadline());
             consider(self.voicemail.deadline());
         }
@@ -462,13 +447,15 @@ impl CallCore {
             self.ring_deadline = None;
             self.actions.push_back(Action::RingTimeout);
         }
-        for which in DEADLINES {
-            if self.deadlines[which.index()].is_some_and(|d| d <= now) {
-                self.deadlines[which.index()] = None;
-                self.actions.push_back(Action::DeadlineReached(which));
+        if self.phase == Phase::Ringing {
+            if let Some(a) = self.ringing.handle_timeout(now) {
+                self.actions.push_back(Action::Ringing(a));
             }
         }
         if self.phase != Phase::Ended {
+            if let Some(a) = self.transfer.handle_timeout(now) {
+                self.actions.push_back(Action::Transfer(a));
+            }
             if let Some(a) = self.park.handle_timeout(now) {
                 self.actions.push_back(Action::Park(a));
             }
@@ -520,6 +507,27 @@ impl CallCore {
     pub(crate) fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
+}
+
+/// Picks the response the caller gets when every fork failed (RFC 3261 §16.7, simplified):
+/// a global failure (6xx) wins, then busy, then the most specific 4xx, then 5xx.
+pub(crate) fn best_failure(statuses: &[u16]) -> u16 {
+    let rank = |s: u16| match s {
+        600..=699 => 0,
+        486 => 1,
+        400..=499 if s != 408 && s != 480 && s != 487 => 2,
+        480 => 3,
+        408 => 4,
+        487 => 5,
+        500..=599 => 6,
+        _ => 7,
+    };
+    statuses
+        .iter()
+        .copied()
+        .filter(|s| *s >= 300)
+        .min_by_key(|s| rank(*s))
+        .unwrap_or(480)
 }
 
 /// RFC 3261 §14.1: the owner of the dialog's Call-ID waits 2.1–4 s before retrying, the
@@ -772,9 +780,11 @@ mod tests {
         let s = Duration::from_secs;
         c.voicemail.start(t0, "u1".into(), s(0), 0);
         c.park.park(t0, s(60), "*71".into(), Side::B, None);
-        c.set_deadline(Deadline::TransferRing, t0 + s(30));
+        let g = c.transfer.next_generation();
+        c.transfer
+            .start(t0, g, Side::A, "203".into(), false, 1, s(30));
         // The transfer target answered: its ring deadline goes.
-        c.clear_deadline(Deadline::TransferRing);
+        c.transfer.fork_result(g, 0, 200, true);
         // The greeting ended at 10 s, the message may last 120 s from then.
         c.voicemail.recording(t0 + s(10), "m".into());
         let fired = run_until(&mut c, t0 + s(600));
@@ -792,7 +802,7 @@ mod tests {
             ]
         );
         // Nothing is timed after the call ends.
-        c.set_deadline(Deadline::TransferRing, t0 + s(700));
+        c.park.park(t0 + s(600), s(60), "*72".into(), Side::B, None);
         c.end();
         assert_eq!(c.poll_timeout(), None);
     }

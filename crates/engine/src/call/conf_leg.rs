@@ -123,7 +123,7 @@ impl CallActor {
                 state: WrongState::InConference,
             });
         }
-        if self.transfer.is_some() {
+        if self.core.transfer.is_active() {
             return Err(CommandError::WrongState {
                 state: WrongState::Transferring,
             });

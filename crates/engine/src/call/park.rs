@@ -17,13 +17,13 @@ use hookflash_store::LegRecord;
 use tracing::{debug, info, warn};
 
 use super::{content_type_sdp, CallActor, MediaSide, Party, Side, TransferTarget};
+pub(crate) use crate::call_core::park::is_orbit;
+use crate::call_core::park::{orbit_candidates, ParkRefusal};
 use crate::control::{CallInfo, CommandError, LegInfo, LegState};
 use crate::events::{EventDetail, EventKind};
 use crate::model::{CallDirection, EndCause, LegDirection, RecordRole, WrongState};
 use crate::registrar::reply;
 use crate::sip_glue::{header_value, now_ms};
-use crate::call_core::park::{orbit_candidates, ParkRefusal};
-pub(crate) use crate::call_core::park::is_orbit;
 use crate::Engine;
 
 /// A phone that dialled an orbit code, handed to the parked call.
@@ -210,9 +210,7 @@ impl CallActor {
         self.bridge.stop_play(keep.leg());
         match self.start_transfer(Some(parker_leg), target, false, false) {
             Ok(info) => {
-                if let Some(t) = self.transfer.as_mut() {
-                    t.transferor_gone = true;
-                }
+                self.core.transfer.mark_transferor_gone();
                 info!(orbit = %parked.orbit, "retrieving the parked call");
                 Ok(info)
             }

@@ -34,7 +34,10 @@ fn beep() -> Pcm8k {
 impl CallActor {
     /// The callee's user, if their mailbox takes calls now.
     pub(super) async fn mailbox_user(&mut self) -> Option<String> {
-        if self.originated.is_some() || self.core.phase() != Phase::Ringing || self.a.is_none() {
+        if self.core.originate.is_originated()
+            || self.core.phase() != Phase::Ringing
+            || self.a.is_none()
+        {
             return None;
         }
         let user_id = self.b_leg.owner_user_id.clone()?;

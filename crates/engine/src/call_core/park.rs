@@ -122,7 +122,7 @@ impl ParkMachine {
     /// Time has come to `now`: the park timeout, once.
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> Option<ParkAction> {
         let p = self.parked.as_mut()?;
-        if !p.deadline.is_some_and(|d| d <= now) {
+        if p.deadline.is_none_or(|d| d > now) {
             return None;
         }
         p.deadline = None;

@@ -91,14 +91,38 @@ pub(crate) enum PartyGone {
     KeptPartyLeft,
 }
 
-/// The attempt completed: the target took the transferor's place.
+/// The attempt is over because its target answered: the target takes the transferor's
+/// place. If the actor cannot make it so after all, [`Completed::failed`] says what is left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Completed {
     pub(crate) transferor: Side,
     pub(crate) label: String,
-    pub(crate) elapsed: Duration,
+    pub(crate) requested_at: Instant,
     pub(crate) transferor_gone: bool,
     pub(crate) referred: bool,
+}
+
+impl Completed {
+    /// The answered target could not be taken (no usable SDP, the caller not answerable):
+    /// the attempt failed with `status` after all.
+    pub(crate) fn failed(self, status: u16) -> Failed {
+        let keep = self.transferor.other();
+        Failed {
+            transferor: self.transferor,
+            label: self.label,
+            status,
+            cause: EndCause::for_status(status),
+            referred: self.referred,
+            then: if self.transferor_gone {
+                AfterFailure::EndCall {
+                    keep,
+                    cause: EndCause::TransferFailed,
+                }
+            } else {
+                AfterFailure::Reconnect { keep }
+            },
+        }
+    }
 }
 
 /// What a failed attempt leaves.
@@ -229,11 +253,13 @@ impl TransferMachine {
         self.attempt.is_some()
     }
 
+    #[cfg(test)]
     pub(crate) fn stage(&self) -> Option<Stage> {
         self.attempt.as_ref().map(|a| a.stage)
     }
 
     /// The target still rings (the ring timeout applies).
+    #[cfg(test)]
     pub(crate) fn is_ringing(&self) -> bool {
         self.stage() == Some(Stage::Ringing)
     }
@@ -244,10 +270,6 @@ impl TransferMachine {
 
     pub(crate) fn transferor_gone(&self) -> bool {
         self.attempt.as_ref().is_some_and(|a| a.transferor_gone)
-    }
-
-    pub(crate) fn attended(&self) -> bool {
-        self.attempt.as_ref().is_some_and(|a| a.attended)
     }
 
     /// A provisional response of the target: the first is reported.
@@ -344,13 +366,13 @@ impl TransferMachine {
         }
     }
 
-    /// The target has taken the transferor's place: the attempt is over.
-    pub(crate) fn complete(&mut self, now: Instant) -> Option<Completed> {
+    /// The target is taking the transferor's place: the attempt is over.
+    pub(crate) fn complete(&mut self) -> Option<Completed> {
         let a = self.attempt.take()?;
         Some(Completed {
             transferor: a.transferor,
             label: a.label,
-            elapsed: now.saturating_duration_since(a.requested_at),
+            requested_at: a.requested_at,
             transferor_gone: a.transferor_gone,
             referred: a.referred,
         })
@@ -359,23 +381,7 @@ impl TransferMachine {
     /// The target could not be reached (or taken) with `status`: the attempt is over, and
     /// the kept party goes back to the transferor unless the transferor has left.
     pub(crate) fn fail(&mut self, status: u16) -> Option<Failed> {
-        let a = self.attempt.take()?;
-        let keep = a.transferor.other();
-        Some(Failed {
-            transferor: a.transferor,
-            label: a.label,
-            status,
-            cause: EndCause::for_status(status),
-            referred: a.referred,
-            then: if a.transferor_gone {
-                AfterFailure::EndCall {
-                    keep,
-                    cause: EndCause::TransferFailed,
-                }
-            } else {
-                AfterFailure::Reconnect { keep }
-            },
-        })
+        self.complete().map(|c| c.failed(status))
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
@@ -385,7 +391,7 @@ impl TransferMachine {
     /// Time has come to `now`: the target's ring timeout, once.
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> Option<TransferAction> {
         let a = self.attempt.as_mut()?;
-        if !a.ring_deadline.is_some_and(|d| d <= now) {
+        if a.ring_deadline.is_none_or(|d| d > now) {
             return None;
         }
         a.ring_deadline = None;
@@ -435,10 +441,7 @@ mod tests {
 
     /// Starts a transfer of the caller (A) by B to "203" with `forks` forks.
     fn start(c: &mut CallCore, now: Instant, attended: bool, forks: usize) -> u32 {
-        assert_eq!(
-            c.transfer.check_start(c.phase(), false, attended),
-            Ok(())
-        );
+        assert_eq!(c.transfer.check_start(c.phase(), false, attended), Ok(()));
         let g = c.transfer.next_generation();
         c.transfer
             .start(now, g, Side::B, "203".into(), attended, forks, RING);
@@ -474,10 +477,10 @@ mod tests {
         );
         // The ring timeout no longer applies.
         assert!(run_until(&mut c, t0 + s(300)).is_empty());
-        let done = c.transfer.complete(t0 + s(4)).expect("running");
+        let done = c.transfer.complete().expect("running");
         assert_eq!(
-            (done.transferor, done.label.as_str(), done.elapsed),
-            (Side::B, "203", s(4))
+            (done.transferor, done.label.as_str(), done.requested_at),
+            (Side::B, "203", t0)
         );
         assert!(!c.transfer.is_active());
         // A late answer of that attempt is released.
@@ -600,7 +603,12 @@ mod tests {
             ForkDecision::ReleaseExtra
         );
         assert_eq!(c.transfer.party_gone(Side::B), PartyGone::Consulting);
-        assert!(c.transfer.complete(t0).is_some());
+        let done = c.transfer.complete().expect("consulting");
+        // The target refused the move to the main bridge: the transferor gets the kept party.
+        assert_eq!(
+            done.failed(500).then,
+            AfterFailure::Reconnect { keep: Side::A }
+        );
     }
 
     #[test]

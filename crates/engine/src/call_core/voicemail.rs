@@ -127,7 +127,7 @@ impl VoicemailMachine {
     /// Time has come to `now`: the longest message, once.
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> Option<VoicemailAction> {
         let s = self.session.as_mut()?;
-        if !s.deadline.is_some_and(|d| d <= now) {
+        if s.deadline.is_none_or(|d| d > now) {
             return None;
         }
         s.deadline = None;
