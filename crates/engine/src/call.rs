@@ -1,6 +1,11 @@
 //! One call: an inbound leg (A, the caller's dialog, where we are UAS) bridged to an outbound
 //! leg (B, where we are UAC; several forks while ringing), with both legs' RTP anchored in a
 //! media bridge. One task runs [`CallActor::run`] and is the only owner of this state.
+//!
+//! The actor executes; the call core (`call_core.rs` and its feature machines in
+//! `call_core/*.rs`: transfer, park, voicemail, originate, ringing) decides. `call/*.rs` are
+//! the actor's execution of each feature, `call/inbound.rs` the set-up of a call that comes
+//! in and `call/destination.rs` where a dialled string leads.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -263,17 +268,26 @@ struct Fork {
     abandoned: bool,
 }
 
-use crate::call_core::{Action as CoreAction, CallCore, Deadline, Phase, Side};
+use crate::call_core::best_failure;
+use crate::call_core::park::ParkAction;
+use crate::call_core::ringing::RingAction;
+use crate::call_core::transfer::TransferAction;
+use crate::call_core::voicemail::VoicemailAction;
+use crate::call_core::{Action as CoreAction, CallCore, Phase, Side};
 
 mod app;
 mod app_refer;
+mod destination;
+use destination::{device_destination, transport_of};
+pub(crate) use destination::{resolve_destination, Destination, RouteError};
+mod inbound;
 use app::AppSession;
+pub(crate) use inbound::run_inbound;
 pub(crate) mod conf_leg;
 mod consult;
 pub(crate) mod listen;
 mod originate;
 mod park;
-use park::Parked;
 pub(crate) use park::{is_orbit, Pickup};
 mod reoffer;
 mod replaces;
@@ -287,7 +301,6 @@ use originate::Originated;
 pub use originate::{AppOriginateRequest, OriginateRequest};
 pub(crate) use transfer::TransferTarget;
 use transfer::{RetiredLeg, Transfer};
-use voicemail::VoicemailSession;
 
 impl Side {
     fn leg(self) -> Leg {
@@ -304,481 +317,6 @@ struct MediaSide {
     codecs: Vec<Codec>,
     origin: OriginState,
     direction: Direction,
-}
-
-/// Turns an INVITE that starts a new dialog into a call, or answers it with an error.
-pub(crate) async fn run_inbound(engine: Engine, mut tx: ServerTransaction) {
-    let call_id = uuid::Uuid::now_v7().to_string();
-    tracing::Span::current().record("call_id", call_id.as_str());
-    let req = tx.request().clone();
-    let started_at = now_ms();
-
-    // 1. Who is calling: a trunk (by the transport's real source address, never by what the
-    // request's Via claims) or an authenticated user.
-    let source = hookflash_sip::source::transport_source(&req);
-    let from_value = header_value(&req, "From").unwrap_or_default();
-    let from_uri = addr_spec(&from_value).to_string();
-    let ruri = req.uri.to_string();
-    let Some(dialled) =
-        hookflash_sip::uri::user_part(&ruri).map(hookflash_sip::uri::normalize_number)
-    else {
-        info!(%ruri, "INVITE without a user part");
-        reply(&mut tx, StatusCode::NotFound, vec![]).await;
-        return;
-    };
-    let store = engine.inner.store.clone();
-    let trunk = match &source {
-        Some(v) => store
-            .trunk_by_source(v.addr.ip(), v.addr.port())
-            .await
-            .ok()
-            .flatten(),
-        None => None,
-    };
-    let (origin, account, caller_user) = if let Some(trunk) = &trunk {
-        let Ok(Some(account)) = store.account_by_id(&trunk.account_id).await else {
-            reply(&mut tx, StatusCode::ServerInternalError, vec![]).await;
-            return;
-        };
-        let origin = Origin::Trunk {
-            account_id: account.id.clone(),
-            trunk_id: trunk.id.clone(),
-        };
-        (origin, account, None)
-    } else {
-        let Some(account) = engine.account_for_uri(&from_uri).await else {
-            reply(&mut tx, StatusCode::Forbidden, vec![]).await;
-            return;
-        };
-        match engine.authenticate(&req, AuthKind::Proxy, &account).await {
-            AuthOutcome::Ok { account, user } => {
-                let origin = Origin::User {
-                    account_id: account.id.clone(),
-                    user_id: user.id.clone(),
-                };
-                (origin, account, Some(user))
-            }
-            AuthOutcome::Challenge { realm, stale } => {
-                let headers = engine
-                    .challenges(&realm, stale)
-                    .into_iter()
-                    .map(|c| Header::ProxyAuthenticate(c.into()))
-                    .collect();
-                reply(&mut tx, StatusCode::ProxyAuthenticationRequired, headers).await;
-                return;
-            }
-            AuthOutcome::Forbidden(why) => {
-                debug!(why, "authentication refused");
-                reply(&mut tx, StatusCode::Forbidden, vec![]).await;
-                return;
-            }
-        }
-    };
-
-    // 2. The caller's offer: we need one we can bridge (offer in the INVITE, PCMU/PCMA).
-    let offer = match parse_offer(&req) {
-        Ok(o) => o,
-        Err(why) => {
-            info!(why, "rejecting INVITE with unusable SDP");
-            reply(&mut tx, StatusCode::NotAcceptableHere, vec![]).await;
-            return;
-        }
-    };
-    // SRTP (SDES) when the caller asks for it: secure_media.rs.
-    let a_crypto = match crate::secure_media::caller_crypto(&offer) {
-        Ok(c) => c,
-        Err(why) => {
-            info!(%why, "rejecting INVITE: SRTP offer we cannot answer");
-            reply(&mut tx, StatusCode::NotAcceptableHere, vec![]).await;
-            return;
-        }
-    };
-
-    // Session timer (RFC 4028): an interval below our minimum gets 422 with Min-SE.
-    let a_timer = match caller_session_timer(&req, engine.inner.cfg.session_min_se) {
-        Ok(t) => t,
-        Err(min_se) => {
-            info!(min_se, "session interval too small: 422");
-            let headers = vec![Header::Other("Min-SE".into(), min_se.to_string())];
-            reply(&mut tx, StatusCode::SessionIntervalTooSmall, headers).await;
-            return;
-        }
-    };
-    // Asking for timers where the caller did not (configurable; off by default): we refresh.
-    let a_timer = a_timer.or_else(|| {
-        engine
-            .inner
-            .cfg
-            .session_expires_ask
-            .map(|expires| SessionTimer {
-                expires,
-                refresher: session_timer::Refresher::Uas,
-                require: false,
-            })
-    });
-    let a_allows_update = header_values(&req, "Allow")
-        .iter()
-        .flat_map(|v| v.split(','))
-        .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"));
-
-    // 3. Where it goes. A park orbit's code picks up the call parked there.
-    if is_orbit(&dialled) {
-        let number = match (&caller_user, hookflash_sip::uri::user_part(&from_uri)) {
-            (Some(u), _) => u.extension.clone(),
-            (None, Some(u)) => u.to_string(),
-            (None, None) => "anonymous".to_string(),
-        };
-        let pickup = Pickup {
-            tx,
-            offer,
-            number,
-            owner: caller_user
-                .as_ref()
-                .map(|u| (u.id.clone(), u.extension.clone())),
-        };
-        engine.pick_up(&account.id, &dialled, pickup).await;
-        return;
-    }
-    // An application's number (of the caller's own account): the application runs the
-    // call instead of anyone being rung.
-    let application = match &origin {
-        Origin::Trunk { .. } | Origin::User { .. } => store
-            .application_for_number(&dialled)
-            .await
-            .unwrap_or_else(|e| {
-                warn!(error = %e, "cannot look up the number's application");
-                None
-            })
-            .filter(|app| app.account_id == account.id),
-        Origin::Account { .. } | Origin::Outside { .. } => None,
-    };
-    let app_permit = match &application {
-        Some(app) => match engine.inner.apps.reserve() {
-            Some(permit) if engine.inner.apps.has_runtime() => Some((permit, app.clone())),
-            _ => {
-                warn!(application = %app.id, "no application runtime or its queue is full");
-                reply(&mut tx, StatusCode::ServiceUnavailable, vec![]).await;
-                return;
-            }
-        },
-        None => None,
-    };
-    let (targets, callee_label, direction, callee_user) = match &app_permit {
-        Some((_, app)) => (
-            Vec::new(),
-            app.name.clone(),
-            match origin {
-                Origin::Trunk { .. } => CallDirection::Inbound,
-                _ => CallDirection::Internal,
-            },
-            None,
-        ),
-        None => match resolve_destination(&engine, &account.id, &origin, &dialled).await {
-            Ok(d) => (d.targets, d.label, d.direction, d.owner),
-            Err(e) => {
-                reply(&mut tx, StatusCode::from(e.status), vec![]).await;
-                return;
-            }
-        },
-    };
-
-    let caller_number = match (&caller_user, hookflash_sip::uri::user_part(&from_uri)) {
-        (Some(u), _) => u.extension.clone(),
-        (None, Some(u)) => u.to_string(),
-        (None, None) => "anonymous".to_string(),
-    };
-    // The call hook (sipgate push `newCall`, inbound_hook.rs) is asked twice at most: for
-    // the calling user, whose answer may dial another number instead, reject the call or
-    // run an application on it, then for the called user, whose answer may re-route it,
-    // send it to voicemail or give it to the application runtime.
-    let hooked = engine.inbound_hook().is_some();
-    if hooked && app_permit.is_none() && (caller_user.is_some() || callee_user.is_some()) {
-        // The caller knows we are on it (no INVITE retransmissions, and it may CANCEL)
-        // while the hook decides; the CANCEL is answered once the dialog serves.
-        if let Err(e) = tx.reply(StatusCode::Trying).await {
-            debug!(error = %e, "100 Trying before the call hook failed");
-        }
-    }
-    let mut pre = PreRoute::default();
-    let (targets, callee_label, direction, callee_user) = match (&app_permit, &caller_user) {
-        (None, Some(u)) if hooked => {
-            let calling = crate::inbound_hook::RingingUser {
-                account_id: account.id.clone(),
-                call_id: call_id.clone(),
-                user_id: u.id.clone(),
-                party: crate::inbound_hook::Party::Caller,
-                from: caller_number.clone(),
-                dialled: dialled.clone(),
-                direction,
-            };
-            let decision = engine.before_ring(calling).await;
-            match pre.apply(&engine, decision, &account.id, Some(&u.id)).await {
-                Some((forks, label, owner)) => {
-                    let direction = if forks.iter().any(|f| f.permit.is_some()) {
-                        CallDirection::Outbound
-                    } else {
-                        CallDirection::Internal
-                    };
-                    (forks, label, direction, owner)
-                }
-                // Nobody rings: the application runs the caller's call.
-                None if pre.app.is_some() => (Vec::new(), callee_label, direction, None),
-                None => (targets, callee_label, direction, callee_user),
-            }
-        }
-        _ => (targets, callee_label, direction, callee_user),
-    };
-    let (targets, callee_label, callee_user) = match (&app_permit, &callee_user) {
-        (None, Some((user_id, _))) if pre.app.is_none() => {
-            let ringing = crate::inbound_hook::RingingUser {
-                account_id: account.id.clone(),
-                call_id: call_id.clone(),
-                user_id: user_id.clone(),
-                party: crate::inbound_hook::Party::Callee,
-                from: caller_number.clone(),
-                dialled: dialled.clone(),
-                direction,
-            };
-            let decision = engine.before_ring(ringing).await;
-            match pre.apply(&engine, decision, &account.id, None).await {
-                Some(redirected) => redirected,
-                // Nobody rings: voicemail or the application answers.
-                None if pre.voicemail || pre.app.is_some() => {
-                    (Vec::new(), callee_label, callee_user)
-                }
-                None => (targets, callee_label, callee_user),
-            }
-        }
-        _ => (targets, callee_label, callee_user),
-    };
-
-    // 4. Media: both legs' sockets now, so the B offer can carry our address.
-    let (a_pair, b_pair) = match (engine.inner.ports.allocate(), engine.inner.ports.allocate()) {
-        (Ok(a), Ok(b)) => (a, b),
-        _ => {
-            warn!("RTP port range exhausted");
-            reply(&mut tx, StatusCode::ServiceUnavailable, vec![]).await;
-            return;
-        }
-    };
-    let bridge = Arc::new(Bridge::start(
-        a_pair,
-        b_pair,
-        BridgeOptions {
-            inactivity_timeout: engine.inner.cfg.rtp_inactivity,
-        },
-        engine.inner.media_stats.clone(),
-    ));
-    if let Some(addr) = offer.audio_endpoint() {
-        bridge.set_remote(Leg::A, addr);
-    }
-
-    // 5. The caller's dialog. The SIP layer runs its server transaction in `serve`.
-    let dialogs = engine.inner.sip.dialogs.clone();
-    let (states, state_rx) = engine.inner.states.open();
-    let a_call_id = header_value(&req, "Call-ID").unwrap_or_default();
-    let contact = engine.local_contact();
-    let a = match dialogs.server_invite(&tx, states.route(&a_call_id), contact) {
-        Ok(d) => d,
-        Err(e) => {
-            warn!(error = %e, "could not create the caller's dialog");
-            reply(&mut tx, StatusCode::ServerInternalError, vec![]).await;
-            return;
-        }
-    };
-    if let Some(theirs) = &a_crypto {
-        crate::secure_media::secure_leg(&bridge, Leg::A, &a, theirs);
-    }
-    let mut a_handler = a.clone();
-    tokio::spawn(async move {
-        if let Err(e) = a_handler.serve(&mut tx).await {
-            debug!(error = %e, "caller INVITE transaction ended with error");
-        }
-    });
-
-    let caller_name = display_name(&from_value)
-        .or_else(|| caller_user.as_ref().and_then(|u| u.display_name.clone()));
-    let a_codecs = offer
-        .audio()
-        .and_then(|m| sdp::supported_codecs(m).ok())
-        .unwrap_or_default();
-    let (mut actor, cmd_rx) = build_actor(
-        &engine,
-        NewCall {
-            id: call_id,
-            account_id: account.id.clone(),
-            a: Some(a),
-            a_call_id,
-            a_from: from_uri,
-            a_to: ruri,
-            a_direction: LegDirection::In,
-            a_media: MediaSide {
-                codecs: a_codecs,
-                origin: OriginState::new(),
-                direction: offer.direction(),
-            },
-            bridge,
-            states,
-            started_at,
-            caller_number,
-            caller_name,
-            caller_owner: caller_user
-                .as_ref()
-                .map(|u| (u.id.clone(), u.extension.clone())),
-            direction,
-            callee_label,
-            callee_owner: callee_user,
-            dialled,
-            forks: targets.len(),
-        },
-    );
-    actor.core.set_session_timer(
-        Side::A,
-        a_timer,
-        a_allows_update,
-        tokio::time::Instant::now(),
-    );
-    actor.voicemail_first = pre.voicemail;
-    actor.fork_caller_id = pre.caller_id.take();
-    if let Some(taker) = pre.app.take() {
-        actor.app = Some(AppSession {
-            application_id: "sipgate-push".into(),
-            dial: None,
-            refer: None,
-        });
-        taker(crate::apps::AppCall {
-            account_id: actor.account_id.clone(),
-            call_id: actor.id.clone(),
-            leg_id: actor.a_leg.id.clone(),
-            application_id: "sipgate-push".into(),
-            from: actor.caller_number.clone(),
-            to: actor.dialled.clone(),
-            caller_name: actor.caller_name.clone(),
-            sip_call_id: actor.a_call_id.clone(),
-            direction: actor.direction,
-            request_uri: req.uri.to_string(),
-            headers: Vec::new(),
-        });
-        info!("call runs the called user's push application");
-    }
-    if let Some((permit, app)) = app_permit {
-        actor.app = Some(AppSession {
-            application_id: app.id.clone(),
-            dial: None,
-            refer: None,
-        });
-        permit.send(crate::apps::AppCall {
-            account_id: actor.account_id.clone(),
-            call_id: actor.id.clone(),
-            leg_id: actor.a_leg.id.clone(),
-            application_id: app.id,
-            from: actor.caller_number.clone(),
-            to: actor.dialled.clone(),
-            caller_name: actor.caller_name.clone(),
-            sip_call_id: actor.a_call_id.clone(),
-            direction: actor.direction,
-            request_uri: req.uri.to_string(),
-            headers: req
-                .headers
-                .iter()
-                .filter_map(|h| {
-                    let text = h.to_string();
-                    let (name, value) = text.split_once(':')?;
-                    // Our own transport stamp is not the caller's.
-                    if name
-                        .trim()
-                        .eq_ignore_ascii_case(hookflash_sip::source::SOURCE_HEADER)
-                    {
-                        return None;
-                    }
-                    Some((name.trim().to_string(), value.trim().to_string()))
-                })
-                .collect(),
-        });
-        info!("call runs an application");
-    }
-    actor.send_forks(&targets);
-    // Its own task: the set-up future above is four times the size of the actor's, and
-    // would otherwise stay allocated for as long as the call lasts.
-    tokio::spawn(Box::new(actor).run(state_rx, cmd_rx).in_current_span());
-}
-
-/// What the inbound hook decided for a call that rings a user, as run_inbound applies it.
-#[derive(Default)]
-struct PreRoute {
-    voicemail: bool,
-    caller_id: Option<String>,
-    app: Option<crate::inbound_hook::AppTaker>,
-}
-
-/// The targets, callee label and callee of a call that rings a user.
-type Ringing = (Vec<ForkTarget>, String, Option<(String, String)>);
-
-impl PreRoute {
-    /// The targets of a redirect (None: the user's or what the caller dialled, or nobody's
-    /// for voicemail and an application). `caller`: the calling user's decision (its
-    /// redirect is dialled as that user may dial).
-    async fn apply(
-        &mut self,
-        engine: &Engine,
-        decision: crate::inbound_hook::InboundDecision,
-        account_id: &str,
-        caller: Option<&str>,
-    ) -> Option<Ringing> {
-        use crate::inbound_hook::InboundDecision;
-        match decision {
-            InboundDecision::Ring => None,
-            InboundDecision::Redirect { targets, caller_id } => {
-                let Some(t) = engine.redirect_target(account_id, caller, &targets).await else {
-                    warn!(
-                        ?targets,
-                        "no redirect target can be reached; the call goes on as it was"
-                    );
-                    return None;
-                };
-                info!(target = %t.label, caller = caller.is_some(), "the call is redirected by a push answer");
-                self.caller_id = caller_id;
-                Some((t.forks, t.label, t.owner))
-            }
-            InboundDecision::Voicemail if caller.is_some() => {
-                info!("a caller's push answer asks for voicemail; the call goes on as dialled");
-                None
-            }
-            InboundDecision::Voicemail => {
-                self.voicemail = true;
-                info!("the callee's push answer sends the call to voicemail");
-                None
-            }
-            InboundDecision::Application(taker) => {
-                self.app = Some(taker);
-                None
-            }
-        }
-    }
-}
-
-/// The session timer a caller's INVITE asks for, as we run it; `Err(min_se)` when its
-/// interval is below our minimum (answer 422).
-fn caller_session_timer(req: &Request, min_se: u32) -> Result<Option<SessionTimer>, u32> {
-    let mut supported = header_values(req, "Supported");
-    supported.extend(header_values(req, "k"));
-    supported.extend(header_values(req, "Require"));
-    let se = header_value(req, "Session-Expires").or_else(|| header_value(req, "x"));
-    let Some(asked) = session_timer::requested(se.as_deref(), &supported) else {
-        return Ok(None);
-    };
-    match session_timer::answer(&asked, min_se) {
-        session_timer::Answer::TooSmall { min_se } => Err(min_se),
-        session_timer::Answer::Run {
-            expires,
-            refresher,
-            require,
-        } => Ok(Some(SessionTimer {
-            expires,
-            refresher,
-            require,
-        })),
-    }
 }
 
 /// What differs between a call that came in and one we originate; the rest of a new call's
@@ -902,18 +440,13 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         parties: [None, None],
         new_invites: Vec::new(),
         transfer: None,
-        transfer_generation: 0,
         retired: Vec::new(),
         old_transfer_forks: Vec::new(),
         originated: None,
-        parked: None,
-        voicemail: None,
         app: None,
         handed_off: None,
         states_to: None,
         custom_ring_timeout: None,
-        transfer_caller_id: None,
-        voicemail_first: false,
         fork_caller_id: None,
         states: call.states,
         bridge: call.bridge,
@@ -945,259 +478,10 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         hold_op: None,
         relay_op: None,
         bye_headers: Vec::new(),
-        replying: false,
         conf_legs: [None, None],
         auto_answer: None,
     };
     (actor, cmd_rx)
-}
-
-/// Why a dialled string leads nowhere: the SIP status to answer, and the dial rule that
-/// refused it, if one did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RouteError {
-    pub(crate) status: u16,
-    pub(crate) refusal: Option<Refusal>,
-}
-
-impl From<u16> for RouteError {
-    fn from(status: u16) -> Self {
-        RouteError {
-            status,
-            refusal: None,
-        }
-    }
-}
-
-impl From<Refusal> for RouteError {
-    fn from(refusal: Refusal) -> Self {
-        RouteError {
-            status: refusal.sip_status(),
-            refusal: Some(refusal),
-        }
-    }
-}
-
-/// Where a dialled extension or number leads, for a call from `origin`.
-pub(crate) struct Destination {
-    pub(crate) targets: Vec<ForkTarget>,
-    /// The callee as the call's legs name it (extension, or the number).
-    pub(crate) label: String,
-    pub(crate) direction: CallDirection,
-    /// The account user reached, if any: (user id, extension).
-    pub(crate) owner: Option<(String, String)>,
-}
-
-/// Resolves a dialled string to the devices or trunk to ring. Errors are SIP statuses:
-/// 404 nothing to reach, 482 a user calling itself, 480 no registered device, 503 the trunk
-/// does not resolve; a number out through the trunk must also pass the dial rules (403) and
-/// the account's fraud brakes (503).
-pub(crate) async fn resolve_destination(
-    engine: &Engine,
-    account_id: &str,
-    origin: &Origin,
-    dialled: &str,
-) -> Result<Destination, RouteError> {
-    let store = &engine.inner.store;
-    let extension_user = store
-        .user_by_extension(account_id, dialled)
-        .await
-        .ok()
-        .flatten();
-    let did = store.lookup_number(dialled).await.ok().flatten();
-    let did_owner = did
-        .as_ref()
-        .filter(|(n, _)| n.account_id == account_id)
-        .map(|(_, u)| u.clone());
-    let outbound = store.outbound_trunk(account_id).await.ok().flatten();
-    let facts = Facts {
-        extension_user: extension_user.as_ref().map(|u| u.id.clone()),
-        did_owner: did_owner.as_ref().map(|u| u.id.clone()),
-        outbound_trunk: outbound.as_ref().map(|t| t.id.clone()),
-        is_number: hookflash_sip::uri::is_phone_number(dialled),
-    };
-    match route(origin, dialled, &facts) {
-        Route::NotFound => {
-            info!(%dialled, "no route");
-            Err(404.into())
-        }
-        Route::Loop => Err(482.into()),
-        Route::User { user_id } => {
-            let regs = store
-                .registrations(&user_id, now_unix())
-                .await
-                .unwrap_or_default();
-            let targets: Vec<ForkTarget> = regs
-                .iter()
-                .filter_map(|r| {
-                    let destination = device_destination(&r.transport, &r.source, &r.contact)?;
-                    Some(ForkTarget {
-                        request_uri: r.contact.clone(),
-                        destination,
-                        transport: transport_of(&r.transport),
-                        credential: None,
-                        permit: None,
-                    })
-                })
-                .collect();
-            if targets.is_empty() {
-                info!(%dialled, "callee has no registered device");
-                return Err(480.into());
-            }
-            let owner = extension_user.as_ref().or(did_owner.as_ref());
-            let label = owner
-                .map(|u| u.extension.clone())
-                .unwrap_or_else(|| dialled.to_string());
-            let direction = match origin {
-                Origin::Trunk { .. } => CallDirection::Inbound,
-                Origin::User { .. } | Origin::Account { .. } | Origin::Outside { .. } => {
-                    CallDirection::Internal
-                }
-            };
-            Ok(Destination {
-                targets,
-                label,
-                direction,
-                owner: owner.map(|u| (u.id.clone(), u.extension.clone())),
-            })
-        }
-        Route::Trunk { number, .. } => {
-            let Some(trunk) = outbound else {
-                return Err(404.into());
-            };
-            let permit = admit_outbound(engine, account_id, origin, &number).await?;
-            match trunk_target(&trunk, &number, permit).await {
-                Some(t) => Ok(Destination {
-                    targets: vec![t],
-                    label: number,
-                    direction: CallDirection::Outbound,
-                    owner: None,
-                }),
-                None => {
-                    warn!(trunk = %trunk.name, "trunk address does not resolve");
-                    Err(503.into())
-                }
-            }
-        }
-    }
-}
-
-/// Where to send requests for a registered device. UDP: the address the REGISTER came from
-/// (works behind NAT, RFC 3581). TCP: the Contact's address when it is an IP literal, since
-/// the registering connection may be gone; otherwise the source.
-fn device_destination(transport: &str, source: &str, contact: &str) -> Option<SocketAddr> {
-    let from_source = source.parse::<SocketAddr>().ok();
-    if !transport.eq_ignore_ascii_case("tcp") {
-        return from_source;
-    }
-    let host = hookflash_sip::uri::host_part(contact)?;
-    let ip: std::net::IpAddr = match host.parse() {
-        Ok(ip) => ip,
-        Err(_) => return from_source,
-    };
-    let after_host = contact.split_once(host).map(|(_, rest)| rest).unwrap_or("");
-    let after_host = after_host.trim_start_matches(']');
-    let port = after_host
-        .strip_prefix(':')
-        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(5060);
-    Some(SocketAddr::new(ip, port))
-}
-
-fn transport_of(name: &str) -> Transport {
-    if name.eq_ignore_ascii_case("tcp") {
-        Transport::Tcp
-    } else if name.eq_ignore_ascii_case("tls") {
-        // Sent over the device's registration connection (its source address).
-        Transport::Tls
-    } else {
-        Transport::Udp
-    }
-}
-
-/// The dial rules and fraud brakes for a number out through the account's trunk, as dialled
-/// by `origin`: its class must be one the dialler may call, and the account must be under its
-/// outbound limits. The permit holds the account's place until the call ends.
-pub(crate) async fn admit_outbound(
-    engine: &Engine,
-    account_id: &str,
-    origin: &Origin,
-    number: &str,
-) -> Result<Arc<OutboundPermit>, RouteError> {
-    let store = &engine.inner.store;
-    let refuse = |refusal: Refusal| {
-        engine.inner.metrics.refused(refusal.reason());
-        warn!(%number, reason = refusal.reason(), "outbound call refused: {refusal}");
-        RouteError::from(refusal)
-    };
-    let Ok(Some(account)) = store.account_by_id(account_id).await else {
-        return Err(500.into());
-    };
-    let user_classes = match origin {
-        Origin::User { user_id, .. } if !user_id.is_empty() => {
-            match store.user_by_id(user_id).await {
-                Ok(Some(u)) => u.dial_classes,
-                // A user that is gone dials nothing.
-                _ => Some(DialClasses::NONE),
-            }
-        }
-        Origin::User { .. } | Origin::Account { .. } => None,
-        // Routing never sends these out through a trunk; refuse if it ever did.
-        Origin::Trunk { .. } | Origin::Outside { .. } => Some(DialClasses::NONE),
-    };
-    // The account's own numbers tell its country when it has none configured.
-    let numbers: Vec<String> = if account.dial.country_code.is_none() {
-        store
-            .numbers(account_id)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .map(|n| n.number)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let country = dialing::account_country(&account.dial, &numbers);
-    let class = dialing::classify(
-        number,
-        country.as_deref(),
-        &engine.inner.cfg.premium_prefixes,
-    );
-    dialing::check_class(&account.dial, user_classes, class).map_err(refuse)?;
-    engine
-        .inner
-        .outbound
-        .try_acquire(account_id, &account.dial, std::time::Instant::now())
-        .map(Arc::new)
-        .map_err(refuse)
-}
-
-async fn trunk_target(
-    trunk: &Trunk,
-    number: &str,
-    permit: Arc<OutboundPermit>,
-) -> Option<ForkTarget> {
-    let destination = tokio::net::lookup_host((trunk.host.as_str(), trunk.port))
-        .await
-        .ok()?
-        .next()?;
-    let transport = transport_of(&trunk.transport);
-    let tparam = if transport == Transport::Tcp {
-        ";transport=tcp"
-    } else {
-        ""
-    };
-    Some(ForkTarget {
-        request_uri: format!("sip:{number}@{}:{}{tparam}", trunk.host, trunk.port),
-        destination,
-        transport,
-        credential: match (&trunk.username, &trunk.password) {
-            (Some(u), Some(p)) => Some((u.clone(), p.clone())),
-            _ => None,
-        },
-        permit: Some(permit),
-    })
 }
 
 fn parse_offer(req: &Request) -> Result<SessionDescription, &'static str> {
@@ -1227,27 +511,6 @@ fn content_type_sdp() -> Header {
     Header::ContentType("application/sdp".into())
 }
 
-/// Picks the response the caller gets when every fork failed (RFC 3261 §16.7, simplified):
-/// a global failure (6xx) wins, then busy, then the most specific 4xx, then 5xx.
-pub(crate) fn best_failure(statuses: &[u16]) -> u16 {
-    let rank = |s: u16| match s {
-        600..=699 => 0,
-        486 => 1,
-        400..=499 if s != 408 && s != 480 && s != 487 => 2,
-        480 => 3,
-        408 => 4,
-        487 => 5,
-        500..=599 => 6,
-        _ => 7,
-    };
-    statuses
-        .iter()
-        .copied()
-        .filter(|s| *s >= 300)
-        .min_by_key(|s| rank(*s))
-        .unwrap_or(480)
-}
-
 fn cause_for_status(status: u16) -> EndCause {
     EndCause::for_status(status)
 }
@@ -1273,19 +536,14 @@ struct CallActor {
     /// INVITEs just sent (callee forks, transfer forks); `run` moves them into the set it
     /// polls, since the select cannot borrow the actor while a handler runs.
     new_invites: Vec<ForkFuture>,
-    /// The transfer in progress, if any.
+    /// The handles of the transfer in progress (its state: `core.transfer`).
     transfer: Option<Transfer>,
-    transfer_generation: u32,
     /// Legs that left the call while it went on (released transferors).
     retired: Vec<RetiredLeg>,
     /// The forks of finished transfer attempts.
     old_transfer_forks: Vec<Fork>,
-    /// Set for calls we originate (click-to-dial): the caller is rung first.
+    /// The handles of a call we originate (click-to-dial; its state: `core.originate`).
     originated: Option<Originated>,
-    /// Set while the call is parked in an orbit.
-    parked: Option<Parked>,
-    /// Set while a caller is in a user's mailbox.
-    voicemail: Option<VoicemailSession>,
     /// Set for a call an application runs (see `app.rs`).
     app: Option<AppSession>,
     /// After a REFER/Replaces hand-over: the SIP Call-ID of the dialog given away (not ours
@@ -1294,11 +552,6 @@ struct CallActor {
     states_to: Option<CommandSender>,
     /// A ring timeout of its own (an application's outbound call), else the server's.
     custom_ring_timeout: Option<Duration>,
-    /// The caller id the next transfer target sees instead of the kept party's number (an
-    /// application's `dial` with `callerId`).
-    transfer_caller_id: Option<String>,
-    /// The inbound hook sent the call to the callee's voicemail (inbound_hook.rs).
-    voicemail_first: bool,
     /// The number the callee's phones see instead of the caller's (inbound hook redirect).
     fork_caller_id: Option<String>,
     /// This call's routes in the shared dialog-state channel (see `hookflash_sip::router`).
@@ -1337,11 +590,10 @@ struct CallActor {
     relay_op: Option<Box<reoffer::RelayOp>>,
     /// Extra headers for the BYE that ends the call (an application's `hangup`).
     bye_headers: Vec<(String, String)>,
-    /// The caller is hearing a reply message (`RingingAction::Reply`); the call ends after it.
-    replying: bool,
     /// Per side (A, B): the conference its audio goes to, if any (`conf_leg.rs`).
     conf_legs: [Option<conf_leg::ConfLeg>; 2],
-    /// A ringing device asked to answer by itself (`RingingAction::AnswerOn`, ringing.rs).
+    /// The ordinary target of a device asked to answer by itself (`RingingAction::AnswerOn`;
+    /// its state and wait: `core.ringing`).
     auto_answer: Option<ringing::AutoAnswer>,
 }
 
@@ -1486,9 +738,9 @@ impl CallActor {
         mut commands: CommandReceiver,
     ) {
         if self.forks.is_empty()
-            && self.originated.is_none()
+            && !self.core.originate.is_originated()
             && self.app.is_none()
-            && !self.voicemail_first
+            && !self.core.voicemail.first()
         {
             self.fail_caller(503, EndCause::Failed);
         }
@@ -1505,7 +757,7 @@ impl CallActor {
             .custom_ring_timeout
             .unwrap_or(self.engine.inner.cfg.ring_timeout);
         self.core.ring(tokio::time::Instant::now(), ring_timeout);
-        if self.voicemail_first && !self.try_voicemail().await {
+        if self.core.voicemail.first() && !self.try_voicemail().await {
             self.fail_caller(480, EndCause::Unavailable);
         }
         let bridge = self.bridge.clone();
@@ -1558,7 +810,7 @@ impl CallActor {
                             digit: Some(ev.digit.to_string()),
                             ..Default::default()
                         });
-                        if self.voicemail.is_some() {
+                        if self.core.voicemail.is_active() {
                             Box::pin(self.voicemail_digit(ev.digit)).await;
                         }
                     }
@@ -1623,23 +875,20 @@ impl CallActor {
                     info!(leg = ?side, "our session refresh failed: ending the call");
                     Box::pin(self.hangup_all(EndCause::SessionExpired)).await;
                 }
-                // Each state may have gone since its deadline was set.
-                CoreAction::DeadlineReached(Deadline::Park) => {
-                    if self.parked.is_some() {
-                        Box::pin(self.park_timed_out()).await;
-                    }
+                CoreAction::Park(ParkAction::CallParkerBack { orbit, extension }) => {
+                    Box::pin(self.park_timed_out(orbit, extension)).await;
                 }
-                CoreAction::DeadlineReached(Deadline::TransferRing) => {
-                    if self.transfer_ringing() {
-                        info!("transfer target did not answer in time");
-                        self.cancel_transfer_forks();
-                    }
+                CoreAction::Ringing(RingAction::CancelAutoAnswer { fork }) => {
+                    info!("the device did not answer by itself in time");
+                    self.cancel_auto_answer(fork);
                 }
-                CoreAction::DeadlineReached(Deadline::Voicemail) => {
-                    if self.voicemail.is_some() {
-                        info!("voicemail: longest message reached");
-                        Box::pin(self.hangup_all(EndCause::Normal)).await;
-                    }
+                CoreAction::Transfer(TransferAction::RingTimeout) => {
+                    info!("transfer target did not answer in time");
+                    self.cancel_transfer_forks();
+                }
+                CoreAction::Voicemail(VoicemailAction::MaxLength) => {
+                    info!("voicemail: longest message reached");
+                    Box::pin(self.hangup_all(EndCause::Normal)).await;
                 }
             }
         }
@@ -1702,7 +951,7 @@ impl CallActor {
                 self.core.end();
             }
             DialogEvent::Updated(_, req, handle) => {
-                if self.transfer.is_some() {
+                if self.core.transfer.is_active() {
                     let _ = handle.reply(StatusCode::RequestPending).await;
                 } else {
                     self.start_relay(side, req, handle).await
@@ -1778,7 +1027,7 @@ impl CallActor {
     /// 180 → ringing to the caller once; 183 with SDP → early media through the bridge.
     fn on_provisional(&mut self, resp: Response) {
         let code = resp.status_code.code();
-        if self.originated.is_some() {
+        if self.core.originate.is_originated() {
             self.on_callee_progress(code, sdp_of_response(&resp));
             return;
         }
@@ -1903,7 +1152,7 @@ impl CallActor {
         let Some(a) = self.a.clone() else {
             return;
         };
-        if self.originated.is_some() {
+        if self.core.originate.is_originated() {
             // We called the caller: it answered long ago; it stops hearing the ringback.
             self.bridge.stop_play(Leg::A);
         } else if let Err(e) = a.accept(
@@ -2012,7 +1261,7 @@ impl CallActor {
     fn fail_caller(&mut self, status: u16, cause: EndCause) {
         self.cancel_transfer_forks();
         let code = StatusCode::from(status);
-        match (&self.a, self.originated.is_some()) {
+        match (&self.a, self.core.originate.is_originated()) {
             // An originated call's caller has answered us: it gets BYE.
             (Some(a), true) => {
                 let a = a.clone();
@@ -2180,7 +1429,7 @@ impl CallActor {
     fn apply_forwarding(&self) {
         // While a transfer runs or the call is parked, the kept party hears music and nobody
         // hears each other.
-        let transferring = self.transfer.is_some() || self.parked.is_some();
+        let transferring = self.core.transfer.is_active() || self.core.park.is_parked();
         let mut forwarding = [true; 2];
         for side in [Side::A, Side::B] {
             let on = !transferring
@@ -2201,7 +1450,7 @@ impl CallActor {
             // phone may be consulting on another bridge (our silence would reach the same
             // address as the consultation's audio).
             let want = self.core.phase() == Phase::Connected
-                && self.transfer.is_none()
+                && !self.core.transfer.is_active()
                 && self.parties[side.index()].is_some()
                 && !self.leg(side).held
                 && (!forwarding[other.index()] || self.parties[other.index()].is_none());
@@ -2369,11 +1618,11 @@ impl CallActor {
                 let _ = reply.send(result.map(|_| self.info()));
             }
             CallCommand::PlaybackEnded { side, whisper, end } => {
-                if self.voicemail.is_some() {
+                if self.core.voicemail.is_active() {
                     self.voicemail_greeting_done().await;
                     return;
                 }
-                if self.replying {
+                if self.core.ringing.replying() {
                     info!("reply message played: ending the call");
                     self.end_cause = Some(EndCause::Rejected);
                     self.end_status = 200;
@@ -2391,7 +1640,7 @@ impl CallActor {
                 }
                 // A held party goes back to music once its announcement is over.
                 if end == Some(PlaybackEnd::Finished)
-                    && self.transfer.is_none()
+                    && !self.core.transfer.is_active()
                     && self.leg(side).held
                     && self.core.phase() == Phase::Connected
                 {
@@ -2628,17 +1877,17 @@ impl CallActor {
         if self.core.phase() != Phase::Connected {
             return Err(self.wrong_state());
         }
-        if self.transfer.is_some() {
+        if self.core.transfer.is_active() {
             return Err(CommandError::WrongState {
                 state: WrongState::Transferring,
             });
         }
-        if self.parked.is_some() {
+        if self.core.park.is_parked() {
             return Err(CommandError::WrongState {
                 state: WrongState::Parked,
             });
         }
-        if self.voicemail.is_some() {
+        if self.core.voicemail.is_active() {
             return Err(CommandError::WrongState {
                 state: WrongState::InVoicemail,
             });

@@ -8,7 +8,10 @@
 //! executes what [`CallCore::poll_action`] yields (send the re-INVITE, end the call …).
 //! That makes these rules testable with a simulated clock (see the tests below).
 //!
-//! Dialogs, media, transfers, park and voicemail stay in the actor (`call.rs`, `call/*.rs`).
+//! Each call-routing feature keeps its own state and decisions in a module of the core
+//! (`call_core/park.rs`, `call_core/voicemail.rs`, ...), owned by [`CallCore`], whose timers
+//! run on the core's clock; the actor (`call.rs`, `call/*.rs`) only executes them (dialogs,
+//! media, store).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -19,6 +22,18 @@ use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use crate::session_timer::SessionTimer;
+
+pub(crate) mod originate;
+pub(crate) mod park;
+pub(crate) mod ringing;
+pub(crate) mod transfer;
+pub(crate) mod voicemail;
+
+use originate::OriginateMachine;
+use park::{ParkAction, ParkMachine};
+use ringing::{RingAction, RingingMachine};
+use transfer::{TransferAction, TransferMachine};
+use voicemail::{VoicemailAction, VoicemailMachine};
 
 /// The most times a re-INVITE answered 491 is sent again.
 pub(crate) const MAX_GLARE_RETRIES: u32 = 3;
@@ -71,31 +86,6 @@ pub(crate) enum Purpose {
     Refresh,
 }
 
-/// A deadline of one of the actor's call-routing states (see `call/*.rs`); the core keeps
-/// the time, the actor the state, and checks on [`Action::DeadlineReached`] that the state is
-/// still there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Deadline {
-    /// A parked call nobody picked up (`call/park.rs`).
-    Park,
-    /// A transfer target that does not answer (`call/transfer.rs`).
-    TransferRing,
-    /// The longest voicemail message (`call/voicemail.rs`).
-    Voicemail,
-}
-
-const DEADLINES: [Deadline; 3] = [Deadline::Park, Deadline::TransferRing, Deadline::Voicemail];
-
-impl Deadline {
-    fn index(self) -> usize {
-        match self {
-            Deadline::Park => 0,
-            Deadline::TransferRing => 1,
-            Deadline::Voicemail => 2,
-        }
-    }
-}
-
 /// Something the actor must do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -114,8 +104,14 @@ pub(crate) enum Action {
     SessionExpired { side: Side },
     /// A refresh of ours could not be sent (no dialog) or was refused: end the call.
     RefreshFailed { side: Side },
-    /// A deadline set with [`CallCore::set_deadline`] has come.
-    DeadlineReached(Deadline),
+    /// The transfer's decision (`call_core/transfer.rs`).
+    Transfer(TransferAction),
+    /// The ringing call's decision (`call_core/ringing.rs`).
+    Ringing(RingAction),
+    /// The parked call's decision (`call_core/park.rs`).
+    Park(ParkAction),
+    /// The voicemail call's decision (`call_core/voicemail.rs`).
+    Voicemail(VoicemailAction),
 }
 
 /// How a re-INVITE of ours ended, once no retry follows.
@@ -180,9 +176,18 @@ pub(crate) struct CallCore {
     phase: Phase,
     ring_deadline: Option<Instant>,
     sides: [SideCore; 2],
-    deadlines: [Option<Instant>; 3],
     actions: VecDeque<Action>,
     rng: StdRng,
+    /// Park: the orbit, the empty place, the park timeout.
+    pub(crate) park: ParkMachine,
+    /// Voicemail: greeting, message, its longest length.
+    pub(crate) voicemail: VoicemailMachine,
+    /// Transfer: the running attempt, its forks' results, the target's ring timeout.
+    pub(crate) transfer: TransferMachine,
+    /// Origination: the caller's phones ring first.
+    pub(crate) originate: OriginateMachine,
+    /// The ringing call: auto-answer, reply message.
+    pub(crate) ringing: RingingMachine,
 }
 
 impl CallCore {
@@ -198,9 +203,13 @@ impl CallCore {
             phase: Phase::Ringing,
             ring_deadline: None,
             sides: [SideCore::new(a_is_uas), SideCore::new(false)],
-            deadlines: [None; 3],
             actions: VecDeque::new(),
             rng,
+            park: ParkMachine::default(),
+            voicemail: VoicemailMachine::default(),
+            transfer: TransferMachine::default(),
+            originate: OriginateMachine::default(),
+            ringing: RingingMachine::default(),
         }
     }
 
@@ -245,19 +254,11 @@ impl CallCore {
             s.reoffer = Reoffer::Idle;
             s.session_deadline = None;
         }
-        self.deadlines = [None; 3];
+        self.park.stop_timer();
+        self.transfer.stop_timer();
+        self.ringing.stop_timer();
+        self.voicemail.stop_timer();
         self.actions.clear();
-    }
-
-    /// Times `which` for `at` (replacing an earlier one): [`Action::DeadlineReached`] then.
-    pub(crate) fn set_deadline(&mut self, which: Deadline, at: Instant) {
-        if self.phase != Phase::Ended {
-            self.deadlines[which.index()] = Some(at);
-        }
-    }
-
-    pub(crate) fn clear_deadline(&mut self, which: Deadline) {
-        self.deadlines[which.index()] = None;
     }
 
     /// `side`'s session timer (None: no timer on that leg now) and whether its phone takes
@@ -422,9 +423,12 @@ impl CallCore {
         };
         if self.phase == Phase::Ringing {
             consider(self.ring_deadline);
+            consider(self.ringing.deadline());
         }
-        for d in self.deadlines {
-            consider(d);
+        if self.phase != Phase::Ended {
+            consider(self.transfer.deadline());
+            consider(self.park.deadline());
+            consider(self.voicemail.deadline());
         }
         for s in &self.sides {
             if let Reoffer::Backoff { until, .. } = s.reoffer {
@@ -443,10 +447,20 @@ impl CallCore {
             self.ring_deadline = None;
             self.actions.push_back(Action::RingTimeout);
         }
-        for which in DEADLINES {
-            if self.deadlines[which.index()].is_some_and(|d| d <= now) {
-                self.deadlines[which.index()] = None;
-                self.actions.push_back(Action::DeadlineReached(which));
+        if self.phase == Phase::Ringing {
+            if let Some(a) = self.ringing.handle_timeout(now) {
+                self.actions.push_back(Action::Ringing(a));
+            }
+        }
+        if self.phase != Phase::Ended {
+            if let Some(a) = self.transfer.handle_timeout(now) {
+                self.actions.push_back(Action::Transfer(a));
+            }
+            if let Some(a) = self.park.handle_timeout(now) {
+                self.actions.push_back(Action::Park(a));
+            }
+            if let Some(a) = self.voicemail.handle_timeout(now) {
+                self.actions.push_back(Action::Voicemail(a));
             }
         }
         for side in [Side::A, Side::B] {
@@ -493,6 +507,27 @@ impl CallCore {
     pub(crate) fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
+}
+
+/// Picks the response the caller gets when every fork failed (RFC 3261 §16.7, simplified):
+/// a global failure (6xx) wins, then busy, then the most specific 4xx, then 5xx.
+pub(crate) fn best_failure(statuses: &[u16]) -> u16 {
+    let rank = |s: u16| match s {
+        600..=699 => 0,
+        486 => 1,
+        400..=499 if s != 408 && s != 480 && s != 487 => 2,
+        480 => 3,
+        408 => 4,
+        487 => 5,
+        500..=599 => 6,
+        _ => 7,
+    };
+    statuses
+        .iter()
+        .copied()
+        .filter(|s| *s >= 300)
+        .min_by_key(|s| rank(*s))
+        .unwrap_or(480)
 }
 
 /// RFC 3261 §14.1: the owner of the dialog's Call-ID waits 2.1–4 s before retrying, the
@@ -739,27 +774,35 @@ mod tests {
     }
 
     #[test]
-    fn routing_deadlines_fire_once_in_time_order_and_can_be_moved_or_cleared() {
+    fn feature_timers_fire_once_in_time_order_and_can_be_moved_or_cleared() {
         let (mut c, t0) = core();
         c.connect(t0);
         let s = Duration::from_secs;
-        c.set_deadline(Deadline::Voicemail, t0 + s(120));
-        c.set_deadline(Deadline::Park, t0 + s(60));
-        c.set_deadline(Deadline::TransferRing, t0 + s(30));
+        c.voicemail.start(t0, "u1".into(), s(0), 0);
+        c.park.park(t0, s(60), "*71".into(), Side::B, None);
+        let g = c.transfer.next_generation();
+        c.transfer
+            .start(t0, g, Side::A, "203".into(), false, 1, s(30));
         // The transfer target answered: its ring deadline goes.
-        c.clear_deadline(Deadline::TransferRing);
-        // The greeting ended, the message may last 120 s from now.
-        c.set_deadline(Deadline::Voicemail, t0 + s(130));
+        c.transfer.fork_result(g, 0, 200, true);
+        // The greeting ended at 10 s, the message may last 120 s from then.
+        c.voicemail.recording(t0 + s(10), "m".into());
         let fired = run_until(&mut c, t0 + s(600));
         assert_eq!(
             fired,
             vec![
-                (t0 + s(60), Action::DeadlineReached(Deadline::Park)),
-                (t0 + s(130), Action::DeadlineReached(Deadline::Voicemail)),
+                (
+                    t0 + s(60),
+                    Action::Park(ParkAction::CallParkerBack {
+                        orbit: "*71".into(),
+                        extension: None
+                    })
+                ),
+                (t0 + s(130), Action::Voicemail(VoicemailAction::MaxLength)),
             ]
         );
         // Nothing is timed after the call ends.
-        c.set_deadline(Deadline::Park, t0 + s(700));
+        c.park.park(t0 + s(600), s(60), "*72".into(), Side::B, None);
         c.end();
         assert_eq!(c.poll_timeout(), None);
     }

@@ -233,18 +233,13 @@ impl CallActor {
         }
         self.bridge.stop_play(Leg::A);
         let b_leg = self.b_leg.id.clone();
-        self.transfer_caller_id = order.caller_id;
+        self.core.transfer.set_caller_id(order.caller_id);
         let started = self.start_transfer(Some(b_leg), order.target, false, unanswered);
-        self.transfer_caller_id = None;
+        self.core.transfer.set_caller_id(None);
         started?;
         let now = tokio::time::Instant::now();
-        if let Some(t) = self.transfer.as_mut() {
-            t.transferor_gone = true;
-            self.core.set_deadline(
-                crate::call_core::Deadline::TransferRing,
-                now + order.timeout,
-            );
-        }
+        self.core.transfer.mark_transferor_gone();
+        self.core.transfer.ring_until(now + order.timeout);
         if unanswered {
             // The caller's own ring timeout must not cut the dial short; it starts over if
             // the dial fails and the application goes on.
@@ -335,7 +330,7 @@ impl CallActor {
         let Some(dial) = self.app.as_ref().and_then(|a| a.dial.as_ref()) else {
             return Vec::new();
         };
-        if dial.answered_at.is_some() || self.transfer.is_none() {
+        if dial.answered_at.is_some() || !self.core.transfer.is_active() {
             return Vec::new();
         }
         dial.groups
@@ -387,7 +382,7 @@ impl CallActor {
         if !self.is_app() {
             return Err(self.wrong_state());
         }
-        if self.transfer.is_some() {
+        if self.core.transfer.is_active() {
             self.cancel_transfer_forks();
             return Ok(());
         }

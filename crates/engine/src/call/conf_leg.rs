@@ -123,17 +123,17 @@ impl CallActor {
                 state: WrongState::InConference,
             });
         }
-        if self.transfer.is_some() {
+        if self.core.transfer.is_active() {
             return Err(CommandError::WrongState {
                 state: WrongState::Transferring,
             });
         }
-        if self.parked.is_some() {
+        if self.core.park.is_parked() {
             return Err(CommandError::WrongState {
                 state: WrongState::Parked,
             });
         }
-        if self.voicemail.is_some() {
+        if self.core.voicemail.is_active() {
             return Err(CommandError::WrongState {
                 state: WrongState::InVoicemail,
             });

@@ -52,9 +52,14 @@ impl CallActor {
         }
         t.target_party = Some(party.clone());
         t.target_codecs = codecs.clone();
-        let transferor = t.transferor;
-        let gone = t.transferor_gone;
         let label = t.target.label.clone();
+        self.core.transfer.consulting();
+        let (Some(transferor), gone) = (
+            self.core.transfer.transferor(),
+            self.core.transfer.transferor_gone(),
+        ) else {
+            return;
+        };
         let transferor_codecs = self.media_of(transferor).codecs.clone();
         configure_pt_maps(&consult, &transferor_codecs, &codecs);
         configure_send_codec(&consult, Leg::A, &transferor_codecs);
@@ -131,7 +136,11 @@ impl CallActor {
             .target_party
             .clone()
             .ok_or_else(|| not_consulting(WrongState::AwaitingTarget))?;
-        let slot = t.transferor;
+        let slot = self
+            .core
+            .transfer
+            .transferor()
+            .ok_or_else(|| not_consulting(WrongState::NotTransferring))?;
         let codecs = t.target_codecs.clone();
         t.origin.next();
         let origin = t.origin.clone();
@@ -146,6 +155,9 @@ impl CallActor {
         let Some(t) = self.transfer.take() else {
             return Ok(());
         };
+        let Some(done) = self.core.transfer.complete() else {
+            return Ok(());
+        };
         if let Some(addr) = addr {
             self.bridge.move_remote(slot.leg(), addr);
         }
@@ -158,7 +170,7 @@ impl CallActor {
         self.apply_pt_maps(&a_codecs, &b_codecs);
         self.set_send_codec(slot, &codecs);
         self.set_dtmf_pt(slot, &codecs);
-        self.hand_over(t, party, None);
+        self.hand_over(t, done, party, None);
         Ok(())
     }
 
@@ -185,11 +197,10 @@ impl CallActor {
     /// The consulted target is gone (released or hung up): the transferor's phone goes back
     /// to the main bridge and the parties are together again.
     pub(super) async fn consult_back_to_call(&mut self, status: u16) {
-        let Some(t) = self.transfer.as_ref() else {
+        let Some(transferor) = self.core.transfer.transferor() else {
             return;
         };
-        let transferor = t.transferor;
-        if !t.transferor_gone {
+        if !self.core.transfer.transferor_gone() {
             if let Err(e) = self.reinvite_side(transferor, Direction::SendRecv).await {
                 warn!(error = %e, "could not move the transferor back to the call");
             }
@@ -207,8 +218,8 @@ impl CallActor {
         let Some(party) = t.target_party.clone() else {
             return false;
         };
-        if side == t.transferor {
-            t.transferor_gone = true;
+        if Some(side) == self.core.transfer.transferor() {
+            self.core.transfer.mark_transferor_gone();
             info!("transferor hung up during the consultation: completing the transfer");
             if let Err(e) = self.complete_attended().await {
                 warn!(error = %e, "could not complete the transfer; ending the call");

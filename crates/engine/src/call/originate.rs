@@ -13,10 +13,10 @@ use hookflash_sip::dialog::{InviteOutcome, LegId};
 use tracing::{debug, info, warn, Instrument};
 
 use super::{
-    answer_stray, best_failure, build_actor, cause_for_status, invite_outcome, resolve_destination,
-    sdp_of_response, CallActor, Destination, Fork, ForkKey, ForkTarget, MediaSide, NewCall, Phase,
-    Side,
+    answer_stray, build_actor, invite_outcome, resolve_destination, sdp_of_response, CallActor,
+    Destination, Fork, ForkKey, ForkTarget, MediaSide, NewCall, Phase, Side,
 };
+use crate::call_core::originate::CallerDecision;
 use crate::control::{transfer_target_user, CallInfo, CommandError, LegState};
 use crate::dialing::Refusal;
 use crate::events::EventKind;
@@ -62,11 +62,11 @@ pub(crate) struct OriginatePlan {
     dialled: String,
 }
 
-/// State of an originated call until its caller has answered.
+/// The handles of an originated call (its state is `core.originate`): the caller's phones
+/// and where the callee is dialled once the caller answers.
 pub(super) struct Originated {
     pub(super) caller_forks: Vec<Fork>,
     pub(super) callee_targets: Vec<ForkTarget>,
-    pub(super) caller_answered: bool,
 }
 
 fn bad(msg: String) -> CommandError {
@@ -352,7 +352,6 @@ impl Engine {
         actor.originated = Some(Originated {
             caller_forks: Vec::new(),
             callee_targets: plan.callee.targets,
-            caller_answered: false,
         });
         actor.custom_ring_timeout = ring_timeout;
         // We dial the caller's leg: we are its UAC and chose its Call-ID.
@@ -398,6 +397,7 @@ impl CallActor {
         });
         if let Some(o) = self.originated.as_mut() {
             o.caller_forks.extend(forks);
+            self.core.originate.ring_caller(o.caller_forks.len());
         }
         info!(
             devices = targets.len(),
@@ -446,48 +446,48 @@ impl CallActor {
 
     pub(super) async fn on_caller_result(&mut self, index: usize, result: Option<InviteOutcome>) {
         let (response, status) = invite_outcome(result, "INVITE to the caller failed");
-        let Some(o) = self.originated.as_mut() else {
-            return;
-        };
-        let Some(fork) = o.caller_forks.get_mut(index) else {
+        let ringing = self.core.phase() == Phase::Ringing;
+        let decision = self.core.originate.caller_result(index, status, ringing);
+        let Some(fork) = self
+            .originated
+            .as_mut()
+            .and_then(|o| o.caller_forks.get_mut(index))
+        else {
             return;
         };
         fork.finished = true;
         fork.status = Some(status);
-        if (200..300).contains(&status) {
-            if o.caller_answered || self.core.phase() != Phase::Ringing {
-                let dialog = fork.dialog.clone();
+        let dialog = fork.dialog.clone();
+        let call_id = fork.call_id.clone();
+        let device = fork.request_uri.clone();
+        match decision {
+            CallerDecision::Ignore | CallerDecision::Wait => {}
+            CallerDecision::ReleaseExtra => {
                 tokio::spawn(async move {
                     let _ = dialog.bye().await;
                 });
-                return;
             }
-            o.caller_answered = true;
-            let dialog = fork.dialog.clone();
-            let call_id = fork.call_id.clone();
-            let device = fork.request_uri.clone();
-            self.cancel_caller_forks();
-            let answer = response
-                .as_ref()
-                .and_then(sdp_of_response)
-                .filter(|a| a.audio().is_some());
-            self.a = Some(dialog);
-            self.a_call_id = call_id;
-            let Some(answer) = answer else {
-                warn!("the caller's phone answered without usable SDP");
-                self.fail_caller(488, EndCause::Incompatible);
-                return;
-            };
-            self.caller_answered(answer, &device);
-            return;
-        }
-        if !o.caller_answered && o.caller_forks.iter().all(|f| f.finished) {
-            let statuses: Vec<u16> = o.caller_forks.iter().filter_map(|f| f.status).collect();
-            let best = best_failure(&statuses);
-            info!(status = best, "the caller did not answer");
-            self.end_cause = Some(cause_for_status(best));
-            self.end_status = best;
-            self.core.end();
+            CallerDecision::Answered => {
+                self.cancel_caller_forks();
+                let answer = response
+                    .as_ref()
+                    .and_then(sdp_of_response)
+                    .filter(|a| a.audio().is_some());
+                self.a = Some(dialog);
+                self.a_call_id = call_id;
+                let Some(answer) = answer else {
+                    warn!("the caller's phone answered without usable SDP");
+                    self.fail_caller(488, EndCause::Incompatible);
+                    return;
+                };
+                self.caller_answered(answer, &device);
+            }
+            CallerDecision::Failed { status, cause } => {
+                info!(status, "the caller did not answer");
+                self.end_cause = Some(cause);
+                self.end_status = status;
+                self.core.end();
+            }
         }
     }
 

@@ -3,8 +3,10 @@
 //! A phone that dials the orbit's code takes the parker's place (its INVITE is handed to this
 //! call's actor); the API can instead have the server dial someone into it; and if nobody
 //! retrieves the call before its timeout, the server dials the parker back.
+//!
+//! The park state and its decisions (orbit, empty place, timeout) live in the call core
+//! (`call_core/park.rs`); this file executes them.
 
-use crate::call_core::Deadline;
 use std::time::Duration;
 
 use hookflash_media::relay::PlayOptions;
@@ -15,23 +17,14 @@ use hookflash_store::LegRecord;
 use tracing::{debug, info, warn};
 
 use super::{content_type_sdp, CallActor, MediaSide, Party, Side, TransferTarget};
+pub(crate) use crate::call_core::park::is_orbit;
+use crate::call_core::park::{orbit_candidates, ParkRefusal};
 use crate::control::{CallInfo, CommandError, LegInfo, LegState};
 use crate::events::{EventDetail, EventKind};
 use crate::model::{CallDirection, EndCause, LegDirection, RecordRole, WrongState};
 use crate::registrar::reply;
 use crate::sip_glue::{header_value, now_ms};
 use crate::Engine;
-
-/// Orbit codes: `*7` and one digit.
-const ORBIT_PREFIX: &str = "*7";
-
-/// A parked call.
-pub(super) struct Parked {
-    pub(super) orbit: String,
-    /// The parker's side (now empty) and who parked, to dial back on timeout.
-    pub(super) slot: Side,
-    pub(super) parker_extension: Option<String>,
-}
 
 /// A phone that dialled an orbit code, handed to the parked call.
 pub struct Pickup {
@@ -49,13 +42,6 @@ impl std::fmt::Debug for Pickup {
     }
 }
 
-/// Whether a dialled string is an orbit code.
-pub(crate) fn is_orbit(dialled: &str) -> bool {
-    dialled.len() == ORBIT_PREFIX.len() + 1
-        && dialled.starts_with(ORBIT_PREFIX)
-        && dialled.bytes().last().is_some_and(|b| b.is_ascii_digit())
-}
-
 fn orbit_key(account_id: &str, orbit: &str) -> String {
     format!("{account_id}/{orbit}")
 }
@@ -64,11 +50,7 @@ impl Engine {
     /// Takes the first free orbit of the account for `call_id` (or `wanted`, if free).
     fn claim_orbit(&self, account_id: &str, call_id: &str, wanted: Option<&str>) -> Option<String> {
         let mut orbits = self.inner.orbits.lock().ok()?;
-        let candidates: Vec<String> = match wanted {
-            Some(w) => vec![w.to_string()],
-            None => (1..=9).map(|n| format!("{ORBIT_PREFIX}{n}")).collect(),
-        };
-        let free = candidates
+        let free = orbit_candidates(wanted)
             .into_iter()
             .find(|o| !orbits.contains_key(&orbit_key(account_id, o)))?;
         orbits.insert(orbit_key(account_id, &free), call_id.to_string());
@@ -131,16 +113,17 @@ impl CallActor {
                 state: WrongState::Pending,
             });
         }
-        if self.parked.is_some() {
-            return Err(CommandError::WrongState {
-                state: WrongState::Parked,
-            });
-        }
-        if let Some(o) = &orbit {
-            if !is_orbit(o) {
+        match self.core.park.check(orbit.as_deref()) {
+            Ok(()) => {}
+            Err(ParkRefusal::AlreadyParked) => {
+                return Err(CommandError::WrongState {
+                    state: WrongState::Parked,
+                })
+            }
+            Err(ParkRefusal::NotAnOrbit(o)) => {
                 return Err(CommandError::Invalid(format!(
                     "'{o}' is not an orbit (*71 to *79)"
-                )));
+                )))
             }
         }
         let slot = match parker {
@@ -170,13 +153,13 @@ impl CallActor {
         let parker_extension = self.leg(slot).owner_extension.clone();
         self.retire_leg(slot, EndCause::Parked);
         self.leg_mut(slot).state = LegState::Disconnected;
-        self.parked = Some(Parked {
-            orbit: orbit.clone(),
+        self.core.park.park(
+            tokio::time::Instant::now(),
+            timeout,
+            orbit.clone(),
             slot,
             parker_extension,
-        });
-        self.core
-            .set_deadline(Deadline::Park, tokio::time::Instant::now() + timeout);
+        );
         self.apply_forwarding();
         info!(%orbit, timeout_s = timeout.as_secs(), "call parked");
         self.publish_detail(
@@ -215,7 +198,7 @@ impl CallActor {
     /// Retrieve by API: dial `target` into the parker's place (a blind transfer whose
     /// transferor has already left).
     pub(super) fn unpark_to(&mut self, target: TransferTarget) -> Result<CallInfo, CommandError> {
-        let Some(parked) = self.parked.take() else {
+        let Some(parked) = self.core.park.retrieve() else {
             return Err(CommandError::WrongState {
                 state: WrongState::NotParked,
             });
@@ -227,9 +210,7 @@ impl CallActor {
         self.bridge.stop_play(keep.leg());
         match self.start_transfer(Some(parker_leg), target, false, false) {
             Ok(info) => {
-                if let Some(t) = self.transfer.as_mut() {
-                    t.transferor_gone = true;
-                }
+                self.core.transfer.mark_transferor_gone();
                 info!(orbit = %parked.orbit, "retrieving the parked call");
                 Ok(info)
             }
@@ -241,20 +222,17 @@ impl CallActor {
                 let moh = self.engine.inner.music_on_hold.clone();
                 self.bridge
                     .play(keep.leg(), moh, PlayOptions { looped: true });
-                self.parked = Some(parked);
+                self.core.park.restore(parked);
                 Err(e)
             }
         }
     }
 
-    /// Nobody retrieved the call in time: dial the parker back (or end the call if we cannot).
-    pub(super) async fn park_timed_out(&mut self) {
-        let Some(parked) = self.parked.as_ref() else {
-            return;
-        };
-        let orbit = parked.orbit.clone();
+    /// Nobody retrieved the call from `orbit` in time (`ParkAction::CallParkerBack`): dial the
+    /// parker back (or end the call if we cannot).
+    pub(super) async fn park_timed_out(&mut self, orbit: String, extension: Option<String>) {
         info!(%orbit, "park timed out: calling the parker back");
-        let target = match parked.parker_extension.clone() {
+        let target = match extension {
             Some(ext) => {
                 let origin = crate::routing::Origin::Account {
                     account_id: self.account_id.clone(),
@@ -275,8 +253,8 @@ impl CallActor {
         };
         if let Err(e) = result {
             warn!(error = %e, "cannot call the parker back: ending the call");
-            if let Some(parked) = self.parked.take() {
-                self.engine.release_orbit(&self.account_id, &parked.orbit);
+            if let Some(orbit) = self.core.park.give_up() {
+                self.engine.release_orbit(&self.account_id, &orbit);
             }
             self.hangup_all(EndCause::ParkTimeout).await;
         }
@@ -284,7 +262,7 @@ impl CallActor {
 
     /// A phone dialled this call's orbit: answer it into the parker's place.
     pub(super) async fn on_pickup(&mut self, mut pickup: Pickup) {
-        let Some(parked) = self.parked.take() else {
+        let Some(parked) = self.core.park.retrieve() else {
             reply(&mut pickup.tx, StatusCode::NotFound, vec![]).await;
             return;
         };
@@ -300,7 +278,7 @@ impl CallActor {
         let (false, Ok(pair)) = (codecs.is_empty(), pair) else {
             warn!("cannot take the pickup (no common codec or no RTP port)");
             reply(&mut pickup.tx, StatusCode::NotAcceptableHere, vec![]).await;
-            self.parked = Some(parked);
+            self.core.park.restore(parked);
             return;
         };
         let dialogs = self.engine.inner.sip.dialogs.clone();
@@ -311,7 +289,7 @@ impl CallActor {
             Err(e) => {
                 warn!(error = %e, "could not create the pickup's dialog");
                 reply(&mut pickup.tx, StatusCode::ServerInternalError, vec![]).await;
-                self.parked = Some(parked);
+                self.core.park.restore(parked);
                 return;
             }
         };
@@ -331,7 +309,7 @@ impl CallActor {
         let body = sdp::build_offer(local, &origin, &codecs, pickup.offer.direction()).to_string();
         if let Err(e) = dialog.accept(Some(vec![content_type_sdp()]), Some(body.into_bytes())) {
             warn!(error = %e, "could not answer the pickup");
-            self.parked = Some(parked);
+            self.core.park.restore(parked);
             return;
         }
         self.engine.release_orbit(&self.account_id, &parked.orbit);
@@ -376,7 +354,7 @@ impl CallActor {
 
     /// The call ends while parked: free the orbit.
     pub(super) fn leave_orbit(&mut self) {
-        if let Some(parked) = self.parked.take() {
+        if let Some(parked) = self.core.park.retrieve() {
             self.engine.release_orbit(&self.account_id, &parked.orbit);
         }
     }

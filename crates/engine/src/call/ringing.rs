@@ -4,10 +4,8 @@
 //! answers it, plays the message, and ends the call), or answer it on one device: that phone
 //! is rung again with an INVITE asking it to answer by itself (the intercom auto-answer
 //! headers desk phones honour); when it answers, the other devices stop as for any answer.
-//! A device that does not answer that INVITE within [`AUTO_ANSWER_WAIT`] is rung again the
+//! A device that does not answer that INVITE within `AUTO_ANSWER_WAIT` (`call_core/ringing.rs`) is rung again
 //! ordinary way, so the call is never dropped by it.
-
-use std::time::Duration;
 
 use hookflash_media::audio::Pcm8k;
 use hookflash_media::relay::{Leg, PlayOptions};
@@ -41,14 +39,10 @@ pub enum RingingAction {
 #[derive(Debug)]
 pub struct AnswerDevice(pub(crate) ForkTarget);
 
-/// How long a device asked to answer by itself has before it is rung the ordinary way again.
-pub const AUTO_ANSWER_WAIT: Duration = Duration::from_secs(4);
-
-/// The pending auto-answer INVITE: its fork, and the device's ordinary target to ring again
-/// if it is not answered.
+/// The device asked to answer by itself: its ordinary target, to ring again if it does not
+/// (its state and wait are `core.ringing`).
 #[derive(Debug)]
 pub(crate) struct AutoAnswer {
-    fork: usize,
     target: ForkTarget,
 }
 
@@ -85,7 +79,7 @@ impl CallActor {
         &mut self,
         action: RingingAction,
     ) -> Result<CallInfo, CommandError> {
-        let still_calling_caller = self.originated.as_ref().is_some_and(|o| !o.caller_answered);
+        let still_calling_caller = self.core.originate.calling_caller();
         if self.core.phase() != Phase::Ringing || still_calling_caller {
             return Err(CommandError::WrongState {
                 state: if still_calling_caller {
@@ -163,7 +157,7 @@ impl CallActor {
         let Some(a) = self.a.clone() else {
             return Err(self.wrong_state());
         };
-        if self.is_app() || self.originated.is_some() {
+        if self.is_app() || self.core.originate.is_originated() {
             return Err(self.wrong_state());
         }
         self.abandon_all_forks();
@@ -171,7 +165,7 @@ impl CallActor {
         self.accept_caller(a, body)?;
         // The callee never answered: its leg is over.
         self.b_leg.state = LegState::Disconnected;
-        self.replying = true;
+        self.core.ringing.start_reply();
         self.apply_forwarding();
         let seconds = message.duration().as_secs_f32();
         let id = self
@@ -199,13 +193,13 @@ impl CallActor {
 
     /// Rings `target` (one of the devices ringing now) again with an auto-answer INVITE; its
     /// ordinary INVITE is cancelled. The other devices ring on until it answers (then they
-    /// are cancelled as for any answer). Not answered within [`AUTO_ANSWER_WAIT`] (or
+    /// are cancelled as for any answer). Not answered within `AUTO_ANSWER_WAIT` (`call_core/ringing.rs`) (or
     /// refused): the device is rung the ordinary way again (`auto_answer_failed`).
     fn answer_on(&mut self, target: ForkTarget) -> Result<(), CommandError> {
         if self.is_app() {
             return Err(self.wrong_state());
         }
-        if self.auto_answer.is_some() {
+        if self.core.ringing.check_answer_on().is_err() {
             return Err(CommandError::WrongState {
                 state: WrongState::Pending,
             });
@@ -232,35 +226,41 @@ impl CallActor {
                 reason: "the auto-answer INVITE could not be sent".into(),
             });
         };
-        let dialog = fork.dialog.clone();
+        debug!(call_id = %fork.call_id, "auto-answer INVITE sent");
+        info!(%device, "ringing call: the device is asked to answer (auto-answer INVITE)");
+        self.core
+            .ringing
+            .auto_answer_sent(tokio::time::Instant::now(), first);
+        self.auto_answer = Some(AutoAnswer { target });
+        Ok(())
+    }
+
+    /// The device did not answer by itself in time (`RingAction::CancelAutoAnswer`): CANCEL
+    /// its INVITE; the final response rings it the ordinary way again.
+    pub(super) fn cancel_auto_answer(&mut self, fork: usize) {
+        let Some(dialog) = self.forks.get(fork).map(|f| f.dialog.clone()) else {
+            return;
+        };
         tokio::spawn(async move {
-            tokio::time::sleep(AUTO_ANSWER_WAIT).await;
-            // A no-op once the device answered or the INVITE ended otherwise.
+            // A no-op once the INVITE ended otherwise.
             if let Err(e) = dialog.cancel().await {
                 debug!(error = %e, "CANCEL of the auto-answer INVITE failed");
             }
         });
-        info!(%device, "ringing call: the device is asked to answer (auto-answer INVITE)");
-        self.auto_answer = Some(AutoAnswer {
-            fork: first,
-            target,
-        });
-        Ok(())
     }
 
     /// Fork `index` ended without answering: if it was the auto-answer INVITE and the call
     /// still rings, the device rings the ordinary way again.
     pub(super) fn auto_answer_failed(&mut self, index: usize) {
-        if self.auto_answer.as_ref().map(|a| a.fork) != Some(index) {
+        let abandoned = self.forks.get(index).is_some_and(|f| f.abandoned);
+        let still_wanted =
+            !abandoned && self.core.phase() == Phase::Ringing && self.winner.is_none();
+        if !self.core.ringing.auto_answer_ended(index, still_wanted) {
             return;
         }
         let Some(pending) = self.auto_answer.take() else {
             return;
         };
-        let abandoned = self.forks.get(index).is_some_and(|f| f.abandoned);
-        if abandoned || self.core.phase() != Phase::Ringing || self.winner.is_some() {
-            return;
-        }
         info!(device = %pending.target.request_uri, "the device did not answer by itself; it rings again");
         self.send_forks(&[pending.target]);
     }

@@ -3,9 +3,14 @@
 //! that pair replaces the transferor's in the bridge, the transferor gets BYE, and the kept
 //! party hears the target. If the target fails, the kept party is put back to the transferor:
 //! a transfer never drops the caller.
+//!
+//! Which attempt runs, how far its target got and what each result means are decided by the
+//! call core's transfer machine (`call_core/transfer.rs`); this file holds the attempt's
+//! handles (dialogs, sockets, bridge, REFER progress) and executes those decisions.
 
-use crate::call_core::Deadline;
-use std::time::Instant;
+use crate::call_core::transfer::{
+    AfterFailure, Completed, Failed, ForkDecision, PartyGone, TransferRefusal,
+};
 
 use hookflash_media::ports::RtpSocketPair;
 use hookflash_media::relay::PlayOptions;
@@ -32,8 +37,8 @@ use std::sync::Arc;
 use hookflash_media::relay::{Bridge, BridgeHandle, BridgeOptions, Leg};
 
 use super::{
-    answer_stray, best_failure, cancel_other_forks, cause_for_status, invite_outcome,
-    sdp_of_response, CallActor, Fork, ForkKey, ForkTarget, MediaSide, Party, Phase, Side,
+    answer_stray, cancel_other_forks, cause_for_status, invite_outcome, sdp_of_response, CallActor,
+    Fork, ForkKey, ForkTarget, MediaSide, Party, Phase, Side,
 };
 use crate::control::{CallInfo, CommandError, LegInfo, LegState};
 use crate::events::{EventDetail, EventKind};
@@ -48,21 +53,13 @@ pub struct TransferTarget {
     pub(crate) forks: Vec<ForkTarget>,
 }
 
-/// A transfer in progress.
+/// The handles of the transfer in progress (its state is `core.transfer`).
 pub(super) struct Transfer {
-    pub(super) generation: u32,
-    pub(super) transferor: Side,
     pub(super) target: TransferTarget,
     /// The target's socket pair until it answers (then it moves into the bridge).
     pub(super) pair: Option<RtpSocketPair>,
     pub(super) origin: OriginState,
     pub(super) forks: Vec<Fork>,
-    pub(super) requested_at: Instant,
-    pub(super) answered: bool,
-    pub(super) cancelled: bool,
-    pub(super) ringing_reported: bool,
-    /// The transferor hung up while the target was ringing: nobody to return to.
-    pub(super) transferor_gone: bool,
     /// Set when a phone's REFER asked for the transfer: its NOTIFY progress reports.
     pub(super) referrer: Option<mpsc::UnboundedSender<ReferProgress>>,
     /// Attended: the transferor talks to the target first, in a consultation bridge
@@ -155,18 +152,18 @@ impl CallActor {
         // An application's `answerOnBridge` dial for a caller not answered yet.
         caller_ringing: bool,
     ) -> Result<CallInfo, CommandError> {
-        let phase_ok = match self.core.phase() {
-            Phase::Connected => true,
-            Phase::Ringing => caller_ringing && !attended,
-            Phase::Ended => false,
-        };
-        if !phase_ok {
-            return Err(self.wrong_state());
-        }
-        if self.transfer.is_some() {
-            return Err(CommandError::WrongState {
-                state: WrongState::Transferring,
-            });
+        match self
+            .core
+            .transfer
+            .check_start(self.core.phase(), caller_ringing, attended)
+        {
+            Ok(()) => {}
+            Err(TransferRefusal::Phase) => return Err(self.wrong_state()),
+            Err(TransferRefusal::Transferring) => {
+                return Err(CommandError::WrongState {
+                    state: WrongState::Transferring,
+                })
+            }
         }
         if self.reinvite_in_progress() {
             return Err(CommandError::WrongState {
@@ -211,11 +208,11 @@ impl CallActor {
         let offered: Vec<Codec> = self.media_of(keep).codecs.clone();
         let origin = OriginState::new();
         let offer = sdp::build_offer(local, &origin, &offered, Direction::SendRecv).to_string();
-        self.transfer_generation = self.transfer_generation.wrapping_add(1);
-        let generation = self.transfer_generation;
+        let generation = self.core.transfer.next_generation();
         let kept_number = self
-            .transfer_caller_id
-            .take()
+            .core
+            .transfer
+            .take_caller_id()
             .unwrap_or_else(|| self.leg(keep).number.clone());
         let sent = self.invite_targets(&target.forks, &kept_number, None, &offer, |index| {
             ForkKey::Transfer { generation, index }
@@ -229,7 +226,7 @@ impl CallActor {
                 reason: "the transfer target could not be dialled".into(),
             });
         }
-        let forks = sent
+        let forks: Vec<Fork> = sent
             .into_iter()
             .map(|(index, dialog, request_uri)| Fork {
                 key: ForkKey::Transfer { generation, index },
@@ -250,27 +247,25 @@ impl CallActor {
         }
         info!(transferor = ?transferor, target = %target.label, attended, "transfer started");
         let label = target.label.clone();
-        self.transfer = Some(Transfer {
+        self.core.transfer.start(
+            tokio::time::Instant::now(),
             generation,
             transferor,
+            label.clone(),
+            attended,
+            forks.len(),
+            self.engine.inner.cfg.ring_timeout,
+        );
+        self.transfer = Some(Transfer {
             target,
             pair,
             origin,
             forks,
-            requested_at: Instant::now(),
-            answered: false,
-            cancelled: false,
-            ringing_reported: false,
-            transferor_gone: false,
             referrer: None,
             consult,
             target_party: None,
             target_codecs: Vec::new(),
         });
-        self.core.set_deadline(
-            Deadline::TransferRing,
-            tokio::time::Instant::now() + self.engine.inner.cfg.ring_timeout,
-        );
         self.apply_forwarding();
         self.publish_detail(
             EventKind::TransferStarted,
@@ -296,7 +291,7 @@ impl CallActor {
             self.on_refer_replaces(side, &uri, handle).await;
             return;
         }
-        if self.transfer.is_some() {
+        if self.core.transfer.is_active() {
             let _ = handle.reply(StatusCode::RequestPending).await;
             return;
         }
@@ -368,6 +363,7 @@ impl CallActor {
                     last: false,
                     then_bye: false,
                 });
+                self.core.transfer.set_referred();
                 if let Some(t) = self.transfer.as_mut() {
                     t.referrer = Some(referrer);
                 }
@@ -380,19 +376,12 @@ impl CallActor {
         }
     }
 
-    /// The target is still ringing (the ring timeout applies).
-    pub(super) fn transfer_ringing(&self) -> bool {
-        self.transfer
-            .as_ref()
-            .is_some_and(|t| !t.answered && !t.cancelled)
-    }
-
     /// CANCELs every transfer fork still ringing; their results end the attempt.
     pub(super) fn cancel_transfer_forks(&mut self) {
+        self.core.transfer.cancel();
         let Some(t) = self.transfer.as_mut() else {
             return;
         };
-        t.cancelled = true;
         for fork in t.forks.iter().filter(|f| !f.finished) {
             let dialog = fork.dialog.clone();
             tokio::spawn(async move {
@@ -422,33 +411,28 @@ impl CallActor {
                 if let Some(ForkKey::Transfer { index, .. }) = fork {
                     self.app_dial_fork_ringing(index);
                 }
-                let Some(t) = self.transfer.as_mut() else {
+                let Some(ringing) = self.core.transfer.fork_early(tokio::time::Instant::now())
+                else {
                     return;
                 };
-                if t.ringing_reported {
-                    return;
-                }
-                t.ringing_reported = true;
-                if let Some(referrer) = &t.referrer {
+                let referrer = self.transfer.as_ref().and_then(|t| t.referrer.as_ref());
+                if let (true, Some(referrer)) = (ringing.notify_referrer, referrer) {
                     let _ = referrer.send(ReferProgress {
                         status: 180,
                         last: false,
                         then_bye: false,
                     });
                 }
-                let waited = t.requested_at.elapsed();
-                let label = t.target.label.clone();
-                let transferor = t.transferor;
                 info!(
-                    target = %label,
-                    ms = waited.as_secs_f64() * 1000.0,
+                    target = %ringing.label,
+                    ms = ringing.waited.as_secs_f64() * 1000.0,
                     "transfer target ringing"
                 );
                 self.publish_detail(
                     EventKind::TransferRinging,
-                    Some(transferor),
+                    Some(ringing.transferor),
                     EventDetail {
-                        target: Some(label),
+                        target: Some(ringing.label),
                         ..Default::default()
                     },
                 );
@@ -461,21 +445,20 @@ impl CallActor {
     /// A side hung up while a transfer runs. Returns true when the call goes on: the
     /// transferor leaving a blind transfer does not stop it.
     pub(super) async fn on_party_gone_during_transfer(&mut self, side: Side) -> bool {
-        let Some(t) = self.transfer.as_mut() else {
-            return false;
-        };
-        if t.target_party.is_some() {
-            return self.on_party_gone_while_consulting(side).await;
+        match self.core.transfer.party_gone(side) {
+            PartyGone::NotTransferring => false,
+            PartyGone::Consulting => self.on_party_gone_while_consulting(side).await,
+            PartyGone::TransferorLeft => {
+                self.leg_mut(side).state = LegState::Disconnected;
+                info!("transferor hung up; the transfer goes on");
+                true
+            }
+            PartyGone::KeptPartyLeft => {
+                // There is nobody to transfer.
+                self.cancel_transfer_forks();
+                false
+            }
         }
-        if side == t.transferor && !t.answered {
-            t.transferor_gone = true;
-            self.leg_mut(side).state = LegState::Disconnected;
-            info!("transferor hung up; the transfer goes on");
-            return true;
-        }
-        // The kept party left: there is nobody to transfer.
-        self.cancel_transfer_forks();
-        false
     }
 
     pub(super) async fn on_transfer_result(
@@ -485,53 +468,46 @@ impl CallActor {
         result: Option<InviteOutcome>,
     ) {
         let (response, status) = invite_outcome(result, "transfer INVITE failed");
-        let current = self
-            .transfer
-            .as_ref()
-            .is_some_and(|t| t.generation == generation);
         let live = self.core.phase() == Phase::Connected || self.app_dial_bridges_on_answer();
-        if !current || !live {
-            if (200..300).contains(&status) {
+        let decision = self
+            .core
+            .transfer
+            .fork_result(generation, index, status, live);
+        if let ForkDecision::Stale { release } = decision {
+            if release {
                 self.release_late_answer(ForkKey::Transfer { generation, index });
             }
             return;
         }
-        let Some(t) = self.transfer.as_mut() else {
-            return;
-        };
-        let Some(fork) = t.forks.get_mut(index) else {
+        // The fork's own record (for the call record and CANCEL).
+        let Some(fork) = self.transfer.as_mut().and_then(|t| t.forks.get_mut(index)) else {
             return;
         };
         fork.finished = true;
         fork.status = Some(status);
-        if (200..300).contains(&status) {
-            if t.answered {
-                let dialog = fork.dialog.clone();
+        let dialog = fork.dialog.clone();
+        match decision {
+            ForkDecision::Stale { .. } | ForkDecision::Wait => {}
+            ForkDecision::ReleaseExtra => {
                 tokio::spawn(async move {
                     let _ = dialog.bye().await;
                 });
-                return;
             }
-            t.answered = true;
-            self.core.clear_deadline(Deadline::TransferRing);
-            let attended = t.consult.is_some();
-            match response {
+            ForkDecision::Answered { attended } => match response {
                 Some(resp) if attended => self.consult_answered(index, resp).await,
                 Some(resp) => self.complete_transfer(index, resp).await,
                 None => self.fail_transfer(500).await,
-            }
-            return;
-        }
-        if !t.answered && t.forks.iter().all(|f| f.finished) {
-            let statuses: Vec<u16> = t.forks.iter().filter_map(|f| f.status).collect();
-            let best = best_failure(&statuses);
-            self.fail_transfer(best).await;
+            },
+            ForkDecision::Failed { status } => self.fail_transfer(status).await,
         }
     }
 
     /// The target answered: it takes the transferor's place in the bridge.
     async fn complete_transfer(&mut self, index: usize, resp: Response) {
         let Some(mut t) = self.transfer.take() else {
+            return;
+        };
+        let Some(done) = self.core.transfer.complete() else {
             return;
         };
         cancel_other_forks(&t.forks, index);
@@ -545,10 +521,10 @@ impl CallActor {
                 });
             }
             self.transfer = Some(t);
-            self.fail_transfer(488).await;
+            self.transfer_failed(done.failed(488)).await;
             return;
         };
-        let slot = t.transferor;
+        let slot = done.transferor;
         let codecs: Vec<Codec> = answer.audio().map(|m| m.codecs.clone()).unwrap_or_default();
         if self.app_dial_bridges_on_answer() {
             // answerOnBridge: the caller is answered now that the target has.
@@ -558,7 +534,7 @@ impl CallActor {
                     super::send_bye(fork.dialog.clone(), Vec::new(), "the dialled party");
                 }
                 self.transfer = Some(t);
-                self.fail_transfer(500).await;
+                self.transfer_failed(done.failed(500)).await;
                 return;
             }
         }
@@ -585,7 +561,7 @@ impl CallActor {
             ForkKey::Transfer { index, .. } => self.app_dial_child(index),
             _ => None,
         });
-        self.hand_over(t, party, child);
+        self.hand_over(t, done, party, child);
     }
 
     /// The target's media already flows through the main bridge in the transferor's slot:
@@ -595,10 +571,11 @@ impl CallActor {
     pub(super) fn hand_over(
         &mut self,
         mut t: Transfer,
+        done: Completed,
         party: Party,
         child: Option<crate::apps::DialChild>,
     ) {
-        let slot = t.transferor;
+        let slot = done.transferor;
         let keep = slot.other();
         if let Some(bridge) = t.consult.take() {
             bridge.stop();
@@ -607,7 +584,7 @@ impl CallActor {
         // The old party's session timer leaves with it (the new party's is not run yet).
         self.core
             .set_session_timer(slot, None, false, tokio::time::Instant::now());
-        match (&t.referrer, old, t.transferor_gone) {
+        match (&t.referrer, old, done.transferor_gone) {
             // The referring phone first hears that it worked, then is released.
             (Some(referrer), _, gone) => {
                 let _ = referrer.send(ReferProgress {
@@ -649,8 +626,8 @@ impl CallActor {
         if !self.leg(keep).held {
             self.bridge.stop_play(keep.leg());
         }
-        let elapsed = t.requested_at.elapsed();
-        let label = t.target.label.clone();
+        let elapsed = done.requested_at.elapsed();
+        let label = done.label;
         self.old_transfer_forks.append(&mut t.forks);
         self.apply_forwarding();
         info!(
@@ -672,10 +649,18 @@ impl CallActor {
     /// The target could not be reached: the kept party goes back to the transferor, or, if the
     /// transferor has hung up meanwhile, the call ends.
     pub(super) async fn fail_transfer(&mut self, status: u16) {
+        if let Some(failed) = self.core.transfer.fail(status) {
+            self.transfer_failed(failed).await;
+        }
+    }
+
+    /// Executes a failed attempt (`core.transfer` has ended it).
+    pub(super) async fn transfer_failed(&mut self, failed: Failed) {
         let Some(mut t) = self.transfer.take() else {
             return;
         };
-        let keep = t.transferor.other();
+        let status = failed.status;
+        let keep = failed.transferor.other();
         drop(t.pair.take());
         if let Some(bridge) = t.consult.take() {
             bridge.stop();
@@ -692,30 +677,33 @@ impl CallActor {
                 then_bye: false,
             });
         }
-        let cause = cause_for_status(status);
-        info!(status, cause = cause.as_str(), target = %t.target.label, "transfer failed; parties reconnected");
+        let cause = failed.cause;
+        info!(status, cause = cause.as_str(), target = %failed.label, "transfer failed; parties reconnected");
         self.emit(
             EventKind::TransferFailed,
-            Some(t.transferor),
+            Some(failed.transferor),
             Some(cause),
             EventDetail {
-                target: Some(t.target.label.clone()),
+                target: Some(failed.label.clone()),
                 ..Default::default()
             },
         );
         if self.app_dial_failed(status) {
             return;
         }
-        if t.transferor_gone {
-            info!("the transferor has left: ending the call");
-            if let Some(dialog) = self.dialog_of(keep) {
-                if let Err(e) = dialog.bye().await {
-                    debug!(error = %e, "BYE to the kept party failed");
+        match failed.then {
+            AfterFailure::Reconnect { .. } => {}
+            AfterFailure::EndCall { keep, cause } => {
+                info!("the transferor has left: ending the call");
+                if let Some(dialog) = self.dialog_of(keep) {
+                    if let Err(e) = dialog.bye().await {
+                        debug!(error = %e, "BYE to the kept party failed");
+                    }
                 }
+                self.end_cause = Some(cause);
+                self.end_status = 200;
+                self.core.end();
             }
-            self.end_cause = Some(EndCause::TransferFailed);
-            self.end_status = 200;
-            self.core.end();
         }
     }
 

@@ -4,8 +4,10 @@
 //! caller's audio is recorded to a WAV (left channel) until the caller hangs up, presses `#`
 //! or the maximum length is reached. The message is listed with caller id and duration, and a
 //! `voicemail` event announces it.
+//!
+//! The session's stages and its longest length live in the call core
+//! (`call_core/voicemail.rs`); this file executes them (answer, greeting, store, recording).
 
-use crate::call_core::Deadline;
 use std::time::Duration;
 
 use hookflash_media::audio::Pcm8k;
@@ -23,17 +25,6 @@ use crate::sip_glue::now_ms;
 pub const DEFAULT_GREETING: &str =
     "The person you are calling is not available. Please leave a message after the tone.";
 
-/// The longest message we record.
-const MAX_MESSAGE: Duration = Duration::from_secs(120);
-
-/// A caller leaving (or about to leave) a message.
-pub(super) struct VoicemailSession {
-    user_id: String,
-    /// Set once the greeting has played and recording runs.
-    message: Option<String>,
-    started_at: i64,
-}
-
 fn beep() -> Pcm8k {
     let gap = Pcm8k::silence(Duration::from_millis(200));
     let tone = Pcm8k::tone(1400.0, Duration::from_millis(400), 0.3);
@@ -43,7 +34,10 @@ fn beep() -> Pcm8k {
 impl CallActor {
     /// The callee's user, if their mailbox takes calls now.
     pub(super) async fn mailbox_user(&mut self) -> Option<String> {
-        if self.originated.is_some() || self.core.phase() != Phase::Ringing || self.a.is_none() {
+        if self.core.originate.is_originated()
+            || self.core.phase() != Phase::Ringing
+            || self.a.is_none()
+        {
             return None;
         }
         let user_id = self.b_leg.owner_user_id.clone()?;
@@ -83,14 +77,11 @@ impl CallActor {
         self.b_leg.state = LegState::Answered;
         self.b_leg.number = "voicemail".into();
         self.b_leg.voicemail = true;
-        self.voicemail = Some(VoicemailSession {
+        self.core.voicemail.start(
+            tokio::time::Instant::now(),
             user_id,
-            message: None,
-            started_at: now_ms(),
-        });
-        self.core.set_deadline(
-            Deadline::Voicemail,
-            tokio::time::Instant::now() + MAX_MESSAGE + greeting.duration(),
+            greeting.duration(),
+            now_ms(),
         );
         self.apply_forwarding();
         let id = self
@@ -147,13 +138,10 @@ impl CallActor {
 
     /// The greeting has played: record the caller.
     pub(super) async fn voicemail_greeting_done(&mut self) {
-        let Some(session) = self.voicemail.as_ref() else {
+        let connected = self.core.phase() == Phase::Connected;
+        let Some(user_id) = self.core.voicemail.greeting_done(connected) else {
             return;
         };
-        if session.message.is_some() || self.core.phase() != Phase::Connected {
-            return;
-        }
-        let user_id = session.user_id.clone();
         let id = uuid::Uuid::now_v7().to_string();
         let dir = self
             .engine
@@ -202,20 +190,15 @@ impl CallActor {
             self.hangup_all(EndCause::Failed).await;
             return;
         }
-        if let Some(session) = self.voicemail.as_mut() {
-            session.message = Some(id.clone());
-            self.core.set_deadline(
-                Deadline::Voicemail,
-                tokio::time::Instant::now() + MAX_MESSAGE,
-            );
-        }
+        self.core
+            .voicemail
+            .recording(tokio::time::Instant::now(), id.clone());
         info!(message = %id, "recording voicemail");
     }
 
     /// `#` from the caller ends the message.
     pub(super) async fn voicemail_digit(&mut self, digit: char) {
-        let recording = self.voicemail.as_ref().is_some_and(|s| s.message.is_some());
-        if recording && digit == '#' {
+        if self.core.voicemail.digit(digit) {
             info!("caller ended the message with #");
             self.hangup_all(EndCause::Normal).await;
         }
@@ -223,17 +206,15 @@ impl CallActor {
 
     /// Completes the message when the call ends (file header, row, event).
     pub(super) async fn finish_voicemail(&mut self) {
-        let Some(session) = self.voicemail.take() else {
+        let Some(message) = self.core.voicemail.finish() else {
             return;
         };
-        let Some(id) = session.message else {
-            return;
-        };
+        let id = message.id;
         let (duration, bytes) = match self.bridge.stop_recording().await {
             Ok(summary) => (summary.duration.as_millis() as i64, summary.bytes as i64),
             Err(e) => {
                 warn!(message = %id, error = %e, "voicemail recording did not stop cleanly");
-                (now_ms() - session.started_at, 0)
+                (now_ms() - message.started_at_ms, 0)
             }
         };
         if let Err(e) = self
