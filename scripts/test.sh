@@ -2,7 +2,7 @@
 # Run every test of hookflash: format + lint, the Rust workspace tests, and the
 # end-to-end suite (tests/e2e: independent pjsua2 phones and SIPp against a
 # real `hookflash serve`). Idempotent on a fresh Debian 12: installs what it
-# needs (apt: sip-tester sox espeak-ng baresip pulseaudio pulseaudio-utils postgresql; a Python
+# needs (apt: sip-tester sox espeak-ng baresip pulseaudio pulseaudio-utils postgresql nats-server; a Python
 # venv with pinned packages).
 #
 # Environment knobs (all optional):
@@ -75,6 +75,9 @@ install_system_packages() {
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1; then
     missing+=(postgresql)
   fi
+  # NATS (with JetStream), the cluster bus: tests/e2e/twonode.py starts its own nats-server on a
+  # free loopback port; the package's service is neither needed nor started by the tests.
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
   if [ ${#missing[@]} -eq 0 ]; then
     echo "system packages present"
     return 0

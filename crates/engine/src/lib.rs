@@ -5,6 +5,7 @@
 pub mod apps;
 pub mod apps_refer;
 mod auth;
+pub mod cluster;
 mod call;
 mod call_core;
 pub mod conference;
@@ -67,7 +68,13 @@ pub enum EngineError {
     Media(String),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("cluster bus: {0}")]
+    Cluster(#[from] cluster::ClusterError),
 }
+
+/// Events kept per account for clients that resume (and, in a cluster, retained per account
+/// in the JetStream stream).
+pub const EVENT_BACKLOG: usize = 1000;
 
 /// What the engine needs from the configuration, resolved once at start.
 #[derive(Debug, Clone)]
@@ -90,6 +97,8 @@ pub struct EngineConfig {
 
 pub(crate) struct EngineInner {
     pub cfg: EngineConfig,
+    /// The cluster bus, when `[cluster] nats_url` is set.
+    pub cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
     pub store: Store,
     pub sip: SipServer,
     pub ports: Arc<PortPool>,
@@ -232,7 +241,8 @@ impl Engine {
                 orbits: Mutex::new(HashMap::new()),
                 conferences: std::sync::Mutex::new(HashMap::new()),
                 queues: queues::Queues::default(),
-                events: EventBus::new(1000),
+                events: EventBus::new(EVENT_BACKLOG),
+                cluster: std::sync::OnceLock::new(),
                 states: hookflash_sip::router::StateRouter::start(),
                 music_on_hold,
                 fetcher: fetch::AudioFetcher::with_policy(
@@ -281,6 +291,9 @@ impl Engine {
         engine.repair_voicemails().await;
         // Calls a crash cut get their records now; then the heartbeat that dates the next
         // crash's cut calls starts.
+        if !engine.inner.store.set_node(&config.cluster.node_id) {
+            warn!("the store's node was named already");
+        }
         match engine.inner.store.recover_live_calls().await {
             Ok(0) => {}
             Ok(n) => {
@@ -294,6 +307,13 @@ impl Engine {
         }
         let beating = engine.clone();
         tokio::spawn(async move { beating.heartbeat().await });
+        if let Some(url) = &config.cluster.nats_url {
+            let cluster =
+                cluster::start(&engine, &config.cluster.node_id, url, EVENT_BACKLOG).await?;
+            if engine.inner.cluster.set(cluster).is_err() {
+                warn!("the cluster bus was started twice");
+            }
+        }
         Ok(engine)
     }
 

@@ -67,6 +67,8 @@ pub struct Store {
     pub(crate) records: Option<RecordWriter>,
     /// The directory holding the database file (`None` for an in-memory store).
     pub(crate) data_dir: Option<Arc<PathBuf>>,
+    /// The cluster node this process is: written with live calls and call records.
+    pub(crate) node: crate::record_writer::NodeId,
 }
 
 /// `sqlx::Any` needs its drivers registered (once per process; later calls do nothing)
@@ -195,8 +197,10 @@ impl Store {
     }
 
     pub(crate) fn with_pool(pool: AnyPool, backend: Backend) -> Store {
+        let node = crate::record_writer::NodeId::default();
         Store {
-            records: RecordWriter::spawn(pool.clone()),
+            records: RecordWriter::spawn(pool.clone(), node.clone()),
+            node,
             cache: Arc::new(Cache::new()),
             pool,
             backend,
@@ -296,8 +300,20 @@ impl Store {
     pub(crate) async fn write_call_record(&self, rec: &CallRecord) -> Result<(), StoreError> {
         match &self.records {
             Some(writer) => writer.write(&self.pool, rec).await,
-            None => insert_one(&self.pool, rec).await,
+            None => insert_one(&self.pool, rec, self.node()).await,
         }
+    }
+
+    /// Names the cluster node this process is (`[cluster] node_id`), once, before calls:
+    /// live calls and call records carry it, and the crash recovery at start takes only this
+    /// node's live calls (and rows written before nodes were named). False if already set.
+    pub fn set_node(&self, node_id: &str) -> bool {
+        self.node.set(node_id.to_string()).is_ok()
+    }
+
+    /// The node set by [`Store::set_node`].
+    pub fn node(&self) -> Option<&str> {
+        self.node.get().map(String::as_str)
     }
 
     /// A call started: its row in `live_calls` is queued (not awaited), so that a crash still
@@ -336,10 +352,14 @@ impl Store {
             sqlx::query_scalar("SELECT at FROM server_heartbeat WHERE id = 1")
                 .fetch_optional(&mut *tx)
                 .await?;
+        // Another node's calls are its own (alive, or closed by the survivors' dead-node
+        // handling), never this node's to close.
+        let node = self.node().unwrap_or("");
         let rows = sqlx::query(
             "SELECT id, account_id, from_uri, to_uri, direction, started_at, answered_at \
-             FROM live_calls",
+             FROM live_calls WHERE node_id IS NULL OR node_id = $1",
         )
+        .bind(node)
         .fetch_all(&mut *tx)
         .await?;
         let mut n = 0;
@@ -373,11 +393,12 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
             if exists.is_none() {
-                crate::record_writer::insert_rows_pub(&mut tx, &rec).await?;
+                crate::record_writer::insert_rows_pub(&mut tx, &rec, self.node()).await?;
                 n += 1;
             }
         }
-        sqlx::query("DELETE FROM live_calls")
+        sqlx::query("DELETE FROM live_calls WHERE node_id IS NULL OR node_id = $1")
+            .bind(node)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
