@@ -32,8 +32,9 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 const SEQUENCER_QUEUE: usize = 8192;
 /// Forwarded commands one node runs at once (beyond: the requester times out).
 const COMMANDS_IN_FLIGHT: usize = 256;
-/// Retries of a publish that lost the race for the account's next number.
-const SEQUENCE_RETRIES: usize = 16;
+/// How long one event may keep trying to get its number (lost races, a bus failing) before it
+/// is dropped (logged).
+const SEQUENCE_PATIENCE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -251,15 +252,17 @@ async fn sequencer(
         let account = event.account_id().to_string();
         let subject = account_subject(&account);
         let mut published = false;
-        for attempt in 0..SEQUENCE_RETRIES {
+        let deadline = tokio::time::Instant::now() + SEQUENCE_PATIENCE;
+        let mut attempt: u32 = 0;
+        while tokio::time::Instant::now() < deadline {
+            attempt = attempt.saturating_add(1);
             let (seq, stream_seq) = match last.get(&account) {
                 Some(l) => *l,
                 None => match last_of(&stream, &subject).await {
                     Ok(l) => l,
                     Err(e) => {
                         warn!(error = %e, account_id = %account, "cannot read the account's last event");
-                        tokio::time::sleep(Duration::from_millis(100 * (attempt as u64 + 1)))
-                            .await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
@@ -298,10 +301,14 @@ async fn sequencer(
                     last.remove(&account);
                     if e.kind() != jetstream::context::PublishErrorKind::WrongLastSequence {
                         warn!(error = %e, account_id = %account, "publishing an event failed");
-                        tokio::time::sleep(Duration::from_millis(100 * (attempt as u64 + 1)))
-                            .await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     } else {
-                        debug!(account_id = %account, "another node numbered first: retrying");
+                        // Back off a random while, longer after each lost race, so that a
+                        // node publishing a burst on the account does not starve this one.
+                        let most = 1u64 << attempt.min(6);
+                        let wait = rand::random::<u64>() % most + 1;
+                        debug!(account_id = %account, attempt, wait_ms = wait, "another node numbered first: retrying");
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
                     }
                 }
             }
@@ -405,7 +412,9 @@ async fn serve_commands(
             let result = match serde_json::from_slice::<WireCommand>(&request.payload) {
                 Ok(c) if c.v == WIRE_VERSION => {
                     debug!(call_id = %c.call_id, command = ?c.command, "forwarded command");
-                    engine.run_command(&c.account_id, &c.call_id, c.command).await
+                    engine
+                        .run_command(&c.account_id, &c.call_id, c.command)
+                        .await
                 }
                 Ok(c) => Err(CommandError::Invalid(format!(
                     "command wire version {} (this node speaks {WIRE_VERSION})",
@@ -636,6 +645,148 @@ mod tests {
                 serde_json::from_str(&serde_json::to_string(&reply).unwrap()).unwrap();
             assert_eq!(back.result.err(), Some(e));
         }
+    }
+
+    /// A throwaway `nats-server -js` on a free loopback port (the Debian package's binary).
+    struct Nats {
+        child: std::process::Child,
+        url: String,
+        dir: std::path::PathBuf,
+    }
+
+    impl Nats {
+        fn start() -> Nats {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir = std::env::temp_dir().join(format!("hf-nats-{}", uuid::Uuid::new_v4()));
+            let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+                .into_iter()
+                .find(|p| std::path::Path::new(p).exists())
+                .expect("nats-server is installed (scripts/test.sh installs it)");
+            let child = std::process::Command::new(bin)
+                .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                .arg(&dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            Nats {
+                child,
+                url: format!("nats://127.0.0.1:{port}"),
+                dir,
+            }
+        }
+    }
+
+    impl Drop for Nats {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn event(account: &str, call: &str) -> BusEvent {
+        BusEvent::Call(crate::events::Event {
+            seq: 0,
+            account_id: account.into(),
+            kind: crate::events::EventKind::New,
+            call_id: call.into(),
+            leg_id: None,
+            cause: None,
+            at_ms: 0,
+            digit: None,
+            recording_id: None,
+            target: None,
+            call: CallInfo {
+                id: call.into(),
+                account_id: account.into(),
+                from: "201".into(),
+                to: "202".into(),
+                dialled: "202".into(),
+                direction: crate::model::CallDirection::Internal,
+                state: crate::model::CallState::Ringing,
+                started_at_ms: 0,
+                answered_at_ms: None,
+                legs: vec![],
+                dialling: vec![],
+            },
+        })
+    }
+
+    #[tokio::test]
+    async fn two_nodes_publishing_at_once_share_one_gap_free_sequence_per_account() {
+        let nats = Nats::start();
+        let mut stream = None;
+        let mut contexts = Vec::new();
+        for _ in 0..2 {
+            let client = async_nats::ConnectOptions::new()
+                .retry_on_initial_connect()
+                .connect(nats.url.as_str())
+                .await
+                .unwrap();
+            let js = jetstream::new(client);
+            let s = js
+                .get_or_create_stream(stream::Config {
+                    name: EVENT_STREAM.to_string(),
+                    subjects: vec![format!("{EVENT_PREFIX}.>")],
+                    max_messages_per_subject: 1000,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            stream.get_or_insert(s.clone());
+            contexts.push((js, s));
+        }
+        // Two sequencers (two nodes) race on account "a"; "b" has its own numbers.
+        let mut senders = Vec::new();
+        let mut tasks = Vec::new();
+        for (i, (js, s)) in contexts.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel(1000);
+            senders.push(tx);
+            tasks.push(tokio::spawn(sequencer(js, s, format!("n{i}"), rx)));
+        }
+        const EACH: usize = 150;
+        for k in 0..EACH {
+            for (i, tx) in senders.iter().enumerate() {
+                tx.send(event("a", &format!("n{i}-{k}"))).await.unwrap();
+            }
+        }
+        senders[0].send(event("b", "b1")).await.unwrap();
+        drop(senders);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // Read the account's subject back in stream order.
+        let stream = stream.unwrap();
+        let mut seqs = Vec::new();
+        let mut nodes = std::collections::HashSet::new();
+        let mut calls = std::collections::HashSet::new();
+        let mut next = 1;
+        loop {
+            let m = match stream.get_raw_message(next).await {
+                Ok(m) => m,
+                Err(_) => break,
+            };
+            next += 1;
+            let w: WireEvent = serde_json::from_slice(&m.payload).unwrap();
+            if m.subject.as_str() == account_subject("a") {
+                seqs.push(w.event.seq());
+                nodes.insert(w.node);
+                if let BusEvent::Call(e) = w.event {
+                    calls.insert(e.call_id);
+                }
+            } else {
+                assert_eq!(w.event.seq(), 1, "account b numbers from 1");
+            }
+        }
+        assert_eq!(seqs, (1..=2 * EACH as u64).collect::<Vec<_>>());
+        assert_eq!(calls.len(), 2 * EACH, "every event once");
+        assert_eq!(nodes.len(), 2);
     }
 
     #[test]

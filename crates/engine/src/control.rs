@@ -312,7 +312,9 @@ impl Engine {
         leg: Option<&str>,
     ) -> Result<(), CommandError> {
         if let Some(out) = self
-            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Hangup { leg: leg.map(str::to_string) })
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Hangup {
+                leg: leg.map(str::to_string),
+            })
             .await
         {
             return out.and_then(crate::cluster::Outcome::done);
@@ -337,7 +339,10 @@ impl Engine {
         on: bool,
     ) -> Result<CallInfo, CommandError> {
         if let Some(out) = self
-            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Hold { target: target.clone(), on })
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Hold {
+                target: target.clone(),
+                on,
+            })
             .await
         {
             return out.and_then(crate::cluster::Outcome::call);
@@ -381,7 +386,10 @@ impl Engine {
         source: AudioSource,
     ) -> Result<(), CommandError> {
         if let Some(out) = self
-            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Announce { target: target.clone(), source: source.clone() })
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Announce {
+                target: target.clone(),
+                source: source.clone(),
+            })
             .await
         {
             return out.and_then(crate::cluster::Outcome::done);
@@ -407,7 +415,10 @@ impl Engine {
         source: AudioSource,
     ) -> Result<(), CommandError> {
         if let Some(out) = self
-            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Whisper { leg_id: leg_id.to_string(), source: source.clone() })
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Whisper {
+                leg_id: leg_id.to_string(),
+                source: source.clone(),
+            })
             .await
         {
             return out.and_then(crate::cluster::Outcome::done);
@@ -433,7 +444,9 @@ impl Engine {
         action: RecordAction,
     ) -> Result<CallInfo, CommandError> {
         if let Some(out) = self
-            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Record { action })
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Record {
+                action,
+            })
             .await
         {
             return out.and_then(crate::cluster::Outcome::call);
@@ -467,7 +480,10 @@ impl Engine {
         digits: &str,
     ) -> Result<(), CommandError> {
         if let Some(out) = self
-            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Dtmf { leg_id: leg_id.to_string(), digits: digits.to_string() })
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Dtmf {
+                leg_id: leg_id.to_string(),
+                digits: digits.to_string(),
+            })
             .await
         {
             return out.and_then(crate::cluster::Outcome::done);
@@ -507,7 +523,11 @@ impl Engine {
         attended: bool,
     ) -> Result<CallInfo, CommandError> {
         if let Some(out) = self
-            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Transfer { transferor_leg: transferor_leg.map(str::to_string), target: target.to_string(), attended })
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Transfer {
+                transferor_leg: transferor_leg.map(str::to_string),
+                target: target.to_string(),
+                attended,
+            })
             .await
         {
             return out.and_then(crate::cluster::Outcome::call);
@@ -543,7 +563,9 @@ impl Engine {
         complete: bool,
     ) -> Result<CallInfo, CommandError> {
         if let Some(out) = self
-            .forward_if_remote(account_id, call_id, || crate::cluster::Command::FinishTransfer { complete })
+            .forward_if_remote(account_id, call_id, || {
+                crate::cluster::Command::FinishTransfer { complete }
+            })
             .await
         {
             return out.and_then(crate::cluster::Outcome::call);
@@ -857,7 +879,10 @@ impl Engine {
         on: bool,
     ) -> Result<CallInfo, CommandError> {
         if let Some(out) = self
-            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Mute { leg_id: leg_id.to_string(), on })
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Mute {
+                leg_id: leg_id.to_string(),
+                on,
+            })
             .await
         {
             return out.and_then(crate::cluster::Outcome::call);

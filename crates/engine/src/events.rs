@@ -635,7 +635,10 @@ mod tests {
         bus.publish(EventKind::New, &call("a"), None, None);
         let queued = sequencer.try_recv().unwrap();
         assert_eq!((queued.seq(), queued.kind_str()), (0, "new"));
-        assert_eq!(watcher.try_recv().map(|e| e.kind).ok(), Some(EventKind::New));
+        assert_eq!(
+            watcher.try_recv().map(|e| e.kind).ok(),
+            Some(EventKind::New)
+        );
         assert_eq!(bus.last_seq("a"), 0);
         // Back from the bus, numbered: ours (live), another node's (live), a replayed one.
         let mut ours = queued;
@@ -666,7 +669,10 @@ mod tests {
         assert_eq!(all.try_recv().map(|e| e.seq()).ok(), Some(1));
         assert!(all.try_recv().is_err());
         // The other node's call is known, with its owner, until it ends or the node is dropped.
-        assert_eq!(bus.remote_call("c2").map(|r| r.node), Some("n2".to_string()));
+        assert_eq!(
+            bus.remote_call("c2").map(|r| r.node),
+            Some("n2".to_string())
+        );
         assert_eq!(bus.remote_calls("a").len(), 1);
         assert!(bus.remote_calls("b").is_empty());
         assert!(bus.remote_call("c1").is_none(), "own calls are not remote");

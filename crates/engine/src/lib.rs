@@ -5,9 +5,9 @@
 pub mod apps;
 pub mod apps_refer;
 mod auth;
-pub mod cluster;
 mod call;
 mod call_core;
+pub mod cluster;
 pub mod conference;
 pub mod control;
 mod dialing;
