@@ -181,6 +181,8 @@ mod tests {
             (CommandError::Invalid("x".into()), 400),
             (CommandError::BadTarget("x".into()), 400),
             (CommandError::Limited("x".into()), 429),
+            (CommandError::NodeUnreachable { node: "n2".into() }, 503),
+            (CommandError::NodeTimeout { node: "n2".into() }, 504),
             (
                 CommandError::Failed {
                     status: 503,

@@ -148,6 +148,8 @@ mod tests {
             (CommandError::BadTarget("x".into()), 400),
             (CommandError::NotPermitted("x".into()), 403),
             (CommandError::Limited("x".into()), 429),
+            (CommandError::NodeUnreachable { node: "n2".into() }, 503),
+            (CommandError::NodeTimeout { node: "n2".into() }, 504),
             (
                 CommandError::Failed {
                     status: 488,
