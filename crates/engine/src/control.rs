@@ -394,7 +394,7 @@ impl Engine {
         {
             return out.and_then(crate::cluster::Outcome::done);
         }
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         let pcm = self.resolve_audio(&source).await?;
         self.send_command(account_id, call_id, |reply| CallCommand::Play {
             target,
@@ -423,7 +423,7 @@ impl Engine {
         {
             return out.and_then(crate::cluster::Outcome::done);
         }
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         let pcm = self.resolve_audio(&source).await?;
         let target = Target::Leg(leg_id.to_string());
         self.send_command(account_id, call_id, |reply| CallCommand::Play {
@@ -451,7 +451,7 @@ impl Engine {
         {
             return out.and_then(crate::cluster::Outcome::call);
         }
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         let announcement = match action {
             RecordAction::Start { announcement: true } => Some(
                 self.resolve_audio(&AudioSource::Tts {
@@ -532,7 +532,7 @@ impl Engine {
         {
             return out.and_then(crate::cluster::Outcome::call);
         }
-        let call = self.call(account_id, call_id)?;
+        let call = self.local_call(account_id, call_id)?;
         if call.state != CallState::Answered {
             return Err(CommandError::WrongState {
                 state: call.state.into(),
@@ -624,7 +624,7 @@ impl Engine {
         call_id: &str,
         target: &str,
     ) -> Result<CallInfo, CommandError> {
-        let call = self.call(account_id, call_id)?;
+        let call = self.local_call(account_id, call_id)?;
         if call.state != CallState::Ringing {
             return Err(CommandError::WrongState {
                 state: call.state.into(),
@@ -659,7 +659,7 @@ impl Engine {
         leg_id: Option<&str>,
         flip_id: &str,
     ) -> Result<CallInfo, CommandError> {
-        let call = self.call(account_id, call_id)?;
+        let call = self.local_call(account_id, call_id)?;
         if call.state != CallState::Answered {
             return Err(CommandError::WrongState {
                 state: call.state.into(),
@@ -711,7 +711,7 @@ impl Engine {
         call_id: &str,
         message: &AudioSource,
     ) -> Result<CallInfo, CommandError> {
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         let pcm = self.resolve_audio(message).await?;
         self.ringing_action(account_id, call_id, RingingAction::Reply(pcm))
             .await
@@ -742,7 +742,7 @@ impl Engine {
         user_id: &str,
         contact: &str,
     ) -> Result<CallInfo, CommandError> {
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         let device = self.registered_device(user_id, contact).await?;
         self.ringing_action(account_id, call_id, RingingAction::AnswerOn(device))
             .await
@@ -816,7 +816,7 @@ impl Engine {
         call_id: &str,
         target: &str,
     ) -> Result<CallInfo, CommandError> {
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         let target = self.resolve_target(account_id, None, target).await?;
         self.send_command(account_id, call_id, |reply| CallCommand::Unpark {
             target,
@@ -836,7 +836,7 @@ impl Engine {
         extension: &str,
         contact: &str,
     ) -> Result<CallInfo, CommandError> {
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         let device = self.registered_device(user_id, contact).await?;
         let target = crate::call::TransferTarget {
             label: extension.to_string(),
