@@ -2,7 +2,8 @@
 # Run every test of hookflash: format + lint, the Rust workspace tests, and the
 # end-to-end suite (tests/e2e: independent pjsua2 phones and SIPp against a
 # real `hookflash serve`). Idempotent on a fresh Debian 12: installs what it
-# needs (apt: sip-tester sox espeak-ng baresip pulseaudio pulseaudio-utils postgresql kamailio; a Python
+# needs (apt: sip-tester sox espeak-ng baresip pulseaudio pulseaudio-utils postgresql kamailio
+# nats-server; a Python
 # venv with pinned packages).
 #
 # Environment knobs (all optional):
@@ -78,6 +79,9 @@ install_system_packages() {
   # Kamailio, the SIP front of the cluster tests (test_cluster_front.py runs deploy/kamailio)
   command -v kamailio >/dev/null 2>&1 || missing+=(kamailio)
   command -v kamcmd >/dev/null 2>&1 || missing+=(kamailio)
+  # NATS (with JetStream), the cluster bus: tests/e2e/twonode.py starts its own nats-server on a
+  # free loopback port; the package's service is neither needed nor started by the tests.
+  command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
   if [ ${#missing[@]} -eq 0 ]; then
     echo "system packages present"
     return 0

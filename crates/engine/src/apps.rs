@@ -157,7 +157,7 @@ impl Engine {
         source: &AudioSource,
         early: bool,
     ) -> Result<oneshot::Receiver<PlaybackEnd>, CommandError> {
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         let pcm = self.resolve_audio(source).await?;
         self.send_command(account_id, call_id, |reply| CallCommand::AppPlay {
             pcm,
@@ -206,7 +206,7 @@ impl Engine {
         request: AppDialRequest,
         events: mpsc::Sender<DialEvent>,
     ) -> Result<DialPlaced, CommandError> {
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         let AppDialRequest {
             targets,
             caller_id,

@@ -99,7 +99,7 @@ impl Engine {
         mut headers: Vec<(String, String)>,
         events: mpsc::Sender<ReferEvent>,
     ) -> Result<(), CommandError> {
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         let contact = self.local_contact();
         let host = contact.host_with_port.to_string();
         let refer_to = refer_uri(target, &host)?;

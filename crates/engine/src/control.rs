@@ -2,7 +2,7 @@
 //! Each command goes to the call's actor and waits for its typed reply; the actor applies it
 //! completely or not at all.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::call::{CallCommand, RingingAction};
@@ -12,7 +12,7 @@ pub use crate::model::LegState;
 use crate::model::{CallDirection, CallState, EndCause, LegDirection, LegRole, WrongState};
 
 /// One leg (SIP dialog + RTP endpoint) of a call.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LegInfo {
     pub id: String,
     /// `caller` (the leg that placed the call) or `callee`.
@@ -29,7 +29,7 @@ pub struct LegInfo {
     pub held: bool,
     pub recording: bool,
     /// While the leg rings: the devices (registered contacts) still ringing, for `ignore`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<String>,
     /// The server's mailbox answered on this leg (the caller is leaving a message). Dialects
     /// that show it (RingCentral's `VoiceMail` party status) read this, not the number.
@@ -38,7 +38,7 @@ pub struct LegInfo {
 }
 
 /// A call with its legs, as every API renders it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CallInfo {
     pub id: String,
     pub account_id: String,
@@ -56,7 +56,7 @@ pub struct CallInfo {
     pub legs: Vec<LegInfo>,
     /// Parties an application's `dial` rings and that have not answered: child calls while
     /// they ring (the one that answers becomes leg B with the same id).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dialling: Vec<LegInfo>,
 }
 
@@ -76,7 +76,7 @@ impl CallInfo {
 }
 
 /// Why a command was not carried out. The call is unchanged in every case.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum CommandError {
     #[error("no such call or leg")]
     NotFound,
@@ -101,6 +101,14 @@ pub enum CommandError {
     /// last minute).
     #[error("{0}")]
     Limited(String),
+    /// The call belongs to another node of the cluster and that node cannot be reached: no
+    /// node answers for it on the bus (it is stopped or cut off).
+    #[error("the node owning the call ({node}) is unreachable")]
+    NodeUnreachable { node: String },
+    /// The call's node did not answer a forwarded command in time; whether it was carried
+    /// out is unknown.
+    #[error("the node owning the call ({node}) did not answer in time")]
+    NodeTimeout { node: String },
 }
 
 impl CommandError {
@@ -119,7 +127,7 @@ impl CommandError {
 }
 
 /// What to do with a call's recording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RecordAction {
     /// Start a stereo recording (left: caller's leg, right: callee's leg); with `announcement`
     /// every party first hears "this call is being recorded".
@@ -133,7 +141,7 @@ pub enum RecordAction {
 }
 
 /// Audio for announcements, whisper and prompts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AudioSource {
     /// A WAV file at an http(s) URL (any rate, channels, 8/16/24/32-bit).
     Url(String),
@@ -142,7 +150,7 @@ pub enum AudioSource {
 }
 
 /// Which legs a hold applies to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Target {
     /// Every leg of the call (sipgate semantics).
     Call,
@@ -155,8 +163,18 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
 pub const RECORDING_NOTICE: &str = "This call is being recorded.";
 
 impl Engine {
-    /// The account's calls in progress.
+    /// The account's calls in progress (in a cluster: every node's).
     pub fn calls(&self, account_id: &str) -> Vec<CallInfo> {
+        let mut calls = self.local_calls(account_id);
+        if self.inner.cluster.get().is_some() {
+            calls.extend(self.inner.events.remote_calls(account_id));
+            calls.sort_by_key(|c| c.started_at_ms);
+        }
+        calls
+    }
+
+    /// The account's calls in progress on this node.
+    pub fn local_calls(&self, account_id: &str) -> Vec<CallInfo> {
         let mut calls: Vec<CallInfo> = self
             .inner
             .calls
@@ -172,8 +190,23 @@ impl Engine {
         calls
     }
 
-    /// One call of the account; another account's call is `NotFound`, never visible.
+    /// One call of the account; another account's call is `NotFound`, never visible. In a
+    /// cluster, another node's call as its latest event showed it.
     pub fn call(&self, account_id: &str, call_id: &str) -> Result<CallInfo, CommandError> {
+        match self.local_call(account_id, call_id) {
+            Err(CommandError::NotFound) if self.inner.cluster.get().is_some() => self
+                .inner
+                .events
+                .remote_call(call_id)
+                .map(|r| r.call)
+                .filter(|c| c.account_id == account_id)
+                .ok_or(CommandError::NotFound),
+            other => other,
+        }
+    }
+
+    /// One call of the account on this node.
+    pub fn local_call(&self, account_id: &str, call_id: &str) -> Result<CallInfo, CommandError> {
         self.inner
             .calls
             .lock()
@@ -278,6 +311,14 @@ impl Engine {
         call_id: &str,
         leg: Option<&str>,
     ) -> Result<(), CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Hangup {
+                leg: leg.map(str::to_string),
+            })
+            .await
+        {
+            return out.and_then(crate::cluster::Outcome::done);
+        }
         let leg = leg.map(str::to_string);
         self.send_command(account_id, call_id, |reply| CallCommand::Hangup {
             cause: EndCause::Api,
@@ -297,6 +338,15 @@ impl Engine {
         target: Target,
         on: bool,
     ) -> Result<CallInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Hold {
+                target: target.clone(),
+                on,
+            })
+            .await
+        {
+            return out.and_then(crate::cluster::Outcome::call);
+        }
         self.send_command(account_id, call_id, |reply| CallCommand::Hold {
             target,
             on,
@@ -335,7 +385,16 @@ impl Engine {
         target: Target,
         source: AudioSource,
     ) -> Result<(), CommandError> {
-        self.call(account_id, call_id)?;
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Announce {
+                target: target.clone(),
+                source: source.clone(),
+            })
+            .await
+        {
+            return out.and_then(crate::cluster::Outcome::done);
+        }
+        self.local_call(account_id, call_id)?;
         let pcm = self.resolve_audio(&source).await?;
         self.send_command(account_id, call_id, |reply| CallCommand::Play {
             target,
@@ -355,7 +414,16 @@ impl Engine {
         leg_id: &str,
         source: AudioSource,
     ) -> Result<(), CommandError> {
-        self.call(account_id, call_id)?;
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Whisper {
+                leg_id: leg_id.to_string(),
+                source: source.clone(),
+            })
+            .await
+        {
+            return out.and_then(crate::cluster::Outcome::done);
+        }
+        self.local_call(account_id, call_id)?;
         let pcm = self.resolve_audio(&source).await?;
         let target = Target::Leg(leg_id.to_string());
         self.send_command(account_id, call_id, |reply| CallCommand::Play {
@@ -375,7 +443,15 @@ impl Engine {
         call_id: &str,
         action: RecordAction,
     ) -> Result<CallInfo, CommandError> {
-        self.call(account_id, call_id)?;
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Record {
+                action,
+            })
+            .await
+        {
+            return out.and_then(crate::cluster::Outcome::call);
+        }
+        self.local_call(account_id, call_id)?;
         let announcement = match action {
             RecordAction::Start { announcement: true } => Some(
                 self.resolve_audio(&AudioSource::Tts {
@@ -403,6 +479,15 @@ impl Engine {
         leg_id: &str,
         digits: &str,
     ) -> Result<(), CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Dtmf {
+                leg_id: leg_id.to_string(),
+                digits: digits.to_string(),
+            })
+            .await
+        {
+            return out.and_then(crate::cluster::Outcome::done);
+        }
         let digits = digits.to_ascii_uppercase();
         if digits.is_empty()
             || !digits
@@ -437,7 +522,17 @@ impl Engine {
         target: &str,
         attended: bool,
     ) -> Result<CallInfo, CommandError> {
-        let call = self.call(account_id, call_id)?;
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Transfer {
+                transferor_leg: transferor_leg.map(str::to_string),
+                target: target.to_string(),
+                attended,
+            })
+            .await
+        {
+            return out.and_then(crate::cluster::Outcome::call);
+        }
+        let call = self.local_call(account_id, call_id)?;
         if call.state != CallState::Answered {
             return Err(CommandError::WrongState {
                 state: call.state.into(),
@@ -467,6 +562,14 @@ impl Engine {
         call_id: &str,
         complete: bool,
     ) -> Result<CallInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || {
+                crate::cluster::Command::FinishTransfer { complete }
+            })
+            .await
+        {
+            return out.and_then(crate::cluster::Outcome::call);
+        }
         self.send_command(account_id, call_id, |reply| CallCommand::FinishTransfer {
             complete,
             reply,
@@ -521,7 +624,7 @@ impl Engine {
         call_id: &str,
         target: &str,
     ) -> Result<CallInfo, CommandError> {
-        let call = self.call(account_id, call_id)?;
+        let call = self.local_call(account_id, call_id)?;
         if call.state != CallState::Ringing {
             return Err(CommandError::WrongState {
                 state: call.state.into(),
@@ -556,7 +659,7 @@ impl Engine {
         leg_id: Option<&str>,
         flip_id: &str,
     ) -> Result<CallInfo, CommandError> {
-        let call = self.call(account_id, call_id)?;
+        let call = self.local_call(account_id, call_id)?;
         if call.state != CallState::Answered {
             return Err(CommandError::WrongState {
                 state: call.state.into(),
@@ -608,7 +711,7 @@ impl Engine {
         call_id: &str,
         message: &AudioSource,
     ) -> Result<CallInfo, CommandError> {
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         let pcm = self.resolve_audio(message).await?;
         self.ringing_action(account_id, call_id, RingingAction::Reply(pcm))
             .await
@@ -639,7 +742,7 @@ impl Engine {
         user_id: &str,
         contact: &str,
     ) -> Result<CallInfo, CommandError> {
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         let device = self.registered_device(user_id, contact).await?;
         self.ringing_action(account_id, call_id, RingingAction::AnswerOn(device))
             .await
@@ -713,7 +816,7 @@ impl Engine {
         call_id: &str,
         target: &str,
     ) -> Result<CallInfo, CommandError> {
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         let target = self.resolve_target(account_id, None, target).await?;
         self.send_command(account_id, call_id, |reply| CallCommand::Unpark {
             target,
@@ -733,7 +836,7 @@ impl Engine {
         extension: &str,
         contact: &str,
     ) -> Result<CallInfo, CommandError> {
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         let device = self.registered_device(user_id, contact).await?;
         let target = crate::call::TransferTarget {
             label: extension.to_string(),
@@ -775,6 +878,15 @@ impl Engine {
         leg_id: &str,
         on: bool,
     ) -> Result<CallInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || crate::cluster::Command::Mute {
+                leg_id: leg_id.to_string(),
+                on,
+            })
+            .await
+        {
+            return out.and_then(crate::cluster::Outcome::call);
+        }
         let leg_id = leg_id.to_string();
         self.send_command(account_id, call_id, |reply| CallCommand::Mute {
             leg_id,

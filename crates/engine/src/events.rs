@@ -7,9 +7,9 @@
 //! both. Per-call watchers ([`EventBus::watch_call`]) get call events only.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::control::CallInfo;
@@ -51,7 +51,7 @@ wire_enum! {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// Per account, starting at 1, no gaps.
     pub seq: u64,
@@ -64,13 +64,13 @@ pub struct Event {
     pub cause: Option<EndCause>,
     pub at_ms: i64,
     /// For `dtmf`: the digit (`0-9 * # A-D`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digit: Option<String>,
     /// For `recording_started` / `recording_stopped`: the recording's id.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording_id: Option<String>,
     /// For transfer events: the target.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// The call as it is after the event.
     pub call: CallInfo,
@@ -89,7 +89,7 @@ wire_enum! {
 }
 
 /// The participant a conference event is about.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ConferenceParticipantRef {
     /// The participant's id in the conference.
     pub id: String,
@@ -102,7 +102,7 @@ pub struct ConferenceParticipantRef {
 }
 
 /// An event of a named conference.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConferenceEvent {
     /// Per account, in the same sequence as call events.
     pub seq: u64,
@@ -120,7 +120,7 @@ pub struct ConferenceEvent {
 }
 
 /// One event on the bus.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum BusEvent {
     Call(Event),
@@ -132,6 +132,13 @@ impl BusEvent {
         match self {
             BusEvent::Call(e) => e.seq,
             BusEvent::Conference(e) => e.seq,
+        }
+    }
+
+    pub(crate) fn set_seq(&mut self, seq: u64) {
+        match self {
+            BusEvent::Call(e) => e.seq = seq,
+            BusEvent::Conference(e) => e.seq = seq,
         }
     }
 
@@ -187,6 +194,16 @@ pub struct EventBus {
     capacity: usize,
     accounts: Mutex<HashMap<String, AccountLog>>,
     sender: broadcast::Sender<BusEvent>,
+    /// Cluster mode (`[cluster] nats_url`): events go to the sequencer, which numbers them in
+    /// the account's cluster-wide sequence (JetStream); every node's events come back through
+    /// [`EventBus::ingest`]. Unset on a single node: numbered here, as always.
+    cluster: OnceLock<mpsc::Sender<BusEvent>>,
+    /// Cluster mode: this node's own events once sequenced, for the consumers that act once
+    /// per event in the cluster (webhooks, applications): [`EventBus::subscribe_all`].
+    owned: broadcast::Sender<BusEvent>,
+    /// Cluster mode: other nodes' calls in progress as their last event showed them, with the
+    /// node that owns each (for listing and for forwarding commands).
+    remote_calls: Mutex<HashMap<String, RemoteCall>>,
     /// Consumers of one call's events (an application run): fed directly, so each of N
     /// concurrent consumers does not wake for every event of every call (N² wake-ups).
     watchers: Mutex<HashMap<String, Vec<mpsc::Sender<Event>>>>,
@@ -195,13 +212,28 @@ pub struct EventBus {
 /// How many events a call's watcher may have unread before more are dropped (and logged).
 pub const CALL_WATCH_QUEUE: usize = 64;
 
+/// How many other nodes' calls a node keeps track of (beyond it the oldest are forgotten:
+/// listed nowhere, commands to them `NotFound`).
+pub const REMOTE_CALLS_MAX: usize = 100_000;
+
+/// Another node's call, as its latest event showed it.
+#[derive(Debug, Clone)]
+pub struct RemoteCall {
+    pub node: String,
+    pub call: CallInfo,
+}
+
 impl EventBus {
     pub fn new(backlog_per_account: usize) -> Self {
         let (sender, _) = broadcast::channel(4096);
+        let (owned, _) = broadcast::channel(4096);
         EventBus {
             capacity: backlog_per_account.max(1),
             accounts: Mutex::new(HashMap::new()),
             sender,
+            cluster: OnceLock::new(),
+            owned,
+            remote_calls: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
         }
     }
@@ -227,6 +259,25 @@ impl EventBus {
         cause: Option<EndCause>,
         detail: EventDetail,
     ) {
+        if let Some(sequencer) = self.cluster.get() {
+            // Numbered by the sequencer (cluster-wide); the call's own watchers need no number.
+            let event = Event {
+                seq: 0,
+                account_id: call.account_id.clone(),
+                kind,
+                call_id: call.id.clone(),
+                leg_id: leg_id.map(str::to_string),
+                cause,
+                at_ms: crate::sip_glue::now_ms(),
+                digit: detail.digit,
+                recording_id: detail.recording_id,
+                target: detail.target,
+                call: call.clone(),
+            };
+            to_sequencer(sequencer, BusEvent::Call(event.clone()));
+            self.feed_watchers(event);
+            return;
+        }
         let Ok(mut accounts) = self.accounts.lock() else {
             return;
         };
@@ -268,6 +319,21 @@ impl EventBus {
         participants: usize,
         started_at_ms: i64,
     ) -> Option<ConferenceEvent> {
+        if let Some(sequencer) = self.cluster.get() {
+            // Numbered by the sequencer; the participants' watchers get it unnumbered (0).
+            let event = ConferenceEvent {
+                seq: 0,
+                account_id: account_id.to_string(),
+                kind,
+                conference: conference.to_string(),
+                participant,
+                participants,
+                at_ms: crate::sip_glue::now_ms(),
+                started_at_ms,
+            };
+            to_sequencer(sequencer, BusEvent::Conference(event.clone()));
+            return Some(event);
+        }
         let mut accounts = self.accounts.lock().ok()?;
         let log = accounts
             .entry(account_id.to_string())
@@ -323,8 +389,108 @@ impl EventBus {
     }
 
     /// Every account's live events (for server-side consumers such as webhook delivery).
+    /// In a cluster: this node's own calls' events only (numbered), so that each event is
+    /// acted on once in the cluster, by the node that owns the call.
     pub fn subscribe_all(&self) -> broadcast::Receiver<BusEvent> {
-        self.sender.subscribe()
+        if self.cluster.get().is_some() {
+            self.owned.subscribe()
+        } else {
+            self.sender.subscribe()
+        }
+    }
+
+    /// Switches to cluster mode: from now on events are numbered by `sequencer`'s reader and
+    /// come back through [`EventBus::ingest`]. Call before anything subscribes.
+    pub(crate) fn enable_cluster(&self, sequencer: mpsc::Sender<BusEvent>) -> bool {
+        self.cluster.set(sequencer).is_ok()
+    }
+
+    /// Cluster mode: one numbered event from the bus (any node's, in the account's order).
+    /// `own`: this node published it; `live`: published since this node started (older ones
+    /// only fill the backlog, so a restarted node resumes clients without acting twice).
+    pub(crate) fn ingest(&self, event: BusEvent, origin: &str, own: bool, live: bool) {
+        let Ok(mut accounts) = self.accounts.lock() else {
+            return;
+        };
+        let log = accounts
+            .entry(event.account_id().to_string())
+            .or_insert_with(AccountLog::new);
+        if event.seq() < log.next_seq {
+            return; // seen already (the consumer was re-created)
+        }
+        log.next_seq = event.seq() + 1;
+        if log.backlog.len() == self.capacity {
+            log.backlog.pop_front();
+        }
+        log.backlog.push_back(event.clone());
+        if live {
+            let _ = self.sender.send(event.clone());
+            if own {
+                let _ = self.owned.send(event.clone());
+            }
+        }
+        drop(accounts);
+        if let (false, BusEvent::Call(e)) = (own, &event) {
+            self.track_remote(origin, e);
+        }
+    }
+
+    fn track_remote(&self, node: &str, event: &Event) {
+        let Ok(mut remote) = self.remote_calls.lock() else {
+            return;
+        };
+        if event.kind == EventKind::Ended {
+            remote.remove(&event.call_id);
+            return;
+        }
+        if remote.len() >= REMOTE_CALLS_MAX && !remote.contains_key(&event.call_id) {
+            let oldest = remote
+                .iter()
+                .min_by_key(|(_, r)| r.call.started_at_ms)
+                .map(|(id, _)| id.clone());
+            if let Some(id) = oldest {
+                tracing::warn!(call_id = %id, "too many other nodes' calls tracked: the oldest is forgotten");
+                remote.remove(&id);
+            }
+        }
+        remote.insert(
+            event.call_id.clone(),
+            RemoteCall {
+                node: node.to_string(),
+                call: event.call.clone(),
+            },
+        );
+    }
+
+    /// Another node's call in progress (cluster mode), if this node has seen it.
+    pub fn remote_call(&self, call_id: &str) -> Option<RemoteCall> {
+        self.remote_calls
+            .lock()
+            .ok()
+            .and_then(|r| r.get(call_id).cloned())
+    }
+
+    /// Other nodes' calls in progress of an account (cluster mode).
+    pub fn remote_calls(&self, account_id: &str) -> Vec<CallInfo> {
+        self.remote_calls
+            .lock()
+            .map(|r| {
+                r.values()
+                    .filter(|c| c.call.account_id == account_id)
+                    .map(|c| c.call.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Forgets the calls of a node (it is dead: its calls are lost with it).
+    pub fn forget_node(&self, node: &str) -> usize {
+        let Ok(mut remote) = self.remote_calls.lock() else {
+            return 0;
+        };
+        let before = remote.len();
+        remote.retain(|_, c| c.node != node);
+        before - remote.len()
     }
 
     /// Subscribes to an account's events; `after` = the last sequence the client saw.
@@ -365,6 +531,18 @@ impl EventBus {
             .ok()
             .and_then(|a| a.get(account_id).map(|l| l.next_seq - 1))
             .unwrap_or(0)
+    }
+}
+
+/// Hands an event to the sequencer without waiting: a full queue (the bus is down or slow)
+/// drops the event, logged, rather than stalling a call.
+fn to_sequencer(sequencer: &mpsc::Sender<BusEvent>, event: BusEvent) {
+    if let Err(e) = sequencer.try_send(event) {
+        let (why, event) = match e {
+            mpsc::error::TrySendError::Full(ev) => ("full", ev),
+            mpsc::error::TrySendError::Closed(ev) => ("closed", ev),
+        };
+        tracing::warn!(account_id = %event.account_id(), kind = %event.kind_str(), why, "event not sent to the cluster bus");
     }
 }
 
@@ -441,6 +619,78 @@ mod tests {
             Err(mpsc::error::TryRecvError::Disconnected)
         ));
         assert!(bus.watchers.lock().map(|w| w.is_empty()).unwrap_or(false));
+    }
+
+    #[test]
+    fn in_a_cluster_events_are_numbered_by_the_bus_and_only_own_ones_reach_subscribe_all() {
+        let bus = EventBus::new(3);
+        let (tx, mut sequencer) = mpsc::channel(16);
+        assert!(bus.enable_cluster(tx));
+        let mut watcher = bus.watch_call("c1");
+        let mut all = bus.subscribe_all();
+        let sub = bus.subscribe("a", None);
+        let mut live = sub.live;
+        // Published here: unnumbered to the sequencer, straight to the call's watcher, not
+        // into the backlog (that is filled from the bus).
+        bus.publish(EventKind::New, &call("a"), None, None);
+        let queued = sequencer.try_recv().unwrap();
+        assert_eq!((queued.seq(), queued.kind_str()), (0, "new"));
+        assert_eq!(
+            watcher.try_recv().map(|e| e.kind).ok(),
+            Some(EventKind::New)
+        );
+        assert_eq!(bus.last_seq("a"), 0);
+        // Back from the bus, numbered: ours (live), another node's (live), a replayed one.
+        let mut ours = queued;
+        ours.set_seq(1);
+        bus.ingest(ours, "n1", true, true);
+        let mut theirs = call("a");
+        theirs.id = "c2".into();
+        let mut e = BusEvent::Call(Event {
+            seq: 2,
+            account_id: "a".into(),
+            kind: EventKind::Answered,
+            call_id: "c2".into(),
+            leg_id: None,
+            cause: None,
+            at_ms: 0,
+            digit: None,
+            recording_id: None,
+            target: None,
+            call: theirs,
+        });
+        bus.ingest(e.clone(), "n2", false, true);
+        bus.ingest(e.clone(), "n2", false, true); // again: ignored
+        assert_eq!(bus.last_seq("a"), 2);
+        assert_eq!(live.try_recv().map(|e| e.seq()).ok(), Some(1));
+        assert_eq!(live.try_recv().map(|e| e.seq()).ok(), Some(2));
+        assert!(live.try_recv().is_err());
+        // Acting consumers get this node's events only (each event acted on once).
+        assert_eq!(all.try_recv().map(|e| e.seq()).ok(), Some(1));
+        assert!(all.try_recv().is_err());
+        // The other node's call is known, with its owner, until it ends or the node is dropped.
+        assert_eq!(
+            bus.remote_call("c2").map(|r| r.node),
+            Some("n2".to_string())
+        );
+        assert_eq!(bus.remote_calls("a").len(), 1);
+        assert!(bus.remote_calls("b").is_empty());
+        assert!(bus.remote_call("c1").is_none(), "own calls are not remote");
+        assert_eq!(bus.forget_node("n2"), 1);
+        assert!(bus.remote_call("c2").is_none());
+        // Resume from the backlog across the replayed history; older than it: a gap.
+        e.set_seq(3);
+        bus.ingest(e.clone(), "n2", false, false);
+        e.set_seq(4);
+        bus.ingest(e, "n2", false, false);
+        assert!(live.try_recv().is_err(), "replayed events are not live");
+        let s = bus.subscribe("a", Some(2));
+        assert_eq!(
+            s.missed.iter().map(BusEvent::seq).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        assert!(!s.gap);
+        assert!(bus.subscribe("a", Some(0)).gap);
     }
 
     #[test]

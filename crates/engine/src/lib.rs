@@ -7,6 +7,7 @@ pub mod apps_refer;
 mod auth;
 mod call;
 mod call_core;
+pub mod cluster;
 pub mod conference;
 pub mod control;
 mod dialing;
@@ -67,7 +68,13 @@ pub enum EngineError {
     Media(String),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("cluster bus: {0}")]
+    Cluster(#[from] cluster::ClusterError),
 }
+
+/// Events kept per account for clients that resume (and, in a cluster, retained per account
+/// in the JetStream stream).
+pub const EVENT_BACKLOG: usize = 1000;
 
 /// What the engine needs from the configuration, resolved once at start.
 #[derive(Debug, Clone)]
@@ -90,6 +97,8 @@ pub struct EngineConfig {
 
 pub(crate) struct EngineInner {
     pub cfg: EngineConfig,
+    /// The cluster bus, when `[cluster] nats_url` is set.
+    pub cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
     pub store: Store,
     pub sip: SipServer,
     pub ports: Arc<PortPool>,
@@ -234,7 +243,8 @@ impl Engine {
                 orbits: Mutex::new(HashMap::new()),
                 conferences: std::sync::Mutex::new(HashMap::new()),
                 queues: queues::Queues::default(),
-                events: EventBus::new(1000),
+                events: EventBus::new(EVENT_BACKLOG),
+                cluster: std::sync::OnceLock::new(),
                 states: hookflash_sip::router::StateRouter::start(),
                 music_on_hold,
                 fetcher: fetch::AudioFetcher::with_policy(
@@ -300,6 +310,13 @@ impl Engine {
         let every = Duration::from_secs(config.cluster.heartbeat_secs.max(1));
         let dead_after = Duration::from_secs(config.cluster.node_dead_after_secs.max(1));
         tokio::spawn(async move { beating.heartbeat(every, dead_after).await });
+        if let Some(url) = &config.cluster.nats_url {
+            let cluster =
+                cluster::start(&engine, &config.cluster.node_id, url, EVENT_BACKLOG).await?;
+            if engine.inner.cluster.set(cluster).is_err() {
+                warn!("the cluster bus was started twice");
+            }
+        }
         Ok(engine)
     }
 
@@ -330,6 +347,19 @@ impl Engine {
                         }
                     }
                     Err(e) => warn!(error = %e, "cannot look for dead cluster nodes"),
+                }
+                // Every survivor (not only the one that closed the records) stops listing
+                // the calls of a node taken for dead: they went down with it.
+                if self.inner.cluster.get().is_some() {
+                    if let Ok(nodes) = store.nodes().await {
+                        for n in nodes.iter().filter(|n| n.dead_since.is_some()) {
+                            let forgotten = self.inner.events.forget_node(&n.node_id);
+                            if forgotten > 0 {
+                                info!(node = %n.node_id, calls = forgotten,
+                                    "no longer listing a dead node's calls");
+                            }
+                        }
+                    }
                 }
             }
             tokio::select! {

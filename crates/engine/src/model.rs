@@ -64,6 +64,16 @@ macro_rules! wire_enum {
                 s.serialize_str(self.as_str())
             }
         }
+
+        // Read back from the cluster bus (docs/architecture.md "The bus").
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                let word = <::std::borrow::Cow<'de, str> as ::serde::Deserialize>::deserialize(d)?;
+                $name::parse(&word).ok_or_else(|| {
+                    <D::Error as ::serde::de::Error>::unknown_variant(&word, &[$($wire,)+])
+                })
+            }
+        }
     };
 }
 pub(crate) use wire_enum;

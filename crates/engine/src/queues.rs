@@ -412,7 +412,7 @@ impl Engine {
     ) -> Result<QueueTicket, QueueError> {
         // Watch before the check, so an end in between is not missed.
         let mut watch = self.inner.events.watch_call(call_id);
-        if self.call(account_id, call_id).is_err() {
+        if self.local_call(account_id, call_id).is_err() {
             return Err(QueueError::Gone);
         }
         let ticket = self

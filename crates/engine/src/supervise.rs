@@ -83,7 +83,7 @@ impl Engine {
         account_id: &str,
         call_id: &str,
     ) -> Result<Vec<ParticipantInfo>, CommandError> {
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         let Some(entry) = self.conference_entry(account_id, &call_conference_name(call_id)) else {
             return Ok(Vec::new());
         };
@@ -168,7 +168,7 @@ impl Engine {
         other_call_id: &str,
         leg_id: &str,
     ) -> Result<ParticipantInfo, CommandError> {
-        let call = self.call(account_id, call_id)?;
+        let call = self.local_call(account_id, call_id)?;
         if call.state != CallState::Answered {
             return Err(CommandError::WrongState {
                 state: call.state.into(),
@@ -239,7 +239,7 @@ impl Engine {
         account_id: &str,
         call_id: &str,
     ) -> Result<ConferenceEntry, CommandError> {
-        self.call(account_id, call_id)?;
+        self.local_call(account_id, call_id)?;
         self.conference_entry(account_id, &call_conference_name(call_id))
             .ok_or(CommandError::NotFound)
     }
@@ -267,7 +267,7 @@ impl Engine {
         call_id: &str,
         supervision: &Supervision,
     ) -> Result<(), CommandError> {
-        let call = self.call(account_id, call_id)?;
+        let call = self.local_call(account_id, call_id)?;
         match (&supervision.agent_leg, supervision.mode) {
             (None, SuperviseMode::Coach) => Err(CommandError::Invalid(
                 "coach needs agent_leg: the leg that hears the supervisor".into(),
@@ -290,7 +290,7 @@ impl Engine {
         target: &str,
         supervision: Option<Supervision>,
     ) -> Result<ParticipantInfo, CommandError> {
-        let call = self.call(account_id, call_id)?;
+        let call = self.local_call(account_id, call_id)?;
         if call.state != CallState::Answered {
             return Err(CommandError::WrongState {
                 state: call.state.into(),
@@ -323,7 +323,7 @@ impl Engine {
         entry: &ConferenceEntry,
     ) -> Result<(), CommandError> {
         let inside = entry.ask(Command::Info).await?.participants;
-        let call = self.call(account_id, call_id)?;
+        let call = self.local_call(account_id, call_id)?;
         for leg in &call.legs {
             if inside
                 .iter()

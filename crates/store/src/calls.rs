@@ -357,6 +357,52 @@ mod tests {
     }
 
     crate::testdb::both_backends! {
+        async fn a_node_recovers_only_its_own_live_calls_and_records_carry_the_node() {
+            let s = crate::testdb::store().await;
+            assert!(s.set_node_id("n1"));
+            assert!(!s.set_node_id("n2"), "the node is named once");
+            s.call_started(live("mine", 1_000));
+            // Another node's call in progress, in the shared database.
+            sqlx::query(
+                "INSERT INTO live_calls (id, account_id, from_uri, to_uri, direction, \
+                   started_at, node_id) VALUES ('theirs', 'acc1', '201', '202', 'internal', \
+                   1000, 'n2')",
+            )
+            .execute(&s.pool)
+            .await
+            .unwrap();
+            s.insert_call_record(&record("done", Some("acc1"), 2_500, true))
+                .await
+                .unwrap();
+            s.heartbeat(9_000).await.unwrap();
+            assert_eq!(s.recover_live_calls().await.unwrap(), 1);
+            assert_eq!(
+                s.call_record("mine").await.unwrap().unwrap().end_cause,
+                "crash"
+            );
+            assert!(s.call_record("theirs").await.unwrap().is_none());
+            let left: Vec<(String, Option<String>)> =
+                sqlx::query_as("SELECT id, node_id FROM live_calls")
+                    .fetch_all(&s.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(left, vec![("theirs".to_string(), Some("n2".to_string()))]);
+            let nodes: Vec<(String, Option<String>)> =
+                sqlx::query_as("SELECT id, node_id FROM call_records ORDER BY id")
+                    .fetch_all(&s.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(
+                nodes,
+                vec![
+                    ("done".to_string(), Some("n1".to_string())),
+                    ("mine".to_string(), Some("n1".to_string()))
+                ]
+            );
+        }
+    }
+
+    crate::testdb::both_backends! {
         async fn records_round_trip_with_legs_newest_first() {
             let s = crate::testdb::store().await;
             s.insert_call_record(&record("c1", Some("acc1"), 1_000, true))

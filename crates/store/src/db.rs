@@ -67,8 +67,8 @@ pub struct Store {
     pub(crate) records: Option<RecordWriter>,
     /// The directory holding the database file (`None` for an in-memory store).
     pub(crate) data_dir: Option<Arc<PathBuf>>,
-    /// This server's cluster node id ([`Store::set_node_id`]); unset: one node alone.
-    pub(crate) node: Arc<std::sync::OnceLock<String>>,
+    /// The cluster node this process is: written with live calls and call records.
+    pub(crate) node: crate::record_writer::NodeId,
 }
 
 /// `sqlx::Any` needs its drivers registered (once per process; later calls do nothing)
@@ -300,7 +300,7 @@ impl Store {
     pub(crate) async fn write_call_record(&self, rec: &CallRecord) -> Result<(), StoreError> {
         match &self.records {
             Some(writer) => writer.write(&self.pool, rec).await,
-            None => insert_one(&self.pool, rec).await,
+            None => insert_one(&self.pool, rec, self.node_id()).await,
         }
     }
 
@@ -402,7 +402,7 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
             if exists.is_none() {
-                crate::record_writer::insert_rows_pub(&mut tx, &rec).await?;
+                crate::record_writer::insert_rows_pub(&mut tx, &rec, self.node_id()).await?;
                 n += 1;
             }
         }

@@ -46,10 +46,13 @@ impl Store {
     /// This server's node id: written on each live call's row, so only this node's calls are
     /// recovered at its start and a survivor closes exactly the calls of a dead node. Set once
     /// (at start, before the first call); a second call is ignored with a warning.
-    pub fn set_node_id(&self, node_id: &str) {
-        if self.node.set(node_id.to_string()).is_err() {
+    /// Live calls and call records carry it. False if it was set already.
+    pub fn set_node_id(&self, node_id: &str) -> bool {
+        let first = self.node.set(node_id.to_string()).is_ok();
+        if !first {
             tracing::warn!(node_id, "store node id already set; kept the first");
         }
+        first
     }
 
     /// The node id set with [`Store::set_node_id`].
@@ -204,7 +207,7 @@ impl Store {
                 legs: Vec::new(),
             };
             // Removes the live row too.
-            crate::record_writer::insert_rows_pub(&mut tx, &rec).await?;
+            crate::record_writer::insert_rows_pub(&mut tx, &rec, Some(node_id)).await?;
             n += 1;
         }
         tx.commit().await?;

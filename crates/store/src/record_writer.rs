@@ -41,6 +41,9 @@ enum Job {
     Answered { id: String, at: i64 },
 }
 
+/// The node id rows are written with, set once at start (shared by the store's clones).
+pub(crate) type NodeId = Arc<std::sync::OnceLock<String>>;
+
 /// A call in progress, as the crash recovery needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveCall {
@@ -58,6 +61,8 @@ pub struct LiveCall {
 #[derive(Clone, Debug)]
 pub(crate) struct RecordWriter {
     queue: mpsc::Sender<Job>,
+    /// The node this process is ([`crate::Store::set_node`]), written with each row.
+    node: NodeId,
     #[cfg_attr(not(test), allow(dead_code))] // read by the tests
     pub(crate) stats: Arc<WriterStats>,
 }
@@ -94,8 +99,8 @@ impl RecordWriter {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let (queue, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
-        handle.spawn(run(pool, stats.clone(), rx, node));
-        Some(RecordWriter { queue, stats })
+        handle.spawn(run(pool, stats.clone(), rx, node.clone()));
+        Some(RecordWriter { queue, node, stats })
     }
 
     /// Queues the record and waits until it is committed (or failed).
@@ -108,7 +113,7 @@ impl RecordWriter {
         if let Err(mpsc::error::SendError(_)) = self.queue.send(job).await {
             // The writer task is gone (its runtime is shutting down): write it ourselves.
             tracing::debug!(call_id = %rec.id, "call-record writer gone; writing directly");
-            return insert_one(pool, rec).await;
+            return insert_one(pool, rec, self.node.get().map(String::as_str)).await;
         }
         outcome.await.map_err(|_| StoreError::WriterGone)?
     }
@@ -127,13 +132,11 @@ impl RecordWriter {
     }
 }
 
-/// The store's cluster node id, once set (written on each live call's row).
-pub(crate) type NodeId = Arc<std::sync::OnceLock<String>>;
-
 async fn run(pool: AnyPool, stats: Arc<WriterStats>, mut rx: mpsc::Receiver<Job>, node: NodeId) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        write_batch(&pool, &stats, &mut batch, node.get().map(String::as_str)).await;
+        let node = node.get().map(String::as_str);
+        write_batch(&pool, &stats, &mut batch, node).await;
     }
     tracing::debug!(
         batches = stats.batches.load(Ordering::Relaxed),
@@ -176,7 +179,7 @@ async fn write_one_by_one(pool: &AnyPool, batch: &mut Vec<Job>, node: Option<&st
     for job in batch.drain(..) {
         match job {
             Job::Record { ref rec, .. } => {
-                let res = insert_one(pool, rec).await;
+                let res = insert_one(pool, rec, node).await;
                 answer(job, res);
             }
             Job::Live(_) | Job::Answered { .. } => {
@@ -246,7 +249,7 @@ async fn insert_many(pool: &AnyPool, batch: &[Job], node: Option<&str>) -> Resul
     let mut tx = pool.begin().await?;
     for job in batch {
         match job {
-            Job::Record { rec, .. } => insert_rows(&mut tx, rec).await?,
+            Job::Record { rec, .. } => insert_rows(&mut tx, rec, node).await?,
             Job::Live(_) | Job::Answered { .. } => write_note(&mut tx, job, node).await?,
         }
     }
@@ -255,9 +258,13 @@ async fn insert_many(pool: &AnyPool, batch: &[Job], node: Option<&str>) -> Resul
 }
 
 /// One record in its own transaction.
-pub(crate) async fn insert_one(pool: &AnyPool, rec: &CallRecord) -> Result<(), StoreError> {
+pub(crate) async fn insert_one(
+    pool: &AnyPool,
+    rec: &CallRecord,
+    node: Option<&str>,
+) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    insert_rows(&mut tx, rec).await?;
+    insert_rows(&mut tx, rec, node).await?;
     tx.commit().await?;
     tracing::debug!(call_id = %rec.id, legs = rec.legs.len(), "call record written");
     Ok(())
@@ -267,21 +274,26 @@ pub(crate) async fn insert_one(pool: &AnyPool, rec: &CallRecord) -> Result<(), S
 pub(crate) async fn insert_rows_pub(
     conn: &mut AnyConnection,
     rec: &CallRecord,
+    node: Option<&str>,
 ) -> Result<(), StoreError> {
-    insert_rows(conn, rec).await
+    insert_rows(conn, rec, node).await
 }
 
 /// The call row and its leg rows (each leg stored under the record's id); the call is no
 /// longer live.
-async fn insert_rows(conn: &mut AnyConnection, rec: &CallRecord) -> Result<(), StoreError> {
+async fn insert_rows(
+    conn: &mut AnyConnection,
+    rec: &CallRecord,
+    node: Option<&str>,
+) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM live_calls WHERE id = $1")
         .bind(&rec.id)
         .execute(&mut *conn)
         .await?;
     sqlx::query(
         "INSERT INTO call_records (id, account_id, from_uri, to_uri, direction, started_at, \
-           answered_at, ended_at, duration_ms, end_cause, sip_status) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+           answered_at, ended_at, duration_ms, end_cause, sip_status, node_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&rec.id)
     .bind(&rec.account_id)
@@ -294,6 +306,7 @@ async fn insert_rows(conn: &mut AnyConnection, rec: &CallRecord) -> Result<(), S
     .bind(rec.duration_ms)
     .bind(&rec.end_cause)
     .bind(i64::from(rec.sip_status))
+    .bind(node)
     .execute(&mut *conn)
     .await?;
     for leg in &rec.legs {

@@ -12,7 +12,4 @@ CREATE TABLE nodes (
     dead_since  BIGINT
 );
 
--- The node that owns a live call (NULL: written before this migration, by the single node).
--- NOTE for the merge: the NATS-bus branch adds `node_id` to live_calls in its 0013; keep one.
-ALTER TABLE live_calls ADD COLUMN node_id TEXT COLLATE "C";
-CREATE INDEX live_calls_node ON live_calls (node_id);
+-- The node that owns a live call is `live_calls.node_id`, added by 0013.

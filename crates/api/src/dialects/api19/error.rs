@@ -34,6 +34,9 @@ pub enum Api19Error {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// The call's node (cluster) did not answer in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -48,6 +51,7 @@ impl Api19Error {
             Api19Error::Conflict(_) => StatusCode::CONFLICT,
             Api19Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Api19Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Api19Error::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Api19Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -62,6 +66,7 @@ impl Api19Error {
             Api19Error::Conflict(_) => 21220,
             Api19Error::TooManyRequests { .. } => 20429,
             Api19Error::Unavailable(_) => 20503,
+            Api19Error::GatewayTimeout(_) => 20504,
             Api19Error::Internal(_) => 20500,
         }
     }
@@ -138,6 +143,8 @@ impl From<CommandError> for Api19Error {
                 message: why,
                 retry: None,
             },
+            e @ CommandError::NodeUnreachable { .. } => Api19Error::Unavailable(e.to_string()),
+            e @ CommandError::NodeTimeout { .. } => Api19Error::GatewayTimeout(e.to_string()),
         }
     }
 }
@@ -174,6 +181,8 @@ mod tests {
             (CommandError::Invalid("x".into()), 400),
             (CommandError::BadTarget("x".into()), 400),
             (CommandError::Limited("x".into()), 429),
+            (CommandError::NodeUnreachable { node: "n2".into() }, 503),
+            (CommandError::NodeTimeout { node: "n2".into() }, 504),
             (
                 CommandError::Failed {
                     status: 503,

@@ -35,6 +35,9 @@ pub enum JambonzError {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// The call's node (cluster) did not answer in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -49,6 +52,7 @@ impl JambonzError {
             JambonzError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             JambonzError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             JambonzError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            JambonzError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             JambonzError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -84,6 +88,8 @@ impl From<CommandError> for JambonzError {
                 message: why,
                 retry: None,
             },
+            e @ CommandError::NodeUnreachable { .. } => JambonzError::Unavailable(e.to_string()),
+            e @ CommandError::NodeTimeout { .. } => JambonzError::GatewayTimeout(e.to_string()),
         }
     }
 }
@@ -142,6 +148,8 @@ mod tests {
             (CommandError::BadTarget("x".into()), 400),
             (CommandError::NotPermitted("x".into()), 403),
             (CommandError::Limited("x".into()), 429),
+            (CommandError::NodeUnreachable { node: "n2".into() }, 503),
+            (CommandError::NodeTimeout { node: "n2".into() }, 504),
             (
                 CommandError::Failed {
                     status: 488,

@@ -68,6 +68,8 @@ pub(crate) fn error_code() -> Schema {
             "invalid_request",
             "conflict",
             "rate_limited",
+            "node_unavailable",
+            "node_timeout",
             "payload_too_large",
             "internal",
         ],

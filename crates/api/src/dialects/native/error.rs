@@ -32,6 +32,12 @@ pub enum NativeError {
     /// A limit stops the request for now (the account's outbound-call brakes).
     #[error("{0}")]
     TooManyRequests(String),
+    /// The call's node (cluster) is unreachable.
+    #[error("{0}")]
+    NodeUnavailable(String),
+    /// The call's node (cluster) did not answer in time.
+    #[error("{0}")]
+    NodeTimeout(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -62,6 +68,8 @@ impl NativeError {
             }
             NativeError::BadRequest(_) => StatusCode::BAD_REQUEST,
             NativeError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            NativeError::NodeUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            NativeError::NodeTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             NativeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -76,6 +84,8 @@ impl NativeError {
             NativeError::BadRequest(_) => "invalid_request",
             NativeError::Conflict(_) => "conflict",
             NativeError::TooManyRequests(_) => "rate_limited",
+            NativeError::NodeUnavailable(_) => "node_unavailable",
+            NativeError::NodeTimeout(_) => "node_timeout",
             NativeError::Internal(_) => "internal",
         }
     }
@@ -98,6 +108,12 @@ impl From<CommandError> for NativeError {
             CommandError::BadTarget(why) => NativeError::BadRequest(why),
             CommandError::NotPermitted(why) => NativeError::Forbidden(why),
             CommandError::Limited(why) => NativeError::TooManyRequests(why),
+            e @ CommandError::NodeUnreachable { .. } => NativeError::NodeUnavailable(format!(
+                "{e}; the call is unchanged as far as this node knows"
+            )),
+            e @ CommandError::NodeTimeout { .. } => NativeError::NodeTimeout(format!(
+                "{e}; whether the command was carried out is unknown"
+            )),
         }
     }
 }

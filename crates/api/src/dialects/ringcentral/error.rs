@@ -42,6 +42,12 @@ pub enum RcError {
     /// 501: a feature the engine does not offer.
     #[error("{0}")]
     NotImplemented(String),
+    /// The call's node (cluster) is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The call's node (cluster) did not answer in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -56,6 +62,8 @@ impl RcError {
             RcError::WrongState(_) => StatusCode::CONFLICT,
             RcError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             RcError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            RcError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            RcError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             RcError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -71,6 +79,8 @@ impl RcError {
             RcError::WrongState(_) => "TAS-409",
             RcError::TooManyRequests(_) => "CMN-301",
             RcError::NotImplemented(_) => "CMN-501",
+            RcError::Unavailable(_) => "CMN-211",
+            RcError::GatewayTimeout(_) => "CMN-212",
             RcError::Internal(_) => "CMN-201",
         }
     }
@@ -112,6 +122,8 @@ impl From<CommandError> for RcError {
             CommandError::BadTarget(why) => RcError::invalid("target", why),
             CommandError::NotPermitted(why) => RcError::Forbidden(why),
             CommandError::Limited(why) => RcError::TooManyRequests(why),
+            e @ CommandError::NodeUnreachable { .. } => RcError::Unavailable(e.to_string()),
+            e @ CommandError::NodeTimeout { .. } => RcError::GatewayTimeout(e.to_string()),
         }
     }
 }

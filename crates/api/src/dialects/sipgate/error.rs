@@ -31,6 +31,12 @@ pub enum SipgateError {
     TooManyRequests(String),
     #[error("{0}")]
     NotImplemented(String),
+    /// The call's node (cluster) is unreachable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The call's node (cluster) did not answer in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -45,6 +51,8 @@ impl SipgateError {
             SipgateError::BadRequest(_) => StatusCode::BAD_REQUEST,
             SipgateError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             SipgateError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            SipgateError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SipgateError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             SipgateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,6 +75,8 @@ impl From<CommandError> for SipgateError {
             CommandError::BadTarget(why) => SipgateError::BadRequest(why),
             CommandError::NotPermitted(why) => SipgateError::Forbidden(why),
             CommandError::Limited(why) => SipgateError::TooManyRequests(why),
+            e @ CommandError::NodeUnreachable { .. } => SipgateError::Unavailable(e.to_string()),
+            e @ CommandError::NodeTimeout { .. } => SipgateError::GatewayTimeout(e.to_string()),
         }
     }
 }
