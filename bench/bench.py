@@ -1779,18 +1779,19 @@ def build_details(res):
                     {k: v for k, v in b.items() if k.endswith("_kb")}))
     cl = S.get("cluster_hookflash")
     if cl and ("single" in cl or "cluster" in cl):
-        out.append("\ncluster_hookflash (one SQLite node vs two PostgreSQL nodes behind Kamailio; "
-                   "PostgreSQL: %s):\n" % cl.get("postgres"))
+        out.append("\ncluster_hookflash (one SQLite node vs two PostgreSQL + NATS nodes behind "
+                   "Kamailio; PostgreSQL: %s):\n" % cl.get("postgres"))
         out.append("| setup | offered/s | ok | failed | done/s | INVITE->200 ms | CPU ms/call: "
-                   "nodes | front | db | all server | gen |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+                   "nodes | front | db | bus | all server | gen |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for setup in ("single", "cluster"):
             for s in cl.get(setup, []):
-                out.append("| %s | %d | %d | %d | %.0f | %s | %s | %s | %s | %.2f | %s |" % (
+                out.append("| %s | %d | %d | %d | %.0f | %s | %s | %s | %s | %s | %.2f | %s |" % (
                     setup, s["rate"], s["ok"], s["failed"], s["completed_per_s"],
                     fmt(s["rtd_ms"], "%.0f"), fmt(s.get("nodes_cpu_ms_per_call"), "%.2f"),
                     fmt(s.get("front_cpu_ms_per_call"), "%.2f"),
-                    fmt(s.get("db_cpu_ms_per_call"), "%.2f"), s["server_cpu_ms_per_call"],
+                    fmt(s.get("db_cpu_ms_per_call"), "%.2f"),
+                    fmt(s.get("bus_cpu_ms_per_call"), "%.2f"), s["server_cpu_ms_per_call"],
                     fmt(s.get("gen_cpu_ms_per_call"), "%.2f")))
     return "\n".join(out)
 

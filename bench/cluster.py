@@ -3,7 +3,7 @@
 The same stepped call rate as scenario 1 (SIPp trunk caller -> DID -> SIPp callee, SDP with
 anchored RTP ports, SHORT_CALL_MS calls, no audio), against
 - `single`: one hookflash node on SQLite (the default deployment), and
-- `cluster`: two hookflash nodes on one PostgreSQL behind Kamailio running
+- `cluster`: two hookflash nodes on one PostgreSQL and one NATS (JetStream) behind Kamailio running
   deploy/kamailio/kamailio.cfg (dispatcher, hash over the Call-ID, record-route).
 Per step: calls completed/s, failures, INVITE -> 200 as SIPp measured it (rtd, ms), and CPU
 seconds per call of each group (hookflash nodes, Kamailio, PostgreSQL, SIPp), from
@@ -31,9 +31,10 @@ class Node(Hookflash):
     """A hookflash node of the cluster: PostgreSQL, [cluster] node_id, the front trusted, its
     own half of the RTP range."""
 
-    def __init__(self, binary, workdir, trunk_port, db_url, node_id, front, rtp):
+    def __init__(self, binary, workdir, trunk_port, db_url, node_id, front, rtp, nats_url=None):
         super().__init__(binary, workdir, trunk_port)
         self.db_url, self.node_id, self.front, self.rtp_range = db_url, node_id, front, rtp
+        self.nats_url = nats_url
 
     def config(self):
         lines = super().config().split("\n")
@@ -46,8 +47,47 @@ class Node(Hookflash):
             out.append(line)
             if line == "[sip]":
                 out.append('trusted_proxies = ["%s"]' % self.front)
-        out += ["[cluster]", 'node_id = "%s"' % self.node_id, ""]
+        out += ["[cluster]", 'node_id = "%s"' % self.node_id]
+        if self.nats_url:
+            out.append('nats_url = "%s"' % self.nats_url)
+        out.append("")
         return "\n".join(out)
+
+
+class Nats:
+    """nats-server with JetStream on a free loopback port (the bus the nodes share)."""
+
+    def __init__(self, workdir):
+        self.port = free_port(tcp=True)
+        store = os.path.join(workdir, "nats")
+        os.makedirs(store, exist_ok=True)
+        self.log = open(os.path.join(workdir, "nats.log"), "w")
+        self.proc = spawn(["nats-server", "-a", LOOP, "-p", str(self.port), "-js", "-sd", store],
+                          stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = "nats://%s:%d" % (LOOP, self.port)
+        if not wait_until(lambda: _listening(self.port), 10, 0.1):
+            self.stop()
+            raise RuntimeError("nats-server did not start")
+
+    def pids(self):
+        return [self.proc.pid] if self.proc.poll() is None else []
+
+    def stop(self):
+        stop_proc(self.proc)
+        self.log.close()
+
+
+def _listening(port):
+    import socket
+    s = socket.socket()
+    try:
+        s.settimeout(0.2)
+        s.connect((LOOP, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 class Postgres:
@@ -211,13 +251,14 @@ def scenario_cluster(ctx):
     uac_port, uas_port = free_port(), free_port()
     sipp = SippFactory(os.path.join(wd, "sipp"))
     pg = Postgres()
-    nodes, front = [], None
+    nodes, front, nats = [], None, None
     try:
+        nats = Nats(wd)
         front_port = free_port()
         half = (40000, 44999), (45000, 49999)
         for i in (0, 1):
             n = Node(ctx.hf_bin, os.path.join(wd, "n%d" % (i + 1)), uac_port, pg.url,
-                     "n%d" % (i + 1), "%s:%d" % (LOOP, front_port), half[i])
+                     "n%d" % (i + 1), "%s:%d" % (LOOP, front_port), half[i], nats.url)
             nodes.append(n.start())
         front = Front(wd, nodes, front_port)
         r = sipp.run("register", "register.xml", remote=front.sip, local_port=uas_port,
@@ -227,14 +268,16 @@ def scenario_cluster(ctx):
             raise RuntimeError("SIPp callee could not register through the front: %s"
                                % r.summary())
         groups = {"nodes": lambda: sum((n.pids() for n in nodes), []), "front": front.pids,
-                  "db": pg.pids}
-        out["cluster"] = _steps(ctx, "cluster", front.sip, groups, ["nodes", "front", "db"],
+                  "db": pg.pids, "bus": nats.pids}
+        out["cluster"] = _steps(ctx, "cluster", front.sip, groups, ["nodes", "front", "db", "bus"],
                                 uac_port, uas_port, sipp, Hookflash.DID)
     finally:
         if front is not None:
             front.stop()
         for n in nodes:
             n.stop()
+        if nats is not None:
+            nats.stop()
         pg.stop()
     out["postgres"] = "BENCH_POSTGRES_URL" if os.environ.get("BENCH_POSTGRES_URL") else \
         "throwaway (fsync=off, synchronous_commit=off)"

@@ -40,6 +40,7 @@ command -v python3 >/dev/null || need+=(python3)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v psql >/dev/null || need+=(postgresql-client)
 command -v kamcmd >/dev/null || need+=(kamailio)
+command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server)   # the cluster scenario's bus
 if ((${#need[@]})); then
     [ "$(id -u)" = 0 ] || SUDO=sudo
     say "installing ${need[*]}"
