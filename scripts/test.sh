@@ -11,6 +11,8 @@
 #   SKIP_E2E=1        skip the end-to-end suite
 #   PYTEST_ARGS="..." extra pytest arguments, e.g. PYTEST_ARGS="-k register -x"
 #   E2E_WORKERS=N     parallel pytest workers for the e2e suite (default 2; 1 = serial)
+#   E2E_POSTGRES=0    skip the e2e suite's third pass (the store-heavy files on PostgreSQL)
+#   HOOKFLASH_E2E_DATABASE=postgres  the whole e2e suite on PostgreSQL (then no third pass)
 #   HOOKFLASH_KEEP_ARTIFACTS=1  keep tests/e2e/artifacts/<test>/ for passing tests too
 # Exits non-zero if any stage fails; pytest collecting no test counts as failure.
 set -uo pipefail
@@ -158,12 +160,25 @@ run_unit_tests() {
   return "$rc"
 }
 
+# The e2e files that exercise the store most (the native API and its event backlog across a
+# restart, recordings, voicemail, applications, registrations, OAuth tokens and RingCentral
+# subscriptions, api19 / jambonz / sipgate REST with their call records): the third pass runs
+# them again with every server on PostgreSQL (tests/e2e/README.md, "PostgreSQL").
+E2E_POSTGRES_FILES=(
+  test_api_native.py test_sipgate_sdk.py test_recording.py test_voicemail.py
+  test_app_runtime.py test_jambonz_sdk.py test_api19_calls.py test_rcml_record.py
+  test_ringcentral_oauth.py test_ringcentral_subscriptions.py test_ringcentral_recovery.py
+  test_register.py
+)
+
 run_e2e() {
   # Two passes: everything but the machine-loading tests on E2E_WORKERS parallel pytest
   # workers (a test file stays on one worker; each worker has its own ports, see hfserver.py),
   # then the `solo` tests (floods, load, sprays) alone, so that they neither slow nor are
-  # slowed by timing-sensitive calls.
-  local workers=${E2E_WORKERS:-2} rc1 rc2
+  # slowed by timing-sensitive calls. Both on SQLite unless HOOKFLASH_E2E_DATABASE=postgres.
+  # A third pass runs the store-heavy files again on PostgreSQL (E2E_POSTGRES=0 skips it; it
+  # is left out when the first two already ran on PostgreSQL).
+  local workers=${E2E_WORKERS:-2} rc1 rc2 rc3=5
   # shellcheck disable=SC2086
   timeout 1500 "$VENV/bin/python" -m pytest tests/e2e -q -n "$workers" --dist loadfile \
     -m "not solo" ${PYTEST_ARGS:-}
@@ -171,13 +186,23 @@ run_e2e() {
   # shellcheck disable=SC2086
   timeout 600 "$VENV/bin/python" -m pytest tests/e2e -q -m solo ${PYTEST_ARGS:-}
   rc2=$?
+  if [ "${E2E_POSTGRES:-1}" != "0" ] && [ "${HOOKFLASH_E2E_DATABASE:-sqlite}" != "postgres" ]; then
+    echo
+    echo "=== e2e third pass: the store-heavy files on PostgreSQL (HOOKFLASH_E2E_DATABASE=postgres)"
+    # shellcheck disable=SC2086
+    HOOKFLASH_E2E_DATABASE=postgres timeout 600 "$VENV/bin/python" -m pytest \
+      "${E2E_POSTGRES_FILES[@]/#/tests/e2e/}" -q -n "$workers" --dist loadfile \
+      -m "not solo" ${PYTEST_ARGS:-}
+    rc3=$?
+  fi
   # Exit 5 = this pass collected nothing (e.g. PYTEST_ARGS selected only the other kind).
-  if [ "$rc1" -eq 5 ] && [ "$rc2" -eq 5 ]; then
+  if [ "$rc1" -eq 5 ] && [ "$rc2" -eq 5 ] && [ "$rc3" -eq 5 ]; then
     echo "pytest collected no tests: counted as a failure"
     return 5
   fi
   if [ "$rc1" -ne 0 ] && [ "$rc1" -ne 5 ]; then return "$rc1"; fi
   if [ "$rc2" -ne 0 ] && [ "$rc2" -ne 5 ]; then return "$rc2"; fi
+  if [ "$rc3" -ne 0 ] && [ "$rc3" -ne 5 ]; then return "$rc3"; fi
   return 0
 }
 
