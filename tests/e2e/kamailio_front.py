@@ -6,7 +6,9 @@
   heartbeat / dead-node intervals, and `[sip] trusted_proxies` = the front's exact address,
 - Kamailio with deploy/kamailio/kamailio.cfg (the file operators deploy, values given with
   `-A`), a dispatcher list of the two nodes, OPTIONS probes every PROBE_SECS, and its control
-  socket, so `dispatcher()` reads Kamailio's own view of the nodes (kamcmd).
+  socket, so `dispatcher()` reads Kamailio's own view of the nodes (kamcmd),
+- with `nats=True`, also the cluster bus: a nats-server (twonode.NatsServer) and
+  `[cluster] nats_url` on both nodes.
 
 Phones register and call through `front` (it quacks like an hfserver.Server for
 phones.Phone.register / uri). Which node a request went to is read from Kamailio's log
@@ -20,6 +22,7 @@ import subprocess
 import time
 
 from hfserver import REPO, Server, free_port
+from twonode import NatsServer
 
 CFG = os.path.join(REPO, "deploy", "kamailio", "kamailio.cfg")
 PROBE_SECS = 2
@@ -48,7 +51,8 @@ class Front:
 
 
 class FrontCluster:
-    def __init__(self, binary, workdir, artifacts, pg, shutdown_grace_secs=0, server_kw=None):
+    def __init__(self, binary, workdir, artifacts, pg, shutdown_grace_secs=0, server_kw=None,
+                 nats=False):
         self.workdir = workdir
         self.artifacts = artifacts
         self.pg = pg
@@ -58,7 +62,12 @@ class FrontCluster:
         self.nodes = []
         self.kam = None
         self._klog = None
+        self.nats = None
         try:
+            bus = {}
+            if nats:
+                self.nats = NatsServer(artifacts)
+                bus = {"nats_url": self.nats.url}
             for i in (1, 2):
                 node = Server(
                     binary, os.path.join(workdir, "n%d" % i), os.path.join(artifacts, "n%d" % i),
@@ -66,7 +75,7 @@ class FrontCluster:
                     shutdown_grace_secs=shutdown_grace_secs,
                     extra_sip={"trusted_proxies": ["127.0.0.1:%d" % self.front_port]},
                     cluster={"node_id": "n%d" % i, "heartbeat_secs": HEARTBEAT_SECS,
-                             "node_dead_after_secs": DEAD_AFTER_SECS},
+                             "node_dead_after_secs": DEAD_AFTER_SECS, **bus},
                     **(server_kw or {}))
                 node.node_id = "n%d" % i
                 if self.nodes:
@@ -197,3 +206,6 @@ class FrontCluster:
                 n.stop()
             except Exception:
                 n.kill()
+        if self.nats is not None:
+            self.nats.close()
+            self.nats = None

@@ -27,10 +27,15 @@ import requests
 
 import rawsip
 import sipp
-from checks import assert_hears, split_hostport, wait_until
+from api_support import (LiveCall, Native, assert_music_on_hold, node_available, sdk,
+                         sipgate_login)
+from checks import (assert_anchored, assert_hears, assert_no_tone, sip_user, split_hostport,
+                    wait_until)
 from conftest import F_A, F_B
 from hfserver import free_port
 from kamailio_front import DEAD_AFTER_SECS, HEARTBEAT_SECS, PROBE_SECS, FrontCluster
+from test_cluster_bus import Collector
+from twonode import nats_available
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(300)]
 
@@ -330,3 +335,101 @@ def test_kill9_of_a_node_under_load(cluster_factory, artifacts):
         len(normal), len(failed), first.summary(), after.summary())
     assert survivor.alive()
     uas.stop()
+
+
+class FrontCall(LiveCall):
+    """A (201, plays F_A) calls B (202, plays F_B) through the front; the node the front sent
+    the INVITE to owns the call (`owner`), media anchored there; `other` is the other node."""
+
+    def __init__(self, cluster, A, B, tones, artifacts):
+        self.artifacts = artifacts
+        self.A, self.B = A, B
+        self.A.play(tones[F_A])
+        self.B.play(tones[F_B])
+        self.B.auto_answer(200)
+        self.c = self.A.call(cluster.front.uri("202"))
+        self.inc = self.B.wait_incoming(timeout=15)
+        assert sip_user(self.inc["from"]) == "201", self.inc
+        self.A.wait_state("CONFIRMED", call=self.c, timeout=15)
+        self.B.wait_state("CONFIRMED", call=self.inc["call"], timeout=10)
+        self.owner = node_of_call(cluster, "201")
+        self.other = next(n for n in cluster.nodes if n is not self.owner)
+        assert_anchored(self.A.wait_media(lambda e: e["active"], call=self.c), self.owner)
+        assert_anchored(self.B.wait_media(lambda e: e["active"], call=self.inc["call"]),
+                        self.owner)
+        self.n = 0
+
+
+@pytest.mark.skipif(not nats_available(), reason="nats-server not installed (scripts/test.sh)")
+@pytest.mark.skipif(not node_available() and os.environ.get("CI") != "true",
+                    reason="tests/node not installed (scripts/test.sh runs npm ci)")
+def test_front_and_bus_together_commands_on_the_other_node(cluster_factory, phones, tones,
+                                                           artifacts):
+    c = cluster_factory(nats=True)
+    A = register(c, phones, "A", "201")
+    a_node = node_of_register(c, "201")
+    B = register_on(c, phones, "B", "202", next(n for n in c.nodes if n is not a_node))
+    # SSE clients on both nodes from the start of the account's sequence, connected before the
+    # call exists (which node will own it is the front's choice).
+    watchers = {n.node_id: Collector(n, 0) for n in c.nodes}
+    try:
+        call = FrontCall(c, A, B, tones, artifacts)
+        owner, other = call.owner, call.other
+        call.assert_two_way("front-bus")
+        on_owner, on_other = Native(owner), Native(other)
+        call_id = on_owner.one_call()["id"]
+        # The shared store says the same owner as the front's log.
+        assert c.pg.psql("SELECT node_id FROM live_calls WHERE id = '%s'" % call_id,
+                         url=c.db) == [[owner.node_id]]
+        listed = [x["id"] for x in on_other.calls()]
+        assert listed == [call_id], listed
+
+        # Hold through the node that does not own the call: the owner re-INVITEs both phones;
+        # each sees remote hold and hears the music, not the other phone.
+        m = call.marks()
+        r = on_other.req("POST", "/calls/%s/hold" % call_id, 200).json()
+        assert all(l["held"] for l in r["legs"]), r
+        call.wait_media(lambda e: e["status"] == "remote_hold", m)
+        ra, rb = call.record("held-via-other")
+        assert_no_tone(ra, F_B, what="held: A must not hear B")
+        assert_no_tone(rb, F_A, what="held: B must not hear A")
+        assert_music_on_hold(ra, F_B, what="held: A hears music on hold")
+        assert_music_on_hold(rb, F_A, what="held: B hears music on hold")
+        m = call.marks()
+        r = on_other.req("POST", "/calls/%s/unhold" % call_id, 200).json()
+        assert not any(l["held"] for l in r["legs"]), r
+        call.wait_media(lambda e: e["active"], m)
+        call.assert_two_way("retrieved-via-other")
+
+        # The sipgate SDK on the other node, as 201 (the caller, A): mute, unmute.
+        creds = {"token": sipgate_login(other, "201@acme.local", "secret201")}
+        assert [x["callId"] for x in sdk(other, creds, "list")["result"]] == [call_id]
+        sdk(other, creds, "mute", call_id, True)
+        call.assert_a_muted("muted-by-sdk-via-other")
+        sdk(other, creds, "mute", call_id, False)
+        call.assert_two_way("unmuted-by-sdk-via-other")
+
+        # Hangup by the native API on the other node ends both phones.
+        on_other.req("DELETE", "/calls/%s" % call_id, 204)
+        call.assert_both_ended()
+
+        # The SSE client on the other node saw the owner's events of this call, in order.
+        watch = watchers[other.node_id]
+        watch.wait(lambda e: e[0] == "ended" and e[2] == call_id)
+        kinds = [e[0] for e in watch.snapshot() if e[2] == call_id]
+        want = ["answered", "held", "retrieved", "muted", "unmuted", "ended"]
+        pos = [kinds.index(k) for k in want if k in kinds]
+        assert len(pos) == len(want) and pos == sorted(pos), kinds
+        ids = [e[1] for e in watch.snapshot()]
+        assert ids == sorted(set(ids)), ids
+    finally:
+        for w in watchers.values():
+            w.close()
+
+    # One record, written by the owner, nothing left live.
+    wait_until(lambda: records(c), timeout=15, what="the call's record in PostgreSQL")
+    rows = c.pg.psql("SELECT id, node_id, from_uri, to_uri FROM call_records", url=c.db)
+    assert rows == [[call_id, owner.node_id, "201", "202"]], rows
+    assert c.pg.psql("SELECT count(*) FROM live_calls", url=c.db) == [["0"]]
+    wait_until(lambda: on_owner.calls() == [] and on_other.calls() == [], timeout=5,
+               what="no node lists the call any more")
