@@ -441,7 +441,40 @@ mod store_tests {
             assert!(s.lookup_number("4930123456").await.unwrap().is_some());
             assert!(s.trunk_by_source(lo(), 5080).await.unwrap().is_some());
             assert!(s.account_by_realm("acme.local").await.unwrap().is_some());
-            assert!(s.registrations(&u.id, 0).await.unwrap().is_empty());
+            // Registrations: cached on SQLite; on PostgreSQL (shared by the nodes of a
+            // cluster) read from the database, so another node's registration is seen at once.
+            let regs = s.registrations(&u.id, 0).await.unwrap();
+            match s.backend() {
+                crate::db::Backend::Sqlite => assert!(regs.is_empty()),
+                crate::db::Backend::Postgres => assert_eq!(regs.len(), 1),
+            }
+        }
+    }
+
+    crate::testdb::both_backends! {
+        async fn a_registration_through_one_node_is_seen_by_the_other_at_once() {
+            // Two stores on one database play two nodes. Node b looked (and found nothing)
+            // before the phone registered through node a, unregistered and registered again.
+            let s = crate::testdb::store().await;
+            let a = crate::Store::with_pool(s.pool.clone(), s.backend);
+            let b = crate::Store::with_pool(s.pool.clone(), s.backend);
+            let acc = a.create_account("acme", "acme.local").await.unwrap();
+            let u = a.add_user(&acc.id, "202", "pw", None).await.unwrap();
+            assert!(b.registrations(&u.id, 0).await.unwrap().is_empty());
+            a.upsert_registration(&reg(&u.id, "sip:202@h", 5_000))
+                .await
+                .unwrap();
+            let seen = b.registrations(&u.id, 0).await.unwrap();
+            match s.backend() {
+                // One node alone owns a SQLite file: its cache is the truth.
+                crate::db::Backend::Sqlite => assert!(seen.is_empty()),
+                // Shared by nodes: the other node's registration is there at once.
+                crate::db::Backend::Postgres => {
+                    assert_eq!(seen.len(), 1);
+                    a.remove_registrations(&u.id).await.unwrap();
+                    assert!(b.registrations(&u.id, 0).await.unwrap().is_empty());
+                }
+            }
         }
     }
 

@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::cache::put_capped;
-use crate::db::{narrow, Store};
+use crate::db::{narrow, Backend, Store};
 use crate::error::StoreError;
 use crate::model::Registration;
 
@@ -77,36 +77,51 @@ impl Store {
 
     /// The unexpired bindings of a user (`expires_at > now`), latest expiry first.
     ///
-    /// Served from the read cache: a user's bindings are loaded once (expired ones too) and
-    /// filtered against `now` on every read; every registration write drops the user's entry.
+    /// On SQLite served from the read cache: a user's bindings are loaded once (expired ones
+    /// too) and filtered against `now` on every read; every registration write drops the
+    /// user's entry. On PostgreSQL read from the database every time: several nodes share it,
+    /// and a phone registered through one node must be callable from the next request on any
+    /// other (their writes never reach this node's cache).
     pub async fn registrations(
         &self,
         user_id: &str,
         now: i64,
     ) -> Result<Vec<Registration>, StoreError> {
-        self.refresh_cache().await;
-        let all = match self.cache.lookup(|s| s.registrations.get(user_id).cloned()) {
-            Ok(all) => all,
-            Err(ticket) => {
-                let rows = sqlx::query(
-                    "SELECT user_id, contact, source, transport, expires_at, call_id, cseq, user_agent \
-                     FROM registrations WHERE user_id = $1 ORDER BY expires_at DESC, contact",
-                )
-                .bind(user_id)
-                .fetch_all(&self.pool)
-                .await?;
-                let all: Arc<[Registration]> = rows
-                    .iter()
-                    .map(registration_from_row)
-                    .collect::<Result<Vec<_>, _>>()?
-                    .into();
-                self.cache.fill_registrations(ticket, |s| {
-                    put_capped(&mut s.registrations, user_id, all.clone())
-                });
-                all
+        let all = match self.backend {
+            Backend::Postgres => self.registrations_from_db(user_id).await?,
+            Backend::Sqlite => {
+                self.refresh_cache().await;
+                match self.cache.lookup(|s| s.registrations.get(user_id).cloned()) {
+                    Ok(all) => all,
+                    Err(ticket) => {
+                        let all = self.registrations_from_db(user_id).await?;
+                        self.cache.fill_registrations(ticket, |s| {
+                            put_capped(&mut s.registrations, user_id, all.clone())
+                        });
+                        all
+                    }
+                }
             }
         };
         Ok(all.iter().filter(|r| r.expires_at > now).cloned().collect())
+    }
+
+    async fn registrations_from_db(
+        &self,
+        user_id: &str,
+    ) -> Result<Arc<[Registration]>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, contact, source, transport, expires_at, call_id, cseq, user_agent \
+             FROM registrations WHERE user_id = $1 ORDER BY expires_at DESC, contact",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(registration_from_row)
+            .collect::<Result<Vec<_>, _>>()?
+            .into())
     }
 
     /// The unexpired bindings of all users of an account.
