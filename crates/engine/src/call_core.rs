@@ -541,6 +541,23 @@ fn glare_delay(we_own_call_id: bool, rng: &mut StdRng) -> Duration {
     Duration::from_millis(ms)
 }
 
+/// Test support for the feature machines: fires the core's timers up to `to`, in order, and
+/// collects the actions each one yields.
+#[cfg(test)]
+pub(crate) fn run_until(core: &mut CallCore, to: Instant) -> Vec<(Instant, Action)> {
+    let mut seen = Vec::new();
+    while let Some(t) = core.poll_timeout() {
+        if t > to {
+            break;
+        }
+        core.handle_timeout(t);
+        while let Some(a) = core.poll_action() {
+            seen.push((t, a));
+        }
+    }
+    seen
+}
+
 #[cfg(test)]
 mod tests {
     //! The call core driven by a simulated clock: `now` is a value the test moves; nothing

@@ -145,6 +145,7 @@ mod tests {
     //! Park driven by a simulated clock through the call core.
 
     use super::*;
+    use crate::call_core::run_until;
     use crate::call_core::{Action, CallCore};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
@@ -154,20 +155,6 @@ mod tests {
         let t0 = Instant::now();
         c.connect(t0);
         (c, t0)
-    }
-
-    fn run_until(core: &mut CallCore, to: Instant) -> Vec<(Instant, Action)> {
-        let mut seen = Vec::new();
-        while let Some(t) = core.poll_timeout() {
-            if t > to {
-                break;
-            }
-            core.handle_timeout(t);
-            while let Some(a) = core.poll_action() {
-                seen.push((t, a));
-            }
-        }
-        seen
     }
 
     #[test]

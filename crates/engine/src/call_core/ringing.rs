@@ -103,6 +103,7 @@ mod tests {
     //! The ringing call driven by a simulated clock through the call core.
 
     use super::*;
+    use crate::call_core::run_until;
     use crate::call_core::{Action, CallCore};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
@@ -112,20 +113,6 @@ mod tests {
         let t0 = Instant::now();
         c.ring(t0, Duration::from_secs(60));
         (c, t0)
-    }
-
-    fn run_until(core: &mut CallCore, to: Instant) -> Vec<(Instant, Action)> {
-        let mut seen = Vec::new();
-        while let Some(t) = core.poll_timeout() {
-            if t > to {
-                break;
-            }
-            core.handle_timeout(t);
-            while let Some(a) = core.poll_action() {
-                seen.push((t, a));
-            }
-        }
-        seen
     }
 
     #[test]

@@ -412,6 +412,7 @@ mod tests {
     //! the sequence of fork results the test feeds.
 
     use super::*;
+    use crate::call_core::run_until;
     use crate::call_core::{Action, CallCore};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
@@ -423,20 +424,6 @@ mod tests {
         let t0 = Instant::now();
         c.connect(t0);
         (c, t0)
-    }
-
-    fn run_until(core: &mut CallCore, to: Instant) -> Vec<(Instant, Action)> {
-        let mut seen = Vec::new();
-        while let Some(t) = core.poll_timeout() {
-            if t > to {
-                break;
-            }
-            core.handle_timeout(t);
-            while let Some(a) = core.poll_action() {
-                seen.push((t, a));
-            }
-        }
-        seen
     }
 
     /// Starts a transfer of the caller (A) by B to "203" with `forks` forks.
