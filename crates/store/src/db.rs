@@ -71,6 +71,33 @@ pub struct Store {
     pub(crate) node: crate::record_writer::NodeId,
 }
 
+/// The record of a call a crash or a dead node cut, from its `live_calls` row: ended at the
+/// last sign of life `last_seen` (never before its start or answer), SIP status 500, no legs.
+pub(crate) fn cut_call_record(
+    row: &sqlx::any::AnyRow,
+    last_seen: i64,
+    cause: &str,
+) -> Result<CallRecord, StoreError> {
+    use sqlx::Row;
+    let started_at: i64 = row.try_get("started_at")?;
+    let answered_at: Option<i64> = row.try_get("answered_at")?;
+    let ended_at = last_seen.max(started_at).max(answered_at.unwrap_or(0));
+    Ok(CallRecord {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        from: row.try_get("from_uri")?,
+        to: row.try_get("to_uri")?,
+        direction: row.try_get("direction")?,
+        started_at,
+        answered_at,
+        ended_at,
+        duration_ms: answered_at.map(|a| ended_at - a).unwrap_or(0),
+        end_cause: cause.into(),
+        sip_status: 500,
+        legs: Vec::new(),
+    })
+}
+
 /// `sqlx::Any` needs its drivers registered (once per process; later calls do nothing)
 /// before the first connection.
 fn install_drivers() {
@@ -375,26 +402,7 @@ impl Store {
             use sqlx::Row;
             let id: String = row.try_get("id")?;
             ids.push(id.clone());
-            let started_at: i64 = row.try_get("started_at")?;
-            let answered_at: Option<i64> = row.try_get("answered_at")?;
-            let ended_at = last_seen
-                .unwrap_or(started_at)
-                .max(started_at)
-                .max(answered_at.unwrap_or(0));
-            let rec = CallRecord {
-                id: id.clone(),
-                account_id: row.try_get("account_id")?,
-                from: row.try_get("from_uri")?,
-                to: row.try_get("to_uri")?,
-                direction: row.try_get("direction")?,
-                started_at,
-                answered_at,
-                ended_at,
-                duration_ms: answered_at.map(|a| ended_at - a).unwrap_or(0),
-                end_cause: "crash".into(),
-                sip_status: 500,
-                legs: Vec::new(),
-            };
+            let rec = cut_call_record(row, last_seen.unwrap_or(0), "crash")?;
             // A record that exists already (written just before the crash) wins.
             let exists: Option<String> =
                 sqlx::query_scalar("SELECT id FROM call_records WHERE id = $1")

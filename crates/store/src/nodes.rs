@@ -18,7 +18,6 @@ use sqlx::Row;
 
 use crate::db::Store;
 use crate::error::StoreError;
-use crate::model::CallRecord;
 
 /// The end cause of a call whose node died (`EndCause::NodeFailure` in the engine).
 pub const NODE_FAILURE_CAUSE: &str = "node_failure";
@@ -177,9 +176,6 @@ impl Store {
         let mut n = 0;
         for row in &rows {
             let id: String = row.try_get("id")?;
-            let started_at: i64 = row.try_get("started_at")?;
-            let answered_at: Option<i64> = row.try_get("answered_at")?;
-            let ended_at = last_seen.max(started_at).max(answered_at.unwrap_or(0));
             let exists: Option<String> =
                 sqlx::query_scalar("SELECT id FROM call_records WHERE id = $1")
                     .bind(&id)
@@ -192,20 +188,7 @@ impl Store {
                     .await?;
                 continue;
             }
-            let rec = CallRecord {
-                id,
-                account_id: row.try_get("account_id")?,
-                from: row.try_get("from_uri")?,
-                to: row.try_get("to_uri")?,
-                direction: row.try_get("direction")?,
-                started_at,
-                answered_at,
-                ended_at,
-                duration_ms: answered_at.map(|a| ended_at - a).unwrap_or(0),
-                end_cause: NODE_FAILURE_CAUSE.into(),
-                sip_status: 500,
-                legs: Vec::new(),
-            };
+            let rec = crate::db::cut_call_record(row, last_seen, NODE_FAILURE_CAUSE)?;
             // Removes the live row too.
             crate::record_writer::insert_rows_pub(&mut tx, &rec, Some(node_id)).await?;
             n += 1;
