@@ -300,7 +300,7 @@ mod voicemail;
 use originate::Originated;
 pub use originate::{AppOriginateRequest, OriginateRequest};
 pub(crate) use transfer::TransferTarget;
-use transfer::{RetiredLeg, Transfer};
+use transfer::{RetiredLeg, TransferHandles};
 
 impl Side {
     fn leg(self) -> Leg {
@@ -439,13 +439,11 @@ fn build_actor(engine: &Engine, call: NewCall) -> (CallActor, CommandReceiver) {
         winner: None,
         parties: [None, None],
         new_invites: Vec::new(),
-        transfer: None,
+        xfer: TransferHandles::default(),
         retired: Vec::new(),
-        old_transfer_forks: Vec::new(),
         originated: None,
         app: None,
-        handed_off: None,
-        states_to: None,
+        replacing: replaces::Replacing::default(),
         custom_ring_timeout: None,
         fork_caller_id: None,
         states: call.states,
@@ -536,20 +534,19 @@ struct CallActor {
     /// INVITEs just sent (callee forks, transfer forks); `run` moves them into the set it
     /// polls, since the select cannot borrow the actor while a handler runs.
     new_invites: Vec<ForkFuture>,
-    /// The handles of the transfer in progress (its state: `core.transfer`).
-    transfer: Option<Transfer>,
+    /// The transfer's handles: the attempt in progress and the forks of finished ones (its
+    /// state: `core.transfer`).
+    xfer: TransferHandles,
     /// Legs that left the call while it went on (released transferors).
     retired: Vec<RetiredLeg>,
-    /// The forks of finished transfer attempts.
-    old_transfer_forks: Vec<Fork>,
     /// The handles of a call we originate (click-to-dial; its state: `core.originate`).
     originated: Option<Originated>,
     /// Set for a call an application runs (see `app.rs`).
     app: Option<AppSession>,
-    /// After a REFER/Replaces hand-over: the SIP Call-ID of the dialog given away (not ours
-    /// to remove), and the call that now gets this call's dialog events.
-    handed_off: Option<String>,
-    states_to: Option<CommandSender>,
+    /// REFER/Replaces and bridge: the handles of a hand-over into this call, and the call
+    /// that gets this call's dialog events after it gave a party away (its state:
+    /// `core.replaces`).
+    replacing: replaces::Replacing,
     /// A ring timeout of its own (an application's outbound call), else the server's.
     custom_ring_timeout: Option<Duration>,
     /// The number the callee's phones see instead of the caller's (inbound hook redirect).
@@ -791,9 +788,14 @@ impl CallActor {
                         }
                     }
                 }
-                Some((side, outcome)) = reoffers.next(), if !reoffers.is_empty() => {
-                    Box::pin(self.on_reoffer(side, outcome)).await
-                }
+                Some(feedback) = reoffers.next(), if !reoffers.is_empty() => match feedback {
+                    reoffer::Feedback::Reoffer { side, seq, outcome } => {
+                        Box::pin(self.on_reoffer(side, seq, outcome)).await
+                    }
+                    reoffer::Feedback::HandOff { ticket, given } => {
+                        Box::pin(self.on_handoff(ticket, given)).await
+                    }
+                },
                 _ = tokio::time::sleep_until(core_wake), if core_timeout.is_some() => {
                     self.core.handle_timeout(tokio::time::Instant::now());
                 }
@@ -825,9 +827,16 @@ impl CallActor {
         // (Each handler above is boxed: inline, the largest of them would set the size of
         // this future, which lives as long as the call.)
         // A hold command or a phone's re-INVITE still waiting for an answer is answered now;
-        // the re-INVITE tasks end by themselves.
+        // the re-INVITE tasks end by themselves. A party another call may still hand over is
+        // released when it comes.
+        let awaiting_handoff = self.core.replaces.awaiting_other_call();
         Box::pin(self.abandon_reoffers()).await;
-        drop(reoffers);
+        reoffers.extend(self.new_reoffers.drain(..));
+        if awaiting_handoff {
+            replaces::release_late_handoffs(self.engine.clone(), reoffers);
+        } else {
+            drop(reoffers);
+        }
         // Let the SIP layer finish the forks we cancelled so their dialogs are cleaned up, but
         // never wait long.
         let drain = async {
@@ -841,7 +850,7 @@ impl CallActor {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
-        if let Some(to) = self.states_to.take() {
+        if let Some(to) = self.replacing.states_to.take() {
             replaces::forward_states(states, self.states.clone(), to);
         }
         Box::pin(self.finish()).await;
@@ -911,6 +920,8 @@ impl CallActor {
             self.on_caller_fork_state(state).await;
         } else if self.is_transfer_dialog(&id.call_id) {
             self.on_transfer_state(state).await;
+        } else if self.is_handover_dialog(&id.call_id) {
+            self.on_handover_state(state).await;
         } else {
             // A released transferor or a losing fork: answer what needs an answer.
             answer_stray(state).await;
@@ -937,6 +948,13 @@ impl CallActor {
                     _ => (EndCause::Normal, 200),
                 };
                 info!(leg = ?side, ?reason, "leg ended");
+                if self.core.replaces.replaced_party_left(side) {
+                    // A phone may leave right after its REFER/Replaces was accepted: the
+                    // phone handed over takes the empty place.
+                    info!(leg = ?side, "the replaced party left: the hand-over goes on");
+                    self.leg_mut(side).state = LegState::Disconnected;
+                    return;
+                }
                 if self.on_party_gone_during_transfer(side).await {
                     return;
                 }
@@ -1600,22 +1618,20 @@ impl CallActor {
                 other,
                 other_leg,
                 reply,
-            } => {
-                let result = self.bridge_with(leg_id, other, other_leg).await;
-                let _ = reply.send(result);
-            }
+            } => self.bridge_with(leg_id, other, other_leg, reply),
             CallCommand::DialogEvent(state) => self.on_dialog_state(*state).await,
             CallCommand::Ringing { action, reply } => {
                 let result = self.on_ringing_action(action).await;
                 let _ = reply.send(result);
             }
             CallCommand::FinishTransfer { complete, reply } => {
-                let result = if complete {
-                    self.complete_attended().await
+                if complete {
+                    // Answered once the target has answered its move.
+                    self.complete_attended(reply).await;
                 } else {
-                    self.cancel_attended().await
-                };
-                let _ = reply.send(result.map(|_| self.info()));
+                    let result = self.cancel_attended().await;
+                    let _ = reply.send(result.map(|_| self.info()));
+                }
             }
             CallCommand::PlaybackEnded { side, whisper, end } => {
                 if self.core.voicemail.is_active() {
@@ -1892,19 +1908,11 @@ impl CallActor {
                 state: WrongState::InVoicemail,
             });
         }
-        Ok(())
-    }
-
-    /// Sends our SDP with `direction` to one phone and records its answer.
-    async fn reinvite_side(
-        &mut self,
-        side: Side,
-        direction: Direction,
-    ) -> Result<(), CommandError> {
-        let dialog = self.dialog_of(side).ok_or_else(|| self.wrong_state())?;
-        let body = self.sdp_towards(side, direction);
-        if let Some(addr) = reoffer(&dialog, body).await? {
-            self.bridge.set_remote(side.leg(), addr);
+        if self.core.replaces.is_running() {
+            // A party of another call is being handed over into this one.
+            return Err(CommandError::WrongState {
+                state: WrongState::Pending,
+            });
         }
         Ok(())
     }
@@ -1916,7 +1924,7 @@ impl CallActor {
         if self.recording.is_some() {
             self.stop_recording().await;
         }
-        if let Some(t) = self.transfer.as_mut() {
+        if let Some(t) = self.xfer.current.as_mut() {
             // The call ended during an attended transfer's consultation: end that too.
             if let Some(bridge) = t.consult.take() {
                 bridge.stop();
@@ -1928,7 +1936,7 @@ impl CallActor {
         self.bridge.stop();
         let dialogs = &self.engine.inner.sip.dialogs;
         // A dialog handed to another call lives on there.
-        let ours = |id: &LegId| self.handed_off.as_deref() != Some(id.call_id.as_str());
+        let ours = |id: &LegId| self.core.replaces.handed_off() != Some(id.call_id.as_str());
         for id in self
             .parties
             .iter()
@@ -2028,8 +2036,6 @@ impl CallActor {
     }
 }
 
-/// Sends a re-INVITE with our SDP `body`; on 2xx returns the media address the phone answered
-/// with. A refusal is `Failed` with the phone's status; the dialog stays as it was.
 /// BYE on `dialog` from a task of its own: the call ends now, not when (or whether) the
 /// phone answers its BYE (a phone that does not answer would keep the call listed for the
 /// 32 s of the BYE transaction).
@@ -2044,30 +2050,6 @@ fn send_bye(dialog: InviteLeg, headers: Vec<(String, String)>, whom: &'static st
             debug!(error = %e, whom, "BYE failed");
         }
     });
-}
-
-async fn reoffer(dialog: &InviteLeg, body: String) -> Result<Option<SocketAddr>, CommandError> {
-    match dialog
-        .reinvite(Some(vec![content_type_sdp()]), Some(body.into_bytes()))
-        .await
-    {
-        Ok(Some(resp))
-            if resp.status_code.kind() == hookflash_sip::msg::StatusCodeKind::Successful =>
-        {
-            Ok(sdp_of_response(&resp).and_then(|s| s.audio_endpoint()))
-        }
-        Ok(Some(resp)) => Err(CommandError::Failed {
-            status: resp.status_code.code(),
-            reason: resp.reason_phrase().unwrap_or_default().to_string(),
-        }),
-        Ok(None) => Err(CommandError::WrongState {
-            state: WrongState::Updating,
-        }),
-        Err(e) => Err(CommandError::Failed {
-            status: 500,
-            reason: e.to_string(),
-        }),
-    }
 }
 
 /// The telephone-event payload type negotiated with a leg (RFC 4733), or none.

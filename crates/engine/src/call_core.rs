@@ -25,12 +25,14 @@ use crate::session_timer::SessionTimer;
 
 pub(crate) mod originate;
 pub(crate) mod park;
+pub(crate) mod replaces;
 pub(crate) mod ringing;
 pub(crate) mod transfer;
 pub(crate) mod voicemail;
 
 use originate::OriginateMachine;
 use park::{ParkAction, ParkMachine};
+use replaces::ReplacesMachine;
 use ringing::{RingAction, RingingMachine};
 use transfer::{TransferAction, TransferMachine};
 use voicemail::{VoicemailAction, VoicemailMachine};
@@ -84,6 +86,17 @@ pub(crate) enum Purpose {
     /// A session refresh of ours (RFC 4028): UPDATE without SDP where the phone takes
     /// UPDATE, else a re-INVITE with our current SDP.
     Refresh,
+    /// Attended transfer: the transferor's phone into the consultation bridge.
+    ConsultJoin,
+    /// Attended transfer: the transferor's phone back into the call's bridge (the
+    /// consultation is over).
+    ConsultBack,
+    /// Attended transfer complete: the consulted target's phone into the transferor's place.
+    /// Sent on the target's dialog; counted on the transferor's side.
+    ConsultComplete,
+    /// REFER/Replaces or bridge: a phone handed over by another call into this side's place.
+    /// Sent on that phone's dialog; counted on the side it takes.
+    TakeOver,
 }
 
 /// Something the actor must do now.
@@ -151,6 +164,9 @@ enum Reoffer {
 #[derive(Debug, Clone, Copy)]
 struct SideCore {
     reoffer: Reoffer,
+    /// Counts our re-INVITEs sent towards this side: an answer carries the number it was
+    /// sent with, so the late answer of one given up is never taken for a newer one's.
+    seq: u32,
     timer: Option<SessionTimer>,
     /// We answered this leg's INVITE (the caller's leg of a call that came in); else we sent
     /// it, chose its Call-ID and are its UAC.
@@ -163,6 +179,7 @@ impl SideCore {
     fn new(we_are_uas: bool) -> Self {
         SideCore {
             reoffer: Reoffer::Idle,
+            seq: 0,
             timer: None,
             we_are_uas,
             allows_update: false,
@@ -188,6 +205,8 @@ pub(crate) struct CallCore {
     pub(crate) originate: OriginateMachine,
     /// The ringing call: auto-answer, reply message.
     pub(crate) ringing: RingingMachine,
+    /// REFER/Replaces and bridge: a party handed over from another call, or given to one.
+    pub(crate) replaces: ReplacesMachine,
 }
 
 impl CallCore {
@@ -210,6 +229,7 @@ impl CallCore {
             transfer: TransferMachine::default(),
             originate: OriginateMachine::default(),
             ringing: RingingMachine::default(),
+            replaces: ReplacesMachine::default(),
         }
     }
 
@@ -312,6 +332,7 @@ impl CallCore {
 
     fn send(&mut self, side: Side, purpose: Purpose, direction: Direction, retries: u32) {
         let s = &mut self.sides[side.index()];
+        s.seq = s.seq.wrapping_add(1);
         s.reoffer = Reoffer::InFlight {
             purpose,
             direction,
@@ -369,6 +390,32 @@ impl CallCore {
             direction,
             status,
         })
+    }
+
+    /// The number of the re-INVITE last sent towards `side` (its answer carries it).
+    pub(crate) fn reoffer_seq(&self, side: Side) -> u32 {
+        self.sides[side.index()].seq
+    }
+
+    /// Is an answer sent as number `seq` towards `side` the answer to the re-INVITE in
+    /// flight there? (False: one given up with [`CallCore::abandon_reoffer`], or no longer
+    /// waited for.)
+    pub(crate) fn reoffer_current(&self, side: Side, seq: u32) -> bool {
+        let s = &self.sides[side.index()];
+        s.seq == seq && matches!(s.reoffer, Reoffer::InFlight { .. })
+    }
+
+    /// Gives up the re-INVITE of ours pending towards `side` (the phone it moves left, or
+    /// another move replaces it): its answer, whenever it comes, is ignored. Says what it
+    /// was for.
+    pub(crate) fn abandon_reoffer(&mut self, side: Side) -> Option<Purpose> {
+        let s = &mut self.sides[side.index()];
+        let purpose = match s.reoffer {
+            Reoffer::Idle => None,
+            Reoffer::InFlight { purpose, .. } | Reoffer::Backoff { purpose, .. } => Some(purpose),
+        };
+        s.reoffer = Reoffer::Idle;
+        purpose
     }
 
     /// Our re-INVITE towards `side` could not even be sent (the leg has no dialog now).

@@ -4,29 +4,45 @@
 //! the transferor's socket in the main bridge (the kept party then hears it) and releases the
 //! transferor; *cancel* re-INVITEs the transferor back and releases the target. Every media
 //! move is a plain re-INVITE, so phones need no transfer support.
+//!
+//! No move is awaited here: each is a re-offer of the call core (`ConsultJoin`,
+//! `ConsultComplete`, `ConsultBack`) whose answer comes back to [`CallActor::on_reoffer`];
+//! what it means is the transfer machine's decision (`call_core/transfer.rs`). While a move
+//! is pending, complete and cancel answer `409 pending`, and a BYE from any party is handled
+//! at once:
+//! - the kept party leaves: the call ends (BYE to the transferor and the target), the move
+//!   is given up and its late answer ignored;
+//! - the transferor leaves while it is being moved into the consultation (or consults): the
+//!   transfer completes, as on a PBX (its move is given up, the target is moved in);
+//! - the transferor leaves while the target is being moved in: the move's answer decides
+//!   (joined, or, refused, the call ends);
+//! - the target leaves: its move (or the transferor's) is given up and the transferor's
+//!   phone goes back to the call.
 
 use hookflash_media::relay::Leg;
-use hookflash_media::sdp::{self, Codec, Direction};
+use hookflash_media::sdp::{Codec, Direction};
 use hookflash_sip::msg::Response;
+use std::net::SocketAddr;
 use tracing::{debug, info, warn};
 
 use super::{
-    configure_dtmf, configure_pt_maps, configure_send_codec, reoffer, sdp_of_response, CallActor,
-    MediaSide, Party, Side,
+    configure_dtmf, configure_pt_maps, configure_send_codec, sdp_of_response, CallActor, MediaSide,
+    Party, Side,
 };
-use crate::control::CommandError;
+use crate::call_core::transfer::{
+    AfterFailure, CancelStep, CompleteResult, ConsultStep, JoinResult,
+};
+use crate::call_core::Purpose;
+use crate::control::{CallInfo, CommandError, Reply};
 use crate::events::{EventDetail, EventKind};
 use crate::model::WrongState;
 
-fn not_consulting(state: WrongState) -> CommandError {
-    CommandError::WrongState { state }
-}
-
 impl CallActor {
-    /// The target of an attended transfer answered: the transferor joins it in the
-    /// consultation bridge (or, if the transferor already hung up, the transfer completes).
+    /// The target of an attended transfer answered: the transferor's phone is moved into
+    /// the consultation bridge (or, if the transferor already hung up, the target into its
+    /// place).
     pub(super) async fn consult_answered(&mut self, index: usize, resp: Response) {
-        let Some(t) = self.transfer.as_mut() else {
+        let Some(t) = self.xfer.current.as_mut() else {
             return;
         };
         super::cancel_other_forks(&t.forks, index);
@@ -38,10 +54,7 @@ impl CallActor {
         let (Some(answer), Some(party), Some(consult)) = (answer, fork, t.consult.clone()) else {
             warn!("transfer target answered without usable SDP");
             if let Some(f) = t.forks.get(index) {
-                let dialog = f.dialog.clone();
-                tokio::spawn(async move {
-                    let _ = dialog.bye().await;
-                });
+                super::send_bye(f.dialog.clone(), Vec::new(), "the transfer target");
             }
             self.fail_transfer(488).await;
             return;
@@ -50,15 +63,13 @@ impl CallActor {
         if let Some(addr) = answer.audio_endpoint() {
             consult.set_remote(Leg::B, addr);
         }
-        t.target_party = Some(party.clone());
+        t.target_party = Some(party);
         t.target_codecs = codecs.clone();
-        let label = t.target.label.clone();
-        self.core.transfer.consulting();
-        let (Some(transferor), gone) = (
-            self.core.transfer.transferor(),
-            self.core.transfer.transferor_gone(),
-        ) else {
+        let Some(step) = self.core.transfer.consult_answered() else {
             return;
+        };
+        let transferor = match step {
+            ConsultStep::Join { transferor } | ConsultStep::Complete { transferor } => transferor,
         };
         let transferor_codecs = self.media_of(transferor).codecs.clone();
         configure_pt_maps(&consult, &transferor_codecs, &codecs);
@@ -66,34 +77,38 @@ impl CallActor {
         configure_dtmf(&consult, Leg::A, &transferor_codecs);
         configure_send_codec(&consult, Leg::B, &codecs);
         configure_dtmf(&consult, Leg::B, &codecs);
-        if gone {
-            info!("transferor left before the target answered: completing");
-            if let Err(e) = self.complete_attended().await {
-                warn!(error = %e, "could not complete the transfer");
-                self.release_consult_target(&party);
-                self.fail_transfer(500).await;
+        match step {
+            ConsultStep::Complete { transferor } => {
+                info!("transferor left before the target answered: completing");
+                self.start_consult_complete(transferor).await;
             }
-            return;
+            ConsultStep::Join { transferor } => {
+                // Move the transferor's phone over to the consultation bridge.
+                if !self.start_reoffer(transferor, Direction::SendRecv, Purpose::ConsultJoin) {
+                    self.consult_join_answered(Err(CommandError::WrongState {
+                        state: WrongState::Pending,
+                    }))
+                    .await;
+                }
+            }
         }
-        // Move the transferor's phone over to the consultation bridge.
-        let body = {
-            let media = self.media_mut(transferor);
-            media.origin.next();
-            sdp::build_offer(
-                consult.local_addr(Leg::A),
-                &media.origin,
-                &media.codecs,
-                Direction::SendRecv,
-            )
-            .to_string()
-        };
-        let Some(dialog) = self.dialog_of(transferor) else {
-            return;
-        };
-        match reoffer(&dialog, body).await {
-            Ok(addr) => {
-                if let Some(addr) = addr {
-                    consult.set_remote(Leg::A, addr);
+    }
+
+    /// The transferor's phone answered its move into the consultation (`moved`: where it
+    /// now sends from).
+    pub(super) async fn consult_join_answered(
+        &mut self,
+        moved: Result<Option<SocketAddr>, CommandError>,
+    ) {
+        let ok = moved.is_ok();
+        match self.core.transfer.join_answered(ok) {
+            None => {}
+            Some(JoinResult::Consulting { transferor, label }) => {
+                if let (Ok(Some(addr)), Some(consult)) = (
+                    &moved,
+                    self.xfer.current.as_ref().and_then(|t| t.consult.clone()),
+                ) {
+                    consult.set_remote(Leg::A, *addr);
                 }
                 info!(target = %label, "consultation: transferor talks to the target");
                 self.publish_detail(
@@ -105,140 +120,184 @@ impl CallActor {
                     },
                 );
             }
-            Err(e) => {
-                warn!(error = %e, "transferor refused the move to the consultation");
-                self.release_consult_target(&party);
-                self.fail_transfer(500).await;
+            Some(JoinResult::Failed(failed)) => {
+                if let Err(e) = &moved {
+                    warn!(error = %e, "transferor refused the move to the consultation");
+                }
+                self.release_consult_target();
+                self.transfer_failed(failed).await;
             }
         }
     }
 
-    fn release_consult_target(&self, party: &Party) {
-        let dialog = party.dialog.clone();
-        tokio::spawn(async move {
-            if let Err(e) = dialog.bye().await {
-                debug!(error = %e, "BYE to the transfer target failed");
-            }
-        });
-    }
-
-    /// Joins the kept party with the consulted target and releases the transferor. If the
-    /// target refuses the re-INVITE, nothing changes and the error says why.
-    pub(super) async fn complete_attended(&mut self) -> Result<(), CommandError> {
-        let t = self
-            .transfer
+    /// BYE to the consulted target (it is no longer wanted).
+    fn release_consult_target(&mut self) {
+        if let Some(party) = self
+            .xfer
+            .current
             .as_mut()
-            .ok_or_else(|| not_consulting(WrongState::NotTransferring))?;
-        if t.consult.is_none() {
-            return Err(not_consulting(WrongState::InBlindTransfer));
+            .and_then(|t| t.target_party.take())
+        {
+            super::send_bye(party.dialog, Vec::new(), "the transfer target");
         }
-        let party = t
-            .target_party
-            .clone()
-            .ok_or_else(|| not_consulting(WrongState::AwaitingTarget))?;
-        let slot = self
-            .core
-            .transfer
-            .transferor()
-            .ok_or_else(|| not_consulting(WrongState::NotTransferring))?;
-        let codecs = t.target_codecs.clone();
-        t.origin.next();
-        let origin = t.origin.clone();
-        let body = sdp::build_offer(
-            self.bridge.local_addr(slot.leg()),
-            &origin,
-            &codecs,
-            Direction::SendRecv,
-        )
-        .to_string();
-        let addr = reoffer(&party.dialog, body).await?;
-        let Some(t) = self.transfer.take() else {
-            return Ok(());
-        };
-        let Some(done) = self.core.transfer.complete() else {
-            return Ok(());
-        };
-        if let Some(addr) = addr {
-            self.bridge.move_remote(slot.leg(), addr);
+    }
+
+    /// Moves the consulted target into the transferor's place in the main bridge.
+    async fn start_consult_complete(&mut self, transferor: Side) {
+        // Whatever the transferor's side still had pending is moot now.
+        self.core.abandon_reoffer(transferor);
+        if !self.start_reoffer(transferor, Direction::SendRecv, Purpose::ConsultComplete) {
+            self.consult_complete_answered(
+                transferor,
+                Err(CommandError::WrongState {
+                    state: WrongState::Updating,
+                }),
+            )
+            .await;
         }
-        *self.media_mut(slot) = MediaSide {
-            codecs: codecs.clone(),
-            origin,
-            direction: Direction::SendRecv,
+    }
+
+    /// The complete command: the target is moved into the transferor's place; the command is
+    /// answered when it has answered (see [`Self::consult_complete_answered`]).
+    pub(super) async fn complete_attended(&mut self, reply: Reply<CallInfo>) {
+        if self.core.reoffer_pending() {
+            let _ = reply.send(Err(CommandError::WrongState {
+                state: WrongState::Pending,
+            }));
+            return;
+        }
+        match self.core.transfer.request_complete() {
+            Err(state) => {
+                let _ = reply.send(Err(CommandError::WrongState { state }));
+            }
+            Ok(transferor) => {
+                if let Some(t) = self.xfer.current.as_mut() {
+                    t.complete_reply = Some(reply);
+                }
+                self.start_consult_complete(transferor).await;
+            }
+        }
+    }
+
+    /// The target answered its move into the transferor's place: the kept party and the
+    /// target are joined and the transferor released; refused, the transferor still
+    /// consults it (or, if it has left, the call ends).
+    pub(super) async fn consult_complete_answered(
+        &mut self,
+        slot: Side,
+        moved: Result<Option<SocketAddr>, CommandError>,
+    ) {
+        let status = match &moved {
+            Err(CommandError::Failed { status, .. }) => *status,
+            _ => 500,
         };
-        let (a_codecs, b_codecs) = (self.a_media.codecs.clone(), self.b_media.codecs.clone());
-        self.apply_pt_maps(&a_codecs, &b_codecs);
-        self.set_send_codec(slot, &codecs);
-        self.set_dtmf_pt(slot, &codecs);
-        self.hand_over(t, done, party, None);
-        Ok(())
+        let reply = self
+            .xfer
+            .current
+            .as_mut()
+            .and_then(|t| t.complete_reply.take());
+        match self.core.transfer.complete_answered(moved.is_ok(), status) {
+            None => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(CommandError::WrongState {
+                        state: WrongState::NotTransferring,
+                    }));
+                }
+            }
+            Some(CompleteResult::Completed(done)) => {
+                let Some(mut t) = self.xfer.current.take() else {
+                    return;
+                };
+                let Some(party) = t.target_party.take() else {
+                    return;
+                };
+                if let Ok(Some(addr)) = moved {
+                    self.bridge.move_remote(slot.leg(), addr);
+                }
+                let codecs = t.target_codecs.clone();
+                *self.media_mut(slot) = MediaSide {
+                    codecs: codecs.clone(),
+                    origin: t.origin.clone(),
+                    direction: Direction::SendRecv,
+                };
+                let (a_codecs, b_codecs) =
+                    (self.a_media.codecs.clone(), self.b_media.codecs.clone());
+                self.apply_pt_maps(&a_codecs, &b_codecs);
+                self.set_send_codec(slot, &codecs);
+                self.set_dtmf_pt(slot, &codecs);
+                self.hand_over(t, done, party, None);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(self.info()));
+                }
+            }
+            Some(CompleteResult::Refused) => {
+                let e = moved.err().unwrap_or(CommandError::WrongState {
+                    state: WrongState::Updating,
+                });
+                warn!(error = %e, "the target refused the move: still consulting");
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            Some(CompleteResult::Failed(failed)) => {
+                let e = moved.err().unwrap_or(CommandError::WrongState {
+                    state: WrongState::Updating,
+                });
+                warn!(error = %e, "could not complete the transfer; ending the call");
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(e));
+                }
+                self.release_consult_target();
+                self.transfer_failed(failed).await;
+            }
+        }
     }
 
     /// Back to the original call: a ringing target is cancelled; a consulted one is released
     /// and the transferor's phone re-INVITEd back to the main bridge.
     pub(super) async fn cancel_attended(&mut self) -> Result<(), CommandError> {
-        let t = self
-            .transfer
-            .as_mut()
-            .ok_or_else(|| not_consulting(WrongState::NotTransferring))?;
-        match t.target_party.clone() {
-            None => {
+        match self.core.transfer.request_cancel() {
+            Err(state) => Err(CommandError::WrongState { state }),
+            Ok(CancelStep::CancelForks) => {
                 // The CANCELled forks' results end the attempt (transfer_failed, cause cancel).
                 self.cancel_transfer_forks();
+                Ok(())
             }
-            Some(party) => {
-                self.release_consult_target(&party);
+            Ok(CancelStep::ReleaseTarget) => {
+                self.release_consult_target();
                 self.consult_back_to_call(487).await;
+                Ok(())
             }
         }
-        Ok(())
     }
 
-    /// The consulted target is gone (released or hung up): the transferor's phone goes back
-    /// to the main bridge and the parties are together again.
+    /// The consulted target is gone (released or hung up): a move pending for it is given
+    /// up, the transferor's phone goes back to the main bridge and the parties are together
+    /// again (or, the transferor gone too, the call ends).
     pub(super) async fn consult_back_to_call(&mut self, status: u16) {
         let Some(transferor) = self.core.transfer.transferor() else {
             return;
         };
-        if !self.core.transfer.transferor_gone() {
-            if let Err(e) = self.reinvite_side(transferor, Direction::SendRecv).await {
-                warn!(error = %e, "could not move the transferor back to the call");
+        let Some(gone) = self.core.transfer.target_gone(status) else {
+            return;
+        };
+        if gone.abandon {
+            self.core.abandon_reoffer(transferor);
+        }
+        if let AfterFailure::Reconnect { .. } = gone.failed.then {
+            if !self.start_reoffer(transferor, Direction::SendRecv, Purpose::ConsultBack) {
+                warn!("could not move the transferor back to the call");
             }
         }
-        self.fail_transfer(status).await;
-    }
-
-    /// The side's phone left while an attended transfer was consulting. The transferor
-    /// hanging up completes the transfer (as on a PBX); the kept party leaving ends the
-    /// consultation with the call. Returns true when the call goes on.
-    pub(super) async fn on_party_gone_while_consulting(&mut self, side: Side) -> bool {
-        let Some(t) = self.transfer.as_mut() else {
-            return false;
-        };
-        let Some(party) = t.target_party.clone() else {
-            return false;
-        };
-        if Some(side) == self.core.transfer.transferor() {
-            self.core.transfer.mark_transferor_gone();
-            info!("transferor hung up during the consultation: completing the transfer");
-            if let Err(e) = self.complete_attended().await {
-                warn!(error = %e, "could not complete the transfer; ending the call");
-                self.release_consult_target(&party);
-                return false;
-            }
-            return true;
+        if let Some(t) = self.xfer.current.as_mut() {
+            t.target_party = None;
         }
-        info!("the held party hung up during the consultation: ending it");
-        if let Some(bridge) = t.consult.take() {
-            bridge.stop();
-        }
-        self.release_consult_target(&party);
-        false
+        self.transfer_failed(gone.failed).await;
     }
 
     /// The consulted target's dialog ended (it hung up).
     pub(super) async fn on_consult_target_gone(&mut self, call_id: &str) {
-        let consulting = self.transfer.as_ref().is_some_and(|t| {
+        let consulting = self.xfer.current.as_ref().is_some_and(|t| {
             t.target_party
                 .as_ref()
                 .is_some_and(|p| p.call_id == call_id)
@@ -247,5 +306,22 @@ impl CallActor {
             info!("the consulted target hung up: back to the call");
             self.consult_back_to_call(200).await;
         }
+    }
+
+    /// The transferor left with the target answered: the target is moved into its place.
+    pub(super) async fn transferor_gone_complete(&mut self, side: Side) {
+        info!("transferor hung up during the consultation: completing the transfer");
+        self.leg_mut(side).state = crate::control::LegState::Disconnected;
+        self.start_consult_complete(side).await;
+    }
+
+    /// The kept party left during the consultation: it ends with the call.
+    pub(super) fn kept_party_gone_consulting(&mut self) {
+        info!("the held party hung up during the consultation: ending it");
+        if let Some(bridge) = self.xfer.current.as_mut().and_then(|t| t.consult.take()) {
+            bridge.stop();
+        }
+        self.release_consult_target();
+        debug!("consultation ended with the call");
     }
 }

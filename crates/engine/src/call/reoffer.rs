@@ -14,9 +14,9 @@
 //!   back before the command is answered.
 
 use futures::future::BoxFuture;
-use hookflash_media::relay::PlayOptions;
-use hookflash_media::sdp::Direction;
-use hookflash_sip::dialog::InDialogRequest;
+use hookflash_media::relay::{Leg, PlayOptions};
+use hookflash_media::sdp::{self, Direction};
+use hookflash_sip::dialog::{InDialogRequest, InviteLeg};
 use hookflash_sip::msg::{Header, Request, Response, StatusCode, StatusCodeKind};
 use tracing::{debug, info, warn};
 
@@ -34,7 +34,23 @@ pub(super) enum Outcome {
     Error(String),
 }
 
-pub(super) type ReofferFuture = BoxFuture<'static, (Side, Outcome)>;
+/// What comes back to the actor from work it started and does not wait for.
+pub(super) enum Feedback {
+    /// The answer to our re-INVITE number `seq` towards `side`.
+    Reoffer {
+        side: Side,
+        seq: u32,
+        outcome: Outcome,
+    },
+    /// Another call's answer to a hand-over request (`replaces.rs`); `Err(None)`: that
+    /// call is gone.
+    HandOff {
+        ticket: u32,
+        given: Result<super::HandOff, Option<CommandError>>,
+    },
+}
+
+pub(super) type ReofferFuture = BoxFuture<'static, Feedback>;
 
 /// A hold/retrieve command waiting for its re-INVITEs.
 pub(super) struct HoldOp {
@@ -57,15 +73,85 @@ pub(super) struct RelayOp {
 }
 
 impl CallActor {
-    /// Starts a re-INVITE towards `side` offering `direction`. False when the side has no
-    /// dialog now or one of ours is pending there.
+    /// Starts a re-INVITE towards `side` offering `direction`. False when there is no
+    /// dialog to send it on now or one of ours is pending there.
     pub(super) fn start_reoffer(
         &mut self,
         side: Side,
         direction: Direction,
         purpose: Purpose,
     ) -> bool {
-        self.dialog_of(side).is_some() && self.core.start_reoffer(side, purpose, direction)
+        self.reoffer_dialog(side, purpose).is_some()
+            && self.core.start_reoffer(side, purpose, direction)
+    }
+
+    /// The dialog a re-INVITE for `purpose` counted on `side` goes to: the side's phone, or
+    /// the phone that is to take the side's place (a consulted target, a handed-over phone).
+    fn reoffer_dialog(&self, side: Side, purpose: Purpose) -> Option<InviteLeg> {
+        match purpose {
+            Purpose::ConsultComplete => self
+                .xfer
+                .current
+                .as_ref()
+                .and_then(|t| t.target_party.as_ref())
+                .map(|p| p.dialog.clone()),
+            Purpose::TakeOver => self.handed_over_dialog(),
+            Purpose::Hold
+            | Purpose::Undo
+            | Purpose::Relay
+            | Purpose::Refresh
+            | Purpose::ConsultJoin
+            | Purpose::ConsultBack => self.dialog_of(side),
+        }
+    }
+
+    /// Our SDP offer for a re-INVITE for `purpose` towards `side` (None: what it needs is
+    /// gone). A move's offer is the address the phone is to send to: the consultation
+    /// bridge's, or this call's bridge at `side`.
+    fn reoffer_body(
+        &mut self,
+        side: Side,
+        purpose: Purpose,
+        direction: Direction,
+    ) -> Option<String> {
+        let local = self.bridge.local_addr(side.leg());
+        match purpose {
+            Purpose::ConsultJoin => {
+                let consult = self.xfer.current.as_ref()?.consult.clone()?;
+                let media = self.media_mut(side);
+                media.origin.next();
+                Some(
+                    sdp::build_offer(
+                        consult.local_addr(Leg::A),
+                        &media.origin,
+                        &media.codecs,
+                        Direction::SendRecv,
+                    )
+                    .to_string(),
+                )
+            }
+            Purpose::ConsultComplete => {
+                let t = self.xfer.current.as_mut()?;
+                t.origin.next();
+                Some(
+                    sdp::build_offer(local, &t.origin, &t.target_codecs, Direction::SendRecv)
+                        .to_string(),
+                )
+            }
+            Purpose::TakeOver => {
+                let media = self.handed_over_media()?;
+                media.origin.next();
+                Some(
+                    sdp::build_offer(local, &media.origin, &media.codecs, Direction::SendRecv)
+                        .to_string(),
+                )
+            }
+            Purpose::Hold
+            | Purpose::Undo
+            | Purpose::Relay
+            | Purpose::Refresh
+            | Purpose::ConsultBack => Some(self.sdp_towards(side, direction)),
+        }
     }
 
     /// Sends the re-INVITE (or UPDATE) the call core asked for; its answer comes back to
@@ -77,11 +163,19 @@ impl CallActor {
         purpose: Purpose,
         use_update: bool,
     ) {
-        let Some(dialog) = self.dialog_of(side) else {
-            self.core.reoffer_unsendable(side);
-            if purpose != Purpose::Refresh {
+        let seq = self.core.reoffer_seq(side);
+        let Some(dialog) = self.reoffer_dialog(side, purpose) else {
+            if purpose == Purpose::Refresh {
+                // RFC 4028 §10: a refresh that cannot go ends the session.
+                self.core.reoffer_unsendable(side);
+            } else {
+                // Still in flight for the core: this answer tells the re-INVITE's owner.
                 self.new_reoffers.push(Box::pin(async move {
-                    (side, Outcome::Error("the leg has no dialog now".into()))
+                    Feedback::Reoffer {
+                        side,
+                        seq,
+                        outcome: Outcome::Error("the leg has no dialog now".into()),
+                    }
                 }));
             }
             return;
@@ -92,11 +186,24 @@ impl CallActor {
             Purpose::Refresh => Direction::SendRecv,
             _ => direction,
         };
-        let session = self.session_headers(side);
+        // Session-timer headers belong to the side's own dialog, not to a phone moved in.
+        let session = match purpose {
+            Purpose::ConsultComplete | Purpose::TakeOver => Vec::new(),
+            _ => self.session_headers(side),
+        };
         let task = if use_update {
             tokio::spawn(async move { dialog.update(Some(session), None).await })
         } else {
-            let body = self.sdp_towards(side, direction);
+            let Some(body) = self.reoffer_body(side, purpose, direction) else {
+                self.new_reoffers.push(Box::pin(async move {
+                    Feedback::Reoffer {
+                        side,
+                        seq,
+                        outcome: Outcome::Error("nothing to offer: the move is over".into()),
+                    }
+                }));
+                return;
+            };
             let mut headers = vec![content_type_sdp()];
             headers.extend(session);
             tokio::spawn(async move {
@@ -111,13 +218,16 @@ impl CallActor {
                 Ok(Err(e)) => Outcome::Error(e.to_string()),
                 Err(e) => Outcome::Error(e.to_string()),
             };
-            (side, outcome)
+            Feedback::Reoffer { side, seq, outcome }
         }));
     }
 
     /// Anything in flight that a new hold/retrieve, re-INVITE or transfer would cross.
     pub(super) fn reinvite_in_progress(&self) -> bool {
-        self.hold_op.is_some() || self.relay_op.is_some() || self.core.reoffer_pending()
+        self.hold_op.is_some()
+            || self.relay_op.is_some()
+            || self.core.reoffer_pending()
+            || self.core.replaces.is_running()
     }
 
     /// A hold or retrieve command: re-INVITEs go out to the sides to change; the command is
@@ -248,7 +358,11 @@ impl CallActor {
     }
 
     /// The answer to a re-INVITE of ours (or the end of a glare back-off).
-    pub(super) async fn on_reoffer(&mut self, side: Side, outcome: Outcome) {
+    pub(super) async fn on_reoffer(&mut self, side: Side, seq: u32, outcome: Outcome) {
+        if !self.core.reoffer_current(side, seq) {
+            debug!(leg = ?side, "answer to a re-INVITE given up: ignored");
+            return;
+        }
         let status = match &outcome {
             Outcome::Answered(Some(r)) => Some(r.status_code.code()),
             _ => None,
@@ -279,12 +393,32 @@ impl CallActor {
                 state: WrongState::Updating,
             }),
         };
-        if let Ok(r) = &result {
-            if let Some(addr) = sdp_of_response(r).and_then(|s| s.audio_endpoint()) {
-                self.bridge.set_remote(side.leg(), addr);
+        // Where the phone now sends its media from (moves: the owner places it).
+        let moved = result
+            .as_ref()
+            .map(|r| sdp_of_response(r).and_then(|s| s.audio_endpoint()))
+            .map_err(Clone::clone);
+        match done.purpose {
+            Purpose::Hold
+            | Purpose::Undo
+            | Purpose::Relay
+            | Purpose::Refresh
+            | Purpose::ConsultBack => {
+                if let Ok(Some(addr)) = &moved {
+                    self.bridge.set_remote(side.leg(), *addr);
+                }
             }
+            Purpose::ConsultJoin | Purpose::ConsultComplete | Purpose::TakeOver => {}
         }
         match done.purpose {
+            Purpose::ConsultJoin => self.consult_join_answered(moved).await,
+            Purpose::ConsultComplete => self.consult_complete_answered(side, moved).await,
+            Purpose::TakeOver => self.take_over_answered(side, moved).await,
+            Purpose::ConsultBack => {
+                if let Err(e) = moved {
+                    warn!(leg = ?side, error = %e, "could not move the transferor back to the call");
+                }
+            }
             Purpose::Hold | Purpose::Undo => self.hold_progress(side, done.purpose, result),
             Purpose::Relay => {
                 self.relay_answered(side, resp.as_ref(), result.is_ok())
@@ -378,7 +512,12 @@ impl CallActor {
                     warn!(leg = ?side, error = %e, "could not restore a leg after a failed hold");
                 }
             }
-            Purpose::Relay | Purpose::Refresh => {}
+            Purpose::Relay
+            | Purpose::Refresh
+            | Purpose::ConsultJoin
+            | Purpose::ConsultBack
+            | Purpose::ConsultComplete
+            | Purpose::TakeOver => {}
         }
         if !op.waiting.is_empty() || !op.undoing.is_empty() {
             return;
@@ -503,6 +642,21 @@ impl CallActor {
         }
         if let Some(op) = self.relay_op.take() {
             let _ = op.handle.reply(StatusCode::RequestTerminated).await;
+        }
+        // A complete command waiting for the target's move.
+        if let Some(reply) = self
+            .xfer
+            .current
+            .as_mut()
+            .and_then(|t| t.complete_reply.take())
+        {
+            let _ = reply.send(Err(CommandError::WrongState {
+                state: WrongState::Ended,
+            }));
+        }
+        // A hand-over running: the phone being moved is released, the asker told.
+        if let Some(step) = self.core.replaces.call_ended() {
+            self.hand_over_done(step, None);
         }
     }
 }

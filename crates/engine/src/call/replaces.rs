@@ -2,17 +2,30 @@
 //! to connect A and C and drop it (pjsua2 `xferReplaces`, the attended transfer a desk phone
 //! does). The call that holds the replaced dialog hands its other party (C) over to the call
 //! that received the REFER, together with its dialog-event stream; C's phone is re-INVITEd
-//! to this call's media, and the referring phone is told (NOTIFY 200) and released.
+//! to this call's media, and the referring phone is told (NOTIFY 200) and released. The
+//! bridge command (RingCentral `bridge`) is the same hand-over, asked for by the API.
+//!
+//! Nothing here is awaited inside a handler: the other call's answer comes back as
+//! [`Feedback::HandOff`], the phone's answer to its move as a `TakeOver` re-offer's answer.
+//! The stage of a hand-over and what each answer means are the call core's
+//! (`call_core/replaces.rs`); this file holds its handles (the referrer's NOTIFY channel or
+//! the bridge command's reply, the phone handed over) and executes. While it runs, a BYE
+//! from any party is handled at once: the far party leaving ends the call and releases the
+//! phone being moved (the referrer hears 487); the referring phone leaving does not stop it.
 
+use crate::call_core::replaces::{Asker, OtherCall, Outcome, Step};
+use crate::call_core::Purpose;
 use crate::model::{EndCause, WrongState};
-use hookflash_sip::dialog::InDialogRequest;
+use hookflash_sip::dialog::{DialogEvent, InDialogRequest, InviteLeg};
 use hookflash_sip::msg::StatusCode;
 use hookflash_sip::router::{CallStateReceiver, CallStates};
-use tokio::sync::oneshot;
+use std::net::SocketAddr;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::reoffer::Feedback;
 use super::transfer::{spawn_refer_notifier, ReferProgress};
-use super::{reoffer, CallActor, CallCommand, CommandSender, MediaSide, Party, Side};
+use super::{answer_stray, CallActor, CallCommand, CommandSender, MediaSide, Party, Side};
 use crate::control::{CallInfo, CommandError, LegInfo, LegState, Reply};
 use crate::events::{EventDetail, EventKind};
 use crate::Engine;
@@ -93,8 +106,59 @@ pub(super) fn forward_states(mut states: CallStateReceiver, routes: CallStates, 
     });
 }
 
+/// Who hears how a hand-over ended.
+enum AskerHandle {
+    /// The referring phone's NOTIFY progress.
+    Refer(mpsc::UnboundedSender<ReferProgress>),
+    /// The bridge command's reply.
+    Bridge(Reply<CallInfo>),
+}
+
+/// The handles of the running hand-over (its state: `core.replaces`).
+struct HandOverHandles {
+    asker: AskerHandle,
+    /// Once the other call gave it: the phone and what it brings.
+    handoff: Option<HandOff>,
+}
+
+/// A call's REFER/Replaces handles: the hand-over into this call, and, once this call gave
+/// a party away, the call that now gets its dialog events.
+#[derive(Default)]
+pub(super) struct Replacing {
+    running: Option<Box<HandOverHandles>>,
+    pub(super) states_to: Option<CommandSender>,
+}
+
+/// BYE to a phone handed over but not kept, and its dialog out of the table (the call that
+/// gave it no longer removes it).
+fn release_phone(engine: &Engine, dialog: InviteLeg) {
+    engine.inner.sip.dialogs.remove(&dialog.id());
+    super::send_bye(dialog, Vec::new(), "the handed-over phone");
+}
+
+/// After the call ended: another call's hand-over still to come is released when it comes.
+pub(super) fn release_late_handoffs(
+    engine: Engine,
+    mut pending: futures::stream::FuturesUnordered<super::reoffer::ReofferFuture>,
+) {
+    use futures::StreamExt;
+    tokio::spawn(async move {
+        let drain = async {
+            while let Some(feedback) = pending.next().await {
+                if let Feedback::HandOff { given: Ok(h), .. } = feedback {
+                    info!("a party handed over after the call ended: releasing it");
+                    release_phone(&engine, h.party.dialog);
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(40), drain).await;
+    });
+}
+
 impl CallActor {
-    /// REFER whose Refer-To carries Replaces, from the phone on `side`.
+    /// REFER whose Refer-To carries Replaces, from the phone on `side`: accepted (202), the
+    /// other call is asked for its party; the rest follows its answer
+    /// ([`Self::on_handoff`]).
     pub(super) async fn on_refer_replaces(
         &mut self,
         side: Side,
@@ -105,7 +169,7 @@ impl CallActor {
             let _ = handle.reply(StatusCode::BadRequest).await;
             return;
         };
-        if self.require_stable().is_err() {
+        if self.require_stable().is_err() || self.reinvite_in_progress() {
             let _ = handle.reply(StatusCode::RequestPending).await;
             return;
         }
@@ -118,77 +182,246 @@ impl CallActor {
             let _ = handle.reply(StatusCode::ServerInternalError).await;
             return;
         };
+        let Some(ticket) = self.core.replaces.ask(side, Asker::Refer) else {
+            let _ = handle.reply(StatusCode::RequestPending).await;
+            return;
+        };
         let _ = handle.reply(StatusCode::Accepted).await;
         let referrer = spawn_refer_notifier(referrer_dialog);
-        let notify = |status: u16, last: bool, then_bye: bool| ReferProgress {
-            status,
-            last,
-            then_bye,
-        };
-        let _ = referrer.send(notify(100, false, false));
+        let _ = referrer.send(ReferProgress {
+            status: 100,
+            last: false,
+            then_bye: false,
+        });
+        self.replacing.running = Some(Box::new(HandOverHandles {
+            asker: AskerHandle::Refer(referrer),
+            handoff: None,
+        }));
+        let to = self.self_tx.clone();
+        self.ask_other_call(ticket, other_call, |reply| CallCommand::HandOff {
+            sip_call_id: replaced,
+            to,
+            reply,
+        });
+    }
 
+    /// Sends the other call its hand-over request; its answer comes back as
+    /// [`Feedback::HandOff`] (never awaited here: two calls asking each other at once must
+    /// not wait for each other).
+    fn ask_other_call(
+        &mut self,
+        ticket: u32,
+        other: CommandSender,
+        command: impl FnOnce(Reply<HandOff>) -> CallCommand,
+    ) {
         let (tx, rx) = oneshot::channel();
-        let asked = other_call
-            .send(CallCommand::HandOff {
-                sip_call_id: replaced.clone(),
-                to: self.self_tx.clone(),
-                reply: tx,
-            })
-            .await;
-        let handoff = match (asked, rx.await) {
-            (Ok(()), Ok(Ok(h))) => h,
-            (_, Ok(Err(e))) => {
-                info!(error = %e, "the other call cannot give up its party");
-                let _ = referrer.send(notify(603, true, false));
-                return;
-            }
-            _ => {
-                let _ = referrer.send(notify(481, true, false));
-                return;
-            }
+        let command = command(tx);
+        self.new_reoffers.push(Box::pin(async move {
+            let given = match other.send(command).await {
+                Err(_) => Err(None),
+                Ok(()) => match rx.await {
+                    Ok(Ok(h)) => Ok(h),
+                    Ok(Err(e)) => Err(Some(e)),
+                    Err(_) => Err(None),
+                },
+            };
+            Feedback::HandOff { ticket, given }
+        }));
+    }
+
+    /// The other call answered: the phone it gave is moved into this call, or the asker
+    /// hears why not.
+    pub(super) async fn on_handoff(
+        &mut self,
+        ticket: u32,
+        given: Result<HandOff, Option<CommandError>>,
+    ) {
+        let answer = match &given {
+            Ok(_) => OtherCall::Gave,
+            Err(Some(_)) => OtherCall::Refused,
+            Err(None) => OtherCall::Gone,
         };
-        match self.take_over(side, handoff).await {
-            Ok(label) => {
-                let _ = referrer.send(notify(200, true, true));
-                info!(target = %label, "REFER/Replaces: parties joined, referring phone released");
+        let step = self
+            .core
+            .replaces
+            .other_call_answered(ticket, answer, self.core.phase());
+        let (handoff, error) = match given {
+            Ok(h) => (Some(h), None),
+            Err(e) => (None, e),
+        };
+        match step {
+            Step::Stale { .. } => {
+                if let Some(h) = handoff {
+                    release_phone(&self.engine, h.party.dialog);
+                }
             }
-            Err(_) => {
-                let _ = referrer.send(notify(500, true, false));
+            Step::Move { side } => {
+                if let Some(handles) = self.replacing.running.as_mut() {
+                    handles.handoff = handoff;
+                }
+                let direction = hookflash_media::sdp::Direction::SendRecv;
+                if !self.start_reoffer(side, direction, Purpose::TakeOver) {
+                    if let Some(step) = self.core.replaces.phone_answered(false) {
+                        self.hand_over_done(step, None);
+                        self.end_if_replaced_gone(step).await;
+                    }
+                }
+            }
+            Step::Done { .. } => {
+                if let (Some(handles), Some(h)) = (self.replacing.running.as_mut(), handoff) {
+                    handles.handoff = Some(h);
+                }
+                self.hand_over_done(step, error);
+                self.end_if_replaced_gone(step).await;
             }
         }
     }
 
-    /// Puts a party handed over from another call in `side`'s place: its phone is re-INVITEd
-    /// to this call's media at that side; the party that was there is retired (its dialog is
-    /// the caller's to release). Returns the new party's label. If the phone refuses the
-    /// move it is released (BYE) and this call stays as it was.
-    async fn take_over(&mut self, side: Side, handoff: HandOff) -> Result<String, CommandError> {
-        // C's phone now sends its media to this call, in the replaced party's place.
+    /// The dialog of the phone being handed over, once the other call gave it.
+    pub(super) fn handed_over_dialog(&self) -> Option<InviteLeg> {
+        self.replacing
+            .running
+            .as_ref()
+            .and_then(|h| h.handoff.as_ref())
+            .map(|h| h.party.dialog.clone())
+    }
+
+    pub(super) fn handed_over_media(&mut self) -> Option<&mut MediaSide> {
+        self.replacing
+            .running
+            .as_mut()
+            .and_then(|h| h.handoff.as_mut())
+            .map(|h| &mut h.media)
+    }
+
+    /// Is `call_id` the dialog of the phone being handed over?
+    pub(super) fn is_handover_dialog(&self, call_id: &str) -> bool {
+        self.replacing
+            .running
+            .as_ref()
+            .and_then(|h| h.handoff.as_ref())
+            .is_some_and(|h| h.party.call_id == call_id)
+    }
+
+    /// A request or state change on the dialog of the phone being handed over (its events
+    /// reach us from the call that gave it).
+    pub(super) async fn on_handover_state(&mut self, state: DialogEvent) {
+        match state {
+            DialogEvent::Terminated(..) => {
+                let Some(side) = self.core.replaces.moving_into() else {
+                    return;
+                };
+                info!("the handed-over phone hung up while it was moved: the call stays");
+                self.core.abandon_reoffer(side);
+                if let Some(step) = self.core.replaces.phone_gone() {
+                    self.hand_over_done(step, None);
+                    self.end_if_replaced_gone(step).await;
+                }
+            }
+            other => answer_stray(other).await,
+        }
+    }
+
+    /// The handed-over phone answered its move (`moved`: where it now sends from).
+    pub(super) async fn take_over_answered(
+        &mut self,
+        side: Side,
+        moved: Result<Option<SocketAddr>, CommandError>,
+    ) {
+        if let Err(e) = &moved {
+            warn!(error = %e, "the handed-over phone refused the media move; releasing it");
+        }
+        let Some(step) = self.core.replaces.phone_answered(moved.is_ok()) else {
+            return;
+        };
+        if let (
+            Ok(Some(addr)),
+            Step::Done {
+                outcome: Outcome::Joined,
+                ..
+            },
+        ) = (&moved, step)
+        {
+            self.bridge.move_remote(side.leg(), *addr);
+        }
+        self.hand_over_done(step, moved.err());
+        self.end_if_replaced_gone(step).await;
+    }
+
+    /// The hand-over is over: the phone takes the side's place (joined) or is released, and
+    /// the asker is told.
+    pub(super) fn hand_over_done(&mut self, step: Step, error: Option<CommandError>) {
+        let Step::Done {
+            side,
+            outcome,
+            release_phone: release,
+            end_call,
+            ..
+        } = step
+        else {
+            return;
+        };
+        let Some(handles) = self.replacing.running.take() else {
+            return;
+        };
+        let HandOverHandles { asker, handoff } = *handles;
+        let mut joined = None;
+        match (outcome, handoff) {
+            (Outcome::Joined, Some(h)) => joined = Some(self.take_over(side, h)),
+            (_, Some(h)) if release => release_phone(&self.engine, h.party.dialog),
+            _ => {}
+        }
+        info!(outcome = ?outcome, "hand-over over");
+        match asker {
+            AskerHandle::Refer(referrer) => {
+                let _ = referrer.send(ReferProgress {
+                    status: outcome.notify_status(),
+                    last: true,
+                    then_bye: outcome == Outcome::Joined && !end_call,
+                });
+            }
+            AskerHandle::Bridge(reply) => {
+                let result = match (&joined, error) {
+                    (Some(old), _) => {
+                        if let Some(old) = old {
+                            super::send_bye(old.dialog.clone(), Vec::new(), "the bridged leg");
+                        }
+                        Ok(self.info())
+                    }
+                    (None, Some(e)) => Err(e),
+                    (None, None) => Err(match outcome {
+                        Outcome::OtherCallGone | Outcome::CallEnded => CommandError::NotFound,
+                        Outcome::Joined
+                        | Outcome::OtherCallRefused
+                        | Outcome::PhoneRefused
+                        | Outcome::PhoneGone => CommandError::Failed {
+                            status: outcome.notify_status(),
+                            reason: "the party could not be moved".into(),
+                        },
+                    }),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// The party a failed hand-over was to replace had hung up: nobody is on that side.
+    async fn end_if_replaced_gone(&mut self, step: Step) {
+        if let Step::Done { end_call: true, .. } = step {
+            info!("the replaced party has left and nobody took its place: ending the call");
+            self.hangup_all(EndCause::Normal).await;
+        }
+    }
+
+    /// Puts a party handed over from another call in `side`'s place (its phone already sends
+    /// to this call's media there); the party that was there is retired (its dialog is the
+    /// caller's to release: returned).
+    fn take_over(&mut self, side: Side, handoff: HandOff) -> Option<Party> {
         let HandOff {
             party,
             mut media,
             mut leg,
         } = handoff;
-        media.origin.next();
-        let body = hookflash_media::sdp::build_offer(
-            self.bridge.local_addr(side.leg()),
-            &media.origin,
-            &media.codecs,
-            hookflash_media::sdp::Direction::SendRecv,
-        )
-        .to_string();
-        match reoffer(&party.dialog, body).await {
-            Ok(addr) => {
-                if let Some(addr) = addr {
-                    self.bridge.move_remote(side.leg(), addr);
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "the handed-over phone refused the media move; releasing it");
-                super::send_bye(party.dialog.clone(), Vec::new(), "the handed-over phone");
-                return Err(e);
-            }
-        }
         let codecs = media.codecs.clone();
         media.direction = hookflash_media::sdp::Direction::SendRecv;
         *self.media_mut(side) = media;
@@ -196,7 +429,10 @@ impl CallActor {
         self.apply_pt_maps(&a_codecs, &b_codecs);
         self.set_send_codec(side, &codecs);
         self.set_dtmf_pt(side, &codecs);
-        self.parties[side.index()] = Some(party);
+        let old = self.parties[side.index()].replace(party);
+        // The old party's session timer leaves with it.
+        self.core
+            .set_session_timer(side, None, false, tokio::time::Instant::now());
         self.retire_leg(side, EndCause::Transferred);
         leg.role = self.leg(side).role;
         leg.state = LegState::Answered;
@@ -204,47 +440,63 @@ impl CallActor {
         let label = leg.number.clone();
         *self.leg_mut(side) = leg;
         self.apply_forwarding();
+        info!(target = %label, "hand-over: parties joined");
         self.publish_detail(
             EventKind::Transferred,
             Some(side),
             EventDetail {
-                target: Some(label.clone()),
+                target: Some(label),
                 ..Default::default()
             },
         );
-        Ok(label)
+        old
     }
 
     /// Bridge (RingCentral `bridge`): the party opposite `leg_id` here and the party opposite
     /// `other_leg` in `other` are connected in this call; the two legs named (one person's
     /// two calls) are released and the other call ends. Both calls must be connected and
     /// stable; if the moved phone refuses the media move it is released and this call stays.
-    pub(super) async fn bridge_with(
+    /// Answered once the phone has answered its move.
+    pub(super) fn bridge_with(
         &mut self,
         leg_id: String,
         other: CommandSender,
         other_leg: String,
-    ) -> Result<CallInfo, CommandError> {
-        self.require_stable()?;
-        let side = self.side_of_leg(&leg_id).ok_or(CommandError::NotFound)?;
-        self.require_no_conference()?;
-        let (tx, rx) = oneshot::channel();
-        other
-            .send(CallCommand::HandOffLeg {
-                leg_id: other_leg,
-                to: self.self_tx.clone(),
-                reply: tx,
-            })
-            .await
-            .map_err(|_| CommandError::NotFound)?;
-        let handoff = rx.await.map_err(|_| CommandError::NotFound)??;
-        let old = self.parties[side.index()].clone();
-        let label = self.take_over(side, handoff).await?;
-        if let Some(old) = old {
-            super::send_bye(old.dialog, Vec::new(), "the bridged leg");
-        }
-        info!(target = %label, "bridge: parties of two calls joined");
-        Ok(self.info())
+        reply: Reply<CallInfo>,
+    ) {
+        let asked = (|| {
+            self.require_stable()?;
+            let side = self.side_of_leg(&leg_id).ok_or(CommandError::NotFound)?;
+            self.require_no_conference()?;
+            if self.reinvite_in_progress() {
+                return Err(CommandError::WrongState {
+                    state: WrongState::Pending,
+                });
+            }
+            self.core
+                .replaces
+                .ask(side, Asker::Bridge)
+                .ok_or(CommandError::WrongState {
+                    state: WrongState::Pending,
+                })
+        })();
+        let ticket = match asked {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        self.replacing.running = Some(Box::new(HandOverHandles {
+            asker: AskerHandle::Bridge(reply),
+            handoff: None,
+        }));
+        let to = self.self_tx.clone();
+        self.ask_other_call(ticket, other, |reply| CallCommand::HandOffLeg {
+            leg_id: other_leg,
+            to,
+            reply,
+        });
     }
 
     /// A bridge moves plain two-party calls only: a leg in a conference (a named one, or
@@ -295,6 +547,11 @@ impl CallActor {
     ) {
         let result = (|| {
             self.require_stable()?;
+            if self.reinvite_in_progress() {
+                return Err(CommandError::WrongState {
+                    state: WrongState::Pending,
+                });
+            }
             let replaced = self
                 .side_of_call_id(&sip_call_id)
                 .ok_or(CommandError::NotFound)?;
@@ -332,8 +589,8 @@ impl CallActor {
             });
         }
         self.parties[keep.index()] = None;
-        self.handed_off = Some(party.call_id);
-        self.states_to = Some(to);
+        self.core.replaces.gave_away(party.call_id);
+        self.replacing.states_to = Some(to);
         self.end_cause = Some(EndCause::Replaced);
         self.end_status = 200;
         self.core.end();

@@ -68,6 +68,17 @@ pub(super) struct Transfer {
     /// Attended, once the target answered: its dialog and codecs.
     pub(super) target_party: Option<Party>,
     pub(super) target_codecs: Vec<Codec>,
+    /// The complete command, answered once the target has answered its move.
+    pub(super) complete_reply: Option<crate::control::Reply<CallInfo>>,
+}
+
+/// The transfer's I/O handles (its state: `core.transfer`): the attempt in progress, and the
+/// forks of finished attempts (late answers are released, the call record lists them, the
+/// dialogs are removed at the end).
+#[derive(Default)]
+pub(super) struct TransferHandles {
+    pub(super) current: Option<Transfer>,
+    pub(super) old_forks: Vec<Fork>,
 }
 
 /// One NOTIFY (message/sipfrag) to a phone whose REFER we carry out (RFC 3515 §2.4.5).
@@ -256,7 +267,7 @@ impl CallActor {
             forks.len(),
             self.engine.inner.cfg.ring_timeout,
         );
-        self.transfer = Some(Transfer {
+        self.xfer.current = Some(Transfer {
             target,
             pair,
             origin,
@@ -265,6 +276,7 @@ impl CallActor {
             consult,
             target_party: None,
             target_codecs: Vec::new(),
+            complete_reply: None,
         });
         self.apply_forwarding();
         self.publish_detail(
@@ -364,7 +376,7 @@ impl CallActor {
                     then_bye: false,
                 });
                 self.core.transfer.set_referred();
-                if let Some(t) = self.transfer.as_mut() {
+                if let Some(t) = self.xfer.current.as_mut() {
                     t.referrer = Some(referrer);
                 }
                 info!(leg = ?side, %dialled, "REFER accepted: blind transfer");
@@ -379,7 +391,7 @@ impl CallActor {
     /// CANCELs every transfer fork still ringing; their results end the attempt.
     pub(super) fn cancel_transfer_forks(&mut self) {
         self.core.transfer.cancel();
-        let Some(t) = self.transfer.as_mut() else {
+        let Some(t) = self.xfer.current.as_mut() else {
             return;
         };
         for fork in t.forks.iter().filter(|f| !f.finished) {
@@ -393,10 +405,11 @@ impl CallActor {
     }
 
     pub(super) fn is_transfer_dialog(&self, call_id: &str) -> bool {
-        self.transfer
+        self.xfer
+            .current
             .as_ref()
             .is_some_and(|t| t.forks.iter().any(|f| f.call_id == call_id))
-            || self.old_transfer_forks.iter().any(|f| f.call_id == call_id)
+            || self.xfer.old_forks.iter().any(|f| f.call_id == call_id)
     }
 
     /// Provisional responses and requests on a transfer target's dialog.
@@ -404,7 +417,8 @@ impl CallActor {
         match state {
             DialogEvent::Early(id, _) => {
                 let fork = self
-                    .transfer
+                    .xfer
+                    .current
                     .as_ref()
                     .and_then(|t| t.forks.iter().find(|f| f.call_id == id.call_id))
                     .map(|f| f.key);
@@ -415,7 +429,7 @@ impl CallActor {
                 else {
                     return;
                 };
-                let referrer = self.transfer.as_ref().and_then(|t| t.referrer.as_ref());
+                let referrer = self.xfer.current.as_ref().and_then(|t| t.referrer.as_ref());
                 if let (true, Some(referrer)) = (ringing.notify_referrer, referrer) {
                     let _ = referrer.send(ReferProgress {
                         status: 180,
@@ -447,7 +461,19 @@ impl CallActor {
     pub(super) async fn on_party_gone_during_transfer(&mut self, side: Side) -> bool {
         match self.core.transfer.party_gone(side) {
             PartyGone::NotTransferring => false,
-            PartyGone::Consulting => self.on_party_gone_while_consulting(side).await,
+            PartyGone::CompleteNow { .. } => {
+                self.transferor_gone_complete(side).await;
+                true
+            }
+            PartyGone::TransferorLeftCompleting => {
+                self.leg_mut(side).state = LegState::Disconnected;
+                info!("transferor hung up while the target is moved in: the move decides");
+                true
+            }
+            PartyGone::KeptPartyLeftConsulting => {
+                self.kept_party_gone_consulting();
+                false
+            }
             PartyGone::TransferorLeft => {
                 self.leg_mut(side).state = LegState::Disconnected;
                 info!("transferor hung up; the transfer goes on");
@@ -480,7 +506,12 @@ impl CallActor {
             return;
         }
         // The fork's own record (for the call record and CANCEL).
-        let Some(fork) = self.transfer.as_mut().and_then(|t| t.forks.get_mut(index)) else {
+        let Some(fork) = self
+            .xfer
+            .current
+            .as_mut()
+            .and_then(|t| t.forks.get_mut(index))
+        else {
             return;
         };
         fork.finished = true;
@@ -504,7 +535,7 @@ impl CallActor {
 
     /// The target answered: it takes the transferor's place in the bridge.
     async fn complete_transfer(&mut self, index: usize, resp: Response) {
-        let Some(mut t) = self.transfer.take() else {
+        let Some(mut t) = self.xfer.current.take() else {
             return;
         };
         let Some(done) = self.core.transfer.complete() else {
@@ -520,7 +551,7 @@ impl CallActor {
                     let _ = dialog.bye().await;
                 });
             }
-            self.transfer = Some(t);
+            self.xfer.current = Some(t);
             self.transfer_failed(done.failed(488)).await;
             return;
         };
@@ -533,7 +564,7 @@ impl CallActor {
                 if let Some(fork) = t.forks.get(index) {
                     super::send_bye(fork.dialog.clone(), Vec::new(), "the dialled party");
                 }
-                self.transfer = Some(t);
+                self.xfer.current = Some(t);
                 self.transfer_failed(done.failed(500)).await;
                 return;
             }
@@ -628,7 +659,7 @@ impl CallActor {
         }
         let elapsed = done.requested_at.elapsed();
         let label = done.label;
-        self.old_transfer_forks.append(&mut t.forks);
+        self.xfer.old_forks.append(&mut t.forks);
         self.apply_forwarding();
         info!(
             target = %label,
@@ -656,7 +687,7 @@ impl CallActor {
 
     /// Executes a failed attempt (`core.transfer` has ended it).
     pub(super) async fn transfer_failed(&mut self, failed: Failed) {
-        let Some(mut t) = self.transfer.take() else {
+        let Some(mut t) = self.xfer.current.take() else {
             return;
         };
         let status = failed.status;
@@ -665,11 +696,17 @@ impl CallActor {
         if let Some(bridge) = t.consult.take() {
             bridge.stop();
         }
-        self.old_transfer_forks.append(&mut t.forks);
+        self.xfer.old_forks.append(&mut t.forks);
         if !self.leg(keep).held {
             self.bridge.stop_play(keep.leg());
         }
         self.apply_forwarding();
+        if let Some(reply) = t.complete_reply.take() {
+            let _ = reply.send(Err(CommandError::Failed {
+                status,
+                reason: "the transfer failed".into(),
+            }));
+        }
         if let Some(referrer) = &t.referrer {
             let _ = referrer.send(ReferProgress {
                 status,
@@ -696,9 +733,7 @@ impl CallActor {
             AfterFailure::EndCall { keep, cause } => {
                 info!("the transferor has left: ending the call");
                 if let Some(dialog) = self.dialog_of(keep) {
-                    if let Err(e) = dialog.bye().await {
-                        debug!(error = %e, "BYE to the kept party failed");
-                    }
+                    super::send_bye(dialog, Vec::new(), "the kept party");
                 }
                 self.end_cause = Some(cause);
                 self.end_status = 200;
@@ -712,8 +747,8 @@ impl CallActor {
         let dialog = self
             .forks
             .iter()
-            .chain(self.transfer.iter().flat_map(|t| t.forks.iter()))
-            .chain(self.old_transfer_forks.iter())
+            .chain(self.xfer.current.iter().flat_map(|t| t.forks.iter()))
+            .chain(self.xfer.old_forks.iter())
             .chain(self.originated.iter().flat_map(|o| o.caller_forks.iter()))
             .find(|f| f.key == key)
             .map(|f| f.dialog.clone());
@@ -726,9 +761,9 @@ impl CallActor {
 
     /// Transfer forks as call-record legs.
     pub(super) fn transfer_leg_records(&self, ended_at: i64) -> Vec<LegRecord> {
-        let current = self.transfer.iter().flat_map(|t| t.forks.iter());
+        let current = self.xfer.current.iter().flat_map(|t| t.forks.iter());
         current
-            .chain(self.old_transfer_forks.iter())
+            .chain(self.xfer.old_forks.iter())
             .map(|fork| {
                 let status = fork.status.unwrap_or(487);
                 LegRecord {
@@ -757,10 +792,11 @@ impl CallActor {
 
     /// Every dialog a transfer created (for clean-up when the call ends).
     pub(super) fn transfer_dialog_ids(&self) -> Vec<LegId> {
-        self.transfer
+        self.xfer
+            .current
             .iter()
             .flat_map(|t| t.forks.iter())
-            .chain(self.old_transfer_forks.iter())
+            .chain(self.xfer.old_forks.iter())
             .map(|f| f.dialog.id())
             .collect()
     }

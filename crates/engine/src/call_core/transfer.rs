@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{best_failure, Phase, Side};
-use crate::model::EndCause;
+use crate::model::{EndCause, WrongState};
 
 /// How far the target of the running attempt got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +22,12 @@ pub(crate) enum Stage {
     Cancelled,
     /// A fork answered: a blind transfer completes, an attended one joins the consultation.
     Answered,
+    /// Attended: the transferor's phone is being re-INVITEd into the consultation.
+    Joining,
     /// Attended: the transferor talks to the target until complete or cancel.
     Consulting,
+    /// Attended, complete: the target's phone is being re-INVITEd into the transferor's place.
+    Completing,
 }
 
 #[derive(Debug)]
@@ -83,8 +87,16 @@ pub(crate) enum ForkDecision {
 pub(crate) enum PartyGone {
     /// No transfer runs: the call ends as usual.
     NotTransferring,
-    /// An attended transfer is consulting: see `call/consult.rs`.
-    Consulting,
+    /// The transferor left an attended transfer whose target answered (its move into the
+    /// consultation pending, or consulting): the transfer completes, as on a PBX. Give up
+    /// the pending move (`abandon`) and move the target into the transferor's place.
+    CompleteNow { abandon: bool },
+    /// The transferor left while the target is already being moved into its place: the
+    /// call goes on; the move's answer decides.
+    TransferorLeftCompleting,
+    /// The kept party left an attended transfer whose target answered: the consultation
+    /// ends with the call (BYE to the target).
+    KeptPartyLeftConsulting,
     /// The transferor left a ringing transfer: it goes on, the call too.
     TransferorLeft,
     /// The kept party left: nobody to transfer; CANCEL the target, the call ends.
@@ -144,6 +156,52 @@ pub(crate) struct Failed {
     /// Send the final `status` to the referring phone.
     pub(crate) referred: bool,
     pub(crate) then: AfterFailure,
+}
+
+/// What follows an attended transfer's target answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConsultStep {
+    /// Move the transferor's phone into the consultation (`ConsultJoin`).
+    Join { transferor: Side },
+    /// The transferor has left: move the target into its place (`ConsultComplete`).
+    Complete { transferor: Side },
+}
+
+/// The transferor's phone answered its move into the consultation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum JoinResult {
+    /// It talks to the target now.
+    Consulting { transferor: Side, label: String },
+    /// It refused: the attempt failed (the target is released).
+    Failed(Failed),
+}
+
+/// The target answered its move into the transferor's place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CompleteResult {
+    /// It is there: hand the side over to it.
+    Completed(Completed),
+    /// It refused; the transferor is still there and still consults it.
+    Refused,
+    /// It refused and the transferor has left: the attempt failed, the call ends.
+    Failed(Failed),
+}
+
+/// What cancel does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CancelStep {
+    /// The target still rings: CANCEL it (its forks' results end the attempt).
+    CancelForks,
+    /// The target is consulted: release it, the transferor goes back ([`TransferMachine::target_gone`]).
+    ReleaseTarget,
+}
+
+/// The consulted target is gone: the attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TargetGone {
+    /// A move of the transferor's side was pending: give it up.
+    pub(crate) abandon: bool,
+    pub(crate) failed: Failed,
 }
 
 /// What the actor must do for a transfer when time has come.
@@ -268,10 +326,6 @@ impl TransferMachine {
         self.attempt.as_ref().map(|a| a.transferor)
     }
 
-    pub(crate) fn transferor_gone(&self) -> bool {
-        self.attempt.as_ref().is_some_and(|a| a.transferor_gone)
-    }
-
     /// A provisional response of the target: the first is reported.
     pub(crate) fn fork_early(&mut self, now: Instant) -> Option<TargetRinging> {
         let a = self.attempt.as_mut()?;
@@ -308,7 +362,7 @@ impl TransferMachine {
             return ForkDecision::Wait;
         };
         *slot = Some(status);
-        let answered = matches!(a.stage, Stage::Answered | Stage::Consulting);
+        let answered = a.stage != Stage::Ringing && a.stage != Stage::Cancelled;
         if ok {
             if answered {
                 return ForkDecision::ReleaseExtra;
@@ -338,11 +392,102 @@ impl TransferMachine {
         }
     }
 
-    /// Attended: the transferor now talks to the answered target.
-    pub(crate) fn consulting(&mut self) {
-        if let Some(a) = self.attempt.as_mut() {
+    /// Attended: the target answered. The transferor's phone joins it in the consultation
+    /// (a `ConsultJoin` re-offer), or, if the transferor has left, the target is moved into
+    /// its place at once (a `ConsultComplete` re-offer).
+    pub(crate) fn consult_answered(&mut self) -> Option<ConsultStep> {
+        let a = self
+            .attempt
+            .as_mut()
+            .filter(|a| a.stage == Stage::Answered)?;
+        Some(if a.transferor_gone {
+            a.stage = Stage::Completing;
+            ConsultStep::Complete {
+                transferor: a.transferor,
+            }
+        } else {
+            a.stage = Stage::Joining;
+            ConsultStep::Join {
+                transferor: a.transferor,
+            }
+        })
+    }
+
+    /// The transferor's phone answered its move into the consultation: it talks to the
+    /// target now (`ok`), or it refused and the attempt failed (500; the target is released).
+    pub(crate) fn join_answered(&mut self, ok: bool) -> Option<JoinResult> {
+        let a = self
+            .attempt
+            .as_mut()
+            .filter(|a| a.stage == Stage::Joining)?;
+        if ok {
             a.stage = Stage::Consulting;
+            return Some(JoinResult::Consulting {
+                transferor: a.transferor,
+                label: a.label.clone(),
+            });
         }
+        self.fail(500).map(JoinResult::Failed)
+    }
+
+    /// The complete command: the consulted target is to be moved into the transferor's
+    /// place. Refused while a move is pending (`pending`) or before the target answered.
+    pub(crate) fn request_complete(&mut self) -> Result<Side, WrongState> {
+        let a = self.attempt.as_mut().ok_or(WrongState::NotTransferring)?;
+        if !a.attended {
+            return Err(WrongState::InBlindTransfer);
+        }
+        match a.stage {
+            Stage::Ringing | Stage::Cancelled | Stage::Answered => Err(WrongState::AwaitingTarget),
+            Stage::Joining | Stage::Completing => Err(WrongState::Pending),
+            Stage::Consulting => {
+                a.stage = Stage::Completing;
+                Ok(a.transferor)
+            }
+        }
+    }
+
+    /// The target answered its move into the transferor's place (`ok`), or refused it.
+    pub(crate) fn complete_answered(&mut self, ok: bool, status: u16) -> Option<CompleteResult> {
+        let a = self
+            .attempt
+            .as_mut()
+            .filter(|a| a.stage == Stage::Completing)?;
+        if ok {
+            return self.complete().map(CompleteResult::Completed);
+        }
+        if a.transferor_gone {
+            // Nobody to go back to: the attempt failed and the call ends.
+            return self.fail(status).map(CompleteResult::Failed);
+        }
+        // Nothing changed: the transferor still consults the target.
+        a.stage = Stage::Consulting;
+        Some(CompleteResult::Refused)
+    }
+
+    /// The cancel command: what it does at the attempt's stage.
+    pub(crate) fn request_cancel(&mut self) -> Result<CancelStep, WrongState> {
+        let a = self.attempt.as_ref().ok_or(WrongState::NotTransferring)?;
+        match a.stage {
+            Stage::Ringing | Stage::Cancelled => Ok(CancelStep::CancelForks),
+            Stage::Answered | Stage::Joining | Stage::Completing => Err(WrongState::Pending),
+            Stage::Consulting => Ok(CancelStep::ReleaseTarget),
+        }
+    }
+
+    /// The consulted target is gone (it hung up, or cancel released it) with `status`: the
+    /// attempt failed. `abandon`: a move of the transferor's side was pending (give it up);
+    /// `Failed::then` says whether the transferor's phone goes back to the call
+    /// (`Reconnect`: a `ConsultBack` re-offer) or the call ends. None: no target answered.
+    pub(crate) fn target_gone(&mut self, status: u16) -> Option<TargetGone> {
+        let a = self.attempt.as_ref()?;
+        let abandon = match a.stage {
+            Stage::Joining | Stage::Completing => true,
+            Stage::Consulting => false,
+            Stage::Ringing | Stage::Cancelled | Stage::Answered => return None,
+        };
+        let failed = self.fail(status)?;
+        Some(TargetGone { abandon, failed })
     }
 
     /// The phone on `side` hung up.
@@ -351,7 +496,19 @@ impl TransferMachine {
             return PartyGone::NotTransferring;
         };
         match a.stage {
-            Stage::Consulting => PartyGone::Consulting,
+            Stage::Joining | Stage::Consulting | Stage::Completing if side != a.transferor => {
+                PartyGone::KeptPartyLeftConsulting
+            }
+            Stage::Completing => {
+                a.transferor_gone = true;
+                PartyGone::TransferorLeftCompleting
+            }
+            Stage::Joining | Stage::Consulting => {
+                let abandon = a.stage == Stage::Joining;
+                a.transferor_gone = true;
+                a.stage = Stage::Completing;
+                PartyGone::CompleteNow { abandon }
+            }
             Stage::Ringing | Stage::Cancelled if side == a.transferor => {
                 a.transferor_gone = true;
                 PartyGone::TransferorLeft
@@ -413,7 +570,8 @@ mod tests {
 
     use super::*;
     use crate::call_core::run_until;
-    use crate::call_core::{Action, CallCore};
+    use crate::call_core::{Action, CallCore, Purpose};
+    use hookflash_media::sdp::Direction;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
@@ -576,26 +734,180 @@ mod tests {
         );
     }
 
-    #[test]
-    fn attended_transfer_consults_and_a_second_answer_is_released() {
-        let (mut c, t0) = connected();
-        let g = start(&mut c, t0, true, 2);
+    /// An attended transfer of A by B whose target answered: B's phone is being moved into
+    /// the consultation (the `ConsultJoin` re-offer is in flight).
+    fn joining(c: &mut CallCore, t0: Instant) -> u32 {
+        let g = start(c, t0, true, 2);
         assert_eq!(
             c.transfer.fork_result(g, 0, 200, true),
             ForkDecision::Answered { attended: true }
         );
-        c.transfer.consulting();
+        assert_eq!(
+            c.transfer.consult_answered(),
+            Some(ConsultStep::Join {
+                transferor: Side::B
+            })
+        );
+        assert!(c.start_reoffer(Side::B, Purpose::ConsultJoin, Direction::SendRecv));
+        assert!(matches!(
+            drain(c)[..],
+            [Action::SendReoffer {
+                side: Side::B,
+                purpose: Purpose::ConsultJoin,
+                ..
+            }]
+        ));
+        g
+    }
+
+    fn drain(c: &mut CallCore) -> Vec<Action> {
+        std::iter::from_fn(|| c.poll_action()).collect()
+    }
+
+    #[test]
+    fn attended_transfer_joins_consults_completes_and_a_second_answer_is_released() {
+        let (mut c, t0) = connected();
+        let g = joining(&mut c, t0);
+        // Commands meanwhile: complete and cancel are `pending`.
+        assert_eq!(c.transfer.request_complete(), Err(WrongState::Pending));
+        assert_eq!(c.transfer.request_cancel(), Err(WrongState::Pending));
+        let done = c.reoffer_answered(Side::B, Some(200), t0 + Duration::from_secs(1));
+        assert_eq!(done.map(|d| d.purpose), Some(Purpose::ConsultJoin));
+        assert_eq!(
+            c.transfer.join_answered(true),
+            Some(JoinResult::Consulting {
+                transferor: Side::B,
+                label: "203".into()
+            })
+        );
         assert_eq!(
             c.transfer.fork_result(g, 1, 200, true),
             ForkDecision::ReleaseExtra
         );
-        assert_eq!(c.transfer.party_gone(Side::B), PartyGone::Consulting);
-        let done = c.transfer.complete().expect("consulting");
-        // The target refused the move to the main bridge: the transferor gets the kept party.
+        assert_eq!(c.transfer.request_complete(), Ok(Side::B));
+        assert!(c.start_reoffer(Side::B, Purpose::ConsultComplete, Direction::SendRecv));
+        assert_eq!(c.transfer.request_complete(), Err(WrongState::Pending));
+        // The target refuses the move: nothing changes, B still consults it.
+        c.reoffer_answered(Side::B, Some(488), t0 + Duration::from_secs(2));
         assert_eq!(
-            done.failed(500).then,
-            AfterFailure::Reconnect { keep: Side::A }
+            c.transfer.complete_answered(false, 488),
+            Some(CompleteResult::Refused)
         );
+        assert_eq!(c.transfer.stage(), Some(Stage::Consulting));
+        // Asked again, it takes the move: the attempt is over.
+        assert_eq!(c.transfer.request_complete(), Ok(Side::B));
+        match c.transfer.complete_answered(true, 200) {
+            Some(CompleteResult::Completed(done)) => {
+                assert_eq!((done.transferor, done.transferor_gone), (Side::B, false))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!c.transfer.is_active());
+        assert_eq!(c.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_transferor_hanging_up_while_its_move_to_the_consultation_is_pending_completes() {
+        let (mut c, t0) = connected();
+        let _ = joining(&mut c, t0);
+        let join_seq = c.reoffer_seq(Side::B);
+        assert_eq!(
+            c.transfer.party_gone(Side::B),
+            PartyGone::CompleteNow { abandon: true }
+        );
+        assert_eq!(c.abandon_reoffer(Side::B), Some(Purpose::ConsultJoin));
+        assert!(c.start_reoffer(Side::B, Purpose::ConsultComplete, Direction::SendRecv));
+        // The transferor's late 200 to the abandoned join is not the target's answer.
+        assert!(!c.reoffer_current(Side::B, join_seq));
+        assert!(c.reoffer_current(Side::B, c.reoffer_seq(Side::B)));
+        let done = c.reoffer_answered(Side::B, Some(200), t0 + Duration::from_secs(3));
+        assert_eq!(done.map(|d| d.purpose), Some(Purpose::ConsultComplete));
+        match c.transfer.complete_answered(true, 200) {
+            Some(CompleteResult::Completed(done)) => assert!(done.transferor_gone),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_kept_party_hanging_up_while_the_transferor_is_moved_ends_the_call_at_once() {
+        let (mut c, t0) = connected();
+        let join_seq = {
+            joining(&mut c, t0);
+            c.reoffer_seq(Side::B)
+        };
+        assert_eq!(
+            c.transfer.party_gone(Side::A),
+            PartyGone::KeptPartyLeftConsulting
+        );
+        assert_eq!(c.abandon_reoffers(), vec![Side::B]);
+        c.end();
+        // The transferor's answer 3 s later changes nothing.
+        assert!(!c.reoffer_current(Side::B, join_seq));
+        assert_eq!(
+            c.reoffer_answered(Side::B, Some(200), t0 + Duration::from_secs(3)),
+            None
+        );
+        assert!(run_until(&mut c, t0 + Duration::from_secs(300)).is_empty());
+    }
+
+    #[test]
+    fn the_transferor_refusing_the_consultation_fails_the_attempt_and_reconnects() {
+        let (mut c, t0) = connected();
+        joining(&mut c, t0);
+        c.reoffer_answered(Side::B, Some(488), t0 + Duration::from_secs(1));
+        match c.transfer.join_answered(false) {
+            Some(JoinResult::Failed(f)) => {
+                assert_eq!(f.status, 500);
+                assert_eq!(f.then, AfterFailure::Reconnect { keep: Side::A });
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!c.transfer.is_active());
+    }
+
+    #[test]
+    fn the_target_hanging_up_while_it_is_moved_gives_up_the_move_and_goes_back() {
+        let (mut c, t0) = connected();
+        joining(&mut c, t0);
+        c.reoffer_answered(Side::B, Some(200), t0);
+        c.transfer.join_answered(true);
+        assert_eq!(c.transfer.request_cancel(), Ok(CancelStep::ReleaseTarget));
+        assert_eq!(c.transfer.request_complete(), Ok(Side::B));
+        assert!(c.start_reoffer(Side::B, Purpose::ConsultComplete, Direction::SendRecv));
+        let gone = c.transfer.target_gone(200).expect("consulted");
+        assert!(gone.abandon);
+        assert_eq!(gone.failed.then, AfterFailure::Reconnect { keep: Side::A });
+        assert_eq!(c.abandon_reoffer(Side::B), Some(Purpose::ConsultComplete));
+        // The transferor's phone goes back to the call.
+        assert!(c.start_reoffer(Side::B, Purpose::ConsultBack, Direction::SendRecv));
+        assert!(!c.transfer.is_active());
+    }
+
+    #[test]
+    fn the_target_refusing_after_the_transferor_left_ends_the_call() {
+        let (mut c, t0) = connected();
+        joining(&mut c, t0);
+        c.reoffer_answered(Side::B, Some(200), t0);
+        c.transfer.join_answered(true);
+        assert_eq!(
+            c.transfer.party_gone(Side::B),
+            PartyGone::CompleteNow { abandon: false }
+        );
+        // Meanwhile the transferor is gone for good; a second BYE changes nothing.
+        assert_eq!(
+            c.transfer.party_gone(Side::B),
+            PartyGone::TransferorLeftCompleting
+        );
+        match c.transfer.complete_answered(false, 488) {
+            Some(CompleteResult::Failed(f)) => assert_eq!(
+                f.then,
+                AfterFailure::EndCall {
+                    keep: Side::A,
+                    cause: EndCause::TransferFailed
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

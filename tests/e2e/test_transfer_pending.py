@@ -1,0 +1,134 @@
+"""A media move of an attended transfer or a REFER/Replaces never blocks the call (engine-core
+issue, "never blocked"): the phone being moved is a raw SIP peer on the trunk ("carrier")
+that holds its answer to the move's re-INVITE back for 3 s while another party hangs up.
+The others are pjsua2 phones. What counts is what the peers receive and when: the hang-up is
+handled at once, every phone is released before the held-back 200 is even sent, and no call
+is left."""
+import time
+
+import pytest
+
+import rawsip
+from api_support import Native, registered
+
+pytestmark = pytest.mark.server
+
+NUMBER = "+4969555123"  # national for acme: goes out through the trunk to the carrier
+HELD_BACK = 3.0
+
+
+def is_reinvite(m):
+    return not m.is_response and m.method == "INVITE" and rawsip._hdr_param(m.get("to"), "tag")
+
+
+def logged_at(peer, msg):
+    return next(ts for ts, m, _ in peer.log if m is msg)
+
+
+def wait_no_calls(api, within):
+    deadline = time.monotonic() + within
+    while api.calls() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return api.calls()
+
+
+def test_kept_party_hangs_up_while_the_transferor_holds_back_its_move_to_the_consultation(
+        server, phones):
+    """A (201) calls the carrier; the API starts an attended transfer with the carrier as the
+    transferor to C (103). C answers; the carrier's phone is re-INVITEd into the consultation
+    and holds its 200 back 3 s. A (the kept party) hangs up meanwhile."""
+    carrier = rawsip.Peer(server.sip_port, port=server.trunk_port, name="carrier",
+                          reinvite_delay=HELD_BACK)
+    A = registered(phones, server, "A", "201")
+    C = registered(phones, server, "C", "103")
+    C.auto_answer(200, delay_ms=300)
+    c = A.call(server.uri(NUMBER))
+    A.wait_state("CONFIRMED", call=c, timeout=10)
+    inv = carrier.new_invites()
+    assert len(inv) == 1, inv
+    carrier_call = inv[0].get("call-id")
+    api = Native(server)
+    call = api.one_call()
+    carrier_leg = next(l for l in call["legs"] if l["owner_extension"] is None)
+    since, mc = carrier.mark(), C.mark()
+    api.req("POST", "/calls/%s/transfer" % call["id"], 202,
+            json={"target": "103", "attended": True, "leg_id": carrier_leg["id"]})
+    inc = C.wait_incoming(since=mc, timeout=5)
+    C.wait_state("CONFIRMED", call=inc["call"], timeout=5)
+    move = carrier.wait(lambda m: is_reinvite(m) and m.get("call-id") == carrier_call,
+                        timeout=5, since=since)
+    assert move is not None, "the transferor's phone was never moved to the consultation"
+    answer_due = logged_at(carrier, move) + HELD_BACK
+    # While the move is pending, completing is refused as pending (409), not queued.
+    r = api.req("POST", "/calls/%s/transfer/complete" % call["id"])
+    assert r.status_code == 409 and "pending" in r.text, r.text
+    time.sleep(0.3)
+    hung_up = time.monotonic()
+    A.hangup(call=c)
+    disc = A.wait_state("DISCONNECTED", call=c, timeout=5)
+    assert disc is not None, "the kept party's BYE was not answered"
+    bye = carrier.wait_request("BYE", timeout=5, since=since,
+                               pred=lambda m: m.get("call-id") == carrier_call)
+    assert bye is not None, "the transferor never got a BYE"
+    bye_at = logged_at(carrier, bye)
+    print("[figures] transferor BYE %.3f s after the kept party hung up (its 200 held back "
+          "%.1f s)" % (bye_at - hung_up, HELD_BACK))
+    # Before: the call sat in the transferor's re-INVITE and handled the BYE after it.
+    assert bye_at < answer_due, "BYE %.2f s after the hang-up, after the held-back 200" % (
+        bye_at - hung_up)
+    assert C.wait_state("DISCONNECTED", call=inc["call"], timeout=5) is not None, \
+        "the consulted target was not released"
+    assert wait_no_calls(api, within=1.0) == [], "the call is still listed"
+    server.wait_metric("hookflash_active_calls", 0)
+    carrier.close()
+
+
+def test_far_party_hangs_up_while_the_handed_over_phone_holds_back_its_move(server, phones):
+    """B (202) talks to A (201, call 1) and to the carrier (call 2), then transfers with
+    xferReplaces: REFER on call 1 replacing call 2. Call 2 hands the carrier over; its phone
+    is re-INVITEd into call 1 and holds its 200 back 3 s. A hangs up meanwhile."""
+    carrier = rawsip.Peer(server.sip_port, port=server.trunk_port, name="carrier",
+                          reinvite_delay=HELD_BACK)
+    A = registered(phones, server, "A", "201")
+    B = registered(phones, server, "B", "202")
+    B.auto_answer(200)
+    c1 = A.call(server.uri("202"))
+    inc1 = B.wait_incoming(timeout=5)
+    A.wait_state("CONFIRMED", call=c1, timeout=10)
+    B.wait_state("CONFIRMED", call=inc1["call"], timeout=5)
+    c2 = B.call(server.uri(NUMBER))
+    B.wait_state("CONFIRMED", call=c2, timeout=10)
+    inv = carrier.new_invites()
+    assert len(inv) == 1, inv
+    carrier_call = inv[0].get("call-id")
+    api = Native(server)
+    assert len(api.calls()) == 2
+    since, mb = carrier.mark(), B.mark()
+    B.xfer_replaces(other=c2, call=inc1["call"])
+    move = carrier.wait(lambda m: is_reinvite(m) and m.get("call-id") == carrier_call,
+                        timeout=5, since=since)
+    assert move is not None, "the handed-over phone was never moved"
+    answer_due = logged_at(carrier, move) + HELD_BACK
+    time.sleep(0.3)
+    hung_up = time.monotonic()
+    A.hangup(call=c1)
+    assert A.wait_state("DISCONNECTED", call=c1, timeout=5) is not None, \
+        "the far party's BYE was not answered"
+    bye = carrier.wait_request("BYE", timeout=5, since=since,
+                               pred=lambda m: m.get("call-id") == carrier_call)
+    assert bye is not None, "the handed-over phone was never released"
+    bye_at = logged_at(carrier, bye)
+    print("[figures] handed-over phone BYE %.3f s after the far party hung up (its 200 held "
+          "back %.1f s)" % (bye_at - hung_up, HELD_BACK))
+    assert bye_at < answer_due, "BYE %.2f s after the hang-up, after the held-back 200" % (
+        bye_at - hung_up)
+    # The referring phone is out of both calls.
+    assert B.wait_state("DISCONNECTED", call=inc1["call"], timeout=5) is not None
+    assert B.wait_state("DISCONNECTED", call=c2, timeout=5) is not None
+    # It never hears the transfer succeed (its last NOTIFY, 487, usually arrives after the
+    # BYE that ended its dialog and is not reported).
+    assert not [e for e in B.events[mb:] if e.get("event") == "xfer_status"
+                and e.get("final") and e.get("code") == 200], B.events[mb:]
+    assert wait_no_calls(api, within=1.0) == [], "a call is still listed"
+    server.wait_metric("hookflash_active_calls", 0)
+    carrier.close()
