@@ -4,12 +4,15 @@ that holds its answer to the move's re-INVITE back for 3 s while another party h
 The others are pjsua2 phones. What counts is what the peers receive and when: the hang-up is
 handled at once, every phone is released before the held-back 200 is even sent, and no call
 is left."""
+import os
 import time
 
 import pytest
 
 import rawsip
 from api_support import Native, registered
+from checks import assert_hears
+from conftest import F_A, F_C
 
 pytestmark = pytest.mark.server
 
@@ -130,5 +133,57 @@ def test_far_party_hangs_up_while_the_handed_over_phone_holds_back_its_move(serv
     assert not [e for e in B.events[mb:] if e.get("event") == "xfer_status"
                 and e.get("final") and e.get("code") == 200], B.events[mb:]
     assert wait_no_calls(api, within=1.0) == [], "a call is still listed"
+    server.wait_metric("hookflash_active_calls", 0)
+    carrier.close()
+
+
+def test_transferor_hanging_up_while_its_move_to_the_consultation_is_held_back_completes(
+        server, phones, tones, artifacts):
+    """As above, but the carrier (the transferor) hangs up while its move into the
+    consultation is pending: the transfer completes at once (as on a PBX), A and C talk."""
+    carrier = rawsip.Peer(server.sip_port, port=server.trunk_port, name="carrier",
+                          reinvite_delay=HELD_BACK)
+    A = registered(phones, server, "A", "201")
+    C = registered(phones, server, "C", "103")
+    A.play(tones[F_A])
+    C.play(tones[F_C])
+    C.auto_answer(200, delay_ms=300)
+    c = A.call(server.uri(NUMBER))
+    A.wait_state("CONFIRMED", call=c, timeout=10)
+    carrier_call = carrier.new_invites()[0].get("call-id")
+    api = Native(server)
+    call = api.one_call()
+    carrier_leg = next(l for l in call["legs"] if l["owner_extension"] is None)
+    since, mc = carrier.mark(), C.mark()
+    api.req("POST", "/calls/%s/transfer" % call["id"], 202,
+            json={"target": "103", "attended": True, "leg_id": carrier_leg["id"]})
+    inc = C.wait_incoming(since=mc, timeout=5)
+    C.wait_state("CONFIRMED", call=inc["call"], timeout=5)
+    move = carrier.wait(lambda m: is_reinvite(m) and m.get("call-id") == carrier_call,
+                        timeout=5, since=since)
+    assert move is not None
+    answer_due = logged_at(carrier, move) + HELD_BACK
+    time.sleep(0.3)
+    mc = C.mark()
+    r = carrier.request_and_wait(carrier_call, "BYE", timeout=2)
+    assert r is not None and r.status == 200, r
+    # C is moved into the carrier's place before the carrier's held-back 200 would be sent.
+    media = C.wait_media(lambda e: e["active"], call=inc["call"], since=mc, timeout=5)
+    assert media["t"] < answer_due, "C moved %.2f s after the held-back 200" % (
+        media["t"] - answer_due)
+    time.sleep(0.7)
+    ra = os.path.join(artifacts, "A_after.wav")
+    rc = os.path.join(artifacts, "C_after.wav")
+    A.record(ra)
+    C.record(rc)
+    time.sleep(2.0)
+    A.stop_record()
+    C.stop_record()
+    assert_hears(ra, F_C, F_A, t0=0.7, what="A hears C after the transferor hung up")
+    assert_hears(rc, F_A, F_C, t0=0.7, what="C hears A after the transferor hung up")
+    legs = {l["owner_extension"] for l in api.one_call()["legs"]}
+    assert legs == {"201", "103"}, legs
+    A.hangup(call=c)
+    assert C.wait_state("DISCONNECTED", call=inc["call"], timeout=5) is not None
     server.wait_metric("hookflash_active_calls", 0)
     carrier.close()
