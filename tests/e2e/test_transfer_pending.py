@@ -187,3 +187,38 @@ def test_transferor_hanging_up_while_its_move_to_the_consultation_is_held_back_c
     assert C.wait_state("DISCONNECTED", call=inc["call"], timeout=5) is not None
     server.wait_metric("hookflash_active_calls", 0)
     carrier.close()
+
+
+def test_handed_over_phone_refusing_its_move_is_released_and_the_referrer_hears_500(
+        server, phones):
+    """REFER/Replaces as above, but the carrier refuses the move (488): it is released
+    (BYE), the referring phone gets NOTIFY 500, and call 1 (A with B) stays as it was."""
+    carrier = rawsip.Peer(server.sip_port, port=server.trunk_port, name="carrier",
+                          reinvite_codes=[488])
+    A = registered(phones, server, "A", "201")
+    B = registered(phones, server, "B", "202")
+    B.auto_answer(200)
+    c1 = A.call(server.uri("202"))
+    inc1 = B.wait_incoming(timeout=5)
+    A.wait_state("CONFIRMED", call=c1, timeout=10)
+    B.wait_state("CONFIRMED", call=inc1["call"], timeout=5)
+    c2 = B.call(server.uri(NUMBER))
+    B.wait_state("CONFIRMED", call=c2, timeout=10)
+    carrier_call = carrier.new_invites()[0].get("call-id")
+    api = Native(server)
+    since, mb, ma = carrier.mark(), B.mark(), A.mark()
+    B.xfer_replaces(other=c2, call=inc1["call"])
+    final = B.wait_for("xfer_status", lambda e: e["final"], since=mb, timeout=8)
+    assert final["code"] == 500, final
+    bye = carrier.wait_request("BYE", timeout=5, since=since,
+                               pred=lambda m: m.get("call-id") == carrier_call)
+    assert bye is not None, "the refusing phone was not released"
+    time.sleep(0.5)
+    assert "DISCONNECTED" not in A.states(call=c1)
+    assert "DISCONNECTED" not in B.states(call=inc1["call"])
+    calls = api.calls()
+    assert len(calls) == 1 and {l["owner_extension"] for l in calls[0]["legs"]} == {"201", "202"}, calls
+    A.hangup(call=c1)
+    assert B.wait_state("DISCONNECTED", call=inc1["call"], timeout=5) is not None
+    server.wait_metric("hookflash_active_calls", 0)
+    carrier.close()
