@@ -202,7 +202,8 @@ pub struct EventBus {
     /// per event in the cluster (webhooks, applications): [`EventBus::subscribe_all`].
     owned: broadcast::Sender<BusEvent>,
     /// Cluster mode: other nodes' calls in progress as their last event showed them, with the
-    /// node that owns each (for listing and for forwarding commands).
+    /// node that owns each (for listing and for forwarding commands). Locked after `accounts`
+    /// in [`EventBus::ingest`]; nothing locks `accounts` while holding it.
     remote_calls: Mutex<HashMap<String, RemoteCall>>,
     /// Consumers of one call's events (an application run): fed directly, so each of N
     /// concurrent consumers does not wake for every event of every call (N² wake-ups).
@@ -399,6 +400,19 @@ impl EventBus {
         }
     }
 
+    /// Every account's live events of every node, in each account's sequence (for consumers
+    /// that serve clients connected to this node, such as a WebSocket's subscriptions). On a
+    /// single node the same as [`EventBus::subscribe_all`]; in a cluster each event reaches
+    /// every node's receivers, so do not *act* on it once per cluster here.
+    pub fn subscribe_every_node(&self) -> broadcast::Receiver<BusEvent> {
+        self.sender.subscribe()
+    }
+
+    /// True in cluster mode (`[cluster] nats_url`): events come from the cluster's bus.
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.get().is_some()
+    }
+
     /// Switches to cluster mode: from now on events are numbered by `sequencer`'s reader and
     /// come back through [`EventBus::ingest`]. Call before anything subscribes.
     pub(crate) fn enable_cluster(&self, sequencer: mpsc::Sender<BusEvent>) -> bool {
@@ -423,15 +437,16 @@ impl EventBus {
             log.backlog.pop_front();
         }
         log.backlog.push_back(event.clone());
+        // Another node's call is tracked before its event goes out, so a consumer that looks
+        // the call up (`Engine::call`, `Engine::calls`) on the event sees it as the event does.
+        if let (false, BusEvent::Call(e)) = (own, &event) {
+            self.track_remote(origin, e);
+        }
         if live {
             let _ = self.sender.send(event.clone());
             if own {
-                let _ = self.owned.send(event.clone());
+                let _ = self.owned.send(event);
             }
-        }
-        drop(accounts);
-        if let (false, BusEvent::Call(e)) = (own, &event) {
-            self.track_remote(origin, e);
         }
     }
 
@@ -625,9 +640,12 @@ mod tests {
     fn in_a_cluster_events_are_numbered_by_the_bus_and_only_own_ones_reach_subscribe_all() {
         let bus = EventBus::new(3);
         let (tx, mut sequencer) = mpsc::channel(16);
+        assert!(!bus.is_clustered());
         assert!(bus.enable_cluster(tx));
+        assert!(bus.is_clustered());
         let mut watcher = bus.watch_call("c1");
         let mut all = bus.subscribe_all();
+        let mut every = bus.subscribe_every_node();
         let sub = bus.subscribe("a", None);
         let mut live = sub.live;
         // Published here: unnumbered to the sequencer, straight to the call's watcher, not
@@ -668,6 +686,10 @@ mod tests {
         // Acting consumers get this node's events only (each event acted on once).
         assert_eq!(all.try_recv().map(|e| e.seq()).ok(), Some(1));
         assert!(all.try_recv().is_err());
+        // Consumers serving this node's clients get every node's events, in sequence.
+        assert_eq!(every.try_recv().map(|e| e.seq()).ok(), Some(1));
+        assert_eq!(every.try_recv().map(|e| e.seq()).ok(), Some(2));
+        assert!(every.try_recv().is_err());
         // The other node's call is known, with its owner, until it ends or the node is dropped.
         assert_eq!(
             bus.remote_call("c2").map(|r| r.node),

@@ -1,5 +1,7 @@
 //! RingCentral WebHook subscriptions (`rc_subscriptions`): written through by the dialect on
-//! create / update / renew / delete and read back at start, so a restart keeps them.
+//! create / update / renew / delete and read back at start, so a restart keeps them. In a
+//! cluster the table is the subscriptions' one truth: every node reads it again (at most once
+//! a second while it has notifications to deliver, and on each subscription request).
 
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -83,6 +85,25 @@ impl Store {
         .await?;
         rows.iter().map(from_row).collect()
     }
+
+    /// The subscriptions not expired at `now_ms`, oldest first, at most `limit` (read only:
+    /// the nodes of a cluster read them often, [`Store::live_rc_subscriptions`] cleans up).
+    pub async fn unexpired_rc_subscriptions(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<RcSubscription>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, account_id, user_id, event_filters, address, verification_token, \
+             created_ms, expires_ms FROM rc_subscriptions WHERE expires_ms > $1 \
+             ORDER BY created_ms, id LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
 }
 
 #[cfg(test)]
@@ -120,6 +141,32 @@ mod tests {
                 .unwrap()
                 .is_empty());
             assert!(!store.delete_rc_subscription("s1").await.unwrap());
+            // The read-only view: unexpired ones, oldest first, bounded; nothing deleted.
+            let mut newer = sub.clone();
+            newer.id = "s2".into();
+            newer.created_ms = 2_000;
+            newer.expires_ms = 30_000;
+            let mut old = sub.clone();
+            old.id = "s0".into();
+            old.expires_ms = 4_000;
+            for s in [&newer, &sub, &old] {
+                store.save_rc_subscription(s).await.unwrap();
+            }
+            let ids = |rows: Vec<RcSubscription>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+            assert_eq!(
+                ids(store.unexpired_rc_subscriptions(5_000, 10).await.unwrap()),
+                ["s1", "s2"]
+            );
+            assert_eq!(
+                ids(store.unexpired_rc_subscriptions(5_000, 1).await.unwrap()),
+                ["s1"]
+            );
+            assert_eq!(
+                ids(store.unexpired_rc_subscriptions(0, 10).await.unwrap()),
+                ["s0", "s1", "s2"]
+            );
+            assert!(store.delete_rc_subscription("s0").await.unwrap());
+            assert!(store.delete_rc_subscription("s2").await.unwrap());
             store.save_rc_subscription(&sub).await.unwrap();
             assert!(store.delete_rc_subscription("s1").await.unwrap());
         }

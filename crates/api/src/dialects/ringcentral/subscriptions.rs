@@ -10,8 +10,19 @@
 //! (`rc_subscriptions`, written through on every change) and loaded again at start, so they
 //! survive a restart; WebSocket ones live with their connection's session ([`super::ws`]).
 //! Subscriptions are bounded per extension and in total, and expire.
+//!
+//! In a cluster (`[cluster] nats_url`) two dispatchers run ([`Audience`]): the WebHook one
+//! reads this node's own calls' events (`subscribe_all`) and delivers to every WebHook
+//! subscription of the account in the shared store, so each notification leaves the cluster
+//! once, from the node that owns the call; the store's subscriptions are read again on every
+//! subscription request and, while there is something to deliver, when this node's copy is
+//! older than [`SYNC_INTERVAL_MS`] (a subscription made, renewed or deleted on another node
+//! reaches this node's deliveries within that). The WebSocket one reads every node's events
+//! (`subscribe_every_node`, in the account's cluster-wide order) for the WebSocket
+//! subscriptions of this node's connections.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -22,7 +33,7 @@ use axum::Json;
 use hookflash_apps::delivery::{Body, Request, Signature};
 use hookflash_apps::Delivery;
 use hookflash_engine::{CallInfo, Engine, Event, EventKind, LegInfo};
-use hookflash_store::RcSubscription;
+use hookflash_store::{RcSubscription, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
@@ -50,6 +61,9 @@ const DEFAULT_EXPIRES_IN: i64 = 15 * 60;
 /// Calls the dispatcher tracks at once (beyond this, calls the engine no longer has are
 /// forgotten).
 const MAX_TRACKED_CALLS: usize = 10_000;
+/// Cluster mode: how old this node's copy of the stored WebHook subscriptions may be when it
+/// has notifications to deliver (then it reads the store again: at most once per interval).
+pub const SYNC_INTERVAL_MS: i64 = 1000;
 
 /// What a subscription listens to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,10 +101,16 @@ pub struct Subscription {
     pub expires_ms: i64,
 }
 
-/// Every live subscription.
+/// Every live subscription (in a cluster: this node's WebSocket ones and its copy of the
+/// stored WebHook ones).
 #[derive(Default)]
 pub struct Registry {
     subs: Mutex<HashMap<String, Subscription>>,
+    /// Changes made here (counted under the lock): a read of the store that one of them
+    /// overtook is not applied ([`Registry::replace_webhooks`]).
+    writes: AtomicU64,
+    /// Cluster mode: when the WebHook subscriptions were last read from the store (unix ms).
+    synced_ms: AtomicI64,
 }
 
 impl Registry {
@@ -101,20 +121,61 @@ impl Registry {
         }
     }
 
-    /// Adds a subscription within the limits.
-    pub fn insert(&self, sub: Subscription) -> Result<()> {
-        let mut subs = self.lock();
+    fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether `user_id` may have one more subscription.
+    fn room_for(subs: &mut HashMap<String, Subscription>, user_id: &str) -> Result<()> {
         let now = now_ms();
         subs.retain(|_, s| s.expires_ms > now);
         if subs.len() >= MAX_TOTAL
-            || subs.values().filter(|s| s.user_id == sub.user_id).count() >= MAX_PER_EXTENSION
+            || subs.values().filter(|s| s.user_id == user_id).count() >= MAX_PER_EXTENSION
         {
             return Err(RcError::TooManyRequests(format!(
                 "Too many subscriptions (at most {MAX_PER_EXTENSION} per extension)"
             )));
         }
-        subs.insert(sub.id.clone(), sub);
         Ok(())
+    }
+
+    /// Whether `user_id` may have one more subscription (checked again by `insert`).
+    pub fn check_room(&self, user_id: &str) -> Result<()> {
+        Self::room_for(&mut self.lock(), user_id)
+    }
+
+    /// Adds a subscription within the limits.
+    pub fn insert(&self, sub: Subscription) -> Result<()> {
+        let mut subs = self.lock();
+        Self::room_for(&mut subs, &sub.user_id)?;
+        subs.insert(sub.id.clone(), sub);
+        self.wrote();
+        Ok(())
+    }
+
+    /// Cluster mode: replaces the WebHook subscriptions with `fresh` (the store's, read after
+    /// `epoch` = [`Registry::epoch`]), unless a change made here since then could be missing
+    /// from it (false: read again later). WebSocket subscriptions stay.
+    fn replace_webhooks(&self, fresh: Vec<Subscription>, epoch: u64, read_ms: i64) -> bool {
+        let mut subs = self.lock();
+        if self.writes.load(Ordering::SeqCst) != epoch {
+            return false;
+        }
+        subs.retain(|_, s| !matches!(s.transport, Transport::WebHook { .. }));
+        for sub in fresh {
+            subs.insert(sub.id.clone(), sub);
+        }
+        self.synced_ms.store(read_ms, Ordering::SeqCst);
+        true
+    }
+
+    fn epoch(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// True when the copy of the stored subscriptions is older than [`SYNC_INTERVAL_MS`].
+    fn stale(&self, now: i64) -> bool {
+        now - self.synced_ms.load(Ordering::SeqCst) >= SYNC_INTERVAL_MS
     }
 
     /// The user's unexpired subscription `id`.
@@ -139,13 +200,16 @@ impl Registry {
     }
 
     pub fn update(&self, sub: Subscription) {
-        self.lock().insert(sub.id.clone(), sub);
+        let mut subs = self.lock();
+        subs.insert(sub.id.clone(), sub);
+        self.wrote();
     }
 
     pub fn remove(&self, user_id: &str, id: &str) -> bool {
         let mut subs = self.lock();
         if subs.get(id).is_some_and(|s| s.user_id == user_id) {
             subs.remove(id);
+            self.wrote();
             true
         } else {
             false
@@ -268,7 +332,38 @@ pub(crate) async fn persist(state: &RcState, sub: &Subscription) -> Result<()> {
     Ok(())
 }
 
-/// The stored WebHook subscriptions, back in the registry (at start).
+/// A stored WebHook subscription as the registry holds it (None: unreadable, logged).
+fn from_stored(row: RcSubscription) -> Option<Subscription> {
+    let raw: Vec<String> = match serde_json::from_str(&row.event_filters) {
+        Ok(raw) => raw,
+        Err(e) => {
+            warn!(subscription = %row.id, error = %e, "stored subscription unreadable; skipped");
+            return None;
+        }
+    };
+    let filters: Option<Vec<Filter>> = raw
+        .iter()
+        .map(|f| parse_filter_of(&row.account_id, &row.user_id, f))
+        .collect();
+    let Some(filters) = filters.filter(|f| !f.is_empty()) else {
+        warn!(subscription = %row.id, "stored subscription has unknown filters; skipped");
+        return None;
+    };
+    Some(Subscription {
+        id: row.id,
+        account_id: row.account_id,
+        user_id: row.user_id,
+        filters,
+        transport: Transport::WebHook {
+            address: row.address,
+            verification_token: row.verification_token,
+        },
+        created_ms: row.created_ms,
+        expires_ms: row.expires_ms,
+    })
+}
+
+/// The stored WebHook subscriptions, back in the registry (at start; expired ones deleted).
 async fn restore(engine: &Engine, registry: &Registry) {
     let rows = match engine.store().live_rc_subscriptions(now_ms()).await {
         Ok(rows) => rows,
@@ -278,34 +373,7 @@ async fn restore(engine: &Engine, registry: &Registry) {
         }
     };
     let mut restored = 0;
-    for row in rows {
-        let raw: Vec<String> = match serde_json::from_str(&row.event_filters) {
-            Ok(raw) => raw,
-            Err(e) => {
-                warn!(subscription = %row.id, error = %e, "stored subscription unreadable; skipped");
-                continue;
-            }
-        };
-        let filters: Option<Vec<Filter>> = raw
-            .iter()
-            .map(|f| parse_filter_of(&row.account_id, &row.user_id, f))
-            .collect();
-        let Some(filters) = filters.filter(|f| !f.is_empty()) else {
-            warn!(subscription = %row.id, "stored subscription has unknown filters; skipped");
-            continue;
-        };
-        let sub = Subscription {
-            id: row.id,
-            account_id: row.account_id,
-            user_id: row.user_id,
-            filters,
-            transport: Transport::WebHook {
-                address: row.address,
-                verification_token: row.verification_token,
-            },
-            created_ms: row.created_ms,
-            expires_ms: row.expires_ms,
-        };
+    for sub in rows.into_iter().filter_map(from_stored) {
         match registry.insert(sub) {
             Ok(()) => restored += 1,
             Err(e) => warn!(error = %e, "stored subscription not restored"),
@@ -313,6 +381,57 @@ async fn restore(engine: &Engine, registry: &Registry) {
     }
     if restored > 0 {
         info!(restored, "RingCentral WebHook subscriptions restored");
+    }
+}
+
+/// Cluster mode: reads the store's WebHook subscriptions (every node's) into the registry.
+async fn sync(engine: &Engine, registry: &Registry) -> std::result::Result<(), StoreError> {
+    let epoch = registry.epoch();
+    let now = now_ms();
+    let rows = engine
+        .store()
+        .unexpired_rc_subscriptions(now, MAX_TOTAL)
+        .await?;
+    let fresh: Vec<Subscription> = rows.into_iter().filter_map(from_stored).collect();
+    if !registry.replace_webhooks(fresh, epoch, now) {
+        debug!("RingCentral subscriptions changed here while reading the store; read again later");
+    }
+    Ok(())
+}
+
+/// Before a subscription request is answered: in a cluster, the store's subscriptions (one
+/// made, renewed or deleted on another node is found, or not, here too).
+async fn current(state: &RcState) -> Result<()> {
+    if state.engine.events().is_clustered() {
+        sync(&state.engine, &state.subscriptions).await?;
+    }
+    Ok(())
+}
+
+/// The user's unexpired subscription `id` (in a cluster: as the store has it, for WebHooks).
+pub(crate) async fn find(state: &RcState, user_id: &str, id: &str) -> Result<Subscription> {
+    current(state).await?;
+    state
+        .subscriptions
+        .get(user_id, id)
+        .ok_or(RcError::NotFound("subscriptionId"))
+}
+
+/// The user's subscriptions, oldest first (in a cluster: the stored WebHook ones of every
+/// node and this node's WebSocket ones).
+pub(crate) async fn of_user(state: &RcState, user_id: &str) -> Result<Vec<Subscription>> {
+    current(state).await?;
+    Ok(state.subscriptions.of_user(user_id))
+}
+
+/// Deletes the user's subscription `id` (the store's row first, then this node's copy).
+pub(crate) async fn remove(state: &RcState, user_id: &str, id: &str) -> Result<()> {
+    find(state, user_id, id).await?;
+    state.engine.store().delete_rc_subscription(id).await?;
+    if state.subscriptions.remove(user_id, id) {
+        Ok(())
+    } else {
+        Err(RcError::NotFound("subscriptionId"))
     }
 }
 
@@ -422,9 +541,15 @@ pub(crate) async fn create(
         created_ms: now_ms(),
         expires_ms: expiry(req.expires_in),
     };
-    state.subscriptions.insert(sub.clone())?;
-    if let Err(e) = persist(state, &sub).await {
-        state.subscriptions.remove(&sub.user_id, &sub.id);
+    // Stored first, then added here: a read of the store (cluster) that started before the
+    // row existed is not applied over it (`Registry::replace_webhooks`).
+    current(state).await?;
+    state.subscriptions.check_room(&sub.user_id)?;
+    persist(state, &sub).await?;
+    if let Err(e) = state.subscriptions.insert(sub.clone()) {
+        if matches!(sub.transport, Transport::WebHook { .. }) {
+            state.engine.store().delete_rc_subscription(&sub.id).await?;
+        }
         return Err(e);
     }
     info!(subscription = %sub.id, user = %auth.user.extension, "RingCentral subscription created");
@@ -510,21 +635,17 @@ pub(crate) async fn create_route(
 }
 
 /// `GET /restapi/v1.0/subscription`.
-pub(crate) async fn list(State(state): State<RcState>, auth: RcUser) -> Response {
-    let records: Vec<Value> = state
-        .subscriptions
-        .of_user(&auth.user.id)
+pub(crate) async fn list(State(state): State<RcState>, auth: RcUser) -> Result<Response> {
+    let records: Vec<Value> = of_user(&state, &auth.user.id)
+        .await?
         .iter()
         .map(render)
         .collect();
-    Json(json!({ "records": records })).into_response()
+    Ok(Json(json!({ "records": records })).into_response())
 }
 
-fn found(state: &RcState, auth: &RcUser, id: &str) -> Result<Subscription> {
-    state
-        .subscriptions
-        .get(&auth.user.id, id)
-        .ok_or(RcError::NotFound("subscriptionId"))
+async fn found(state: &RcState, auth: &RcUser, id: &str) -> Result<Subscription> {
+    find(state, &auth.user.id, id).await
 }
 
 /// `GET /restapi/v1.0/subscription/{id}`.
@@ -533,7 +654,7 @@ pub(crate) async fn get_one(
     auth: RcUser,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    Ok(Json(render(&found(&state, &auth, &id)?)).into_response())
+    Ok(Json(render(&found(&state, &auth, &id).await?)).into_response())
 }
 
 /// `PUT /restapi/v1.0/subscription/{id}` (`eventFilters`, `expiresIn`; a WebHook's address
@@ -544,7 +665,7 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     payload: Bytes,
 ) -> Result<Response> {
-    let mut sub = found(&state, &auth, &id)?;
+    let mut sub = found(&state, &auth, &id).await?;
     let req: SubscriptionBody = body(&payload, r#"{"eventFilters": [...], "expiresIn": 900}"#)?;
     if let Some(raw) = &req.event_filters {
         sub.filters = filters(&auth, raw)?;
@@ -571,7 +692,7 @@ pub(crate) async fn renew(
     auth: RcUser,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let mut sub = found(&state, &auth, &id)?;
+    let mut sub = found(&state, &auth, &id).await?;
     sub.expires_ms = expiry(Some((sub.expires_ms - sub.created_ms) / 1000));
     persist(&state, &sub).await?;
     state.subscriptions.update(sub.clone());
@@ -584,12 +705,8 @@ pub(crate) async fn delete(
     auth: RcUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    if state.subscriptions.remove(&auth.user.id, &id) {
-        state.engine.store().delete_rc_subscription(&id).await?;
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(RcError::NotFound("subscriptionId"))
-    }
+    remove(&state, &auth.user.id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -600,6 +717,36 @@ pub(crate) async fn delete(
 struct Track {
     sequence: u64,
     parties: Vec<(LegInfo, PartyStatus, bool)>,
+    /// Parked, as the call's events say (used for other nodes' calls).
+    parked: bool,
+}
+
+impl Track {
+    /// Follows the park state through the call's events: parked from `parked` until it is
+    /// taken (`unparked`), rings or is answered again (the parker called back), or ends.
+    fn follow_park(&mut self, kind: EventKind) {
+        match kind {
+            EventKind::Parked => self.parked = true,
+            EventKind::Unparked | EventKind::Ringing | EventKind::Answered | EventKind::Ended => {
+                self.parked = false
+            }
+            EventKind::New
+            | EventKind::Held
+            | EventKind::Retrieved
+            | EventKind::Muted
+            | EventKind::Unmuted
+            | EventKind::Dtmf
+            | EventKind::RecordingStarted
+            | EventKind::RecordingStopped
+            | EventKind::Forwarded
+            | EventKind::Voicemail
+            | EventKind::TransferStarted
+            | EventKind::TransferRinging
+            | EventKind::TransferConsulting
+            | EventKind::Transferred
+            | EventKind::TransferFailed => {}
+        }
+    }
 }
 
 /// One party's change, ready to send.
@@ -698,170 +845,254 @@ fn deliver(
     }
 }
 
-/// Starts the dispatcher (once per server).
-pub fn spawn(engine: Engine, delivery: Delivery, registry: Arc<Registry>, stop: CancellationToken) {
-    let mut rx = engine.events().subscribe_all();
-    tokio::spawn(async move {
-        restore(&engine, &registry).await;
-        let mut tracks: HashMap<String, Track> = HashMap::new();
-        let mut presence: HashMap<String, String> = HashMap::new();
-        loop {
-            let event = tokio::select! {
-                _ = stop.cancelled() => return,
-                e = rx.recv() => e,
-            };
-            match event {
-                // A party joining or leaving a session's own mixer (supervisor, bring-in) is a
-                // change of that session's parties; other conferences have no notifications.
-                Ok(hookflash_engine::BusEvent::Conference(conf)) => {
-                    if let Some(event) = super::supervise::session_change(&engine, &conf) {
-                        dispatch(
-                            &engine,
-                            &delivery,
-                            &registry,
-                            &mut tracks,
-                            &mut presence,
-                            &event,
-                        )
-                        .await
-                    }
-                }
-                Ok(hookflash_engine::BusEvent::Call(event)) => {
-                    dispatch(
-                        &engine,
-                        &delivery,
-                        &registry,
-                        &mut tracks,
-                        &mut presence,
-                        &event,
-                    )
-                    .await
-                }
-                Err(RecvError::Lagged(n)) => {
-                    warn!(
-                        missed = n,
-                        "RingCentral notifications lagged behind the event bus"
-                    )
-                }
-                Err(RecvError::Closed) => return,
-            }
-            if tracks.len() > MAX_TRACKED_CALLS {
-                let live: Vec<String> = engine.active_calls().into_iter().map(|c| c.id).collect();
-                tracks.retain(|id, _| live.contains(id));
-            }
-        }
-    });
+/// Which subscriptions a dispatcher serves, from which events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    /// One node: every subscription, from every event (all calls are this node's).
+    Every,
+    /// Cluster: the WebHook subscriptions (the store's, every node's), from the events of
+    /// this node's own calls: each notification leaves the cluster once, from the call's owner.
+    WebHooks,
+    /// Cluster: the WebSocket subscriptions of this node's connections, from every node's
+    /// events in the account's cluster-wide order.
+    WebSockets,
 }
 
-async fn dispatch(
-    engine: &Engine,
-    delivery: &Delivery,
-    registry: &Registry,
-    tracks: &mut HashMap<String, Track>,
-    presence: &mut HashMap<String, String>,
-    event: &Event,
+impl Audience {
+    fn serves(self, transport: &Transport) -> bool {
+        match (self, transport) {
+            (Audience::Every, Transport::WebHook { .. } | Transport::WebSocket { .. }) => true,
+            (Audience::WebHooks, Transport::WebHook { .. }) => true,
+            (Audience::WebSockets, Transport::WebSocket { .. }) => true,
+            (Audience::WebHooks, Transport::WebSocket { .. })
+            | (Audience::WebSockets, Transport::WebHook { .. }) => false,
+        }
+    }
+}
+
+/// Starts the dispatcher (once per server; two in a cluster, see [`Audience`]).
+pub fn spawn(engine: Engine, delivery: Delivery, registry: Arc<Registry>, stop: CancellationToken) {
+    let events = engine.events();
+    if events.is_clustered() {
+        let own = events.subscribe_all();
+        let every = events.subscribe_every_node();
+        tokio::spawn(run(
+            engine.clone(),
+            delivery.clone(),
+            registry.clone(),
+            stop.clone(),
+            own,
+            Audience::WebHooks,
+        ));
+        tokio::spawn(run(
+            engine,
+            delivery,
+            registry,
+            stop,
+            every,
+            Audience::WebSockets,
+        ));
+    } else {
+        let rx = events.subscribe_all();
+        tokio::spawn(run(engine, delivery, registry, stop, rx, Audience::Every));
+    }
+}
+
+/// What one dispatcher keeps and uses.
+struct Dispatcher {
+    engine: Engine,
+    delivery: Delivery,
+    registry: Arc<Registry>,
+    audience: Audience,
+    tracks: HashMap<String, Track>,
+    presence: HashMap<String, String>,
+}
+
+async fn run(
+    engine: Engine,
+    delivery: Delivery,
+    registry: Arc<Registry>,
+    stop: CancellationToken,
+    mut rx: tokio::sync::broadcast::Receiver<hookflash_engine::BusEvent>,
+    audience: Audience,
 ) {
-    let ended = event.kind == EventKind::Ended;
-    // The parties the session gained (supervisor, brought-in parties) count as its parties.
-    let mut with_extras = event.call.clone();
-    if !ended {
-        with_extras
-            .legs
-            .extend(super::supervise::extra_parties_of(engine, &event.call).await);
-    }
-    let call = &with_extras;
-    let parked = !ended && parked_in(engine, call);
-    let (changed, mut sequence) = {
-        let track = tracks.entry(call.id.clone()).or_default();
-        let changed = changes(track, call, ended, parked);
-        let first = track.sequence;
-        track.sequence += changed.len() as u64;
-        (changed, first)
-    };
-    if ended {
-        tracks.remove(&call.id);
-    }
-    if changed.is_empty() {
-        return;
-    }
-    let subs = registry.of_account(&call.account_id);
-    if subs.is_empty() {
-        return;
-    }
-    for change in &changed {
-        sequence += 1;
-        for sub in &subs {
-            for filter in &sub.filters {
-                let wanted = match filter {
-                    Filter::ExtensionSessions => change.owner.as_deref() == Some(&sub.user_id),
-                    Filter::AccountSessions => change.owner.is_some(),
-                    Filter::Presence { .. } => false,
-                };
-                if !wanted {
-                    continue;
-                }
-                let body = json!({
-                    "sequence": sequence,
-                    "sessionId": model::numeric_session_id(&call.id),
-                    "telephonySessionId": call.id,
-                    "serverId": "hookflash",
-                    "eventTime": iso(event.at_ms),
-                    "accountId": call.account_id,
-                    "extensionId": sub.user_id,
-                    "parties": [change.party],
-                    "origin": {"type": "Call"},
-                });
-                debug!(subscription = %sub.id, sequence, "RingCentral telephony notification");
-                deliver(delivery, registry, sub, filter_event(sub, filter), body);
+    match audience {
+        Audience::Every => restore(&engine, &registry).await,
+        Audience::WebHooks => {
+            restore(&engine, &registry).await;
+            if let Err(e) = sync(&engine, &registry).await {
+                warn!(error = %e, "cannot read the stored RingCentral subscriptions");
             }
         }
+        Audience::WebSockets => {}
     }
-    // Presence: the owners whose telephony status changed.
-    let mut owners: Vec<&str> = changed.iter().filter_map(|c| c.owner.as_deref()).collect();
-    owners.dedup();
-    for owner in owners {
-        let wants: Vec<&Subscription> = subs
-            .iter()
-            .filter(|s| {
-                s.user_id == owner
-                    && s.filters
-                        .iter()
-                        .any(|f| matches!(f, Filter::Presence { .. }))
-            })
-            .collect();
-        let store = engine.store();
-        let (Ok(Some(user)), Ok(Some(account))) = (
-            store.user_by_id(owner).await,
-            store.account_by_id(&call.account_id).await,
-        ) else {
-            continue;
+    let mut d = Dispatcher {
+        engine,
+        delivery,
+        registry,
+        audience,
+        tracks: HashMap::new(),
+        presence: HashMap::new(),
+    };
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return,
+            e = rx.recv() => e,
         };
-        let body = presence_body(engine, &account, &user);
-        let tel = body["telephonyStatus"]
-            .as_str()
-            .unwrap_or("NoCall")
-            .to_string();
-        let before = presence
-            .get(owner)
-            .cloned()
-            .unwrap_or_else(|| "NoCall".into());
-        if before == tel {
-            continue;
+        match event {
+            // A party joining or leaving a session's own mixer (supervisor, bring-in) is a
+            // change of that session's parties; other conferences have no notifications.
+            Ok(hookflash_engine::BusEvent::Conference(conf)) => {
+                if let Some(event) = super::supervise::session_change(&d.engine, &conf) {
+                    d.dispatch(&event).await
+                }
+            }
+            Ok(hookflash_engine::BusEvent::Call(event)) => d.dispatch(&event).await,
+            Err(RecvError::Lagged(n)) => {
+                warn!(
+                    missed = n,
+                    ?audience,
+                    "RingCentral notifications lagged behind the event bus"
+                )
+            }
+            Err(RecvError::Closed) => return,
         }
-        if tel == "NoCall" {
-            presence.remove(owner);
-        } else {
-            presence.insert(owner.to_string(), tel);
+        if d.tracks.len() > MAX_TRACKED_CALLS {
+            let live: Vec<String> = d.engine.active_calls().into_iter().map(|c| c.id).collect();
+            let events = d.engine.events();
+            d.tracks
+                .retain(|id, _| live.contains(id) || events.remote_call(id).is_some());
         }
-        for sub in wants {
-            for filter in sub
-                .filters
+    }
+}
+
+impl Dispatcher {
+    async fn dispatch(&mut self, event: &Event) {
+        let engine = &self.engine;
+        let ended = event.kind == EventKind::Ended;
+        // The parties the session gained (supervisor, brought-in parties) count as its parties
+        // (known on the node that owns the session's mixer only).
+        let mut with_extras = event.call.clone();
+        if !ended {
+            with_extras
+                .legs
+                .extend(super::supervise::extra_parties_of(engine, &event.call).await);
+        }
+        let call = &with_extras;
+        // Another node's call: parked as its events say (the orbits are the owner's).
+        let remote = engine.events().remote_call(&call.id).is_some();
+        let (changed, mut sequence) = {
+            let track = self.tracks.entry(call.id.clone()).or_default();
+            track.follow_park(event.kind);
+            let parked = !ended
+                && if remote {
+                    track.parked
+                } else {
+                    parked_in(engine, call)
+                };
+            let changed = changes(track, call, ended, parked);
+            let first = track.sequence;
+            track.sequence += changed.len() as u64;
+            (changed, first)
+        };
+        if ended {
+            self.tracks.remove(&call.id);
+        }
+        if changed.is_empty() {
+            return;
+        }
+        if self.audience == Audience::WebHooks && self.registry.stale(now_ms()) {
+            if let Err(e) = sync(engine, &self.registry).await {
+                warn!(error = %e, "cannot read the stored RingCentral subscriptions; using the last read");
+            }
+        }
+        let audience = self.audience;
+        let subs: Vec<Subscription> = self
+            .registry
+            .of_account(&call.account_id)
+            .into_iter()
+            .filter(|s| audience.serves(&s.transport))
+            .collect();
+        if subs.is_empty() {
+            return;
+        }
+        let (delivery, registry) = (&self.delivery, &*self.registry);
+        for change in &changed {
+            sequence += 1;
+            for sub in &subs {
+                for filter in &sub.filters {
+                    let wanted = match filter {
+                        Filter::ExtensionSessions => change.owner.as_deref() == Some(&sub.user_id),
+                        Filter::AccountSessions => change.owner.is_some(),
+                        Filter::Presence { .. } => false,
+                    };
+                    if !wanted {
+                        continue;
+                    }
+                    let body = json!({
+                        "sequence": sequence,
+                        "sessionId": model::numeric_session_id(&call.id),
+                        "telephonySessionId": call.id,
+                        "serverId": "hookflash",
+                        "eventTime": iso(event.at_ms),
+                        "accountId": call.account_id,
+                        "extensionId": sub.user_id,
+                        "parties": [change.party],
+                        "origin": {"type": "Call"},
+                    });
+                    debug!(subscription = %sub.id, sequence, "RingCentral telephony notification");
+                    deliver(delivery, registry, sub, filter_event(sub, filter), body);
+                }
+            }
+        }
+        // Presence: the owners whose telephony status changed.
+        let mut owners: Vec<&str> = changed.iter().filter_map(|c| c.owner.as_deref()).collect();
+        owners.dedup();
+        for owner in owners {
+            let wants: Vec<&Subscription> = subs
                 .iter()
-                .filter(|f| matches!(f, Filter::Presence { .. }))
-            {
-                let mut body = body.clone();
-                body["sequence"] = json!(event.seq);
-                deliver(delivery, registry, sub, filter_event(sub, filter), body);
+                .filter(|s| {
+                    s.user_id == owner
+                        && s.filters
+                            .iter()
+                            .any(|f| matches!(f, Filter::Presence { .. }))
+                })
+                .collect();
+            let store = engine.store();
+            let (Ok(Some(user)), Ok(Some(account))) = (
+                store.user_by_id(owner).await,
+                store.account_by_id(&call.account_id).await,
+            ) else {
+                continue;
+            };
+            let body = presence_body(engine, &account, &user);
+            let tel = body["telephonyStatus"]
+                .as_str()
+                .unwrap_or("NoCall")
+                .to_string();
+            let before = self
+                .presence
+                .get(owner)
+                .cloned()
+                .unwrap_or_else(|| "NoCall".into());
+            if before == tel {
+                continue;
+            }
+            if tel == "NoCall" {
+                self.presence.remove(owner);
+            } else {
+                self.presence.insert(owner.to_string(), tel);
+            }
+            for sub in wants {
+                for filter in sub
+                    .filters
+                    .iter()
+                    .filter(|f| matches!(f, Filter::Presence { .. }))
+                {
+                    let mut body = body.clone();
+                    body["sequence"] = json!(event.seq);
+                    deliver(delivery, registry, sub, filter_event(sub, filter), body);
+                }
             }
         }
     }
@@ -875,6 +1106,100 @@ mod tests {
 
     fn leg(id: &str, state: LegState) -> LegInfo {
         super::super::model::fixtures::leg(id, LegRole::Caller, state, Some("u1"))
+    }
+
+    fn sub(id: &str, user: &str, transport: Transport) -> Subscription {
+        Subscription {
+            id: id.into(),
+            account_id: "a1".into(),
+            user_id: user.into(),
+            filters: vec![Filter::ExtensionSessions],
+            transport,
+            created_ms: now_ms(),
+            expires_ms: now_ms() + 60_000,
+        }
+    }
+
+    fn hook(address: &str) -> Transport {
+        Transport::WebHook {
+            address: address.into(),
+            verification_token: None,
+        }
+    }
+
+    fn ids(registry: &Registry) -> Vec<String> {
+        let mut ids: Vec<String> = registry
+            .of_account("a1")
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn a_read_of_the_store_replaces_the_webhooks_unless_a_change_here_overtook_it() {
+        let registry = Registry::default();
+        let (frames, _rx) = mpsc::channel(1);
+        let ws = Transport::WebSocket {
+            connection: "ws-1".into(),
+            frames,
+        };
+        registry.insert(sub("ws", "u1", ws)).unwrap();
+        registry
+            .insert(sub("old", "u1", hook("http://h/1")))
+            .unwrap();
+        assert!(registry.stale(now_ms()), "never read from the store");
+        // The store's set (another node deleted "old" and made "new"): the WebSocket one stays.
+        let epoch = registry.epoch();
+        let read_at = now_ms();
+        assert!(registry.replace_webhooks(
+            vec![sub("new", "u2", hook("http://h/2"))],
+            epoch,
+            read_at
+        ));
+        assert_eq!(ids(&registry), ["new", "ws"]);
+        assert!(!registry.stale(read_at));
+        assert!(registry.stale(read_at + SYNC_INTERVAL_MS));
+        // A read that began before a change made here is not applied (it may lack it).
+        let epoch = registry.epoch();
+        registry
+            .insert(sub("mine", "u1", hook("http://h/3")))
+            .unwrap();
+        assert!(!registry.replace_webhooks(Vec::new(), epoch, now_ms()));
+        assert_eq!(ids(&registry), ["mine", "new", "ws"]);
+        let epoch = registry.epoch();
+        assert!(registry.remove("u1", "mine"));
+        assert!(!registry.replace_webhooks(vec![sub("mine", "u1", hook("http://h/3"))], epoch, 0));
+        assert_eq!(ids(&registry), ["new", "ws"]);
+    }
+
+    #[test]
+    fn in_a_cluster_webhooks_and_websockets_have_their_own_dispatcher() {
+        let (frames, _rx) = mpsc::channel(1);
+        let ws = Transport::WebSocket {
+            connection: "ws-1".into(),
+            frames,
+        };
+        let wh = hook("http://h/1");
+        assert!(Audience::Every.serves(&ws) && Audience::Every.serves(&wh));
+        assert!(Audience::WebHooks.serves(&wh) && !Audience::WebHooks.serves(&ws));
+        assert!(Audience::WebSockets.serves(&ws) && !Audience::WebSockets.serves(&wh));
+    }
+
+    #[test]
+    fn another_nodes_call_is_parked_as_its_events_say() {
+        let mut t = Track::default();
+        t.follow_park(EventKind::Answered);
+        assert!(!t.parked);
+        t.follow_park(EventKind::Parked);
+        t.follow_park(EventKind::Dtmf);
+        assert!(t.parked);
+        t.follow_park(EventKind::Unparked);
+        assert!(!t.parked);
+        t.follow_park(EventKind::Parked);
+        t.follow_park(EventKind::Ringing);
+        assert!(!t.parked, "the parker is called back");
     }
 
     #[test]

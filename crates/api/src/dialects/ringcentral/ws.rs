@@ -481,19 +481,15 @@ async fn client_request(
             Ok((200, Some(subscriptions::render(&sub))))
         }
         ("GET", "") => {
-            let records: Vec<Value> = state
-                .subscriptions
-                .of_user(&auth.user.id)
+            let records: Vec<Value> = subscriptions::of_user(state, &auth.user.id)
+                .await?
                 .iter()
                 .map(subscriptions::render)
                 .collect();
             Ok((200, Some(json!({ "records": records }))))
         }
         ("PUT", id) if !id.is_empty() => {
-            let mut sub = state
-                .subscriptions
-                .get(&auth.user.id, id)
-                .ok_or(RcError::NotFound("subscriptionId"))?;
+            let mut sub = subscriptions::find(state, &auth.user.id, id).await?;
             let req = parse(body)?;
             sub.filters = subscriptions::refilter(auth, &req)?.unwrap_or(sub.filters);
             sub.expires_ms = subscriptions::expiry_of(&req);
@@ -508,12 +504,8 @@ async fn client_request(
             Ok((200, Some(subscriptions::render(&sub))))
         }
         ("DELETE", id) if !id.is_empty() => {
-            if state.subscriptions.remove(&auth.user.id, id) {
-                state.engine.store().delete_rc_subscription(id).await?;
-                Ok((204, None))
-            } else {
-                Err(RcError::NotFound("subscriptionId"))
-            }
+            subscriptions::remove(state, &auth.user.id, id).await?;
+            Ok((204, None))
         }
         _ => Err(RcError::NotImplemented(format!(
             "{method} {path} is not served over the WebSocket"
