@@ -94,7 +94,7 @@ class TwoNodes:
     """PostgreSQL + NATS + node1 + node2 (started one after the other: each applies the same
     provisioning to the shared database)."""
 
-    def __init__(self, binary, base, artifacts, pg_cluster):
+    def __init__(self, binary, base, artifacts, pg_cluster, extra_users=None):
         self.nats = NatsServer(artifacts)
         self.database_url = pg_cluster.create_database()
         self.nodes = []
@@ -104,7 +104,7 @@ class TwoNodes:
                 node = ClusterNode(
                     binary, os.path.join(base, "node%d" % i), os.path.join(artifacts, "node%d" % i),
                     node_id="node%d" % i, nats_url=self.nats.url, data_dir=shared,
-                    database_url=self.database_url)
+                    database_url=self.database_url, extra_users=extra_users)
                 self.nodes.append(node)
                 node.start()
         except Exception:

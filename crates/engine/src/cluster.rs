@@ -15,8 +15,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::conference::{JoinOptions, ParticipantInfo};
 use crate::control::{AudioSource, CallInfo, CommandError, RecordAction, Target};
 use crate::events::BusEvent;
+use crate::model::WrongState;
+use crate::supervise::Supervision;
 use crate::Engine;
 
 /// The JetStream stream holding every account's events.
@@ -90,6 +93,85 @@ pub enum Command {
     FinishTransfer {
         complete: bool,
     },
+    // Added after the first release of v1 (new variants only: an older node answers them
+    // `Invalid`, undecodable).
+    Park {
+        parker_leg: Option<String>,
+        orbit: Option<String>,
+        timeout_ms: u64,
+    },
+    Unpark {
+        target: String,
+    },
+    UnparkToDevice {
+        user_id: String,
+        extension: String,
+        contact: String,
+    },
+    Forward {
+        target: String,
+    },
+    ForwardToVoicemail,
+    Flip {
+        leg_id: Option<String>,
+        flip_id: String,
+    },
+    Reject,
+    ReplyToCaller {
+        message: AudioSource,
+    },
+    Ignore {
+        device: String,
+    },
+    AnswerOnDevice {
+        user_id: String,
+        contact: String,
+    },
+    /// Both calls are the receiving node's (the sender checked that they share an owner).
+    Bridge {
+        leg_id: String,
+        other_call: String,
+        other_leg: String,
+    },
+    ConferenceJoin {
+        name: String,
+        leg_id: Option<String>,
+        opts: JoinOptions,
+    },
+    ConferenceLeave {
+        leg_id: Option<String>,
+    },
+    ConferenceParticipant {
+        leg_id: Option<String>,
+    },
+    ConferenceMute {
+        leg_id: Option<String>,
+        muted: bool,
+    },
+    ConferenceHold {
+        leg_id: Option<String>,
+        held: bool,
+    },
+    CallParticipants,
+    Supervise {
+        user: String,
+        supervision: Supervision,
+    },
+    SuperviseUpdate {
+        supervision: Supervision,
+    },
+    SuperviseEnd,
+    AddParty {
+        to: String,
+    },
+    /// Both calls are the receiving node's, as for `Bridge`.
+    BringInLeg {
+        other_call: String,
+        leg_id: String,
+    },
+    RemoveParty {
+        participant_id: String,
+    },
 }
 
 /// The request on the bus: the command and the call it is for, as the API named them.
@@ -107,22 +189,65 @@ pub struct WireCommand {
 pub enum Outcome {
     Done,
     Call(Box<CallInfo>),
+    // Added after the first release of v1 (new variants only).
+    /// A parked call and its orbit.
+    Parked(Box<(CallInfo, String)>),
+    Participant(Box<ParticipantInfo>),
+    Participants(Vec<ParticipantInfo>),
+}
+
+/// The owner answered with another kind of result than the command has (a node of another
+/// build): an error rather than a guess.
+fn unexpected(wanted: &str) -> CommandError {
+    CommandError::Invalid(format!("the owning node answered without the {wanted}"))
 }
 
 impl Outcome {
     pub(crate) fn done(self) -> Result<(), CommandError> {
         match self {
-            Outcome::Done => Ok(()),
-            Outcome::Call(_) => Ok(()),
+            Outcome::Done
+            | Outcome::Call(_)
+            | Outcome::Parked(_)
+            | Outcome::Participant(_)
+            | Outcome::Participants(_) => Ok(()),
         }
     }
 
     pub(crate) fn call(self) -> Result<CallInfo, CommandError> {
         match self {
             Outcome::Call(c) => Ok(*c),
-            Outcome::Done => Err(CommandError::Invalid(
-                "the owning node answered without the call".into(),
-            )),
+            Outcome::Parked(p) => Ok(p.0),
+            Outcome::Done | Outcome::Participant(_) | Outcome::Participants(_) => {
+                Err(unexpected("call"))
+            }
+        }
+    }
+
+    pub(crate) fn parked(self) -> Result<(CallInfo, String), CommandError> {
+        match self {
+            Outcome::Parked(p) => Ok(*p),
+            Outcome::Done
+            | Outcome::Call(_)
+            | Outcome::Participant(_)
+            | Outcome::Participants(_) => Err(unexpected("park orbit")),
+        }
+    }
+
+    pub(crate) fn participant(self) -> Result<ParticipantInfo, CommandError> {
+        match self {
+            Outcome::Participant(p) => Ok(*p),
+            Outcome::Done | Outcome::Call(_) | Outcome::Parked(_) | Outcome::Participants(_) => {
+                Err(unexpected("participant"))
+            }
+        }
+    }
+
+    pub(crate) fn participants(self) -> Result<Vec<ParticipantInfo>, CommandError> {
+        match self {
+            Outcome::Participants(p) => Ok(p),
+            Outcome::Done | Outcome::Call(_) | Outcome::Parked(_) | Outcome::Participant(_) => {
+                Err(unexpected("participants"))
+            }
         }
     }
 }
@@ -138,6 +263,60 @@ pub struct WireReply {
 pub struct Cluster {
     pub node_id: String,
     client: async_nats::Client,
+    remote_orbits: RemoteOrbits,
+}
+
+/// Other nodes' parked calls, from their `parked` (in) and `unparked` / `transfer_started`
+/// (retrieved by the API or the park timeout) / `ended` (out) events: `account_id/orbit` ->
+/// call id (at most one per orbit of an account, so bounded by the accounts' orbits). Park
+/// orbits are claimed per node; this is what the other nodes list and show
+/// (`Engine::parked_calls`).
+#[derive(Default)]
+struct RemoteOrbits(std::sync::Mutex<HashMap<String, String>>);
+
+impl RemoteOrbits {
+    /// Keeps the map in step with another node's event.
+    fn note(&self, event: &BusEvent) {
+        let BusEvent::Call(e) = event else {
+            return;
+        };
+        let Ok(mut orbits) = self.0.lock() else {
+            return;
+        };
+        if e.kind == crate::events::EventKind::Parked {
+            if let Some(orbit) = &e.target {
+                orbits.insert(format!("{}/{orbit}", e.account_id), e.call_id.clone());
+            }
+        } else if e.kind == crate::events::EventKind::Unparked
+            || e.kind == crate::events::EventKind::TransferStarted
+            || e.kind == crate::events::EventKind::Ended
+        {
+            orbits.retain(|_, call| *call != e.call_id);
+        }
+    }
+
+    /// An account's parked calls: (orbit, call id).
+    fn of(&self, account_id: &str) -> Vec<(String, String)> {
+        let prefix = format!("{account_id}/");
+        self.0
+            .lock()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| {
+                        k.strip_prefix(&prefix)
+                            .map(|orbit| (orbit.to_string(), v.clone()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Cluster {
+    /// Other nodes' parked calls of an account: (orbit, call id).
+    pub(crate) fn remote_parked(&self, account_id: &str) -> Vec<(String, String)> {
+        self.remote_orbits.of(account_id)
+    }
 }
 
 fn account_subject(account_id: &str) -> String {
@@ -192,6 +371,7 @@ pub async fn start(
     let cluster = Arc::new(Cluster {
         node_id: node_id.to_string(),
         client: client.clone(),
+        remote_orbits: RemoteOrbits::default(),
     });
     tokio::spawn(sequencer(
         js.clone(),
@@ -201,6 +381,7 @@ pub async fn start(
     ));
     tokio::spawn(reader(
         engine.clone(),
+        cluster.clone(),
         client.clone(),
         stream,
         node_id.to_string(),
@@ -322,6 +503,7 @@ async fn sequencer(
 /// Feeds every node's events, in stream order, into this node's event bus.
 async fn reader(
     engine: Engine,
+    cluster: Arc<Cluster>,
     client: async_nats::Client,
     stream: stream::Stream,
     node: String,
@@ -376,6 +558,9 @@ async fn reader(
             match serde_json::from_slice::<WireEvent>(&message.payload) {
                 Ok(w) if w.v == WIRE_VERSION => {
                     let own = w.node == node;
+                    if !own {
+                        cluster.remote_orbits.note(&w.event);
+                    }
                     engine
                         .inner
                         .events
@@ -507,22 +692,17 @@ impl Engine {
                 .hangup(account_id, call_id, leg.as_deref())
                 .await
                 .map(|()| Outcome::Done),
-            Command::Hold { target, on } => self
-                .hold(account_id, call_id, target, on)
-                .await
-                .map(|c| Outcome::Call(Box::new(c))),
-            Command::Mute { leg_id, on } => self
-                .mute(account_id, call_id, &leg_id, on)
-                .await
-                .map(|c| Outcome::Call(Box::new(c))),
+            Command::Hold { target, on } => {
+                self.hold(account_id, call_id, target, on).await.map(call)
+            }
+            Command::Mute { leg_id, on } => {
+                self.mute(account_id, call_id, &leg_id, on).await.map(call)
+            }
             Command::Dtmf { leg_id, digits } => self
                 .send_dtmf(account_id, call_id, &leg_id, &digits)
                 .await
                 .map(|()| Outcome::Done),
-            Command::Record { action } => self
-                .record(account_id, call_id, action)
-                .await
-                .map(|c| Outcome::Call(Box::new(c))),
+            Command::Record { action } => self.record(account_id, call_id, action).await.map(call),
             Command::Announce { target, source } => self
                 .announce(account_id, call_id, target, source)
                 .await
@@ -544,11 +724,128 @@ impl Engine {
                     attended,
                 )
                 .await
-                .map(|c| Outcome::Call(Box::new(c))),
+                .map(call),
             Command::FinishTransfer { complete } => self
                 .finish_transfer(account_id, call_id, complete)
                 .await
-                .map(|c| Outcome::Call(Box::new(c))),
+                .map(call),
+            Command::Park {
+                parker_leg,
+                orbit,
+                timeout_ms,
+            } => self
+                .park_in_orbit(
+                    account_id,
+                    call_id,
+                    parker_leg.as_deref(),
+                    orbit.as_deref(),
+                    Duration::from_millis(timeout_ms),
+                )
+                .await
+                .map(|p| Outcome::Parked(Box::new(p))),
+            Command::Unpark { target } => self.unpark(account_id, call_id, &target).await.map(call),
+            Command::UnparkToDevice {
+                user_id,
+                extension,
+                contact,
+            } => self
+                .unpark_to_device(account_id, call_id, &user_id, &extension, &contact)
+                .await
+                .map(call),
+            Command::Forward { target } => {
+                self.forward(account_id, call_id, &target).await.map(call)
+            }
+            Command::ForwardToVoicemail => self
+                .forward_to_voicemail(account_id, call_id)
+                .await
+                .map(call),
+            Command::Flip { leg_id, flip_id } => self
+                .flip(account_id, call_id, leg_id.as_deref(), &flip_id)
+                .await
+                .map(call),
+            Command::Reject => self.reject(account_id, call_id).await.map(call),
+            Command::ReplyToCaller { message } => self
+                .reply_to_caller(account_id, call_id, &message)
+                .await
+                .map(call),
+            Command::Ignore { device } => self.ignore(account_id, call_id, &device).await.map(call),
+            Command::AnswerOnDevice { user_id, contact } => self
+                .answer_on_device(account_id, call_id, &user_id, &contact)
+                .await
+                .map(call),
+            Command::Bridge {
+                leg_id,
+                other_call,
+                other_leg,
+            } => self
+                .bridge(account_id, call_id, &leg_id, &other_call, &other_leg)
+                .await
+                .map(call),
+            Command::ConferenceJoin { name, leg_id, opts } => self
+                .conference_join_call(account_id, &name, call_id, leg_id.as_deref(), opts)
+                .await
+                // The conference's events for the leg stay on the owning node (dialects'
+                // routes do not read them; an application's run is on the call's node).
+                .map(|m| participant(m.participant)),
+            Command::ConferenceLeave { leg_id } => self
+                .conference_leave_call(account_id, call_id, leg_id.as_deref())
+                .await
+                .map(|()| Outcome::Done),
+            Command::ConferenceParticipant { leg_id } => self
+                .conference_participant_of_call(account_id, call_id, leg_id.as_deref())
+                .await
+                .map(participant),
+            Command::ConferenceMute { leg_id, muted } => self
+                .conference_mute_call(account_id, call_id, leg_id.as_deref(), muted)
+                .await
+                .map(participant),
+            Command::ConferenceHold { leg_id, held } => self
+                .conference_hold_call(account_id, call_id, leg_id.as_deref(), held)
+                .await
+                .map(participant),
+            Command::CallParticipants => self
+                .call_participants(account_id, call_id)
+                .await
+                .map(Outcome::Participants),
+            Command::Supervise { user, supervision } => self
+                .supervise(account_id, call_id, &user, supervision)
+                .await
+                .map(participant),
+            Command::SuperviseUpdate { supervision } => self
+                .supervise_update(account_id, call_id, supervision)
+                .await
+                .map(participant),
+            Command::SuperviseEnd => self
+                .supervise_end(account_id, call_id)
+                .await
+                .map(|()| Outcome::Done),
+            Command::AddParty { to } => self
+                .add_party(account_id, call_id, &to)
+                .await
+                .map(participant),
+            Command::BringInLeg { other_call, leg_id } => self
+                .bring_in_leg(account_id, call_id, &other_call, &leg_id)
+                .await
+                .map(participant),
+            Command::RemoveParty { participant_id } => self
+                .remove_party(account_id, call_id, &participant_id)
+                .await
+                .map(|()| Outcome::Done),
+        }
+    }
+
+    /// Which node has the call: this one, another one (cluster mode), or none (for this
+    /// account).
+    pub(crate) fn call_owner(&self, account_id: &str, call_id: &str) -> CallOwner {
+        if self.local_call(account_id, call_id).is_ok() {
+            return CallOwner::Here;
+        }
+        if self.inner.cluster.get().is_none() {
+            return CallOwner::Nowhere;
+        }
+        match self.inner.events.remote_call(call_id) {
+            Some(r) if r.call.account_id == account_id => CallOwner::Node(r.node),
+            Some(_) | None => CallOwner::Nowhere,
         }
     }
 
@@ -575,15 +872,89 @@ impl Engine {
                 .await,
         )
     }
+
+    /// For a command that needs two calls on one node (bridge, bringing another call's leg
+    /// in): both another node's, the same one: forwarded there (`Some`); both here, or
+    /// either unknown: `None` (run here, which answers `NotFound` for an unknown one); on
+    /// two different nodes: `WrongState(OnAnotherNode)`, nothing changes anywhere.
+    pub(crate) async fn forward_pair_if_remote(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        other_call: &str,
+        command: impl FnOnce() -> Command,
+    ) -> Option<Result<Outcome, CommandError>> {
+        let cluster = self.inner.cluster.get()?;
+        match pair_route(
+            self.call_owner(account_id, call_id),
+            self.call_owner(account_id, other_call),
+        ) {
+            PairRoute::Here => None,
+            PairRoute::Forward(node) => {
+                Some(cluster.forward(&node, account_id, call_id, command()).await)
+            }
+            PairRoute::Split => {
+                info!(
+                    call_id,
+                    other_call, "the two calls are on different nodes: refused"
+                );
+                Some(Err(CommandError::WrongState {
+                    state: WrongState::OnAnotherNode,
+                }))
+            }
+        }
+    }
+}
+
+/// Where a command needing two calls on one node runs.
+#[derive(Debug, PartialEq, Eq)]
+enum PairRoute {
+    /// Here (both here, or one unknown: answered `NotFound` here as on one node).
+    Here,
+    /// Both are this other node's.
+    Forward(String),
+    /// On two different nodes.
+    Split,
+}
+
+fn pair_route(first: CallOwner, second: CallOwner) -> PairRoute {
+    match (first, second) {
+        (CallOwner::Here, CallOwner::Here) | (CallOwner::Nowhere, _) | (_, CallOwner::Nowhere) => {
+            PairRoute::Here
+        }
+        (CallOwner::Node(a), CallOwner::Node(b)) if a == b => PairRoute::Forward(a),
+        (CallOwner::Here, CallOwner::Node(_)) | (CallOwner::Node(_), _) => PairRoute::Split,
+    }
+}
+
+/// Where a call runs (see [`Engine::call_owner`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CallOwner {
+    Here,
+    Node(String),
+    Nowhere,
+}
+
+fn call(c: CallInfo) -> Outcome {
+    Outcome::Call(Box::new(c))
+}
+
+fn participant(p: ParticipantInfo) -> Outcome {
+    Outcome::Participant(Box::new(p))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn commands_and_replies_read_back_as_written() {
-        let commands = [
+    /// One of each variant; the exhaustive match makes a new variant a compile error here
+    /// until the list has it too.
+    fn every_command() -> Vec<Command> {
+        let sup = Supervision {
+            mode: crate::supervise::SuperviseMode::Coach,
+            agent_leg: Some("l1".into()),
+        };
+        let all = vec![
             Command::Hangup { leg: None },
             Command::Hold {
                 target: Target::Leg("l2".into()),
@@ -592,6 +963,10 @@ mod tests {
             Command::Mute {
                 leg_id: "l1".into(),
                 on: false,
+            },
+            Command::Dtmf {
+                leg_id: "l1".into(),
+                digits: "12#".into(),
             },
             Command::Record {
                 action: RecordAction::Start { announcement: true },
@@ -603,8 +978,142 @@ mod tests {
                     voice: None,
                 },
             },
+            Command::Whisper {
+                leg_id: "l2".into(),
+                source: AudioSource::Url("http://127.0.0.1/a.wav".into()),
+            },
+            Command::Transfer {
+                transferor_leg: Some("l2".into()),
+                target: "203".into(),
+                attended: true,
+            },
+            Command::FinishTransfer { complete: false },
+            Command::Park {
+                parker_leg: None,
+                orbit: Some("*72".into()),
+                timeout_ms: 60_000,
+            },
+            Command::Unpark {
+                target: "203".into(),
+            },
+            Command::UnparkToDevice {
+                user_id: "u3".into(),
+                extension: "203".into(),
+                contact: "sip:203@127.0.0.1:5070".into(),
+            },
+            Command::Forward {
+                target: "+4969555123".into(),
+            },
+            Command::ForwardToVoicemail,
+            Command::Flip {
+                leg_id: Some("l2".into()),
+                flip_id: "1".into(),
+            },
+            Command::Reject,
+            Command::ReplyToCaller {
+                message: AudioSource::Tts {
+                    text: "later".into(),
+                    voice: Some("en".into()),
+                },
+            },
+            Command::Ignore {
+                device: "sip:202@127.0.0.1:5071".into(),
+            },
+            Command::AnswerOnDevice {
+                user_id: "u2".into(),
+                contact: "sip:202@127.0.0.1:5071".into(),
+            },
+            Command::Bridge {
+                leg_id: "l2".into(),
+                other_call: "c2".into(),
+                other_leg: "l3".into(),
+            },
+            Command::ConferenceJoin {
+                name: "room".into(),
+                leg_id: None,
+                opts: JoinOptions {
+                    muted: true,
+                    beep: true,
+                    end_on_exit: false,
+                    start_on_enter: false,
+                    max_participants: Some(5),
+                },
+            },
+            Command::ConferenceLeave {
+                leg_id: Some("l1".into()),
+            },
+            Command::ConferenceParticipant { leg_id: None },
+            Command::ConferenceMute {
+                leg_id: Some("l1".into()),
+                muted: true,
+            },
+            Command::ConferenceHold {
+                leg_id: None,
+                held: false,
+            },
+            Command::CallParticipants,
+            Command::Supervise {
+                user: "203".into(),
+                supervision: sup.clone(),
+            },
+            Command::SuperviseUpdate { supervision: sup },
+            Command::SuperviseEnd,
+            Command::AddParty { to: "203".into() },
+            Command::BringInLeg {
+                other_call: "c2".into(),
+                leg_id: "l3".into(),
+            },
+            Command::RemoveParty {
+                participant_id: "p1".into(),
+            },
         ];
-        for c in commands {
+        let index = |c: &Command| match c {
+            Command::Hangup { .. } => 0,
+            Command::Hold { .. } => 1,
+            Command::Mute { .. } => 2,
+            Command::Dtmf { .. } => 3,
+            Command::Record { .. } => 4,
+            Command::Announce { .. } => 5,
+            Command::Whisper { .. } => 6,
+            Command::Transfer { .. } => 7,
+            Command::FinishTransfer { .. } => 8,
+            Command::Park { .. } => 9,
+            Command::Unpark { .. } => 10,
+            Command::UnparkToDevice { .. } => 11,
+            Command::Forward { .. } => 12,
+            Command::ForwardToVoicemail => 13,
+            Command::Flip { .. } => 14,
+            Command::Reject => 15,
+            Command::ReplyToCaller { .. } => 16,
+            Command::Ignore { .. } => 17,
+            Command::AnswerOnDevice { .. } => 18,
+            Command::Bridge { .. } => 19,
+            Command::ConferenceJoin { .. } => 20,
+            Command::ConferenceLeave { .. } => 21,
+            Command::ConferenceParticipant { .. } => 22,
+            Command::ConferenceMute { .. } => 23,
+            Command::ConferenceHold { .. } => 24,
+            Command::CallParticipants => 25,
+            Command::Supervise { .. } => 26,
+            Command::SuperviseUpdate { .. } => 27,
+            Command::SuperviseEnd => 28,
+            Command::AddParty { .. } => 29,
+            Command::BringInLeg { .. } => 30,
+            Command::RemoveParty { .. } => 31,
+        };
+        let indices: Vec<usize> = all.iter().map(index).collect();
+        assert_eq!(
+            indices,
+            (0..=31).collect::<Vec<_>>(),
+            "one of each, in order"
+        );
+        all
+    }
+
+    #[test]
+    fn commands_and_replies_read_back_as_written() {
+        let mut tags = std::collections::HashSet::new();
+        for c in every_command() {
             let wire = WireCommand {
                 v: WIRE_VERSION,
                 account_id: "a".into(),
@@ -614,7 +1123,70 @@ mod tests {
             let json = serde_json::to_string(&wire).unwrap();
             let back: WireCommand = serde_json::from_str(&json).unwrap();
             assert_eq!(back.command, c);
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert!(tags.insert(value["command"]["command"].as_str().unwrap().to_string()));
         }
+        // The first release's words are unchanged (v 1 stays compatible: new variants only).
+        let v1 = r#"{"v":1,"account_id":"a","call_id":"c","command":{"command":"finish_transfer","complete":true}}"#;
+        let back: WireCommand = serde_json::from_str(v1).unwrap();
+        assert_eq!(back.command, Command::FinishTransfer { complete: true });
+        for tag in [
+            "hangup", "hold", "mute", "dtmf", "record", "announce", "whisper", "transfer",
+        ] {
+            assert!(tags.contains(tag), "{tag}");
+        }
+        // Every kind of answer reads back too.
+        let participant = ParticipantInfo {
+            id: "p1".into(),
+            number: "203".into(),
+            state: crate::conference::ParticipantState::Joined,
+            muted: false,
+            joined_at_ms: Some(5),
+            call_id: None,
+            leg_id: None,
+            held: false,
+            waiting: false,
+            supervision: Some(Supervision {
+                mode: crate::supervise::SuperviseMode::Listen,
+                agent_leg: None,
+            }),
+        };
+        let call = match event("a", "c") {
+            BusEvent::Call(e) => e.call,
+            BusEvent::Conference(_) => unreachable!(),
+        };
+        let outcomes = [
+            Outcome::Done,
+            Outcome::Call(Box::new(call.clone())),
+            Outcome::Parked(Box::new((call, "*71".into()))),
+            Outcome::Participant(Box::new(participant.clone())),
+            Outcome::Participants(vec![participant.clone(), participant]),
+        ];
+        for o in outcomes {
+            let reply = WireReply {
+                v: WIRE_VERSION,
+                result: Ok(o.clone()),
+            };
+            let back: WireReply =
+                serde_json::from_str(&serde_json::to_string(&reply).unwrap()).unwrap();
+            let back = back.result.unwrap();
+            match o {
+                Outcome::Done => assert!(matches!(back, Outcome::Done)),
+                Outcome::Call(c) => assert_eq!(back.call().unwrap().id, c.id),
+                Outcome::Parked(p) => {
+                    let (c, orbit) = back.parked().unwrap();
+                    let (pc, po) = *p;
+                    assert_eq!((c.id, orbit), (pc.id, po));
+                }
+                Outcome::Participant(p) => assert_eq!(back.participant().unwrap(), *p),
+                Outcome::Participants(p) => assert_eq!(back.participants().unwrap(), p),
+            }
+        }
+        // An answer of the wrong kind is an error, never a made-up result.
+        assert!(matches!(
+            Outcome::Done.participant(),
+            Err(CommandError::Invalid(_))
+        ));
         let json = serde_json::to_value(WireCommand {
             v: 1,
             account_id: "a".into(),
@@ -634,6 +1206,9 @@ mod tests {
             CommandError::Failed {
                 status: 488,
                 reason: "Not Acceptable Here".into(),
+            },
+            CommandError::WrongState {
+                state: WrongState::OnAnotherNode,
             },
             CommandError::NodeTimeout { node: "n2".into() },
         ] {
@@ -787,6 +1362,59 @@ mod tests {
         assert_eq!(seqs, (1..=2 * EACH as u64).collect::<Vec<_>>());
         assert_eq!(calls.len(), 2 * EACH, "every event once");
         assert_eq!(nodes.len(), 2);
+    }
+
+    #[test]
+    fn two_calls_run_where_both_are_or_are_refused_when_split() {
+        use CallOwner::{Here, Node, Nowhere};
+        let n = |s: &str| Node(s.to_string());
+        assert_eq!(pair_route(Here, Here), PairRoute::Here);
+        assert_eq!(
+            pair_route(n("n2"), n("n2")),
+            PairRoute::Forward("n2".into())
+        );
+        assert_eq!(pair_route(Here, n("n2")), PairRoute::Split);
+        assert_eq!(pair_route(n("n2"), Here), PairRoute::Split);
+        assert_eq!(pair_route(n("n2"), n("n3")), PairRoute::Split);
+        // An unknown call is this node's 404, wherever the other one is.
+        for other in [Here, n("n2"), Nowhere] {
+            assert_eq!(pair_route(Nowhere, other.clone()), PairRoute::Here);
+            assert_eq!(pair_route(other, Nowhere), PairRoute::Here);
+        }
+    }
+
+    #[test]
+    fn other_nodes_parked_calls_are_listed_until_retrieved_or_ended() {
+        let orbits = RemoteOrbits::default();
+        let with = |kind, call: &str, account: &str, target: Option<&str>| {
+            let mut e = event(account, call);
+            if let BusEvent::Call(c) = &mut e {
+                c.kind = kind;
+                c.target = target.map(str::to_string);
+            }
+            e
+        };
+        use crate::events::EventKind::{Dtmf, Ended, Parked, TransferStarted, Unparked};
+        orbits.note(&with(Parked, "c1", "a", Some("*71")));
+        orbits.note(&with(Parked, "c2", "a", Some("*72")));
+        orbits.note(&with(Parked, "c3", "a", Some("*73")));
+        orbits.note(&with(Parked, "b1", "b", Some("*71")));
+        let mut a = orbits.of("a");
+        a.sort();
+        assert_eq!(
+            a,
+            [("*71", "c1"), ("*72", "c2"), ("*73", "c3")]
+                .map(|(o, c)| (o.to_string(), c.to_string()))
+        );
+        // Other events of a parked call leave it parked.
+        orbits.note(&with(Dtmf, "c1", "a", None));
+        assert_eq!(orbits.of("a").len(), 3);
+        orbits.note(&with(Unparked, "c1", "a", Some("*71")));
+        orbits.note(&with(TransferStarted, "c2", "a", Some("203")));
+        assert_eq!(orbits.of("a"), [("*73".to_string(), "c3".to_string())]);
+        orbits.note(&with(Ended, "c3", "a", None));
+        assert!(orbits.of("a").is_empty());
+        assert_eq!(orbits.of("b"), [("*71".to_string(), "b1".to_string())]);
     }
 
     #[test]

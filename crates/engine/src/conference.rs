@@ -37,7 +37,7 @@ use hookflash_sip::dialog::{
 };
 use hookflash_sip::msg::{Header, StatusCode, Uri};
 use hookflash_sip::router::{CallStateReceiver, CallStates};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn, Instrument};
 
@@ -67,7 +67,7 @@ const BEEP_HZ: f32 = 700.0;
 pub const MAX_NAME_LEN: usize = 64;
 
 /// Where a participant is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ParticipantState {
     /// Its phone rings.
@@ -76,7 +76,7 @@ pub enum ParticipantState {
     Joined,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
     pub id: String,
     /// What was dialled (extension or number), or the party of the leg brought in.
@@ -97,7 +97,7 @@ pub struct ParticipantInfo {
 }
 
 /// How a leg joins (the jambonz `conference` verb's options).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinOptions {
     /// Heard by no one until unmuted.
     pub muted: bool,
@@ -442,6 +442,38 @@ impl Engine {
                 "conference name must be 1-{MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
             )));
         }
+        if let crate::cluster::CallOwner::Node(_) = self.call_owner(account_id, call_id) {
+            // Conferences are the node's that runs them: one running here cannot mix another
+            // node's call; else the call's node joins it (making the conference there).
+            if self
+                .conference_entry(account_id, name)
+                .is_some_and(|e| !e.commands.is_closed())
+            {
+                return Err(CommandError::WrongState {
+                    state: crate::model::WrongState::OnAnotherNode,
+                });
+            }
+        }
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || {
+                crate::cluster::Command::ConferenceJoin {
+                    name: name.to_string(),
+                    leg_id: leg_id.map(str::to_string),
+                    opts: opts.clone(),
+                }
+            })
+            .await
+        {
+            // The conference's events for the leg stay on the owning node: the watcher
+            // here hears nothing (its channel is closed at once).
+            let (_, events) = mpsc::channel(1);
+            return out
+                .and_then(crate::cluster::Outcome::participant)
+                .map(|participant| Membership {
+                    participant,
+                    events,
+                });
+        }
         let leg = leg_id.map(str::to_string);
         let conf = name.to_string();
         let attach = self
@@ -513,6 +545,16 @@ impl Engine {
         call_id: &str,
         leg_id: Option<&str>,
     ) -> Result<(), CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || {
+                crate::cluster::Command::ConferenceLeave {
+                    leg_id: leg_id.map(str::to_string),
+                }
+            })
+            .await
+        {
+            return out.and_then(crate::cluster::Outcome::done);
+        }
         let (leg, entry) = self.conference_of_leg(account_id, call_id, leg_id).await?;
         entry
             .ask(|reply| Command::Remove {
@@ -532,6 +574,16 @@ impl Engine {
         call_id: &str,
         leg_id: Option<&str>,
     ) -> Result<ParticipantInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || {
+                crate::cluster::Command::ConferenceParticipant {
+                    leg_id: leg_id.map(str::to_string),
+                }
+            })
+            .await
+        {
+            return out.and_then(crate::cluster::Outcome::participant);
+        }
         let (leg, entry) = self.conference_of_leg(account_id, call_id, leg_id).await?;
         entry
             .ask(Command::Info)
@@ -552,6 +604,17 @@ impl Engine {
         leg_id: Option<&str>,
         muted: bool,
     ) -> Result<ParticipantInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || {
+                crate::cluster::Command::ConferenceMute {
+                    leg_id: leg_id.map(str::to_string),
+                    muted,
+                }
+            })
+            .await
+        {
+            return out.and_then(crate::cluster::Outcome::participant);
+        }
         let (leg, entry) = self.conference_of_leg(account_id, call_id, leg_id).await?;
         entry
             .ask(|reply| Command::Mute {
@@ -570,6 +633,17 @@ impl Engine {
         leg_id: Option<&str>,
         held: bool,
     ) -> Result<ParticipantInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || {
+                crate::cluster::Command::ConferenceHold {
+                    leg_id: leg_id.map(str::to_string),
+                    held,
+                }
+            })
+            .await
+        {
+            return out.and_then(crate::cluster::Outcome::participant);
+        }
         let (leg, entry) = self.conference_of_leg(account_id, call_id, leg_id).await?;
         entry
             .ask(|reply| Command::Hold {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::call::{CallCommand, RingingAction};
+use crate::cluster::{Command, Outcome};
 use crate::Engine;
 
 pub use crate::model::LegState;
@@ -281,6 +282,16 @@ impl Engine {
             return Err(CommandError::Invalid(
                 "a call cannot be bridged with itself".into(),
             ));
+        }
+        if let Some(out) = self
+            .forward_pair_if_remote(account_id, call_id, other_call, || Command::Bridge {
+                leg_id: leg_id.to_string(),
+                other_call: other_call.to_string(),
+                other_leg: other_leg.to_string(),
+            })
+            .await
+        {
+            return out.and_then(Outcome::call);
         }
         let other = self
             .inner
@@ -624,6 +635,14 @@ impl Engine {
         call_id: &str,
         target: &str,
     ) -> Result<CallInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Command::Forward {
+                target: target.to_string(),
+            })
+            .await
+        {
+            return out.and_then(Outcome::call);
+        }
         let call = self.local_call(account_id, call_id)?;
         if call.state != CallState::Ringing {
             return Err(CommandError::WrongState {
@@ -644,6 +663,12 @@ impl Engine {
         account_id: &str,
         call_id: &str,
     ) -> Result<CallInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Command::ForwardToVoicemail)
+            .await
+        {
+            return out.and_then(Outcome::call);
+        }
         self.ringing_action(account_id, call_id, RingingAction::ToVoicemail)
             .await
     }
@@ -659,6 +684,15 @@ impl Engine {
         leg_id: Option<&str>,
         flip_id: &str,
     ) -> Result<CallInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Command::Flip {
+                leg_id: leg_id.map(str::to_string),
+                flip_id: flip_id.to_string(),
+            })
+            .await
+        {
+            return out.and_then(Outcome::call);
+        }
         let call = self.local_call(account_id, call_id)?;
         if call.state != CallState::Answered {
             return Err(CommandError::WrongState {
@@ -698,6 +732,12 @@ impl Engine {
     /// Rejects a ringing call: every device stops ringing; the caller goes to the callee's
     /// voicemail if they have one, else hears busy.
     pub async fn reject(&self, account_id: &str, call_id: &str) -> Result<CallInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Command::Reject)
+            .await
+        {
+            return out.and_then(Outcome::call);
+        }
         self.ringing_action(account_id, call_id, RingingAction::Reject)
             .await
     }
@@ -711,6 +751,14 @@ impl Engine {
         call_id: &str,
         message: &AudioSource,
     ) -> Result<CallInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Command::ReplyToCaller {
+                message: message.clone(),
+            })
+            .await
+        {
+            return out.and_then(Outcome::call);
+        }
         self.local_call(account_id, call_id)?;
         let pcm = self.resolve_audio(message).await?;
         self.ringing_action(account_id, call_id, RingingAction::Reply(pcm))
@@ -725,6 +773,14 @@ impl Engine {
         call_id: &str,
         device: &str,
     ) -> Result<CallInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Command::Ignore {
+                device: device.to_string(),
+            })
+            .await
+        {
+            return out.and_then(Outcome::call);
+        }
         let device = device.to_string();
         self.ringing_action(account_id, call_id, RingingAction::Ignore { device })
             .await
@@ -742,6 +798,15 @@ impl Engine {
         user_id: &str,
         contact: &str,
     ) -> Result<CallInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Command::AnswerOnDevice {
+                user_id: user_id.to_string(),
+                contact: contact.to_string(),
+            })
+            .await
+        {
+            return out.and_then(Outcome::call);
+        }
         self.local_call(account_id, call_id)?;
         let device = self.registered_device(user_id, contact).await?;
         self.ringing_action(account_id, call_id, RingingAction::AnswerOn(device))
@@ -798,15 +863,48 @@ impl Engine {
         orbit: Option<&str>,
         timeout: std::time::Duration,
     ) -> Result<CallInfo, CommandError> {
+        self.park_in_orbit(account_id, call_id, parker_leg, orbit, timeout)
+            .await
+            .map(|(call, _)| call)
+    }
+
+    /// [`Engine::park`], answering the orbit the call waits in too (in a cluster, an orbit
+    /// of the node owning the call).
+    pub async fn park_in_orbit(
+        &self,
+        account_id: &str,
+        call_id: &str,
+        parker_leg: Option<&str>,
+        orbit: Option<&str>,
+        timeout: std::time::Duration,
+    ) -> Result<(CallInfo, String), CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Command::Park {
+                parker_leg: parker_leg.map(str::to_string),
+                orbit: orbit.map(str::to_string),
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            })
+            .await
+        {
+            return out.and_then(Outcome::parked);
+        }
         let parker = parker_leg.map(str::to_string);
         let orbit = orbit.map(str::to_string);
-        self.send_command(account_id, call_id, |reply| CallCommand::Park {
-            parker,
-            orbit,
-            timeout,
-            reply,
-        })
-        .await
+        let call = self
+            .send_command(account_id, call_id, |reply| CallCommand::Park {
+                parker,
+                orbit,
+                timeout,
+                reply,
+            })
+            .await?;
+        let orbit = self
+            .parked_calls(account_id)
+            .into_iter()
+            .find(|(_, id)| *id == call.id)
+            .map(|(orbit, _)| orbit)
+            .unwrap_or_default();
+        Ok((call, orbit))
     }
 
     /// Retrieves a parked call by dialling `target` into it (it takes the parker's place).
@@ -816,6 +914,14 @@ impl Engine {
         call_id: &str,
         target: &str,
     ) -> Result<CallInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Command::Unpark {
+                target: target.to_string(),
+            })
+            .await
+        {
+            return out.and_then(Outcome::call);
+        }
         self.local_call(account_id, call_id)?;
         let target = self.resolve_target(account_id, None, target).await?;
         self.send_command(account_id, call_id, |reply| CallCommand::Unpark {
@@ -836,6 +942,16 @@ impl Engine {
         extension: &str,
         contact: &str,
     ) -> Result<CallInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Command::UnparkToDevice {
+                user_id: user_id.to_string(),
+                extension: extension.to_string(),
+                contact: contact.to_string(),
+            })
+            .await
+        {
+            return out.and_then(Outcome::call);
+        }
         self.local_call(account_id, call_id)?;
         let device = self.registered_device(user_id, contact).await?;
         let target = crate::call::TransferTarget {
@@ -850,7 +966,8 @@ impl Engine {
         .await
     }
 
-    /// The account's parked calls: (orbit, call id), by orbit.
+    /// The account's parked calls: (orbit, call id), by orbit. In a cluster, every node's
+    /// (each node claims its own orbits: two nodes may each have a call in `*71`).
     pub fn parked_calls(&self, account_id: &str) -> Vec<(String, String)> {
         let prefix = format!("{account_id}/");
         let mut out: Vec<(String, String)> = self
@@ -866,6 +983,15 @@ impl Engine {
                     .collect()
             })
             .unwrap_or_default();
+        if let Some(cluster) = self.inner.cluster.get() {
+            // Only calls the node still lists (a dead node's calls are forgotten).
+            out.extend(
+                cluster
+                    .remote_parked(account_id)
+                    .into_iter()
+                    .filter(|(_, call)| self.inner.events.remote_call(call).is_some()),
+            );
+        }
         out.sort();
         out
     }

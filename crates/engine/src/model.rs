@@ -261,6 +261,10 @@ wire_enum! {
         InConference => "in a conference",
         /// The leg is in no conference.
         NotInConference => "not in a conference",
+        /// A command that needs two calls (or a call and a conference) on one node found
+        /// them on different nodes of the cluster (bridge, bringing in another call's leg,
+        /// joining a conference running on another node than the call).
+        OnAnotherNode => "on another node than the other call",
     }
 }
 
@@ -385,6 +389,7 @@ mod tests {
                 "waiting for the transfer target to answer",
                 "in a conference",
                 "not in a conference",
+                "on another node than the other call",
             ]
         );
     }

@@ -17,17 +17,18 @@
 //! Nothing here waits inside an actor: the engine asks the conference actor (dial: answers
 //! once the INVITE has left) and the call actor (attach a leg: synchronous) from outside.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::call::conf_leg::ConfLegCommand;
 use crate::call::CallCommand;
+use crate::cluster::{Command as Forwarded, Outcome};
 use crate::conference::{Command, ConferenceEntry, JoinOptions, ParticipantInfo, Who};
 use crate::control::CommandError;
 use crate::model::{CallState, WrongState};
 use crate::Engine;
 
 /// How a supervisor takes part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SuperviseMode {
     /// Hears both parties; heard by no one.
@@ -59,7 +60,7 @@ impl SuperviseMode {
 }
 
 /// A supervisor's mode and the leg it supervises (the agent: the one a coach is heard by).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Supervision {
     pub mode: SuperviseMode,
     pub agent_leg: Option<String>,
@@ -83,6 +84,12 @@ impl Engine {
         account_id: &str,
         call_id: &str,
     ) -> Result<Vec<ParticipantInfo>, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Forwarded::CallParticipants)
+            .await
+        {
+            return out.and_then(Outcome::participants);
+        }
         self.local_call(account_id, call_id)?;
         let Some(entry) = self.conference_entry(account_id, &call_conference_name(call_id)) else {
             return Ok(Vec::new());
@@ -105,6 +112,15 @@ impl Engine {
         user: &str,
         supervision: Supervision,
     ) -> Result<ParticipantInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Forwarded::Supervise {
+                user: user.to_string(),
+                supervision: supervision.clone(),
+            })
+            .await
+        {
+            return out.and_then(Outcome::participant);
+        }
         self.check_agent(account_id, call_id, &supervision)?;
         let current = self.call_participants(account_id, call_id).await?;
         if current.iter().any(|p| p.supervision.is_some()) {
@@ -123,6 +139,14 @@ impl Engine {
         call_id: &str,
         supervision: Supervision,
     ) -> Result<ParticipantInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Forwarded::SuperviseUpdate {
+                supervision: supervision.clone(),
+            })
+            .await
+        {
+            return out.and_then(Outcome::participant);
+        }
         self.check_agent(account_id, call_id, &supervision)?;
         let (entry, sup) = self.supervisor_of(account_id, call_id).await?;
         entry
@@ -137,6 +161,12 @@ impl Engine {
     /// The supervisor leaves (BYE); without other added parties the call is back on its
     /// relay.
     pub async fn supervise_end(&self, account_id: &str, call_id: &str) -> Result<(), CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Forwarded::SuperviseEnd)
+            .await
+        {
+            return out.and_then(Outcome::done);
+        }
         let (entry, sup) = self.supervisor_of(account_id, call_id).await?;
         entry
             .ask(|reply| Command::Remove {
@@ -154,6 +184,14 @@ impl Engine {
         call_id: &str,
         to: &str,
     ) -> Result<ParticipantInfo, CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Forwarded::AddParty {
+                to: to.to_string(),
+            })
+            .await
+        {
+            return out.and_then(Outcome::participant);
+        }
         self.dial_into_call(account_id, call_id, to, None).await
     }
 
@@ -168,6 +206,17 @@ impl Engine {
         other_call_id: &str,
         leg_id: &str,
     ) -> Result<ParticipantInfo, CommandError> {
+        if let Some(out) = self
+            .forward_pair_if_remote(account_id, call_id, other_call_id, || {
+                Forwarded::BringInLeg {
+                    other_call: other_call_id.to_string(),
+                    leg_id: leg_id.to_string(),
+                }
+            })
+            .await
+        {
+            return out.and_then(Outcome::participant);
+        }
         let call = self.local_call(account_id, call_id)?;
         if call.state != CallState::Answered {
             return Err(CommandError::WrongState {
@@ -215,6 +264,14 @@ impl Engine {
         call_id: &str,
         participant_id: &str,
     ) -> Result<(), CommandError> {
+        if let Some(out) = self
+            .forward_if_remote(account_id, call_id, || Forwarded::RemoveParty {
+                participant_id: participant_id.to_string(),
+            })
+            .await
+        {
+            return out.and_then(Outcome::done);
+        }
         let entry = self.owned_entry(account_id, call_id)?;
         let info = entry.ask(Command::Info).await?;
         // An outside party: a dialled phone (by participant id) or another call's leg (by

@@ -97,9 +97,10 @@ pub(crate) async fn park_call(
             "timeout_secs must be 1 to {MAX_PARK_SECS}"
         )));
     }
-    let call = state
+    // The orbit comes with the answer: in a cluster the call may be parked on another node.
+    let (call, orbit) = state
         .engine
-        .park(
+        .park_in_orbit(
             &auth.account_id,
             &call_id,
             req.leg_id.as_deref(),
@@ -107,13 +108,6 @@ pub(crate) async fn park_call(
             std::time::Duration::from_secs(secs),
         )
         .await?;
-    let orbit = state
-        .engine
-        .parked_calls(&auth.account_id)
-        .into_iter()
-        .find(|(_, id)| *id == call.id)
-        .map(|(orbit, _)| orbit)
-        .unwrap_or_default();
     info!(call_id, %orbit, "call parked");
     Ok(Json(Parked {
         orbit,

@@ -149,6 +149,7 @@ fn wrong_state(state: WrongState) -> &'static str {
         WrongState::AwaitingTarget => "waiting for the transfer target to answer",
         WrongState::InConference => "in a conference",
         WrongState::NotInConference => "not in a conference",
+        WrongState::OnAnotherNode => "on another node than the other session",
     }
 }
 

@@ -103,6 +103,7 @@ pub(crate) fn wrong_state(state: WrongState) -> &'static str {
         WrongState::AwaitingTarget => "waiting for the transfer target to answer",
         WrongState::InConference => "in a conference",
         WrongState::NotInConference => "not in a conference",
+        WrongState::OnAnotherNode => "on another node than the other call",
     }
 }
 
