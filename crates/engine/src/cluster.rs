@@ -274,6 +274,27 @@ pub struct Cluster {
 #[derive(Default)]
 struct RemoteOrbits(std::sync::Mutex<HashMap<String, String>>);
 
+/// An account's entries of an orbit map keyed `account_id/orbit`: (orbit, call id). The
+/// node's own orbits (`Engine::parked_calls`) and other nodes' ([`RemoteOrbits`]) are kept
+/// this way.
+pub(crate) fn parked_of(
+    orbits: &std::sync::Mutex<HashMap<String, String>>,
+    account_id: &str,
+) -> Vec<(String, String)> {
+    let prefix = format!("{account_id}/");
+    orbits
+        .lock()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| {
+                    k.strip_prefix(&prefix)
+                        .map(|orbit| (orbit.to_string(), v.clone()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl RemoteOrbits {
     /// Keeps the map in step with another node's event.
     fn note(&self, event: &BusEvent) {
@@ -297,18 +318,7 @@ impl RemoteOrbits {
 
     /// An account's parked calls: (orbit, call id).
     fn of(&self, account_id: &str) -> Vec<(String, String)> {
-        let prefix = format!("{account_id}/");
-        self.0
-            .lock()
-            .map(|o| {
-                o.iter()
-                    .filter_map(|(k, v)| {
-                        k.strip_prefix(&prefix)
-                            .map(|orbit| (orbit.to_string(), v.clone()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        parked_of(&self.0, account_id)
     }
 }
 

@@ -969,20 +969,7 @@ impl Engine {
     /// The account's parked calls: (orbit, call id), by orbit. In a cluster, every node's
     /// (each node claims its own orbits: two nodes may each have a call in `*71`).
     pub fn parked_calls(&self, account_id: &str) -> Vec<(String, String)> {
-        let prefix = format!("{account_id}/");
-        let mut out: Vec<(String, String)> = self
-            .inner
-            .orbits
-            .lock()
-            .map(|o| {
-                o.iter()
-                    .filter_map(|(k, v)| {
-                        k.strip_prefix(&prefix)
-                            .map(|orbit| (orbit.to_string(), v.clone()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut out = crate::cluster::parked_of(&self.inner.orbits, account_id);
         if let Some(cluster) = self.inner.cluster.get() {
             // Only calls the node still lists (a dead node's calls are forgotten).
             out.extend(
