@@ -418,6 +418,25 @@ impl CallCore {
         purpose
     }
 
+    /// A refresh of ours pending towards `side` is given up because a move must go there
+    /// now (its answer, whenever it comes, is ignored); the refresh falls due again at `now`
+    /// and goes out, with what the leg has then, once nothing else is in flight. False: no
+    /// refresh was pending there.
+    pub(crate) fn postpone_refresh(&mut self, side: Side, now: Instant) -> bool {
+        let s = &mut self.sides[side.index()];
+        let refreshing = match s.reoffer {
+            Reoffer::InFlight { purpose, .. } | Reoffer::Backoff { purpose, .. } => {
+                purpose == Purpose::Refresh
+            }
+            Reoffer::Idle => false,
+        };
+        if refreshing {
+            s.reoffer = Reoffer::Idle;
+            s.session_deadline = Some(now);
+        }
+        refreshing
+    }
+
     /// Our re-INVITE towards `side` could not even be sent (the leg has no dialog now).
     pub(crate) fn reoffer_unsendable(&mut self, side: Side) {
         let s = &mut self.sides[side.index()];

@@ -21,6 +21,7 @@ use hookflash_sip::msg::{Header, Request, Response, StatusCode, StatusCodeKind};
 use tracing::{debug, info, warn};
 
 use super::{content_type_sdp, sdp_of_response, CallActor, Phase, Side};
+use crate::call_core::transfer::LegMedia;
 use crate::call_core::{PeerOffer, Purpose};
 use crate::control::{CallInfo, CommandError, LegState, Reply, Target};
 use crate::events::EventKind;
@@ -146,11 +147,28 @@ impl CallActor {
                         .to_string(),
                 )
             }
-            Purpose::Hold
-            | Purpose::Undo
-            | Purpose::Relay
-            | Purpose::Refresh
-            | Purpose::ConsultBack => Some(self.sdp_towards(side, direction)),
+            // A refresh offers what the leg has now: during a consultation the transferor's
+            // phone sends to the consultation bridge, and must stay there.
+            Purpose::Refresh => match self.core.transfer.media_of(side) {
+                LegMedia::Consultation => {
+                    let consult = self.xfer.current.as_ref()?.consult.clone()?;
+                    let media = self.media_mut(side);
+                    media.origin.next();
+                    Some(
+                        sdp::build_offer(
+                            consult.local_addr(Leg::A),
+                            &media.origin,
+                            &media.codecs,
+                            Direction::SendRecv,
+                        )
+                        .to_string(),
+                    )
+                }
+                LegMedia::Call => Some(self.sdp_towards(side, direction)),
+            },
+            Purpose::Hold | Purpose::Undo | Purpose::Relay | Purpose::ConsultBack => {
+                Some(self.sdp_towards(side, direction))
+            }
         }
     }
 
@@ -181,8 +199,9 @@ impl CallActor {
             return;
         };
         // A refresh offers what the leg has now.
+        let in_consultation = self.core.transfer.media_of(side) == LegMedia::Consultation;
         let direction = match purpose {
-            Purpose::Refresh if self.leg(side).held => Direction::SendOnly,
+            Purpose::Refresh if self.leg(side).held && !in_consultation => Direction::SendOnly,
             Purpose::Refresh => Direction::SendRecv,
             _ => direction,
         };
@@ -399,6 +418,15 @@ impl CallActor {
             .map(|r| sdp_of_response(r).and_then(|s| s.audio_endpoint()))
             .map_err(Clone::clone);
         match done.purpose {
+            Purpose::Refresh if self.core.transfer.media_of(side) == LegMedia::Consultation => {
+                // The transferor's phone answered in the consultation: that is where it sends.
+                if let (Ok(Some(addr)), Some(consult)) = (
+                    &moved,
+                    self.xfer.current.as_ref().and_then(|t| t.consult.clone()),
+                ) {
+                    consult.set_remote(Leg::A, *addr);
+                }
+            }
             Purpose::Hold
             | Purpose::Undo
             | Purpose::Relay

@@ -1,0 +1,135 @@
+"""Session timers (RFC 4028) across an attended transfer's consultation (engine-core issue 12,
+item 3): the server's refresh of the transferor's leg while that phone talks to the target
+in the consultation bridge must offer what the leg has now, the consultation bridge's socket,
+and not pull the phone back into the call's bridge.
+
+The transferor is a raw SIP peer on the trunk ("carrier") that behaves as a phone does with
+media: it sends a 1500 Hz PCMU tone to the address of the last SDP offer it answered and
+records what reaches its media socket. The server asks the trunk for `Session-Expires: 90`
+(`sip.session_expires_secs`); the carrier's 2xx names no refresher, so the server refreshes
+that leg with a re-INVITE (the carrier allows no UPDATE) about 45 s after the answer."""
+import os
+import re
+import time
+
+import pytest
+
+import audio
+import rawsip
+from api_support import Native, registered
+from checks import assert_hears
+from conftest import F_A, F_C
+from test_rtp_continuity import F_PEER, RtpPeer
+from test_transfer_pending import is_reinvite, logged_at
+
+pytestmark = pytest.mark.server
+
+NUMBER = "+4969555123"  # national for acme: goes out through the trunk to the carrier
+SESSION_EXPIRES = 90
+
+
+def media_addr(m):
+    """(ip, port, o= version) of an SDP body."""
+    text = m.body.decode("utf-8", "replace")
+    ip = re.search(r"^c=IN IP4 (\S+)", text, re.M).group(1)
+    port = int(re.search(r"^m=audio (\d+)", text, re.M).group(1))
+    version = int(re.search(r"^o=\S+ \S+ (\d+)", text, re.M).group(1))
+    return ip, port, version
+
+
+@pytest.mark.timeout(180)
+def test_a_refresh_during_the_consultation_keeps_the_transferor_with_the_target(
+        server_factory, phones, tones, artifacts):
+    """A (201) calls the carrier; the API starts an attended transfer with the carrier as the
+    transferor to C (103). The server's session refresh of the carrier's leg falls during the
+    consultation: it offers the consultation bridge's address (not the call's), and after it
+    the carrier still hears C's tone and C the carrier's."""
+    server = server_factory(rtp_inactivity_secs=300,
+                            extra_sip={"session_expires_secs": SESSION_EXPIRES})
+    carrier = rawsip.Peer(server.sip_port, port=server.trunk_port, name="carrier")
+    A = registered(phones, server, "A", "201")
+    C = registered(phones, server, "C", "103")
+    A.play(tones[F_A])
+    C.play(tones[F_C])
+    C.auto_answer(200, delay_ms=300)
+    rtp = None
+    try:
+        c = A.call(server.uri(NUMBER))
+        A.wait_state("CONFIRMED", call=c, timeout=10)
+        answered = time.monotonic()
+        inv = carrier.new_invites()
+        assert len(inv) == 1, inv
+        inv = inv[0]
+        assert (inv.get("session-expires") or "").split(";")[0].strip() == "90", inv
+        carrier_call = inv.get("call-id")
+        call_ip, call_port, _ = media_addr(inv)
+        rtp = RtpPeer(carrier.media, (call_ip, call_port))
+
+        api = Native(server)
+        call = api.one_call()
+        carrier_leg = next(l for l in call["legs"] if l["owner_extension"] is None)
+        since, mc = carrier.mark(), C.mark()
+        api.req("POST", "/calls/%s/transfer" % call["id"], 202,
+                json={"target": "103", "attended": True, "leg_id": carrier_leg["id"]})
+        inc = C.wait_incoming(since=mc, timeout=5)
+        C.wait_state("CONFIRMED", call=inc["call"], timeout=5)
+        move = carrier.wait(lambda m: is_reinvite(m) and m.get("call-id") == carrier_call,
+                            timeout=5, since=since)
+        assert move is not None, "the transferor's phone was never moved to the consultation"
+        consult_ip, consult_port, move_version = media_addr(move)
+        assert (consult_ip, consult_port) != (call_ip, call_port), move.body
+        rtp.dst = (consult_ip, consult_port)
+        after_move = carrier.mark()
+        assert time.monotonic() - answered < 30, "the consultation began too late for the test"
+
+        def refresh_of(m):
+            return ((is_reinvite(m) or m.method == "UPDATE") and not m.is_response
+                    and m.get("call-id") == carrier_call and m.get("session-expires"))
+
+        refresh = carrier.wait(refresh_of, timeout=SESSION_EXPIRES * 0.6 + 10,
+                               since=after_move)
+        assert refresh is not None, "the server never refreshed the transferor's session"
+        dt = logged_at(carrier, refresh) - answered
+        print("[figures] refresh %.1f s after the answer, during the consultation" % dt)
+        assert 35 <= dt <= 60, dt
+        assert refresh.method == "INVITE", refresh  # the carrier allows no UPDATE
+        ip, port, version = media_addr(refresh)
+        # The refresh offers the socket the phone talks to now: the consultation's.
+        assert (ip, port) == (consult_ip, consult_port), (
+            "the refresh offered %s:%d, the consultation is %s:%d, the call %s:%d" % (
+                ip, port, consult_ip, consult_port, call_ip, call_port))
+        assert version > move_version, (version, move_version)
+        # As a phone does: it sends where the last offer says (the same address here).
+        rtp.dst = (ip, port)
+        time.sleep(0.8)
+
+        # After the refresh the transferor and the target still hear each other.
+        rc = os.path.join(artifacts, "C_after_refresh.wav")
+        C.record(rc)
+        t0 = time.monotonic()
+        time.sleep(2.5)
+        t1 = time.monotonic()
+        C.stop_record()
+        heard = rtp.audio(t0 + 0.3, t1)
+        assert audio.has_tone(heard, F_C), "the carrier no longer hears C: %s" % (
+            audio.window_report(heard, [F_C, F_A])[:30],)
+        assert audio.tone_ratio(heard, F_C, F_A) > 100, audio.window_report(heard, [F_C, F_A])[:30]
+        assert_hears(rc, F_PEER, F_C, what="C hears the carrier after the refresh")
+        # Still consulting: the carrier is still the call's leg.
+        assert carrier_leg["id"] in {l["id"] for l in api.one_call()["legs"]}
+        assert "DISCONNECTED" not in A.states(call=c)
+
+        # Completing still works: A and C talk, the carrier is released.
+        api.req("POST", "/calls/%s/transfer/complete" % call["id"], 200)
+        bye = carrier.wait_request("BYE", timeout=5, since=after_move,
+                                   pred=lambda m: m.get("call-id") == carrier_call)
+        assert bye is not None, "the transferor was not released"
+        legs = {l["owner_extension"] for l in api.one_call()["legs"]}
+        assert legs == {"201", "103"}, legs
+        A.hangup(call=c)
+        assert C.wait_state("DISCONNECTED", call=inc["call"], timeout=5) is not None
+        server.wait_metric("hookflash_active_calls", 0)
+    finally:
+        if rtp is not None:
+            rtp.stop()
+        carrier.close()
