@@ -9,7 +9,6 @@ records what reaches its media socket. The server asks the trunk for `Session-Ex
 (`sip.session_expires_secs`); the carrier's 2xx names no refresher, so the server refreshes
 that leg with a re-INVITE (the carrier allows no UPDATE) about 45 s after the answer."""
 import os
-import re
 import time
 
 import pytest
@@ -20,21 +19,12 @@ from api_support import Native, registered
 from checks import assert_hears
 from conftest import F_A, F_C
 from test_rtp_continuity import F_PEER, RtpPeer
-from test_transfer_pending import is_reinvite, logged_at
+from test_transfer_pending import is_reinvite, logged_at, media_addr
 
 pytestmark = pytest.mark.server
 
 NUMBER = "+4969555123"  # national for acme: goes out through the trunk to the carrier
 SESSION_EXPIRES = 90
-
-
-def media_addr(m):
-    """(ip, port, o= version) of an SDP body."""
-    text = m.body.decode("utf-8", "replace")
-    ip = re.search(r"^c=IN IP4 (\S+)", text, re.M).group(1)
-    port = int(re.search(r"^m=audio (\d+)", text, re.M).group(1))
-    version = int(re.search(r"^o=\S+ \S+ (\d+)", text, re.M).group(1))
-    return ip, port, version
 
 
 @pytest.mark.timeout(180)
