@@ -18,6 +18,7 @@ import rawsip
 from api_support import Native, registered
 from checks import assert_hears
 from conftest import F_A, F_C
+from test_lifecycle import counter
 from test_rtp_continuity import F_PEER, RtpPeer
 from test_transfer_pending import is_reinvite, logged_at, media_addr
 
@@ -123,3 +124,94 @@ def test_a_refresh_during_the_consultation_keeps_the_transferor_with_the_target(
         if rtp is not None:
             rtp.stop()
         carrier.close()
+
+
+@pytest.mark.timeout(200)
+def test_a_transfer_target_runs_its_session_timer_once_it_takes_the_transferors_place(
+        server_factory, phones):
+    """The transfer's target gets the session-timer treatment of any dialled leg, two servers
+    at once (A calls B, B's leg is transferred by the API to the carrier on the trunk):
+    1. blind; the carrier answers `Session-Expires: 90;refresher=uas` and never refreshes:
+       the call (A and the carrier) is released with BYE at its deadline, 60 s after the
+       carrier's answer, cause `session_expired`;
+    2. attended, with `sip.session_expires_secs = 90`: the server's INVITE to the target
+       asks for 90 s, the carrier's 2xx names no refresher, so after complete the server
+       refreshes the carrier's dialog (re-INVITE with Session-Expires) about 45 s after the
+       carrier answered, and the call stays up."""
+
+    def transfer(server, carrier, name, attended):
+        A = registered(phones, server, name + "A", "201")
+        B = registered(phones, server, name + "B", "202")
+        B.auto_answer(200, delay_ms=100)
+        c = A.call(server.uri("202"))
+        inc = B.wait_incoming(timeout=5)
+        A.wait_state("CONFIRMED", call=c, timeout=10)
+        api = Native(server)
+        call = api.one_call()
+        b_leg = next(l for l in call["legs"] if l["owner_extension"] == "202")
+        api.req("POST", "/calls/%s/transfer" % call["id"], 202,
+                json={"target": NUMBER, "attended": attended, "leg_id": b_leg["id"]})
+        inv = carrier.wait(lambda m: not m.is_response and m.method == "INVITE"
+                           and not rawsip._hdr_param(m.get("to"), "tag"), timeout=5)
+        assert inv is not None, "the target was never dialled"
+        answered = logged_at(carrier, inv)
+        if attended:
+            # The consultation is up once B's phone was moved; then complete.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                r = api.req("POST", "/calls/%s/transfer/complete" % call["id"])
+                if r.status_code == 200:
+                    break
+                assert r.status_code == 409, r.text
+                time.sleep(0.3)
+            else:
+                raise AssertionError("complete never went through")
+        assert B.wait_state("DISCONNECTED", call=inc["call"], timeout=10) is not None, \
+            "the transferor was not released"
+        wait = time.monotonic() + 5
+        while time.monotonic() < wait:
+            legs = {l["owner_extension"] for l in api.one_call()["legs"]}
+            if legs == {"201", None}:
+                break
+            time.sleep(0.2)
+        assert legs == {"201", None}, legs
+        return A, c, inv, answered
+
+    s1 = server_factory(rtp_inactivity_secs=300)
+    c1 = rawsip.Peer(s1.sip_port, port=s1.trunk_port, name="carrier1",
+                     answer_headers=["Session-Expires: 90;refresher=uas", "Require: timer"])
+    s2 = server_factory(rtp_inactivity_secs=300,
+                        extra_sip={"session_expires_secs": SESSION_EXPIRES})
+    c2 = rawsip.Peer(s2.sip_port, port=s2.trunk_port, name="carrier2")
+    try:
+        A1, call1, inv1, t1 = transfer(s1, c1, "S1", attended=False)
+        A2, call2, inv2, t2 = transfer(s2, c2, "S2", attended=True)
+        assert (inv2.get("session-expires") or "").split(";")[0].strip() == "90", inv2
+        call_id1, call_id2 = inv1.get("call-id"), inv2.get("call-id")
+
+        def refresh_of(m):
+            in_dialog = m.method == "UPDATE" or is_reinvite(m)
+            return (not m.is_response and in_dialog and m.get("call-id") == call_id2
+                    and m.get("session-expires"))
+
+        refresh = c2.wait(refresh_of, timeout=70)
+        assert refresh is not None, "server 2 never refreshed the target's session"
+        dt2 = logged_at(c2, refresh) - t2
+        print("[figures] target refreshed %.1f s after its answer" % dt2)
+        assert 35 <= dt2 <= 55, dt2
+        bye = c1.wait_request("BYE", timeout=40, pred=lambda m: m.get("call-id") == call_id1)
+        assert bye is not None, "the silent target's leg was never released"
+        dt1 = logged_at(c1, bye) - t1
+        print("[figures] silent target released %.1f s after its answer" % dt1)
+        assert 55 <= dt1 <= 72, dt1
+        assert A1.wait_state("DISCONNECTED", call=call1, timeout=5) is not None
+        m = s1.wait_metric("hookflash_active_calls", 0)
+        assert counter(m, "hookflash_calls_ended_total", cause="session_expired") == 1, m
+        # Server 2's call is still up: the refresh kept it.
+        assert "DISCONNECTED" not in A2.states(call=call2)
+        A2.hangup(call=call2)
+        A2.wait_state("DISCONNECTED", call=call2, timeout=5)
+        s2.wait_metric("hookflash_active_calls", 0)
+    finally:
+        c1.close()
+        c2.close()

@@ -480,6 +480,24 @@ impl CallActor {
     /// A leg we dialled answered (`resp`): its 2xx sets that leg's session timer (what the
     /// party chose, or what we asked for), and whether it takes UPDATE.
     pub(super) fn set_callee_timer(&mut self, resp: &hookflash_sip::msg::Response) {
+        let (timer, allows_update) = self.callee_session(resp);
+        self.core
+            .set_session_timer(Side::B, timer, allows_update, tokio::time::Instant::now());
+        if let Some(t) = timer {
+            info!(
+                expires = t.expires,
+                refresher = t.refresher.as_str(),
+                "session timer on the callee's leg"
+            );
+        }
+    }
+
+    /// The session timer a dialled party's 2xx (`resp`) sets up (what it chose, or what we
+    /// asked for), and whether it takes UPDATE.
+    pub(super) fn callee_session(
+        &self,
+        resp: &hookflash_sip::msg::Response,
+    ) -> (Option<session_timer::SessionTimer>, bool) {
         let se = resp.headers.iter().find_map(|h| {
             let text = h.to_string();
             let (name, value) = text.split_once(':')?;
@@ -498,15 +516,7 @@ impl CallActor {
         });
         let timer =
             session_timer::callee_timer(se.as_deref(), self.engine.inner.cfg.session_expires_ask);
-        self.core
-            .set_session_timer(Side::B, timer, allows_update, tokio::time::Instant::now());
-        if let Some(t) = timer {
-            info!(
-                expires = t.expires,
-                refresher = t.refresher.as_str(),
-                "session timer on the callee's leg"
-            );
-        }
+        (timer, allows_update)
     }
 
     pub(super) fn with_session_headers(&self, side: Side, mut headers: Vec<Header>) -> Vec<Header> {
