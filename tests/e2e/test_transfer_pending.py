@@ -5,13 +5,15 @@ The others are pjsua2 phones. What counts is what the peers receive and when: th
 handled at once, every phone is released before the held-back 200 is even sent, and no call
 is left."""
 import os
+import re
 import time
 
 import pytest
 
 import rawsip
 from api_support import Native, registered
-from checks import assert_hears
+import audio
+from checks import assert_hears, assert_no_tone
 from conftest import F_A, F_C
 
 pytestmark = pytest.mark.server
@@ -22,6 +24,15 @@ HELD_BACK = 3.0
 
 def is_reinvite(m):
     return not m.is_response and m.method == "INVITE" and rawsip._hdr_param(m.get("to"), "tag")
+
+
+def media_addr(m):
+    """(ip, port, o= version) of a message's SDP body."""
+    text = m.body.decode("utf-8", "replace")
+    ip = re.search(r"^c=IN IP4 (\S+)", text, re.M).group(1)
+    port = int(re.search(r"^m=audio (\d+)", text, re.M).group(1))
+    version = int(re.search(r"^o=\S+ \S+ (\d+)", text, re.M).group(1))
+    return ip, port, version
 
 
 def logged_at(peer, msg):
@@ -222,3 +233,88 @@ def test_handed_over_phone_refusing_its_move_is_released_and_the_referrer_hears_
     assert B.wait_state("DISCONNECTED", call=inc1["call"], timeout=5) is not None
     server.wait_metric("hookflash_active_calls", 0)
     carrier.close()
+
+
+def test_transferor_answering_its_move_to_the_consultation_491_once_consults_after_the_retry(
+        server, phones, tones, artifacts):
+    """The carrier (the transferor) answers its move into the consultation 491 (glare) once:
+    the server sends the move again after the RFC 3261 §14.1 back-off (2.1-4 s: it chose that
+    dialog's Call-ID), offering the same consultation socket; the carrier accepts it and the
+    consultation happens: the carrier (sending its 1500 Hz tone where the offer says, recording
+    what it receives) and C hear each other, A does not hear the carrier; complete then works."""
+    from test_rtp_continuity import F_PEER, RtpPeer
+    carrier = rawsip.Peer(server.sip_port, port=server.trunk_port, name="carrier",
+                          reinvite_codes=[491])
+    A = registered(phones, server, "A", "201")
+    C = registered(phones, server, "C", "103")
+    A.play(tones[F_A])
+    C.play(tones[F_C])
+    C.auto_answer(200, delay_ms=300)
+    rtp = None
+    try:
+        c = A.call(server.uri(NUMBER))
+        A.wait_state("CONFIRMED", call=c, timeout=10)
+        inv = carrier.new_invites()[0]
+        carrier_call = inv.get("call-id")
+        call_ip, call_port, _ = media_addr(inv)
+        rtp = RtpPeer(carrier.media, (call_ip, call_port))
+        api = Native(server)
+        call = api.one_call()
+        carrier_leg = next(l for l in call["legs"] if l["owner_extension"] is None)
+        since, mc = carrier.mark(), C.mark()
+        api.req("POST", "/calls/%s/transfer" % call["id"], 202,
+                json={"target": "103", "attended": True, "leg_id": carrier_leg["id"]})
+        inc = C.wait_incoming(since=mc, timeout=5)
+        C.wait_state("CONFIRMED", call=inc["call"], timeout=5)
+        move = carrier.wait(lambda m: is_reinvite(m) and m.get("call-id") == carrier_call,
+                            timeout=5, since=since)
+        assert move is not None, "the transferor's phone was never moved to the consultation"
+        # The carrier answers it 491 at once (its log holds what it received: the ACK).
+        ack = carrier.wait(lambda m: not m.is_response and m.method == "ACK"
+                           and m.get("call-id") == carrier_call
+                           and m.get("cseq").split()[0] == move.get("cseq").split()[0],
+                           timeout=2, since=since)
+        assert ack is not None, "the server did not ACK the carrier's 491"
+        # While the retry waits, complete is refused as pending (409), not queued.
+        r = api.req("POST", "/calls/%s/transfer/complete" % call["id"])
+        assert r.status_code == 409 and "pending" in r.text, r.text
+        after_first = carrier.mark()
+        retry = carrier.wait(lambda m: is_reinvite(m) and m.get("call-id") == carrier_call
+                             and m.get("cseq") != move.get("cseq"), timeout=8,
+                             since=after_first)
+        assert retry is not None, "the move was never sent again after the 491"
+        backoff = logged_at(carrier, retry) - logged_at(carrier, move)
+        print("[figures] move retried %.2f s after the first (491 answered at once)" % backoff)
+        assert 2.0 <= backoff <= 6.0, backoff
+        ip, port, _ = media_addr(retry)
+        assert (ip, port) == media_addr(move)[:2], (retry.body, move.body)
+        assert (ip, port) != (call_ip, call_port), retry.body
+        rtp.dst = (ip, port)
+        time.sleep(1.0)
+        ra = os.path.join(artifacts, "A_491.wav")
+        rc = os.path.join(artifacts, "C_491.wav")
+        A.record(ra)
+        C.record(rc)
+        t0 = time.monotonic()
+        time.sleep(2.5)
+        t1 = time.monotonic()
+        A.stop_record()
+        C.stop_record()
+        heard = rtp.audio(t0 + 0.3, t1)
+        assert audio.has_tone(heard, F_C), "the carrier does not hear C: %s" % (
+            audio.window_report(heard, [F_C, F_A])[:30],)
+        assert_hears(rc, F_PEER, F_C, what="C hears the carrier in the consultation")
+        assert_no_tone(ra, F_PEER, what="A (kept party) does not hear the consultation")
+        api.req("POST", "/calls/%s/transfer/complete" % call["id"], 200)
+        bye = carrier.wait_request("BYE", timeout=5, since=after_first,
+                                   pred=lambda m: m.get("call-id") == carrier_call)
+        assert bye is not None, "the transferor was not released"
+        legs = {l["owner_extension"] for l in api.one_call()["legs"]}
+        assert legs == {"201", "103"}, legs
+        A.hangup(call=c)
+        assert C.wait_state("DISCONNECTED", call=inc["call"], timeout=5) is not None
+        server.wait_metric("hookflash_active_calls", 0)
+    finally:
+        if rtp is not None:
+            rtp.stop()
+        carrier.close()

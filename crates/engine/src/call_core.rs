@@ -188,6 +188,46 @@ impl SideCore {
     }
 }
 
+/// A leg's session timer as it runs (RFC 4028), to go with its phone when that phone takes
+/// another side's place: a transfer's target, a phone handed over by another call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LegSession {
+    pub(crate) timer: Option<SessionTimer>,
+    pub(crate) allows_update: bool,
+    /// We answered the phone's dialog (else we dialled it and chose its Call-ID).
+    pub(crate) we_are_uas: bool,
+    /// When the next refresh is due (ours) or owed (the phone's); None: not counted yet.
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl LegSession {
+    /// A phone we dialled that answered at `answered` with `timer`, taking a side at `now`.
+    /// Where we refresh, the interval runs from its answer (the phone counts from there);
+    /// where the phone refreshes, from `now` (its refreshes before, to a consultation, were
+    /// not counted here).
+    pub(crate) fn dialled(
+        timer: Option<SessionTimer>,
+        allows_update: bool,
+        answered: Instant,
+        now: Instant,
+    ) -> Self {
+        let deadline = timer.map(|t| {
+            let from = if t.we_refresh_as(false) {
+                answered
+            } else {
+                now
+            };
+            from + t.next_deadline_as(false)
+        });
+        LegSession {
+            timer,
+            allows_update,
+            we_are_uas: false,
+            deadline,
+        }
+    }
+}
+
 /// The sans-IO part of one call (see the module comment).
 pub(crate) struct CallCore {
     phase: Phase,
@@ -296,6 +336,36 @@ impl CallCore {
         s.session_deadline = None;
         if self.phase == Phase::Connected {
             self.refreshed(side, now);
+        }
+    }
+
+    /// `side`'s session timer as it runs, to hand over with its phone.
+    pub(crate) fn leg_session(&self, side: Side) -> LegSession {
+        let s = &self.sides[side.index()];
+        LegSession {
+            timer: s.timer,
+            allows_update: s.allows_update,
+            we_are_uas: s.we_are_uas,
+            deadline: s.session_deadline,
+        }
+    }
+
+    /// A phone with `session` takes `side`'s place: its dialog's role and session timer
+    /// replace the old party's (none: no timer on that leg now). Its deadline is kept (one
+    /// not counted yet counts from `now`, once connected).
+    pub(crate) fn adopt_session(&mut self, side: Side, session: LegSession, now: Instant) {
+        let connected = self.phase == Phase::Connected;
+        let s = &mut self.sides[side.index()];
+        s.timer = session.timer;
+        s.allows_update = session.allows_update;
+        s.we_are_uas = session.we_are_uas;
+        s.session_deadline = None;
+        if connected {
+            match (session.timer, session.deadline) {
+                (Some(_), Some(at)) => s.session_deadline = Some(at),
+                (Some(_), None) => self.refreshed(side, now),
+                (None, _) => {}
+            }
         }
     }
 
@@ -416,6 +486,25 @@ impl CallCore {
         };
         s.reoffer = Reoffer::Idle;
         purpose
+    }
+
+    /// A refresh of ours pending towards `side` is given up because a move must go there
+    /// now (its answer, whenever it comes, is ignored); the refresh falls due again at `now`
+    /// and goes out, with what the leg has then, once nothing else is in flight. False: no
+    /// refresh was pending there.
+    pub(crate) fn postpone_refresh(&mut self, side: Side, now: Instant) -> bool {
+        let s = &mut self.sides[side.index()];
+        let refreshing = match s.reoffer {
+            Reoffer::InFlight { purpose, .. } | Reoffer::Backoff { purpose, .. } => {
+                purpose == Purpose::Refresh
+            }
+            Reoffer::Idle => false,
+        };
+        if refreshing {
+            s.reoffer = Reoffer::Idle;
+            s.session_deadline = Some(now);
+        }
+        refreshing
     }
 
     /// Our re-INVITE towards `side` could not even be sent (the leg has no dialog now).
@@ -728,6 +817,77 @@ mod tests {
         run_until(&mut c, t0 + Duration::from_secs(91));
         c.reoffer_answered(Side::B, Some(481), t0 + Duration::from_secs(92));
         assert_eq!(drain(&mut c), vec![Action::RefreshFailed { side: Side::B }]);
+    }
+
+    #[test]
+    fn a_phone_taking_a_side_brings_its_session_timer_and_its_dialog_role() {
+        let s = Duration::from_secs;
+        // Another call: its caller (we are UAS) refreshes every 90 s; it refreshed at 40 s,
+        // so it owes the next by 100 s.
+        let (mut other, t0) = core();
+        other.set_session_timer(Side::A, Some(timer(90, Refresher::Uac)), true, t0);
+        other.connect(t0);
+        other.peer_offer(Side::A, false, t0 + s(40));
+        let handed = other.leg_session(Side::A);
+        assert_eq!(handed.deadline, Some(t0 + s(100)));
+        assert!(handed.we_are_uas && handed.allows_update);
+        // This call (no timers) takes that phone on its B side at 50 s: the phone's
+        // deadline stays 100 s; no refresh comes, the call ends then.
+        let (mut c, _) = core();
+        c.connect(t0);
+        c.adopt_session(Side::B, handed, t0 + s(50));
+        assert!(c.we_are_uas(Side::B));
+        assert_eq!(
+            run_until(&mut c, t0 + s(300)),
+            vec![(t0 + s(100), Action::SessionExpired { side: Side::B })]
+        );
+
+        // A transfer target we dialled answered at 10 s asking us (its UAC) to refresh
+        // every 90 s; it takes the caller's side at 30 s: our first refresh goes out 45 s
+        // after its answer, as a re-INVITE of ours (we chose that dialog's Call-ID).
+        let (mut c, _) = core();
+        c.set_session_timer(Side::A, Some(timer(90, Refresher::Uac)), false, t0);
+        c.connect(t0);
+        let target = LegSession::dialled(
+            Some(timer(90, Refresher::Uac)),
+            false,
+            t0 + s(10),
+            t0 + s(30),
+        );
+        c.adopt_session(Side::A, target, t0 + s(30));
+        assert!(!c.we_are_uas(Side::A));
+        assert_eq!(
+            run_until(&mut c, t0 + s(56)),
+            vec![(
+                t0 + s(55),
+                Action::SendReoffer {
+                    side: Side::A,
+                    purpose: Purpose::Refresh,
+                    direction: Direction::SendRecv,
+                    use_update: false
+                }
+            )]
+        );
+        // One that refreshes itself owes it 60 s after it took the side.
+        let (mut c, _) = core();
+        c.connect(t0);
+        let target = LegSession::dialled(
+            Some(timer(90, Refresher::Uas)),
+            true,
+            t0 + s(10),
+            t0 + s(30),
+        );
+        c.adopt_session(Side::B, target, t0 + s(30));
+        assert_eq!(
+            run_until(&mut c, t0 + s(300)),
+            vec![(t0 + s(90), Action::SessionExpired { side: Side::B })]
+        );
+        // A phone without a timer leaves none behind.
+        let (mut c, _) = core();
+        c.set_session_timer(Side::B, Some(timer(90, Refresher::Uac)), false, t0);
+        c.connect(t0);
+        c.adopt_session(Side::B, LegSession::dialled(None, false, t0, t0), t0 + s(1));
+        assert!(run_until(&mut c, t0 + s(300)).is_empty());
     }
 
     #[test]

@@ -284,6 +284,14 @@ impl CallActor {
         if gone.abandon {
             self.core.abandon_reoffer(transferor);
         }
+        // A refresh of ours in flight to the transferor would keep its move back from
+        // going: it is sent again after the move, offering the call's bridge.
+        if self
+            .core
+            .postpone_refresh(transferor, tokio::time::Instant::now())
+        {
+            debug!(leg = ?transferor, "session refresh postponed: the transferor goes back first");
+        }
         if let AfterFailure::Reconnect { .. } = gone.failed.then {
             if !self.start_reoffer(transferor, Direction::SendRecv, Purpose::ConsultBack) {
                 warn!("could not move the transferor back to the call");

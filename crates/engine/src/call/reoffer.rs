@@ -21,6 +21,7 @@ use hookflash_sip::msg::{Header, Request, Response, StatusCode, StatusCodeKind};
 use tracing::{debug, info, warn};
 
 use super::{content_type_sdp, sdp_of_response, CallActor, Phase, Side};
+use crate::call_core::transfer::LegMedia;
 use crate::call_core::{PeerOffer, Purpose};
 use crate::control::{CallInfo, CommandError, LegState, Reply, Target};
 use crate::events::EventKind;
@@ -146,11 +147,28 @@ impl CallActor {
                         .to_string(),
                 )
             }
-            Purpose::Hold
-            | Purpose::Undo
-            | Purpose::Relay
-            | Purpose::Refresh
-            | Purpose::ConsultBack => Some(self.sdp_towards(side, direction)),
+            // A refresh offers what the leg has now: during a consultation the transferor's
+            // phone sends to the consultation bridge, and must stay there.
+            Purpose::Refresh => match self.core.transfer.media_of(side) {
+                LegMedia::Consultation => {
+                    let consult = self.xfer.current.as_ref()?.consult.clone()?;
+                    let media = self.media_mut(side);
+                    media.origin.next();
+                    Some(
+                        sdp::build_offer(
+                            consult.local_addr(Leg::A),
+                            &media.origin,
+                            &media.codecs,
+                            Direction::SendRecv,
+                        )
+                        .to_string(),
+                    )
+                }
+                LegMedia::Call => Some(self.sdp_towards(side, direction)),
+            },
+            Purpose::Hold | Purpose::Undo | Purpose::Relay | Purpose::ConsultBack => {
+                Some(self.sdp_towards(side, direction))
+            }
         }
     }
 
@@ -181,8 +199,9 @@ impl CallActor {
             return;
         };
         // A refresh offers what the leg has now.
+        let in_consultation = self.core.transfer.media_of(side) == LegMedia::Consultation;
         let direction = match purpose {
-            Purpose::Refresh if self.leg(side).held => Direction::SendOnly,
+            Purpose::Refresh if self.leg(side).held && !in_consultation => Direction::SendOnly,
             Purpose::Refresh => Direction::SendRecv,
             _ => direction,
         };
@@ -399,6 +418,15 @@ impl CallActor {
             .map(|r| sdp_of_response(r).and_then(|s| s.audio_endpoint()))
             .map_err(Clone::clone);
         match done.purpose {
+            Purpose::Refresh if self.core.transfer.media_of(side) == LegMedia::Consultation => {
+                // The transferor's phone answered in the consultation: that is where it sends.
+                if let (Ok(Some(addr)), Some(consult)) = (
+                    &moved,
+                    self.xfer.current.as_ref().and_then(|t| t.consult.clone()),
+                ) {
+                    consult.set_remote(Leg::A, *addr);
+                }
+            }
             Purpose::Hold
             | Purpose::Undo
             | Purpose::Relay
@@ -452,6 +480,24 @@ impl CallActor {
     /// A leg we dialled answered (`resp`): its 2xx sets that leg's session timer (what the
     /// party chose, or what we asked for), and whether it takes UPDATE.
     pub(super) fn set_callee_timer(&mut self, resp: &hookflash_sip::msg::Response) {
+        let (timer, allows_update) = self.callee_session(resp);
+        self.core
+            .set_session_timer(Side::B, timer, allows_update, tokio::time::Instant::now());
+        if let Some(t) = timer {
+            info!(
+                expires = t.expires,
+                refresher = t.refresher.as_str(),
+                "session timer on the callee's leg"
+            );
+        }
+    }
+
+    /// The session timer a dialled party's 2xx (`resp`) sets up (what it chose, or what we
+    /// asked for), and whether it takes UPDATE.
+    pub(super) fn callee_session(
+        &self,
+        resp: &hookflash_sip::msg::Response,
+    ) -> (Option<session_timer::SessionTimer>, bool) {
         let se = resp.headers.iter().find_map(|h| {
             let text = h.to_string();
             let (name, value) = text.split_once(':')?;
@@ -470,15 +516,7 @@ impl CallActor {
         });
         let timer =
             session_timer::callee_timer(se.as_deref(), self.engine.inner.cfg.session_expires_ask);
-        self.core
-            .set_session_timer(Side::B, timer, allows_update, tokio::time::Instant::now());
-        if let Some(t) = timer {
-            info!(
-                expires = t.expires,
-                refresher = t.refresher.as_str(),
-                "session timer on the callee's leg"
-            );
-        }
+        (timer, allows_update)
     }
 
     pub(super) fn with_session_headers(&self, side: Side, mut headers: Vec<Header>) -> Vec<Header> {

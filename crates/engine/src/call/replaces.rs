@@ -14,7 +14,7 @@
 //! phone being moved (the referrer hears 487); the referring phone leaving does not stop it.
 
 use crate::call_core::replaces::{Asker, OtherCall, Outcome, Step};
-use crate::call_core::Purpose;
+use crate::call_core::{LegSession, Purpose};
 use crate::model::{EndCause, WrongState};
 use hookflash_sip::dialog::{DialogEvent, InDialogRequest, InviteLeg};
 use hookflash_sip::msg::StatusCode;
@@ -35,6 +35,8 @@ pub struct HandOff {
     party: Party,
     media: MediaSide,
     leg: LegInfo,
+    /// Its leg's session timer as it ran in the call it leaves (RFC 4028).
+    session: LegSession,
 }
 
 impl std::fmt::Debug for HandOff {
@@ -421,6 +423,7 @@ impl CallActor {
             party,
             mut media,
             mut leg,
+            session,
         } = handoff;
         let codecs = media.codecs.clone();
         media.direction = hookflash_media::sdp::Direction::SendRecv;
@@ -430,9 +433,10 @@ impl CallActor {
         self.set_send_codec(side, &codecs);
         self.set_dtmf_pt(side, &codecs);
         let old = self.parties[side.index()].replace(party);
-        // The old party's session timer leaves with it.
+        // The old party's session timer leaves with it; the phone's comes with it, as it
+        // ran in the call it left (same dialog, same role, same deadline).
         self.core
-            .set_session_timer(side, None, false, tokio::time::Instant::now());
+            .adopt_session(side, session, tokio::time::Instant::now());
         self.retire_leg(side, EndCause::Transferred);
         leg.role = self.leg(side).role;
         leg.state = LegState::Answered;
@@ -577,6 +581,7 @@ impl CallActor {
                 direction: media.direction,
             },
             leg: self.leg(keep).clone(),
+            session: self.core.leg_session(keep),
         };
         if reply.send(Ok(handoff)).is_err() {
             return;

@@ -11,6 +11,7 @@
 use crate::call_core::transfer::{
     AfterFailure, Completed, Failed, ForkDecision, PartyGone, TransferRefusal,
 };
+use crate::call_core::LegSession;
 
 use hookflash_media::ports::RtpSocketPair;
 use hookflash_media::relay::PlayOptions;
@@ -70,6 +71,18 @@ pub(super) struct Transfer {
     pub(super) target_codecs: Vec<Codec>,
     /// The complete command, answered once the target has answered its move.
     pub(super) complete_reply: Option<crate::control::Reply<CallInfo>>,
+    /// Once the target answered: the session timer its 2xx set up, whether it takes
+    /// UPDATE, and when it answered (its leg's timer runs once it takes the transferor's
+    /// place).
+    pub(super) target_session: Option<TargetSession>,
+}
+
+/// The session timer (RFC 4028) a transfer's target answered with.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TargetSession {
+    timer: Option<crate::session_timer::SessionTimer>,
+    allows_update: bool,
+    answered: tokio::time::Instant,
 }
 
 /// The transfer's I/O handles (its state: `core.transfer`): the attempt in progress, and the
@@ -277,6 +290,7 @@ impl CallActor {
             target_party: None,
             target_codecs: Vec::new(),
             complete_reply: None,
+            target_session: None,
         });
         self.apply_forwarding();
         self.publish_detail(
@@ -525,11 +539,29 @@ impl CallActor {
                 });
             }
             ForkDecision::Answered { attended } => match response {
-                Some(resp) if attended => self.consult_answered(index, resp).await,
-                Some(resp) => self.complete_transfer(index, resp).await,
+                Some(resp) if attended => {
+                    self.note_target_session(&resp);
+                    self.consult_answered(index, resp).await
+                }
+                Some(resp) => {
+                    self.note_target_session(&resp);
+                    self.complete_transfer(index, resp).await
+                }
                 None => self.fail_transfer(500).await,
             },
             ForkDecision::Failed { status } => self.fail_transfer(status).await,
+        }
+    }
+
+    /// The target answered with `resp`: the session timer its leg will run.
+    fn note_target_session(&mut self, resp: &Response) {
+        let (timer, allows_update) = self.callee_session(resp);
+        if let Some(t) = self.xfer.current.as_mut() {
+            t.target_session = Some(TargetSession {
+                timer,
+                allows_update,
+                answered: tokio::time::Instant::now(),
+            });
         }
     }
 
@@ -612,9 +644,21 @@ impl CallActor {
             bridge.stop();
         }
         let old = self.parties[slot.index()].replace(party);
-        // The old party's session timer leaves with it (the new party's is not run yet).
-        self.core
-            .set_session_timer(slot, None, false, tokio::time::Instant::now());
+        // The old party's session timer leaves with it; the target's runs from now on
+        // (we dialled it: we are its dialog's UAC).
+        let now = tokio::time::Instant::now();
+        let session = match t.target_session {
+            Some(s) => LegSession::dialled(s.timer, s.allows_update, s.answered, now),
+            None => LegSession::dialled(None, false, now, now),
+        };
+        if let Some(timer) = session.timer {
+            info!(
+                expires = timer.expires,
+                refresher = timer.refresher.as_str(),
+                "session timer on the transfer target's leg"
+            );
+        }
+        self.core.adopt_session(slot, session, now);
         match (&t.referrer, old, done.transferor_gone) {
             // The referring phone first hears that it worked, then is released.
             (Some(referrer), _, gone) => {

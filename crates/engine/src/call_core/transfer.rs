@@ -196,6 +196,16 @@ pub(crate) enum CancelStep {
     ReleaseTarget,
 }
 
+/// Which bridge a leg's phone sends its media to now: what a session refresh of that leg
+/// must offer (RFC 4028: a refresh repeats the session as it is, it moves nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LegMedia {
+    /// The call's own bridge, at the leg's side.
+    Call,
+    /// The attended transfer's consultation bridge (the transferor talks to the target).
+    Consultation,
+}
+
 /// The consulted target is gone: the attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TargetGone {
@@ -324,6 +334,21 @@ impl TransferMachine {
 
     pub(crate) fn transferor(&self) -> Option<Side> {
         self.attempt.as_ref().map(|a| a.transferor)
+    }
+
+    /// Where `side`'s phone has its media now. The transferor's phone is in the consultation
+    /// from its join's answer until the target takes its place or the attempt ends (while
+    /// its join or the target's move is in flight, no other re-INVITE of ours goes to it).
+    pub(crate) fn media_of(&self, side: Side) -> LegMedia {
+        match self.attempt.as_ref() {
+            Some(a) if a.attended && a.transferor == side && !a.transferor_gone => match a.stage {
+                Stage::Consulting | Stage::Completing => LegMedia::Consultation,
+                Stage::Ringing | Stage::Cancelled | Stage::Answered | Stage::Joining => {
+                    LegMedia::Call
+                }
+            },
+            _ => LegMedia::Call,
+        }
     }
 
     /// A provisional response of the target: the first is reported.
@@ -908,6 +933,72 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_refresh_to_the_transferor_waits_for_its_moves_and_offers_where_its_media_is() {
+        use crate::session_timer::{Refresher, SessionTimer};
+        let s = Duration::from_secs;
+        let (mut c, t0) = connected();
+        // The transferor's leg (B, dialled by us): we refresh it every 45 s.
+        let timer = SessionTimer {
+            expires: 90,
+            refresher: Refresher::Uac,
+            require: false,
+        };
+        c.set_session_timer(Side::B, Some(timer), false, t0);
+        assert_eq!(c.transfer.media_of(Side::B), LegMedia::Call);
+        let _ = joining(&mut c, t0);
+        // The refresh falls due while the join is in flight: it waits, the join goes on.
+        assert!(run_until(&mut c, t0 + s(45) + Duration::from_millis(500)).is_empty());
+        assert_eq!(c.transfer.media_of(Side::B), LegMedia::Call);
+        c.reoffer_answered(Side::B, Some(200), t0 + s(45) + Duration::from_millis(500));
+        c.transfer.join_answered(true);
+        // Joined: the refresh goes out now and offers the consultation (the kept party's
+        // side is not the consultation's).
+        assert_eq!(c.transfer.media_of(Side::B), LegMedia::Consultation);
+        assert_eq!(c.transfer.media_of(Side::A), LegMedia::Call);
+        let refresh = Action::SendReoffer {
+            side: Side::B,
+            purpose: Purpose::Refresh,
+            direction: Direction::SendRecv,
+            use_update: false,
+        };
+        assert_eq!(
+            run_until(&mut c, t0 + s(47)),
+            vec![(t0 + s(46), refresh.clone())]
+        );
+        let done = c.reoffer_answered(Side::B, Some(200), t0 + s(47));
+        assert_eq!(done.map(|d| d.purpose), Some(Purpose::Refresh));
+        // The next one, still consulting, is in flight when the target hangs up: the
+        // refresh is given up so the transferor's move back can go, and is sent again
+        // after it, offering the call's bridge.
+        assert_eq!(
+            run_until(&mut c, t0 + s(92)),
+            vec![(t0 + s(92), refresh.clone())]
+        );
+        assert_eq!(c.transfer.media_of(Side::B), LegMedia::Consultation);
+        let refresh_seq = c.reoffer_seq(Side::B);
+        let gone = c.transfer.target_gone(200).expect("consulting");
+        assert!(!gone.abandon);
+        assert!(c.postpone_refresh(Side::B, t0 + s(93)));
+        assert!(c.start_reoffer(Side::B, Purpose::ConsultBack, Direction::SendRecv));
+        assert_eq!(
+            drain(&mut c),
+            vec![Action::SendReoffer {
+                side: Side::B,
+                purpose: Purpose::ConsultBack,
+                direction: Direction::SendRecv,
+                use_update: false,
+            }]
+        );
+        assert!(!c.reoffer_current(Side::B, refresh_seq));
+        assert_eq!(c.transfer.media_of(Side::B), LegMedia::Call);
+        assert!(run_until(&mut c, t0 + s(93) + Duration::from_millis(500)).is_empty());
+        let done = c.reoffer_answered(Side::B, Some(200), t0 + s(93) + Duration::from_millis(500));
+        assert_eq!(done.map(|d| d.purpose), Some(Purpose::ConsultBack));
+        assert!(!c.postpone_refresh(Side::B, t0 + s(94)));
+        assert_eq!(run_until(&mut c, t0 + s(95)), vec![(t0 + s(94), refresh)]);
     }
 
     #[test]
