@@ -10,7 +10,7 @@
 #   SKIP_CARGO=1      skip fmt/clippy/build/unit tests (e2e only; needs a built binary)
 #   SKIP_E2E=1        skip the end-to-end suite
 #   PYTEST_ARGS="..." extra pytest arguments, e.g. PYTEST_ARGS="-k register -x"
-#   E2E_WORKERS=N     parallel pytest workers for the e2e suite (default 2; 1 = serial)
+#   E2E_WORKERS=N     parallel pytest workers for the e2e suite (default 3; 1 = serial)
 #   E2E_POSTGRES=0    skip the e2e suite's third pass (the store-heavy files on PostgreSQL)
 #   HOOKFLASH_E2E_DATABASE=postgres  the whole e2e suite on PostgreSQL (then no third pass)
 #   HOOKFLASH_KEEP_ARTIFACTS=1  keep tests/e2e/artifacts/<test>/ for passing tests too
@@ -178,10 +178,10 @@ run_e2e() {
   # slowed by timing-sensitive calls. Both on SQLite unless HOOKFLASH_E2E_DATABASE=postgres.
   # A third pass runs the store-heavy files again on PostgreSQL (E2E_POSTGRES=0 skips it; it
   # is left out when the first two already ran on PostgreSQL).
-  local workers=${E2E_WORKERS:-2} rc1 rc2 rc3=5
+  local workers=${E2E_WORKERS:-3} rc1 rc2 rc3=5
   # shellcheck disable=SC2086
   timeout 1500 "$VENV/bin/python" -m pytest tests/e2e -q -n "$workers" --dist loadfile \
-    -m "not solo" ${PYTEST_ARGS:-}
+    -m "not solo" --durations=15 ${PYTEST_ARGS:-}
   rc1=$?
   # shellcheck disable=SC2086
   timeout 600 "$VENV/bin/python" -m pytest tests/e2e -q -m solo ${PYTEST_ARGS:-}
