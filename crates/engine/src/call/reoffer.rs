@@ -106,6 +106,23 @@ impl CallActor {
         }
     }
 
+    /// The offer that moves `side`'s phone to (or keeps it in) the consultation bridge: the
+    /// bridge's transferor socket, the leg's own codecs, its next origin version.
+    fn consultation_offer(&mut self, side: Side) -> Option<String> {
+        let consult = self.xfer.current.as_ref()?.consult.clone()?;
+        let media = self.media_mut(side);
+        media.origin.next();
+        Some(
+            sdp::build_offer(
+                consult.local_addr(Leg::A),
+                &media.origin,
+                &media.codecs,
+                Direction::SendRecv,
+            )
+            .to_string(),
+        )
+    }
+
     /// Our SDP offer for a re-INVITE for `purpose` towards `side` (None: what it needs is
     /// gone). A move's offer is the address the phone is to send to: the consultation
     /// bridge's, or this call's bridge at `side`.
@@ -117,20 +134,7 @@ impl CallActor {
     ) -> Option<String> {
         let local = self.bridge.local_addr(side.leg());
         match purpose {
-            Purpose::ConsultJoin => {
-                let consult = self.xfer.current.as_ref()?.consult.clone()?;
-                let media = self.media_mut(side);
-                media.origin.next();
-                Some(
-                    sdp::build_offer(
-                        consult.local_addr(Leg::A),
-                        &media.origin,
-                        &media.codecs,
-                        Direction::SendRecv,
-                    )
-                    .to_string(),
-                )
-            }
+            Purpose::ConsultJoin => self.consultation_offer(side),
             Purpose::ConsultComplete => {
                 let t = self.xfer.current.as_mut()?;
                 t.origin.next();
@@ -150,20 +154,7 @@ impl CallActor {
             // A refresh offers what the leg has now: during a consultation the transferor's
             // phone sends to the consultation bridge, and must stay there.
             Purpose::Refresh => match self.core.transfer.media_of(side) {
-                LegMedia::Consultation => {
-                    let consult = self.xfer.current.as_ref()?.consult.clone()?;
-                    let media = self.media_mut(side);
-                    media.origin.next();
-                    Some(
-                        sdp::build_offer(
-                            consult.local_addr(Leg::A),
-                            &media.origin,
-                            &media.codecs,
-                            Direction::SendRecv,
-                        )
-                        .to_string(),
-                    )
-                }
+                LegMedia::Consultation => self.consultation_offer(side),
                 LegMedia::Call => Some(self.sdp_towards(side, direction)),
             },
             Purpose::Hold | Purpose::Undo | Purpose::Relay | Purpose::ConsultBack => {
