@@ -269,3 +269,53 @@ def test_a_command_for_a_node_that_does_not_answer_gets_the_bounded_error(cluste
     r = requests.put(n1.http + "/v2/calls/%s/muted" % call_id, json={"value": True},
                      headers={"Authorization": "Bearer " + token}, timeout=15)
     assert r.status_code == 503 and r.json()["error"] == "Service Unavailable", r.text
+
+
+def test_a_stall_of_both_nodes_declares_neither_dead(hookflash_bin, tmp_path, artifacts,
+                                                     pg_cluster, phones, tones):
+    """A stalled machine (or a wall-clock step) makes every other node's last heartbeat look
+    older than node_dead_after_secs at the first tick back. Node 1 comes back first: it must
+    not take node 2 for dead (that closed node 2's running calls with node_failure records and
+    made node 1 forget them: its commands for them answered 404)."""
+    c = TwoNodes(hookflash_bin, str(tmp_path), artifacts, pg_cluster,
+                 liveness={"heartbeat_secs": 1, "node_dead_after_secs": 4})
+    try:
+        n1, n2 = c.node1, c.node2
+        A = registered(phones, n1, "A", "201")
+        B = registered(phones, n2, "B", "202")
+        # 202 calls 201 through node 2, which owns the call.
+        call = CrossCall(n2, B, A, "201", "202", tones, artifacts)
+        on1 = Native(n1)
+        call_id = wait_listed(on1)[0]["id"]
+
+        # Both frozen for 6 s (> 4 s); node 1 resumes first, node 2 half a second later.
+        n2.pause()
+        n1.pause()
+        try:
+            time.sleep(6)
+        finally:
+            n1.resume()
+            time.sleep(0.5)
+            n2.resume()
+        time.sleep(3)  # three of node 1's ticks: node 2 beats again in the first
+
+        rows = pg_cluster.psql("SELECT count(*) FROM call_records WHERE end_cause = 'node_failure'",
+                               c.database_url)
+        assert rows == [["0"]], rows
+        rows = pg_cluster.psql("SELECT node_id FROM live_calls", c.database_url)
+        assert rows == [["node2"]], rows
+        for n in (n1, n2):
+            assert n.metrics().value("hookflash_nodes_declared_dead_total") == 0, n.node_id
+        # Node 1 still lists and forwards to node 2's call: hold through node 1 reaches the
+        # phones, and the call is two-way again after the retrieve.
+        assert call_id in [x["id"] for x in on1.calls()]
+        m = call.marks()
+        r = on1.req("POST", "/calls/%s/hold" % call_id, 200).json()
+        assert all(l["held"] for l in r["legs"]), r
+        call.wait_media(lambda e: e["status"] == "remote_hold", m)
+        m = call.marks()
+        on1.req("POST", "/calls/%s/unhold" % call_id, 200)
+        call.wait_media(lambda e: e["active"], m)
+        call.assert_two_way("after-the-stall")
+    finally:
+        c.close()

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 
-from hfserver import Server, free_port, toml_str
+from hfserver import Server, free_port
 
 NATS_BIN = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
@@ -65,10 +65,12 @@ class NatsServer:
 class ClusterNode(Server):
     """A hookflash Server with a `[cluster]` section; `data_dir` may be shared."""
 
-    def __init__(self, *a, node_id, nats_url, data_dir=None, **kw):
+    def __init__(self, *a, node_id, nats_url, data_dir=None, liveness=None, **kw):
+        """`liveness`: more `[cluster]` keys (heartbeat_secs, node_dead_after_secs)."""
         self.node_id = node_id
         self.nats_url = nats_url
         self._shared_data_dir = data_dir
+        kw["cluster"] = {"node_id": node_id, "nats_url": nats_url, **(liveness or {})}
         super().__init__(*a, **kw)
         if data_dir:
             self.data_dir = data_dir
@@ -78,9 +80,6 @@ class ClusterNode(Server):
         if self._shared_data_dir:
             self.data_dir = self._shared_data_dir
         super().write_config()
-        with open(self.config_path, "a") as f:
-            f.write("\n[cluster]\nnode_id = %s\nnats_url = %s\n"
-                    % (toml_str(self.node_id), toml_str(self.nats_url)))
 
     def pause(self):
         """SIGSTOP: the process keeps its NATS connection but answers nothing."""
@@ -94,7 +93,7 @@ class TwoNodes:
     """PostgreSQL + NATS + node1 + node2 (started one after the other: each applies the same
     provisioning to the shared database)."""
 
-    def __init__(self, binary, base, artifacts, pg_cluster, extra_users=None):
+    def __init__(self, binary, base, artifacts, pg_cluster, extra_users=None, liveness=None):
         self.nats = NatsServer(artifacts)
         self.database_url = pg_cluster.create_database()
         self.nodes = []
@@ -104,7 +103,7 @@ class TwoNodes:
                 node = ClusterNode(
                     binary, os.path.join(base, "node%d" % i), os.path.join(artifacts, "node%d" % i),
                     node_id="node%d" % i, nats_url=self.nats.url, data_dir=shared,
-                    database_url=self.database_url, extra_users=extra_users)
+                    database_url=self.database_url, extra_users=extra_users, liveness=liveness)
                 self.nodes.append(node)
                 node.start()
         except Exception:

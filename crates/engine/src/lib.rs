@@ -14,6 +14,7 @@ mod dialing;
 pub mod events;
 pub mod fetch;
 pub mod inbound_hook;
+mod liveness;
 pub mod metrics;
 pub mod model;
 pub mod queues;
@@ -326,13 +327,23 @@ impl Engine {
     async fn heartbeat(&self, every: Duration, dead_after: Duration) {
         let store = &self.inner.store;
         let me = store.node_id().unwrap_or_default().to_string();
+        let mut watch = liveness::SilenceWatch::new(&me, every, dead_after);
         loop {
             let now = sip_glue::now_ms();
             if let Err(e) = store.heartbeat(now).await {
                 warn!(error = %e, "heartbeat not written");
             } else {
+                // Only nodes this node itself watched stay silent (liveness.rs): a stall or
+                // a clock step here must not make live nodes look dead.
+                let silent = match store.nodes().await {
+                    Ok(rows) => watch.tick(&rows),
+                    Err(e) => {
+                        warn!(error = %e, "cannot read the cluster's nodes");
+                        Vec::new()
+                    }
+                };
                 match store
-                    .reap_dead_nodes(&me, now, dead_after.as_millis() as i64)
+                    .reap_dead_nodes(&me, now, dead_after.as_millis() as i64, &silent)
                     .await
                 {
                     Ok(reaped) => {

@@ -2,7 +2,9 @@
 //!
 //! Every node of a cluster sharing one database writes its row in `nodes` every
 //! `[cluster] heartbeat_secs` ([`Store::node_heartbeat`]). Each node also looks for nodes
-//! silent for longer than `node_dead_after_secs` ([`Store::reap_dead_nodes`]): for each one it
+//! silent for longer than `node_dead_after_secs` ([`Store::reap_dead_nodes`]; only among the
+//! nodes it watched stay silent through its own ticks, so a stall of its own or a clock step
+//! never makes live nodes look dead: `engine/src/liveness.rs`): for each one it
 //! finds, it sets the row's `dead_since` with a conditional UPDATE (`WHERE dead_since IS NULL
 //! AND last_seen = <what it read>`), and only if that UPDATE changed the row — so exactly one
 //! survivor, however many look at once (PostgreSQL re-checks the condition after the winner's
@@ -108,14 +110,20 @@ impl Store {
             .collect()
     }
 
-    /// Looks for nodes other than `me` silent since before `now_ms - dead_after_ms` and closes
-    /// the calls of each one this call wins (module docs). Returns the nodes it declared dead.
+    /// Looks for nodes other than `me`, among `watched_silent` (the nodes the caller itself
+    /// watched stay silent: `engine/src/liveness.rs`), silent since before
+    /// `now_ms - dead_after_ms`, and closes the calls of each one this call wins (module
+    /// docs). Returns the nodes it declared dead.
     pub async fn reap_dead_nodes(
         &self,
         me: &str,
         now_ms: i64,
         dead_after_ms: i64,
+        watched_silent: &[String],
     ) -> Result<Vec<ReapedNode>, StoreError> {
+        if watched_silent.is_empty() {
+            return Ok(Vec::new());
+        }
         let cutoff = now_ms - dead_after_ms;
         let silent = sqlx::query(
             "SELECT node_id, last_seen FROM nodes \
@@ -128,6 +136,9 @@ impl Store {
         let mut reaped = Vec::new();
         for row in &silent {
             let node_id: String = row.try_get("node_id")?;
+            if !watched_silent.contains(&node_id) {
+                continue;
+            }
             let last_seen: i64 = row.try_get("last_seen")?;
             if let Some(calls) = self.reap_node(&node_id, last_seen, now_ms).await? {
                 tracing::warn!(node = %node_id, last_seen, calls,
@@ -245,14 +256,22 @@ mod tests {
             live_rows(&a, 3).await;
             // b keeps beating, a is silent: not yet dead at 5_000 with 10 s.
             b.node_heartbeat("b", 5_000).await.unwrap();
-            assert!(b.reap_dead_nodes("b", 5_000, 10_000).await.unwrap().is_empty());
+            let a_watched = ["a".to_string()];
+            assert!(b.reap_dead_nodes("b", 5_000, 10_000, &a_watched).await.unwrap().is_empty());
+            // Old enough, but not among the nodes the caller watched stay silent: kept.
+            assert!(b.reap_dead_nodes("b", 20_000, 10_000, &[]).await.unwrap().is_empty());
+            assert!(b
+                .reap_dead_nodes("b", 20_000, 10_000, &["z".to_string()])
+                .await
+                .unwrap()
+                .is_empty());
             // Dead at 20_000; b reaps a's two calls, a third look (or c) finds nothing.
             b.node_heartbeat("b", 20_000).await.unwrap();
-            let reaped = b.reap_dead_nodes("b", 20_000, 10_000).await.unwrap();
+            let reaped = b.reap_dead_nodes("b", 20_000, 10_000, &a_watched).await.unwrap();
             assert_eq!(reaped.len(), 1);
             assert_eq!((reaped[0].node_id.as_str(), reaped[0].calls, reaped[0].last_seen), ("a", 2, 1_000));
-            assert!(b.reap_dead_nodes("b", 21_000, 10_000).await.unwrap().is_empty());
-            assert!(b.reap_dead_nodes("c", 21_000, 10_000).await.unwrap().is_empty());
+            assert!(b.reap_dead_nodes("b", 21_000, 10_000, &a_watched).await.unwrap().is_empty());
+            assert!(b.reap_dead_nodes("c", 21_000, 10_000, &a_watched).await.unwrap().is_empty());
             let r1 = b.call_record("ca1").await.unwrap().unwrap();
             assert_eq!((r1.end_cause.as_str(), r1.sip_status, r1.ended_at), ("node_failure", 500, 1_100));
             let r2 = b.call_record("ca2").await.unwrap().unwrap();
@@ -286,10 +305,11 @@ mod tests {
             live_rows(&dead, 5).await;
             let st = |_| crate::Store::with_pool(s.pool.clone(), s.backend);
             let (a, b, c) = (st(0), st(1), st(2));
+            let x_watched = ["x".to_string()];
             let (ra, rb, rc) = tokio::join!(
-                a.reap_dead_nodes("s0", 60_000, 10_000),
-                b.reap_dead_nodes("s1", 60_000, 10_000),
-                c.reap_dead_nodes("s2", 60_000, 10_000),
+                a.reap_dead_nodes("s0", 60_000, 10_000, &x_watched),
+                b.reap_dead_nodes("s1", 60_000, 10_000, &x_watched),
+                c.reap_dead_nodes("s2", 60_000, 10_000, &x_watched),
             );
             let outcomes = [ra.unwrap(), rb.unwrap(), rc.unwrap()];
             let won: Vec<usize> = outcomes.iter().flatten().map(|r| r.calls).collect();
