@@ -542,7 +542,7 @@ struct CallActor {
     /// The handles of a call we originate (click-to-dial; its state: `core.originate`).
     originated: Option<Originated>,
     /// Set for a call an application runs (see `app.rs`).
-    app: Option<AppSession>,
+    app: Option<Box<AppSession>>,
     /// REFER/Replaces and bridge: the handles of a hand-over into this call, and the call
     /// that gets this call's dialog events after it gave a party away (its state:
     /// `core.replaces`).
@@ -588,10 +588,10 @@ struct CallActor {
     /// Extra headers for the BYE that ends the call (an application's `hangup`).
     bye_headers: Vec<(String, String)>,
     /// Per side (A, B): the conference its audio goes to, if any (`conf_leg.rs`).
-    conf_legs: [Option<conf_leg::ConfLeg>; 2],
+    conf_legs: [Option<Box<conf_leg::ConfLeg>>; 2],
     /// The ordinary target of a device asked to answer by itself (`RingingAction::AnswerOn`;
     /// its state and wait: `core.ringing`).
-    auto_answer: Option<ringing::AutoAnswer>,
+    auto_answer: Option<Box<ringing::AutoAnswer>>,
 }
 
 impl CallActor {
@@ -754,12 +754,11 @@ impl CallActor {
             .custom_ring_timeout
             .unwrap_or(self.engine.inner.cfg.ring_timeout);
         self.core.ring(tokio::time::Instant::now(), ring_timeout);
-        if self.core.voicemail.first() && !self.try_voicemail().await {
+        if self.core.voicemail.first() && !Box::pin(self.try_voicemail()).await {
             self.fail_caller(480, EndCause::Unavailable);
         }
         let bridge = self.bridge.clone();
-        let inactive = async move { bridge.inactive().await };
-        tokio::pin!(inactive);
+        let mut inactive = Box::pin(async move { bridge.inactive().await });
         let mut dtmf = self.bridge.dtmf_events();
         let mut pending: FuturesUnordered<ForkFuture> = FuturesUnordered::new();
         let mut reoffers: FuturesUnordered<reoffer::ReofferFuture> = FuturesUnordered::new();
@@ -788,7 +787,7 @@ impl CallActor {
                         }
                     }
                 }
-                Some(feedback) = reoffers.next(), if !reoffers.is_empty() => match feedback {
+                Some(feedback) = reoffers.next(), if !reoffers.is_empty() => match *feedback {
                     reoffer::Feedback::Reoffer { side, seq, outcome } => {
                         Box::pin(self.on_reoffer(side, seq, outcome)).await
                     }

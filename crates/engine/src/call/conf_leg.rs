@@ -156,11 +156,11 @@ impl CallActor {
                 }))
                 .await;
         });
-        self.conf_legs[side.index()] = Some(ConfLeg {
+        self.conf_legs[side.index()] = Some(Box::new(ConfLeg {
             name: name.clone(),
             feed: feed.id,
             playback,
-        });
+        }));
         self.apply_forwarding();
         self.conf_other_music(side, true);
         let info = self.leg(side);

@@ -225,7 +225,7 @@ impl CallActor {
                 self.apply_pt_maps(&a_codecs, &b_codecs);
                 self.set_send_codec(slot, &codecs);
                 self.set_dtmf_pt(slot, &codecs);
-                self.hand_over(t, done, party, None);
+                self.hand_over(*t, done, party, None);
                 if let Some(reply) = reply {
                     let _ = reply.send(Ok(self.info()));
                 }

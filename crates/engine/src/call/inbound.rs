@@ -338,11 +338,11 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: ServerTransaction) {
     actor.core.voicemail.set_first(pre.voicemail);
     actor.fork_caller_id = pre.caller_id.take();
     if let Some(taker) = pre.app.take() {
-        actor.app = Some(AppSession {
+        actor.app = Some(Box::new(AppSession {
             application_id: "sipgate-push".into(),
             dial: None,
             refer: None,
-        });
+        }));
         taker(crate::apps::AppCall {
             account_id: actor.account_id.clone(),
             call_id: actor.id.clone(),
@@ -359,11 +359,11 @@ pub(crate) async fn run_inbound(engine: Engine, mut tx: ServerTransaction) {
         info!("call runs the called user's push application");
     }
     if let Some((permit, app)) = app_permit {
-        actor.app = Some(AppSession {
+        actor.app = Some(Box::new(AppSession {
             application_id: app.id.clone(),
             dial: None,
             refer: None,
-        });
+        }));
         permit.send(crate::apps::AppCall {
             account_id: actor.account_id.clone(),
             call_id: actor.id.clone(),

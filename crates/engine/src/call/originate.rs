@@ -357,11 +357,11 @@ impl Engine {
         // We dial the caller's leg: we are its UAC and chose its Call-ID.
         actor.core.set_a_is_uas(false);
         if app {
-            actor.app = Some(super::AppSession {
+            actor.app = Some(Box::new(super::AppSession {
                 application_id: plan.callee.label.clone(),
                 dial: None,
                 refer: None,
-            });
+            }));
             // The dialled party sees the caller id, not the application.
             let shown = actor.caller_number.clone();
             actor.send_caller_forks(&plan.caller.targets, &shown);

@@ -51,7 +51,9 @@ pub(super) enum Feedback {
     },
 }
 
-pub(super) type ReofferFuture = BoxFuture<'static, Feedback>;
+/// Boxed answer: the call's run future keeps room for the largest value its `select!` can
+/// yield, for as long as the call lasts.
+pub(super) type ReofferFuture = BoxFuture<'static, Box<Feedback>>;
 
 /// A hold/retrieve command waiting for its re-INVITEs.
 pub(super) struct HoldOp {
@@ -180,11 +182,11 @@ impl CallActor {
             } else {
                 // Still in flight for the core: this answer tells the re-INVITE's owner.
                 self.new_reoffers.push(Box::pin(async move {
-                    Feedback::Reoffer {
+                    Box::new(Feedback::Reoffer {
                         side,
                         seq,
                         outcome: Outcome::Error("the leg has no dialog now".into()),
-                    }
+                    })
                 }));
             }
             return;
@@ -206,11 +208,11 @@ impl CallActor {
         } else {
             let Some(body) = self.reoffer_body(side, purpose, direction) else {
                 self.new_reoffers.push(Box::pin(async move {
-                    Feedback::Reoffer {
+                    Box::new(Feedback::Reoffer {
                         side,
                         seq,
                         outcome: Outcome::Error("nothing to offer: the move is over".into()),
-                    }
+                    })
                 }));
                 return;
             };
@@ -228,7 +230,7 @@ impl CallActor {
                 Ok(Err(e)) => Outcome::Error(e.to_string()),
                 Err(e) => Outcome::Error(e.to_string()),
             };
-            Feedback::Reoffer { side, seq, outcome }
+            Box::new(Feedback::Reoffer { side, seq, outcome })
         }));
     }
 

@@ -147,7 +147,7 @@ pub(super) fn release_late_handoffs(
     tokio::spawn(async move {
         let drain = async {
             while let Some(feedback) = pending.next().await {
-                if let Feedback::HandOff { given: Ok(h), .. } = feedback {
+                if let Feedback::HandOff { given: Ok(h), .. } = *feedback {
                     info!("a party handed over after the call ended: releasing it");
                     release_phone(&engine, h.party.dialog);
                 }
@@ -227,7 +227,7 @@ impl CallActor {
                     Err(_) => Err(None),
                 },
             };
-            Feedback::HandOff { ticket, given }
+            Box::new(Feedback::HandOff { ticket, given })
         }));
     }
 

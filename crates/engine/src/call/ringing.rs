@@ -231,7 +231,7 @@ impl CallActor {
         self.core
             .ringing
             .auto_answer_sent(tokio::time::Instant::now(), first);
-        self.auto_answer = Some(AutoAnswer { target });
+        self.auto_answer = Some(Box::new(AutoAnswer { target }));
         Ok(())
     }
 

@@ -90,7 +90,8 @@ pub(super) struct TargetSession {
 /// dialogs are removed at the end).
 #[derive(Default)]
 pub(super) struct TransferHandles {
-    pub(super) current: Option<Transfer>,
+    /// Boxed: a transfer is rare, and its state would otherwise sit in every call.
+    pub(super) current: Option<Box<Transfer>>,
     pub(super) old_forks: Vec<Fork>,
 }
 
@@ -280,7 +281,7 @@ impl CallActor {
             forks.len(),
             self.engine.inner.cfg.ring_timeout,
         );
-        self.xfer.current = Some(Transfer {
+        self.xfer.current = Some(Box::new(Transfer {
             target,
             pair,
             origin,
@@ -291,7 +292,7 @@ impl CallActor {
             target_codecs: Vec::new(),
             complete_reply: None,
             target_session: None,
-        });
+        }));
         self.apply_forwarding();
         self.publish_detail(
             EventKind::TransferStarted,
@@ -624,7 +625,7 @@ impl CallActor {
             ForkKey::Transfer { index, .. } => self.app_dial_child(index),
             _ => None,
         });
-        self.hand_over(t, done, party, child);
+        self.hand_over(*t, done, party, child);
     }
 
     /// The target's media already flows through the main bridge in the transferor's slot:

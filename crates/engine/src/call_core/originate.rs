@@ -98,14 +98,14 @@ mod tests {
 
     use super::*;
     use crate::call_core::{Action, CallCore, Phase};
-    use rand::rngs::StdRng;
+    use rand::rngs::SmallRng;
     use rand::SeedableRng;
     use std::time::Duration;
     use tokio::time::Instant;
 
     fn originated(forks: usize) -> (CallCore, Instant) {
         // We dial the caller's leg: we are its UAC.
-        let mut c = CallCore::with_rng(false, StdRng::seed_from_u64(9));
+        let mut c = CallCore::with_rng(false, SmallRng::seed_from_u64(9));
         let t0 = Instant::now();
         c.ring(t0, Duration::from_secs(30));
         c.originate.ring_caller(forks);
@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn a_call_that_came_in_is_not_originated() {
-        let mut c = CallCore::with_rng(true, StdRng::seed_from_u64(9));
+        let mut c = CallCore::with_rng(true, SmallRng::seed_from_u64(9));
         assert!(!c.originate.is_originated() && !c.originate.calling_caller());
         assert_eq!(
             c.originate.caller_result(0, 200, true),

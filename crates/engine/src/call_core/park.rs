@@ -147,11 +147,11 @@ mod tests {
     use super::*;
     use crate::call_core::run_until;
     use crate::call_core::{Action, CallCore};
-    use rand::rngs::StdRng;
+    use rand::rngs::SmallRng;
     use rand::SeedableRng;
 
     fn core() -> (CallCore, Instant) {
-        let mut c = CallCore::with_rng(true, StdRng::seed_from_u64(1));
+        let mut c = CallCore::with_rng(true, SmallRng::seed_from_u64(1));
         let t0 = Instant::now();
         c.connect(t0);
         (c, t0)

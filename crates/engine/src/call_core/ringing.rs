@@ -105,11 +105,11 @@ mod tests {
     use super::*;
     use crate::call_core::run_until;
     use crate::call_core::{Action, CallCore};
-    use rand::rngs::StdRng;
+    use rand::rngs::SmallRng;
     use rand::SeedableRng;
 
     fn ringing() -> (CallCore, Instant) {
-        let mut c = CallCore::with_rng(true, StdRng::seed_from_u64(11));
+        let mut c = CallCore::with_rng(true, SmallRng::seed_from_u64(11));
         let t0 = Instant::now();
         c.ring(t0, Duration::from_secs(60));
         (c, t0)

@@ -149,11 +149,11 @@ mod tests {
     use super::*;
     use crate::call_core::run_until;
     use crate::call_core::{Action, CallCore};
-    use rand::rngs::StdRng;
+    use rand::rngs::SmallRng;
     use rand::SeedableRng;
 
     fn core() -> (CallCore, Instant) {
-        let c = CallCore::with_rng(true, StdRng::seed_from_u64(3));
+        let c = CallCore::with_rng(true, SmallRng::seed_from_u64(3));
         (c, Instant::now())
     }
 
