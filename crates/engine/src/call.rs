@@ -2193,6 +2193,26 @@ mod tests {
         );
     }
 
+    /// Every call in progress holds one `CallActor` (boxed) and one task with its `run`
+    /// future, for as long as it lasts: memory per active call is a target (BENCHMARKS.md,
+    /// "<= 64 KB RSS per active call"). A rare feature's state belongs in a `Box`, and a
+    /// handler awaited in `run` in `Box::pin`, or these grow for every call (fd2c339 had
+    /// 2,608 and 2,336 bytes in a release build: +2.5-3 KB per call).
+    #[test]
+    fn the_per_call_actor_and_its_task_stay_small() {
+        fn future_size<F, Fut>(_: F) -> usize
+        where
+            F: FnOnce(Box<CallActor>, CallStateReceiver, CommandReceiver) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        let actor = std::mem::size_of::<CallActor>();
+        let run = future_size(CallActor::run);
+        println!("CallActor {actor} bytes, its run future {run} bytes");
+        assert!(actor <= 2_048, "CallActor is {actor} bytes");
+        assert!(run <= 1_024, "CallActor::run's future is {run} bytes");
+    }
+
     #[test]
     fn causes_name_the_failure() {
         assert_eq!(cause_for_status(486), EndCause::Busy);
