@@ -39,6 +39,24 @@ def logged_at(peer, msg):
     return next(ts for ts, m, _ in peer.log if m is msg)
 
 
+def consult_with_carrier_as_transferor(server, carrier, C, carrier_call):
+    """Starts an attended transfer of the call's carrier leg to C (103) by the native API and
+    waits for C to answer and for the carrier's re-INVITE into the consultation; returns
+    (api, call, C's incoming call, the re-INVITE, the carrier's mark before the transfer)."""
+    api = Native(server)
+    call = api.one_call()
+    carrier_leg = next(l for l in call["legs"] if l["owner_extension"] is None)
+    since, mc = carrier.mark(), C.mark()
+    api.req("POST", "/calls/%s/transfer" % call["id"], 202,
+            json={"target": "103", "attended": True, "leg_id": carrier_leg["id"]})
+    inc = C.wait_incoming(since=mc, timeout=5)
+    C.wait_state("CONFIRMED", call=inc["call"], timeout=5)
+    move = carrier.wait(lambda m: is_reinvite(m) and m.get("call-id") == carrier_call,
+                        timeout=5, since=since)
+    assert move is not None, "the transferor's phone was never moved to the consultation"
+    return api, call, inc, move, since
+
+
 def wait_no_calls(api, within):
     deadline = time.monotonic() + within
     while api.calls() and time.monotonic() < deadline:
@@ -61,17 +79,8 @@ def test_kept_party_hangs_up_while_the_transferor_holds_back_its_move_to_the_con
     inv = carrier.new_invites()
     assert len(inv) == 1, inv
     carrier_call = inv[0].get("call-id")
-    api = Native(server)
-    call = api.one_call()
-    carrier_leg = next(l for l in call["legs"] if l["owner_extension"] is None)
-    since, mc = carrier.mark(), C.mark()
-    api.req("POST", "/calls/%s/transfer" % call["id"], 202,
-            json={"target": "103", "attended": True, "leg_id": carrier_leg["id"]})
-    inc = C.wait_incoming(since=mc, timeout=5)
-    C.wait_state("CONFIRMED", call=inc["call"], timeout=5)
-    move = carrier.wait(lambda m: is_reinvite(m) and m.get("call-id") == carrier_call,
-                        timeout=5, since=since)
-    assert move is not None, "the transferor's phone was never moved to the consultation"
+    api, call, inc, move, since = consult_with_carrier_as_transferor(
+        server, carrier, C, carrier_call)
     answer_due = logged_at(carrier, move) + HELD_BACK
     # While the move is pending, completing is refused as pending (409), not queued.
     r = api.req("POST", "/calls/%s/transfer/complete" % call["id"])
@@ -162,17 +171,8 @@ def test_transferor_hanging_up_while_its_move_to_the_consultation_is_held_back_c
     c = A.call(server.uri(NUMBER))
     A.wait_state("CONFIRMED", call=c, timeout=10)
     carrier_call = carrier.new_invites()[0].get("call-id")
-    api = Native(server)
-    call = api.one_call()
-    carrier_leg = next(l for l in call["legs"] if l["owner_extension"] is None)
-    since, mc = carrier.mark(), C.mark()
-    api.req("POST", "/calls/%s/transfer" % call["id"], 202,
-            json={"target": "103", "attended": True, "leg_id": carrier_leg["id"]})
-    inc = C.wait_incoming(since=mc, timeout=5)
-    C.wait_state("CONFIRMED", call=inc["call"], timeout=5)
-    move = carrier.wait(lambda m: is_reinvite(m) and m.get("call-id") == carrier_call,
-                        timeout=5, since=since)
-    assert move is not None
+    api, call, inc, move, since = consult_with_carrier_as_transferor(
+        server, carrier, C, carrier_call)
     answer_due = logged_at(carrier, move) + HELD_BACK
     time.sleep(0.3)
     mc = C.mark()
@@ -258,17 +258,8 @@ def test_transferor_answering_its_move_to_the_consultation_491_once_consults_aft
         carrier_call = inv.get("call-id")
         call_ip, call_port, _ = media_addr(inv)
         rtp = RtpPeer(carrier.media, (call_ip, call_port))
-        api = Native(server)
-        call = api.one_call()
-        carrier_leg = next(l for l in call["legs"] if l["owner_extension"] is None)
-        since, mc = carrier.mark(), C.mark()
-        api.req("POST", "/calls/%s/transfer" % call["id"], 202,
-                json={"target": "103", "attended": True, "leg_id": carrier_leg["id"]})
-        inc = C.wait_incoming(since=mc, timeout=5)
-        C.wait_state("CONFIRMED", call=inc["call"], timeout=5)
-        move = carrier.wait(lambda m: is_reinvite(m) and m.get("call-id") == carrier_call,
-                            timeout=5, since=since)
-        assert move is not None, "the transferor's phone was never moved to the consultation"
+        api, call, inc, move, since = consult_with_carrier_as_transferor(
+            server, carrier, C, carrier_call)
         # The carrier answers it 491 at once (its log holds what it received: the ACK).
         ack = carrier.wait(lambda m: not m.is_response and m.method == "ACK"
                            and m.get("call-id") == carrier_call

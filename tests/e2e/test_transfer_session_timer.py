@@ -20,7 +20,8 @@ from checks import assert_hears
 from conftest import F_A, F_C
 from test_lifecycle import counter
 from test_rtp_continuity import F_PEER, RtpPeer
-from test_transfer_pending import is_reinvite, logged_at, media_addr
+from test_transfer_pending import (consult_with_carrier_as_transferor, is_reinvite, logged_at,
+                                   media_addr)
 
 pytestmark = pytest.mark.server
 
@@ -56,17 +57,9 @@ def test_a_refresh_during_the_consultation_keeps_the_transferor_with_the_target(
         call_ip, call_port, _ = media_addr(inv)
         rtp = RtpPeer(carrier.media, (call_ip, call_port))
 
-        api = Native(server)
-        call = api.one_call()
+        api, call, inc, move, since = consult_with_carrier_as_transferor(
+            server, carrier, C, carrier_call)
         carrier_leg = next(l for l in call["legs"] if l["owner_extension"] is None)
-        since, mc = carrier.mark(), C.mark()
-        api.req("POST", "/calls/%s/transfer" % call["id"], 202,
-                json={"target": "103", "attended": True, "leg_id": carrier_leg["id"]})
-        inc = C.wait_incoming(since=mc, timeout=5)
-        C.wait_state("CONFIRMED", call=inc["call"], timeout=5)
-        move = carrier.wait(lambda m: is_reinvite(m) and m.get("call-id") == carrier_call,
-                            timeout=5, since=since)
-        assert move is not None, "the transferor's phone was never moved to the consultation"
         consult_ip, consult_port, move_version = media_addr(move)
         assert (consult_ip, consult_port) != (call_ip, call_port), move.body
         rtp.dst = (consult_ip, consult_port)

@@ -333,15 +333,22 @@ impl Engine {
             if let Err(e) = store.heartbeat(now).await {
                 warn!(error = %e, "heartbeat not written");
             } else {
-                // Only nodes this node itself watched stay silent (liveness.rs): a stall or
-                // a clock step here must not make live nodes look dead.
-                let silent = match store.nodes().await {
-                    Ok(rows) => watch.tick(&rows),
+                // One read of the nodes per tick. Only nodes this node itself watched stay
+                // silent are declared dead (liveness.rs): a stall or a clock step here must
+                // not make live nodes look dead.
+                let rows = match store.nodes().await {
+                    Ok(rows) => rows,
                     Err(e) => {
                         warn!(error = %e, "cannot read the cluster's nodes");
                         Vec::new()
                     }
                 };
+                let silent = watch.tick(&rows);
+                let mut dead: Vec<String> = rows
+                    .into_iter()
+                    .filter(|n| n.dead_since.is_some())
+                    .map(|n| n.node_id)
+                    .collect();
                 match store
                     .reap_dead_nodes(&me, now, dead_after.as_millis() as i64, &silent)
                     .await
@@ -355,20 +362,20 @@ impl Engine {
                                 .metrics
                                 .node_failure_records
                                 .inc_by(node.calls as u64);
+                            dead.push(node.node_id);
                         }
                     }
                     Err(e) => warn!(error = %e, "cannot look for dead cluster nodes"),
                 }
                 // Every survivor (not only the one that closed the records) stops listing
-                // the calls of a node taken for dead: they went down with it.
+                // the calls of a node taken for dead: they went down with it. (One another
+                // survivor declares dead after this tick's read is seen at the next tick.)
                 if self.inner.cluster.get().is_some() {
-                    if let Ok(nodes) = store.nodes().await {
-                        for n in nodes.iter().filter(|n| n.dead_since.is_some()) {
-                            let forgotten = self.inner.events.forget_node(&n.node_id);
-                            if forgotten > 0 {
-                                info!(node = %n.node_id, calls = forgotten,
-                                    "no longer listing a dead node's calls");
-                            }
+                    for node in &dead {
+                        let forgotten = self.inner.events.forget_node(node);
+                        if forgotten > 0 {
+                            info!(node = %node, calls = forgotten,
+                                "no longer listing a dead node's calls");
                         }
                     }
                 }
